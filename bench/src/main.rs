@@ -1,0 +1,273 @@
+//! `wasmos-bench masters`: Wasmos' replicated masters against etcd, side by
+//! side in one run, on this machine.
+//!
+//! Both systems run as three processes on loopback with their data on the
+//! same disk (fsync on), with matching election settings. Clients are
+//! closed loops, each writing a 256-byte value under its own key:
+//! - Wasmos: `PUT /api/wasmos/v1/vars/bench/c<N>` (HTTP/1.1, JSON) to the
+//!   leader — a write is acknowledged once a majority has it on disk;
+//! - etcd: `etcdserverpb.KV/Put` over gRPC to the leader.
+//!
+//! Then failover: kill -9 the leader, and time until a write through any
+//! survivor is acknowledged; restart the killed process, wait until it has
+//! caught up, repeat.
+
+mod etcd;
+mod stats;
+mod wasmos;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::stats::{Latencies, Row};
+
+#[derive(Debug, Parser)]
+#[command(name = "wasmos-bench", about = "Benchmarks of Wasmos against its peers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replicated write path and failover: three Wasmos masters vs three etcd members.
+    Masters(MastersArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MastersArgs {
+    /// Concurrent clients to measure, comma-separated.
+    #[arg(long, default_value = "1,16,256", value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Seconds to measure each client count (after a 2 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Leader kills for the failover measurement.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Where the systems keep their data (default: a temp dir under /var/tmp,
+    /// on disk).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The wasmos binary (default: next to this one).
+    #[arg(long)]
+    wasmos: Option<PathBuf>,
+    /// The etcd binary (Debian: `apt-get install etcd-server`).
+    #[arg(long, default_value = "etcd")]
+    etcd: PathBuf,
+    /// Measure Wasmos only.
+    #[arg(long)]
+    skip_etcd: bool,
+    /// Raft election timeout (ms) for both systems (etcd: heartbeat a fifth of it, its minimum ratio).
+    #[arg(long, default_value_t = 150)]
+    election_timeout_ms: u64,
+}
+
+/// The value every write carries.
+pub const VALUE_BYTES: usize = 256;
+
+/// A three-process cluster under test.
+pub trait System {
+    fn name(&self) -> &'static str;
+    /// A client that writes to the leader.
+    fn writer(&self) -> impl std::future::Future<Output = anyhow::Result<Box<dyn Writer>>>;
+    /// Kills the leader (SIGKILL); returns its index.
+    fn kill_leader(&mut self) -> impl std::future::Future<Output = anyhow::Result<usize>>;
+    /// One write through any live member, with a short timeout.
+    fn probe_write(&self, n: u64) -> impl std::future::Future<Output = bool>;
+    /// Restarts member `i` and waits until it follows the leader again.
+    fn restart(&mut self, i: usize) -> impl std::future::Future<Output = anyhow::Result<()>>;
+    /// Raft log entries so far (to count writes per entry), if known.
+    fn log_index(&self) -> impl std::future::Future<Output = Option<u64>>;
+}
+
+/// Writes key `client` with a value; returns when acknowledged.
+pub trait Writer: Send + Sync {
+    fn write<'a>(
+        &'a self,
+        client: usize,
+        value: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Masters(a) => masters(a).await,
+        }
+    })
+}
+
+async fn masters(a: MastersArgs) -> anyhow::Result<()> {
+    let base = match &a.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            tempfile::tempdir_in(d)?
+        }
+        None => {
+            std::fs::create_dir_all("/var/tmp")?;
+            tempfile::tempdir_in("/var/tmp")?
+        }
+    };
+    eprintln!("data under {} (on disk; fsync on)", base.path().display());
+    let mut rows: Vec<Row> = Vec::new();
+    let mut failovers: Vec<(String, Latencies)> = Vec::new();
+
+    let wasmos_bin = match &a.wasmos {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("wasmos"))
+            .ok_or_else(|| anyhow::anyhow!("cannot find the wasmos binary; pass --wasmos"))?,
+    };
+    {
+        eprintln!("== wasmos: starting three masters");
+        let mut w = wasmos::Cluster::start(&wasmos_bin, &base.path().join("wasmos"), a.election_timeout_ms).await?;
+        rows.extend(throughput(&w, &a).await?);
+        failovers.push((w.name().into(), failover(&mut w, a.kills).await?));
+        w.stop().await;
+    }
+    if !a.skip_etcd {
+        eprintln!("== etcd: starting three members");
+        let mut e = etcd::Cluster::start(&a.etcd, &base.path().join("etcd"), a.election_timeout_ms).await?;
+        rows.extend(throughput(&e, &a).await?);
+        failovers.push((e.name().into(), failover(&mut e, a.kills).await?));
+        e.stop().await;
+    }
+
+    println!("\n### Committed writes, 3 members on loopback, fsync on, {VALUE_BYTES} B values\n");
+    println!("| system | clients | writes/s | p50 ms | p99 ms | writes per raft entry |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!("\n### Failover: kill -9 the leader → a write is acknowledged ({} kills)\n", a.kills);
+    println!("| system | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|");
+    for (name, l) in &mut failovers {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} |",
+            l.percentile(50.0),
+            l.percentile(99.0),
+            l.max()
+        );
+    }
+    if let [w, e] = rows_by_clients(&rows, a.clients.iter().max().copied().unwrap_or(0))[..] {
+        println!(
+            "\nat {} clients wasmos/etcd throughput ratio: {:.2}×",
+            w.clients,
+            w.writes_per_sec / e.writes_per_sec.max(f64::MIN_POSITIVE)
+        );
+    }
+    Ok(())
+}
+
+fn rows_by_clients(rows: &[Row], clients: usize) -> Vec<&Row> {
+    rows.iter().filter(|r| r.clients == clients).collect()
+}
+
+/// Closed-loop writers at each client count.
+async fn throughput<S: System>(s: &S, a: &MastersArgs) -> anyhow::Result<Vec<Row>> {
+    let value: String = "x".repeat(VALUE_BYTES);
+    let mut rows = Vec::new();
+    for &clients in &a.clients {
+        let writer: std::sync::Arc<dyn Writer> = s.writer().await?.into();
+        let warmup = Duration::from_secs(2);
+        let measure = Duration::from_secs(a.seconds);
+        let start = Instant::now();
+        let begin = start + warmup;
+        let end = begin + measure;
+        let index_before = std::sync::Arc::new(tokio::sync::OnceCell::new());
+        let mut handles = Vec::new();
+        for c in 0..clients {
+            let w = writer.clone();
+            let v = value.clone();
+            handles.push(tokio::spawn(async move {
+                let mut lat = Latencies::default();
+                let mut errors = 0u64;
+                loop {
+                    let t = Instant::now();
+                    if t >= end {
+                        break;
+                    }
+                    let ok = w.write(c, &v).await.is_ok();
+                    let done = Instant::now();
+                    if t >= begin && done <= end {
+                        if ok {
+                            lat.push(done - t);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    if !ok {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        tokio::time::sleep_until(begin.into()).await;
+        let before = s.log_index().await;
+        let _ = index_before.set(before);
+        tokio::time::sleep_until(end.into()).await;
+        let after = s.log_index().await;
+        let mut all = Latencies::default();
+        let mut errors = 0;
+        for h in handles {
+            let (l, e) = h.await?;
+            all.extend(l);
+            errors += e;
+        }
+        let writes = all.len() as f64;
+        let per_entry = match (before, after) {
+            (Some(b), Some(a)) if a > b => Some(writes / (a - b) as f64),
+            _ => None,
+        };
+        let row = Row {
+            system: s.name().into(),
+            clients,
+            writes_per_sec: writes / measure.as_secs_f64(),
+            p50_ms: all.percentile(50.0),
+            p99_ms: all.percentile(99.0),
+            per_entry,
+        };
+        eprintln!("{row}{}", if errors > 0 { format!(" ({errors} errors)") } else { String::new() });
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Kill the leader `kills` times; time until a write is acknowledged.
+async fn failover<S: System>(s: &mut S, kills: usize) -> anyhow::Result<Latencies> {
+    let mut lat = Latencies::default();
+    let mut n = 0u64;
+    for k in 0..kills {
+        // Settle: a write goes through before the kill.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s.probe_write(n).await {
+            n += 1;
+            anyhow::ensure!(Instant::now() < deadline, "{} did not accept writes before kill {k}", s.name());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let t0 = Instant::now();
+        let killed = s.kill_leader().await?;
+        loop {
+            n += 1;
+            if s.probe_write(n).await {
+                break;
+            }
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "{} elected no leader in 60 s", s.name());
+        }
+        let took = t0.elapsed();
+        eprintln!("{} failover {}: {:.0} ms", s.name(), k + 1, took.as_secs_f64() * 1000.0);
+        lat.push(took);
+        s.restart(killed).await?;
+    }
+    Ok(lat)
+}

@@ -1,0 +1,232 @@
+//! Three `wasmos master` processes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::{System, Writer};
+
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    ports: Vec<u16>,
+    election_ms: u64,
+    children: Vec<Option<Child>>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Cluster {
+    pub async fn start(bin: &Path, dir: &Path, election_ms: u64) -> anyhow::Result<Cluster> {
+        anyhow::ensure!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build --release -p wasmos`, or pass --wasmos",
+            bin.display()
+        );
+        std::fs::create_dir_all(dir)?;
+        let ports = (0..3).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut c = Cluster {
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            ports,
+            election_ms,
+            children: vec![None, None, None],
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()?,
+        };
+        for i in 0..3 {
+            c.spawn(i)?;
+        }
+        c.wait_leader(Duration::from_secs(60)).await?;
+        Ok(c)
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i])
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let peers: Vec<String> = (0..3).map(|j| format!("{}={}", j + 1, self.url(j))).collect();
+        let data = self.dir.join(format!("m{}", i + 1));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("m{}.log", i + 1)))?;
+        let child = Command::new(&self.bin)
+            .arg("master")
+            .args(["--id", &(i + 1).to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
+            .args(["--peers", &peers.join(",")])
+            .args(["--election-timeout-ms", &self.election_ms.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("WASMOS_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    async fn view(&self, i: usize) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}/api/wasmos/v1/leader", self.url(i)))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// The index of the member acting as leader.
+    async fn leader(&self) -> Option<usize> {
+        for i in 0..3 {
+            if self.children[i].is_none() {
+                continue;
+            }
+            if let Some(v) = self.view(i).await
+                && v["this_master"]["role"] == "leader"
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.leader().await {
+                return Ok(i);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no wasmos master became leader; see the logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn status(&self, i: usize) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}/api/wasmos/v1/masters", self.url(i)))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?;
+        r.json::<Value>().await.ok().map(|v| v["this_master"].clone())
+    }
+
+    pub async fn stop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+struct HttpWriter {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Writer for HttpWriter {
+    fn write<'a>(
+        &'a self,
+        client: usize,
+        value: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let r = self
+                .http
+                .put(format!("{}/api/wasmos/v1/vars/bench/c{client}", self.base))
+                .json(&json!({ "items": { "v": value } }))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "{}", r.status());
+            Ok(())
+        })
+    }
+}
+
+impl System for Cluster {
+    fn name(&self) -> &'static str {
+        "wasmos"
+    }
+
+    async fn writer(&self) -> anyhow::Result<Box<dyn Writer>> {
+        let leader = self.wait_leader(Duration::from_secs(30)).await?;
+        Ok(Box::new(HttpWriter {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .pool_max_idle_per_host(4096)
+                .tcp_nodelay(true)
+                .build()?,
+            base: self.url(leader),
+        }))
+    }
+
+    async fn kill_leader(&mut self) -> anyhow::Result<usize> {
+        let i = self.wait_leader(Duration::from_secs(30)).await?;
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().await?;
+            let _ = c.wait().await;
+        }
+        Ok(i)
+    }
+
+    async fn probe_write(&self, n: u64) -> bool {
+        for i in 0..3 {
+            if self.children[i].is_none() {
+                continue;
+            }
+            let r = self
+                .http
+                .put(format!("{}/api/wasmos/v1/vars/bench/probe", self.url(i)))
+                .json(&json!({ "items": { "n": n.to_string() } }))
+                .timeout(Duration::from_millis(300))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        false
+    }
+
+    async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let leader = self.leader().await;
+            if leader == Some(i) {
+                return Ok(());
+            }
+            if let (Some(l), Some(me)) = (leader, self.status(i).await)
+                && l != i
+                && let Some(ls) = self.status(l).await
+                && me["applied"].as_u64().unwrap_or(0) + 10 >= ls["applied"].as_u64().unwrap_or(u64::MAX)
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "master {} did not catch up after a restart", i + 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn log_index(&self) -> Option<u64> {
+        let l = self.leader().await?;
+        self.status(l).await?["last_log_index"].as_u64()
+    }
+}

@@ -1,0 +1,204 @@
+//! How a task's process is started, watched and signalled.
+//!
+//! [`Containerizer`] is the seam: the [`ProcessContainerizer`] here starts
+//! the task as a plain process in its own process group, in its sandbox,
+//! with a clean environment and its output captured to files. Isolation
+//! (cgroups, namespaces) and the Docker engine plug in behind the same
+//! trait.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use wasmos_core::{Resources, TaskId};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A resource limit to set on the task's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: nix::sys::resource::Resource,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The `RLIMIT_*` resource for a name like `nofile`.
+pub fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource;
+    Some(match name {
+        "nofile" => Resource::RLIMIT_NOFILE,
+        "nproc" => Resource::RLIMIT_NPROC,
+        "core" => Resource::RLIMIT_CORE,
+        "stack" => Resource::RLIMIT_STACK,
+        "fsize" => Resource::RLIMIT_FSIZE,
+        "memlock" => Resource::RLIMIT_MEMLOCK,
+        "as" => Resource::RLIMIT_AS,
+        "cpu" => Resource::RLIMIT_CPU,
+        "data" => Resource::RLIMIT_DATA,
+        _ => return None,
+    })
+}
+
+/// Everything needed to start one task.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub task_id: TaskId,
+    pub sandbox: PathBuf,
+    pub program: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub resources: Resources,
+    /// Limits isolators asked for, already validated.
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// How a task's process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Why a task could not be started. Codes follow the shell: 127 for a
+/// command not found, 126 for one that cannot be executed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LaunchError {
+    #[error("command not found: {0}")]
+    NotFound(String),
+    #[error("permission denied executing {0}")]
+    PermissionDenied(String),
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl LaunchError {
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            LaunchError::NotFound(_) => Some(127),
+            LaunchError::PermissionDenied(_) => Some(126),
+            _ => None,
+        }
+    }
+}
+
+/// Sends a signal to a task and everything it started.
+pub type Signaller = Arc<dyn Fn(Signal) -> Result<(), String> + Send + Sync>;
+
+/// A started task.
+pub struct Launched {
+    pub pid: u32,
+    /// Resolves when the task's process ends.
+    pub exit: BoxFuture<'static, ExitInfo>,
+    /// Signals the task and everything it started.
+    pub signal: Signaller,
+}
+
+/// Starts tasks.
+pub trait Containerizer: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Launched, LaunchError>>;
+}
+
+/// Plain processes, each the leader of its own process group.
+#[derive(Debug, Default)]
+pub struct ProcessContainerizer;
+
+impl Containerizer for ProcessContainerizer {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(async move { launch_process(spec) })
+    }
+}
+
+/// Sets the limits in the child between fork and exec.
+#[allow(unsafe_code)]
+fn set_rlimits(cmd: &mut tokio::process::Command, limits: Vec<Rlimit>) {
+    if limits.is_empty() {
+        return;
+    }
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed. It calls setrlimit(2) (a plain
+    // system call) on data moved in before the fork; it allocates nothing
+    // and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            for l in &limits {
+                nix::sys::resource::setrlimit(l.resource, l.soft, l.hard)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+fn launch_process(spec: ContainerSpec) -> Result<Launched, LaunchError> {
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spec.sandbox.join(name))
+            .map_err(|e| LaunchError::Other(format!("cannot open {name} in the sandbox: {e}")))
+    };
+    let (stdout, stderr) = (open("stdout")?, open("stderr")?);
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    if let Some((argv0, rest)) = spec.argv.split_first() {
+        cmd.arg0(argv0).args(rest);
+    }
+    cmd.env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.sandbox)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(user) = &spec.user {
+        let u = nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .ok_or_else(|| LaunchError::UnknownUser(user.clone()))?;
+        cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        // The sandbox belongs to the task's user.
+        let _ = nix::unistd::chown(&spec.sandbox, Some(u.uid), Some(u.gid));
+        for f in ["stdout", "stderr"] {
+            let _ = nix::unistd::chown(&spec.sandbox.join(f), Some(u.uid), Some(u.gid));
+        }
+    }
+    set_rlimits(&mut cmd, spec.rlimits.clone());
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LaunchError::NotFound(spec.program.clone()),
+        std::io::ErrorKind::PermissionDenied => LaunchError::PermissionDenied(spec.program.clone()),
+        _ => LaunchError::Other(format!("cannot start {}: {e}", spec.program)),
+    })?;
+    let pid = child
+        .id()
+        .ok_or_else(|| LaunchError::Other("the process ended before it was watched".into()))?;
+    let exit = Box::pin(async move {
+        use std::os::unix::process::ExitStatusExt;
+        match child.wait().await {
+            Ok(st) => ExitInfo {
+                code: st.code(),
+                signal: st.signal(),
+            },
+            Err(_) => ExitInfo {
+                code: None,
+                signal: None,
+            },
+        }
+    });
+    let pgid = Pid::from_raw(pid as i32);
+    let signal = Arc::new(move |sig: Signal| {
+        nix::sys::signal::killpg(pgid, sig).map_err(|e| format!("cannot signal task: {e}"))
+    });
+    Ok(Launched { pid, exit, signal })
+}

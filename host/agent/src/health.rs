@@ -1,0 +1,148 @@
+//! Health checks: for every task whose spec names one, the agent runs the
+//! health-check plugin on the check's interval, turns changes of health
+//! into status updates (`healthy`, reason
+//! `REASON_TASK_HEALTH_CHECK_STATUS_UPDATED`), and kills the task after too
+//! many consecutive failures. Mesos' rules: nothing before `delay`;
+//! failures before the first success within `grace_period` do not count.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmos_core::{FrameworkId, HealthCheckSpec, Reason, TaskId, TaskSpec, TaskState};
+use wasmos_runtime::health::{CheckResult, CheckTarget};
+
+use crate::Agent;
+use crate::plugins::ensure_health_check;
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+impl Agent {
+    /// Starts the task's health checks, if it has any.
+    pub(crate) fn start_health_checks(
+        self: &Arc<Self>,
+        framework_id: FrameworkId,
+        spec: &TaskSpec,
+    ) {
+        let Some(hc) = spec.health_check.clone() else {
+            return;
+        };
+        let me = self.clone();
+        let id = spec.task_id.clone();
+        let ports = crate::resources::task_ports(&spec.resources.ports);
+        let grace_kill = spec.kill_grace_ms();
+        tokio::spawn(async move {
+            me.health_loop(framework_id, id, ports, hc, grace_kill)
+                .await
+        });
+    }
+
+    fn is_running(&self, id: &TaskId) -> bool {
+        self.lock_tasks()
+            .get(id)
+            .is_some_and(|t| t.state == TaskState::Running && !t.kill_requested())
+    }
+
+    fn health_update(&self, framework_id: &FrameworkId, id: &TaskId, r: &CheckResult) {
+        let mut s = self.status_of(id, TaskState::Running);
+        s.healthy = Some(r.healthy);
+        s.reason = Some(Reason::ReasonTaskHealthCheckStatusUpdated);
+        s.message = Some(r.message.clone());
+        self.queue_update(framework_id, s);
+    }
+
+    async fn health_loop(
+        self: Arc<Self>,
+        framework_id: FrameworkId,
+        id: TaskId,
+        ports: Vec<u16>,
+        hc: HealthCheckSpec,
+        kill_grace_ms: u64,
+    ) {
+        let started = Instant::now();
+        let mut shutdown = self.shutdown.clone();
+        let Some(plugin) = ensure_health_check(&self, &hc.plugin).await else {
+            let r = CheckResult {
+                healthy: false,
+                message: format!(
+                    "health-check plugin {} is not installed; install it or fix the task",
+                    hc.plugin
+                ),
+            };
+            tracing::warn!(task = %id, plugin = %hc.plugin, "health-check plugin missing; killing the task");
+            self.health_update(&framework_id, &id, &r);
+            let _ = self.kill_because(&id, kill_grace_ms, r.message);
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(secs(hc.delay_seconds)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let target = CheckTarget {
+            task_id: id.to_string(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            ports,
+            config: hc.config.clone(),
+            timeout: secs(hc.timeout_seconds),
+        };
+        let mut healthy: Option<bool> = None;
+        let mut ever_healthy = false;
+        let mut failures = 0u32;
+        loop {
+            if !self.is_running(&id) {
+                return;
+            }
+            let p = plugin.clone();
+            let t = target.clone();
+            let result = match tokio::task::spawn_blocking(move || {
+                p.lock().unwrap_or_else(|e| e.into_inner()).check(&t)
+            })
+            .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => CheckResult {
+                    healthy: false,
+                    message: format!("health check could not run: {e}"),
+                },
+                Err(e) => CheckResult {
+                    healthy: false,
+                    message: format!("health check could not run: {e}"),
+                },
+            };
+            if !self.is_running(&id) {
+                return;
+            }
+            if result.healthy {
+                failures = 0;
+                ever_healthy = true;
+                if healthy != Some(true) {
+                    tracing::info!(task = %id, message = %result.message, "task is healthy");
+                    healthy = Some(true);
+                    self.health_update(&framework_id, &id, &result);
+                }
+            } else if ever_healthy || started.elapsed() >= secs(hc.grace_period_seconds) {
+                failures += 1;
+                if healthy != Some(false) {
+                    tracing::info!(task = %id, message = %result.message, "task is unhealthy");
+                    healthy = Some(false);
+                    self.health_update(&framework_id, &id, &result);
+                }
+                if failures >= hc.max_consecutive_failures.max(1) {
+                    let why = format!(
+                        "killed after {failures} consecutive failed health checks (last: {})",
+                        result.message
+                    );
+                    tracing::warn!(task = %id, %why, "killing unhealthy task");
+                    let _ = self.kill_because(&id, kill_grace_ms, why);
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(secs(hc.interval_seconds)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The agent's HTTP API: launch and kill (from the leader, term-checked),
+//! sandbox files, and the agent's own view of its tasks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, extract::rejection::JsonRejection};
+use serde_json::json;
+use wasmos_core::TaskId;
+use wasmos_core::protocol::{self, KillTask, LaunchTasks};
+
+use crate::Agent;
+use crate::files::{self, FilesError};
+use crate::tasks::KillError;
+
+type Shared = State<Arc<Agent>>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "message": message.into() }))).into_response()
+}
+
+pub(crate) fn router(agent: Arc<Agent>) -> Router {
+    let guarded = Router::new()
+        .route(protocol::paths::LAUNCH, post(launch))
+        .route(protocol::paths::KILL, post(kill))
+        .route("/api/wasmos/v1/state", get(state))
+        .route("/api/wasmos/v1/sandboxes/{task}/files/{op}", get(files_op))
+        .route_layer(middleware::from_fn_with_state(
+            agent.clone(),
+            require_secret,
+        ));
+    Router::new()
+        .route("/health", get(|| async { StatusCode::OK }))
+        .merge(guarded)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(16 << 20))
+        .with_state(agent)
+}
+
+async fn require_secret(State(a): Shared, req: Request, next: Next) -> Response {
+    if let Some(secret) = &a.config.secret {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !protocol::bearer_matches(given, secret) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret");
+        }
+    }
+    next.run(req).await
+}
+
+fn stale(a: &Agent, term: u64) -> Option<Response> {
+    (!a.check_term(term)).then(|| {
+        error(
+            StatusCode::CONFLICT,
+            format!(
+                "term {term} is older than term {} already seen; not the leader",
+                a.term()
+            ),
+        )
+    })
+}
+
+async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>) -> Response {
+    let Json(msg) = match body {
+        Ok(b) => b,
+        Err(r) => return error(r.status(), r.body_text()),
+    };
+    if let Some(r) = stale(&a, msg.term) {
+        return r;
+    }
+    for t in &msg.tasks {
+        if let Err(e) = t.validate() {
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    }
+    for t in msg.tasks {
+        a.launch(msg.framework_id.clone(), t);
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn kill(State(a): Shared, body: Result<Json<KillTask>, JsonRejection>) -> Response {
+    let Json(msg) = match body {
+        Ok(b) => b,
+        Err(r) => return error(r.status(), r.body_text()),
+    };
+    if let Some(r) = stale(&a, msg.term) {
+        return r;
+    }
+    let grace = msg
+        .grace_period_ms
+        .unwrap_or(wasmos_core::task::DEFAULT_KILL_GRACE_MS)
+        .min(wasmos_core::task::MAX_KILL_GRACE_MS);
+    match a.kill(&msg.task_id, grace) {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(KillError::Unknown) => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "task {} is not on this agent; it will not be launched here",
+                msg.task_id
+            ),
+        ),
+    }
+}
+
+async fn state(State(a): Shared) -> Response {
+    let tasks: Vec<_> = a
+        .lock_tasks()
+        .iter()
+        .map(|(id, t)| json!({ "id": id, "framework_id": t.framework_id, "state": t.state, "pid": t.pid }))
+        .collect();
+    Json(json!({
+        "agent_id": a.agent_id(),
+        "hostname": a.info.hostname,
+        "resources": a.info.resources,
+        "term": a.term(),
+        "pending_updates": a.pending_updates(),
+        "tasks": tasks,
+        "plugins": a.plugins_report(),
+    }))
+    .into_response()
+}
+
+async fn files_op(
+    State(a): Shared,
+    Path((task, op)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let task: TaskId = match task.parse() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("task id: {e}")),
+    };
+    let num = |k: &str| -> Result<Option<u64>, String> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{k} must be a non-negative integer"))
+            })
+            .transpose()
+    };
+    let (offset, length) = match (num("offset"), num("length")) {
+        (Ok(o), Ok(l)) => (o.unwrap_or(0), l),
+        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let root = a.sandbox_root();
+    let files_error = |e: FilesError| match e {
+        FilesError::BadPath(m) => error(StatusCode::BAD_REQUEST, m),
+        FilesError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+        FilesError::Io(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    };
+    match op.as_str() {
+        "read" => {
+            let Some(path) = q.get("path") else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "path is required, e.g. path=stdout",
+                );
+            };
+            let full = match files::resolve(&root, &task, path) {
+                Ok(p) => p,
+                Err(e) => return files_error(e),
+            };
+            match tokio::task::spawn_blocking(move || files::read(&full, offset, length)).await {
+                Ok(Ok((data, size))) => (
+                    [
+                        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                        (
+                            header::HeaderName::from_static("x-wasmos-file-size"),
+                            size.to_string(),
+                        ),
+                    ],
+                    data,
+                )
+                    .into_response(),
+                Ok(Err(e)) => files_error(e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        "browse" => {
+            let rel = q.get("path").map(String::as_str).unwrap_or(".");
+            let dir = match files::resolve(&root, &task, rel) {
+                Ok(p) => p,
+                Err(e) => return files_error(e),
+            };
+            let sandbox = root.join(task.as_str());
+            match tokio::task::spawn_blocking(move || files::browse(&sandbox, &dir)).await {
+                Ok(Ok(entries)) => Json(entries).into_response(),
+                Ok(Err(e)) => files_error(e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        other => error(
+            StatusCode::NOT_FOUND,
+            format!("no files/{other}; use files/read or files/browse"),
+        ),
+    }
+}

@@ -1,0 +1,280 @@
+//! The Wasmos agent: runs on every worker, offers its resources to the
+//! master, launches the tasks it is given, and reports what happens to them.
+//!
+//! Key types: [`AgentConfig`] (validated settings), [`RunningAgent`] (a
+//! started agent), [`Agent`] (its shared context), and the
+//! [`containerizer::Containerizer`] seam that starts tasks.
+//!
+//! Design decisions:
+//! - Status updates are queued per task and sent in order, each retried
+//!   with backoff until the master acknowledges it (its 2xx reply, sent
+//!   only once the update is durable in the master's state). A master
+//!   restart in the middle loses nothing: the agent keeps retrying.
+//! - Every command from a master carries its leader term; commands from a
+//!   term older than the newest seen are refused, so a deposed leader
+//!   cannot launch or kill.
+//! - Launches are idempotent by task id, and ids of tasks that ended (or
+//!   were killed before they arrived) are remembered, so a retried launch
+//!   never starts a task twice.
+
+pub mod containerizer;
+pub mod files;
+mod health;
+mod http;
+mod isolation;
+mod link;
+mod masters;
+mod plugins;
+pub mod resources;
+mod tasks;
+mod updates;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{Notify, watch};
+use wasmos_core::{AgentId, AgentInfo, FrameworkId, TaskId, TaskStatus};
+
+use crate::containerizer::{Containerizer, ProcessContainerizer};
+
+/// An agent's validated settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The masters' base URLs; the agent finds the leader among them.
+    pub masters: Vec<String>,
+    pub listen: SocketAddr,
+    /// The URL the master uses to reach this agent; by default
+    /// `http://<bound address>`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub hostname: Option<String>,
+    /// `cpus:2;mem:1024;...` over the discovered resources.
+    pub resources: Option<String>,
+    pub attributes: BTreeMap<String, String>,
+    /// The cluster secret shared with the master.
+    pub secret: Option<String>,
+    /// Status updates are retried with backoff between these.
+    pub update_retry_min: Duration,
+    pub update_retry_max: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(masters: Vec<String>, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        AgentConfig {
+            masters,
+            listen,
+            advertise: None,
+            data_dir,
+            hostname: None,
+            resources: None,
+            attributes: BTreeMap::new(),
+            secret: None,
+            update_retry_min: Duration::from_millis(250),
+            update_retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The agent's shared context.
+pub struct Agent {
+    config: AgentConfig,
+    info: AgentInfo,
+    agent_id: RwLock<Option<AgentId>>,
+    /// The newest leader term seen.
+    term: AtomicU64,
+    master_id: Mutex<Option<String>>,
+    cluster_id: Mutex<Option<String>>,
+    heartbeat_interval: Mutex<Duration>,
+    tasks: Mutex<BTreeMap<TaskId, tasks::TaskEntry>>,
+    /// Ids that must never launch: tasks that ended, or were killed before
+    /// their launch arrived. Bounded, oldest forgotten first.
+    tombstones: Mutex<(HashSet<TaskId>, VecDeque<TaskId>)>,
+    updates: Mutex<BTreeMap<TaskId, VecDeque<(FrameworkId, TaskStatus)>>>,
+    updates_wake: Notify,
+    registered: Notify,
+    containerizer: Arc<dyn Containerizer>,
+    plugins: plugins::Plugins,
+    masters: masters::Masters,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("agent_id", &self.agent_id())
+            .finish()
+    }
+}
+
+const MAX_TOMBSTONES: usize = 10_000;
+
+impl Agent {
+    /// The id the master gave this agent, once registered.
+    pub fn agent_id(&self) -> Option<AgentId> {
+        self.agent_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn info(&self) -> &AgentInfo {
+        &self.info
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    /// Accepts `term` unless it is older than one already seen.
+    fn check_term(&self, term: u64) -> bool {
+        let seen = self.term.fetch_max(term, Ordering::AcqRel);
+        term >= seen
+    }
+
+    fn sandbox_root(&self) -> PathBuf {
+        self.config.data_dir.join("sandboxes")
+    }
+
+    fn tombstone(&self, id: &TaskId) {
+        let mut t = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+        if t.0.insert(id.clone()) {
+            t.1.push_back(id.clone());
+            while t.1.len() > MAX_TOMBSTONES {
+                if let Some(old) = t.1.pop_front() {
+                    t.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn is_tombstoned(&self, id: &TaskId) -> bool {
+        self.tombstones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(id)
+    }
+}
+
+/// A started agent.
+pub struct RunningAgent {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub agent: Arc<Agent>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for RunningAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningAgent")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// Discovers resources, binds, and starts registering with the master.
+pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
+    std::fs::create_dir_all(config.data_dir.join("sandboxes"))
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another agent running? pick another with --listen)",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let url = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let mut resources = resources::discover(&config.data_dir);
+    if let Some(o) = &config.resources {
+        resources = resources::apply_overrides(resources, o).context("--resources")?;
+    }
+    let info = AgentInfo {
+        hostname: config.hostname.clone().unwrap_or_else(resources::hostname),
+        endpoint: url.clone(),
+        resources,
+        attributes: config.attributes.clone(),
+        boot_id: resources::boot_id(),
+        version: wasmos_core::VERSION.to_string(),
+    };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(secret) = &config.secret {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {secret}").parse()?,
+        );
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .default_headers(headers)
+        // Followers redirect to the leader; `Masters` follows them itself
+        // so that the secret goes along.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    if config.masters.is_empty() {
+        anyhow::bail!("--master: give at least one master URL");
+    }
+    let runtime = wasmos_runtime::PluginRuntime::new(wasmos_runtime::RuntimeConfig::default())
+        .map_err(anyhow::Error::msg)?
+        .with_cache(config.data_dir.join("plugin-cache"));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let agent = Arc::new(Agent {
+        agent_id: RwLock::new(link::load_identity(&config.data_dir, &info.boot_id)),
+        term: AtomicU64::new(0),
+        master_id: Mutex::new(None),
+        cluster_id: Mutex::new(None),
+        heartbeat_interval: Mutex::new(Duration::from_secs(2)),
+        tasks: Mutex::new(BTreeMap::new()),
+        tombstones: Mutex::new((HashSet::new(), VecDeque::new())),
+        updates: Mutex::new(BTreeMap::new()),
+        updates_wake: Notify::new(),
+        registered: Notify::new(),
+        containerizer: Arc::new(ProcessContainerizer),
+        plugins: plugins::Plugins::new(runtime),
+        masters: masters::Masters::new(config.masters.clone(), client),
+        shutdown: shutdown_rx.clone(),
+        info,
+        config,
+    });
+    tracing::info!(%url, resources = %agent.info.resources, hostname = %agent.info.hostname, "agent started");
+    tokio::spawn(agent.clone().master_loop());
+    tokio::spawn(agent.clone().send_updates());
+    let app = http::router(agent.clone());
+    let mut rx = shutdown_rx;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    Ok(RunningAgent {
+        addr,
+        url,
+        agent,
+        shutdown,
+        server,
+    })
+}
+
+impl RunningAgent {
+    /// Kills every task (SIGTERM, grace, SIGKILL), tries for a few seconds
+    /// to deliver the resulting updates, then stops.
+    pub async fn stop(self) {
+        self.agent.kill_all("the agent is shutting down").await;
+        self.agent.flush_updates(Duration::from_secs(5)).await;
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+}

@@ -1,0 +1,120 @@
+//! What this machine brings to the pool: cpus, memory, disk and ports,
+//! discovered the way Mesos does, minus a reserve for the system.
+
+use std::path::Path;
+
+use wasmos_core::{PortSet, ResourceError, Resources, Scalar};
+
+/// The port range offered when none is configured (Mesos' default).
+pub const DEFAULT_PORTS: &str = "[31000-32000]";
+
+/// Discovers this machine's resources, keeping some for the system:
+/// memory above 2 GiB keeps 1 GiB back, below it half; disk keeps
+/// min(5 GiB, half) back.
+pub fn discover(work_dir: &Path) -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as f64)
+        .unwrap_or(1.0);
+    let mem_mb = meminfo_total_mb().unwrap_or(1024.0);
+    let mem = if mem_mb >= 2048.0 {
+        mem_mb - 1024.0
+    } else {
+        mem_mb / 2.0
+    };
+    let disk_mb = disk_total_mb(work_dir).unwrap_or(0.0);
+    let disk = disk_mb - (5.0 * 1024.0f64).min(disk_mb / 2.0);
+    Resources {
+        cpus: Scalar::from_f64("cpus", cpus).unwrap_or_default(),
+        mem: Scalar::from_f64("mem", mem.floor()).unwrap_or_default(),
+        disk: Scalar::from_f64("disk", disk.floor().max(0.0)).unwrap_or_default(),
+        gpus: 0,
+        ports: DEFAULT_PORTS.parse().unwrap_or_default(),
+    }
+}
+
+/// Applies `cpus:2;mem:1024;ports:[...]` over discovered resources: only
+/// the names given change.
+pub fn apply_overrides(mut r: Resources, overrides: &str) -> Result<Resources, ResourceError> {
+    for part in overrides
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let one: Resources = part.parse()?;
+        match part.split(':').next().map(str::trim) {
+            Some("cpus") => r.cpus = one.cpus,
+            Some("mem") => r.mem = one.mem,
+            Some("disk") => r.disk = one.disk,
+            Some("gpus") => r.gpus = one.gpus,
+            Some("ports") => r.ports = one.ports,
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+fn meminfo_total_mb() -> Option<f64> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+fn parse_meminfo(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn disk_total_mb(dir: &Path) -> Option<f64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks() as f64 * st.fragment_size() as f64 / (1024.0 * 1024.0))
+}
+
+/// The Linux boot id (changes on every reboot).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The ports a task was given, in order.
+pub fn task_ports(ports: &PortSet) -> Vec<u16> {
+    ports.ports().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_total_is_read_in_megabytes() {
+        let text = "MemTotal:       24576000 kB\nMemFree:  1 kB\n";
+        assert_eq!(parse_meminfo(text), Some(24000.0));
+        assert_eq!(parse_meminfo("garbage"), None);
+    }
+
+    #[test]
+    fn overrides_change_only_what_they_name() {
+        let base: Resources = "cpus:8;mem:16000;disk:100;ports:[31000-32000]"
+            .parse()
+            .unwrap();
+        let r = apply_overrides(base, "cpus:2; ports:[5000-5001]").unwrap();
+        assert_eq!(r.to_string(), "cpus:2;mem:16000;disk:100;ports:[5000-5001]");
+        assert!(apply_overrides(Resources::default(), "cpus:-1").is_err());
+        assert!(apply_overrides(Resources::default(), "bogus:1").is_err());
+    }
+
+    #[test]
+    fn discovery_finds_something_on_this_machine() {
+        let r = discover(Path::new("/"));
+        assert!(r.cpus.as_f64() >= 1.0);
+        assert!(r.mem.as_f64() > 0.0);
+        assert_eq!(r.ports.to_string(), "[31000-32000]");
+    }
+}

@@ -1,0 +1,391 @@
+//! Running tasks: launch, watch, kill, and the status updates each step
+//! makes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use uuid::Uuid;
+use wasmos_core::protocol::ReportedTask;
+use wasmos_core::{FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState, TaskStatus};
+
+use crate::Agent;
+use crate::containerizer::{ContainerSpec, ExitInfo, LaunchError, Signaller};
+
+/// A task this agent knows.
+pub(crate) struct TaskEntry {
+    pub framework_id: FrameworkId,
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    pub pid: Option<u32>,
+    signal: Option<Signaller>,
+    kill_requested: bool,
+    /// Why the agent itself killed the task (e.g. failed health checks).
+    kill_reason: Option<String>,
+}
+
+impl TaskEntry {
+    pub(crate) fn kill_requested(&self) -> bool {
+        self.kill_requested
+    }
+}
+
+/// Why a kill could not be done.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KillError {
+    /// The task never arrived here (it is now barred from arriving).
+    Unknown,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Agent {
+    pub(crate) fn lock_tasks(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<TaskId, TaskEntry>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tasks to report when registering: every task not yet forgotten.
+    pub(crate) fn report(&self) -> Vec<ReportedTask> {
+        self.lock_tasks()
+            .iter()
+            .map(|(id, t)| ReportedTask {
+                task_id: id.clone(),
+                framework_id: t.framework_id.clone(),
+                state: t.state,
+            })
+            .collect()
+    }
+
+    pub(crate) fn status_of(&self, task_id: &TaskId, state: TaskState) -> TaskStatus {
+        TaskStatus {
+            task_id: task_id.clone(),
+            state,
+            agent_id: self.agent_id(),
+            source: Source::Agent,
+            reason: None,
+            message: None,
+            exit_code: None,
+            signal: None,
+            healthy: None,
+            timestamp: now(),
+            uuid: Uuid::new_v4(),
+        }
+    }
+
+    fn set_state(&self, task_id: &TaskId, state: TaskState) {
+        if let Some(t) = self.lock_tasks().get_mut(task_id) {
+            t.state = state;
+        }
+    }
+
+    /// Launches a task unless it is known (a retried launch) or barred.
+    pub(crate) fn launch(self: &Arc<Self>, framework_id: FrameworkId, spec: TaskSpec) {
+        let id = spec.task_id.clone();
+        if self.is_tombstoned(&id) {
+            tracing::info!(task = %id, "launch of an ended or killed task ignored");
+            return;
+        }
+        {
+            let mut tasks = self.lock_tasks();
+            if tasks.contains_key(&id) {
+                return;
+            }
+            tasks.insert(
+                id.clone(),
+                TaskEntry {
+                    framework_id: framework_id.clone(),
+                    spec: spec.clone(),
+                    state: TaskState::Starting,
+                    pid: None,
+                    signal: None,
+                    kill_requested: false,
+                    kill_reason: None,
+                },
+            );
+        }
+        self.queue_update(&framework_id, self.status_of(&id, TaskState::Starting));
+        let me = self.clone();
+        tokio::spawn(async move { me.run(framework_id, spec).await });
+    }
+
+    async fn run(self: Arc<Self>, framework_id: FrameworkId, spec: TaskSpec) {
+        let id = spec.task_id.clone();
+        let sandbox = self.sandbox_root().join(id.as_str());
+        let launched = match std::fs::create_dir_all(&sandbox) {
+            Ok(()) => {
+                let mut c = self.container_spec(&framework_id, &spec, sandbox.clone());
+                match self.isolate(&framework_id, &spec, &c.env).await {
+                    Ok(iso) => {
+                        c.env.retain(|(k, _)| !iso.env.contains_key(k));
+                        c.env.extend(iso.env);
+                        c.rlimits = iso.rlimits;
+                        self.containerizer.launch(c).await
+                    }
+                    Err(why) => Err(LaunchError::Other(why)),
+                }
+            }
+            Err(e) => Err(LaunchError::Other(format!(
+                "cannot create sandbox {}: {e}",
+                sandbox.display()
+            ))),
+        };
+        let launched = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::info!(task = %id, error = %e, "task failed to start");
+                let mut s = self.status_of(&id, TaskState::Failed);
+                s.message = Some(e.to_string());
+                s.reason = Some(Reason::ReasonContainerLaunchFailed);
+                s.exit_code = e.exit_code();
+                self.finish(&framework_id, s);
+                self.cleanup_isolators(id.as_str()).await;
+                return;
+            }
+        };
+        let kill_now = {
+            let mut tasks = self.lock_tasks();
+            match tasks.get_mut(&id) {
+                Some(t) => {
+                    t.pid = Some(launched.pid);
+                    t.signal = Some(launched.signal.clone());
+                    t.state = TaskState::Running;
+                    t.kill_requested
+                }
+                None => true,
+            }
+        };
+        tracing::info!(task = %id, pid = launched.pid, "task running");
+        self.queue_update(&framework_id, self.status_of(&id, TaskState::Running));
+        self.start_health_checks(framework_id.clone(), &spec);
+        if kill_now {
+            let me = self.clone();
+            let grace = spec.kill_grace_ms();
+            let tid = id.clone();
+            tokio::spawn(async move {
+                let _ = me.kill(&tid, grace);
+            });
+        }
+        let exit = launched.exit.await;
+        let (killed, reason) = self
+            .lock_tasks()
+            .get(&id)
+            .map(|t| (t.kill_requested, t.kill_reason.clone()))
+            .unwrap_or((false, None));
+        let mut status = self.exit_status(&id, &exit, killed);
+        if let Some(why) = reason {
+            status.message = Some(why);
+            status.healthy = Some(false);
+            status.reason = Some(Reason::ReasonTaskHealthCheckStatusUpdated);
+        }
+        tracing::info!(task = %id, state = %status.state, code = ?exit.code, signal = ?exit.signal, "task ended");
+        self.finish(&framework_id, status);
+        self.cleanup_isolators(id.as_str()).await;
+    }
+
+    fn exit_status(&self, id: &TaskId, exit: &ExitInfo, killed: bool) -> TaskStatus {
+        let (state, message) = match (killed, exit.code, exit.signal) {
+            (true, _, Some(sig)) => (
+                TaskState::Killed,
+                format!("killed by request ({})", signal_name(sig)),
+            ),
+            (true, code, _) => (
+                TaskState::Killed,
+                format!(
+                    "killed by request; exited with status {}",
+                    code.unwrap_or(-1)
+                ),
+            ),
+            (false, Some(0), _) => (
+                TaskState::Finished,
+                "command exited with status 0".to_string(),
+            ),
+            (false, Some(code), _) => (
+                TaskState::Failed,
+                format!("command exited with status {code}"),
+            ),
+            (false, None, Some(sig)) => (
+                TaskState::Failed,
+                format!("command terminated by signal {}", signal_name(sig)),
+            ),
+            (false, None, None) => (TaskState::Failed, "the task's process was lost".to_string()),
+        };
+        let mut s = self.status_of(id, state);
+        s.message = Some(message);
+        s.exit_code = exit.code;
+        s.signal = exit.signal;
+        s
+    }
+
+    /// Records a terminal status: bars the id from launching again and
+    /// queues the update.
+    fn finish(&self, framework_id: &FrameworkId, status: TaskStatus) {
+        self.set_state(&status.task_id, status.state);
+        if let Some(t) = self.lock_tasks().get_mut(&status.task_id) {
+            t.signal = None;
+        }
+        self.tombstone(&status.task_id);
+        self.queue_update(framework_id, status);
+    }
+
+    fn container_spec(
+        &self,
+        framework_id: &FrameworkId,
+        spec: &TaskSpec,
+        sandbox: PathBuf,
+    ) -> ContainerSpec {
+        let (program, argv) = spec.command.argv();
+        let sandbox_s = sandbox.display().to_string();
+        let ports: Vec<u16> = crate::resources::task_ports(&spec.resources.ports);
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), DEFAULT_PATH.into()),
+            ("HOME".into(), sandbox_s.clone()),
+            ("HOST".into(), self.info.hostname.clone()),
+            ("WASMOS_SANDBOX".into(), sandbox_s.clone()),
+            ("MESOS_SANDBOX".into(), sandbox_s),
+            ("WASMOS_TASK_ID".into(), spec.task_id.to_string()),
+            ("MESOS_TASK_ID".into(), spec.task_id.to_string()),
+            ("WASMOS_FRAMEWORK_ID".into(), framework_id.to_string()),
+        ];
+        if let Some(a) = self.agent_id() {
+            env.push(("WASMOS_AGENT_ID".into(), a.to_string()));
+        }
+        for (i, p) in ports.iter().enumerate() {
+            env.push((format!("PORT{i}"), p.to_string()));
+        }
+        if let Some(p) = ports.first() {
+            env.push(("PORT".into(), p.to_string()));
+        }
+        if !ports.is_empty() {
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            env.push(("PORTS".into(), list.join(",")));
+        }
+        // The task's own environment wins.
+        env.retain(|(k, _)| !spec.command.env.contains_key(k));
+        env.extend(spec.command.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        ContainerSpec {
+            task_id: spec.task_id.clone(),
+            sandbox,
+            program,
+            argv,
+            env,
+            user: spec.command.user.clone(),
+            resources: spec.resources.clone(),
+            rlimits: Vec::new(),
+        }
+    }
+
+    /// Kills a task: SIGTERM to its process group, SIGKILL after the grace
+    /// period. An unknown task is barred from launching later.
+    pub(crate) fn kill(self: &Arc<Self>, id: &TaskId, grace_ms: u64) -> Result<(), KillError> {
+        let signal = {
+            let mut tasks = self.lock_tasks();
+            let Some(t) = tasks.get_mut(id) else {
+                drop(tasks);
+                self.tombstone(id);
+                return Err(KillError::Unknown);
+            };
+            if t.state.is_terminal() {
+                return Ok(());
+            }
+            t.kill_requested = true;
+            t.signal.clone()
+        };
+        // Not started yet: `run` sees kill_requested once it has a process.
+        let Some(signal) = signal else { return Ok(()) };
+        tracing::info!(task = %id, grace_ms, "killing task");
+        if let Err(e) = signal(Signal::SIGTERM) {
+            tracing::debug!(task = %id, error = %e, "SIGTERM");
+        }
+        let me = self.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(grace_ms);
+            loop {
+                let alive = me
+                    .lock_tasks()
+                    .get(&id)
+                    .is_some_and(|t| !t.state.is_terminal());
+                if !alive {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::info!(task = %id, "grace period over; SIGKILL");
+                    let _ = signal(Signal::SIGKILL);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Kills a task for a reason of the agent's own, which its final
+    /// status will carry.
+    pub(crate) fn kill_because(
+        self: &Arc<Self>,
+        id: &TaskId,
+        grace_ms: u64,
+        why: String,
+    ) -> Result<(), KillError> {
+        if let Some(t) = self.lock_tasks().get_mut(id) {
+            t.kill_reason = Some(why);
+        }
+        self.kill(id, grace_ms)
+    }
+
+    /// Kills every live task and waits (bounded by the longest grace
+    /// period) for them to end.
+    pub(crate) async fn kill_all(self: &Arc<Self>, why: &str) {
+        let live: Vec<(TaskId, u64)> = self
+            .lock_tasks()
+            .iter()
+            .filter(|(_, t)| !t.state.is_terminal())
+            .map(|(id, t)| (id.clone(), t.spec.kill_grace_ms()))
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        tracing::info!(count = live.len(), why, "killing tasks");
+        let longest = live.iter().map(|(_, g)| *g).max().unwrap_or(0);
+        for (id, grace) in &live {
+            let _ = self.kill(id, *grace);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(longest + 2000);
+        while tokio::time::Instant::now() < deadline {
+            let any_alive = live.iter().any(|(id, _)| {
+                self.lock_tasks()
+                    .get(id)
+                    .is_some_and(|t| !t.state.is_terminal())
+            });
+            if !any_alive {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Forgets a task once its terminal update is acknowledged.
+    pub(crate) fn forget_if_done(&self, id: &TaskId) {
+        let mut tasks = self.lock_tasks();
+        if tasks.get(id).is_some_and(|t| t.state.is_terminal()) {
+            tasks.remove(id);
+        }
+    }
+}
+
+/// `SIGTERM` for 15, and so on.
+pub(crate) fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}

@@ -1,0 +1,503 @@
+//! `wasmos agents`, `wasmos frameworks`, `wasmos plugin ...`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use serde_json::Value;
+use wasmos_core::PluginManifest;
+use wasmos_master::plugins::InstallRequest;
+use wasmos_master::views::{AgentView, FrameworkView, PluginView};
+
+use crate::client::Client;
+use crate::table;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// List installed plugins.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install (or upgrade) a plugin on the running cluster.
+    ///
+    /// PATH is a plugin directory (plugin.toml and one .wasm), a
+    /// plugin.toml, a .wasm component with plugin.toml beside it, or an OCI
+    /// reference (oci://registry/repo:tag, oci+http:// without TLS) that
+    /// the master pulls.
+    Install {
+        path: String,
+        /// The component, when it is not next to the manifest (e.g. in
+        /// target/wasm32-wasip2/release/).
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// The manifest, when it is not next to the component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Configuration overrides, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_parser = parse_pair)]
+        config: Vec<(String, String)>,
+    },
+    /// Show a plugin's configuration, or change it: KEY=VALUE sets,
+    /// KEY= goes back to the manifest's default. Takes effect at once.
+    Config {
+        name: String,
+        #[arg(value_parser = parse_pair)]
+        changes: Vec<(String, String)>,
+    },
+    /// Push a plugin to an OCI registry (as a Wasm OCI artifact).
+    Push {
+        /// As for install: a directory, a plugin.toml or a .wasm.
+        path: PathBuf,
+        /// Where: oci://registry/repository[:tag] (the tag defaults to the
+        /// plugin's version), or oci+http:// for a registry without TLS.
+        reference: String,
+        #[arg(long)]
+        component: Option<PathBuf>,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Remove a plugin from the cluster.
+    Remove {
+        name: String,
+        /// Remove a framework plugin even though it has live tasks (they
+        /// are killed).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+pub async fn agents(c: &Client, json: bool) -> anyhow::Result<()> {
+    let agents: Vec<AgentView> = c.get("/api/wasmos/v1/agents").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&agents)?);
+        return Ok(());
+    }
+    if agents.is_empty() {
+        eprintln!(
+            "no agents have registered; start one with `wasmos agent --master {}`",
+            c.base()
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            let state = if a.connected {
+                serde_json::to_value(a.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            } else {
+                "disconnected".into()
+            };
+            let attrs: Vec<String> = a
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect();
+            vec![
+                a.id.to_string(),
+                a.hostname.clone(),
+                state,
+                format!(
+                    "{}/{}",
+                    table::num(a.used.cpus.as_f64()),
+                    table::num(a.resources.cpus.as_f64())
+                ),
+                format!(
+                    "{}/{}",
+                    table::num(a.used.mem.as_f64()),
+                    table::num(a.resources.mem.as_f64())
+                ),
+                format!(
+                    "{}/{}",
+                    table::num(a.used.disk.as_f64()),
+                    table::num(a.resources.disk.as_f64())
+                ),
+                a.tasks.to_string(),
+                a.endpoint.clone(),
+                attrs.join(";"),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "ID",
+            "HOSTNAME",
+            "STATE",
+            "CPUS",
+            "MEM",
+            "DISK",
+            "TASKS",
+            "ENDPOINT",
+            "ATTRIBUTES",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub async fn frameworks(c: &Client, json: bool) -> anyhow::Result<()> {
+    let fws: Vec<FrameworkView> = c.get("/api/wasmos/v1/frameworks").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&fws)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = fws
+        .iter()
+        .map(|f| {
+            let kind = match &f.kind {
+                wasmos_core::FrameworkKind::Plugin { plugin } => format!("plugin:{plugin}"),
+                wasmos_core::FrameworkKind::External => "external".into(),
+            };
+            vec![
+                f.id.to_string(),
+                kind,
+                f.health.clone().unwrap_or_else(|| {
+                    if f.active {
+                        "active".into()
+                    } else {
+                        "inactive".into()
+                    }
+                }),
+                f.tasks.to_string(),
+                table::num(f.used.cpus.as_f64()),
+                table::num(f.used.mem.as_f64()),
+                format!(
+                    "{}{}",
+                    f.offers,
+                    if f.suppressed { " (suppressed)" } else { "" }
+                ),
+            ]
+        })
+        .collect();
+    table::print(
+        &["ID", "KIND", "HEALTH", "TASKS", "CPUS", "MEM", "OFFERS"],
+        &rows,
+    );
+    for f in fws.iter().filter(|f| f.last_error.is_some()) {
+        eprintln!(
+            "last error of {}: {}",
+            f.id,
+            f.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// The one file with `ext` in `dir`.
+fn only_file(dir: &Path, ext: &str) -> anyhow::Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => bail!(
+            "no .{ext} file in {}; name it with --{}",
+            dir.display(),
+            if ext == "wasm" {
+                "component"
+            } else {
+                "manifest"
+            }
+        ),
+        _ => bail!(
+            "several .{ext} files in {}; name one with --{}",
+            dir.display(),
+            if ext == "wasm" {
+                "component"
+            } else {
+                "manifest"
+            }
+        ),
+    }
+}
+
+/// Finds the manifest and the component from what the user gave.
+fn locate(
+    path: &Path,
+    component: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    let (m, c) = if path.is_dir() {
+        let m = manifest.unwrap_or_else(|| path.join("plugin.toml"));
+        let c = match component {
+            Some(c) => c,
+            None => only_file(path, "wasm")?,
+        };
+        (m, c)
+    } else if path.extension().is_some_and(|e| e == "wasm") {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        (
+            manifest.unwrap_or_else(|| dir.join("plugin.toml")),
+            path.to_path_buf(),
+        )
+    } else {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let c = match component {
+            Some(c) => c,
+            None => only_file(dir, "wasm")?,
+        };
+        (path.to_path_buf(), c)
+    };
+    if !m.exists() {
+        bail!("no manifest at {}; give one with --manifest", m.display());
+    }
+    Ok((m, c))
+}
+
+fn mib(n: usize) -> String {
+    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+}
+
+pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
+    match cmd {
+        PluginCommand::List { json } => {
+            let plugins: Vec<PluginView> = c.get("/api/wasmos/v1/plugins").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plugins)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = plugins
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.kind.to_string(),
+                        p.version.clone(),
+                        p.health.clone().unwrap_or_else(|| "-".into()),
+                        p.source.clone(),
+                        p.digest.chars().take(19).collect(),
+                    ]
+                })
+                .collect();
+            table::print(
+                &["NAME", "KIND", "VERSION", "HEALTH", "SOURCE", "DIGEST"],
+                &rows,
+            );
+            for p in plugins.iter().filter(|p| p.last_error.is_some()) {
+                eprintln!(
+                    "last error of {}: {}",
+                    p.name,
+                    p.last_error.as_deref().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        PluginCommand::Install {
+            path,
+            component,
+            manifest,
+            config,
+        } => {
+            if path.starts_with("oci://") || path.starts_with("oci+http://") {
+                let r: wasmos_oci::Reference = path.parse()?;
+                eprintln!("the master pulls {r} and checks it…");
+                let req = InstallRequest {
+                    from: Some(r.to_string()),
+                    config: config.into_iter().collect(),
+                    ..Default::default()
+                };
+                let v: PluginView = c.post("/api/wasmos/v1/plugins", &req).await?;
+                println!(
+                    "installed {} {} ({}) from {}",
+                    v.name, v.version, v.kind, v.source
+                );
+                return Ok(());
+            }
+            let (manifest, bytes, cpath) = read_plugin(Path::new(&path), component, manifest)?;
+            eprintln!(
+                "uploading {} {} ({}, {}); the master checks it against the {} world…",
+                manifest.name,
+                manifest.version,
+                cpath.display(),
+                mib(bytes.len()),
+                manifest.kind
+            );
+            let req = InstallRequest {
+                manifest: Some(manifest),
+                component: Some(bytes),
+                from: None,
+                config: config.into_iter().collect(),
+                source: cpath.display().to_string(),
+            };
+            let v: PluginView = c.post("/api/wasmos/v1/plugins", &req).await?;
+            println!(
+                "installed {} {} ({}), {}",
+                v.name, v.version, v.kind, v.digest
+            );
+            Ok(())
+        }
+        PluginCommand::Push {
+            path,
+            reference,
+            component,
+            manifest,
+        } => {
+            let r: wasmos_oci::Reference = reference.parse()?;
+            let (manifest, bytes, cpath) = read_plugin(&path, component, manifest)?;
+            eprintln!(
+                "pushing {} {} ({}, {}) to {r}…",
+                manifest.name,
+                manifest.version,
+                cpath.display(),
+                mib(bytes.len())
+            );
+            let client = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .timeout(std::time::Duration::from_secs(300))
+                .build()?;
+            let digest = wasmos_oci::push(&client, &r, &manifest, &bytes).await?;
+            println!(
+                "pushed {} {} to {}",
+                manifest.name,
+                manifest.version,
+                r.pinned(&digest)
+            );
+            Ok(())
+        }
+        PluginCommand::Config { name, changes } => {
+            let v: PluginView = if changes.is_empty() {
+                c.get(&format!("/api/wasmos/v1/plugins/{name}")).await?
+            } else {
+                let body: BTreeMap<String, Value> = changes
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            if v.is_empty() {
+                                Value::Null
+                            } else {
+                                Value::String(v)
+                            },
+                        )
+                    })
+                    .collect();
+                c.patch(&format!("/api/wasmos/v1/plugins/{name}/config"), &body)
+                    .await?
+            };
+            for (k, v) in &v.config {
+                println!("{k}={v}");
+            }
+            Ok(())
+        }
+        PluginCommand::Remove { name, force } => {
+            let path = format!(
+                "/api/wasmos/v1/plugins/{name}{}",
+                if force { "?force=true" } else { "" }
+            );
+            c.delete_empty(&path).await?;
+            println!("removed {name}");
+            Ok(())
+        }
+    }
+}
+
+/// Reads and checks a plugin's manifest and component from disk.
+fn read_plugin(
+    path: &Path,
+    component: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+) -> anyhow::Result<(PluginManifest, Vec<u8>, PathBuf)> {
+    let (mpath, cpath) = locate(path, component, manifest)?;
+    let text = std::fs::read_to_string(&mpath)
+        .with_context(|| format!("cannot read {}", mpath.display()))?;
+    let manifest: PluginManifest =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", mpath.display()))?;
+    manifest
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", mpath.display()))?;
+    let bytes =
+        std::fs::read(&cpath).with_context(|| format!("cannot read {}", cpath.display()))?;
+    Ok((manifest, bytes, cpath))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MastersCommand {
+    /// List the masters, who leads, and the ids retired for good.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a master to the running cluster: ID=URL, e.g. 4=http://10.0.0.4:5050.
+    /// Start it first with `wasmos master --id 4 --join ...`; it catches up
+    /// as a learner, then votes.
+    Add {
+        // Not named `master`: that is the global --master.
+        #[arg(value_name = "ID=URL")]
+        member: String,
+    },
+    /// Remove a master for good; its id is never used again.
+    Remove { id: u64 },
+}
+
+pub async fn masters(cmd: MastersCommand, c: &Client) -> anyhow::Result<()> {
+    match cmd {
+        MastersCommand::List { json } => {
+            let v: Value = c.get("/api/wasmos/v1/masters").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["masters"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|m| {
+                            vec![
+                                m["id"].to_string(),
+                                m["address"].as_str().unwrap_or("").to_string(),
+                                m["role"].as_str().unwrap_or("").to_string(),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            table::print(&["ID", "ADDRESS", "ROLE"], &rows);
+            println!("term {}", v["term"]);
+            if let Some(r) = v["retired"].as_array()
+                && !r.is_empty()
+            {
+                let ids: Vec<String> = r.iter().map(|x| x.to_string()).collect();
+                println!("retired ids (never reused): {}", ids.join(", "));
+            }
+        }
+        MastersCommand::Add { member } => {
+            let peers = crate::daemon::parse_peers(&member).map_err(|e| {
+                anyhow::anyhow!("{}", e.to_string().replace("--peers", "masters add"))
+            })?;
+            let Some((id, address)) = peers.into_iter().next().filter(|_| !member.contains(','))
+            else {
+                bail!("masters add: give one master as ID=URL");
+            };
+            eprintln!("adding master {id} at {address}: it catches up with the log, then votes…");
+            let _: Value = c
+                .post(
+                    "/api/wasmos/v1/masters",
+                    &serde_json::json!({ "id": id, "address": address }),
+                )
+                .await?;
+            println!("master {id} added");
+        }
+        MastersCommand::Remove { id } => {
+            c.delete_empty(&format!("/api/wasmos/v1/masters/{id}"))
+                .await?;
+            println!("master {id} removed; id {id} is retired");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,610 @@
+//! `wasmos master`, `wasmos agent` and `wasmos up`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use wasmos_agent::AgentConfig;
+use wasmos_master::MasterConfig;
+
+use crate::{default_data_dir, parse_addr};
+
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// Address to serve the API (and raft traffic) on.
+    #[arg(long, default_value = "127.0.0.1:5050", value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// Where the master keeps its state.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The URL agents, clients and other masters use to reach this master
+    /// (default: its --peers entry, else http://<listen>).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// This master's id; ids of removed masters are never reused.
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// The initial masters of a new cluster, e.g. `1=10.0.0.1:5050,2=10.0.0.2:5050,3=10.0.0.3:5050`;
+    /// give every initial master the same list. Ignored once the cluster has formed.
+    #[arg(long, conflicts_with = "join")]
+    peers: Option<String>,
+    /// Join a running cluster instead of forming one: the master waits
+    /// until `wasmos masters add ID=URL` adds it.
+    #[arg(long)]
+    join: bool,
+    /// Raft election timeout in milliseconds: a follower that hears no
+    /// leader for 1–2× this starts an election.
+    #[arg(long, default_value_t = 150)]
+    election_timeout_ms: u64,
+    /// Stop when the process that started this one exits (`wasmos up`).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+    /// A file holding the cluster secret agents must present.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// How often agents heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    heartbeat_interval_ms: u64,
+    /// An agent silent this long (ms) gets no offers until it registers.
+    #[arg(long, default_value_t = 10_000)]
+    agent_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address to serve the agent's API on.
+    #[arg(long, default_value = "127.0.0.1:5051", value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// Where the agent keeps sandboxes and its identity.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The URL the master uses to reach this agent.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The host name to register with (default: this machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Resources to offer instead of the discovered ones, e.g. `cpus:2;mem:1024;ports:[31000-31100]`.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Attributes for placement constraints, e.g. `rack:r1;zone:a`.
+    #[arg(long)]
+    attributes: Option<String>,
+    /// A file holding the cluster secret (the master's --secret-file).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address to serve the API and dashboard on.
+    #[arg(long, default_value = "127.0.0.1:5050", value_parser = parse_addr)]
+    listen: SocketAddr,
+    /// Where the cluster keeps its state (default: ~/.local/share/wasmos).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the agent's API.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+    agent_listen: SocketAddr,
+    /// Resources the agent offers instead of the discovered ones.
+    #[arg(long)]
+    resources: Option<String>,
+    /// Attributes of the agent, e.g. `rack:r1;zone:a`.
+    #[arg(long)]
+    attributes: Option<String>,
+    /// How many masters: 1, or 3 or 5 for a replicated local cluster (one
+    /// process each, on consecutive ports from --listen).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
+    masters: u64,
+}
+
+fn read_secret(path: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else { return Ok(None) };
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("--secret-file {}: cannot read it", path.display()))?;
+    let s = s.trim().to_string();
+    if s.is_empty() {
+        bail!("--secret-file {}: the file is empty", path.display());
+    }
+    Ok(Some(s))
+}
+
+fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
+    let u = url.trim_end_matches('/');
+    let parsed = reqwest::Url::parse(u).map_err(|e| anyhow::anyhow!("{flag} {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("{flag} {url:?}: must be an http:// or https:// URL");
+    }
+    Ok(u.to_string())
+}
+
+/// Parses `1=host:port,2=http://host:port,...` into id → base URL.
+pub(crate) fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (id, addr) = item.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--peers: {item:?} is not ID=ADDRESS, e.g. 2=10.0.0.2:5050")
+        })?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| anyhow::anyhow!("--peers: {id:?} is not a master id (1, 2, ...)"))?;
+        let addr = addr.trim();
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let url = check_url("--peers", &url)?;
+        if peers.insert(id, url).is_some() {
+            bail!("--peers: master id {id} is listed twice");
+        }
+    }
+    if peers.is_empty() {
+        bail!("--peers: list at least this master, e.g. 1=127.0.0.1:5050");
+    }
+    Ok(peers)
+}
+
+fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
+    let MasterArgs {
+        listen,
+        data_dir,
+        advertise,
+        id,
+        peers,
+        join,
+        election_timeout_ms,
+        exit_with_parent: _,
+        secret_file,
+        heartbeat_interval_ms,
+        agent_timeout_ms,
+    } = a;
+    if heartbeat_interval_ms == 0 || agent_timeout_ms <= heartbeat_interval_ms {
+        bail!("--agent-timeout-ms must be longer than --heartbeat-interval-ms, and both above 0");
+    }
+    if id == 0 {
+        bail!("--id: master ids start at 1");
+    }
+    if !(20..=60_000).contains(&election_timeout_ms) {
+        bail!("--election-timeout-ms must be between 20 and 60000");
+    }
+    let mut c = MasterConfig::new(listen, data_dir);
+    c.id = id;
+    c.election_timeout = Duration::from_millis(election_timeout_ms);
+    c.peers = match (peers, join) {
+        (_, true) => None,
+        (Some(p), false) => {
+            let p = parse_peers(&p)?;
+            if !p.contains_key(&id) {
+                bail!("--peers must include this master (--id {id})");
+            }
+            Some(p)
+        }
+        (None, false) => Some(BTreeMap::new()),
+    };
+    let advertise = advertise.or_else(|| c.peers.as_ref().and_then(|p| p.get(&id).cloned()));
+    c.advertise = advertise
+        .map(|u| check_url("--advertise", &u))
+        .transpose()?;
+    c.secret = read_secret(secret_file.as_deref())?;
+    c.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms);
+    c.agent_timeout = Duration::from_millis(agent_timeout_ms);
+    Ok(c)
+}
+
+/// Parses `--master URL1,URL2,...`.
+fn master_urls(master: &str) -> anyhow::Result<Vec<String>> {
+    let urls: Vec<String> = master
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| check_url("--master", u))
+        .collect::<anyhow::Result<_>>()?;
+    if urls.is_empty() {
+        bail!("--master: give at least one master URL");
+    }
+    Ok(urls)
+}
+
+fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
+    let AgentArgs {
+        listen,
+        data_dir,
+        advertise,
+        hostname,
+        resources,
+        attributes,
+        secret_file,
+    } = a;
+    let mut c = AgentConfig::new(master_urls(master)?, listen, data_dir);
+    c.advertise = advertise
+        .map(|u| check_url("--advertise", &u))
+        .transpose()?;
+    c.hostname = hostname;
+    if let Some(r) = &resources {
+        // Validate now, with the flag's name in the error.
+        wasmos_agent::resources::apply_overrides(Default::default(), r)
+            .map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
+    }
+    c.resources = resources;
+    c.attributes = match attributes {
+        Some(s) => wasmos_core::agent::parse_attributes(&s)
+            .map_err(|e| anyhow::anyhow!("--attributes: {e}"))?,
+        None => Default::default(),
+    };
+    c.secret = read_secret(secret_file.as_deref())?;
+    Ok(c)
+}
+
+fn bundled() -> Vec<(wasmos_core::PluginManifest, &'static [u8])> {
+    wasmos_bundled::all()
+        .into_iter()
+        .map(|p| (p.manifest, p.component))
+        .collect()
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Prints a line to stdout at once (tests and scripts read it).
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub async fn master(a: MasterArgs) -> anyhow::Result<()> {
+    let with_parent = a.exit_with_parent;
+    let config = master_config(a)?;
+    let single = matches!(&config.peers, Some(p) if p.len() <= 1);
+    let m = wasmos_master::start(config, bundled()).await?;
+    if single && let Err(e) = m.wait_leading(Duration::from_secs(30)).await {
+        tracing::warn!(error = %e, "serving anyway");
+    }
+    announce(&format!("master: {}", m.url));
+    tokio::select! {
+        _ = stop_signal() => {}
+        _ = parent_exit(with_parent) => tracing::warn!("the process that started this master exited"),
+    }
+    tracing::info!("stopping");
+    m.stop().await;
+    Ok(())
+}
+
+pub async fn agent(a: AgentArgs, master: &str) -> anyhow::Result<()> {
+    let config = agent_config(a, master)?;
+    let running = wasmos_agent::start(config).await?;
+    announce(&format!("agent: {}", running.url));
+    stop_signal().await;
+    tracing::info!("stopping; killing tasks");
+    running.stop().await;
+    Ok(())
+}
+
+/// The secret of a local cluster, made on first `up`.
+fn local_secret(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("secret");
+    if !path.exists() {
+        let secret: String = {
+            use rand::Rng;
+            let mut rng = rand::rng();
+            (0..32)
+                .map(|_| format!("{:02x}", rng.random::<u8>()))
+                .collect()
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(secret.as_bytes())?;
+    }
+    Ok(path)
+}
+
+/// Resolves when the parent process exits (never, unless `enabled`).
+async fn parent_exit(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let parent = nix::unistd::getppid();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if nix::unistd::getppid() != parent {
+            return;
+        }
+    }
+}
+
+pub async fn up(a: UpArgs) -> anyhow::Result<()> {
+    let UpArgs {
+        listen,
+        data_dir,
+        agent_listen,
+        resources,
+        attributes,
+        masters,
+    } = a;
+    let data_dir = data_dir.unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let secret = local_secret(&data_dir)?;
+    eprintln!("wasmos up: state in {}", data_dir.display());
+    if masters > 1 {
+        return up_replicated(
+            masters,
+            listen,
+            &data_dir,
+            &secret,
+            agent_listen,
+            resources,
+            attributes,
+        )
+        .await;
+    }
+    eprintln!("wasmos up: starting the master and loading the bundled plugins…");
+    let mconf = master_config(MasterArgs {
+        listen,
+        data_dir: data_dir.join("master"),
+        advertise: None,
+        id: 1,
+        peers: None,
+        join: false,
+        election_timeout_ms: 150,
+        exit_with_parent: false,
+        secret_file: Some(secret.clone()),
+        heartbeat_interval_ms: 2000,
+        agent_timeout_ms: 10_000,
+    })?;
+    let master = wasmos_master::start(mconf, bundled()).await?;
+    if let Err(e) = master.wait_leading(Duration::from_secs(60)).await {
+        master.stop().await;
+        return Err(e);
+    }
+    eprintln!("wasmos up: starting the agent…");
+    let aconf = agent_config(
+        AgentArgs {
+            listen: agent_listen,
+            data_dir: data_dir.join("agent"),
+            advertise: None,
+            hostname: None,
+            resources,
+            attributes,
+            secret_file: Some(secret),
+        },
+        &master.url,
+    )?;
+    let agent = match wasmos_agent::start(aconf).await {
+        Ok(a) => a,
+        Err(e) => {
+            master.stop().await;
+            return Err(e);
+        }
+    };
+    announce(&format!("master: {}", master.url));
+    announce(&format!("dashboard: {}/", master.url));
+    announce(&format!("agent: {}", agent.url));
+    eprintln!(
+        "wasmos up: ready. Try `wasmos task run -- echo hello`. Ctrl-C stops the cluster and its tasks."
+    );
+    stop_signal().await;
+    eprintln!("wasmos up: stopping; killing tasks…");
+    agent.stop().await;
+    master.stop().await;
+    eprintln!("wasmos up: stopped");
+    Ok(())
+}
+
+/// `wasmos up --masters N`: N master processes (so that one can be killed
+/// to watch the others take over) and an agent in this process.
+async fn up_replicated(
+    n: u64,
+    listen: SocketAddr,
+    data_dir: &Path,
+    secret: &Path,
+    agent_listen: SocketAddr,
+    resources: Option<String>,
+    attributes: Option<String>,
+) -> anyhow::Result<()> {
+    let addrs = local_master_addrs(n, listen, data_dir)?;
+    let peers: String = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}=http://{a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let exe = std::env::current_exe().context("cannot find the wasmos binary to start masters")?;
+    let mut children = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i + 1;
+        let dir = data_dir.join("masters").join(id.to_string());
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let log_path = dir.join("master.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("master")
+            .args(["--id", &id.to_string()])
+            .args(["--listen", &addr.to_string()])
+            .args(["--peers", &peers])
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--secret-file")
+            .arg(secret)
+            .arg("--exit-with-parent")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start master {id}"))?;
+        eprintln!(
+            "wasmos up: master {id} on http://{addr} (pid {}, log {})",
+            child.id().unwrap_or(0),
+            log_path.display()
+        );
+        children.push((id, child));
+    }
+    let result = async {
+        eprintln!(
+            "wasmos up: waiting for the masters to elect a leader and start the bundled plugins…"
+        );
+        wait_cluster_ready(&urls.join(","), Duration::from_secs(90)).await?;
+        eprintln!("wasmos up: starting the agent…");
+        let aconf = agent_config(
+            AgentArgs {
+                listen: agent_listen,
+                data_dir: data_dir.join("agent"),
+                advertise: None,
+                hostname: None,
+                resources,
+                attributes,
+                secret_file: Some(secret.to_path_buf()),
+            },
+            &urls.join(","),
+        )?;
+        wasmos_agent::start(aconf).await
+    }
+    .await;
+    let agent = match result {
+        Ok(a) => a,
+        Err(e) => {
+            stop_children(&mut children).await;
+            return Err(e);
+        }
+    };
+    announce(&format!("masters: {}", urls.join(",")));
+    announce(&format!("dashboard: {}/", urls[0]));
+    announce(&format!("agent: {}", agent.url));
+    eprintln!(
+        "wasmos up: ready. Point the CLI at all masters: `export WASMOS_MASTER={}`; kill one master (its pid above) and the others carry on. Ctrl-C stops everything.",
+        urls.join(",")
+    );
+    stop_signal().await;
+    eprintln!("wasmos up: stopping; killing tasks…");
+    agent.stop().await;
+    stop_children(&mut children).await;
+    eprintln!("wasmos up: stopped");
+    Ok(())
+}
+
+/// The masters' addresses of a local replicated cluster: those it was
+/// formed with (kept in the data dir), or new ones — consecutive ports from
+/// `listen`, or free ports when its port is 0.
+fn local_master_addrs(
+    n: u64,
+    listen: SocketAddr,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let file = data_dir.join("masters").join("addresses");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let addrs: Vec<SocketAddr> = text
+            .split_whitespace()
+            .map(|a| a.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is damaged ({e}); remove the data dir to start over",
+                    file.display()
+                )
+            })?;
+        if addrs.len() as u64 != n {
+            bail!(
+                "the data dir holds a cluster of {} masters; run `wasmos up --masters {}` or use another --data-dir",
+                addrs.len(),
+                addrs.len()
+            );
+        }
+        return Ok(addrs);
+    }
+    let addrs: Vec<SocketAddr> = if listen.port() == 0 {
+        (0..n)
+            .map(|_| {
+                std::net::TcpListener::bind(listen)
+                    .and_then(|l| l.local_addr())
+                    .with_context(|| format!("cannot find a free port on {}", listen.ip()))
+            })
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        (0..n)
+            .map(|i| {
+                let port = listen.port().checked_add(i as u16).filter(|p| *p != 0);
+                port.map(|p| SocketAddr::new(listen.ip(), p))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--listen {listen}: need {n} consecutive ports from it")
+                    })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    std::fs::create_dir_all(data_dir.join("masters"))?;
+    let text: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    std::fs::write(&file, text.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(addrs)
+}
+
+/// Waits until some master leads and its frameworks run.
+async fn wait_cluster_ready(masters: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = crate::client::Client::new(masters);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let fws: Result<Vec<serde_json::Value>, _> = client.get("/api/wasmos/v1/frameworks").await;
+        if let Ok(fws) = fws
+            && fws.iter().any(|f| f["active"] == true)
+        {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "the masters did not elect a leader within {timeout:?}; see the master logs under the data dir"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL after a grace period.
+async fn stop_children(children: &mut [(usize, tokio::process::Child)]) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for (_, c) in children.iter() {
+        if let Some(pid) = c.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for (id, c) in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), c.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("wasmos up: master {id} did not stop; killing it");
+            let _ = c.kill().await;
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `wasmos`: the one binary. Runs a master, an agent, or a whole
+//! one-machine cluster (`up`), and talks to a cluster as a client (`task`,
+//! `agents`, `frameworks`, `plugin`).
+//!
+//! Raw arguments are parsed by clap, then validated into the daemons'
+//! config types; client commands use only the native HTTP API.
+
+mod client;
+mod cluster;
+mod daemon;
+mod table;
+mod task;
+mod vars;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wasmos",
+    version,
+    about = "A cluster operating system whose policy is WebAssembly",
+    propagate_version = true
+)]
+struct Cli {
+    /// The masters to talk to, comma-separated (agents register with
+    /// whichever leads).
+    #[arg(
+        long,
+        global = true,
+        env = "WASMOS_MASTER",
+        default_value = "http://127.0.0.1:5050"
+    )]
+    master: String,
+
+    /// Log filter, e.g. `info` or `wasmos_master=debug` (also WASMOS_LOG).
+    #[arg(long, global = true, env = "WASMOS_LOG")]
+    log: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a master.
+    Master(daemon::MasterArgs),
+    /// Run an agent on this machine.
+    Agent(daemon::AgentArgs),
+    /// Run a one-machine cluster: a master, an agent, the bundled plugins.
+    Up(daemon::UpArgs),
+    /// Run, list, kill tasks and read their output.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// List the agents.
+    Agents(ListArgs),
+    /// List the frameworks.
+    Frameworks(ListArgs),
+    /// Manage plugins.
+    #[command(subcommand)]
+    Plugin(cluster::PluginCommand),
+    /// List, add and remove masters.
+    #[command(subcommand)]
+    Masters(cluster::MastersCommand),
+    /// Read and write cluster variables.
+    #[command(subcommand)]
+    Var(vars::VarCommand),
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses a listen address with a helpful error.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an address like 127.0.0.1:5050"))
+}
+
+/// The default data directory: `~/.local/share/wasmos` on Linux.
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("wasmos")
+}
+
+fn init_logging(filter: Option<&str>, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    // openraft reports every failed heartbeat to a down peer as a warning;
+    // the master logs what matters (elections, stepping down) itself.
+    let default = if daemon {
+        "info,openraft=error"
+    } else {
+        "warn,openraft=error"
+    };
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| default.to_string());
+    let filter = if filter.contains("openraft") {
+        filter
+    } else {
+        format!("{filter},openraft=error")
+    };
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(
+        cli.command,
+        Command::Master(_) | Command::Agent(_) | Command::Up(_)
+    );
+    init_logging(cli.log.as_deref(), daemon);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let master = cli.master.clone();
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Master(a) => daemon::master(a).await.map(|_| 0),
+            Command::Agent(a) => daemon::agent(a, &master).await.map(|_| 0),
+            Command::Up(a) => daemon::up(a).await.map(|_| 0),
+            Command::Task(c) => task::run(c, &client::Client::new(&master)).await,
+            Command::Agents(a) => cluster::agents(&client::Client::new(&master), a.json)
+                .await
+                .map(|_| 0),
+            Command::Frameworks(a) => cluster::frameworks(&client::Client::new(&master), a.json)
+                .await
+                .map(|_| 0),
+            Command::Plugin(c) => cluster::plugin(c, &client::Client::new(&master))
+                .await
+                .map(|_| 0),
+            Command::Masters(c) => cluster::masters(c, &client::Client::new(&master))
+                .await
+                .map(|_| 0),
+            Command::Var(c) => vars::run(c, &client::Client::new(&master)).await.map(|_| 0),
+        }
+    });
+    // Tasks' output may still be draining to a pipe; leave promptly anyway.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

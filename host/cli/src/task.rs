@@ -1,0 +1,611 @@
+//! `wasmos task ...`: tasks through the bundled `exec` framework, and any
+//! framework's tasks through the native API.
+
+use std::io::Write as _;
+use std::time::{Duration, SystemTime};
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wasmos_core::{TaskState, TaskStatus};
+use wasmos_master::views::TaskView;
+
+use crate::client::{Client, ClientError, is_not_found};
+use crate::table;
+
+/// `docker run`'s codes for failures of the runner itself.
+const EXIT_WASMOS_ERROR: u8 = 125;
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Run a command as a task; stream its output; exit with its exit code.
+    Run(Box<RunArgs>),
+    /// List tasks (live ones, and queued ones of the exec framework).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Include tasks that ended.
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show one task and its status history.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a task (SIGTERM, then SIGKILL after its grace period).
+    Kill { id: String },
+    /// Print a task's output.
+    Logs {
+        id: String,
+        /// Keep printing as the task writes, until it ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// CPUs for the task (default 0.1).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory for the task in MB (default 32).
+    #[arg(long)]
+    mem: Option<f64>,
+    /// Disk for the task in MB.
+    #[arg(long, default_value_t = 0.0)]
+    disk: f64,
+    /// Host ports the task needs (given to it as PORT0, PORT1, ...).
+    #[arg(long, default_value_t = 0)]
+    ports: u32,
+    /// Environment variables, NAME=VALUE (repeatable).
+    #[arg(long = "env", short = 'e', value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// The task's id (default: made from the command).
+    #[arg(long)]
+    id: Option<String>,
+    /// A name for the task.
+    #[arg(long)]
+    name: Option<String>,
+    /// Run as this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Run this string with /bin/sh -c instead of a program and arguments.
+    #[arg(long)]
+    shell: Option<String>,
+    /// Print the task's id and return at once.
+    #[arg(long, short)]
+    detach: bool,
+    /// Labels, NAME=VALUE (repeatable).
+    #[arg(long = "label", short = 'l', value_parser = parse_env)]
+    labels: Vec<(String, String)>,
+    /// A placement rule FIELD:OPERATOR[:VALUE], e.g. `hostname:UNIQUE` or
+    /// `rack:CLUSTER:r1` (repeatable; see the constraints plugin).
+    #[arg(long = "constraint", value_parser = parse_constraint)]
+    constraints: Vec<Vec<String>>,
+    /// The group constraints count (tasks of one app share a group).
+    #[arg(long)]
+    group: Option<String>,
+    /// Check health with an HTTP GET of this path on the task's first port.
+    #[arg(long, value_name = "PATH")]
+    health_http: Option<String>,
+    /// Check health by connecting to the task's first port.
+    #[arg(long, conflicts_with = "health_http")]
+    health_tcp: bool,
+    /// Check health with this installed health-check plugin.
+    #[arg(long, conflicts_with_all = ["health_http", "health_tcp"])]
+    health_plugin: Option<String>,
+    /// Parameters for the health check, KEY=VALUE (repeatable).
+    #[arg(long = "health-config", value_parser = parse_env)]
+    health_config: Vec<(String, String)>,
+    /// Seconds before the first health check.
+    #[arg(long, default_value_t = 15.0)]
+    health_delay: f64,
+    /// Seconds between health checks.
+    #[arg(long, default_value_t = 10.0)]
+    health_interval: f64,
+    /// Seconds of failures tolerated before the first healthy check.
+    #[arg(long, default_value_t = 10.0)]
+    health_grace: f64,
+    /// Consecutive failed checks after which the task is killed.
+    #[arg(long, default_value_t = 3)]
+    health_max_failures: u32,
+    /// The program and its arguments, after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    argv: Vec<String>,
+}
+
+fn parse_constraint(s: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<String> = s.splitn(3, ':').map(String::from).collect();
+    if parts.len() < 2 || parts.iter().take(2).any(String::is_empty) {
+        return Err(format!(
+            "{s:?} is not FIELD:OPERATOR or FIELD:OPERATOR:VALUE"
+        ));
+    }
+    Ok(parts)
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+/// The exec framework's record of a task.
+#[derive(Debug, Deserialize)]
+struct ExecTask {
+    id: String,
+    state: String,
+    message: Option<String>,
+    exit_code: Option<i32>,
+}
+
+pub async fn run(cmd: TaskCommand, c: &Client) -> anyhow::Result<u8> {
+    match cmd {
+        TaskCommand::Run(a) => run_task(*a, c).await,
+        TaskCommand::List { json, all } => list(c, json, all).await.map(|_| 0),
+        TaskCommand::Show { id, json } => show(c, &id, json).await.map(|_| 0),
+        TaskCommand::Kill { id } => kill(c, &id).await.map(|_| 0),
+        TaskCommand::Logs { id, follow, stderr } => {
+            logs(c, &id, follow, if stderr { "stderr" } else { "stdout" })
+                .await
+                .map(|_| 0)
+        }
+    }
+}
+
+async fn run_task(a: RunArgs, c: &Client) -> anyhow::Result<u8> {
+    let RunArgs {
+        cpus,
+        mem,
+        disk,
+        ports,
+        env,
+        id,
+        name,
+        user,
+        shell,
+        detach,
+        labels,
+        constraints,
+        group,
+        health_http,
+        health_tcp,
+        health_plugin,
+        health_config,
+        health_delay,
+        health_interval,
+        health_grace,
+        health_max_failures,
+        argv,
+    } = a;
+    let mut body = json!({
+        "disk": disk,
+        "ports": ports,
+        "env": env.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "labels": labels.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "constraints": constraints,
+    });
+    if let Some(g) = group {
+        body["group"] = json!(g);
+    }
+    let health = match (health_http, health_tcp, health_plugin) {
+        (Some(path), _, _) => Some(json!({"plugin": "health-http", "config": {"path": path}})),
+        (None, true, _) => Some(json!({"plugin": "health-tcp"})),
+        (None, false, Some(plugin)) => Some(json!({"plugin": plugin})),
+        (None, false, None) => None,
+    };
+    if let Some(mut h) = health {
+        if ports == 0 {
+            bail!("a health check needs a port: add --ports 1 (the task gets it as $PORT0)");
+        }
+        for (k, v) in health_config {
+            h["config"][k] = json!(v);
+        }
+        h["delay_seconds"] = json!(health_delay);
+        h["interval_seconds"] = json!(health_interval);
+        h["grace_period_seconds"] = json!(health_grace);
+        h["max_consecutive_failures"] = json!(health_max_failures);
+        body["health_check"] = h;
+    }
+    match (shell, argv.is_empty()) {
+        (Some(_), false) => bail!("give either --shell 'COMMAND' or a program after --, not both"),
+        (None, true) => bail!(
+            "nothing to run: give a program after -- (e.g. `wasmos task run -- echo hi`) or --shell 'COMMAND'"
+        ),
+        (Some(s), true) => body["cmd"] = json!(s),
+        (None, false) => body["argv"] = json!(argv),
+    }
+    for (k, v) in [
+        ("cpus", cpus.map(|x| json!(x))),
+        ("mem", mem.map(|x| json!(x))),
+    ] {
+        if let Some(v) = v {
+            body[k] = v;
+        }
+    }
+    for (k, v) in [("id", id), ("name", name), ("user", user)] {
+        if let Some(v) = v {
+            body[k] = json!(v);
+        }
+    }
+    let submitted: ExecTask = match c.post("/frameworks/exec/tasks", &body).await {
+        Ok(t) => t,
+        Err(e @ ClientError::Api { status: 404, .. }) => {
+            bail!("{e}; is the exec framework plugin installed? (`wasmos frameworks`)")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let id = submitted.id;
+    if detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    tracing::info!(task = %id, "submitted");
+    let mut out = Output::default();
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut interrupted = false;
+    let mut idle = Duration::from_millis(100);
+    let queued_since = std::time::Instant::now();
+    let mut told_waiting = false;
+    loop {
+        let ended = current(c, &id).await?;
+        if !told_waiting
+            && out.is_empty()
+            && queued_since.elapsed() > Duration::from_secs(3)
+            && still_queued(c, &id).await
+        {
+            told_waiting = true;
+            eprintln!(
+                "wasmos: task {id} is waiting for an offer that fits it; `wasmos agents` shows what is free, `wasmos task kill {id}` gives up"
+            );
+        }
+        let wrote = out.pump(c, &id).await;
+        if let Some(end) = ended {
+            // Everything the task wrote is in its files by now.
+            while out.pump(c, &id).await {}
+            return Ok(end.report(&id));
+        }
+        idle = if wrote {
+            Duration::from_millis(100)
+        } else {
+            (idle * 2).min(Duration::from_millis(500))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            r = &mut interrupt, if !interrupted => {
+                let _ = r;
+                interrupted = true;
+                eprintln!("wasmos: killing task {id} (Ctrl-C again to stop waiting)");
+                if let Err(e) = kill(c, &id).await {
+                    eprintln!("wasmos: {e:#}");
+                }
+                let again = tokio::signal::ctrl_c();
+                tokio::spawn(async move {
+                    let _ = again.await;
+                    std::process::exit(130);
+                });
+            }
+        }
+    }
+}
+
+/// Whether the exec framework still holds the task in its queue.
+async fn still_queued(c: &Client, id: &str) -> bool {
+    c.get::<ExecTask>(&format!("/frameworks/exec/tasks/{id}"))
+        .await
+        .is_ok_and(|t| t.state == "QUEUED")
+}
+
+/// How a task ended, from whichever view knows it.
+#[derive(Debug)]
+struct End {
+    state: String,
+    message: Option<String>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+}
+
+impl End {
+    /// Tells the user what needs telling, and picks the exit code: the
+    /// task's own, 128+signal when a signal ended it, 125 when it never ran.
+    fn report(&self, id: &str) -> u8 {
+        let msg = self.message.as_deref().unwrap_or("");
+        match (self.state.as_str(), self.exit_code, self.signal) {
+            ("TASK_FINISHED", _, _) => 0,
+            ("TASK_FAILED", Some(code @ (126 | 127)), _) => {
+                eprintln!("wasmos: task {id} failed: {msg}");
+                code as u8
+            }
+            ("TASK_FAILED", Some(code), _) => code as u8,
+            ("TASK_FAILED" | "TASK_KILLED", None, Some(sig)) => {
+                if self.state == "TASK_KILLED" {
+                    eprintln!("wasmos: task {id} was killed ({msg})");
+                } else {
+                    eprintln!("wasmos: task {id} {msg}");
+                }
+                128u8.saturating_add(sig as u8)
+            }
+            ("TASK_KILLED", code, _) => {
+                eprintln!("wasmos: task {id} was killed ({msg})");
+                code.map(|c| c as u8).unwrap_or(137)
+            }
+            (state, _, _) => {
+                eprintln!("wasmos: task {id} ended {state}: {msg}");
+                EXIT_WASMOS_ERROR
+            }
+        }
+    }
+}
+
+/// The task's end, if it ended. The master's record is authoritative once
+/// the task is launched; before that only the exec framework knows it.
+async fn current(c: &Client, id: &str) -> anyhow::Result<Option<End>> {
+    match c
+        .get::<TaskView>(&format!("/api/wasmos/v1/tasks/{id}"))
+        .await
+    {
+        Ok(t) => Ok(t.state.is_terminal().then(|| end_of(&t.status))),
+        Err(e) if is_not_found(&e) => {
+            let t: ExecTask = c.get(&format!("/frameworks/exec/tasks/{id}")).await?;
+            let terminal = serde_json::from_value::<TaskState>(json!(t.state))
+                .map(|s| s.is_terminal())
+                .unwrap_or(false);
+            Ok(terminal.then_some(End {
+                state: t.state,
+                message: t.message,
+                exit_code: t.exit_code,
+                signal: None,
+            }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn end_of(s: &TaskStatus) -> End {
+    End {
+        state: s.state.to_string(),
+        message: s.message.clone(),
+        exit_code: s.exit_code,
+        signal: s.signal,
+    }
+}
+
+/// Copies new output from the task's sandbox to our stdout and stderr.
+#[derive(Debug, Default)]
+struct Output {
+    stdout: u64,
+    stderr: u64,
+}
+
+impl Output {
+    fn is_empty(&self) -> bool {
+        self.stdout == 0 && self.stderr == 0
+    }
+
+    /// One read of each stream; true if anything was written.
+    async fn pump(&mut self, c: &Client, id: &str) -> bool {
+        let mut wrote = false;
+        for (file, offset) in [("stdout", &mut self.stdout), ("stderr", &mut self.stderr)] {
+            let path = format!(
+                "/api/wasmos/v1/tasks/{id}/files/read?path={file}&offset={offset}&length=1048576"
+            );
+            let Ok(bytes) = c.bytes(&path).await else {
+                continue;
+            };
+            if bytes.is_empty() {
+                continue;
+            }
+            *offset += bytes.len() as u64;
+            wrote = true;
+            if file == "stdout" {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(&bytes);
+                let _ = o.flush();
+            } else {
+                let mut o = std::io::stderr().lock();
+                let _ = o.write_all(&bytes);
+                let _ = o.flush();
+            }
+        }
+        wrote
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn list(c: &Client, as_json: bool, all: bool) -> anyhow::Result<()> {
+    let path = if all {
+        "/api/wasmos/v1/tasks"
+    } else {
+        "/api/wasmos/v1/tasks?active=true"
+    };
+    let mut tasks: Vec<TaskView> = c.get(path).await?;
+    tasks.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
+    // Queued exec tasks are not in the cluster state yet.
+    let queued: Vec<Value> = c
+        .get::<Value>("/frameworks/exec/tasks?state=queued")
+        .await
+        .ok()
+        .and_then(|v| v["tasks"].as_array().cloned())
+        .unwrap_or_default();
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "tasks": tasks, "queued": queued }))?
+        );
+        return Ok(());
+    }
+    let now = now();
+    let mut rows: Vec<Vec<String>> = queued
+        .iter()
+        .map(|q| {
+            vec![
+                q["id"].as_str().unwrap_or("").to_string(),
+                "QUEUED".into(),
+                "exec".into(),
+                "-".into(),
+                table::num(q["cpus"].as_f64().unwrap_or(0.0)),
+                table::num(q["mem"].as_f64().unwrap_or(0.0)),
+                "-".into(),
+                q["command"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    rows.extend(tasks.iter().map(|t| {
+        vec![
+            t.id.to_string(),
+            t.state.as_str().trim_start_matches("TASK_").to_string(),
+            t.framework_id.to_string(),
+            t.hostname.clone().unwrap_or_else(|| t.agent_id.to_string()),
+            table::num(t.resources.cpus.as_f64()),
+            table::num(t.resources.mem.as_f64()),
+            table::age(now - t.launched_at),
+            t.command.display(),
+        ]
+    }));
+    if rows.is_empty() {
+        eprintln!("no {}tasks", if all { "" } else { "live " });
+        return Ok(());
+    }
+    table::print(
+        &[
+            "ID",
+            "STATE",
+            "FRAMEWORK",
+            "HOST",
+            "CPUS",
+            "MEM",
+            "AGE",
+            "COMMAND",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+async fn show(c: &Client, id: &str, as_json: bool) -> anyhow::Result<()> {
+    let t: TaskView = c.get(&format!("/api/wasmos/v1/tasks/{id}")).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(());
+    }
+    println!("id:         {}", t.id);
+    println!("state:      {}", t.state);
+    println!("framework:  {}", t.framework_id);
+    println!(
+        "agent:      {} ({})",
+        t.agent_id,
+        t.hostname.as_deref().unwrap_or("?")
+    );
+    println!("resources:  {}", t.resources);
+    println!("command:    {}", t.command.display());
+    if let Some(m) = &t.status.message {
+        println!("message:    {m}");
+    }
+    if let Some(code) = t.status.exit_code {
+        println!("exit code:  {code}");
+    }
+    println!("history:");
+    for s in &t.statuses {
+        println!(
+            "  {}  {}{}",
+            table::age(now() - s.timestamp),
+            s.state,
+            s.message
+                .as_deref()
+                .map(|m| format!("  {m}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn kill(c: &Client, id: &str) -> anyhow::Result<()> {
+    match c
+        .post::<_, Value>(&format!("/api/wasmos/v1/tasks/{id}/kill"), &json!({}))
+        .await
+    {
+        Ok(_) => {
+            eprintln!("kill requested for {id}");
+            Ok(())
+        }
+        Err(e) if is_not_found(&e) => {
+            // Not launched yet: take it out of the exec framework's queue.
+            match c
+                .delete::<Value>(&format!("/frameworks/exec/tasks/{id}"))
+                .await
+            {
+                Ok(_) => {
+                    eprintln!("{id} was queued; it will not run");
+                    Ok(())
+                }
+                Err(e2) if is_not_found(&e2) => {
+                    bail!("no task {id} (see `wasmos task list --all`)")
+                }
+                Err(e2) => Err(e2.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn logs(c: &Client, id: &str, follow: bool, file: &str) -> anyhow::Result<()> {
+    let mut offset = 0u64;
+    let mut idle = Duration::from_millis(100);
+    loop {
+        let path = format!(
+            "/api/wasmos/v1/tasks/{id}/files/read?path={file}&offset={offset}&length=1048576"
+        );
+        let bytes = match c.bytes(&path).await {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) && follow => {
+                // Launched but the sandbox is not there yet; or not launched.
+                if current(c, id).await?.is_some() {
+                    return Ok(());
+                }
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !bytes.is_empty() {
+            offset += bytes.len() as u64;
+            let mut o = std::io::stdout().lock();
+            o.write_all(&bytes)?;
+            o.flush()?;
+            idle = Duration::from_millis(100);
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        if current(c, id).await?.is_some() {
+            // Ended: one last read for what it wrote at the very end.
+            let path = format!(
+                "/api/wasmos/v1/tasks/{id}/files/read?path={file}&offset={offset}&length=1048576"
+            );
+            if let Ok(b) = c.bytes(&path).await
+                && !b.is_empty()
+            {
+                offset += b.len() as u64;
+                std::io::stdout().write_all(&b)?;
+                continue;
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(idle).await;
+        idle = (idle * 2).min(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,36 @@
+//! Frameworks: the schedulers that decide what runs.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a framework's scheduler runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FrameworkKind {
+    /// A Wasm framework plugin inside the leading master.
+    Plugin { plugin: String },
+    /// A scheduler outside the cluster, over the Mesos v1 scheduler API.
+    External,
+}
+
+/// What the master knows of a framework.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkInfo {
+    pub name: String,
+    pub kind: FrameworkKind,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default = "default_role")]
+    pub role: String,
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// Told TASK_UNREACHABLE / TASK_GONE rather than TASK_LOST.
+    #[serde(default)]
+    pub partition_aware: bool,
+    /// Seconds the master keeps the framework's tasks after it disconnects.
+    #[serde(default)]
+    pub failover_timeout_secs: f64,
+}
+
+fn default_role() -> String {
+    "*".into()
+}

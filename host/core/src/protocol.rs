@@ -1,0 +1,174 @@
+//! The messages masters and agents exchange over HTTP (`/internal/v1/...`).
+//!
+//! Every command from a master carries the leader's `term`; an agent refuses
+//! a command from a term older than the newest it has seen, so a deposed
+//! leader cannot launch or kill anything.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::AgentInfo;
+use crate::ids::{AgentId, FrameworkId, TaskId};
+use crate::task::{TaskSpec, TaskState, TaskStatus};
+
+/// Paths of the internal API.
+pub mod paths {
+    /// Master: an agent registers or re-registers.
+    pub const REGISTER: &str = "/internal/v1/agents/register";
+    /// Master: an agent's periodic heartbeat.
+    pub const HEARTBEAT: &str = "/internal/v1/agents/heartbeat";
+    /// Master: a task status update; a 2xx reply is the acknowledgement.
+    pub const STATUS: &str = "/internal/v1/status";
+    /// Master: the plugins agents run (isolators, health checks).
+    pub const PLUGINS: &str = "/internal/v1/plugins";
+    /// Agent: launch tasks.
+    pub const LAUNCH: &str = "/internal/v1/launch";
+    /// Agent: kill a task.
+    pub const KILL: &str = "/internal/v1/kill";
+}
+
+/// Whether an `Authorization` header value presents `secret` as a bearer
+/// token. Masters and agents guard their internal endpoints with it.
+pub fn bearer_matches(header: Option<&str>, secret: &str) -> bool {
+    header
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), secret.as_bytes()))
+}
+
+/// Compares without leaking, through timing, how much of a secret matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A task an agent reports when it (re-)registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedTask {
+    pub task_id: TaskId,
+    pub framework_id: FrameworkId,
+    pub state: TaskState,
+}
+
+/// Agent → master: register, or re-register with the agent's id and tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterAgent {
+    pub agent_id: Option<AgentId>,
+    pub info: AgentInfo,
+    #[serde(default)]
+    pub tasks: Vec<ReportedTask>,
+}
+
+/// Master → agent: the reply to [`RegisterAgent`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub agent_id: AgentId,
+    /// Terms are ordered within a cluster; an agent moved to a new cluster
+    /// (or a master whose state was wiped) starts counting again.
+    #[serde(default)]
+    pub cluster_id: String,
+    pub master_id: String,
+    pub term: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Tasks the agent reported that the master does not know as live:
+    /// the agent kills them.
+    #[serde(default)]
+    pub orphans: Vec<TaskId>,
+    /// Fingerprint of the plugins agents run; see [`AgentPlugin`].
+    #[serde(default)]
+    pub plugins: String,
+}
+
+/// Agent → master, every heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub agent_id: AgentId,
+    /// How the agent's plugins are doing.
+    #[serde(default)]
+    pub plugins: Vec<PluginReport>,
+}
+
+/// A plugin's health on one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginReport {
+    pub name: String,
+    /// `healthy`, `degraded` or `failed`.
+    pub health: String,
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// Master → agent: the reply to [`Heartbeat`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub master_id: String,
+    pub term: u64,
+    /// The master does not know this agent as connected: register again.
+    pub reregister: bool,
+    /// Fingerprint of the plugins agents run; when it changes the agent
+    /// fetches the list again.
+    #[serde(default)]
+    pub plugins: String,
+}
+
+/// A plugin an agent runs (an isolator or a health check), as listed at
+/// [`paths::PLUGINS`]; its component is at `<PLUGINS>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPlugin {
+    pub name: String,
+    pub kind: crate::plugin::PluginKind,
+    pub version: String,
+    pub digest: String,
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+/// A fingerprint of a plugin list: equal lists, equal fingerprints.
+pub fn plugins_fingerprint(plugins: &[AgentPlugin]) -> String {
+    // FNV-1a over the canonical JSON; stable across processes.
+    let json = serde_json::to_string(plugins).unwrap_or_default();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in json.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Agent → master: a status update, retried until acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub agent_id: AgentId,
+    pub framework_id: FrameworkId,
+    pub status: TaskStatus,
+}
+
+/// Master → agent: launch tasks for a framework.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchTasks {
+    pub term: u64,
+    pub framework_id: FrameworkId,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// Master → agent: kill a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillTask {
+    pub term: u64,
+    pub task_id: TaskId,
+    #[serde(default)]
+    pub grace_period_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_exact_bearer_secret_matches() {
+        assert!(super::bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        for bad in [
+            None,
+            Some("s3cret"),
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("bearer s3cret"),
+        ] {
+            assert!(!super::bearer_matches(bad, "s3cret"), "{bad:?}");
+        }
+    }
+}

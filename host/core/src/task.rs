@@ -1,0 +1,480 @@
+//! Tasks: what a framework launches ([`TaskSpec`]) and what happens to it
+//! ([`TaskStatus`], [`TaskState`]). Names follow Mesos.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{AgentId, TaskId};
+use crate::resources::Resources;
+
+/// The default time between SIGTERM and SIGKILL when a task is killed.
+pub const DEFAULT_KILL_GRACE_MS: u64 = 3_000;
+/// The longest grace period a task may ask for.
+pub const MAX_KILL_GRACE_MS: u64 = 10 * 60 * 1000;
+
+/// Mesos' task states, with their Mesos names on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TaskState {
+    #[serde(rename = "TASK_STAGING")]
+    Staging,
+    #[serde(rename = "TASK_STARTING")]
+    Starting,
+    #[serde(rename = "TASK_RUNNING")]
+    Running,
+    #[serde(rename = "TASK_KILLING")]
+    Killing,
+    #[serde(rename = "TASK_FINISHED")]
+    Finished,
+    #[serde(rename = "TASK_FAILED")]
+    Failed,
+    #[serde(rename = "TASK_KILLED")]
+    Killed,
+    #[serde(rename = "TASK_ERROR")]
+    Error,
+    #[serde(rename = "TASK_LOST")]
+    Lost,
+    #[serde(rename = "TASK_DROPPED")]
+    Dropped,
+    #[serde(rename = "TASK_UNREACHABLE")]
+    Unreachable,
+    #[serde(rename = "TASK_GONE")]
+    Gone,
+    #[serde(rename = "TASK_GONE_BY_OPERATOR")]
+    GoneByOperator,
+    #[serde(rename = "TASK_UNKNOWN")]
+    Unknown,
+}
+
+impl TaskState {
+    /// Terminal states never change again (Mesos' `isTerminalState`).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Lost
+                | TaskState::Dropped
+                | TaskState::Gone
+                | TaskState::GoneByOperator
+        )
+    }
+
+    /// The Mesos name, e.g. `TASK_RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Error => "TASK_ERROR",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Dropped => "TASK_DROPPED",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Gone => "TASK_GONE",
+            TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
+            TaskState::Unknown => "TASK_UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who produced a status update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    #[serde(rename = "SOURCE_MASTER")]
+    Master,
+    #[serde(rename = "SOURCE_AGENT")]
+    Agent,
+    #[serde(rename = "SOURCE_EXECUTOR")]
+    Executor,
+}
+
+/// Why a task is in its state (a subset of Mesos' reasons; unknown names
+/// from newer peers read as `Other`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    ReasonCommandExecutorFailed,
+    ReasonContainerLaunchFailed,
+    ReasonContainerLimitation,
+    ReasonContainerLimitationMemory,
+    ReasonContainerLimitationDisk,
+    ReasonExecutorTerminated,
+    ReasonAgentRestarted,
+    ReasonAgentRemoved,
+    ReasonAgentDisconnected,
+    ReasonAgentUnknown,
+    ReasonReconciliation,
+    ReasonTaskInvalid,
+    ReasonTaskKilledDuringLaunch,
+    ReasonTaskHealthCheckStatusUpdated,
+    ReasonInvalidOffers,
+    ReasonFrameworkRemoved,
+    ReasonTaskUnknown,
+    #[serde(other)]
+    Other,
+}
+
+impl Reason {
+    /// The Mesos name, e.g. `REASON_CONTAINER_LAUNCH_FAILED`.
+    pub fn as_str(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "REASON_OTHER".into())
+    }
+}
+
+/// A change in a task's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: TaskId,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    pub source: Source,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The exit code of the task's process, when it exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the task's process, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Seconds since the Unix epoch, when the update was made.
+    pub timestamp: f64,
+    /// Identifies this update across retries.
+    pub uuid: Uuid,
+}
+
+/// How a task's process is started (Mesos' CommandInfo).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandSpec {
+    /// true: `/bin/sh -c value`. false: exec `value` with `arguments` as argv.
+    pub shell: bool,
+    pub value: String,
+    pub arguments: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
+}
+
+impl CommandSpec {
+    /// The program and argv to execute.
+    pub fn argv(&self) -> (String, Vec<String>) {
+        if self.shell {
+            (
+                "/bin/sh".into(),
+                vec!["sh".into(), "-c".into(), self.value.clone()],
+            )
+        } else if self.arguments.is_empty() {
+            (self.value.clone(), vec![self.value.clone()])
+        } else {
+            (self.value.clone(), self.arguments.clone())
+        }
+    }
+
+    /// A one-line rendering for listings.
+    pub fn display(&self) -> String {
+        if self.shell || self.arguments.is_empty() {
+            self.value.clone()
+        } else {
+            self.arguments.join(" ")
+        }
+    }
+}
+
+/// Why a task description is not valid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TaskSpecError {
+    #[error("task {0}: command is empty")]
+    EmptyCommand(TaskId),
+    #[error("task {0}: a task needs some cpus or mem")]
+    NoResources(TaskId),
+    #[error("task {id}: {field} is too long (limit {limit} bytes)")]
+    TooLong {
+        id: TaskId,
+        field: &'static str,
+        limit: usize,
+    },
+    #[error("task {id}: {what}")]
+    Invalid { id: TaskId, what: String },
+}
+
+/// How the agent checks a task's health (Mesos' HealthCheck, run by a
+/// health-check plugin). Defaults are Mesos'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// The health-check plugin, e.g. `health-http`.
+    pub plugin: String,
+    /// The plugin's parameters, e.g. `path=/health`, `port-index=0`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default = "defaults::delay")]
+    pub delay_seconds: f64,
+    #[serde(default = "defaults::interval")]
+    pub interval_seconds: f64,
+    #[serde(default = "defaults::timeout")]
+    pub timeout_seconds: f64,
+    #[serde(default = "defaults::grace")]
+    pub grace_period_seconds: f64,
+    #[serde(default = "defaults::failures")]
+    pub max_consecutive_failures: u32,
+}
+
+mod defaults {
+    pub fn delay() -> f64 {
+        15.0
+    }
+    pub fn interval() -> f64 {
+        10.0
+    }
+    pub fn timeout() -> f64 {
+        20.0
+    }
+    pub fn grace() -> f64 {
+        10.0
+    }
+    pub fn failures() -> u32 {
+        3
+    }
+}
+
+impl HealthCheckSpec {
+    /// A check with Mesos' default timing.
+    pub fn new(plugin: &str) -> Self {
+        HealthCheckSpec {
+            plugin: plugin.to_string(),
+            config: BTreeMap::new(),
+            delay_seconds: defaults::delay(),
+            interval_seconds: defaults::interval(),
+            timeout_seconds: defaults::timeout(),
+            grace_period_seconds: defaults::grace(),
+            max_consecutive_failures: defaults::failures(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let day = 86_400.0;
+        for (name, v, min) in [
+            ("delay_seconds", self.delay_seconds, 0.0),
+            ("interval_seconds", self.interval_seconds, 0.1),
+            ("timeout_seconds", self.timeout_seconds, 0.1),
+            ("grace_period_seconds", self.grace_period_seconds, 0.0),
+        ] {
+            if !v.is_finite() || v < min || v > day {
+                return Err(format!(
+                    "health check {name} must be between {min} and {day}, got {v}"
+                ));
+            }
+        }
+        if self.plugin.is_empty() || self.plugin.len() > 64 {
+            return Err("health check plugin must be named".into());
+        }
+        Ok(())
+    }
+}
+
+/// A task as a framework launches it (Mesos' TaskInfo, trimmed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: TaskId,
+    pub name: String,
+    pub resources: Resources,
+    pub command: CommandSpec,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_period_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+impl TaskSpec {
+    /// Checks what can be checked without the cluster's state.
+    pub fn validate(&self) -> Result<(), TaskSpecError> {
+        let id = || self.task_id.clone();
+        let (program, argv) = self.command.argv();
+        if program.trim().is_empty() || argv.is_empty() {
+            return Err(TaskSpecError::EmptyCommand(id()));
+        }
+        if self.resources.cpus.is_zero() && self.resources.mem.is_zero() {
+            return Err(TaskSpecError::NoResources(id()));
+        }
+        let too_long = |field, limit| TaskSpecError::TooLong {
+            id: id(),
+            field,
+            limit,
+        };
+        if self.name.len() > 1024 {
+            return Err(too_long("name", 1024));
+        }
+        let cmd_len = self.command.value.len()
+            + self
+                .command
+                .arguments
+                .iter()
+                .map(String::len)
+                .sum::<usize>();
+        if cmd_len > 64 * 1024 {
+            return Err(too_long("command", 64 * 1024));
+        }
+        let env_len: usize = self
+            .command
+            .env
+            .iter()
+            .chain(self.labels.iter())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if env_len > 256 * 1024 {
+            return Err(too_long("env and labels", 256 * 1024));
+        }
+        for (k, v) in &self.command.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(TaskSpecError::Invalid {
+                    id: id(),
+                    what: format!("environment variable {k:?} is not a valid name=value"),
+                });
+            }
+        }
+        if program.contains('\0') || argv.iter().any(|a| a.contains('\0')) {
+            return Err(TaskSpecError::Invalid {
+                id: id(),
+                what: "command contains a NUL byte".into(),
+            });
+        }
+        if let Some(user) = &self.command.user
+            && (user.is_empty() || user.contains(['/', '\0', ':']))
+        {
+            return Err(TaskSpecError::Invalid {
+                id: id(),
+                what: format!("user {user:?} is not a valid user name"),
+            });
+        }
+        if let Some(h) = &self.health_check {
+            h.validate()
+                .map_err(|what| TaskSpecError::Invalid { id: id(), what })?;
+        }
+        if self.kill_grace_period_ms.unwrap_or(0) > MAX_KILL_GRACE_MS {
+            return Err(TaskSpecError::Invalid {
+                id: id(),
+                what: format!("kill grace period is over {MAX_KILL_GRACE_MS} ms"),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn kill_grace_ms(&self) -> u64 {
+        self.kill_grace_period_ms.unwrap_or(DEFAULT_KILL_GRACE_MS)
+    }
+}
+
+/// A task placed on an agent: the spec plus where and for whom it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacedTask {
+    pub spec: TaskSpec,
+    pub agent_id: AgentId,
+    pub framework_id: crate::ids::FrameworkId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cmd: CommandSpec) -> TaskSpec {
+        TaskSpec {
+            task_id: TaskId::new("t").unwrap(),
+            name: "t".into(),
+            resources: Resources::cpus_mem(0.1, 32.0).unwrap(),
+            command: cmd,
+            labels: BTreeMap::new(),
+            kill_grace_period_ms: None,
+            health_check: None,
+        }
+    }
+
+    #[test]
+    fn terminal_states_match_mesos() {
+        use TaskState::*;
+        for s in [
+            Finished,
+            Failed,
+            Killed,
+            Error,
+            Lost,
+            Dropped,
+            Gone,
+            GoneByOperator,
+        ] {
+            assert!(s.is_terminal(), "{s}");
+        }
+        for s in [Staging, Starting, Running, Killing, Unreachable, Unknown] {
+            assert!(!s.is_terminal(), "{s}");
+        }
+        assert_eq!(serde_json::to_string(&Running).unwrap(), "\"TASK_RUNNING\"");
+    }
+
+    #[test]
+    fn reasons_use_mesos_names_and_tolerate_new_ones() {
+        assert_eq!(
+            Reason::ReasonContainerLaunchFailed.as_str(),
+            "REASON_CONTAINER_LAUNCH_FAILED"
+        );
+        let r: Reason = serde_json::from_str("\"REASON_SOMETHING_NEW\"").unwrap();
+        assert_eq!(r, Reason::Other);
+    }
+
+    #[test]
+    fn argv_follows_mesos_command_info() {
+        let shell = CommandSpec {
+            shell: true,
+            value: "echo hi".into(),
+            ..Default::default()
+        };
+        assert_eq!(shell.argv().1, vec!["sh", "-c", "echo hi"]);
+        let bare = CommandSpec {
+            value: "sleep".into(),
+            ..Default::default()
+        };
+        assert_eq!(bare.argv(), ("sleep".into(), vec!["sleep".into()]));
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_with_a_reason() {
+        assert!(matches!(
+            spec(CommandSpec::default()).validate(),
+            Err(TaskSpecError::EmptyCommand(_))
+        ));
+        let mut s = spec(CommandSpec {
+            value: "true".into(),
+            ..Default::default()
+        });
+        assert!(s.validate().is_ok());
+        s.resources = Resources::default();
+        assert!(matches!(s.validate(), Err(TaskSpecError::NoResources(_))));
+        let mut s = spec(CommandSpec {
+            value: "true".into(),
+            ..Default::default()
+        });
+        s.command.env.insert("A=B".into(), "x".into());
+        assert!(s.validate().is_err());
+    }
+}

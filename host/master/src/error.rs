@@ -1,0 +1,120 @@
+//! The one error type of the master's HTTP APIs.
+//!
+//! Every error answer is `{"message": "..."}` with a 4xx or 5xx status.
+//! Details of 5xx errors are logged once here and never sent.
+
+use axum::Json;
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An API error, by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{message}")]
+    Rejection { status: StatusCode, message: String },
+    /// A dependency (an agent, a plugin) failed; the message is safe to show.
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Not done, and safe to send again (to the leader): 503 with
+    /// Retry-After, which clients take as "retry".
+    #[error("{0}")]
+    Retry(String),
+    /// Something broke inside; logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Rejection { status, .. } => *status,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) | ApiError::Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error answering a request");
+                "internal error; see the master's log".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (status, Json(json!({ "message": message }))).into_response();
+        if matches!(self, ApiError::Retry(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<wasmos_store::StoreError> for ApiError {
+    fn from(e: wasmos_store::StoreError) -> Self {
+        use wasmos_store::StoreError as E;
+        match e {
+            // Leadership moved: the caller retries (and finds the leader).
+            // Nothing was appended: the caller may send it again.
+            E::NotLeader { .. } => ApiError::Retry(e.to_string()),
+            // It may have been committed: the caller must check first.
+            E::Indeterminate { .. } => ApiError::Unavailable(e.to_string()),
+            E::Membership(m) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::Rejection {
+            status: r.status(),
+            message: r.body_text(),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        ApiError::Rejection {
+            status: r.status(),
+            message: r.body_text(),
+        }
+    }
+}
+
+/// `Json` whose rejections are [`ApiError`]s (so they share the body shape).
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

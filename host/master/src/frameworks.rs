@@ -1,0 +1,534 @@
+//! Framework plugins on the leader: one actor per plugin.
+//!
+//! An actor owns its plugin instance and makes one call at a time (offers,
+//! a status update, a tick, an HTTP request) on a blocking thread. After
+//! each successful call it turns the call's effects into commands — state
+//! writes, launches that passed the offer checks, acknowledgements of the
+//! update it delivered — and proposes them as one log entry. Only once that
+//! entry is durable does it reply to an HTTP caller, send launches to
+//! agents, or make the next call. So an acknowledged submission is never
+//! lost, and a launch is never made twice.
+//!
+//! Status updates reach a framework in order per task and at least once:
+//! each update stays queued in the state until the `status` call that
+//! delivered it commits its acknowledgement.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+use wasmos_core::{AgentId, FrameworkId, Offer, Reason, TaskId, TaskSpec, TaskState, TaskStatus};
+use wasmos_runtime::framework::{
+    DriverAction, Effects, FrameworkInstance, HttpRequest, HttpResponse, KvOp, KvSource,
+};
+use wasmos_runtime::{CallError, PluginHealth};
+use wasmos_state::{Command, PluginRecord, Response};
+use wasmos_store::Store;
+
+use crate::error::ApiError;
+use crate::leader::{Leader, master_status, now_secs, pending_tasks};
+
+/// How many updates an actor delivers before it looks at its mailbox again.
+const DELIVERIES_PER_ROUND: usize = 64;
+
+/// Work for a framework actor.
+pub enum FrameworkMsg {
+    Offers(Vec<Offer>),
+    Http(HttpRequest, oneshot::Sender<Result<HttpResponse, ApiError>>),
+    Tick,
+    Reconfigure(BTreeMap<String, String>),
+}
+
+/// The leader's handle on a running framework actor. Dropping it stops the
+/// actor.
+pub struct FrameworkHandle {
+    pub digest: String,
+    pub config: BTreeMap<String, String>,
+    tx: mpsc::Sender<FrameworkMsg>,
+    pending: Arc<Mutex<BTreeSet<TaskId>>>,
+    wake: Arc<Notify>,
+    health: Arc<Mutex<(PluginHealth, Option<String>)>>,
+}
+
+impl FrameworkHandle {
+    /// Queues a message; false when the mailbox is full.
+    pub fn try_send(&self, m: FrameworkMsg) -> bool {
+        self.tx.try_send(m).is_ok()
+    }
+
+    pub fn send(&self, m: FrameworkMsg) {
+        if self.tx.try_send(m).is_err() {
+            tracing::warn!(digest = %self.digest, "framework mailbox full; message dropped");
+        }
+    }
+
+    /// Notes that a task has updates to deliver.
+    pub fn mark_pending(&self, task: TaskId) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task);
+        self.wake.notify_one();
+    }
+
+    /// `healthy`, `degraded` or `failed`, and the last error.
+    pub fn health(&self) -> (PluginHealth, Option<String>) {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Reads a framework's namespace from the replicated state.
+struct StoreKv(Store);
+
+impl KvSource for StoreKv {
+    fn get(&self, ns: &FrameworkId, key: &str) -> Option<Vec<u8>> {
+        self.0
+            .read(|s| s.kv.get(ns).and_then(|m| m.get(key)).map(|b| b.0.clone()))
+    }
+
+    fn keys(&self, ns: &FrameworkId, prefix: &str) -> Vec<String> {
+        self.0.read(|s| {
+            s.kv.get(ns)
+                .map(|m| {
+                    m.range(prefix.to_string()..)
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Compiles the plugin and starts its actor.
+pub async fn spawn(
+    leader: Arc<Leader>,
+    id: FrameworkId,
+    record: PluginRecord,
+) -> Result<FrameworkHandle, String> {
+    let runtime = leader.runtime.clone();
+    let bytes = record.component.0.clone();
+    let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+        .await
+        .map_err(|e| format!("compiling panicked: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let config = record.effective_config();
+    let instance = FrameworkInstance::new(
+        &leader.runtime,
+        &record.manifest.name,
+        id.clone(),
+        &component,
+        config.clone(),
+        Arc::new(StoreKv(leader.store.clone())),
+        leader.placement.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(256);
+    let pending = Arc::new(Mutex::new(pending_tasks(&leader.store, &id)));
+    let wake = Arc::new(Notify::new());
+    let health = Arc::new(Mutex::new((PluginHealth::Healthy, None)));
+    let actor = Actor {
+        leader,
+        id,
+        instance: Arc::new(Mutex::new(instance)),
+        pending: pending.clone(),
+        ephemeral: VecDeque::new(),
+        wake: wake.clone(),
+        health: health.clone(),
+        retry_at: None,
+    };
+    wake.notify_one();
+    tokio::spawn(actor.run(rx));
+    Ok(FrameworkHandle {
+        digest: record.digest,
+        config,
+        tx,
+        pending,
+        wake,
+        health,
+    })
+}
+
+struct Actor {
+    leader: Arc<Leader>,
+    id: FrameworkId,
+    instance: Arc<Mutex<FrameworkInstance>>,
+    pending: Arc<Mutex<BTreeSet<TaskId>>>,
+    /// Updates made here and never stored (a launch refused before it
+    /// reached the state), delivered once.
+    ephemeral: VecDeque<TaskStatus>,
+    wake: Arc<Notify>,
+    health: Arc<Mutex<(PluginHealth, Option<String>)>>,
+    /// After a failed call, deliveries wait until then.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<FrameworkMsg>) {
+        let mut shutdown = self.leader.shutdown.clone();
+        loop {
+            let retry_at = self.retry_at;
+            let retry = async move {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => self.handle(m).await,
+                    None => break,
+                },
+                _ = self.wake.notified() => {}
+                _ = retry => self.retry_at = None,
+                _ = shutdown.changed() => break,
+            }
+            if self.retry_at.is_none() {
+                self.deliver().await;
+            }
+        }
+        tracing::debug!(framework = %self.id, "framework actor stopped");
+    }
+
+    /// Runs a plugin call on a blocking thread.
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut FrameworkInstance) -> Result<R, CallError> + Send + 'static,
+    ) -> Result<R, CallError> {
+        let inst = self.instance.clone();
+        let name = self.id.to_string();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut guard = inst.lock().unwrap_or_else(|p| p.into_inner());
+            let r = f(&mut guard);
+            (r, guard.health())
+        })
+        .await;
+        match r {
+            Ok((r, health)) => {
+                *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
+                r
+            }
+            Err(e) => Err(CallError::Trap {
+                plugin: name,
+                message: format!("host thread failed: {e}"),
+            }),
+        }
+    }
+
+    fn backoff_after(&mut self, err: &CallError) {
+        let wait = match err {
+            CallError::Backoff { retry_in_ms, .. } => Duration::from_millis(*retry_in_ms),
+            _ => Duration::from_millis(200),
+        };
+        self.retry_at = Some(tokio::time::Instant::now() + wait);
+    }
+
+    async fn handle(&mut self, msg: FrameworkMsg) {
+        match msg {
+            FrameworkMsg::Offers(offers) => {
+                let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
+                match self.call(move |i| i.offers(&offers)).await {
+                    Ok(effects) => {
+                        self.commit(effects, Vec::new()).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(framework = %self.id, error = %e, "offers call failed; offers declined");
+                        self.leader.allocator().decline(
+                            &self.id,
+                            &ids,
+                            Some(Duration::ZERO),
+                            Instant::now(),
+                        );
+                    }
+                }
+            }
+            FrameworkMsg::Http(req, reply) => {
+                let result = match self.call(move |i| i.http(req)).await {
+                    Ok((resp, effects)) => {
+                        if self.commit(effects, Vec::new()).await {
+                            Ok(resp)
+                        } else {
+                            Err(ApiError::Unavailable(
+                                "the framework's changes could not be saved; try again".into(),
+                            ))
+                        }
+                    }
+                    Err(e @ CallError::Backoff { .. }) => Err(ApiError::Unavailable(e.to_string())),
+                    Err(e) => Err(ApiError::BadGateway(e.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            FrameworkMsg::Tick => {
+                let now_ms = (now_secs() * 1000.0) as u64;
+                match self.call(move |i| i.tick(now_ms)).await {
+                    Ok(effects) => {
+                        self.commit(effects, Vec::new()).await;
+                    }
+                    Err(e) => tracing::debug!(framework = %self.id, error = %e, "tick failed"),
+                }
+            }
+            FrameworkMsg::Reconfigure(config) => {
+                let _ = self
+                    .call(move |i| {
+                        i.reset(config);
+                        Ok(())
+                    })
+                    .await;
+                tracing::info!(framework = %self.id, "framework reconfigured; its instance restarts");
+            }
+        }
+    }
+
+    /// Delivers queued status updates, oldest first per task.
+    async fn deliver(&mut self) {
+        for _ in 0..DELIVERIES_PER_ROUND {
+            if let Some(update) = self.ephemeral.pop_front() {
+                let u = update.clone();
+                match self.call(move |i| i.status(&u)).await {
+                    Ok(effects) => {
+                        self.commit(effects, Vec::new()).await;
+                    }
+                    Err(e) => {
+                        self.ephemeral.push_front(update);
+                        self.backoff_after(&e);
+                        return;
+                    }
+                }
+                continue;
+            }
+            let next = {
+                let set = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                set.iter().next().cloned()
+            };
+            let Some(task_id) = next else { return };
+            let update = self.leader.store.read(|s| {
+                s.tasks
+                    .get(&task_id)
+                    .filter(|t| t.framework_id == self.id)
+                    .and_then(|t| t.pending.front().cloned())
+            });
+            let Some(update) = update else {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&task_id);
+                continue;
+            };
+            let u = update.clone();
+            match self.call(move |i| i.status(&u)).await {
+                Ok(effects) => {
+                    if !self.commit(effects, vec![(task_id, update.uuid)]).await {
+                        self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(framework = %self.id, task = %update.task_id, error = %e, "status delivery failed; it will be retried");
+                    self.backoff_after(&e);
+                    return;
+                }
+            }
+        }
+        // More may be waiting: come back after looking at the mailbox.
+        self.wake.notify_one();
+    }
+
+    /// Commits a call's effects and acknowledgements as one entry, then
+    /// carries out what needs the commit first. False if nothing could be
+    /// committed.
+    async fn commit(&mut self, effects: Effects, acks: Vec<(TaskId, Uuid)>) -> bool {
+        if effects.is_empty() && acks.is_empty() {
+            return true;
+        }
+        let leader = self.leader.clone();
+        let now = now_secs();
+        let now_i = Instant::now();
+        let mut cmds: Vec<Command> = effects
+            .kv
+            .into_iter()
+            .map(|op| match op {
+                KvOp::Set { key, value } => Command::KvSet {
+                    framework_id: self.id.clone(),
+                    key,
+                    value: wasmos_core::bytes::Blob(value),
+                },
+                KvOp::Delete { key } => Command::KvDelete {
+                    framework_id: self.id.clone(),
+                    key,
+                },
+            })
+            .collect();
+        let mut launches: Vec<(AgentId, Vec<TaskSpec>)> = Vec::new();
+        let mut reserved: Vec<TaskId> = Vec::new();
+        let mut kills: Vec<TaskId> = Vec::new();
+        for action in effects.actions {
+            match action {
+                DriverAction::Launch {
+                    offer_ids,
+                    tasks,
+                    refuse_seconds,
+                } => {
+                    let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
+                    let taken: BTreeSet<TaskId> = leader.store.read(|s| {
+                        ids.iter()
+                            .filter(|id| s.tasks.contains_key(*id))
+                            .cloned()
+                            .collect()
+                    });
+                    let refuse = refuse_seconds.map(Duration::from_secs_f64);
+                    let accepted = leader.allocator().accept(
+                        &self.id,
+                        &offer_ids,
+                        tasks,
+                        refuse,
+                        now_i,
+                        |id| taken.contains(id),
+                    );
+                    match accepted {
+                        Ok(acc) => {
+                            for (id, why) in acc.refused {
+                                self.ephemeral.push_back(master_status(
+                                    &id,
+                                    Some(&acc.agent_id),
+                                    TaskState::Error,
+                                    Reason::ReasonTaskInvalid,
+                                    why,
+                                    now,
+                                ));
+                            }
+                            if !acc.tasks.is_empty() {
+                                reserved.extend(acc.tasks.iter().map(|t| t.task_id.clone()));
+                                cmds.push(Command::LaunchTasks {
+                                    framework_id: self.id.clone(),
+                                    agent_id: acc.agent_id.clone(),
+                                    staging_uuids: acc
+                                        .tasks
+                                        .iter()
+                                        .map(|_| Uuid::new_v4())
+                                        .collect(),
+                                    tasks: acc.tasks.clone(),
+                                    now,
+                                });
+                                launches.push((acc.agent_id, acc.tasks));
+                            }
+                        }
+                        Err(e) => {
+                            for id in ids {
+                                self.ephemeral.push_back(master_status(
+                                    &id,
+                                    None,
+                                    TaskState::Dropped,
+                                    Reason::ReasonInvalidOffers,
+                                    e.to_string(),
+                                    now,
+                                ));
+                            }
+                        }
+                    }
+                }
+                DriverAction::Decline {
+                    offer_ids,
+                    refuse_seconds,
+                } => leader.allocator().decline(
+                    &self.id,
+                    &offer_ids,
+                    refuse_seconds.map(Duration::from_secs_f64),
+                    now_i,
+                ),
+                DriverAction::Kill { task_id } => kills.push(task_id),
+                DriverAction::Revive => {
+                    leader.allocator().revive(&self.id);
+                    leader.alloc_wakeup.notify_one();
+                }
+                DriverAction::Suppress => leader.allocator().suppress(&self.id),
+            }
+        }
+        cmds.extend(
+            acks.into_iter()
+                .map(|(task_id, uuid)| Command::AcknowledgeStatus { task_id, uuid }),
+        );
+        let result = leader.store.propose(cmds.clone()).await;
+        leader.allocator().release(&reserved);
+        let responses = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(framework = %self.id, error = %e, "cannot commit a framework's changes");
+                return false;
+            }
+        };
+        let mut launch_iter = launches.into_iter();
+        for (cmd, resp) in cmds.iter().zip(responses) {
+            match (cmd, resp) {
+                (Command::LaunchTasks { .. }, Response::TasksLaunched { accepted, rejected }) => {
+                    let Some((agent, tasks)) = launch_iter.next() else {
+                        continue;
+                    };
+                    for (id, why) in rejected {
+                        self.ephemeral.push_back(master_status(
+                            &id,
+                            Some(&agent),
+                            TaskState::Error,
+                            Reason::ReasonTaskInvalid,
+                            why,
+                            now,
+                        ));
+                    }
+                    let go: Vec<TaskSpec> = tasks
+                        .into_iter()
+                        .filter(|t| accepted.contains(&t.task_id))
+                        .collect();
+                    leader.send_launch(self.id.clone(), agent, go);
+                }
+                (Command::LaunchTasks { tasks, .. }, Response::Rejected { reason }) => {
+                    launch_iter.next();
+                    for t in tasks {
+                        self.ephemeral.push_back(master_status(
+                            &t.task_id,
+                            None,
+                            TaskState::Dropped,
+                            Reason::ReasonInvalidOffers,
+                            reason.clone(),
+                            now,
+                        ));
+                    }
+                }
+                (Command::KvSet { key, .. }, Response::Rejected { reason }) => {
+                    tracing::warn!(framework = %self.id, %key, %reason, "state write refused");
+                }
+                _ => {}
+            }
+        }
+        for task in kills {
+            let l = leader.clone();
+            tokio::spawn(async move {
+                if let Err(e) = l.kill_task(&task).await {
+                    tracing::warn!(%task, error = %e, "kill failed");
+                }
+            });
+        }
+        if !self.ephemeral.is_empty() {
+            self.wake.notify_one();
+        }
+        true
+    }
+}
+
+/// Turns a plugin's response into an HTTP response.
+pub fn into_response(r: HttpResponse) -> axum::response::Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = axum::response::Response::new(Body::from(r.body));
+    *resp.status_mut() = status;
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,702 @@
+//! The master's HTTP surface, on one listener:
+//! - `/api/wasmos/v1/...`: the native API (the CLI and dashboard use only this);
+//! - `/internal/v1/...`: agents register, heartbeat, send status updates;
+//! - `/frameworks/<name>/...`: framework plugins' own APIs;
+//! - `/health`, `/version`, and the dashboard at `/`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, OriginalUri, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio_stream::wrappers::BroadcastStream;
+use wasmos_core::protocol::{self, Heartbeat, HeartbeatReply, RegisterAgent, Registered};
+use wasmos_core::{AgentId, FrameworkId, TaskId, TaskState};
+use wasmos_runtime::framework::HttpRequest;
+use wasmos_state::StatusOutcome;
+
+use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::frameworks::into_response;
+use crate::leader::Leader;
+use crate::node::Node;
+use crate::ui;
+use crate::views::{AgentView, ClusterView, FrameworkView, PluginView, TaskView};
+
+/// The leader, for handlers only a leader can answer. On a follower the
+/// extraction fails with a 307 to the leader (or 503 while none is known).
+pub struct Lead(pub Arc<Leader>);
+
+impl FromRequestParts<Arc<Node>> for Lead {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, Response> {
+        // Inside nested routers `parts.uri` lost its prefix.
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|o| o.0.clone())
+            .unwrap_or_else(|| parts.uri.clone());
+        node.leader().map(Lead).ok_or_else(|| node.redirect(&uri))
+    }
+}
+
+type NodeState = State<Arc<Node>>;
+
+/// Builds the router.
+pub fn router(node: Arc<Node>) -> Router {
+    let max_body = node.config.max_body;
+    let internal = Router::new()
+        .route(protocol::paths::REGISTER, post(register))
+        .route(protocol::paths::HEARTBEAT, post(heartbeat))
+        .route(protocol::paths::STATUS, post(status_update))
+        .route(protocol::paths::PLUGINS, get(agent_plugins))
+        .route("/internal/v1/plugins/{name}", get(agent_plugin_component))
+        .route(
+            "/raft/v1/{op}",
+            post(raft_rpc).layer(DefaultBodyLimit::max(MAX_RAFT_BODY)),
+        )
+        .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
+    let api = Router::new()
+        .route("/cluster", get(cluster))
+        .route("/leader", get(leader_info))
+        .route("/masters", get(masters).post(add_master))
+        .route("/masters/{id}", axum::routing::delete(remove_master))
+        .route("/agents", get(agents))
+        .route("/agents/{id}", get(agent))
+        .route("/frameworks", get(frameworks))
+        .route("/frameworks/{id}", get(framework))
+        .route("/tasks", get(tasks))
+        .route("/tasks/{id}", get(task))
+        .route("/tasks/{id}/kill", post(kill))
+        .route("/tasks/{id}/files/{op}", get(files))
+        .route(
+            "/plugins",
+            get(plugins)
+                .post(install_plugin)
+                .layer(DefaultBodyLimit::max(
+                    crate::plugins::MAX_COMPONENT / 3 * 4 + (1 << 20),
+                )),
+        )
+        .route("/plugins/{name}", get(plugin).delete(remove_plugin))
+        .route(
+            "/plugins/{name}/config",
+            axum::routing::patch(configure_plugin),
+        )
+        .route("/events", get(events))
+        .merge(crate::vars::routes());
+    Router::new()
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/version", get(version))
+        .route("/master/redirect", get(master_redirect))
+        .route("/", get(dashboard))
+        .route("/ui/{file}", get(ui::asset))
+        .route("/frameworks/{name}", any(framework_http_root))
+        .route("/frameworks/{name}/", any(framework_http_root))
+        .route("/frameworks/{name}/{*rest}", any(framework_http))
+        .nest("/api/wasmos/v1", api)
+        .merge(internal)
+        .fallback(not_found)
+        .layer(middleware::map_response(close_after_unread_body))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(node)
+}
+
+/// Raft entries carry plugin components; snapshots carry all of them.
+const MAX_RAFT_BODY: usize = 512 << 20;
+
+/// A raft RPC from another master.
+async fn raft_rpc(
+    State(n): NodeState,
+    Path(op): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body?;
+    let answer = n
+        .store
+        .handle_rpc(&op, &body)
+        .await
+        .map_err(ApiError::BadRequest)?;
+    Ok(typed("application/json", answer))
+}
+
+/// The dashboard is served by the leader (its API calls go there too).
+async fn dashboard(Lead(_l): Lead) -> Response {
+    ui::index().await.into_response()
+}
+
+/// Mesos' `/master/redirect`: 307 to the leader's base URL.
+async fn master_redirect(State(n): NodeState) -> Response {
+    if n.leader().is_some() {
+        let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&n.url) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return resp;
+    }
+    n.redirect(&Uri::from_static(""))
+}
+
+/// Who leads, as this master sees it.
+async fn leader_info(State(n): NodeState) -> ApiJson<serde_json::Value> {
+    let l = n.leadership();
+    let role = if n.leader().is_some() {
+        "leader"
+    } else if l.is_me {
+        "starting"
+    } else if n
+        .store
+        .members()
+        .iter()
+        .any(|m| m.id == n.store.node_id() && m.voter)
+    {
+        "follower"
+    } else {
+        "learner"
+    };
+    ApiJson(json!({
+        "term": l.term,
+        "leader": l.leader.map(|(id, address)| json!({ "id": id, "address": address })),
+        "this_master": { "id": n.store.node_id(), "address": n.url, "role": role },
+    }))
+}
+
+async fn masters(State(n): NodeState) -> ApiJson<serde_json::Value> {
+    let l = n.leadership();
+    let leader = l.leader.as_ref().map(|(id, _)| *id);
+    let members: Vec<serde_json::Value> = n
+        .store
+        .members()
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "address": m.addr,
+                "role": if Some(m.id) == leader { "leader" } else if m.voter { "follower" } else { "learner" },
+            })
+        })
+        .collect();
+    ApiJson(json!({
+        "term": l.term,
+        "masters": members,
+        "retired": n.store.read(|s| s.retired_masters.clone()),
+        "this_master": n.store.raft_status(),
+    }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMaster {
+    id: u64,
+    address: String,
+}
+
+/// Adds a master (on the raft leader; followers redirect).
+async fn add_master(
+    State(n): NodeState,
+    OriginalUri(uri): OriginalUri,
+    ApiJson(req): ApiJson<AddMaster>,
+) -> ApiResult<Response> {
+    if !n.leadership().is_me {
+        return Ok(n.redirect(&uri));
+    }
+    let address = req.address.trim_end_matches('/').to_string();
+    let url = reqwest::Url::parse(&address)
+        .map_err(|e| ApiError::BadRequest(format!("address {address:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::BadRequest(format!(
+            "address {address:?} must be an http(s) URL"
+        )));
+    }
+    n.store
+        .add_member(req.id, &address, std::time::Duration::from_secs(60))
+        .await?;
+    tracing::info!(id = req.id, %address, "master added");
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(json!({ "id": req.id, "address": address, "role": "follower" })),
+    )
+        .into_response())
+}
+
+/// Removes a master for good (on the raft leader; followers redirect).
+async fn remove_master(
+    State(n): NodeState,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("master id {id:?} is not a number")))?;
+    if !n.leadership().is_me {
+        return Ok(n.redirect(&uri));
+    }
+    n.store.remove_member(id).await?;
+    tracing::info!(id, "master removed; its id is retired");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A body refused for its size was not read to its end, so the connection
+/// cannot carry another request: tell the client, or it would reuse it and
+/// see its next request fail.
+async fn close_after_unread_body(mut resp: Response) -> Response {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no endpoint {method} {}", uri.path()))
+}
+
+/// Agents must present the cluster secret, when one is configured.
+async fn require_secret(State(n): NodeState, req: Request, next: Next) -> Response {
+    if let Some(secret) = &n.config.secret {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !protocol::bearer_matches(given, secret) {
+            return ApiError::Unauthorized(
+                "missing or wrong cluster secret; start the agent with the master's --secret-file"
+                    .into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn version() -> impl IntoResponse {
+    axum::Json(
+        json!({ "version": wasmos_core::VERSION, "world_version": wasmos_core::plugin::WORLD_VERSION }),
+    )
+}
+
+async fn register(
+    Lead(l): Lead,
+    ApiJson(req): ApiJson<RegisterAgent>,
+) -> ApiResult<ApiJson<Registered>> {
+    l.register_agent(req).await.map(ApiJson)
+}
+
+async fn heartbeat(Lead(l): Lead, ApiJson(hb): ApiJson<Heartbeat>) -> ApiJson<HeartbeatReply> {
+    let known = l.agents.heartbeat(&hb.agent_id, Instant::now(), hb.plugins);
+    ApiJson(HeartbeatReply {
+        master_id: l.master_id.clone(),
+        term: l.term,
+        reregister: !known,
+        plugins: l.agent_plugins().1,
+    })
+}
+
+async fn status_update(
+    Lead(l): Lead,
+    ApiJson(update): ApiJson<protocol::StatusUpdate>,
+) -> ApiResult<ApiJson<serde_json::Value>> {
+    let outcome: StatusOutcome = l.status_update(update).await?;
+    Ok(ApiJson(json!({ "outcome": outcome })))
+}
+
+fn parse_id<T: std::str::FromStr<Err = wasmos_core::IdError>>(what: &str, s: &str) -> ApiResult<T> {
+    s.parse()
+        .map_err(|e| ApiError::BadRequest(format!("{what} id {s:?} is not valid: {e}")))
+}
+
+async fn cluster(Lead(l): Lead) -> ApiJson<ClusterView> {
+    let offers = l.allocator().outstanding();
+    let connected = l.agents.connected();
+    ApiJson(l.store.read(|s| {
+        let mut tasks = std::collections::BTreeMap::new();
+        for t in s.tasks.values() {
+            *tasks.entry(t.state().to_string()).or_insert(0) += 1;
+        }
+        let total = s
+            .agents
+            .values()
+            .filter(|a| connected.contains(&a.id))
+            .fold(wasmos_core::Resources::default(), |acc, a| {
+                acc.add(&a.info.resources)
+            });
+        let used = s
+            .used_by_agent()
+            .values()
+            .fold(wasmos_core::Resources::default(), |acc, r| acc.add(r));
+        ClusterView {
+            cluster_id: s.cluster_id.clone(),
+            master_id: l.master_id.clone(),
+            leader: s.leader.as_ref().map(|x| x.address.clone()),
+            term: s.term,
+            version: wasmos_core::VERSION.to_string(),
+            agents: s.agents.len(),
+            frameworks: s.frameworks.len(),
+            tasks,
+            total,
+            used,
+            offers,
+            log_index: l.store.last_index(),
+        }
+    }))
+}
+
+fn agent_views(l: &Leader) -> Vec<AgentView> {
+    let connected = l.agents.connected();
+    l.store.read(|s| {
+        let used = s.used_by_agent();
+        s.agents
+            .values()
+            .map(|a| AgentView::new(a, s, used.get(&a.id), connected.contains(&a.id)))
+            .collect()
+    })
+}
+
+async fn agents(Lead(l): Lead) -> ApiJson<Vec<AgentView>> {
+    ApiJson(agent_views(&l))
+}
+
+async fn agent(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<AgentView>> {
+    let id: AgentId = parse_id("agent", &id)?;
+    agent_views(&l)
+        .into_iter()
+        .find(|a| a.id == id)
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
+}
+
+fn framework_views(l: &Leader) -> Vec<FrameworkView> {
+    let mut views: Vec<FrameworkView> = l.store.read(|s| {
+        let used = s.used_by_framework();
+        s.frameworks
+            .values()
+            .map(|f| FrameworkView::new(f, s, used.get(&f.id)))
+            .collect()
+    });
+    let fws = l.frameworks_read();
+    let alloc = l.allocator();
+    for v in &mut views {
+        if let Some(h) = fws.get(&v.id) {
+            let (health, last_error) = h.health();
+            v.active = true;
+            v.health = Some(
+                serde_json::to_value(health)
+                    .ok()
+                    .and_then(|x| x.as_str().map(String::from))
+                    .unwrap_or_default(),
+            );
+            v.last_error = last_error;
+        }
+        v.offers = alloc.offers_of(&v.id);
+        v.suppressed = alloc.is_suppressed(&v.id);
+    }
+    views
+}
+
+async fn frameworks(Lead(l): Lead) -> ApiJson<Vec<FrameworkView>> {
+    ApiJson(framework_views(&l))
+}
+
+async fn framework(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<FrameworkView>> {
+    let id: FrameworkId = parse_id("framework", &id)?;
+    framework_views(&l)
+        .into_iter()
+        .find(|f| f.id == id)
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::NotFound(format!("no framework {id}")))
+}
+
+async fn tasks(
+    Lead(l): Lead,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<ApiJson<Vec<TaskView>>> {
+    for k in q.keys() {
+        if !matches!(k.as_str(), "state" | "framework" | "agent" | "active") {
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter {k:?} (known: state, framework, agent, active)"
+            )));
+        }
+    }
+    let state: Option<TaskState> = match q.get("state") {
+        Some(s) => Some(serde_json::from_value(json!(s)).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "state {s:?} is not a task state, e.g. TASK_RUNNING"
+            ))
+        })?),
+        None => None,
+    };
+    let active = match q.get("active").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "active must be true or false, not {other:?}"
+            )));
+        }
+    };
+    let fw = q.get("framework");
+    let agent = q.get("agent");
+    Ok(ApiJson(l.store.read(|s| {
+        s.tasks
+            .values()
+            .filter(|t| state.is_none_or(|st| t.state() == st))
+            .filter(|t| active.is_none_or(|a| a != t.state().is_terminal()))
+            .filter(|t| fw.is_none_or(|f| t.framework_id.as_str() == f))
+            .filter(|t| agent.is_none_or(|a| t.agent_id.as_str() == a))
+            .map(|t| TaskView::new(t, s))
+            .collect()
+    })))
+}
+
+async fn task(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<TaskView>> {
+    let id: TaskId = parse_id("task", &id)?;
+    l.store
+        .read(|s| s.tasks.get(&id).map(|t| TaskView::new(t, s)))
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
+}
+
+async fn kill(
+    Lead(l): Lead,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, ApiJson<serde_json::Value>)> {
+    let id: TaskId = parse_id("task", &id)?;
+    l.kill_task(&id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(json!({ "task_id": id, "kill": "requested" })),
+    ))
+}
+
+/// Proxies a task's sandbox files from its agent.
+async fn files(
+    Lead(l): Lead,
+    Path((id, op)): Path<(String, String)>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let id: TaskId = parse_id("task", &id)?;
+    if op != "read" && op != "browse" {
+        return Err(ApiError::NotFound(format!(
+            "no endpoint files/{op}; use files/read or files/browse"
+        )));
+    }
+    let agent = l
+        .store
+        .read(|s| s.tasks.get(&id).map(|t| t.agent_id.clone()))
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+    let endpoint = l
+        .agents
+        .endpoint(&agent)
+        .or_else(|| {
+            l.store
+                .read(|s| s.agents.get(&agent).map(|a| a.info.endpoint.clone()))
+        })
+        .ok_or_else(|| ApiError::Unavailable(format!("agent {agent} is unknown")))?;
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!(
+        "{}/api/wasmos/v1/sandboxes/{id}/files/{op}{query}",
+        endpoint.trim_end_matches('/')
+    );
+    let resp = l
+        .http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("agent {agent} is unreachable: {e}")))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = HeaderMap::new();
+    for name in [header::CONTENT_TYPE.as_str(), "x-wasmos-file-size"] {
+        if let Some(v) = resp.headers().get(name)
+            && let (Ok(n), Ok(v)) = (
+                header::HeaderName::try_from(name),
+                header::HeaderValue::from_bytes(v.as_bytes()),
+            )
+        {
+            headers.insert(n, v);
+        }
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("reading from agent {agent}: {e}")))?;
+    Ok((status, headers, body).into_response())
+}
+
+async fn plugins(Lead(l): Lead) -> ApiJson<Vec<PluginView>> {
+    let names: Vec<String> = l.store.read(|s| s.plugins.keys().cloned().collect());
+    ApiJson(names.iter().filter_map(|n| l.plugin_view(n)).collect())
+}
+
+async fn plugin(Lead(l): Lead, Path(name): Path<String>) -> ApiResult<ApiJson<PluginView>> {
+    l.plugin_view(&name)
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin {name}")))
+}
+
+async fn install_plugin(
+    Lead(l): Lead,
+    ApiJson(req): ApiJson<crate::plugins::InstallRequest>,
+) -> ApiResult<(StatusCode, ApiJson<PluginView>)> {
+    let v = l.install_plugin(req).await?;
+    Ok((StatusCode::CREATED, ApiJson(v)))
+}
+
+async fn remove_plugin(
+    Lead(l): Lead,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<StatusCode> {
+    let force = match q.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "force must be true or false, not {other:?}"
+            )));
+        }
+    };
+    l.remove_plugin(&name, force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn configure_plugin(
+    Lead(l): Lead,
+    Path(name): Path<String>,
+    ApiJson(changes): ApiJson<std::collections::BTreeMap<String, Option<String>>>,
+) -> ApiResult<ApiJson<PluginView>> {
+    l.configure_plugin(&name, changes).await.map(ApiJson)
+}
+
+async fn agent_plugins(Lead(l): Lead) -> ApiJson<Vec<protocol::AgentPlugin>> {
+    ApiJson(l.agent_plugins().0)
+}
+
+async fn agent_plugin_component(Lead(l): Lead, Path(name): Path<String>) -> ApiResult<Response> {
+    let (bytes, digest) = l
+        .store
+        .read(|s| {
+            s.plugins
+                .get(&name)
+                .map(|p| (p.component.0.clone(), p.digest.clone()))
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin {name}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_string()),
+            (header::HeaderName::from_static("x-wasmos-digest"), digest),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Server-sent events of committed changes. The stream ends when the
+/// master shuts down.
+async fn events(Lead(l): Lead) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let mut shutdown = l.shutdown.clone();
+    let hello_data = json!({ "term": l.term, "master_id": l.master_id }).to_string();
+    let hello = futures::stream::once(async move {
+        Ok(SseEvent::default().event("connected").data(hello_data))
+    });
+    let rx = l.events.subscribe();
+    let stream = BroadcastStream::new(rx).map(|item| {
+        Ok(match item {
+            Ok(e) => SseEvent::default().event(e.kind).data(e.data.to_string()),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                SseEvent::default()
+                    .event("lagged")
+                    .data(json!({ "missed": n }).to_string())
+            }
+        })
+    });
+    let stream = hello.chain(stream).take_until(async move {
+        let _ = shutdown.wait_for(|v| *v).await;
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn framework_http_root(
+    state: Lead,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    serve_framework(state, name, "/".into(), method, uri, headers, body?).await
+}
+
+async fn framework_http(
+    state: Lead,
+    Path((name, rest)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    serve_framework(state, name, format!("/{rest}"), method, uri, headers, body?).await
+}
+
+async fn serve_framework(
+    Lead(l): Lead,
+    name: String,
+    path: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let id: FrameworkId = parse_id("framework", &name)?;
+    let req = HttpRequest {
+        method: method.to_string(),
+        path,
+        query: uri.query().unwrap_or("").to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let fut = {
+        let fws = l.frameworks_read();
+        let h = fws.get(&id).ok_or_else(|| {
+            if l.is_ready() {
+                ApiError::NotFound(format!("no framework plugin {id} is running"))
+            } else {
+                ApiError::Retry(format!(
+                    "the leader is still starting its framework plugins; retry {id} in a moment"
+                ))
+            }
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !h.try_send(crate::frameworks::FrameworkMsg::Http(req, tx)) {
+            return Err(ApiError::Retry(format!(
+                "framework {id} is busy; try again"
+            )));
+        }
+        rx
+    };
+    let resp = fut
+        .await
+        .map_err(|_| ApiError::Unavailable(format!("framework {id} stopped; try again")))??;
+    Ok(into_response(resp))
+}
+
+/// A response body from bytes with a content type.
+pub fn typed(content_type: &'static str, body: impl Into<Body>) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body.into()).into_response()
+}

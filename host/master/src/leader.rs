@@ -1,0 +1,697 @@
+//! The leading master: everything that acts, as opposed to what is stored.
+//!
+//! [`Leader`] holds the store, the allocator, the links to agents and the
+//! framework actors. It is the only place that talks to agents and runs
+//! framework plugins. Everything it decides enters the state through
+//! `Store::propose`; everything it reacts to comes from committed entries
+//! (the dispatcher) or from agents' requests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Notify, mpsc, watch};
+use uuid::Uuid;
+use wasmos_core::protocol::{self, KillTask, LaunchTasks, RegisterAgent, Registered};
+use wasmos_core::{
+    AgentId, AgentState, FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState, TaskStatus,
+};
+use wasmos_runtime::PluginRuntime;
+use wasmos_runtime::placement::PlacementService;
+use wasmos_state::{Command, LeaderInfo, Response, StatusOutcome};
+use wasmos_store::{Applied, Store};
+
+use crate::MasterConfig;
+use crate::agents::AgentLinks;
+use crate::allocator::{AgentSlot, Allocator, Inputs};
+use crate::error::ApiError;
+use crate::events::{EventHub, events_for};
+use crate::frameworks::{FrameworkHandle, FrameworkMsg};
+use crate::node::Node;
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The leading master's context, shared by its loops and HTTP handlers.
+pub struct Leader {
+    pub config: MasterConfig,
+    pub master_id: String,
+    pub address: String,
+    pub term: u64,
+    pub store: Store,
+    pub allocator: Mutex<Allocator>,
+    pub agents: AgentLinks,
+    pub frameworks: std::sync::RwLock<BTreeMap<FrameworkId, FrameworkHandle>>,
+    pub events: EventHub,
+    pub http: reqwest::Client,
+    /// For OCI registries: no cluster secret, longer timeouts.
+    pub registry: reqwest::Client,
+    pub runtime: PluginRuntime,
+    /// Tasks whose launch is on its way to an agent.
+    pub placement: Arc<PlacementService>,
+    pub inflight: Mutex<HashSet<TaskId>>,
+    pub alloc_wakeup: Notify,
+    pub shutdown: watch::Receiver<bool>,
+    pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
+    /// Set once the framework actors and loops run.
+    ready: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Leader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leader")
+            .field("master_id", &self.master_id)
+            .field("term", &self.term)
+            .finish()
+    }
+}
+
+impl Leader {
+    /// Begins leading raft term `term` on `node`: records the term in the
+    /// state, installs bundled plugins new to the cluster, then (in the
+    /// background) starts the framework actors and the leader's loops.
+    /// Everything stops when `shutdown` is set.
+    pub async fn start(
+        node: &Arc<Node>,
+        term: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Leader>> {
+        let config = node.config.clone();
+        let store = node.store.clone();
+        let master_id = store.node_id().to_string();
+        let address = node.url.clone();
+        let applied = store.subscribe();
+        let runtime = node.runtime.clone();
+        let placement = PlacementService::new(&runtime);
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(secret) = &config.secret {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {secret}").parse()?,
+            );
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(15))
+            .default_headers(headers)
+            .build()?;
+        let (ready, _) = watch::channel(false);
+        let leader = Arc::new(Leader {
+            master_id: master_id.clone(),
+            address: address.clone(),
+            term,
+            allocator: Mutex::new(Allocator::new(term)),
+            agents: AgentLinks::default(),
+            frameworks: Default::default(),
+            events: EventHub::default(),
+            http,
+            registry: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(300))
+                .build()?,
+            runtime,
+            placement,
+            inflight: Mutex::new(HashSet::new()),
+            alloc_wakeup: Notify::new(),
+            shutdown,
+            reconcile_lock: tokio::sync::Mutex::new(()),
+            ready,
+            store,
+            config,
+        });
+        tokio::spawn(leader.clone().dispatch(applied));
+
+        let r = leader
+            .store
+            .propose_one(Command::BeginTerm {
+                term,
+                leader: LeaderInfo {
+                    master_id,
+                    address,
+                    term,
+                },
+                cluster_id: Uuid::new_v4().to_string(),
+            })
+            .await?;
+        if let Response::Rejected { reason } = r {
+            anyhow::bail!("cannot begin term {term}: {reason}");
+        }
+        leader.install_bundled(node.bundled()).await?;
+        let me = leader.clone();
+        tokio::spawn(async move {
+            me.sync_placement_agents();
+            me.reconcile_plugins().await;
+            tokio::spawn(me.clone().allocation_loop());
+            tokio::spawn(me.clone().housekeeping_loop());
+            me.ready.send_replace(true);
+        });
+        Ok(leader)
+    }
+
+    /// Whether the framework actors and loops run.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the framework plugins run and offers flow (or the
+    /// leader stops first, then returns false).
+    pub async fn wait_ready(&self) -> bool {
+        let mut ready = self.ready.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = ready.wait_for(|v| *v) => r.is_ok(),
+            _ = shutdown.wait_for(|v| *v) => false,
+        }
+    }
+
+    pub fn frameworks_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<FrameworkId, FrameworkHandle>> {
+        self.frameworks.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn frameworks_write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<FrameworkId, FrameworkHandle>> {
+        self.frameworks.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn allocator(&self) -> std::sync::MutexGuard<'_, Allocator> {
+        self.allocator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reacts to every committed entry: events, framework deliveries,
+    /// allocation triggers, plugin changes.
+    async fn dispatch(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Arc<Applied>>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let applied = tokio::select! {
+                a = rx.recv() => match a {
+                    Some(a) => a,
+                    None => return,
+                },
+                _ = shutdown.wait_for(|v| *v) => return,
+            };
+            let mut realloc = false;
+            let mut plugins_changed = false;
+            let mut agents_changed = false;
+            let mut pending: Vec<(FrameworkId, TaskId)> = Vec::new();
+            let events = self.store.read(|state| {
+                let mut events = Vec::new();
+                for (cmd, resp) in applied.commands.iter().zip(&applied.responses) {
+                    events.extend(events_for(cmd, resp, state));
+                    match (cmd, resp) {
+                        (
+                            Command::StatusUpdate { status },
+                            Response::Status {
+                                outcome: StatusOutcome::Applied,
+                            },
+                        ) => {
+                            if let Some(t) = state.tasks.get(&status.task_id) {
+                                pending.push((t.framework_id.clone(), status.task_id.clone()));
+                            }
+                            realloc |= status.state.is_terminal();
+                        }
+                        (Command::RegisterAgent { .. }, _) | (Command::SetAgentState { .. }, _) => {
+                            realloc = true;
+                            agents_changed = true;
+                        }
+                        (Command::InstallPlugin { .. }, Response::Ok)
+                        | (Command::RemovePlugin { .. }, Response::Ok)
+                        | (Command::ConfigurePlugin { .. }, Response::Ok) => plugins_changed = true,
+                        _ => {}
+                    }
+                }
+                events
+            });
+            for e in events {
+                self.events.publish(e);
+            }
+            {
+                let fws = self.frameworks_read();
+                for (fw, task) in pending {
+                    if let Some(h) = fws.get(&fw) {
+                        h.mark_pending(task);
+                    }
+                }
+            }
+            if agents_changed {
+                self.sync_placement_agents();
+            }
+            if realloc {
+                self.alloc_wakeup.notify_one();
+            }
+            if plugins_changed {
+                let me = self.clone();
+                tokio::spawn(async move { me.reconcile_plugins().await });
+            }
+        }
+    }
+
+    async fn allocation_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.allocation_interval) => {}
+                _ = self.alloc_wakeup.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.allocate_once();
+        }
+    }
+
+    /// One allocation cycle: rescind stale offers, make new ones, send them.
+    pub fn allocate_once(&self) {
+        let now = Instant::now();
+        let connected = self.agents.connected();
+        let (inputs, live_agents) = self.store.read(|s| {
+            let agents: Vec<AgentSlot> = s
+                .agents
+                .values()
+                .filter(|a| a.state == AgentState::Active && connected.contains(&a.id))
+                .map(|a| AgentSlot {
+                    id: a.id.clone(),
+                    hostname: a.info.hostname.clone(),
+                    total: a.info.resources.clone(),
+                    attributes: a.info.attributes.clone(),
+                })
+                .collect();
+            let live: HashSet<AgentId> = agents.iter().map(|a| a.id.clone()).collect();
+            (
+                Inputs {
+                    agents,
+                    used_by_agent: s.used_by_agent(),
+                    used_by_framework: s.used_by_framework(),
+                    frameworks: Vec::new(),
+                },
+                live,
+            )
+        });
+        let fws = self.frameworks_read();
+        let ready: HashSet<FrameworkId> = fws.keys().cloned().collect();
+        let inputs = Inputs {
+            frameworks: ready.iter().cloned().collect(),
+            ..inputs
+        };
+        let offers = {
+            let mut alloc = self.allocator();
+            let rescinded = alloc.rescind(now, self.config.offer_timeout, &live_agents, &ready);
+            if !rescinded.is_empty() {
+                tracing::debug!(count = rescinded.len(), "offers rescinded");
+            }
+            alloc.allocate(&inputs, now)
+        };
+        let mut by_fw: BTreeMap<FrameworkId, Vec<wasmos_core::Offer>> = BTreeMap::new();
+        for o in offers {
+            by_fw.entry(o.framework_id.clone()).or_default().push(o);
+        }
+        for (fw, offers) in by_fw {
+            let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
+            let sent = fws
+                .get(&fw)
+                .is_some_and(|h| h.try_send(FrameworkMsg::Offers(offers)));
+            if !sent {
+                self.allocator()
+                    .decline(&fw, &ids, Some(Duration::ZERO), now);
+            }
+        }
+    }
+
+    /// Ticks frameworks, expires silent agents.
+    async fn housekeeping_loop(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            for h in self.frameworks_read().values() {
+                h.try_send(FrameworkMsg::Tick);
+            }
+            let gone = self
+                .agents
+                .expire(Instant::now(), self.config.agent_timeout);
+            for id in gone {
+                tracing::warn!(agent = %id, "agent stopped heartbeating; no more offers from it until it registers again");
+                self.alloc_wakeup.notify_one();
+            }
+        }
+    }
+
+    /// Registers (or re-registers) an agent and reconciles its tasks: live
+    /// tasks it does not report are lost; tasks it reports that are not
+    /// live here are orphans it must kill.
+    pub async fn register_agent(&self, req: RegisterAgent) -> Result<Registered, ApiError> {
+        let info = req.info;
+        if info.hostname.trim().is_empty() {
+            return Err(ApiError::BadRequest("hostname must not be empty".into()));
+        }
+        let endpoint = reqwest::Url::parse(&info.endpoint)
+            .map_err(|e| ApiError::BadRequest(format!("endpoint {:?}: {e}", info.endpoint)))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(ApiError::BadRequest(format!(
+                "endpoint {} must be an http(s) URL",
+                info.endpoint
+            )));
+        }
+        let endpoint = info.endpoint.trim_end_matches('/').to_string();
+        let r = self
+            .store
+            .propose_one(Command::RegisterAgent {
+                agent_id: req.agent_id,
+                info,
+                now: now_secs(),
+            })
+            .await?;
+        let agent_id = match r {
+            Response::AgentRegistered { agent_id, new } => {
+                tracing::info!(agent = %agent_id, %endpoint, new, "agent registered");
+                agent_id
+            }
+            Response::Rejected { reason } => return Err(ApiError::BadRequest(reason)),
+            other => return Err(ApiError::Internal(format!("unexpected {other:?}"))),
+        };
+        self.agents
+            .connect(agent_id.clone(), endpoint, Instant::now());
+
+        let reported: HashMap<TaskId, TaskState> = req
+            .tasks
+            .into_iter()
+            .map(|t| (t.task_id, t.state))
+            .collect();
+        let inflight = self.inflight_snapshot();
+        let now = now_secs();
+        let (lost, orphans) = self.store.read(|s| {
+            let lost: Vec<TaskStatus> = s
+                .live_tasks_on(&agent_id)
+                .filter(|t| !reported.contains_key(&t.spec.task_id))
+                .filter(|t| !inflight.contains(&t.spec.task_id))
+                .map(|t| {
+                    let aware = s
+                        .frameworks
+                        .get(&t.framework_id)
+                        .is_some_and(|f| f.info.partition_aware);
+                    master_status(
+                        &t.spec.task_id,
+                        Some(&agent_id),
+                        if aware {
+                            TaskState::Gone
+                        } else {
+                            TaskState::Lost
+                        },
+                        Reason::ReasonAgentRestarted,
+                        format!("agent {agent_id} registered again without this task"),
+                        now,
+                    )
+                })
+                .collect();
+            let orphans: Vec<TaskId> = reported
+                .iter()
+                .filter(|(id, st)| {
+                    !st.is_terminal()
+                        && s.tasks
+                            .get(*id)
+                            .is_none_or(|t| t.state().is_terminal() || t.agent_id != agent_id)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            (lost, orphans)
+        });
+        if !lost.is_empty() {
+            tracing::warn!(agent = %agent_id, count = lost.len(), "tasks missing from a re-registered agent");
+            self.store
+                .propose(
+                    lost.into_iter()
+                        .map(|status| Command::StatusUpdate { status })
+                        .collect(),
+                )
+                .await?;
+        }
+        if !orphans.is_empty() {
+            tracing::warn!(agent = %agent_id, ?orphans, "agent runs tasks this master does not know; telling it to kill them");
+        }
+        self.alloc_wakeup.notify_one();
+        Ok(Registered {
+            agent_id,
+            cluster_id: self.store.read(|s| s.cluster_id.clone()),
+            master_id: self.master_id.clone(),
+            term: self.term,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            orphans,
+            plugins: self.agent_plugins().1,
+        })
+    }
+
+    fn inflight_snapshot(&self) -> HashSet<TaskId> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_inflight(&self, tasks: &[TaskId], on: bool) {
+        let mut set = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        for t in tasks {
+            if on {
+                set.insert(t.clone());
+            } else {
+                set.remove(t);
+            }
+        }
+    }
+
+    /// Records a status update from an agent; returns once it is durable.
+    pub async fn status_update(
+        &self,
+        update: protocol::StatusUpdate,
+    ) -> Result<StatusOutcome, ApiError> {
+        let owner = self.store.read(|s| {
+            s.tasks
+                .get(&update.status.task_id)
+                .map(|t| (t.agent_id.clone(), t.framework_id.clone()))
+        });
+        if let Some((agent, _)) = &owner
+            && agent != &update.agent_id
+        {
+            return Err(ApiError::Conflict(format!(
+                "task {} runs on agent {agent}, not {}",
+                update.status.task_id, update.agent_id
+            )));
+        }
+        let mut status = update.status;
+        status.agent_id = Some(update.agent_id);
+        match self
+            .store
+            .propose_one(Command::StatusUpdate { status })
+            .await?
+        {
+            Response::Status { outcome } => Ok(outcome),
+            other => Err(ApiError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Sends accepted tasks to their agent, retrying until the agent takes
+    /// them, the tasks leave STAGING, or the launch is given up (the tasks
+    /// are then DROPPED: they never reached the agent).
+    pub fn send_launch(
+        self: &Arc<Self>,
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        tasks: Vec<TaskSpec>,
+    ) {
+        if tasks.is_empty() {
+            return;
+        }
+        let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
+        self.set_inflight(&ids, true);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let give_up = Instant::now() + me.config.launch_timeout;
+            let mut backoff = Duration::from_millis(100);
+            let outcome: Result<(), String> = loop {
+                let staging: Vec<TaskSpec> = me.store.read(|s| {
+                    tasks
+                        .iter()
+                        .filter(|t| {
+                            s.tasks
+                                .get(&t.task_id)
+                                .is_some_and(|r| r.state() == TaskState::Staging)
+                        })
+                        .cloned()
+                        .collect()
+                });
+                if staging.is_empty() {
+                    break Ok(());
+                }
+                let endpoint = me.agent_endpoint(&agent_id);
+                let msg = LaunchTasks {
+                    term: me.term,
+                    framework_id: framework_id.clone(),
+                    tasks: staging,
+                };
+                let why = match endpoint {
+                    None => format!("agent {agent_id} is unknown"),
+                    Some(ep) => match me
+                        .http
+                        .post(format!("{ep}{}", protocol::paths::LAUNCH))
+                        .json(&msg)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => break Ok(()),
+                        Ok(r) if r.status().is_client_error() => {
+                            let body = r.text().await.unwrap_or_default();
+                            break Err(format!("agent {agent_id} refused the launch: {body}"));
+                        }
+                        Ok(r) => format!("agent answered {}", r.status()),
+                        Err(e) => format!("agent unreachable: {e}"),
+                    },
+                };
+                if *me.shutdown.borrow() {
+                    // This master stopped leading: the next leader finds
+                    // the task STAGING and settles it with the agent.
+                    me.set_inflight(&ids, false);
+                    return;
+                }
+                if Instant::now() > give_up {
+                    break Err(format!("could not reach agent {agent_id} to launch: {why}"));
+                }
+                tracing::debug!(agent = %agent_id, %why, "launch will be retried");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            };
+            if let Err(message) = outcome {
+                tracing::warn!(agent = %agent_id, %message, "launch dropped");
+                let now = now_secs();
+                let cmds = ids
+                    .iter()
+                    .map(|id| Command::StatusUpdate {
+                        status: master_status(
+                            id,
+                            Some(&agent_id),
+                            TaskState::Dropped,
+                            Reason::ReasonAgentDisconnected,
+                            message.clone(),
+                            now,
+                        ),
+                    })
+                    .collect();
+                if let Err(e) = me.store.propose(cmds).await {
+                    tracing::error!(error = %e, "cannot record dropped launch");
+                }
+            }
+            me.set_inflight(&ids, false);
+        });
+    }
+
+    fn agent_endpoint(&self, agent: &AgentId) -> Option<String> {
+        self.agents.endpoint(agent).or_else(|| {
+            self.store.read(|s| {
+                s.agents
+                    .get(agent)
+                    .map(|a| a.info.endpoint.trim_end_matches('/').to_string())
+            })
+        })
+    }
+
+    /// Kills a task: asks its agent (SIGTERM, grace, SIGKILL). A task the
+    /// agent never received is recorded KILLED here.
+    pub async fn kill_task(&self, task_id: &TaskId) -> Result<(), ApiError> {
+        let Some((agent_id, state, grace)) = self.store.read(|s| {
+            s.tasks
+                .get(task_id)
+                .map(|t| (t.agent_id.clone(), t.state(), t.spec.kill_grace_ms()))
+        }) else {
+            return Err(ApiError::NotFound(format!("no task {task_id}")));
+        };
+        if state.is_terminal() {
+            return Ok(());
+        }
+        let endpoint = self
+            .agent_endpoint(&agent_id)
+            .ok_or_else(|| ApiError::Unavailable(format!("agent {agent_id} is unknown")))?;
+        let msg = KillTask {
+            term: self.term,
+            task_id: task_id.clone(),
+            grace_period_ms: Some(grace),
+        };
+        let resp = self
+            .http
+            .post(format!("{endpoint}{}", protocol::paths::KILL))
+            .json(&msg)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::BadGateway(format!(
+                    "agent {agent_id} is unreachable ({e}); the kill will not happen until it is back"
+                ))
+            })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            // The agent never got the launch and now never will (it keeps
+            // the id as killed): the task ends here.
+            self.store
+                .propose_one(Command::StatusUpdate {
+                    status: master_status(
+                        task_id,
+                        Some(&agent_id),
+                        TaskState::Killed,
+                        Reason::ReasonTaskKilledDuringLaunch,
+                        "killed before it reached its agent".into(),
+                        now_secs(),
+                    ),
+                })
+                .await?;
+            return Ok(());
+        }
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ApiError::BadGateway(format!(
+                "agent {agent_id} refused the kill ({status}): {body}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A status update made by the master (not by an agent).
+pub fn master_status(
+    task_id: &TaskId,
+    agent_id: Option<&AgentId>,
+    state: TaskState,
+    reason: Reason,
+    message: String,
+    now: f64,
+) -> TaskStatus {
+    TaskStatus {
+        task_id: task_id.clone(),
+        state,
+        agent_id: agent_id.cloned(),
+        source: Source::Master,
+        reason: Some(reason),
+        message: Some(message),
+        exit_code: None,
+        signal: None,
+        healthy: None,
+        timestamp: now,
+        uuid: Uuid::new_v4(),
+    }
+}
+
+/// Task ids with updates their framework has not acknowledged.
+pub fn pending_tasks(store: &Store, framework: &FrameworkId) -> BTreeSet<TaskId> {
+    store.read(|s| {
+        s.tasks
+            .values()
+            .filter(|t| &t.framework_id == framework && !t.pending.is_empty())
+            .map(|t| t.spec.task_id.clone())
+            .collect()
+    })
+}

@@ -1,0 +1,225 @@
+//! The Wasmos master: the cluster's state, the allocator that makes offers,
+//! the framework plugins that take them, and the HTTP APIs.
+//!
+//! Key types: [`MasterConfig`] (validated settings), [`RunningMaster`] (a
+//! started master), [`node::Node`] (a raft member; leads when elected),
+//! [`leader::Leader`] (what a leading master does),
+//! [`allocator::Allocator`] (DRF offers), [`frameworks`] (plugin actors).
+//!
+//! Design decisions:
+//! - Every change goes through `wasmos_store::Store::propose`, which makes
+//!   it durable before it is applied and acknowledged; everything the
+//!   master does in reaction reads committed entries. The store replicates
+//!   the log to the other masters with openraft.
+//! - Only the raft leader acts (offers, framework plugins, commands to
+//!   agents, each stamped with its raft term); followers send callers to it.
+//! - Offers, heartbeats and in-flight launches are leader memory; a new
+//!   leader rebuilds from the state and agents re-register.
+//! - Framework plugins run outside `apply`: a call's effects become
+//!   commands, committed before anything is sent or answered.
+
+pub mod agents;
+pub mod allocator;
+pub mod error;
+pub mod events;
+pub mod frameworks;
+pub mod http;
+pub mod leader;
+pub mod node;
+pub mod plugins;
+mod ui;
+pub mod vars;
+pub mod views;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use wasmos_core::PluginManifest;
+use wasmos_store::{Bootstrap, Store, StoreConfig};
+
+pub use leader::Leader;
+pub use node::Node;
+
+/// A master's validated settings.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub listen: SocketAddr,
+    /// The URL agents, clients and the other masters use to reach this
+    /// master; by default `http://<bound address>`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// This master's id among the masters; never reused.
+    pub id: u64,
+    /// The initial masters (id → URL) of a new cluster; `None` waits to be
+    /// added to a running one. Empty means a one-master cluster.
+    pub peers: Option<BTreeMap<u64, String>>,
+    /// When set, agents and the other masters must present it
+    /// (`Authorization: Bearer`).
+    pub secret: Option<String>,
+    /// Raft: a follower that hears no leader for 1–2× this elects anew.
+    pub election_timeout: Duration,
+    pub allocation_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// An agent silent this long gets no more offers until it registers.
+    pub agent_timeout: Duration,
+    /// Offers held longer than this are rescinded.
+    pub offer_timeout: Duration,
+    /// A launch that cannot reach its agent for this long is dropped.
+    pub launch_timeout: Duration,
+    pub plugin_call_deadline: Duration,
+    /// The largest request body accepted.
+    pub max_body: usize,
+}
+
+impl MasterConfig {
+    /// Defaults for everything but where to listen and store: a
+    /// one-master cluster.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        MasterConfig {
+            listen,
+            advertise: None,
+            data_dir,
+            id: 1,
+            peers: Some(BTreeMap::new()),
+            secret: None,
+            election_timeout: Duration::from_millis(150),
+            allocation_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(2),
+            agent_timeout: Duration::from_secs(10),
+            offer_timeout: Duration::from_secs(60),
+            launch_timeout: Duration::from_secs(120),
+            plugin_call_deadline: Duration::from_secs(2),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+/// A started master.
+pub struct RunningMaster {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its advertised URL.
+    pub url: String,
+    pub node: Arc<Node>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for RunningMaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningMaster")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// Binds, opens the replicated state, joins the other masters, and starts
+/// serving. Whether this master leads is raft's business: see [`Node`].
+pub async fn start(
+    config: MasterConfig,
+    bundled: Vec<(PluginManifest, &'static [u8])>,
+) -> anyhow::Result<RunningMaster> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another master running? pick another with --listen)",
+                config.listen
+            )
+        })?;
+    start_on(listener, config, bundled).await
+}
+
+/// [`start`] on a listener already bound (so that a caller can learn the
+/// addresses of several masters before any of them starts).
+pub async fn start_on(
+    listener: tokio::net::TcpListener,
+    config: MasterConfig,
+    bundled: Vec<(PluginManifest, &'static [u8])>,
+) -> anyhow::Result<RunningMaster> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let addr = listener.local_addr()?;
+    let url = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let bootstrap = match &config.peers {
+        None => Bootstrap::Join,
+        Some(p) if p.is_empty() => Bootstrap::Members(BTreeMap::from([(config.id, url.clone())])),
+        Some(p) => Bootstrap::Members(p.clone()),
+    };
+    let store = Store::open(StoreConfig {
+        data_dir: config.data_dir.clone(),
+        node_id: config.id,
+        addr: url.clone(),
+        bootstrap,
+        secret: config.secret.clone(),
+        bind_ip: (!addr.ip().is_unspecified()).then_some(addr.ip()),
+        election_timeout: config.election_timeout,
+        heartbeat_interval: config.election_timeout / 3,
+        snapshot_every: 5000,
+    })
+    .await?;
+    let runtime = wasmos_runtime::PluginRuntime::new(wasmos_runtime::RuntimeConfig {
+        call_deadline: config.plugin_call_deadline,
+        ..Default::default()
+    })
+    .map_err(anyhow::Error::msg)?
+    .with_cache(config.data_dir.join("plugin-cache"));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let node = Node::new(config, url.clone(), store, runtime, bundled);
+    tokio::spawn(node.clone().follow_leadership(shutdown_rx.clone()));
+    tokio::spawn(node.clone().warm_plugins(shutdown_rx.clone()));
+    let app = http::router(node.clone());
+    let mut rx = shutdown_rx;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    tracing::info!(%url, id = node.store.node_id(), "master is up");
+    Ok(RunningMaster {
+        addr,
+        url,
+        node,
+        shutdown,
+        server,
+    })
+}
+
+impl RunningMaster {
+    /// Waits until this master leads and its frameworks run (a one-master
+    /// cluster, right after start).
+    pub async fn wait_leading(&self, timeout: Duration) -> anyhow::Result<()> {
+        let wait = async {
+            let mut leadership = self.node.store.leadership();
+            loop {
+                if let Some(l) = self.node.leader()
+                    && l.wait_ready().await
+                {
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), leadership.changed()).await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            anyhow::anyhow!("this master did not become the leader within {timeout:?}; see its log")
+        })
+    }
+
+    /// Stops serving, stops leading, waits (up to a few seconds) for open
+    /// requests, and stops raft.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        self.node.store.shutdown().await;
+    }
+}

@@ -1,0 +1,261 @@
+//! One master process: a raft member that serves its HTTP API always, and
+//! runs a [`Leader`] only while raft elects it.
+//!
+//! [`Node`] watches the store's leadership. When this master becomes the
+//! raft leader of term T it first waits until it has applied everything
+//! committed before (a linearizable barrier), then starts a `Leader` for T;
+//! the moment raft says otherwise, that `Leader` is stopped (its loops and
+//! framework actors end, its offers are void). Requests that only a leader
+//! can answer are sent to the leader with a 307 from followers.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::watch;
+use wasmos_core::PluginManifest;
+use wasmos_runtime::PluginRuntime;
+use wasmos_store::{Leadership, Store};
+
+use crate::MasterConfig;
+use crate::leader::Leader;
+
+/// A leader and the switch that stops it.
+struct Acting {
+    leader: Arc<Leader>,
+    stop: watch::Sender<bool>,
+}
+
+/// A master process.
+pub struct Node {
+    pub config: MasterConfig,
+    /// This master's base URL.
+    pub url: String,
+    pub store: Store,
+    /// One wasmtime engine (and compiled-code cache) for every term this
+    /// master leads.
+    pub runtime: PluginRuntime,
+    bundled: Vec<(PluginManifest, &'static [u8])>,
+    acting: RwLock<Option<Acting>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("url", &self.url)
+            .field("id", &self.store.node_id())
+            .finish()
+    }
+}
+
+impl Node {
+    pub(crate) fn new(
+        config: MasterConfig,
+        url: String,
+        store: Store,
+        runtime: PluginRuntime,
+        bundled: Vec<(PluginManifest, &'static [u8])>,
+    ) -> Arc<Node> {
+        Arc::new(Node {
+            config,
+            url,
+            store,
+            runtime,
+            bundled,
+            acting: RwLock::new(None),
+        })
+    }
+
+    /// The leader this master runs, if it leads now.
+    pub fn leader(&self) -> Option<Arc<Leader>> {
+        self.acting
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|a| a.leader.clone())
+    }
+
+    /// Raft's view of who leads.
+    pub fn leadership(&self) -> Leadership {
+        self.store.leadership().borrow().clone()
+    }
+
+    /// Follows raft: starts a leader when this master is elected, stops it
+    /// when it is not the leader any more. Ends when `shutdown` is set.
+    pub(crate) async fn follow_leadership(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut rx = self.store.leadership();
+        loop {
+            let now = rx.borrow_and_update().clone();
+            let acting_term = self.leader().map(|l| l.term);
+            if acting_term.is_some() && (!now.is_me || acting_term != Some(now.term)) {
+                self.stop_leading("raft elected another leader");
+            }
+            if now.is_me && self.leader().is_none() {
+                self.clone().try_lead(now.term, &mut rx).await;
+                continue;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { break },
+                _ = shutdown.wait_for(|v| *v) => break,
+            }
+        }
+        self.stop_leading("the master is stopping");
+    }
+
+    /// Starts leading `term`, unless leadership moves on meanwhile.
+    async fn try_lead(self: Arc<Self>, term: u64, rx: &mut watch::Receiver<Leadership>) {
+        tracing::info!(term, "elected leader; catching up before acting");
+        let (stop, stop_rx) = watch::channel(false);
+        let mut moved = rx.clone();
+        let moved_on = async move {
+            let _ = moved.wait_for(|l| !(l.is_me && l.term == term)).await;
+        };
+        let start = async {
+            // Apply everything committed before this term first: the state
+            // a leader acts on must be the cluster's latest.
+            self.store.ensure_linearizable().await?;
+            Leader::start(&self, term, stop_rx).await
+        };
+        let started = tokio::select! {
+            r = start => r,
+            _ = moved_on => Err(anyhow::anyhow!("leadership moved on while taking over")),
+        };
+        match started {
+            Ok(leader) => {
+                let still = {
+                    let l = rx.borrow();
+                    l.is_me && l.term == term
+                };
+                if still {
+                    *self.acting.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Acting { leader, stop });
+                    tracing::info!(term, url = %self.url, "this master leads");
+                } else {
+                    let _ = stop.send(true);
+                }
+            }
+            Err(e) => {
+                let _ = stop.send(true);
+                tracing::warn!(term, error = %e, "could not start leading; waiting for the next election");
+                // Let raft move on (or retry once it settles).
+                tokio::select! {
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+
+    fn stop_leading(&self, why: &str) {
+        let acting = self
+            .acting
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(a) = acting {
+            tracing::warn!(
+                term = a.leader.term,
+                why,
+                "stepping down: no more offers, launches or kills from this term"
+            );
+            let _ = a.stop.send(true);
+        }
+    }
+
+    /// The leader's base URL, as raft knows it, if another master leads.
+    fn other_leader(&self) -> Option<(u64, String)> {
+        let l = self.leadership();
+        l.leader.filter(|(id, _)| *id != self.store.node_id())
+    }
+
+    /// 307 to the same path on the leader; 503 while none is known.
+    pub fn redirect(&self, uri: &Uri) -> Response {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        match self.other_leader() {
+            Some((id, addr)) => {
+                let location = format!("{}{path}", addr.trim_end_matches('/'));
+                let mut resp = (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    axum::Json(json!({
+                        "message": format!("master {} is not the leader; the leader is master {id} at {addr}", self.store.node_id()),
+                        "leader": addr,
+                    })),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                resp
+            }
+            None => {
+                let l = self.leadership();
+                let message = if l.is_me {
+                    "this master was just elected and is taking over; retry in a moment".to_string()
+                } else {
+                    format!(
+                        "no leader is elected yet (term {}); a majority of masters must be up — retry shortly",
+                        l.term
+                    )
+                };
+                let mut resp = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({ "message": message })),
+                )
+                    .into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp
+            }
+        }
+    }
+
+    /// Keeps the compiled-code cache holding every plugin the master runs
+    /// (frameworks, placement), so that a master elected later starts them
+    /// without compiling.
+    pub(crate) async fn warm_plugins(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        use wasmos_core::PluginKind;
+        use wasmos_state::Command;
+        let mut applied = self.store.subscribe();
+        let mut done: std::collections::HashSet<String> = Default::default();
+        loop {
+            let todo: Vec<(String, Vec<u8>)> = self.store.read(|s| {
+                s.plugins
+                    .values()
+                    .filter(|p| {
+                        matches!(
+                            p.manifest.kind,
+                            PluginKind::Framework | PluginKind::Placement
+                        )
+                    })
+                    .filter(|p| !done.contains(&p.digest))
+                    .map(|p| (p.digest.clone(), p.component.0.clone()))
+                    .collect()
+            });
+            for (digest, bytes) in todo {
+                let runtime = self.runtime.clone();
+                let r = tokio::task::spawn_blocking(move || runtime.compile(&bytes)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::debug!(%digest, error = %e, "cannot precompile a plugin");
+                }
+                done.insert(digest);
+            }
+            // Wait for the next plugin install.
+            loop {
+                tokio::select! {
+                    a = applied.recv() => match a {
+                        Some(a) if a.commands.iter().any(|c| matches!(c, Command::InstallPlugin { .. })) => break,
+                        Some(_) => continue,
+                        None => return,
+                    },
+                    _ = shutdown.wait_for(|v| *v) => return,
+                }
+            }
+        }
+    }
+
+    pub(crate) fn bundled(&self) -> Vec<(PluginManifest, &'static [u8])> {
+        self.bundled.clone()
+    }
+}

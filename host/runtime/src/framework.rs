@@ -1,0 +1,503 @@
+//! The host side of the `framework` world.
+//!
+//! A [`FrameworkInstance`] is a sandboxed scheduler. Each call is a
+//! transaction: the plugin's `state` writes go to an overlay it reads back,
+//! its `driver` calls are recorded, and both come back as [`Effects`] for
+//! the caller to commit. A call that fails yields no effects. Placement
+//! questions (`placement-service`) are answered on the spot by the
+//! [`PlacementEvaluator`] the host was given.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmos_core::{FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskStatus, limits};
+use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf};
+
+use crate::bindings::framework::wasmos::plugin::{driver, placement_service, state};
+use crate::bindings::framework::{Framework, FrameworkPre};
+use crate::bindings::{clock, log, placement_types, types as wit};
+use crate::convert::{config_to_wit, offer_to_wit, pairs_to_wit, status_to_wit, task_from_wit};
+use crate::placement::{AgentRef, PlacementEvaluator, Rule, Verdict};
+use crate::sandbox::{Common, HostData, Sandbox, World, link, wasi_view};
+use crate::{CallError, LoadError, PluginHealth, PluginRuntime};
+
+/// Limits on what one call may buffer.
+const MAX_OVERLAY_BYTES: usize = 64 << 20;
+const MAX_ACTIONS: usize = 10_000;
+
+/// Read access to frameworks' replicated key-value namespaces.
+pub trait KvSource: Send + Sync {
+    fn get(&self, namespace: &FrameworkId, key: &str) -> Option<Vec<u8>>;
+    /// Keys starting with `prefix`, in byte order.
+    fn keys(&self, namespace: &FrameworkId, prefix: &str) -> Vec<String>;
+}
+
+/// A change to the framework's key-value namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOp {
+    Set { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// Something the framework asked the master to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverAction {
+    Launch {
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskSpec>,
+        refuse_seconds: Option<f64>,
+    },
+    Decline {
+        offer_ids: Vec<OfferId>,
+        refuse_seconds: Option<f64>,
+    },
+    Kill {
+        task_id: TaskId,
+    },
+    Revive,
+    Suppress,
+}
+
+/// What a successful call asks the host to commit and do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    pub kv: Vec<KvOp>,
+    pub actions: Vec<DriverAction>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_empty() && self.actions.is_empty()
+    }
+}
+
+/// An HTTP request to a framework's own API.
+#[derive(Debug, Clone, Default)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Below the mount point, starting with `/`.
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A framework's HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Per-store state: the call's buffered effects and what answers imports.
+pub struct FrameworkHost {
+    common: Common,
+    namespace: FrameworkId,
+    kv: Arc<dyn KvSource>,
+    placement: Arc<dyn PlacementEvaluator>,
+    overlay: BTreeMap<String, Option<Vec<u8>>>,
+    overlay_bytes: usize,
+    actions: Vec<DriverAction>,
+}
+
+wasi_view!(FrameworkHost);
+
+impl HostData for FrameworkHost {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
+    fn discard(&mut self) {
+        self.overlay.clear();
+        self.overlay_bytes = 0;
+        self.actions.clear();
+    }
+}
+
+impl FrameworkHost {
+    fn take_effects(&mut self) -> Effects {
+        self.overlay_bytes = 0;
+        let kv = std::mem::take(&mut self.overlay)
+            .into_iter()
+            .map(|(key, v)| match v {
+                Some(value) => KvOp::Set { key, value },
+                None => KvOp::Delete { key },
+            })
+            .collect();
+        Effects {
+            kv,
+            actions: std::mem::take(&mut self.actions),
+        }
+    }
+
+    fn push_action(&mut self, a: DriverAction) -> Result<(), String> {
+        if self.actions.len() >= MAX_ACTIONS {
+            return Err(format!(
+                "more than {MAX_ACTIONS} driver actions in one call"
+            ));
+        }
+        self.actions.push(a);
+        Ok(())
+    }
+}
+
+impl wit::Host for FrameworkHost {}
+impl placement_types::Host for FrameworkHost {}
+
+impl log::Host for FrameworkHost {
+    fn log(&mut self, level: log::Level, message: String) {
+        crate::plugin_log(&self.common.plugin, level, message);
+    }
+}
+
+impl clock::Host for FrameworkHost {
+    fn now_ms(&mut self) -> u64 {
+        crate::now_ms()
+    }
+}
+
+impl state::Host for FrameworkHost {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        match self.overlay.get(&key) {
+            Some(v) => v.clone(),
+            None => self.kv.get(&self.namespace, &key),
+        }
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        if key.len() > limits::MAX_KV_KEY {
+            return Err(format!("key is longer than {} bytes", limits::MAX_KV_KEY));
+        }
+        if value.len() > limits::MAX_KV_VALUE {
+            return Err(format!(
+                "value is larger than {} bytes",
+                limits::MAX_KV_VALUE
+            ));
+        }
+        if self.overlay_bytes + key.len() + value.len() > MAX_OVERLAY_BYTES {
+            return Err(format!(
+                "more than {} MiB written in one call",
+                MAX_OVERLAY_BYTES >> 20
+            ));
+        }
+        self.overlay_bytes += key.len() + value.len();
+        self.overlay.insert(key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) {
+        self.overlay.insert(key, None);
+    }
+
+    fn keys(&mut self, prefix: String) -> Vec<String> {
+        let mut keys: std::collections::BTreeSet<String> =
+            self.kv.keys(&self.namespace, &prefix).into_iter().collect();
+        for (k, v) in self.overlay.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if v.is_some() {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        keys.into_iter().collect()
+    }
+}
+
+impl driver::Host for FrameworkHost {
+    fn launch(
+        &mut self,
+        offer_ids: Vec<String>,
+        tasks: Vec<wit::TaskSpec>,
+        refuse_seconds: Option<f64>,
+    ) -> Result<(), String> {
+        let offer_ids = parse_offer_ids(offer_ids)?;
+        if offer_ids.is_empty() {
+            return Err("launch needs at least one offer".into());
+        }
+        let tasks = tasks
+            .into_iter()
+            .map(task_from_wit)
+            .collect::<Result<Vec<_>, _>>()?;
+        check_refuse(refuse_seconds)?;
+        self.push_action(DriverAction::Launch {
+            offer_ids,
+            tasks,
+            refuse_seconds,
+        })
+    }
+
+    fn decline(&mut self, offer_ids: Vec<String>, refuse_seconds: Option<f64>) {
+        // A malformed id cannot name a real offer: ignore it, as Mesos
+        // ignores declines of unknown offers.
+        let Ok(offer_ids) = parse_offer_ids(offer_ids) else {
+            return;
+        };
+        let refuse_seconds = refuse_seconds.filter(|_| check_refuse(refuse_seconds).is_ok());
+        let _ = self.push_action(DriverAction::Decline {
+            offer_ids,
+            refuse_seconds,
+        });
+    }
+
+    fn kill(&mut self, task_id: String) {
+        if let Ok(task_id) = TaskId::new(task_id) {
+            let _ = self.push_action(DriverAction::Kill { task_id });
+        }
+    }
+
+    fn revive(&mut self) {
+        let _ = self.push_action(DriverAction::Revive);
+    }
+
+    fn suppress(&mut self) {
+        let _ = self.push_action(DriverAction::Suppress);
+    }
+}
+
+fn rules_from_wit(rules: Vec<placement_service::Rule>) -> Vec<Rule> {
+    rules
+        .into_iter()
+        .map(|r| Rule {
+            field: r.constraint.field,
+            operator: r.constraint.operator.to_ascii_uppercase(),
+            value: r.constraint.value.filter(|v| !v.is_empty()),
+            plugin: r.plugin,
+        })
+        .collect()
+}
+
+impl placement_service::Host for FrameworkHost {
+    fn validate(&mut self, rules: Vec<placement_service::Rule>) -> Result<(), String> {
+        self.placement.validate(&rules_from_wit(rules))
+    }
+
+    fn evaluate(
+        &mut self,
+        request: placement_service::Request,
+        candidates: Vec<placement_service::Candidate>,
+    ) -> Result<Vec<placement_service::Verdict>, String> {
+        let rules = rules_from_wit(request.rules);
+        let resources = crate::convert::resources_from_wit(request.resources)?;
+        let placed: Vec<(String, u32)> = request.placed;
+        let candidates: Vec<AgentRef> = candidates
+            .into_iter()
+            .map(|c| AgentRef {
+                agent_id: c.agent_id,
+                cpus: c.cpus,
+                mem: c.mem,
+                disk: c.disk,
+            })
+            .collect();
+        let verdicts =
+            self.placement
+                .evaluate(&request.group, &rules, &resources, &placed, &candidates)?;
+        Ok(verdicts
+            .into_iter()
+            .map(
+                |Verdict {
+                     fits,
+                     score,
+                     reason,
+                 }| placement_service::Verdict {
+                    fits,
+                    score,
+                    reason,
+                },
+            )
+            .collect())
+    }
+}
+
+fn parse_offer_ids(ids: Vec<String>) -> Result<Vec<OfferId>, String> {
+    ids.into_iter()
+        .map(|s| OfferId::new(s.clone()).map_err(|e| format!("offer id {s:?}: {e}")))
+        .collect()
+}
+
+fn check_refuse(refuse: Option<f64>) -> Result<(), String> {
+    match refuse {
+        Some(r) if !r.is_finite() || r < 0.0 => Err(format!("refuse-seconds {r} must be >= 0")),
+        _ => Ok(()),
+    }
+}
+
+/// The framework world, as the sandbox needs it.
+pub(crate) struct FrameworkWorld {
+    pre: FrameworkPre<FrameworkHost>,
+    namespace: FrameworkId,
+    kv: Arc<dyn KvSource>,
+    placement: Arc<dyn PlacementEvaluator>,
+}
+
+impl World for FrameworkWorld {
+    type Host = FrameworkHost;
+    type Bindings = Framework;
+
+    fn new_host(&self, plugin: &str, memory_limit: usize) -> FrameworkHost {
+        FrameworkHost {
+            common: Common::new(plugin, memory_limit),
+            namespace: self.namespace.clone(),
+            kv: self.kv.clone(),
+            placement: self.placement.clone(),
+            overlay: BTreeMap::new(),
+            overlay_bytes: 0,
+            actions: Vec::new(),
+        }
+    }
+
+    fn instantiate(&self, store: &mut Store<FrameworkHost>) -> wasmtime::Result<Framework> {
+        self.pre.instantiate(store)
+    }
+
+    fn init(
+        &self,
+        b: &Framework,
+        store: &mut Store<FrameworkHost>,
+        config: &[(String, String)],
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.call_init(store, &config_to_wit(config))
+    }
+}
+
+/// Checks that a component is a framework plugin this host can run.
+pub fn check(runtime: &PluginRuntime, component: &Component) -> Result<(), LoadError> {
+    pre(runtime, component).map(|_| ())
+}
+
+fn pre(
+    runtime: &PluginRuntime,
+    component: &Component,
+) -> Result<FrameworkPre<FrameworkHost>, LoadError> {
+    let pre = link(runtime, "framework", component, |l| {
+        wasmtime_wasi::p2::add_to_linker_sync(l)?;
+        Framework::add_to_linker::<_, HasSelf<_>>(l, |h| h)
+    })?;
+    FrameworkPre::new(pre).map_err(|e| LoadError::WrongWorld {
+        world: "framework".into(),
+        message: format!("{e:#}"),
+    })
+}
+
+/// A sandboxed framework plugin.
+pub struct FrameworkInstance {
+    sandbox: Sandbox<FrameworkWorld>,
+}
+
+impl std::fmt::Debug for FrameworkInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameworkInstance")
+            .field("name", &self.sandbox.name())
+            .finish()
+    }
+}
+
+impl FrameworkInstance {
+    /// Links `component` against the framework world. Nothing runs yet:
+    /// the first call instantiates it and calls `init`.
+    pub fn new(
+        runtime: &PluginRuntime,
+        name: &str,
+        namespace: FrameworkId,
+        component: &Component,
+        config: BTreeMap<String, String>,
+        kv: Arc<dyn KvSource>,
+        placement: Arc<dyn PlacementEvaluator>,
+    ) -> Result<FrameworkInstance, LoadError> {
+        let world = FrameworkWorld {
+            pre: pre(runtime, component)?,
+            namespace,
+            kv,
+            placement,
+        };
+        Ok(FrameworkInstance {
+            sandbox: Sandbox::new(runtime, name, world, config),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.sandbox.name()
+    }
+
+    /// Health and the last error, for `plugin list` and the API.
+    pub fn health(&self) -> (PluginHealth, Option<String>) {
+        self.sandbox.health()
+    }
+
+    /// Forgets failures and the live instance (after a reconfiguration).
+    pub fn reset(&mut self, config: BTreeMap<String, String>) {
+        self.sandbox.reset(config)
+    }
+
+    pub fn offers(&mut self, offers: &[Offer]) -> Result<Effects, CallError> {
+        let offers: Vec<wit::Offer> = offers.iter().map(offer_to_wit).collect();
+        self.call(|fw, store| fw.call_offers(store, &offers))
+            .map(|((), e)| e)
+    }
+
+    pub fn status(&mut self, status: &TaskStatus) -> Result<Effects, CallError> {
+        let s = status_to_wit(status);
+        self.call(|fw, store| fw.call_status(store, &s))
+            .map(|((), e)| e)
+    }
+
+    pub fn tick(&mut self, now_ms: u64) -> Result<Effects, CallError> {
+        self.call(|fw, store| fw.call_tick(store, now_ms))
+            .map(|((), e)| e)
+    }
+
+    pub fn http(&mut self, req: HttpRequest) -> Result<(HttpResponse, Effects), CallError> {
+        let req = wit::HttpRequest {
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            headers: pairs_to_wit(req.headers.iter().map(|(k, v)| (k, v))),
+            body: req.body,
+        };
+        let limit = self.sandbox.runtime().config().max_response_body;
+        let deadline = self.sandbox.runtime().config().call_deadline;
+        let plugin = self.name().to_string();
+        let (resp, effects) = self.sandbox.call_checked(
+            deadline,
+            |fw, store, _| {
+                let r = fw.call_handle_http(&mut *store, &req)?;
+                Ok((r, store.data_mut().take_effects()))
+            },
+            |(resp, _)| {
+                if resp.body.len() > limit {
+                    Err(CallError::ResponseTooLarge { plugin, limit })
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        Ok((
+            HttpResponse {
+                status: resp.status,
+                headers: resp
+                    .headers
+                    .into_iter()
+                    .map(|kv| (kv.key, kv.value))
+                    .collect(),
+                body: resp.body,
+            },
+            effects,
+        ))
+    }
+
+    /// Runs `f` and takes the call's effects (which include those of
+    /// `init`, when the instance is new).
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&Framework, &mut Store<FrameworkHost>) -> wasmtime::Result<R>,
+    ) -> Result<(R, Effects), CallError> {
+        self.sandbox.call(|fw, store, _fresh| {
+            let r = f(fw, store)?;
+            Ok((r, store.data_mut().take_effects()))
+        })
+    }
+}

@@ -1,0 +1,676 @@
+//! The cluster's replicated state and the only function that changes it.
+//!
+//! [`State::apply`] is pure: no clock, no randomness, no I/O. Time and ids
+//! arrive as fields of the [`Command`], so every replica that applies the
+//! same log reaches the same state. Commands are only ever appended to this
+//! enum (never renumbered or repurposed), and [`Snapshot`]s carry a schema
+//! version.
+//!
+//! What lives here is *intent and record*: agents, frameworks, tasks with
+//! their status history and the updates their framework has yet to
+//! acknowledge, installed plugins, and each framework's key-value namespace.
+//! What does not: offers, heartbeats, metrics (the leader's memory).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use wasmos_core::bytes::Blob;
+use wasmos_core::{
+    AgentId, AgentInfo, AgentState, FrameworkId, FrameworkInfo, PluginManifest, Resources, TaskId,
+    TaskSpec, TaskState, TaskStatus,
+};
+
+/// The version of the snapshot layout; bump it when the layout changes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Terminal, acknowledged tasks kept for inspection before the oldest go.
+pub const MAX_COMPLETED_TASKS: usize = 5000;
+/// Status updates kept per task.
+pub const MAX_STATUS_HISTORY: usize = 32;
+pub use wasmos_core::limits::{MAX_KV_KEY, MAX_KV_VALUE};
+
+pub mod vars;
+
+/// The master that leads a term.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderInfo {
+    pub master_id: String,
+    /// The base URL of its API.
+    pub address: String,
+    pub term: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub info: AgentInfo,
+    pub state: AgentState,
+    pub registered_at: f64,
+    pub reregistered_at: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkRecord {
+    pub id: FrameworkId,
+    pub info: FrameworkInfo,
+    pub registered_at: f64,
+}
+
+/// A task and its life so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub spec: TaskSpec,
+    pub framework_id: FrameworkId,
+    pub agent_id: AgentId,
+    /// Oldest first; the last one is the current status. Never empty.
+    pub statuses: Vec<TaskStatus>,
+    /// Updates the framework has not acknowledged yet, oldest first.
+    #[serde(default)]
+    pub pending: VecDeque<TaskStatus>,
+    pub launched_at: f64,
+}
+
+impl TaskRecord {
+    /// The current status.
+    pub fn status(&self) -> &TaskStatus {
+        // `statuses` starts with STAGING and is only ever appended to or
+        // trimmed from the front down to MAX_STATUS_HISTORY >= 1 entries.
+        &self.statuses[self.statuses.len() - 1]
+    }
+
+    pub fn state(&self) -> TaskState {
+        self.status().state
+    }
+
+    fn knows_update(&self, uuid: &uuid::Uuid) -> bool {
+        self.statuses.iter().any(|s| &s.uuid == uuid)
+            || self.pending.iter().any(|s| &s.uuid == uuid)
+    }
+}
+
+/// A plugin installed in the cluster, component bytes included, so every
+/// master can load it after a failover without fetching anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub manifest: PluginManifest,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
+    pub component: Blob,
+    /// Overrides of the manifest's default configuration.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub installed_at: f64,
+    /// Where it came from (a path or an OCI reference), for display.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl PluginRecord {
+    /// The manifest's defaults overlaid with the cluster's overrides.
+    pub fn effective_config(&self) -> BTreeMap<String, String> {
+        let mut c = self.manifest.config.clone();
+        c.extend(self.config.clone());
+        c
+    }
+}
+
+/// The whole replicated state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Set by the first leader; agent ids derive from it.
+    pub cluster_id: String,
+    pub term: u64,
+    pub leader: Option<LeaderInfo>,
+    pub agents: BTreeMap<AgentId, AgentRecord>,
+    pub next_agent: u64,
+    pub frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
+    pub tasks: BTreeMap<TaskId, TaskRecord>,
+    /// Terminal tasks whose updates are all acknowledged, oldest first.
+    pub completed: VecDeque<TaskId>,
+    pub plugins: BTreeMap<String, PluginRecord>,
+    pub kv: BTreeMap<FrameworkId, BTreeMap<String, Blob>>,
+    /// Bundled plugins ever installed, so that one an operator removed is
+    /// not installed again on the next start.
+    #[serde(default)]
+    pub bundled_seen: std::collections::BTreeSet<String>,
+    /// Master (raft node) ids that left the cluster: never used again.
+    #[serde(default)]
+    pub retired_masters: std::collections::BTreeSet<u64>,
+    /// Cluster variables by path.
+    #[serde(default)]
+    pub vars: BTreeMap<String, vars::Var>,
+    /// Bumped by every variable write.
+    #[serde(default)]
+    pub vars_index: u64,
+}
+
+/// Every change to the state. Append new variants at the end; never change
+/// the meaning of one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// A master starts leading `term`.
+    BeginTerm {
+        term: u64,
+        leader: LeaderInfo,
+        /// Used only when the state has no cluster id yet.
+        cluster_id: String,
+    },
+    /// An agent registers (`agent_id` None) or re-registers.
+    RegisterAgent {
+        agent_id: Option<AgentId>,
+        info: AgentInfo,
+        now: f64,
+    },
+    SetAgentState {
+        agent_id: AgentId,
+        state: AgentState,
+    },
+    /// A framework registers or updates its info.
+    RegisterFramework {
+        framework_id: FrameworkId,
+        info: FrameworkInfo,
+        now: f64,
+    },
+    /// Tasks accepted by the leader's offer checks, to be recorded as
+    /// STAGING. `staging_uuids` pairs with `tasks`.
+    LaunchTasks {
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        tasks: Vec<TaskSpec>,
+        staging_uuids: Vec<uuid::Uuid>,
+        now: f64,
+    },
+    /// A status update from an agent (or made by the master).
+    StatusUpdate {
+        status: TaskStatus,
+    },
+    /// The framework processed the update with `uuid`.
+    AcknowledgeStatus {
+        task_id: TaskId,
+        uuid: uuid::Uuid,
+    },
+    KvSet {
+        framework_id: FrameworkId,
+        key: String,
+        value: Blob,
+    },
+    KvDelete {
+        framework_id: FrameworkId,
+        key: String,
+    },
+    InstallPlugin {
+        record: Box<PluginRecord>,
+    },
+    RemovePlugin {
+        name: String,
+    },
+    /// Replaces a plugin's configuration overrides.
+    ConfigurePlugin {
+        name: String,
+        config: BTreeMap<String, String>,
+    },
+    /// Writes a cluster variable (all its items), if `cas` holds.
+    VarSet {
+        path: String,
+        items: BTreeMap<String, String>,
+        #[serde(default)]
+        cas: Option<u64>,
+    },
+    /// Deletes a cluster variable, if `cas` holds.
+    VarDelete {
+        path: String,
+        #[serde(default)]
+        cas: Option<u64>,
+    },
+}
+
+/// What applying a status update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusOutcome {
+    /// Recorded, and queued for the framework.
+    Applied,
+    /// Seen before (a retry); nothing changed.
+    Duplicate,
+    /// The task is not known (long gone, or never launched).
+    UnknownTask,
+    /// The task already ended; later updates are dropped.
+    AlreadyTerminal,
+}
+
+/// The result of applying one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    AgentRegistered {
+        agent_id: AgentId,
+        new: bool,
+    },
+    TasksLaunched {
+        accepted: Vec<TaskId>,
+        rejected: Vec<(TaskId, String)>,
+    },
+    Status {
+        outcome: StatusOutcome,
+    },
+    /// The command was refused; nothing changed.
+    Rejected {
+        reason: String,
+    },
+    /// A variable was written (or deleted) at this index.
+    Var {
+        modify_index: u64,
+    },
+    /// A check-and-set condition did not hold; nothing changed.
+    Conflict {
+        reason: String,
+    },
+}
+
+fn rejected(reason: impl Into<String>) -> Response {
+    Response::Rejected {
+        reason: reason.into(),
+    }
+}
+
+impl State {
+    /// Applies one command. Deterministic: same state and command, same
+    /// result. A refused command changes nothing.
+    pub fn apply(&mut self, cmd: Command) -> Response {
+        match cmd {
+            Command::BeginTerm {
+                term,
+                leader,
+                cluster_id,
+            } => {
+                // Raft has one leader per term: a leader that starts over
+                // within its term (same master) may record it again.
+                let same_leader = self
+                    .leader
+                    .as_ref()
+                    .is_some_and(|l| l.master_id == leader.master_id);
+                if term < self.term || (term == self.term && !same_leader) {
+                    return rejected(format!("term {term} is not newer than {}", self.term));
+                }
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id;
+                }
+                self.term = term;
+                self.leader = Some(leader);
+                Response::Ok
+            }
+            Command::RegisterAgent {
+                agent_id,
+                info,
+                now,
+            } => self.register_agent(agent_id, info, now),
+            Command::SetAgentState { agent_id, state } => match self.agents.get_mut(&agent_id) {
+                Some(a) => {
+                    a.state = state;
+                    Response::Ok
+                }
+                None => rejected(format!("unknown agent {agent_id}")),
+            },
+            Command::RegisterFramework {
+                framework_id,
+                info,
+                now,
+            } => {
+                let registered_at = self
+                    .frameworks
+                    .get(&framework_id)
+                    .map_or(now, |f| f.registered_at);
+                self.frameworks.insert(
+                    framework_id.clone(),
+                    FrameworkRecord {
+                        id: framework_id,
+                        info,
+                        registered_at,
+                    },
+                );
+                Response::Ok
+            }
+            Command::LaunchTasks {
+                framework_id,
+                agent_id,
+                tasks,
+                staging_uuids,
+                now,
+            } => self.launch(framework_id, agent_id, tasks, staging_uuids, now),
+            Command::StatusUpdate { status } => Response::Status {
+                outcome: self.status_update(status),
+            },
+            Command::AcknowledgeStatus { task_id, uuid } => {
+                let Some(task) = self.tasks.get_mut(&task_id) else {
+                    return rejected(format!("unknown task {task_id}"));
+                };
+                if task.pending.front().map(|s| s.uuid) != Some(uuid) {
+                    return rejected(format!(
+                        "update {uuid} is not the next unacknowledged update of task {task_id}"
+                    ));
+                }
+                task.pending.pop_front();
+                self.retire_if_done(&task_id);
+                Response::Ok
+            }
+            Command::KvSet {
+                framework_id,
+                key,
+                value,
+            } => {
+                if key.len() > MAX_KV_KEY {
+                    return rejected(format!("key is longer than {MAX_KV_KEY} bytes"));
+                }
+                if value.0.len() > MAX_KV_VALUE {
+                    return rejected(format!("value is larger than {MAX_KV_VALUE} bytes"));
+                }
+                self.kv.entry(framework_id).or_default().insert(key, value);
+                Response::Ok
+            }
+            Command::VarSet { path, items, cas } => {
+                if let Err(e) = vars::check_path(&path).and_then(|_| vars::check_items(&items)) {
+                    return rejected(e);
+                }
+                let current = self.vars.get(&path);
+                if let Err(e) = vars::cas_holds(current, cas) {
+                    return Response::Conflict { reason: e };
+                }
+                if current.is_none() && self.vars.len() >= vars::MAX_VARS {
+                    return rejected(format!(
+                        "the cluster holds {} variables already; delete some first",
+                        vars::MAX_VARS
+                    ));
+                }
+                self.vars_index += 1;
+                let index = self.vars_index;
+                let create_index = current.map_or(index, |v| v.create_index);
+                self.vars.insert(
+                    path,
+                    vars::Var {
+                        items,
+                        create_index,
+                        modify_index: index,
+                    },
+                );
+                Response::Var {
+                    modify_index: index,
+                }
+            }
+            Command::VarDelete { path, cas } => {
+                let current = self.vars.get(&path);
+                if current.is_none() && cas.is_none() {
+                    return Response::Var {
+                        modify_index: self.vars_index,
+                    };
+                }
+                if let Err(e) = vars::cas_holds(current, cas) {
+                    return Response::Conflict { reason: e };
+                }
+                self.vars.remove(&path);
+                self.vars_index += 1;
+                Response::Var {
+                    modify_index: self.vars_index,
+                }
+            }
+            Command::KvDelete { framework_id, key } => {
+                if let Some(ns) = self.kv.get_mut(&framework_id) {
+                    ns.remove(&key);
+                }
+                Response::Ok
+            }
+            Command::InstallPlugin { record } => {
+                if let Err(e) = record.manifest.validate() {
+                    return rejected(e.to_string());
+                }
+                let name = record.manifest.name.clone();
+                for prefix in &record.manifest.http_prefixes {
+                    if let Some(other) = self.plugins.values().find(|p| {
+                        p.manifest.name != name && p.manifest.http_prefixes.contains(prefix)
+                    }) {
+                        return rejected(format!(
+                            "http prefix {prefix} is held by plugin {}",
+                            other.manifest.name
+                        ));
+                    }
+                }
+                if record.source == "bundled" {
+                    self.bundled_seen.insert(name.clone());
+                }
+                self.plugins.insert(name, *record);
+                Response::Ok
+            }
+            Command::RemovePlugin { name } => match self.plugins.remove(&name) {
+                Some(_) => Response::Ok,
+                None => rejected(format!("no plugin named {name}")),
+            },
+            Command::ConfigurePlugin { name, config } => match self.plugins.get_mut(&name) {
+                Some(p) => {
+                    p.config = config;
+                    Response::Ok
+                }
+                None => rejected(format!("no plugin named {name}")),
+            },
+        }
+    }
+
+    fn register_agent(&mut self, agent_id: Option<AgentId>, info: AgentInfo, now: f64) -> Response {
+        if let Some(id) = agent_id {
+            let new = !self.agents.contains_key(&id);
+            let rec = self
+                .agents
+                .entry(id.clone())
+                .or_insert_with(|| AgentRecord {
+                    id: id.clone(),
+                    info: info.clone(),
+                    state: AgentState::Active,
+                    registered_at: now,
+                    reregistered_at: None,
+                });
+            rec.info = info;
+            rec.state = AgentState::Active;
+            if !new {
+                rec.reregistered_at = Some(now);
+            }
+            return Response::AgentRegistered { agent_id: id, new };
+        }
+        let prefix = self.cluster_id.split('-').next().unwrap_or("");
+        let prefix = if prefix.is_empty() { "agent" } else { prefix };
+        let id = loop {
+            let candidate = format!("{prefix}-S{}", self.next_agent);
+            self.next_agent += 1;
+            match AgentId::new(candidate) {
+                Ok(id) if !self.agents.contains_key(&id) => break id,
+                Ok(_) => continue,
+                Err(e) => return rejected(format!("cannot make an agent id: {e}")),
+            }
+        };
+        self.agents.insert(
+            id.clone(),
+            AgentRecord {
+                id: id.clone(),
+                info,
+                state: AgentState::Active,
+                registered_at: now,
+                reregistered_at: None,
+            },
+        );
+        Response::AgentRegistered {
+            agent_id: id,
+            new: true,
+        }
+    }
+
+    fn launch(
+        &mut self,
+        framework_id: FrameworkId,
+        agent_id: AgentId,
+        tasks: Vec<TaskSpec>,
+        staging_uuids: Vec<uuid::Uuid>,
+        now: f64,
+    ) -> Response {
+        if !self.frameworks.contains_key(&framework_id) {
+            return rejected(format!("unknown framework {framework_id}"));
+        }
+        match self.agents.get(&agent_id) {
+            Some(a) if a.state == AgentState::Active => {}
+            Some(_) => return rejected(format!("agent {agent_id} is not active")),
+            None => return rejected(format!("unknown agent {agent_id}")),
+        }
+        if staging_uuids.len() != tasks.len() {
+            return rejected("every task needs a staging uuid");
+        }
+        let mut accepted = Vec::new();
+        let mut rejected_tasks = Vec::new();
+        for (spec, uuid) in tasks.into_iter().zip(staging_uuids) {
+            let id = spec.task_id.clone();
+            if self.tasks.contains_key(&id) {
+                rejected_tasks.push((id, "a task with this id already exists".to_string()));
+                continue;
+            }
+            if let Err(e) = spec.validate() {
+                rejected_tasks.push((id, e.to_string()));
+                continue;
+            }
+            let staging = TaskStatus {
+                task_id: id.clone(),
+                state: TaskState::Staging,
+                agent_id: Some(agent_id.clone()),
+                source: wasmos_core::Source::Master,
+                reason: None,
+                message: None,
+                exit_code: None,
+                signal: None,
+                healthy: None,
+                timestamp: now,
+                uuid,
+            };
+            self.tasks.insert(
+                id.clone(),
+                TaskRecord {
+                    spec,
+                    framework_id: framework_id.clone(),
+                    agent_id: agent_id.clone(),
+                    statuses: vec![staging],
+                    pending: VecDeque::new(),
+                    launched_at: now,
+                },
+            );
+            accepted.push(id);
+        }
+        Response::TasksLaunched {
+            accepted,
+            rejected: rejected_tasks,
+        }
+    }
+
+    fn status_update(&mut self, status: TaskStatus) -> StatusOutcome {
+        let Some(task) = self.tasks.get_mut(&status.task_id) else {
+            return StatusOutcome::UnknownTask;
+        };
+        if task.knows_update(&status.uuid) {
+            return StatusOutcome::Duplicate;
+        }
+        if task.state().is_terminal() {
+            return StatusOutcome::AlreadyTerminal;
+        }
+        let task_id = status.task_id.clone();
+        task.pending.push_back(status.clone());
+        task.statuses.push(status);
+        if task.statuses.len() > MAX_STATUS_HISTORY {
+            let extra = task.statuses.len() - MAX_STATUS_HISTORY;
+            task.statuses.drain(..extra);
+        }
+        self.retire_if_done(&task_id);
+        StatusOutcome::Applied
+    }
+
+    /// Moves a terminal task with nothing left to tell its framework to the
+    /// completed list, and forgets the oldest completed tasks over the limit.
+    fn retire_if_done(&mut self, task_id: &TaskId) {
+        let done = self
+            .tasks
+            .get(task_id)
+            .is_some_and(|t| t.state().is_terminal() && t.pending.is_empty());
+        if !done {
+            return;
+        }
+        self.completed.push_back(task_id.clone());
+        while self.completed.len() > MAX_COMPLETED_TASKS {
+            if let Some(old) = self.completed.pop_front() {
+                self.tasks.remove(&old);
+            }
+        }
+    }
+
+    /// Resources held by tasks that have not ended, per agent.
+    pub fn used_by_agent(&self) -> BTreeMap<AgentId, Resources> {
+        let mut out: BTreeMap<AgentId, Resources> = BTreeMap::new();
+        for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
+            let e = out.entry(t.agent_id.clone()).or_default();
+            *e = e.add(&t.spec.resources);
+        }
+        out
+    }
+
+    /// Resources held by tasks that have not ended, per framework.
+    pub fn used_by_framework(&self) -> BTreeMap<FrameworkId, Resources> {
+        let mut out: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
+        for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
+            let e = out.entry(t.framework_id.clone()).or_default();
+            *e = e.add(&t.spec.resources);
+        }
+        out
+    }
+
+    /// Tasks on `agent` that have not ended.
+    pub fn live_tasks_on<'a>(&'a self, agent: &'a AgentId) -> impl Iterator<Item = &'a TaskRecord> {
+        self.tasks
+            .values()
+            .filter(move |t| &t.agent_id == agent && !t.state().is_terminal())
+    }
+}
+
+/// A point-in-time copy of the state, as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub schema_version: u32,
+    /// The index of the last log entry the state includes.
+    pub last_index: u64,
+    pub state: State,
+}
+
+/// Why a snapshot cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(
+        "snapshot schema version {found} is newer than this binary's {SCHEMA_VERSION}; upgrade wasmos"
+    )]
+    TooNew { found: u32 },
+    #[error("snapshot is not valid: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data with string map keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: u32,
+        }
+        let v: Version = serde_json::from_slice(bytes)?;
+        if v.schema_version > SCHEMA_VERSION {
+            return Err(SnapshotError::TooNew {
+                found: v.schema_version,
+            });
+        }
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

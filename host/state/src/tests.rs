@@ -1,0 +1,410 @@
+use super::*;
+use wasmos_core::{CommandSpec, FrameworkKind, Source};
+
+fn agent_info() -> AgentInfo {
+    AgentInfo {
+        hostname: "h1".into(),
+        endpoint: "http://127.0.0.1:5051".into(),
+        resources: "cpus:2;mem:1024".parse().unwrap(),
+        attributes: Default::default(),
+        boot_id: "b".into(),
+        version: "0".into(),
+    }
+}
+
+fn fw() -> FrameworkId {
+    FrameworkId::new("exec").unwrap()
+}
+
+fn spec(id: &str) -> TaskSpec {
+    TaskSpec {
+        task_id: TaskId::new(id).unwrap(),
+        name: id.into(),
+        resources: Resources::cpus_mem(0.5, 64.0).unwrap(),
+        command: CommandSpec {
+            shell: true,
+            value: "true".into(),
+            ..Default::default()
+        },
+        labels: Default::default(),
+        kill_grace_period_ms: None,
+        health_check: None,
+    }
+}
+
+fn uuid(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+fn status(id: &str, state: TaskState, n: u128) -> TaskStatus {
+    TaskStatus {
+        task_id: TaskId::new(id).unwrap(),
+        state,
+        agent_id: None,
+        source: Source::Agent,
+        reason: None,
+        message: None,
+        exit_code: None,
+        signal: None,
+        healthy: None,
+        timestamp: 1.0,
+        uuid: uuid(n),
+    }
+}
+
+/// A state with one agent, one framework, and task `t1` STAGING.
+fn with_task() -> (State, AgentId) {
+    let mut s = State::default();
+    s.apply(Command::BeginTerm {
+        term: 1,
+        leader: LeaderInfo {
+            master_id: "m".into(),
+            address: "http://m".into(),
+            term: 1,
+        },
+        cluster_id: "abcd-ef".into(),
+    });
+    let Response::AgentRegistered { agent_id, .. } = s.apply(Command::RegisterAgent {
+        agent_id: None,
+        info: agent_info(),
+        now: 1.0,
+    }) else {
+        panic!("agent not registered")
+    };
+    s.apply(Command::RegisterFramework {
+        framework_id: fw(),
+        info: FrameworkInfo {
+            name: "exec".into(),
+            kind: FrameworkKind::Plugin {
+                plugin: "exec".into(),
+            },
+            user: String::new(),
+            role: "*".into(),
+            principal: None,
+            partition_aware: true,
+            failover_timeout_secs: 0.0,
+        },
+        now: 1.0,
+    });
+    let r = s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: agent_id.clone(),
+        tasks: vec![spec("t1")],
+        staging_uuids: vec![uuid(100)],
+        now: 2.0,
+    });
+    assert!(matches!(r, Response::TasksLaunched { ref rejected, .. } if rejected.is_empty()));
+    (s, agent_id)
+}
+
+#[test]
+fn agent_ids_derive_from_the_cluster_id_and_never_repeat() {
+    let (mut s, first) = with_task();
+    assert_eq!(first.as_str(), "abcd-S0");
+    let Response::AgentRegistered { agent_id, new } = s.apply(Command::RegisterAgent {
+        agent_id: None,
+        info: agent_info(),
+        now: 3.0,
+    }) else {
+        panic!()
+    };
+    assert!(new);
+    assert_eq!(agent_id.as_str(), "abcd-S1");
+    let again = s.apply(Command::RegisterAgent {
+        agent_id: Some(first.clone()),
+        info: agent_info(),
+        now: 4.0,
+    });
+    assert_eq!(
+        again,
+        Response::AgentRegistered {
+            agent_id: first.clone(),
+            new: false
+        }
+    );
+    assert_eq!(s.agents[&first].reregistered_at, Some(4.0));
+}
+
+#[test]
+fn launched_tasks_start_staging_and_use_their_agents_resources() {
+    let (s, agent) = with_task();
+    assert_eq!(
+        s.tasks[&TaskId::new("t1").unwrap()].state(),
+        TaskState::Staging
+    );
+    assert_eq!(
+        s.used_by_agent()[&agent],
+        Resources::cpus_mem(0.5, 64.0).unwrap()
+    );
+}
+
+#[test]
+fn duplicate_task_ids_are_rejected_without_touching_the_first() {
+    let (mut s, agent) = with_task();
+    let before = s.tasks.clone();
+    let r = s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: agent,
+        tasks: vec![spec("t1")],
+        staging_uuids: vec![uuid(101)],
+        now: 3.0,
+    });
+    let Response::TasksLaunched { accepted, rejected } = r else {
+        panic!()
+    };
+    assert!(accepted.is_empty());
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(s.tasks, before);
+}
+
+#[test]
+fn launch_on_an_unknown_agent_or_framework_changes_nothing() {
+    let (mut s, agent) = with_task();
+    let before = s.clone();
+    let r = s.apply(Command::LaunchTasks {
+        framework_id: FrameworkId::new("nope").unwrap(),
+        agent_id: agent,
+        tasks: vec![spec("t2")],
+        staging_uuids: vec![uuid(5)],
+        now: 3.0,
+    });
+    assert!(matches!(r, Response::Rejected { .. }));
+    let r = s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: AgentId::new("ghost").unwrap(),
+        tasks: vec![spec("t2")],
+        staging_uuids: vec![uuid(5)],
+        now: 3.0,
+    });
+    assert!(matches!(r, Response::Rejected { .. }));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn a_retried_status_update_is_applied_once() {
+    let (mut s, _) = with_task();
+    let up = Command::StatusUpdate {
+        status: status("t1", TaskState::Running, 1),
+    };
+    assert_eq!(
+        s.apply(up.clone()),
+        Response::Status {
+            outcome: StatusOutcome::Applied
+        }
+    );
+    let after_first = s.clone();
+    assert_eq!(
+        s.apply(up),
+        Response::Status {
+            outcome: StatusOutcome::Duplicate
+        }
+    );
+    assert_eq!(s, after_first);
+    let t = &s.tasks[&TaskId::new("t1").unwrap()];
+    assert_eq!(t.pending.len(), 1, "queued once for the framework");
+}
+
+#[test]
+fn updates_after_a_terminal_state_are_dropped() {
+    let (mut s, _) = with_task();
+    s.apply(Command::StatusUpdate {
+        status: status("t1", TaskState::Finished, 1),
+    });
+    let r = s.apply(Command::StatusUpdate {
+        status: status("t1", TaskState::Running, 2),
+    });
+    assert_eq!(
+        r,
+        Response::Status {
+            outcome: StatusOutcome::AlreadyTerminal
+        }
+    );
+    assert_eq!(
+        s.tasks[&TaskId::new("t1").unwrap()].state(),
+        TaskState::Finished
+    );
+}
+
+#[test]
+fn framework_acknowledgements_go_in_order_and_retire_terminal_tasks() {
+    let (mut s, agent) = with_task();
+    let id = TaskId::new("t1").unwrap();
+    s.apply(Command::StatusUpdate {
+        status: status("t1", TaskState::Running, 1),
+    });
+    s.apply(Command::StatusUpdate {
+        status: status("t1", TaskState::Finished, 2),
+    });
+    // Out of order: refused.
+    let r = s.apply(Command::AcknowledgeStatus {
+        task_id: id.clone(),
+        uuid: uuid(2),
+    });
+    assert!(matches!(r, Response::Rejected { .. }));
+    assert_eq!(
+        s.apply(Command::AcknowledgeStatus {
+            task_id: id.clone(),
+            uuid: uuid(1)
+        }),
+        Response::Ok
+    );
+    assert!(s.completed.is_empty(), "FINISHED not yet acknowledged");
+    s.apply(Command::AcknowledgeStatus {
+        task_id: id.clone(),
+        uuid: uuid(2),
+    });
+    assert_eq!(s.completed, VecDeque::from([id]));
+    assert!(!s.used_by_agent().contains_key(&agent), "resources freed");
+}
+
+#[test]
+fn completed_tasks_beyond_the_limit_are_forgotten_oldest_first() {
+    let (mut s, agent) = with_task();
+    for i in 0..(MAX_COMPLETED_TASKS as u128 + 3) {
+        let id = format!("c{i}");
+        s.apply(Command::LaunchTasks {
+            framework_id: fw(),
+            agent_id: agent.clone(),
+            tasks: vec![spec(&id)],
+            staging_uuids: vec![uuid(1_000_000 + i)],
+            now: 3.0,
+        });
+        s.apply(Command::StatusUpdate {
+            status: status(&id, TaskState::Finished, 2_000_000 + i),
+        });
+        s.apply(Command::AcknowledgeStatus {
+            task_id: TaskId::new(id).unwrap(),
+            uuid: uuid(2_000_000 + i),
+        });
+    }
+    assert_eq!(s.completed.len(), MAX_COMPLETED_TASKS);
+    assert!(!s.tasks.contains_key("c0"));
+    assert!(s.tasks.contains_key("c3"));
+    assert!(s.tasks.contains_key("t1"), "live tasks are never pruned");
+}
+
+#[test]
+fn oversized_kv_values_are_refused() {
+    let (mut s, _) = with_task();
+    let r = s.apply(Command::KvSet {
+        framework_id: fw(),
+        key: "k".into(),
+        value: Blob(vec![0; MAX_KV_VALUE + 1]),
+    });
+    assert!(matches!(r, Response::Rejected { .. }));
+    assert!(s.kv.get(&fw()).is_none_or(|ns| ns.is_empty()));
+}
+
+#[test]
+fn stale_terms_are_refused() {
+    let (mut s, _) = with_task();
+    let r = s.apply(Command::BeginTerm {
+        term: 1,
+        leader: LeaderInfo {
+            master_id: "old".into(),
+            address: "x".into(),
+            term: 1,
+        },
+        cluster_id: "zzz".into(),
+    });
+    assert!(matches!(r, Response::Rejected { .. }));
+    assert_eq!(s.leader.as_ref().unwrap().master_id, "m");
+    // The same leader may record its term again (it restarted its duties
+    // without losing the raft term); an older term is always refused.
+    let term = |n: u64, who: &str| Command::BeginTerm {
+        term: n,
+        leader: LeaderInfo {
+            master_id: who.into(),
+            address: "x".into(),
+            term: n,
+        },
+        cluster_id: "zzz".into(),
+    };
+    assert_eq!(s.apply(term(1, "m")), Response::Ok);
+    assert_eq!(s.apply(term(3, "n")), Response::Ok);
+    assert!(matches!(s.apply(term(2, "m")), Response::Rejected { .. }));
+    assert_eq!(s.term, 3);
+    assert_eq!(s.leader.as_ref().unwrap().master_id, "n");
+}
+
+#[test]
+fn snapshots_round_trip_and_refuse_newer_schemas() {
+    let (s, _) = with_task();
+    let snap = Snapshot {
+        schema_version: SCHEMA_VERSION,
+        last_index: 7,
+        state: s.clone(),
+    };
+    let back = Snapshot::decode(&snap.encode()).unwrap();
+    assert_eq!(back.state, s);
+    assert_eq!(back.last_index, 7);
+    let newer = br#"{"schema_version": 99, "last_index": 1, "state": {}}"#;
+    assert!(matches!(
+        Snapshot::decode(newer),
+        Err(SnapshotError::TooNew { found: 99 })
+    ));
+}
+
+#[test]
+fn variables_are_written_with_check_and_set_and_bad_ones_change_nothing() {
+    let mut s = State::default();
+    let items = |v: &str| BTreeMap::from([("k".to_string(), v.to_string())]);
+    let set = |path: &str, v: &str, cas: Option<u64>| Command::VarSet {
+        path: path.into(),
+        items: items(v),
+        cas,
+    };
+    assert_eq!(
+        s.apply(set("app/db", "1", Some(0))),
+        Response::Var { modify_index: 1 }
+    );
+    // cas=0 only creates.
+    assert!(matches!(
+        s.apply(set("app/db", "2", Some(0))),
+        Response::Conflict { .. }
+    ));
+    // A stale index loses; the current one wins.
+    assert!(matches!(
+        s.apply(set("app/db", "2", Some(7))),
+        Response::Conflict { .. }
+    ));
+    assert_eq!(
+        s.apply(set("app/db", "2", Some(1))),
+        Response::Var { modify_index: 2 }
+    );
+    assert_eq!(s.vars["app/db"].items["k"], "2");
+    assert_eq!(s.vars["app/db"].create_index, 1);
+    // Bad paths and empty items are refused without a trace.
+    for bad in ["", "/x", "a//b", "a/../b", "a b", &"x".repeat(300)] {
+        assert!(
+            matches!(s.apply(set(bad, "v", None)), Response::Rejected { .. }),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        s.apply(Command::VarSet {
+            path: "e".into(),
+            items: BTreeMap::new(),
+            cas: None
+        }),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(s.vars.len(), 1);
+    assert_eq!(s.vars_index, 2);
+    // Deleting checks cas too.
+    assert!(matches!(
+        s.apply(Command::VarDelete {
+            path: "app/db".into(),
+            cas: Some(1)
+        }),
+        Response::Conflict { .. }
+    ));
+    assert_eq!(
+        s.apply(Command::VarDelete {
+            path: "app/db".into(),
+            cas: Some(2)
+        }),
+        Response::Var { modify_index: 3 }
+    );
+    assert!(s.vars.is_empty());
+}

@@ -1,0 +1,685 @@
+//! The replicated, durable command log under the master's state machine.
+//!
+//! [`Store`] is the one way to change the cluster's [`State`]: callers
+//! [`Store::propose`] commands on the leader; they are appended to the raft
+//! log (openraft, pinned), made durable on a majority of masters, applied
+//! by every master to its copy of the state, and only then acknowledged.
+//!
+//! - Log, vote and snapshots live in one redb database per master (pure
+//!   Rust, ACID, fsync on every commit): see [`log`] and [`sm`].
+//! - Throughput: proposals that arrive while earlier ones are on their way
+//!   are packed into one raft entry ([`types::Batch`]); several entries are
+//!   in flight at once (pipelining), and openraft writes queued entries
+//!   with one fsync.
+//! - Raft traffic is HTTP on the master's own listener ([`net`]); the
+//!   master mounts [`Store::handle_rpc`] under [`net::RAFT_PREFIX`].
+//! - Leadership is watched ([`Store::leadership`]); the master acts only
+//!   while this node leads, and stamps the raft term on what it sends.
+
+pub mod log;
+pub mod net;
+pub mod sm;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use redb::Database;
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use wasmos_state::{Command, Response, State};
+
+pub use sm::Applied;
+pub use types::{Batch, MasterNode, Replies, TypeConfig};
+
+/// The raft node as openraft knows it.
+pub type Raft = openraft::Raft<TypeConfig, sm::StateMachine>;
+
+/// The most proposals packed into one raft entry.
+const MAX_PROPOSALS: usize = 1024;
+/// Raft entries proposed and not yet answered, at most.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state at {path}: {why}")]
+    Open { path: PathBuf, why: String },
+    #[error("this master is not the leader{}", leader_hint(.leader))]
+    NotLeader { leader: Option<(u64, String)> },
+    #[error(
+        "the leader changed before the change was committed; it may or may not have been applied{}",
+        leader_hint(.leader)
+    )]
+    Indeterminate { leader: Option<(u64, String)> },
+    #[error("{0}")]
+    Membership(String),
+    #[error("the state store has stopped: {0}")]
+    Stopped(String),
+}
+
+fn leader_hint(leader: &Option<(u64, String)>) -> String {
+    match leader {
+        Some((id, addr)) => format!("; the leader is master {id} at {addr}"),
+        None => "; no leader is elected yet, retry shortly".into(),
+    }
+}
+
+/// Who leads, as this master sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Leadership {
+    /// The raft term.
+    pub term: u64,
+    /// The leader's id and base URL, when one is known.
+    pub leader: Option<(u64, String)>,
+    /// Whether this master leads (its raft role is leader).
+    pub is_me: bool,
+}
+
+/// A master in the cluster's membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    /// Voters elect and commit; learners only follow (a master being added).
+    pub voter: bool,
+}
+
+/// How a master joins on its first start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Form a cluster of these masters (id → base URL), this one included.
+    /// Every initial master is started with the same list.
+    Members(BTreeMap<u64, String>),
+    /// Wait to be added by the running cluster (`wasmos masters add`).
+    Join,
+}
+
+/// Settings of a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// This master's raft node id; never reused for another master.
+    pub node_id: u64,
+    /// This master's base URL, as its peers reach it.
+    pub addr: String,
+    pub bootstrap: Bootstrap,
+    /// Presented to peers (`Authorization: Bearer`).
+    pub secret: Option<String>,
+    /// The local address raft connections go out from.
+    pub bind_ip: Option<IpAddr>,
+    /// A follower that hears nothing from a leader for a random time in
+    /// `[election_timeout, 2 × election_timeout]` starts an election.
+    pub election_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    /// Snapshot (and compact the log) after this many entries.
+    pub snapshot_every: u64,
+}
+
+impl StoreConfig {
+    /// A one-master cluster.
+    pub fn single(data_dir: impl Into<PathBuf>, addr: &str) -> StoreConfig {
+        StoreConfig {
+            data_dir: data_dir.into(),
+            node_id: 1,
+            addr: addr.to_string(),
+            bootstrap: Bootstrap::Members(BTreeMap::from([(1, addr.to_string())])),
+            secret: None,
+            bind_ip: None,
+            election_timeout: Duration::from_millis(150),
+            heartbeat_interval: Duration::from_millis(50),
+            snapshot_every: 5000,
+        }
+    }
+
+    fn raft_config(&self) -> Result<Config, String> {
+        let min = self.election_timeout.as_millis().max(10) as u64;
+        Config {
+            cluster_name: "wasmos".into(),
+            election_timeout_min: min,
+            election_timeout_max: min * 2,
+            heartbeat_interval: (self.heartbeat_interval.as_millis() as u64).clamp(5, min / 2),
+            // Pre-vote keeps a master that was cut off from disrupting the
+            // leader when it comes back with a higher term.
+            enable_pre_vote: Some(true),
+            // A restarted leader is elected again like anyone else, so
+            // every leadership has its own term (agents fence on terms).
+            enable_leader_restore: Some(false),
+            // Snapshots carry plugin components: give them time to travel.
+            install_snapshot_timeout: 60_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: 1000,
+            replication_lag_threshold: self.snapshot_every.max(1) * 2,
+            // Entries carry batches (and plugin components): keep each
+            // replication request a sane size.
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("raft settings: {e}"))
+    }
+}
+
+/// The database inside a master's data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("raft.redb")
+}
+
+struct Proposal {
+    commands: Vec<Command>,
+    reply: oneshot::Sender<Result<Vec<Response>, StoreError>>,
+}
+
+/// The replicated cluster state on this master. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    raft: Raft,
+    node_id: u64,
+    shared: Arc<sm::Shared>,
+    proposals: mpsc::UnboundedSender<Proposal>,
+    leadership: watch::Receiver<Leadership>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("node_id", &self.node_id)
+            .field("last_index", &self.last_index())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) this master's raft state, loads the newest
+    /// snapshot, starts the raft node, and on a first start forms the
+    /// cluster from [`StoreConfig::bootstrap`].
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let dir = config.data_dir.clone();
+        let open_err = |why: String| StoreError::Open {
+            path: dir.clone(),
+            why,
+        };
+        if config.node_id == 0 {
+            return Err(open_err("master ids start at 1".into()));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| open_err(e.to_string()))?;
+        if dir.join("state.redb").exists() {
+            return Err(open_err(
+                "it holds state from a single-master Wasmos older than the replicated log; \
+                 move it away and start with a fresh --data-dir"
+                    .into(),
+            ));
+        }
+        check_node_id(&dir, config.node_id).map_err(open_err)?;
+        let raft_config = Arc::new(config.raft_config().map_err(open_err)?);
+        let path = db_path(&dir);
+        let db = tokio::task::spawn_blocking(move || Database::create(path))
+            .await
+            .map_err(|e| open_err(e.to_string()))?
+            .map_err(|e| open_err(format!("{e} (is another master using this data dir?)")))?;
+        let db = Arc::new(db);
+        let log_store = log::LogStore::new(db.clone());
+        let state_machine = sm::StateMachine::open(db).map_err(|e| {
+            open_err(format!(
+                "the snapshot is damaged ({e}); restore the data dir from a backup, or remove this master and add it back under a new id"
+            ))
+        })?;
+        let shared = state_machine.shared.clone();
+        let network =
+            net::Network::new(config.secret.as_deref(), config.bind_ip).map_err(open_err)?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| open_err(format!("raft did not start: {e}")))?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        if !initialized {
+            match &config.bootstrap {
+                Bootstrap::Members(members) => {
+                    if !members.contains_key(&config.node_id) {
+                        return Err(open_err(format!(
+                            "the initial masters {:?} do not include this master's id {}",
+                            members.keys().collect::<Vec<_>>(),
+                            config.node_id
+                        )));
+                    }
+                    let nodes: BTreeMap<u64, MasterNode> = members
+                        .iter()
+                        .map(|(id, addr)| (*id, MasterNode { addr: addr.clone() }))
+                        .collect();
+                    tracing::info!(members = ?members, "forming a new cluster");
+                    if let Err(e) = raft.initialize(nodes).await {
+                        tracing::debug!(error = %e, "initialize");
+                    }
+                }
+                Bootstrap::Join => {
+                    tracing::info!(
+                        id = config.node_id,
+                        addr = %config.addr,
+                        "waiting to be added to a cluster: run `wasmos masters add {}={}` against it",
+                        config.node_id,
+                        config.addr
+                    );
+                }
+            }
+        }
+
+        let (tx, leadership) = watch::channel(Leadership::default());
+        tokio::spawn(watch_leadership(raft.clone(), config.node_id, tx));
+        let (proposals, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batcher(raft.clone(), rx));
+        Ok(Store {
+            raft,
+            node_id: config.node_id,
+            shared,
+            proposals,
+            leadership,
+        })
+    }
+
+    /// This master's raft id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Commits `commands` (on the leader), applies them in order, and
+    /// returns one response per command. Returns only once they are durable
+    /// on a majority of masters and applied here.
+    pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Response>, StoreError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.proposals
+            .send(Proposal { commands, reply })
+            .map_err(|_| StoreError::Stopped("the proposal queue is closed".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Stopped("the proposal was dropped".into()))?
+    }
+
+    /// Proposes one command.
+    pub async fn propose_one(&self, command: Command) -> Result<Response, StoreError> {
+        let mut r = self.propose(vec![command]).await?;
+        r.pop()
+            .ok_or_else(|| StoreError::Stopped("no response".into()))
+    }
+
+    /// Reads this master's copy of the state. Keep the closure short:
+    /// applying waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        // A panic while applying would poison the lock; the state itself is
+        // still the last consistent one, so keep serving it.
+        f(&self
+            .shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// The index of the last applied log entry.
+    pub fn last_index(&self) -> u64 {
+        self.shared.last_index.load(Ordering::Acquire)
+    }
+
+    /// Every entry applied here from now on, in order, without loss.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Arc<Applied>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// Who leads, kept current.
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Waits until this master, as leader, has applied everything committed
+    /// before it was elected (so its state is the cluster's latest).
+    pub async fn ensure_linearizable(&self) -> Result<(), StoreError> {
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.forward_to_leader() {
+                Some(f) => StoreError::NotLeader {
+                    leader: forward_hint(f),
+                },
+                None => StoreError::NotLeader { leader: None },
+            })
+    }
+
+    /// The masters in the cluster.
+    pub fn members(&self) -> Vec<Member> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let cfg = m.membership_config.membership();
+        let voters: BTreeSet<u64> = cfg.voter_ids().collect();
+        cfg.nodes()
+            .map(|(id, n)| Member {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    /// A summary of this master's raft progress, for operators.
+    pub fn raft_status(&self) -> serde_json::Value {
+        let m = self.raft.metrics().borrow_watched().clone();
+        serde_json::json!({
+            "id": m.id,
+            "state": format!("{:?}", m.state),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "committed": m.cluster_committed.as_ref().map(|l| l.index),
+            "applied": m.last_applied.as_ref().map(|l| l.index),
+            "snapshot": m.snapshot.as_ref().map(|l| l.index),
+        })
+    }
+
+    /// Adds a master: it first catches up as a learner, then becomes a
+    /// voter. Ids of masters that were removed are refused.
+    pub async fn add_member(
+        &self,
+        id: u64,
+        addr: &str,
+        catch_up: Duration,
+    ) -> Result<(), StoreError> {
+        if id == 0 {
+            return Err(StoreError::Membership("master ids start at 1".into()));
+        }
+        if self.read(|s| s.retired_masters.contains(&id)) {
+            return Err(StoreError::Membership(format!(
+                "master id {id} belonged to a master that was removed; ids are never reused, pick a new one"
+            )));
+        }
+        if let Some(m) = self.members().into_iter().find(|m| m.id == id) {
+            if m.voter {
+                return Err(StoreError::Membership(format!(
+                    "master {id} is already a member (at {})",
+                    m.addr
+                )));
+            }
+            if m.addr != addr {
+                return Err(StoreError::Membership(format!(
+                    "master {id} is being added at {}, not {addr}; remove it first",
+                    m.addr
+                )));
+            }
+        }
+        let node = MasterNode {
+            addr: addr.to_string(),
+        };
+        let added = self
+            .raft
+            .add_learner(id, node, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        // Promote it only once it holds the log up to its own addition:
+        // a voter that cannot keep up would stall every commit.
+        let target = added.log_id.index;
+        let mut metrics = self.raft.metrics();
+        let caught_up = async {
+            loop {
+                let matched = metrics
+                    .borrow_watched()
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|l| l.index);
+                if matched.is_some_and(|m| m >= target) {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        if !tokio::time::timeout(catch_up, caught_up)
+            .await
+            .unwrap_or(false)
+        {
+            return Err(StoreError::Membership(format!(
+                "master {id} at {addr} did not catch up within {catch_up:?}; is it running (`wasmos master --id {id} --join ...`) and reachable from the leader? It stays a learner until added again or removed"
+            )));
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    /// Removes a master from the cluster for good; its id is retired.
+    pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        let members = self.members();
+        let Some(m) = members.iter().find(|m| m.id == id) else {
+            return Err(StoreError::Membership(format!(
+                "master {id} is not a member; `wasmos masters list` shows who is"
+            )));
+        };
+        let change = if m.voter {
+            if members.iter().filter(|m| m.voter).count() == 1 {
+                return Err(StoreError::Membership(
+                    "cannot remove the only voting master".into(),
+                ));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    fn membership_error<E>(&self, e: RaftError<TypeConfig, E>) -> StoreError
+    where
+        E: std::error::Error + openraft::TryAsRef<openraft::errors::ForwardToLeader<TypeConfig>>,
+    {
+        match e.forward_to_leader() {
+            Some(f) => StoreError::NotLeader {
+                leader: forward_hint(f),
+            },
+            None => StoreError::Membership(e.to_string()),
+        }
+    }
+
+    /// Handles a raft RPC from a peer (`op` is the last path segment under
+    /// [`net::RAFT_PREFIX`]); returns the JSON answer.
+    pub async fn handle_rpc(&self, op: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+        fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+            serde_json::from_slice(body).map_err(|e| format!("malformed raft request: {e}"))
+        }
+        fn answer<T: Serialize>(r: &T) -> Result<Vec<u8>, String> {
+            serde_json::to_vec(r).map_err(|e| e.to_string())
+        }
+        match op {
+            "append" => answer(&self.raft.append_entries(parse(body)?).await),
+            "vote" => answer(&self.raft.vote(parse(body)?).await),
+            "pre-vote" => answer(&self.raft.pre_vote(parse(body)?).await),
+            "transfer-leader" => {
+                let r = self.raft.handle_transfer_leader(parse(body)?).await;
+                answer(&r.map_err(RaftError::<TypeConfig>::Fatal))
+            }
+            "snapshot" => {
+                let nl = body
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .ok_or("a snapshot request needs a header line")?;
+                let header: net::SnapshotHeader = parse(&body[..nl])?;
+                let snapshot = types::Snapshot {
+                    meta: header.meta,
+                    snapshot: types::SnapshotData::new(body[nl + 1..].to_vec()),
+                };
+                let r = self.raft.install_full_snapshot(header.vote, snapshot).await;
+                answer(&r.map_err(RaftError::<TypeConfig>::Fatal))
+            }
+            other => Err(format!("no raft operation {other:?}")),
+        }
+    }
+
+    /// Takes a snapshot now (operators, tests).
+    pub async fn snapshot_now(&self) -> Result<(), StoreError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| StoreError::Stopped(e.to_string()))
+    }
+
+    /// Stops the raft node; the database is closed once it has stopped.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
+    }
+}
+
+fn forward_hint(f: &openraft::errors::ForwardToLeader<TypeConfig>) -> Option<(u64, String)> {
+    match (&f.leader_id, &f.leader_node) {
+        (Some(id), Some(node)) => Some((*id, node.addr.clone())),
+        _ => None,
+    }
+}
+
+/// Keeps the data dir bound to one master id.
+fn check_node_id(dir: &Path, id: u64) -> Result<(), String> {
+    let path = dir.join("master-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => match s.trim().parse::<u64>() {
+            Ok(found) if found == id => Ok(()),
+            Ok(found) => Err(format!(
+                "it belongs to master {found}; start it with --id {found}, or use another data dir for master {id}"
+            )),
+            Err(_) => Err(format!(
+                "{} is from an older Wasmos; move the data dir away and start fresh",
+                path.display()
+            )),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{id}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+async fn watch_leadership(raft: Raft, me: u64, tx: watch::Sender<Leadership>) {
+    let mut rx = raft.metrics();
+    loop {
+        let m = rx.borrow_watched().clone();
+        let leader = m.current_leader.and_then(|id| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| (id, n.addr.clone()))
+        });
+        let now = Leadership {
+            term: m.current_term,
+            is_me: m.state == ServerState::Leader && m.current_leader == Some(me),
+            leader,
+        };
+        tx.send_if_modified(|l| {
+            if *l == now {
+                false
+            } else {
+                *l = now;
+                true
+            }
+        });
+        if m.running_state.is_err() || rx.changed().await.is_err() {
+            tx.send_modify(|l| {
+                l.is_me = false;
+                l.leader = None;
+            });
+            return;
+        }
+    }
+}
+
+/// Packs queued proposals into raft entries, keeping up to
+/// [`MAX_IN_FLIGHT`] entries in flight.
+async fn batcher(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_PROPOSALS {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.commands, p.reply)).unzip();
+        let (responder, answer) = openraft::impls::ProgressResponder::complete_only();
+        if let Err(fatal) = raft.client_write_ff(Batch(commands), Some(responder)).await {
+            let e = StoreError::Stopped(fatal.to_string());
+            for r in replies {
+                let _ = r.send(Err(e.clone()));
+            }
+            continue;
+        }
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result: Result<
+                Result<ClientWriteResponse<TypeConfig>, ClientWriteError<TypeConfig>>,
+                _,
+            > = answer.await;
+            match result {
+                Ok(Ok(resp)) => {
+                    for (reply, responses) in replies.into_iter().zip(resp.data.0) {
+                        let _ = reply.send(Ok(responses));
+                    }
+                }
+                Ok(Err(e)) => {
+                    let e = match e {
+                        ClientWriteError::ForwardToLeader(f) => StoreError::NotLeader {
+                            leader: forward_hint(&f),
+                        },
+                        ClientWriteError::LogEntryDiscarded(f) => StoreError::Indeterminate {
+                            leader: forward_hint(&f),
+                        },
+                        other => StoreError::Membership(other.to_string()),
+                    };
+                    for r in replies {
+                        let _ = r.send(Err(e.clone()));
+                    }
+                }
+                Err(_) => {
+                    for r in replies {
+                        let _ = r.send(Err(StoreError::Stopped("raft stopped".into())));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! Raft traffic between masters: HTTP POSTs of JSON to
+//! `<master>/raft/v1/{append,vote,pre-vote,snapshot,transfer-leader}` on
+//! the masters' own API listener, authenticated with the cluster secret.
+//!
+//! The receiving side is [`crate::Store::handle_rpc`]; the master's HTTP
+//! layer mounts it. A snapshot travels as one request: a JSON header line
+//! (vote and snapshot metadata), a newline, then the snapshot's bytes.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use openraft::OptionalSend;
+use openraft::errors::{
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::types::{MasterNode, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+
+/// The path prefix of raft RPCs.
+pub const RAFT_PREFIX: &str = "/raft/v1";
+
+/// The header line of a snapshot request.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotHeader {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+}
+
+#[derive(Debug)]
+struct HttpError(String);
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Makes one client per peer; all share one connection pool.
+#[derive(Clone)]
+pub struct Network {
+    http: reqwest::Client,
+}
+
+impl Network {
+    /// `bind` is the local address outgoing connections use (so that a
+    /// master on 127.0.0.2 talks from 127.0.0.2).
+    pub fn new(secret: Option<&str>, bind: Option<IpAddr>) -> Result<Network, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(secret) = secret {
+            let v = format!("Bearer {secret}")
+                .parse()
+                .map_err(|_| "the cluster secret is not a valid header value".to_string())?;
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(Duration::from_millis(500))
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .local_address(bind)
+            .build()
+            .map_err(|e| format!("cannot build the raft HTTP client: {e}"))?;
+        Ok(Network { http })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &MasterNode) -> Peer {
+        Peer {
+            http: self.http.clone(),
+            target,
+            base: format!("{}{RAFT_PREFIX}", node.addr.trim_end_matches('/')),
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct Peer {
+    http: reqwest::Client,
+    target: u64,
+    base: String,
+}
+
+/// How a request failed, before it is typed for openraft.
+enum Failure {
+    /// Could not connect: back off.
+    Unreachable(String),
+    /// Sent but failed (timeout, reset, bad answer): retry soon.
+    Network(String),
+}
+
+impl Failure {
+    fn rpc(self) -> RPCError<TypeConfig> {
+        match self {
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&HttpError(m))),
+            Failure::Network(m) => RPCError::Network(NetworkError::new(&HttpError(m))),
+        }
+    }
+
+    fn streaming(self) -> StreamingError<TypeConfig> {
+        match self {
+            Failure::Unreachable(m) => StreamingError::Unreachable(Unreachable::new(&HttpError(m))),
+            Failure::Network(m) => StreamingError::Network(NetworkError::new(&HttpError(m))),
+        }
+    }
+}
+
+impl Peer {
+    async fn send<R: DeserializeOwned>(
+        &self,
+        op: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<R, Failure> {
+        let url = format!("{}/{op}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    Failure::Unreachable(format!("master {} at {url}: {e}", self.target))
+                } else {
+                    Failure::Network(format!("master {} at {url}: {e}", self.target))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::Network(format!("master {}: {e}", self.target)))?;
+        if !status.is_success() {
+            // A peer that is shutting down, misconfigured, or refuses our
+            // secret: not worth hammering.
+            return Err(Failure::Unreachable(format!(
+                "master {} answered {status}: {}",
+                self.target,
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        let result: Result<R, RaftError<TypeConfig>> = serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::Network(format!("master {}: bad answer: {e}", self.target)))?;
+        result.map_err(|e| Failure::Unreachable(format!("master {}: {e}", self.target)))
+    }
+
+    async fn call<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        op: &str,
+        req: &Q,
+        option: &RPCOption,
+    ) -> Result<R, RPCError<TypeConfig>> {
+        let body = serde_json::to_vec(req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&HttpError(e.to_string()))))?;
+        self.send(op, body, option.hard_ttl())
+            .await
+            .map_err(Failure::rpc)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("vote", &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("pre-vote", &rpc, &option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = SnapshotHeader {
+            vote,
+            meta: snapshot.meta,
+        };
+        let mut body = serde_json::to_vec(&header)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&HttpError(e.to_string()))))?;
+        body.push(b'\n');
+        body.extend_from_slice(snapshot.snapshot.get_ref());
+        // A snapshot holds every plugin's component: give it time.
+        let timeout = option.hard_ttl().max(Duration::from_secs(60));
+        tokio::select! {
+            r = self.send("snapshot", body, timeout) => r.map_err(Failure::streaming),
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("transfer-leader", &req, &option).await
+    }
+}

@@ -1,0 +1,272 @@
+//! The replicated state machine: openraft applies committed entries here,
+//! and they become the cluster's [`State`].
+//!
+//! The state lives in memory behind a lock that readers share; snapshots
+//! (the whole state as JSON, with the raft metadata) are written to the
+//! same redb database as the log. On open the newest snapshot is loaded;
+//! openraft then re-applies the committed entries after it.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use tokio::sync::mpsc;
+use wasmos_state::{Command, Response, SCHEMA_VERSION, Snapshot as StateSnapshot, State};
+
+use crate::types::{
+    LogId, Replies, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
+
+pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_snapshot");
+const META_KEY: &str = "meta";
+const DATA_KEY: &str = "data";
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// One applied log entry, as told to subscribers: the commands of every
+/// proposal in it, in order, with their responses.
+#[derive(Debug)]
+pub struct Applied {
+    pub index: u64,
+    pub commands: Vec<Command>,
+    pub responses: Vec<Response>,
+}
+
+/// What the state machine shares with the rest of the store.
+pub(crate) struct Shared {
+    pub(crate) state: RwLock<State>,
+    pub(crate) last_index: AtomicU64,
+    pub(crate) subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<Applied>>>>,
+}
+
+impl Shared {
+    fn publish(&self, applied: Arc<Applied>) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subs.retain(|s| s.send(applied.clone()).is_ok());
+    }
+}
+
+/// openraft's handle on the state machine.
+pub struct StateMachine {
+    db: Arc<Database>,
+    pub(crate) shared: Arc<Shared>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl StateMachine {
+    /// Loads the newest snapshot from `db`, if any.
+    pub(crate) fn open(db: Arc<Database>) -> io::Result<StateMachine> {
+        let (state, applied, membership) = match read_snapshot(&db)? {
+            Some((meta, data)) => {
+                let snap = StateSnapshot::decode(&data).map_err(io_err)?;
+                (snap.state, meta.last_log_id, meta.last_membership)
+            }
+            None => (State::default(), None, StoredMembership::default()),
+        };
+        let shared = Arc::new(Shared {
+            last_index: AtomicU64::new(applied.as_ref().map_or(0, |l| l.index)),
+            state: RwLock::new(state),
+            subscribers: Mutex::new(Vec::new()),
+        });
+        Ok(StateMachine {
+            db,
+            shared,
+            applied,
+            membership,
+        })
+    }
+
+    fn apply_membership(&mut self, log_id: LogId, m: openraft::Membership<u64, crate::MasterNode>) {
+        let before: BTreeSet<u64> = self.membership.nodes().map(|(id, _)| *id).collect();
+        let after: BTreeSet<u64> = m.nodes().map(|(id, _)| *id).collect();
+        let gone: Vec<u64> = before.difference(&after).copied().collect();
+        if !gone.is_empty() {
+            let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+            state.retired_masters.extend(gone);
+        }
+        self.membership = StoredMembership::new(Some(log_id), m);
+    }
+}
+
+fn read_snapshot(db: &Database) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    let txn = db.begin_read().map_err(io_err)?;
+    let table = match txn.open_table(SNAPSHOT) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    let (Some(meta), Some(data)) = (
+        table.get(META_KEY).map_err(io_err)?,
+        table.get(DATA_KEY).map_err(io_err)?,
+    ) else {
+        return Ok(None);
+    };
+    let meta: SnapshotMeta = serde_json::from_slice(meta.value()).map_err(io_err)?;
+    Ok(Some((meta, data.value().to_vec())))
+}
+
+async fn write_snapshot(db: Arc<Database>, meta: SnapshotMeta, data: Vec<u8>) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let meta = serde_json::to_vec(&meta).map_err(io_err)?;
+        let txn = db.begin_write().map_err(io_err)?;
+        {
+            let mut t = txn.open_table(SNAPSHOT).map_err(io_err)?;
+            t.insert(META_KEY, meta.as_slice()).map_err(io_err)?;
+            t.insert(DATA_KEY, data.as_slice()).map_err(io_err)?;
+        }
+        txn.commit().map_err(io_err)
+    })
+    .await
+    .map_err(io_err)?
+}
+
+/// Builds a snapshot of the state as it was when the builder was made.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    state: State,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let state = std::mem::take(&mut self.state);
+        let last_index = self.applied.as_ref().map_or(0, |l| l.index);
+        let data = tokio::task::spawn_blocking(move || {
+            StateSnapshot {
+                schema_version: SCHEMA_VERSION,
+                last_index,
+                state,
+            }
+            .encode()
+        })
+        .await
+        .map_err(io_err)?;
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+        };
+        write_snapshot(self.db.clone(), meta.clone(), data.clone()).await?;
+        tracing::debug!(last_index, bytes = data.len(), "snapshot written");
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotData::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let index = entry.log_id.index;
+            let mut replies = Replies::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(m) => self.apply_membership(entry.log_id, m),
+                EntryPayload::Normal(batch) => {
+                    let mut commands = Vec::new();
+                    let mut responses = Vec::new();
+                    {
+                        let mut state =
+                            self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+                        for proposal in batch.0 {
+                            let r: Vec<Response> =
+                                proposal.iter().cloned().map(|c| state.apply(c)).collect();
+                            responses.extend(r.iter().cloned());
+                            replies.0.push(r);
+                            commands.extend(proposal);
+                        }
+                    }
+                    self.shared.last_index.store(index, Ordering::Release);
+                    self.applied = Some(entry.log_id);
+                    self.shared.publish(Arc::new(Applied {
+                        index,
+                        commands,
+                        responses,
+                    }));
+                    if let Some(r) = responder {
+                        r.send(replies);
+                    }
+                    continue;
+                }
+            }
+            self.shared.last_index.store(index, Ordering::Release);
+            self.applied = Some(entry.log_id);
+            if let Some(r) = responder {
+                r.send(replies);
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<SnapshotBuilder> {
+        Some(self.get_snapshot_builder().await)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            state: self
+                .shared
+                .state
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            applied: self.applied,
+            membership: self.membership.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let snap = StateSnapshot::decode(&data).map_err(io_err)?;
+        write_snapshot(self.db.clone(), meta.clone(), data).await?;
+        *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = snap.state;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.shared.last_index.store(
+            self.applied.as_ref().map_or(0, |l| l.index),
+            Ordering::Release,
+        );
+        tracing::info!(
+            last_index = snap.last_index,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let db = self.db.clone();
+        let found = tokio::task::spawn_blocking(move || read_snapshot(&db))
+            .await
+            .map_err(io_err)??;
+        Ok(found.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: SnapshotData::new(data),
+        }))
+    }
+}

@@ -1,0 +1,171 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::StorageError;
+use openraft::testing::log::{StoreBuilder, Suite};
+use redb::Database;
+use wasmos_state::LeaderInfo;
+
+use super::*;
+
+fn term(n: u64) -> Command {
+    Command::BeginTerm {
+        term: n,
+        leader: LeaderInfo {
+            master_id: format!("m{n}"),
+            address: "http://x".into(),
+            term: n,
+        },
+        cluster_id: "c".into(),
+    }
+}
+
+fn kv(i: u64) -> Command {
+    Command::KvSet {
+        framework_id: "f".parse().unwrap(),
+        key: format!("k{i}"),
+        value: wasmos_core::bytes::Blob(vec![1]),
+    }
+}
+
+/// openraft's own conformance suite for log storage and state machine.
+struct Builder;
+
+impl StoreBuilder<TypeConfig, log::LogStore, sm::StateMachine, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, log::LogStore, sm::StateMachine), StorageError<TypeConfig>>
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("raft.redb")).unwrap());
+        let sm = sm::StateMachine::open(db.clone()).unwrap();
+        Ok((dir, log::LogStore::new(db), sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_passes_the_openraft_suite() {
+    Suite::test_all(Builder).await.unwrap();
+}
+
+async fn open_single(dir: &std::path::Path, snapshot_every: u64) -> Store {
+    let mut cfg = StoreConfig::single(dir, "http://127.0.0.1:1");
+    cfg.snapshot_every = snapshot_every;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Reopening waits for the previous node to release the database.
+    let store = loop {
+        match Store::open(cfg.clone()).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let mut l = store.leadership();
+    tokio::time::timeout(Duration::from_secs(10), l.wait_for(|l| l.is_me))
+        .await
+        .expect("a single master elects itself")
+        .unwrap();
+    store
+}
+
+#[tokio::test]
+async fn committed_commands_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_single(dir.path(), 5000).await;
+        assert_eq!(store.propose_one(term(1)).await.unwrap(), Response::Ok);
+        assert_eq!(store.propose_one(term(2)).await.unwrap(), Response::Ok);
+        store.shutdown().await;
+    }
+    let store = open_single(dir.path(), 5000).await;
+    store.ensure_linearizable().await.unwrap();
+    assert_eq!(store.read(|s| s.term), 2);
+}
+
+#[tokio::test]
+async fn snapshots_compact_the_log_and_a_restart_replays_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_single(dir.path(), 3).await;
+        for n in 1..=20 {
+            store.propose_one(kv(n)).await.unwrap();
+        }
+        store.snapshot_now().await.unwrap();
+        for n in 21..=25 {
+            store.propose_one(kv(n)).await.unwrap();
+        }
+        store.shutdown().await;
+    }
+    let store = open_single(dir.path(), 3).await;
+    store.ensure_linearizable().await.unwrap();
+    assert_eq!(store.read(|s| s.kv["f"].len()), 25);
+}
+
+#[tokio::test]
+async fn concurrent_proposals_are_packed_and_all_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_single(dir.path(), 5000).await;
+    let mut sub = store.subscribe();
+    let before = store.last_index();
+    let mut handles = Vec::new();
+    for i in 0..500u64 {
+        let s = store.clone();
+        handles.push(tokio::spawn(async move { s.propose_one(kv(i)).await }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap().unwrap(), Response::Ok);
+    }
+    assert_eq!(store.read(|s| s.kv["f"].len()), 500);
+    let mut seen = 0;
+    let mut entries = 0;
+    while seen < 500 {
+        let a = sub.recv().await.unwrap();
+        seen += a.commands.len();
+        entries += 1;
+    }
+    assert_eq!(seen, 500);
+    // Batching: fewer raft entries than proposals.
+    assert!(entries < 500, "{entries} entries for 500 proposals");
+    assert!(store.last_index() > before);
+}
+
+#[tokio::test]
+async fn a_data_dir_stays_bound_to_its_master_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_single(dir.path(), 5000).await;
+    store.shutdown().await;
+    let mut cfg = StoreConfig::single(dir.path(), "http://127.0.0.1:1");
+    cfg.node_id = 2;
+    let err = Store::open(cfg).await.unwrap_err().to_string();
+    assert!(err.contains("belongs to master 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_ids_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_single(dir.path(), 5000).await;
+    // A learner that never answers: adding it times out, and it stays a
+    // learner until removed.
+    let err = store
+        .add_member(2, "http://127.0.0.1:9", Duration::from_millis(300))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("did not catch up"), "{err}");
+    assert!(store.members().iter().any(|m| m.id == 2 && !m.voter));
+    store.remove_member(2).await.unwrap();
+    assert!(store.members().iter().all(|m| m.id != 2));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store.read(|s| s.retired_masters.contains(&2)) {
+        assert!(Instant::now() < deadline, "id 2 not retired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = store
+        .add_member(2, "http://127.0.0.1:9", Duration::from_millis(300))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("never reused"), "{err}");
+    let err = store.remove_member(1).await.unwrap_err().to_string();
+    assert!(err.contains("only voting master"), "{err}");
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: each starts the real `wasmos` binary and drives it as
+//! a user would, through the CLI and the HTTP API.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test fails
+
+mod api;
+mod masters;
+mod plugins;
+mod reliability;
+mod tasks;

@@ -1,0 +1,411 @@
+//! Three masters as separate processes on their own loopback addresses:
+//! leader kills, full restarts, a partition, a paused leader, membership
+//! changes. Nothing acknowledged may be lost and nothing may run twice.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use wasmos_tests::{Api, Cut, DEADLINE, Daemon, Masters, cli, wait_for};
+
+/// An agent that knows every master.
+async fn start_agent(m: &Masters, dir: &Path) -> Daemon {
+    let data = dir.join("agent");
+    Daemon::start(
+        "agent",
+        &[
+            "agent",
+            "--master",
+            &m.urls(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--secret-file",
+            m.secret_file().to_str().unwrap(),
+        ],
+        "agent",
+        dir,
+    )
+    .await
+}
+
+/// Waits until the leader (reached through `api`, which follows
+/// redirects) runs exec and has the agent connected.
+async fn wait_ready(api: &Api) {
+    wait_for(
+        "the agent and the exec framework on the leader",
+        DEADLINE,
+        || async {
+            let (_, agents) = api.get("/api/wasmos/v1/agents").await;
+            let (_, fws) = api.get("/api/wasmos/v1/frameworks").await;
+            let agent_ok = agents
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["connected"] == true));
+            let exec_ok = fws
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["id"] == "exec" && f["active"] == true));
+            (agent_ok && exec_ok).then_some(())
+        },
+    )
+    .await;
+}
+
+/// How many times each id appears as a line of `file`.
+fn runs(file: &Path) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+        *seen.entry(line.trim().to_string()).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// A pid a task printed as its first output line.
+async fn task_pid(urls: &str, id: &str) -> i32 {
+    wait_for("the task's pid", DEADLINE, || async {
+        cli(urls, &["task", "logs", id])
+            .await
+            .stdout
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leader_loses_no_acknowledged_launch_and_runs_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Masters::start(3, dir.path()).await;
+    let (leader, term) = m.wait_leader(&[1, 2, 3], None).await;
+    let _agent = start_agent(&m, dir.path()).await;
+    let urls = m.urls();
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let api = Api::new(&m.url(follower));
+    wait_ready(&api).await;
+
+    let steady = cli(
+        &urls,
+        &[
+            "task",
+            "run",
+            "-d",
+            "--id",
+            "steady",
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exec sleep 600",
+        ],
+    )
+    .await;
+    assert_eq!(steady.code, Some(0), "{steady:?}");
+    api.wait_task_state("steady", "TASK_RUNNING").await;
+    let pid = task_pid(&urls, "steady").await;
+
+    // Submit tasks one after another; kill the leader in the middle.
+    let log = dir.path().join("runs.log");
+    let mut acked = Vec::new();
+    let mut unacked = Vec::new();
+    for i in 0..16 {
+        if i == 5 {
+            m.kill9(leader).await;
+        }
+        let id = format!("burst-{i}");
+        let script = format!("echo {id} >> {}", log.display());
+        let out = cli(
+            &urls,
+            &["task", "run", "-d", "--id", &id, "--", "sh", "-c", &script],
+        )
+        .await;
+        if out.code == Some(0) {
+            acked.push(id);
+        } else {
+            unacked.push((id, out.stderr));
+        }
+    }
+    assert!(
+        acked.len() >= 10,
+        "most submissions went through a failover: {unacked:?}"
+    );
+
+    let survivors: Vec<u64> = m.running();
+    let (new_leader, new_term) = m.wait_leader(&survivors, Some(leader)).await;
+    assert_ne!(new_leader, leader);
+    assert!(new_term > term, "the new leader leads a newer term");
+    let api = Api::new(&m.url(new_leader));
+    for id in &acked {
+        api.wait_task_state(id, "TASK_FINISHED").await;
+    }
+    let seen = runs(&log);
+    for id in &acked {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "acknowledged {id} ran exactly once: {seen:?}"
+        );
+    }
+    for (id, _) in &unacked {
+        assert!(
+            seen.get(id).copied().unwrap_or(0) <= 1,
+            "{id} ran at most once: {seen:?}"
+        );
+    }
+    // The long task kept running through the failover, untouched.
+    assert_eq!(
+        api.task_state("steady").await.as_deref(),
+        Some("TASK_RUNNING")
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "steady's process still runs"
+    );
+    assert_eq!(task_pid(&urls, "steady").await, pid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_every_master_and_starting_them_again_brings_the_state_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let up_args = [
+        "up",
+        "--masters",
+        "3",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut up = Daemon::start_until("up", &up_args, &["masters", "agent"], dir.path()).await;
+    let urls = up.url.clone();
+    let api = Api::new(urls.split(',').next().unwrap());
+    wait_ready(&api).await;
+
+    let first = cli(
+        &urls,
+        &["task", "run", "--id", "first", "--", "echo", "kept"],
+    )
+    .await;
+    assert_eq!(
+        (first.code, first.stdout.as_str()),
+        (Some(0), "kept\n"),
+        "{first:?}"
+    );
+    let conf = cli(&urls, &["plugin", "config", "labels", "prefix=kept."]).await;
+    assert_eq!(conf.code, Some(0), "{conf:?}");
+    let (_, before) = api.get("/api/wasmos/v1/cluster").await;
+
+    assert_eq!(
+        up.interrupt().await,
+        Some(0),
+        "up stops its masters cleanly"
+    );
+    let up = Daemon::start_until("up", &up_args, &["masters", "agent"], dir.path()).await;
+    assert_eq!(up.url, urls, "the masters come back on their addresses");
+    wait_ready(&api).await;
+    let (_, after) = api.get("/api/wasmos/v1/cluster").await;
+    assert_eq!(after["cluster_id"], before["cluster_id"]);
+    assert!(after["term"].as_u64() > before["term"].as_u64());
+    assert_eq!(
+        api.task_state("first").await.as_deref(),
+        Some("TASK_FINISHED")
+    );
+    assert_eq!(
+        cli(&urls, &["task", "logs", "first"]).await.stdout,
+        "kept\n"
+    );
+    let (_, labels) = api.get("/api/wasmos/v1/plugins/labels").await;
+    assert_eq!(labels["config"]["prefix"], "kept.", "{labels}");
+    let again = cli(&urls, &["task", "run", "--", "echo", "again"]).await;
+    assert_eq!(again.stdout, "again\n", "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_off_cannot_commit_and_rejoins_as_a_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Masters::start(3, dir.path()).await;
+    let (leader, term) = m.wait_leader(&[1, 2, 3], None).await;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let ip = |id: u64| m.ips[(id - 1) as usize].clone();
+    let other_ips: Vec<String> = others.iter().map(|id| ip(*id)).collect();
+    let other_refs: Vec<&str> = other_ips.iter().map(String::as_str).collect();
+
+    let cut = Cut::between(&ip(leader), &other_refs);
+    // The majority elects a leader of a newer term.
+    let (new_leader, new_term) = m.wait_leader(&others, Some(leader)).await;
+    assert!(new_term > term);
+    // The cut-off master cannot commit: a write sent to it fails.
+    let old = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = old
+        .patch(format!(
+            "{}/api/wasmos/v1/plugins/labels/config",
+            m.url(leader)
+        ))
+        .json(&serde_json::json!({ "prefix": "minority." }))
+        .send()
+        .await;
+    assert!(
+        r.as_ref().map_or(true, |r| !r.status().is_success()),
+        "a minority master acknowledged a write: {r:?}"
+    );
+    // The majority commits.
+    let maj = Api::new(&m.url(new_leader));
+    let conf = cli(
+        &m.urls(),
+        &["plugin", "config", "labels", "prefix=majority."],
+    )
+    .await;
+    assert_eq!(conf.code, Some(0), "{conf:?}");
+
+    cut.heal();
+    // The old leader follows the new one, and the write it took never
+    // happened anywhere.
+    wait_for(
+        "the cut-off master to rejoin as a follower",
+        DEADLINE,
+        || async {
+            let v = m.leader_view(leader).await;
+            (v["leader"]["id"] == new_leader && v["this_master"]["role"] == "follower")
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, labels) = maj.get("/api/wasmos/v1/plugins/labels").await;
+    assert_eq!(labels["config"]["prefix"], "majority.", "{labels}");
+    wait_for("every master to apply the same log", DEADLINE, || async {
+        let mut applied = Vec::new();
+        for id in [1, 2, 3] {
+            let (_, v) = Api::new(&m.url(id)).get("/api/wasmos/v1/masters").await;
+            applied.push(v["this_master"]["applied"].as_u64());
+        }
+        (applied.iter().all(|a| a.is_some() && *a == applied[0])).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_does_nothing_with_its_stale_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Masters::start(3, dir.path()).await;
+    let (leader, term) = m.wait_leader(&[1, 2, 3], None).await;
+    let agent = start_agent(&m, dir.path()).await;
+    let urls = m.urls();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let api = Api::new(&m.url(others[0]));
+    wait_ready(&api).await;
+    let run = cli(
+        &urls,
+        &["task", "run", "-d", "--id", "victim", "--", "sleep", "600"],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    api.wait_task_state("victim", "TASK_RUNNING").await;
+
+    m.daemon(leader).signal(nix::sys::signal::Signal::SIGSTOP);
+    let (new_leader, new_term) = m.wait_leader(&others, Some(leader)).await;
+    assert!(new_term > term);
+    // The agent follows the new leader and has seen its term.
+    let secret = std::fs::read_to_string(m.secret_file()).unwrap();
+    let agent_api = Api::with_secret(&agent.url, secret.trim());
+    wait_for("the agent to see the new term", DEADLINE, || async {
+        let (_, st) = agent_api.get("/api/wasmos/v1/state").await;
+        (st["term"].as_u64() >= Some(new_term)).then_some(())
+    })
+    .await;
+    // A kill sent to the paused leader waits in its socket until it wakes
+    // up, still believing it leads term `term`.
+    let stale = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let kill_url = format!("{}/api/wasmos/v1/tasks/victim/kill", m.url(leader));
+    let pending =
+        tokio::spawn(async move { stale.post(kill_url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    m.daemon(leader).signal(nix::sys::signal::Signal::SIGCONT);
+    let status = pending.await.unwrap();
+    assert!(
+        status.as_ref().map_or(true, |s| !s.is_success()),
+        "the stale leader's kill went through: {status:?}"
+    );
+    wait_for(
+        "the resumed master to follow the new leader",
+        DEADLINE,
+        || async {
+            let v = m.leader_view(leader).await;
+            (v["leader"]["id"] == new_leader && v["term"].as_u64() >= Some(new_term)).then_some(())
+        },
+    )
+    .await;
+    // Nothing happened to the task.
+    let api = Api::new(&m.url(new_leader));
+    assert_eq!(
+        api.task_state("victim").await.as_deref(),
+        Some("TASK_RUNNING")
+    );
+    let (_, st) = agent_api.get("/api/wasmos/v1/state").await;
+    let victim = st["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == "victim").cloned())
+        .unwrap_or_default();
+    assert_eq!(victim["state"], "TASK_RUNNING", "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn masters_are_added_and_removed_at_runtime_and_ids_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Masters::start(3, dir.path()).await;
+    let (leader, _) = m.wait_leader(&[1, 2, 3], None).await;
+    let urls = m.urls();
+
+    let four = m.add_slot();
+    m.start_master(four, &["--join"]).await;
+    let add = cli(
+        &urls,
+        &["masters", "add", &format!("{four}={}", m.url(four))],
+    )
+    .await;
+    assert_eq!(add.code, Some(0), "{add:?}");
+    let list = cli(&urls, &["masters", "list", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let voters = v["masters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["role"] != "learner")
+        .count();
+    assert_eq!(voters, 4, "{v}");
+
+    // Remove the leader itself: the others carry on.
+    let rm = cli(&urls, &["masters", "remove", &leader.to_string()]).await;
+    assert_eq!(rm.code, Some(0), "{rm:?}");
+    let rest: Vec<u64> = [1, 2, 3, four]
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let (new_leader, _) = m.wait_leader(&rest, Some(leader)).await;
+    assert_ne!(new_leader, leader);
+    let list = cli(&urls, &["masters", "list"]).await;
+    assert!(
+        list.stdout
+            .contains(&format!("retired ids (never reused): {leader}")),
+        "{list:?}"
+    );
+    // Its id can never come back.
+    let again = cli(
+        &urls,
+        &["masters", "add", &format!("{leader}={}", m.url(leader))],
+    )
+    .await;
+    assert_ne!(again.code, Some(0));
+    assert!(again.stderr.contains("never reused"), "{again:?}");
+    // And the new membership commits writes.
+    let conf = cli(&urls, &["plugin", "config", "labels", "prefix=after."]).await;
+    assert_eq!(conf.code, Some(0), "{conf:?}");
+    m.stop(leader).await;
+}

@@ -1,0 +1,252 @@
+//! What must survive restarts: status updates, the state, and tasks'
+//! fates when a cluster stops.
+
+use wasmos_tests::{Api, Cluster, DEADLINE, Daemon, cli, free_port, wait_for};
+
+/// A master and an agent as separate processes, without a secret.
+async fn start_master(dir: &std::path::Path, port: u16) -> Daemon {
+    let data = dir.join("master");
+    Daemon::start(
+        "master",
+        &[
+            "master",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().expect("utf-8 temp path"),
+        ],
+        "master",
+        dir,
+    )
+    .await
+}
+
+/// An agent of `master`, keeping its state under `dir/agent`.
+async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
+    let data = dir.join("agent");
+    Daemon::start(
+        "agent",
+        &[
+            "agent",
+            "--master",
+            master,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().expect("utf-8 temp path"),
+        ],
+        "agent",
+        dir,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_updates_survive_a_master_restart_in_the_middle() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut master = start_master(dir.path(), port).await;
+    let agent = start_agent(dir.path(), &master.url).await;
+    let api = Api::new(&master.url);
+    let agent_api = Api::new(&agent.url);
+
+    // The task finishes only when told to, so it ends while the master is down.
+    let go = dir.path().join("go");
+    let script = format!(
+        "echo started; while [ ! -e {} ]; do sleep 0.05; done; echo done",
+        go.display()
+    );
+    let run = cli(
+        &master.url,
+        &["task", "run", "-d", "--id", "survivor", "--shell", &script],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    api.wait_task_state("survivor", "TASK_RUNNING").await;
+
+    master.kill9().await;
+    std::fs::write(&go, b"").unwrap();
+    // The agent saw the task finish and holds the update it could not send.
+    wait_for(
+        "the agent to hold the FINISHED update",
+        DEADLINE,
+        || async {
+            let (code, st) = agent_api.get("/api/wasmos/v1/state").await;
+            let finished = st["tasks"].as_array().is_some_and(|t| {
+                t.iter()
+                    .any(|t| t["id"] == "survivor" && t["state"] == "TASK_FINISHED")
+            });
+            (code == 200 && finished && st["pending_updates"].as_u64() >= Some(1)).then_some(())
+        },
+    )
+    .await;
+
+    let master = start_master(dir.path(), port).await;
+    let t = api.wait_task_state("survivor", "TASK_FINISHED").await;
+    assert_eq!(t["status"]["exit_code"], 0);
+    let states: Vec<&str> = t["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "TASK_STAGING",
+            "TASK_STARTING",
+            "TASK_RUNNING",
+            "TASK_FINISHED"
+        ],
+        "every update once, in order"
+    );
+    // The framework was told too.
+    wait_for("exec to see the task finish", DEADLINE, || async {
+        let (_, v) = api.get("/frameworks/exec/tasks/survivor").await;
+        (v["state"] == "TASK_FINISHED").then_some(())
+    })
+    .await;
+    let logs = cli(&master.url, &["task", "logs", "survivor"]).await;
+    assert_eq!(logs.stdout, "started\ndone\n");
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_submission_acknowledged_before_a_master_crash_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut master = start_master(dir.path(), port).await;
+    // No agent yet: the submission can only wait in the exec queue.
+    let (code, body) = Api::new(&master.url)
+        .post(
+            "/frameworks/exec/tasks",
+            &serde_json::json!({"id": "queued-1", "cmd": "echo ran"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    master.kill9().await;
+
+    let master = start_master(dir.path(), port).await;
+    let _agent = start_agent(dir.path(), &master.url).await;
+    let api = Api::new(&master.url);
+    api.wait_task_state("queued-1", "TASK_FINISHED").await;
+    assert_eq!(
+        cli(&master.url, &["task", "logs", "queued-1"]).await.stdout,
+        "ran\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_up_and_kills_its_tasks_and_a_second_up_recovers_the_state() {
+    let c = Cluster::up().await;
+    let done = c
+        .cli(&["task", "run", "--id", "first", "--", "echo", "kept"])
+        .await;
+    assert_eq!(done.code, Some(0), "{done:?}");
+    let run = c
+        .cli(&[
+            "task",
+            "run",
+            "-d",
+            "--id",
+            "sleeper",
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exec sleep 600",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0));
+    c.api.wait_task_state("sleeper", "TASK_RUNNING").await;
+    let pid: i32 = wait_for("the sleeper's pid", DEADLINE, || async {
+        c.cli(&["task", "logs", "sleeper"])
+            .await
+            .stdout
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await;
+    let term_before = c.api.get("/api/wasmos/v1/cluster").await.1["term"]
+        .as_u64()
+        .unwrap();
+
+    let (code, dir) = c.stop().await;
+    assert_eq!(code, Some(0), "up exits cleanly on Ctrl-C");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the task's process {pid} was killed"
+    );
+
+    let c = Cluster::up_in(dir).await;
+    let (_, cluster) = c.api.get("/api/wasmos/v1/cluster").await;
+    assert!(
+        cluster["term"].as_u64().unwrap() > term_before,
+        "a restarted master leads in a newer term"
+    );
+    assert_eq!(
+        c.api.task_state("first").await.as_deref(),
+        Some("TASK_FINISHED")
+    );
+    assert_eq!(
+        c.api.task_state("sleeper").await.as_deref(),
+        Some("TASK_KILLED"),
+        "the kill was reported before up stopped"
+    );
+    assert_eq!(c.cli(&["task", "logs", "first"]).await.stdout, "kept\n");
+    let agents = c.api.get("/api/wasmos/v1/agents").await.1;
+    assert_eq!(
+        agents.as_array().unwrap().len(),
+        1,
+        "the agent came back under its old id: {agents}"
+    );
+    // And the recovered cluster still runs tasks.
+    let again = c.cli(&["task", "run", "--", "true"]).await;
+    assert_eq!(again.code, Some(0), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_follows_a_master_whose_state_was_wiped() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut master = start_master(dir.path(), port).await;
+    let _agent = start_agent(dir.path(), &master.url).await;
+    // Two restarts: the agent has now seen a term above 2.
+    let mut last_term = Api::new(&master.url).get("/api/wasmos/v1/cluster").await.1["term"]
+        .as_u64()
+        .unwrap_or(0);
+    for _ in 0..2 {
+        master.kill9().await;
+        master = start_master(dir.path(), port).await;
+        let api = Api::new(&master.url);
+        last_term = wait_for(
+            "the agent to register with a newer term",
+            DEADLINE,
+            || async {
+                let (_, c) = api.get("/api/wasmos/v1/cluster").await;
+                let (_, agents) = api.get("/api/wasmos/v1/agents").await;
+                let connected = agents
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|a| a["connected"] == true));
+                let term = c["term"].as_u64().unwrap_or(0);
+                (term > last_term && connected).then_some(term)
+            },
+        )
+        .await;
+    }
+    assert!(last_term > 2, "terms grow with every new leadership");
+    // A fresh state: a new cluster, counting terms from 1 again.
+    master.kill9().await;
+    std::fs::remove_dir_all(dir.path().join("master")).unwrap();
+    let master = start_master(dir.path(), port).await;
+    let out = cli(
+        &master.url,
+        &["task", "run", "--id", "after-wipe", "--", "echo", "ok"],
+    )
+    .await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "ok\n"),
+        "{out:?}"
+    );
+}

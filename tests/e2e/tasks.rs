@@ -1,0 +1,231 @@
+//! Running tasks through `wasmos task ...`.
+
+use wasmos_tests::{Cluster, DEADLINE, wait_for};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_output_is_streamed_and_its_exit_code_comes_back() {
+    let c = Cluster::up().await;
+    let out = c
+        .cli(&[
+            "task",
+            "run",
+            "--cpus",
+            "0.1",
+            "--mem",
+            "32",
+            "--",
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; exit 3",
+        ])
+        .await;
+    assert_eq!(out.stdout, "hello\n");
+    assert!(out.stderr.contains("oops"), "stderr: {}", out.stderr);
+    assert_eq!(out.code, Some(3), "{out:?}");
+
+    let ok = c.cli(&["task", "run", "--shell", "printf 'a b'"]).await;
+    assert_eq!((ok.code, ok.stdout.as_str()), (Some(0), "a b"), "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_command_fails_with_a_clear_message() {
+    let c = Cluster::up().await;
+    let out = c
+        .cli(&[
+            "task",
+            "run",
+            "--id",
+            "missing-1",
+            "--",
+            "no-such-command-xyz",
+        ])
+        .await;
+    assert_eq!(out.code, Some(127), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("command not found: no-such-command-xyz"),
+        "stderr: {}",
+        out.stderr
+    );
+    let t = c.api.wait_task_state("missing-1", "TASK_FAILED").await;
+    assert_eq!(
+        t["status"]["message"],
+        "command not found: no-such-command-xyz"
+    );
+    assert_eq!(t["status"]["reason"], "REASON_CONTAINER_LAUNCH_FAILED");
+    assert_eq!(t["status"]["exit_code"], 127);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_task_is_killed_on_request_and_its_runner_exits_143() {
+    let c = Cluster::up().await;
+    let url = c.up.url.clone();
+    let runner = tokio::spawn(async move {
+        wasmos_tests::cli(
+            &url,
+            &[
+                "task",
+                "run",
+                "--id",
+                "long-1",
+                "--",
+                "sh",
+                "-c",
+                "echo $$; exec sleep 600",
+            ],
+        )
+        .await
+    });
+    c.api.wait_task_state("long-1", "TASK_RUNNING").await;
+    // The task printed its pid; it must be alive now and gone after the kill.
+    let pid: i32 = wait_for("the task's pid in its stdout", DEADLINE, || async {
+        let out = c.cli(&["task", "logs", "long-1"]).await;
+        out.stdout.trim().parse().ok()
+    })
+    .await;
+    assert!(alive(pid), "task process {pid} runs");
+
+    let listed = c.cli(&["task", "list"]).await;
+    assert!(
+        listed.stdout.contains("long-1") && listed.stdout.contains("RUNNING"),
+        "{listed:?}"
+    );
+
+    let kill = c.cli(&["task", "kill", "long-1"]).await;
+    assert_eq!(kill.code, Some(0), "{kill:?}");
+    let t = c.api.wait_task_state("long-1", "TASK_KILLED").await;
+    assert_eq!(t["status"]["signal"], 15, "SIGTERM was enough: {t}");
+    wait_for("the task's process to be gone", DEADLINE, || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+
+    let out = runner.await.unwrap();
+    assert_eq!(out.code, Some(143), "{out:?}");
+    assert!(out.stderr.contains("was killed"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_ignores_sigterm_is_killed_after_its_grace_period() {
+    let c = Cluster::up().await;
+    let (code, body) = c
+        .api
+        .post(
+            "/frameworks/exec/tasks",
+            &serde_json::json!({"id": "stubborn", "cmd": "trap '' TERM; echo ready; while true; do sleep 0.1; done", "kill_grace_period_ms": 500}),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    c.api.wait_task_state("stubborn", "TASK_RUNNING").await;
+    // SIGTERM must not land before the trap is set.
+    wait_for("the trap to be set", DEADLINE, || async {
+        c.cli(&["task", "logs", "stubborn"])
+            .await
+            .stdout
+            .contains("ready")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(c.cli(&["task", "kill", "stubborn"]).await.code, Some(0));
+    let t = c.api.wait_task_state("stubborn", "TASK_KILLED").await;
+    assert_eq!(t["status"]["signal"], 9, "escalated to SIGKILL: {t}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_follow_streams_until_the_task_ends() {
+    let c = Cluster::up().await;
+    let run = c
+        .cli(&[
+            "task",
+            "run",
+            "-d",
+            "--id",
+            "chatty",
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 1; echo two; echo err >&2",
+        ])
+        .await;
+    assert_eq!(run.stdout.trim(), "chatty", "{run:?}");
+    let out = c.cli(&["task", "logs", "--follow", "chatty"]).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "one\ntwo\n"),
+        "{out:?}"
+    );
+    let err = c.cli(&["task", "logs", "--stderr", "chatty"]).await;
+    assert_eq!(err.stdout, "err\n");
+    c.api.wait_task_state("chatty", "TASK_FINISHED").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_sees_its_sandbox_id_and_ports_in_its_environment() {
+    let c = Cluster::up().await;
+    let out = c
+        .cli(&["task", "run", "--id", "env-1", "--ports", "2", "-e", "GREETING=hi there", "--", "sh", "-c",
+            "echo $WASMOS_TASK_ID $GREETING; test \"$PWD\" = \"$WASMOS_SANDBOX\" && echo in-sandbox; echo $PORT0 $PORT1 $PORTS"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "env-1 hi there");
+    assert_eq!(lines[1], "in-sandbox");
+    let ports: Vec<&str> = lines[2].split(' ').collect();
+    assert_eq!(ports.len(), 3, "{lines:?}");
+    assert_eq!(ports[2], format!("{},{}", ports[0], ports[1]));
+    let p0: u16 = ports[0].parse().unwrap();
+    assert!(
+        (31000..=32000).contains(&p0),
+        "ports come from the offered range: {p0}"
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_no_agent_can_fit_waits_says_so_and_can_be_given_up() {
+    let c = Cluster::up().await;
+    let url = c.up.url.clone();
+    let runner = tokio::spawn(async move {
+        wasmos_tests::cli(
+            &url,
+            &[
+                "task", "run", "--id", "huge", "--cpus", "1000", "--", "true",
+            ],
+        )
+        .await
+    });
+    // Queued in exec, never launched, for longer than the CLI's patience.
+    let submitted: f64 = wait_for("the task to be queued", DEADLINE, || async {
+        let (_, t) = c.api.get("/frameworks/exec/tasks/huge").await;
+        (t["state"] == "QUEUED")
+            .then(|| t["submitted_at_ms"].as_f64())
+            .flatten()
+    })
+    .await;
+    wait_for("the task to have waited 4 s", DEADLINE, || async {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as f64;
+        (now - submitted > 4000.0).then_some(())
+    })
+    .await;
+    assert_eq!(c.api.task_state("huge").await, None, "nothing was launched");
+    let kill = c.cli(&["task", "kill", "huge"]).await;
+    assert_eq!(kill.code, Some(0), "{kill:?}");
+    assert!(kill.stderr.contains("was queued"), "{kill:?}");
+    let out = runner.await.unwrap();
+    assert!(
+        out.stderr.contains("waiting for an offer that fits"),
+        "{out:?}"
+    );
+    assert_eq!(out.code, Some(137), "{out:?}");
+    let (_, t) = c.api.get("/frameworks/exec/tasks/huge").await;
+    assert_eq!(t["state"], "TASK_KILLED");
+}

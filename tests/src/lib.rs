@@ -1,0 +1,702 @@
+//! A harness for end-to-end tests: starts the real `wasmos` binary (a
+//! one-machine cluster, or a master and agents as separate processes) on
+//! port 0 in temp dirs, and waits on conditions with deadlines.
+//!
+//! The binary is the one cargo built next to this test (`target/<profile>/
+//! wasmos`), or `$WASMOS_BIN`. `./dev test` builds it first.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The default deadline for a condition.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `wasmos` binary under test.
+pub fn wasmos_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WASMOS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/wasmos
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("wasmos"))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p wasmos` (./dev test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Waits until `f` returns Some, polling; panics with `what` at the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// A daemon process (`up`, `master` or `agent`). Killed when dropped; its
+/// log is printed if the test is failing.
+pub struct Daemon {
+    pub name: String,
+    pub url: String,
+    /// Other `key: value` lines it announced (e.g. `agent`).
+    pub announced: Vec<(String, String)>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `wasmos <args>`; waits until it announces `<key>: <url>`.
+    pub async fn start(name: &str, args: &[&str], key: &str, log_dir: &Path) -> Daemon {
+        Self::start_until(name, args, &[key], log_dir).await
+    }
+
+    /// Starts `wasmos <args>`; waits until it announced every key; its URL
+    /// is the first key's.
+    pub async fn start_until(name: &str, args: &[&str], keys: &[&str], log_dir: &Path) -> Daemon {
+        let log = log_dir.join(format!("{name}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open daemon log");
+        let mut child = Command::new(wasmos_bin())
+            .args(args)
+            .env("WASMOS_LOG", "info,wasmos_master=debug,wasmos_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start wasmos");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut announced: Vec<(String, String)> = Vec::new();
+        let found = tokio::time::timeout(DEADLINE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((k, v)) = line.split_once(": ") {
+                    announced.push((k.to_string(), v.to_string()));
+                }
+                if keys.iter().all(|k| announced.iter().any(|(a, _)| a == k)) {
+                    return announced
+                        .iter()
+                        .find(|(a, _)| a == keys[0])
+                        .map(|(_, v)| v.clone());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(url) = found else {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("{name} did not start; its log:\n{text}");
+        };
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Daemon {
+            name: name.to_string(),
+            url,
+            announced,
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// A value the daemon announced, like `agent`.
+    pub fn announced(&self, key: &str) -> Option<&str> {
+        self.announced
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .map(|p| p as i32)
+            .expect("the daemon runs")
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// kill -9, and wait for it to be gone.
+    pub async fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+
+    /// Ctrl-C, then waits for a clean exit; returns its exit code.
+    pub async fn interrupt(&mut self) -> Option<i32> {
+        self.signal(nix::sys::signal::Signal::SIGINT);
+        let mut c = self.child.take()?;
+        match tokio::time::timeout(DEADLINE, c.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = c.kill().await;
+                panic!("{} did not stop within {DEADLINE:?} of Ctrl-C", self.name);
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- log of {} -----\n{}\n----- end of {} -----",
+                self.name,
+                self.log(),
+                self.name
+            );
+        }
+        // Stop it as an operator would, so that it stops its tasks too;
+        // SIGKILL only if it does not go.
+        if let Some(c) = self.child.as_mut() {
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while std::time::Instant::now() < deadline {
+                    if matches!(c.try_wait(), Ok(Some(_))) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let _ = c.start_kill();
+        }
+    }
+}
+
+/// The output of one CLI run.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `wasmos --master <master> <args>` to completion (bounded).
+pub async fn cli(master: &str, args: &[&str]) -> Output {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(wasmos_bin())
+            .arg("--master")
+            .arg(master)
+            .args(args)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("wasmos {args:?} did not finish"))
+    .expect("run wasmos");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A JSON API client for assertions.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Self::build(base, None)
+    }
+
+    /// A client that presents the cluster secret (for agents' own APIs).
+    pub fn with_secret(base: &str, secret: &str) -> Api {
+        Self::build(base, Some(secret))
+    }
+
+    fn build(base: &str, secret: Option<&str>) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(s) = secret {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {s}").parse().expect("a header value"),
+            );
+        }
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers)
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// GET; the status and the body as JSON (Null if not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        match self.http.get(format!("{}{path}", self.base)).send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// POST a raw body with a content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        match self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// PUT JSON.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        match self
+            .http
+            .put(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(
+            path,
+            "application/json",
+            serde_json::to_vec(body).unwrap_or_default(),
+        )
+        .await
+    }
+
+    /// A task's state from the master, if the master knows the task.
+    pub async fn task_state(&self, id: &str) -> Option<String> {
+        let (code, v) = self.get(&format!("/api/wasmos/v1/tasks/{id}")).await;
+        (code == 200).then(|| v["state"].as_str().unwrap_or("").to_string())
+    }
+
+    /// Waits until the master has the task in `state`.
+    pub async fn wait_task_state(&self, id: &str, state: &str) -> Value {
+        let what = format!("task {id} to be {state}");
+        wait_for(&what, DEADLINE, || async {
+            let (code, v) = self.get(&format!("/api/wasmos/v1/tasks/{id}")).await;
+            (code == 200 && v["state"] == state).then_some(v)
+        })
+        .await
+    }
+}
+
+/// A one-machine cluster (`wasmos up`) in a temp dir.
+pub struct Cluster {
+    pub up: Daemon,
+    pub api: Api,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn up() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::up_in(dir).await
+    }
+
+    /// Starts `up` on an existing data dir (to test recovery).
+    pub async fn up_in(dir: tempfile::TempDir) -> Cluster {
+        let data = dir.path().join("data");
+        let data = data.to_str().expect("utf-8 temp path").to_string();
+        let up = Daemon::start_until(
+            "up",
+            &["up", "--listen", "127.0.0.1:0", "--data-dir", &data],
+            &["master", "agent"],
+            dir.path(),
+        )
+        .await;
+        let api = Api::new(&up.url);
+        // Ready when the agent has registered and exec runs.
+        wait_for("the agent and the exec framework", DEADLINE, || async {
+            let (_, agents) = api.get("/api/wasmos/v1/agents").await;
+            let (_, fws) = api.get("/api/wasmos/v1/frameworks").await;
+            let agent_ok = agents
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["connected"] == true));
+            let exec_ok = fws
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["id"] == "exec" && f["active"] == true));
+            (agent_ok && exec_ok).then_some(())
+        })
+        .await;
+        Cluster { up, api, dir }
+    }
+
+    pub async fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.up.url, args).await
+    }
+
+    /// The agent's own API (it needs the cluster secret `up` made).
+    pub fn agent_api(&self) -> Api {
+        let secret =
+            std::fs::read_to_string(self.dir.path().join("data/secret")).expect("up's secret");
+        Api::with_secret(
+            self.up.announced("agent").expect("up announces its agent"),
+            secret.trim(),
+        )
+    }
+
+    /// Stops `up` with Ctrl-C and hands back its data dir.
+    pub async fn stop(mut self) -> (Option<i32>, tempfile::TempDir) {
+        let code = self.up.interrupt().await;
+        (code, self.dir)
+    }
+}
+
+/// A real OCI registry: Debian's `docker-registry` on a free port, storing
+/// in a temp dir. Stopped when dropped.
+pub struct Registry {
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub async fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is not installed; ./dev test installs it (apt-get install docker-registry)");
+        let url = format!("http://{addr}/v2/");
+        wait_for("the registry to answer", DEADLINE, || async {
+            reqwest::get(&url)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        })
+        .await;
+        Registry {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// `oci+http://<addr>/<path>`.
+    pub fn reference(&self, path: &str) -> String {
+        format!("oci+http://{}/{path}", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the test build put the plugins it built (`tests/build.rs`).
+pub fn test_plugin(file: &str) -> PathBuf {
+    PathBuf::from(env!("WASMOS_TEST_PLUGINS")).join(file)
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A free TCP port on 127.0.0.1 (for daemons that must come back on the
+/// same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Loopback networks handed to [`Masters`] (127.0.N.0/24), distinct per
+/// test in this process so that partitions of one test cut no other.
+static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Several masters, each its own process on its own loopback address
+/// (127.0.N.<id>), forming one cluster.
+pub struct Masters {
+    /// Index `id - 1`; `None` while that master is stopped.
+    pub daemons: Vec<Option<Daemon>>,
+    pub ips: Vec<String>,
+    pub ports: Vec<u16>,
+    pub dir: PathBuf,
+    secret: PathBuf,
+}
+
+impl Masters {
+    /// Starts `n` masters with ids 1..=n under `dir` and a shared secret.
+    pub async fn start(n: usize, dir: &Path) -> Masters {
+        let net = 20
+            + (std::process::id() % 100)
+            + NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ips: Vec<String> = (1..=n)
+            .map(|i| format!("127.0.{}.{i}", net % 250))
+            .collect();
+        let ports: Vec<u16> = ips
+            .iter()
+            .map(|ip| {
+                std::net::TcpListener::bind(format!("{ip}:0"))
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .expect("a free port")
+            })
+            .collect();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "test-cluster-secret").expect("write secret");
+        let mut m = Masters {
+            daemons: (0..n).map(|_| None).collect(),
+            ips,
+            ports,
+            dir: dir.to_path_buf(),
+            secret,
+        };
+        let peers = m.peers();
+        for id in 1..=n as u64 {
+            m.start_master(id, &["--peers", &peers]).await;
+        }
+        m
+    }
+
+    /// `1=http://...,2=...` for --peers.
+    pub fn peers(&self) -> String {
+        (1..=self.ips.len() as u64)
+            .map(|id| format!("{id}={}", self.url(id)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Master `id`'s base URL.
+    pub fn url(&self, id: u64) -> String {
+        let i = (id - 1) as usize;
+        format!("http://{}:{}", self.ips[i], self.ports[i])
+    }
+
+    /// Every master's URL, comma-separated (for --master).
+    pub fn urls(&self) -> String {
+        (1..=self.ips.len() as u64)
+            .map(|id| self.url(id))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn secret_file(&self) -> &Path {
+        &self.secret
+    }
+
+    /// Adds a slot for one more master (to join the running cluster); returns its id.
+    pub fn add_slot(&mut self) -> u64 {
+        let net = self.ips[0]
+            .rsplit_once('.')
+            .map(|(n, _)| n.to_string())
+            .expect("an ip");
+        let id = self.ips.len() as u64 + 1;
+        let ip = format!("{net}.{id}");
+        let port = std::net::TcpListener::bind(format!("{ip}:0"))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        self.ips.push(ip);
+        self.ports.push(port);
+        self.daemons.push(None);
+        id
+    }
+
+    /// Starts (or restarts) master `id` with `extra` arguments (`--peers`
+    /// or `--join`).
+    pub async fn start_master(&mut self, id: u64, extra: &[&str]) {
+        let i = (id - 1) as usize;
+        let data = self.dir.join(format!("master-{id}"));
+        let listen = format!("{}:{}", self.ips[i], self.ports[i]);
+        let id_s = id.to_string();
+        let mut args: Vec<&str> = vec![
+            "master",
+            "--id",
+            &id_s,
+            "--listen",
+            &listen,
+            "--data-dir",
+            data.to_str().expect("utf-8 temp path"),
+            "--secret-file",
+            self.secret.to_str().expect("utf-8 temp path"),
+        ];
+        args.extend_from_slice(extra);
+        let d = Daemon::start(&format!("master-{id}"), &args, "master", &self.dir).await;
+        self.daemons[i] = Some(d);
+    }
+
+    pub fn daemon(&self, id: u64) -> &Daemon {
+        self.daemons[(id - 1) as usize]
+            .as_ref()
+            .expect("that master runs")
+    }
+
+    /// kill -9 master `id`.
+    pub async fn kill9(&mut self, id: u64) {
+        if let Some(mut d) = self.daemons[(id - 1) as usize].take() {
+            d.kill9().await;
+        }
+    }
+
+    /// Ctrl-C master `id` and wait for it to exit.
+    pub async fn stop(&mut self, id: u64) {
+        if let Some(mut d) = self.daemons[(id - 1) as usize].take() {
+            d.interrupt().await;
+        }
+    }
+
+    /// Ids of the masters that run.
+    pub fn running(&self) -> Vec<u64> {
+        (1..=self.daemons.len() as u64)
+            .filter(|id| self.daemons[(*id - 1) as usize].is_some())
+            .collect()
+    }
+
+    /// What master `id` says about leadership (`/api/wasmos/v1/leader`).
+    pub async fn leader_view(&self, id: u64) -> Value {
+        Api::new(&self.url(id)).get("/api/wasmos/v1/leader").await.1
+    }
+
+    /// Waits until one running master (other than `not`) acts as leader,
+    /// with every other running master in `among` agreeing; returns its id
+    /// and term.
+    pub async fn wait_leader(&self, among: &[u64], not: Option<u64>) -> (u64, u64) {
+        wait_for("a leader the masters agree on", DEADLINE, || async {
+            let mut leader = None;
+            let mut views = Vec::new();
+            for id in among {
+                let v = self.leader_view(*id).await;
+                if v["this_master"]["role"] == "leader" {
+                    leader = Some((*id, v["term"].as_u64().unwrap_or(0)));
+                }
+                views.push(v["leader"]["id"].as_u64());
+            }
+            let (id, term) = leader?;
+            (Some(id) != not && views.iter().all(|v| *v == Some(id))).then_some((id, term))
+        })
+        .await
+    }
+}
+
+/// iptables rules that cut traffic between two loopback addresses both
+/// ways; removed when dropped.
+pub struct Cut {
+    rules: Vec<Vec<String>>,
+}
+
+impl Cut {
+    /// Drops every packet between `a` and each of `others`.
+    pub fn between(a: &str, others: &[&str]) -> Cut {
+        let mut rules = Vec::new();
+        for b in others {
+            for (s, d) in [(a, *b), (*b, a)] {
+                rules.push(vec![
+                    "INPUT".to_string(),
+                    "-s".into(),
+                    s.to_string(),
+                    "-d".into(),
+                    d.to_string(),
+                    "-j".into(),
+                    "DROP".into(),
+                ]);
+            }
+        }
+        for r in &rules {
+            let ok = std::process::Command::new("iptables")
+                .arg("-I")
+                .args(r)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "iptables -I {r:?} failed: the partition test needs root and iptables"
+            );
+        }
+        Cut { rules }
+    }
+
+    /// Heals the cut now.
+    pub fn heal(self) {}
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for r in &self.rules {
+            let _ = std::process::Command::new("iptables")
+                .arg("-D")
+                .args(r)
+                .status();
+        }
+    }
+}
