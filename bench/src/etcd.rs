@@ -34,17 +34,28 @@ pub struct Cluster {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-async fn put(channel: Channel, key: Vec<u8>, value: Vec<u8>, timeout: Duration) -> anyhow::Result<()> {
+async fn put(
+    channel: Channel,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await?;
     let mut req = tonic::Request::new(PutRequest { key, value });
     req.set_timeout(timeout);
     let codec = tonic_prost::ProstCodec::<PutRequest, PutResponse>::default();
-    grpc.unary(req, PathAndQuery::from_static("/etcdserverpb.KV/Put"), codec)
-        .await?;
+    grpc.unary(
+        req,
+        PathAndQuery::from_static("/etcdserverpb.KV/Put"),
+        codec,
+    )
+    .await?;
     Ok(())
 }
 
@@ -100,7 +111,10 @@ impl Cluster {
             .args(["--initial-cluster", &initial.join(",")])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "wasmos-bench"])
-            .args(["--heartbeat-interval", &(self.election_ms / 5).max(10).to_string()])
+            .args([
+                "--heartbeat-interval",
+                &(self.election_ms / 5).max(10).to_string(),
+            ])
             .args(["--election-timeout", &self.election_ms.to_string()])
             .args(["--logger", "zap", "--log-level", "error"])
             .stdin(std::process::Stdio::null())
@@ -125,7 +139,10 @@ impl Cluster {
         let v: Value = r.json().await.ok()?;
         let me = v["header"]["member_id"].as_str()?.to_string();
         let leader = v["leader"].as_str()?.to_string();
-        let index = v["raftIndex"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let index = v["raftIndex"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         Some((me, leader, index))
     }
 
@@ -224,7 +241,8 @@ impl System for Cluster {
             if self.children[i].is_none() {
                 continue;
             }
-            let Ok(ch) = tokio::time::timeout(Duration::from_millis(300), self.channel(i)).await else {
+            let Ok(ch) = tokio::time::timeout(Duration::from_millis(300), self.channel(i)).await
+            else {
                 continue;
             };
             let Ok(ch) = ch else { continue };
@@ -255,7 +273,11 @@ impl System for Cluster {
             {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "etcd member {} did not catch up after a restart", i + 1);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "etcd member {} did not catch up after a restart",
+                i + 1
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

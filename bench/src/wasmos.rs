@@ -18,7 +18,9 @@ pub struct Cluster {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Cluster {
@@ -29,7 +31,9 @@ impl Cluster {
             bin.display()
         );
         std::fs::create_dir_all(dir)?;
-        let ports = (0..3).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+        let ports = (0..3)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut c = Cluster {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -52,7 +56,9 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let peers: Vec<String> = (0..3).map(|j| format!("{}={}", j + 1, self.url(j))).collect();
+        let peers: Vec<String> = (0..3)
+            .map(|j| format!("{}={}", j + 1, self.url(j)))
+            .collect();
         let data = self.dir.join(format!("m{}", i + 1));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -125,7 +131,10 @@ impl Cluster {
             .send()
             .await
             .ok()?;
-        r.json::<Value>().await.ok().map(|v| v["this_master"].clone())
+        r.json::<Value>()
+            .await
+            .ok()
+            .map(|v| v["this_master"].clone())
     }
 
     pub async fn stop(&mut self) {
@@ -216,11 +225,16 @@ impl System for Cluster {
             if let (Some(l), Some(me)) = (leader, self.status(i).await)
                 && l != i
                 && let Some(ls) = self.status(l).await
-                && me["applied"].as_u64().unwrap_or(0) + 10 >= ls["applied"].as_u64().unwrap_or(u64::MAX)
+                && me["applied"].as_u64().unwrap_or(0) + 10
+                    >= ls["applied"].as_u64().unwrap_or(u64::MAX)
             {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "master {} did not catch up after a restart", i + 1);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "master {} did not catch up after a restart",
+                i + 1
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

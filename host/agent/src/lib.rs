@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::sync::{Notify, watch};
 use wasmos_core::{AgentId, AgentInfo, FrameworkId, TaskId, TaskStatus};
 
@@ -253,6 +254,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let app = http::router(agent.clone());
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {
+        // Raft and API exchanges are small request/response pairs: never
+        // let Nagle hold a reply back waiting for an ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|v| *v).await;

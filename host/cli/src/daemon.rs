@@ -37,7 +37,7 @@ pub struct MasterArgs {
     #[arg(long)]
     join: bool,
     /// Raft election timeout in milliseconds: a follower that hears no
-    /// leader for 1–2× this starts an election.
+    /// leader for 1–1.5× this starts an election.
     #[arg(long, default_value_t = 150)]
     election_timeout_ms: u64,
     /// Stop when the process that started this one exits (`wasmos up`).

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::sync::watch;
 use wasmos_core::PluginManifest;
 use wasmos_store::{Bootstrap, Store, StoreConfig};
@@ -61,7 +62,7 @@ pub struct MasterConfig {
     /// When set, agents and the other masters must present it
     /// (`Authorization: Bearer`).
     pub secret: Option<String>,
-    /// Raft: a follower that hears no leader for 1–2× this elects anew.
+    /// Raft: a follower that hears no leader for 1–1.5× this elects anew.
     pub election_timeout: Duration,
     pub allocation_interval: Duration,
     pub heartbeat_interval: Duration,
@@ -179,6 +180,11 @@ pub async fn start_on(
     let app = http::router(node.clone());
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {
+        // Raft and API exchanges are small request/response pairs: never
+        // let Nagle hold a reply back waiting for an ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|v| *v).await;

@@ -117,7 +117,7 @@ pub struct StoreConfig {
     /// The local address raft connections go out from.
     pub bind_ip: Option<IpAddr>,
     /// A follower that hears nothing from a leader for a random time in
-    /// `[election_timeout, 2 × election_timeout]` starts an election.
+    /// `[election_timeout, 1.5 × election_timeout]` starts an election.
     pub election_timeout: Duration,
     pub heartbeat_interval: Duration,
     /// Snapshot (and compact the log) after this many entries.
@@ -141,12 +141,17 @@ impl StoreConfig {
     }
 
     fn raft_config(&self) -> Result<Config, String> {
-        let min = self.election_timeout.as_millis().max(10) as u64;
+        // openraft's follower campaigns once it has heard nothing for the
+        // leader lease (`election_timeout_max`) plus a random time in
+        // `[election_timeout_min, election_timeout_max]`: a quarter and
+        // three quarters of ours make that `[1, 1.5] × election_timeout`.
+        let t = (self.election_timeout.as_millis() as u64).max(20);
+        let (min, max) = (t / 4, t * 3 / 4);
         Config {
             cluster_name: "wasmos".into(),
             election_timeout_min: min,
-            election_timeout_max: min * 2,
-            heartbeat_interval: (self.heartbeat_interval.as_millis() as u64).clamp(5, min / 2),
+            election_timeout_max: max,
+            heartbeat_interval: (self.heartbeat_interval.as_millis() as u64).clamp(2, min * 2 / 3),
             // Pre-vote keeps a master that was cut off from disrupting the
             // leader when it comes back with a higher term.
             enable_pre_vote: Some(true),
