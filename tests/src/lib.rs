@@ -356,15 +356,16 @@ impl Cluster {
 
     /// Starts `up` on an existing data dir (to test recovery).
     pub async fn up_in(dir: tempfile::TempDir) -> Cluster {
+        Self::up_with(dir, &[]).await
+    }
+
+    /// Starts `up` with extra options on a data dir.
+    pub async fn up_with(dir: tempfile::TempDir, extra: &[&str]) -> Cluster {
         let data = dir.path().join("data");
         let data = data.to_str().expect("utf-8 temp path").to_string();
-        let up = Daemon::start_until(
-            "up",
-            &["up", "--listen", "127.0.0.1:0", "--data-dir", &data],
-            &["master", "agent"],
-            dir.path(),
-        )
-        .await;
+        let mut args = vec!["up", "--listen", "127.0.0.1:0", "--data-dir", &data];
+        args.extend_from_slice(extra);
+        let up = Daemon::start_until("up", &args, &["master", "agent"], dir.path()).await;
         let api = Api::new(&up.url);
         // Ready when the agent has registered and exec runs.
         wait_for("the agent and the exec framework", DEADLINE, || async {

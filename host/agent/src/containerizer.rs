@@ -43,6 +43,31 @@ pub fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     })
 }
 
+/// The name of an `RLIMIT_*` resource, as [`rlimit_resource`] reads it.
+pub fn rlimit_name(r: nix::sys::resource::Resource) -> &'static str {
+    use nix::sys::resource::Resource;
+    match r {
+        Resource::RLIMIT_NOFILE => "nofile",
+        Resource::RLIMIT_NPROC => "nproc",
+        Resource::RLIMIT_CORE => "core",
+        Resource::RLIMIT_STACK => "stack",
+        Resource::RLIMIT_FSIZE => "fsize",
+        Resource::RLIMIT_MEMLOCK => "memlock",
+        Resource::RLIMIT_AS => "as",
+        Resource::RLIMIT_CPU => "cpu",
+        _ => "data",
+    }
+}
+
+/// Cgroup limits isolators asked for, on top of those from the task's
+/// resources (the native containerizer enforces them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupAsk {
+    pub memory_mb: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub pids_max: Option<i64>,
+}
+
 /// Everything needed to start one task.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
@@ -55,6 +80,8 @@ pub struct ContainerSpec {
     pub resources: Resources,
     /// Limits isolators asked for, already validated.
     pub rlimits: Vec<Rlimit>,
+    pub cgroup: CgroupAsk,
+    pub network: crate::native::Network,
 }
 
 /// How a task's process ended.
@@ -62,6 +89,22 @@ pub struct ContainerSpec {
 pub struct ExitInfo {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+    /// Why, when it was not the task's own doing.
+    pub limitation: Option<Limitation>,
+}
+
+/// What ended a task from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limitation {
+    /// The kernel's OOM killer, at the task's memory limit.
+    Memory {
+        limit_bytes: Option<i64>,
+        peak_bytes: Option<u64>,
+    },
+    /// Its supervisor ended without recording the exit.
+    Lost(String),
+    /// Not trusted any more (the host rebooted).
+    Gone(String),
 }
 
 /// Why a task could not be started. Codes follow the shell: 127 for a
@@ -189,10 +232,12 @@ fn launch_process(spec: ContainerSpec) -> Result<Launched, LaunchError> {
             Ok(st) => ExitInfo {
                 code: st.code(),
                 signal: st.signal(),
+                limitation: None,
             },
             Err(_) => ExitInfo {
                 code: None,
                 signal: None,
+                limitation: None,
             },
         }
     });

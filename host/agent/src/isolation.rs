@@ -9,17 +9,19 @@ use wasmos_core::{FrameworkId, TaskSpec};
 use wasmos_runtime::isolator::{Adjustments, ContainerInfo};
 
 use crate::Agent;
-use crate::containerizer::{Rlimit, rlimit_resource};
+use crate::containerizer::{CgroupAsk, Rlimit, rlimit_resource};
 
 /// What the isolators' adjustments come to, checked.
 #[derive(Debug, Default)]
 pub(crate) struct Isolation {
     pub env: BTreeMap<String, String>,
     pub rlimits: Vec<Rlimit>,
+    pub cgroup: CgroupAsk,
 }
 
-/// Checks adjustments against what this agent enforces.
-pub(crate) fn validate(a: Adjustments) -> Result<Isolation, String> {
+/// Checks adjustments against what this agent enforces (`cgroups`: its
+/// containerizer puts tasks in cgroups).
+pub(crate) fn validate(a: Adjustments, cgroups: bool) -> Result<Isolation, String> {
     for (k, v) in &a.environment {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(format!(
@@ -44,9 +46,14 @@ pub(crate) fn validate(a: Adjustments) -> Result<Isolation, String> {
         });
     }
     let c = &a.cgroup;
-    if c.memory_mb.is_some() || c.cpu_shares.is_some() || c.pids_max.is_some() {
-        return Err("isolators asked for cgroup limits, which this agent's process containerizer cannot enforce".into());
+    if !cgroups && (c.memory_mb.is_some() || c.cpu_shares.is_some() || c.pids_max.is_some()) {
+        return Err("isolators asked for cgroup limits, which this agent's process containerizer cannot enforce (run the agent as root for the native one)".into());
     }
+    let cgroup = CgroupAsk {
+        memory_mb: c.memory_mb,
+        cpu_shares: c.cpu_shares,
+        pids_max: c.pids_max.map(|p| p.min(i64::MAX as u64) as i64),
+    };
     if let Some(m) = a.mounts.first() {
         return Err(format!(
             "isolators asked to mount {} at {}, which this agent's process containerizer cannot do",
@@ -56,6 +63,7 @@ pub(crate) fn validate(a: Adjustments) -> Result<Isolation, String> {
     Ok(Isolation {
         env: a.environment,
         rlimits,
+        cgroup,
     })
 }
 
@@ -97,7 +105,7 @@ impl Agent {
         })
         .await
         .map_err(|e| format!("isolators could not run: {e}"))??;
-        validate(merged)
+        validate(merged, self.native.is_some())
     }
 
     /// Tells every isolator the container is gone.
@@ -132,7 +140,8 @@ mod tests {
             },
             ..Default::default()
         };
-        assert!(validate(a).unwrap_err().contains("cgroup"));
+        assert!(validate(a.clone(), false).unwrap_err().contains("cgroup"));
+        assert_eq!(validate(a, true).unwrap().cgroup.pids_max, Some(10));
         let a = Adjustments {
             mounts: vec![Mount {
                 source: "/data".into(),
@@ -141,7 +150,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(validate(a).unwrap_err().contains("mount"));
+        assert!(validate(a, true).unwrap_err().contains("mount"));
     }
 
     #[test]
@@ -155,7 +164,7 @@ mod tests {
             environment: [("A".to_string(), "b".to_string())].into(),
             ..Default::default()
         };
-        let i = validate(ok).unwrap();
+        let i = validate(ok, false).unwrap();
         assert_eq!(i.rlimits.len(), 1);
         let bad = Adjustments {
             rlimits: vec![Asked {
@@ -165,11 +174,11 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(validate(bad).is_err());
+        assert!(validate(bad, false).is_err());
         let bad = Adjustments {
             environment: [("A=B".to_string(), "x".to_string())].into(),
             ..Default::default()
         };
-        assert!(validate(bad).is_err());
+        assert!(validate(bad, false).is_err());
     }
 }

@@ -24,6 +24,7 @@ mod http;
 mod isolation;
 mod link;
 mod masters;
+pub mod native;
 mod plugins;
 pub mod resources;
 mod tasks;
@@ -42,6 +43,19 @@ use tokio::sync::{Notify, watch};
 use wasmos_core::{AgentId, AgentInfo, FrameworkId, TaskId, TaskStatus};
 
 use crate::containerizer::{Containerizer, ProcessContainerizer};
+use crate::native::{NativeConfig, NativeContainerizer};
+
+/// Which containerizer runs command tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerizerChoice {
+    /// Native when the agent can (root, cgroup controllers), else process.
+    Auto,
+    /// Cgroups, namespaces and a supervisor per task; fails to start
+    /// without them.
+    Native,
+    /// Plain processes (no isolation; tasks end with the agent).
+    Process,
+}
 
 /// An agent's validated settings.
 #[derive(Debug, Clone)]
@@ -62,6 +76,12 @@ pub struct AgentConfig {
     /// Status updates are retried with backoff between these.
     pub update_retry_min: Duration,
     pub update_retry_max: Duration,
+    pub containerizer: ContainerizerChoice,
+    /// The binary whose `supervise` subcommand supervises native tasks
+    /// (the `wasmos` binary; default: the running executable).
+    pub supervisor_bin: Option<PathBuf>,
+    /// Most processes one native task may have.
+    pub task_pids_max: i64,
 }
 
 impl AgentConfig {
@@ -77,6 +97,9 @@ impl AgentConfig {
             secret: None,
             update_retry_min: Duration::from_millis(250),
             update_retry_max: Duration::from_secs(5),
+            containerizer: ContainerizerChoice::Process,
+            supervisor_bin: None,
+            task_pids_max: 4096,
         }
     }
 }
@@ -99,6 +122,9 @@ pub struct Agent {
     updates_wake: Notify,
     registered: Notify,
     containerizer: Arc<dyn Containerizer>,
+    /// The native containerizer, when tasks run under it (checkpoints,
+    /// recovery).
+    native: Option<Arc<NativeContainerizer>>,
     plugins: plugins::Plugins,
     masters: masters::Masters,
     shutdown: watch::Receiver<bool>,
@@ -229,6 +255,36 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let runtime = wasmos_runtime::PluginRuntime::new(wasmos_runtime::RuntimeConfig::default())
         .map_err(anyhow::Error::msg)?
         .with_cache(config.data_dir.join("plugin-cache"));
+    let native = match config.containerizer {
+        ContainerizerChoice::Process => None,
+        choice => {
+            let made = match config
+                .supervisor_bin
+                .clone()
+                .map_or_else(std::env::current_exe, Ok)
+            {
+                Ok(bin) => NativeContainerizer::new(NativeConfig {
+                    checkpoint_dir: config.data_dir.join("checkpoint"),
+                    supervisor_bin: bin,
+                    pids_max: config.task_pids_max,
+                    tmp_mb: 256,
+                }),
+                Err(e) => Err(format!("cannot find the wasmos binary: {e}")),
+            };
+            match made {
+                Ok(n) => Some(Arc::new(n)),
+                Err(e) if choice == ContainerizerChoice::Auto => {
+                    tracing::warn!(error = %e, "tasks run as plain processes, without isolation");
+                    None
+                }
+                Err(e) => anyhow::bail!("--containerizer native: {e}"),
+            }
+        }
+    };
+    let containerizer: Arc<dyn Containerizer> = match &native {
+        Some(n) => n.clone(),
+        None => Arc::new(ProcessContainerizer),
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let agent = Arc::new(Agent {
         agent_id: RwLock::new(link::load_identity(&config.data_dir, &info.boot_id)),
@@ -241,7 +297,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         updates: Mutex::new(BTreeMap::new()),
         updates_wake: Notify::new(),
         registered: Notify::new(),
-        containerizer: Arc::new(ProcessContainerizer),
+        containerizer,
+        native,
         plugins: plugins::Plugins::new(runtime),
         masters: masters::Masters::new(config.masters.clone(), client),
         shutdown: shutdown_rx.clone(),
@@ -249,6 +306,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         config,
     });
     tracing::info!(%url, resources = %agent.info.resources, hostname = %agent.info.hostname, "agent started");
+    if let Some(n) = &agent.native {
+        let found = n.recover(&agent.info.boot_id);
+        if !found.is_empty() {
+            tracing::info!(count = found.len(), "recovering checkpointed tasks");
+        }
+        agent.adopt(found);
+    }
     tokio::spawn(agent.clone().master_loop());
     tokio::spawn(agent.clone().send_updates());
     let app = http::router(agent.clone());

@@ -11,7 +11,22 @@ use wasmos_core::protocol::ReportedTask;
 use wasmos_core::{FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState, TaskStatus};
 
 use crate::Agent;
-use crate::containerizer::{ContainerSpec, ExitInfo, LaunchError, Signaller};
+use crate::containerizer::{ContainerSpec, ExitInfo, LaunchError, Launched, Limitation, Signaller};
+use crate::native::{Network, Recovered, TaskRecord};
+
+/// The label that gives a task its own network namespace (`none`: only
+/// loopback) instead of the host's (`host`, the default).
+pub const NETWORK_LABEL: &str = "wasmos.network";
+
+fn network_of(spec: &TaskSpec) -> Result<Network, String> {
+    match spec.labels.get(NETWORK_LABEL).map(String::as_str) {
+        None | Some("host") => Ok(Network::Host),
+        Some("none") => Ok(Network::None),
+        Some(other) => Err(format!(
+            "label {NETWORK_LABEL} must be \"host\" or \"none\", not {other:?}"
+        )),
+    }
+}
 
 /// A task this agent knows.
 pub(crate) struct TaskEntry {
@@ -124,14 +139,33 @@ impl Agent {
         let launched = match std::fs::create_dir_all(&sandbox) {
             Ok(()) => {
                 let mut c = self.container_spec(&framework_id, &spec, sandbox.clone());
-                match self.isolate(&framework_id, &spec, &c.env).await {
-                    Ok(iso) => {
-                        c.env.retain(|(k, _)| !iso.env.contains_key(k));
-                        c.env.extend(iso.env);
-                        c.rlimits = iso.rlimits;
-                        self.containerizer.launch(c).await
+                let checked = network_of(&spec).and_then(|n| {
+                    c.network = n;
+                    if n != Network::Host && self.native.is_none() {
+                        return Err(format!(
+                            "label {NETWORK_LABEL} needs the native containerizer (run the agent as root)"
+                        ));
                     }
+                    match &self.native {
+                        Some(native) => native.checkpoint_task(&TaskRecord {
+                            framework_id: framework_id.clone(),
+                            spec: spec.clone(),
+                        }),
+                        None => Ok(()),
+                    }
+                });
+                match checked {
                     Err(why) => Err(LaunchError::Other(why)),
+                    Ok(()) => match self.isolate(&framework_id, &spec, &c.env).await {
+                        Ok(iso) => {
+                            c.env.retain(|(k, _)| !iso.env.contains_key(k));
+                            c.env.extend(iso.env);
+                            c.rlimits = iso.rlimits;
+                            c.cgroup = iso.cgroup;
+                            self.containerizer.launch(c).await
+                        }
+                        Err(why) => Err(LaunchError::Other(why)),
+                    },
                 }
             }
             Err(e) => Err(LaunchError::Other(format!(
@@ -152,6 +186,56 @@ impl Agent {
                 return;
             }
         };
+        self.watch(framework_id, spec, launched, true).await;
+    }
+
+    /// Takes the tasks found in the checkpoints at start: live ones are
+    /// watched again (not restarted), ended ones reported with how they
+    /// ended.
+    pub(crate) fn adopt(self: &Arc<Self>, found: Vec<Recovered>) {
+        for r in found {
+            let TaskRecord { framework_id, spec } = r.record;
+            let id = spec.task_id.clone();
+            self.lock_tasks().insert(
+                id.clone(),
+                TaskEntry {
+                    framework_id: framework_id.clone(),
+                    spec: spec.clone(),
+                    state: TaskState::Running,
+                    pid: None,
+                    signal: None,
+                    kill_requested: false,
+                    kill_reason: None,
+                },
+            );
+            match (r.running, r.ended) {
+                (Some(launched), _) => {
+                    tracing::info!(task = %id, pid = launched.pid, "reattached to a running task");
+                    let me = self.clone();
+                    tokio::spawn(
+                        async move { me.watch(framework_id, spec, launched, false).await },
+                    );
+                }
+                (None, Some(exit)) => {
+                    let status = self.exit_status(&id, &exit, false);
+                    tracing::info!(task = %id, state = %status.state, "a task ended while the agent was away");
+                    self.finish(&framework_id, status);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// Watches a started task until it ends, then reports how.
+    /// `announce`: report it RUNNING (not for a reattached task).
+    async fn watch(
+        self: Arc<Self>,
+        framework_id: FrameworkId,
+        spec: TaskSpec,
+        launched: Launched,
+        announce: bool,
+    ) {
+        let id = spec.task_id.clone();
         let kill_now = {
             let mut tasks = self.lock_tasks();
             match tasks.get_mut(&id) {
@@ -164,8 +248,10 @@ impl Agent {
                 None => true,
             }
         };
-        tracing::info!(task = %id, pid = launched.pid, "task running");
-        self.queue_update(&framework_id, self.status_of(&id, TaskState::Running));
+        if announce {
+            tracing::info!(task = %id, pid = launched.pid, "task running");
+            self.queue_update(&framework_id, self.status_of(&id, TaskState::Running));
+        }
         self.start_health_checks(framework_id.clone(), &spec);
         if kill_now {
             let me = self.clone();
@@ -193,6 +279,39 @@ impl Agent {
     }
 
     fn exit_status(&self, id: &TaskId, exit: &ExitInfo, killed: bool) -> TaskStatus {
+        let mb = |b: u64| b.div_ceil(1 << 20);
+        match &exit.limitation {
+            Some(Limitation::Memory {
+                limit_bytes,
+                peak_bytes,
+            }) => {
+                let mut s = self.status_of(id, TaskState::Failed);
+                let limit = limit_bytes.map(|l| format!(" of {} MB", mb(l.max(0) as u64)));
+                let peak = peak_bytes.map(|p| format!(" (peak use {} MB)", mb(p)));
+                s.message = Some(format!(
+                    "memory limit{} exceeded{}: the kernel's OOM killer ended the task",
+                    limit.unwrap_or_default(),
+                    peak.unwrap_or_default()
+                ));
+                s.reason = Some(Reason::ReasonContainerLimitationMemory);
+                s.exit_code = exit.code;
+                s.signal = exit.signal;
+                return s;
+            }
+            Some(Limitation::Lost(why)) => {
+                let mut s = self.status_of(id, TaskState::Failed);
+                s.message = Some(why.clone());
+                s.reason = Some(Reason::ReasonExecutorTerminated);
+                return s;
+            }
+            Some(Limitation::Gone(why)) => {
+                let mut s = self.status_of(id, TaskState::Gone);
+                s.message = Some(why.clone());
+                s.reason = Some(Reason::ReasonAgentRestarted);
+                return s;
+            }
+            None => {}
+        }
         let (state, message) = match (killed, exit.code, exit.signal) {
             (true, _, Some(sig)) => (
                 TaskState::Killed,
@@ -281,6 +400,8 @@ impl Agent {
             user: spec.command.user.clone(),
             resources: spec.resources.clone(),
             rlimits: Vec::new(),
+            cgroup: Default::default(),
+            network: Network::Host,
         }
     }
 
@@ -379,6 +500,9 @@ impl Agent {
         let mut tasks = self.lock_tasks();
         if tasks.get(id).is_some_and(|t| t.state.is_terminal()) {
             tasks.remove(id);
+            if let Some(n) = &self.native {
+                n.forget(id.as_str());
+            }
         }
     }
 }

@@ -77,6 +77,24 @@ pub struct AgentArgs {
     /// A file holding the cluster secret (the master's --secret-file).
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    /// How command tasks run: `native` (own cgroup and namespaces, a
+    /// supervisor that outlives the agent; needs root), `process` (plain
+    /// processes), or `auto` (native when possible).
+    #[arg(long, default_value = "auto", value_parser = parse_containerizer)]
+    containerizer: wasmos_agent::ContainerizerChoice,
+    /// Most processes one task may have (native containerizer).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(16..))]
+    task_pids_max: i64,
+}
+
+fn parse_containerizer(s: &str) -> Result<wasmos_agent::ContainerizerChoice, String> {
+    use wasmos_agent::ContainerizerChoice as C;
+    match s {
+        "auto" => Ok(C::Auto),
+        "native" => Ok(C::Native),
+        "process" => Ok(C::Process),
+        other => Err(format!("{other:?} is not auto, native or process")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +118,9 @@ pub struct UpArgs {
     /// process each, on consecutive ports from --listen).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
     masters: u64,
+    /// Most processes one task may have.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(16..))]
+    task_pids_max: i64,
 }
 
 fn read_secret(path: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -222,6 +243,8 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         resources,
         attributes,
         secret_file,
+        containerizer,
+        task_pids_max,
     } = a;
     let mut c = AgentConfig::new(master_urls(master)?, listen, data_dir);
     c.advertise = advertise
@@ -240,6 +263,8 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         None => Default::default(),
     };
     c.secret = read_secret(secret_file.as_deref())?;
+    c.containerizer = containerizer;
+    c.task_pids_max = task_pids_max;
     Ok(c)
 }
 
@@ -345,23 +370,26 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         resources,
         attributes,
         masters,
+        task_pids_max,
     } = a;
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let secret = local_secret(&data_dir)?;
     eprintln!("wasmos up: state in {}", data_dir.display());
+    let agent = AgentArgs {
+        listen: agent_listen,
+        data_dir: data_dir.join("agent"),
+        advertise: None,
+        hostname: None,
+        resources,
+        attributes,
+        secret_file: Some(secret.clone()),
+        containerizer: wasmos_agent::ContainerizerChoice::Auto,
+        task_pids_max,
+    };
     if masters > 1 {
-        return up_replicated(
-            masters,
-            listen,
-            &data_dir,
-            &secret,
-            agent_listen,
-            resources,
-            attributes,
-        )
-        .await;
+        return up_replicated(masters, listen, &data_dir, &secret, agent).await;
     }
     eprintln!("wasmos up: starting the master and loading the bundled plugins…");
     let mconf = master_config(MasterArgs {
@@ -383,18 +411,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         return Err(e);
     }
     eprintln!("wasmos up: starting the agent…");
-    let aconf = agent_config(
-        AgentArgs {
-            listen: agent_listen,
-            data_dir: data_dir.join("agent"),
-            advertise: None,
-            hostname: None,
-            resources,
-            attributes,
-            secret_file: Some(secret),
-        },
-        &master.url,
-    )?;
+    let aconf = agent_config(agent, &master.url)?;
     let agent = match wasmos_agent::start(aconf).await {
         Ok(a) => a,
         Err(e) => {
@@ -423,9 +440,7 @@ async fn up_replicated(
     listen: SocketAddr,
     data_dir: &Path,
     secret: &Path,
-    agent_listen: SocketAddr,
-    resources: Option<String>,
-    attributes: Option<String>,
+    agent: AgentArgs,
 ) -> anyhow::Result<()> {
     let addrs = local_master_addrs(n, listen, data_dir)?;
     let peers: String = addrs
@@ -477,18 +492,7 @@ async fn up_replicated(
         );
         wait_cluster_ready(&urls.join(","), Duration::from_secs(90)).await?;
         eprintln!("wasmos up: starting the agent…");
-        let aconf = agent_config(
-            AgentArgs {
-                listen: agent_listen,
-                data_dir: data_dir.join("agent"),
-                advertise: None,
-                hostname: None,
-                resources,
-                attributes,
-                secret_file: Some(secret.to_path_buf()),
-            },
-            &urls.join(","),
-        )?;
+        let aconf = agent_config(agent, &urls.join(","))?;
         wasmos_agent::start(aconf).await
     }
     .await;

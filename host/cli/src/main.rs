@@ -117,6 +117,18 @@ fn init_logging(filter: Option<&str>, daemon: bool) {
 }
 
 fn main() -> ExitCode {
+    // A task's supervisor (started by the agent): single-threaded, before
+    // any runtime exists, so that it may fork.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "supervise") {
+        match args.next() {
+            Some(dir) => wasmos_agent::native::supervisor::main(std::path::Path::new(&dir)),
+            None => {
+                eprintln!("error: supervise needs the task's checkpoint directory");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let cli = Cli::parse();
     let daemon = matches!(
         cli.command,

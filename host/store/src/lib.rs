@@ -413,6 +413,10 @@ impl Store {
         if id == 0 {
             return Err(StoreError::Membership("master ids start at 1".into()));
         }
+        // A leader just elected has not committed the membership it leads
+        // with until its first entry commits; openraft refuses changes
+        // until then.
+        self.ensure_linearizable().await?;
         if self.read(|s| s.retired_masters.contains(&id)) {
             return Err(StoreError::Membership(format!(
                 "master id {id} belonged to a master that was removed; ids are never reused, pick a new one"
@@ -477,6 +481,7 @@ impl Store {
 
     /// Removes a master from the cluster for good; its id is retired.
     pub async fn remove_member(&self, id: u64) -> Result<(), StoreError> {
+        self.ensure_linearizable().await?;
         let members = self.members();
         let Some(m) = members.iter().find(|m| m.id == id) else {
             return Err(StoreError::Membership(format!(

@@ -1,0 +1,485 @@
+//! The native containerizer: each task in its own cgroup (cpu shares and
+//! quota, memory, pids) and its own pid, mount, uts and ipc namespaces
+//! (network too when the task asks), owned by a per-task supervisor
+//! process that outlives the agent.
+//!
+//! The checkpoint directory of a task (`<data>/checkpoint/<task>/`) holds:
+//! - `task.json`: the framework and the task, written by the agent before
+//!   the launch (what recovery reports);
+//! - `launch.json`: what the supervisor runs;
+//! - `supervisor.json`: the supervisor's pid and start time, the init's
+//!   pid, and the boot id — written once the task exec'd;
+//! - `exit.json`: how the task ended, written by the supervisor.
+
+pub mod cgroup;
+pub mod supervisor;
+
+use std::io::Write as _;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt as _;
+use wasmos_core::{FrameworkId, TaskSpec};
+
+use crate::containerizer::{
+    BoxFuture, ContainerSpec, Containerizer, ExitInfo, LaunchError, Launched, Limitation,
+};
+
+/// Whether the task gets the host's network or its own, empty one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    Host,
+    /// Its own network namespace with only loopback.
+    None,
+}
+
+/// What the supervisor runs (`launch.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// The cgroup's name under `wasmos/` (unique per launch).
+    pub container_id: String,
+    pub task_id: String,
+    pub sandbox: PathBuf,
+    pub program: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub limits: cgroup::Limits,
+    pub rlimits: Vec<(String, u64, u64)>,
+    pub network: Network,
+    /// Size of the task's own `/tmp` (tmpfs), in MB.
+    pub tmp_mb: u64,
+}
+
+/// The supervisor's identity (`supervisor.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisorRecord {
+    pub supervisor_pid: u32,
+    /// Field 22 of `/proc/<pid>/stat`: tells a reused pid apart.
+    pub supervisor_start: u64,
+    pub init_pid: u32,
+    pub boot_id: String,
+}
+
+/// How the task ended (`exit.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    pub memory_limit_bytes: Option<i64>,
+    pub peak_memory_bytes: Option<u64>,
+    /// `(kind, message)` when the task never started.
+    pub launch_error: Option<(String, String)>,
+}
+
+/// The agent's record of a task (`task.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub framework_id: FrameworkId,
+    pub spec: TaskSpec,
+}
+
+/// Writes `value` as JSON to `path` via a synced temporary file and a
+/// rename, so a reader sees all of it or none.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    let mut f =
+        std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// A process's start time (clock ticks since boot), to tell a reused pid
+/// apart.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether `r`'s supervisor is still the live process it recorded.
+fn supervisor_alive(r: &SupervisorRecord) -> bool {
+    process_start_time(r.supervisor_pid) == Some(r.supervisor_start)
+}
+
+/// Waits until process `pid` ends (it need not be our child).
+async fn wait_exit(pid: u32) {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        // Gone already (or pidfd unsupported: poll).
+        while process_start_time(pid).is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        return;
+    }
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    #[allow(unsafe_code)]
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: `fd` is an OwnedFd: as_raw_fd returns the descriptor it
+    // owns for as long as the AsyncFd lives.
+    #[allow(unsafe_code)]
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    };
+    match registered {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(_) => {
+            while process_start_time(pid).is_some() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// How a task ended, from its checkpoint, once its supervisor is gone.
+fn exit_info(dir: &Path) -> ExitInfo {
+    match read_json::<ExitRecord>(&dir.join("exit.json")) {
+        Some(r) => {
+            let limitation = r.oom_killed.then_some(Limitation::Memory {
+                limit_bytes: r.memory_limit_bytes,
+                peak_bytes: r.peak_memory_bytes,
+            });
+            ExitInfo {
+                code: r.code,
+                signal: r.signal,
+                limitation,
+            }
+        }
+        None => ExitInfo {
+            code: None,
+            signal: None,
+            limitation: Some(Limitation::Lost(
+                "the task's supervisor ended without recording its exit".into(),
+            )),
+        },
+    }
+}
+
+fn launched(dir: PathBuf, rec: &SupervisorRecord) -> Launched {
+    let sup = rec.supervisor_pid;
+    let init = Pid::from_raw(rec.init_pid as i32);
+    let exit = Box::pin(async move {
+        wait_exit(sup).await;
+        exit_info(&dir)
+    });
+    // Signals go to the namespace's init, which forwards them to every
+    // process of the task; SIGKILL ends the whole namespace.
+    let signal = Arc::new(move |sig: Signal| {
+        nix::sys::signal::kill(init, sig).map_err(|e| format!("cannot signal task: {e}"))
+    });
+    Launched {
+        pid: rec.init_pid,
+        exit,
+        signal,
+    }
+}
+
+/// A task found in the checkpoints when the agent starts.
+pub struct Recovered {
+    pub record: TaskRecord,
+    /// Still running: how to watch and signal it.
+    pub running: Option<Launched>,
+    /// Ended while the agent was away (or on a previous boot).
+    pub ended: Option<ExitInfo>,
+}
+
+/// Settings of the native containerizer.
+#[derive(Debug, Clone)]
+pub struct NativeConfig {
+    /// Where checkpoints live (`<data>/checkpoint`).
+    pub checkpoint_dir: PathBuf,
+    /// The binary with the `supervise` subcommand (the running `wasmos`).
+    pub supervisor_bin: PathBuf,
+    /// Limit on processes per task (fork bombs stop there).
+    pub pids_max: i64,
+    pub tmp_mb: u64,
+}
+
+#[derive(Debug)]
+pub struct NativeContainerizer {
+    config: NativeConfig,
+}
+
+impl NativeContainerizer {
+    /// Checks that this host can isolate tasks (root, cgroup controllers).
+    pub fn new(config: NativeConfig) -> Result<NativeContainerizer, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("the native containerizer needs root (cgroups and namespaces)".into());
+        }
+        cgroup::available()?;
+        std::fs::create_dir_all(&config.checkpoint_dir)
+            .map_err(|e| format!("cannot create {}: {e}", config.checkpoint_dir.display()))?;
+        Ok(NativeContainerizer { config })
+    }
+
+    pub fn task_dir(&self, task_id: &str) -> PathBuf {
+        self.config.checkpoint_dir.join(task_id)
+    }
+
+    /// Records the task before it is launched, so that recovery knows it.
+    pub fn checkpoint_task(&self, record: &TaskRecord) -> Result<(), String> {
+        let dir = self.task_dir(record.spec.task_id.as_str());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        write_json_atomic(&dir.join("task.json"), record)
+    }
+
+    /// Forgets a task whose end the master has acknowledged.
+    pub fn forget(&self, task_id: &str) {
+        let _ = std::fs::remove_dir_all(self.task_dir(task_id));
+    }
+
+    /// Every checkpointed task: reattached when its supervisor lives on,
+    /// ended (with its recorded exit) otherwise. After a reboot nothing
+    /// recorded is trusted: every task is reported gone.
+    pub fn recover(&self, boot_id: &str) -> Vec<Recovered> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.config.checkpoint_dir) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let dir = e.path();
+            let Some(record) = read_json::<TaskRecord>(&dir.join("task.json")) else {
+                tracing::warn!(dir = %dir.display(), "unreadable task checkpoint removed");
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            };
+            let sup = read_json::<SupervisorRecord>(&dir.join("supervisor.json"));
+            let launch = read_json::<LaunchSpec>(&dir.join("launch.json"));
+            let rebooted = sup.as_ref().is_some_and(|s| s.boot_id != boot_id);
+            let r = if rebooted {
+                Recovered {
+                    record,
+                    running: None,
+                    ended: Some(ExitInfo {
+                        code: None,
+                        signal: None,
+                        limitation: Some(Limitation::Gone(
+                            "the host rebooted; the task's checkpoint is from an earlier boot"
+                                .into(),
+                        )),
+                    }),
+                }
+            } else {
+                match &sup {
+                    Some(s) if supervisor_alive(s) => Recovered {
+                        record,
+                        running: Some(launched(dir.clone(), s)),
+                        ended: None,
+                    },
+                    _ => {
+                        // Ended while the agent was away; a cgroup left
+                        // behind (supervisor killed) is cleaned up.
+                        if let Some(l) = &launch
+                            && cgroup::exists(&l.container_id)
+                        {
+                            let _ = cgroup::TaskCgroup::load(&l.container_id).destroy();
+                        }
+                        let ended = if sup.is_none() && !dir.join("exit.json").exists() {
+                            ExitInfo {
+                                code: None,
+                                signal: None,
+                                limitation: Some(Limitation::Lost(
+                                    "the agent stopped while launching the task".into(),
+                                )),
+                            }
+                        } else {
+                            exit_info(&dir)
+                        };
+                        Recovered {
+                            record,
+                            running: None,
+                            ended: Some(ended),
+                        }
+                    }
+                }
+            };
+            out.push(r);
+        }
+        out
+    }
+
+    async fn launch_native(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
+        let dir = self.task_dir(spec.task_id.as_str());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LaunchError::Other(format!("cannot create {}: {e}", dir.display())))?;
+        let r = &spec.resources;
+        let cpus = r.cpus.as_f64();
+        let mut limits = cgroup::Limits {
+            cpu_shares: (cpus > 0.0).then(|| ((cpus * 1024.0) as u64).max(2)),
+            cpu_quota_us: (cpus > 0.0)
+                .then(|| ((cpus * cgroup::CPU_PERIOD_US as f64) as i64).max(1000)),
+            memory_bytes: (r.mem.as_f64() > 0.0).then(|| (r.mem.as_f64() * 1024.0 * 1024.0) as i64),
+            pids_max: Some(self.config.pids_max),
+        };
+        if let Some(p) = spec.cgroup.pids_max {
+            limits.pids_max = Some(p.min(self.config.pids_max));
+        }
+        if let Some(s) = spec.cgroup.cpu_shares {
+            limits.cpu_shares = Some(s);
+        }
+        if let Some(m) = spec.cgroup.memory_mb {
+            let asked = (m as i64) << 20;
+            limits.memory_bytes = Some(limits.memory_bytes.map_or(asked, |l| l.min(asked)));
+        }
+        let launch = LaunchSpec {
+            container_id: uuid::Uuid::new_v4().simple().to_string(),
+            task_id: spec.task_id.to_string(),
+            sandbox: spec.sandbox.clone(),
+            program: spec.program.clone(),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            user: spec.user.clone(),
+            limits,
+            rlimits: spec
+                .rlimits
+                .iter()
+                .map(|l| {
+                    (
+                        crate::containerizer::rlimit_name(l.resource).to_string(),
+                        l.soft,
+                        l.hard,
+                    )
+                })
+                .collect(),
+            network: spec.network,
+            tmp_mb: self.config.tmp_mb,
+        };
+        write_json_atomic(&dir.join("launch.json"), &launch).map_err(LaunchError::Other)?;
+        if let Some(user) = &spec.user {
+            let u = nix::unistd::User::from_name(user)
+                .ok()
+                .flatten()
+                .ok_or_else(|| LaunchError::UnknownUser(user.clone()))?;
+            let _ = nix::unistd::chown(&spec.sandbox, Some(u.uid), Some(u.gid));
+            for f in ["stdout", "stderr"] {
+                let p = spec.sandbox.join(f);
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p);
+                let _ = nix::unistd::chown(&p, Some(u.uid), Some(u.gid));
+            }
+        }
+        let mut child = tokio::process::Command::new(&self.config.supervisor_bin)
+            .arg("supervise")
+            .arg(&dir)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| {
+                LaunchError::Other(format!(
+                    "cannot start the task supervisor {}: {e}",
+                    self.config.supervisor_bin.display()
+                ))
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LaunchError::Other("no supervisor pipe".into()))?;
+        // The first process only forks the supervisor and exits.
+        let _ = child.wait().await;
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+            return Err(LaunchError::Other(format!(
+                "the task supervisor gave no answer: {}",
+                log.lines()
+                    .last()
+                    .unwrap_or("see supervisor.log in the checkpoint directory")
+            )));
+        }
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("error ") {
+            let (kind, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+            return Err(match kind {
+                "notfound" => LaunchError::NotFound(spec.program.clone()),
+                "denied" => LaunchError::PermissionDenied(spec.program.clone()),
+                "user" => LaunchError::UnknownUser(spec.user.clone().unwrap_or_default()),
+                _ => LaunchError::Other(msg.to_string()),
+            });
+        }
+        let rec = read_json::<SupervisorRecord>(&dir.join("supervisor.json")).ok_or_else(|| {
+            LaunchError::Other(format!(
+                "the task supervisor answered {line:?} but recorded nothing"
+            ))
+        })?;
+        Ok(launched(dir, &rec))
+    }
+}
+
+impl Containerizer for NativeContainerizer {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Launched, LaunchError>> {
+        Box::pin(self.launch_native(spec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_this_process_is_read_past_its_name() {
+        let t = process_start_time(std::process::id());
+        assert!(t.is_some_and(|t| t > 0));
+        assert_eq!(process_start_time(std::process::id()), t);
+    }
+
+    #[test]
+    fn a_missing_exit_record_is_reported_lost_not_success() {
+        let d = tempfile::tempdir().unwrap();
+        let e = exit_info(d.path());
+        assert_eq!((e.code, e.signal), (None, None));
+        assert!(matches!(e.limitation, Some(Limitation::Lost(_))));
+        write_json_atomic(
+            &d.path().join("exit.json"),
+            &ExitRecord {
+                signal: Some(9),
+                oom_killed: true,
+                memory_limit_bytes: Some(64 << 20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let e = exit_info(d.path());
+        assert_eq!(e.signal, Some(9));
+        assert!(matches!(e.limitation, Some(Limitation::Memory { .. })));
+    }
+}
