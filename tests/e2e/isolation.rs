@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wasmos_tests::{Cluster, DEADLINE, wait_for};
 
+const NATIVE: &[&str] = &["--containerizer", "native"];
+
 /// The launch record of a task under `up`'s agent.
 fn launch_record(c: &Cluster, task: &str) -> Value {
     let p = c
@@ -49,7 +51,7 @@ async fn run_detached(c: &Cluster, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_memory_hog_is_oom_killed_with_the_memory_reason_while_its_neighbour_lives() {
-    let c = Cluster::up().await;
+    let c = Cluster::up_with(tempfile::tempdir().unwrap(), NATIVE).await;
     run_detached(&c, &["--id", "calm", "--mem", "32", "--", "sleep", "600"]).await;
     c.api.wait_task_state("calm", "TASK_RUNNING").await;
     run_detached(
@@ -81,7 +83,7 @@ async fn a_memory_hog_is_oom_killed_with_the_memory_reason_while_its_neighbour_l
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_sees_only_its_own_processes_and_its_own_tmp() {
-    let c = Cluster::up().await;
+    let c = Cluster::up_with(tempfile::tempdir().unwrap(), NATIVE).await;
     let out = c
         .cli(&[
             "task",
@@ -111,7 +113,7 @@ async fn a_task_sees_only_its_own_processes_and_its_own_tmp() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_bomb_is_capped_by_the_pids_limit_and_can_be_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::up_with(dir, &["--task-pids-max", "64"]).await;
+    let c = Cluster::up_with(dir, &["--containerizer", "native", "--task-pids-max", "64"]).await;
     run_detached(
         &c,
         &[
@@ -156,7 +158,7 @@ async fn a_fork_bomb_is_capped_by_the_pids_limit_and_can_be_killed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cpu_hog_limited_to_half_a_cpu_stays_near_its_quota() {
-    let c = Cluster::up().await;
+    let c = Cluster::up_with(tempfile::tempdir().unwrap(), NATIVE).await;
     // Two busy loops: unlimited they would take both cores.
     run_detached(
         &c,
@@ -209,7 +211,7 @@ async fn a_cpu_hog_limited_to_half_a_cpu_stays_near_its_quota() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_outlive_a_killed_agent_and_are_recovered_with_their_real_exit() {
-    let mut c = Cluster::up().await;
+    let mut c = Cluster::up_with(tempfile::tempdir().unwrap(), NATIVE).await;
     run_detached(
         &c,
         &[
@@ -243,7 +245,7 @@ async fn tasks_outlive_a_killed_agent_and_are_recovered_with_their_real_exit() {
         "long died with its agent"
     );
 
-    let c = Cluster::up_in(c.dir).await;
+    let c = Cluster::up_with(c.dir, NATIVE).await;
     let t = c.api.wait_task_state("short", "TASK_FAILED").await;
     assert_eq!(t["status"]["exit_code"], 7, "{t}");
     assert_eq!(

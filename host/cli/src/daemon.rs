@@ -80,7 +80,7 @@ pub struct AgentArgs {
     /// How command tasks run: `native` (own cgroup and namespaces, a
     /// supervisor that outlives the agent; needs root), `process` (plain
     /// processes), or `auto` (native when possible).
-    #[arg(long, default_value = "auto", value_parser = parse_containerizer)]
+    #[arg(long, default_value = "process", value_parser = parse_containerizer)]
     containerizer: wasmos_agent::ContainerizerChoice,
     /// Most processes one task may have (native containerizer).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(16..))]
@@ -121,6 +121,9 @@ pub struct UpArgs {
     /// Most processes one task may have.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(16..))]
     task_pids_max: i64,
+    /// How the agent runs tasks: native, process or auto (see `wasmos agent --help`).
+    #[arg(long, default_value = "process", value_parser = parse_containerizer)]
+    containerizer: wasmos_agent::ContainerizerChoice,
 }
 
 fn read_secret(path: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -371,6 +374,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         attributes,
         masters,
         task_pids_max,
+        containerizer,
     } = a;
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -385,7 +389,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         resources,
         attributes,
         secret_file: Some(secret.clone()),
-        containerizer: wasmos_agent::ContainerizerChoice::Auto,
+        containerizer,
         task_pids_max,
     };
     if masters > 1 {
