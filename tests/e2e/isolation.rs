@@ -42,6 +42,18 @@ fn read_u64(p: &Path, key: Option<&str>) -> Option<u64> {
     }
 }
 
+/// Starts a task, waits until it runs; returns its cgroup's container id.
+async fn start_running(c: &Cluster, id: &str, args: &[&str]) -> String {
+    let mut all = vec!["--id", id];
+    all.extend_from_slice(args);
+    run_detached(c, &all).await;
+    c.api.wait_task_state(id, "TASK_RUNNING").await;
+    launch_record(c, id)["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn run_detached(c: &Cluster, args: &[&str]) {
     let mut all = vec!["task", "run", "-d"];
     all.extend_from_slice(args);
@@ -114,11 +126,10 @@ async fn a_task_sees_only_its_own_processes_and_its_own_tmp() {
 async fn a_fork_bomb_is_capped_by_the_pids_limit_and_can_be_killed() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::up_with(dir, &["--containerizer", "native", "--task-pids-max", "64"]).await;
-    run_detached(
+    let cid = start_running(
         &c,
+        "bomb",
         &[
-            "--id",
-            "bomb",
             "--cpus",
             "0.2",
             "--",
@@ -128,11 +139,6 @@ async fn a_fork_bomb_is_capped_by_the_pids_limit_and_can_be_killed() {
         ],
     )
     .await;
-    c.api.wait_task_state("bomb", "TASK_RUNNING").await;
-    let cid = launch_record(&c, "bomb")["container_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let max = launch_record(&c, "bomb")["limits"]["pids_max"]
         .as_u64()
         .unwrap();
@@ -160,11 +166,10 @@ async fn a_fork_bomb_is_capped_by_the_pids_limit_and_can_be_killed() {
 async fn a_cpu_hog_limited_to_half_a_cpu_stays_near_its_quota() {
     let c = Cluster::up_with(tempfile::tempdir().unwrap(), NATIVE).await;
     // Two busy loops: unlimited they would take both cores.
-    run_detached(
+    let cid = start_running(
         &c,
+        "spin",
         &[
-            "--id",
-            "spin",
             "--cpus",
             "0.5",
             "--",
@@ -174,11 +179,6 @@ async fn a_cpu_hog_limited_to_half_a_cpu_stays_near_its_quota() {
         ],
     )
     .await;
-    c.api.wait_task_state("spin", "TASK_RUNNING").await;
-    let cid = launch_record(&c, "spin")["container_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let v1 = cgroup_dir("cpuacct", &cid).join("cpuacct.usage");
     let usage_ns = || -> u64 {
         if v1.exists() {

@@ -93,6 +93,17 @@ pub struct ExitInfo {
     pub limitation: Option<Limitation>,
 }
 
+impl ExitInfo {
+    /// An end with no exit status of the task's own.
+    pub fn limited(l: Limitation) -> ExitInfo {
+        ExitInfo {
+            code: None,
+            signal: None,
+            limitation: Some(l),
+        }
+    }
+}
+
 /// What ended a task from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Limitation {

@@ -170,13 +170,9 @@ fn exit_info(dir: &Path) -> ExitInfo {
                 limitation,
             }
         }
-        None => ExitInfo {
-            code: None,
-            signal: None,
-            limitation: Some(Limitation::Lost(
-                "the task's supervisor ended without recording its exit".into(),
-            )),
-        },
+        None => ExitInfo::limited(Limitation::Lost(
+            "the task's supervisor ended without recording its exit".into(),
+        )),
     }
 }
 
@@ -276,14 +272,9 @@ impl NativeContainerizer {
                 Recovered {
                     record,
                     running: None,
-                    ended: Some(ExitInfo {
-                        code: None,
-                        signal: None,
-                        limitation: Some(Limitation::Gone(
-                            "the host rebooted; the task's checkpoint is from an earlier boot"
-                                .into(),
-                        )),
-                    }),
+                    ended: Some(ExitInfo::limited(Limitation::Gone(
+                        "the host rebooted; the task's checkpoint is from an earlier boot".into(),
+                    ))),
                 }
             } else {
                 match &sup {
@@ -301,13 +292,9 @@ impl NativeContainerizer {
                             let _ = cgroup::TaskCgroup::load(&l.container_id).destroy();
                         }
                         let ended = if sup.is_none() && !dir.join("exit.json").exists() {
-                            ExitInfo {
-                                code: None,
-                                signal: None,
-                                limitation: Some(Limitation::Lost(
-                                    "the agent stopped while launching the task".into(),
-                                )),
-                            }
+                            ExitInfo::limited(Limitation::Lost(
+                                "the agent stopped while launching the task".into(),
+                            ))
                         } else {
                             exit_info(&dir)
                         };

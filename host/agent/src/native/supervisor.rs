@@ -416,8 +416,13 @@ fn loopback_up() -> Result<(), String> {
 /// Everything the task's child needs, allocated before the fork.
 struct Prepared {
     program: CString,
-    argv: Vec<CString>,
-    env: Vec<CString>,
+    /// Own the strings `argv_ptrs` / `env_ptrs` point into.
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    /// NULL-terminated pointers into `argv` / `env` (a CString's bytes do
+    /// not move with it), built before the fork.
+    argv_ptrs: Vec<*const libc::c_char>,
+    env_ptrs: Vec<*const libc::c_char>,
     sandbox: CString,
     ids: Option<(libc::uid_t, libc::gid_t)>,
     rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
@@ -451,19 +456,31 @@ impl Prepared {
                 .ok_or_else(|| ("other", format!("unknown resource limit {name}")))?;
             rlimits.push((r, *soft, *hard));
         }
+        let argv: Vec<CString> = spec.argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+        let env: Vec<CString> = spec
+            .env
+            .iter()
+            .map(|(k, v)| c(&format!("{k}={v}")))
+            .collect::<Result<_, _>>()?;
         Ok(Prepared {
             program: c(&program)?,
-            argv: spec.argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?,
-            env: spec
-                .env
-                .iter()
-                .map(|(k, v)| c(&format!("{k}={v}")))
-                .collect::<Result<_, _>>()?,
+            argv_ptrs: nul_terminated(&argv),
+            env_ptrs: nul_terminated(&env),
+            _argv: argv,
+            _env: env,
             sandbox: c(&spec.sandbox.display().to_string())?,
             ids,
             rlimits,
         })
     }
+}
+
+fn nul_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// `program` as execve needs it: searched in `path` when it has no slash.
@@ -531,19 +548,11 @@ fn exec_task(
         {
             fail(&mut exec_err, errno());
         }
-        let argv: Vec<*const libc::c_char> = p
-            .argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let env: Vec<*const libc::c_char> = p
-            .env
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        libc::execve(p.program.as_ptr(), argv.as_ptr(), env.as_ptr());
+        libc::execve(
+            p.program.as_ptr(),
+            p.argv_ptrs.as_ptr(),
+            p.env_ptrs.as_ptr(),
+        );
         fail(&mut exec_err, errno())
     }
 }
