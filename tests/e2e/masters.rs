@@ -390,12 +390,19 @@ async fn masters_are_added_and_removed_at_runtime_and_ids_are_never_reused() {
         .collect();
     let (new_leader, _) = m.wait_leader(&rest, Some(leader)).await;
     assert_ne!(new_leader, leader);
-    let list = cli(&urls, &["masters", "list"]).await;
-    assert!(
-        list.stdout
-            .contains(&format!("retired ids (never reused): {leader}")),
-        "{list:?}"
-    );
+    // Every master learns of the removal in its own time: until then one
+    // may still point the CLI at the removed leader.
+    let retired = format!("retired ids (never reused): {leader}");
+    let list = wait_for(
+        "the removal seen by the master the CLI reaches",
+        DEADLINE,
+        || async {
+            let list = cli(&urls, &["masters", "list"]).await;
+            list.stdout.contains(&retired).then_some(list)
+        },
+    )
+    .await;
+    assert!(list.stdout.contains(&retired), "{list:?}");
     // Its id can never come back.
     let again = cli(
         &urls,
