@@ -115,6 +115,7 @@ pub enum Reason {
     ReasonExecutorTerminated,
     ReasonAgentRestarted,
     ReasonAgentRemoved,
+    ReasonAgentReregistered,
     ReasonAgentDisconnected,
     ReasonAgentUnknown,
     ReasonReconciliation,
@@ -306,6 +307,9 @@ pub struct TaskSpec {
     pub kill_grace_period_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+    /// A container image to run in (Docker), instead of the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::ContainerInfo>,
 }
 
 impl TaskSpec {
@@ -313,8 +317,16 @@ impl TaskSpec {
     pub fn validate(&self) -> Result<(), TaskSpecError> {
         let id = || self.task_id.clone();
         let (program, argv) = self.command.argv();
-        if program.trim().is_empty() || argv.is_empty() {
+        let docker = self.container.as_ref().and_then(|c| c.docker());
+        // A Docker task with no command runs its image's entrypoint.
+        let image_default =
+            docker.is_some() && !self.command.shell && self.command.value.is_empty();
+        if !image_default && (program.trim().is_empty() || argv.is_empty()) {
             return Err(TaskSpecError::EmptyCommand(id()));
+        }
+        if let Some(d) = docker {
+            d.validate(self.resources.ports.count() as usize)
+                .map_err(|what| TaskSpecError::Invalid { id: id(), what })?;
         }
         if self.resources.cpus.is_zero() && self.resources.mem.is_zero() {
             return Err(TaskSpecError::NoResources(id()));
@@ -408,6 +420,7 @@ mod tests {
             labels: BTreeMap::new(),
             kill_grace_period_ms: None,
             health_check: None,
+            container: None,
         }
     }
 

@@ -60,6 +60,10 @@ pub struct Leader {
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// Set once the framework actors and loops run.
     ready: watch::Sender<bool>,
+    /// When this master began leading: agents registered with an earlier
+    /// leader get one agent timeout to re-register before they count as
+    /// unreachable.
+    leading_since: Instant,
 }
 
 impl std::fmt::Debug for Leader {
@@ -121,6 +125,7 @@ impl Leader {
             shutdown,
             reconcile_lock: tokio::sync::Mutex::new(()),
             ready,
+            leading_since: Instant::now(),
             store,
             config,
         });
@@ -335,14 +340,66 @@ impl Leader {
             for h in self.frameworks_read().values() {
                 h.try_send(FrameworkMsg::Tick);
             }
-            let gone = self
-                .agents
-                .expire(Instant::now(), self.config.agent_timeout);
-            for id in gone {
-                tracing::warn!(agent = %id, "agent stopped heartbeating; no more offers from it until it registers again");
+            let now = Instant::now();
+            let mut silent = self.agents.expire(now, self.config.agent_timeout);
+            if now.duration_since(self.leading_since) > self.config.agent_timeout {
+                // Agents of an earlier leader that never came back.
+                let linked = self.agents.connected();
+                silent.extend(self.store.read(|s| {
+                    s.agents
+                        .values()
+                        .filter(|a| a.state == AgentState::Active && !linked.contains(&a.id))
+                        .map(|a| a.id.clone())
+                        .collect::<Vec<_>>()
+                }));
+            }
+            for id in silent {
+                tracing::warn!(agent = %id, "agent stopped heartbeating; it is unreachable until it registers again");
+                if let Err(e) = self.mark_unreachable(&id).await {
+                    tracing::warn!(agent = %id, error = %e, "cannot mark the agent unreachable; will try again");
+                }
                 self.alloc_wakeup.notify_one();
             }
         }
+    }
+
+    /// Records a silent agent as unreachable and its live tasks as
+    /// TASK_UNREACHABLE (TASK_LOST for frameworks that are not partition
+    /// aware), as Mesos does when an agent misses its health checks.
+    async fn mark_unreachable(&self, agent_id: &AgentId) -> Result<(), ApiError> {
+        let now = now_secs();
+        let timeout = self.config.agent_timeout.as_secs_f64();
+        let mut commands = vec![Command::SetAgentState {
+            agent_id: agent_id.clone(),
+            state: AgentState::Unreachable,
+        }];
+        commands.extend(self.store.read(|s| {
+            s.live_tasks_on(agent_id)
+                .filter(|t| t.state() != TaskState::Unreachable)
+                .map(|t| {
+                    let aware = s
+                        .frameworks
+                        .get(&t.framework_id)
+                        .is_some_and(|f| f.info.partition_aware);
+                    Command::StatusUpdate {
+                        status: master_status(
+                            &t.spec.task_id,
+                            Some(agent_id),
+                            if aware {
+                                TaskState::Unreachable
+                            } else {
+                                TaskState::Lost
+                            },
+                            Reason::ReasonAgentRemoved,
+                            format!("agent {agent_id} missed its heartbeats for {timeout:.0}s and is unreachable"),
+                            now,
+                        ),
+                    }
+                })
+                .collect::<Vec<_>>()
+        }));
+        self.store.propose(commands).await?;
+        Ok(())
     }
 
     /// Registers (or re-registers) an agent and reconciles its tasks: live
@@ -388,7 +445,7 @@ impl Leader {
             .collect();
         let inflight = self.inflight_snapshot();
         let now = now_secs();
-        let (lost, orphans) = self.store.read(|s| {
+        let (lost, back, orphans) = self.store.read(|s| {
             let lost: Vec<TaskStatus> = s
                 .live_tasks_on(&agent_id)
                 .filter(|t| !reported.contains_key(&t.spec.task_id))
@@ -412,6 +469,25 @@ impl Leader {
                     )
                 })
                 .collect();
+            let back: Vec<TaskStatus> = reported
+                .iter()
+                .filter(|(id, st)| {
+                    **st == TaskState::Running
+                        && s.tasks.get(*id).is_some_and(|t| {
+                            t.state() == TaskState::Unreachable && t.agent_id == agent_id
+                        })
+                })
+                .map(|(id, _)| {
+                    master_status(
+                        id,
+                        Some(&agent_id),
+                        TaskState::Running,
+                        Reason::ReasonAgentReregistered,
+                        format!("agent {agent_id} registered again and the task is running"),
+                        now,
+                    )
+                })
+                .collect();
             let orphans: Vec<TaskId> = reported
                 .iter()
                 .filter(|(id, st)| {
@@ -422,13 +498,23 @@ impl Leader {
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
-            (lost, orphans)
+            (lost, back, orphans)
         });
         if !lost.is_empty() {
             tracing::warn!(agent = %agent_id, count = lost.len(), "tasks missing from a re-registered agent");
             self.store
                 .propose(
                     lost.into_iter()
+                        .map(|status| Command::StatusUpdate { status })
+                        .collect(),
+                )
+                .await?;
+        }
+        if !back.is_empty() {
+            tracing::info!(agent = %agent_id, count = back.len(), "unreachable tasks are running again");
+            self.store
+                .propose(
+                    back.into_iter()
                         .map(|status| Command::StatusUpdate { status })
                         .collect(),
                 )
