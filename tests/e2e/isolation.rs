@@ -264,3 +264,44 @@ async fn tasks_outlive_a_killed_agent_and_are_recovered_with_their_real_exit() {
     assert_eq!(out.code, Some(0), "{out:?}");
     c.api.wait_task_state("long", "TASK_KILLED").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_over_its_disk_limit_fails_and_old_sandboxes_are_collected() {
+    let c = Cluster::up_with(
+        tempfile::tempdir().unwrap(),
+        &[
+            "--disk-watch-interval-ms",
+            "200",
+            "--sandbox-gc-age-secs",
+            "2",
+        ],
+    )
+    .await;
+    run_detached(
+        &c,
+        &[
+            "--id",
+            "filler",
+            "--disk",
+            "4",
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=big bs=1M count=16 2>/dev/null; exec sleep 600",
+        ],
+    )
+    .await;
+    let t = c.api.wait_task_state("filler", "TASK_FAILED").await;
+    assert_eq!(
+        t["status"]["reason"], "REASON_CONTAINER_LIMITATION_DISK",
+        "{t}"
+    );
+    let msg = t["status"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("disk limit of 4 MB exceeded"), "{msg}");
+    // Forgotten once its end is acknowledged, then collected when old.
+    let sandbox = c.dir.path().join("data/agent/sandboxes/filler");
+    wait_for("the old sandbox to be collected", DEADLINE, || async {
+        (!sandbox.exists()).then_some(())
+    })
+    .await;
+}

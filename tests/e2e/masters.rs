@@ -23,6 +23,9 @@ async fn start_agent(m: &Masters, dir: &Path) -> Daemon {
             data.to_str().unwrap(),
             "--secret-file",
             m.secret_file().to_str().unwrap(),
+            // Its tasks append to a file of the test's under /tmp.
+            "--containerizer",
+            "process",
         ],
         "agent",
         dir,

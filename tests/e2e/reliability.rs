@@ -1,7 +1,7 @@
 //! What must survive restarts: status updates, the state, and tasks'
 //! fates when a cluster stops.
 
-use wasmos_tests::{Api, Cluster, DEADLINE, Daemon, cli, free_port, wait_for};
+use wasmos_tests::{Api, Cluster, DEADLINE, Daemon, PROCESS, cli, free_port, wait_for};
 
 /// A master and an agent as separate processes, without a secret.
 async fn start_master(dir: &std::path::Path, port: u16) -> Daemon {
@@ -34,6 +34,9 @@ async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
             "127.0.0.1:0",
             "--data-dir",
             data.to_str().expect("utf-8 temp path"),
+            // Its tasks wait on files of the test's under /tmp.
+            "--containerizer",
+            "process",
         ],
         "agent",
         dir,
@@ -138,7 +141,8 @@ async fn a_submission_acknowledged_before_a_master_crash_still_runs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_up_and_kills_its_tasks_and_a_second_up_recovers_the_state() {
-    let c = Cluster::up().await;
+    // The task reports its host pid.
+    let c = Cluster::up_with(tempfile::tempdir().unwrap(), PROCESS).await;
     let done = c
         .cli(&["task", "run", "--id", "first", "--", "echo", "kept"])
         .await;
@@ -178,7 +182,7 @@ async fn ctrl_c_stops_up_and_kills_its_tasks_and_a_second_up_recovers_the_state(
         "the task's process {pid} was killed"
     );
 
-    let c = Cluster::up_in(dir).await;
+    let c = Cluster::up_with(dir, PROCESS).await;
     let (_, cluster) = c.api.get("/api/wasmos/v1/cluster").await;
     assert!(
         cluster["term"].as_u64().unwrap() > term_before,
@@ -249,4 +253,64 @@ async fn an_agent_follows_a_master_whose_state_was_wiped() {
         (Some(0), "ok\n"),
         "{out:?}"
     );
+}
+
+/// SIGSTOP makes the agent fall silent as a network partition would; its
+/// tasks go on running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("master");
+    let master = Daemon::start(
+        "master",
+        &[
+            "master",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--heartbeat-interval-ms",
+            "300",
+            "--agent-timeout-ms",
+            "1500",
+        ],
+        "master",
+        dir.path(),
+    )
+    .await;
+    let agent = start_agent(dir.path(), &master.url).await;
+    let api = Api::new(&master.url);
+    let run = cli(
+        &master.url,
+        &["task", "run", "-d", "--id", "steady", "--", "sleep", "600"],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    api.wait_task_state("steady", "TASK_RUNNING").await;
+
+    agent.signal(nix::sys::signal::Signal::SIGSTOP);
+    let t = api.wait_task_state("steady", "TASK_UNREACHABLE").await;
+    assert_eq!(t["status"]["reason"], "REASON_AGENT_REMOVED", "{t}");
+    let (_, agents) = api.get("/api/wasmos/v1/agents").await;
+    assert_eq!(agents[0]["state"], "unreachable", "{agents}");
+    // The exec framework was told.
+    let (_, fw_task) = api.get("/frameworks/exec/tasks/steady").await;
+    assert_eq!(fw_task["state"], "TASK_UNREACHABLE", "{fw_task}");
+
+    agent.signal(nix::sys::signal::Signal::SIGCONT);
+    let t = api.wait_task_state("steady", "TASK_RUNNING").await;
+    assert_eq!(t["status"]["reason"], "REASON_AGENT_REREGISTERED", "{t}");
+    wait_for(
+        "the framework to see it running again",
+        DEADLINE,
+        || async {
+            let (_, fw_task) = api.get("/frameworks/exec/tasks/steady").await;
+            (fw_task["state"] == "TASK_RUNNING").then_some(())
+        },
+    )
+    .await;
+    let out = cli(&master.url, &["task", "kill", "steady"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    api.wait_task_state("steady", "TASK_KILLED").await;
 }

@@ -58,7 +58,8 @@ async fn a_missing_command_fails_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_task_is_killed_on_request_and_its_runner_exits_143() {
-    let c = Cluster::up().await;
+    // The task reports its host pid.
+    let c = Cluster::up_with(tempfile::tempdir().unwrap(), wasmos_tests::PROCESS).await;
     let url = c.up.url.clone();
     let runner = tokio::spawn(async move {
         wasmos_tests::cli(

@@ -14,6 +14,11 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// For tests whose tasks share files with the test through the host's
+/// `/tmp` or report host pids: plain processes, not the native
+/// containerizer's own `/tmp` and pid namespace.
+pub const PROCESS: &[&str] = &["--containerizer", "process"];
+
 /// The default deadline for a condition.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -55,6 +60,23 @@ where
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
     }
+}
+
+/// Every thread's stack of a stuck daemon (with gdb, when installed), so
+/// that a start that hangs can be diagnosed from the test's output.
+fn thread_stacks(pid: u32) -> String {
+    std::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"))
 }
 
 /// A daemon process (`up`, `master` or `agent`). Killed when dropped; its
@@ -114,7 +136,8 @@ impl Daemon {
         .flatten();
         let Some(url) = found else {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("{name} did not start; its log:\n{text}");
+            let stacks = child.id().map(thread_stacks).unwrap_or_default();
+            panic!("{name} did not start; its log:\n{text}\nits threads:\n{stacks}");
         };
         // Keep draining stdout so the daemon never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -697,6 +720,127 @@ impl Drop for Cut {
             let _ = std::process::Command::new("iptables")
                 .arg("-D")
                 .args(r)
+                .status();
+        }
+    }
+}
+
+/// The image Docker tests run: Debian's static busybox, imported into the
+/// local engine (nothing can be pulled here). Built once per engine;
+/// concurrent tests agree through a lock file.
+pub const BUSYBOX_IMAGE: &str = "wasmos-test/busybox:1";
+
+/// Makes sure [`BUSYBOX_IMAGE`] is in the local Docker engine.
+pub fn busybox_image() -> &'static str {
+    let has = || {
+        std::process::Command::new("docker")
+            .args(["image", "inspect", BUSYBOX_IMAGE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has() {
+        return BUSYBOX_IMAGE;
+    }
+    let lock = std::fs::File::create(std::env::temp_dir().join("wasmos-busybox-image.lock"))
+        .expect("lock file");
+    nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map(|l| {
+            if !has() {
+                build_busybox_image();
+            }
+            drop(l);
+        })
+        .map_err(|(_, e)| e)
+        .expect("lock the image build");
+    BUSYBOX_IMAGE
+}
+
+fn build_busybox_image() {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: apt-get install busybox-static (./dev test does)"
+    );
+    let root = tempfile::tempdir().expect("temp dir");
+    busybox_rootfs(busybox, root.path()).expect("a busybox root filesystem");
+    let archive = tempfile::NamedTempFile::new().expect("temp file");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .arg("-cf")
+        .arg(archive.path())
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(tar.success(), "tar of the busybox root filesystem failed");
+    let out = std::process::Command::new("docker")
+        .args(["import", "-c", "ENV PATH=/bin", "-c", "CMD [\"sh\"]"])
+        .arg(archive.path())
+        .arg(BUSYBOX_IMAGE)
+        .output()
+        .expect("docker import");
+    assert!(
+        out.status.success(),
+        "docker import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `/bin` with busybox and a link per applet, and the few files a shell
+/// expects.
+fn busybox_rootfs(busybox: &Path, root: &Path) -> std::io::Result<()> {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    for d in ["tmp", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )?;
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    std::fs::copy(busybox, bin.join("busybox"))?;
+    let list = std::process::Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+        }
+    }
+    Ok(())
+}
+
+/// The ids of the Docker containers a test's agent started (labelled with
+/// its checkpoint directory, under `dir`).
+pub fn containers_under(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!(
+            "label=wasmos.agent={}",
+            dir.join("data/agent/checkpoint").display()
+        ))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes the containers of a test's agent when the test ends, pass or
+/// fail.
+pub struct DockerJanitor(pub PathBuf);
+
+impl Drop for DockerJanitor {
+    fn drop(&mut self) {
+        let ids = containers_under(&self.0);
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .status();
         }
     }

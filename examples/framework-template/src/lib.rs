@@ -61,6 +61,7 @@ impl Framework for Hello {
                 labels: vec![],
                 kill_grace_period_ms: None,
                 health_check: None,
+                container: None,
             };
             match driver::launch(&[offer.id], &[task], None) {
                 Ok(()) => {

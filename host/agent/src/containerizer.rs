@@ -72,6 +72,7 @@ pub struct CgroupAsk {
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     pub task_id: TaskId,
+    pub framework_id: String,
     pub sandbox: PathBuf,
     pub program: String,
     pub argv: Vec<String>,
@@ -82,6 +83,8 @@ pub struct ContainerSpec {
     pub rlimits: Vec<Rlimit>,
     pub cgroup: CgroupAsk,
     pub network: crate::native::Network,
+    /// The image to run in, for the Docker containerizer.
+    pub container: Option<wasmos_core::container::ContainerInfo>,
 }
 
 /// How a task's process ended.

@@ -14,6 +14,7 @@ use wasmos_runtime::health::{CheckResult, CheckTarget};
 
 use crate::Agent;
 use crate::plugins::ensure_health_check;
+use crate::tasks::KillCause;
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
@@ -73,7 +74,7 @@ impl Agent {
             };
             tracing::warn!(task = %id, plugin = %hc.plugin, "health-check plugin missing; killing the task");
             self.health_update(&framework_id, &id, &r);
-            let _ = self.kill_because(&id, kill_grace_ms, r.message);
+            let _ = self.kill_because(&id, kill_grace_ms, KillCause::Unhealthy(r.message));
             return;
         };
         tokio::select! {
@@ -135,7 +136,7 @@ impl Agent {
                         result.message
                     );
                     tracing::warn!(task = %id, %why, "killing unhealthy task");
-                    let _ = self.kill_because(&id, kill_grace_ms, why);
+                    let _ = self.kill_because(&id, kill_grace_ms, KillCause::Unhealthy(why));
                     return;
                 }
             }

@@ -18,7 +18,10 @@
 //!   never starts a task twice.
 
 pub mod containerizer;
+pub mod disk;
+pub mod docker;
 pub mod files;
+pub mod gpu;
 mod health;
 mod http;
 mod isolation;
@@ -57,6 +60,16 @@ pub enum ContainerizerChoice {
     Process,
 }
 
+/// Whether Docker tasks run here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DockerChoice {
+    /// When the engine answers at start.
+    Auto,
+    /// Always; the agent does not start without a reachable engine.
+    On,
+    Off,
+}
+
 /// An agent's validated settings.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -82,6 +95,13 @@ pub struct AgentConfig {
     pub supervisor_bin: Option<PathBuf>,
     /// Most processes one native task may have.
     pub task_pids_max: i64,
+    pub docker: DockerChoice,
+    /// The Docker engine's unix socket.
+    pub docker_socket: String,
+    /// How often sandboxes of tasks with a disk limit are measured.
+    pub disk_watch_interval: Duration,
+    /// Sandboxes of forgotten tasks are deleted after this long.
+    pub sandbox_gc_age: Duration,
 }
 
 impl AgentConfig {
@@ -97,9 +117,13 @@ impl AgentConfig {
             secret: None,
             update_retry_min: Duration::from_millis(250),
             update_retry_max: Duration::from_secs(5),
-            containerizer: ContainerizerChoice::Process,
+            containerizer: ContainerizerChoice::Auto,
             supervisor_bin: None,
             task_pids_max: 4096,
+            docker: DockerChoice::Auto,
+            docker_socket: "/var/run/docker.sock".into(),
+            disk_watch_interval: Duration::from_secs(5),
+            sandbox_gc_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -125,6 +149,9 @@ pub struct Agent {
     /// The native containerizer, when tasks run under it (checkpoints,
     /// recovery).
     native: Option<Arc<NativeContainerizer>>,
+    /// The Docker containerizer, when the engine is reachable.
+    docker: Option<Arc<docker::DockerContainerizer>>,
+    gpus: gpu::GpuPool,
     plugins: plugins::Plugins,
     masters: masters::Masters,
     shutdown: watch::Receiver<bool>,
@@ -165,6 +192,11 @@ impl Agent {
 
     fn sandbox_root(&self) -> PathBuf {
         self.config.data_dir.join("sandboxes")
+    }
+
+    /// Where checkpointed tasks are recorded (native and Docker).
+    fn checkpoint_dir(&self) -> PathBuf {
+        self.config.data_dir.join("checkpoint")
     }
 
     fn tombstone(&self, id: &TaskId) {
@@ -223,6 +255,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let mut resources = resources::discover(&config.data_dir);
+    let gpus = gpu::discover();
+    resources.gpus = gpus.len() as u32;
+    for g in &gpus {
+        tracing::info!(index = g.index, name = %g.name, memory_mb = g.memory_mb, "GPU found");
+    }
     if let Some(o) = &config.resources {
         resources = resources::apply_overrides(resources, o).context("--resources")?;
     }
@@ -281,6 +318,29 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
             }
         }
     };
+    let docker = match config.docker {
+        DockerChoice::Off => None,
+        choice => {
+            let made = docker::DockerContainerizer::connect(
+                docker::DockerConfig {
+                    socket: config.docker_socket.clone(),
+                    checkpoint_dir: config.data_dir.join("checkpoint"),
+                    sandbox_root: config.data_dir.join("sandboxes"),
+                    pids_max: config.task_pids_max,
+                },
+                info.boot_id.clone(),
+            )
+            .await;
+            match made {
+                Ok(d) => Some(Arc::new(d)),
+                Err(e) if choice == DockerChoice::Auto => {
+                    tracing::info!(error = %e, "no Docker engine: tasks with a docker image will fail here (--docker on to require one)");
+                    None
+                }
+                Err(e) => anyhow::bail!("--docker on: {e}"),
+            }
+        }
+    };
     let containerizer: Arc<dyn Containerizer> = match &native {
         Some(n) => n.clone(),
         None => Arc::new(ProcessContainerizer),
@@ -299,6 +359,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         registered: Notify::new(),
         containerizer,
         native,
+        docker,
+        gpus: gpu::GpuPool::new(&gpus),
         plugins: plugins::Plugins::new(runtime),
         masters: masters::Masters::new(config.masters.clone(), client),
         shutdown: shutdown_rx.clone(),
@@ -306,14 +368,20 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         config,
     });
     tracing::info!(%url, resources = %agent.info.resources, hostname = %agent.info.hostname, "agent started");
+    let mut found = Vec::new();
     if let Some(n) = &agent.native {
-        let found = n.recover(&agent.info.boot_id);
-        if !found.is_empty() {
-            tracing::info!(count = found.len(), "recovering checkpointed tasks");
-        }
-        agent.adopt(found);
+        found.extend(n.recover(&agent.info.boot_id));
     }
+    if let Some(d) = &agent.docker {
+        found.extend(d.recover(&agent.info.boot_id).await);
+    }
+    if !found.is_empty() {
+        tracing::info!(count = found.len(), "recovering checkpointed tasks");
+    }
+    agent.adopt(found);
     tokio::spawn(agent.clone().master_loop());
+    tokio::spawn(agent.clone().disk_loop());
+    tokio::spawn(agent.clone().sandbox_gc_loop());
     tokio::spawn(agent.clone().send_updates());
     let app = http::router(agent.clone());
     let mut rx = shutdown_rx;

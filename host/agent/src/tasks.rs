@@ -36,8 +36,18 @@ pub(crate) struct TaskEntry {
     pub pid: Option<u32>,
     signal: Option<Signaller>,
     kill_requested: bool,
-    /// Why the agent itself killed the task (e.g. failed health checks).
-    kill_reason: Option<String>,
+    /// Why the agent itself killed the task (failed health checks, a
+    /// limit exceeded).
+    kill_reason: Option<KillCause>,
+}
+
+/// Why the agent itself killed a task; the final status says so.
+#[derive(Debug, Clone)]
+pub(crate) enum KillCause {
+    /// Failed health checks: TASK_KILLED, unhealthy.
+    Unhealthy(String),
+    /// Over its disk limit: TASK_FAILED with the disk limitation.
+    Disk(String),
 }
 
 impl TaskEntry {
@@ -60,7 +70,8 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Agent {
     pub(crate) fn lock_tasks(
@@ -139,20 +150,24 @@ impl Agent {
         let launched = match std::fs::create_dir_all(&sandbox) {
             Ok(()) => {
                 let mut c = self.container_spec(&framework_id, &spec, sandbox.clone());
-                let checked = network_of(&spec).and_then(|n| {
-                    c.network = n;
-                    if n != Network::Host && self.native.is_none() {
-                        return Err(format!(
-                            "label {NETWORK_LABEL} needs the native containerizer (run the agent as root)"
-                        ));
+                let containerizer = self.containerizer_for(&spec);
+                let checked = containerizer.clone().and_then(|(cz, checkpointed)| {
+                    if cz.name() != "docker" {
+                        let n = network_of(&spec)?;
+                        c.network = n;
+                        if n != Network::Host && self.native.is_none() {
+                            return Err(format!(
+                                "label {NETWORK_LABEL} needs the native containerizer (run the agent as root)"
+                            ));
+                        }
                     }
-                    match &self.native {
-                        Some(native) => native.checkpoint_task(&TaskRecord {
+                    if checkpointed {
+                        self.checkpoint_task(&TaskRecord {
                             framework_id: framework_id.clone(),
                             spec: spec.clone(),
-                        }),
-                        None => Ok(()),
+                        })?;
                     }
+                    Ok(())
                 });
                 match checked {
                     Err(why) => Err(LaunchError::Other(why)),
@@ -162,7 +177,20 @@ impl Agent {
                             c.env.extend(iso.env);
                             c.rlimits = iso.rlimits;
                             c.cgroup = iso.cgroup;
-                            self.containerizer.launch(c).await
+                            let gpus = match spec.resources.gpus {
+                                0 => Ok(()),
+                                n => self.gpus.take(&id, n).map(|idx| {
+                                    let list: Vec<String> =
+                                        idx.iter().map(u32::to_string).collect();
+                                    for k in ["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"] {
+                                        c.env.push((k.into(), list.join(",")));
+                                    }
+                                }),
+                            };
+                            match containerizer.and_then(|cz| gpus.map(|()| cz)) {
+                                Ok((cz, _)) => cz.launch(c).await,
+                                Err(why) => Err(LaunchError::Other(why)),
+                            }
                         }
                         Err(why) => Err(LaunchError::Other(why)),
                     },
@@ -268,10 +296,18 @@ impl Agent {
             .map(|t| (t.kill_requested, t.kill_reason.clone()))
             .unwrap_or((false, None));
         let mut status = self.exit_status(&id, &exit, killed);
-        if let Some(why) = reason {
-            status.message = Some(why);
-            status.healthy = Some(false);
-            status.reason = Some(Reason::ReasonTaskHealthCheckStatusUpdated);
+        match reason {
+            Some(KillCause::Unhealthy(why)) => {
+                status.message = Some(why);
+                status.healthy = Some(false);
+                status.reason = Some(Reason::ReasonTaskHealthCheckStatusUpdated);
+            }
+            Some(KillCause::Disk(why)) => {
+                status.state = TaskState::Failed;
+                status.message = Some(why);
+                status.reason = Some(Reason::ReasonContainerLimitationDisk);
+            }
+            None => {}
         }
         tracing::info!(task = %id, state = %status.state, code = ?exit.code, signal = ?exit.signal, "task ended");
         self.finish(&framework_id, status);
@@ -348,6 +384,7 @@ impl Agent {
     /// Records a terminal status: bars the id from launching again and
     /// queues the update.
     fn finish(&self, framework_id: &FrameworkId, status: TaskStatus) {
+        self.gpus.release(&status.task_id);
         self.set_state(&status.task_id, status.state);
         if let Some(t) = self.lock_tasks().get_mut(&status.task_id) {
             t.signal = None;
@@ -393,6 +430,7 @@ impl Agent {
         env.extend(spec.command.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         ContainerSpec {
             task_id: spec.task_id.clone(),
+            framework_id: framework_id.to_string(),
             sandbox,
             program,
             argv,
@@ -402,6 +440,7 @@ impl Agent {
             rlimits: Vec::new(),
             cgroup: Default::default(),
             network: Network::Host,
+            container: spec.container.clone(),
         }
     }
 
@@ -456,7 +495,7 @@ impl Agent {
         self: &Arc<Self>,
         id: &TaskId,
         grace_ms: u64,
-        why: String,
+        why: KillCause,
     ) -> Result<(), KillError> {
         if let Some(t) = self.lock_tasks().get_mut(id) {
             t.kill_reason = Some(why);
@@ -495,15 +534,53 @@ impl Agent {
         }
     }
 
-    /// Forgets a task once its terminal update is acknowledged.
+    /// Forgets a task once its terminal update is acknowledged: its
+    /// checkpoint, and its container under Docker.
     pub(crate) fn forget_if_done(&self, id: &TaskId) {
         let mut tasks = self.lock_tasks();
         if tasks.get(id).is_some_and(|t| t.state.is_terminal()) {
             tasks.remove(id);
-            if let Some(n) = &self.native {
-                n.forget(id.as_str());
+            drop(tasks);
+            match &self.docker {
+                Some(d) if d.owns(id.as_str()) => {
+                    let d = d.clone();
+                    let id = id.clone();
+                    tokio::spawn(async move { d.forget(id.as_str()).await });
+                }
+                _ => {
+                    let _ = std::fs::remove_dir_all(self.checkpoint_dir().join(id.as_str()));
+                }
             }
         }
+    }
+
+    /// The containerizer that runs `spec`, and whether the task is
+    /// checkpointed (it outlives the agent).
+    fn containerizer_for(
+        &self,
+        spec: &TaskSpec,
+    ) -> Result<(Arc<dyn crate::containerizer::Containerizer>, bool), String> {
+        if let Some(c) = &spec.container {
+            let Some(d) = c.docker() else {
+                return Err("this agent runs only Docker containers".into());
+            };
+            return match &self.docker {
+                Some(docker) => Ok((docker.clone(), true)),
+                None => Err(format!(
+                    "task asks for docker image {} but this agent has no Docker engine; start the agent with --docker on (and a reachable --docker-socket)",
+                    d.image
+                )),
+            };
+        }
+        Ok((self.containerizer.clone(), self.native.is_some()))
+    }
+
+    /// Records the task before it is launched, so that recovery knows it.
+    fn checkpoint_task(&self, record: &TaskRecord) -> Result<(), String> {
+        let dir = self.checkpoint_dir().join(record.spec.task_id.as_str());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        crate::native::write_json_atomic(&dir.join("task.json"), record)
     }
 }
 

@@ -49,7 +49,8 @@ pub struct MasterArgs {
     /// How often agents heartbeat, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     heartbeat_interval_ms: u64,
-    /// An agent silent this long (ms) gets no offers until it registers.
+    /// An agent silent this long (ms) is unreachable: no offers, and its
+    /// tasks TASK_UNREACHABLE until it registers again.
     #[arg(long, default_value_t = 10_000)]
     agent_timeout_ms: u64,
 }
@@ -80,11 +81,36 @@ pub struct AgentArgs {
     /// How command tasks run: `native` (own cgroup and namespaces, a
     /// supervisor that outlives the agent; needs root), `process` (plain
     /// processes), or `auto` (native when possible).
-    #[arg(long, default_value = "process", value_parser = parse_containerizer)]
+    #[arg(long, default_value = "auto", value_parser = parse_containerizer)]
     containerizer: wasmos_agent::ContainerizerChoice,
-    /// Most processes one task may have (native containerizer).
+    /// Most processes one task may have (native and Docker containerizers).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(16..))]
     task_pids_max: i64,
+    /// Docker tasks: `auto` (when the engine answers at start), `on`
+    /// (refuse to start without it) or `off`.
+    #[arg(long, default_value = "auto", value_parser = parse_docker)]
+    docker: wasmos_agent::DockerChoice,
+    /// The Docker engine's unix socket.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    docker_socket: String,
+    /// How often (ms) the sandboxes of tasks with a disk limit are
+    /// measured; a task over its `disk` is failed.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    disk_watch_interval_ms: u64,
+    /// Sandboxes of ended tasks are deleted this many seconds after their
+    /// last change (default a week).
+    #[arg(long, default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    sandbox_gc_age_secs: u64,
+}
+
+fn parse_docker(s: &str) -> Result<wasmos_agent::DockerChoice, String> {
+    use wasmos_agent::DockerChoice as D;
+    match s {
+        "auto" => Ok(D::Auto),
+        "on" => Ok(D::On),
+        "off" => Ok(D::Off),
+        other => Err(format!("{other:?} is not auto, on or off")),
+    }
 }
 
 fn parse_containerizer(s: &str) -> Result<wasmos_agent::ContainerizerChoice, String> {
@@ -122,8 +148,21 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(16..))]
     task_pids_max: i64,
     /// How the agent runs tasks: native, process or auto (see `wasmos agent --help`).
-    #[arg(long, default_value = "process", value_parser = parse_containerizer)]
+    #[arg(long, default_value = "auto", value_parser = parse_containerizer)]
     containerizer: wasmos_agent::ContainerizerChoice,
+    /// Docker tasks: auto, on or off (see `wasmos agent --help`).
+    #[arg(long, default_value = "auto", value_parser = parse_docker)]
+    docker: wasmos_agent::DockerChoice,
+    /// The Docker engine's unix socket.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    docker_socket: String,
+    /// How often (ms) sandboxes of tasks with a disk limit are measured.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    disk_watch_interval_ms: u64,
+    /// Sandboxes of ended tasks are deleted this many seconds after their
+    /// last change (default a week).
+    #[arg(long, default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    sandbox_gc_age_secs: u64,
 }
 
 fn read_secret(path: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -248,6 +287,10 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         secret_file,
         containerizer,
         task_pids_max,
+        docker,
+        docker_socket,
+        disk_watch_interval_ms,
+        sandbox_gc_age_secs,
     } = a;
     let mut c = AgentConfig::new(master_urls(master)?, listen, data_dir);
     c.advertise = advertise
@@ -268,6 +311,10 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
     c.secret = read_secret(secret_file.as_deref())?;
     c.containerizer = containerizer;
     c.task_pids_max = task_pids_max;
+    c.docker = docker;
+    c.docker_socket = docker_socket;
+    c.disk_watch_interval = Duration::from_millis(disk_watch_interval_ms);
+    c.sandbox_gc_age = Duration::from_secs(sandbox_gc_age_secs);
     Ok(c)
 }
 
@@ -375,6 +422,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         masters,
         task_pids_max,
         containerizer,
+        docker,
+        docker_socket,
+        disk_watch_interval_ms,
+        sandbox_gc_age_secs,
     } = a;
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -391,6 +442,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         secret_file: Some(secret.clone()),
         containerizer,
         task_pids_max,
+        docker,
+        docker_socket,
+        disk_watch_interval_ms,
+        sandbox_gc_age_secs,
     };
     if masters > 1 {
         return up_replicated(masters, listen, &data_dir, &secret, agent).await;

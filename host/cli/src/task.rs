@@ -115,9 +115,35 @@ pub struct RunArgs {
     /// Consecutive failed checks after which the task is killed.
     #[arg(long, default_value_t = 3)]
     health_max_failures: u32,
+    /// Run in this Docker image, through the agent's Docker engine (with
+    /// no program after `--`, the image's own entrypoint runs).
+    #[arg(long, value_name = "IMAGE")]
+    docker_image: Option<String>,
+    /// The Docker task's network: host, bridge or none.
+    #[arg(long, default_value = "host", requires = "docker_image", value_parser = ["host", "bridge", "none"])]
+    docker_network: String,
+    /// Publish a container port on the task's next host port, PORT[/udp]
+    /// (bridge network; repeatable, needs as many --ports).
+    #[arg(long = "publish", short = 'p', requires = "docker_image")]
+    publish: Vec<String>,
+    /// GPUs for the task.
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
     /// The program and its arguments, after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     argv: Vec<String>,
+}
+
+/// `--publish 8080` or `--publish 53/udp` as a port mapping.
+fn port_mapping(s: &str) -> anyhow::Result<serde_json::Value> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+        anyhow::anyhow!("--publish {s:?}: give a container port 1-65535, e.g. 8080 or 53/udp")
+    })?;
+    if proto != "tcp" && proto != "udp" {
+        bail!("--publish {s:?}: the protocol is tcp or udp");
+    }
+    Ok(json!({"container_port": port, "protocol": proto}))
 }
 
 fn parse_constraint(s: &str) -> Result<Vec<String>, String> {
@@ -183,6 +209,10 @@ async fn run_task(a: RunArgs, c: &Client) -> anyhow::Result<u8> {
         health_interval,
         health_grace,
         health_max_failures,
+        docker_image,
+        docker_network,
+        publish,
+        gpus,
         argv,
     } = a;
     let mut body = json!({
@@ -192,6 +222,33 @@ async fn run_task(a: RunArgs, c: &Client) -> anyhow::Result<u8> {
         "labels": labels.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "constraints": constraints,
     });
+    if gpus > 0 {
+        body["gpus"] = json!(gpus);
+    }
+    if let Some(image) = &docker_image {
+        if publish.len() > ports as usize {
+            bail!(
+                "{} --publish but {ports} --ports: each published port takes one of the task's host ports; add --ports {}",
+                publish.len(),
+                publish.len()
+            );
+        }
+        if !publish.is_empty() && docker_network != "bridge" {
+            bail!("--publish needs --docker-network bridge");
+        }
+        let mappings = publish
+            .iter()
+            .map(|p| port_mapping(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        body["container"] = json!({
+            "type": "DOCKER",
+            "docker": {
+                "image": image,
+                "network": docker_network.to_uppercase(),
+                "port_mappings": mappings,
+            },
+        });
+    }
     if let Some(g) = group {
         body["group"] = json!(g);
     }
@@ -216,6 +273,7 @@ async fn run_task(a: RunArgs, c: &Client) -> anyhow::Result<u8> {
     }
     match (shell, argv.is_empty()) {
         (Some(_), false) => bail!("give either --shell 'COMMAND' or a program after --, not both"),
+        (None, true) if docker_image.is_some() => {}
         (None, true) => bail!(
             "nothing to run: give a program after -- (e.g. `wasmos task run -- echo hi`) or --shell 'COMMAND'"
         ),

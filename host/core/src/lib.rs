@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod bytes;
+pub mod container;
 pub mod framework;
 pub mod ids;
 pub mod limits;

@@ -377,6 +377,7 @@ mod tests {
             labels: BTreeMap::new(),
             kill_grace_period_ms: None,
             health_check: None,
+            container: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use wasmos_core::container::{ContainerInfo, DockerInfo, DockerNetwork, PortMapping};
 use wasmos_core::{
     CommandSpec, HealthCheckSpec, Offer, PortRange, PortSet, Resources, Scalar, TaskId, TaskSpec,
     TaskState, TaskStatus,
@@ -70,6 +71,30 @@ fn health_from_wit(h: wit::HealthCheck) -> HealthCheckSpec {
     }
 }
 
+fn container_from_wit(c: wit::Container) -> ContainerInfo {
+    match c {
+        wit::Container::Docker(d) => ContainerInfo::Docker {
+            docker: DockerInfo {
+                image: d.image,
+                network: match d.network {
+                    wit::DockerNetwork::Host => DockerNetwork::Host,
+                    wit::DockerNetwork::Bridge => DockerNetwork::Bridge,
+                    wit::DockerNetwork::None => DockerNetwork::None,
+                },
+                port_mappings: d
+                    .port_mappings
+                    .into_iter()
+                    .map(|m| PortMapping {
+                        container_port: m.container_port,
+                        protocol: m.protocol,
+                    })
+                    .collect(),
+                force_pull_image: d.force_pull_image,
+            },
+        },
+    }
+}
+
 /// A task a plugin wants launched, checked as the master would.
 pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
     let task_id =
@@ -87,6 +112,7 @@ pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
         labels: pairs_from_wit(t.labels),
         kill_grace_period_ms: t.kill_grace_period_ms,
         health_check: t.health_check.map(health_from_wit),
+        container: t.container.map(container_from_wit),
         task_id,
     };
     spec.validate().map_err(|e| e.to_string())?;

@@ -29,6 +29,7 @@ fn spec(id: &str) -> TaskSpec {
         labels: Default::default(),
         kill_grace_period_ms: None,
         health_check: None,
+        container: None,
     }
 }
 

@@ -2,8 +2,11 @@
 //!
 //! Its API, mounted at `/frameworks/exec/`:
 //! - `POST /tasks` `{"cmd": "echo hi"}` or `{"argv": ["sleep", "60"]}`, with
-//!   optional `id`, `name`, `cpus`, `mem`, `disk`, `ports`, `env`, `labels`,
-//!   `user`, `kill_grace_period_ms` → 201 and the task.
+//!   optional `id`, `name`, `cpus`, `mem`, `disk`, `gpus`, `ports`, `env`,
+//!   `labels`, `user`, `kill_grace_period_ms`, `health_check`, and
+//!   `container` (Mesos' ContainerInfo: `{"type": "DOCKER", "docker":
+//!   {"image": "busybox"}}`; a Docker task may omit cmd and argv to run the
+//!   image's entrypoint) → 201 and the task.
 //! - `GET /tasks[?state=queued|active|finished]`, `GET /tasks/<id>`.
 //! - `DELETE /tasks/<id>` (or `POST /tasks/<id>/kill`): unqueue or kill.
 //!
@@ -17,8 +20,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use wasmos_sdk::framework::{
-    Command, Framework, HealthCheck, KeyValue, Offer, PortRange, Request, Resources, Response,
-    Rule, TaskSpec, TaskStatus, driver, is_terminal, placement_service, state_name,
+    Command, Container, DockerInfo, DockerNetwork, Framework, HealthCheck, KeyValue, Offer,
+    PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec, TaskStatus, driver,
+    is_terminal, placement_service, state_name,
 };
 use wasmos_sdk::{kv, log};
 
@@ -44,6 +48,8 @@ struct Submit {
     mem: Option<f64>,
     #[serde(default)]
     disk: f64,
+    #[serde(default)]
+    gpus: u32,
     /// How many host ports the task needs (exposed as PORT0..n).
     #[serde(default)]
     ports: u32,
@@ -59,6 +65,100 @@ struct Submit {
     /// The group constraints count tasks of (default: the task alone).
     group: Option<String>,
     health_check: Option<HealthCheckDef>,
+    container: Option<ContainerDef>,
+}
+
+/// A container to run the task in, as Mesos writes ContainerInfo.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "UPPERCASE")]
+enum ContainerDef {
+    Docker { docker: DockerDef },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct DockerDef {
+    image: String,
+    /// `HOST` (default), `BRIDGE` or `NONE`.
+    #[serde(default = "d_network")]
+    network: String,
+    /// The n-th mapping publishes its container port on the task's n-th
+    /// host port (`BRIDGE` only).
+    #[serde(default)]
+    port_mappings: Vec<PortMappingDef>,
+    #[serde(default)]
+    force_pull_image: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct PortMappingDef {
+    container_port: u16,
+    #[serde(default = "d_protocol")]
+    protocol: String,
+}
+
+fn d_network() -> String {
+    "HOST".into()
+}
+fn d_protocol() -> String {
+    "tcp".into()
+}
+
+impl ContainerDef {
+    fn docker(&self) -> &DockerDef {
+        match self {
+            ContainerDef::Docker { docker } => docker,
+        }
+    }
+
+    /// Checks what the submitter can fix; the master checks again.
+    fn check(&self, ports: u32) -> Result<(), String> {
+        let d = self.docker();
+        if d.image.trim().is_empty() || d.image.contains(char::is_whitespace) {
+            return Err(format!(
+                "container.docker.image {:?} is not an image reference",
+                d.image
+            ));
+        }
+        if !matches!(d.network.as_str(), "HOST" | "BRIDGE" | "NONE") {
+            return Err(format!(
+                "container.docker.network must be HOST, BRIDGE or NONE, not {:?}",
+                d.network
+            ));
+        }
+        if !d.port_mappings.is_empty() && d.network != "BRIDGE" {
+            return Err("container.docker.port_mappings need network BRIDGE".into());
+        }
+        if d.port_mappings.len() > ports as usize {
+            return Err(format!(
+                "container.docker.port_mappings has {} entries but the task asks for {ports} ports; set ports",
+                d.port_mappings.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn to_wit(&self) -> Container {
+        let d = self.docker();
+        Container::Docker(DockerInfo {
+            image: d.image.clone(),
+            network: match d.network.as_str() {
+                "BRIDGE" => DockerNetwork::Bridge,
+                "NONE" => DockerNetwork::None,
+                _ => DockerNetwork::Host,
+            },
+            port_mappings: d
+                .port_mappings
+                .iter()
+                .map(|m| PortMapping {
+                    container_port: m.container_port,
+                    protocol: m.protocol.clone(),
+                })
+                .collect(),
+            force_pull_image: d.force_pull_image,
+        })
+    }
 }
 
 /// A health check, as submitted (defaults are Mesos').
@@ -126,8 +226,12 @@ struct ExecTask {
     cpus: f64,
     mem: f64,
     disk: f64,
+    #[serde(default)]
+    gpus: u32,
     ports: u32,
     kill_grace_period_ms: Option<u64>,
+    #[serde(default)]
+    container: Option<ContainerDef>,
     /// `QUEUED` until launched, then the Mesos state name.
     state: String,
     agent_id: Option<String>,
@@ -168,7 +272,7 @@ impl ExecTask {
                 cpus: self.cpus,
                 mem: self.mem,
                 disk: self.disk,
-                gpus: 0,
+                gpus: self.gpus,
                 ports,
             },
             command: Command {
@@ -181,6 +285,7 @@ impl ExecTask {
             labels: pairs(&self.labels),
             kill_grace_period_ms: self.kill_grace_period_ms,
             health_check: self.health_check.as_ref().map(HealthCheckDef::to_wit),
+            container: self.container.as_ref().map(ContainerDef::to_wit),
         }
     }
 
@@ -338,6 +443,8 @@ impl Exec {
         let bad = |m: String| (400u16, m);
         let (shell, command, arguments) = match (s.cmd, s.argv) {
             (Some(_), Some(_)) => return Err(bad("give either cmd or argv, not both".into())),
+            // A Docker task without a command runs its image's entrypoint.
+            (None, None) if s.container.is_some() => (false, String::new(), Vec::new()),
             (None, None) => return Err(bad("a task needs cmd (a shell command) or argv".into())),
             (Some(cmd), None) if cmd.trim().is_empty() => return Err(bad("cmd is empty".into())),
             (Some(cmd), None) => (true, cmd, Vec::new()),
@@ -354,6 +461,9 @@ impl Exec {
         }
         if s.ports > 100 {
             return Err(bad("a task may ask for at most 100 ports".into()));
+        }
+        if let Some(c) = &s.container {
+            c.check(s.ports).map_err(bad)?;
         }
         let constraints = s
             .constraints
@@ -401,6 +511,11 @@ impl Exec {
                         .next()
                         .unwrap_or("task")
                         .to_string()
+                } else if command.is_empty() {
+                    // An image's entrypoint: named after the image.
+                    let image = s.container.as_ref().map(|c| c.docker().image.as_str());
+                    let base = image.and_then(|i| i.rsplit('/').next()).unwrap_or("task");
+                    base.split([':', '@']).next().unwrap_or("task").to_string()
                 } else {
                     command.clone()
                 };
@@ -421,8 +536,10 @@ impl Exec {
             cpus,
             mem,
             disk,
+            gpus: s.gpus,
             ports: s.ports,
             kill_grace_period_ms: s.kill_grace_period_ms,
+            container: s.container,
             state: QUEUED.into(),
             agent_id: None,
             hostname: None,
@@ -517,6 +634,7 @@ struct Left {
     cpus: f64,
     mem: f64,
     disk: f64,
+    gpus: u32,
     ports: Vec<PortRange>,
     tasks: Vec<(String, Vec<PortRange>)>,
 }
@@ -569,7 +687,7 @@ impl Exec {
                 cpus: t.cpus,
                 mem: t.mem,
                 disk: t.disk,
-                gpus: 0,
+                gpus: t.gpus,
                 ports: Vec::new(),
             },
             placed: self.placed(&group),
@@ -636,6 +754,7 @@ impl Framework for Exec {
                 cpus: o.resources.cpus,
                 mem: o.resources.mem,
                 disk: o.resources.disk,
+                gpus: o.resources.gpus,
                 ports: o.resources.ports.clone(),
                 tasks: Vec::new(),
             })
@@ -648,7 +767,10 @@ impl Framework for Exec {
             let fitting: Vec<usize> = (0..offers.len())
                 .filter(|&i| {
                     let l = &left[i];
-                    t.cpus <= l.cpus + 1e-9 && t.mem <= l.mem + 1e-9 && t.disk <= l.disk + 1e-9
+                    t.cpus <= l.cpus + 1e-9
+                        && t.mem <= l.mem + 1e-9
+                        && t.disk <= l.disk + 1e-9
+                        && t.gpus <= l.gpus
                 })
                 .filter(|&i| take_ports(&mut left[i].ports.clone(), t.ports).is_some())
                 .collect();
@@ -664,6 +786,7 @@ impl Framework for Exec {
                     l.cpus -= t.cpus;
                     l.mem -= t.mem;
                     l.disk -= t.disk;
+                    l.gpus -= t.gpus;
                     l.tasks.push((t.id.clone(), ports));
                     // Later tasks of the group see this one as placed.
                     if let Some(rec) = self.tasks.get_mut(&t.id) {

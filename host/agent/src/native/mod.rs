@@ -237,19 +237,6 @@ impl NativeContainerizer {
         self.config.checkpoint_dir.join(task_id)
     }
 
-    /// Records the task before it is launched, so that recovery knows it.
-    pub fn checkpoint_task(&self, record: &TaskRecord) -> Result<(), String> {
-        let dir = self.task_dir(record.spec.task_id.as_str());
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        write_json_atomic(&dir.join("task.json"), record)
-    }
-
-    /// Forgets a task whose end the master has acknowledged.
-    pub fn forget(&self, task_id: &str) {
-        let _ = std::fs::remove_dir_all(self.task_dir(task_id));
-    }
-
     /// Every checkpointed task: reattached when its supervisor lives on,
     /// ended (with its recorded exit) otherwise. After a reboot nothing
     /// recorded is trusted: every task is reported gone.
@@ -260,6 +247,10 @@ impl NativeContainerizer {
         };
         for e in entries.flatten() {
             let dir = e.path();
+            if dir.join("docker.json").exists() {
+                // The Docker containerizer's to recover.
+                continue;
+            }
             let Some(record) = read_json::<TaskRecord>(&dir.join("task.json")) else {
                 tracing::warn!(dir = %dir.display(), "unreadable task checkpoint removed");
                 let _ = std::fs::remove_dir_all(&dir);
