@@ -75,7 +75,13 @@ fn thread_stacks(pid: u32) -> String {
         ])
         .stdin(Stdio::null())
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
         .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"))
 }
 
