@@ -11,8 +11,11 @@
 //! Then failover: kill -9 the leader, and time until a write through any
 //! survivor is acknowledged; restart the killed process, wait until it has
 //! caught up, repeat.
+//!
+//! `wasmos-bench launch`: task launch latency and rate (see `launch.rs`).
 
 mod etcd;
+mod launch;
 mod stats;
 mod wasmos;
 
@@ -37,6 +40,8 @@ struct Cli {
 enum Command {
     /// Replicated write path and failover: three Wasmos masters vs three etcd members.
     Masters(MastersArgs),
+    /// Task launch: the agent's native and Docker paths vs crun/runc and the raw Docker API.
+    Launch(launch::LaunchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -103,8 +108,23 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Masters(a) => masters(a).await,
+            Command::Launch(a) => {
+                let bin = match a.wasmos.clone() {
+                    Some(b) => b,
+                    None => default_wasmos()?,
+                };
+                launch::run(a, bin).await
+            }
         }
     })
+}
+
+/// The wasmos binary next to this one.
+fn default_wasmos() -> anyhow::Result<PathBuf> {
+    std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("wasmos"))
+        .ok_or_else(|| anyhow::anyhow!("cannot find the wasmos binary; pass --wasmos"))
 }
 
 async fn masters(a: MastersArgs) -> anyhow::Result<()> {
@@ -124,10 +144,7 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
 
     let wasmos_bin = match &a.wasmos {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|d| d.join("wasmos"))
-            .ok_or_else(|| anyhow::anyhow!("cannot find the wasmos binary; pass --wasmos"))?,
+        None => default_wasmos()?,
     };
     {
         eprintln!("== wasmos: starting three masters");

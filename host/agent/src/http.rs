@@ -164,11 +164,11 @@ async fn files_op(
                     "path is required, e.g. path=stdout",
                 );
             };
-            let full = match files::resolve(&root, &task, path) {
-                Ok(p) => p,
+            let file = match files::open(&root, &task, path) {
+                Ok(f) => f,
                 Err(e) => return files_error(e),
             };
-            match tokio::task::spawn_blocking(move || files::read(&full, offset, length)).await {
+            match tokio::task::spawn_blocking(move || files::read(&file, offset, length)).await {
                 Ok(Ok((data, size))) => (
                     [
                         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -186,12 +186,12 @@ async fn files_op(
         }
         "browse" => {
             let rel = q.get("path").map(String::as_str).unwrap_or(".");
-            let dir = match files::resolve(&root, &task, rel) {
-                Ok(p) => p,
+            let dir = match files::open(&root, &task, rel) {
+                Ok(f) => f,
                 Err(e) => return files_error(e),
             };
-            let sandbox = root.join(task.as_str());
-            match tokio::task::spawn_blocking(move || files::browse(&sandbox, &dir)).await {
+            let rel = rel.to_string();
+            match tokio::task::spawn_blocking(move || files::browse(&dir, &rel)).await {
                 Ok(Ok(entries)) => Json(entries).into_response(),
                 Ok(Err(e)) => files_error(e),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
