@@ -149,7 +149,7 @@ mod tests {
         std::fs::write(sb.join("stdout"), b"hello world").unwrap();
         std::fs::write(root.path().join("secret"), b"no").unwrap();
         std::os::unix::fs::symlink(root.path().join("secret"), sb.join("escape")).unwrap();
-        std::os::unix::fs::symlink("../secret", sb.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("../../secret", sb.join("sub/up")).unwrap();
         std::os::unix::fs::symlink("stdout", sb.join("inside")).unwrap();
         (root, task)
     }
