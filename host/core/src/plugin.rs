@@ -172,9 +172,11 @@ mod tests {
 
     #[test]
     fn incompatible_world_versions_are_refused_with_a_hint() {
-        let err = manifest("exec", "0.2.0").validate().unwrap_err();
+        // 0.1 plugins predate the task spec's container field.
+        let err = manifest("exec", "0.1.0").validate().unwrap_err();
         assert!(err.to_string().contains("rebuild"), "{err}");
-        assert!(manifest("exec", "0.1.3").validate().is_ok());
+        assert!(manifest("exec", "0.3.0").validate().is_err());
+        assert!(manifest("exec", "0.2.3").validate().is_ok());
         assert!(manifest("exec", "1.1.0").validate().is_err());
     }
 
