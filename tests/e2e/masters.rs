@@ -374,15 +374,22 @@ async fn masters_are_added_and_removed_at_runtime_and_ids_are_never_reused() {
     )
     .await;
     assert_eq!(add.code, Some(0), "{add:?}");
-    let list = cli(&urls, &["masters", "list", "--json"]).await;
-    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let voters = v["masters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["role"] != "learner")
-        .count();
-    assert_eq!(voters, 4, "{v}");
+    // A follower the CLI reaches may apply the change a moment later.
+    wait_for(
+        "four voters seen by the master the CLI reaches",
+        DEADLINE,
+        || async {
+            let list = cli(&urls, &["masters", "list", "--json"]).await;
+            let v: serde_json::Value = serde_json::from_str(&list.stdout).ok()?;
+            let voters = v["masters"]
+                .as_array()?
+                .iter()
+                .filter(|x| x["role"] != "learner")
+                .count();
+            (voters == 4).then_some(())
+        },
+    )
+    .await;
 
     // Remove the leader itself: the others carry on.
     let rm = cli(&urls, &["masters", "remove", &leader.to_string()]).await;
