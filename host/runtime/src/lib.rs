@@ -258,7 +258,13 @@ impl PluginRuntime {
             .engine
             .precompile_component(bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // A name of its own per write: two threads compiling the same
+        // component must not write one temporary file, or one truncates the
+        // file the other has just renamed into place and mapped — which
+        // ends the process with SIGBUS.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         let written = std::fs::create_dir_all(dir)
             .and_then(|_| std::fs::write(&tmp, &compiled))
             .and_then(|_| std::fs::rename(&tmp, &path));

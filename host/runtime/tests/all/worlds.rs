@@ -241,3 +241,32 @@ fn http_and_tcp_checks_reach_the_task_and_only_the_task() {
     let r = tcp.check(&target(vec![port], &[])).unwrap();
     assert!(!r.healthy, "{r:?}");
 }
+
+/// Regression: threads compiling one component at once shared a temporary
+/// cache file, so one truncated the file another had renamed into place and
+/// mapped, and the daemon died of SIGBUS.
+#[test]
+fn concurrent_compiles_of_one_component_share_the_cache_safely() {
+    let (_, bytes) = bundled("health-tcp");
+    for _ in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime().with_cache(dir.path().to_path_buf());
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (rt, start) = (rt.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    rt.compile(bytes).map(|_| ())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(cached.len(), 1, "one cached artifact, no temporaries left");
+        // And the cached artifact loads.
+        rt.compile(bytes).unwrap();
+    }
+}
