@@ -122,6 +122,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     if args.next().is_some_and(|a| a == "supervise") {
         match args.next() {
+            Some(flag) if flag == "--serve" => wasmos_agent::native::supervisor::serve(),
             Some(dir) => wasmos_agent::native::supervisor::main(std::path::Path::new(&dir)),
             None => {
                 eprintln!("error: supervise needs the task's checkpoint directory");

@@ -140,6 +140,19 @@ impl TaskCgroup {
         }
     }
 
+    /// On cgroup v1, the `tasks` file of every controller's directory: a
+    /// process joins by writing "0" there itself. Empty on v2.
+    pub fn self_join_files(&self) -> Vec<std::path::PathBuf> {
+        if self.cg.v2() {
+            return Vec::new();
+        }
+        self.cg
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().join("tasks"))
+            .collect()
+    }
+
     pub fn add(&self, pid: u32) -> Result<(), String> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(pid as u64))

@@ -88,20 +88,21 @@ pub struct TaskRecord {
     pub spec: TaskSpec,
 }
 
-/// Writes `value` as JSON to `path` via a synced temporary file and a
-/// rename, so a reader sees all of it or none.
+/// Writes `value` as JSON to `path` via a temporary file and a rename, so
+/// a reader sees all of it or none.
+///
+/// Not fsynced: checkpoints are trusted only within one boot (after a
+/// reboot every task is reported gone), and within a boot the page cache
+/// outlives any process that crashes, the agent included. Syncing would
+/// add milliseconds to every launch and protect nothing that is used.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     let mut f =
         std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    if let Some(dir) = path.parent().and_then(|d| std::fs::File::open(d).ok()) {
-        let _ = dir.sync_all();
-    }
     Ok(())
 }
 
@@ -219,6 +220,7 @@ pub struct NativeConfig {
 #[derive(Debug)]
 pub struct NativeContainerizer {
     config: NativeConfig,
+    factory: Factory,
 }
 
 impl NativeContainerizer {
@@ -230,7 +232,10 @@ impl NativeContainerizer {
         cgroup::available()?;
         std::fs::create_dir_all(&config.checkpoint_dir)
             .map_err(|e| format!("cannot create {}: {e}", config.checkpoint_dir.display()))?;
-        Ok(NativeContainerizer { config })
+        Ok(NativeContainerizer {
+            config,
+            factory: Factory::default(),
+        })
     }
 
     pub fn task_dir(&self, task_id: &str) -> PathBuf {
@@ -364,34 +369,12 @@ impl NativeContainerizer {
                 let _ = nix::unistd::chown(&p, Some(u.uid), Some(u.gid));
             }
         }
-        let mut child = tokio::process::Command::new(&self.config.supervisor_bin)
-            .arg("supervise")
-            .arg(&dir)
-            .env_clear()
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| {
-                LaunchError::Other(format!(
-                    "cannot start the task supervisor {}: {e}",
-                    self.config.supervisor_bin.display()
-                ))
-            })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| LaunchError::Other("no supervisor pipe".into()))?;
-        // The first process only forks the supervisor and exits.
-        let _ = child.wait().await;
-        let mut line = String::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::io::BufReader::new(stdout).read_line(&mut line),
-        )
-        .await;
-        if !matches!(read, Ok(Ok(n)) if n > 0) {
+        let line = match self.factory.ask(&self.config.supervisor_bin, &dir).await {
+            Some(line) => line,
+            // No factory (it could not start): one supervisor process.
+            None => self.spawn_supervisor(&dir).await?,
+        };
+        if line.is_empty() {
             let log = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
             return Err(LaunchError::Other(format!(
                 "the task supervisor gave no answer: {}",
@@ -416,6 +399,154 @@ impl NativeContainerizer {
             ))
         })?;
         Ok(launched(dir, &rec))
+    }
+}
+
+impl NativeContainerizer {
+    /// Starts `wasmos supervise DIR` and reads its answer ("" if none).
+    async fn spawn_supervisor(&self, dir: &Path) -> Result<String, LaunchError> {
+        let mut child = tokio::process::Command::new(&self.config.supervisor_bin)
+            .arg("supervise")
+            .arg(dir)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| {
+                LaunchError::Other(format!(
+                    "cannot start the task supervisor {}: {e}",
+                    self.config.supervisor_bin.display()
+                ))
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LaunchError::Other("no supervisor pipe".into()))?;
+        // The first process only forks the supervisor and exits.
+        let _ = child.wait().await;
+        let mut line = String::new();
+        let _ = tokio::time::timeout(
+            ANSWER_DEADLINE,
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        Ok(line)
+    }
+}
+
+/// How long a supervisor may take to answer a launch.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The agent's end of `wasmos supervise --serve`: one long-lived,
+/// single-threaded process that forks a supervisor per launch, started on
+/// first use and again if it dies. Answers come back tagged with the
+/// launch's token.
+#[derive(Debug, Default)]
+struct Factory {
+    conn: tokio::sync::Mutex<Option<FactoryConn>>,
+}
+
+#[derive(Debug)]
+struct FactoryConn {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    waiting: Waiting,
+}
+
+impl Factory {
+    /// Asks the factory for a supervisor of `dir`; its answer line ("" if
+    /// none came), or None when no factory can run (the caller then
+    /// spawns one supervisor).
+    async fn ask(&self, bin: &Path, dir: &Path) -> Option<String> {
+        use tokio::io::AsyncWriteExt as _;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let request = format!("{token} {}\n", dir.display());
+        let answer = {
+            let mut conn = self.conn.lock().await;
+            let mut sent = None;
+            // A factory that died is replaced once.
+            for _ in 0..2 {
+                let alive = conn
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.child.try_wait(), Ok(None)));
+                if !alive {
+                    match FactoryConn::start(bin) {
+                        Ok(c) => *conn = Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "no supervisor factory; one supervisor process per launch");
+                            return None;
+                        }
+                    }
+                }
+                let c = conn.as_mut()?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                c.waiting().insert(token.clone(), tx);
+                if c.stdin.write_all(request.as_bytes()).await.is_ok() {
+                    sent = Some(rx);
+                    break;
+                }
+                c.waiting().remove(&token);
+                *conn = None;
+            }
+            sent?
+        };
+        match tokio::time::timeout(ANSWER_DEADLINE, answer).await {
+            Ok(Ok(line)) => Some(line),
+            _ => Some(String::new()),
+        }
+    }
+}
+
+/// Launches waiting for their supervisor's answer, by token.
+type Waiting =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<String>>>>;
+
+impl FactoryConn {
+    fn waiting(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, tokio::sync::oneshot::Sender<String>>,
+    > {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(bin: &Path) -> Result<FactoryConn, String> {
+        let mut child = tokio::process::Command::new(bin)
+            .args(["supervise", "--serve"])
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            // It ends by itself when the agent's end of stdin closes.
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| format!("cannot start {} supervise --serve: {e}", bin.display()))?;
+        let stdin = child.stdin.take().ok_or("no factory stdin")?;
+        let stdout = child.stdout.take().ok_or("no factory stdout")?;
+        let waiting: Waiting = Default::default();
+        let w = waiting.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Some((token, answer)) = line.split_once(' ') else {
+                    continue;
+                };
+                let tx = w.lock().unwrap_or_else(|p| p.into_inner()).remove(token);
+                if let Some(tx) = tx {
+                    let _ = tx.send(answer.to_string());
+                }
+            }
+            // The factory is gone: launches still waiting get no answer.
+            w.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        });
+        Ok(FactoryConn {
+            child,
+            stdin,
+            waiting,
+        })
     }
 }
 

@@ -16,6 +16,9 @@
 //!    struck) atomically into the checkpoint directory, and removes the
 //!    cgroup.
 //!
+//! The agent normally asks its supervisor factory (`wasmos supervise
+//! --serve`, see [`serve`]) to fork a supervisor rather than execute one.
+//!
 //! Everything here is synchronous and single-threaded, so forking is safe.
 
 #![allow(unsafe_code)]
@@ -37,17 +40,81 @@ use super::{ExitRecord, LaunchSpec, Network, SupervisorRecord, write_json_atomic
 
 /// Runs the supervisor for the checkpoint directory `dir`; never returns.
 pub fn main(dir: &Path) -> ! {
-    let code = match run(dir) {
+    std::process::exit(run_exit_code(dir, None))
+}
+
+fn run_exit_code(dir: &Path, token: Option<&str>) -> i32 {
+    match run(dir, token) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("supervisor: {e}");
             1
         }
-    };
-    std::process::exit(code)
+    }
 }
 
-fn run(dir: &Path) -> Result<(), String> {
+/// `wasmos supervise --serve`: the agent's supervisor factory. Reads
+/// `TOKEN DIR` lines on stdin and forks a supervisor for each, which
+/// answers on stdout as `TOKEN <answer>`. Forking this small,
+/// single-threaded process instead of executing `wasmos supervise` anew
+/// saves the exec and the dynamic loading of the whole binary on every
+/// launch. Ends when stdin closes (the agent went away); the supervisors
+/// it started live on.
+pub fn serve() -> ! {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => std::process::exit(0),
+            Ok(_) => {}
+        }
+        let Some((token, dir)) = line.trim_end().split_once(' ') else {
+            continue;
+        };
+        // SAFETY: single-threaded process; the child runs the supervisor,
+        // which ends in exit.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                // The agent's request pipe is the factory's, not ours.
+                if let Ok(null) = std::fs::File::open("/dev/null") {
+                    let _ = nix::unistd::dup2_stdin(&null);
+                }
+                let code = run_exit_code(Path::new(dir), Some(token));
+                std::process::exit(code)
+            }
+            // The child forks the supervisor proper and exits at once.
+            Ok(ForkResult::Parent { child }) => {
+                let _ = waitpid(child, None);
+            }
+            Err(e) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{token} error other fork: {e}");
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+/// Where the supervisor answers the agent: one line, written with a
+/// single write so that answers of concurrent supervisors on the
+/// factory's pipe never interleave.
+pub(crate) struct Answer {
+    out: std::fs::File,
+    token: Option<String>,
+}
+
+impl Answer {
+    fn line(&mut self, text: &str) {
+        let line = match &self.token {
+            Some(t) => format!("{t} {text}\n"),
+            None => format!("{text}\n"),
+        };
+        let _ = self.out.write_all(line.as_bytes());
+    }
+}
+
+fn run(dir: &Path, token: Option<&str>) -> Result<(), String> {
     let spec: LaunchSpec = serde_json::from_slice(
         &std::fs::read(dir.join("launch.json"))
             .map_err(|e| format!("cannot read launch.json: {e}"))?,
@@ -68,10 +135,13 @@ fn run(dir: &Path) -> Result<(), String> {
     {
         let _ = nix::unistd::dup2_stderr(&log);
     }
-    let mut answer = unsafe_stdout();
+    let mut answer = Answer {
+        out: unsafe_stdout(),
+        token: token.map(str::to_string),
+    };
     let result = supervise(dir, &spec, &mut answer);
     if let Err(e) = &result {
-        let _ = writeln!(answer, "error other {}", e.replace('\n', " "));
+        answer.line(&format!("error other {}", e.replace('\n', " ")));
         let _ = write_json_atomic(
             &dir.join("exit.json"),
             &ExitRecord {
@@ -95,7 +165,7 @@ fn pipe() -> Result<(std::fs::File, std::fs::File), String> {
     Ok((std::fs::File::from(r), std::fs::File::from(w)))
 }
 
-fn supervise(dir: &Path, spec: &LaunchSpec, answer: &mut std::fs::File) -> Result<(), String> {
+fn supervise(dir: &Path, spec: &LaunchSpec, answer: &mut Answer) -> Result<(), String> {
     let cg = TaskCgroup::create(&spec.container_id, &spec.limits)?;
     let open = |name: &str| {
         std::fs::OpenOptions::new()
@@ -107,6 +177,7 @@ fn supervise(dir: &Path, spec: &LaunchSpec, answer: &mut std::fs::File) -> Resul
     let (out, err) = (open("stdout")?, open("stderr")?);
     let (go_r, mut go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
+    let self_join = cg.self_join_files();
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("cannot create a pid namespace: {e}"))?;
     // SAFETY: single-threaded; the child only runs `init`, which ends in
     // exit or exec.
@@ -114,7 +185,7 @@ fn supervise(dir: &Path, spec: &LaunchSpec, answer: &mut std::fs::File) -> Resul
         ForkResult::Child => {
             drop(go_w);
             drop(report_r);
-            let code = init_main(spec, go_r, report_w, out, err);
+            let code = init_main(spec, &self_join, go_r, report_w, out, err);
             // SAFETY: leave without running the parent's destructors.
             unsafe { libc::_exit(code) }
         }
@@ -122,7 +193,11 @@ fn supervise(dir: &Path, spec: &LaunchSpec, answer: &mut std::fs::File) -> Resul
     };
     drop(go_r);
     drop(report_w);
-    if let Err(e) = cg.add(init.as_raw() as u32) {
+    // On cgroup v1 the init joins by itself (see `init_main`); on v2 it
+    // is moved in from here.
+    if self_join.is_empty()
+        && let Err(e) = cg.add(init.as_raw() as u32)
+    {
         let _ = signal::kill(init, Signal::SIGKILL);
         let _ = waitpid(init, None);
         let _ = cg.destroy();
@@ -143,7 +218,7 @@ fn supervise(dir: &Path, spec: &LaunchSpec, answer: &mut std::fs::File) -> Resul
                 ..Default::default()
             },
         )?;
-        let _ = writeln!(answer, "error {kind} {msg}");
+        answer.line(&format!("error {kind} {msg}"));
         return Ok(());
     }
     if first != "started" {
@@ -163,7 +238,7 @@ fn supervise(dir: &Path, spec: &LaunchSpec, answer: &mut std::fs::File) -> Resul
             boot_id: crate::resources::boot_id(),
         },
     )?;
-    let _ = writeln!(answer, "started {}", init.as_raw());
+    answer.line(&format!("started {}", init.as_raw()));
     // The agent has its answer; from now on it may be gone.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdout(&null);
@@ -229,6 +304,7 @@ const FORWARDED: [Signal; 6] = [
 /// Pid 1 of the task's namespace. Returns the exit code of the init.
 fn init_main(
     spec: &LaunchSpec,
+    self_join: &[std::path::PathBuf],
     mut go: std::fs::File,
     mut report: std::fs::File,
     out: std::fs::File,
@@ -237,6 +313,20 @@ fn init_main(
     let mut b = [0u8; 1];
     if go.read_exact(&mut b).is_err() {
         return 1;
+    }
+    // "0" in a v1 `tasks` file moves the writing thread itself, which the
+    // kernel does without the global threadgroup lock (an RCU grace period
+    // per write when another process is moved): milliseconds less per
+    // launch. The init is single-threaded, so the thread is the process.
+    for f in self_join {
+        if let Err(e) = std::fs::write(f, b"0") {
+            let _ = writeln!(
+                report,
+                "error other cannot join cgroup {}: {e}",
+                f.display()
+            );
+            return 1;
+        }
     }
     if let Err(e) = namespaces(spec) {
         let _ = writeln!(report, "error other {e}");
