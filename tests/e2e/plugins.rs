@@ -377,6 +377,9 @@ async fn health_checks_report_healthy_tasks_and_kill_unhealthy_ones() {
             "0",
             "--health-interval",
             "0.5",
+            // Python's HTTP server needs more than the 32 MB default.
+            "--mem",
+            "128",
             "--",
             "sh",
             "-c",
@@ -645,6 +648,9 @@ async fn health_checks_written_in_python_and_c_run_beside_rust_ones() {
                 "0",
                 "--health-interval",
                 "0.5",
+                // Python's HTTP server needs more than the 32 MB default.
+                "--mem",
+                "128",
                 "--",
                 "sh",
                 "-c",
