@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt as _;
 use wasmos_core::{FrameworkId, TaskSpec};
@@ -177,9 +176,35 @@ fn exit_info(dir: &Path) -> ExitInfo {
     }
 }
 
+/// A process's parent pid (field 4 of `/proc/<pid>/stat`).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(1)?.parse().ok()
+}
+
+/// A pidfd for the task's init while it is still the supervisor's child.
+/// Signals then reach that process and no other, even once its pid is
+/// free again (pids wrap quickly on a busy host).
+fn init_pidfd(rec: &SupervisorRecord) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, rec.init_pid as libc::c_int, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    #[allow(unsafe_code)]
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // The pidfd pins whichever process has the pid now: it is the init
+    // only if its parent is the supervisor (whose only child it is).
+    (parent_pid(rec.init_pid) == Some(rec.supervisor_pid)).then_some(fd)
+}
+
 fn launched(dir: PathBuf, rec: &SupervisorRecord) -> Launched {
+    use std::os::fd::AsRawFd as _;
     let sup = rec.supervisor_pid;
-    let init = Pid::from_raw(rec.init_pid as i32);
+    let init = init_pidfd(rec);
     let exit = Box::pin(async move {
         wait_exit(sup).await;
         exit_info(&dir)
@@ -187,7 +212,24 @@ fn launched(dir: PathBuf, rec: &SupervisorRecord) -> Launched {
     // Signals go to the namespace's init, which forwards them to every
     // process of the task; SIGKILL ends the whole namespace.
     let signal = Arc::new(move |sig: Signal| {
-        nix::sys::signal::kill(init, sig).map_err(|e| format!("cannot signal task: {e}"))
+        // No init any more: the task has ended, nothing to signal.
+        let Some(fd) = &init else { return Ok(()) };
+        // SAFETY: pidfd_send_signal(2) on a pidfd we own, no siginfo.
+        #[allow(unsafe_code)]
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        match r {
+            0 => Ok(()),
+            _ if nix::errno::Errno::last() == nix::errno::Errno::ESRCH => Ok(()),
+            _ => Err(format!("cannot signal task: {}", nix::errno::Errno::last())),
+        }
     });
     Launched {
         pid: rec.init_pid,
@@ -569,6 +611,33 @@ mod tests {
         let t = process_start_time(std::process::id());
         assert!(t.is_some_and(|t| t > 0));
         assert_eq!(process_start_time(std::process::id()), t);
+    }
+
+    #[test]
+    fn a_reused_init_pid_is_not_signalled() {
+        assert_eq!(
+            parent_pid(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+        // This process is not a child of pid 1's child 2: no pidfd, so
+        // signals go nowhere rather than to a stranger.
+        let rec = SupervisorRecord {
+            supervisor_pid: 2,
+            supervisor_start: 0,
+            init_pid: std::process::id(),
+            boot_id: String::new(),
+        };
+        assert!(init_pidfd(&rec).is_none());
+        let (sig, exit) = {
+            let l = launched(std::env::temp_dir(), &rec);
+            (l.signal, l.exit)
+        };
+        drop(exit);
+        assert_eq!(
+            sig(Signal::SIGKILL),
+            Ok(()),
+            "nothing signalled, and no error"
+        );
     }
 
     #[test]
