@@ -24,7 +24,7 @@ pub struct LaunchArgs {
     #[arg(long, default_value_t = 400)]
     count: usize,
     /// Docker containers per path (agent, raw API).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     docker_count: usize,
     /// Concurrent raw API clients for the Docker burst.
     #[arg(long, default_value_t = 8)]
@@ -110,7 +110,32 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
         burst.percentile(50.0),
         burst.percentile(99.0)
     );
-    rows.push(("wasmos agent, native containerizer".into(), one, Some(rate)));
+    rows.push((
+        "through the master and `exec` (TASK_STARTING → exec'd)".into(),
+        one,
+        Some(rate),
+    ));
+    let warm = up.get("/api/wasmos/v1/tasks/warm-0").await?;
+    let template = json!({
+        "task_id": "x", "name": "x",
+        "resources": warm["resources"], "command": warm["command"], "labels": warm["labels"],
+    });
+    eprintln!(
+        "== native tasks straight to an agent's API (stand-in master): concurrency 1, then 16"
+    );
+    let master = stand_in_master().await?;
+    let adir = base.path().join("agent");
+    let (_agent, agent_url) = start_agent(&wasmos_bin, &adir, &master).await?;
+    let sandboxes = adir.join("sandboxes");
+    direct(&agent_url, &sandboxes, "dwarm", 10, 1, &template).await?;
+    let (one, rate1) = direct(&agent_url, &sandboxes, "d1", a.count, 1, &template).await?;
+    rows.push((
+        "agent API, concurrency 1 (post → exec'd)".into(),
+        one,
+        Some(rate1),
+    ));
+    let (many, rate16) = direct(&agent_url, &sandboxes, "d16", a.count, 16, &template).await?;
+    rows.push(("agent API, concurrency 16".into(), many, Some(rate16)));
 
     if !a.skip_oci {
         for runtime in ["crun", "runc"] {
@@ -130,30 +155,31 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
             "container": {"type": "DOCKER", "docker": {"image": IMAGE, "network": "NONE"}},
         });
         eprintln!(
-            "== Docker tasks through the agent: {} one by one, then a burst",
-            a.docker_count
+            "== Docker: {} launches through the agent and {} through the raw API, alternating; then a burst of each",
+            a.docker_count, a.docker_count
         );
         up.burst("dwarm", 3, &task).await?;
-        let mut one = Latencies::default();
+        let raw = RawDocker::connect().await?;
+        raw.one().await?;
+        // Alternating, so that drift of this noisy machine hits both alike.
+        let (mut agent_lat, mut raw_lat) = (Latencies::default(), Latencies::default());
         for i in 0..a.docker_count {
             let (l, _) = up.burst(&format!("d1-{i}"), 1, &task).await?;
-            one.extend(l);
+            agent_lat.extend(l);
+            let (s, e) = raw.one().await?;
+            raw_lat.push(since(s, e));
         }
-        let (_, rate) = up.burst("dburst", a.docker_count, &task).await?;
+        let (_, agent_rate) = up.burst("dburst", a.docker_count, &task).await?;
+        let raw_rate = raw.burst(a.docker_count, a.docker_concurrency).await?;
         docker_rows.push((
             "wasmos agent, Docker containerizer".to_string(),
-            one,
-            Some(rate),
+            agent_lat,
+            Some(agent_rate),
         ));
-        eprintln!(
-            "== Docker raw API: {} one by one, then {} at a time",
-            a.docker_count, a.docker_concurrency
-        );
-        let (lat, rate) = raw_docker(a.docker_count, a.docker_concurrency).await?;
         docker_rows.push((
             "raw Engine API (create + start)".to_string(),
-            lat,
-            Some(rate),
+            raw_lat,
+            Some(raw_rate),
         ));
     }
     up.stop().await;
@@ -193,6 +219,178 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Launches straight through the agent's API, as the master would
+/// (perf anchor B5): `concurrency` clients each posting one launch and
+/// waiting for its stamp. Latency is post → exec'd; the rate is tasks
+/// / first post → last exec'd. `template` is a task spec the master
+/// recorded, reused with new ids.
+async fn direct(
+    agent: &str,
+    sandboxes: &Path,
+    prefix: &str,
+    n: usize,
+    concurrency: usize,
+    template: &Value,
+) -> anyhow::Result<(Latencies, f64)> {
+    let http = reqwest::Client::new();
+    let term = 1;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let client = |_| async {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n {
+                return anyhow::Ok(out);
+            }
+            let id = format!("{prefix}-{i}");
+            let mut spec = template.clone();
+            spec["task_id"] = json!(id);
+            spec["name"] = json!(id);
+            let body = json!({"term": term, "framework_id": "bench", "tasks": [spec]});
+            let start = now_ns();
+            let r = http
+                .post(format!("{agent}/internal/v1/launch"))
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().as_u16() == 202, "launch: {}", r.text().await?);
+            let out_file = sandboxes.join(&id).join("stdout");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let exec = loop {
+                if let Some(e) = std::fs::read_to_string(&out_file)
+                    .ok()
+                    .as_deref()
+                    .and_then(parse_stamp)
+                {
+                    break e;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "task {id} never ran");
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            };
+            out.push((start, exec));
+        }
+    };
+    let all = futures::future::join_all((0..concurrency.max(1)).map(client)).await;
+    let mut lat = Latencies::default();
+    let (mut first, mut last) = (i128::MAX, i128::MIN);
+    for r in all {
+        for (s, e) in r? {
+            lat.push(since(s, e));
+            first = first.min(s);
+            last = last.max(e);
+        }
+    }
+    let secs = (last - first) as f64 / 1e9;
+    Ok((lat, n as f64 / secs.max(1e-9)))
+}
+
+/// A stand-in master for measuring the agent alone (perf anchor B5:
+/// "through the agent API"): it registers the agent, answers heartbeats,
+/// lists no plugins and acknowledges every status update as applied, over
+/// plain HTTP/1.1 on loopback. Nothing else.
+async fn stand_in_master() -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request: headers, then content-length bytes.
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    buf.drain(..end + 4 + len);
+                    let body = if path.ends_with("/agents/register") {
+                        r#"{"agent_id":"bench-S0","cluster_id":"bench","master_id":"bench","term":1,"heartbeat_interval_ms":1000,"orphans":[],"plugins":""}"#
+                    } else if path.ends_with("/agents/heartbeat") {
+                        r#"{"master_id":"bench","term":1,"reregister":false,"plugins":""}"#
+                    } else if path.ends_with("/plugins") {
+                        "[]"
+                    } else {
+                        r#"{"outcome":"applied"}"#
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(url)
+}
+
+/// `wasmos agent` of the stand-in master, native containerizer.
+async fn start_agent(
+    bin: &Path,
+    dir: &Path,
+    master: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    std::fs::create_dir_all(dir)?;
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    let mut child = tokio::process::Command::new(bin)
+        .args(["agent", "--master", master, "--listen", "127.0.0.1:0"])
+        .args(["--containerizer", "native", "--docker", "off"])
+        .args(["--resources", "cpus:1000;mem:1000000"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("WASMOS_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("the agent's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(u) = line.strip_prefix("agent: ") {
+                return Some(u.to_string());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .with_context(|| {
+        format!(
+            "the agent did not start; see {}",
+            dir.join("agent.log").display()
+        )
+    })?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Registered once the stand-in has been asked (the first heartbeat).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok((child, url))
 }
 
 /// A one-machine cluster (`wasmos up`) with the native containerizer.
@@ -426,14 +624,24 @@ fn import_image(stamp: &Path, dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Create + start + (wait, logs, remove) through the engine's API, the way
-/// a minimal client would; one by one, then `concurrency` at a time.
-async fn raw_docker(n: usize, concurrency: usize) -> anyhow::Result<(Latencies, f64)> {
-    use bollard::models::{ContainerCreateBody, HostConfig};
-    use futures::StreamExt as _;
-    let docker = bollard::Docker::connect_with_local_defaults()?
-        .negotiate_version()
-        .await?;
-    let one = |docker: bollard::Docker| async move {
+/// a minimal client would.
+struct RawDocker {
+    docker: bollard::Docker,
+}
+
+impl RawDocker {
+    async fn connect() -> anyhow::Result<RawDocker> {
+        let docker = bollard::Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
+        Ok(RawDocker { docker })
+    }
+
+    /// One container: (start, exec'd) in ns.
+    async fn one(&self) -> anyhow::Result<(i128, i128)> {
+        use bollard::models::{ContainerCreateBody, HostConfig};
+        use futures::StreamExt as _;
+        let docker = &self.docker;
         let start = now_ns();
         let body = ContainerCreateBody {
             image: Some(IMAGE.into()),
@@ -470,25 +678,26 @@ async fn raw_docker(n: usize, concurrency: usize) -> anyhow::Result<(Latencies, 
             )
             .await;
         let exec = parse_stamp(&text).context("no stamp from the container")?;
-        anyhow::Ok((start, exec))
-    };
-    let mut lat = Latencies::default();
-    for _ in 0..n {
-        let (s, e) = one(docker.clone()).await?;
-        lat.push(since(s, e));
+        Ok((start, exec))
     }
-    // The same window as through the agent: first start → last exec'd.
-    let results: Vec<_> = futures::stream::iter(0..n)
-        .map(|_| one(docker.clone()))
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    let (mut first, mut last) = (i128::MAX, i128::MIN);
-    for r in results {
-        let (s, e) = r?;
-        first = first.min(s);
-        last = last.max(e);
+
+    /// `n` containers, `concurrency` at a time: containers per second from
+    /// the first start to the last exec'd (the window used through the
+    /// agent).
+    async fn burst(&self, n: usize, concurrency: usize) -> anyhow::Result<f64> {
+        use futures::StreamExt as _;
+        let results: Vec<_> = futures::stream::iter(0..n)
+            .map(|_| self.one())
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let (mut first, mut last) = (i128::MAX, i128::MIN);
+        for r in results {
+            let (s, e) = r?;
+            first = first.min(s);
+            last = last.max(e);
+        }
+        let secs = (last - first) as f64 / 1e9;
+        Ok(n as f64 / secs.max(1e-9))
     }
-    let secs = (last - first) as f64 / 1e9;
-    Ok((lat, n as f64 / secs.max(1e-9)))
 }
