@@ -58,12 +58,7 @@ async fn a_docker_task_runs_in_its_image_and_its_output_reaches_the_sandbox() {
 async fn a_docker_task_gets_its_limits_labels_and_published_port_then_is_killed_and_removed() {
     let image = busybox_image();
     let (c, _j) = up().await;
-    let out = c
-        .cli(&[
-            "task",
-            "run",
-            "-d",
-            "--id",
+    c.run_detached(&["--id",
             "web",
             "--cpus",
             "0.5",
@@ -81,9 +76,7 @@ async fn a_docker_task_gets_its_limits_labels_and_published_port_then_is_killed_
             "sh",
             "-c",
             "echo hello-docker > /mnt/mesos/sandbox/index.html; exec httpd -f -p 8080 -h /mnt/mesos/sandbox",
-        ])
-        .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+        ]).await;
     c.api.wait_task_state("web", "TASK_RUNNING").await;
     let ct = container_of(&c, "web");
     let hc = &ct["HostConfig"];
@@ -123,24 +116,19 @@ async fn a_docker_task_gets_its_limits_labels_and_published_port_then_is_killed_
 async fn a_docker_memory_hog_fails_with_the_memory_reason() {
     let image = busybox_image();
     let (c, _j) = up().await;
-    let out = c
-        .cli(&[
-            "task",
-            "run",
-            "-d",
-            "--id",
-            "hog",
-            "--mem",
-            "32",
-            "--docker-image",
-            image,
-            "--",
-            "sh",
-            "-c",
-            "x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done",
-        ])
-        .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    c.run_detached(&[
+        "--id",
+        "hog",
+        "--mem",
+        "32",
+        "--docker-image",
+        image,
+        "--",
+        "sh",
+        "-c",
+        "x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done",
+    ])
+    .await;
     let t = c.api.wait_task_state("hog", "TASK_FAILED").await;
     assert_eq!(
         t["status"]["reason"], "REASON_CONTAINER_LIMITATION_MEMORY",
@@ -151,20 +139,15 @@ async fn a_docker_memory_hog_fails_with_the_memory_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_that_is_not_here_fails_the_launch_with_what_to_do() {
     let (c, _j) = up().await;
-    let out = c
-        .cli(&[
-            "task",
-            "run",
-            "-d",
-            "--id",
-            "nope",
-            "--docker-image",
-            "wasmos-test/not-here:1",
-            "--",
-            "true",
-        ])
-        .await;
-    assert_eq!(out.code, Some(0), "{out:?}");
+    c.run_detached(&[
+        "--id",
+        "nope",
+        "--docker-image",
+        "wasmos-test/not-here:1",
+        "--",
+        "true",
+    ])
+    .await;
     let t = c.api.wait_task_state("nope", "TASK_FAILED").await;
     assert_eq!(
         t["status"]["reason"], "REASON_CONTAINER_LAUNCH_FAILED",
@@ -184,45 +167,18 @@ async fn native_and_docker_tasks_outlive_a_killed_agent_and_keep_their_state() {
     let _j = DockerJanitor(dir.path().to_path_buf());
     let args = &["--docker", "on", "--containerizer", "native"];
     let mut c = Cluster::up_with(dir, args).await;
-    let run = |extra: &'static [&'static str]| {
-        let mut all = vec!["task", "run", "-d"];
-        all.extend_from_slice(extra);
-        all
-    };
-    for a in [
-        run(&[
-            "--id",
-            "native-long",
-            "--",
-            "sh",
-            "-c",
-            "echo n; exec sleep 600",
-        ]),
-        run(&["--id", "native-short", "--", "sh", "-c", "sleep 3; exit 5"]),
+    for (id, cmd) in [
+        ("native-long", "echo n; exec sleep 600"),
+        ("native-short", "sleep 3; exit 5"),
     ] {
-        let out = c.cli(&a).await;
-        assert_eq!(out.code, Some(0), "{out:?}");
+        c.run_detached(&["--id", id, "--", "sh", "-c", cmd]).await;
     }
     for (id, cmd) in [
         ("docker-long", "echo d; exec sleep 600"),
         ("docker-short", "sleep 3; exit 6"),
     ] {
-        let out = c
-            .cli(&[
-                "task",
-                "run",
-                "-d",
-                "--id",
-                id,
-                "--docker-image",
-                image,
-                "--",
-                "sh",
-                "-c",
-                cmd,
-            ])
+        c.run_detached(&["--id", id, "--docker-image", image, "--", "sh", "-c", cmd])
             .await;
-        assert_eq!(out.code, Some(0), "{out:?}");
     }
     for id in ["native-long", "native-short", "docker-long", "docker-short"] {
         c.api.wait_task_state(id, "TASK_RUNNING").await;

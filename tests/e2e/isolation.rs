@@ -46,7 +46,7 @@ fn read_u64(p: &Path, key: Option<&str>) -> Option<u64> {
 async fn start_running(c: &Cluster, id: &str, args: &[&str]) -> String {
     let mut all = vec!["--id", id];
     all.extend_from_slice(args);
-    run_detached(c, &all).await;
+    c.run_detached(&all).await;
     c.api.wait_task_state(id, "TASK_RUNNING").await;
     launch_record(c, id)["container_id"]
         .as_str()
@@ -54,31 +54,22 @@ async fn start_running(c: &Cluster, id: &str, args: &[&str]) -> String {
         .to_string()
 }
 
-async fn run_detached(c: &Cluster, args: &[&str]) {
-    let mut all = vec!["task", "run", "-d"];
-    all.extend_from_slice(args);
-    let out = c.cli(&all).await;
-    assert_eq!(out.code, Some(0), "{out:?}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_memory_hog_is_oom_killed_with_the_memory_reason_while_its_neighbour_lives() {
     let c = Cluster::up_with(tempfile::tempdir().unwrap(), NATIVE).await;
-    run_detached(&c, &["--id", "calm", "--mem", "32", "--", "sleep", "600"]).await;
+    c.run_detached(&["--id", "calm", "--mem", "32", "--", "sleep", "600"])
+        .await;
     c.api.wait_task_state("calm", "TASK_RUNNING").await;
-    run_detached(
-        &c,
-        &[
-            "--id",
-            "hog",
-            "--mem",
-            "32",
-            "--",
-            "sh",
-            "-c",
-            "x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done",
-        ],
-    )
+    c.run_detached(&[
+        "--id",
+        "hog",
+        "--mem",
+        "32",
+        "--",
+        "sh",
+        "-c",
+        "x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done",
+    ])
     .await;
     let t = c.api.wait_task_state("hog", "TASK_FAILED").await;
     assert_eq!(
@@ -212,19 +203,17 @@ async fn a_cpu_hog_limited_to_half_a_cpu_stays_near_its_quota() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tasks_outlive_a_killed_agent_and_are_recovered_with_their_real_exit() {
     let mut c = Cluster::up_with(tempfile::tempdir().unwrap(), NATIVE).await;
-    run_detached(
-        &c,
-        &[
-            "--id",
-            "long",
-            "--",
-            "sh",
-            "-c",
-            "echo started; exec sleep 600",
-        ],
-    )
+    c.run_detached(&[
+        "--id",
+        "long",
+        "--",
+        "sh",
+        "-c",
+        "echo started; exec sleep 600",
+    ])
     .await;
-    run_detached(&c, &["--id", "short", "--", "sh", "-c", "sleep 4; exit 7"]).await;
+    c.run_detached(&["--id", "short", "--", "sh", "-c", "sleep 4; exit 7"])
+        .await;
     c.api.wait_task_state("long", "TASK_RUNNING").await;
     c.api.wait_task_state("short", "TASK_RUNNING").await;
     let checkpoint = c.dir.path().join("data/agent/checkpoint");
@@ -277,19 +266,16 @@ async fn a_task_over_its_disk_limit_fails_and_old_sandboxes_are_collected() {
         ],
     )
     .await;
-    run_detached(
-        &c,
-        &[
-            "--id",
-            "filler",
-            "--disk",
-            "4",
-            "--",
-            "sh",
-            "-c",
-            "dd if=/dev/zero of=big bs=1M count=16 2>/dev/null; exec sleep 600",
-        ],
-    )
+    c.run_detached(&[
+        "--id",
+        "filler",
+        "--disk",
+        "4",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=big bs=1M count=16 2>/dev/null; exec sleep 600",
+    ])
     .await;
     let t = c.api.wait_task_state("filler", "TASK_FAILED").await;
     assert_eq!(

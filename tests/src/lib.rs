@@ -416,6 +416,14 @@ impl Cluster {
         cli(&self.up.url, args).await
     }
 
+    /// `wasmos task run -d <args>`, which must be accepted.
+    pub async fn run_detached(&self, args: &[&str]) {
+        let mut all = vec!["task", "run", "-d"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+    }
+
     /// The agent's own API (it needs the cluster secret `up` made).
     pub fn agent_api(&self) -> Api {
         let secret =

@@ -40,7 +40,7 @@ use wasmos_core::container::{DockerInfo, DockerNetwork};
 use crate::containerizer::{
     BoxFuture, ContainerSpec, Containerizer, ExitInfo, LaunchError, Launched, Limitation,
 };
-use crate::native::{Recovered, TaskRecord, write_json_atomic};
+use crate::native::{Recovered, TaskRecord, read_json, write_json_atomic};
 
 /// Where the task's sandbox is mounted in its container (Mesos' path).
 pub const SANDBOX_MOUNT: &str = "/mnt/mesos/sandbox";
@@ -531,10 +531,6 @@ impl Containerizer for DockerContainerizer {
     fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Launched, LaunchError>> {
         Box::pin(self.launch_docker(spec))
     }
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 fn read_record(dir: &Path) -> Option<DockerRecord> {

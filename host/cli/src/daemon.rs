@@ -78,6 +78,13 @@ pub struct AgentArgs {
     /// A file holding the cluster secret (the master's --secret-file).
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tasks: TaskArgs,
+}
+
+/// How an agent runs tasks: shared by `wasmos agent` and `wasmos up`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
     /// How command tasks run: `native` (own cgroup and namespaces, a
     /// supervisor that outlives the agent; needs root), `process` (plain
     /// processes), or `auto` (native when possible).
@@ -144,25 +151,8 @@ pub struct UpArgs {
     /// process each, on consecutive ports from --listen).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
     masters: u64,
-    /// Most processes one task may have.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(i64).range(16..))]
-    task_pids_max: i64,
-    /// How the agent runs tasks: native, process or auto (see `wasmos agent --help`).
-    #[arg(long, default_value = "auto", value_parser = parse_containerizer)]
-    containerizer: wasmos_agent::ContainerizerChoice,
-    /// Docker tasks: auto, on or off (see `wasmos agent --help`).
-    #[arg(long, default_value = "auto", value_parser = parse_docker)]
-    docker: wasmos_agent::DockerChoice,
-    /// The Docker engine's unix socket.
-    #[arg(long, default_value = "/var/run/docker.sock")]
-    docker_socket: String,
-    /// How often (ms) sandboxes of tasks with a disk limit are measured.
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
-    disk_watch_interval_ms: u64,
-    /// Sandboxes of ended tasks are deleted this many seconds after their
-    /// last change (default a week).
-    #[arg(long, default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    sandbox_gc_age_secs: u64,
+    #[command(flatten)]
+    tasks: TaskArgs,
 }
 
 fn read_secret(path: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -285,12 +275,7 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         resources,
         attributes,
         secret_file,
-        containerizer,
-        task_pids_max,
-        docker,
-        docker_socket,
-        disk_watch_interval_ms,
-        sandbox_gc_age_secs,
+        tasks,
     } = a;
     let mut c = AgentConfig::new(master_urls(master)?, listen, data_dir);
     c.advertise = advertise
@@ -309,6 +294,14 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         None => Default::default(),
     };
     c.secret = read_secret(secret_file.as_deref())?;
+    let TaskArgs {
+        containerizer,
+        task_pids_max,
+        docker,
+        docker_socket,
+        disk_watch_interval_ms,
+        sandbox_gc_age_secs,
+    } = tasks;
     c.containerizer = containerizer;
     c.task_pids_max = task_pids_max;
     c.docker = docker;
@@ -420,12 +413,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         resources,
         attributes,
         masters,
-        task_pids_max,
-        containerizer,
-        docker,
-        docker_socket,
-        disk_watch_interval_ms,
-        sandbox_gc_age_secs,
+        tasks,
     } = a;
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -440,12 +428,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         resources,
         attributes,
         secret_file: Some(secret.clone()),
-        containerizer,
-        task_pids_max,
-        docker,
-        docker_socket,
-        disk_watch_interval_ms,
-        sandbox_gc_age_secs,
+        tasks,
     };
     if masters > 1 {
         return up_replicated(masters, listen, &data_dir, &secret, agent).await;

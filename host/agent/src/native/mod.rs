@@ -105,17 +105,23 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Str
     Ok(())
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+/// Reads a checkpoint file; None when it is missing or unreadable.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 /// A process's start time (clock ticks since boot), to tell a reused pid
 /// apart.
 pub fn process_start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`, from field 3 on.
+fn stat_field<T: std::str::FromStr>(pid: u32, n: usize) -> Option<T> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
     let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
+    after.split(' ').nth(n.checked_sub(3)?)?.parse().ok()
 }
 
 /// Whether `r`'s supervisor is still the live process it recorded.
@@ -178,9 +184,7 @@ fn exit_info(dir: &Path) -> ExitInfo {
 
 /// A process's parent pid (field 4 of `/proc/<pid>/stat`).
 fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(1)?.parse().ok()
+    stat_field(pid, 4)
 }
 
 /// A pidfd for the task's init while it is still the supervisor's child.
