@@ -166,6 +166,55 @@ async fn killing_the_leader_loses_no_acknowledged_launch_and_runs_none_twice() {
     assert_eq!(task_pid(&urls, "steady").await, pid);
 }
 
+/// A launch the leader recorded (STAGING) but died before delivering — the
+/// agent is paused so it cannot take it — is sent by the next leader when
+/// the agent registers again without it: it runs once, and is not lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_launch_the_dead_leader_never_delivered_is_sent_by_the_next_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Masters::start(3, dir.path()).await;
+    let (leader, _) = m.wait_leader(&[1, 2, 3], None).await;
+    let agent = start_agent(&m, dir.path()).await;
+    let urls = m.urls();
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let api = Api::new(&m.url(follower));
+    wait_ready(&api).await;
+
+    let log = dir.path().join("runs.log");
+    agent.signal(nix::sys::signal::Signal::SIGSTOP);
+    let script = format!("echo undelivered >> {}", log.display());
+    let out = cli(
+        &urls,
+        &[
+            "task",
+            "run",
+            "-d",
+            "--id",
+            "undelivered",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "the submission is acknowledged: {out:?}");
+    // exec launches it on the next offer; the paused agent cannot take it.
+    api.wait_task_state("undelivered", "TASK_STAGING").await;
+    m.kill9(leader).await;
+    agent.signal(nix::sys::signal::Signal::SIGCONT);
+
+    let survivors = m.running();
+    let (new_leader, _) = m.wait_leader(&survivors, Some(leader)).await;
+    let api = Api::new(&m.url(new_leader));
+    api.wait_task_state("undelivered", "TASK_FINISHED").await;
+    assert_eq!(
+        runs(&log).get("undelivered"),
+        Some(&1),
+        "it ran exactly once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_every_master_and_starting_them_again_brings_the_state_back() {
     let dir = tempfile::tempdir().unwrap();

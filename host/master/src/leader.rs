@@ -402,10 +402,15 @@ impl Leader {
         Ok(())
     }
 
-    /// Registers (or re-registers) an agent and reconciles its tasks: live
-    /// tasks it does not report are lost; tasks it reports that are not
-    /// live here are orphans it must kill.
-    pub async fn register_agent(&self, req: RegisterAgent) -> Result<Registered, ApiError> {
+    /// Registers (or re-registers) an agent and reconciles its tasks: STAGING
+    /// tasks it does not report never reached it (an earlier leader stopped
+    /// before telling it) and are sent again; other live tasks it does not
+    /// report are lost; tasks it reports that are not live here are orphans
+    /// it must kill.
+    pub async fn register_agent(
+        self: &Arc<Self>,
+        req: RegisterAgent,
+    ) -> Result<Registered, ApiError> {
         let info = req.info;
         if info.hostname.trim().is_empty() {
             return Err(ApiError::BadRequest("hostname must not be empty".into()));
@@ -445,11 +450,23 @@ impl Leader {
             .collect();
         let inflight = self.inflight_snapshot();
         let now = now_secs();
-        let (lost, back, orphans) = self.store.read(|s| {
-            let lost: Vec<TaskStatus> = s
-                .live_tasks_on(&agent_id)
-                .filter(|t| !reported.contains_key(&t.spec.task_id))
-                .filter(|t| !inflight.contains(&t.spec.task_id))
+        let (unsent, lost, back, orphans) = self.store.read(|s| {
+            let missing = || {
+                s.live_tasks_on(&agent_id)
+                    .filter(|t| !reported.contains_key(&t.spec.task_id))
+                    .filter(|t| !inflight.contains(&t.spec.task_id))
+            };
+            // The agent refuses launches of an older term and ignores
+            // launches of tasks it knows, so sending again is safe.
+            let mut unsent: BTreeMap<FrameworkId, Vec<TaskSpec>> = BTreeMap::new();
+            for t in missing().filter(|t| t.state() == TaskState::Staging) {
+                unsent
+                    .entry(t.framework_id.clone())
+                    .or_default()
+                    .push(t.spec.clone());
+            }
+            let lost: Vec<TaskStatus> = missing()
+                .filter(|t| t.state() != TaskState::Staging)
                 .map(|t| {
                     let aware = s
                         .frameworks
@@ -498,8 +515,12 @@ impl Leader {
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
-            (lost, back, orphans)
+            (unsent, lost, back, orphans)
         });
+        for (framework_id, tasks) in unsent {
+            tracing::info!(agent = %agent_id, framework = %framework_id, count = tasks.len(), "sending launches an earlier leader did not deliver");
+            self.send_launch(framework_id, agent_id.clone(), tasks);
+        }
         if !lost.is_empty() {
             tracing::warn!(agent = %agent_id, count = lost.len(), "tasks missing from a re-registered agent");
             self.store
