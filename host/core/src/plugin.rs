@@ -44,6 +44,10 @@ pub enum ManifestError {
         "plugin {name}: http prefix {prefix:?} must start with `/` and name one path segment, e.g. `/v2`"
     )]
     BadPrefix { name: String, prefix: String },
+    #[error(
+        "plugin {name}: event stream {path:?} must lie under one of its http_prefixes, e.g. `/v2/events` under `/v2`"
+    )]
+    BadEventStream { name: String, path: String },
     #[error("plugin {name}: only framework plugins serve HTTP")]
     PrefixOnNonFramework { name: String },
     #[error("plugin {name}: only placement plugins declare operators")]
@@ -75,6 +79,11 @@ pub struct PluginManifest {
     /// plugin holds them.
     #[serde(default)]
     pub http_prefixes: Vec<String>,
+    /// Paths under those prefixes the master serves as server-sent event
+    /// streams (e.g. `/v2/events`), fed by polling the plugin's handler
+    /// with `x-wasmos-events-after`.
+    #[serde(default)]
+    pub event_streams: Vec<String>,
     /// The constraint operators a placement plugin evaluates (upper case,
     /// e.g. `UNIQUE`).
     #[serde(default)]
@@ -123,6 +132,18 @@ impl PluginManifest {
                 });
             }
         }
+        for e in &self.event_streams {
+            let under = self
+                .http_prefixes
+                .iter()
+                .any(|p| e.starts_with(&format!("{p}/")));
+            if !under {
+                return Err(ManifestError::BadEventStream {
+                    name: self.name.clone(),
+                    path: e.clone(),
+                });
+            }
+        }
         for p in &self.http_prefixes {
             let seg = p.strip_prefix('/').unwrap_or("");
             let ok = !seg.is_empty()
@@ -166,6 +187,7 @@ mod tests {
             capabilities: vec![],
             config: BTreeMap::new(),
             http_prefixes: vec![],
+            event_streams: vec![],
             operators: vec![],
         }
     }
@@ -185,6 +207,19 @@ mod tests {
         for bad in ["", "Exec", "1x", "a/b", "a_b"] {
             assert!(manifest(bad, WORLD_VERSION).validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn event_streams_must_lie_under_the_plugins_prefixes() {
+        let mut m = manifest("marathon", WORLD_VERSION);
+        m.http_prefixes = vec!["/v2".into()];
+        m.event_streams = vec!["/v2/events".into()];
+        assert!(m.validate().is_ok());
+        m.event_streams = vec!["/v3/events".into()];
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::BadEventStream { .. })
+        ));
     }
 
     #[test]

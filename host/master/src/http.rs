@@ -260,8 +260,54 @@ async fn close_after_unread_body(mut resp: Response) -> Response {
     resp
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no endpoint {method} {}", uri.path()))
+/// Paths no route matched: a framework plugin's root prefix (`/v2` for
+/// Marathon) when one holds it, otherwise 404.
+async fn not_found(
+    State(n): NodeState,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let prefix = format!("/{}", uri.path().split('/').nth(1).unwrap_or(""));
+    let owner = n.store.read(|s| {
+        s.plugins
+            .values()
+            .find(|p| p.manifest.http_prefixes.contains(&prefix))
+            .map(|p| {
+                let stream = p.manifest.event_streams.iter().any(|e| e == uri.path());
+                (p.manifest.name.clone(), stream)
+            })
+    });
+    let Some((name, is_stream)) = owner else {
+        return ApiError::NotFound(format!("no endpoint {method} {}", uri.path())).into_response();
+    };
+    let Some(l) = n.leader() else {
+        return n.redirect(&uri);
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    // The plugin sees the whole path, as it does below `/frameworks/<name>`.
+    let path = uri.path().to_string();
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if is_stream && wants_stream && method == Method::GET {
+        let forwarded: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| !k.as_str().eq_ignore_ascii_case(EVENTS_AFTER))
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let query = uri.query().unwrap_or("").to_string();
+        return event_stream(l, name, path, query, forwarded);
+    }
+    match serve_framework(Lead(l), name, path, method, uri, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Agents must present the cluster secret, when one is configured.
@@ -660,7 +706,6 @@ async fn serve_framework(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let id: FrameworkId = parse_id("framework", &name)?;
     let req = HttpRequest {
         method: method.to_string(),
         path,
@@ -671,6 +716,16 @@ async fn serve_framework(
             .collect(),
         body: body.to_vec(),
     };
+    Ok(into_response(call_framework(&l, &name, req).await?))
+}
+
+/// One request to a framework plugin's HTTP handler.
+async fn call_framework(
+    l: &Leader,
+    name: &str,
+    req: HttpRequest,
+) -> ApiResult<wasmos_runtime::framework::HttpResponse> {
+    let id: FrameworkId = parse_id("framework", name)?;
     let fut = {
         let fws = l.frameworks_read();
         let h = fws.get(&id).ok_or_else(|| {
@@ -690,10 +745,107 @@ async fn serve_framework(
         }
         rx
     };
-    let resp = fut
-        .await
-        .map_err(|_| ApiError::Unavailable(format!("framework {id} stopped; try again")))??;
-    Ok(into_response(resp))
+    fut.await
+        .map_err(|_| ApiError::Unavailable(format!("framework {id} stopped; try again")))?
+}
+
+/// The header a framework's event-stream path is polled with: the
+/// sequence number of the last event the stream has sent.
+pub const EVENTS_AFTER: &str = "x-wasmos-events-after";
+
+/// Serves a framework's event stream (`event_streams` in its manifest) as
+/// server-sent events: the plugin is polled for events after the last one
+/// sent (`x-wasmos-events-after`) and answers `{"next": N, "events":
+/// [{"type": ..., "data": ...}]}`; each event goes out as
+/// `event: <type>\r\ndata: <json>\r\n\r\n`, with a blank line every 15 s
+/// to keep idle connections open. It ends when this master stops leading.
+fn event_stream(
+    l: Arc<Leader>,
+    name: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+) -> Response {
+    struct St {
+        l: Arc<Leader>,
+        after: Option<u64>,
+        last_write: Instant,
+        pending: std::collections::VecDeque<Bytes>,
+    }
+    let st = St {
+        l,
+        after: None,
+        last_write: Instant::now(),
+        pending: Default::default(),
+    };
+    let stream = futures::stream::unfold(st, move |mut st| {
+        let (name, path, query, headers) =
+            (name.clone(), path.clone(), query.clone(), headers.clone());
+        async move {
+            loop {
+                if let Some(b) = st.pending.pop_front() {
+                    st.last_write = Instant::now();
+                    return Some((Ok::<Bytes, Infallible>(b), st));
+                }
+                let mut h = headers.clone();
+                if let Some(a) = st.after {
+                    h.push((EVENTS_AFTER.into(), a.to_string()));
+                } else {
+                    h.push((EVENTS_AFTER.into(), "start".into()));
+                }
+                let req = HttpRequest {
+                    method: "GET".into(),
+                    path: path.clone(),
+                    query: query.clone(),
+                    headers: h,
+                    body: Vec::new(),
+                };
+                let resp = match call_framework(&st.l, &name, req).await {
+                    Ok(r) => r,
+                    // Busy: try again shortly.
+                    Err(ApiError::Retry(_)) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                        continue;
+                    }
+                    Err(_) => return None,
+                };
+                if *st.l.shutdown.borrow() || resp.status != 200 {
+                    return None;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+                if let Some(n) = v["next"].as_u64() {
+                    st.after = Some(n);
+                }
+                for e in v["events"].as_array().into_iter().flatten() {
+                    let kind = e["type"].as_str().unwrap_or("message");
+                    let data = match &e["data"] {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    st.pending.push_back(Bytes::from(format!(
+                        "event: {kind}\r\ndata: {data}\r\n\r\n"
+                    )));
+                }
+                if st.pending.is_empty() {
+                    if st.last_write.elapsed() >= std::time::Duration::from_secs(15) {
+                        st.pending.push_back(Bytes::from_static(b"\r\n"));
+                    } else {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    resp
 }
 
 /// A response body from bytes with a content type.
