@@ -10,6 +10,7 @@ const PLUGINS: &[&str] = &[
     "wasmos-plugin-health-http",
     "wasmos-plugin-health-tcp",
     "wasmos-plugin-labels",
+    "wasmos-plugin-marathon",
 ];
 
 fn main() {

@@ -28,6 +28,7 @@ const RAW: &[(&str, &[u8])] = &[
     bundled!("health-http", "wasmos_plugin_health_http"),
     bundled!("health-tcp", "wasmos_plugin_health_tcp"),
     bundled!("labels", "wasmos_plugin_labels"),
+    bundled!("marathon", "wasmos_plugin_marathon"),
 ];
 
 /// Every bundled plugin, manifests parsed and validated.
@@ -55,7 +56,14 @@ mod tests {
         let names: Vec<&str> = all.iter().map(|p| p.manifest.name.as_str()).collect();
         assert_eq!(
             names,
-            ["exec", "constraints", "health-http", "health-tcp", "labels"]
+            [
+                "exec",
+                "constraints",
+                "health-http",
+                "health-tcp",
+                "labels",
+                "marathon"
+            ]
         );
         for p in all {
             // The component-model preamble: magic, then layer 1 / version 0x0d.

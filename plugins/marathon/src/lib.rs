@@ -1,0 +1,1371 @@
+//! `marathon`: long-running services behind Marathon's REST API.
+//!
+//! Served at `/v2` (and `/ping`) on every master, and at
+//! `/frameworks/marathon/v2/...`. Apps, their versions, their tasks and the
+//! deployments that change them live in the framework's replicated
+//! key-value store and are written in the same commit as the launches and
+//! kills they cause, so a master failover in the middle of a deployment
+//! neither loses nor restarts it: the next leader's instance reads them
+//! back in `init` and carries on.
+//!
+//! The controller is level-triggered: after every call it compares each
+//! app's tasks with what the app's current deployment step asks for
+//! (a count, or a rolling replacement bounded by `upgradeStrategy`), kills
+//! what is surplus and queues launches for what is missing; launches wait
+//! for offers that fit, pass the placement plugins, and are out of backoff.
+
+#![recursion_limit = "256"]
+
+mod api;
+mod app;
+mod deploy;
+mod ids;
+mod model;
+mod time;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+use wasmos_sdk::framework::{
+    Command, Container, DockerInfo, DockerNetwork, Framework, HealthCheck, KeyValue, Offer,
+    PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec, TaskStatus, driver,
+    is_terminal, placement_service, state_name,
+};
+use wasmos_sdk::{kv, log};
+
+use crate::app::App;
+use crate::deploy::{ActionKind, rolling, rolling_step};
+use crate::model::{
+    APP_PREFIX, AppRecord, AppState, DEP_PREFIX, Delay, Deployment, Instance, SEQ_KEY, TASK_PREFIX,
+    VER_PREFIX,
+};
+
+/// Offers declined while launches wait but nothing fits come back this soon.
+const REFUSE_WHILE_WAITING: f64 = 2.0;
+/// Offers declined with nothing to launch.
+const REFUSE_IDLE: f64 = 30.0;
+
+/// Why launches of an app wait, from the last offers seen (not durable).
+#[derive(Debug, Default, Clone)]
+struct OfferStats {
+    processed: u64,
+    unused: u64,
+    reasons: BTreeMap<String, u64>,
+    last_unused_ms: Option<u64>,
+    last_used_ms: Option<u64>,
+}
+
+pub struct Marathon {
+    apps: BTreeMap<String, AppState>,
+    tasks: BTreeMap<String, Instance>,
+    deployments: BTreeMap<String, Deployment>,
+    /// Launches each app needs now (computed by `reconcile`).
+    need: BTreeMap<String, u32>,
+    /// Since when each app has been waiting for launches.
+    waiting_since: BTreeMap<String, u64>,
+    offer_stats: BTreeMap<String, OfferStats>,
+    port_min: u32,
+    port_max: u32,
+    role: String,
+    max_versions: usize,
+    suppressed: Option<bool>,
+    /// Recent events for `/v2/events`, by sequence number (not durable:
+    /// Marathon's event bus is not either).
+    events: std::collections::VecDeque<(u64, String, serde_json::Value)>,
+    next_event: u64,
+}
+
+/// Events kept for streams that fall behind.
+const EVENTS_KEPT: usize = 2000;
+
+fn now() -> u64 {
+    log::now_ms()
+}
+
+/// A uuid-shaped id from a durable counter and the clock (the plugin has
+/// no randomness; the counter makes ids unique).
+fn uuid(seq: u64, salt: u64) -> String {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let a = mix(seq ^ salt.rotate_left(17));
+    let b = mix(a ^ seq.wrapping_mul(31));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+impl Marathon {
+    fn next_seq(&self) -> u64 {
+        let seq = kv::get_json::<u64>(SEQ_KEY).unwrap_or(0) + 1;
+        if let Err(e) = kv::set_json(SEQ_KEY, &seq) {
+            log::error(&format!("cannot save the id counter: {e}"));
+        }
+        seq
+    }
+
+    fn new_uuid(&self) -> String {
+        let seq = self.next_seq();
+        uuid(seq, now())
+    }
+
+    fn save_app(&self, id: &str) {
+        if let Some(a) = self.apps.get(id)
+            && let Err(e) = kv::set_json(&format!("{APP_PREFIX}{id}"), &a.rec)
+        {
+            log::error(&format!("cannot save app {id}: {e}"));
+        }
+    }
+
+    fn save_task(&self, t: &Instance) {
+        if let Err(e) = kv::set_json(&format!("{TASK_PREFIX}{}", t.id), t) {
+            log::error(&format!("cannot save task {}: {e}", t.id));
+        }
+    }
+
+    fn forget_task(&mut self, id: &str) {
+        self.tasks.remove(id);
+        kv::delete(&format!("{TASK_PREFIX}{id}"));
+    }
+
+    fn save_deployment(&self, d: &Deployment) {
+        if let Err(e) = kv::set_json(&format!("{DEP_PREFIX}{}", d.id), d) {
+            log::error(&format!("cannot save deployment {}: {e}", d.id));
+        }
+    }
+
+    fn remove_deployment(&mut self, id: &str) {
+        self.deployments.remove(id);
+        kv::delete(&format!("{DEP_PREFIX}{id}"));
+    }
+
+    /// Records an event for `/v2/events` (`eventType` and `timestamp` added).
+    fn emit(&mut self, kind: &str, mut data: serde_json::Value) {
+        data["eventType"] = json!(kind);
+        data["timestamp"] = json!(time::format_ms(now()));
+        self.next_event += 1;
+        self.events
+            .push_back((self.next_event, kind.to_string(), data));
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+
+    /// A deployment's plan in Marathon's full form (what clients parse).
+    fn plan_json(d: &Deployment) -> serde_json::Value {
+        let group = |apps: &BTreeMap<String, serde_json::Value>| {
+            json!({
+                "id": "/",
+                "apps": apps.values().filter(|a| !a.is_null()).collect::<Vec<_>>(),
+                "groups": [],
+                "pods": [],
+                "dependencies": [],
+                "version": d.version,
+            })
+        };
+        json!({
+            "id": d.id,
+            "version": d.version,
+            "original": group(&d.original),
+            "target": group(&d.target),
+            "steps": d.steps.iter().map(|s| json!({ "actions": s.iter().map(|a| json!({ "action": a.kind.name(), "app": a.app })).collect::<Vec<_>>() })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn step_json(step: &[crate::deploy::Action]) -> serde_json::Value {
+        json!({ "actions": step.iter().map(|a| json!({ "action": a.kind.name(), "app": a.app })).collect::<Vec<_>>() })
+    }
+
+    /// Apps visible through the API (not being deleted).
+    fn visible_apps(&self) -> impl Iterator<Item = &AppState> {
+        self.apps.values().filter(|a| !a.rec.deleting)
+    }
+
+    fn app_tasks<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.tasks.values().filter(move |t| t.app_id == app_id)
+    }
+
+    /// Deployments that touch an app.
+    fn deployments_of(&self, app_id: &str) -> Vec<&Deployment> {
+        let mut d: Vec<&Deployment> = self
+            .deployments
+            .values()
+            .filter(|d| d.affected.iter().any(|a| a == app_id))
+            .collect();
+        d.sort_by_key(|d| d.seq);
+        d
+    }
+
+    /// Stored versions of an app, oldest first.
+    fn versions(&self, app_id: &str) -> Vec<String> {
+        let prefix = format!("{VER_PREFIX}{app_id}/");
+        kv::keys(&prefix)
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    fn store_version(&self, app: &App) {
+        let key = format!("{VER_PREFIX}{}/{}", app.id, app.version);
+        if let Err(e) = kv::set_json(&key, &app.to_json()) {
+            log::error(&format!("cannot save version {key}: {e}"));
+        }
+        let versions = self.versions(&app.id);
+        if versions.len() > self.max_versions {
+            for old in &versions[..versions.len() - self.max_versions] {
+                kv::delete(&format!("{VER_PREFIX}{}/{old}", app.id));
+            }
+        }
+    }
+
+    /// A version timestamp later than any this framework handed out.
+    fn new_version(&self) -> String {
+        let last = kv::get_json::<u64>("last-version-ms").unwrap_or(0);
+        let ms = now().max(last + 1);
+        let _ = kv::set_json("last-version-ms", &ms);
+        time::format_ms(ms)
+    }
+
+    /// Service ports in use by other apps.
+    fn used_service_ports(&self, except: &str) -> BTreeSet<u32> {
+        self.apps
+            .values()
+            .filter(|a| a.app.id != except)
+            .flat_map(|a| a.app.service_ports())
+            .filter(|p| *p != 0)
+            .collect()
+    }
+
+    /// Gives every `0` service port of `app` a free one, keeping those the
+    /// app already had.
+    fn assign_service_ports(&self, app: &mut App, previous: Option<&App>) -> Result<(), String> {
+        let mut used = self.used_service_ports(&app.id);
+        let mut ports = app.service_ports();
+        let prev: Vec<u32> = previous.map(App::service_ports).unwrap_or_default();
+        for (i, p) in ports.iter_mut().enumerate() {
+            if *p == 0 {
+                if let Some(old) = prev.get(i).filter(|o| **o != 0 && !used.contains(o)) {
+                    *p = *old;
+                } else {
+                    let free = (self.port_min..self.port_max).find(|c| !used.contains(c));
+                    *p = free.ok_or_else(|| {
+                        format!(
+                            "no free service port left in [{}, {})",
+                            self.port_min, self.port_max
+                        )
+                    })?;
+                }
+            }
+            used.insert(*p);
+        }
+        app.set_service_ports(&ports);
+        Ok(())
+    }
+}
+
+/// Kills a task once; it stays in the records until its end is reported.
+fn kill_instance(t: &mut Instance) {
+    t.goal_running = false;
+    if !t.kill_sent {
+        driver::kill(&t.id);
+        t.kill_sent = true;
+    }
+}
+
+impl Marathon {
+    /// Moves deployments forward, then brings every app's tasks toward its
+    /// target. Called at the end of every call into the framework.
+    fn drive(&mut self) {
+        let mut ids: Vec<(u64, String)> = self
+            .deployments
+            .values()
+            .map(|d| (d.seq, d.id.clone()))
+            .collect();
+        ids.sort();
+        for (_, id) in ids {
+            self.advance(&id);
+        }
+        let app_ids: Vec<String> = self.apps.keys().cloned().collect();
+        for id in app_ids {
+            self.reconcile(&id);
+        }
+        self.want_offers();
+    }
+
+    /// Applies and checks the current step of one deployment, step after
+    /// step while they complete.
+    fn advance(&mut self, dep_id: &str) {
+        loop {
+            let Some(mut d) = self.deployments.get(dep_id).cloned() else {
+                return;
+            };
+            if d.current >= d.steps.len() {
+                log::info(&format!("deployment {} finished", d.id));
+                let plan = Self::plan_json(&d);
+                self.emit("deployment_success", json!({ "id": d.id, "plan": plan }));
+                self.remove_deployment(dep_id);
+                return;
+            }
+            let step = d.steps[d.current].clone();
+            if !d.step_started {
+                let plan = Self::plan_json(&d);
+                self.emit(
+                    "deployment_info",
+                    json!({ "plan": plan, "currentStep": Self::step_json(&step) }),
+                );
+                for a in &step {
+                    self.start_action(a.kind, &a.app);
+                }
+                d.step_started = true;
+                self.deployments.insert(d.id.clone(), d.clone());
+                self.save_deployment(&d);
+            }
+            // Every app is reconciled before its action is judged.
+            for a in &step {
+                self.reconcile(&a.app);
+            }
+            if !step.iter().all(|a| self.action_done(a.kind, &a.app)) {
+                return;
+            }
+            for a in &step {
+                self.finish_action(a.kind, &a.app);
+            }
+            let plan = Self::plan_json(&d);
+            self.emit(
+                "deployment_step_success",
+                json!({ "plan": plan, "currentStep": Self::step_json(&step) }),
+            );
+            d.current += 1;
+            d.step_started = false;
+            self.deployments.insert(d.id.clone(), d.clone());
+            self.save_deployment(&d);
+        }
+    }
+
+    fn start_action(&mut self, kind: ActionKind, app_id: &str) {
+        let Some(a) = self.apps.get_mut(app_id) else {
+            return;
+        };
+        match kind {
+            ActionKind::StartApplication => {}
+            ActionKind::ScaleApplication => {
+                a.rec.target = a.app.instances;
+                a.rec.restarting = false;
+            }
+            ActionKind::RestartApplication => {
+                a.rec.target = a.app.instances;
+                a.rec.restarting = true;
+                a.rec.delay = None;
+            }
+            ActionKind::StopApplication => {
+                a.rec.target = 0;
+                a.rec.deleting = true;
+                a.rec.restarting = false;
+            }
+        }
+        self.save_app(app_id);
+    }
+
+    fn action_done(&self, kind: ActionKind, app_id: &str) -> bool {
+        let Some(a) = self.apps.get(app_id) else {
+            // Gone: a stop is complete, anything else has nothing to do.
+            return true;
+        };
+        let checked = !a.app.health_checks.is_empty();
+        let inactive = inactive_after_ms(&a.app);
+        let t = now();
+        let alive: Vec<&Instance> = self
+            .app_tasks(app_id)
+            .filter(|t| !t.is_terminal())
+            .collect();
+        let active: Vec<&&Instance> = alive.iter().filter(|i| i.is_active(inactive, t)).collect();
+        match kind {
+            ActionKind::StartApplication => true,
+            ActionKind::ScaleApplication => {
+                active.len() as u32 == a.rec.target
+                    && active.iter().all(|i| i.is_healthy(checked))
+                    && alive.iter().all(|i| i.goal_running)
+            }
+            ActionKind::RestartApplication => {
+                let cfg = a.config_version();
+                active.len() as u32 == a.rec.target
+                    && alive.iter().all(|i| i.config == cfg && i.goal_running)
+                    && active.iter().all(|i| i.is_healthy(checked))
+            }
+            ActionKind::StopApplication => alive.is_empty(),
+        }
+    }
+
+    fn finish_action(&mut self, kind: ActionKind, app_id: &str) {
+        match kind {
+            ActionKind::RestartApplication => {
+                if let Some(a) = self.apps.get_mut(app_id) {
+                    a.rec.restarting = false;
+                    self.save_app(app_id);
+                }
+            }
+            ActionKind::StopApplication
+                if self.apps.get(app_id).is_some_and(|a| a.rec.deleting) =>
+            {
+                self.apps.remove(app_id);
+                kv::delete(&format!("{APP_PREFIX}{app_id}"));
+                for v in self.versions(app_id) {
+                    kv::delete(&format!("{VER_PREFIX}{app_id}/{v}"));
+                }
+                let left: Vec<String> = self.app_tasks(app_id).map(|t| t.id.clone()).collect();
+                for t in left {
+                    self.forget_task(&t);
+                }
+                log::info(&format!("app {app_id} removed"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Kills surplus tasks of an app and records how many launches it needs.
+    fn reconcile(&mut self, app_id: &str) {
+        let Some(a) = self.apps.get(app_id) else {
+            self.need.remove(app_id);
+            return;
+        };
+        let t = now();
+        let checked = !a.app.health_checks.is_empty();
+        let inactive = inactive_after_ms(&a.app);
+        let target = a.rec.target;
+        let mut to_kill: Vec<String> = Vec::new();
+        let need;
+        let mut active: Vec<Instance> = self
+            .app_tasks(app_id)
+            .filter(|i| i.is_active(inactive, t))
+            .cloned()
+            .collect();
+        if a.rec.restarting {
+            let cfg = a.config_version();
+            let alive = self.app_tasks(app_id).filter(|i| !i.is_terminal()).count() as u32;
+            let (mut new, old): (Vec<Instance>, Vec<Instance>) =
+                active.into_iter().partition(|i| i.config == cfg);
+            let healthy_old: Vec<&Instance> =
+                old.iter().filter(|i| i.is_healthy(checked)).collect();
+            let healthy_new = new.iter().filter(|i| i.is_healthy(checked)).count() as u32;
+            let bounds = rolling(
+                target,
+                a.app.upgrade_strategy.minimum_health_capacity,
+                a.app.upgrade_strategy.maximum_over_capacity,
+                healthy_old.len() as u32 + healthy_new,
+            );
+            let step = rolling_step(
+                target,
+                bounds,
+                healthy_old.len() as u32,
+                healthy_new,
+                alive,
+                new.len() as u32,
+            );
+            // Unhealthy old tasks hold no capacity worth keeping.
+            to_kill.extend(
+                old.iter()
+                    .filter(|i| !i.is_healthy(checked))
+                    .map(|i| i.id.clone()),
+            );
+            let mut healthy_old: Vec<&Instance> = healthy_old;
+            order_for_kill(&mut healthy_old, &a.app.kill_selection);
+            to_kill.extend(
+                healthy_old
+                    .iter()
+                    .take(step.kill_healthy_old as usize)
+                    .map(|i| i.id.clone()),
+            );
+            // More new tasks than wanted (scaled down during a restart).
+            if new.len() as u32 > target {
+                let mut refs: Vec<&Instance> = new.iter().collect();
+                order_for_kill(&mut refs, &a.app.kill_selection);
+                let surplus: Vec<String> = refs
+                    .iter()
+                    .take(new.len() - target as usize)
+                    .map(|i| i.id.clone())
+                    .collect();
+                new.retain(|i| !surplus.contains(&i.id));
+                to_kill.extend(surplus);
+            }
+            need = step.launch;
+        } else if active.len() as u32 > target {
+            let surplus = active.len() - target as usize;
+            let mut refs: Vec<&Instance> = active.iter().collect();
+            order_for_kill(&mut refs, &a.app.kill_selection);
+            to_kill.extend(refs.iter().take(surplus).map(|i| i.id.clone()));
+            active.clear();
+            need = 0;
+        } else {
+            need = target - active.len() as u32;
+        }
+        for id in to_kill {
+            if let Some(mut i) = self.tasks.get(&id).cloned()
+                && (i.goal_running || !i.kill_sent)
+            {
+                log::info(&format!("killing {id} ({})", app_id));
+                kill_instance(&mut i);
+                self.save_task(&i);
+                self.tasks.insert(id, i);
+            }
+        }
+        if need > 0 {
+            self.need.insert(app_id.to_string(), need);
+            self.waiting_since.entry(app_id.to_string()).or_insert(t);
+        } else {
+            self.need.remove(app_id);
+            self.waiting_since.remove(app_id);
+            self.offer_stats.remove(app_id);
+        }
+    }
+
+    /// Asks for offers only while something waits to launch.
+    fn want_offers(&mut self) {
+        let want = !self.need.is_empty();
+        if self.suppressed != Some(!want) {
+            if want {
+                driver::revive();
+            } else {
+                driver::suppress();
+            }
+            self.suppressed = Some(!want);
+        }
+    }
+}
+
+/// Marathon's instance condition for a task state.
+fn condition(state: &str) -> &'static str {
+    match state {
+        "TASK_STAGING" => "Staging",
+        "TASK_STARTING" => "Starting",
+        "TASK_RUNNING" => "Running",
+        "TASK_KILLING" => "Killing",
+        "TASK_FINISHED" => "Finished",
+        "TASK_FAILED" => "Failed",
+        "TASK_KILLED" => "Killed",
+        "TASK_ERROR" => "Error",
+        "TASK_LOST" | "TASK_GONE" => "Gone",
+        "TASK_DROPPED" => "Dropped",
+        "TASK_UNREACHABLE" => "Unreachable",
+        "TASK_GONE_BY_OPERATOR" => "GoneByOperator",
+        _ => "Unknown",
+    }
+}
+
+fn inactive_after_ms(app: &App) -> Option<u64> {
+    match app.unreachable {
+        app::Unreachable::Disabled => None,
+        app::Unreachable::Enabled { inactive_after, .. } => Some((inactive_after * 1000.0) as u64),
+    }
+}
+
+fn expunge_after_ms(app: &App) -> Option<u64> {
+    match app.unreachable {
+        app::Unreachable::Disabled => None,
+        app::Unreachable::Enabled { expunge_after, .. } => Some((expunge_after * 1000.0) as u64),
+    }
+}
+
+/// Orders tasks so that the first are the ones to kill: unreachable,
+/// staging, starting, then running; within a condition the youngest (or
+/// oldest) first, as the app's killSelection says.
+fn order_for_kill(tasks: &mut Vec<&Instance>, selection: &str) {
+    fn weight(i: &Instance) -> u8 {
+        if i.unreachable_since.is_some() {
+            return 1;
+        }
+        match i.state.as_str() {
+            "TASK_STAGING" => 2,
+            "TASK_STARTING" => 3,
+            "TASK_RUNNING" => 4,
+            _ => 5,
+        }
+    }
+    let youngest = selection != "OLDEST_FIRST";
+    tasks.sort_by(|a, b| {
+        weight(a).cmp(&weight(b)).then_with(|| {
+            let (ka, kb) = (
+                a.started_at.unwrap_or(a.staged_at),
+                b.started_at.unwrap_or(b.staged_at),
+            );
+            if youngest { kb.cmp(&ka) } else { ka.cmp(&kb) }
+        })
+    });
+}
+
+/// Takes the ports a task needs from an offer's free ranges: the fixed
+/// ones first (None if any is not free), then any.
+fn take_ports(free: &mut Vec<PortRange>, wants: &[Option<u16>]) -> Option<Vec<u16>> {
+    let mut scratch = free.clone();
+    let mut out = vec![0u16; wants.len()];
+    for (i, w) in wants.iter().enumerate() {
+        if let Some(p) = w {
+            let idx = scratch.iter().position(|r| r.begin <= *p && *p <= r.end)?;
+            let r = scratch.remove(idx);
+            if r.begin < *p {
+                scratch.push(PortRange {
+                    begin: r.begin,
+                    end: p - 1,
+                });
+            }
+            if *p < r.end {
+                scratch.push(PortRange {
+                    begin: p + 1,
+                    end: r.end,
+                });
+            }
+            out[i] = *p;
+        }
+    }
+    scratch.sort_by_key(|r| r.begin);
+    for (i, w) in wants.iter().enumerate() {
+        if w.is_none() {
+            let r = scratch.first_mut()?;
+            out[i] = r.begin;
+            if r.begin == r.end {
+                scratch.remove(0);
+            } else {
+                r.begin += 1;
+            }
+        }
+    }
+    *free = scratch;
+    Some(out)
+}
+
+/// Ports as ranges for a task spec, in the task's order (PORT0 first).
+fn port_ranges(ports: &[u16]) -> Vec<PortRange> {
+    ports
+        .iter()
+        .map(|p| PortRange { begin: *p, end: *p })
+        .collect()
+}
+
+/// What is left of an offer while tasks are placed on it.
+struct Left {
+    cpus: f64,
+    mem: f64,
+    disk: f64,
+    gpus: u32,
+    ports: Vec<PortRange>,
+    specs: Vec<TaskSpec>,
+    instances: Vec<Instance>,
+}
+
+impl Marathon {
+    /// The task spec of a new instance of `a` on `host_ports`.
+    fn spec(&self, a: &AppState, task_id: &str, host_ports: &[u16]) -> TaskSpec {
+        let app = &a.app;
+        let (shell, value, arguments) = match (&app.cmd, app.args.is_empty()) {
+            (Some(cmd), _) => (true, cmd.clone(), Vec::new()),
+            (None, false) => (false, app.args[0].clone(), app.args.clone()),
+            (None, true) => (false, String::new(), Vec::new()),
+        };
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert("MARATHON_APP_ID".into(), app.id.clone());
+        env.insert("MARATHON_APP_VERSION".into(), app.version.clone());
+        env.insert("MARATHON_APP_RESOURCE_CPUS".into(), app.cpus.to_string());
+        env.insert("MARATHON_APP_RESOURCE_MEM".into(), app.mem.to_string());
+        env.insert("MARATHON_APP_RESOURCE_DISK".into(), app.disk.to_string());
+        env.insert("MARATHON_APP_RESOURCE_GPUS".into(), app.gpus.to_string());
+        let label_names: Vec<String> = app.labels.keys().cloned().collect();
+        env.insert("MARATHON_APP_LABELS".into(), label_names.join(" "));
+        for (k, v) in &app.labels {
+            let name: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            env.insert(format!("MARATHON_APP_LABEL_{name}"), v.clone());
+        }
+        if let Some(app::Container {
+            docker: Some(d), ..
+        }) = &app.container
+        {
+            env.insert("MARATHON_APP_DOCKER_IMAGE".into(), d.image.clone());
+        }
+        let service = app.service_ports();
+        for (i, p) in host_ports.iter().enumerate() {
+            if let Some(sp) = service.get(i).filter(|s| **s != 0) {
+                env.insert(format!("PORT_{sp}"), p.to_string());
+            }
+            let name = if app.network_mode == "host" {
+                app.port_definitions.get(i).and_then(|d| d.name.clone())
+            } else {
+                app.container
+                    .as_ref()
+                    .and_then(|c| c.port_mappings.get(i))
+                    .and_then(|m| m.name.clone())
+            };
+            if let Some(n) = name {
+                env.insert(
+                    format!("PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                    p.to_string(),
+                );
+            }
+        }
+        env.extend(app.env.clone());
+        let container = app.container.as_ref().and_then(|c| {
+            c.docker.as_ref().map(|d| {
+                Container::Docker(DockerInfo {
+                    image: d.image.clone(),
+                    network: if app.network_mode == "host" {
+                        DockerNetwork::Host
+                    } else {
+                        DockerNetwork::Bridge
+                    },
+                    port_mappings: c
+                        .port_mappings
+                        .iter()
+                        .zip(host_ports)
+                        .map(|(m, hp)| PortMapping {
+                            container_port: if m.container_port == 0 {
+                                *hp
+                            } else {
+                                m.container_port as u16
+                            },
+                            protocol: m.protocol.split(',').next().unwrap_or("tcp").to_string(),
+                        })
+                        .collect(),
+                    force_pull_image: d.force_pull_image,
+                })
+            })
+        });
+        TaskSpec {
+            task_id: task_id.to_string(),
+            name: app.id.trim_start_matches('/').to_string(),
+            resources: Resources {
+                cpus: app.cpus,
+                mem: app.mem,
+                disk: app.disk,
+                gpus: app.gpus,
+                ports: port_ranges(host_ports),
+            },
+            command: Command {
+                shell,
+                value,
+                arguments,
+                environment: env
+                    .into_iter()
+                    .map(|(key, value)| KeyValue { key, value })
+                    .collect(),
+                user: app.user.clone(),
+            },
+            labels: app
+                .labels
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            kill_grace_period_ms: app
+                .task_kill_grace_period_seconds
+                .map(|s| (s * 1000.0) as u64),
+            health_check: app.health_checks.first().map(health_spec),
+            container,
+        }
+    }
+
+    /// The host ports a task of the app asks for: fixed (requirePorts,
+    /// bridge hostPort) or any.
+    fn wanted_ports(app: &App) -> Vec<Option<u16>> {
+        if app.network_mode == "host" {
+            app.port_definitions
+                .iter()
+                .map(|p| (app.require_ports && p.port != 0).then_some(p.port as u16))
+                .collect()
+        } else {
+            app.container
+                .as_ref()
+                .map(|c| {
+                    c.port_mappings
+                        .iter()
+                        .map(|m| m.host_port.filter(|p| *p != 0).map(|p| p as u16))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    /// Where an app's active tasks run: (agent id, count).
+    fn placed(&self, app_id: &str, extra: &[(String, String)]) -> Vec<(String, u32)> {
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for t in self
+            .app_tasks(app_id)
+            .filter(|t| t.goal_running && !t.is_terminal())
+        {
+            if let Some(a) = &t.agent_id {
+                *counts.entry(a.clone()).or_default() += 1;
+            }
+        }
+        for (app, agent) in extra {
+            if app == app_id {
+                *counts.entry(agent.clone()).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
+    fn note_reason(&mut self, app_id: &str, reason: &str) {
+        let s = self.offer_stats.entry(app_id.to_string()).or_default();
+        *s.reasons.entry(reason.to_string()).or_default() += 1;
+    }
+}
+
+/// A Marathon health check as the task's health-check plugin.
+fn health_spec(h: &app::HealthCheckDef) -> HealthCheck {
+    let mut config: BTreeMap<String, String> = h.config.clone();
+    let plugin = match (&h.plugin, h.protocol.as_str()) {
+        (Some(p), _) => p.clone(),
+        (None, "TCP" | "MESOS_TCP") => "health-tcp".into(),
+        (None, _) => {
+            config
+                .entry("path".into())
+                .or_insert_with(|| h.path.clone().unwrap_or_else(|| "/".into()));
+            if h.ignore_http1xx {
+                config
+                    .entry("statuses".into())
+                    .or_insert_with(|| "200-399".into());
+            } else {
+                config
+                    .entry("statuses".into())
+                    .or_insert_with(|| "100-399".into());
+            }
+            "health-http".into()
+        }
+    };
+    match (h.port, h.port_index) {
+        (Some(p), _) => {
+            config.entry("port".into()).or_insert_with(|| p.to_string());
+        }
+        (None, i) => {
+            config
+                .entry("port-index".into())
+                .or_insert_with(|| i.unwrap_or(0).to_string());
+        }
+    }
+    HealthCheck {
+        plugin,
+        config: config
+            .into_iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect(),
+        // Marathon does not delay its own checks; the grace period covers
+        // the start.
+        delay_seconds: 0.0,
+        interval_seconds: h.interval_seconds,
+        timeout_seconds: h.timeout_seconds,
+        grace_period_seconds: h.grace_period_seconds,
+        max_consecutive_failures: h.max_consecutive_failures,
+    }
+}
+
+impl Framework for Marathon {
+    fn init(config: wasmos_sdk::Config) -> Result<Self, String> {
+        let num = |k: &str, d: f64| -> Result<f64, String> {
+            match config.get(k) {
+                Some(v) => v
+                    .parse::<f64>()
+                    .map_err(|_| format!("config {k}={v:?} is not a number")),
+                None => Ok(d),
+            }
+        };
+        let port_min = num("local_port_min", 10000.0)? as u32;
+        let port_max = num("local_port_max", 20000.0)? as u32;
+        if port_min >= port_max || port_max > 65536 {
+            return Err(format!(
+                "config local_port_min={port_min} must be below local_port_max={port_max} (at most 65536)"
+            ));
+        }
+        let mut apps = BTreeMap::new();
+        for k in kv::keys(APP_PREFIX) {
+            let Some(rec) = kv::get_json::<AppRecord>(&k) else {
+                continue;
+            };
+            match AppState::load(rec) {
+                Ok(a) => {
+                    apps.insert(a.app.id.clone(), a);
+                }
+                Err(e) => log::error(&e),
+            }
+        }
+        let tasks = kv::keys(TASK_PREFIX)
+            .iter()
+            .filter_map(|k| kv::get_json::<Instance>(k))
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let deployments = kv::keys(DEP_PREFIX)
+            .iter()
+            .filter_map(|k| kv::get_json::<Deployment>(k))
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        let mut m = Marathon {
+            apps,
+            tasks,
+            deployments,
+            need: BTreeMap::new(),
+            waiting_since: BTreeMap::new(),
+            offer_stats: BTreeMap::new(),
+            port_min,
+            port_max,
+            role: config
+                .get("mesos_role")
+                .cloned()
+                .unwrap_or_else(|| "*".into()),
+            max_versions: num("max_versions", 50.0)?.max(1.0) as usize,
+            suppressed: None,
+            events: Default::default(),
+            next_event: 0,
+        };
+        log::info(&format!(
+            "marathon: {} apps, {} tasks, {} deployments in progress",
+            m.apps.len(),
+            m.tasks.len(),
+            m.deployments.len()
+        ));
+        m.drive();
+        Ok(m)
+    }
+
+    fn offers(&mut self, offers: Vec<Offer>) {
+        self.drive();
+        let t = now();
+        let mut left: Vec<Left> = offers
+            .iter()
+            .map(|o| Left {
+                cpus: o.resources.cpus,
+                mem: o.resources.mem,
+                disk: o.resources.disk,
+                gpus: o.resources.gpus,
+                ports: o.resources.ports.clone(),
+                specs: Vec::new(),
+                instances: Vec::new(),
+            })
+            .collect();
+        // Tasks placed in this round, as (app, agent), for constraints.
+        let mut placed_now: Vec<(String, String)> = Vec::new();
+        let wanting: Vec<(String, u32)> = self.need.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (app_id, count) in wanting {
+            let Some(a) = self.apps.get(&app_id).cloned() else {
+                continue;
+            };
+            if a.rec.delay.is_some_and(|d| d.until_ms > t) {
+                continue;
+            }
+            let wants = Self::wanted_ports(&a.app);
+            let rules: Vec<Rule> = a
+                .app
+                .constraints
+                .iter()
+                .filter_map(|c| Rule::from_marathon(c).ok())
+                .collect();
+            for _ in 0..count {
+                {
+                    let s = self.offer_stats.entry(app_id.clone()).or_default();
+                    s.processed += offers.len() as u64;
+                }
+                let mut fitting = Vec::new();
+                for (i, l) in left.iter().enumerate() {
+                    let why = if a.app.cpus > l.cpus + 1e-9 {
+                        Some("InsufficientCpus")
+                    } else if a.app.mem > l.mem + 1e-9 {
+                        Some("InsufficientMemory")
+                    } else if a.app.disk > l.disk + 1e-9 {
+                        Some("InsufficientDisk")
+                    } else if a.app.gpus > l.gpus {
+                        Some("InsufficientGpus")
+                    } else if take_ports(&mut l.ports.clone(), &wants).is_none() {
+                        Some("InsufficientPorts")
+                    } else {
+                        None
+                    };
+                    match why {
+                        Some(r) => self.note_reason(&app_id, r),
+                        None => fitting.push(i),
+                    }
+                }
+                let chosen = if fitting.is_empty() {
+                    None
+                } else if rules.is_empty() {
+                    fitting.first().copied()
+                } else {
+                    let candidates: Vec<placement_service::Candidate> = fitting
+                        .iter()
+                        .map(|&i| placement_service::Candidate {
+                            agent_id: offers[i].agent_id.clone(),
+                            cpus: left[i].cpus,
+                            mem: left[i].mem,
+                            disk: left[i].disk,
+                        })
+                        .collect();
+                    let request = placement_service::Request {
+                        group: app_id.clone(),
+                        rules: rules.clone(),
+                        resources: Resources {
+                            cpus: a.app.cpus,
+                            mem: a.app.mem,
+                            disk: a.app.disk,
+                            gpus: a.app.gpus,
+                            ports: Vec::new(),
+                        },
+                        placed: self.placed(&app_id, &placed_now),
+                    };
+                    match placement_service::evaluate(&request, &candidates) {
+                        Ok(verdicts) => {
+                            let best = fitting
+                                .iter()
+                                .zip(&verdicts)
+                                .filter(|(_, v)| v.fits)
+                                .max_by(|(_, x), (_, y)| x.score.total_cmp(&y.score))
+                                .map(|(i, _)| *i);
+                            if best.is_none() {
+                                self.note_reason(&app_id, "UnfulfilledConstraint");
+                            }
+                            best
+                        }
+                        Err(e) => {
+                            log::warn(&format!("placement of {app_id} failed: {e}"));
+                            self.note_reason(&app_id, "UnfulfilledConstraint");
+                            None
+                        }
+                    }
+                };
+                let Some(i) = chosen else {
+                    let s = self.offer_stats.entry(app_id.clone()).or_default();
+                    s.unused += 1;
+                    s.last_unused_ms = Some(t);
+                    break;
+                };
+                let l = &mut left[i];
+                let Some(host_ports) = take_ports(&mut l.ports, &wants) else {
+                    break;
+                };
+                l.cpus -= a.app.cpus;
+                l.mem -= a.app.mem;
+                l.disk -= a.app.disk;
+                l.gpus -= a.app.gpus;
+                let task_id = format!(
+                    "{}.instance-{}._app.1",
+                    ids::task_prefix(&app_id),
+                    self.new_uuid()
+                );
+                l.specs.push(self.spec(&a, &task_id, &host_ports));
+                l.instances.push(Instance {
+                    id: task_id,
+                    app_id: app_id.clone(),
+                    version: a.app.version.clone(),
+                    config: a.config_version(),
+                    state: "TASK_STAGING".into(),
+                    agent_id: Some(offers[i].agent_id.clone()),
+                    host: Some(offers[i].hostname.clone()),
+                    ports: host_ports,
+                    staged_at: t,
+                    started_at: None,
+                    goal_running: true,
+                    kill_sent: false,
+                    healthy: None,
+                    unreachable_since: None,
+                    first_success: None,
+                    last_success: None,
+                    last_failure: None,
+                    consecutive_failures: 0,
+                    message: None,
+                });
+                placed_now.push((app_id.clone(), offers[i].agent_id.clone()));
+                let s = self.offer_stats.entry(app_id.clone()).or_default();
+                s.last_used_ms = Some(t);
+            }
+        }
+        let mut unused = Vec::new();
+        for (offer, l) in offers.iter().zip(left) {
+            if l.specs.is_empty() {
+                unused.push(offer.id.clone());
+                continue;
+            }
+            match driver::launch(std::slice::from_ref(&offer.id), &l.specs, None) {
+                Ok(()) => {
+                    for i in l.instances {
+                        log::info(&format!("launching {} on {}", i.id, offer.hostname));
+                        self.save_task(&i);
+                        self.tasks.insert(i.id.clone(), i);
+                    }
+                }
+                Err(e) => log::error(&format!("launch refused: {e}")),
+            }
+        }
+        // Launches that still wait (nothing fit) want offers back soon.
+        self.drive();
+        if !unused.is_empty() {
+            let refuse = if self.need.is_empty() {
+                REFUSE_IDLE
+            } else {
+                REFUSE_WHILE_WAITING
+            };
+            driver::decline(&unused, Some(refuse));
+        }
+    }
+
+    fn status(&mut self, update: TaskStatus) {
+        let Some(mut t) = self.tasks.get(&update.task_id).cloned() else {
+            if !is_terminal(update.state) && ids::app_of_task(&update.task_id).is_some() {
+                log::warn(&format!(
+                    "status {} for unknown task {}; killing it",
+                    state_name(update.state),
+                    update.task_id
+                ));
+                driver::kill(&update.task_id);
+            }
+            return;
+        };
+        let ts = (update.timestamp * 1000.0) as u64;
+        let ts = if ts == 0 { now() } else { ts };
+        let state = state_name(update.state).to_string();
+        if update.agent_id.is_some() {
+            t.agent_id = update.agent_id.clone();
+        }
+        if let Some(m) = &update.message {
+            t.message = Some(m.clone());
+        }
+        match state.as_str() {
+            "TASK_RUNNING" => {
+                t.started_at.get_or_insert(ts);
+                t.unreachable_since = None;
+            }
+            "TASK_UNREACHABLE" => {
+                t.unreachable_since.get_or_insert(ts);
+            }
+            _ => {}
+        }
+        let was_healthy = t.healthy;
+        if let Some(h) = update.healthy {
+            if h {
+                t.first_success.get_or_insert(ts);
+                t.last_success = Some(ts);
+                t.consecutive_failures = 0;
+            } else {
+                t.last_failure = Some(ts);
+                t.consecutive_failures += 1;
+            }
+            t.healthy = Some(h);
+        }
+        t.state = state.clone();
+        self.emit(
+            "status_update_event",
+            json!({
+                "slaveId": t.agent_id.clone().unwrap_or_default(),
+                "taskId": t.id,
+                "taskStatus": state,
+                "message": update.message.clone().unwrap_or_default(),
+                "appId": t.app_id,
+                "host": t.host.clone().unwrap_or_default(),
+                "ipAddresses": [],
+                "ports": t.ports,
+                "version": t.version,
+            }),
+        );
+        self.emit(
+            "instance_changed_event",
+            json!({
+                "instanceId": t.instance_id(),
+                "condition": condition(&state),
+                "runSpecId": t.app_id,
+                "agentId": t.agent_id.clone().unwrap_or_default(),
+                "host": t.host.clone().unwrap_or_default(),
+                "runSpecVersion": t.version,
+            }),
+        );
+        if update.healthy.is_some() && update.healthy != was_healthy {
+            self.emit(
+                "health_status_changed_event",
+                json!({
+                    "appId": t.app_id,
+                    "instanceId": t.instance_id(),
+                    "version": t.version,
+                    "alive": t.healthy,
+                }),
+            );
+            self.emit(
+                "instance_health_changed_event",
+                json!({
+                    "instanceId": t.instance_id(),
+                    "runSpecId": t.app_id,
+                    "runSpecVersion": t.version,
+                    "healthy": t.healthy,
+                }),
+            );
+        }
+        if is_terminal(update.state) {
+            if let Some(a) = self.apps.get_mut(&t.app_id) {
+                if t.goal_running
+                    && matches!(
+                        state.as_str(),
+                        "TASK_FAILED" | "TASK_FINISHED" | "TASK_ERROR"
+                    )
+                {
+                    let app = &a.app;
+                    let seconds = match a.rec.delay {
+                        Some(d) => {
+                            (d.seconds * app.backoff_factor).min(app.max_launch_delay_seconds)
+                        }
+                        None => app.backoff_seconds.min(app.max_launch_delay_seconds),
+                    };
+                    a.rec.delay = Some(Delay {
+                        seconds,
+                        until_ms: ts.max(now()) + (seconds * 1000.0) as u64,
+                    });
+                }
+                if t.goal_running {
+                    a.rec.last_failure = Some(json!({
+                        "appId": t.app_id,
+                        "host": t.host.clone().unwrap_or_default(),
+                        "message": update.message.clone().unwrap_or_default(),
+                        "state": state,
+                        "taskId": t.id,
+                        "instanceId": t.instance_id(),
+                        "timestamp": time::format_ms(ts),
+                        "version": t.version,
+                        "slaveId": t.agent_id.clone().unwrap_or_default(),
+                    }));
+                    log::info(&format!("{} ended ({state}); it will be replaced", t.id));
+                }
+                let id = t.app_id.clone();
+                self.save_app(&id);
+            }
+            self.forget_task(&update.task_id);
+        } else {
+            self.save_task(&t);
+            self.tasks.insert(t.id.clone(), t);
+        }
+        self.drive();
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        // Unreachable tasks past the app's expunge time are forgotten (and
+        // killed should they come back).
+        let mut expunge = Vec::new();
+        for t in self.tasks.values() {
+            let Some(since) = t.unreachable_since else {
+                continue;
+            };
+            let Some(a) = self.apps.get(&t.app_id) else {
+                continue;
+            };
+            if let Some(after) = expunge_after_ms(&a.app)
+                && now_ms >= since + after
+            {
+                expunge.push(t.id.clone());
+            }
+        }
+        for id in expunge {
+            log::info(&format!("{id} was unreachable too long; expunged"));
+            driver::kill(&id);
+            self.forget_task(&id);
+        }
+        // Backoff resets after delay + maxLaunchDelay without a failure.
+        let mut reset = Vec::new();
+        for (id, a) in &self.apps {
+            if let Some(d) = a.rec.delay
+                && now_ms > d.until_ms + (a.app.max_launch_delay_seconds * 1000.0) as u64
+            {
+                reset.push(id.clone());
+            }
+        }
+        for id in reset {
+            if let Some(a) = self.apps.get_mut(&id) {
+                a.rec.delay = None;
+            }
+            self.save_app(&id);
+        }
+        self.drive();
+    }
+
+    fn http(&mut self, req: Request) -> Response {
+        let resp = api::handle(self, &req);
+        self.drive();
+        resp
+    }
+}
+
+wasmos_sdk::export_framework!(Marathon);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(id: &str, state: &str, at: u64) -> Instance {
+        Instance {
+            id: id.into(),
+            app_id: "/a".into(),
+            version: String::new(),
+            config: String::new(),
+            state: state.into(),
+            agent_id: None,
+            host: None,
+            ports: vec![],
+            staged_at: at,
+            started_at: Some(at),
+            goal_running: true,
+            kill_sent: false,
+            healthy: None,
+            unreachable_since: None,
+            first_success: None,
+            last_success: None,
+            last_failure: None,
+            consecutive_failures: 0,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn kills_take_staging_before_running_and_the_youngest_first() {
+        let a = inst("a", "TASK_RUNNING", 1);
+        let b = inst("b", "TASK_RUNNING", 5);
+        let c = inst("c", "TASK_STAGING", 2);
+        let mut v = vec![&a, &b, &c];
+        order_for_kill(&mut v, "YOUNGEST_FIRST");
+        let ids: Vec<&str> = v.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["c", "b", "a"]);
+        order_for_kill(&mut v, "OLDEST_FIRST");
+        let ids: Vec<&str> = v.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn fixed_ports_are_taken_exactly_and_others_from_the_front() {
+        let mut free = vec![PortRange {
+            begin: 31000,
+            end: 31005,
+        }];
+        let got = take_ports(&mut free, &[None, Some(31003), None]).unwrap();
+        assert_eq!(got, vec![31000, 31003, 31001]);
+        assert!(
+            take_ports(&mut free, &[Some(31003)]).is_none(),
+            "taken already"
+        );
+        assert!(take_ports(&mut free, &[Some(40000)]).is_none());
+        let left: u32 = free.iter().map(|r| u32::from(r.end - r.begin) + 1).sum();
+        assert_eq!(left, 3);
+    }
+
+    #[test]
+    fn uuids_are_distinct_and_uuid_shaped() {
+        let a = uuid(1, 1000);
+        let b = uuid(2, 1000);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+    }
+}
