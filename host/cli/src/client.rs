@@ -163,7 +163,24 @@ impl Client {
         let body = resp.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v["message"].as_str().map(String::from))
+            .and_then(|v| {
+                let mut m = v["message"].as_str()?.to_string();
+                // Marathon's validation errors: what is wrong, by field.
+                for d in v["details"].as_array().into_iter().flatten() {
+                    let errors: Vec<&str> = d["errors"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e.as_str())
+                        .collect();
+                    m.push_str(&format!(
+                        "\n  {}: {}",
+                        d["path"].as_str().unwrap_or("/"),
+                        errors.join("; ")
+                    ));
+                }
+                Some(m)
+            })
             .unwrap_or_else(|| {
                 if body.is_empty() {
                     "no details".into()

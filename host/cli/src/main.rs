@@ -1,10 +1,11 @@
 //! `wasmos`: the one binary. Runs a master, an agent, or a whole
 //! one-machine cluster (`up`), and talks to a cluster as a client (`task`,
-//! `agents`, `frameworks`, `plugin`).
+//! `agents`, `frameworks`, `plugin`, `app`).
 //!
 //! Raw arguments are parsed by clap, then validated into the daemons'
 //! config types; client commands use only the native HTTP API.
 
+mod app;
 mod client;
 mod cluster;
 mod daemon;
@@ -68,6 +69,9 @@ enum Command {
     /// Read and write cluster variables.
     #[command(subcommand)]
     Var(vars::VarCommand),
+    /// Deploy, scale, restart and remove long-running apps (Marathon).
+    #[command(subcommand)]
+    App(app::AppCommand),
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| 0),
             Command::Var(c) => vars::run(c, &client::Client::new(&master)).await.map(|_| 0),
+            Command::App(c) => app::run(c, &client::Client::new(&master)).await,
         }
     });
     // Tasks' output may still be draining to a pipe; leave promptly anyway.
