@@ -6,6 +6,7 @@
 mod api;
 mod docker;
 mod isolation;
+mod marathon;
 mod masters;
 mod plugins;
 mod reliability;

@@ -3,7 +3,7 @@
 //! and health checks take effect.
 
 use serde_json::json;
-use wasmos_tests::{Api, Cluster, DEADLINE, Daemon, cli, free_port, root, test_plugin, wait_for};
+use wasmos_tests::{Api, Cluster, DEADLINE, Racks, cli, root, test_plugin, wait_for};
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -440,78 +440,9 @@ async fn health_checks_report_healthy_tasks_and_kill_unhealthy_ones() {
     );
 }
 
-/// A master and three agents: two in rack r1, one in r2.
-struct Racks {
-    master: Daemon,
-    _agents: Vec<Daemon>,
-    _dir: tempfile::TempDir,
-}
-
-async fn racks() -> Racks {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mdata = dir.path().join("master");
-    let master = Daemon::start(
-        "master",
-        &[
-            "master",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            path(&mdata),
-        ],
-        "master",
-        dir.path(),
-    )
-    .await;
-    let mut agents = Vec::new();
-    for (host, rack) in [("h1", "r1"), ("h2", "r1"), ("h3", "r2")] {
-        let data = dir.path().join(host);
-        agents.push(
-            Daemon::start(
-                host,
-                &[
-                    "agent",
-                    "--master",
-                    &master.url,
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--data-dir",
-                    path(&data),
-                    "--hostname",
-                    host,
-                    "--attributes",
-                    &format!("rack:{rack}"),
-                    "--resources",
-                    "cpus:1;mem:512",
-                ],
-                "agent",
-                dir.path(),
-            )
-            .await,
-        );
-    }
-    let api = Api::new(&master.url);
-    wait_for("three agents", DEADLINE, || async {
-        let (_, a) = api.get("/api/wasmos/v1/agents").await;
-        (a.as_array()?
-            .iter()
-            .filter(|a| a["connected"] == true)
-            .count()
-            == 3)
-            .then_some(())
-    })
-    .await;
-    Racks {
-        master,
-        _agents: agents,
-        _dir: dir,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn constraints_spread_tasks_and_an_unmeetable_one_waits_without_launching() {
-    let r = racks().await;
+    let r = Racks::start(&[("h1", "r1"), ("h2", "r1"), ("h3", "r2")]).await;
     let api = Api::new(&r.master.url);
     let url = r.master.url.clone();
     let run = |id: &str, group: &str, extra: &[&str]| {

@@ -859,3 +859,78 @@ impl Drop for DockerJanitor {
         }
     }
 }
+
+/// A master and agents with their own hostnames and a `rack` attribute,
+/// each offering one CPU and 512 MB.
+pub struct Racks {
+    pub master: Daemon,
+    pub agents: Vec<Daemon>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Racks {
+    /// Starts the master, then an agent per (hostname, rack), and waits
+    /// until every agent is connected.
+    pub async fn start(hosts: &[(&str, &str)]) -> Racks {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mdata = dir.path().join("master");
+        let master = Daemon::start(
+            "master",
+            &[
+                "master",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                mdata.to_str().expect("utf-8 temp path"),
+            ],
+            "master",
+            dir.path(),
+        )
+        .await;
+        let mut agents = Vec::new();
+        for (host, rack) in hosts {
+            let data = dir.path().join(host);
+            agents.push(
+                Daemon::start(
+                    host,
+                    &[
+                        "agent",
+                        "--master",
+                        &master.url,
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--data-dir",
+                        data.to_str().expect("utf-8 temp path"),
+                        "--hostname",
+                        host,
+                        "--attributes",
+                        &format!("rack:{rack}"),
+                        "--resources",
+                        "cpus:1;mem:512",
+                    ],
+                    "agent",
+                    dir.path(),
+                )
+                .await,
+            );
+        }
+        let api = Api::new(&master.url);
+        let want = hosts.len();
+        wait_for("every agent connected", DEADLINE, || async {
+            let (_, a) = api.get("/api/wasmos/v1/agents").await;
+            (a.as_array()?
+                .iter()
+                .filter(|a| a["connected"] == true)
+                .count()
+                == want)
+                .then_some(())
+        })
+        .await;
+        Racks {
+            master,
+            agents,
+            dir,
+        }
+    }
+}

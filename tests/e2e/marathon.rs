@@ -1,0 +1,618 @@
+//! The bundled Marathon framework, driven through Marathon's own REST API
+//! (`/v2`) as a Marathon client would: real HTTP servers as tasks, real
+//! health checks, real agents and masters.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmos_tests::{Cluster, DEADLINE, Masters, Racks, wait_for};
+
+/// A client of `/v2` that also sees response headers.
+struct V2 {
+    base: String,
+    http: reqwest::Client,
+}
+
+struct Reply {
+    status: u16,
+    deployment: Option<String>,
+    body: Value,
+}
+
+impl V2 {
+    fn new(base: &str) -> V2 {
+        V2 {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Reply {
+        // Marathon clients send JSON headers on every request.
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("accept", "application/json")
+            .header("content-type", "application/json");
+        if let Some(b) = body {
+            r = r.body(serde_json::to_vec(b).unwrap());
+        }
+        match r.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let deployment = resp
+                    .headers()
+                    .get("marathon-deployment-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body = resp.json().await.unwrap_or(Value::Null);
+                Reply {
+                    status,
+                    deployment,
+                    body,
+                }
+            }
+            Err(_) => Reply {
+                status: 0,
+                deployment: None,
+                body: Value::Null,
+            },
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Waits until Marathon serves (its plugin runs on the leader).
+    async fn wait_up(&self) {
+        wait_for("marathon to answer /v2/info", DEADLINE, || async {
+            (self.get("/v2/info").await.status == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// The app as GET /v2/apps/{id} shows it (tasks embedded).
+    async fn app(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v2/apps/{id}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["app"].clone()
+    }
+
+    /// Waits until the app has no deployment and `n` healthy tasks.
+    async fn wait_deployed(&self, id: &str, n: usize, deadline: Duration) -> Value {
+        wait_for(
+            &format!("{id} deployed with {n} healthy tasks"),
+            deadline,
+            || async {
+                let r = self.get(&format!("/v2/apps/{id}")).await;
+                let app = &r.body["app"];
+                let tasks = app["tasks"].as_array()?;
+                let healthy = tasks.iter().filter(|t| healthy(app, t)).count();
+                (r.status == 200
+                    && app["deployments"].as_array()?.is_empty()
+                    && tasks.len() == n
+                    && healthy == n)
+                    .then(|| app.clone())
+            },
+        )
+        .await
+    }
+}
+
+/// A task is healthy when it runs and, if its app checks health, its
+/// health check has said alive.
+fn healthy(app: &Value, t: &Value) -> bool {
+    let checked = app["healthChecks"]
+        .as_array()
+        .is_some_and(|h| !h.is_empty());
+    let checks = t["healthCheckResults"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    t["state"] == "TASK_RUNNING"
+        && (!checked || (!checks.is_empty() && checks.iter().all(|c| c["alive"] == true)))
+}
+
+fn task_ids(app: &Value) -> BTreeSet<String> {
+    app["tasks"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Python's http.server on the task's first port, health-checked over HTTP.
+fn web_app(id: &str, instances: u32) -> Value {
+    json!({
+        "id": id,
+        "cmd": "exec python3 -m http.server --bind 127.0.0.1 $PORT0",
+        "cpus": 0.1,
+        "mem": 128,
+        "instances": instances,
+        "healthChecks": [{
+            "protocol": "HTTP", "path": "/", "portIndex": 0,
+            "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 2,
+            "maxConsecutiveFailures": 3
+        }],
+        // Keep two of three healthy; no room above three.
+        "upgradeStrategy": { "minimumHealthCapacity": 0.6, "maximumOverCapacity": 0 }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn marathon_apps_deploy_heal_roll_within_health_capacity_scale_and_go() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    let long = Duration::from_secs(90);
+
+    // Bad definitions change nothing and say what is wrong, by path.
+    let bad = m
+        .post(
+            "/v2/apps",
+            &json!({"id": "/bad", "cmd": "x", "cpus": "many"}),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(bad.body["message"], "Object is not valid");
+    assert_eq!(bad.body["details"][0]["path"], "/cpus");
+    assert_eq!(m.get("/v2/apps/bad").await.status, 404);
+
+    // Deploy three instances: 201, a deployment, then three healthy tasks.
+    let created = m.post("/v2/apps", &web_app("/web", 3)).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let dep = created.deployment.expect("a Marathon-Deployment-Id header");
+    assert_eq!(created.body["deployments"][0]["id"], dep.as_str());
+    assert_eq!(created.body["id"], "/web");
+    assert_eq!(created.body["backoffFactor"], 1.15);
+    let dup = m.post("/v2/apps", &web_app("web", 1)).await;
+    assert_eq!(dup.status, 409, "{}", dup.body);
+    let app = m.wait_deployed("//web", 3, long).await;
+    let mut ports = BTreeSet::new();
+    for t in app["tasks"].as_array().unwrap() {
+        let port = t["ports"][0].as_u64().unwrap();
+        ports.insert(port);
+        let page = reqwest::get(format!("http://127.0.0.1:{port}/"))
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "task {} serves HTTP", t["id"]);
+        assert!(t["stagedAt"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(t["servicePorts"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(ports.len(), 3, "each task has its own port");
+    assert_eq!(m.get("/v2/deployments").await.body, json!([]));
+    let listed = m.get("/v2/apps?embed=app.counts&label=").await;
+    assert_eq!(listed.body["apps"][0]["tasksHealthy"], 3);
+
+    // A killed task is replaced.
+    let victim = task_ids(&app).into_iter().next().unwrap();
+    let k = m.delete(&format!("/v2/apps/web/tasks/{victim}")).await;
+    assert_eq!(k.status, 200, "{}", k.body);
+    assert_eq!(k.body["task"]["id"], victim.as_str());
+    let healed = wait_for("the killed task to be replaced", long, || async {
+        let app = m.app("/web").await;
+        let ids = task_ids(&app);
+        let ok = !ids.contains(&victim)
+            && ids.len() == 3
+            && app["tasks"].as_array()?.iter().all(|t| healthy(&app, t));
+        ok.then_some(app)
+    })
+    .await;
+
+    // A rolling upgrade keeps at least ceil(3 * 0.6) = 2 healthy at every
+    // sample, and ends with three healthy tasks of the new version.
+    let old_ids = task_ids(&healed);
+    let mut changed = web_app("/web", 3);
+    changed["env"] = json!({ "RELEASE": "2" });
+    let up = m.put("/v2/apps/web", &changed).await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    let version = up.body["version"].as_str().unwrap().to_string();
+    // A second change while it rolls is refused unless forced.
+    let locked = m.put("/v2/apps/web", &json!({"instances": 2})).await;
+    assert_eq!(locked.status, 409, "{}", locked.body);
+    assert_eq!(locked.body["deployments"][0]["id"], up.body["deploymentId"]);
+    let mut samples = 0;
+    let mut lowest = usize::MAX;
+    let deadline = tokio::time::Instant::now() + long;
+    loop {
+        let app = m.app("/web").await;
+        let tasks = app["tasks"].as_array().unwrap().clone();
+        let healthy_now = tasks.iter().filter(|t| healthy(&app, t)).count();
+        lowest = lowest.min(healthy_now);
+        samples += 1;
+        assert!(
+            healthy_now >= 2,
+            "only {healthy_now} healthy during the upgrade: {tasks:?}"
+        );
+        assert!(
+            tasks.len() <= 3,
+            "maximumOverCapacity 0 allows no fourth task: {tasks:?}"
+        );
+        let done = app["deployments"].as_array().unwrap().is_empty()
+            && tasks.len() == 3
+            && tasks
+                .iter()
+                .all(|t| healthy(&app, t) && t["version"] == version.as_str());
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upgrade did not finish: {app}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(samples > 3, "the upgrade was observed while it ran");
+    let app = m.app("/web").await;
+    assert!(
+        task_ids(&app).is_disjoint(&old_ids),
+        "every task was replaced"
+    );
+    assert_eq!(app["env"]["RELEASE"], "2");
+    let versions = m.get("/v2/apps/web/versions").await;
+    assert_eq!(versions.body["versions"][0], version.as_str());
+    assert_eq!(versions.body["versions"].as_array().unwrap().len(), 2);
+
+    // Scaling down kills two and keeps one, without a restart.
+    let kept = task_ids(&app);
+    let scale = m.put("/v2/apps//web", &json!({"instances": 1})).await;
+    assert_eq!(scale.status, 200, "{}", scale.body);
+    let app = m.wait_deployed("/web", 1, long).await;
+    assert!(
+        kept.is_superset(&task_ids(&app)),
+        "the survivor is an old task"
+    );
+    assert_eq!(app["versionInfo"]["lastConfigChangeAt"], version.as_str());
+
+    // Removing the app kills its tasks.
+    let gone = m.delete("/v2/apps/web").await;
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    assert_eq!(m.get("/v2/apps/web").await.status, 404);
+    let last = task_ids(&app).into_iter().next().unwrap();
+    c.api.wait_task_state(&last, "TASK_KILLED").await;
+    wait_for("the removal to finish", DEADLINE, || async {
+        (m.get("/v2/deployments").await.body == json!([])).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_app_is_relaunched_with_backoff_and_its_failure_is_shown() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    let r = m
+        .post(
+            "/v2/apps",
+            &json!({"id": "/crash", "cmd": "exit 3", "cpus": 0.1, "mem": 32,
+                    "backoffSeconds": 30, "portDefinitions": []}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let app = wait_for("the first failure", DEADLINE, || async {
+        let app = m.app("crash").await;
+        app.get("lastTaskFailure").is_some().then_some(app)
+    })
+    .await;
+    assert_eq!(app["lastTaskFailure"]["state"], "TASK_FAILED");
+    assert_eq!(app["lastTaskFailure"]["appId"], "/crash");
+    // The relaunch waits out the backoff, visible in the queue.
+    let q = wait_for("the app in the launch queue", DEADLINE, || async {
+        let q = m.get("/v2/queue").await.body;
+        let item = q["queue"].as_array()?.first()?.clone();
+        (item["delay"]["timeLeftSeconds"].as_u64()? > 0).then_some(item)
+    })
+    .await;
+    assert_eq!(q["app"]["id"], "/crash");
+    assert_eq!(q["count"], 1);
+    assert_eq!(q["delay"]["overdue"], false);
+    // Resetting the delay relaunches at once.
+    let failures_before = c.api.get("/api/wasmos/v1/tasks").await.1;
+    let before = failures_before.as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(m.delete("/v2/queue//crash/delay").await.status, 204);
+    wait_for("a relaunch after the reset", DEADLINE, || async {
+        let (_, t) = c.api.get("/api/wasmos/v1/tasks").await;
+        (t.as_array()?.len() > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unique_hostnames_spread_an_app_and_an_unmeetable_instance_waits_in_the_queue() {
+    let r = Racks::start(&[("h1", "r1"), ("h2", "r1")]).await;
+    let m = V2::new(&r.master.url);
+    m.wait_up().await;
+    let app = json!({
+        "id": "/spread", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 3,
+        "constraints": [["hostname", "UNIQUE"]]
+    });
+    let created = m.post("/v2/apps", &app).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let app = wait_for("two tasks on two hosts", DEADLINE, || async {
+        let app = m.app("/spread").await;
+        let running = app["tasks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .count();
+        (running == 2).then_some(app)
+    })
+    .await;
+    let hosts: BTreeSet<&str> = app["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["h1", "h2"]));
+    // The third cannot be placed: it waits, with the reason, and the
+    // deployment stays open.
+    let item = wait_for("the third instance in the queue", DEADLINE, || async {
+        let q = m.get("/v2/queue").await.body;
+        let item = q["queue"].as_array()?.first()?.clone();
+        let reasons = item["processedOffersSummary"]["rejectSummaryLastOffers"]
+            .as_array()?
+            .clone();
+        reasons
+            .iter()
+            .any(|r| r["reason"] == "UnfulfilledConstraint")
+            .then_some(item)
+    })
+    .await;
+    assert_eq!(item["count"], 1);
+    assert_eq!(
+        m.get("/v2/deployments")
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let app = m.app("/spread").await;
+    assert_eq!(
+        app["tasks"].as_array().unwrap().len(),
+        2,
+        "nothing launched wrongly"
+    );
+    // Scaling to what fits completes the deployment (forced: it is locked).
+    let fit = m
+        .put("/v2/apps/spread?force=true", &json!({"instances": 2}))
+        .await;
+    assert_eq!(fit.status, 200, "{}", fit.body);
+    m.wait_deployed("/spread", 2, DEADLINE).await;
+    assert_eq!(m.get("/v2/queue").await.body, json!({"queue": []}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_survives_a_leader_kill_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = Masters::start(3, dir.path()).await;
+    let (leader, _) = ms.wait_leader(&[1, 2, 3], None).await;
+    let data = dir.path().join("agent");
+    let _agent = wasmos_tests::Daemon::start(
+        "agent",
+        &[
+            "agent",
+            "--master",
+            &ms.urls(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--secret-file",
+            ms.secret_file().to_str().unwrap(),
+        ],
+        "agent",
+        dir.path(),
+    )
+    .await;
+    let m = V2::new(&ms.url(leader));
+    m.wait_up().await;
+    // Tasks that take a few seconds to turn healthy keep the deployment
+    // open while the leader dies.
+    let mut app = web_app("/slow", 3);
+    app["cmd"] = json!("sleep 4; exec python3 -m http.server --bind 127.0.0.1 $PORT0");
+    let created = m.post("/v2/apps", &app).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let dep = created.deployment.unwrap();
+    wait_for("some tasks launched", DEADLINE, || async {
+        let a = m.app("/slow").await;
+        (!a["tasks"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let deps = m.get("/v2/deployments").await.body;
+    assert_eq!(
+        deps[0]["id"],
+        dep.as_str(),
+        "still deploying when the leader dies"
+    );
+    ms.kill9(leader).await;
+    let survivors = ms.running();
+    let (new_leader, _) = ms.wait_leader(&survivors, Some(leader)).await;
+    // Clients follow the leader through any surviving master.
+    let m = V2::new(&ms.url(new_leader));
+    m.wait_up().await;
+    let app = m.wait_deployed("/slow", 3, Duration::from_secs(90)).await;
+    assert_eq!(
+        app["tasks"].as_array().unwrap().len(),
+        3,
+        "nothing launched twice"
+    );
+    let (_, tasks) = wasmos_tests::Api::new(&ms.url(new_leader))
+        .get("/api/wasmos/v1/tasks")
+        .await;
+    let live = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .count();
+    assert_eq!(live, 3, "exactly three tasks run in the cluster: {tasks}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_cli_deploys_scales_shows_and_removes_with_progress() {
+    let c = Cluster::up().await;
+    V2::new(&c.up.url).wait_up().await;
+    let file = c.dir.path().join("sleeper.json");
+    std::fs::write(
+        &file,
+        json!({"id": "/tools/sleeper", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2})
+            .to_string(),
+    )
+    .unwrap();
+    let deployed = c.cli(&["app", "deploy", file.to_str().unwrap()]).await;
+    assert_eq!(deployed.code, Some(0), "{deployed:?}");
+    assert!(
+        deployed
+            .stdout
+            .contains("deploying /tools/sleeper: deployment "),
+        "{}",
+        deployed.stdout
+    );
+    assert!(
+        deployed.stdout.contains("2 of 2 instances healthy"),
+        "{}",
+        deployed.stdout
+    );
+
+    let list = c.cli(&["app", "list"]).await;
+    assert!(list.stdout.contains("/tools/sleeper"), "{}", list.stdout);
+    assert!(list.stdout.contains("2/2"), "{}", list.stdout);
+
+    let scaled = c.cli(&["app", "scale", "tools/sleeper", "3"]).await;
+    assert_eq!(scaled.code, Some(0), "{scaled:?}");
+    assert!(
+        scaled.stdout.contains("3 of 3 instances healthy"),
+        "{}",
+        scaled.stdout
+    );
+    let show = c.cli(&["app", "show", "/tools/sleeper"]).await;
+    assert_eq!(
+        show.stdout.matches("TASK_RUNNING").count(),
+        3,
+        "{}",
+        show.stdout
+    );
+
+    // Bad input names the field and changes nothing.
+    std::fs::write(
+        &file,
+        json!({"id": "/tools/sleeper", "cmd": "x", "mem": -1}).to_string(),
+    )
+    .unwrap();
+    let bad = c.cli(&["app", "deploy", file.to_str().unwrap()]).await;
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("/mem"), "{}", bad.stderr);
+    let show = c.cli(&["app", "show", "/tools/sleeper"]).await;
+    assert!(
+        show.stdout.contains("cmd:       sleep 600"),
+        "{}",
+        show.stdout
+    );
+    let missing = c.cli(&["app", "scale", "nope", "1"]).await;
+    assert_eq!(missing.code, Some(1));
+    assert!(
+        missing.stderr.contains("App '/nope' does not exist"),
+        "{}",
+        missing.stderr
+    );
+
+    let removed = c.cli(&["app", "remove", "/tools/sleeper"]).await;
+    assert_eq!(removed.code, Some(0), "{removed:?}");
+    assert!(removed.stdout.contains("is removed"), "{}", removed.stdout);
+    let list = c.cli(&["app", "list"]).await;
+    assert!(list.stdout.contains("no apps"), "{}", list.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_sends_marathon_events_framed_for_its_clients() {
+    use futures::StreamExt;
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    // Without the SSE Accept header Marathon answers 405.
+    assert_eq!(m.get("/v2/events").await.status, 405);
+
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v2/events", c.up.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let mut read_until = async |needle: &str, text: &mut String| {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while !text.contains(needle) {
+            let chunk = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {needle} in the stream: {text}"))
+                .expect("the stream stays open")
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    read_until("event: event_stream_attached\r\n", &mut text).await;
+    let r = m
+        .post(
+            "/v2/apps",
+            &json!({"id": "/ev", "cmd": "sleep 600", "cpus": 0.1, "mem": 16}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    for kind in [
+        "api_post_event",
+        "deployment_info",
+        "status_update_event",
+        "deployment_success",
+    ] {
+        read_until(&format!("event: {kind}\r\n"), &mut text).await;
+    }
+    // Every frame is `event:` then one `data:` line of JSON with the type
+    // and a Marathon timestamp.
+    // (What follows the last blank line may be a frame still arriving.)
+    let complete = &text[..text.rfind("\r\n\r\n").unwrap()];
+    for frame in complete
+        .split("\r\n\r\n")
+        .filter(|f| f.starts_with("event: "))
+    {
+        let mut lines = frame.split("\r\n");
+        let kind = lines.next().unwrap().strip_prefix("event: ").unwrap();
+        let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["eventType"], kind, "{frame}");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{frame}");
+        if kind == "deployment_info" {
+            assert!(
+                v["plan"]["original"]["apps"].is_array(),
+                "the full plan: {v}"
+            );
+            assert_eq!(v["plan"]["target"]["apps"][0]["id"], "/ev");
+        }
+    }
+}
