@@ -354,12 +354,38 @@ async fn start_agent(
     dir: &Path,
     master: &str,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
+    let args = [
+        "agent",
+        "--master",
+        master,
+        "--listen",
+        "127.0.0.1:0",
+        "--containerizer",
+        "native",
+        "--docker",
+        "off",
+        "--resources",
+        "cpus:1000;mem:1000000",
+    ];
+    let started = spawn_daemon(bin, &args, dir, "agent").await?;
+    // Registered once the stand-in has been asked (the first heartbeat).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(started)
+}
+
+/// Starts `wasmos <args> --data-dir <dir>` (log in `<dir>/<name>.log`) and
+/// returns it with the URL it announces as `<name>: <url>`.
+pub async fn spawn_daemon(
+    bin: &Path,
+    args: &[&str],
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
     std::fs::create_dir_all(dir)?;
-    let log = std::fs::File::create(dir.join("agent.log"))?;
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path)?;
     let mut child = tokio::process::Command::new(bin)
-        .args(["agent", "--master", master, "--listen", "127.0.0.1:0"])
-        .args(["--containerizer", "native", "--docker", "off"])
-        .args(["--resources", "cpus:1000;mem:1000000"])
+        .args(args)
         .arg("--data-dir")
         .arg(dir)
         .env("WASMOS_LOG", "warn")
@@ -368,11 +394,12 @@ async fn start_agent(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child.stdout.take().context("the agent's stdout")?;
+    let stdout = child.stdout.take().context("the daemon's stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let prefix = format!("{name}: ");
     let url = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(u) = line.strip_prefix("agent: ") {
+            if let Some(u) = line.strip_prefix(&prefix) {
                 return Some(u.to_string());
             }
         }
@@ -381,15 +408,8 @@ async fn start_agent(
     .await
     .ok()
     .flatten()
-    .with_context(|| {
-        format!(
-            "the agent did not start; see {}",
-            dir.join("agent.log").display()
-        )
-    })?;
+    .with_context(|| format!("wasmos {name} did not start; see {}", log_path.display()))?;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    // Registered once the stand-in has been asked (the first heartbeat).
-    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok((child, url))
 }
 

@@ -13,9 +13,11 @@
 //! caught up, repeat.
 //!
 //! `wasmos-bench launch`: task launch latency and rate (see `launch.rs`).
+//! `wasmos-bench marathon`: Marathon deployments of many instances (`marathon.rs`).
 
 mod etcd;
 mod launch;
+mod marathon;
 mod stats;
 mod wasmos;
 
@@ -42,6 +44,8 @@ enum Command {
     Masters(MastersArgs),
     /// Task launch: the agent's native and Docker paths vs crun/runc and the raw Docker API.
     Launch(launch::LaunchArgs),
+    /// Marathon deployments: POST /v2/apps → every instance running, 100 and 1,000 instances.
+    Marathon(marathon::MarathonArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +118,13 @@ fn main() -> anyhow::Result<()> {
                     None => default_wasmos()?,
                 };
                 launch::run(a, bin).await
+            }
+            Command::Marathon(a) => {
+                let bin = match a.wasmos.clone() {
+                    Some(b) => b,
+                    None => default_wasmos()?,
+                };
+                marathon::run(a, bin).await
             }
         }
     })
