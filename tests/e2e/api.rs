@@ -215,7 +215,14 @@ async fn agents_and_frameworks_are_listed() {
         .collect();
     assert_eq!(
         names,
-        ["constraints", "exec", "health-http", "health-tcp", "labels"]
+        [
+            "constraints",
+            "exec",
+            "health-http",
+            "health-tcp",
+            "labels",
+            "marathon"
+        ]
     );
     assert!(
         v.as_array()

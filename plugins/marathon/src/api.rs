@@ -181,7 +181,10 @@ pub fn handle(m: &mut Marathon, req: &Request) -> Response {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (method.as_str(), s.as_slice()) {
         ("GET", ["ping"]) => ping(req),
-        (_, ["ping"]) => error(405, &format!("{method} is not allowed on /ping")),
+        ("GET", ["metrics"]) => Response::json(200, &metrics(m)),
+        (_, ["ping"]) | (_, ["metrics"]) => {
+            error(405, &format!("{method} is not allowed on {}", req.path))
+        }
         (_, ["v2", "apps", rest @ ..]) => apps(m, req, &method, rest),
         ("GET", ["v2", "tasks"]) => list_tasks(m, req),
         ("POST", ["v2", "tasks", "delete"]) => delete_tasks(m, req),
@@ -259,6 +262,35 @@ fn events(m: &Marathon, req: &Request) -> Response {
     Response::json(200, &json!({ "next": m.next_event, "events": out }))
 }
 
+/// Marathon's `/metrics` shape, with this framework's gauges and counters.
+fn metrics(m: &Marathon) -> Value {
+    let gauge = |v: usize| json!({ "value": v });
+    let running = m
+        .tasks
+        .values()
+        .filter(|t| t.state == "TASK_RUNNING")
+        .count();
+    let staged = m
+        .tasks
+        .values()
+        .filter(|t| matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING"))
+        .count();
+    json!({
+        "version": "4.0.0",
+        "gauges": {
+            "marathon.apps.active.gauge": gauge(m.visible_apps().count()),
+            "marathon.deployments.active.gauge": gauge(m.deployments.len()),
+            "marathon.instances.running.gauge": gauge(running),
+            "marathon.instances.staged.gauge": gauge(staged),
+            "marathon.launch-queue.size.gauge": gauge(m.need.values().map(|n| *n as usize).sum()),
+        },
+        "counters": { "marathon.events.total.counter": { "count": m.next_event } },
+        "histograms": {},
+        "meters": {},
+        "timers": {},
+    })
+}
+
 fn ping(req: &Request) -> Response {
     let accept = req.header("accept").unwrap_or("");
     if accept.contains("application/json") && !accept.contains("text/plain") {
@@ -329,10 +361,9 @@ impl Marathon {
                     ("lastSuccess", t.last_success),
                     ("lastFailure", t.last_failure),
                 ] {
-                    h[k] = v
-                        .map(time::format_ms)
-                        .map(Value::from)
-                        .unwrap_or(Value::Null);
+                    if let Some(ms) = v {
+                        h[k] = json!(time::format_ms(ms));
+                    }
                 }
                 vec![h]
             }

@@ -1,0 +1,106 @@
+"""Drives a Wasmos cluster with marathon-python (PyPI `marathon` 0.13.0),
+unchanged: the client parses every model strictly, so any key or format
+Marathon would not send fails here. Usage: marathon_python.py MASTER_URL"""
+
+import collections
+import collections.abc
+import sys
+import time
+
+# marathon-python 0.13.0 predates Python 3.10, which moved Iterable out of
+# `collections`; restore the alias it uses (a client-side fix only).
+collections.Iterable = collections.abc.Iterable
+
+from marathon import MarathonClient
+from marathon.models import MarathonApp, MarathonConstraint, MarathonHealthCheck
+
+c = MarathonClient(sys.argv[1])
+
+
+def wait(what, check, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except Exception as e:  # a transient state is fine; the deadline is not
+            last = e
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def deployed(app_id, n):
+    app = c.get_app(app_id, embed_tasks=True)
+    running = [t for t in c.list_tasks(app_id) if t.state == "TASK_RUNNING"]
+    return not app.deployments and len(running) == n
+
+
+assert b"pong" in c.ping()
+info = c.get_info()
+assert info.name == "marathon", info
+assert c.get_leader()
+assert "gauges" in c.get_metrics()
+
+app = c.create_app(
+    "mp-web",
+    MarathonApp(
+        cmd="exec python3 -m http.server --bind 127.0.0.1 $PORT0",
+        cpus=0.1,
+        mem=128,
+        instances=2,
+        labels={"team": "a"},
+        constraints=[MarathonConstraint("hostname", "MAX_PER", 5)],
+        health_checks=[
+            MarathonHealthCheck(protocol="HTTP", path="/", port_index=0, interval_seconds=1,
+                                grace_period_seconds=30, timeout_seconds=2,
+                                max_consecutive_failures=3)
+        ],
+    ),
+)
+assert app.id == "/mp-web", app.id
+assert len(c.list_deployments()) == 1
+wait("two healthy tasks", lambda: deployed("mp-web", 2) and
+     c.get_app("mp-web").tasks_healthy == 2)
+
+apps = c.list_apps(embed_counts=True, embed_tasks=True, embed_failures=True, embed_task_stats=True)
+assert [a.id for a in apps] == ["/mp-web"]
+assert c.list_apps(label="team==a")[0].id == "/mp-web"
+assert c.list_apps(label="team==b") == []
+tasks = c.list_tasks("mp-web")
+assert all(t.health_check_results[0].alive for t in tasks)
+assert all(t.started_at is not None for t in tasks)
+endpoints = c.list_endpoints()
+assert len(endpoints) == 2
+
+c.scale_app("mp-web", instances=3)
+wait("three tasks", lambda: deployed("mp-web", 3))
+victim = c.list_tasks("mp-web")[0]
+c.kill_task("mp-web", victim.id, scale=True)
+wait("two tasks after a kill with scale", lambda: deployed("mp-web", 2))
+assert c.get_app("mp-web").instances == 2
+assert victim.id not in [t.id for t in c.list_tasks("mp-web")]
+other = c.list_tasks("mp-web")[0]
+assert c.kill_given_tasks([other.id]) is True
+wait("the killed task replaced",
+     lambda: deployed("mp-web", 2) and other.id not in [t.id for t in c.list_tasks("mp-web")])
+
+current = c.get_app("mp-web")
+current.cmd = "exec python3 -m http.server --bind 127.0.0.1 $PORT0 # v2"
+c.update_app("mp-web", current)
+assert c.list_queue() is not None
+wait("the restart", lambda: deployed("mp-web", 2), 90)
+versions = c.list_versions("mp-web")
+assert len(versions) >= 3, versions
+old = c.get_version("mp-web", versions[-1])
+assert old.cmd == "exec python3 -m http.server --bind 127.0.0.1 $PORT0"
+
+group = c.get_group("/")
+assert [a.id for a in group.apps] == ["/mp-web"]
+
+stream = c.event_stream()
+first = next(stream)
+assert type(first).__name__ == "MarathonEventStreamAttached", first
+
+c.delete_app("mp-web", force=True)
+wait("the app removed", lambda: c.list_apps() == [])
+print("marathon-python: ok")
