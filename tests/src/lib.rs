@@ -627,6 +627,10 @@ impl Masters {
             data.to_str().expect("utf-8 temp path"),
             "--secret-file",
             self.secret.to_str().expect("utf-8 temp path"),
+            // Several clusters share two cores while the suite runs: with
+            // the 150 ms default a starved heartbeat starts an election.
+            "--election-timeout-ms",
+            "400",
         ];
         args.extend_from_slice(extra);
         let d = Daemon::start(&format!("master-{id}"), &args, "master", &self.dir).await;
@@ -680,7 +684,14 @@ impl Masters {
                 views.push(v["leader"]["id"].as_u64());
             }
             let (id, term) = leader?;
-            (Some(id) != not && views.iter().all(|v| *v == Some(id))).then_some((id, term))
+            if Some(id) == not || views.iter().any(|v| *v != Some(id)) {
+                return None;
+            }
+            // Stable: the same leader in the same term a moment later.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let again = self.leader_view(id).await;
+            (again["this_master"]["role"] == "leader" && again["term"].as_u64() == Some(term))
+                .then_some((id, term))
         })
         .await
     }

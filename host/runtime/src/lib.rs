@@ -190,6 +190,10 @@ impl PluginRuntime {
         }
         c.max_wasm_stack(config.max_wasm_stack);
         c.concurrency_support(false);
+        // One compiling thread, at low priority (see `compile`): a plugin
+        // is seconds of CPU to compile, which must not starve a master's
+        // raft heartbeats or an agent's tasks.
+        c.parallel_compilation(false);
         let engine = Engine::new(&c).map_err(|e| format!("cannot build the wasm engine: {e}"))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.weak(), ticker_stop.clone());
@@ -231,6 +235,22 @@ impl PluginRuntime {
     /// Compiles a component (or loads it from the cache) after checking
     /// which `wasmos:plugin` version it was built against.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        // On its own thread, niced: the daemon's other threads (raft,
+        // HTTP, task supervision) win the CPU while it compiles.
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("wasmos-compile".into())
+                .spawn_scoped(s, || {
+                    lower_this_threads_priority();
+                    self.compile_here(bytes)
+                })
+                .map_err(|e| LoadError::Invalid(format!("cannot start a compile thread: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(LoadError::Invalid("the compiler panicked".into())))
+        })
+    }
+
+    fn compile_here(&self, bytes: &[u8]) -> Result<Component, LoadError> {
         let component = match &self.cache_dir {
             Some(dir) => self.compile_cached(dir, bytes)?,
             None => Component::new(&self.engine, bytes)
@@ -295,6 +315,14 @@ impl Drop for PluginRuntime {
             self.ticker_stop.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// Nice 10 for the calling thread (Linux keeps a nice value per thread).
+#[allow(unsafe_code)]
+fn lower_this_threads_priority() {
+    // SAFETY: setpriority(2) takes plain integers; `who` 0 is the calling
+    // thread on Linux. A failure only leaves the priority as it was.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }
 
 /// Loads a component this process (or an earlier run of it) compiled.
