@@ -9,6 +9,7 @@ const PLUGINS: &[&str] = &[
     "wasmos-plugin-constraints",
     "wasmos-plugin-health-http",
     "wasmos-plugin-health-tcp",
+    "wasmos-plugin-health-command",
     "wasmos-plugin-labels",
     "wasmos-plugin-marathon",
 ];

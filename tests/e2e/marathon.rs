@@ -655,3 +655,44 @@ async fn marathon_python_drives_wasmos_unchanged() {
         "{stdout}\n{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_health_check_runs_where_the_task_runs_and_failing_it_replaces_the_task() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    // Healthy while the task's sandbox holds `ok`; the task removes it
+    // after a few seconds, so the check starts failing.
+    let app = json!({
+        "id": "/cmd", "cmd": "touch ok; sleep 4; rm ok; exec sleep 600",
+        "cpus": 0.1, "mem": 32, "portDefinitions": [],
+        "healthChecks": [{
+            "protocol": "COMMAND",
+            "command": {"value": "test -e \"$MESOS_SANDBOX/ok\" || { echo no ok in $PWD; exit 3; }"},
+            "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 5,
+            "maxConsecutiveFailures": 2
+        }]
+    });
+    let created = m.post("/v2/apps", &app).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let first = wait_for("the task healthy by its command", DEADLINE, || async {
+        let app = m.app("/cmd").await;
+        let t = app["tasks"].as_array()?.first()?.clone();
+        (t["healthCheckResults"][0]["alive"] == true).then_some(t)
+    })
+    .await;
+    let id = first["id"].as_str().unwrap().to_string();
+    // Two failed checks kill it; the app gets a new task.
+    let t = c.api.wait_task_state(&id, "TASK_KILLED").await;
+    let msg = t["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("command exited 3: no ok in"), "{t}");
+    wait_for("a replacement task", DEADLINE, || async {
+        let app = m.app("/cmd").await;
+        let tasks = app["tasks"].as_array()?.clone();
+        tasks
+            .iter()
+            .any(|t| t["id"] != id.as_str() && t["state"] == "TASK_RUNNING")
+            .then_some(())
+    })
+    .await;
+}

@@ -148,6 +148,26 @@ impl LaunchError {
 /// Sends a signal to a task and everything it started.
 pub type Signaller = Arc<dyn Fn(Signal) -> Result<(), String> + Send + Sync>;
 
+/// How a command run in a task's context ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code, or 128 + N when signal N ended it.
+    pub code: i32,
+    /// Standard output, then standard error: at most [`EXEC_OUTPUT_MAX`].
+    pub output: Vec<u8>,
+}
+
+/// The most of a command's output a check keeps.
+pub const EXEC_OUTPUT_MAX: usize = 4096;
+
+/// Runs `/bin/sh -c <command>` where a task runs (its namespaces or its
+/// container, its environment, its sandbox), within a timeout.
+pub type Executor = Arc<
+    dyn Fn(String, std::time::Duration) -> BoxFuture<'static, Result<ExecOutput, String>>
+        + Send
+        + Sync,
+>;
+
 /// A started task.
 pub struct Launched {
     pub pid: u32,
@@ -155,6 +175,62 @@ pub struct Launched {
     pub exit: BoxFuture<'static, ExitInfo>,
     /// Signals the task and everything it started.
     pub signal: Signaller,
+    /// Runs commands in the task's context (COMMAND health checks).
+    pub exec: Option<Executor>,
+}
+
+/// Runs a prepared command (its own process group) to its end within
+/// `timeout`; on timeout the whole group is killed.
+pub async fn run_command(
+    mut cmd: tokio::process::Command,
+    timeout: std::time::Duration,
+) -> Result<ExecOutput, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run the command: {e}"))?;
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => {
+            if let Some(p) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            Err(format!(
+                "the command did not finish within {} ms",
+                timeout.as_millis()
+            ))
+        }
+        Ok(Err(e)) => Err(format!("cannot wait for the command: {e}")),
+        Ok(Ok(out)) => {
+            use std::os::unix::process::ExitStatusExt as _;
+            let code = out
+                .status
+                .code()
+                .or_else(|| out.status.signal().map(|s| 128 + s))
+                .unwrap_or(-1);
+            let mut output = out.stdout;
+            output.extend_from_slice(&out.stderr);
+            output.truncate(EXEC_OUTPUT_MAX);
+            Ok(ExecOutput { code, output })
+        }
+    }
+}
+
+/// Commands as plain processes with the task's environment, in its sandbox.
+pub fn host_executor(env: Vec<(String, String)>, sandbox: PathBuf) -> Executor {
+    Arc::new(move |command: String, timeout| {
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(command)
+            .env_clear()
+            .envs(env.iter().cloned())
+            .current_dir(&sandbox);
+        Box::pin(run_command(cmd, timeout))
+    })
 }
 
 /// Starts tasks.
@@ -259,5 +335,11 @@ fn launch_process(spec: ContainerSpec) -> Result<Launched, LaunchError> {
     let signal = Arc::new(move |sig: Signal| {
         nix::sys::signal::killpg(pgid, sig).map_err(|e| format!("cannot signal task: {e}"))
     });
-    Ok(Launched { pid, exit, signal })
+    let exec = host_executor(spec.env.clone(), spec.sandbox.clone());
+    Ok(Launched {
+        pid,
+        exit,
+        signal,
+        exec: Some(exec),
+    })
 }

@@ -357,6 +357,7 @@ impl DockerContainerizer {
             let _ = tokio::time::timeout(Duration::from_secs(5), logs).await;
             exit
         });
+        let exec = docker_executor(self.docker.clone(), id.clone());
         let docker = self.docker.clone();
         let handle = tokio::runtime::Handle::current();
         let signal = Arc::new(move |sig: Signal| {
@@ -375,7 +376,12 @@ impl DockerContainerizer {
             });
             Ok(())
         });
-        Launched { pid, exit, signal }
+        Launched {
+            pid,
+            exit,
+            signal,
+            exec: Some(exec),
+        }
     }
 
     async fn remove(&self, id: &str) {
@@ -641,6 +647,59 @@ fn last_output_time(sandbox: &Path) -> i32 {
         .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
         .max()
         .unwrap_or(0)
+}
+
+/// Commands inside a container: `docker exec` (the image's environment,
+/// the container's working directory).
+fn docker_executor(docker: Docker, id: String) -> crate::containerizer::Executor {
+    Arc::new(move |command: String, timeout| {
+        let (docker, id) = (docker.clone(), id.clone());
+        Box::pin(async move {
+            let run = async {
+                let config = bollard::models::ExecConfig {
+                    cmd: Some(vec!["/bin/sh".into(), "-c".into(), command]),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                };
+                let created = docker
+                    .create_exec(&id, config)
+                    .await
+                    .map_err(|e| format!("docker exec in {id}: {e}"))?;
+                let mut out = Vec::new();
+                if let bollard::exec::StartExecResults::Attached { mut output, .. } = docker
+                    .start_exec(&created.id, None)
+                    .await
+                    .map_err(|e| format!("docker exec in {id}: {e}"))?
+                {
+                    while let Some(chunk) = output.next().await {
+                        let chunk = chunk.map_err(|e| format!("docker exec output: {e}"))?;
+                        if out.len() < crate::containerizer::EXEC_OUTPUT_MAX {
+                            out.extend_from_slice(&chunk.into_bytes());
+                        }
+                    }
+                }
+                out.truncate(crate::containerizer::EXEC_OUTPUT_MAX);
+                let inspect = docker
+                    .inspect_exec(&created.id)
+                    .await
+                    .map_err(|e| format!("docker exec in {id}: {e}"))?;
+                let code = inspect
+                    .exit_code
+                    .and_then(|c| i32::try_from(c).ok())
+                    .unwrap_or(-1);
+                Ok(crate::containerizer::ExecOutput { code, output: out })
+            };
+            tokio::time::timeout(timeout, run)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the command did not finish within {} ms",
+                        timeout.as_millis()
+                    ))
+                })
+        })
+    })
 }
 
 #[cfg(test)]

@@ -81,12 +81,25 @@ impl Agent {
             _ = tokio::time::sleep(secs(hc.delay_seconds)) => {}
             _ = shutdown.changed() => return,
         }
+        // Commands (COMMAND checks) run where the task runs; the check runs
+        // on a blocking thread, which may wait on the runtime.
+        let exec = self.lock_tasks().get(&id).and_then(|t| t.exec.clone());
+        let handle = tokio::runtime::Handle::current();
+        let exec: Option<wasmos_runtime::health::Exec> = exec.map(|e| {
+            let f: wasmos_runtime::health::Exec = Arc::new(move |command: &str, timeout| {
+                handle
+                    .block_on(e(command.to_string(), timeout))
+                    .map(|o| (o.code, o.output))
+            });
+            f
+        });
         let target = CheckTarget {
             task_id: id.to_string(),
             ip: IpAddr::from([127, 0, 0, 1]),
             ports,
             config: hc.config.clone(),
             timeout: secs(hc.timeout_seconds),
+            exec,
         };
         let mut healthy: Option<bool> = None;
         let mut ever_healthy = false;

@@ -35,6 +35,8 @@ pub(crate) struct TaskEntry {
     pub state: TaskState,
     pub pid: Option<u32>,
     signal: Option<Signaller>,
+    /// Runs commands in the task's context (COMMAND health checks).
+    pub exec: Option<crate::containerizer::Executor>,
     kill_requested: bool,
     /// Why the agent itself killed the task (failed health checks, a
     /// limit exceeded).
@@ -134,6 +136,7 @@ impl Agent {
                     state: TaskState::Starting,
                     pid: None,
                     signal: None,
+                    exec: None,
                     kill_requested: false,
                     kill_reason: None,
                 },
@@ -232,6 +235,7 @@ impl Agent {
                     state: TaskState::Running,
                     pid: None,
                     signal: None,
+                    exec: None,
                     kill_requested: false,
                     kill_reason: None,
                 },
@@ -270,6 +274,7 @@ impl Agent {
                 Some(t) => {
                     t.pid = Some(launched.pid);
                     t.signal = Some(launched.signal.clone());
+                    t.exec = launched.exec.clone();
                     t.state = TaskState::Running;
                     t.kill_requested
                 }
@@ -388,6 +393,7 @@ impl Agent {
         self.set_state(&status.task_id, status.state);
         if let Some(t) = self.lock_tasks().get_mut(&status.task_id) {
             t.signal = None;
+            t.exec = None;
         }
         self.tombstone(&status.task_id);
         self.queue_update(framework_id, status);

@@ -27,6 +27,7 @@ const RAW: &[(&str, &[u8])] = &[
     bundled!("constraints", "wasmos_plugin_constraints"),
     bundled!("health-http", "wasmos_plugin_health_http"),
     bundled!("health-tcp", "wasmos_plugin_health_tcp"),
+    bundled!("health-command", "wasmos_plugin_health_command"),
     bundled!("labels", "wasmos_plugin_labels"),
     bundled!("marathon", "wasmos_plugin_marathon"),
 ];

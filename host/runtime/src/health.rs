@@ -26,8 +26,12 @@ const MAX_HEAD: usize = 16 * 1024;
 /// Probes one check may make.
 const MAX_PROBES: u32 = 16;
 
+/// Runs a shell command where the task runs: (exit code, output) or why not.
+pub type Exec =
+    std::sync::Arc<dyn Fn(&str, Duration) -> Result<(i32, Vec<u8>), String> + Send + Sync>;
+
 /// The task to check.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CheckTarget {
     pub task_id: String,
     /// Where the task's ports are reached from the agent.
@@ -36,6 +40,20 @@ pub struct CheckTarget {
     pub ports: Vec<u16>,
     pub config: BTreeMap<String, String>,
     pub timeout: Duration,
+    /// How to run a command in the task's context, where it can.
+    pub exec: Option<Exec>,
+}
+
+impl std::fmt::Debug for CheckTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckTarget")
+            .field("task_id", &self.task_id)
+            .field("ip", &self.ip)
+            .field("ports", &self.ports)
+            .field("timeout", &self.timeout)
+            .field("exec", &self.exec.is_some())
+            .finish()
+    }
 }
 
 /// A check's outcome.
@@ -51,6 +69,7 @@ pub struct HealthHost {
     ports: Vec<u16>,
     deadline: Instant,
     probes: u32,
+    exec: Option<Exec>,
 }
 
 wasi_view!(HealthHost);
@@ -196,6 +215,28 @@ impl probe::Host for HealthHost {
         let (addr, timeout) = self.permit(port, timeout_ms)?;
         connect(addr, timeout).map(|_| ())
     }
+
+    fn exec(&mut self, command: String, timeout_ms: u32) -> Result<probe::ExecResult, String> {
+        if command.trim().is_empty() || command.len() > 16 * 1024 || command.contains('\0') {
+            return Err("the command must be 1 byte to 16 KiB of text without NUL".into());
+        }
+        let exec = self
+            .exec
+            .clone()
+            .ok_or_else(|| "this task's containerizer cannot run commands in it".to_string())?;
+        self.probes += 1;
+        if self.probes > MAX_PROBES {
+            return Err(format!("more than {MAX_PROBES} probes in one check"));
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let timeout = Duration::from_millis(u64::from(timeout_ms.max(1))).min(left);
+        if timeout.is_zero() {
+            return Err("the check's time is up".into());
+        }
+        let (exit_code, mut output) = exec(&command, timeout)?;
+        output.truncate(MAX_BODY);
+        Ok(probe::ExecResult { exit_code, output })
+    }
 }
 
 pub(crate) struct HealthWorld {
@@ -213,6 +254,7 @@ impl World for HealthWorld {
             ports: Vec::new(),
             deadline: Instant::now(),
             probes: 0,
+            exec: None,
         }
     }
 
@@ -292,6 +334,7 @@ impl HealthCheckInstance {
             timeout_ms: t.timeout.as_millis().min(u128::from(u32::MAX)) as u32,
         };
         let (ip, ports, deadline) = (t.ip, t.ports.clone(), Instant::now() + t.timeout);
+        let exec = t.exec.clone();
         // Probes block outside wasm; the call's deadline covers them too.
         let r = self
             .sandbox
@@ -301,6 +344,7 @@ impl HealthCheckInstance {
                 data.ports = ports;
                 data.deadline = deadline;
                 data.probes = 0;
+                data.exec = exec;
                 h.call_check(store, &target)
             })?;
         Ok(CheckResult {

@@ -903,7 +903,16 @@ fn check_health(h: &HealthCheckDef) -> Result<(), String> {
         match h.protocol.as_str() {
             "HTTP" | "MESOS_HTTP" | "TCP" | "MESOS_TCP" => {}
             "COMMAND" => {
-                return Err("COMMAND health checks are not supported yet; use HTTP or TCP".into());
+                let cmd = match &h.command {
+                    Some(Value::String(c)) => Some(c.as_str()),
+                    Some(Value::Object(o)) => o.get("value").and_then(Value::as_str),
+                    _ => None,
+                };
+                if cmd.is_none_or(|c| c.trim().is_empty()) {
+                    return Err(
+                        "a COMMAND health check needs command: {\"value\": \"...\"}".into(),
+                    );
+                }
             }
             "HTTPS" | "MESOS_HTTPS" => {
                 return Err("HTTPS health checks are not supported yet; use HTTP or TCP".into());

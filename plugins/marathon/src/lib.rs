@@ -831,6 +831,19 @@ fn health_spec(h: &app::HealthCheckDef) -> HealthCheck {
     let plugin = match (&h.plugin, h.protocol.as_str()) {
         (Some(p), _) => p.clone(),
         (None, "TCP" | "MESOS_TCP") => "health-tcp".into(),
+        (None, "COMMAND") => {
+            let command = match &h.command {
+                Some(serde_json::Value::String(c)) => c.clone(),
+                Some(serde_json::Value::Object(o)) => o
+                    .get("value")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                _ => String::new(),
+            };
+            config.entry("command".into()).or_insert(command);
+            "health-command".into()
+        }
         (None, _) => {
             config
                 .entry("path".into())

@@ -207,6 +207,7 @@ fn init_pidfd(rec: &SupervisorRecord) -> Option<OwnedFd> {
 
 fn launched(dir: PathBuf, rec: &SupervisorRecord) -> Launched {
     use std::os::fd::AsRawFd as _;
+    let launch_path = dir.join("launch.json");
     let sup = rec.supervisor_pid;
     let init = init_pidfd(rec);
     let exit = Box::pin(async move {
@@ -239,7 +240,36 @@ fn launched(dir: PathBuf, rec: &SupervisorRecord) -> Launched {
         pid: rec.init_pid,
         exit,
         signal,
+        exec: read_json::<LaunchSpec>(&launch_path).map(|l| namespace_executor(rec.init_pid, l)),
     }
+}
+
+/// Commands inside a native task: `nsenter` into its init's mount, uts,
+/// ipc, net and pid namespaces, with the task's environment and user, in
+/// its sandbox.
+fn namespace_executor(init_pid: u32, launch: LaunchSpec) -> crate::containerizer::Executor {
+    let ids = launch.user.as_ref().and_then(|u| {
+        nix::unistd::User::from_name(u)
+            .ok()
+            .flatten()
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+    });
+    Arc::new(move |command: String, timeout| {
+        let mut cmd = tokio::process::Command::new("nsenter");
+        cmd.arg("--target")
+            .arg(init_pid.to_string())
+            .args(["--mount", "--uts", "--ipc", "--net", "--pid"])
+            .arg(format!("--wd={}", launch.sandbox.display()));
+        if let Some((uid, gid)) = ids {
+            cmd.arg(format!("--setuid={uid}"))
+                .arg(format!("--setgid={gid}"));
+        }
+        cmd.args(["--", "/bin/sh", "-c"])
+            .arg(command)
+            .env_clear()
+            .envs(launch.env.iter().cloned());
+        Box::pin(crate::containerizer::run_command(cmd, timeout))
+    })
 }
 
 /// A task found in the checkpoints when the agent starts.

@@ -201,6 +201,7 @@ fn target(ports: Vec<u16>, config: &[(&str, &str)]) -> CheckTarget {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         timeout: Duration::from_secs(2),
+        exec: None,
     }
 }
 
