@@ -218,6 +218,7 @@ async fn agents_and_frameworks_are_listed() {
         [
             "constraints",
             "exec",
+            "health-command",
             "health-http",
             "health-tcp",
             "labels",

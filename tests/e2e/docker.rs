@@ -232,3 +232,35 @@ async fn native_and_docker_tasks_outlive_a_killed_agent_and_keep_their_state() {
     c.api.wait_task_state("native-long", "TASK_KILLED").await;
     c.api.wait_task_state("docker-long", "TASK_KILLED").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_health_check_runs_inside_the_container() {
+    let image = busybox_image();
+    let (c, _j) = up().await;
+    // `/tmp/inside` exists only in the container's own filesystem.
+    let (code, body) = c
+        .api
+        .post(
+            "/frameworks/exec/tasks",
+            &serde_json::json!({
+                "id": "dhc",
+                "argv": ["sh", "-c", "touch /tmp/inside; exec sleep 600"],
+                "container": {"type": "DOCKER", "docker": {"image": image, "network": "NONE"}},
+                "health_check": {
+                    "plugin": "health-command",
+                    "config": {"command": "test -e /tmp/inside"},
+                    "delay_seconds": 0, "interval_seconds": 1, "timeout_seconds": 5,
+                    "grace_period_seconds": 10
+                }
+            }),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let t = wait_for("the container's check to pass", DEADLINE, || async {
+        let (_, t) = c.api.get("/api/wasmos/v1/tasks/dhc").await;
+        (t["status"]["healthy"] == true).then_some(t)
+    })
+    .await;
+    assert_eq!(t["status"]["message"], "command exited 0", "{t}");
+    assert!(!std::path::Path::new("/tmp/inside").exists());
+}

@@ -22,10 +22,10 @@ impl HealthCheck for HealthCommand {
 
     fn check(&mut self, target: CheckTarget) -> CheckResult {
         let Some(command) = target.param("command").filter(|c| !c.trim().is_empty()) else {
-            return CheckResult::unhealthy("the check has no `command` parameter".into());
+            return CheckResult::unhealthy("the check has no `command` parameter");
         };
         match probe::exec(command, target.timeout_ms) {
-            Ok(r) if r.exit_code == 0 => CheckResult::healthy("command exited 0".into()),
+            Ok(r) if r.exit_code == 0 => CheckResult::healthy("command exited 0"),
             Ok(r) => {
                 let out = first_line(&r.output);
                 CheckResult::unhealthy(if out.is_empty() {
@@ -45,7 +45,10 @@ wasmos_sdk::export_health_check!(HealthCommand);
 mod tests {
     #[test]
     fn messages_quote_the_first_line_of_output() {
-        assert_eq!(super::first_line(b"\n  \nnope: not found\nmore"), "nope: not found");
+        assert_eq!(
+            super::first_line(b"\n  \nnope: not found\nmore"),
+            "nope: not found"
+        );
         assert_eq!(super::first_line(b""), "");
     }
 }

@@ -909,9 +909,7 @@ fn check_health(h: &HealthCheckDef) -> Result<(), String> {
                     _ => None,
                 };
                 if cmd.is_none_or(|c| c.trim().is_empty()) {
-                    return Err(
-                        "a COMMAND health check needs command: {\"value\": \"...\"}".into(),
-                    );
+                    return Err("a COMMAND health check needs command: {\"value\": \"...\"}".into());
                 }
             }
             "HTTPS" | "MESOS_HTTPS" => {
