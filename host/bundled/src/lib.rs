@@ -62,6 +62,7 @@ mod tests {
                 "constraints",
                 "health-http",
                 "health-tcp",
+                "health-command",
                 "labels",
                 "marathon"
             ]
