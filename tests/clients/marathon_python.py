@@ -12,7 +12,8 @@ import time
 collections.Iterable = collections.abc.Iterable
 
 from marathon import MarathonClient
-from marathon.models import MarathonApp, MarathonConstraint, MarathonHealthCheck
+from marathon.exceptions import NotFoundError
+from marathon.models import MarathonApp, MarathonConstraint, MarathonGroup, MarathonHealthCheck
 
 c = MarathonClient(sys.argv[1])
 
@@ -103,4 +104,26 @@ assert type(first).__name__ == "MarathonEventStreamAttached", first
 
 c.delete_app("mp-web", force=True)
 wait("the app removed", lambda: c.list_apps() == [])
+
+# Groups: a tree of apps with relative ids and inherited dependencies.
+c.create_group(MarathonGroup(
+    id="/shop",
+    apps=[MarathonApp(id="db", cmd="sleep 600", cpus=0.05, mem=16, instances=1)],
+    groups=[MarathonGroup(id="front", dependencies=["/shop/db"], apps=[
+        MarathonApp(id="web", cmd="sleep 600", cpus=0.05, mem=16, instances=2)])],
+))
+wait("the group deployed", lambda: deployed("/shop/db", 1) and deployed("/shop/front/web", 2))
+shop = c.get_group("/shop")
+assert [a.id for a in shop.apps] == ["/shop/db"], shop
+assert [g.id for g in shop.groups] == ["/shop/front"], shop
+assert c.get_app("/shop/front/web").dependencies == ["/shop/db"]
+c.scale_group("/shop", 2)
+wait("the group scaled", lambda: deployed("/shop/db", 2) and deployed("/shop/front/web", 4))
+c.delete_group("/shop", force=True)
+wait("the group removed", lambda: c.list_apps() == [])
+try:
+    c.get_group("/shop")
+    raise SystemExit("a removed group is still there")
+except NotFoundError:
+    pass
 print("marathon-python: ok")

@@ -52,7 +52,7 @@ fn decode(s: &str) -> String {
 }
 
 /// A boolean query parameter; Python clients send `True`/`False`.
-fn flag(req: &Request, name: &str, default: bool) -> bool {
+pub(crate) fn flag(req: &Request, name: &str, default: bool) -> bool {
     params(req, name)
         .first()
         .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
@@ -64,7 +64,7 @@ fn error(status: u16, message: &str) -> Response {
 }
 
 /// The DeploymentResult of a change, with Marathon's header.
-fn deployment_result(status: u16, dep: &str, version: &str) -> Response {
+pub(crate) fn deployment_result(status: u16, dep: &str, version: &str) -> Response {
     let mut r = Response::json(status, &json!({ "deploymentId": dep, "version": version }));
     r.headers
         .push(("Marathon-Deployment-Id".into(), dep.to_string()));
@@ -210,10 +210,9 @@ pub fn handle(m: &mut Marathon, req: &Request) -> Response {
         ),
         ("GET", ["v2", "groups", rest @ ..]) => get_group(m, req, rest),
         ("DELETE", ["v2", "groups", rest @ ..]) => delete_group(m, req, rest),
-        (_, ["v2", "groups", ..]) => error(
-            405,
-            "only GET and DELETE of groups are supported; create and change apps through /v2/apps",
-        ),
+        ("POST", ["v2", "groups", rest @ ..]) => crate::groups::change(m, req, rest, true),
+        ("PUT", ["v2", "groups", rest @ ..]) => crate::groups::change(m, req, rest, false),
+        (_, ["v2", "groups", ..]) => error(405, &format!("{method} is not allowed on groups")),
         ("GET", ["v2", "events"]) => events(m, req),
         (_, ["v2", "events"]) => error(405, "GET the event stream"),
         _ => error(404, &format!("Path '{}' does not exist", req.path)),
@@ -1169,15 +1168,23 @@ fn group_json(m: &Marathon, group: &str, e: &Embeds) -> Value {
         .visible_apps()
         .filter(|a| ids::parent(&a.app.id) == group)
         .collect();
+    let below = |id: &str| {
+        let rest = id[group.len()..].trim_start_matches('/');
+        ids::canonical(rest.split('/').next().unwrap_or(""), group)
+    };
     let children: BTreeSet<String> = m
         .visible_apps()
-        .filter(|a| ids::in_group(&a.app.id, group) && ids::parent(&a.app.id) != group)
-        .map(|a| {
-            let below = a.app.id[group.len()..].trim_start_matches('/');
-            let first = below.split('/').next().unwrap_or("");
-            ids::canonical(first, group)
-        })
+        .map(|a| a.app.id.as_str())
+        .chain(m.groups.keys().map(String::as_str))
+        .filter(|id| ids::in_group(id, group) && *id != group)
+        .filter(|id| m.groups.contains_key(*id) || ids::parent(id) != group)
+        .map(below)
         .collect();
+    let dependencies = m
+        .groups
+        .get(group)
+        .map(|g| g.dependencies.clone())
+        .unwrap_or_default();
     let version = apps
         .iter()
         .map(|a| a.app.version.clone())
@@ -1188,7 +1195,7 @@ fn group_json(m: &Marathon, group: &str, e: &Embeds) -> Value {
         "apps": apps.iter().map(|a| m.app_info(a, e, false)).collect::<Vec<_>>(),
         "groups": children.iter().map(|g| group_json(m, g, e)).collect::<Vec<_>>(),
         "pods": [],
-        "dependencies": [],
+        "dependencies": dependencies,
         "version": version,
     })
 }
@@ -1199,10 +1206,7 @@ fn get_group(m: &Marathon, req: &Request, rest: &[&str]) -> Response {
         _ => (rest, false),
     };
     let group = ids::canonical(&rest.join("/"), "/");
-    let exists = group == "/"
-        || m.visible_apps()
-            .any(|a| ids::in_group(&a.app.id, &group) && a.app.id != group);
-    if !exists {
+    if !m.group_exists(&group) {
         return error(404, &format!("Group '{group}' does not exist"));
     }
     let e = embeds(req);
@@ -1224,12 +1228,15 @@ fn delete_group(m: &mut Marathon, req: &Request, rest: &[&str]) -> Response {
         .filter(|a| ids::in_group(&a.app.id, &group) && a.app.id != group)
         .map(|a| a.app.id.clone())
         .collect();
-    if members.is_empty() && group != "/" {
+    if !m.group_exists(&group) {
         return error(404, &format!("Group '{group}' does not exist"));
     }
     let targets = members.into_iter().map(|id| (id, None)).collect();
     match m.deploy(targets, BTreeSet::new(), flag(req, "force", false)) {
-        Ok((d, v)) => deployment_result(200, &d, &v),
+        Ok((d, v)) => {
+            m.forget_groups_under(&group);
+            deployment_result(200, &d, &v)
+        }
         Err(r) => r,
     }
 }

@@ -19,6 +19,7 @@
 mod api;
 mod app;
 mod deploy;
+mod groups;
 mod ids;
 mod model;
 mod time;
@@ -73,6 +74,8 @@ pub struct Marathon {
     /// Marathon's event bus is not either).
     events: std::collections::VecDeque<(u64, String, serde_json::Value)>,
     next_event: u64,
+    /// Groups created explicitly (`grp/<id>`), possibly empty.
+    groups: BTreeMap<String, groups::GroupRecord>,
 }
 
 /// Events kept for streams that fall behind.
@@ -942,6 +945,13 @@ impl Framework for Marathon {
             suppressed: None,
             events: Default::default(),
             next_event: 0,
+            groups: kv::keys(groups::GROUP_PREFIX)
+                .iter()
+                .filter_map(|k| {
+                    let id = k.strip_prefix(groups::GROUP_PREFIX)?.to_string();
+                    Some((id, kv::get_json::<groups::GroupRecord>(k)?))
+                })
+                .collect(),
         };
         log::info(&format!(
             "marathon: {} apps, {} tasks, {} deployments in progress",
