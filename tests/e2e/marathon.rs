@@ -696,3 +696,63 @@ async fn a_command_health_check_runs_where_the_task_runs_and_failing_it_replaces
     })
     .await;
 }
+
+/// SIGSTOP silences an agent as a partition would. The app's
+/// unreachableStrategy replaces its task after `inactiveAfterSeconds`; when
+/// the agent returns, the surplus task is killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_task_is_replaced_after_inactive_after_seconds_and_the_surplus_killed_on_return()
+ {
+    let r = Racks::start_with(
+        &[("h1", "r1"), ("h2", "r1")],
+        &[
+            "--heartbeat-interval-ms",
+            "300",
+            "--agent-timeout-ms",
+            "1500",
+        ],
+    )
+    .await;
+    let m = V2::new(&r.master.url);
+    m.wait_up().await;
+    let app = json!({
+        "id": "/steady", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+        "unreachableStrategy": {"inactiveAfterSeconds": 1, "expungeAfterSeconds": 600}
+    });
+    assert_eq!(m.post("/v2/apps", &app).await.status, 201);
+    let first = m.wait_deployed("/steady", 1, DEADLINE).await["tasks"][0].clone();
+    let host = first["host"].as_str().unwrap().to_string();
+    let silent = &r.agents[if host == "h1" { 0 } else { 1 }];
+
+    silent.signal(nix::sys::signal::Signal::SIGSTOP);
+    let replaced = wait_for("a replacement on the other host", DEADLINE, || async {
+        let app = m.app("/steady").await;
+        let tasks = app["tasks"].as_array()?.clone();
+        let unreachable = tasks
+            .iter()
+            .any(|t| t["id"] == first["id"] && t["state"] == "TASK_UNREACHABLE");
+        let other = tasks
+            .iter()
+            .find(|t| t["id"] != first["id"] && t["state"] == "TASK_RUNNING")?
+            .clone();
+        unreachable.then_some(other)
+    })
+    .await;
+    assert_ne!(replaced["host"], host.as_str());
+
+    silent.signal(nix::sys::signal::Signal::SIGCONT);
+    wait_for(
+        "one task again once the agent is back",
+        DEADLINE,
+        || async {
+            let app = m.app("/steady").await;
+            let tasks = app["tasks"].as_array()?.clone();
+            let running: Vec<&Value> = tasks
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .collect();
+            (tasks.len() == 1 && running.len() == 1).then_some(())
+        },
+    )
+    .await;
+}

@@ -883,22 +883,24 @@ impl Racks {
     /// Starts the master, then an agent per (hostname, rack), and waits
     /// until every agent is connected.
     pub async fn start(hosts: &[(&str, &str)]) -> Racks {
+        Self::start_with(hosts, &[]).await
+    }
+
+    /// As `start`, with extra options for the master.
+    pub async fn start_with(hosts: &[(&str, &str)], master_extra: &[&str]) -> Racks {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let mdata = dir.path().join("master");
-        let master = Daemon::start(
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
             "master",
-            &[
-                "master",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-                mdata.to_str().expect("utf-8 temp path"),
-            ],
-            "master",
-            dir.path(),
-        )
-        .await;
+            "--listen",
+            &listen,
+            "--data-dir",
+            mdata.to_str().expect("utf-8 temp path"),
+        ];
+        args.extend_from_slice(master_extra);
+        let master = Daemon::start("master", &args, "master", dir.path()).await;
         let mut agents = Vec::new();
         for (host, rack) in hosts {
             let data = dir.path().join(host);
