@@ -48,4 +48,4 @@ pub mod log;
 pub mod placement;
 
 /// The `wasmos:plugin` package version this SDK builds against.
-pub const WORLD_VERSION: &str = "0.2.0";
+pub const WORLD_VERSION: &str = "0.3.0";

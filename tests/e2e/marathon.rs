@@ -756,3 +756,129 @@ async fn an_unreachable_task_is_replaced_after_inactive_after_seconds_and_the_su
     )
     .await;
 }
+
+/// Serves `dir` over HTTP on a free port (Python's http.server).
+struct FileServer {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    async fn start(dir: &std::path::Path) -> FileServer {
+        let port = wasmos_tests::free_port();
+        let child = tokio::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        wait_for("the file server", DEADLINE, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        FileServer { child, port }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetched_files_are_in_the_sandbox_before_the_task_starts_and_a_failed_fetch_fails_it() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    // An archive on the agent's disk and a script on an HTTP server.
+    let files = c.dir.path().join("files");
+    std::fs::create_dir_all(files.join("bundle")).unwrap();
+    std::fs::write(files.join("bundle/hello.txt"), "hello from the archive\n").unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-czf", "bundle.tgz", "bundle"])
+        .current_dir(&files)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    std::fs::write(
+        files.join("run.sh"),
+        "#!/bin/sh\ncat bundle/hello.txt\nexec sleep 600\n",
+    )
+    .unwrap();
+    let server = FileServer::start(&files).await;
+    let archive = format!("file://{}", files.join("bundle.tgz").display());
+    let script = format!("http://127.0.0.1:{}/run.sh", server.port);
+    let app = json!({
+        "id": "/fetcher", "cmd": "./run.sh", "cpus": 0.1, "mem": 32, "portDefinitions": [],
+        "fetch": [{"uri": archive, "extract": true}, {"uri": script, "executable": true}]
+    });
+    assert_eq!(m.post("/v2/apps", &app).await.status, 201);
+    let task = m.wait_deployed("/fetcher", 1, DEADLINE).await["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("the script's output", DEADLINE, || async {
+        let out = c.cli(&["task", "logs", &task]).await;
+        out.stdout.contains("hello from the archive").then_some(())
+    })
+    .await;
+    // Marathon echoes `fetch` back, and turns `uris` into it.
+    let got = m.app("/fetcher").await;
+    assert_eq!(got["fetch"][1]["executable"], true, "{got}");
+
+    let missing = format!("http://127.0.0.1:{}/no-such-file", server.port);
+    let broken = json!({"id": "/broken", "cmd": "true", "cpus": 0.1, "mem": 16,
+        "portDefinitions": [], "backoffSeconds": 60, "uris": [missing]});
+    assert_eq!(m.post("/v2/apps", &broken).await.status, 201);
+    let failure = wait_for("the failed fetch", DEADLINE, || async {
+        m.app("/broken").await.get("lastTaskFailure").cloned()
+    })
+    .await;
+    assert_eq!(failure["state"], "TASK_FAILED");
+    let msg = failure["message"].as_str().unwrap();
+    assert!(msg.contains("no-such-file") && msg.contains("404"), "{msg}");
+    drop(server.child);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_waits_for_readiness_and_reports_it() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    // Ready once `ready` exists in the sandbox, a few seconds after start.
+    let app = json!({
+        "id": "/warm", "cpus": 0.1, "mem": 128,
+        "cmd": "(sleep 4; touch ready) & exec python3 -m http.server --bind 127.0.0.1 $PORT0",
+        "portDefinitions": [{"port": 0, "name": "http"}],
+        "readinessChecks": [{"name": "warmed", "portName": "http", "path": "/ready",
+                             "intervalSeconds": 1, "timeoutSeconds": 0.5}]
+    });
+    let r = m.post("/v2/apps", &app).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Running, but not ready: the deployment holds.
+    wait_for("a running task that is not ready yet", DEADLINE, || async {
+        let a = m.get("/v2/apps/warm?embed=app.readiness").await.body["app"].clone();
+        let running = a["tasks"]
+            .as_array()?
+            .iter()
+            .any(|t| t["state"] == "TASK_RUNNING");
+        let not_ready = a["readinessCheckResults"]
+            .as_array()?
+            .iter()
+            .any(|r| r["ready"] == false && r["name"] == "warmed");
+        (running && not_ready && !a["deployments"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let a = wait_for("the deployment to finish once ready", DEADLINE, || async {
+        let a = m.get("/v2/apps/warm?embed=app.readiness").await.body["app"].clone();
+        a["deployments"].as_array()?.is_empty().then_some(a)
+    })
+    .await;
+    assert_eq!(a["readinessCheckResults"][0]["ready"], true, "{a}");
+}

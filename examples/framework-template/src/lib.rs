@@ -62,6 +62,8 @@ impl Framework for Hello {
                 kill_grace_period_ms: None,
                 health_check: None,
                 container: None,
+                fetch: Vec::new(),
+                readiness_check: None,
             };
             match driver::launch(&[offer.id], &[task], None) {
                 Ok(()) => {

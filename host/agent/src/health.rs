@@ -16,28 +16,38 @@ use crate::Agent;
 use crate::plugins::ensure_health_check;
 use crate::tasks::KillCause;
 
+/// What a check loop decides: health (failures kill) or readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Health,
+    Readiness,
+}
+
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
 impl Agent {
-    /// Starts the task's health checks, if it has any.
+    /// Starts the task's health and readiness checks, if it has any.
     pub(crate) fn start_health_checks(
         self: &Arc<Self>,
         framework_id: FrameworkId,
         spec: &TaskSpec,
     ) {
-        let Some(hc) = spec.health_check.clone() else {
-            return;
-        };
-        let me = self.clone();
-        let id = spec.task_id.clone();
         let ports = crate::resources::task_ports(&spec.resources.ports);
         let grace_kill = spec.kill_grace_ms();
-        tokio::spawn(async move {
-            me.health_loop(framework_id, id, ports, hc, grace_kill)
-                .await
-        });
+        let checks = [
+            (spec.health_check.clone(), Purpose::Health),
+            (spec.readiness_check.clone(), Purpose::Readiness),
+        ];
+        for (check, purpose) in checks {
+            let Some(hc) = check else { continue };
+            let me = self.clone();
+            let (fw, id, ports) = (framework_id.clone(), spec.task_id.clone(), ports.clone());
+            tokio::spawn(
+                async move { me.health_loop(fw, id, ports, hc, grace_kill, purpose).await },
+            );
+        }
     }
 
     fn is_running(&self, id: &TaskId) -> bool {
@@ -54,6 +64,14 @@ impl Agent {
         self.queue_update(framework_id, s);
     }
 
+    fn ready_update(&self, framework_id: &FrameworkId, id: &TaskId, r: &CheckResult) {
+        let mut s = self.status_of(id, TaskState::Running);
+        s.ready = Some(r.healthy);
+        s.reason = Some(Reason::ReasonTaskCheckStatusUpdated);
+        s.message = Some(r.message.clone());
+        self.queue_update(framework_id, s);
+    }
+
     async fn health_loop(
         self: Arc<Self>,
         framework_id: FrameworkId,
@@ -61,10 +79,22 @@ impl Agent {
         ports: Vec<u16>,
         hc: HealthCheckSpec,
         kill_grace_ms: u64,
+        purpose: Purpose,
     ) {
         let started = Instant::now();
         let mut shutdown = self.shutdown.clone();
         let Some(plugin) = ensure_health_check(&self, &hc.plugin).await else {
+            if purpose == Purpose::Readiness {
+                let r = CheckResult {
+                    healthy: false,
+                    message: format!(
+                        "readiness-check plugin {} is not installed; the task will not become ready",
+                        hc.plugin
+                    ),
+                };
+                self.ready_update(&framework_id, &id, &r);
+                return;
+            }
             let r = CheckResult {
                 healthy: false,
                 message: format!(
@@ -128,7 +158,14 @@ impl Agent {
             if !self.is_running(&id) {
                 return;
             }
-            if result.healthy {
+            if purpose == Purpose::Readiness {
+                // Readiness reports changes; it never kills.
+                if healthy != Some(result.healthy) {
+                    tracing::info!(task = %id, ready = result.healthy, message = %result.message, "readiness changed");
+                    healthy = Some(result.healthy);
+                    self.ready_update(&framework_id, &id, &result);
+                }
+            } else if result.healthy {
                 failures = 0;
                 ever_healthy = true;
                 if healthy != Some(true) {

@@ -20,6 +20,7 @@
 pub mod containerizer;
 pub mod disk;
 pub mod docker;
+mod fetch;
 pub mod files;
 pub mod gpu;
 mod health;

@@ -105,6 +105,7 @@ impl Agent {
             exit_code: None,
             signal: None,
             healthy: None,
+            ready: None,
             timestamp: now(),
             uuid: Uuid::new_v4(),
         }
@@ -172,7 +173,11 @@ impl Agent {
                     }
                     Ok(())
                 });
-                match checked {
+                let fetched = match checked {
+                    Err(why) => Err(why),
+                    Ok(()) => crate::fetch::fetch_all(&spec, &sandbox).await,
+                };
+                match fetched {
                     Err(why) => Err(LaunchError::Other(why)),
                     Ok(()) => match self.isolate(&framework_id, &spec, &c.env).await {
                         Ok(iso) => {

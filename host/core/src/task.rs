@@ -122,6 +122,7 @@ pub enum Reason {
     ReasonTaskInvalid,
     ReasonTaskKilledDuringLaunch,
     ReasonTaskHealthCheckStatusUpdated,
+    ReasonTaskCheckStatusUpdated,
     ReasonInvalidOffers,
     ReasonFrameworkRemoved,
     ReasonTaskUnknown,
@@ -159,6 +160,9 @@ pub struct TaskStatus {
     pub signal: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// The readiness check's verdict, when the task has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
     /// Seconds since the Unix epoch, when the update was made.
     pub timestamp: f64,
     /// Identifies this update across retries.
@@ -310,6 +314,71 @@ pub struct TaskSpec {
     /// A container image to run in (Docker), instead of the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<crate::container::ContainerInfo>,
+    /// Files fetched into the sandbox before the task starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<FetchUri>,
+    /// Decides when the task is ready; never kills it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_check: Option<HealthCheckSpec>,
+}
+
+/// A file fetched into a task's sandbox before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchUri {
+    /// `http://`, `https://` or `file://`.
+    pub uri: String,
+    #[serde(default)]
+    pub extract: bool,
+    #[serde(default)]
+    pub executable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_path: Option<String>,
+}
+
+/// Most files one task may fetch.
+pub const MAX_FETCH: usize = 64;
+
+impl FetchUri {
+    /// The path in the sandbox the file goes to: `dest_path`, or the
+    /// URI's last path segment.
+    pub fn dest(&self) -> Result<String, String> {
+        let name = match &self.dest_path {
+            Some(d) => d.clone(),
+            None => {
+                let path = self.uri.split(['?', '#']).next().unwrap_or("");
+                let path = path.split_once("://").map(|(_, rest)| rest).unwrap_or(path);
+                let path = path.split_once('/').map(|(_, p)| p).unwrap_or("");
+                path.rsplit('/').next().unwrap_or("").to_string()
+            }
+        };
+        if name.is_empty() {
+            return Err(format!(
+                "fetch {}: the URI names no file; give dest_path",
+                self.uri
+            ));
+        }
+        if name.starts_with('/') || name.split('/').any(|s| s == ".." || s.is_empty()) {
+            return Err(format!(
+                "fetch {}: dest_path {name:?} must be a relative path without `..`",
+                self.uri
+            ));
+        }
+        Ok(name)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let scheme_ok = ["http://", "https://", "file://"]
+            .iter()
+            .any(|s| self.uri.starts_with(s));
+        if !scheme_ok || self.uri.len() > 4096 || self.uri.chars().any(char::is_control) {
+            return Err(format!(
+                "fetch {:?}: only http://, https:// and file:// URIs can be fetched",
+                self.uri
+            ));
+        }
+        self.dest().map(|_| ())
+    }
 }
 
 impl TaskSpec {
@@ -385,6 +454,22 @@ impl TaskSpec {
             h.validate()
                 .map_err(|what| TaskSpecError::Invalid { id: id(), what })?;
         }
+        if let Some(h) = &self.readiness_check {
+            h.validate().map_err(|what| TaskSpecError::Invalid {
+                id: id(),
+                what: format!("readiness check: {what}"),
+            })?;
+        }
+        if self.fetch.len() > MAX_FETCH {
+            return Err(TaskSpecError::Invalid {
+                id: id(),
+                what: format!("a task may fetch at most {MAX_FETCH} files"),
+            });
+        }
+        for f in &self.fetch {
+            f.validate()
+                .map_err(|what| TaskSpecError::Invalid { id: id(), what })?;
+        }
         if self.kill_grace_period_ms.unwrap_or(0) > MAX_KILL_GRACE_MS {
             return Err(TaskSpecError::Invalid {
                 id: id(),
@@ -421,6 +506,8 @@ mod tests {
             kill_grace_period_ms: None,
             health_check: None,
             container: None,
+            fetch: Vec::new(),
+            readiness_check: None,
         }
     }
 

@@ -378,6 +378,8 @@ mod tests {
             kill_grace_period_ms: None,
             health_check: None,
             container: None,
+            fetch: Vec::new(),
+            readiness_check: None,
         }
     }
 

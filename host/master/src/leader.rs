@@ -787,6 +787,7 @@ pub fn master_status(
         exit_code: None,
         signal: None,
         healthy: None,
+        ready: None,
         timestamp: now,
         uuid: Uuid::new_v4(),
     }

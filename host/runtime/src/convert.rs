@@ -113,6 +113,17 @@ pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
         kill_grace_period_ms: t.kill_grace_period_ms,
         health_check: t.health_check.map(health_from_wit),
         container: t.container.map(container_from_wit),
+        fetch: t
+            .fetch
+            .into_iter()
+            .map(|f| wasmos_core::task::FetchUri {
+                uri: f.uri,
+                extract: f.extract,
+                executable: f.executable,
+                dest_path: f.dest_path,
+            })
+            .collect(),
+        readiness_check: t.readiness_check.map(health_from_wit),
         task_id,
     };
     spec.validate().map_err(|e| e.to_string())?;
@@ -157,6 +168,7 @@ pub(crate) fn status_to_wit(s: &TaskStatus) -> wit::TaskStatus {
         reason: s.reason.map(|r| r.as_str()),
         exit_code: s.exit_code,
         healthy: s.healthy,
+        ready: s.ready,
         timestamp: s.timestamp,
         uuid: s.uuid.to_string(),
     }

@@ -542,6 +542,7 @@ impl State {
                 exit_code: None,
                 signal: None,
                 healthy: None,
+                ready: None,
                 timestamp: now,
                 uuid,
             };

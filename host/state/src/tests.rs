@@ -30,6 +30,8 @@ fn spec(id: &str) -> TaskSpec {
         kill_grace_period_ms: None,
         health_check: None,
         container: None,
+        fetch: Vec::new(),
+        readiness_check: None,
     }
 }
 
@@ -48,6 +50,7 @@ fn status(id: &str, state: TaskState, n: u128) -> TaskStatus {
         exit_code: None,
         signal: None,
         healthy: None,
+        ready: None,
         timestamp: 1.0,
         uuid: uuid(n),
     }

@@ -286,6 +286,8 @@ impl ExecTask {
             kill_grace_period_ms: self.kill_grace_period_ms,
             health_check: self.health_check.as_ref().map(HealthCheckDef::to_wit),
             container: self.container.as_ref().map(ContainerDef::to_wit),
+            fetch: Vec::new(),
+            readiness_check: None,
         }
     }
 

@@ -417,7 +417,20 @@ impl Marathon {
             v["lastTaskFailure"] = f.clone();
         }
         if e.readiness {
-            v["readinessCheckResults"] = json!([]);
+            let name = a
+                .app
+                .readiness_checks
+                .first()
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            v["readinessCheckResults"] = json!(
+                tasks
+                    .iter()
+                    .filter_map(|t| t.ready.map(|ready| json!({
+                        "name": name, "taskId": t.id, "ready": ready,
+                    })))
+                    .collect::<Vec<_>>()
+            );
         }
         if e.task_stats {
             let t = crate::now();

@@ -272,30 +272,21 @@ pub struct App {
     /// `host` or `container/bridge`.
     pub network_mode: String,
     pub accepted_resource_roles: Option<Vec<String>>,
+    /// Files fetched into each task's sandbox.
+    pub fetch: Vec<Fetch>,
+    pub readiness_checks: Vec<ReadinessCheck>,
+    /// The index of the port the readiness check names.
+    pub readiness_port: Option<usize>,
     pub version: String,
     pub version_info: Option<VersionInfo>,
 }
 
 /// Fields a definition may hold that Wasmos cannot honour yet: refused,
 /// rather than silently ignored.
-const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "fetch",
-        "fetching URIs into the sandbox is not supported yet; bake files into the image or the host",
-    ),
-    (
-        "uris",
-        "fetching URIs into the sandbox is not supported yet; bake files into the image or the host",
-    ),
-    (
-        "readinessChecks",
-        "readiness checks are not supported yet; use a health check",
-    ),
-    (
-        "secrets",
-        "secrets are not supported yet; pass values through env",
-    ),
-];
+const UNSUPPORTED: &[(&str, &str)] = &[(
+    "secrets",
+    "secrets are not supported yet; pass values through env",
+)];
 
 fn num_json(v: f64) -> Value {
     if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -671,6 +662,55 @@ impl App {
         let role: String = field(o, "role", &mut errs).unwrap_or_else(|| "*".into());
         let accepted_resource_roles: Option<Vec<String>> =
             field(o, "acceptedResourceRoles", &mut errs);
+        let fetch = parse_fetch(o, &mut errs);
+        let readiness_checks: Vec<ReadinessCheck> =
+            field(o, "readinessChecks", &mut errs).unwrap_or_default();
+        if readiness_checks.len() > 1 {
+            errs.push(Invalid::new(
+                "/readinessChecks",
+                "at most one readiness check per app",
+            ));
+        }
+        let port_names: Vec<Option<String>> = if network_mode == "host" {
+            port_definitions.iter().map(|p| p.name.clone()).collect()
+        } else {
+            container
+                .as_ref()
+                .map(|c| c.port_mappings.iter().map(|m| m.name.clone()).collect())
+                .unwrap_or_default()
+        };
+        for (i, r) in readiness_checks.iter().enumerate() {
+            let path = format!("/readinessChecks({i})");
+            if r.protocol != "HTTP" {
+                errs.push(Invalid::new(
+                    &format!("{path}/protocol"),
+                    "only HTTP readiness checks are supported",
+                ));
+            }
+            if !port_names
+                .iter()
+                .any(|n| n.as_deref() == Some(r.port_name.as_str()))
+            {
+                errs.push(Invalid::new(
+                    &format!("{path}/portName"),
+                    format!(
+                        "no port is named {:?} in portDefinitions or portMappings",
+                        r.port_name
+                    ),
+                ));
+            }
+            if r.timeout_seconds >= r.interval_seconds || r.timeout_seconds <= 0.0 {
+                errs.push(Invalid::new(
+                    &format!("{path}/timeoutSeconds"),
+                    "must be above 0 and less than intervalSeconds",
+                ));
+            }
+        }
+        let readiness_port = readiness_checks.first().and_then(|r| {
+            port_names
+                .iter()
+                .position(|n| n.as_deref() == Some(r.port_name.as_str()))
+        });
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -703,6 +743,9 @@ impl App {
             unreachable,
             network_mode,
             accepted_resource_roles,
+            fetch,
+            readiness_checks,
+            readiness_port,
             version: String::new(),
             version_info: None,
         })
@@ -777,6 +820,12 @@ impl App {
         if let Some(r) = &self.accepted_resource_roles {
             o.insert("acceptedResourceRoles".into(), json!(r));
         }
+        if !self.fetch.is_empty() {
+            o.insert("fetch".into(), json!(self.fetch));
+        }
+        if !self.readiness_checks.is_empty() {
+            o.insert("readinessChecks".into(), json!(self.readiness_checks));
+        }
         o.insert("version".into(), json!(self.version));
         if let Some(vi) = &self.version_info {
             o.insert("versionInfo".into(), json!(vi));
@@ -822,6 +871,114 @@ impl App {
             }
         }
     }
+}
+
+/// A file fetched into the sandbox (`fetch`, or the older `uris`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Fetch {
+    pub uri: String,
+    #[serde(default = "yes")]
+    pub extract: bool,
+    #[serde(default)]
+    pub executable: bool,
+    #[serde(default)]
+    pub cache: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_path: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Marathon's readiness check (HTTP, on a named port).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessCheck {
+    #[serde(default = "readiness_name")]
+    pub name: String,
+    #[serde(default = "http")]
+    pub protocol: String,
+    #[serde(default = "slash")]
+    pub path: String,
+    pub port_name: String,
+    #[serde(default = "d30")]
+    pub interval_seconds: f64,
+    #[serde(default = "d10")]
+    pub timeout_seconds: f64,
+    #[serde(default = "ok_200")]
+    pub http_status_codes_for_ready: Vec<u16>,
+    #[serde(default)]
+    pub preserve_last_response: bool,
+}
+
+fn readiness_name() -> String {
+    "readinessCheck".into()
+}
+fn slash() -> String {
+    "/".into()
+}
+fn d30() -> f64 {
+    30.0
+}
+fn d10() -> f64 {
+    10.0
+}
+fn ok_200() -> Vec<u16> {
+    vec![200]
+}
+
+/// `fetch`, or `uris` turned into fetches (archives extracted, as
+/// Marathon guesses from the extension); both at once is an error.
+fn parse_fetch(o: &Map<String, Value>, errs: &mut Vec<Invalid>) -> Vec<Fetch> {
+    let fetch: Option<Vec<Fetch>> = field(o, "fetch", errs);
+    let uris: Option<Vec<String>> = field(o, "uris", errs);
+    let out = match (fetch, uris) {
+        (Some(f), Some(u)) if !f.is_empty() && !u.is_empty() => {
+            errs.push(Invalid::new(
+                "/",
+                "cannot specify both uris and fetch fields",
+            ));
+            Vec::new()
+        }
+        (Some(f), _) if !f.is_empty() => f,
+        (_, Some(u)) => u
+            .into_iter()
+            .map(|uri| Fetch {
+                extract: [
+                    ".tgz", ".tar.gz", ".tar", ".zip", ".tbz2", ".tar.bz2", ".txz", ".tar.xz",
+                ]
+                .iter()
+                .any(|x| uri.ends_with(x)),
+                uri,
+                executable: false,
+                cache: false,
+                dest_path: None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (i, f) in out.iter().enumerate() {
+        let ok = ["http://", "https://", "file://"]
+            .iter()
+            .any(|s| f.uri.starts_with(s));
+        if !ok {
+            errs.push(Invalid::new(
+                &format!("/fetch({i})/uri"),
+                "only http://, https:// and file:// URIs can be fetched",
+            ));
+        }
+        if let Some(d) = &f.dest_path
+            && (d.starts_with('/') || d.split('/').any(|s| s == ".."))
+        {
+            errs.push(Invalid::new(
+                &format!("/fetch({i})/destPath"),
+                "must be a relative path without ..",
+            ));
+        }
+    }
+    out
 }
 
 fn parse_env(v: Option<&Value>, errs: &mut Vec<Invalid>) -> BTreeMap<String, String> {
@@ -1019,7 +1176,7 @@ mod tests {
         );
         assert!(App::from_json("/Bad", &json!({"cmd": "x"})).is_err());
         assert!(
-            App::from_json("/x", &json!({"cmd": "x", "fetch": [{"uri": "http://a/b"}]})).is_err()
+            App::from_json("/x", &json!({"cmd": "x", "fetch": [{"uri": "ftp://a/b"}]})).is_err()
         );
     }
 

@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 use wasmos_sdk::framework::{
-    Command, Container, DockerInfo, DockerNetwork, Framework, HealthCheck, KeyValue, Offer,
-    PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec, TaskStatus, driver,
-    is_terminal, placement_service, state_name,
+    Command, Container, DockerInfo, DockerNetwork, FetchUri, Framework, HealthCheck, KeyValue,
+    Offer, PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec, TaskStatus,
+    driver, is_terminal, placement_service, state_name,
 };
 use wasmos_sdk::{kv, log};
 
@@ -382,7 +382,7 @@ impl Marathon {
             // Gone: a stop is complete, anything else has nothing to do.
             return true;
         };
-        let checked = !a.app.health_checks.is_empty();
+        let checked = model::Checks::of(&a.app);
         let inactive = inactive_after_ms(&a.app);
         let t = now();
         let alive: Vec<&Instance> = self
@@ -440,7 +440,7 @@ impl Marathon {
             return;
         };
         let t = now();
-        let checked = !a.app.health_checks.is_empty();
+        let checked = model::Checks::of(&a.app);
         let inactive = inactive_after_ms(&a.app);
         let target = a.rec.target;
         let mut to_kill: Vec<String> = Vec::new();
@@ -779,6 +779,20 @@ impl Marathon {
                 .map(|s| (s * 1000.0) as u64),
             health_check: app.health_checks.first().map(health_spec),
             container,
+            fetch: app
+                .fetch
+                .iter()
+                .map(|f| FetchUri {
+                    uri: f.uri.clone(),
+                    extract: f.extract,
+                    executable: f.executable,
+                    dest_path: f.dest_path.clone(),
+                })
+                .collect(),
+            readiness_check: app
+                .readiness_checks
+                .first()
+                .map(|r| readiness_spec(r, app.readiness_port.unwrap_or(0))),
         }
     }
 
@@ -825,6 +839,42 @@ impl Marathon {
     fn note_reason(&mut self, app_id: &str, reason: &str) {
         let s = self.offer_stats.entry(app_id.to_string()).or_default();
         *s.reasons.entry(reason.to_string()).or_default() += 1;
+    }
+}
+
+/// A Marathon readiness check as an HTTP check that never kills.
+fn readiness_spec(r: &app::ReadinessCheck, port_index: usize) -> HealthCheck {
+    let statuses: Vec<String> = r
+        .http_status_codes_for_ready
+        .iter()
+        .map(u16::to_string)
+        .collect();
+    let statuses = if statuses.is_empty() {
+        "200".to_string()
+    } else {
+        statuses.join(",")
+    };
+    HealthCheck {
+        plugin: "health-http".into(),
+        config: vec![
+            KeyValue {
+                key: "path".into(),
+                value: r.path.clone(),
+            },
+            KeyValue {
+                key: "port-index".into(),
+                value: port_index.to_string(),
+            },
+            KeyValue {
+                key: "statuses".into(),
+                value: statuses,
+            },
+        ],
+        delay_seconds: 0.0,
+        interval_seconds: r.interval_seconds,
+        timeout_seconds: r.timeout_seconds,
+        grace_period_seconds: 0.0,
+        max_consecutive_failures: 0,
     }
 }
 
@@ -1100,6 +1150,7 @@ impl Framework for Marathon {
                     goal_running: true,
                     kill_sent: false,
                     healthy: None,
+                    ready: None,
                     unreachable_since: None,
                     first_success: None,
                     last_success: None,
@@ -1173,6 +1224,9 @@ impl Framework for Marathon {
             _ => {}
         }
         let was_healthy = t.healthy;
+        if update.ready.is_some() {
+            t.ready = update.ready;
+        }
         if let Some(h) = update.healthy {
             if h {
                 t.first_success.get_or_insert(ts);
@@ -1343,6 +1397,7 @@ mod tests {
             goal_running: true,
             kill_sent: false,
             healthy: None,
+            ready: None,
             unreachable_since: None,
             first_success: None,
             last_success: None,

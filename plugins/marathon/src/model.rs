@@ -71,6 +71,22 @@ impl AppState {
     }
 }
 
+/// What an app checks before a task counts as up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    pub health: bool,
+    pub ready: bool,
+}
+
+impl Checks {
+    pub fn of(app: &App) -> Checks {
+        Checks {
+            health: !app.health_checks.is_empty(),
+            ready: !app.readiness_checks.is_empty(),
+        }
+    }
+}
+
 /// One task of an app.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Instance {
@@ -92,6 +108,9 @@ pub struct Instance {
     pub kill_sent: bool,
     #[serde(default)]
     pub healthy: Option<bool>,
+    /// The readiness check's last verdict.
+    #[serde(default)]
+    pub ready: Option<bool>,
     #[serde(default)]
     pub unreachable_since: Option<u64>,
     #[serde(default)]
@@ -133,9 +152,12 @@ impl Instance {
         }
     }
 
-    /// Healthy and ready: running, and healthy when the app checks health.
-    pub fn is_healthy(&self, checked: bool) -> bool {
-        self.state == "TASK_RUNNING" && (!checked || self.healthy == Some(true))
+    /// Healthy and ready: running, healthy when the app checks health,
+    /// ready when it checks readiness.
+    pub fn is_healthy(&self, checks: Checks) -> bool {
+        self.state == "TASK_RUNNING"
+            && (!checks.health || self.healthy == Some(true))
+            && (!checks.ready || self.ready == Some(true))
     }
 
     /// `a_b.instance-<uuid>` of `a_b.instance-<uuid>._app.1`.

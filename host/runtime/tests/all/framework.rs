@@ -144,6 +144,7 @@ fn a_submitted_task_is_recorded_then_launched_on_a_fitting_offer() {
             exit_code: Some(3),
             signal: None,
             healthy: None,
+            ready: None,
             timestamp: 1.0,
             uuid: uuid_like(),
         })
