@@ -95,6 +95,26 @@ assert len(versions) >= 3, versions
 old = c.get_version("mp-web", versions[-1])
 assert old.cmd == "exec python3 -m http.server --bind 127.0.0.1 $PORT0"
 
+# Roll back to the first version: the original command again.
+rolled = c.rollback_app("mp-web", versions[-1])
+assert "deploymentId" in rolled, rolled
+wait("the rollback", lambda: deployed("mp-web", 2), 90)
+assert c.get_app("mp-web").cmd == "exec python3 -m http.server --bind 127.0.0.1 $PORT0"
+
+# A deployment that cannot finish (MAX_PER 5 on one host), reverted by
+# deleting it: the app goes back to its two instances.
+stuck = c.scale_app("mp-web", instances=7)
+wait("the stuck deployment", lambda: len(c.list_tasks("mp-web")) == 5)
+revert = c.delete_deployment(stuck["deploymentId"])
+assert "deploymentId" in revert, revert
+wait("the revert", lambda: deployed("mp-web", 2) and c.get_app("mp-web").instances == 2, 90)
+# A forced delete cancels without reverting.
+stuck = c.scale_app("mp-web", instances=7)
+wait("the second stuck deployment", lambda: len(c.list_tasks("mp-web")) == 5)
+assert c.delete_deployment(stuck["deploymentId"], force=True) == {}
+wait("the cancelled deployment gone", lambda: c.list_deployments() == [])
+assert c.get_app("mp-web").instances == 7
+
 group = c.get_group("/")
 assert [a.id for a in group.apps] == ["/mp-web"]
 
