@@ -252,7 +252,13 @@ fn progress_line(
             .iter()
             .filter(|t| t["state"] == "TASK_STAGING" || t["state"] == "TASK_STARTING")
             .count();
-        let mut s = format!("{} of {} healthy", healthy_count(a), a["instances"]);
+        let wanted = a["instances"].as_u64().unwrap_or(0) as usize;
+        let healthy = healthy_count(a);
+        let mut s = if tasks.len() == wanted {
+            format!("{healthy} of {wanted} healthy")
+        } else {
+            format!("{healthy} of {wanted} healthy, {} tasks", tasks.len())
+        };
         if staging > 0 {
             s.push_str(&format!(" ({staging} starting)"));
         }
@@ -280,6 +286,9 @@ fn progress_line(
             s.push_str(&format!(" (offers refused: {})", reasons.join(", ")));
         }
         parts.push(s);
+    }
+    if parts.is_empty() {
+        return format!("{id} is gone");
     }
     parts.join(" · ")
 }
