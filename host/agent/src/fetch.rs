@@ -212,6 +212,25 @@ async fn chown_tree(dir: &Path, u: &nix::unistd::User) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn https_is_spoken() {
+        // Nothing listens on port 9: the error is the connection's, not
+        // "scheme not supported".
+        let client = reqwest::Client::new();
+        let f = FetchUri {
+            uri: "https://127.0.0.1:9/x".into(),
+            extract: false,
+            executable: false,
+            dest_path: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetch_one(&client, &f, dir.path(), None, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("cannot download"), "{err}");
+        assert!(!err.to_lowercase().contains("scheme"), "{err}");
+    }
+
     #[test]
     fn archives_are_known_by_their_extension() {
         assert_eq!(archive_kind("app.tar.gz"), Some("tar"));
