@@ -449,10 +449,15 @@ async fn masters_are_added_and_removed_at_runtime_and_ids_are_never_reused() {
         .collect();
     let (new_leader, _) = m.wait_leader(&rest, Some(leader)).await;
     assert_ne!(new_leader, leader);
+    // The removed master is told, and stops with why.
+    let (code, log) = m.wait_exit(leader).await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("removed this master") && log.contains("new --id"),
+        "{log}"
+    );
     // Every master learns of the removal in its own time: until then one
-    // may still point the CLI at the removed leader.
-    // The removed master itself is told nothing more (as an etcd member
-    // removed from the cluster), so ask the others.
+    // may still point the CLI at the removed leader, so ask the others.
     let retired = format!("retired ids (never reused): {leader}");
     let others: String = rest
         .iter()

@@ -186,6 +186,18 @@ impl Daemon {
     }
 
     /// Ctrl-C, then waits for a clean exit; returns its exit code.
+    /// Waits for it to exit by itself; its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        match tokio::time::timeout(DEADLINE, c.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = c.kill().await;
+                panic!("{} did not exit within {DEADLINE:?}", self.name);
+            }
+        }
+    }
+
     pub async fn interrupt(&mut self) -> Option<i32> {
         self.signal(nix::sys::signal::Signal::SIGINT);
         let mut c = self.child.take()?;
@@ -648,6 +660,15 @@ impl Masters {
         if let Some(mut d) = self.daemons[(id - 1) as usize].take() {
             d.kill9().await;
         }
+    }
+
+    /// Waits for master `id` to exit by itself: its exit code and log.
+    pub async fn wait_exit(&mut self, id: u64) -> (Option<i32>, String) {
+        let mut d = self.daemons[(id - 1) as usize]
+            .take()
+            .expect("the master was started");
+        let code = d.wait_exit().await;
+        (code, d.log())
     }
 
     /// Ctrl-C master `id` and wait for it to exit.

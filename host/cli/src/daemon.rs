@@ -349,12 +349,22 @@ pub async fn master(a: MasterArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "serving anyway");
     }
     announce(&format!("master: {}", m.url));
-    tokio::select! {
-        _ = stop_signal() => {}
-        _ = parent_exit(with_parent) => tracing::warn!("the process that started this master exited"),
-    }
+    let store = m.node.store.clone();
+    let removed = tokio::select! {
+        _ = stop_signal() => None,
+        _ = parent_exit(with_parent) => {
+            tracing::warn!("the process that started this master exited");
+            None
+        }
+        why = store.removed() => Some(why),
+    };
     tracing::info!("stopping");
     m.stop().await;
+    if let Some(why) = removed {
+        bail!(
+            "{why}; its id is retired, so this data directory cannot rejoin. To bring this machine back, start a new master with a new --id and --join, then `wasmos masters add`"
+        );
+    }
     Ok(())
 }
 

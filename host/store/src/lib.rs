@@ -191,6 +191,9 @@ pub struct Store {
     shared: Arc<sm::Shared>,
     proposals: mpsc::UnboundedSender<Proposal>,
     leadership: watch::Receiver<Leadership>,
+    net: net::Network,
+    /// Set (with why) when the cluster tells this master it was removed.
+    removed: Arc<watch::Sender<Option<String>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -243,7 +246,7 @@ impl Store {
         let raft = Raft::new(
             config.node_id,
             raft_config,
-            network,
+            network.clone(),
             log_store,
             state_machine,
         )
@@ -295,6 +298,8 @@ impl Store {
             shared,
             proposals,
             leadership,
+            net: network,
+            removed: Arc::new(watch::channel(None).0),
         })
     }
 
@@ -488,6 +493,7 @@ impl Store {
                 "master {id} is not a member; `wasmos masters list` shows who is"
             )));
         };
+        let addr = m.addr.clone();
         let change = if m.voter {
             if members.iter().filter(|m| m.voter).count() == 1 {
                 return Err(StoreError::Membership(
@@ -502,7 +508,32 @@ impl Store {
             .change_membership(change, false)
             .await
             .map_err(|e| self.membership_error(e))?;
+        // Tell it, so that it stops instead of lingering as a stranger.
+        let notice = net::RemovedNotice {
+            id,
+            by: self.node_id,
+        };
+        let net = self.net.clone();
+        tokio::spawn(async move {
+            if let Err(e) = net.notify_removed(&addr, &notice).await {
+                tracing::info!(master = id, error = %e, "could not tell the removed master");
+            }
+        });
         Ok(())
+    }
+
+    /// Resolves (with why) once the cluster has told this master that it
+    /// was removed; it should then stop.
+    pub async fn removed(&self) -> String {
+        let mut rx = self.removed.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     fn membership_error<E>(&self, e: RaftError<TypeConfig, E>) -> StoreError
@@ -546,6 +577,19 @@ impl Store {
                 };
                 let r = self.raft.install_full_snapshot(header.vote, snapshot).await;
                 answer(&r.map_err(RaftError::<TypeConfig>::Fatal))
+            }
+            "removed" => {
+                let n: net::RemovedNotice = parse(body)?;
+                if n.id != self.node_id {
+                    return Err(format!("this is master {}, not {}", self.node_id, n.id));
+                }
+                let why = format!(
+                    "master {} removed this master (id {}) from the cluster",
+                    n.by, n.id
+                );
+                tracing::error!("{why}");
+                self.removed.send_replace(Some(why));
+                answer(&serde_json::json!({}))
             }
             other => Err(format!("no raft operation {other:?}")),
         }

@@ -27,6 +27,15 @@ use crate::types::{MasterNode, Snapshot, SnapshotData, SnapshotMeta, TypeConfig,
 /// The path prefix of raft RPCs.
 pub const RAFT_PREFIX: &str = "/raft/v1";
 
+/// What a leader tells a master it has removed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RemovedNotice {
+    /// The removed master's id.
+    pub id: u64,
+    /// The leader that removed it.
+    pub by: u64,
+}
+
 /// The header line of a snapshot request.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SnapshotHeader {
@@ -52,6 +61,25 @@ pub struct Network {
 }
 
 impl Network {
+    /// Tells the master at `addr` that it was removed from the cluster
+    /// (best effort: a master that is down learns nothing).
+    pub async fn notify_removed(&self, addr: &str, notice: &RemovedNotice) -> Result<(), String> {
+        let url = format!("{}{RAFT_PREFIX}/removed", addr.trim_end_matches('/'));
+        let resp = self
+            .http
+            .post(&url)
+            .json(notice)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{url} answered {}", resp.status()))
+        }
+    }
+
     /// `bind` is the local address outgoing connections use (so that a
     /// master on 127.0.0.2 talks from 127.0.0.2).
     pub fn new(secret: Option<&str>, bind: Option<IpAddr>) -> Result<Network, String> {
