@@ -126,7 +126,9 @@ async fn a_fork_bomb_is_capped_by_the_pids_limit_and_can_be_killed() {
             "--",
             "sh",
             "-c",
-            "b() { b & b & wait; }; b",
+            // At the limit forks fail and the tree can die out: start it
+            // again, for as long as the task lives.
+            "b() { b & b & wait; }; while :; do b; done",
         ],
     )
     .await;
