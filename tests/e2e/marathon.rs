@@ -882,3 +882,43 @@ async fn a_deployment_waits_for_readiness_and_reports_it() {
     .await;
     assert_eq!(a["readinessCheckResults"][0]["ready"], true, "{a}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_health_check_accepts_a_tasks_self_signed_certificate() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    let certs = c.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=task", "-days", "1",
+            "-keyout", "key.pem", "-out", "cert.pem",
+        ])
+        .current_dir(&certs)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    // The key and certificate reach the sandbox through fetch.
+    let fetch: Vec<Value> = ["cert.pem", "key.pem"]
+        .iter()
+        .map(|f| json!({"uri": format!("file://{}", certs.join(f).display())}))
+        .collect();
+    let serve = "import http.server, ssl, os; \
+        s = http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT0'])), http.server.SimpleHTTPRequestHandler); \
+        t = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); t.load_cert_chain('cert.pem', 'key.pem'); \
+        s.socket = t.wrap_socket(s.socket, server_side=True); s.serve_forever()";
+    let app = json!({
+        "id": "/tls", "cmd": format!("exec python3 -c \"{serve}\""), "cpus": 0.1, "mem": 128,
+        "fetch": fetch,
+        "healthChecks": [{"protocol": "HTTPS", "path": "/", "gracePeriodSeconds": 30,
+                          "intervalSeconds": 1, "timeoutSeconds": 2}]
+    });
+    let r = m.post("/v2/apps", &app).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let a = m.wait_deployed("/tls", 1, DEADLINE).await;
+    let id = a["tasks"][0]["id"].as_str().unwrap();
+    let (_, t) = c.api.get(&format!("/api/wasmos/v1/tasks/{id}")).await;
+    let msg = t["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.starts_with("HTTPS 200 from :"), "{t}");
+}

@@ -3,7 +3,8 @@
 //!
 //! Check parameters: `path` (default `/`), `port-index` (default 0) or
 //! `port`, `statuses` (default from the plugin config, `200-399`), e.g.
-//! `200,204` or `200-299`.
+//! `200,204` or `200-299`, and `scheme` (`http`, or `https`: TLS, the
+//! task's certificate not verified).
 
 use wasmos_sdk::health::{CheckResult, CheckTarget, HealthCheck, probe};
 
@@ -50,13 +51,20 @@ impl HealthCheck for HealthHttp {
             .param("statuses")
             .unwrap_or(&self.default_statuses)
             .to_string();
-        match probe::http_get(port, &path, target.timeout_ms) {
+        let (answer, proto) = match target.param("scheme").unwrap_or("http") {
+            "http" => (probe::http_get(port, &path, target.timeout_ms), "HTTP"),
+            "https" => (probe::https_get(port, &path, target.timeout_ms), "HTTPS"),
+            other => {
+                return CheckResult::unhealthy(format!("scheme {other:?} must be http or https"));
+            }
+        };
+        match answer {
             Ok(resp) => match accepted(&statuses, resp.status) {
                 Ok(true) => {
-                    CheckResult::healthy(format!("HTTP {} from :{port}{path}", resp.status))
+                    CheckResult::healthy(format!("{proto} {} from :{port}{path}", resp.status))
                 }
                 Ok(false) => CheckResult::unhealthy(format!(
-                    "HTTP {} from :{port}{path} (accepted: {statuses})",
+                    "{proto} {} from :{port}{path} (accepted: {statuses})",
                     resp.status
                 )),
                 Err(e) => CheckResult::unhealthy(e),

@@ -1069,9 +1069,7 @@ fn check_health(h: &HealthCheckDef) -> Result<(), String> {
                     return Err("a COMMAND health check needs command: {\"value\": \"...\"}".into());
                 }
             }
-            "HTTPS" | "MESOS_HTTPS" => {
-                return Err("HTTPS health checks are not supported yet; use HTTP or TCP".into());
-            }
+            "HTTPS" | "MESOS_HTTPS" => {}
             other => return Err(format!("protocol {other} is not a health check protocol")),
         }
     }

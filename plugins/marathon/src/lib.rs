@@ -897,7 +897,12 @@ fn health_spec(h: &app::HealthCheckDef) -> HealthCheck {
             config.entry("command".into()).or_insert(command);
             "health-command".into()
         }
-        (None, _) => {
+        (None, proto) => {
+            if proto.ends_with("HTTPS") {
+                config
+                    .entry("scheme".into())
+                    .or_insert_with(|| "https".into());
+            }
             config
                 .entry("path".into())
                 .or_insert_with(|| h.path.clone().unwrap_or_else(|| "/".into()));
