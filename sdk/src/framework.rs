@@ -109,6 +109,27 @@ pub fn state_name(state: TaskState) -> &'static str {
     }
 }
 
+/// Asks the master for offers only while the framework has something to
+/// launch: `revive` when it starts wanting, `suppress` when it stops, and
+/// nothing while that does not change.
+#[derive(Debug, Default)]
+pub struct OfferInterest {
+    suppressed: Option<bool>,
+}
+
+impl OfferInterest {
+    pub fn want(&mut self, want: bool) {
+        if self.suppressed != Some(!want) {
+            if want {
+                driver::revive();
+            } else {
+                driver::suppress();
+            }
+            self.suppressed = Some(!want);
+        }
+    }
+}
+
 #[doc(hidden)]
 pub mod __private {
     use super::bindings::KeyValue;

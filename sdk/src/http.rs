@@ -34,12 +34,24 @@ impl Request {
         self.path.split('/').filter(|s| !s.is_empty()).collect()
     }
 
-    /// A query parameter, percent-decoded.
+    /// A query parameter, percent-decoded (the first, if repeated).
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
-        })
+        self.query_params(name).into_iter().next()
+    }
+
+    /// Every value of a query parameter, percent-decoded: repeated
+    /// (`a=1&a=2`) or in the `a[]=1` form.
+    pub fn query_params(&self, name: &str) -> Vec<String> {
+        let alt = format!("{name}[]");
+        self.query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let k = percent_decode(k);
+                (k == name || k == alt).then(|| percent_decode(v))
+            })
+            .collect()
     }
 
     /// A header, by case-insensitive name.
@@ -170,6 +182,8 @@ mod tests {
         assert_eq!(r.query_param("bad").as_deref(), Some("%zz"));
         assert_eq!(r.query_param("trail").as_deref(), Some("%4"));
         assert_eq!(r.query_param("missing"), None);
+        let r = req("/", "e=a&e%5B%5D=b&x=1");
+        assert_eq!(r.query_params("e"), ["a", "b"]);
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
 }

@@ -389,7 +389,16 @@ async fn unique_hostnames_spread_an_app_and_an_unmeetable_instance_waits_in_the_
             .len(),
         1
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // More offers come and go unused, and still nothing is launched.
+    let seen = item["processedOffersSummary"]["processedOffersCount"]
+        .as_u64()
+        .unwrap();
+    wait_for("more offers refused", DEADLINE, || async {
+        let q = m.get("/v2/queue").await.body;
+        let n = q["queue"][0]["processedOffersSummary"]["processedOffersCount"].as_u64()?;
+        (n >= seen + 4).then_some(())
+    })
+    .await;
     let app = m.app("/spread").await;
     assert_eq!(
         app["tasks"].as_array().unwrap().len(),

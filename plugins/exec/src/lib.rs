@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use wasmos_sdk::framework::{
     Command, Container, DockerInfo, DockerNetwork, Framework, HealthCheck, KeyValue, Offer,
-    PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec, TaskStatus, driver,
-    is_terminal, placement_service, state_name,
+    OfferInterest, PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec,
+    TaskStatus, driver, is_terminal, placement_service, state_name,
 };
 use wasmos_sdk::{kv, log};
 
@@ -381,7 +381,7 @@ struct Exec {
     default_cpus: f64,
     default_mem: f64,
     max_finished: usize,
-    suppressed: Option<bool>,
+    offers: OfferInterest,
 }
 
 impl Exec {
@@ -413,15 +413,7 @@ impl Exec {
 
     /// Asks for offers only while something waits.
     fn want_offers(&mut self) {
-        let want = !self.queue.is_empty();
-        if self.suppressed != Some(!want) {
-            if want {
-                driver::revive();
-            } else {
-                driver::suppress();
-            }
-            self.suppressed = Some(!want);
-        }
+        self.offers.want(!self.queue.is_empty());
     }
 
     fn submit(&mut self, req: &Request) -> Response {
@@ -742,7 +734,7 @@ impl Framework for Exec {
             default_cpus: num("default_cpus", 0.1)?,
             default_mem: num("default_mem", 32.0)?,
             max_finished: num("max_finished", 1000.0)? as usize,
-            suppressed: None,
+            offers: OfferInterest::default(),
         };
         exec.want_offers();
         Ok(exec)

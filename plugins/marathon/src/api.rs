@@ -13,42 +13,7 @@ use crate::{Marathon, ids, kill_instance, time};
 
 /// Every query value of `name` (repeated or `name[]`), percent-decoded.
 fn params(req: &Request, name: &str) -> Vec<String> {
-    let alt = format!("{name}[]");
-    req.query
-        .split('&')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = decode(k);
-            (k == name || k == alt).then(|| decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(c) => {
-                        out.push(c);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    req.query_params(name)
 }
 
 /// A boolean query parameter; Python clients send `True`/`False`.

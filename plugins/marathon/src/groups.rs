@@ -45,7 +45,7 @@ impl Marathon {
     }
 
     fn save_group(&mut self, id: &str, rec: GroupRecord) {
-        let _ = kv::set_json(&format!("{GROUP_PREFIX}{id}"), &rec);
+        crate::put(&format!("{GROUP_PREFIX}{id}"), &rec);
         self.groups.insert(id.to_string(), rec);
     }
 

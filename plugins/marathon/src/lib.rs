@@ -29,8 +29,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 use wasmos_sdk::framework::{
     Command, Container, DockerInfo, DockerNetwork, FetchUri, Framework, HealthCheck, KeyValue,
-    Offer, PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec, TaskStatus,
-    driver, is_terminal, placement_service, state_name,
+    Offer, OfferInterest, PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec,
+    TaskStatus, driver, is_terminal, placement_service, state_name,
 };
 use wasmos_sdk::{kv, log};
 
@@ -69,7 +69,7 @@ pub struct Marathon {
     port_max: u32,
     role: String,
     max_versions: usize,
-    suppressed: Option<bool>,
+    offer_interest: OfferInterest,
     /// Recent events for `/v2/events`, by sequence number (not durable:
     /// Marathon's event bus is not either).
     events: std::collections::VecDeque<(u64, String, serde_json::Value)>,
@@ -80,6 +80,14 @@ pub struct Marathon {
 
 /// Events kept for streams that fall behind.
 const EVENTS_KEPT: usize = 2000;
+
+/// Writes a record into the framework's replicated state, saying so if
+/// it cannot (the call's other writes still commit).
+pub(crate) fn put<T: serde::Serialize + ?Sized>(key: &str, value: &T) {
+    if let Err(e) = kv::set_json(key, value) {
+        log::error(&format!("cannot save {key}: {e}"));
+    }
+}
 
 fn now() -> u64 {
     log::now_ms()
@@ -121,17 +129,13 @@ impl Marathon {
     }
 
     fn save_app(&self, id: &str) {
-        if let Some(a) = self.apps.get(id)
-            && let Err(e) = kv::set_json(&format!("{APP_PREFIX}{id}"), &a.rec)
-        {
-            log::error(&format!("cannot save app {id}: {e}"));
+        if let Some(a) = self.apps.get(id) {
+            put(&format!("{APP_PREFIX}{id}"), &a.rec);
         }
     }
 
     fn save_task(&self, t: &Instance) {
-        if let Err(e) = kv::set_json(&format!("{TASK_PREFIX}{}", t.id), t) {
-            log::error(&format!("cannot save task {}: {e}", t.id));
-        }
+        put(&format!("{TASK_PREFIX}{}", t.id), t);
     }
 
     fn forget_task(&mut self, id: &str) {
@@ -140,9 +144,7 @@ impl Marathon {
     }
 
     fn save_deployment(&self, d: &Deployment) {
-        if let Err(e) = kv::set_json(&format!("{DEP_PREFIX}{}", d.id), d) {
-            log::error(&format!("cannot save deployment {}: {e}", d.id));
-        }
+        put(&format!("{DEP_PREFIX}{}", d.id), d);
     }
 
     fn remove_deployment(&mut self, id: &str) {
@@ -218,9 +220,7 @@ impl Marathon {
 
     fn store_version(&self, app: &App) {
         let key = format!("{VER_PREFIX}{}/{}", app.id, app.version);
-        if let Err(e) = kv::set_json(&key, &app.to_json()) {
-            log::error(&format!("cannot save version {key}: {e}"));
-        }
+        put(&key, &app.to_json());
         let versions = self.versions(&app.id);
         if versions.len() > self.max_versions {
             for old in &versions[..versions.len() - self.max_versions] {
@@ -531,15 +531,7 @@ impl Marathon {
 
     /// Asks for offers only while something waits to launch.
     fn want_offers(&mut self) {
-        let want = !self.need.is_empty();
-        if self.suppressed != Some(!want) {
-            if want {
-                driver::revive();
-            } else {
-                driver::suppress();
-            }
-            self.suppressed = Some(!want);
-        }
+        self.offer_interest.want(!self.need.is_empty());
     }
 }
 
@@ -997,7 +989,7 @@ impl Framework for Marathon {
                 .cloned()
                 .unwrap_or_else(|| "*".into()),
             max_versions: num("max_versions", 50.0)?.max(1.0) as usize,
-            suppressed: None,
+            offer_interest: OfferInterest::default(),
             events: Default::default(),
             next_event: 0,
             groups: kv::keys(groups::GROUP_PREFIX)
@@ -1376,7 +1368,11 @@ impl Framework for Marathon {
 
     fn http(&mut self, req: Request) -> Response {
         let resp = api::handle(self, &req);
-        self.drive();
+        // Reads change nothing (event streams poll often); `tick` drives
+        // the rest of the time.
+        if !req.method.eq_ignore_ascii_case("GET") {
+            self.drive();
+        }
         resp
     }
 }
