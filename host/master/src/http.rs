@@ -120,15 +120,21 @@ const MAX_RAFT_BODY: usize = 512 << 20;
 async fn raft_rpc(
     State(n): NodeState,
     Path(op): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body?;
+    let codec = wasmos_store::Codec::from_content_type(
+        headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     let answer = n
         .store
-        .handle_rpc(&op, &body)
+        .handle_rpc(&op, codec, &body)
         .await
         .map_err(ApiError::BadRequest)?;
-    Ok(typed("application/json", answer))
+    Ok(typed(codec.content_type(), answer))
 }
 
 /// The dashboard is served by the leader (its API calls go there too).

@@ -28,6 +28,7 @@ pub const MAX_COMPLETED_TASKS: usize = 5000;
 pub const MAX_STATUS_HISTORY: usize = 32;
 pub use wasmos_core::limits::{MAX_KV_KEY, MAX_KV_VALUE};
 
+pub mod codec;
 pub mod vars;
 
 /// The master that leads a term.

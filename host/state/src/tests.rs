@@ -412,3 +412,125 @@ fn variables_are_written_with_check_and_set_and_bad_ones_change_nothing() {
     );
     assert!(s.vars.is_empty());
 }
+
+/// One command of every kind, with the optional parts filled in.
+fn every_command(agent_id: &AgentId) -> Vec<Command> {
+    let mut rich = spec("t2");
+    rich.labels.insert("wasmos.network".into(), "none".into());
+    rich.kill_grace_period_ms = Some(3000);
+    let mut done = status("t1", TaskState::Finished, 7);
+    done.agent_id = Some(agent_id.clone());
+    done.reason = Some(wasmos_core::Reason::ReasonCommandExecutorFailed);
+    done.message = Some("exited with \"0\"\n".into());
+    done.exit_code = Some(0);
+    done.healthy = Some(true);
+    done.ready = Some(false);
+    vec![
+        Command::RegisterAgent {
+            agent_id: Some(agent_id.clone()),
+            info: agent_info(),
+            now: 3.5,
+        },
+        Command::SetAgentState {
+            agent_id: agent_id.clone(),
+            state: wasmos_core::AgentState::Unreachable,
+        },
+        Command::LaunchTasks {
+            framework_id: fw(),
+            agent_id: agent_id.clone(),
+            tasks: vec![rich],
+            staging_uuids: vec![uuid(u128::MAX)],
+            now: 4.25,
+        },
+        Command::StatusUpdate { status: done },
+        Command::AcknowledgeStatus {
+            task_id: TaskId::new("t1").unwrap(),
+            uuid: uuid(7),
+        },
+        Command::KvSet {
+            framework_id: fw(),
+            key: "apps/\u{e9}".into(),
+            value: wasmos_core::bytes::Blob(vec![0, 255, 10]),
+        },
+        Command::KvDelete {
+            framework_id: fw(),
+            key: "apps/\u{e9}".into(),
+        },
+        Command::InstallPlugin {
+            record: Box::new(PluginRecord {
+                manifest: PluginManifest {
+                    name: "p".into(),
+                    version: "1.0.0".into(),
+                    kind: wasmos_core::PluginKind::Placement,
+                    world_version: "0.3.0".into(),
+                    description: String::new(),
+                    capabilities: vec![],
+                    config: [("k".to_string(), "v".to_string())].into(),
+                    http_prefixes: vec![],
+                    event_streams: vec![],
+                    operators: vec!["UNIQUE".into()],
+                },
+                digest: "sha256:00".into(),
+                component: wasmos_core::bytes::Blob(vec![0, 97, 115, 109]),
+                config: Default::default(),
+                installed_at: 5.0,
+                source: "oci://r/p:1".into(),
+            }),
+        },
+        Command::ConfigurePlugin {
+            name: "p".into(),
+            config: [("k".to_string(), "w".to_string())].into(),
+        },
+        Command::RemovePlugin { name: "p".into() },
+        Command::VarSet {
+            path: "a/b".into(),
+            items: [("v".to_string(), "x".repeat(256))].into(),
+            cas: Some(0),
+        },
+        Command::VarSet {
+            path: "a/c".into(),
+            items: Default::default(),
+            cas: None,
+        },
+        Command::VarDelete {
+            path: "a/b".into(),
+            cas: None,
+        },
+    ]
+}
+
+#[test]
+fn commands_responses_and_state_survive_messagepack_and_older_json() {
+    use crate::codec::{self, Codec};
+    let (mut s, agent_id) = with_task();
+    let commands = every_command(&agent_id);
+    let mut responses = Vec::new();
+    for c in &commands {
+        responses.push(s.apply(c.clone()));
+    }
+    assert!(responses.iter().any(|r| matches!(r, Response::Var { .. })));
+    for c in &commands {
+        let packed = codec::encode(c).unwrap();
+        assert!(packed[0] >= 0x80, "MessagePack maps start at 0x80: {c:?}");
+        assert_eq!(&codec::decode::<Command>(&packed).unwrap(), c);
+        let json = Codec::Json.encode(c).unwrap();
+        assert_eq!(&codec::decode::<Command>(&json).unwrap(), c, "older JSON");
+    }
+    for r in &responses {
+        assert_eq!(
+            &codec::decode::<Response>(&codec::encode(r).unwrap()).unwrap(),
+            r
+        );
+    }
+    let packed = codec::encode(&s).unwrap();
+    assert_eq!(codec::decode::<State>(&packed).unwrap(), s);
+    // Options and nil at the top level, as the log store writes them.
+    let none: Option<u64> = None;
+    assert_eq!(
+        codec::decode::<Option<u64>>(&codec::encode(&none).unwrap()).unwrap(),
+        None
+    );
+    assert_eq!(codec::decode::<Option<u64>>(b"null").unwrap(), None);
+    // A damaged record is an error, not a default.
+    assert!(codec::decode::<State>(&packed[..packed.len() / 2]).is_err());
+}

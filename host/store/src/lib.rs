@@ -34,7 +34,9 @@ use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use redb::Database;
 use serde::Serialize;
+
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+pub use wasmos_state::codec::{self, Codec};
 use wasmos_state::{Command, Response, State};
 
 pub use sm::Applied;
@@ -549,37 +551,38 @@ impl Store {
     }
 
     /// Handles a raft RPC from a peer (`op` is the last path segment under
-    /// [`net::RAFT_PREFIX`]); returns the JSON answer.
-    pub async fn handle_rpc(&self, op: &str, body: &[u8]) -> Result<Vec<u8>, String> {
-        fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-            serde_json::from_slice(body).map_err(|e| format!("malformed raft request: {e}"))
-        }
-        fn answer<T: Serialize>(r: &T) -> Result<Vec<u8>, String> {
-            serde_json::to_vec(r).map_err(|e| e.to_string())
+    /// [`net::RAFT_PREFIX`]) whose body is in `codec`; returns the answer in
+    /// the same codec.
+    pub async fn handle_rpc(&self, op: &str, codec: Codec, body: &[u8]) -> Result<Vec<u8>, String> {
+        fn parse<T: serde::de::DeserializeOwned>(codec: Codec, body: &[u8]) -> Result<T, String> {
+            codec
+                .decode(body)
+                .map_err(|e| format!("{}: {e}", net::MALFORMED))
         }
         match op {
-            "append" => answer(&self.raft.append_entries(parse(body)?).await),
-            "vote" => answer(&self.raft.vote(parse(body)?).await),
-            "pre-vote" => answer(&self.raft.pre_vote(parse(body)?).await),
+            "append" => codec.encode(&self.raft.append_entries(parse(codec, body)?).await),
+            "vote" => codec.encode(&self.raft.vote(parse(codec, body)?).await),
+            "pre-vote" => codec.encode(&self.raft.pre_vote(parse(codec, body)?).await),
             "transfer-leader" => {
-                let r = self.raft.handle_transfer_leader(parse(body)?).await;
-                answer(&r.map_err(RaftError::<TypeConfig>::Fatal))
+                let r = self.raft.handle_transfer_leader(parse(codec, body)?).await;
+                codec.encode(&r.map_err(RaftError::<TypeConfig>::Fatal))
             }
             "snapshot" => {
                 let nl = body
                     .iter()
                     .position(|b| *b == b'\n')
                     .ok_or("a snapshot request needs a header line")?;
-                let header: net::SnapshotHeader = parse(&body[..nl])?;
+                // The header line is JSON whatever the codec.
+                let header: net::SnapshotHeader = parse(Codec::Json, &body[..nl])?;
                 let snapshot = types::Snapshot {
                     meta: header.meta,
                     snapshot: types::SnapshotData::new(body[nl + 1..].to_vec()),
                 };
                 let r = self.raft.install_full_snapshot(header.vote, snapshot).await;
-                answer(&r.map_err(RaftError::<TypeConfig>::Fatal))
+                codec.encode(&r.map_err(RaftError::<TypeConfig>::Fatal))
             }
             "removed" => {
-                let n: net::RemovedNotice = parse(body)?;
+                let n: net::RemovedNotice = parse(codec, body)?;
                 if n.id != self.node_id {
                     return Err(format!("this is master {}, not {}", self.node_id, n.id));
                 }
@@ -589,7 +592,7 @@ impl Store {
                 );
                 tracing::error!("{why}");
                 self.removed.send_replace(Some(why));
-                answer(&serde_json::json!({}))
+                codec.encode(&serde_json::json!({}))
             }
             other => Err(format!("no raft operation {other:?}")),
         }

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+use wasmos_state::codec;
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -44,7 +45,7 @@ impl LogStore {
             Err(e) => return Err(io_err(e)),
         };
         match table.get(key).map_err(io_err)? {
-            Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(io_err),
+            Some(v) => codec::decode(v.value()).map(Some).map_err(io_err),
             None => Ok(None),
         }
     }
@@ -54,9 +55,19 @@ impl LogStore {
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
+        self.write_with(Durability::Immediate, f).await
+    }
+
+    /// Runs `f` in one write transaction of the given durability. A
+    /// [`Durability::None`] commit becomes durable with the next durable one.
+    async fn write_with<F>(&self, durability: Durability, f: F) -> io::Result<()>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+    {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let txn = db.begin_write().map_err(io_err)?;
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(durability).map_err(io_err)?;
             f(&txn).map_err(io_err)?;
             txn.commit().map_err(io_err)
         })
@@ -67,10 +78,9 @@ impl LogStore {
     fn put_meta_in(
         txn: &redb::WriteTransaction,
         key: &str,
-        value: &impl serde::Serialize,
+        bytes: &[u8],
     ) -> Result<(), redb::Error> {
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        txn.open_table(META)?.insert(key, bytes.as_slice())?;
+        txn.open_table(META)?.insert(key, bytes)?;
         Ok(())
     }
 }
@@ -113,7 +123,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in iter {
             let (_, v) = item.map_err(io_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(io_err)?);
+            out.push(codec::decode(v.value()).map_err(io_err)?);
         }
         Ok(out)
     }
@@ -132,11 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = self.db.begin_read().map_err(io_err)?;
             match txn.open_table(LOG) {
                 Ok(t) => match t.last().map_err(io_err)? {
-                    Some((_, v)) => Some(
-                        serde_json::from_slice::<Entry>(v.value())
-                            .map_err(io_err)?
-                            .log_id,
-                    ),
+                    Some((_, v)) => Some(codec::decode::<Entry>(v.value()).map_err(io_err)?.log_id),
                     None => None,
                 },
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
@@ -154,14 +160,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let vote = *vote;
-        self.write(move |txn| Self::put_meta_in(txn, VOTE, &vote))
+        let bytes = codec::encode(vote).map_err(io_err)?;
+        self.write(move |txn| Self::put_meta_in(txn, VOTE, &bytes))
             .await
     }
 
+    /// The committed index is a hint that lets a restarted master apply
+    /// what it already knows is committed before it hears from a leader.
+    /// A stale hint is safe, so it is written without an fsync of its own:
+    /// it becomes durable with the next log append or vote.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.write(move |txn| Self::put_meta_in(txn, COMMITTED, &committed))
-            .await
+        let bytes = codec::encode(&committed).map_err(io_err)?;
+        self.write_with(Durability::None, move |txn| {
+            Self::put_meta_in(txn, COMMITTED, &bytes)
+        })
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -177,19 +190,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let encoded: Vec<(u64, Vec<u8>)> = entries
+        let encoded: io::Result<Vec<(u64, Vec<u8>)>> = entries
             .into_iter()
-            .map(|e| (e.log_id.index, serde_json::to_vec(&e).unwrap_or_default()))
+            .map(|e| Ok((e.log_id.index, codec::encode(&e).map_err(io_err)?)))
             .collect();
-        let r = self
-            .write(move |txn| {
-                let mut log = txn.open_table(LOG)?;
-                for (i, bytes) in &encoded {
-                    log.insert(*i, bytes.as_slice())?;
-                }
-                Ok(())
-            })
-            .await;
+        let r = match encoded {
+            Ok(encoded) => {
+                self.write(move |txn| {
+                    let mut log = txn.open_table(LOG)?;
+                    for (i, bytes) in &encoded {
+                        log.insert(*i, bytes.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match r {
             Ok(()) => {
                 callback.io_completed(Ok(()));
@@ -214,8 +231,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let upto = log_id.index;
+        let bytes = codec::encode(&log_id).map_err(io_err)?;
         self.write(move |txn| {
-            Self::put_meta_in(txn, PURGED, &log_id)?;
+            Self::put_meta_in(txn, PURGED, &bytes)?;
             let mut log = txn.open_table(LOG)?;
             log.retain_in(..=upto, |_, _| false)?;
             Ok(())

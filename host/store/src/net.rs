@@ -1,4 +1,5 @@
-//! Raft traffic between masters: HTTP POSTs of JSON to
+//! Raft traffic between masters: HTTP POSTs of MessagePack (JSON to and
+//! from older masters; see [`crate::codec`]) to
 //! `<master>/raft/v1/{append,vote,pre-vote,snapshot,transfer-leader}` on
 //! the masters' own API listener, authenticated with the cluster secret.
 //!
@@ -23,6 +24,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{MasterNode, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
+use wasmos_state::codec::Codec;
+
+/// How a master answers a raft request it cannot parse (older masters
+/// answer MessagePack with it too).
+pub(crate) const MALFORMED: &str = "malformed raft request";
 
 /// The path prefix of raft RPCs.
 pub const RAFT_PREFIX: &str = "/raft/v1";
@@ -108,6 +114,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &MasterNode) -> Peer {
         Peer {
             http: self.http.clone(),
+            codec: Codec::MessagePack,
             target,
             base: format!("{}{RAFT_PREFIX}", node.addr.trim_end_matches('/')),
         }
@@ -117,6 +124,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The connection to one peer.
 pub struct Peer {
     http: reqwest::Client,
+    /// MessagePack, until the peer turns out to be an older master that
+    /// reads only JSON.
+    codec: Codec,
     target: u64,
     base: String,
 }
@@ -127,6 +137,8 @@ enum Failure {
     Unreachable(String),
     /// Sent but failed (timeout, reset, bad answer): retry soon.
     Network(String),
+    /// The peer could not parse MessagePack: it is an older master.
+    NeedsJson,
 }
 
 impl Failure {
@@ -134,6 +146,9 @@ impl Failure {
         match self {
             Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&HttpError(m))),
             Failure::Network(m) => RPCError::Network(NetworkError::new(&HttpError(m))),
+            Failure::NeedsJson => {
+                RPCError::Network(NetworkError::new(&HttpError("the peer needs JSON".into())))
+            }
         }
     }
 
@@ -141,6 +156,9 @@ impl Failure {
         match self {
             Failure::Unreachable(m) => StreamingError::Unreachable(Unreachable::new(&HttpError(m))),
             Failure::Network(m) => StreamingError::Network(NetworkError::new(&HttpError(m))),
+            Failure::NeedsJson => {
+                StreamingError::Network(NetworkError::new(&HttpError("the peer needs JSON".into())))
+            }
         }
     }
 }
@@ -149,6 +167,7 @@ impl Peer {
     async fn send<R: DeserializeOwned>(
         &self,
         op: &str,
+        codec: Codec,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<R, Failure> {
@@ -156,7 +175,7 @@ impl Peer {
         let resp = self
             .http
             .post(&url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, codec.content_type())
             .body(body)
             .timeout(timeout)
             .send()
@@ -169,6 +188,17 @@ impl Peer {
                 }
             })?;
         let status = resp.status();
+        let resp_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+        if status == reqwest::StatusCode::BAD_REQUEST && codec == Codec::MessagePack {
+            let text = resp.text().await.unwrap_or_default();
+            if text.contains(MALFORMED) {
+                return Err(Failure::NeedsJson);
+            }
+            return Err(Failure::Unreachable(format!(
+                "master {} answered {status}: {text}",
+                self.target
+            )));
+        }
         let bytes = resp
             .bytes()
             .await
@@ -182,22 +212,35 @@ impl Peer {
                 String::from_utf8_lossy(&bytes)
             )));
         }
-        let result: Result<R, RaftError<TypeConfig>> = serde_json::from_slice(&bytes)
+        let answered = Codec::from_content_type(resp_type.as_ref().and_then(|v| v.to_str().ok()));
+        let result: Result<R, RaftError<TypeConfig>> = answered
+            .decode(&bytes)
             .map_err(|e| Failure::Network(format!("master {}: bad answer: {e}", self.target)))?;
         result.map_err(|e| Failure::Unreachable(format!("master {}: {e}", self.target)))
     }
 
     async fn call<Q: Serialize, R: DeserializeOwned>(
-        &self,
+        &mut self,
         op: &str,
         req: &Q,
         option: &RPCOption,
     ) -> Result<R, RPCError<TypeConfig>> {
-        let body = serde_json::to_vec(req)
-            .map_err(|e| RPCError::Network(NetworkError::new(&HttpError(e.to_string()))))?;
-        self.send(op, body, option.hard_ttl())
-            .await
-            .map_err(Failure::rpc)
+        loop {
+            let codec = self.codec;
+            let body = codec
+                .encode(req)
+                .map_err(|e| RPCError::Network(NetworkError::new(&HttpError(e))))?;
+            match self.send(op, codec, body, option.hard_ttl()).await {
+                Err(Failure::NeedsJson) => {
+                    tracing::info!(
+                        master = self.target,
+                        "the master reads raft messages only as JSON (an older version); sending JSON to it"
+                    );
+                    self.codec = Codec::Json;
+                }
+                r => return r.map_err(Failure::rpc),
+            }
+        }
     }
 }
 
@@ -246,7 +289,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         // A snapshot holds every plugin's component: give it time.
         let timeout = option.hard_ttl().max(Duration::from_secs(60));
         tokio::select! {
-            r = self.send("snapshot", body, timeout) => r.map_err(Failure::streaming),
+            r = self.send("snapshot", Codec::Json, body, timeout) => r.map_err(Failure::streaming),
             closed = cancel => Err(StreamingError::Closed(closed)),
         }
     }

@@ -6,6 +6,8 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use redb::Database;
 use wasmos_state::LeaderInfo;
 
+use crate::types::{Entry, Vote};
+
 use super::*;
 
 fn term(n: u64) -> Command {
@@ -80,6 +82,56 @@ async fn committed_commands_survive_a_restart() {
     let store = open_single(dir.path(), 5000).await;
     store.ensure_linearizable().await.unwrap();
     assert_eq!(store.read(|s| s.term), 2);
+}
+
+/// A data directory written by a master from before MessagePack (JSON log
+/// records, vote and committed index) is read as it is.
+#[tokio::test]
+async fn a_log_written_as_json_by_an_older_master_is_replayed() {
+    use redb::{ReadableDatabase, ReadableTable};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_single(dir.path(), 5000).await;
+        for n in 1..=5 {
+            store.propose_one(kv(n)).await.unwrap();
+        }
+        store.shutdown().await;
+    }
+    {
+        let db = Database::create(db_path(dir.path())).unwrap();
+        let entries: Vec<(u64, Entry)> = {
+            let txn = db.begin_read().unwrap();
+            let t = txn.open_table(log::LOG).unwrap();
+            t.iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value(), codec::decode(v.value()).unwrap())
+                })
+                .collect()
+        };
+        assert!(entries.len() >= 5, "the log holds the writes");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(log::LOG).unwrap();
+            for (i, e) in &entries {
+                t.insert(*i, serde_json::to_vec(e).unwrap().as_slice())
+                    .unwrap();
+            }
+            let mut meta = txn.open_table(log::META).unwrap();
+            let vote: Vote = codec::decode(meta.get("vote").unwrap().unwrap().value()).unwrap();
+            meta.insert("vote", serde_json::to_vec(&vote).unwrap().as_slice())
+                .unwrap();
+            meta.insert("committed", b"null".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = open_single(dir.path(), 5000).await;
+    store.ensure_linearizable().await.unwrap();
+    assert_eq!(store.read(|s| s.kv["f"].len()), 5);
+    // New records are MessagePack again, beside the old JSON ones.
+    store.propose_one(kv(6)).await.unwrap();
+    assert_eq!(store.read(|s| s.kv["f"].len()), 6);
 }
 
 #[tokio::test]
