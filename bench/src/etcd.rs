@@ -217,7 +217,7 @@ impl System for Cluster {
         "etcd"
     }
 
-    async fn writer(&self) -> anyhow::Result<Box<dyn Writer>> {
+    async fn writer(&self, _clients: usize) -> anyhow::Result<Box<dyn Writer>> {
         let leader = self.wait_leader(Duration::from_secs(30)).await?;
         // Like etcd's own benchmark tool: a few connections, many streams.
         let mut channels = Vec::new();
@@ -280,6 +280,14 @@ impl System for Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .flatten()
+            .filter_map(|c| c.id())
+            .collect()
     }
 
     async fn log_index(&self) -> Option<u64> {

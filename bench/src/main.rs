@@ -84,7 +84,10 @@ pub const VALUE_BYTES: usize = 256;
 pub trait System {
     fn name(&self) -> &'static str;
     /// A client that writes to the leader.
-    fn writer(&self) -> impl std::future::Future<Output = anyhow::Result<Box<dyn Writer>>>;
+    fn writer(
+        &self,
+        clients: usize,
+    ) -> impl std::future::Future<Output = anyhow::Result<Box<dyn Writer>>>;
     /// Kills the leader (SIGKILL); returns its index.
     fn kill_leader(&mut self) -> impl std::future::Future<Output = anyhow::Result<usize>>;
     /// One write through any live member, with a short timeout.
@@ -93,6 +96,8 @@ pub trait System {
     fn restart(&mut self, i: usize) -> impl std::future::Future<Output = anyhow::Result<()>>;
     /// Raft log entries so far (to count writes per entry), if known.
     fn log_index(&self) -> impl std::future::Future<Output = Option<u64>>;
+    /// The process ids of the running members.
+    fn pids(&self) -> Vec<u32>;
 }
 
 /// Writes key `client` with a value; returns when acknowledged.
@@ -212,18 +217,62 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name, which ends with the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at 3.
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Waits until the members are idle (under a tenth of a core together
+/// for a second), so that start-up work — Wasmos masters compile the
+/// bundled plugins on a fresh data dir — is not measured as steady state.
+async fn settle(name: &str, pids: &[u32]) {
+    let ticks = || pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = ticks();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = ticks();
+        // Clock ticks are 1/100 s on Linux: 10 ticks in a second is 10 %.
+        let busy = now.saturating_sub(last);
+        if busy < 10 {
+            return;
+        }
+        eprintln!("   waiting for {name} to go idle: {busy} % of a core in the last second");
+        if Instant::now() > deadline {
+            eprintln!("   {name} is still busy after 3 minutes; measuring anyway");
+            return;
+        }
+        last = now;
+    }
+}
+
 fn rows_by_clients(rows: &[Row], clients: usize) -> Vec<&Row> {
     rows.iter().filter(|r| r.clients == clients).collect()
 }
 
 /// Closed-loop writers at each client count.
 async fn throughput<S: System>(s: &S, a: &MastersArgs) -> anyhow::Result<Vec<Row>> {
+    settle(s.name(), &s.pids()).await;
     let value: String = "x".repeat(VALUE_BYTES);
     let mut rows = Vec::new();
     for &clients in &a.clients {
-        let writer: std::sync::Arc<dyn Writer> = s.writer().await?.into();
+        let writer: std::sync::Arc<dyn Writer> = s.writer(clients).await?.into();
         let warmup = Duration::from_secs(2);
         let measure = Duration::from_secs(a.seconds);
+        eprintln!(
+            "   {} with {clients} clients: {} s of warm-up, then {} s measured",
+            s.name(),
+            warmup.as_secs(),
+            measure.as_secs()
+        );
         let start = Instant::now();
         let begin = start + warmup;
         let end = begin + measure;

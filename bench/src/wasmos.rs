@@ -144,9 +144,120 @@ impl Cluster {
     }
 }
 
+/// The load generator's side of Wasmos' API: one keep-alive HTTP/1.1
+/// connection per client, each write one request written whole and its
+/// response read back (as `wrk` does), so that the generator takes little
+/// of the CPU the masters share with it. A connection that fails is made
+/// again by the next write.
 struct HttpWriter {
-    http: reqwest::Client,
-    base: String,
+    addr: std::net::SocketAddr,
+    conns: Vec<tokio::sync::Mutex<Option<Conn>>>,
+}
+
+struct Conn {
+    tcp: tokio::net::TcpStream,
+    /// Bytes read past the previous response (none, without pipelining).
+    buf: Vec<u8>,
+    /// The request being written (reused).
+    req: Vec<u8>,
+}
+
+impl Conn {
+    /// Sends one PUT of `body` to `path`; returns the response status.
+    async fn put(&mut self, host: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+        use std::io::Write as _;
+        use tokio::io::AsyncWriteExt;
+        self.req.clear();
+        write!(
+            self.req,
+            "PUT {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )?;
+        self.req.extend_from_slice(body);
+        self.tcp.write_all(&self.req).await?;
+        // Read the head, then as much body as it announces.
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            read_more(&mut self.tcp, &mut self.buf).await?;
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])?;
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("bad status line in {head:?}"))?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .ok_or_else(|| anyhow::anyhow!("no content-length in {head:?}"))?;
+        let close = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
+            })
+        });
+        while self.buf.len() < head_end + length {
+            read_more(&mut self.tcp, &mut self.buf).await?;
+        }
+        self.buf.drain(..head_end + length);
+        anyhow::ensure!(!close, "the server closed the connection ({status})");
+        Ok(status)
+    }
+}
+
+async fn read_more(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    buf.reserve(4096);
+    let n = tcp.read_buf(buf).await?;
+    anyhow::ensure!(n > 0, "the server closed the connection");
+    Ok(())
+}
+
+impl HttpWriter {
+    fn new(addr: std::net::SocketAddr, clients: usize) -> HttpWriter {
+        HttpWriter {
+            addr,
+            conns: (0..clients)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+        }
+    }
+
+    async fn put(&self, client: usize, value: &str) -> anyhow::Result<()> {
+        let mut slot = self
+            .conns
+            .get(client)
+            .ok_or_else(|| anyhow::anyhow!("no connection for client {client}"))?
+            .lock()
+            .await;
+        let mut conn = match slot.take() {
+            Some(c) => c,
+            None => {
+                let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+                tcp.set_nodelay(true)?;
+                Conn {
+                    tcp,
+                    buf: Vec::with_capacity(4096),
+                    req: Vec::with_capacity(1024),
+                }
+            }
+        };
+        let body = serde_json::to_vec(&json!({ "items": { "v": value } }))?;
+        let path = format!("/api/wasmos/v1/vars/bench/c{client}");
+        let status = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.put(&self.addr.to_string(), &path, &body),
+        )
+        .await??;
+        *slot = Some(conn);
+        anyhow::ensure!((200..300).contains(&status), "answered {status}");
+        Ok(())
+    }
 }
 
 impl Writer for HttpWriter {
@@ -155,16 +266,7 @@ impl Writer for HttpWriter {
         client: usize,
         value: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            let r = self
-                .http
-                .put(format!("{}/api/wasmos/v1/vars/bench/c{client}", self.base))
-                .json(&json!({ "items": { "v": value } }))
-                .send()
-                .await?;
-            anyhow::ensure!(r.status().is_success(), "{}", r.status());
-            Ok(())
-        })
+        Box::pin(self.put(client, value))
     }
 }
 
@@ -173,16 +275,10 @@ impl System for Cluster {
         "wasmos"
     }
 
-    async fn writer(&self) -> anyhow::Result<Box<dyn Writer>> {
+    async fn writer(&self, clients: usize) -> anyhow::Result<Box<dyn Writer>> {
         let leader = self.wait_leader(Duration::from_secs(30)).await?;
-        Ok(Box::new(HttpWriter {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .pool_max_idle_per_host(4096)
-                .tcp_nodelay(true)
-                .build()?,
-            base: self.url(leader),
-        }))
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[leader]));
+        Ok(Box::new(HttpWriter::new(addr, clients)))
     }
 
     async fn kill_leader(&mut self) -> anyhow::Result<usize> {
@@ -237,6 +333,14 @@ impl System for Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.children
+            .iter()
+            .flatten()
+            .filter_map(|c| c.id())
+            .collect()
     }
 
     async fn log_index(&self) -> Option<u64> {

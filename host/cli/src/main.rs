@@ -120,6 +120,12 @@ fn init_logging(filter: Option<&str>, daemon: bool) {
         .try_init();
 }
 
+/// mimalloc instead of glibc's malloc: a master's write path (HTTP, raft,
+/// redb) allocates and frees small blocks on many threads, which glibc
+/// serves with locks and consolidation (BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A task's supervisor (started by the agent): single-threaded, before
     // any runtime exists, so that it may fork.
