@@ -57,13 +57,17 @@ pub struct Row {
     pub p99_ms: f64,
     /// Acknowledged writes per raft log entry (batching), when known.
     pub per_entry: Option<f64>,
+    /// CPU time the three members used per acknowledged write.
+    pub member_cpu_us: f64,
+    /// CPU time the benchmark's clients used per acknowledged write.
+    pub generator_cpu_us: f64,
 }
 
 impl std::fmt::Display for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.0} |",
             self.system,
             self.clients,
             self.writes_per_sec,
@@ -71,7 +75,9 @@ impl std::fmt::Display for Row {
             self.p99_ms,
             self.per_entry
                 .map(|p| format!("{p:.1}"))
-                .unwrap_or_else(|| "–".into())
+                .unwrap_or_else(|| "–".into()),
+            self.member_cpu_us,
+            self.generator_cpu_us
         )
     }
 }

@@ -221,3 +221,112 @@ async fn removed_ids_are_never_reused() {
     let err = store.remove_member(1).await.unwrap_err().to_string();
     assert!(err.contains("only voting master"), "{err}");
 }
+
+/// Stands in for a master of an older version: it answers MessagePack
+/// with a 400 as they did, and JSON by handing it to a real store. Returns
+/// its address and the content types it was sent, in order.
+async fn older_master(store: Store) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (store, log) = (store.clone(), log.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let header = |name: &str| {
+                        head.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                            .map(|v| v.trim().to_string())
+                    };
+                    let len: usize = header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        let mut chunk = [0u8; 4096];
+                        let n = tcp.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let op = head
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|p| p.rsplit('/').next())
+                        .unwrap_or("")
+                        .to_string();
+                    let body: Vec<u8> = buf.drain(..end + 4 + len).skip(end + 4).collect();
+                    let content_type = header("content-type").unwrap_or_default();
+                    log.lock().unwrap().push(content_type.clone());
+                    let (status, answer) = if content_type == "application/json" {
+                        match store.handle_rpc(&op, Codec::Json, &body).await {
+                            Ok(a) => ("200 OK", a),
+                            Err(e) => ("400 Bad Request", e.into_bytes()),
+                        }
+                    } else {
+                        (
+                            "400 Bad Request",
+                            b"malformed raft request: expected value at line 1 column 1".to_vec(),
+                        )
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    if tcp.write_all(reply.as_bytes()).await.is_err()
+                        || tcp.write_all(&answer).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_master_that_reads_only_json_is_sent_json() {
+    use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_single(dir.path(), 5000).await;
+    let (addr, seen) = older_master(store.clone()).await;
+    let mut net = net::Network::new(None, None).unwrap();
+    let mut peer = net.new_client(1, &MasterNode { addr }).await;
+    let vote = Vote::new(0, 9);
+    let req = openraft::raft::VoteRequest::<TypeConfig>::new(vote, None);
+    let resp = peer
+        .vote(req.clone(), RPCOption::new(Duration::from_secs(5)))
+        .await
+        .expect("the older master answers once it is sent JSON");
+    assert!(
+        !resp.is_granted_to(&vote),
+        "a stale candidate is refused: {resp:?}"
+    );
+    // The next message goes as JSON straight away.
+    peer.vote(req, RPCOption::new(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "application/msgpack",
+            "application/json",
+            "application/json"
+        ]
+    );
+    store.shutdown().await;
+}
