@@ -6,11 +6,11 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 use wasmos_state::codec;
@@ -30,11 +30,21 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The newest committed index openraft told us, written to disk with
+    /// the next append.
+    committed: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
     pub(crate) fn new(db: Arc<Database>) -> Self {
-        LogStore { db }
+        LogStore {
+            db,
+            committed: Arc::default(),
+        }
+    }
+
+    fn latest_committed(&self) -> Option<LogId> {
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -55,19 +65,9 @@ impl LogStore {
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
-        self.write_with(Durability::Immediate, f).await
-    }
-
-    /// Runs `f` in one write transaction of the given durability. A
-    /// [`Durability::None`] commit becomes durable with the next durable one.
-    async fn write_with<F>(&self, durability: Durability, f: F) -> io::Result<()>
-    where
-        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
-    {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let mut txn = db.begin_write().map_err(io_err)?;
-            txn.set_durability(durability).map_err(io_err)?;
+            let txn = db.begin_write().map_err(io_err)?;
             f(&txn).map_err(io_err)?;
             txn.commit().map_err(io_err)
         })
@@ -167,18 +167,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// The committed index is a hint that lets a restarted master apply
     /// what it already knows is committed before it hears from a leader.
-    /// A stale hint is safe, so it is written without an fsync of its own:
-    /// it becomes durable with the next log append or vote.
+    /// A stale hint is safe, so it costs no transaction of its own: it is
+    /// written with the next append.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let bytes = codec::encode(&committed).map_err(io_err)?;
-        self.write_with(Durability::None, move |txn| {
-            Self::put_meta_in(txn, COMMITTED, &bytes)
-        })
-        .await
+        let mut latest = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        if committed > *latest {
+            *latest = committed;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        match self.latest_committed() {
+            Some(c) => Ok(Some(c)),
+            None => Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten()),
+        }
     }
 
     async fn append<I>(
@@ -194,9 +197,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .into_iter()
             .map(|e| Ok((e.log_id.index, codec::encode(&e).map_err(io_err)?)))
             .collect();
+        let committed = match self.latest_committed() {
+            Some(c) => Some(codec::encode(&Some(c)).map_err(io_err)?),
+            None => None,
+        };
         let r = match encoded {
             Ok(encoded) => {
                 self.write(move |txn| {
+                    if let Some(c) = &committed {
+                        Self::put_meta_in(txn, COMMITTED, c)?;
+                    }
                     let mut log = txn.open_table(LOG)?;
                     for (i, bytes) in &encoded {
                         log.insert(*i, bytes.as_slice())?;
