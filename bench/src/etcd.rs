@@ -283,11 +283,7 @@ impl System for Cluster {
     }
 
     fn pids(&self) -> Vec<u32> {
-        self.children
-            .iter()
-            .flatten()
-            .filter_map(|c| c.id())
-            .collect()
+        crate::pids_of(&self.children)
     }
 
     async fn log_index(&self) -> Option<u64> {

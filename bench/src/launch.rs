@@ -291,40 +291,16 @@ async fn direct(
 /// lists no plugins and acknowledges every status update as applied, over
 /// plain HTTP/1.1 on loopback. Nothing else.
 async fn stand_in_master() -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    // One request: headers, then content-length bytes.
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < end + 4 + len {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    buf.drain(..end + 4 + len);
+                while let Ok(Some(request)) = crate::http1::read_message(&mut conn, &mut buf).await
+                {
+                    let path = request.second_word();
                     let body = if path.ends_with("/agents/register") {
                         r#"{"agent_id":"bench-S0","cluster_id":"bench","master_id":"bench","term":1,"heartbeat_interval_ms":1000,"orphans":[],"plugins":""}"#
                     } else if path.ends_with("/agents/heartbeat") {

@@ -16,6 +16,7 @@
 //! `wasmos-bench marathon`: Marathon deployments of many instances (`marathon.rs`).
 
 mod etcd;
+mod http1;
 mod launch;
 mod marathon;
 mod stats;
@@ -217,6 +218,11 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The process ids of the members still running.
+pub fn pids_of(children: &[Option<tokio::process::Child>]) -> Vec<u32> {
+    children.iter().flatten().filter_map(|c| c.id()).collect()
 }
 
 /// CPU time (user + system, in clock ticks) a process has used so far.

@@ -151,6 +151,8 @@ impl Cluster {
 /// again by the next write.
 struct HttpWriter {
     addr: std::net::SocketAddr,
+    /// `addr` as the `host` header.
+    host: String,
     conns: Vec<tokio::sync::Mutex<Option<Conn>>>,
 }
 
@@ -175,53 +177,26 @@ impl Conn {
         )?;
         self.req.extend_from_slice(body);
         self.tcp.write_all(&self.req).await?;
-        // Read the head, then as much body as it announces.
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            read_more(&mut self.tcp, &mut self.buf).await?;
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end])?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("bad status line in {head:?}"))?;
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .ok_or_else(|| anyhow::anyhow!("no content-length in {head:?}"))?;
-        let close = head.lines().any(|l| {
-            l.split_once(':').is_some_and(|(k, v)| {
-                k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close")
-            })
-        });
-        while self.buf.len() < head_end + length {
-            read_more(&mut self.tcp, &mut self.buf).await?;
-        }
-        self.buf.drain(..head_end + length);
+        let resp = crate::http1::read_message(&mut self.tcp, &mut self.buf)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the server closed the connection"))?;
+        let status: u16 = resp
+            .second_word()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad status line in {:?}", resp.head))?;
+        let close = resp
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         anyhow::ensure!(!close, "the server closed the connection ({status})");
         Ok(status)
     }
-}
-
-async fn read_more(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
-    use tokio::io::AsyncReadExt;
-    buf.reserve(4096);
-    let n = tcp.read_buf(buf).await?;
-    anyhow::ensure!(n > 0, "the server closed the connection");
-    Ok(())
 }
 
 impl HttpWriter {
     fn new(addr: std::net::SocketAddr, clients: usize) -> HttpWriter {
         HttpWriter {
             addr,
+            host: addr.to_string(),
             conns: (0..clients)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
@@ -249,11 +224,9 @@ impl HttpWriter {
         };
         let body = serde_json::to_vec(&json!({ "items": { "v": value } }))?;
         let path = format!("/api/wasmos/v1/vars/bench/c{client}");
-        let status = tokio::time::timeout(
-            Duration::from_secs(10),
-            conn.put(&self.addr.to_string(), &path, &body),
-        )
-        .await??;
+        let status =
+            tokio::time::timeout(Duration::from_secs(10), conn.put(&self.host, &path, &body))
+                .await??;
         *slot = Some(conn);
         anyhow::ensure!((200..300).contains(&status), "answered {status}");
         Ok(())
@@ -336,11 +309,7 @@ impl System for Cluster {
     }
 
     fn pids(&self) -> Vec<u32> {
-        self.children
-            .iter()
-            .flatten()
-            .filter_map(|c| c.id())
-            .collect()
+        crate::pids_of(&self.children)
     }
 
     async fn log_index(&self) -> Option<u64> {
