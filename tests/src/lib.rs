@@ -22,6 +22,11 @@ pub const PROCESS: &[&str] = &["--containerizer", "process"];
 /// The default deadline for a condition.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// How long a daemon may take to announce itself: a first `up` compiles
+/// the bundled plugins on every master, which under the whole suite's
+/// parallel load has taken longer than [`DEADLINE`].
+pub const START_DEADLINE: Duration = Duration::from_secs(90);
+
 /// The `wasmos` binary under test.
 pub fn wasmos_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("WASMOS_BIN") {
@@ -123,7 +128,7 @@ impl Daemon {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut announced: Vec<(String, String)> = Vec::new();
-        let found = tokio::time::timeout(DEADLINE, async {
+        let found = tokio::time::timeout(START_DEADLINE, async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some((k, v)) = line.split_once(": ") {
                     announced.push((k.to_string(), v.to_string()));
