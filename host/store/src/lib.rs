@@ -510,6 +510,22 @@ impl Store {
             .change_membership(change, false)
             .await
             .map_err(|e| self.membership_error(e))?;
+        // `members()` reads raft's metrics, published a moment after the
+        // change commits: answer once they no longer list the master, so
+        // that a `masters list` right after a removal does not show it.
+        let _ = self
+            .raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(
+                |m| {
+                    !m.membership_config
+                        .membership()
+                        .nodes()
+                        .any(|(n, _)| *n == id)
+                },
+                format!("master {id} gone from the membership"),
+            )
+            .await;
         // Tell it, so that it stops instead of lingering as a stranger.
         let notice = net::RemovedNotice {
             id,
