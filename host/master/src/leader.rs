@@ -208,7 +208,7 @@ impl Leader {
             let mut pending: Vec<(FrameworkId, TaskId)> = Vec::new();
             let events = self.store.read(|state| {
                 let mut events = Vec::new();
-                for (cmd, resp) in applied.commands.iter().zip(&applied.responses) {
+                for (cmd, resp) in applied.commands().zip(&applied.responses) {
                     events.extend(events_for(cmd, resp, state));
                     match (cmd, resp) {
                         (

@@ -245,7 +245,7 @@ impl Node {
             loop {
                 tokio::select! {
                     a = applied.recv() => match a {
-                        Some(a) if a.commands.iter().any(|c| matches!(c, Command::InstallPlugin { .. })) => break,
+                        Some(a) if a.commands().any(|c| matches!(c, Command::InstallPlugin { .. })) => break,
                         Some(_) => continue,
                         None => return,
                     },

@@ -711,7 +711,10 @@ async fn batcher(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
         let (commands, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.commands, p.reply)).unzip();
         let (responder, answer) = openraft::impls::ProgressResponder::complete_only();
-        if let Err(fatal) = raft.client_write_ff(Batch(commands), Some(responder)).await {
+        if let Err(fatal) = raft
+            .client_write_ff(Batch(Arc::new(commands)), Some(responder))
+            .await
+        {
             let e = StoreError::Stopped(fatal.to_string());
             for r in replies {
                 let _ = r.send(Err(e.clone()));

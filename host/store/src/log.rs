@@ -2,7 +2,12 @@
 //! transaction; `append` completes openraft's callback only after its
 //! transaction commits. openraft serializes calls into the log store, so
 //! vote and log writes are never reordered.
+//!
+//! The newest entries are also kept in memory ([`Tail`]): replicating
+//! them to followers and applying them read them from there instead of
+//! reading and decoding them from disk again.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -22,6 +27,87 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "purged";
 
+/// The most entries kept in memory, and the most bytes (encoded) they take.
+const TAIL_ENTRIES: usize = 4096;
+const TAIL_BYTES: usize = 32 << 20;
+
+/// The newest entries of the log, in order and without gaps: a copy of the
+/// end of what redb holds (appends, truncations and purges change both).
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry, size: usize) {
+        let index = entry.log_id.index;
+        if let Some((last, _)) = self.entries.back() {
+            let last = last.log_id.index;
+            if index <= last {
+                self.truncate_from(index);
+            } else if index > last + 1 {
+                // Not adjacent (cannot happen while the two mirror each
+                // other): start over rather than leave a gap.
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > TAIL_ENTRIES || self.bytes > TAIL_BYTES {
+            let Some((_, size)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    fn truncate_from(&mut self, index: u64) {
+        while let Some((e, size)) = self.entries.back() {
+            if e.log_id.index < index {
+                break;
+            }
+            self.bytes -= size;
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops the entries up to `index`.
+    fn purge_upto(&mut self, index: u64) {
+        while let Some((e, size)) = self.entries.front() {
+            if e.log_id.index > index {
+                break;
+            }
+            self.bytes -= size;
+            self.entries.pop_front();
+        }
+    }
+
+    /// The entries from `start` to `end` (or the last), when the tail
+    /// holds all of those the log holds.
+    fn range(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        if start < first {
+            return None;
+        }
+        Some(
+            self.entries
+                .iter()
+                .skip((start - first) as usize)
+                .map(|(e, _)| e)
+                .take_while(|e| end.is_none_or(|end| e.log_id.index <= end))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
@@ -33,6 +119,7 @@ pub struct LogStore {
     /// The newest committed index openraft told us, written to disk with
     /// the next append.
     committed: Arc<Mutex<Option<LogId>>>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
@@ -40,7 +127,12 @@ impl LogStore {
         LogStore {
             db,
             committed: Arc::default(),
+            tail: Arc::default(),
         }
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn latest_committed(&self) -> Option<LogId> {
@@ -108,6 +200,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let (start, end) = bounds(&range);
         if end.is_some_and(|e| e < start) {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.tail().range(start, end) {
+            return Ok(entries);
         }
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = match txn.open_table(LOG) {
@@ -193,10 +288,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let encoded: io::Result<Vec<(u64, Vec<u8>)>> = entries
+        let encoded: io::Result<Vec<(Entry, Vec<u8>)>> = entries
             .into_iter()
-            .map(|e| Ok((e.log_id.index, codec::encode(&e).map_err(io_err)?)))
+            .map(|e| {
+                let bytes = codec::encode(&e).map_err(io_err)?;
+                Ok((e, bytes))
+            })
             .collect();
+        // Into the tail before they are durable: replication may send them
+        // on meanwhile (the leader counts itself towards a majority only
+        // once `callback` says they are durable here).
+        let encoded: io::Result<Vec<(u64, Vec<u8>)>> = encoded.map(|entries| {
+            let mut tail = self.tail();
+            entries
+                .into_iter()
+                .map(|(e, bytes)| {
+                    let index = e.log_id.index;
+                    tail.push(e, bytes.len());
+                    (index, bytes)
+                })
+                .collect()
+        });
         let committed = match self.latest_committed() {
             Some(c) => Some(codec::encode(&Some(c)).map_err(io_err)?),
             None => None,
@@ -231,6 +343,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
+        self.tail().truncate_from(from);
         self.write(move |txn| {
             let mut log = txn.open_table(LOG)?;
             log.retain_in(from.., |_, _| false)?;
@@ -242,6 +355,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let upto = log_id.index;
         let bytes = codec::encode(&log_id).map_err(io_err)?;
+        self.tail().purge_upto(upto);
         self.write(move |txn| {
             Self::put_meta_in(txn, PURGED, &bytes)?;
             let mut log = txn.open_table(LOG)?;
@@ -249,5 +363,73 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use super::*;
+    use openraft::entry::RaftEntry;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry::new_blank(LogId::new_term_index(term, index))
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<(u64, u64)>> {
+        entries.map(|es| {
+            es.iter()
+                .map(|e| (e.log_id.committed_leader_id().term, e.log_id.index))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_tail_mirrors_appends_truncations_and_purges_of_the_log() {
+        let mut tail = Tail::default();
+        assert_eq!(
+            tail.range(0, None).map(|e| e.len()),
+            None,
+            "empty: ask redb"
+        );
+        for i in 1..=5 {
+            tail.push(entry(1, i), 10);
+        }
+        assert_eq!(indexes(tail.range(2, Some(3))), Some(vec![(1, 2), (1, 3)]));
+        assert_eq!(indexes(tail.range(5, None)), Some(vec![(1, 5)]));
+        assert_eq!(indexes(tail.range(6, None)), Some(vec![]), "past the end");
+        // A new leader overwrites 4..: the old 4 and 5 are gone.
+        tail.truncate_from(4);
+        tail.push(entry(2, 4), 10);
+        assert_eq!(indexes(tail.range(3, None)), Some(vec![(1, 3), (2, 4)]));
+        // An append over existing indexes replaces them too.
+        tail.push(entry(3, 3), 10);
+        assert_eq!(indexes(tail.range(1, None)).unwrap().last(), Some(&(3, 3)));
+        assert_eq!(tail.bytes, 30);
+        tail.purge_upto(2);
+        assert_eq!(
+            tail.range(2, None).map(|e| e.len()),
+            None,
+            "purged: ask redb"
+        );
+        assert_eq!(indexes(tail.range(3, None)), Some(vec![(3, 3)]));
+        // A gap starts the tail over, never serving a range with a hole.
+        tail.push(entry(3, 9), 10);
+        assert_eq!(tail.range(3, None).map(|e| e.len()), None);
+        assert_eq!(indexes(tail.range(9, None)), Some(vec![(3, 9)]));
+    }
+
+    #[test]
+    fn the_tail_keeps_at_most_its_budget() {
+        let mut tail = Tail::default();
+        for i in 1..=(TAIL_ENTRIES as u64 + 10) {
+            tail.push(entry(1, i), 1);
+        }
+        assert_eq!(tail.entries.len(), TAIL_ENTRIES);
+        assert_eq!(tail.first_index(), Some(11));
+        tail.push(entry(1, TAIL_ENTRIES as u64 + 11), TAIL_BYTES);
+        assert_eq!(tail.entries.len(), 1, "one entry of the whole budget");
+        tail.push(entry(1, TAIL_ENTRIES as u64 + 12), TAIL_BYTES + 1);
+        assert!(tail.entries.is_empty(), "an entry over budget is not kept");
+        assert_eq!(tail.bytes, 0);
     }
 }

@@ -35,8 +35,17 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 #[derive(Debug)]
 pub struct Applied {
     pub index: u64,
-    pub commands: Vec<Command>,
+    /// The entry's proposals (shared with the log, not copied).
+    batch: Arc<Vec<Vec<Command>>>,
+    /// One per command, in the order of [`Applied::commands`].
     pub responses: Vec<Response>,
+}
+
+impl Applied {
+    /// The commands of every proposal, in order.
+    pub fn commands(&self) -> impl Iterator<Item = &Command> {
+        self.batch.iter().flatten()
+    }
 }
 
 /// What the state machine shares with the rest of the store.
@@ -184,24 +193,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => {}
                 EntryPayload::Membership(m) => self.apply_membership(entry.log_id, m),
                 EntryPayload::Normal(batch) => {
-                    let mut commands = Vec::new();
                     let mut responses = Vec::new();
                     {
                         let mut state =
                             self.shared.state.write().unwrap_or_else(|p| p.into_inner());
-                        for proposal in batch.0 {
+                        for proposal in batch.0.iter() {
                             let r: Vec<Response> =
                                 proposal.iter().cloned().map(|c| state.apply(c)).collect();
                             responses.extend(r.iter().cloned());
                             replies.0.push(r);
-                            commands.extend(proposal);
                         }
                     }
                     self.shared.last_index.store(index, Ordering::Release);
                     self.applied = Some(entry.log_id);
                     self.shared.publish(Arc::new(Applied {
                         index,
-                        commands,
+                        batch: batch.0,
                         responses,
                     }));
                     if let Some(r) = responder {

@@ -172,7 +172,7 @@ async fn concurrent_proposals_are_packed_and_all_applied() {
     let mut entries = 0;
     while seen < 500 {
         let a = sub.recv().await.unwrap();
-        seen += a.commands.len();
+        seen += a.commands().count();
         entries += 1;
     }
     assert_eq!(seen, 500);

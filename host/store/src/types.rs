@@ -3,13 +3,16 @@
 //! one returns, and what a master is to the others (its base URL).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasmos_state::{Command, Response};
 
-/// Several proposals committed as one log entry (group commit).
+/// Several proposals committed as one log entry (group commit). Shared:
+/// the log keeps its newest entries in memory, and replication and
+/// applying read them from there without copying or decoding.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Batch(pub Vec<Vec<Command>>);
+pub struct Batch(pub Arc<Vec<Vec<Command>>>);
 
 impl fmt::Display for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
