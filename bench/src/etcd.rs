@@ -29,6 +29,8 @@ pub struct Cluster {
     client_ports: Vec<u16>,
     peer_ports: Vec<u16>,
     election_ms: u64,
+    /// Each member's GOMAXPROCS; 0 leaves Go's default.
+    gomaxprocs: u16,
     children: Vec<Option<Child>>,
     http: reqwest::Client,
 }
@@ -60,7 +62,12 @@ async fn put(
 }
 
 impl Cluster {
-    pub async fn start(bin: &Path, dir: &Path, election_ms: u64) -> anyhow::Result<Cluster> {
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        election_ms: u64,
+        gomaxprocs: u16,
+    ) -> anyhow::Result<Cluster> {
         let found = std::process::Command::new(bin)
             .arg("--version")
             .output()
@@ -77,6 +84,7 @@ impl Cluster {
             client_ports: (0..3).map(|_| free_port()).collect::<anyhow::Result<_>>()?,
             peer_ports: (0..3).map(|_| free_port()).collect::<anyhow::Result<_>>()?,
             election_ms,
+            gomaxprocs,
             children: vec![None, None, None],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -100,7 +108,11 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("e{}.log", i + 1)))?;
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if self.gomaxprocs > 0 {
+            cmd.env("GOMAXPROCS", self.gomaxprocs.to_string());
+        }
+        let child = cmd
             .args(["--name", &format!("e{}", i + 1)])
             .arg("--data-dir")
             .arg(self.dir.join(format!("e{}", i + 1)))

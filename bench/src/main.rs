@@ -76,6 +76,15 @@ pub struct MastersArgs {
     /// Raft election timeout (ms) for both systems (etcd: heartbeat a fifth of it, its minimum ratio).
     #[arg(long, default_value_t = 150)]
     election_timeout_ms: u64,
+    /// Each master's `--worker-threads` (0: its default, one per core). The
+    /// three masters share this machine's cores; one each is their best
+    /// setting here (BENCHMARKS.md).
+    #[arg(long, default_value_t = 1)]
+    wasmos_worker_threads: u16,
+    /// Each etcd member's GOMAXPROCS (0: its default, one per core, which
+    /// is its best setting here).
+    #[arg(long, default_value_t = 0)]
+    etcd_gomaxprocs: u16,
 }
 
 /// The value every write carries.
@@ -169,6 +178,7 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
             &wasmos_bin,
             &base.path().join("wasmos"),
             a.election_timeout_ms,
+            a.wasmos_worker_threads,
         )
         .await?;
         rows.extend(throughput(&w, &a).await?);
@@ -178,13 +188,28 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
     if !a.skip_etcd {
         eprintln!("== etcd: starting three members");
         let mut e =
-            etcd::Cluster::start(&a.etcd, &base.path().join("etcd"), a.election_timeout_ms).await?;
+            etcd::Cluster::start(
+                &a.etcd,
+                &base.path().join("etcd"),
+                a.election_timeout_ms,
+                a.etcd_gomaxprocs,
+            )
+            .await?;
         rows.extend(throughput(&e, &a).await?);
         failovers.push((e.name().into(), failover(&mut e, a.kills).await?));
         e.stop().await;
     }
 
+    let threads = |n: u16| match n {
+        0 => "default (one per core)".to_string(),
+        n => n.to_string(),
+    };
     println!("\n### Committed writes, 3 members on loopback, fsync on, {VALUE_BYTES} B values\n");
+    println!(
+        "wasmos --worker-threads: {}; etcd GOMAXPROCS: {}\n",
+        threads(a.wasmos_worker_threads),
+        threads(a.etcd_gomaxprocs)
+    );
     println!(
         "| system | clients | writes/s | p50 ms | p99 ms | writes per raft entry | members' CPU µs per write | load generator's CPU µs per write |"
     );

@@ -13,6 +13,8 @@ pub struct Cluster {
     dir: PathBuf,
     ports: Vec<u16>,
     election_ms: u64,
+    /// Each master's `--worker-threads`; 0 leaves the default.
+    worker_threads: u16,
     children: Vec<Option<Child>>,
     http: reqwest::Client,
 }
@@ -24,7 +26,12 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Cluster {
-    pub async fn start(bin: &Path, dir: &Path, election_ms: u64) -> anyhow::Result<Cluster> {
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        election_ms: u64,
+        worker_threads: u16,
+    ) -> anyhow::Result<Cluster> {
         anyhow::ensure!(
             bin.exists(),
             "{} is missing: build it with `cargo build --release -p wasmos`, or pass --wasmos",
@@ -39,6 +46,7 @@ impl Cluster {
             dir: dir.to_path_buf(),
             ports,
             election_ms,
+            worker_threads,
             children: vec![None, None, None],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -64,8 +72,12 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("m{}.log", i + 1)))?;
-        let child = Command::new(&self.bin)
-            .arg("master")
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("master");
+        if self.worker_threads > 0 {
+            cmd.args(["--worker-threads", &self.worker_threads.to_string()]);
+        }
+        let child = cmd
             .args(["--id", &(i + 1).to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
             .args(["--peers", &peers.join(",")])

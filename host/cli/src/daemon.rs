@@ -53,6 +53,11 @@ pub struct MasterArgs {
     /// tasks TASK_UNREACHABLE until it registers again.
     #[arg(long, default_value_t = 10_000)]
     agent_timeout_ms: u64,
+    /// Threads serving the API and raft (default: one per core). Where
+    /// several masters share a machine's cores, one each spends less CPU
+    /// per write on handing work between threads (BENCHMARKS.md).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +223,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
         secret_file,
         heartbeat_interval_ms,
         agent_timeout_ms,
+        worker_threads: _,
     } = a;
     if heartbeat_interval_ms == 0 || agent_timeout_ms <= heartbeat_interval_ms {
         bail!("--agent-timeout-ms must be longer than --heartbeat-interval-ms, and both above 0");
@@ -456,6 +462,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         secret_file: Some(secret.clone()),
         heartbeat_interval_ms: 2000,
         agent_timeout_ms: 10_000,
+        worker_threads: None,
     })?;
     let master = wasmos_master::start(mconf, bundled()).await?;
     if let Err(e) = master.wait_leading(Duration::from_secs(60)).await {

@@ -146,7 +146,14 @@ fn main() -> ExitCode {
         Command::Master(_) | Command::Agent(_) | Command::Up(_)
     );
     init_logging(cli.log.as_deref(), daemon);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Master(a) = &cli.command
+        && let Some(n) = a.worker_threads
+    {
+        runtime.worker_threads(n.into());
+    }
+    let runtime = match runtime.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -69,32 +69,32 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
     let api = Router::new()
-        .route("/cluster", get(cluster))
-        .route("/leader", get(leader_info))
-        .route("/masters", get(masters).post(add_master))
-        .route("/masters/{id}", axum::routing::delete(remove_master))
-        .route("/agents", get(agents))
-        .route("/agents/{id}", get(agent))
-        .route("/frameworks", get(frameworks))
-        .route("/frameworks/{id}", get(framework))
-        .route("/tasks", get(tasks))
-        .route("/tasks/{id}", get(task))
-        .route("/tasks/{id}/kill", post(kill))
-        .route("/tasks/{id}/files/{op}", get(files))
+        .route(v1!("/cluster"), get(cluster))
+        .route(v1!("/leader"), get(leader_info))
+        .route(v1!("/masters"), get(masters).post(add_master))
+        .route(v1!("/masters/{id}"), axum::routing::delete(remove_master))
+        .route(v1!("/agents"), get(agents))
+        .route(v1!("/agents/{id}"), get(agent))
+        .route(v1!("/frameworks"), get(frameworks))
+        .route(v1!("/frameworks/{id}"), get(framework))
+        .route(v1!("/tasks"), get(tasks))
+        .route(v1!("/tasks/{id}"), get(task))
+        .route(v1!("/tasks/{id}/kill"), post(kill))
+        .route(v1!("/tasks/{id}/files/{op}"), get(files))
         .route(
-            "/plugins",
+            v1!("/plugins"),
             get(plugins)
                 .post(install_plugin)
                 .layer(DefaultBodyLimit::max(
                     crate::plugins::MAX_COMPONENT / 3 * 4 + (1 << 20),
                 )),
         )
-        .route("/plugins/{name}", get(plugin).delete(remove_plugin))
+        .route(v1!("/plugins/{name}"), get(plugin).delete(remove_plugin))
         .route(
-            "/plugins/{name}/config",
+            v1!("/plugins/{name}/config"),
             axum::routing::patch(configure_plugin),
         )
-        .route("/events", get(events))
+        .route(v1!("/events"), get(events))
         .merge(crate::vars::routes());
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
@@ -105,10 +105,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/frameworks/{name}", any(framework_http_root))
         .route("/frameworks/{name}/", any(framework_http_root))
         .route("/frameworks/{name}/{*rest}", any(framework_http))
-        .nest("/api/wasmos/v1", api)
+        .merge(api)
         .merge(internal)
         .fallback(not_found)
-        .layer(middleware::map_response(close_after_unread_body))
+        .layer(tower::util::MapResponseLayer::new(close_after_unread_body))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(node)
 }
@@ -256,7 +256,7 @@ async fn remove_master(
 /// A body refused for its size was not read to its end, so the connection
 /// cannot carry another request: tell the client, or it would reuse it and
 /// see its next request fail.
-async fn close_after_unread_body(mut resp: Response) -> Response {
+fn close_after_unread_body(mut resp: Response) -> Response {
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
         resp.headers_mut().insert(
             header::CONNECTION,

@@ -18,6 +18,15 @@
 //! - Framework plugins run outside `apply`: a call's effects become
 //!   commands, committed before anything is sent or answered.
 
+/// A path of the Wasmos API (`/api/wasmos/v1` + `$path`). Routes are
+/// registered with their whole path rather than nested under the prefix:
+/// a nested router rewrites every request's URI on the way in.
+macro_rules! v1 {
+    ($path:literal) => {
+        concat!("/api/wasmos/v1", $path)
+    };
+}
+
 pub mod agents;
 pub mod allocator;
 pub mod error;

@@ -40,8 +40,8 @@ struct PutVar {
 
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
-        .route("/vars", get(list))
-        .route("/vars/{*path}", get(read).put(write).delete(remove))
+        .route(v1!("/vars"), get(list))
+        .route(v1!("/vars/{*path}"), get(read).put(write).delete(remove))
 }
 
 fn cas(q: &HashMap<String, String>) -> ApiResult<Option<u64>> {
