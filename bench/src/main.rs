@@ -76,13 +76,10 @@ pub struct MastersArgs {
     /// Raft election timeout (ms) for both systems (etcd: heartbeat a fifth of it, its minimum ratio).
     #[arg(long, default_value_t = 150)]
     election_timeout_ms: u64,
-    /// Each master's `--worker-threads` (0: its default, one per core). The
-    /// three masters share this machine's cores; one each is their best
-    /// setting here (BENCHMARKS.md).
-    #[arg(long, default_value_t = 1)]
+    /// Each master's `--worker-threads` (0: its default, one per core).
+    #[arg(long, default_value_t = 0)]
     wasmos_worker_threads: u16,
-    /// Each etcd member's GOMAXPROCS (0: its default, one per core, which
-    /// is its best setting here).
+    /// Each etcd member's GOMAXPROCS (0: its default, one per core).
     #[arg(long, default_value_t = 0)]
     etcd_gomaxprocs: u16,
 }
@@ -187,14 +184,13 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
     }
     if !a.skip_etcd {
         eprintln!("== etcd: starting three members");
-        let mut e =
-            etcd::Cluster::start(
-                &a.etcd,
-                &base.path().join("etcd"),
-                a.election_timeout_ms,
-                a.etcd_gomaxprocs,
-            )
-            .await?;
+        let mut e = etcd::Cluster::start(
+            &a.etcd,
+            &base.path().join("etcd"),
+            a.election_timeout_ms,
+            a.etcd_gomaxprocs,
+        )
+        .await?;
         rows.extend(throughput(&e, &a).await?);
         failovers.push((e.name().into(), failover(&mut e, a.kills).await?));
         e.stop().await;
@@ -217,13 +213,15 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
     for r in &rows {
         println!("{r}");
     }
-    println!(
-        "\n### Failover: kill -9 the leader → a write is acknowledged ({} kills)\n",
-        a.kills
-    );
-    println!("| system | p50 ms | p99 ms | max ms |");
-    println!("|---|---:|---:|---:|");
-    for (name, l) in &mut failovers {
+    if a.kills > 0 {
+        println!(
+            "\n### Failover: kill -9 the leader → a write is acknowledged ({} kills)\n",
+            a.kills
+        );
+        println!("| system | p50 ms | p99 ms | max ms |");
+        println!("|---|---:|---:|---:|");
+    }
+    for (name, l) in failovers.iter_mut().filter(|_| a.kills > 0) {
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} |",
             l.percentile(50.0),
