@@ -220,14 +220,14 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
         );
         println!("| system | p50 ms | p99 ms | max ms |");
         println!("|---|---:|---:|---:|");
-    }
-    for (name, l) in failovers.iter_mut().filter(|_| a.kills > 0) {
-        println!(
-            "| {name} | {:.0} | {:.0} | {:.0} |",
-            l.percentile(50.0),
-            l.percentile(99.0),
-            l.max()
-        );
+        for (name, l) in &mut failovers {
+            println!(
+                "| {name} | {:.0} | {:.0} | {:.0} |",
+                l.percentile(50.0),
+                l.percentile(99.0),
+                l.max()
+            );
+        }
     }
     let most = a.clients.iter().max().copied().unwrap_or(0);
     let at_most = rows_by_clients(&rows, most);
