@@ -9,8 +9,9 @@
 //!   Rust, ACID, fsync on every commit): see [`log`] and [`sm`].
 //! - Throughput: proposals that arrive while earlier ones are on their way
 //!   are packed into one raft entry ([`types::Batch`]); several entries are
-//!   in flight at once (pipelining), and openraft writes queued entries
-//!   with one fsync.
+//!   in flight at once (pipelining), and the log's writer thread commits
+//!   the writes queued meanwhile with one fsync; appending does not wait
+//!   for the disk, so a leader replicates entries while writing them.
 //! - Raft traffic is HTTP on the master's own listener ([`net`]); the
 //!   master mounts [`Store::handle_rpc`] under [`net::RAFT_PREFIX`].
 //! - Leadership is watched ([`Store::leadership`]); the master acts only

@@ -1,7 +1,12 @@
 //! The raft log and vote on redb. Every write is a durable (fsynced) redb
-//! transaction; `append` completes openraft's callback only after its
-//! transaction commits. openraft serializes calls into the log store, so
-//! vote and log writes are never reordered.
+//! transaction, made by one writer thread per database in the order the
+//! writes were submitted ([`Writer`]); writes queued while a transaction
+//! commits go into the next one together (one fsync for all of them).
+//! `append` only submits: it returns at once and completes openraft's
+//! callback when the entries are durable, so the leader replicates them to
+//! followers while its own disk is still writing them. Vote, truncation
+//! and purge wait until they are durable, and so, being queued behind
+//! them, are all earlier appends.
 //!
 //! The newest entries are also kept in memory ([`Tail`]): replicating
 //! them to followers and applying them read them from there instead of
@@ -11,7 +16,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -112,10 +117,104 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// A change to make in a write transaction.
+type WriteFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send>;
+
+/// Who waits for a write to be durable.
+enum Done {
+    /// openraft, for an append.
+    Flushed(IOFlushed<TypeConfig>),
+    /// A caller awaiting it.
+    Reply(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// A write (or, with none, a barrier: done once everything before it is).
+struct Job {
+    write: Option<WriteFn>,
+    done: Done,
+}
+
+/// The most jobs committed in one transaction.
+const MAX_GROUP: usize = 1024;
+
+/// Submits writes to the database's writer thread, which commits them in
+/// submission order; the thread ends when the last `Writer` is dropped. It
+/// does not keep the database open: once the stores are dropped, the
+/// database can be opened again at once.
+#[derive(Clone)]
+struct Writer(mpsc::Sender<Job>);
+
+impl Writer {
+    fn start(db: &Arc<Database>) -> Writer {
+        let db = Arc::downgrade(db);
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let result = match db.upgrade() {
+                        Some(db) => commit(&db, &mut group),
+                        None => Err("the raft log's database is closed".to_string()),
+                    };
+                    for job in group {
+                        match job.done {
+                            Done::Flushed(cb) => cb.io_completed(result.clone().map_err(io_err)),
+                            Done::Reply(tx) => {
+                                let _ = tx.send(result.clone());
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("cannot start the raft log's writer thread");
+        Writer(tx)
+    }
+
+    fn submit(&self, write: Option<WriteFn>, done: Done) -> io::Result<()> {
+        self.0.send(Job { write, done }).map_err(|e| {
+            let msg = "the raft log's writer thread has stopped";
+            if let Done::Flushed(cb) = e.0.done {
+                cb.io_completed(Err(io_err(msg)));
+            }
+            io_err(msg)
+        })
+    }
+
+    /// Submits `write` (or a barrier) and waits until it is durable.
+    async fn wait(&self, write: Option<WriteFn>) -> io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(write, Done::Reply(tx))?;
+        rx.await
+            .map_err(|_| io_err("the raft log's writer thread has stopped"))?
+            .map_err(io_err)
+    }
+}
+
+/// Runs the group's writes in one transaction (none if all are barriers).
+fn commit(db: &Database, group: &mut [Job]) -> Result<(), String> {
+    let writes: Vec<WriteFn> = group.iter_mut().filter_map(|j| j.write.take()).collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    for write in writes {
+        write(&txn).map_err(|e| e.to_string())?;
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
 /// The log store; cheap to clone (readers share the database).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    writer: Writer,
     /// The newest committed index openraft told us, written to disk with
     /// the next append.
     committed: Arc<Mutex<Option<LogId>>>,
@@ -125,10 +224,17 @@ pub struct LogStore {
 impl LogStore {
     pub(crate) fn new(db: Arc<Database>) -> Self {
         LogStore {
+            writer: Writer::start(&db),
             db,
             committed: Arc::default(),
             tail: Arc::default(),
         }
+    }
+
+    /// Waits until every write submitted so far is durable (so that redb
+    /// holds them).
+    async fn flush(&self) -> io::Result<()> {
+        self.writer.wait(None).await
     }
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
@@ -152,19 +258,13 @@ impl LogStore {
         }
     }
 
-    /// Runs `f` in one durable write transaction, off the async reactor.
+    /// Runs `f` in a durable write transaction after every write submitted
+    /// before it, and waits until it is durable.
     async fn write<F>(&self, f: F) -> io::Result<()>
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let txn = db.begin_write().map_err(io_err)?;
-            f(&txn).map_err(io_err)?;
-            txn.commit().map_err(io_err)
-        })
-        .await
-        .map_err(io_err)?
+        self.writer.wait(Some(Box::new(f))).await
     }
 
     fn put_meta_in(
@@ -204,6 +304,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(entries) = self.tail().range(start, end) {
             return Ok(entries);
         }
+        // Entries appended but not yet durable are in the tail, unless one
+        // is over its budget: wait for them to reach redb.
+        self.flush().await?;
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = match txn.open_table(LOG) {
             Ok(t) => t,
@@ -232,6 +335,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        self.flush().await?;
         let purged: Option<LogId> = self.get_meta(PURGED)?;
         let last = {
             let txn = self.db.begin_read().map_err(io_err)?;
@@ -313,9 +417,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(c) => Some(codec::encode(&Some(c)).map_err(io_err)?),
             None => None,
         };
-        let r = match encoded {
-            Ok(encoded) => {
-                self.write(move |txn| {
+        match encoded {
+            Ok(encoded) => self.writer.submit(
+                Some(Box::new(move |txn| {
                     if let Some(c) = &committed {
                         Self::put_meta_in(txn, COMMITTED, c)?;
                     }
@@ -324,16 +428,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         log.insert(*i, bytes.as_slice())?;
                     }
                     Ok(())
-                })
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
+                })),
+                Done::Flushed(callback),
+            ),
             Err(e) => {
                 callback.io_completed(Err(io::Error::other(e.to_string())));
                 Err(e)
@@ -431,5 +528,45 @@ mod tail_tests {
         tail.push(entry(1, TAIL_ENTRIES as u64 + 12), TAIL_BYTES + 1);
         assert!(tail.entries.is_empty(), "an entry over budget is not kept");
         assert_eq!(tail.bytes, 0);
+    }
+
+    fn put(key: &'static str, value: &'static [u8]) -> Option<WriteFn> {
+        Some(Box::new(move |txn| LogStore::put_meta_in(txn, key, value)))
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_in_submission_order_and_does_not_hold_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let db = Arc::new(Database::create(&path).unwrap());
+        let store = LogStore::new(db.clone());
+        // Many writes of one key queued back to back (several share a
+        // transaction): the last one submitted is the one that stays.
+        let mut replies = Vec::new();
+        for i in 0..200u8 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let value: &'static [u8] = Box::leak(vec![i].into_boxed_slice());
+            store
+                .writer
+                .submit(put("k", value), Done::Reply(tx))
+                .unwrap();
+            replies.push(rx);
+        }
+        // A barrier is done only once everything before it is durable.
+        store.flush().await.unwrap();
+        let read = |db: &Database| {
+            let txn = db.begin_read().unwrap();
+            let t = txn.open_table(META).unwrap();
+            t.get("k").unwrap().unwrap().value().to_vec()
+        };
+        assert_eq!(read(&db), vec![199]);
+        for rx in replies {
+            assert_eq!(rx.await.unwrap(), Ok(()));
+        }
+        // Once the stores are gone the file is free to open again.
+        drop(store);
+        drop(db);
+        let db = Database::create(&path).expect("the writer thread let go of the database");
+        assert_eq!(read(&db), vec![199]);
     }
 }
