@@ -151,6 +151,9 @@ impl Writer {
         std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || {
+                // After a failed commit nothing more is written: a later
+                // append that succeeded would leave a hole in the log.
+                let mut failed: Option<String> = None;
                 while let Ok(first) = rx.recv() {
                     let mut group = vec![first];
                     while group.len() < MAX_GROUP {
@@ -159,10 +162,18 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let result = match db.upgrade() {
-                        Some(db) => commit(&db, &mut group),
-                        None => Err("the raft log's database is closed".to_string()),
+                    let result = match (&failed, db.upgrade()) {
+                        (Some(e), _) => Err(e.clone()),
+                        (None, Some(db)) => commit(&db, &mut group),
+                        (None, None) => Err("the raft log's database is closed".to_string()),
                     };
+                    if let Err(e) = &result {
+                        failed.get_or_insert_with(|| {
+                            format!(
+                                "an earlier write to the raft log failed ({e}); restart the master"
+                            )
+                        });
+                    }
                     for job in group {
                         match job.done {
                             Done::Flushed(cb) => cb.io_completed(result.clone().map_err(io_err)),
@@ -568,5 +579,34 @@ mod tail_tests {
         drop(db);
         let db = Database::create(&path).expect("the writer thread let go of the database");
         assert_eq!(read(&db), vec![199]);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_write_nothing_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("raft.redb")).unwrap());
+        let store = LogStore::new(db.clone());
+        store
+            .write(|txn| LogStore::put_meta_in(txn, "a", b"1"))
+            .await
+            .unwrap();
+        // META exists with string keys: opening it with u64 keys fails.
+        let bad = store
+            .write(|txn| {
+                txn.open_table(TableDefinition::<u64, u64>::new("raft_meta"))?;
+                Ok(())
+            })
+            .await;
+        assert!(bad.is_err());
+        // A later write fails too and leaves nothing behind (it could be
+        // an append after a lost one: a hole in the log).
+        let later = store
+            .write(|txn| LogStore::put_meta_in(txn, "b", b"2"))
+            .await;
+        assert!(later.unwrap_err().to_string().contains("an earlier write"));
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(META).unwrap();
+        assert!(t.get("a").unwrap().is_some());
+        assert!(t.get("b").unwrap().is_none());
     }
 }
