@@ -293,3 +293,75 @@ async fn a_task_over_its_disk_limit_fails_and_old_sandboxes_are_collected() {
     })
     .await;
 }
+
+/// Runs a task with one GPU that prints which it was given.
+async fn run_gpu_task(c: &Cluster, id: &str) {
+    c.run_detached(&[
+        "--id",
+        id,
+        "--gpus",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "echo \"gpu=$CUDA_VISIBLE_DEVICES\"; exec sleep 600",
+    ])
+    .await;
+}
+
+/// A task's logged output, once it has printed a line.
+async fn first_line(c: &Cluster, task: &str) -> String {
+    wait_for(&format!("{task} to print"), DEADLINE, || async {
+        let out = c.cli(&["task", "logs", task]).await;
+        out.stdout.lines().next().map(str::to_string)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gpus_of_a_task_recovered_by_a_restarted_agent_are_not_given_to_another() {
+    // Two GPUs, as a fake `nvidia-smi` first on the agent's PATH lists them.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let smi = bin.join("nvidia-smi");
+    std::fs::write(
+        &smi,
+        "#!/bin/sh\necho '0, Fake GPU, 1024, GPU-fake-0'\necho '1, Fake GPU, 1024, GPU-fake-1'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("PATH", path)];
+    let mut c = Cluster::up_with_env(dir, NATIVE, &env).await;
+    run_gpu_task(&c, "first").await;
+    c.api.wait_task_state("first", "TASK_RUNNING").await;
+    assert_eq!(first_line(&c, "first").await, "gpu=0");
+
+    // The agent dies and comes back; `first` runs on with GPU 0.
+    c.up.kill9().await;
+    let c = Cluster::up_with_env(c.dir, NATIVE, &env).await;
+    assert_eq!(
+        c.api.task_state("first").await.as_deref(),
+        Some("TASK_RUNNING")
+    );
+    run_gpu_task(&c, "second").await;
+    c.api.wait_task_state("second", "TASK_RUNNING").await;
+    assert_eq!(
+        first_line(&c, "second").await,
+        "gpu=1",
+        "GPU 0 is still the recovered task's"
+    );
+
+    // Given back when the recovered task ends.
+    let out = c.cli(&["task", "kill", "first"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    c.api.wait_task_state("first", "TASK_KILLED").await;
+    run_gpu_task(&c, "third").await;
+    c.api.wait_task_state("third", "TASK_RUNNING").await;
+    assert_eq!(first_line(&c, "third").await, "gpu=0");
+}

@@ -110,6 +110,17 @@ impl Daemon {
     /// Starts `wasmos <args>`; waits until it announced every key; its URL
     /// is the first key's.
     pub async fn start_until(name: &str, args: &[&str], keys: &[&str], log_dir: &Path) -> Daemon {
+        Self::start_with_env(name, args, keys, log_dir, &[]).await
+    }
+
+    /// Like [`Daemon::start_until`], with extra environment variables.
+    pub async fn start_with_env(
+        name: &str,
+        args: &[&str],
+        keys: &[&str],
+        log_dir: &Path,
+        env: &[(&str, String)],
+    ) -> Daemon {
         let log = log_dir.join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -119,6 +130,7 @@ impl Daemon {
         let mut child = Command::new(wasmos_bin())
             .args(args)
             .env("WASMOS_LOG", "info,wasmos_master=debug,wasmos_agent=debug")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -407,11 +419,20 @@ impl Cluster {
 
     /// Starts `up` with extra options on a data dir.
     pub async fn up_with(dir: tempfile::TempDir, extra: &[&str]) -> Cluster {
+        Self::up_with_env(dir, extra, &[]).await
+    }
+
+    /// Starts `up` with extra options and environment variables.
+    pub async fn up_with_env(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Cluster {
         let data = dir.path().join("data");
         let data = data.to_str().expect("utf-8 temp path").to_string();
         let mut args = vec!["up", "--listen", "127.0.0.1:0", "--data-dir", &data];
         args.extend_from_slice(extra);
-        let up = Daemon::start_until("up", &args, &["master", "agent"], dir.path()).await;
+        let up = Daemon::start_with_env("up", &args, &["master", "agent"], dir.path(), env).await;
         let api = Api::new(&up.url);
         // Ready when the agent has registered and exec runs.
         wait_for("the agent and the exec framework", DEADLINE, || async {

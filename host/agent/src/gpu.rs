@@ -85,6 +85,15 @@ impl GpuPool {
         Ok(taken)
     }
 
+    /// Marks `idx` as held by `task` (a task found running at start);
+    /// returns those that were not free.
+    pub fn hold(&self, task: &TaskId, idx: &[u32]) -> Vec<u32> {
+        let mut g = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let (held, lost): (Vec<u32>, Vec<u32>) = idx.iter().copied().partition(|i| g.0.remove(i));
+        g.1.push((task.clone(), held));
+        lost
+    }
+
     /// Gives back what `task` held.
     pub fn release(&self, task: &TaskId) {
         let mut g = self.free.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,5 +137,22 @@ mod tests {
         assert_eq!(pool.take(&b, 1).unwrap(), vec![1]);
         pool.release(&a);
         assert_eq!(pool.take(&b, 1).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn gpus_of_a_recovered_task_are_not_handed_out_again() {
+        let gpus = parse_nvidia_smi("0, A, 1, u0\n1, B, 1, u1\n");
+        let pool = GpuPool::new(&gpus);
+        let old = TaskId::new("old").unwrap();
+        let new = TaskId::new("new").unwrap();
+        assert_eq!(
+            pool.hold(&old, &[0, 7]),
+            vec![7],
+            "7 is not on this machine"
+        );
+        assert_eq!(pool.take(&new, 1).unwrap(), vec![1]);
+        assert!(pool.take(&new, 1).is_err(), "0 is still the old task's");
+        pool.release(&old);
+        assert_eq!(pool.take(&new, 1).unwrap(), vec![0]);
     }
 }

@@ -169,6 +169,7 @@ impl Agent {
                         self.checkpoint_task(&TaskRecord {
                             framework_id: framework_id.clone(),
                             spec: spec.clone(),
+                            gpus: Vec::new(),
                         })?;
                     }
                     Ok(())
@@ -187,12 +188,22 @@ impl Agent {
                             c.cgroup = iso.cgroup;
                             let gpus = match spec.resources.gpus {
                                 0 => Ok(()),
-                                n => self.gpus.take(&id, n).map(|idx| {
+                                n => self.gpus.take(&id, n).and_then(|idx| {
                                     let list: Vec<String> =
                                         idx.iter().map(u32::to_string).collect();
                                     for k in ["CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"] {
                                         c.env.push((k.into(), list.join(",")));
                                     }
+                                    // Recorded, so that a restarted agent
+                                    // knows they are taken.
+                                    if matches!(containerizer, Ok((_, true))) {
+                                        self.checkpoint_task(&TaskRecord {
+                                            framework_id: framework_id.clone(),
+                                            spec: spec.clone(),
+                                            gpus: idx,
+                                        })?;
+                                    }
+                                    Ok(())
                                 }),
                             };
                             match containerizer.and_then(|cz| gpus.map(|()| cz)) {
@@ -230,7 +241,11 @@ impl Agent {
     /// ended.
     pub(crate) fn adopt(self: &Arc<Self>, found: Vec<Recovered>) {
         for r in found {
-            let TaskRecord { framework_id, spec } = r.record;
+            let TaskRecord {
+                framework_id,
+                spec,
+                gpus,
+            } = r.record;
             let id = spec.task_id.clone();
             self.lock_tasks().insert(
                 id.clone(),
@@ -248,6 +263,12 @@ impl Agent {
             match (r.running, r.ended) {
                 (Some(launched), _) => {
                     tracing::info!(task = %id, pid = launched.pid, "reattached to a running task");
+                    if !gpus.is_empty() {
+                        let lost = self.gpus.hold(&id, &gpus);
+                        if !lost.is_empty() {
+                            tracing::warn!(task = %id, gpus = ?lost, "the task holds GPUs this agent no longer has or already gave out");
+                        }
+                    }
                     let me = self.clone();
                     tokio::spawn(
                         async move { me.watch(framework_id, spec, launched, false).await },

@@ -85,6 +85,10 @@ pub struct ExitRecord {
 pub struct TaskRecord {
     pub framework_id: FrameworkId,
     pub spec: TaskSpec,
+    /// The GPUs (indices) it was given, so that a restarted agent does
+    /// not hand them out again while it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<u32>,
 }
 
 /// Writes `value` as JSON to `path` via a temporary file and a rename, so
