@@ -101,25 +101,6 @@ pub struct Daemon {
     log: PathBuf,
 }
 
-/// The ports the agent of a one-machine cluster on `dir` offers: a block of
-/// 100 within the default range, its own while ten clusters run at once, so
-/// that tests running side by side do not give their tasks the same port
-/// (a task's server would find it taken). The same dir keeps its block
-/// across restarts, for the tasks it recovers.
-fn port_block(dir: &Path) -> String {
-    static SEEN: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let i = match seen.iter().position(|d| d == dir) {
-        Some(i) => i,
-        None => {
-            seen.push(dir.to_path_buf());
-            seen.len() - 1
-        }
-    };
-    let lo = 31000 + (i % 10) * 100;
-    format!("ports:[{lo}-{}]", lo + 99)
-}
-
 impl Daemon {
     /// Starts `wasmos <args>`; waits until it announces `<key>: <url>`.
     pub async fn start(name: &str, args: &[&str], key: &str, log_dir: &Path) -> Daemon {
@@ -451,10 +432,6 @@ impl Cluster {
         let data = data.to_str().expect("utf-8 temp path").to_string();
         let mut args = vec!["up", "--listen", "127.0.0.1:0", "--data-dir", &data];
         args.extend_from_slice(extra);
-        let ports = port_block(dir.path());
-        if !extra.contains(&"--resources") {
-            args.extend_from_slice(&["--resources", &ports]);
-        }
         let up = Daemon::start_with_env("up", &args, &["master", "agent"], dir.path(), env).await;
         let api = Api::new(&up.url);
         // Ready when the agent has registered and exec runs.
