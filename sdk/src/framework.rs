@@ -118,6 +118,7 @@ pub struct OfferInterest {
 }
 
 impl OfferInterest {
+    /// Asks for offers while `want` holds, and for none once it stops.
     pub fn want(&mut self, want: bool) {
         if self.suppressed != Some(!want) {
             if want {
@@ -127,6 +128,14 @@ impl OfferInterest {
             }
             self.suppressed = Some(!want);
         }
+    }
+
+    /// New work arrived: revive now, even while already asking, so that
+    /// offers declined a moment ago (while other tasks waited for
+    /// placement) come back at once instead of after their refuse filter.
+    pub fn more(&mut self) {
+        driver::revive();
+        self.suppressed = Some(false);
     }
 }
 

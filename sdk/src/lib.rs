@@ -45,6 +45,7 @@ pub mod http;
 pub mod isolator;
 pub mod kv;
 pub mod log;
+pub mod offers;
 pub mod placement;
 
 /// The `wasmos:plugin` package version this SDK builds against.

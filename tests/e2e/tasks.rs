@@ -230,3 +230,44 @@ async fn a_task_no_agent_can_fit_waits_says_so_and_can_be_given_up() {
     let (_, t) = c.api.get("/frameworks/exec/tasks/huge").await;
     assert_eq!(t["state"], "TASK_KILLED");
 }
+
+/// A new task asks for offers again at once, even while the framework
+/// holds offers it declined for tasks that wait for placement (here for ten
+/// minutes): `echo hi` must not wait behind a unique task that cannot run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_task_revives_offers_declined_while_others_wait_for_placement() {
+    let c = Cluster::up().await;
+    let out = c
+        .cli(&["plugin", "config", "exec", "refuse_while_waiting_seconds=600"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for id in ["solo-1", "solo-2"] {
+        c.run_detached(&[
+            "--id",
+            id,
+            "--group",
+            "solo",
+            "--constraint",
+            "hostname:UNIQUE",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .await;
+    }
+    c.api.wait_task_state("solo-1", "TASK_RUNNING").await;
+    let why = wait_for("solo-2 to say why it waits", DEADLINE, || async {
+        let (_, t) = c.api.get("/frameworks/exec/tasks/solo-2").await;
+        t["waiting_for"].as_str().map(String::from)
+    })
+    .await;
+    assert!(why.contains("UNIQUE"), "{why}");
+    // Declined for 600 s by now; only a revive brings the offer back.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        c.cli(&["task", "run", "--", "echo", "hi"]),
+    )
+    .await
+    .expect("echo ran long before the ten-minute refuse filter ended");
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "hi\n"), "{out:?}");
+}

@@ -170,6 +170,8 @@ struct ExecTask {
     state: String,
     message: Option<String>,
     exit_code: Option<i32>,
+    #[serde(default)]
+    waiting_for: Option<String>,
 }
 
 pub async fn run(cmd: TaskCommand, c: &Client) -> anyhow::Result<u8> {
@@ -318,11 +320,11 @@ async fn run_task(a: RunArgs, c: &Client) -> anyhow::Result<u8> {
         if !told_waiting
             && out.is_empty()
             && queued_since.elapsed() > Duration::from_secs(3)
-            && still_queued(c, &id).await
+            && let Some(why) = still_queued(c, &id).await
         {
             told_waiting = true;
             eprintln!(
-                "wasmos: task {id} is waiting for an offer that fits it; `wasmos agents` shows what is free, `wasmos task kill {id}` gives up"
+                "wasmos: task {id} is waiting for an offer: {why}; `wasmos agents` shows what is free, `wasmos task kill {id}` gives up"
             );
         }
         let wrote = out.pump(c, &id).await;
@@ -356,10 +358,13 @@ async fn run_task(a: RunArgs, c: &Client) -> anyhow::Result<u8> {
 }
 
 /// Whether the exec framework still holds the task in its queue.
-async fn still_queued(c: &Client, id: &str) -> bool {
+/// Why the task still waits for an offer (None once it left the queue).
+async fn still_queued(c: &Client, id: &str) -> Option<String> {
     c.get::<ExecTask>(&format!("/frameworks/exec/tasks/{id}"))
         .await
-        .is_ok_and(|t| t.state == "QUEUED")
+        .ok()
+        .filter(|t| t.state == "QUEUED")
+        .map(|t| t.waiting_for.unwrap_or_else(|| "no offer yet".into()))
 }
 
 /// How a task ended, from whichever view knows it.

@@ -24,13 +24,12 @@ use wasmos_sdk::framework::{
     OfferInterest, PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec,
     TaskStatus, driver, is_terminal, placement_service, state_name,
 };
+use wasmos_sdk::offers::{Need, Packer, Placement};
 use wasmos_sdk::{kv, log};
 
 const QUEUED: &str = "QUEUED";
 const TASK_PREFIX: &str = "task/";
 const SEQ_KEY: &str = "seq";
-/// Offers declined while tasks wait but do not fit come back this soon.
-const REFUSE_WHILE_WAITING: f64 = 2.0;
 /// Offers declined with nothing to run.
 const REFUSE_IDLE: f64 = 30.0;
 
@@ -291,6 +290,25 @@ impl ExecTask {
         }
     }
 
+    fn need(&self) -> Need {
+        Need {
+            cpus: self.cpus,
+            mem: self.mem,
+            disk: self.disk,
+            gpus: self.gpus,
+            ports: Need::any_ports(self.ports as usize),
+        }
+    }
+
+    /// The group constraints count: the task's own id when it has none.
+    fn group_name(&self) -> &str {
+        if self.group.is_empty() {
+            &self.id
+        } else {
+            &self.group
+        }
+    }
+
     fn rules(&self) -> Vec<Rule> {
         self.constraints
             .iter()
@@ -381,6 +399,9 @@ struct Exec {
     default_cpus: f64,
     default_mem: f64,
     max_finished: usize,
+    /// Offers declined while tasks wait but do not fit come back this soon
+    /// (a new task revives them at once).
+    refuse_while_waiting: f64,
     offers: OfferInterest,
 }
 
@@ -426,7 +447,9 @@ impl Exec {
                 let body = Response::json(201, &t);
                 self.queue.push_back(t.id.clone());
                 self.save(t);
-                self.want_offers();
+                // Revive even while asking already: offers declined a moment
+                // ago, while other tasks waited for placement, come back now.
+                self.offers.more();
                 body
             }
             Err((status, msg)) => Response::error(status, &msg),
@@ -593,46 +616,6 @@ impl Exec {
     }
 }
 
-/// Takes `n` ports from the front of `free`, or None if it holds fewer.
-fn take_ports(free: &mut Vec<PortRange>, n: u32) -> Option<Vec<PortRange>> {
-    let available: u32 = free
-        .iter()
-        .map(|r| u32::from(r.end) - u32::from(r.begin) + 1)
-        .sum();
-    if available < n {
-        return None;
-    }
-    let mut taken = Vec::new();
-    let mut left = n;
-    while left > 0 {
-        let r = free.first_mut()?;
-        let len = u32::from(r.end) - u32::from(r.begin) + 1;
-        let k = left.min(len);
-        let end = (u32::from(r.begin) + k - 1) as u16;
-        taken.push(PortRange {
-            begin: r.begin,
-            end,
-        });
-        if k == len {
-            free.remove(0);
-        } else {
-            r.begin = end + 1;
-        }
-        left -= k;
-    }
-    Some(taken)
-}
-
-/// What is left of an offer while tasks are placed on it.
-struct Left {
-    cpus: f64,
-    mem: f64,
-    disk: f64,
-    gpus: u32,
-    ports: Vec<PortRange>,
-    tasks: Vec<(String, Vec<PortRange>)>,
-}
-
 impl Exec {
     /// Where the task's group runs now: (agent id, count).
     fn placed(&self, group: &str) -> Vec<(String, u32)> {
@@ -640,65 +623,13 @@ impl Exec {
         for t in self
             .tasks
             .values()
-            .filter(|t| t.group == group && !t.is_finished())
+            .filter(|t| t.group_name() == group && !t.is_queued() && !t.is_finished())
         {
             if let Some(a) = &t.agent_id {
                 *counts.entry(a.clone()).or_default() += 1;
             }
         }
         counts.into_iter().collect()
-    }
-
-    /// The best offer (by the placement plugins' verdicts) among `fitting`.
-    fn place(
-        &self,
-        t: &ExecTask,
-        offers: &[Offer],
-        left: &[Left],
-        fitting: &[usize],
-    ) -> Result<usize, String> {
-        if fitting.is_empty() {
-            return Err("resources".into());
-        }
-        let candidates: Vec<placement_service::Candidate> = fitting
-            .iter()
-            .map(|&i| placement_service::Candidate {
-                agent_id: offers[i].agent_id.clone(),
-                cpus: left[i].cpus,
-                mem: left[i].mem,
-                disk: left[i].disk,
-            })
-            .collect();
-        let group = if t.group.is_empty() {
-            t.id.clone()
-        } else {
-            t.group.clone()
-        };
-        let request = placement_service::Request {
-            group: group.clone(),
-            rules: t.rules(),
-            resources: Resources {
-                cpus: t.cpus,
-                mem: t.mem,
-                disk: t.disk,
-                gpus: t.gpus,
-                ports: Vec::new(),
-            },
-            placed: self.placed(&group),
-        };
-        let verdicts = placement_service::evaluate(&request, &candidates)?;
-        let best = fitting
-            .iter()
-            .zip(&verdicts)
-            .filter(|(_, v)| v.fits)
-            .max_by(|(_, a), (_, b)| a.score.total_cmp(&b.score))
-            .map(|(i, _)| *i);
-        best.ok_or_else(|| {
-            verdicts
-                .iter()
-                .find_map(|v| v.reason.clone())
-                .unwrap_or_else(|| "constraints".into())
-        })
     }
 }
 
@@ -734,6 +665,7 @@ impl Framework for Exec {
             default_cpus: num("default_cpus", 0.1)?,
             default_mem: num("default_mem", 32.0)?,
             max_finished: num("max_finished", 1000.0)? as usize,
+            refuse_while_waiting: num("refuse_while_waiting_seconds", 2.0)?,
             offers: OfferInterest::default(),
         };
         exec.want_offers();
@@ -741,75 +673,35 @@ impl Framework for Exec {
     }
 
     fn offers(&mut self, offers: Vec<Offer>) {
-        // What is left of each offer as tasks are placed on it.
-        let mut left: Vec<Left> = offers
-            .iter()
-            .map(|o| Left {
-                cpus: o.resources.cpus,
-                mem: o.resources.mem,
-                disk: o.resources.disk,
-                gpus: o.resources.gpus,
-                ports: o.resources.ports.clone(),
-                tasks: Vec::new(),
-            })
-            .collect();
-        let queued: Vec<String> = self.queue.iter().cloned().collect();
-        for id in queued {
+        let mut packer = Packer::new(&offers);
+        for id in self.queue.clone() {
             let Some(t) = self.tasks.get(&id).cloned() else {
                 continue;
             };
-            let fitting: Vec<usize> = (0..offers.len())
-                .filter(|&i| {
-                    let l = &left[i];
-                    t.cpus <= l.cpus + 1e-9
-                        && t.mem <= l.mem + 1e-9
-                        && t.disk <= l.disk + 1e-9
-                        && t.gpus <= l.gpus
-                })
-                .filter(|&i| take_ports(&mut left[i].ports.clone(), t.ports).is_some())
-                .collect();
-            let chosen = if t.constraints.is_empty() {
-                fitting.first().copied().ok_or("resources".to_string())
-            } else {
-                self.place(&t, &offers, &left, &fitting)
-            };
-            match chosen {
-                Ok(i) => {
-                    let l = &mut left[i];
-                    let ports = take_ports(&mut l.ports, t.ports).unwrap_or_default();
-                    l.cpus -= t.cpus;
-                    l.mem -= t.mem;
-                    l.disk -= t.disk;
-                    l.gpus -= t.gpus;
-                    l.tasks.push((t.id.clone(), ports));
-                    // Later tasks of the group see this one as placed.
-                    if let Some(rec) = self.tasks.get_mut(&t.id) {
-                        rec.agent_id = Some(offers[i].agent_id.clone());
-                    }
+            let placement = (!t.constraints.is_empty()).then(|| Placement {
+                group: t.group_name().to_string(),
+                rules: t.rules(),
+                placed: self.placed(t.group_name()),
+            });
+            match packer.place(&t.need(), placement.as_ref()) {
+                Ok(fit) => {
+                    packer.add(fit.offer, t.spec(fit.port_ranges()));
                 }
                 Err(why) => {
+                    let why = why.to_string();
                     if t.waiting_for.as_deref() != Some(why.as_str()) {
-                        let mut t = t.clone();
+                        let mut t = t;
                         t.waiting_for = Some(why);
                         self.save(t);
                     }
                 }
             }
         }
-        let mut unused = Vec::new();
-        for (offer, l) in offers.iter().zip(left) {
-            if l.tasks.is_empty() {
-                unused.push(offer.id.clone());
-                continue;
-            }
-            let specs: Vec<TaskSpec> = l
-                .tasks
-                .iter()
-                .filter_map(|(id, ports)| self.tasks.get(id).map(|t| t.spec(ports.clone())))
-                .collect();
-            let ids: Vec<String> = l.tasks.iter().map(|(id, _)| id.clone()).collect();
+        let packed = packer.finish();
+        for launch in &packed.launches {
+            let ids: Vec<String> = launch.specs.iter().map(|s| s.task_id.clone()).collect();
             self.queue.retain(|q| !ids.contains(q));
-            let result = driver::launch(std::slice::from_ref(&offer.id), &specs, None);
+            let result = launch.send();
             for id in ids {
                 let Some(mut t) = self.tasks.get(&id).cloned() else {
                     continue;
@@ -818,8 +710,8 @@ impl Framework for Exec {
                 match &result {
                     Ok(()) => {
                         t.state = "TASK_STAGING".into();
-                        t.agent_id = Some(offer.agent_id.clone());
-                        t.hostname = Some(offer.hostname.clone());
+                        t.agent_id = Some(launch.agent_id.clone());
+                        t.hostname = Some(launch.hostname.clone());
                     }
                     Err(e) => {
                         t.state = "TASK_ERROR".into();
@@ -830,19 +722,13 @@ impl Framework for Exec {
                 self.save(t);
             }
         }
-        // Tasks tentatively given an agent but not launched forget it.
-        for id in self.queue.clone() {
-            if let Some(t) = self.tasks.get_mut(&id) {
-                t.agent_id = None;
-            }
-        }
-        if !unused.is_empty() {
+        if !packed.unused.is_empty() {
             let refuse = if self.queue.is_empty() {
                 REFUSE_IDLE
             } else {
-                REFUSE_WHILE_WAITING
+                self.refuse_while_waiting
             };
-            driver::decline(&unused, Some(refuse));
+            driver::decline(&packed.unused, Some(refuse));
         }
         self.prune();
         self.want_offers();
@@ -913,21 +799,6 @@ wasmos_sdk::export_framework!(Exec);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ports_are_taken_from_the_front_across_ranges() {
-        let mut free = vec![
-            PortRange { begin: 10, end: 11 },
-            PortRange { begin: 20, end: 25 },
-        ];
-        let got = take_ports(&mut free, 3).unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!((got[0].begin, got[0].end), (10, 11));
-        assert_eq!((got[1].begin, got[1].end), (20, 20));
-        assert_eq!((free[0].begin, free[0].end), (21, 25));
-        assert!(take_ports(&mut free, 6).is_none());
-        assert!(take_ports(&mut free, 0).unwrap().is_empty());
-    }
 
     #[test]
     fn ids_follow_the_masters_rules() {

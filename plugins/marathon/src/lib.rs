@@ -30,8 +30,9 @@ use serde_json::json;
 use wasmos_sdk::framework::{
     Command, Container, DockerInfo, DockerNetwork, FetchUri, Framework, HealthCheck, KeyValue,
     Offer, OfferInterest, PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec,
-    TaskStatus, driver, is_terminal, placement_service, state_name,
+    TaskStatus, driver, is_terminal, state_name,
 };
+use wasmos_sdk::offers::{Need, Packer, Placement};
 use wasmos_sdk::{kv, log};
 
 use crate::app::App;
@@ -70,6 +71,8 @@ pub struct Marathon {
     role: String,
     max_versions: usize,
     offer_interest: OfferInterest,
+    /// `need` when offers were last asked for: more than that revives.
+    asked: BTreeMap<String, u32>,
     /// Recent events for `/v2/events`, by sequence number (not durable:
     /// Marathon's event bus is not either).
     events: std::collections::VecDeque<(u64, String, serde_json::Value)>,
@@ -530,8 +533,19 @@ impl Marathon {
     }
 
     /// Asks for offers only while something waits to launch.
+    /// New launches wanted revive offers at once (even offers declined a
+    /// moment ago while other apps waited for placement).
     fn want_offers(&mut self) {
-        self.offer_interest.want(!self.need.is_empty());
+        let grew = self
+            .need
+            .iter()
+            .any(|(app, n)| self.asked.get(app).is_none_or(|before| n > before));
+        if grew {
+            self.offer_interest.more();
+        } else {
+            self.offer_interest.want(!self.need.is_empty());
+        }
+        self.asked.clone_from(&self.need);
     }
 }
 
@@ -593,65 +607,6 @@ fn order_for_kill(tasks: &mut Vec<&Instance>, selection: &str) {
             if youngest { kb.cmp(&ka) } else { ka.cmp(&kb) }
         })
     });
-}
-
-/// Takes the ports a task needs from an offer's free ranges: the fixed
-/// ones first (None if any is not free), then any.
-fn take_ports(free: &mut Vec<PortRange>, wants: &[Option<u16>]) -> Option<Vec<u16>> {
-    let mut scratch = free.clone();
-    let mut out = vec![0u16; wants.len()];
-    for (i, w) in wants.iter().enumerate() {
-        if let Some(p) = w {
-            let idx = scratch.iter().position(|r| r.begin <= *p && *p <= r.end)?;
-            let r = scratch.remove(idx);
-            if r.begin < *p {
-                scratch.push(PortRange {
-                    begin: r.begin,
-                    end: p - 1,
-                });
-            }
-            if *p < r.end {
-                scratch.push(PortRange {
-                    begin: p + 1,
-                    end: r.end,
-                });
-            }
-            out[i] = *p;
-        }
-    }
-    scratch.sort_by_key(|r| r.begin);
-    for (i, w) in wants.iter().enumerate() {
-        if w.is_none() {
-            let r = scratch.first_mut()?;
-            out[i] = r.begin;
-            if r.begin == r.end {
-                scratch.remove(0);
-            } else {
-                r.begin += 1;
-            }
-        }
-    }
-    *free = scratch;
-    Some(out)
-}
-
-/// Ports as ranges for a task spec, in the task's order (PORT0 first).
-fn port_ranges(ports: &[u16]) -> Vec<PortRange> {
-    ports
-        .iter()
-        .map(|p| PortRange { begin: *p, end: *p })
-        .collect()
-}
-
-/// What is left of an offer while tasks are placed on it.
-struct Left {
-    cpus: f64,
-    mem: f64,
-    disk: f64,
-    gpus: u32,
-    ports: Vec<PortRange>,
-    specs: Vec<TaskSpec>,
-    instances: Vec<Instance>,
 }
 
 impl Marathon {
@@ -746,7 +701,10 @@ impl Marathon {
                 mem: app.mem,
                 disk: app.disk,
                 gpus: app.gpus,
-                ports: port_ranges(host_ports),
+                ports: host_ports
+                    .iter()
+                    .map(|p| PortRange { begin: *p, end: *p })
+                    .collect(),
             },
             command: Command {
                 shell,
@@ -810,7 +768,7 @@ impl Marathon {
     }
 
     /// Where an app's active tasks run: (agent id, count).
-    fn placed(&self, app_id: &str, extra: &[(String, String)]) -> Vec<(String, u32)> {
+    fn placed(&self, app_id: &str) -> Vec<(String, u32)> {
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
         for t in self
             .app_tasks(app_id)
@@ -818,11 +776,6 @@ impl Marathon {
         {
             if let Some(a) = &t.agent_id {
                 *counts.entry(a.clone()).or_default() += 1;
-            }
-        }
-        for (app, agent) in extra {
-            if app == app_id {
-                *counts.entry(agent.clone()).or_default() += 1;
             }
         }
         counts.into_iter().collect()
@@ -990,6 +943,7 @@ impl Framework for Marathon {
                 .unwrap_or_else(|| "*".into()),
             max_versions: num("max_versions", 50.0)?.max(1.0) as usize,
             offer_interest: OfferInterest::default(),
+            asked: BTreeMap::new(),
             events: Default::default(),
             next_event: 0,
             groups: kv::keys(groups::GROUP_PREFIX)
@@ -1013,20 +967,9 @@ impl Framework for Marathon {
     fn offers(&mut self, offers: Vec<Offer>) {
         self.drive();
         let t = now();
-        let mut left: Vec<Left> = offers
-            .iter()
-            .map(|o| Left {
-                cpus: o.resources.cpus,
-                mem: o.resources.mem,
-                disk: o.resources.disk,
-                gpus: o.resources.gpus,
-                ports: o.resources.ports.clone(),
-                specs: Vec::new(),
-                instances: Vec::new(),
-            })
-            .collect();
-        // Tasks placed in this round, as (app, agent), for constraints.
-        let mut placed_now: Vec<(String, String)> = Vec::new();
+        let mut packer = Packer::new(&offers);
+        // New instances by the offer they were placed on.
+        let mut placed: Vec<(usize, Instance)> = Vec::new();
         let wanting: Vec<(String, u32)> = self.need.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for (app_id, count) in wanting {
             let Some(a) = self.apps.get(&app_id).cloned() else {
@@ -1035,143 +978,91 @@ impl Framework for Marathon {
             if a.rec.delay.is_some_and(|d| d.until_ms > t) {
                 continue;
             }
-            let wants = Self::wanted_ports(&a.app);
-            let rules: Vec<Rule> = a
-                .app
-                .constraints
-                .iter()
-                .filter_map(|c| Rule::from_marathon(c).ok())
-                .collect();
+            let need = Need {
+                cpus: a.app.cpus,
+                mem: a.app.mem,
+                disk: a.app.disk,
+                gpus: a.app.gpus,
+                ports: Self::wanted_ports(&a.app),
+            };
+            let placement = Placement {
+                group: app_id.clone(),
+                rules: a
+                    .app
+                    .constraints
+                    .iter()
+                    .filter_map(|c| Rule::from_marathon(c).ok())
+                    .collect(),
+                placed: self.placed(&app_id),
+            };
             for _ in 0..count {
                 {
                     let s = self.offer_stats.entry(app_id.clone()).or_default();
                     s.processed += offers.len() as u64;
                 }
-                let mut fitting = Vec::new();
-                for (i, l) in left.iter().enumerate() {
-                    let why = if a.app.cpus > l.cpus + 1e-9 {
-                        Some("InsufficientCpus")
-                    } else if a.app.mem > l.mem + 1e-9 {
-                        Some("InsufficientMemory")
-                    } else if a.app.disk > l.disk + 1e-9 {
-                        Some("InsufficientDisk")
-                    } else if a.app.gpus > l.gpus {
-                        Some("InsufficientGpus")
-                    } else if take_ports(&mut l.ports.clone(), &wants).is_none() {
-                        Some("InsufficientPorts")
-                    } else {
-                        None
-                    };
-                    match why {
-                        Some(r) => self.note_reason(&app_id, r),
-                        None => fitting.push(i),
-                    }
-                }
-                let chosen = if fitting.is_empty() {
-                    None
-                } else if rules.is_empty() {
-                    fitting.first().copied()
-                } else {
-                    let candidates: Vec<placement_service::Candidate> = fitting
-                        .iter()
-                        .map(|&i| placement_service::Candidate {
-                            agent_id: offers[i].agent_id.clone(),
-                            cpus: left[i].cpus,
-                            mem: left[i].mem,
-                            disk: left[i].disk,
-                        })
-                        .collect();
-                    let request = placement_service::Request {
-                        group: app_id.clone(),
-                        rules: rules.clone(),
-                        resources: Resources {
-                            cpus: a.app.cpus,
-                            mem: a.app.mem,
-                            disk: a.app.disk,
-                            gpus: a.app.gpus,
-                            ports: Vec::new(),
-                        },
-                        placed: self.placed(&app_id, &placed_now),
-                    };
-                    match placement_service::evaluate(&request, &candidates) {
-                        Ok(verdicts) => {
-                            let best = fitting
-                                .iter()
-                                .zip(&verdicts)
-                                .filter(|(_, v)| v.fits)
-                                .max_by(|(_, x), (_, y)| x.score.total_cmp(&y.score))
-                                .map(|(i, _)| *i);
-                            if best.is_none() {
-                                self.note_reason(&app_id, "UnfulfilledConstraint");
-                            }
-                            best
+                let fit = match packer.place(&need, Some(&placement)) {
+                    Ok(fit) => fit,
+                    Err(no) => {
+                        if let Some(why) = no
+                            .constraint
+                            .as_deref()
+                            .filter(|w| w.starts_with("placement failed"))
+                        {
+                            log::warn(&format!("{app_id}: {why}"));
                         }
-                        Err(e) => {
-                            log::warn(&format!("placement of {app_id} failed: {e}"));
-                            self.note_reason(&app_id, "UnfulfilledConstraint");
-                            None
+                        for short in &no.shortfalls {
+                            self.note_reason(&app_id, short.marathon_name());
                         }
+                        let s = self.offer_stats.entry(app_id.clone()).or_default();
+                        s.unused += 1;
+                        s.last_unused_ms = Some(t);
+                        break;
                     }
                 };
-                let Some(i) = chosen else {
-                    let s = self.offer_stats.entry(app_id.clone()).or_default();
-                    s.unused += 1;
-                    s.last_unused_ms = Some(t);
-                    break;
-                };
-                let l = &mut left[i];
-                let Some(host_ports) = take_ports(&mut l.ports, &wants) else {
-                    break;
-                };
-                l.cpus -= a.app.cpus;
-                l.mem -= a.app.mem;
-                l.disk -= a.app.disk;
-                l.gpus -= a.app.gpus;
                 let task_id = format!(
                     "{}.instance-{}._app.1",
                     ids::task_prefix(&app_id),
                     self.new_uuid()
                 );
-                l.specs.push(self.spec(&a, &task_id, &host_ports));
-                l.instances.push(Instance {
-                    id: task_id,
-                    app_id: app_id.clone(),
-                    version: a.app.version.clone(),
-                    config: a.config_version(),
-                    state: "TASK_STAGING".into(),
-                    agent_id: Some(offers[i].agent_id.clone()),
-                    host: Some(offers[i].hostname.clone()),
-                    ports: host_ports,
-                    staged_at: t,
-                    started_at: None,
-                    goal_running: true,
-                    kill_sent: false,
-                    healthy: None,
-                    ready: None,
-                    unreachable_since: None,
-                    first_success: None,
-                    last_success: None,
-                    last_failure: None,
-                    consecutive_failures: 0,
-                    message: None,
-                });
-                placed_now.push((app_id.clone(), offers[i].agent_id.clone()));
+                packer.add(fit.offer, self.spec(&a, &task_id, &fit.ports));
+                placed.push((
+                    fit.offer,
+                    Instance {
+                        id: task_id,
+                        app_id: app_id.clone(),
+                        version: a.app.version.clone(),
+                        config: a.config_version(),
+                        state: "TASK_STAGING".into(),
+                        agent_id: Some(packer.agent_id(fit.offer).to_string()),
+                        host: Some(packer.hostname(fit.offer).to_string()),
+                        ports: fit.ports,
+                        staged_at: t,
+                        started_at: None,
+                        goal_running: true,
+                        kill_sent: false,
+                        healthy: None,
+                        ready: None,
+                        unreachable_since: None,
+                        first_success: None,
+                        last_success: None,
+                        last_failure: None,
+                        consecutive_failures: 0,
+                        message: None,
+                    },
+                ));
                 let s = self.offer_stats.entry(app_id.clone()).or_default();
                 s.last_used_ms = Some(t);
             }
         }
-        let mut unused = Vec::new();
-        for (offer, l) in offers.iter().zip(left) {
-            if l.specs.is_empty() {
-                unused.push(offer.id.clone());
-                continue;
-            }
-            match driver::launch(std::slice::from_ref(&offer.id), &l.specs, None) {
+        let packed = packer.finish();
+        for launch in &packed.launches {
+            let offer = offers.iter().position(|o| o.id == launch.offer_id);
+            match launch.send() {
                 Ok(()) => {
-                    for i in l.instances {
-                        log::info(&format!("launching {} on {}", i.id, offer.hostname));
-                        self.save_task(&i);
-                        self.tasks.insert(i.id.clone(), i);
+                    for (_, i) in placed.iter().filter(|(at, _)| Some(*at) == offer) {
+                        log::info(&format!("launching {} on {}", i.id, launch.hostname));
+                        self.save_task(i);
+                        self.tasks.insert(i.id.clone(), i.clone());
                     }
                 }
                 Err(e) => log::error(&format!("launch refused: {e}")),
@@ -1179,13 +1070,13 @@ impl Framework for Marathon {
         }
         // Launches that still wait (nothing fit) want offers back soon.
         self.drive();
-        if !unused.is_empty() {
+        if !packed.unused.is_empty() {
             let refuse = if self.need.is_empty() {
                 REFUSE_IDLE
             } else {
                 REFUSE_WHILE_WAITING
             };
-            driver::decline(&unused, Some(refuse));
+            driver::decline(&packed.unused, Some(refuse));
         }
     }
 
@@ -1420,23 +1311,6 @@ mod tests {
         order_for_kill(&mut v, "OLDEST_FIRST");
         let ids: Vec<&str> = v.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["c", "a", "b"]);
-    }
-
-    #[test]
-    fn fixed_ports_are_taken_exactly_and_others_from_the_front() {
-        let mut free = vec![PortRange {
-            begin: 31000,
-            end: 31005,
-        }];
-        let got = take_ports(&mut free, &[None, Some(31003), None]).unwrap();
-        assert_eq!(got, vec![31000, 31003, 31001]);
-        assert!(
-            take_ports(&mut free, &[Some(31003)]).is_none(),
-            "taken already"
-        );
-        assert!(take_ports(&mut free, &[Some(40000)]).is_none());
-        let left: u32 = free.iter().map(|r| u32::from(r.end - r.begin) + 1).sum();
-        assert_eq!(left, 3);
     }
 
     #[test]
