@@ -230,7 +230,8 @@ impl Peer {
             let body = codec
                 .encode(req)
                 .map_err(|e| RPCError::Network(NetworkError::new(&HttpError(e))))?;
-            match self.send(op, codec, body, option.hard_ttl()).await {
+            let ttl = ttl_for(option.hard_ttl(), body.len());
+            match self.send(op, codec, body, ttl).await {
                 Err(Failure::NeedsJson) => {
                     tracing::info!(
                         master = self.target,
@@ -242,6 +243,14 @@ impl Peer {
             }
         }
     }
+}
+
+/// How long a request may take: openraft's time-to-live (a heartbeat
+/// interval, 50 ms by default) plus time to carry its bytes at 4 MB/s. An
+/// entry holding plugin components is megabytes; under a heartbeat's TTL it
+/// would time out on every try, and its install would never commit.
+fn ttl_for(hard_ttl: Duration, body_len: usize) -> Duration {
+    hard_ttl + Duration::from_micros(body_len as u64 / 4)
 }
 
 impl RaftNetworkV2<TypeConfig> for Peer {
@@ -300,5 +309,18 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call("transfer-leader", &req, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_requests_get_time_to_travel() {
+        let heartbeat = Duration::from_millis(50);
+        assert_eq!(ttl_for(heartbeat, 200), Duration::from_micros(50_050));
+        // Every bundled plugin in one entry is a few megabytes.
+        assert!(ttl_for(heartbeat, 4 << 20) >= Duration::from_secs(1));
     }
 }
