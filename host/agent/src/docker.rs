@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions,
@@ -243,7 +243,15 @@ impl DockerContainerizer {
                 network_mode: Some(d.network.as_docker().to_string()),
                 port_bindings: (d.network == DockerNetwork::Bridge && !bindings.is_empty())
                     .then_some(bindings),
-                binds: Some(vec![format!("{sandbox}:{SANDBOX_MOUNT}")]),
+                // A structured mount, not a `host:container` bind string:
+                // sandbox paths may hold `:` (Chronos task ids do).
+                mounts: Some(vec![Mount {
+                    target: Some(SANDBOX_MOUNT.to_string()),
+                    source: Some(sandbox),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(false),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
