@@ -8,50 +8,12 @@ use std::time::Duration;
 
 use wasmos_tests::{Api, Cut, DEADLINE, Daemon, Masters, cli, wait_for};
 
-/// An agent that knows every master.
 async fn start_agent(m: &Masters, dir: &Path) -> Daemon {
-    let data = dir.join("agent");
-    Daemon::start(
-        "agent",
-        &[
-            "agent",
-            "--master",
-            &m.urls(),
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--secret-file",
-            m.secret_file().to_str().unwrap(),
-            // Its tasks append to a file of the test's under /tmp.
-            "--containerizer",
-            "process",
-        ],
-        "agent",
-        dir,
-    )
-    .await
+    m.start_agent(dir).await
 }
 
-/// Waits until the leader (reached through `api`, which follows
-/// redirects) runs exec and has the agent connected.
 async fn wait_ready(api: &Api) {
-    wait_for(
-        "the agent and the exec framework on the leader",
-        DEADLINE,
-        || async {
-            let (_, agents) = api.get("/api/wasmos/v1/agents").await;
-            let (_, fws) = api.get("/api/wasmos/v1/frameworks").await;
-            let agent_ok = agents
-                .as_array()
-                .is_some_and(|a| a.iter().any(|a| a["connected"] == true));
-            let exec_ok = fws
-                .as_array()
-                .is_some_and(|f| f.iter().any(|f| f["id"] == "exec" && f["active"] == true));
-            (agent_ok && exec_ok).then_some(())
-        },
-    )
-    .await;
+    api.wait_framework_and_agent("exec").await;
 }
 
 /// How many times each id appears as a line of `file`.
@@ -433,7 +395,7 @@ async fn masters_are_added_and_removed_at_runtime_and_ids_are_never_reused() {
             let voters = v["masters"]
                 .as_array()?
                 .iter()
-                .filter(|x| x["role"] != "learner")
+                .filter(|x| x["voter"] == true)
                 .count();
             (voters == 4).then_some(())
         },

@@ -130,6 +130,13 @@ impl Daemon {
         let mut child = Command::new(wasmos_bin())
             .args(args)
             .env("WASMOS_LOG", "info,wasmos_master=debug,wasmos_agent=debug")
+            // Every daemon of the suite shares one compiled-plugin cache:
+            // each test's fresh cluster would otherwise compile every bundled
+            // plugin again (seconds of CPU on a machine the tests share).
+            .env(
+                "WASMOS_PLUGIN_CACHE",
+                root().join("target/e2e-plugin-cache"),
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -373,6 +380,56 @@ impl Api {
         }
     }
 
+    /// Any method, with an optional JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        match r.send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// GET; the status and the body as text.
+    pub async fn text(&self, path: &str) -> (u16, String) {
+        match self.http.get(format!("{}{path}", self.base)).send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.text().await.unwrap_or_default())
+            }
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// Waits until the leader reached through this API (following
+    /// redirects) runs `framework` and has an agent connected.
+    pub async fn wait_framework_and_agent(&self, framework: &str) {
+        let what = format!("the agent and the {framework} framework on the leader");
+        wait_for(&what, DEADLINE, || async {
+            let (_, agents) = self.get("/api/wasmos/v1/agents").await;
+            let (_, fws) = self.get("/api/wasmos/v1/frameworks").await;
+            let agent_ok = agents
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["connected"] == true));
+            let fw_ok = fws.as_array().is_some_and(|f| {
+                f.iter()
+                    .any(|f| f["id"] == framework && f["active"] == true)
+            });
+            (agent_ok && fw_ok).then_some(())
+        })
+        .await;
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(
             path,
@@ -610,6 +667,32 @@ impl Masters {
             .map(|id| format!("{id}={}", self.url(id)))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// An agent that knows every master, running plain processes (tests
+    /// have their tasks write to files of theirs under /tmp, which the
+    /// native containerizer would give each task its own of).
+    pub async fn start_agent(&self, dir: &Path) -> Daemon {
+        let data = dir.join("agent");
+        Daemon::start(
+            "agent",
+            &[
+                "agent",
+                "--master",
+                &self.urls(),
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().expect("utf-8 temp path"),
+                "--secret-file",
+                self.secret.to_str().expect("utf-8 temp path"),
+                "--containerizer",
+                "process",
+            ],
+            "agent",
+            dir,
+        )
+        .await
     }
 
     /// Master `id`'s base URL.

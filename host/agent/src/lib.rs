@@ -81,6 +81,8 @@ pub struct AgentConfig {
     /// `http://<bound address>`.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
+    /// Where compiled plugins are cached (default `<data_dir>/plugin-cache`).
+    pub plugin_cache: PathBuf,
     pub hostname: Option<String>,
     /// `cpus:2;mem:1024;...` over the discovered resources.
     pub resources: Option<String>,
@@ -111,6 +113,7 @@ impl AgentConfig {
             masters,
             listen,
             advertise: None,
+            plugin_cache: data_dir.join("plugin-cache"),
             data_dir,
             hostname: None,
             resources: None,
@@ -292,7 +295,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     }
     let runtime = wasmos_runtime::PluginRuntime::new(wasmos_runtime::RuntimeConfig::default())
         .map_err(anyhow::Error::msg)?
-        .with_cache(config.data_dir.join("plugin-cache"));
+        .with_cache(config.plugin_cache.clone());
     let native = match config.containerizer {
         ContainerizerChoice::Process => None,
         choice => {

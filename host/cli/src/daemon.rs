@@ -21,6 +21,12 @@ pub struct MasterArgs {
     /// Where the master keeps its state.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Where compiled plugins are cached (default: `plugin-cache` in the
+    /// data dir). Daemons on one machine may share one, e.g. a master and
+    /// an agent; only the daemons' user may be able to write to it, since
+    /// what it holds is loaded as machine code.
+    #[arg(long, env = "WASMOS_PLUGIN_CACHE")]
+    plugin_cache: Option<PathBuf>,
     /// The URL agents, clients and other masters use to reach this master
     /// (default: its --peers entry, else http://<listen>).
     #[arg(long)]
@@ -68,6 +74,12 @@ pub struct AgentArgs {
     /// Where the agent keeps sandboxes and its identity.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Where compiled plugins are cached (default: `plugin-cache` in the
+    /// data dir). Daemons on one machine may share one, e.g. a master and
+    /// an agent; only the daemons' user may be able to write to it, since
+    /// what it holds is loaded as machine code.
+    #[arg(long, env = "WASMOS_PLUGIN_CACHE")]
+    plugin_cache: Option<PathBuf>,
     /// The URL the master uses to reach this agent.
     #[arg(long)]
     advertise: Option<String>,
@@ -143,6 +155,10 @@ pub struct UpArgs {
     /// Where the cluster keeps its state (default: ~/.local/share/wasmos).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Where compiled plugins are cached (default: `plugin-cache` in the
+    /// data dir, shared by the cluster's daemons).
+    #[arg(long, env = "WASMOS_PLUGIN_CACHE")]
+    plugin_cache: Option<PathBuf>,
     /// Address of the agent's API.
     #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
     agent_listen: SocketAddr,
@@ -214,6 +230,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     let MasterArgs {
         listen,
         data_dir,
+        plugin_cache,
         advertise,
         id,
         peers,
@@ -235,6 +252,9 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
         bail!("--election-timeout-ms must be between 20 and 60000");
     }
     let mut c = MasterConfig::new(listen, data_dir);
+    if let Some(dir) = plugin_cache {
+        c.plugin_cache = dir;
+    }
     c.id = id;
     c.election_timeout = Duration::from_millis(election_timeout_ms);
     c.peers = match (peers, join) {
@@ -276,6 +296,7 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
     let AgentArgs {
         listen,
         data_dir,
+        plugin_cache,
         advertise,
         hostname,
         resources,
@@ -284,6 +305,9 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         tasks,
     } = a;
     let mut c = AgentConfig::new(master_urls(master)?, listen, data_dir);
+    if let Some(dir) = plugin_cache {
+        c.plugin_cache = dir;
+    }
     c.advertise = advertise
         .map(|u| check_url("--advertise", &u))
         .transpose()?;
@@ -425,6 +449,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let UpArgs {
         listen,
         data_dir,
+        plugin_cache,
         agent_listen,
         resources,
         attributes,
@@ -436,9 +461,13 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let secret = local_secret(&data_dir)?;
     eprintln!("wasmos up: state in {}", data_dir.display());
+    // The master and the agent compile different plugins; one cache serves
+    // both (and survives a fresh start of either).
+    let plugin_cache = Some(plugin_cache.unwrap_or_else(|| data_dir.join("plugin-cache")));
     let agent = AgentArgs {
         listen: agent_listen,
         data_dir: data_dir.join("agent"),
+        plugin_cache: plugin_cache.clone(),
         advertise: None,
         hostname: None,
         resources,
@@ -453,6 +482,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let mconf = master_config(MasterArgs {
         listen,
         data_dir: data_dir.join("master"),
+        plugin_cache,
         advertise: None,
         id: 1,
         peers: None,
@@ -531,6 +561,13 @@ async fn up_replicated(
             .arg(&dir)
             .arg("--secret-file")
             .arg(secret)
+            .arg("--plugin-cache")
+            .arg(
+                agent
+                    .plugin_cache
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("plugin-cache")),
+            )
             .arg("--exit-with-parent")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -63,6 +63,8 @@ pub struct MasterConfig {
     /// master; by default `http://<bound address>`.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
+    /// Where compiled plugins are cached (default `<data_dir>/plugin-cache`).
+    pub plugin_cache: PathBuf,
     /// This master's id among the masters; never reused.
     pub id: u64,
     /// The initial masters (id → URL) of a new cluster; `None` waits to be
@@ -93,6 +95,7 @@ impl MasterConfig {
         MasterConfig {
             listen,
             advertise: None,
+            plugin_cache: data_dir.join("plugin-cache"),
             data_dir,
             id: 1,
             peers: Some(BTreeMap::new()),
@@ -181,7 +184,7 @@ pub async fn start_on(
         ..Default::default()
     })
     .map_err(anyhow::Error::msg)?
-    .with_cache(config.data_dir.join("plugin-cache"));
+    .with_cache(config.plugin_cache.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let node = Node::new(config, url.clone(), store, runtime, bundled);
     tokio::spawn(node.clone().follow_leadership(shutdown_rx.clone()));
