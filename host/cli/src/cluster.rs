@@ -448,7 +448,16 @@ pub enum MastersCommand {
 pub async fn masters(cmd: MastersCommand, c: &Client) -> anyhow::Result<()> {
     match cmd {
         MastersCommand::List { json } => {
-            let v: Value = c.get("/api/wasmos/v1/masters").await?;
+            let mut v: Value = c.get("/api/wasmos/v1/masters").await?;
+            // Only the leader knows how far each member has caught up.
+            if v["this_master"]["state"] != "Leader"
+                && let Some(addr) = v["leader"]["address"].as_str()
+                && let Ok(from_leader) = Client::new(addr)
+                    .get::<Value>("/api/wasmos/v1/masters")
+                    .await
+            {
+                v = from_leader;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
@@ -458,17 +467,31 @@ pub async fn masters(cmd: MastersCommand, c: &Client) -> anyhow::Result<()> {
                 .map(|a| {
                     a.iter()
                         .map(|m| {
+                            let ack = match m["last_ack_ms"].as_u64() {
+                                Some(0) => "-".to_string(),
+                                Some(ms) if ms < 10_000 => format!("{ms} ms ago"),
+                                Some(ms) => format!("{} s ago", ms / 1000),
+                                None => "never".to_string(),
+                            };
                             vec![
                                 m["id"].to_string(),
                                 m["address"].as_str().unwrap_or("").to_string(),
                                 m["role"].as_str().unwrap_or("").to_string(),
+                                m["matched_index"]
+                                    .as_u64()
+                                    .map_or("?".into(), |i| i.to_string()),
+                                ack,
                             ]
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            table::print(&["ID", "ADDRESS", "ROLE"], &rows);
-            println!("term {}", v["term"]);
+            table::print(&["ID", "ADDRESS", "ROLE", "LOG INDEX", "LAST HEARD"], &rows);
+            let t = &v["this_master"];
+            println!(
+                "term {}; committed {}, applied {} (as master {} sees it)",
+                v["term"], t["committed"], t["applied"], t["id"]
+            );
             if let Some(r) = v["retired"].as_array()
                 && !r.is_empty()
             {

@@ -17,11 +17,14 @@ pub enum VarCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a variable's items.
+    /// Show a variable's items (and, on stderr, its modify index).
     Get {
         path: String,
         #[arg(long)]
         json: bool,
+        /// Print only the modify index (what `put --cas` takes).
+        #[arg(long, conflicts_with = "json")]
+        index: bool,
     },
     /// Write a variable: all its items at once, KEY=VALUE (repeatable).
     Put {
@@ -77,11 +80,14 @@ pub async fn run(cmd: VarCommand, c: &Client) -> anyhow::Result<()> {
                 table::print(&["PATH", "CREATED", "MODIFIED"], &rows);
             }
         }
-        VarCommand::Get { path, json } => {
+        VarCommand::Get { path, json, index } => {
             let v: VarView = c.get(&format!("/api/wasmos/v1/vars/{path}")).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if index {
+                println!("{}", v.modify_index);
             } else {
+                eprintln!("# {} (modify index {})", v.path, v.modify_index);
                 for (k, val) in v.items.unwrap_or_default() {
                     println!("{k}={val}");
                 }

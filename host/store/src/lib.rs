@@ -94,6 +94,11 @@ pub struct Member {
     pub addr: String,
     /// Voters elect and commit; learners only follow (a master being added).
     pub voter: bool,
+    /// On the leader: the last log index this member is known to hold.
+    pub matched: Option<u64>,
+    /// On the leader: milliseconds since this member last answered it
+    /// (None when it never has, or when this master does not lead).
+    pub last_ack_ms: Option<u64>,
 }
 
 /// How a master joins on its first start.
@@ -386,11 +391,33 @@ impl Store {
         let m = self.raft.metrics().borrow_watched().clone();
         let cfg = m.membership_config.membership();
         let voters: BTreeSet<u64> = cfg.voter_ids().collect();
+        let leading = m.state == ServerState::Leader;
         cfg.nodes()
-            .map(|(id, n)| Member {
-                id: *id,
-                addr: n.addr.clone(),
-                voter: voters.contains(id),
+            .map(|(id, n)| {
+                let me = *id == m.id;
+                let matched = if me && leading {
+                    m.last_log_index
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten())
+                        .map(|l| l.index)
+                };
+                let last_ack_ms = if me && leading {
+                    Some(0)
+                } else {
+                    m.heartbeat
+                        .as_ref()
+                        .and_then(|h| h.get(id).cloned().flatten())
+                        .map(|at| openraft::Instant::elapsed(&*at).as_millis() as u64)
+                };
+                Member {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    matched,
+                    last_ack_ms,
+                }
             })
             .collect()
     }
