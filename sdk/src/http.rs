@@ -34,6 +34,15 @@ impl Request {
         self.path.split('/').filter(|s| !s.is_empty()).collect()
     }
 
+    /// The path's non-empty segments, percent-decoded (`%20` is a space;
+    /// `+` stays `+`, as in any path).
+    pub fn decoded_segments(&self) -> Vec<String> {
+        self.segments()
+            .into_iter()
+            .map(|s| decode(s, false))
+            .collect()
+    }
+
     /// A query parameter, percent-decoded (the first, if repeated).
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query_params(name).into_iter().next()
@@ -48,8 +57,8 @@ impl Request {
             .filter(|pair| !pair.is_empty())
             .filter_map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let k = percent_decode(k);
-                (k == name || k == alt).then(|| percent_decode(v))
+                let k = decode(k, true);
+                (k == name || k == alt).then(|| decode(v, true))
             })
             .collect()
     }
@@ -69,13 +78,14 @@ impl Request {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Percent-decodes `s`; in a query (`plus_is_space`) `+` is a space.
+fn decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = bytes
                     .get(i + 1..i + 3)
@@ -172,6 +182,10 @@ mod tests {
     #[test]
     fn segments_skip_empty_parts() {
         assert_eq!(req("//tasks/t1/", "").segments(), vec!["tasks", "t1"]);
+        assert_eq!(
+            req("/job/a%20b+c%2Fd", "").decoded_segments(),
+            vec!["job", "a b+c/d"]
+        );
     }
 
     #[test]

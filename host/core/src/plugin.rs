@@ -41,7 +41,7 @@ pub enum ManifestError {
     )]
     WorldVersion { name: String, found: String },
     #[error(
-        "plugin {name}: http prefix {prefix:?} must start with `/` and name one path segment, e.g. `/v2`"
+        "plugin {name}: http prefix {prefix:?} must be `/` and path segments of letters, digits, `-` and `_`, e.g. `/v2` or `/v1/scheduler`, outside /api, /frameworks and /ui"
     )]
     BadPrefix { name: String, prefix: String },
     #[error(
@@ -54,7 +54,17 @@ pub enum ManifestError {
     OperatorsOnNonPlacement { name: String },
     #[error("plugin {name}: operator {operator:?} must be upper case letters, digits and `_`")]
     BadOperator { name: String, operator: String },
+    #[error(
+        "plugin {name}: tick_ms must be between {MIN_TICK_MS} and {MAX_TICK_MS}, and only frameworks tick"
+    )]
+    BadTick { name: String },
 }
+
+/// Bounds of a framework's tick interval.
+pub const MIN_TICK_MS: u64 = 50;
+pub const MAX_TICK_MS: u64 = 60_000;
+/// How often a framework is ticked when its manifest does not say.
+pub const DEFAULT_TICK_MS: u64 = 1000;
 
 /// A plugin's manifest (`plugin.toml` beside its source, or the config blob
 /// of its OCI artifact).
@@ -88,6 +98,10 @@ pub struct PluginManifest {
     /// e.g. `UNIQUE`).
     #[serde(default)]
     pub operators: Vec<String>,
+    /// How often a framework's `tick` is called, in milliseconds (default
+    /// [`DEFAULT_TICK_MS`]); a scheduler of timed work asks for more often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick_ms: Option<u64>,
 }
 
 impl PluginManifest {
@@ -144,13 +158,27 @@ impl PluginManifest {
                 });
             }
         }
+        if let Some(t) = self.tick_ms
+            && (self.kind != PluginKind::Framework || !(MIN_TICK_MS..=MAX_TICK_MS).contains(&t))
+        {
+            return Err(ManifestError::BadTick {
+                name: self.name.clone(),
+            });
+        }
         for p in &self.http_prefixes {
-            let seg = p.strip_prefix('/').unwrap_or("");
-            let ok = !seg.is_empty()
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok || seg == "api" || seg == "frameworks" || seg == "ui" {
+            let segs: Vec<&str> = match p.strip_prefix('/') {
+                Some(rest) => rest.split('/').collect(),
+                None => Vec::new(),
+            };
+            let ok = !segs.is_empty()
+                && segs.iter().all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+            let reserved = matches!(segs.first(), Some(&("api" | "frameworks" | "ui")));
+            if !ok || reserved {
                 return Err(ManifestError::BadPrefix {
                     name: self.name.clone(),
                     prefix: p.clone(),
@@ -159,6 +187,28 @@ impl PluginManifest {
         }
         Ok(())
     }
+
+    /// Whether a framework's prefixes hold `path` (the prefix itself or
+    /// anything below it).
+    pub fn holds_path(&self, path: &str) -> bool {
+        self.http_prefixes.iter().any(|p| prefix_holds(p, path))
+    }
+
+    /// The interval between `tick` calls.
+    pub fn tick_interval_ms(&self) -> u64 {
+        self.tick_ms.unwrap_or(DEFAULT_TICK_MS)
+    }
+}
+
+/// Root endpoints several frameworks may declare at once: the master
+/// answers `/ping` itself and merges every holder's `/metrics` (Marathon's
+/// and Chronos' clients both call them on the same address).
+pub const SHARED_PREFIXES: &[&str] = &["/ping", "/metrics"];
+
+/// Whether root prefix `prefix` (e.g. `/v1/scheduler`) holds `path`.
+pub fn prefix_holds(prefix: &str, path: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether a plugin built against `version` runs on this host. Before 1.0 a
@@ -189,6 +239,7 @@ mod tests {
             http_prefixes: vec![],
             event_streams: vec![],
             operators: vec![],
+            tick_ms: None,
         }
     }
 
@@ -227,9 +278,36 @@ mod tests {
         let mut m = manifest("marathon", WORLD_VERSION);
         m.http_prefixes = vec!["/v2".into()];
         assert!(m.validate().is_ok());
-        for bad in ["v2", "/api", "/a/b", "/"] {
+        for bad in ["v2", "/api", "/api/x", "/a//b", "/a/", "/", "/a b"] {
             m.http_prefixes = vec![bad.into()];
             assert!(m.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn nested_prefixes_hold_their_subtree_only() {
+        let mut m = manifest("chronos", WORLD_VERSION);
+        m.http_prefixes = vec!["/v1/scheduler".into(), "/ping".into()];
+        assert!(m.validate().is_ok());
+        assert!(m.holds_path("/v1/scheduler"));
+        assert!(m.holds_path("/v1/scheduler/jobs"));
+        assert!(m.holds_path("/ping"));
+        assert!(!m.holds_path("/v1/schedulerx"));
+        assert!(!m.holds_path("/v1/hosts"));
+        assert!(!m.holds_path("/pingu"));
+    }
+
+    #[test]
+    fn only_frameworks_tick_and_within_bounds() {
+        let mut m = manifest("chronos", WORLD_VERSION);
+        m.tick_ms = Some(100);
+        assert!(m.validate().is_ok());
+        assert_eq!(m.tick_interval_ms(), 100);
+        m.tick_ms = Some(10);
+        assert!(matches!(m.validate(), Err(ManifestError::BadTick { .. })));
+        m.tick_ms = Some(100);
+        m.kind = PluginKind::Placement;
+        assert!(matches!(m.validate(), Err(ManifestError::BadTick { .. })));
+        assert_eq!(manifest("x", WORLD_VERSION).tick_interval_ms(), 1000);
     }
 }

@@ -120,6 +120,7 @@ pub async fn spawn(
         .map_err(|e| format!("compiling panicked: {e}"))?
         .map_err(|e| e.to_string())?;
     let config = record.effective_config();
+    let tick = Duration::from_millis(record.manifest.tick_interval_ms());
     let instance = FrameworkInstance::new(
         &leader.runtime,
         &record.manifest.name,
@@ -143,6 +144,7 @@ pub async fn spawn(
         wake: wake.clone(),
         health: health.clone(),
         retry_at: None,
+        tick,
     };
     wake.notify_one();
     tokio::spawn(actor.run(rx));
@@ -168,11 +170,15 @@ struct Actor {
     health: Arc<Mutex<(PluginHealth, Option<String>)>>,
     /// After a failed call, deliveries wait until then.
     retry_at: Option<tokio::time::Instant>,
+    /// How often the plugin's `tick` is called (its manifest's `tick_ms`).
+    tick: Duration,
 }
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<FrameworkMsg>) {
         let mut shutdown = self.leader.shutdown.clone();
+        let mut ticks = tokio::time::interval(self.tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let retry_at = self.retry_at;
             let retry = async move {
@@ -187,6 +193,7 @@ impl Actor {
                     None => break,
                 },
                 _ = self.wake.notified() => {}
+                _ = ticks.tick() => self.handle(FrameworkMsg::Tick).await,
                 _ = retry => self.retry_at = None,
                 _ = shutdown.changed() => break,
             }
@@ -459,7 +466,15 @@ impl Actor {
         let responses = match result {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(framework = %self.id, error = %e, "cannot commit a framework's changes");
+                tracing::error!(framework = %self.id, error = %e, "cannot commit a framework's changes; its instance restarts from the replicated state");
+                // The call's effects are lost, but the instance's memory
+                // believes them done: rebuild it from what was committed.
+                let _ = self
+                    .call(|i| {
+                        i.restart();
+                        Ok(())
+                    })
+                    .await;
                 return false;
             }
         };

@@ -178,22 +178,43 @@ async fn leader_info(State(n): NodeState) -> ApiJson<serde_json::Value> {
     }))
 }
 
+/// A member that has not answered the leader for this long is shown as
+/// unreachable (raft heartbeats go out every 50 ms by default).
+const UNREACHABLE_AFTER_MS: u64 = 2000;
+
 async fn masters(State(n): NodeState) -> ApiJson<serde_json::Value> {
     let l = n.leadership();
     let leader = l.leader.as_ref().map(|(id, _)| *id);
+    let is_leader = leader == Some(n.store.node_id());
     let members: Vec<serde_json::Value> = n
         .store
         .members()
         .into_iter()
         .map(|m| {
+            // Only the leader hears from every member: elsewhere a member's
+            // reachability is unknown, not assumed.
+            let silent = m.last_ack_ms.is_none_or(|ms| ms > UNREACHABLE_AFTER_MS);
+            let role = if Some(m.id) == leader {
+                "leader"
+            } else if is_leader && silent {
+                "unreachable"
+            } else if m.voter {
+                "follower"
+            } else {
+                "learner"
+            };
             json!({
                 "id": m.id,
                 "address": m.addr,
-                "role": if Some(m.id) == leader { "leader" } else if m.voter { "follower" } else { "learner" },
+                "role": role,
+                "voter": m.voter,
+                "matched_index": m.matched,
+                "last_ack_ms": m.last_ack_ms,
             })
         })
         .collect();
     ApiJson(json!({
+        "leader": l.leader.map(|(id, address)| json!({ "id": id, "address": address })),
         "term": l.term,
         "masters": members,
         "retired": n.store.read(|s| s.retired_masters.clone()),
@@ -275,18 +296,39 @@ async fn not_found(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let prefix = format!("/{}", uri.path().split('/').nth(1).unwrap_or(""));
+    let path = uri.path();
+    if wasmos_core::plugin::SHARED_PREFIXES.contains(&path) {
+        let holders: Vec<String> = n.store.read(|s| {
+            s.plugins
+                .values()
+                .filter(|p| p.manifest.http_prefixes.iter().any(|q| q == path))
+                .map(|p| p.manifest.name.clone())
+                .collect()
+        });
+        if !holders.is_empty() {
+            return shared_endpoint(&n, &method, &uri, &headers, holders).await;
+        }
+    }
+    // The longest prefix that holds the path wins (`/v1/scheduler` over a
+    // hypothetical `/v1`).
     let owner = n.store.read(|s| {
         s.plugins
             .values()
-            .find(|p| p.manifest.http_prefixes.contains(&prefix))
-            .map(|p| {
-                let stream = p.manifest.event_streams.iter().any(|e| e == uri.path());
-                (p.manifest.name.clone(), stream)
+            .filter_map(|p| {
+                let longest = p
+                    .manifest
+                    .http_prefixes
+                    .iter()
+                    .filter(|q| wasmos_core::plugin::prefix_holds(q, path))
+                    .map(String::len)
+                    .max()?;
+                let stream = p.manifest.event_streams.iter().any(|e| e == path);
+                Some((longest, p.manifest.name.clone(), stream))
             })
+            .max_by_key(|(len, _, _)| *len)
     });
-    let Some((name, is_stream)) = owner else {
-        return ApiError::NotFound(format!("no endpoint {method} {}", uri.path())).into_response();
+    let Some((_, name, is_stream)) = owner else {
+        return ApiError::NotFound(format!("no endpoint {method} {path}")).into_response();
     };
     let Some(l) = n.leader() else {
         return n.redirect(&uri);
@@ -314,6 +356,82 @@ async fn not_found(
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// `/ping` and `/metrics`, which several frameworks may declare: the master
+/// answers `/ping` as Marathon and Chronos do (`pong`, or the JSON string
+/// when the client prefers JSON), and merges the Dropwizard-style JSON of
+/// every holder's `/metrics` (their metric names carry their own prefixes).
+async fn shared_endpoint(
+    n: &Node,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    holders: Vec<String>,
+) -> Response {
+    if *method != Method::GET && *method != Method::HEAD {
+        return ApiError::Rejection {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("{method} {} is not allowed; GET it", uri.path()),
+        }
+        .into_response();
+    }
+    if uri.path() == "/ping" {
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return if accept.contains("application/json") && !accept.contains("text/plain") {
+            axum::Json(json!("pong")).into_response()
+        } else {
+            (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "pong\n",
+            )
+                .into_response()
+        };
+    }
+    let Some(l) = n.leader() else {
+        return n.redirect(uri);
+    };
+    let mut merged = serde_json::Map::new();
+    for name in holders {
+        let req = HttpRequest {
+            method: "GET".into(),
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or("").to_string(),
+            headers: vec![("accept".into(), "application/json".into())],
+            body: Vec::new(),
+        };
+        let part = match call_framework(&l, &name, req).await {
+            Ok(r) if r.status == 200 => {
+                serde_json::from_slice::<serde_json::Value>(&r.body).unwrap_or_default()
+            }
+            Ok(r) => {
+                tracing::debug!(framework = %name, status = r.status, "metrics not served");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(framework = %name, error = %e, "metrics not served");
+                continue;
+            }
+        };
+        let serde_json::Value::Object(part) = part else {
+            continue;
+        };
+        for (k, v) in part {
+            match (merged.get_mut(&k), v) {
+                (Some(serde_json::Value::Object(into)), serde_json::Value::Object(more)) => {
+                    into.extend(more);
+                }
+                (Some(_), _) => {}
+                (None, v) => {
+                    merged.insert(k, v);
+                }
+            }
+        }
+    }
+    axum::Json(serde_json::Value::Object(merged)).into_response()
 }
 
 /// Agents must present the cluster secret, when one is configured.

@@ -327,7 +327,7 @@ impl Leader {
         }
     }
 
-    /// Ticks frameworks, expires silent agents.
+    /// Expires silent agents (framework actors tick themselves).
     async fn housekeeping_loop(self: Arc<Self>) {
         let mut shutdown = self.shutdown.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -336,9 +336,6 @@ impl Leader {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
-            }
-            for h in self.frameworks_read().values() {
-                h.try_send(FrameworkMsg::Tick);
             }
             let now = Instant::now();
             let mut silent = self.agents.expire(now, self.config.agent_timeout);

@@ -433,6 +433,13 @@ impl FrameworkInstance {
         self.sandbox.reset(config)
     }
 
+    /// Drops the instance so that the next call starts a new one, which
+    /// rebuilds its memory from the replicated state in `init` (after a
+    /// call whose effects could not be committed).
+    pub fn restart(&mut self) {
+        self.sandbox.restart()
+    }
+
     pub fn offers(&mut self, offers: &[Offer]) -> Result<Effects, CallError> {
         let offers: Vec<wit::Offer> = offers.iter().map(offer_to_wit).collect();
         self.call(|fw, store| fw.call_offers(store, &offers))

@@ -158,6 +158,12 @@ impl<W: World> Sandbox<W> {
     }
 
     /// Forgets failures and the live instance, with a new configuration.
+    /// Drops the live instance: the next call builds a new one (`init`
+    /// first), keeping the configuration and the failure count.
+    pub(crate) fn restart(&mut self) {
+        self.live = None;
+    }
+
     pub(crate) fn reset(&mut self, config: std::collections::BTreeMap<String, String>) {
         self.config = config.into_iter().collect();
         self.live = None;

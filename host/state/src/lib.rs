@@ -426,8 +426,15 @@ impl State {
                 }
                 let name = record.manifest.name.clone();
                 for prefix in &record.manifest.http_prefixes {
+                    if wasmos_core::plugin::SHARED_PREFIXES.contains(&prefix.as_str()) {
+                        continue;
+                    }
                     if let Some(other) = self.plugins.values().find(|p| {
-                        p.manifest.name != name && p.manifest.http_prefixes.contains(prefix)
+                        p.manifest.name != name
+                            && p.manifest.http_prefixes.iter().any(|q| {
+                                wasmos_core::plugin::prefix_holds(q, prefix)
+                                    || wasmos_core::plugin::prefix_holds(prefix, q)
+                            })
                     }) {
                         return rejected(format!(
                             "http prefix {prefix} is held by plugin {}",

@@ -469,6 +469,7 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
                     http_prefixes: vec![],
                     event_streams: vec![],
                     operators: vec!["UNIQUE".into()],
+                    tick_ms: None,
                 },
                 digest: "sha256:00".into(),
                 component: wasmos_core::bytes::Blob(vec![0, 97, 115, 109]),
