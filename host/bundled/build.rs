@@ -12,6 +12,7 @@ const PLUGINS: &[&str] = &[
     "wasmos-plugin-health-command",
     "wasmos-plugin-labels",
     "wasmos-plugin-marathon",
+    "wasmos-plugin-chronos",
 ];
 
 fn main() {

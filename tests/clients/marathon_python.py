@@ -7,6 +7,8 @@ import collections.abc
 import sys
 import time
 
+from common import wait
+
 # marathon-python 0.13.0 predates Python 3.10, which moved Iterable out of
 # `collections`; restore the alias it uses (a client-side fix only).
 collections.Iterable = collections.abc.Iterable
@@ -16,18 +18,6 @@ from marathon.exceptions import NotFoundError
 from marathon.models import MarathonApp, MarathonConstraint, MarathonGroup, MarathonHealthCheck
 
 c = MarathonClient(sys.argv[1])
-
-
-def wait(what, check, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            if check():
-                return
-        except Exception as e:  # a transient state is fine; the deadline is not
-            last = e
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def deployed(app_id, n):

@@ -638,31 +638,9 @@ async fn the_event_stream_sends_marathon_events_framed_for_its_clients() {
 /// answer strictly (an unknown key or a wrong timestamp format is an error).
 #[tokio::test(flavor = "multi_thread")]
 async fn marathon_python_drives_wasmos_unchanged() {
-    let python = wasmos_tests::root().join("target/py/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: `./dev test` installs marathon-python there",
-        python.display()
-    );
     let c = Cluster::up().await;
     V2::new(&c.up.url).wait_up().await;
-    let script = wasmos_tests::root().join("tests/clients/marathon_python.py");
-    let out = tokio::time::timeout(
-        Duration::from_secs(240),
-        tokio::process::Command::new(&python)
-            .arg(&script)
-            .arg(&c.up.url)
-            .output(),
-    )
-    .await
-    .expect("the client script finishes")
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("marathon-python: ok"),
-        "{stdout}\n{stderr}"
-    );
+    wasmos_tests::run_client_script("marathon_python.py", &c.up.url, "marathon-python: ok").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

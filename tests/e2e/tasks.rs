@@ -238,7 +238,12 @@ async fn a_task_no_agent_can_fit_waits_says_so_and_can_be_given_up() {
 async fn a_new_task_revives_offers_declined_while_others_wait_for_placement() {
     let c = Cluster::up().await;
     let out = c
-        .cli(&["plugin", "config", "exec", "refuse_while_waiting_seconds=600"])
+        .cli(&[
+            "plugin",
+            "config",
+            "exec",
+            "refuse_while_waiting_seconds=600",
+        ])
         .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     for id in ["solo-1", "solo-2"] {
@@ -269,5 +274,9 @@ async fn a_new_task_revives_offers_declined_while_others_wait_for_placement() {
     )
     .await
     .expect("echo ran long before the ten-minute refuse filter ended");
-    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "hi\n"), "{out:?}");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "hi\n"),
+        "{out:?}"
+    );
 }

@@ -299,6 +299,34 @@ pub async fn cli(master: &str, args: &[&str]) -> Output {
     }
 }
 
+/// Runs `tests/clients/<script>` with the Python that `./dev test` set up
+/// (`target/py`, where the client libraries are installed) and `arg`;
+/// panics with its output unless it exits 0 and prints `<ok>`.
+pub async fn run_client_script(script: &str, arg: &str, ok: &str) {
+    let python = root().join("target/py/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `./dev test` installs the client libraries there",
+        python.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(240),
+        Command::new(&python)
+            .arg(root().join("tests/clients").join(script))
+            .arg(arg)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{script} did not finish in 240 s"))
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(ok),
+        "{script}:\n{stdout}\n{stderr}"
+    );
+}
+
 /// A JSON API client for assertions.
 #[derive(Debug, Clone)]
 pub struct Api {

@@ -30,6 +30,7 @@ const RAW: &[(&str, &[u8])] = &[
     bundled!("health-command", "wasmos_plugin_health_command"),
     bundled!("labels", "wasmos_plugin_labels"),
     bundled!("marathon", "wasmos_plugin_marathon"),
+    bundled!("chronos", "wasmos_plugin_chronos"),
 ];
 
 /// Every bundled plugin, manifests parsed and validated.
@@ -64,7 +65,8 @@ mod tests {
                 "health-tcp",
                 "health-command",
                 "labels",
-                "marathon"
+                "marathon",
+                "chronos"
             ]
         );
         for p in all {

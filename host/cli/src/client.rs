@@ -239,6 +239,25 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// A request whose success has no body worth reading (Chronos answers
+    /// 204): `method` with an optional JSON body.
+    pub async fn send_no_content(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(), ClientError> {
+        self.send(path, |b| {
+            let r = self.http.request(method.clone(), format!("{b}{path}"));
+            match body {
+                Some(v) => r.json(v),
+                None => r,
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// DELETE, expecting no body back.
     pub async fn delete_empty(&self, path: &str) -> Result<(), ClientError> {
         self.send(path, |b| self.http.delete(format!("{b}{path}")))

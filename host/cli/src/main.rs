@@ -9,6 +9,7 @@ mod app;
 mod client;
 mod cluster;
 mod daemon;
+mod job;
 mod table;
 mod task;
 mod vars;
@@ -72,6 +73,9 @@ enum Command {
     /// Deploy, scale, restart and remove long-running apps (Marathon).
     #[command(subcommand)]
     App(app::AppCommand),
+    /// Add, list, run and remove repeating and dependent jobs (Chronos).
+    #[command(subcommand)]
+    Job(job::JobCommand),
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
                 .map(|_| 0),
             Command::Var(c) => vars::run(c, &client::Client::new(&master)).await.map(|_| 0),
             Command::App(c) => app::run(c, &client::Client::new(&master)).await,
+            Command::Job(c) => job::run(c, &client::Client::new(&master)).await,
         }
     });
     // Tasks' output may still be draining to a pipe; leave promptly anyway.
