@@ -446,12 +446,32 @@ async fn leader_kills_mid_schedule_neither_lose_nor_repeat_a_due_run() {
     wait_chronos(&api_of(follower)).await;
     let period = 3000;
     let start = (now_ms() / 1000 + 2) * 1000;
-    add(
-        &api_of(follower),
-        json!({"name": "beat", "command": REPORT, "mem": 32, "cpus": 0.05,
-               "schedule": format!("R/{}Z/PT3S", civil(start))}),
-    )
-    .await;
+    // A follower forwards Chronos' API to the leader, as Chronos' masters
+    // did: a client that does not follow a redirect on POST (httplib2,
+    // under chronos-python) is answered by the leader all the same.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects
+        .post(format!("{}/v1/scheduler/iso8601", m.url(follower)))
+        .json(
+            &json!({"name": "beat", "command": REPORT, "mem": 32, "cpus": 0.05,
+                      "schedule": format!("R/{}Z/PT3S", civil(start))}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
+    let listed: Value = no_redirects
+        .get(format!("{}/scheduler/jobs", m.url(follower)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["name"], "beat", "{listed}");
     wait_count(&api_of(follower), "beat", "successCount", 2).await;
 
     // Kill the leader just before an instant, then, with the first master

@@ -330,12 +330,17 @@ async fn not_found(
     let Some((_, name, is_stream)) = owner else {
         return ApiError::NotFound(format!("no endpoint {method} {path}")).into_response();
     };
-    let Some(l) = n.leader() else {
-        return n.redirect(&uri);
-    };
     let body = match body {
         Ok(b) => b,
         Err(e) => return e.into_response(),
+    };
+    let Some(l) = n.leader() else {
+        // Event streams go to the leader by redirect; the rest is forwarded.
+        return if is_stream {
+            n.redirect(&uri)
+        } else {
+            n.proxy(&method, &uri, &headers, body).await
+        };
     };
     // The plugin sees the whole path, as it does below `/frameworks/<name>`.
     let path = uri.path().to_string();

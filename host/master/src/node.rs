@@ -6,7 +6,9 @@
 //! committed before (a linearizable barrier), then starts a `Leader` for T;
 //! the moment raft says otherwise, that `Leader` is stopped (its loops and
 //! framework actors end, its offers are void). Requests that only a leader
-//! can answer are sent to the leader with a 307 from followers.
+//! can answer are sent to the leader with a 307 from followers, except
+//! those for frameworks' root paths (Marathon's, Chronos'), which followers
+//! forward to the leader as those masters did.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,6 +23,22 @@ use wasmos_store::{Leadership, Store};
 
 use crate::MasterConfig;
 use crate::leader::Leader;
+
+/// Set on a request a follower forwards to the leader (the forwarder's id).
+const PROXIED: &str = "x-wasmos-proxied-by";
+/// Headers that belong to one connection, not to the request.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "te",
+    "trailer",
+];
+/// How long a forwarded request may take.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A leader and the switch that stops it.
 struct Acting {
@@ -39,6 +57,8 @@ pub struct Node {
     pub runtime: PluginRuntime,
     bundled: Vec<(PluginManifest, &'static [u8])>,
     acting: RwLock<Option<Acting>>,
+    /// Forwards framework API requests to the leader (see `proxy`).
+    proxy_http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Node {
@@ -65,6 +85,12 @@ impl Node {
             runtime,
             bundled,
             acting: RwLock::new(None),
+            proxy_http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(PROXY_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
         })
     }
 
@@ -168,6 +194,82 @@ impl Node {
     fn other_leader(&self) -> Option<(u64, String)> {
         let l = self.leadership();
         l.leader.filter(|(id, _)| *id != self.store.node_id())
+    }
+
+    /// Sends a request for a framework's root paths (`/v2`, `/v1/scheduler`)
+    /// on to the leader and relays its answer, as Marathon and Chronos
+    /// masters do: some of their clients do not follow a redirect for a
+    /// POST or PUT (chronos-python's httplib2 takes the 307 as success).
+    /// A request already proxied once is redirected instead of forwarded
+    /// again; while no leader is known, the answer is 503 (retry).
+    pub async fn proxy(
+        &self,
+        method: &axum::http::Method,
+        uri: &Uri,
+        headers: &axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let Some((id, addr)) = self.other_leader() else {
+            return self.redirect(uri);
+        };
+        if headers.contains_key(PROXIED) {
+            return self.redirect(uri);
+        }
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let url = format!("{}{path}", addr.trim_end_matches('/'));
+        let Ok(m) = reqwest::Method::from_bytes(method.as_str().as_bytes()) else {
+            return self.redirect(uri);
+        };
+        let mut req = self.proxy_http.request(m, &url).body(body);
+        for (k, v) in headers {
+            if !HOP_BY_HOP.contains(&k.as_str()) {
+                req = req.header(k.as_str(), v.as_bytes());
+            }
+        }
+        req = req.header(PROXIED, self.store.node_id().to_string());
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => {
+                let mut r = crate::error::ApiError::Retry(format!(
+                    "the leader (master {id} at {addr}) cannot be reached from this master; retry shortly"
+                ))
+                .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            Err(e) => {
+                return crate::error::ApiError::BadGateway(format!(
+                    "the leader (master {id} at {addr}) did not answer ({e}); the request may or may not have been carried out"
+                ))
+                .into_response();
+            }
+        };
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut out = axum::http::HeaderMap::new();
+        for (k, v) in resp.headers() {
+            if !HOP_BY_HOP.contains(&k.as_str()) && k.as_str() != "content-length" {
+                if let (Ok(k), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(k.as_str().as_bytes()),
+                    HeaderValue::from_bytes(v.as_bytes()),
+                ) {
+                    out.append(k, v);
+                }
+            }
+        }
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return crate::error::ApiError::BadGateway(format!(
+                    "the leader's answer broke off ({e}); the request may or may not have been carried out"
+                ))
+                .into_response();
+            }
+        };
+        let mut r = (status, bytes).into_response();
+        r.headers_mut().extend(out);
+        r
     }
 
     /// 307 to the same path on the leader; 503 while none is known.
