@@ -249,13 +249,14 @@ impl Node {
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut out = axum::http::HeaderMap::new();
         for (k, v) in resp.headers() {
-            if !HOP_BY_HOP.contains(&k.as_str()) && k.as_str() != "content-length" {
-                if let (Ok(k), Ok(v)) = (
+            if !HOP_BY_HOP.contains(&k.as_str())
+                && k.as_str() != "content-length"
+                && let (Ok(k), Ok(v)) = (
                     axum::http::HeaderName::from_bytes(k.as_str().as_bytes()),
                     HeaderValue::from_bytes(v.as_bytes()),
-                ) {
-                    out.append(k, v);
-                }
+                )
+            {
+                out.append(k, v);
             }
         }
         let bytes = match resp.bytes().await {
