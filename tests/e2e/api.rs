@@ -216,6 +216,7 @@ async fn agents_and_frameworks_are_listed() {
     assert_eq!(
         names,
         [
+            "chronos",
             "constraints",
             "exec",
             "health-command",

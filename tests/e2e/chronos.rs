@@ -539,5 +539,44 @@ async fn chronos_python_drives_both_api_prefixes_unchanged() {
     let c = Cluster::up().await;
     wait_chronos(&c.api).await;
     let server = c.up.url.trim_start_matches("http://");
-    wasmos_tests::run_client_script("chronos_python.py", server, "chronos-python: ok").await;
+    wasmos_tests::run_client_script("chronos_python.py", &[server], "chronos-python: ok").await;
+}
+
+/// The dashboard's Jobs view in a real headless Chromium: the jobs with
+/// their schedules and results, the dependency tree, and a deep link to a
+/// job's runs, at desktop and at phone width, with no page error.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_jobs_their_runs_and_the_graph_in_a_real_browser() {
+    let c = Cluster::up().await;
+    wait_chronos(&c.api).await;
+    add(
+        &c.api,
+        json!({"name": "nightly", "command": "true", "mem": 32,
+               "schedule": "R/2030-01-01T02:00:00Z/P1D", "scheduleTimeZone": "Europe/Berlin"}),
+    )
+    .await;
+    add(
+        &c.api,
+        json!({"name": "after-nightly", "command": "echo done", "mem": 32, "parents": ["nightly"]}),
+    )
+    .await;
+    let (code, _) = c
+        .api
+        .send(Method::PUT, "/v1/scheduler/job/nightly", None)
+        .await;
+    assert_eq!(code, 204);
+    wait_count(&c.api, "after-nightly", "successCount", 1).await;
+    let page = format!("{}/#job/after-nightly", c.up.url);
+    let ready = "(() => { const t = (s) => document.querySelector(s)?.textContent || ''; \
+        return t('#jobs').includes('nightly') && t('#jobs').includes('Europe/Berlin') \
+        && t('#jobs').includes('after nightly') && t('#job-name') === 'after-nightly' \
+        && t('#job-runs tbody').includes('succeeded') && t('#job-graph').includes('└── after-nightly'); })()";
+    for extra in [
+        &[][..],
+        &["--width", "390", "--height", "844", "--mobile"][..],
+    ] {
+        let mut args = vec![page.as_str(), ready];
+        args.extend_from_slice(extra);
+        wasmos_tests::run_client_script("browser.py", &args, "true").await;
+    }
 }

@@ -640,7 +640,8 @@ async fn the_event_stream_sends_marathon_events_framed_for_its_clients() {
 async fn marathon_python_drives_wasmos_unchanged() {
     let c = Cluster::up().await;
     V2::new(&c.up.url).wait_up().await;
-    wasmos_tests::run_client_script("marathon_python.py", &c.up.url, "marathon-python: ok").await;
+    wasmos_tests::run_client_script("marathon_python.py", &[&c.up.url], "marathon-python: ok")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -223,7 +223,8 @@ async fn a_task_no_agent_can_fit_waits_says_so_and_can_be_given_up() {
     assert!(kill.stderr.contains("was queued"), "{kill:?}");
     let out = runner.await.unwrap();
     assert!(
-        out.stderr.contains("waiting for an offer that fits"),
+        out.stderr
+            .contains("waiting for an offer: no offer has 1000 cpus free"),
         "{out:?}"
     );
     assert_eq!(out.code, Some(137), "{out:?}");

@@ -300,9 +300,9 @@ pub async fn cli(master: &str, args: &[&str]) -> Output {
 }
 
 /// Runs `tests/clients/<script>` with the Python that `./dev test` set up
-/// (`target/py`, where the client libraries are installed) and `arg`;
+/// (`target/py`, where the client libraries are installed) and `args`;
 /// panics with its output unless it exits 0 and prints `<ok>`.
-pub async fn run_client_script(script: &str, arg: &str, ok: &str) {
+pub async fn run_client_script(script: &str, args: &[&str], ok: &str) {
     let python = root().join("target/py/bin/python");
     assert!(
         python.exists(),
@@ -313,7 +313,7 @@ pub async fn run_client_script(script: &str, arg: &str, ok: &str) {
         Duration::from_secs(240),
         Command::new(&python)
             .arg(root().join("tests/clients").join(script))
-            .arg(arg)
+            .args(args)
             .output(),
     )
     .await

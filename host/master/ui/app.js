@@ -78,12 +78,55 @@ async function renderFrameworks() {
       <td><code title="${esc(p.digest)}">${esc(p.digest.slice(7, 19))}</code></td></tr>`).join("");
 }
 
+// Jobs, from the chronos framework's own view (absent when it is not installed).
+const JOBS = "/frameworks/chronos";
+const when = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "–");
+let openJob = null;
+
+async function renderJobs() {
+  const r = await fetch(JOBS + "/jobs");
+  if (!r.ok) { $("#jobs-section").hidden = true; return; }
+  $("#jobs-section").hidden = false;
+  const { jobs } = await r.json();
+  $("#jobs tbody").innerHTML = jobs.map((j) => {
+    const sched = j.kind === "dependent" ? `after ${j.parents.map(esc).join(" + ")}` : `<code>${esc(j.schedule)}</code>${j.schedule_time_zone ? ` <span class="dim">${esc(j.schedule_time_zone)}</span>` : ""}`;
+    const last = j.last_run ? `<span class="${esc(j.last_run.result)}">${esc(j.last_run.result)}</span> <span class="dim">${esc(when(j.last_run.ended))}</span>` : '<span class="dim">never ran</span>';
+    return `<tr class="clickable" data-job="${esc(j.name)}"><td><code>${esc(j.name)}</code></td><td>${sched}</td>
+      <td>${j.disabled ? '<span class="dim">disabled</span>' : esc(when(j.next_run))}</td><td>${last}</td>
+      <td>${j.success_count} / <span class="${j.error_count ? "failed" : ""}">${j.error_count}</span></td>
+      <td class="${/running/.test(j.state) ? "running" : esc(j.state)}" title="${esc(j.waiting_for || "")}">${esc(j.state)}</td>
+      <td><button data-run-job="${esc(j.name)}"${j.disabled ? " disabled" : ""}>run now</button></td></tr>`;
+  }).join("") || `<tr><td colspan="7" class="dim">no jobs; add one with <code>wasmos job add FILE</code> or POST Chronos job JSON to /v1/scheduler/iso8601</td></tr>`;
+  const g = await (await fetch(JOBS + "/graph")).json().catch(() => ({}));
+  $("#job-graph").textContent = g.tree || "no jobs";
+  if (openJob) await renderJob(openJob);
+}
+
+async function renderJob(name) {
+  const r = await fetch(`${JOBS}/jobs/${encodeURIComponent(name)}`);
+  if (!r.ok) { $("#job-detail").hidden = true; openJob = null; return; }
+  const d = await r.json();
+  openJob = name;
+  $("#job-detail").hidden = false;
+  $("#job-name").textContent = name;
+  const s = d.stats;
+  $("#job-summary").textContent = s.count ? `· due → end median ${num(s.median_ms, 0)} ms, p99 ${num(s.p99_ms, 0)} ms over ${s.count} successes` : "";
+  const row = (run) => {
+    const a = run.attempts[run.attempts.length - 1] || {};
+    return `<tr><td><code>${esc(run.id)}</code></td><td>${esc(when(run.due))}</td><td>${esc(run.trigger)}</td>
+      <td class="${esc(run.state)}" title="${esc(run.message || "")}">${esc(run.state)}${run.message ? ` <span class="dim">${esc(run.message).slice(0, 60)}</span>` : ""}</td>
+      <td>${run.attempts.length}</td><td>${esc(when(run.started))}</td><td>${esc(when(run.ended))}</td><td>${a.exit_code ?? "–"}</td>
+      <td>${a.task_id ? `<a href="#" data-task="${esc(a.task_id)}"><code>${esc(a.task_id)}</code></a>` : "–"}</td></tr>`;
+  };
+  $("#job-runs tbody").innerHTML = [...d.active, ...d.history].map(row).join("") || `<tr><td colspan="9" class="dim">no runs yet</td></tr>`;
+}
+
 let refreshTimer = null;
 function refreshSoon() {
   if (refreshTimer) return;
   refreshTimer = setTimeout(async () => {
     refreshTimer = null;
-    await Promise.allSettled([renderSummary(), renderTasks(), renderAgents(), renderFrameworks()]);
+    await Promise.allSettled([renderSummary(), renderTasks(), renderAgents(), renderFrameworks(), renderJobs()]);
   }, 150);
 }
 
@@ -143,11 +186,30 @@ document.addEventListener("click", async (e) => {
     if (!r.ok) alert((await r.json().catch(() => ({}))).message || r.statusText);
     return;
   }
+  const runJob = e.target.closest("[data-run-job]");
+  if (runJob) {
+    e.stopPropagation();
+    const r = await fetch(`${JOBS}/jobs/${encodeURIComponent(runJob.dataset.runJob)}/runs`, { method: "POST" });
+    if (!r.ok) alert((await r.json().catch(() => ({}))).message || r.statusText);
+    location.hash = "job/" + encodeURIComponent(runJob.dataset.runJob);
+    refreshSoon();
+    return;
+  }
+  const job = e.target.closest("[data-job]");
+  if (job) { location.hash = "job/" + encodeURIComponent(job.dataset.job); return; }
   const row = e.target.closest("[data-task]");
-  if (row) openLogs(row.dataset.task);
+  if (row) { e.preventDefault(); openLogs(row.dataset.task); }
   const tab = e.target.closest(".tabs button");
   if (tab && logs.task) openLogs(logs.task, tab.dataset.file);
 });
+// Deep links: #job/<name> opens a job's runs.
+function followHash() {
+  const m = location.hash.match(/^#job\/(.+)$/);
+  if (m) renderJob(decodeURIComponent(m[1])).then(() => $("#job-detail").scrollIntoView({ block: "nearest" }));
+  else { openJob = null; $("#job-detail").hidden = true; }
+}
+window.addEventListener("hashchange", followHash);
+$("#job-close").onclick = () => { location.hash = ""; };
 $("#logs-close").onclick = () => { $("#logs").hidden = true; clearInterval(logs.timer); logs.task = null; };
 $("#show-done").onchange = refreshSoon;
 
@@ -162,4 +224,5 @@ $("#run").onsubmit = async (e) => {
 
 connectEvents();
 refreshSoon();
+followHash();
 setInterval(refreshSoon, 10000);
