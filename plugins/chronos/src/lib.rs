@@ -52,6 +52,7 @@ struct Settings {
     failure_retry_ms: u64,
     disable_after_failures: u64,
     history_per_job: usize,
+    unreachable_timeout_ms: u64,
 }
 
 impl Settings {
@@ -83,6 +84,7 @@ impl Settings {
             failure_retry_ms: num("failure_retry_ms", 60_000.0)? as u64,
             disable_after_failures: num("disable_after_failures", 0.0)? as u64,
             history_per_job: (num("history_per_job", 100.0)? as usize).max(1),
+            unreachable_timeout_ms: num("unreachable_timeout_ms", 300_000.0)? as u64,
         })
     }
 }
@@ -478,6 +480,10 @@ impl Chronos {
         }
         if let Some(a) = run.current_mut() {
             a.state = state_name(update.state).to_string();
+            a.unreachable_ms = match update.state {
+                TaskState::Unreachable => a.unreachable_ms.or(Some(now_ms)),
+                _ => None,
+            };
             if let Some(agent) = &update.agent_id {
                 a.agent_id = agent.clone();
             }
@@ -563,10 +569,13 @@ impl Chronos {
         run.state = RunState::Succeeded;
         run.message = None;
         self.succeeded += 1;
-        let exhausted = self
-            .schedules
-            .get(&key.0)
-            .is_some_and(|s| s.repeat == Some(0));
+        // The schedule's last occurrence succeeded: Chronos disables the
+        // job. A manual or dependent run of a job with R0 left does not.
+        let exhausted = run.trigger == Trigger::Schedule
+            && self
+                .schedules
+                .get(&key.0)
+                .is_some_and(|s| s.repeat == Some(0));
         if let Some(j) = self.jobs.get_mut(&key.0) {
             j.counters.success_count += 1;
             j.counters.errors_since_last_success = 0;
@@ -744,6 +753,61 @@ impl Chronos {
         }
     }
 
+    /// Queued runs of jobs disabled since are dropped, as Chronos drops
+    /// them when they come out of its queue.
+    fn drop_disabled(&mut self, now_ms: u64) {
+        let dropped: Vec<RunKey> = self
+            .runs
+            .iter()
+            .filter(|(k, r)| {
+                r.state == RunState::Queued && self.jobs.get(&k.0).is_none_or(|j| j.def.disabled)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in dropped {
+            if let Some(mut run) = self.runs.get(&key).cloned() {
+                log::info(&format!(
+                    "run {}/{} dropped: its job is disabled",
+                    key.0, key.1
+                ));
+                run.state = RunState::Killed;
+                run.message = Some("dropped before it ran: the job was disabled".into());
+                self.finish(key, run, now_ms);
+            }
+        }
+    }
+
+    /// An attempt whose agent has been unreachable for longer than
+    /// `unreachable_timeout_ms` counts as lost: it is killed (should the
+    /// agent come back) and fails, so the run retries elsewhere instead of
+    /// blocking its job for good.
+    fn give_up_unreachable(&mut self, now_ms: u64) {
+        let limit = self.settings.unreachable_timeout_ms;
+        let lost: Vec<RunKey> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| {
+                r.current()
+                    .and_then(|a| a.unreachable_ms)
+                    .is_some_and(|since| since + limit <= now_ms)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in lost {
+            let Some(run) = self.runs.get(&key).cloned() else {
+                continue;
+            };
+            if let Some(a) = run.current() {
+                driver::kill(&a.task_id);
+            }
+            let why = format!(
+                "its agent was unreachable for {} s; the attempt is counted lost",
+                limit / 1000
+            );
+            self.fail(key, run, now_ms, why);
+        }
+    }
+
     /// Adds or replaces a job (validated by the API), keeping what the
     /// server knows about it.
     pub(crate) fn put_job(
@@ -755,6 +819,10 @@ impl Chronos {
         let name = def.name.clone();
         let now_ms = now();
         let previous = self.jobs.remove(&name);
+        let old_parents: Vec<String> = previous
+            .as_ref()
+            .map(|p| p.def.parents().to_vec())
+            .unwrap_or_default();
         let mut rec = match previous {
             Some(mut old) => {
                 old.def = def;
@@ -802,8 +870,20 @@ impl Chronos {
                 self.schedules.remove(&name);
             }
         }
+        // The children index changes only at this job's edges.
+        for p in &old_parents {
+            if let Some(kids) = self.children.get_mut(p) {
+                kids.remove(&name);
+            }
+        }
+        for p in rec.def.parents() {
+            self.children
+                .entry(p.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        self.children.retain(|_, kids| !kids.is_empty());
         self.jobs.insert(name.clone(), rec);
-        self.children = graph::children(&self.jobs);
         self.save_job(&name);
         self.arm(&name);
     }
@@ -1022,6 +1102,7 @@ impl Framework for Chronos {
                             exit_code: None,
                             message: None,
                             reason: None,
+                            unreachable_ms: None,
                         });
                         self.by_task.insert(spec.task_id.clone(), key.clone());
                         self.runs.insert(key.clone(), run);
@@ -1073,6 +1154,8 @@ impl Framework for Chronos {
     fn tick(&mut self, now_ms: u64) {
         self.fire_due(now_ms);
         self.kill_overdue(now_ms);
+        self.drop_disabled(now_ms);
+        self.give_up_unreachable(now_ms);
         self.want_offers(now_ms);
     }
 

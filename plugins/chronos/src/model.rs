@@ -126,6 +126,9 @@ pub struct Attempt {
     pub exit_code: Option<i32>,
     pub message: Option<String>,
     pub reason: Option<String>,
+    /// Since when its agent has been unreachable, while it is.
+    #[serde(default)]
+    pub unreachable_ms: Option<u64>,
 }
 
 /// One execution of a job for one instant: queued, then one or more
