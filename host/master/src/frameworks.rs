@@ -11,7 +11,9 @@
 //!
 //! Status updates reach a framework in order per task and at least once:
 //! each update stays queued in the state until the `status` call that
-//! delivered it commits its acknowledgement.
+//! delivered it commits its acknowledgement. The oldest update of up to
+//! 64 tasks go in one sandboxed call whose effects and acknowledgements
+//! commit as one entry (a failure redelivers them all).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,8 +34,14 @@ use wasmos_store::Store;
 use crate::error::ApiError;
 use crate::leader::{Leader, master_status, now_secs, pending_tasks};
 
-/// How many updates an actor delivers before it looks at its mailbox again.
-const DELIVERIES_PER_ROUND: usize = 64;
+/// How many delivery calls an actor makes before it looks at its mailbox
+/// again (offers and requests wait meanwhile: a burst of thousands of
+/// updates must not hold back the offers that launch the next tasks).
+const DELIVERIES_PER_ROUND: usize = 8;
+/// Updates (each of another task) delivered in one call and one commit.
+const BATCH: usize = 64;
+/// A call or commit taking longer than this is logged.
+const SLOW: Duration = Duration::from_millis(300);
 
 /// Work for a framework actor.
 pub enum FrameworkMsg {
@@ -211,12 +219,16 @@ impl Actor {
     ) -> Result<R, CallError> {
         let inst = self.instance.clone();
         let name = self.id.to_string();
+        let started = Instant::now();
         let r = tokio::task::spawn_blocking(move || {
             let mut guard = inst.lock().unwrap_or_else(|p| p.into_inner());
             let r = f(&mut guard);
             (r, guard.health())
         })
         .await;
+        if started.elapsed() > SLOW {
+            tracing::info!(framework = %self.id, ms = started.elapsed().as_millis() as u64, "slow framework call");
+        }
         match r {
             Ok((r, health)) => {
                 *self.health.lock().unwrap_or_else(|p| p.into_inner()) = health;
@@ -310,34 +322,51 @@ impl Actor {
                 }
                 continue;
             }
-            let next = {
+            // The oldest undelivered update of up to BATCH tasks: one call,
+            // one commit with every acknowledgement (per task, in order).
+            let tasks: Vec<TaskId> = {
                 let set = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                set.iter().next().cloned()
+                set.iter().take(BATCH).cloned().collect()
             };
-            let Some(task_id) = next else { return };
-            let update = self.leader.store.read(|s| {
-                s.tasks
-                    .get(&task_id)
-                    .filter(|t| t.framework_id == self.id)
-                    .and_then(|t| t.pending.front().cloned())
+            if tasks.is_empty() {
+                return;
+            }
+            let updates: Vec<TaskStatus> = self.leader.store.read(|s| {
+                tasks
+                    .iter()
+                    .filter_map(|id| {
+                        s.tasks
+                            .get(id)
+                            .filter(|t| t.framework_id == self.id)
+                            .and_then(|t| t.pending.front().cloned())
+                    })
+                    .collect()
             });
-            let Some(update) = update else {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&task_id);
+            {
+                let mut set = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                for id in &tasks {
+                    if !updates.iter().any(|u| &u.task_id == id) {
+                        set.remove(id);
+                    }
+                }
+            }
+            if updates.is_empty() {
                 continue;
-            };
-            let u = update.clone();
-            match self.call(move |i| i.status(&u)).await {
+            }
+            let batch = updates.clone();
+            match self.call(move |i| i.status_batch(&batch)).await {
                 Ok(effects) => {
-                    if !self.commit(effects, vec![(task_id, update.uuid)]).await {
+                    let acks = updates
+                        .iter()
+                        .map(|u| (u.task_id.clone(), u.uuid))
+                        .collect();
+                    if !self.commit(effects, acks).await {
                         self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                         return;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(framework = %self.id, task = %update.task_id, error = %e, "status delivery failed; it will be retried");
+                    tracing::warn!(framework = %self.id, updates = updates.len(), first = %updates[0].task_id, error = %e, "status delivery failed; it will be retried");
                     self.backoff_after(&e);
                     return;
                 }
@@ -461,7 +490,11 @@ impl Actor {
             acks.into_iter()
                 .map(|(task_id, uuid)| Command::AcknowledgeStatus { task_id, uuid }),
         );
+        let started = Instant::now();
         let result = leader.store.propose(cmds.clone()).await;
+        if started.elapsed() > SLOW {
+            tracing::info!(framework = %self.id, ms = started.elapsed().as_millis() as u64, commands = cmds.len(), "slow commit of a framework's changes");
+        }
         leader.allocator().release(&reserved);
         let responses = match result {
             Ok(r) => r,

@@ -452,6 +452,20 @@ impl FrameworkInstance {
             .map(|((), e)| e)
     }
 
+    /// Delivers several updates (of different tasks) in one sandboxed call
+    /// whose effects commit together: one failure fails them all, and
+    /// nothing of the batch is kept.
+    pub fn status_batch(&mut self, updates: &[TaskStatus]) -> Result<Effects, CallError> {
+        let wits: Vec<_> = updates.iter().map(status_to_wit).collect();
+        self.call(|fw, store| {
+            for s in &wits {
+                fw.call_status(&mut *store, s)?;
+            }
+            Ok(())
+        })
+        .map(|((), e)| e)
+    }
+
     pub fn tick(&mut self, now_ms: u64) -> Result<Effects, CallError> {
         self.call(|fw, store| fw.call_tick(store, now_ms))
             .map(|((), e)| e)
