@@ -75,6 +75,8 @@ pub enum Shortfall {
     Ports,
     /// The resources were there but a placement rule refused the agent.
     Constraints,
+    /// The offer already holds as many tasks as the packer places on one.
+    Full,
 }
 
 impl Shortfall {
@@ -87,6 +89,7 @@ impl Shortfall {
             Shortfall::Gpus => "InsufficientGpus",
             Shortfall::Ports => "InsufficientPorts",
             Shortfall::Constraints => "UnfulfilledConstraint",
+            Shortfall::Full => "MaxInstancesPerOffer",
         }
     }
 }
@@ -108,7 +111,7 @@ impl NoFit {
     /// The shortfall most offers had (the first in [`Shortfall`] order on
     /// a tie), if any offer was looked at.
     pub fn main_shortfall(&self) -> Option<Shortfall> {
-        let mut counts = [0usize; 6];
+        let mut counts = [0usize; 7];
         for s in &self.shortfalls {
             counts[*s as usize] += 1;
         }
@@ -119,6 +122,7 @@ impl NoFit {
             Shortfall::Gpus,
             Shortfall::Ports,
             Shortfall::Constraints,
+            Shortfall::Full,
         ];
         all.into_iter()
             .filter(|s| counts[*s as usize] > 0)
@@ -172,6 +176,7 @@ impl fmt::Display for NoFit {
                 Some(why) => write!(f, "{why}"),
                 None => write!(f, "constraints not met"),
             },
+            Some(Shortfall::Full) => write!(f, "every offer of this round is full"),
         }
     }
 }
@@ -210,12 +215,16 @@ struct Left {
     gpus: u32,
     ports: Vec<PortRange>,
     specs: Vec<TaskSpec>,
+    /// Tasks placed on it so far.
+    placed: usize,
 }
 
 /// Places tasks on a batch of offers, one at a time.
 #[derive(Debug)]
 pub struct Packer {
     left: Vec<Left>,
+    /// At most this many tasks per offer (spreads a batch over agents).
+    per_offer: usize,
     /// Tasks placed in this batch: (group, agent id).
     placed_now: Vec<(String, String)>,
 }
@@ -230,9 +239,19 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Asks the master to launch the tasks on the offer (`driver.launch`).
+    /// Asks the master to launch the tasks on the offer (`driver.launch`);
+    /// what is left of the offer is declined for the default 5 s.
     pub fn send(&self) -> Result<(), String> {
-        crate::framework::driver::launch(std::slice::from_ref(&self.offer_id), &self.specs, None)
+        self.send_refusing(None)
+    }
+
+    /// [`Launch::send`], declining what is left for `refuse_seconds`.
+    pub fn send_refusing(&self, refuse_seconds: Option<f64>) -> Result<(), String> {
+        crate::framework::driver::launch(
+            std::slice::from_ref(&self.offer_id),
+            &self.specs,
+            refuse_seconds,
+        )
     }
 }
 
@@ -258,10 +277,19 @@ impl Packer {
                     gpus: o.resources.gpus,
                     ports: o.resources.ports.clone(),
                     specs: Vec::new(),
+                    placed: 0,
                 })
                 .collect(),
+            per_offer: usize::MAX,
             placed_now: Vec::new(),
         }
+    }
+
+    /// Places at most `n` tasks on each offer, so that a large batch is
+    /// spread over agents instead of filling the first one.
+    pub fn limit_per_offer(mut self, n: usize) -> Packer {
+        self.per_offer = n.max(1);
+        self
     }
 
     /// How many offers the batch has.
@@ -301,7 +329,9 @@ impl Packer {
         let mut shortfalls = vec![None; self.left.len()];
         let mut fitting = Vec::new();
         for (i, l) in self.left.iter().enumerate() {
-            let short = if need.cpus > l.cpus + EPSILON {
+            let short = if l.placed >= self.per_offer {
+                Some(Shortfall::Full)
+            } else if need.cpus > l.cpus + EPSILON {
                 Some(Shortfall::Cpus)
             } else if need.mem > l.mem + EPSILON {
                 Some(Shortfall::Mem)
@@ -393,6 +423,7 @@ impl Packer {
         l.mem -= need.mem;
         l.disk -= need.disk;
         l.gpus -= need.gpus;
+        l.placed += 1;
         if let Some(p) = placement {
             self.placed_now.push((p.group.clone(), l.agent_id.clone()));
         }
@@ -652,6 +683,19 @@ mod tests {
             err.to_string(),
             "placement failed: no plugin for operator UNIQUE"
         );
+    }
+
+    #[test]
+    fn a_limit_per_offer_spreads_a_batch() {
+        let offers = [offer("a", 8.0, 800.0, &[]), offer("b", 8.0, 800.0, &[])];
+        let mut p = Packer::new(&offers).limit_per_offer(2);
+        let n = need(0.1, 1.0, 0);
+        let got: Vec<usize> = (0..4)
+            .map(|_| p.place_with(&n, None, no_placement).unwrap().offer)
+            .collect();
+        assert_eq!(got, [0, 0, 1, 1]);
+        let err = p.place_with(&n, None, no_placement).unwrap_err();
+        assert_eq!(err.main_shortfall(), Some(Shortfall::Full));
     }
 
     #[test]

@@ -44,6 +44,11 @@ const REFUSE_WHILE_WAITING: f64 = 1.0;
 const REFUSE_IDLE: f64 = 30.0;
 /// Launches the master may drop (stale offers) before the run fails.
 const MAX_DROPS: u32 = 5;
+/// Due occurrences turned into runs in one call.
+const MAX_FIRED_PER_CALL: usize = 500;
+/// Runs launched on one offer in one round (Marathon's
+/// max_instances_per_offer): a backlog spreads over the agents.
+const MAX_RUNS_PER_OFFER: usize = 100;
 
 /// The plugin's configuration (Chronos' command-line flags).
 #[derive(Debug, Clone)]
@@ -109,6 +114,10 @@ pub(crate) struct Chronos {
     waiting: BTreeMap<RunKey, String>,
     offers: OfferInterest,
     eligible_before: usize,
+    /// Whether a run changed in a way that can change how many runs may
+    /// launch (anything but a launched run starting to run): the count is
+    /// recomputed then and on every tick, not after every status update.
+    eligible_stale: std::cell::Cell<bool>,
     /// Since this instance started (for `/metrics`; not durable).
     launched: u64,
     succeeded: u64,
@@ -135,6 +144,9 @@ impl Chronos {
 
     fn save_run(&self, key: &RunKey) {
         if let Some(r) = self.runs.get(key) {
+            if r.state != RunState::Running {
+                self.eligible_stale.set(true);
+            }
             save(&active_key(&key.0, &key.1), r);
         }
     }
@@ -195,12 +207,17 @@ impl Chronos {
         }
     }
 
-    /// Starts the occurrences that are due.
+    /// Starts the occurrences that are due, at most `MAX_FIRED_PER_CALL`
+    /// (the rest in the next call, a tick later): one call's commit stays a
+    /// bounded size and well within the call's deadline when thousands of
+    /// jobs share one instant.
     fn fire_due(&mut self, now_ms: u64) {
+        let mut fired = 0;
         while let Some((at, name)) = self.due.first().cloned() {
-            if at > now_ms {
+            if at > now_ms || fired >= MAX_FIRED_PER_CALL {
                 break;
             }
+            fired += 1;
             self.due.remove(&(at, name.clone()));
             self.armed.remove(&name);
             let Some(mut sched) = self.schedules.get(&name).cloned() else {
@@ -318,11 +335,41 @@ impl Chronos {
         out.into_iter().map(|(_, _, k)| k.clone()).collect()
     }
 
+    /// How many queued runs may launch now ([`Chronos::eligible`] without
+    /// ordering them: it runs after every call, so it must stay cheap when
+    /// thousands of runs wait).
+    fn eligible_count(&self, now_ms: u64) -> usize {
+        let busy: BTreeSet<&str> = self
+            .runs
+            .iter()
+            .filter(|(_, r)| matches!(r.state, RunState::Launched | RunState::Running))
+            .map(|(k, _)| k.0.as_str())
+            .collect();
+        self.runs
+            .iter()
+            .filter(|(k, r)| {
+                r.state == RunState::Queued
+                    && r.not_before_ms <= now_ms
+                    && self
+                        .jobs
+                        .get(&k.0)
+                        .is_some_and(|j| j.def.concurrent || !busy.contains(k.0.as_str()))
+            })
+            .count()
+    }
+
     /// Asks for offers while runs can launch; a run newly able to launch
     /// revives at once.
     fn want_offers(&mut self, now_ms: u64) {
-        let n = self.eligible(now_ms).len();
+        if !self.eligible_stale.replace(false) {
+            return;
+        }
+        let n = self.eligible_count(now_ms);
         if n > self.eligible_before {
+            log::debug(&format!(
+                "{n} runs can launch (was {}): reviving offers",
+                self.eligible_before
+            ));
             self.offers.more();
         } else {
             self.offers.want(n > 0);
@@ -661,6 +708,7 @@ impl Chronos {
             self.by_task.remove(&a.task_id);
         }
         self.runs.remove(&key);
+        self.eligible_stale.set(true);
         self.waiting.remove(&key);
         kv::delete(&active_key(&key.0, &key.1));
         if !self.jobs.contains_key(&key.0) {
@@ -913,6 +961,7 @@ impl Chronos {
         let keys: Vec<RunKey> = self.runs_of(name).map(|(k, _)| k.clone()).collect();
         for key in keys {
             if let Some(r) = self.runs.remove(&key) {
+                self.eligible_stale.set(true);
                 for a in &r.attempts {
                     self.by_task.remove(&a.task_id);
                     if a.ended_ms.is_none() {
@@ -988,6 +1037,7 @@ impl Framework for Chronos {
             waiting: BTreeMap::new(),
             offers: OfferInterest::default(),
             eligible_before: 0,
+            eligible_stale: std::cell::Cell::new(true),
             launched: 0,
             succeeded: 0,
             failed: 0,
@@ -1037,7 +1087,7 @@ impl Framework for Chronos {
     fn offers(&mut self, offers: Vec<Offer>) {
         let now_ms = now();
         self.fire_due(now_ms);
-        let mut packer = Packer::new(&offers);
+        let mut packer = Packer::new(&offers).limit_per_offer(MAX_RUNS_PER_OFFER);
         let mut batch_jobs: BTreeSet<String> = BTreeSet::new();
         let mut placed: BTreeMap<String, RunKey> = BTreeMap::new();
         for key in self.eligible(now_ms) {
@@ -1074,7 +1124,7 @@ impl Framework for Chronos {
         }
         let packed = packer.finish();
         for launch in &packed.launches {
-            let result = launch.send();
+            let result = launch.send_refusing(Some(REFUSE_WHILE_WAITING));
             for spec in &launch.specs {
                 let Some(key) = placed.get(&spec.task_id).cloned() else {
                     continue;
@@ -1118,13 +1168,25 @@ impl Framework for Chronos {
                 }
             }
         }
+        let waiting = self.eligible_count(now_ms);
+        log::debug(&format!(
+            "{} offers: {} runs launched on {}, {waiting} still waiting, {} offers declined",
+            offers.len(),
+            placed.len(),
+            packed.launches.len(),
+            packed.unused.len()
+        ));
         if !packed.unused.is_empty() {
-            let refuse = if self.eligible(now_ms).is_empty() {
+            let refuse = if waiting == 0 {
                 REFUSE_IDLE
             } else {
                 REFUSE_WHILE_WAITING
             };
             driver::decline(&packed.unused, Some(refuse));
+        }
+        if waiting > 0 && !packed.launches.is_empty() {
+            // A backlog that filled this round's offers: the next round now.
+            self.offers.more();
         }
         self.want_offers(now_ms);
     }
@@ -1152,6 +1214,8 @@ impl Framework for Chronos {
     }
 
     fn tick(&mut self, now_ms: u64) {
+        // Retries and re-launches become eligible as time passes.
+        self.eligible_stale.set(true);
         self.fire_due(now_ms);
         self.kill_overdue(now_ms);
         self.drop_disabled(now_ms);
@@ -1161,6 +1225,9 @@ impl Framework for Chronos {
 
     fn http(&mut self, req: Request) -> Response {
         let resp = api::handle(self, &req);
+        // A job changed (disabled, concurrent, deleted) changes which runs
+        // may launch without a run changing.
+        self.eligible_stale.set(true);
         let now_ms = now();
         self.fire_due(now_ms);
         self.want_offers(now_ms);

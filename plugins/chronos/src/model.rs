@@ -193,13 +193,42 @@ impl Run {
     }
 }
 
-/// A finished run in brief.
+/// A finished run in brief. Stored as `[run, due, ms to end, state]` — a
+/// job's newest runs are rewritten together whenever one ends, so each is
+/// kept small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "SampleWire", from = "SampleWire")]
 pub struct Sample {
     pub run: String,
     pub due_ms: u64,
     pub ended_ms: u64,
     pub state: RunState,
+}
+
+/// [`Sample`] as stored.
+#[derive(Serialize, Deserialize)]
+struct SampleWire(String, u64, u64, RunState);
+
+impl From<Sample> for SampleWire {
+    fn from(s: Sample) -> Self {
+        SampleWire(
+            s.run,
+            s.due_ms,
+            s.ended_ms.saturating_sub(s.due_ms),
+            s.state,
+        )
+    }
+}
+
+impl From<SampleWire> for Sample {
+    fn from(w: SampleWire) -> Self {
+        Sample {
+            run: w.0,
+            due_ms: w.1,
+            ended_ms: w.1.saturating_add(w.2),
+            state: w.3,
+        }
+    }
 }
 
 impl Sample {
@@ -280,6 +309,14 @@ mod tests {
             ended_ms: end,
             state,
         }
+    }
+
+    #[test]
+    fn samples_are_stored_small_and_read_back_whole() {
+        let s = sample(1_796_198_400_000, 1_796_198_400_045, RunState::Succeeded);
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(text, r#"["1796198400000",1796198400000,45,"succeeded"]"#);
+        assert_eq!(serde_json::from_str::<Sample>(&text).unwrap(), s);
     }
 
     #[test]
