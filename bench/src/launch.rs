@@ -364,7 +364,11 @@ pub async fn spawn_daemon(
         .args(args)
         .arg("--data-dir")
         .arg(dir)
-        .env("WASMOS_LOG", "warn")
+        // The daemons log warnings unless WASMOS_LOG asks for more.
+        .env(
+            "WASMOS_LOG",
+            std::env::var("WASMOS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(log)

@@ -14,11 +14,14 @@
 //!
 //! `wasmos-bench launch`: task launch latency and rate (see `launch.rs`).
 //! `wasmos-bench marathon`: Marathon deployments of many instances (`marathon.rs`).
+//! `wasmos-bench jobs`: Chronos jobs due every minute on simulated agents (`jobs.rs`, `sim.rs`).
 
 mod etcd;
 mod http1;
+mod jobs;
 mod launch;
 mod marathon;
+mod sim;
 mod stats;
 mod wasmos;
 
@@ -47,6 +50,8 @@ enum Command {
     Launch(launch::LaunchArgs),
     /// Marathon deployments: POST /v2/apps → every instance running, 100 and 1,000 instances.
     Marathon(marathon::MarathonArgs),
+    /// Chronos jobs due every minute (1,000 and 10,000) on simulated agents: lateness and master CPU per run.
+    Jobs(jobs::JobsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +142,13 @@ fn main() -> anyhow::Result<()> {
                     None => default_wasmos()?,
                 };
                 marathon::run(a, bin).await
+            }
+            Command::Jobs(a) => {
+                let bin = match a.wasmos.clone() {
+                    Some(b) => b,
+                    None => default_wasmos()?,
+                };
+                jobs::run(a, bin).await
             }
         }
     })
