@@ -580,3 +580,69 @@ async fn the_dashboard_shows_jobs_their_runs_and_the_graph_in_a_real_browser() {
         wasmos_tests::run_client_script("browser.py", &args, "true").await;
     }
 }
+
+/// A run gets its job's fetched files, arguments (or the manual run's) and
+/// user; one that runs past `maxCompletionTime` is killed and counted failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_gets_its_files_arguments_and_user_and_is_stopped_past_its_max_completion_time() {
+    let c = Cluster::up().await;
+    wait_chronos(&c.api).await;
+    let payload = c.dir.path().join("payload.txt");
+    std::fs::write(&payload, "fetched-payload\n").unwrap();
+    add(
+        &c.api,
+        json!({"name": "fetcher", "mem": 32, "schedule": "R0/2030-01-01T00:00:00Z/PT1H",
+               "command": "cat payload.txt; id -un; echo args:", "arguments": ["a1", "a2"],
+               "runAsUser": "nobody",
+               "fetch": [{"uri": format!("file://{}", payload.display()), "extract": false}]}),
+    )
+    .await;
+    let out = c.cli(&["job", "run", "fetcher", "--wait"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let (code, _) = c
+        .api
+        .send(Method::PUT, "/v1/scheduler/job/fetcher?arguments=x9", None)
+        .await;
+    assert_eq!(code, 204);
+    wait_count(&c.api, "fetcher", "successCount", 2).await;
+    let d = detail(&c.api, "fetcher").await;
+    let mut outputs = Vec::new();
+    for run in d["history"].as_array().unwrap() {
+        let task = run["attempts"][0]["task_id"].as_str().unwrap();
+        let (_, text) = c
+            .api
+            .text(&format!(
+                "/api/wasmos/v1/tasks/{task}/files/read?path=stdout"
+            ))
+            .await;
+        outputs.push(text);
+    }
+    outputs.sort();
+    assert_eq!(
+        outputs,
+        [
+            "fetched-payload\nnobody\nargs: a1 a2\n",
+            "fetched-payload\nnobody\nargs: x9\n"
+        ]
+    );
+
+    add(
+        &c.api,
+        json!({"name": "slow", "command": "sleep 120", "mem": 32, "retries": 0,
+               "maxCompletionTime": 1, "schedule": "R1//PT1H"}),
+    )
+    .await;
+    let job = wait_count(&c.api, "slow", "errorCount", 1).await;
+    assert_eq!(job["successCount"], 0, "{job}");
+    let d = detail(&c.api, "slow").await;
+    let run = &d["history"][0];
+    assert_eq!(run["state"], "failed", "{d}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .contains("maxCompletionTime of 1 s"),
+        "{d}"
+    );
+    assert_eq!(run["attempts"][0]["state"], "TASK_KILLED", "{d}");
+}
