@@ -587,7 +587,7 @@ async fn the_dashboard_shows_jobs_their_runs_and_the_graph_in_a_real_browser() {
 async fn a_run_gets_its_files_arguments_and_user_and_is_stopped_past_its_max_completion_time() {
     let c = Cluster::up().await;
     wait_chronos(&c.api).await;
-    let payload = c.dir.path().join("payload.txt");
+    let payload = c.files().join("payload.txt");
     std::fs::write(&payload, "fetched-payload\n").unwrap();
     add(
         &c.api,

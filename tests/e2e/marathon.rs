@@ -785,7 +785,7 @@ async fn fetched_files_are_in_the_sandbox_before_the_task_starts_and_a_failed_fe
     let m = V2::new(&c.up.url);
     m.wait_up().await;
     // An archive on the agent's disk and a script on an HTTP server.
-    let files = c.dir.path().join("files");
+    let files = c.files();
     std::fs::create_dir_all(files.join("bundle")).unwrap();
     std::fs::write(files.join("bundle/hello.txt"), "hello from the archive\n").unwrap();
     let tar = std::process::Command::new("tar")
@@ -834,6 +834,77 @@ async fn fetched_files_are_in_the_sandbox_before_the_task_starts_and_a_failed_fe
     drop(server.child);
 }
 
+/// `file://` reads only beneath the directories the agent allows: the
+/// agent's own files (here the cluster's secret) cannot be fetched, not by
+/// path, not through `..`, not through a symbolic link; the task fails
+/// before it runs, saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_fetch_outside_the_allowed_directories_fails_the_task_and_copies_nothing() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    let secret = c.dir.path().join("data/secret");
+    assert!(
+        secret.is_file(),
+        "up keeps its secret at {}",
+        secret.display()
+    );
+    std::os::unix::fs::symlink(&secret, c.files().join("innocent.txt")).unwrap();
+    let tries = [
+        (
+            "/direct",
+            format!("file://{}", secret.display()),
+            "not beneath a directory",
+        ),
+        (
+            "/dots",
+            format!("file://{}/../data/secret", c.files().display()),
+            "leads out of",
+        ),
+        (
+            "/link",
+            format!("file://{}/innocent.txt", c.files().display()),
+            "leads out of",
+        ),
+        (
+            "/shadow",
+            "file:///etc/shadow".to_string(),
+            "not beneath a directory",
+        ),
+    ];
+    for (id, uri, why) in &tries {
+        let app = json!({"id": id, "cmd": "cat *; sleep 600", "cpus": 0.1, "mem": 16,
+            "portDefinitions": [], "backoffSeconds": 600,
+            "fetch": [{"uri": uri, "extract": false}]});
+        assert_eq!(m.post("/v2/apps", &app).await.status, 201);
+        let failure = wait_for("the refused fetch", DEADLINE, || async {
+            m.app(id).await.get("lastTaskFailure").cloned()
+        })
+        .await;
+        assert_eq!(failure["state"], "TASK_FAILED", "{id}: {failure}");
+        let msg = failure["message"].as_str().unwrap();
+        assert!(msg.contains(why), "{id}: {msg}");
+        assert!(
+            msg.contains("file://") || msg.contains("--fetch-allow"),
+            "{id}: {msg}"
+        );
+        // Never started: no sandbox holds a copy.
+        let task = failure["taskId"].as_str().unwrap();
+        let sandbox = c.dir.path().join("data/agent/sandboxes").join(task);
+        let copied = std::fs::read_dir(&sandbox)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert!(
+            copied
+                .iter()
+                .all(|n| !n.to_string_lossy().contains("secret")
+                    && !n.to_string_lossy().contains("shadow")
+                    && !n.to_string_lossy().contains("innocent")),
+            "{id}: {copied:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_waits_for_readiness_and_reports_it() {
     let c = Cluster::up().await;
@@ -876,7 +947,7 @@ async fn an_https_health_check_accepts_a_tasks_self_signed_certificate() {
     let c = Cluster::up().await;
     let m = V2::new(&c.up.url);
     m.wait_up().await;
-    let certs = c.dir.path().join("certs");
+    let certs = c.files().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     let made = std::process::Command::new("openssl")
         .args([

@@ -515,7 +515,20 @@ impl Cluster {
     ) -> Cluster {
         let data = dir.path().join("data");
         let data = data.to_str().expect("utf-8 temp path").to_string();
-        let mut args = vec!["up", "--listen", "127.0.0.1:0", "--data-dir", &data];
+        // Tests' own files for file:// fetches; nothing else of the
+        // machine (not the data dir with the cluster's secret).
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).expect("create the files dir");
+        let files = files.to_str().expect("utf-8 temp path").to_string();
+        let mut args = vec![
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--fetch-allow",
+            &files,
+        ];
         args.extend_from_slice(extra);
         let up = Daemon::start_with_env("up", &args, &["master", "agent"], dir.path(), env).await;
         let api = Api::new(&up.url);
@@ -537,6 +550,11 @@ impl Cluster {
 
     pub async fn cli(&self, args: &[&str]) -> Output {
         cli(&self.up.url, args).await
+    }
+
+    /// The directory the agent lets tasks fetch `file://` URIs from.
+    pub fn files(&self) -> PathBuf {
+        self.dir.path().join("files")
     }
 
     /// `wasmos task run -d <args>`, which must be accepted.

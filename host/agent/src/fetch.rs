@@ -2,10 +2,12 @@
 //! sandbox before it starts — downloaded over HTTP(S) or copied from the
 //! agent's disk, unpacked when they are archives, made executable, and
 //! owned by the task's user. A file that cannot be fetched fails the task
-//! before it runs.
+//! before it runs. `file://` reads only beneath the directories the agent
+//! is told to allow (`--fetch-allow`; none by default), so a task cannot
+//! copy the agent's own files (its secrets, `/etc/shadow`) into its sandbox.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
@@ -35,7 +37,11 @@ fn archive_kind(name: &str) -> Option<&'static str> {
 }
 
 /// Fetches every file of the task into `sandbox`, in order.
-pub(crate) async fn fetch_all(spec: &TaskSpec, sandbox: &Path) -> Result<(), String> {
+pub(crate) async fn fetch_all(
+    spec: &TaskSpec,
+    sandbox: &Path,
+    allow: &[PathBuf],
+) -> Result<(), String> {
     if spec.fetch.is_empty() {
         return Ok(());
     }
@@ -59,7 +65,7 @@ pub(crate) async fn fetch_all(spec: &TaskSpec, sandbox: &Path) -> Result<(), Str
         .build()
         .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
     for f in &spec.fetch {
-        fetch_one(&client, f, sandbox, owner.as_ref(), limit)
+        fetch_one(&client, f, sandbox, owner.as_ref(), limit, allow)
             .await
             .map_err(|e| format!("fetch {}: {e}", f.uri))?;
         tracing::debug!(task = %spec.task_id, uri = %f.uri, "fetched");
@@ -76,6 +82,7 @@ async fn fetch_one(
     sandbox: &Path,
     owner: Option<&nix::unistd::User>,
     limit: u64,
+    allow: &[PathBuf],
 ) -> Result<(), String> {
     let rel = f.dest()?;
     let dest = sandbox.join(&rel);
@@ -89,8 +96,9 @@ async fn fetch_one(
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
     if let Some(path) = f.uri.strip_prefix("file://") {
-        let meta = tokio::fs::metadata(path)
-            .await
+        let src = open_allowed(path, allow)?;
+        let meta = src
+            .metadata()
             .map_err(|e| format!("{path} on this agent: {e}"))?;
         if !meta.is_file() {
             return Err(format!("{path} is not a file"));
@@ -108,9 +116,20 @@ async fn fetch_one(
                 return Err(format!("{path} is not readable by user {}", u.name));
             }
         }
-        tokio::fs::copy(path, &tmp)
+        let mut src = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(src), limit + 1);
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let copied = tokio::io::copy(&mut src, &mut file)
             .await
             .map_err(|e| format!("cannot copy {path}: {e}"))?;
+        if copied > limit {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(format!("more than the limit of {limit} bytes"));
+        }
+        file.flush()
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     } else {
         let mut resp = client
             .get(&f.uri)
@@ -156,6 +175,52 @@ async fn fetch_one(
         extract(kind, &dest, sandbox).await?;
     }
     Ok(())
+}
+
+/// Opens a `file://` path for reading if it lies beneath one of the
+/// allowed directories. The kernel resolves it from that directory
+/// (`openat2` with `RESOLVE_BENEATH`), so neither `..` nor a symbolic link
+/// can lead out of it, and nothing can be swapped between a check and the
+/// open. Opened non-blocking: a FIFO does not hang the launch (it is then
+/// refused as not a file).
+fn open_allowed(path: &str, allow: &[PathBuf]) -> Result<std::fs::File, String> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("{path:?} is not an absolute path"));
+    }
+    for dir in allow {
+        let Ok(rel) = p.strip_prefix(dir) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() {
+            return Err(format!("{path} is a directory"));
+        }
+        let d = std::fs::File::open(dir)
+            .map_err(|e| format!("cannot open the allowed directory {}: {e}", dir.display()))?;
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        return match openat2(&d, rel, how) {
+            Ok(fd) => Ok(std::fs::File::from(fd)),
+            Err(nix::errno::Errno::EXDEV) => Err(format!(
+                "{path} leads out of {} (through `..` or a symbolic link); file:// fetches read only beneath the directories the agent allows",
+                dir.display()
+            )),
+            Err(e) => Err(format!("{path} on this agent: {}", e.desc())),
+        };
+    }
+    if allow.is_empty() {
+        Err(format!(
+            "{path}: this agent allows no file:// fetches; serve the file over http(s), or start the agent with --fetch-allow DIR to let tasks read files beneath DIR"
+        ))
+    } else {
+        let dirs: Vec<String> = allow.iter().map(|d| d.display().to_string()).collect();
+        Err(format!(
+            "{path} is not beneath a directory this agent allows file:// fetches from ({}); move it there or serve it over http(s)",
+            dirs.join(", ")
+        ))
+    }
 }
 
 /// Unpacks an archive into the sandbox (GNU tar and unzip keep members
@@ -224,11 +289,75 @@ mod tests {
             dest_path: None,
         };
         let dir = tempfile::tempdir().unwrap();
-        let err = fetch_one(&client, &f, dir.path(), None, 1 << 20)
+        let err = fetch_one(&client, &f, dir.path(), None, 1 << 20, &[])
             .await
             .unwrap_err();
         assert!(err.starts_with("cannot download"), "{err}");
         assert!(!err.to_lowercase().contains("scheme"), "{err}");
+    }
+
+    /// `file://` reads only beneath an allowed directory: not outside it,
+    /// not through `..`, not through a symbolic link leading out, and not
+    /// at all when nothing is allowed.
+    #[tokio::test]
+    async fn file_fetches_stay_beneath_the_allowed_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let allowed = root.path().join("shared");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::write(allowed.join("ok.txt"), "fine\n").unwrap();
+        std::fs::write(root.path().join("secret"), "s3cret\n").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret"), allowed.join("link")).unwrap();
+        std::os::unix::fs::symlink("ok.txt", allowed.join("inside-link")).unwrap();
+        nix::unistd::mkfifo(&allowed.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let allow = vec![allowed.clone()];
+        let client = reqwest::Client::new();
+        let fetch = |uri: String| {
+            let client = client.clone();
+            let allow = allow.clone();
+            async move {
+                let sandbox = tempfile::tempdir().unwrap();
+                let f = FetchUri {
+                    uri,
+                    extract: false,
+                    executable: false,
+                    dest_path: Some("got".into()),
+                };
+                fetch_one(&client, &f, sandbox.path(), None, 1 << 20, &allow)
+                    .await
+                    .map(|()| std::fs::read_to_string(sandbox.path().join("got")).unwrap())
+            }
+        };
+        let a = allowed.display();
+        assert_eq!(fetch(format!("file://{a}/ok.txt")).await.unwrap(), "fine\n");
+        assert_eq!(
+            fetch(format!("file://{a}/inside-link")).await.unwrap(),
+            "fine\n"
+        );
+        let out = fetch(format!("file://{}/secret", root.path().display()))
+            .await
+            .unwrap_err();
+        assert!(
+            out.contains("not beneath a directory this agent allows"),
+            "{out}"
+        );
+        let dots = fetch(format!("file://{a}/../secret")).await.unwrap_err();
+        assert!(dots.contains("leads out of"), "{dots}");
+        let link = fetch(format!("file://{a}/link")).await.unwrap_err();
+        assert!(link.contains("leads out of"), "{link}");
+        let fifo = fetch(format!("file://{a}/fifo")).await.unwrap_err();
+        assert!(fifo.contains("is not a file"), "{fifo}");
+
+        let sandbox = tempfile::tempdir().unwrap();
+        let f = FetchUri {
+            uri: format!("file://{a}/ok.txt"),
+            extract: false,
+            executable: false,
+            dest_path: None,
+        };
+        let none = fetch_one(&client, &f, sandbox.path(), None, 1 << 20, &[])
+            .await
+            .unwrap_err();
+        assert!(none.contains("--fetch-allow DIR"), "{none}");
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub struct AgentConfig {
     pub disk_watch_interval: Duration,
     /// Sandboxes of forgotten tasks are deleted after this long.
     pub sandbox_gc_age: Duration,
+    /// Directories `file://` fetches may read from (none: refused).
+    pub fetch_allow: Vec<PathBuf>,
 }
 
 impl AgentConfig {
@@ -128,6 +130,7 @@ impl AgentConfig {
             docker_socket: "/var/run/docker.sock".into(),
             disk_watch_interval: Duration::from_secs(5),
             sandbox_gc_age: Duration::from_secs(7 * 24 * 3600),
+            fetch_allow: Vec::new(),
         }
     }
 }

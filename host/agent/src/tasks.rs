@@ -176,7 +176,9 @@ impl Agent {
                 });
                 let fetched = match checked {
                     Err(why) => Err(why),
-                    Ok(()) => crate::fetch::fetch_all(&spec, &sandbox).await,
+                    Ok(()) => {
+                        crate::fetch::fetch_all(&spec, &sandbox, &self.config.fetch_allow).await
+                    }
                 };
                 match fetched {
                     Err(why) => Err(LaunchError::Other(why)),

@@ -125,6 +125,23 @@ pub struct TaskArgs {
     /// last change (default a week).
     #[arg(long, default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u64).range(1..))]
     sandbox_gc_age_secs: u64,
+    /// A directory tasks may fetch `file://` URIs from (repeat for more;
+    /// none by default: `file://` fetches are refused). Everything under
+    /// it becomes readable by any task.
+    #[arg(long = "fetch-allow", value_name = "DIR", value_parser = parse_fetch_dir)]
+    fetch_allow: Vec<PathBuf>,
+}
+
+/// An existing directory, absolute.
+fn parse_fetch_dir(s: &str) -> Result<PathBuf, String> {
+    let p = std::path::absolute(s).map_err(|e| format!("{s}: {e}"))?;
+    if !p.is_dir() {
+        return Err(format!(
+            "{} is not a directory on this machine",
+            p.display()
+        ));
+    }
+    Ok(p)
 }
 
 fn parse_docker(s: &str) -> Result<wasmos_agent::DockerChoice, String> {
@@ -331,6 +348,7 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         docker_socket,
         disk_watch_interval_ms,
         sandbox_gc_age_secs,
+        fetch_allow,
     } = tasks;
     c.containerizer = containerizer;
     c.task_pids_max = task_pids_max;
@@ -338,6 +356,7 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
     c.docker_socket = docker_socket;
     c.disk_watch_interval = Duration::from_millis(disk_watch_interval_ms);
     c.sandbox_gc_age = Duration::from_secs(sandbox_gc_age_secs);
+    c.fetch_allow = fetch_allow;
     Ok(c)
 }
 
