@@ -43,10 +43,12 @@ async fn a_docker_task_runs_in_its_image_and_its_output_reaches_the_sandbox() {
             "--",
             "sh",
             "-c",
-            "echo in-image $MESOS_SANDBOX; ls /bin/busybox; exit 3",
+            "echo in-image $MESOS_SANDBOX; ls /bin/busybox; grep NoNewPrivs /proc/self/status; exit 3",
         ])
         .await;
     assert_eq!(out.code, Some(3), "{out:?}");
+    // Started with no-new-privileges: no setuid binary raises its rights.
+    assert!(out.stdout.contains("NoNewPrivs:\t1"), "{out:?}");
     assert!(
         out.stdout
             .contains("in-image /mnt/mesos/sandbox\n/bin/busybox"),

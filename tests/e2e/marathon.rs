@@ -656,7 +656,8 @@ async fn a_command_health_check_runs_where_the_task_runs_and_failing_it_replaces
         "cpus": 0.1, "mem": 32, "portDefinitions": [],
         "healthChecks": [{
             "protocol": "COMMAND",
-            "command": {"value": "test -e \"$MESOS_SANDBOX/ok\" || { echo no ok in $PWD; exit 3; }"},
+            // The check, like the task, cannot gain privileges (no_new_privs).
+            "command": {"value": "grep -q 'NoNewPrivs:.*1' /proc/self/status || { echo privileges can grow; exit 4; }; test -e \"$MESOS_SANDBOX/ok\" || { echo no ok in $PWD; exit 3; }"},
             "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 5,
             "maxConsecutiveFailures": 2
         }]

@@ -281,3 +281,25 @@ async fn a_new_task_revives_offers_declined_while_others_wait_for_placement() {
         "{out:?}"
     );
 }
+
+/// Tasks cannot gain privileges through a setuid binary or file
+/// capabilities (no_new_privs), in real containers and as plain processes.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_run_with_no_new_privileges_in_every_containerizer() {
+    for containerizer in ["native", "process"] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cluster::up_with(dir, &["--containerizer", containerizer]).await;
+        let out = c
+            .cli(&[
+                "task",
+                "run",
+                "--",
+                "grep",
+                "NoNewPrivs",
+                "/proc/self/status",
+            ])
+            .await;
+        assert_eq!(out.code, Some(0), "{containerizer}: {out:?}");
+        assert_eq!(out.stdout, "NoNewPrivs:\t1\n", "{containerizer}: {out:?}");
+    }
+}

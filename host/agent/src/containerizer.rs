@@ -185,6 +185,7 @@ pub async fn run_command(
     mut cmd: tokio::process::Command,
     timeout: std::time::Duration,
 ) -> Result<ExecOutput, String> {
+    restrict_child(&mut cmd, Vec::new());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -253,18 +254,19 @@ impl Containerizer for ProcessContainerizer {
     }
 }
 
-/// Sets the limits in the child between fork and exec.
+/// Restricts the child between fork and exec: `no_new_privs` (a setuid
+/// binary or file capabilities cannot raise its privileges), then the
+/// resource limits.
 #[allow(unsafe_code)]
-fn set_rlimits(cmd: &mut tokio::process::Command, limits: Vec<Rlimit>) {
-    if limits.is_empty() {
-        return;
-    }
+pub(crate) fn restrict_child(cmd: &mut tokio::process::Command, limits: Vec<Rlimit>) {
     // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed. It calls setrlimit(2) (a plain
-    // system call) on data moved in before the fork; it allocates nothing
-    // and takes no locks.
+    // async-signal-safe calls are allowed. It calls prctl(2) and
+    // setrlimit(2) (plain system calls) on data moved in before the fork;
+    // it allocates nothing and takes no locks.
     unsafe {
         cmd.pre_exec(move || {
+            nix::sys::prctl::set_no_new_privs()
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
             for l in &limits {
                 nix::sys::resource::setrlimit(l.resource, l.soft, l.hard)
                     .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
@@ -307,7 +309,7 @@ fn launch_process(spec: ContainerSpec) -> Result<Launched, LaunchError> {
             let _ = nix::unistd::chown(&spec.sandbox.join(f), Some(u.uid), Some(u.gid));
         }
     }
-    set_rlimits(&mut cmd, spec.rlimits.clone());
+    restrict_child(&mut cmd, spec.rlimits.clone());
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LaunchError::NotFound(spec.program.clone()),
         std::io::ErrorKind::PermissionDenied => LaunchError::PermissionDenied(spec.program.clone()),

@@ -240,6 +240,9 @@ impl DockerContainerizer {
                 nano_cpus: (cpus > 0.0).then_some((cpus * 1e9) as i64),
                 cpu_shares: (cpus > 0.0).then_some(((cpus * 1024.0) as i64).max(2)),
                 pids_limit: Some(spec.cgroup.pids_max.unwrap_or(self.config.pids_max)),
+                // As native tasks: no setuid binary or file capability
+                // raises a task's privileges (`docker exec` inherits it).
+                security_opt: Some(vec!["no-new-privileges".to_string()]),
                 network_mode: Some(d.network.as_docker().to_string()),
                 port_bindings: (d.network == DockerNetwork::Bridge && !bindings.is_empty())
                     .then_some(bindings),
