@@ -432,6 +432,8 @@ async fn a_deployment_survives_a_leader_kill_and_completes() {
             data.to_str().unwrap(),
             "--secret-file",
             ms.secret_file().to_str().unwrap(),
+            "--resources",
+            &wasmos_tests::own_ports(""),
         ],
         "agent",
         dir.path(),

@@ -181,6 +181,7 @@ async fn a_launch_the_dead_leader_never_delivered_is_sent_by_the_next_leader() {
 async fn stopping_every_master_and_starting_them_again_brings_the_state_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let ports = wasmos_tests::own_ports("");
     let up_args = [
         "up",
         "--masters",
@@ -189,6 +190,8 @@ async fn stopping_every_master_and_starting_them_again_brings_the_state_back() {
         "127.0.0.1:0",
         "--data-dir",
         data.to_str().unwrap(),
+        "--resources",
+        &ports,
     ];
     let mut up = Daemon::start_until("up", &up_args, &["masters", "agent"], dir.path()).await;
     let urls = up.url.clone();

@@ -37,6 +37,8 @@ async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
             // Its tasks wait on files of the test's under /tmp.
             "--containerizer",
             "process",
+            "--resources",
+            &wasmos_tests::own_ports(""),
         ],
         "agent",
         dir,

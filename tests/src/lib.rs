@@ -485,6 +485,23 @@ impl Api {
 }
 
 /// A one-machine cluster (`wasmos up`) in a temp dir.
+/// `--resources` for an agent a test starts: a window of the default port
+/// range of its own. Tests run in parallel on one host network; two agents
+/// offering the same ports let one test's task take a port another test's
+/// task listens on (and its HTTP health check be answered by the other).
+pub fn own_ports(with: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const WIDTH: u32 = 40;
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (1000 / WIDTH);
+    let lo = 31000 + k * WIDTH;
+    let ports = format!("ports:[{lo}-{}]", lo + WIDTH - 1);
+    if with.is_empty() {
+        ports
+    } else {
+        format!("{with};{ports}")
+    }
+}
+
 pub struct Cluster {
     pub up: Daemon,
     pub api: Api,
@@ -520,6 +537,7 @@ impl Cluster {
         let files = dir.path().join("files");
         std::fs::create_dir_all(&files).expect("create the files dir");
         let files = files.to_str().expect("utf-8 temp path").to_string();
+        let ports = own_ports("");
         let mut args = vec![
             "up",
             "--listen",
@@ -529,6 +547,9 @@ impl Cluster {
             "--fetch-allow",
             &files,
         ];
+        if !extra.contains(&"--resources") {
+            args.extend(["--resources", &ports]);
+        }
         args.extend_from_slice(extra);
         let up = Daemon::start_with_env("up", &args, &["master", "agent"], dir.path(), env).await;
         let api = Api::new(&up.url);
@@ -734,6 +755,8 @@ impl Masters {
                 self.secret.to_str().expect("utf-8 temp path"),
                 "--containerizer",
                 "process",
+                "--resources",
+                &own_ports(""),
             ],
             "agent",
             dir,
@@ -1096,7 +1119,7 @@ impl Racks {
                         "--attributes",
                         &format!("rack:{rack}"),
                         "--resources",
-                        "cpus:1;mem:512",
+                        &own_ports("cpus:1;mem:512"),
                     ],
                     "agent",
                     dir.path(),
