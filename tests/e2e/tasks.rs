@@ -285,7 +285,8 @@ async fn a_new_task_revives_offers_declined_while_others_wait_for_placement() {
 /// Tasks cannot gain privileges through a setuid binary or file
 /// capabilities (no_new_privs), in real containers and as plain processes.
 #[tokio::test(flavor = "multi_thread")]
-async fn tasks_run_with_no_new_privileges_in_every_containerizer() {
+async fn tasks_run_with_no_new_privileges_in_every_containerizer_and_native_ones_without_admin_capabilities()
+ {
     for containerizer in ["native", "process"] {
         let dir = tempfile::tempdir().unwrap();
         let c = Cluster::up_with(dir, &["--containerizer", containerizer]).await;
@@ -301,5 +302,21 @@ async fn tasks_run_with_no_new_privileges_in_every_containerizer() {
             .await;
         assert_eq!(out.code, Some(0), "{containerizer}: {out:?}");
         assert_eq!(out.stdout, "NoNewPrivs:\t1\n", "{containerizer}: {out:?}");
+        if containerizer == "native" {
+            // A root task holds only Docker's default capabilities: no
+            // CAP_SYS_ADMIN (mount), CAP_NET_ADMIN, CAP_SYS_PTRACE, ...
+            let caps = c
+                .cli(&["task", "run", "--", "grep", "^CapBnd", "/proc/self/status"])
+                .await;
+            assert_eq!(caps.stdout, "CapBnd:\t00000000a80425fb\n", "{caps:?}");
+            let mount = c
+                .cli(&["task", "run", "--shell", "mount -t tmpfs none /mnt"])
+                .await;
+            assert_ne!(
+                mount.code,
+                Some(0),
+                "a task mounted a filesystem: {mount:?}"
+            );
+        }
     }
 }

@@ -591,6 +591,12 @@ fn resolve(program: &str, path: &str, cwd: &Path) -> Option<String> {
 }
 
 /// In the task's process: set it up and exec. Never returns.
+/// The capabilities a native task may hold: Docker's default set (chown,
+/// dac_override, fowner, fsetid, kill, setgid, setuid, setpcap,
+/// net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap).
+/// Not sys_admin, net_admin, sys_ptrace, sys_module and the rest.
+const TASK_CAPS: u64 = 0xa804_25fb;
+
 fn exec_task(
     p: &Prepared,
     mut exec_err: std::fs::File,
@@ -625,6 +631,18 @@ fn exec_task(
         }
         for (r, soft, hard) in &p.rlimits {
             if nix::sys::resource::setrlimit(*r, *soft, *hard).is_err() {
+                fail(&mut exec_err, errno());
+            }
+        }
+        // The bounding set is what an exec as root gains: only the
+        // capabilities a Docker container gets by default are left (a task
+        // of another user loses them all at setuid anyway). EINVAL: past
+        // the kernel's last capability.
+        for cap in 0..64 {
+            if TASK_CAPS & (1u64 << cap) == 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0
+                && errno() != libc::EINVAL
+            {
                 fail(&mut exec_err, errno());
             }
         }
