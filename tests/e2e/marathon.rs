@@ -894,9 +894,11 @@ async fn a_file_fetch_outside_the_allowed_directories_fails_the_task_and_copies_
         // Never started: no sandbox holds a copy.
         let task = failure["taskId"].as_str().unwrap();
         let sandbox = c.dir.path().join("data/agent/sandboxes").join(task);
-        let copied = std::fs::read_dir(&sandbox)
-            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
-            .unwrap_or_default();
+        let copied: Vec<_> = std::fs::read_dir(&sandbox)
+            .unwrap_or_else(|e| panic!("{id}: the task's sandbox {}: {e}", sandbox.display()))
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert!(
             copied
                 .iter()

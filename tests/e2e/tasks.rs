@@ -317,6 +317,10 @@ async fn tasks_run_with_no_new_privileges_in_every_containerizer_and_native_ones
                 Some(0),
                 "a task mounted a filesystem: {mount:?}"
             );
+            assert!(
+                mount.stderr.contains("permission denied"),
+                "refused for want of the capability: {mount:?}"
+            );
         }
     }
 }

@@ -310,35 +310,10 @@ impl Chronos {
         Some(id)
     }
 
-    /// Queued runs that may launch now, in launch order: high priority
-    /// first, then by due instant.
-    fn eligible(&self, now_ms: u64) -> Vec<RunKey> {
-        let mut busy: BTreeSet<&str> = BTreeSet::new();
-        for (k, r) in &self.runs {
-            if matches!(r.state, RunState::Launched | RunState::Running) {
-                busy.insert(k.0.as_str());
-            }
-        }
-        let mut out: Vec<(bool, u64, &RunKey)> = self
-            .runs
-            .iter()
-            .filter(|(_, r)| r.state == RunState::Queued && r.not_before_ms <= now_ms)
-            .filter_map(|(k, r)| {
-                let j = self.jobs.get(&k.0)?;
-                if !j.def.concurrent && busy.contains(k.0.as_str()) {
-                    return None;
-                }
-                Some((!j.def.high_priority, r.due_ms, k))
-            })
-            .collect();
-        out.sort();
-        out.into_iter().map(|(_, _, k)| k.clone()).collect()
-    }
-
-    /// How many queued runs may launch now ([`Chronos::eligible`] without
-    /// ordering them: it runs after every call, so it must stay cheap when
-    /// thousands of runs wait).
-    fn eligible_count(&self, now_ms: u64) -> usize {
+    /// Queued runs that may launch now, with their job: due (past any
+    /// retry delay), and not held back by a running run of a job that is
+    /// not `concurrent`.
+    fn launchable(&self, now_ms: u64) -> impl Iterator<Item = (&RunKey, &Run, &JobRecord)> {
         let busy: BTreeSet<&str> = self
             .runs
             .iter()
@@ -347,15 +322,22 @@ impl Chronos {
             .collect();
         self.runs
             .iter()
-            .filter(|(k, r)| {
-                r.state == RunState::Queued
-                    && r.not_before_ms <= now_ms
-                    && self
-                        .jobs
-                        .get(&k.0)
-                        .is_some_and(|j| j.def.concurrent || !busy.contains(k.0.as_str()))
+            .filter(move |(_, r)| r.state == RunState::Queued && r.not_before_ms <= now_ms)
+            .filter_map(move |(k, r)| {
+                let j = self.jobs.get(&k.0)?;
+                (j.def.concurrent || !busy.contains(k.0.as_str())).then_some((k, r, j))
             })
-            .count()
+    }
+
+    /// [`Chronos::launchable`] in launch order: high priority first, then
+    /// by due instant.
+    fn eligible(&self, now_ms: u64) -> Vec<RunKey> {
+        let mut out: Vec<(bool, u64, &RunKey)> = self
+            .launchable(now_ms)
+            .map(|(k, r, j)| (!j.def.high_priority, r.due_ms, k))
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, _, k)| k.clone()).collect()
     }
 
     /// Asks for offers while runs can launch; a run newly able to launch
@@ -364,7 +346,7 @@ impl Chronos {
         if !self.eligible_stale.replace(false) {
             return;
         }
-        let n = self.eligible_count(now_ms);
+        let n = self.launchable(now_ms).count();
         if n > self.eligible_before {
             log::debug(&format!(
                 "{n} runs can launch (was {}): reviving offers",
@@ -1168,7 +1150,7 @@ impl Framework for Chronos {
                 }
             }
         }
-        let waiting = self.eligible_count(now_ms);
+        let waiting = self.launchable(now_ms).count();
         log::debug(&format!(
             "{} offers: {} runs launched on {}, {waiting} still waiting, {} offers declined",
             offers.len(),
