@@ -3,7 +3,6 @@
 //! keep-alive connection.
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 /// One message read from a connection.
 pub struct Message {
@@ -31,8 +30,8 @@ impl Message {
 /// Reads the next message from `tcp`; bytes read past it stay in `buf` for
 /// the next call. `None` when the peer closed the connection between
 /// messages.
-pub async fn read_message(
-    tcp: &mut TcpStream,
+pub async fn read_message<R: tokio::io::AsyncRead + Unpin>(
+    tcp: &mut R,
     buf: &mut Vec<u8>,
 ) -> anyhow::Result<Option<Message>> {
     let end = loop {
@@ -63,7 +62,10 @@ pub async fn read_message(
     Ok(Some(message))
 }
 
-async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<bool> {
+async fn read_more<R: tokio::io::AsyncRead + Unpin>(
+    tcp: &mut R,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<bool> {
     buf.reserve(4096);
     Ok(tcp.read_buf(buf).await? > 0)
 }

@@ -121,17 +121,17 @@ pub async fn run(a: JobsArgs, bin: PathBuf) -> anyhow::Result<()> {
 async fn one(a: &JobsArgs, bin: &Path, n: usize) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all("/var/tmp")?;
     let base = tempfile::tempdir_in("/var/tmp")?;
-    let (master, url) = spawn_daemon(
-        bin,
-        &["master", "--listen", "127.0.0.1:0"],
-        &base.path().join("master"),
-        "master",
-    )
-    .await?;
+    let pki = crate::pki::Pki::create(&base.path().join("tls"))?;
+    let mut args = vec![
+        "master".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(pki.master_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (master, url) = spawn_daemon(bin, &args, &base.path().join("master"), "master").await?;
     let pid = master.id().context("the master's pid")?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let http = pki.client()?.timeout(Duration::from_secs(60)).build()?;
     wait_chronos(&http, &url).await?;
     let resources = wasmos_core::Resources {
         cpus: wasmos_core::Scalar::from_f64("cpus", 64.0)?,
@@ -142,6 +142,7 @@ async fn one(a: &JobsArgs, bin: &Path, n: usize) -> anyhow::Result<Outcome> {
     };
     let sims = SimAgents::start(
         &url,
+        &pki,
         a.agents,
         resources,
         Duration::from_secs_f64(a.task_seconds),

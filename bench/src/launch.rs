@@ -38,6 +38,10 @@ pub struct LaunchArgs {
     /// Skip Docker.
     #[arg(long)]
     skip_docker: bool,
+    /// Also measure native launches with every daemon --insecure (plain
+    /// HTTP), to see what TLS costs.
+    #[arg(long)]
+    insecure_too: bool,
 }
 
 const STAMP_C: &str = r#"#include <stdio.h>
@@ -92,50 +96,100 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
     let stamp = build_stamp(base.path())?;
     let mut rows: Vec<(String, Latencies, Option<f64>)> = Vec::new();
 
-    let up = Up::start(&wasmos_bin, &base.path().join("up"), !a.skip_docker).await?;
-    eprintln!("== native tasks through the agent: {} launches", a.count);
     let stamp_s = stamp.display().to_string();
     // A whole cpu: a small CFS quota would throttle the start itself.
     let native = json!({"argv": [stamp_s], "cpus": 1, "mem": 32});
-    up.burst("warm", 10, &native).await?;
-    // Latency one launch at a time (concurrency 1), rate in one burst.
-    let mut one = Latencies::default();
-    for i in 0..a.count {
-        let (l, _) = up.burst(&format!("n1-{i}"), 1, &native).await?;
-        one.extend(l);
+    let modes: &[bool] = if a.insecure_too {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    let mut template = Value::Null;
+    for &tls in modes {
+        let suffix = if tls { "" } else { ", --insecure" };
+        let up = Up::start(
+            &wasmos_bin,
+            &base.path().join(if tls {
+                "up-native"
+            } else {
+                "up-native-insecure"
+            }),
+            false,
+            tls,
+        )
+        .await?;
+        eprintln!(
+            "== native tasks through the agent{suffix}: {} launches",
+            a.count
+        );
+        up.burst("warm", 10, &native).await?;
+        // Latency one launch at a time (concurrency 1), rate in one burst.
+        let mut one = Latencies::default();
+        for i in 0..a.count {
+            let (l, _) = up.burst(&format!("n1-{i}"), 1, &native).await?;
+            one.extend(l);
+        }
+        let (mut burst, rate) = up.burst("native", a.count, &native).await?;
+        eprintln!(
+            "   in the burst: p50 {:.1} ms, p99 {:.1} ms from received to exec'd (queueing included)",
+            burst.percentile(50.0),
+            burst.percentile(99.0)
+        );
+        rows.push((
+            format!("through the master and `exec` (TASK_STARTING → exec'd){suffix}"),
+            one,
+            Some(rate),
+        ));
+        let warm = up.get("/api/wasmos/v1/tasks/warm-0").await?;
+        template = json!({
+            "task_id": "x", "name": "x",
+            "resources": warm["resources"], "command": warm["command"], "labels": warm["labels"],
+        });
+        up.stop().await;
     }
-    let (mut burst, rate) = up.burst("native", a.count, &native).await?;
-    eprintln!(
-        "   in the burst: p50 {:.1} ms, p99 {:.1} ms from received to exec'd (queueing included)",
-        burst.percentile(50.0),
-        burst.percentile(99.0)
-    );
-    rows.push((
-        "through the master and `exec` (TASK_STARTING → exec'd)".into(),
-        one,
-        Some(rate),
-    ));
-    let warm = up.get("/api/wasmos/v1/tasks/warm-0").await?;
-    let template = json!({
-        "task_id": "x", "name": "x",
-        "resources": warm["resources"], "command": warm["command"], "labels": warm["labels"],
-    });
-    eprintln!(
-        "== native tasks straight to an agent's API (stand-in master): concurrency 1, then 16"
-    );
-    let master = stand_in_master().await?;
-    let adir = base.path().join("agent");
-    let (_agent, agent_url) = start_agent(&wasmos_bin, &adir, &master).await?;
-    let sandboxes = adir.join("sandboxes");
-    direct(&agent_url, &sandboxes, "dwarm", 10, 1, &template).await?;
-    let (one, rate1) = direct(&agent_url, &sandboxes, "d1", a.count, 1, &template).await?;
-    rows.push((
-        "agent API, concurrency 1 (post → exec'd)".into(),
-        one,
-        Some(rate1),
-    ));
-    let (many, rate16) = direct(&agent_url, &sandboxes, "d16", a.count, 16, &template).await?;
-    rows.push(("agent API, concurrency 16".into(), many, Some(rate16)));
+    for &tls in modes {
+        let suffix = if tls { "" } else { ", --insecure" };
+        eprintln!(
+            "== native tasks straight to an agent's API (stand-in master{suffix}): concurrency 1, then 16"
+        );
+        let pki = if tls {
+            Some(std::sync::Arc::new(crate::pki::Pki::create(
+                &base.path().join("stand-in-tls"),
+            )?))
+        } else {
+            None
+        };
+        let master = stand_in_master(pki.clone()).await?;
+        let adir = base
+            .path()
+            .join(if tls { "agent" } else { "agent-insecure" });
+        let (_agent, agent_url) = start_agent(&wasmos_bin, &adir, &master, pki.as_deref()).await?;
+        let http = match &pki {
+            Some(p) => p
+                .client_as(
+                    p.keys(wasmos_tls::Identity::Master(1))?,
+                    wasmos_tls::Expect::Agent,
+                )?
+                .build()?,
+            None => reqwest::Client::new(),
+        };
+        let sandboxes = adir.join("sandboxes");
+        direct(&http, &agent_url, &sandboxes, "dwarm", 10, 1, &template).await?;
+        let (one, rate1) =
+            direct(&http, &agent_url, &sandboxes, "d1", a.count, 1, &template).await?;
+        rows.push((
+            format!("agent API, concurrency 1 (post → exec'd){suffix}"),
+            one,
+            Some(rate1),
+        ));
+        let (many, rate16) =
+            direct(&http, &agent_url, &sandboxes, "d16", a.count, 16, &template).await?;
+        rows.push((
+            format!("agent API, concurrency 16{suffix}"),
+            many,
+            Some(rate16),
+        ));
+    }
 
     if !a.skip_oci {
         for runtime in ["crun", "runc"] {
@@ -149,6 +203,7 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
 
     let mut docker_rows = Vec::new();
     if !a.skip_docker {
+        let up = Up::start(&wasmos_bin, &base.path().join("up-docker"), true, true).await?;
         import_image(&stamp, &base.path().join("image"))?;
         let task = json!({
             "argv": ["/stamp"], "cpus": 1, "mem": 32,
@@ -181,8 +236,8 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
             raw_lat,
             Some(raw_rate),
         ));
+        up.stop().await;
     }
-    up.stop().await;
 
     println!("\n| Native launch → exec'd | p50 ms | p99 ms | launches/s |");
     println!("|---|---|---|---|");
@@ -227,6 +282,7 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
 /// / first post → last exec'd. `template` is a task spec the master
 /// recorded, reused with new ids.
 async fn direct(
+    http: &reqwest::Client,
     agent: &str,
     sandboxes: &Path,
     prefix: &str,
@@ -234,7 +290,6 @@ async fn direct(
     concurrency: usize,
     template: &Value,
 ) -> anyhow::Result<(Latencies, f64)> {
-    let http = reqwest::Client::new();
     let term = 1;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let client = |_| async {
@@ -289,34 +344,31 @@ async fn direct(
 /// A stand-in master for measuring the agent alone (perf anchor B5:
 /// "through the agent API"): it registers the agent, answers heartbeats,
 /// lists no plugins and acknowledges every status update as applied, over
-/// plain HTTP/1.1 on loopback. Nothing else.
-async fn stand_in_master() -> anyhow::Result<String> {
-    use tokio::io::AsyncWriteExt as _;
+/// HTTP/1.1 on loopback: with TLS and a master's certificate from `pki`'s
+/// CA (issuing the agent's certificate when it joins), or plain for an
+/// agent run --insecure. Nothing else.
+async fn stand_in_master(pki: Option<std::sync::Arc<crate::pki::Pki>>) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let scheme = if pki.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    let acceptor = match &pki {
+        Some(p) => Some(tokio_rustls::TlsAcceptor::from(
+            p.server_config(p.keys(wasmos_tls::Identity::Master(1))?)?,
+        )),
+        None => None,
+    };
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
+        while let Ok((conn, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let pki = pki.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Ok(Some(request)) = crate::http1::read_message(&mut conn, &mut buf).await
-                {
-                    let path = request.second_word();
-                    let body = if path.ends_with("/agents/register") {
-                        r#"{"agent_id":"bench-S0","cluster_id":"bench","master_id":"bench","term":1,"heartbeat_interval_ms":1000,"orphans":[],"plugins":""}"#
-                    } else if path.ends_with("/agents/heartbeat") {
-                        r#"{"master_id":"bench","term":1,"reregister":false,"plugins":""}"#
-                    } else if path.ends_with("/plugins") {
-                        "[]"
-                    } else {
-                        r#"{"outcome":"applied"}"#
-                    };
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if conn.write_all(reply.as_bytes()).await.is_err() {
-                        return;
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(conn).await {
+                            stand_in_serve(tls, pki).await;
+                        }
                     }
+                    None => stand_in_serve(conn, pki).await,
                 }
             });
         }
@@ -324,12 +376,57 @@ async fn stand_in_master() -> anyhow::Result<String> {
     Ok(url)
 }
 
+async fn stand_in_serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut conn: S,
+    pki: Option<std::sync::Arc<crate::pki::Pki>>,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut buf = Vec::new();
+    while let Ok(Some(request)) = crate::http1::read_message(&mut conn, &mut buf).await {
+        let path = request.second_word();
+        let joined;
+        let body = if path.ends_with("/join") {
+            let Some(p) = &pki else { return };
+            let req: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let cert = p.authority.sign_request(
+                req["csr"].as_str().unwrap_or(""),
+                &wasmos_tls::Identity::Agent("bench".into()),
+                &["127.0.0.1".into()],
+                Duration::from_secs(24 * 3600),
+            );
+            let Ok(cert) = cert else { return };
+            joined = json!({"certificate": cert, "ca": p.trust.pem()}).to_string();
+            joined.as_str()
+        } else if path.ends_with("/agents/register") {
+            r#"{"agent_id":"bench-S0","cluster_id":"bench","master_id":"bench","term":1,"heartbeat_interval_ms":1000,"orphans":[],"plugins":""}"#
+        } else if path.ends_with("/agents/heartbeat") {
+            r#"{"master_id":"bench","term":1,"reregister":false,"plugins":""}"#
+        } else if path.ends_with("/plugins") {
+            "[]"
+        } else {
+            r#"{"outcome":"applied"}"#
+        };
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if conn.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// `wasmos agent` of the stand-in master, native containerizer.
 async fn start_agent(
     bin: &Path,
     dir: &Path,
     master: &str,
+    pki: Option<&crate::pki::Pki>,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
+    let tls = match pki {
+        Some(p) => p.agent_args(),
+        None => vec!["--insecure".to_string()],
+    };
     let args = [
         "agent",
         "--master",
@@ -343,6 +440,10 @@ async fn start_agent(
         "--resources",
         "cpus:1000;mem:1000000",
     ];
+    let args: Vec<&str> = args
+        .into_iter()
+        .chain(tls.iter().map(String::as_str))
+        .collect();
     let started = spawn_daemon(bin, &args, dir, "agent").await?;
     // Registered once the stand-in has been asked (the first heartbeat).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -402,7 +503,7 @@ struct Up {
 }
 
 impl Up {
-    async fn start(bin: &Path, dir: &Path, docker: bool) -> anyhow::Result<Up> {
+    async fn start(bin: &Path, dir: &Path, docker: bool, tls: bool) -> anyhow::Result<Up> {
         anyhow::ensure!(
             bin.exists(),
             "{} is missing: build it with `cargo build --release -p wasmos`, or pass --wasmos",
@@ -413,6 +514,7 @@ impl Up {
         let mut child = tokio::process::Command::new(bin)
             .args(["up", "--listen", "127.0.0.1:0", "--containerizer", "native"])
             .args(["--docker", if docker { "on" } else { "off" }])
+            .args(if tls { &[][..] } else { &["--insecure"][..] })
             // Room for every task at once: the agent's launch path is what
             // is measured, not the allocator's packing.
             .args(["--resources", "cpus:1000;mem:1000000"])
@@ -446,11 +548,16 @@ impl Up {
             );
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let http = if tls {
+            crate::pki::Pki::of_up(dir)?.client()?.build()?
+        } else {
+            reqwest::Client::new()
+        };
         let up = Up {
             child,
             url,
             sandboxes: dir.join("agent/sandboxes"),
-            http: reqwest::Client::new(),
+            http,
         };
         up.wait_ready().await?;
         Ok(up)

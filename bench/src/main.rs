@@ -21,6 +21,7 @@ mod http1;
 mod jobs;
 mod launch;
 mod marathon;
+mod pki;
 mod sim;
 mod stats;
 mod wasmos;
@@ -78,6 +79,10 @@ pub struct MastersArgs {
     /// Measure Wasmos only.
     #[arg(long)]
     skip_etcd: bool,
+    /// Also measure masters started with --insecure (plain HTTP), to see
+    /// what TLS costs.
+    #[arg(long)]
+    insecure_too: bool,
     /// Raft election timeout (ms) for both systems (etcd: heartbeat a fifth of it, its minimum ratio).
     #[arg(long, default_value_t = 150)]
     election_timeout_ms: u64,
@@ -181,13 +186,23 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => default_wasmos()?,
     };
-    {
-        eprintln!("== wasmos: starting three masters");
+    let modes: &[bool] = if a.insecure_too {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    for &tls in modes {
+        eprintln!(
+            "== wasmos: starting three masters{}",
+            if tls { "" } else { " with --insecure" }
+        );
+        let dir = if tls { "wasmos" } else { "wasmos-insecure" };
         let mut w = wasmos::Cluster::start(
             &wasmos_bin,
-            &base.path().join("wasmos"),
+            &base.path().join(dir),
             a.election_timeout_ms,
             a.wasmos_worker_threads,
+            tls,
         )
         .await?;
         rows.extend(throughput(&w, &a).await?);

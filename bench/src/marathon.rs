@@ -39,13 +39,16 @@ pub async fn run(a: MarathonArgs, bin: PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all("/var/tmp")?;
     let base = tempfile::tempdir_in("/var/tmp")?;
     eprintln!("data under {}", base.path().display());
-    let (_master, url) = spawn_daemon(
-        &bin,
-        &["master", "--listen", "127.0.0.1:0"],
-        &base.path().join("master"),
-        "master",
-    )
-    .await?;
+    let pki = crate::pki::Pki::create(&base.path().join("tls"))?;
+    let mut margs = vec![
+        "master".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    margs.extend(pki.master_args());
+    let margs: Vec<&str> = margs.iter().map(String::as_str).collect();
+    let (_master, url) = spawn_daemon(&bin, &margs, &base.path().join("master"), "master").await?;
+    let agent_tls = pki.agent_args();
     let mut agents = Vec::new();
     for i in 0..a.agents {
         let host = format!("agent-{i}");
@@ -64,15 +67,17 @@ pub async fn run(a: MarathonArgs, bin: PathBuf) -> anyhow::Result<()> {
             "--resources",
             "cpus:64;mem:65536",
         ];
+        let args: Vec<&str> = args
+            .into_iter()
+            .chain(agent_tls.iter().map(String::as_str))
+            .collect();
         agents.push(
             spawn_daemon(&bin, &args, &base.path().join(&host), "agent")
                 .await?
                 .0,
         );
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = pki.client()?.timeout(Duration::from_secs(30)).build()?;
     wait_agents(&http, &url, a.agents).await?;
     eprintln!(
         "master {url}, {} agents ({} containerizer)",

@@ -5,8 +5,9 @@
 //! until the master acknowledges it. No process runs: what is measured is
 //! the master and its frameworks, not a containerizer.
 //!
-//! One HTTP listener serves every simulated agent, each under its own path
-//! (`/a/<n>`), which is the endpoint it registers with.
+//! One HTTPS listener serves every simulated agent, each under its own path
+//! (`/a/<n>`), which is the endpoint it registers with. They share one
+//! agent certificate from the cluster CA, which the bench holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,13 +71,16 @@ impl SimAgents {
     /// master at `master`; their tasks run for `lifetime`.
     pub async fn start(
         master: &str,
+        pki: &crate::pki::Pki,
         n: usize,
         resources: Resources,
         lifetime: Duration,
     ) -> anyhow::Result<SimAgents> {
+        let keys = pki.keys(wasmos_tls::Identity::Agent("simulated".into()))?;
         let shared = Arc::new(Shared {
             master: master.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
+            http: pki
+                .client_as(keys.clone(), wasmos_tls::Expect::Master)?
                 .timeout(Duration::from_secs(10))
                 .pool_max_idle_per_host(256)
                 .build()?,
@@ -94,13 +98,14 @@ impl SimAgents {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let listener = wasmos_tls::Listener::tls(listener, pki.server_config(keys)?)?;
         let mut tasks = vec![tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         })];
         for i in 0..n {
             let info = AgentInfo {
                 hostname: format!("sim-{i}"),
-                endpoint: format!("http://{addr}/a/{i}"),
+                endpoint: format!("https://{addr}/a/{i}"),
                 resources: resources.clone(),
                 attributes: Default::default(),
                 boot_id: "simulated".into(),

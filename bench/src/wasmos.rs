@@ -1,4 +1,4 @@
-//! Three `wasmos master` processes.
+//! Three `wasmos master` processes, with TLS (the default) or `--insecure`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,6 +17,11 @@ pub struct Cluster {
     worker_threads: u16,
     children: Vec<Option<Child>>,
     http: reqwest::Client,
+    /// The cluster CA (`ca.pem`, `ca.key`) the masters share; `None`: they
+    /// run --insecure.
+    tls: Option<PathBuf>,
+    /// For the load generator's own connections.
+    connector: Option<tokio_rustls::TlsConnector>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -31,6 +36,7 @@ impl Cluster {
         dir: &Path,
         election_ms: u64,
         worker_threads: u16,
+        tls: bool,
     ) -> anyhow::Result<Cluster> {
         anyhow::ensure!(
             bin.exists(),
@@ -41,6 +47,21 @@ impl Cluster {
         let ports = (0..3)
             .map(|_| free_port())
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let (tls, connector, http) = if tls {
+            let ca_dir = dir.join("tls");
+            let ca = wasmos_tls::Authority::create(&ca_dir, "bench")?;
+            let trust = ca.trust()?;
+            let config = wasmos_tls::client_config(&trust, wasmos_tls::Expect::Master, None)?;
+            (
+                Some(ca_dir),
+                Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                    config.clone(),
+                ))),
+                reqwest::Client::builder().use_preconfigured_tls(config),
+            )
+        } else {
+            (None, None, reqwest::Client::builder())
+        };
         let mut c = Cluster {
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -48,9 +69,9 @@ impl Cluster {
             election_ms,
             worker_threads,
             children: vec![None, None, None],
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()?,
+            http: http.timeout(Duration::from_secs(5)).build()?,
+            tls,
+            connector,
         };
         for i in 0..3 {
             c.spawn(i)?;
@@ -60,7 +81,8 @@ impl Cluster {
     }
 
     fn url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.ports[i])
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.ports[i])
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
@@ -74,6 +96,14 @@ impl Cluster {
             .open(self.dir.join(format!("m{}.log", i + 1)))?;
         let mut cmd = Command::new(&self.bin);
         cmd.arg("master");
+        match &self.tls {
+            Some(d) => cmd
+                .arg("--ca-cert")
+                .arg(d.join("ca.pem"))
+                .arg("--ca-key")
+                .arg(d.join("ca.key")),
+            None => cmd.arg("--insecure"),
+        };
         if self.worker_threads > 0 {
             cmd.args(["--worker-threads", &self.worker_threads.to_string()]);
         }
@@ -163,13 +193,19 @@ impl Cluster {
 /// again by the next write.
 struct HttpWriter {
     addr: std::net::SocketAddr,
+    connector: Option<tokio_rustls::TlsConnector>,
     /// `addr` as the `host` header.
     host: String,
     conns: Vec<tokio::sync::Mutex<Option<Conn>>>,
 }
 
+type Stream = tokio_util::either::Either<
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    tokio::net::TcpStream,
+>;
+
 struct Conn {
-    tcp: tokio::net::TcpStream,
+    tcp: Stream,
     /// Bytes read past the previous response (none, without pipelining).
     buf: Vec<u8>,
     /// The request being written (reused).
@@ -205,9 +241,14 @@ impl Conn {
 }
 
 impl HttpWriter {
-    fn new(addr: std::net::SocketAddr, clients: usize) -> HttpWriter {
+    fn new(
+        addr: std::net::SocketAddr,
+        clients: usize,
+        connector: Option<tokio_rustls::TlsConnector>,
+    ) -> HttpWriter {
         HttpWriter {
             addr,
+            connector,
             host: addr.to_string(),
             conns: (0..clients)
                 .map(|_| tokio::sync::Mutex::new(None))
@@ -227,6 +268,13 @@ impl HttpWriter {
             None => {
                 let tcp = tokio::net::TcpStream::connect(self.addr).await?;
                 tcp.set_nodelay(true)?;
+                let tcp = match &self.connector {
+                    Some(c) => Stream::Left(
+                        c.connect(rustls::pki_types::ServerName::from(self.addr.ip()), tcp)
+                            .await?,
+                    ),
+                    None => Stream::Right(tcp),
+                };
                 Conn {
                     tcp,
                     buf: Vec::with_capacity(4096),
@@ -257,13 +305,21 @@ impl Writer for HttpWriter {
 
 impl System for Cluster {
     fn name(&self) -> &'static str {
-        "wasmos"
+        if self.tls.is_some() {
+            "wasmos"
+        } else {
+            "wasmos --insecure"
+        }
     }
 
     async fn writer(&self, clients: usize) -> anyhow::Result<Box<dyn Writer>> {
         let leader = self.wait_leader(Duration::from_secs(30)).await?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[leader]));
-        Ok(Box::new(HttpWriter::new(addr, clients)))
+        Ok(Box::new(HttpWriter::new(
+            addr,
+            clients,
+            self.connector.clone(),
+        )))
     }
 
     async fn kill_leader(&mut self) -> anyhow::Result<usize> {

@@ -3,13 +3,14 @@ is true in it, over the DevTools protocol on a pipe (Python's standard
 library only). Fails on a page exception, a console error, a failed request
 or a response of 400 or more, and when the deadline passes first.
 
-Usage: browser.py URL EXPRESSION [--width 1280] [--height 900] [--mobile]
+Usage: browser.py URL EXPRESSION [--ca CA.PEM] [--width 1280] [--height 900] [--mobile]
                   [--timeout 30] [--png out.png]
 Prints the expression's last value; exit 0 when it became true with no
 errors, 1 otherwise (with what went wrong on stderr)."""
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import select
@@ -22,10 +23,23 @@ import time
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/lib/chromium/chromium")
 
 
+def trust(ca):
+    """Chromium flags that trust the CA whose certificate is at `ca` (the
+    servers send it in their chain): its public key's SHA-256, pinned."""
+    if not ca:
+        return []
+    pub = subprocess.run(["openssl", "x509", "-in", ca, "-pubkey", "-noout"],
+                         check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         check=True, capture_output=True).stdout
+    spki = base64.b64encode(hashlib.sha256(der).digest()).decode()
+    return ["--ignore-certificate-errors-spki-list=" + spki]
+
+
 class Browser:
     """One headless Chromium speaking CDP over fds 3 (in) and 4 (out)."""
 
-    def __init__(self, width, height):
+    def __init__(self, width, height, ca=None):
         self.profile = tempfile.mkdtemp(prefix="wasmos-browser-")
         cmd_r, self.cmd_w = os.pipe()
         self.out_r, out_w = os.pipe()
@@ -42,7 +56,7 @@ class Browser:
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--disable-extensions", "--disable-background-networking",
              "--user-data-dir=" + self.profile, "--remote-debugging-pipe",
-             f"--window-size={width},{height}", "about:blank"],
+             f"--window-size={width},{height}"] + trust(ca) + ["about:blank"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=wire,
             close_fds=False, start_new_session=True,
             env=dict(os.environ, HOME=self.profile))
@@ -119,8 +133,9 @@ def main():
     ap.add_argument("--mobile", action="store_true")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--png")
+    ap.add_argument("--ca", help="the cluster CA's certificate (PEM)")
     a = ap.parse_args()
-    b = Browser(a.width, a.height)
+    b = Browser(a.width, a.height, a.ca)
     try:
         target = b.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         b.session = b.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]

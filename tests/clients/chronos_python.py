@@ -4,12 +4,18 @@ unchanged, on both of Chronos' API prefixes: Chronos 3's `/v1/scheduler`
 (`scheduler_api_version=None`, which updates with PUT). The client treats a
 bodiless answer that is not 204 as an error and every 4xx/5xx as one, so
 each call below that returns has been answered as Chronos answers it.
-Usage: chronos_python.py HOST:PORT"""
+The cluster speaks only HTTPS: the client is given `proto="https"`, and
+httplib2 (under it) trusts the cluster's CA through HTTPLIB2_CA_CERTS.
+Usage: chronos_python.py HOST:PORT CA.PEM"""
 
+import os
 import sys
 import time
 
 from common import wait
+
+# httplib2 reads its CA bundle when it is first imported.
+os.environ["HTTPLIB2_CA_CERTS"] = sys.argv[2]
 
 import chronos
 from chronos import ChronosAPIError
@@ -130,8 +136,8 @@ def drive(c, legacy):
     assert not [j for j in c.list() if j["name"].startswith(p)]
 
 
-metrics = chronos.connect(server).metrics()
+metrics = chronos.connect(server, proto="https").metrics()
 assert "version" in metrics and "gauges" in metrics, metrics
-drive(chronos.connect([server]), legacy=False)
-drive(chronos.connect([server], scheduler_api_version=None), legacy=True)
+drive(chronos.connect([server], proto="https"), legacy=False)
+drive(chronos.connect([server], proto="https", scheduler_api_version=None), legacy=True)
 print("chronos-python: ok")

@@ -1,6 +1,8 @@
 """Drives a Wasmos cluster with marathon-python (PyPI `marathon` 0.13.0),
 unchanged: the client parses every model strictly, so any key or format
-Marathon would not send fails here. Usage: marathon_python.py MASTER_URL"""
+Marathon would not send fails here. The cluster speaks only HTTPS: the
+client verifies it against the cluster's CA (`verify=`).
+Usage: marathon_python.py MASTER_URL CA.PEM"""
 
 import collections
 import collections.abc
@@ -17,7 +19,7 @@ from marathon import MarathonClient
 from marathon.exceptions import NotFoundError
 from marathon.models import MarathonApp, MarathonConstraint, MarathonGroup, MarathonHealthCheck
 
-c = MarathonClient(sys.argv[1])
+c = MarathonClient(sys.argv[1], verify=sys.argv[2])
 
 
 def deployed(app_id, n):

@@ -89,12 +89,12 @@ async fn bad_requests_get_a_4xx_with_a_message_and_change_nothing() {
             api.get("/api/wasmos/v1/nope").await,
         ),
         (
-            "agent call without the secret",
+            "agent endpoint without an agent certificate",
             401,
             api.post("/internal/v1/status", &json!({})).await,
         ),
         (
-            "register without the secret",
+            "register without an agent certificate",
             401,
             api.post("/internal/v1/agents/register", &json!({})).await,
         ),
@@ -239,7 +239,11 @@ async fn agents_and_frameworks_are_listed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_event_stream_reports_task_changes() {
     let c = Cluster::up().await;
-    let resp = reqwest::get(format!("{}/api/wasmos/v1/events", c.up.url))
+    let resp = wasmos_tests::client_for(&c.up.url)
+        .build()
+        .unwrap()
+        .get(format!("{}/api/wasmos/v1/events", c.up.url))
+        .send()
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");

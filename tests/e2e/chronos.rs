@@ -449,7 +449,7 @@ async fn leader_kills_mid_schedule_neither_lose_nor_repeat_a_due_run() {
     // A follower forwards Chronos' API to the leader, as Chronos' masters
     // did: a client that does not follow a redirect on POST (httplib2,
     // under chronos-python) is answered by the leader all the same.
-    let no_redirects = reqwest::Client::builder()
+    let no_redirects = wasmos_tests::client_for(&m.url(follower))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -538,8 +538,17 @@ async fn leader_kills_mid_schedule_neither_lose_nor_repeat_a_due_run() {
 async fn chronos_python_drives_both_api_prefixes_unchanged() {
     let c = Cluster::up().await;
     wait_chronos(&c.api).await;
-    let server = c.up.url.trim_start_matches("http://");
-    wasmos_tests::run_client_script("chronos_python.py", &[server], "chronos-python: ok").await;
+    let server =
+        c.up.url
+            .strip_prefix("https://")
+            .expect("the master speaks https");
+    let ca = c.ca();
+    wasmos_tests::run_client_script(
+        "chronos_python.py",
+        &[server, ca.to_str().unwrap()],
+        "chronos-python: ok",
+    )
+    .await;
 }
 
 /// The dashboard's Jobs view in a real headless Chromium: the jobs with
@@ -575,7 +584,8 @@ async fn the_dashboard_shows_jobs_their_runs_and_the_graph_in_a_real_browser() {
         &[][..],
         &["--width", "390", "--height", "844", "--mobile"][..],
     ] {
-        let mut args = vec![page.as_str(), ready];
+        let ca = c.ca();
+        let mut args = vec![page.as_str(), ready, "--ca", ca.to_str().unwrap()];
         args.extend_from_slice(extra);
         wasmos_tests::run_client_script("browser.py", &args, "true").await;
     }

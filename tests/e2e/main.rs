@@ -11,4 +11,5 @@ mod marathon;
 mod masters;
 mod plugins;
 mod reliability;
+mod security;
 mod tasks;

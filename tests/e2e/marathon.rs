@@ -24,7 +24,7 @@ impl V2 {
     fn new(base: &str) -> V2 {
         V2 {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
+            http: wasmos_tests::client_for(base)
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap(),
@@ -430,8 +430,10 @@ async fn a_deployment_survives_a_leader_kill_and_completes() {
             "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
-            "--secret-file",
-            ms.secret_file().to_str().unwrap(),
+            "--ca-cert",
+            ms.ca().to_str().unwrap(),
+            "--join-token-file",
+            ms.join_token_file().to_str().unwrap(),
             "--resources",
             &wasmos_tests::own_ports(""),
         ],
@@ -575,7 +577,9 @@ async fn the_event_stream_sends_marathon_events_framed_for_its_clients() {
     // Without the SSE Accept header Marathon answers 405.
     assert_eq!(m.get("/v2/events").await.status, 405);
 
-    let resp = reqwest::Client::new()
+    let resp = wasmos_tests::client_for(&c.up.url)
+        .build()
+        .unwrap()
         .get(format!("{}/v2/events", c.up.url))
         .header("accept", "text/event-stream")
         .send()
@@ -642,8 +646,12 @@ async fn the_event_stream_sends_marathon_events_framed_for_its_clients() {
 async fn marathon_python_drives_wasmos_unchanged() {
     let c = Cluster::up().await;
     V2::new(&c.up.url).wait_up().await;
-    wasmos_tests::run_client_script("marathon_python.py", &[&c.up.url], "marathon-python: ok")
-        .await;
+    wasmos_tests::run_client_script(
+        "marathon_python.py",
+        &[&c.up.url, c.ca().to_str().unwrap()],
+        "marathon-python: ok",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -838,7 +846,7 @@ async fn fetched_files_are_in_the_sandbox_before_the_task_starts_and_a_failed_fe
 }
 
 /// `file://` reads only beneath the directories the agent allows: the
-/// agent's own files (here the cluster's secret) cannot be fetched, not by
+/// agent's own files (here the cluster CA's key) cannot be fetched, not by
 /// path, not through `..`, not through a symbolic link; the task fails
 /// before it runs, saying why.
 #[tokio::test(flavor = "multi_thread")]
@@ -846,10 +854,10 @@ async fn a_file_fetch_outside_the_allowed_directories_fails_the_task_and_copies_
     let c = Cluster::up().await;
     let m = V2::new(&c.up.url);
     m.wait_up().await;
-    let secret = c.dir.path().join("data/secret");
+    let secret = c.dir.path().join("data/tls/ca.key");
     assert!(
         secret.is_file(),
-        "up keeps its secret at {}",
+        "up keeps the cluster CA's key at {}",
         secret.display()
     );
     std::os::unix::fs::symlink(&secret, c.files().join("innocent.txt")).unwrap();
@@ -861,7 +869,7 @@ async fn a_file_fetch_outside_the_allowed_directories_fails_the_task_and_copies_
         ),
         (
             "/dots",
-            format!("file://{}/../data/secret", c.files().display()),
+            format!("file://{}/../data/tls/ca.key", c.files().display()),
             "leads out of",
         ),
         (
@@ -902,7 +910,7 @@ async fn a_file_fetch_outside_the_allowed_directories_fails_the_task_and_copies_
         assert!(
             copied
                 .iter()
-                .all(|n| !n.to_string_lossy().contains("secret")
+                .all(|n| !n.to_string_lossy().contains("ca.key")
                     && !n.to_string_lossy().contains("shadow")
                     && !n.to_string_lossy().contains("innocent")),
             "{id}: {copied:?}"

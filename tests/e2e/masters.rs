@@ -195,6 +195,9 @@ async fn stopping_every_master_and_starting_them_again_brings_the_state_back() {
     ];
     let mut up = Daemon::start_until("up", &up_args, &["masters", "agent"], dir.path()).await;
     let urls = up.url.clone();
+    for u in urls.split(',') {
+        wasmos_tests::trust(u, &data.join("tls/ca.pem"));
+    }
     let api = Api::new(urls.split(',').next().unwrap());
     wait_ready(&api).await;
 
@@ -252,7 +255,7 @@ async fn a_leader_cut_off_cannot_commit_and_rejoins_as_a_follower() {
     let (new_leader, new_term) = m.wait_leader(&others, Some(leader)).await;
     assert!(new_term > term);
     // The cut-off master cannot commit: a write sent to it fails.
-    let old = reqwest::Client::builder()
+    let old = wasmos_tests::client_for(&m.url(leader))
         .timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -326,8 +329,7 @@ async fn a_paused_leader_does_nothing_with_its_stale_term() {
     let (new_leader, new_term) = m.wait_leader(&others, Some(leader)).await;
     assert!(new_term > term);
     // The agent follows the new leader and has seen its term.
-    let secret = std::fs::read_to_string(m.secret_file()).unwrap();
-    let agent_api = Api::with_secret(&agent.url, secret.trim());
+    let agent_api = m.agent_api(&agent.url);
     wait_for("the agent to see the new term", DEADLINE, || async {
         let (_, st) = agent_api.get("/api/wasmos/v1/state").await;
         (st["term"].as_u64() >= Some(new_term)).then_some(())
@@ -335,7 +337,7 @@ async fn a_paused_leader_does_nothing_with_its_stale_term() {
     .await;
     // A kill sent to the paused leader waits in its socket until it wakes
     // up, still believing it leads term `term`.
-    let stale = reqwest::Client::builder()
+    let stale = wasmos_tests::client_for(&m.url(leader))
         .timeout(Duration::from_secs(20))
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -3,10 +3,13 @@
 
 use wasmos_tests::{Api, Cluster, DEADLINE, Daemon, PROCESS, cli, free_port, wait_for};
 
-/// A master and an agent as separate processes, without a secret.
+/// A one-master cluster as its own process: the master makes the cluster
+/// CA in its data dir on its first start; agents join with `dir/join-token`.
 async fn start_master(dir: &std::path::Path, port: u16) -> Daemon {
     let data = dir.join("master");
-    Daemon::start(
+    let token = dir.join("join-token");
+    std::fs::write(&token, "reliability-join-token").unwrap();
+    let d = Daemon::start(
         "master",
         &[
             "master",
@@ -14,17 +17,26 @@ async fn start_master(dir: &std::path::Path, port: u16) -> Daemon {
             &format!("127.0.0.1:{port}"),
             "--data-dir",
             data.to_str().expect("utf-8 temp path"),
+            "--join-token-file",
+            token.to_str().expect("utf-8 temp path"),
         ],
         "master",
         dir,
     )
-    .await
+    .await;
+    wasmos_tests::trust(&d.url, &ca(dir));
+    d
+}
+
+/// The CA the master made.
+fn ca(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("master/tls/ca.pem")
 }
 
 /// An agent of `master`, keeping its state under `dir/agent`.
 async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
     let data = dir.join("agent");
-    Daemon::start(
+    let d = Daemon::start(
         "agent",
         &[
             "agent",
@@ -34,6 +46,10 @@ async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
             "127.0.0.1:0",
             "--data-dir",
             data.to_str().expect("utf-8 temp path"),
+            "--ca-cert",
+            ca(dir).to_str().expect("utf-8 temp path"),
+            "--join-token-file",
+            dir.join("join-token").to_str().expect("utf-8 temp path"),
             // Its tasks wait on files of the test's under /tmp.
             "--containerizer",
             "process",
@@ -43,7 +59,9 @@ async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
         "agent",
         dir,
     )
-    .await
+    .await;
+    wasmos_tests::trust(&d.url, &ca(dir));
+    d
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,7 +71,10 @@ async fn status_updates_survive_a_master_restart_in_the_middle() {
     let mut master = start_master(dir.path(), port).await;
     let agent = start_agent(dir.path(), &master.url).await;
     let api = Api::new(&master.url);
-    let agent_api = Api::new(&agent.url);
+    let agent_api = Api::with_identity(
+        &agent.url,
+        &wasmos_tests::master_identity(&dir.path().join("master/tls")),
+    );
 
     // The task finishes only when told to, so it ends while the master is down.
     let go = dir.path().join("go");
@@ -241,9 +262,14 @@ async fn an_agent_follows_a_master_whose_state_was_wiped() {
         .await;
     }
     assert!(last_term > 2, "terms grow with every new leadership");
-    // A fresh state: a new cluster, counting terms from 1 again.
+    // A fresh state: a new cluster, counting terms from 1 again. The
+    // cluster CA stays (an agent trusts only the CA it was given).
     master.kill9().await;
+    let ca_dir = dir.path().join("ca-kept");
+    std::fs::rename(dir.path().join("master/tls"), &ca_dir).unwrap();
     std::fs::remove_dir_all(dir.path().join("master")).unwrap();
+    std::fs::create_dir_all(dir.path().join("master")).unwrap();
+    std::fs::rename(&ca_dir, dir.path().join("master/tls")).unwrap();
     let master = start_master(dir.path(), port).await;
     let out = cli(
         &master.url,
@@ -264,6 +290,8 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let data = dir.path().join("master");
+    let token = dir.path().join("join-token");
+    std::fs::write(&token, "reliability-join-token").unwrap();
     let master = Daemon::start(
         "master",
         &[
@@ -272,6 +300,8 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
             &format!("127.0.0.1:{port}"),
             "--data-dir",
             data.to_str().unwrap(),
+            "--join-token-file",
+            token.to_str().unwrap(),
             "--heartbeat-interval-ms",
             "300",
             "--agent-timeout-ms",
@@ -281,6 +311,7 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
         dir.path(),
     )
     .await;
+    wasmos_tests::trust(&master.url, &ca(dir.path()));
     let agent = start_agent(dir.path(), &master.url).await;
     let api = Api::new(&master.url);
     let run = cli(

@@ -27,6 +27,74 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// parallel load has taken longer than [`DEADLINE`].
 pub const START_DEADLINE: Duration = Duration::from_secs(90);
 
+/// Which cluster CA each daemon address (`host:port`) belongs to: the
+/// clusters a test starts register here, so that [`Api::new`] and [`cli`]
+/// trust the right CA for the address they are given.
+static TRUSTED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+fn authority_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', ',']).next().unwrap_or("").to_string()
+}
+
+/// Records that the daemon at `url` has a certificate from the CA whose
+/// certificate is at `ca`.
+pub fn trust(url: &str, ca: &Path) {
+    let mut t = TRUSTED.lock().unwrap_or_else(|p| p.into_inner());
+    let a = authority_of(url);
+    t.retain(|(u, _)| *u != a);
+    t.push((a, ca.to_path_buf()));
+}
+
+/// The CA certificate for the daemon at `url`, if a test registered one.
+pub fn ca_for(url: &str) -> Option<PathBuf> {
+    let a = authority_of(url);
+    TRUSTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(u, _)| *u == a)
+        .map(|(_, p)| p.clone())
+}
+
+/// A reqwest client builder that trusts the CA at `ca` (only it) and
+/// presents `identity` (PEM certificate + key) when given.
+pub fn tls_client(ca: &Path, identity: Option<&[u8]>) -> reqwest::ClientBuilder {
+    let pem = std::fs::read(ca).expect("read the cluster CA certificate");
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA certificate"))
+        .use_rustls_tls();
+    if let Some(id) = identity {
+        b = b.identity(reqwest::Identity::from_pem(id).expect("a PEM certificate and key"));
+    }
+    b
+}
+
+/// A reqwest client builder for the daemon at `url`: trusting its
+/// cluster's CA when a test registered one ([`trust`]).
+pub fn client_for(url: &str) -> reqwest::ClientBuilder {
+    match ca_for(url) {
+        Some(ca) => tls_client(&ca, None),
+        None => reqwest::Client::builder(),
+    }
+}
+
+/// A master's certificate and key (PEM, concatenated) from the CA in `dir`
+/// (`ca.pem`, `ca.key`): for a test that calls agents as the leader would.
+pub fn master_identity(dir: &Path) -> Vec<u8> {
+    let ca = wasmos_tls::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key"))
+        .expect("the cluster CA");
+    let c = ca
+        .issue(
+            &wasmos_tls::Identity::Master(99),
+            &["127.0.0.1".into(), "localhost".into()],
+            Duration::from_secs(3600),
+        )
+        .expect("issue a test master certificate");
+    format!("{}{}", c.cert_pem, c.key_pem).into_bytes()
+}
+
 /// The `wasmos` binary under test.
 pub fn wasmos_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("WASMOS_BIN") {
@@ -280,15 +348,17 @@ pub struct Output {
 
 /// Runs `wasmos --master <master> <args>` to completion (bounded).
 pub async fn cli(master: &str, args: &[&str]) -> Output {
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        Command::new(wasmos_bin())
-            .arg("--master")
+    let out = tokio::time::timeout(Duration::from_secs(120), {
+        let mut c = Command::new(wasmos_bin());
+        if let Some(ca) = ca_for(master) {
+            c.env("WASMOS_CACERT", ca);
+        }
+        c.arg("--master")
             .arg(master)
             .args(args)
             .stdin(Stdio::null())
-            .output(),
-    )
+            .output()
+    })
     .await
     .unwrap_or_else(|_| panic!("wasmos {args:?} did not finish"))
     .expect("run wasmos");
@@ -335,28 +405,27 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client of the daemon at `base`, trusting the CA its cluster
+    /// registered ([`trust`]).
     pub fn new(base: &str) -> Api {
         Self::build(base, None)
     }
 
-    /// A client that presents the cluster secret (for agents' own APIs).
-    pub fn with_secret(base: &str, secret: &str) -> Api {
-        Self::build(base, Some(secret))
+    /// A client presenting `identity` (PEM certificate and key), e.g. a
+    /// master's for agents' own APIs.
+    pub fn with_identity(base: &str, identity: &[u8]) -> Api {
+        Self::build(base, Some(identity))
     }
 
-    fn build(base: &str, secret: Option<&str>) -> Api {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(s) = secret {
-            headers.insert(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {s}").parse().expect("a header value"),
-            );
-        }
+    fn build(base: &str, identity: Option<&[u8]>) -> Api {
+        let b = match ca_for(base) {
+            Some(ca) => tls_client(&ca, identity),
+            None => reqwest::Client::builder(),
+        };
         Api {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
+            http: b
                 .timeout(Duration::from_secs(30))
-                .default_headers(headers)
                 .build()
                 .expect("http client"),
         }
@@ -533,7 +602,7 @@ impl Cluster {
         let data = dir.path().join("data");
         let data = data.to_str().expect("utf-8 temp path").to_string();
         // Tests' own files for file:// fetches; nothing else of the
-        // machine (not the data dir with the cluster's secret).
+        // machine (not the data dir with the cluster CA and join token).
         let files = dir.path().join("files");
         std::fs::create_dir_all(&files).expect("create the files dir");
         let files = files.to_str().expect("utf-8 temp path").to_string();
@@ -551,7 +620,11 @@ impl Cluster {
             args.extend(["--resources", &ports]);
         }
         args.extend_from_slice(extra);
-        let up = Daemon::start_with_env("up", &args, &["master", "agent"], dir.path(), env).await;
+        let up =
+            Daemon::start_with_env("up", &args, &["master", "agent", "ca"], dir.path(), env).await;
+        let ca = PathBuf::from(up.announced("ca").expect("up announces its CA"));
+        trust(&up.url, &ca);
+        trust(up.announced("agent").expect("up announces its agent"), &ca);
         let api = Api::new(&up.url);
         // Ready when the agent has registered and exec runs.
         wait_for("the agent and the exec framework", DEADLINE, || async {
@@ -586,13 +659,17 @@ impl Cluster {
         assert_eq!(out.code, Some(0), "{out:?}");
     }
 
-    /// The agent's own API (it needs the cluster secret `up` made).
+    /// The cluster CA's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("data/tls/ca.pem")
+    }
+
+    /// The agent's own API, called as a master would (with a master
+    /// certificate from the cluster CA).
     pub fn agent_api(&self) -> Api {
-        let secret =
-            std::fs::read_to_string(self.dir.path().join("data/secret")).expect("up's secret");
-        Api::with_secret(
+        Api::with_identity(
             self.up.announced("agent").expect("up announces its agent"),
-            secret.trim(),
+            &master_identity(&self.dir.path().join("data/tls")),
         )
     }
 
@@ -691,11 +768,14 @@ pub struct Masters {
     pub ips: Vec<String>,
     pub ports: Vec<u16>,
     pub dir: PathBuf,
-    secret: PathBuf,
+    /// The cluster CA (`ca.pem`, `ca.key`) every master is given.
+    pub tls: PathBuf,
+    join_token: PathBuf,
 }
 
 impl Masters {
-    /// Starts `n` masters with ids 1..=n under `dir` and a shared secret.
+    /// Starts `n` masters with ids 1..=n under `dir`, with one cluster CA
+    /// and join token.
     pub async fn start(n: usize, dir: &Path) -> Masters {
         let net = 20
             + (std::process::id() % 100)
@@ -712,14 +792,17 @@ impl Masters {
                     .expect("a free port")
             })
             .collect();
-        let secret = dir.join("secret");
-        std::fs::write(&secret, "test-cluster-secret").expect("write secret");
+        let tls = dir.join("tls");
+        wasmos_tls::Authority::create(&tls, "test").expect("make a cluster CA");
+        let join_token = dir.join("join-token");
+        std::fs::write(&join_token, "test-join-token").expect("write the join token");
         let mut m = Masters {
             daemons: (0..n).map(|_| None).collect(),
             ips,
             ports,
             dir: dir.to_path_buf(),
-            secret,
+            tls,
+            join_token,
         };
         let peers = m.peers();
         for id in 1..=n as u64 {
@@ -736,23 +819,30 @@ impl Masters {
             .join(",")
     }
 
+    /// The cluster CA's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.tls.join("ca.pem")
+    }
+
     /// An agent that knows every master, running plain processes (tests
     /// have their tasks write to files of theirs under /tmp, which the
     /// native containerizer would give each task its own of).
     pub async fn start_agent(&self, dir: &Path) -> Daemon {
         let data = dir.join("agent");
-        Daemon::start(
+        let d = Daemon::start(
             "agent",
             &[
                 "agent",
                 "--master",
                 &self.urls(),
+                "--ca-cert",
+                self.ca().to_str().expect("utf-8 temp path"),
+                "--join-token-file",
+                self.join_token.to_str().expect("utf-8 temp path"),
                 "--listen",
                 "127.0.0.1:0",
                 "--data-dir",
                 data.to_str().expect("utf-8 temp path"),
-                "--secret-file",
-                self.secret.to_str().expect("utf-8 temp path"),
                 "--containerizer",
                 "process",
                 "--resources",
@@ -761,13 +851,15 @@ impl Masters {
             "agent",
             dir,
         )
-        .await
+        .await;
+        trust(&d.url, &self.ca());
+        d
     }
 
     /// Master `id`'s base URL.
     pub fn url(&self, id: u64) -> String {
         let i = (id - 1) as usize;
-        format!("http://{}:{}", self.ips[i], self.ports[i])
+        format!("https://{}:{}", self.ips[i], self.ports[i])
     }
 
     /// Every master's URL, comma-separated (for --master).
@@ -778,8 +870,13 @@ impl Masters {
             .join(",")
     }
 
-    pub fn secret_file(&self) -> &Path {
-        &self.secret
+    pub fn join_token_file(&self) -> &Path {
+        &self.join_token
+    }
+
+    /// The agent at `url`'s own API, called as a master would.
+    pub fn agent_api(&self, url: &str) -> Api {
+        Api::with_identity(url, &master_identity(&self.tls))
     }
 
     /// Adds a slot for one more master (to join the running cluster); returns its id.
@@ -807,6 +904,19 @@ impl Masters {
         let data = self.dir.join(format!("master-{id}"));
         let listen = format!("{}:{}", self.ips[i], self.ports[i]);
         let id_s = id.to_string();
+        let ca = self.ca().to_str().expect("utf-8 temp path").to_string();
+        let key = self
+            .tls
+            .join("ca.key")
+            .to_str()
+            .expect("utf-8 temp path")
+            .to_string();
+        let token = self
+            .join_token
+            .to_str()
+            .expect("utf-8 temp path")
+            .to_string();
+        trust(&self.url(id), &self.ca());
         let mut args: Vec<&str> = vec![
             "master",
             "--id",
@@ -815,8 +925,12 @@ impl Masters {
             &listen,
             "--data-dir",
             data.to_str().expect("utf-8 temp path"),
-            "--secret-file",
-            self.secret.to_str().expect("utf-8 temp path"),
+            "--ca-cert",
+            &ca,
+            "--ca-key",
+            &key,
+            "--join-token-file",
+            &token,
             // Several clusters share two cores while the suite runs: with
             // the 150 ms default a starved heartbeat starts an election.
             "--election-timeout-ms",
@@ -1091,15 +1205,24 @@ impl Racks {
         let port = free_port();
         let mdata = dir.path().join("master");
         let listen = format!("127.0.0.1:{port}");
+        let token = dir.path().join("join-token");
+        std::fs::write(&token, "racks-join-token").expect("write the join token");
+        let token = token.to_str().expect("utf-8 temp path").to_string();
         let mut args = vec![
             "master",
             "--listen",
             &listen,
             "--data-dir",
             mdata.to_str().expect("utf-8 temp path"),
+            "--join-token-file",
+            &token,
         ];
         args.extend_from_slice(master_extra);
         let master = Daemon::start("master", &args, "master", dir.path()).await;
+        // The master made the cluster CA in its data dir.
+        let ca = mdata.join("tls/ca.pem");
+        trust(&master.url, &ca);
+        let ca = ca.to_str().expect("utf-8 temp path").to_string();
         let mut agents = Vec::new();
         for (host, rack) in hosts {
             let data = dir.path().join(host);
@@ -1110,6 +1233,10 @@ impl Racks {
                         "agent",
                         "--master",
                         &master.url,
+                        "--ca-cert",
+                        &ca,
+                        "--join-token-file",
+                        &token,
                         "--listen",
                         "127.0.0.1:0",
                         "--data-dir",

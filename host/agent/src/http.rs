@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,7 @@ use axum::{Json, extract::rejection::JsonRejection};
 use serde_json::json;
 use wasmos_core::TaskId;
 use wasmos_core::protocol::{self, KillTask, LaunchTasks};
+use wasmos_tls::{Identity, Peer};
 
 use crate::Agent;
 use crate::files::{self, FilesError};
@@ -33,7 +34,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .route("/api/wasmos/v1/sandboxes/{task}/files/{op}", get(files_op))
         .route_layer(middleware::from_fn_with_state(
             agent.clone(),
-            require_secret,
+            require_master,
         ));
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
@@ -43,14 +44,20 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .with_state(agent)
 }
 
-async fn require_secret(State(a): Shared, req: Request, next: Next) -> Response {
-    if let Some(secret) = &a.config.secret {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !protocol::bearer_matches(given, secret) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong cluster secret");
+/// Everything but /health is for the leading master: the connection must
+/// present a master certificate from the cluster CA (none needed under
+/// --insecure).
+async fn require_master(State(a): Shared, req: Request, next: Next) -> Response {
+    if a.config.tls.is_some() {
+        let identity = req
+            .extensions()
+            .get::<ConnectInfo<Peer>>()
+            .and_then(|c| c.0.identity.clone());
+        if !matches!(identity, Some(Identity::Master(_))) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "only the cluster's masters may call an agent: present a master certificate from the cluster CA",
+            );
         }
     }
     next.run(req).await

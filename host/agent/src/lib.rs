@@ -32,6 +32,7 @@ pub mod native;
 mod plugins;
 pub mod resources;
 mod tasks;
+pub mod tls;
 mod updates;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -42,7 +43,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::sync::{Notify, watch};
 use wasmos_core::{AgentId, AgentInfo, FrameworkId, TaskId, TaskStatus};
 
@@ -87,8 +87,9 @@ pub struct AgentConfig {
     /// `cpus:2;mem:1024;...` over the discovered resources.
     pub resources: Option<String>,
     pub attributes: BTreeMap<String, String>,
-    /// The cluster secret shared with the master.
-    pub secret: Option<String>,
+    /// TLS with the cluster CA, and the token to join with; `None` is
+    /// `--insecure` (plain HTTP, nothing authenticated).
+    pub tls: Option<tls::AgentTls>,
     /// Status updates are retried with backoff between these.
     pub update_retry_min: Duration,
     pub update_retry_max: Duration,
@@ -120,7 +121,7 @@ impl AgentConfig {
             hostname: None,
             resources: None,
             attributes: BTreeMap::new(),
-            secret: None,
+            tls: None,
             update_retry_min: Duration::from_millis(250),
             update_retry_max: Duration::from_secs(5),
             containerizer: ContainerizerChoice::Auto,
@@ -257,10 +258,31 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = config
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    if config.masters.is_empty() {
+        anyhow::bail!("--master: give at least one master URL");
+    }
+    let keys = match &config.tls {
+        Some(t) => {
+            let hosts = wasmos_tls::hosts_for(&url, addr, &t.extra_hosts);
+            let keys = tls::credentials(t, &config.data_dir, &config.masters, &hosts).await?;
+            Some((keys, hosts))
+        }
+        None => {
+            tracing::warn!(
+                "--insecure: plain HTTP, and the masters are not authenticated; anyone who reaches {addr} can run anything on this machine. Never use it on a network"
+            );
+            None
+        }
+    };
     let mut resources = resources::discover(&config.data_dir);
     let gpus = gpu::discover();
     resources.gpus = gpus.len() as u32;
@@ -278,24 +300,20 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         boot_id: resources::boot_id(),
         version: wasmos_core::VERSION.to_string(),
     };
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(secret) = &config.secret {
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {secret}").parse()?,
-        );
-    }
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
-        .default_headers(headers)
-        // Followers redirect to the leader; `Masters` follows them itself
-        // so that the secret goes along.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    if config.masters.is_empty() {
-        anyhow::bail!("--master: give at least one master URL");
+        // Followers redirect to the leader; `Masters` follows them itself,
+        // to any URL in the list or one a master named.
+        .redirect(reqwest::redirect::Policy::none());
+    if let (Some(t), Some((k, _))) = (&config.tls, &keys) {
+        client = client.use_preconfigured_tls(wasmos_tls::client_config(
+            &t.trust,
+            wasmos_tls::Expect::Master,
+            Some(k.clone()),
+        )?);
     }
+    let client = client.build()?;
     let runtime = wasmos_runtime::PluginRuntime::new(wasmos_runtime::RuntimeConfig::default())
         .map_err(anyhow::Error::msg)?
         .with_cache(config.plugin_cache.clone());
@@ -390,14 +408,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     tokio::spawn(agent.clone().disk_loop());
     tokio::spawn(agent.clone().sandbox_gc_loop());
     tokio::spawn(agent.clone().send_updates());
-    let app = http::router(agent.clone());
+    let app = http::router(agent.clone()).into_make_service_with_connect_info::<wasmos_tls::Peer>();
+    let listener = match (&agent.config.tls, keys) {
+        (Some(t), Some((keys, hosts))) => {
+            let server = wasmos_tls::server_config(&t.trust, keys.clone())?;
+            tokio::spawn(agent.clone().renew_loop(keys, hosts));
+            wasmos_tls::Listener::tls(listener, server)?
+        }
+        _ => wasmos_tls::Listener::plain(listener)?,
+    };
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {
-        // Raft and API exchanges are small request/response pairs: never
-        // let Nagle hold a reply back waiting for an ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|v| *v).await;

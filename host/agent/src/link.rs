@@ -21,6 +21,17 @@ struct Identity {
 
 const IDENTITY_FILE: &str = "agent.json";
 
+/// Forgets the agent id of earlier runs: an agent with a new certificate
+/// is a new agent (the masters bind an agent id to the certificate it
+/// registered with).
+pub(crate) fn forget_identity(data_dir: &Path) {
+    match std::fs::remove_file(data_dir.join(IDENTITY_FILE)) {
+        Ok(()) => tracing::info!("a new certificate: registering as a new agent"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::error!(error = %e, "cannot forget the agent's old id"),
+    }
+}
+
 /// The agent id from an earlier run on this boot. After a reboot the old
 /// id (and the tasks it had) are not trusted: the agent registers anew.
 pub(crate) fn load_identity(data_dir: &Path, boot_id: &str) -> Option<AgentId> {

@@ -2,9 +2,10 @@
 //!
 //! The agent knows a list of master URLs (`--master URL1,URL2,URL3`). It
 //! talks to the one it last found leading; a follower answers 307 with the
-//! leader's URL, which the agent follows itself (an HTTP client would drop
-//! the cluster secret on a redirect to another host); an unreachable master
-//! or one without a leader sends it to the next URL in the list.
+//! leader's URL, which the agent follows itself (only to another master:
+//! the TLS configuration requires a master certificate from the cluster
+//! CA); an unreachable master or one without a leader sends it to the next
+//! URL in the list.
 
 use std::sync::Mutex;
 use std::time::Duration;

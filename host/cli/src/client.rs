@@ -1,8 +1,11 @@
 //! The CLI's HTTP client for the native API, with errors that say what to
 //! do next.
 
+use std::path::Path;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use wasmos_tls::Trust;
 
 /// Why a request failed, in the user's terms.
 #[derive(Debug)]
@@ -20,6 +23,14 @@ pub enum ClientError {
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ClientError::Unreachable { url, why }
+                if why.contains("certificate") || why.contains("UnknownIssuer") =>
+            {
+                write!(
+                    f,
+                    "cannot trust the master at {url} ({why}); give the cluster's CA certificate with --ca-cert (or WASMOS_CACERT): the `ca:` line of `wasmos up`"
+                )
+            }
             ClientError::Unreachable { url, why } => write!(
                 f,
                 "cannot reach the master at {url} ({why}); start a cluster with `wasmos up`, or point --master (or WASMOS_MASTER) at a running master"
@@ -53,25 +64,59 @@ fn root_cause(e: &reqwest::Error) -> String {
     cause.to_string()
 }
 
+fn split(masters: &str) -> Vec<String> {
+    masters
+        .split(',')
+        .map(|m| m.trim().trim_end_matches('/').to_string())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+/// The CA certificate the CLI trusts: `--ca-cert` (or WASMOS_CACERT), else
+/// the one `wasmos up` made in its default data dir, if there is one.
+pub fn trust(ca_cert: Option<&Path>, default_data_dir: &Path) -> anyhow::Result<Option<Trust>> {
+    match ca_cert {
+        Some(p) => Trust::load(p)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--ca-cert: {e}")),
+        None => {
+            let p = default_data_dir.join("tls").join(wasmos_tls::CA_CERT);
+            Ok(p.is_file().then(|| Trust::load(&p)).transpose()?)
+        }
+    }
+}
+
 /// How long to keep retrying while the masters elect a leader.
 const ELECTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Client {
     /// `masters` is one URL or several, comma-separated.
-    pub fn new(masters: &str) -> Self {
+    /// `masters` is one URL or several, comma-separated; `trust` the
+    /// cluster CA (else the system's roots, which do not know it).
+    pub fn new(masters: &str, trust: Option<&Trust>) -> anyhow::Result<Self> {
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .timeout(std::time::Duration::from_secs(300))
+            // Redirects to the leader are followed by `send`.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(t) = trust {
+            http = http.use_preconfigured_tls(wasmos_tls::client_config(
+                t,
+                wasmos_tls::Expect::Master,
+                None,
+            )?);
+        }
+        Ok(Client {
+            bases: split(masters),
+            http: http.build()?,
+        })
+    }
+
+    /// The same client (and trust) for other masters.
+    pub fn at(&self, masters: &str) -> Client {
         Client {
-            bases: masters
-                .split(',')
-                .map(|m| m.trim().trim_end_matches('/').to_string())
-                .filter(|m| !m.is_empty())
-                .collect(),
-            http: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(3))
-                .timeout(std::time::Duration::from_secs(300))
-                // Redirects to the leader are followed by `send`.
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            bases: split(masters),
+            http: self.http.clone(),
         }
     }
 

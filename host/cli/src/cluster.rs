@@ -452,9 +452,7 @@ pub async fn masters(cmd: MastersCommand, c: &Client) -> anyhow::Result<()> {
             // Only the leader knows how far each member has caught up.
             if v["this_master"]["state"] != "Leader"
                 && let Some(addr) = v["leader"]["address"].as_str()
-                && let Ok(from_leader) = Client::new(addr)
-                    .get::<Value>("/api/wasmos/v1/masters")
-                    .await
+                && let Ok(from_leader) = c.at(addr).get::<Value>("/api/wasmos/v1/masters").await
             {
                 v = from_leader;
             }
@@ -500,7 +498,13 @@ pub async fn masters(cmd: MastersCommand, c: &Client) -> anyhow::Result<()> {
             }
         }
         MastersCommand::Add { member } => {
-            let peers = crate::daemon::parse_peers(&member).map_err(|e| {
+            // The scheme of the masters this CLI talks to, unless given.
+            let scheme = if c.base().starts_with("http://") {
+                "http"
+            } else {
+                "https"
+            };
+            let peers = crate::daemon::parse_peers(&member, scheme).map_err(|e| {
                 anyhow::anyhow!("{}", e.to_string().replace("--peers", "masters add"))
             })?;
             let Some((id, address)) = peers.into_iter().next().filter(|_| !member.contains(','))

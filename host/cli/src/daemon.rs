@@ -49,9 +49,32 @@ pub struct MasterArgs {
     /// Stop when the process that started this one exits (`wasmos up`).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
-    /// A file holding the cluster secret agents must present.
+    /// The cluster CA's key (with the global --ca-cert): masters issue
+    /// certificates to each other and to agents. Default: `tls/ca.key` and
+    /// `tls/ca.pem` in the data dir, made there by the first start of a
+    /// one-master cluster. Every master of a cluster needs the same CA.
+    #[arg(long, value_name = "PATH")]
+    ca_key: Option<PathBuf>,
+    /// A file holding the join token agents present to get their
+    /// certificates (none: no agent can join).
+    #[arg(long, value_name = "PATH")]
+    join_token_file: Option<PathBuf>,
+    /// More host names or addresses for this master's certificate (its
+    /// advertised host, listen address and loopback are always in it).
+    #[arg(long = "tls-host", value_name = "NAME")]
+    tls_hosts: Vec<String>,
+    /// How long the certificates this master issues are valid, in seconds
+    /// (renewed after two thirds of it).
+    #[arg(long, default_value_t = 30 * 24 * 3600, value_parser = clap::value_parser!(u64).range(30..))]
+    cert_lifetime_secs: u64,
+    /// Also serve plain HTTP here, for clients that cannot speak TLS:
+    /// loopback or a trusted network only (a warning is logged).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    plain_listen: Option<SocketAddr>,
+    /// Plain HTTP and no certificates anywhere: for a laptop, never a
+    /// network (a warning is logged on every start).
     #[arg(long)]
-    secret_file: Option<PathBuf>,
+    insecure: bool,
     /// How often agents heartbeat, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     heartbeat_interval_ms: u64,
@@ -92,9 +115,16 @@ pub struct AgentArgs {
     /// Attributes for placement constraints, e.g. `rack:r1;zone:a`.
     #[arg(long)]
     attributes: Option<String>,
-    /// A file holding the cluster secret (the master's --secret-file).
+    /// A file holding the join token (the masters' --join-token-file): the
+    /// agent presents it once to get its certificate (kept in the data dir).
+    #[arg(long, value_name = "PATH")]
+    join_token_file: Option<PathBuf>,
+    /// More host names or addresses for this agent's certificate.
+    #[arg(long = "tls-host", value_name = "NAME")]
+    tls_hosts: Vec<String>,
+    /// Plain HTTP, masters not authenticated: for a laptop, never a network.
     #[arg(long)]
-    secret_file: Option<PathBuf>,
+    insecure: bool,
     #[command(flatten)]
     tasks: TaskArgs,
 }
@@ -189,19 +219,54 @@ pub struct UpArgs {
     /// process each, on consecutive ports from --listen).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
     masters: u64,
+    /// Plain HTTP and no certificates: for a laptop, never a network.
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     tasks: TaskArgs,
 }
 
-fn read_secret(path: Option<&Path>) -> anyhow::Result<Option<String>> {
+fn read_token(path: Option<&Path>) -> anyhow::Result<Option<String>> {
     let Some(path) = path else { return Ok(None) };
     let s = std::fs::read_to_string(path)
-        .with_context(|| format!("--secret-file {}: cannot read it", path.display()))?;
+        .with_context(|| format!("--join-token-file {}: cannot read it", path.display()))?;
     let s = s.trim().to_string();
     if s.is_empty() {
-        bail!("--secret-file {}: the file is empty", path.display());
+        bail!("--join-token-file {}: the file is empty", path.display());
     }
     Ok(Some(s))
+}
+
+/// The cluster CA a master issues with: the given files, or those in its
+/// data dir — made there when this master forms a cluster alone.
+fn master_authority(
+    ca_cert: Option<&Path>,
+    ca_key: Option<&Path>,
+    data_dir: &Path,
+    alone: bool,
+) -> anyhow::Result<wasmos_tls::Authority> {
+    use wasmos_tls::Authority;
+    match (ca_cert, ca_key) {
+        (Some(c), Some(k)) => Ok(Authority::load(c, k)?),
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("--ca-cert and --ca-key go together: the cluster CA's certificate and its key")
+        }
+        (None, None) => {
+            let dir = data_dir.join("tls");
+            let (c, k) = (dir.join(wasmos_tls::CA_CERT), dir.join(wasmos_tls::CA_KEY));
+            if c.exists() {
+                return Ok(Authority::load(&c, &k)?);
+            }
+            if !alone {
+                bail!(
+                    "this master has no cluster CA: give every master of the cluster the same one with --ca-cert and --ca-key (make it once, e.g. by starting a one-master cluster, or with `wasmos up`, and copy its tls/ca.pem and tls/ca.key)"
+                );
+            }
+            let a = Authority::create(&dir, &format!("{:08x}", rand::random::<u32>()))?;
+            tracing::info!(ca = %c.display(), "made the cluster CA (clients and agents need its certificate)");
+            Ok(a)
+        }
+    }
 }
 
 fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
@@ -214,7 +279,7 @@ fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
 }
 
 /// Parses `1=host:port,2=http://host:port,...` into id → base URL.
-pub(crate) fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+pub(crate) fn parse_peers(s: &str, scheme: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut peers = BTreeMap::new();
     for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (id, addr) = item.split_once('=').ok_or_else(|| {
@@ -230,7 +295,7 @@ pub(crate) fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         let url = if addr.contains("://") {
             addr.to_string()
         } else {
-            format!("http://{addr}")
+            format!("{scheme}://{addr}")
         };
         let url = check_url("--peers", &url)?;
         if peers.insert(id, url).is_some() {
@@ -243,7 +308,7 @@ pub(crate) fn parse_peers(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     Ok(peers)
 }
 
-fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
+fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<MasterConfig> {
     let MasterArgs {
         listen,
         data_dir,
@@ -254,7 +319,12 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
         join,
         election_timeout_ms,
         exit_with_parent: _,
-        secret_file,
+        ca_key,
+        join_token_file,
+        tls_hosts,
+        cert_lifetime_secs,
+        plain_listen,
+        insecure,
         heartbeat_interval_ms,
         agent_timeout_ms,
         worker_threads: _,
@@ -268,6 +338,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     if !(20..=60_000).contains(&election_timeout_ms) {
         bail!("--election-timeout-ms must be between 20 and 60000");
     }
+    let scheme = if insecure { "http" } else { "https" };
     let mut c = MasterConfig::new(listen, data_dir);
     if let Some(dir) = plugin_cache {
         c.plugin_cache = dir;
@@ -277,7 +348,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     c.peers = match (peers, join) {
         (_, true) => None,
         (Some(p), false) => {
-            let p = parse_peers(&p)?;
+            let p = parse_peers(&p, scheme)?;
             if !p.contains_key(&id) {
                 bail!("--peers must include this master (--id {id})");
             }
@@ -289,7 +360,25 @@ fn master_config(a: MasterArgs) -> anyhow::Result<MasterConfig> {
     c.advertise = advertise
         .map(|u| check_url("--advertise", &u))
         .transpose()?;
-    c.secret = read_secret(secret_file.as_deref())?;
+    if insecure {
+        if ca_cert.is_some() || ca_key.is_some() || join_token_file.is_some() {
+            bail!("--insecure: then no --ca-cert, --ca-key or --join-token-file");
+        }
+    } else {
+        let alone = matches!(&c.peers, Some(p) if p.len() <= 1);
+        c.tls = Some(wasmos_master::tls::MasterTls {
+            authority: std::sync::Arc::new(master_authority(
+                ca_cert,
+                ca_key.as_deref(),
+                &c.data_dir,
+                alone,
+            )?),
+            join_token: read_token(join_token_file.as_deref())?,
+            cert_lifetime: Duration::from_secs(cert_lifetime_secs),
+            extra_hosts: tls_hosts,
+        });
+    }
+    c.plain_listen = plain_listen;
     c.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms);
     c.agent_timeout = Duration::from_millis(agent_timeout_ms);
     Ok(c)
@@ -309,7 +398,7 @@ fn master_urls(master: &str) -> anyhow::Result<Vec<String>> {
     Ok(urls)
 }
 
-fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
+fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::Result<AgentConfig> {
     let AgentArgs {
         listen,
         data_dir,
@@ -318,7 +407,9 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
         hostname,
         resources,
         attributes,
-        secret_file,
+        join_token_file,
+        tls_hosts,
+        insecure,
         tasks,
     } = a;
     let mut c = AgentConfig::new(master_urls(master)?, listen, data_dir);
@@ -340,7 +431,22 @@ fn agent_config(a: AgentArgs, master: &str) -> anyhow::Result<AgentConfig> {
             .map_err(|e| anyhow::anyhow!("--attributes: {e}"))?,
         None => Default::default(),
     };
-    c.secret = read_secret(secret_file.as_deref())?;
+    if insecure {
+        if ca_cert.is_some() || join_token_file.is_some() {
+            bail!("--insecure: then no --ca-cert or --join-token-file");
+        }
+    } else {
+        let Some(ca) = ca_cert else {
+            bail!(
+                "--ca-cert: give the cluster CA's certificate (the `ca:` line of wasmos up; a master keeps it as tls/ca.pem in its data dir), or --insecure on a laptop"
+            );
+        };
+        c.tls = Some(wasmos_agent::tls::AgentTls {
+            trust: wasmos_tls::Trust::load(ca).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?,
+            join_token: read_token(join_token_file.as_deref())?,
+            extra_hosts: tls_hosts,
+        });
+    }
     let TaskArgs {
         containerizer,
         task_pids_max,
@@ -389,9 +495,9 @@ fn announce(line: &str) {
     let _ = out.flush();
 }
 
-pub async fn master(a: MasterArgs) -> anyhow::Result<()> {
+pub async fn master(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<()> {
     let with_parent = a.exit_with_parent;
-    let config = master_config(a)?;
+    let config = master_config(a, ca_cert)?;
     let single = matches!(&config.peers, Some(p) if p.len() <= 1);
     let m = wasmos_master::start(config, bundled()).await?;
     if single && let Err(e) = m.wait_leading(Duration::from_secs(30)).await {
@@ -417,8 +523,8 @@ pub async fn master(a: MasterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn agent(a: AgentArgs, master: &str) -> anyhow::Result<()> {
-    let config = agent_config(a, master)?;
+pub async fn agent(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::Result<()> {
+    let config = agent_config(a, master, ca_cert)?;
     let running = wasmos_agent::start(config).await?;
     announce(&format!("agent: {}", running.url));
     stop_signal().await;
@@ -427,12 +533,19 @@ pub async fn agent(a: AgentArgs, master: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The secret of a local cluster, made on first `up`.
-fn local_secret(dir: &Path) -> anyhow::Result<PathBuf> {
+/// Where `up` keeps the cluster CA and the join token.
+struct LocalTls {
+    cert: PathBuf,
+    key: PathBuf,
+    token: PathBuf,
+}
+
+/// The join token of a local cluster, made on first `up`.
+fn local_join_token(dir: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("secret");
+    let path = dir.join("join-token");
     if !path.exists() {
-        let secret: String = {
+        let token: String = {
             use rand::Rng;
             let mut rng = rand::rng();
             (0..32)
@@ -445,7 +558,7 @@ fn local_secret(dir: &Path) -> anyhow::Result<PathBuf> {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        f.write_all(secret.as_bytes())?;
+        f.write_all(token.as_bytes())?;
     }
     Ok(path)
 }
@@ -473,13 +586,35 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         resources,
         attributes,
         masters,
+        insecure,
         tasks,
     } = a;
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    let secret = local_secret(&data_dir)?;
     eprintln!("wasmos up: state in {}", data_dir.display());
+    // The cluster CA (made on the first `up`) and the token the agent joins with.
+    let tls = if insecure {
+        eprintln!(
+            "wasmos up: WARNING --insecure: plain HTTP and no certificates; anyone who reaches these ports controls this machine"
+        );
+        None
+    } else {
+        let dir = data_dir.join("tls");
+        let (cert, key) = (dir.join(wasmos_tls::CA_CERT), dir.join(wasmos_tls::CA_KEY));
+        if !cert.exists() {
+            eprintln!(
+                "wasmos up: making the cluster's certificate authority in {}",
+                dir.display()
+            );
+            wasmos_tls::Authority::create(&dir, &format!("{:08x}", rand::random::<u32>()))?;
+        }
+        Some(LocalTls {
+            cert,
+            key,
+            token: local_join_token(&data_dir)?,
+        })
+    };
     // The master and the agent compile different plugins; one cache serves
     // both (and survives a fresh start of either).
     let plugin_cache = Some(plugin_cache.unwrap_or_else(|| data_dir.join("plugin-cache")));
@@ -491,35 +626,46 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         hostname: None,
         resources,
         attributes,
-        secret_file: Some(secret.clone()),
+        join_token_file: tls.as_ref().map(|t| t.token.clone()),
+        tls_hosts: Vec::new(),
+        insecure,
         tasks,
     };
+    let ca_cert = tls.as_ref().map(|t| t.cert.clone());
     if masters > 1 {
-        return up_replicated(masters, listen, &data_dir, &secret, agent).await;
+        return up_replicated(masters, listen, &data_dir, tls.as_ref(), agent).await;
     }
     eprintln!("wasmos up: starting the master and loading the bundled plugins…");
-    let mconf = master_config(MasterArgs {
-        listen,
-        data_dir: data_dir.join("master"),
-        plugin_cache,
-        advertise: None,
-        id: 1,
-        peers: None,
-        join: false,
-        election_timeout_ms: 150,
-        exit_with_parent: false,
-        secret_file: Some(secret.clone()),
-        heartbeat_interval_ms: 2000,
-        agent_timeout_ms: 10_000,
-        worker_threads: None,
-    })?;
+    let mconf = master_config(
+        MasterArgs {
+            listen,
+            data_dir: data_dir.join("master"),
+            plugin_cache,
+            advertise: None,
+            id: 1,
+            peers: None,
+            join: false,
+            election_timeout_ms: 150,
+            exit_with_parent: false,
+            ca_key: tls.as_ref().map(|t| t.key.clone()),
+            join_token_file: tls.as_ref().map(|t| t.token.clone()),
+            tls_hosts: Vec::new(),
+            cert_lifetime_secs: 30 * 24 * 3600,
+            plain_listen: None,
+            insecure,
+            heartbeat_interval_ms: 2000,
+            agent_timeout_ms: 10_000,
+            worker_threads: None,
+        },
+        ca_cert.as_deref(),
+    )?;
     let master = wasmos_master::start(mconf, bundled()).await?;
     if let Err(e) = master.wait_leading(Duration::from_secs(60)).await {
         master.stop().await;
         return Err(e);
     }
     eprintln!("wasmos up: starting the agent…");
-    let aconf = agent_config(agent, &master.url)?;
+    let aconf = agent_config(agent, &master.url, ca_cert.as_deref())?;
     let agent = match wasmos_agent::start(aconf).await {
         Ok(a) => a,
         Err(e) => {
@@ -530,6 +676,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     announce(&format!("master: {}", master.url));
     announce(&format!("dashboard: {}/", master.url));
     announce(&format!("agent: {}", agent.url));
+    if let Some(c) = &ca_cert {
+        announce(&format!("ca: {}", c.display()));
+    }
     eprintln!(
         "wasmos up: ready. Try `wasmos task run -- echo hello`. Ctrl-C stops the cluster and its tasks."
     );
@@ -547,17 +696,18 @@ async fn up_replicated(
     n: u64,
     listen: SocketAddr,
     data_dir: &Path,
-    secret: &Path,
+    tls: Option<&LocalTls>,
     agent: AgentArgs,
 ) -> anyhow::Result<()> {
     let addrs = local_master_addrs(n, listen, data_dir)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let peers: String = addrs
         .iter()
         .enumerate()
-        .map(|(i, a)| format!("{}=http://{a}", i + 1))
+        .map(|(i, a)| format!("{}={scheme}://{a}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+    let urls: Vec<String> = addrs.iter().map(|a| format!("{scheme}://{a}")).collect();
     let exe = std::env::current_exe().context("cannot find the wasmos binary to start masters")?;
     let mut children = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -571,15 +721,24 @@ async fn up_replicated(
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let child = tokio::process::Command::new(&exe)
-            .arg("master")
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("master");
+        match tls {
+            Some(t) => cmd
+                .arg("--ca-cert")
+                .arg(&t.cert)
+                .arg("--ca-key")
+                .arg(&t.key)
+                .arg("--join-token-file")
+                .arg(&t.token),
+            None => cmd.arg("--insecure"),
+        };
+        let child = cmd
             .args(["--id", &id.to_string()])
             .args(["--listen", &addr.to_string()])
             .args(["--peers", &peers])
             .arg("--data-dir")
             .arg(&dir)
-            .arg("--secret-file")
-            .arg(secret)
             .arg("--plugin-cache")
             .arg(
                 agent
@@ -605,9 +764,10 @@ async fn up_replicated(
         eprintln!(
             "wasmos up: waiting for the masters to elect a leader and start the bundled plugins…"
         );
-        wait_cluster_ready(&urls.join(","), Duration::from_secs(90)).await?;
+        let ca = tls.map(|t| t.cert.clone());
+        wait_cluster_ready(&urls.join(","), ca.as_deref(), Duration::from_secs(90)).await?;
         eprintln!("wasmos up: starting the agent…");
-        let aconf = agent_config(agent, &urls.join(","))?;
+        let aconf = agent_config(agent, &urls.join(","), ca.as_deref())?;
         wasmos_agent::start(aconf).await
     }
     .await;
@@ -621,6 +781,9 @@ async fn up_replicated(
     announce(&format!("masters: {}", urls.join(",")));
     announce(&format!("dashboard: {}/", urls[0]));
     announce(&format!("agent: {}", agent.url));
+    if let Some(t) = tls {
+        announce(&format!("ca: {}", t.cert.display()));
+    }
     eprintln!(
         "wasmos up: ready. Point the CLI at all masters: `export WASMOS_MASTER={}`; kill one master (its pid above) and the others carry on. Ctrl-C stops everything.",
         urls.join(",")
@@ -689,8 +852,13 @@ fn local_master_addrs(
 }
 
 /// Waits until some master leads and its frameworks run.
-async fn wait_cluster_ready(masters: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = crate::client::Client::new(masters);
+async fn wait_cluster_ready(
+    masters: &str,
+    ca: Option<&Path>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let trust = ca.map(wasmos_tls::Trust::load).transpose()?;
+    let client = crate::client::Client::new(masters, trust.as_ref())?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let fws: Result<Vec<serde_json::Value>, _> = client.get("/api/wasmos/v1/frameworks").await;

@@ -34,9 +34,14 @@ struct Cli {
         long,
         global = true,
         env = "WASMOS_MASTER",
-        default_value = "http://127.0.0.1:5050"
+        default_value = "https://127.0.0.1:5050"
     )]
     master: String,
+
+    /// The cluster CA's certificate, to verify the masters with (default:
+    /// the one `wasmos up` made in its default data dir).
+    #[arg(long, global = true, env = "WASMOS_CACERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
 
     /// Log filter, e.g. `info` or `wasmos_master=debug` (also WASMOS_LOG).
     #[arg(long, global = true, env = "WASMOS_LOG")]
@@ -165,27 +170,27 @@ fn main() -> ExitCode {
         }
     };
     let master = cli.master.clone();
+    let ca_cert = cli.ca_cert.clone();
+    let connect = move || -> anyhow::Result<client::Client> {
+        let trust = client::trust(ca_cert.as_deref(), &default_data_dir())?;
+        client::Client::new(&master, trust.as_ref())
+    };
+    let master = cli.master.clone();
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Master(a) => daemon::master(a).await.map(|_| 0),
-            Command::Agent(a) => daemon::agent(a, &master).await.map(|_| 0),
+            Command::Master(a) => daemon::master(a, cli.ca_cert.as_deref()).await.map(|_| 0),
+            Command::Agent(a) => daemon::agent(a, &master, cli.ca_cert.as_deref())
+                .await
+                .map(|_| 0),
             Command::Up(a) => daemon::up(a).await.map(|_| 0),
-            Command::Task(c) => task::run(c, &client::Client::new(&master)).await,
-            Command::Agents(a) => cluster::agents(&client::Client::new(&master), a.json)
-                .await
-                .map(|_| 0),
-            Command::Frameworks(a) => cluster::frameworks(&client::Client::new(&master), a.json)
-                .await
-                .map(|_| 0),
-            Command::Plugin(c) => cluster::plugin(c, &client::Client::new(&master))
-                .await
-                .map(|_| 0),
-            Command::Masters(c) => cluster::masters(c, &client::Client::new(&master))
-                .await
-                .map(|_| 0),
-            Command::Var(c) => vars::run(c, &client::Client::new(&master)).await.map(|_| 0),
-            Command::App(c) => app::run(c, &client::Client::new(&master)).await,
-            Command::Job(c) => job::run(c, &client::Client::new(&master)).await,
+            Command::Task(c) => task::run(c, &connect()?).await,
+            Command::Agents(a) => cluster::agents(&connect()?, a.json).await.map(|_| 0),
+            Command::Frameworks(a) => cluster::frameworks(&connect()?, a.json).await.map(|_| 0),
+            Command::Plugin(c) => cluster::plugin(c, &connect()?).await.map(|_| 0),
+            Command::Masters(c) => cluster::masters(c, &connect()?).await.map(|_| 0),
+            Command::Var(c) => vars::run(c, &connect()?).await.map(|_| 0),
+            Command::App(c) => app::run(c, &connect()?).await,
+            Command::Job(c) => job::run(c, &connect()?).await,
         }
     });
     // Tasks' output may still be draining to a pipe; leave promptly anyway.

@@ -24,6 +24,48 @@ pub mod paths {
     pub const LAUNCH: &str = "/internal/v1/launch";
     /// Agent: kill a task.
     pub const KILL: &str = "/internal/v1/kill";
+    /// Master: an agent presents the join token and gets its certificate.
+    pub const JOIN: &str = "/internal/v1/join";
+    /// Master: an agent renews its certificate (with the current one).
+    pub const RENEW: &str = "/internal/v1/renew";
+}
+
+/// Agent → master: a certificate for the key of `csr` (PEM), covering
+/// `hosts` (the host names and addresses the agent serves on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    pub csr: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+impl CertificateRequest {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.csr.contains("BEGIN CERTIFICATE REQUEST") {
+            return Err("csr: not a PEM certificate signing request".into());
+        }
+        if self.hosts.len() > 16 {
+            return Err("hosts: at most 16".into());
+        }
+        for h in &self.hosts {
+            if h.is_empty()
+                || h.len() > 253
+                || !h
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            {
+                return Err(format!("hosts: {h:?} is not a host name or address"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Master → agent: the certificate (PEM) and the cluster CA's (PEM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCertificate {
+    pub certificate: String,
+    pub ca: String,
 }
 
 /// Whether an `Authorization` header value presents `secret` as a bearer

@@ -21,6 +21,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Known, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{message}")]
     Rejection { status: StatusCode, message: String },
     /// A dependency (an agent, a plugin) failed; the message is safe to show.
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Rejection { status, .. } => *status,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) | ApiError::Retry(_) => StatusCode::SERVICE_UNAVAILABLE,

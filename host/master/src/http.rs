@@ -12,7 +12,9 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, OriginalUri, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, OriginalUri, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -26,6 +28,7 @@ use wasmos_core::protocol::{self, Heartbeat, HeartbeatReply, RegisterAgent, Regi
 use wasmos_core::{AgentId, FrameworkId, TaskId, TaskState};
 use wasmos_runtime::framework::HttpRequest;
 use wasmos_state::StatusOutcome;
+use wasmos_tls::{Identity, Peer};
 
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::frameworks::into_response;
@@ -57,17 +60,23 @@ type NodeState = State<Arc<Node>>;
 /// Builds the router.
 pub fn router(node: Arc<Node>) -> Router {
     let max_body = node.config.max_body;
-    let internal = Router::new()
+    let agents_only = Router::new()
         .route(protocol::paths::REGISTER, post(register))
         .route(protocol::paths::HEARTBEAT, post(heartbeat))
         .route(protocol::paths::STATUS, post(status_update))
         .route(protocol::paths::PLUGINS, get(agent_plugins))
         .route("/internal/v1/plugins/{name}", get(agent_plugin_component))
+        .route(protocol::paths::RENEW, post(renew))
+        .route_layer(middleware::from_fn_with_state(node.clone(), require_agent));
+    let masters_only = Router::new()
         .route(
             "/raft/v1/{op}",
             post(raft_rpc).layer(DefaultBodyLimit::max(MAX_RAFT_BODY)),
         )
-        .route_layer(middleware::from_fn_with_state(node.clone(), require_secret));
+        .route_layer(middleware::from_fn_with_state(node.clone(), require_master));
+    let internal = agents_only
+        .merge(masters_only)
+        .route(protocol::paths::JOIN, post(join));
     let api = Router::new()
         .route(v1!("/cluster"), get(cluster))
         .route(v1!("/leader"), get(leader_info))
@@ -439,22 +448,105 @@ async fn shared_endpoint(
     axum::Json(serde_json::Value::Object(merged)).into_response()
 }
 
-/// Agents must present the cluster secret, when one is configured.
-async fn require_secret(State(n): NodeState, req: Request, next: Next) -> Response {
-    if let Some(secret) = &n.config.secret {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !protocol::bearer_matches(given, secret) {
-            return ApiError::Unauthorized(
-                "missing or wrong cluster secret; start the agent with the master's --secret-file"
-                    .into(),
-            )
-            .into_response();
+/// Who the client certificate of a request's connection names, if any.
+fn peer_identity(req: &Request) -> Option<Identity> {
+    req.extensions()
+        .get::<ConnectInfo<Peer>>()
+        .and_then(|c| c.0.identity.clone())
+}
+
+/// The agent a request comes from, by its certificate.
+#[derive(Debug, Clone)]
+pub struct AgentName(pub String);
+
+/// Agents' endpoints: the connection must present an agent certificate
+/// from the cluster CA (none needed under --insecure).
+async fn require_agent(State(n): NodeState, mut req: Request, next: Next) -> Response {
+    if n.tls.is_some() {
+        match peer_identity(&req) {
+            Some(Identity::Agent(name)) => {
+                req.extensions_mut().insert(AgentName(name));
+            }
+            _ => {
+                return ApiError::Unauthorized(
+                    "only the cluster's agents may call this: present the agent certificate the masters issued when the agent joined (wasmos agent --join-token-file and --ca-cert)".into(),
+                )
+                .into_response();
+            }
         }
     }
     next.run(req).await
+}
+
+/// Raft: the connection must present a master certificate from the
+/// cluster CA.
+async fn require_master(State(n): NodeState, req: Request, next: Next) -> Response {
+    if n.tls.is_some() && !matches!(peer_identity(&req), Some(Identity::Master(_))) {
+        return ApiError::Unauthorized(
+            "only the cluster's masters may call this: start every master with the same cluster CA (--ca-cert and --ca-key)".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// An agent that presents the join token gets a certificate naming it
+/// (under a name the master chooses) for the key of its request.
+async fn join(
+    State(n): NodeState,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<protocol::CertificateRequest>,
+) -> ApiResult<ApiJson<protocol::IssuedCertificate>> {
+    let Some(tls) = &n.tls else {
+        return Err(ApiError::BadRequest(
+            "this master runs --insecure: agents need no certificate".into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let ok = tls
+        .settings
+        .join_token
+        .as_deref()
+        .is_some_and(|t| protocol::bearer_matches(given, t));
+    if !ok {
+        return Err(ApiError::Unauthorized(
+            "missing or wrong join token: start the agent with --join-token-file naming the file the masters were given (wasmos up keeps it in its data dir)".into(),
+        ));
+    }
+    req.validate().map_err(ApiError::BadRequest)?;
+    let name = uuid::Uuid::new_v4().to_string();
+    let certificate = tls
+        .issue_agent(&req.csr, &name, &req.hosts)
+        .map_err(ApiError::BadRequest)?;
+    tracing::info!(agent = %name, hosts = ?req.hosts, "issued a certificate to a joining agent");
+    Ok(ApiJson(protocol::IssuedCertificate {
+        certificate,
+        ca: tls.trust.pem().to_string(),
+    }))
+}
+
+/// An agent renews its certificate before it expires: same name, new key.
+async fn renew(
+    State(n): NodeState,
+    name: Option<axum::Extension<AgentName>>,
+    ApiJson(req): ApiJson<protocol::CertificateRequest>,
+) -> ApiResult<ApiJson<protocol::IssuedCertificate>> {
+    let (Some(tls), Some(axum::Extension(AgentName(name)))) = (&n.tls, name) else {
+        return Err(ApiError::BadRequest(
+            "this master runs --insecure: agents need no certificate".into(),
+        ));
+    };
+    req.validate().map_err(ApiError::BadRequest)?;
+    let certificate = tls
+        .issue_agent(&req.csr, &name, &req.hosts)
+        .map_err(ApiError::BadRequest)?;
+    tracing::info!(agent = %name, "renewed an agent's certificate");
+    Ok(ApiJson(protocol::IssuedCertificate {
+        certificate,
+        ca: tls.trust.pem().to_string(),
+    }))
 }
 
 async fn version() -> impl IntoResponse {
@@ -463,27 +555,64 @@ async fn version() -> impl IntoResponse {
     )
 }
 
-async fn register(
-    Lead(l): Lead,
-    ApiJson(req): ApiJson<RegisterAgent>,
-) -> ApiResult<ApiJson<Registered>> {
-    l.register_agent(req).await.map(ApiJson)
+type Caller = Option<axum::Extension<AgentName>>;
+
+fn principal(caller: &Caller) -> Option<&str> {
+    caller
+        .as_ref()
+        .map(|axum::Extension(AgentName(n))| n.as_str())
 }
 
-async fn heartbeat(Lead(l): Lead, ApiJson(hb): ApiJson<Heartbeat>) -> ApiJson<HeartbeatReply> {
+/// A caller may speak only for the agent its certificate registered.
+fn check_speaks_for(l: &Leader, agent: &AgentId, caller: &Caller) -> ApiResult<()> {
+    let allowed = l.store.read(|s| {
+        s.agents
+            .get(agent)
+            .is_none_or(|a| a.speaks_for(principal(caller)))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "agent {agent} registered with another certificate: an agent speaks only for itself"
+        )))
+    }
+}
+
+async fn register(
+    Lead(l): Lead,
+    caller: Caller,
+    ApiJson(req): ApiJson<RegisterAgent>,
+) -> ApiResult<ApiJson<Registered>> {
+    if let Some(id) = &req.agent_id {
+        check_speaks_for(&l, id, &caller)?;
+    }
+    l.register_agent(req, principal(&caller).map(str::to_string))
+        .await
+        .map(ApiJson)
+}
+
+async fn heartbeat(
+    Lead(l): Lead,
+    caller: Caller,
+    ApiJson(hb): ApiJson<Heartbeat>,
+) -> ApiResult<ApiJson<HeartbeatReply>> {
+    check_speaks_for(&l, &hb.agent_id, &caller)?;
     let known = l.agents.heartbeat(&hb.agent_id, Instant::now(), hb.plugins);
-    ApiJson(HeartbeatReply {
+    Ok(ApiJson(HeartbeatReply {
         master_id: l.master_id.clone(),
         term: l.term,
         reregister: !known,
         plugins: l.agent_plugins().1,
-    })
+    }))
 }
 
 async fn status_update(
     Lead(l): Lead,
+    caller: Caller,
     ApiJson(update): ApiJson<protocol::StatusUpdate>,
 ) -> ApiResult<ApiJson<serde_json::Value>> {
+    check_speaks_for(&l, &update.agent_id, &caller)?;
     let outcome: StatusOutcome = l.status_update(update).await?;
     Ok(ApiJson(json!({ "outcome": outcome })))
 }

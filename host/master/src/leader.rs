@@ -48,8 +48,10 @@ pub struct Leader {
     pub agents: AgentLinks,
     pub frameworks: std::sync::RwLock<BTreeMap<FrameworkId, FrameworkHandle>>,
     pub events: EventHub,
+    /// To agents: TLS with this master's certificate, agents' verified.
     pub http: reqwest::Client,
-    /// For OCI registries: no cluster secret, longer timeouts.
+    /// For OCI registries: the system's trust roots, no certificate of
+    /// ours, longer timeouts.
     pub registry: reqwest::Client,
     pub runtime: PluginRuntime,
     /// Tasks whose launch is on its way to an agent.
@@ -92,18 +94,14 @@ impl Leader {
         let applied = store.subscribe();
         let runtime = node.runtime.clone();
         let placement = PlacementService::new(&runtime);
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(secret) = &config.secret {
-            headers.insert(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {secret}").parse()?,
-            );
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
-            .default_headers(headers)
-            .build()?;
+        let http = crate::tls::with_tls(
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(15)),
+            node.tls.as_deref(),
+            wasmos_tls::Expect::Agent,
+        )?
+        .build()?;
         let (ready, _) = watch::channel(false);
         let leader = Arc::new(Leader {
             master_id: master_id.clone(),
@@ -404,9 +402,11 @@ impl Leader {
     /// before telling it) and are sent again; other live tasks it does not
     /// report are lost; tasks it reports that are not live here are orphans
     /// it must kill.
+    /// `principal`: the name in the agent's certificate (under TLS).
     pub async fn register_agent(
         self: &Arc<Self>,
         req: RegisterAgent,
+        principal: Option<String>,
     ) -> Result<Registered, ApiError> {
         let info = req.info;
         if info.hostname.trim().is_empty() {
@@ -426,6 +426,7 @@ impl Leader {
             .propose_one(Command::RegisterAgent {
                 agent_id: req.agent_id,
                 info,
+                principal,
                 now: now_secs(),
             })
             .await?;

@@ -36,6 +36,7 @@ pub mod http;
 pub mod leader;
 pub mod node;
 pub mod plugins;
+pub mod tls;
 mod ui;
 pub mod vars;
 pub mod views;
@@ -47,7 +48,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::sync::watch;
 use wasmos_core::PluginManifest;
 use wasmos_store::{Bootstrap, Store, StoreConfig};
@@ -70,9 +70,12 @@ pub struct MasterConfig {
     /// The initial masters (id → URL) of a new cluster; `None` waits to be
     /// added to a running one. Empty means a one-master cluster.
     pub peers: Option<BTreeMap<u64, String>>,
-    /// When set, agents and the other masters must present it
-    /// (`Authorization: Bearer`).
-    pub secret: Option<String>,
+    /// TLS on the listener and to agents and masters, with the cluster CA;
+    /// `None` is `--insecure`: plain HTTP, no certificates.
+    pub tls: Option<tls::MasterTls>,
+    /// A plaintext listener beside the TLS one, for clients that cannot
+    /// speak TLS (opened only when an operator asks).
+    pub plain_listen: Option<SocketAddr>,
     /// Raft: a follower that hears no leader for 1–1.5× this elects anew.
     pub election_timeout: Duration,
     pub allocation_interval: Duration,
@@ -99,7 +102,8 @@ impl MasterConfig {
             data_dir,
             id: 1,
             peers: Some(BTreeMap::new()),
-            secret: None,
+            tls: None,
+            plain_listen: None,
             election_timeout: Duration::from_millis(150),
             allocation_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(2),
@@ -158,10 +162,40 @@ pub async fn start_on(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = config
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let node_tls = match &config.tls {
+        Some(t) => Some(Arc::new(
+            tls::NodeTls::new(t.clone(), config.id, &url, addr)
+                .context("cannot issue this master's certificate")?,
+        )),
+        None => {
+            tracing::warn!(
+                "--insecure: plain HTTP, and agents and masters are not authenticated; anyone who reaches {addr} controls the cluster. Never use it on a network"
+            );
+            None
+        }
+    };
+    let plain = match config.plain_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("--plain-listen {a}: cannot listen there"))?;
+            tracing::warn!(
+                addr = %l.local_addr()?,
+                "a plaintext listener is open (--plain-listen): what crosses it can be read and changed on the way; open it on loopback or a trusted network only"
+            );
+            Some(l)
+        }
+        None => None,
+    };
     let bootstrap = match &config.peers {
         None => Bootstrap::Join,
         Some(p) if p.is_empty() => Bootstrap::Members(BTreeMap::from([(config.id, url.clone())])),
@@ -172,7 +206,10 @@ pub async fn start_on(
         node_id: config.id,
         addr: url.clone(),
         bootstrap,
-        secret: config.secret.clone(),
+        tls: node_tls
+            .as_ref()
+            .map(|t| t.client(wasmos_tls::Expect::Master))
+            .transpose()?,
         bind_ip: (!addr.ip().is_unspecified()).then_some(addr.ip()),
         election_timeout: config.election_timeout,
         heartbeat_interval: config.election_timeout / 3,
@@ -186,17 +223,37 @@ pub async fn start_on(
     .map_err(anyhow::Error::msg)?
     .with_cache(config.plugin_cache.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let node = Node::new(config, url.clone(), store, runtime, bundled);
+    let node = Node::new(
+        config,
+        url.clone(),
+        store,
+        runtime,
+        bundled,
+        node_tls.clone(),
+    )?;
     tokio::spawn(node.clone().follow_leadership(shutdown_rx.clone()));
+    if let Some(t) = &node_tls {
+        tokio::spawn(t.clone().renew_loop(shutdown_rx.clone()));
+    }
     tokio::spawn(node.clone().warm_plugins(shutdown_rx.clone()));
-    let app = http::router(node.clone());
+    let app = http::router(node.clone()).into_make_service_with_connect_info::<wasmos_tls::Peer>();
+    let listener = match &node_tls {
+        Some(t) => wasmos_tls::Listener::tls(listener, t.server()?)?,
+        None => wasmos_tls::Listener::plain(listener)?,
+    };
+    if let Some(p) = plain {
+        let app = app.clone();
+        let mut rx = shutdown_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(wasmos_tls::Listener::plain(p)?, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await
+        });
+    }
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {
-        // Raft and API exchanges are small request/response pairs: never
-        // let Nagle hold a reply back waiting for an ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|v| *v).await;

@@ -23,6 +23,7 @@ use wasmos_store::{Leadership, Store};
 
 use crate::MasterConfig;
 use crate::leader::Leader;
+use crate::tls::NodeTls;
 
 /// Set on a request a follower forwards to the leader (the forwarder's id).
 const PROXIED: &str = "x-wasmos-proxied-by";
@@ -59,6 +60,8 @@ pub struct Node {
     acting: RwLock<Option<Acting>>,
     /// Forwards framework API requests to the leader (see `proxy`).
     proxy_http: reqwest::Client,
+    /// This master's certificate and the cluster CA (`None`: --insecure).
+    pub tls: Option<Arc<NodeTls>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -77,21 +80,27 @@ impl Node {
         store: Store,
         runtime: PluginRuntime,
         bundled: Vec<(PluginManifest, &'static [u8])>,
-    ) -> Arc<Node> {
-        Arc::new(Node {
+        tls: Option<Arc<NodeTls>>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let proxy_http = crate::tls::with_tls(
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(PROXY_TIMEOUT),
+            tls.as_deref(),
+            wasmos_tls::Expect::Master,
+        )?
+        .build()?;
+        Ok(Arc::new(Node {
             config,
             url,
             store,
             runtime,
             bundled,
             acting: RwLock::new(None),
-            proxy_http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(PROXY_TIMEOUT)
-                .build()
-                .unwrap_or_default(),
-        })
+            proxy_http,
+            tls,
+        }))
     }
 
     /// The leader this master runs, if it leads now.

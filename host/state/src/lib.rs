@@ -47,6 +47,23 @@ pub struct AgentRecord {
     pub state: AgentState,
     pub registered_at: f64,
     pub reregistered_at: Option<f64>,
+    /// The name in the certificate the agent registered with: only that
+    /// certificate may speak for this agent. `None` under --insecure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+}
+
+impl AgentRecord {
+    /// Whether a caller whose certificate names `principal` may speak for
+    /// this agent: the one it registered with (any, for an agent registered
+    /// without one, under --insecure or before TLS).
+    pub fn speaks_for(&self, principal: Option<&str>) -> bool {
+        match (&self.principal, principal) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,6 +177,9 @@ pub enum Command {
     RegisterAgent {
         agent_id: Option<AgentId>,
         info: AgentInfo,
+        /// The name in the agent's certificate (`None` under --insecure).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
         now: f64,
     },
     SetAgentState {
@@ -304,8 +324,9 @@ impl State {
             Command::RegisterAgent {
                 agent_id,
                 info,
+                principal,
                 now,
-            } => self.register_agent(agent_id, info, now),
+            } => self.register_agent(agent_id, info, principal, now),
             Command::SetAgentState { agent_id, state } => match self.agents.get_mut(&agent_id) {
                 Some(a) => {
                     a.state = state;
@@ -462,8 +483,21 @@ impl State {
         }
     }
 
-    fn register_agent(&mut self, agent_id: Option<AgentId>, info: AgentInfo, now: f64) -> Response {
+    fn register_agent(
+        &mut self,
+        agent_id: Option<AgentId>,
+        info: AgentInfo,
+        principal: Option<String>,
+        now: f64,
+    ) -> Response {
         if let Some(id) = agent_id {
+            if let Some(rec) = self.agents.get(&id)
+                && !rec.speaks_for(principal.as_deref())
+            {
+                return rejected(format!(
+                    "agent {id} registered with another certificate: one agent cannot register as another"
+                ));
+            }
             let new = !self.agents.contains_key(&id);
             let rec = self
                 .agents
@@ -474,8 +508,12 @@ impl State {
                     state: AgentState::Active,
                     registered_at: now,
                     reregistered_at: None,
+                    principal: principal.clone(),
                 });
             rec.info = info;
+            if principal.is_some() {
+                rec.principal = principal;
+            }
             rec.state = AgentState::Active;
             if !new {
                 rec.reregistered_at = Some(now);
@@ -501,6 +539,7 @@ impl State {
                 state: AgentState::Active,
                 registered_at: now,
                 reregistered_at: None,
+                principal,
             },
         );
         Response::AgentRegistered {

@@ -71,6 +71,7 @@ fn with_task() -> (State, AgentId) {
     let Response::AgentRegistered { agent_id, .. } = s.apply(Command::RegisterAgent {
         agent_id: None,
         info: agent_info(),
+        principal: None,
         now: 1.0,
     }) else {
         panic!("agent not registered")
@@ -108,6 +109,7 @@ fn agent_ids_derive_from_the_cluster_id_and_never_repeat() {
     let Response::AgentRegistered { agent_id, new } = s.apply(Command::RegisterAgent {
         agent_id: None,
         info: agent_info(),
+        principal: None,
         now: 3.0,
     }) else {
         panic!()
@@ -117,6 +119,7 @@ fn agent_ids_derive_from_the_cluster_id_and_never_repeat() {
     let again = s.apply(Command::RegisterAgent {
         agent_id: Some(first.clone()),
         info: agent_info(),
+        principal: None,
         now: 4.0,
     });
     assert_eq!(
@@ -127,6 +130,38 @@ fn agent_ids_derive_from_the_cluster_id_and_never_repeat() {
         }
     );
     assert_eq!(s.agents[&first].reregistered_at, Some(4.0));
+}
+
+#[test]
+fn an_agent_registered_with_a_certificate_cannot_be_claimed_by_another() {
+    let mut s = State::default();
+    let register = |s: &mut State, id: Option<AgentId>, who: Option<&str>| {
+        s.apply(Command::RegisterAgent {
+            agent_id: id,
+            info: agent_info(),
+            principal: who.map(str::to_string),
+            now: 1.0,
+        })
+    };
+    let Response::AgentRegistered { agent_id, .. } = register(&mut s, None, Some("cert-a")) else {
+        panic!()
+    };
+    assert_eq!(s.agents[&agent_id].principal.as_deref(), Some("cert-a"));
+    // Another agent's certificate, or none, claiming that id: refused, unchanged.
+    for who in [Some("cert-b"), None] {
+        let r = register(&mut s, Some(agent_id.clone()), who);
+        assert!(
+            matches!(&r, Response::Rejected { reason } if reason.contains("another certificate")),
+            "{who:?}: {r:?}"
+        );
+        assert_eq!(s.agents[&agent_id].principal.as_deref(), Some("cert-a"));
+        assert_eq!(s.agents[&agent_id].reregistered_at, None);
+    }
+    // The same certificate re-registers.
+    assert!(matches!(
+        register(&mut s, Some(agent_id.clone()), Some("cert-a")),
+        Response::AgentRegistered { new: false, .. }
+    ));
 }
 
 #[test]
@@ -429,6 +464,7 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
         Command::RegisterAgent {
             agent_id: Some(agent_id.clone()),
             info: agent_info(),
+            principal: None,
             now: 3.5,
         },
         Command::SetAgentState {

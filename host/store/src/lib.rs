@@ -120,8 +120,9 @@ pub struct StoreConfig {
     /// This master's base URL, as its peers reach it.
     pub addr: String,
     pub bootstrap: Bootstrap,
-    /// Presented to peers (`Authorization: Bearer`).
-    pub secret: Option<String>,
+    /// TLS to peers: this master's certificate, peers' verified against the
+    /// cluster CA. `None`: plain HTTP (`--insecure`).
+    pub tls: Option<rustls::ClientConfig>,
     /// The local address raft connections go out from.
     pub bind_ip: Option<IpAddr>,
     /// A follower that hears nothing from a leader for a random time in
@@ -140,7 +141,7 @@ impl StoreConfig {
             node_id: 1,
             addr: addr.to_string(),
             bootstrap: Bootstrap::Members(BTreeMap::from([(1, addr.to_string())])),
-            secret: None,
+            tls: None,
             bind_ip: None,
             election_timeout: Duration::from_millis(150),
             heartbeat_interval: Duration::from_millis(50),
@@ -249,8 +250,7 @@ impl Store {
             ))
         })?;
         let shared = state_machine.shared.clone();
-        let network =
-            net::Network::new(config.secret.as_deref(), config.bind_ip).map_err(open_err)?;
+        let network = net::Network::new(config.tls.clone(), config.bind_ip).map_err(open_err)?;
         let raft = Raft::new(
             config.node_id,
             raft_config,

@@ -1,7 +1,8 @@
 //! Raft traffic between masters: HTTP POSTs of MessagePack (JSON to and
 //! from older masters; see [`crate::codec`]) to
 //! `<master>/raft/v1/{append,vote,pre-vote,snapshot,transfer-leader}` on
-//! the masters' own API listener, authenticated with the cluster secret.
+//! the masters' own API listener, over TLS: both ends present their master
+//! certificates from the cluster CA.
 //!
 //! The receiving side is [`crate::Store::handle_rpc`]; the master's HTTP
 //! layer mounts it. A snapshot travels as one request: a JSON header line
@@ -88,16 +89,12 @@ impl Network {
 
     /// `bind` is the local address outgoing connections use (so that a
     /// master on 127.0.0.2 talks from 127.0.0.2).
-    pub fn new(secret: Option<&str>, bind: Option<IpAddr>) -> Result<Network, String> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(secret) = secret {
-            let v = format!("Bearer {secret}")
-                .parse()
-                .map_err(|_| "the cluster secret is not a valid header value".to_string())?;
-            headers.insert(reqwest::header::AUTHORIZATION, v);
+    pub fn new(tls: Option<rustls::ClientConfig>, bind: Option<IpAddr>) -> Result<Network, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(t) = tls {
+            builder = builder.use_preconfigured_tls(t);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
+        let http = builder
             .connect_timeout(Duration::from_millis(500))
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
@@ -205,7 +202,7 @@ impl Peer {
             .map_err(|e| Failure::Network(format!("master {}: {e}", self.target)))?;
         if !status.is_success() {
             // A peer that is shutting down, misconfigured, or refuses our
-            // secret: not worth hammering.
+            // certificate: not worth hammering.
             return Err(Failure::Unreachable(format!(
                 "master {} answered {status}: {}",
                 self.target,
