@@ -13,6 +13,8 @@ pub struct Pki {
     pub authority: Authority,
     pub trust: Trust,
     token: PathBuf,
+    /// The management token's file (`--bootstrap-token-file`).
+    management: PathBuf,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -23,11 +25,14 @@ impl Pki {
         let authority = Authority::create(dir, "bench")?;
         let token = dir.join("join-token");
         std::fs::write(&token, "bench-join-token")?;
+        let management = dir.join("management-token");
+        std::fs::write(&management, "bench-management-token")?;
         Ok(Pki {
             dir: dir.to_path_buf(),
             trust: authority.trust()?,
             authority,
             token,
+            management,
         })
     }
 
@@ -39,6 +44,7 @@ impl Pki {
             trust: authority.trust()?,
             authority,
             token: data_dir.join("join-token"),
+            management: data_dir.join("token"),
             dir,
         })
     }
@@ -56,7 +62,16 @@ impl Pki {
             self.path(&self.dir.join("ca.key")),
             "--join-token-file".into(),
             self.path(&self.token),
+            "--bootstrap-token-file".into(),
+            self.path(&self.management),
         ]
+    }
+
+    /// The management token.
+    pub fn management_token(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&self.management)?
+            .trim()
+            .to_string())
     }
 
     /// What `wasmos agent` needs to join.
@@ -77,10 +92,18 @@ impl Pki {
         Ok(Keys::new(c)?)
     }
 
-    /// A client of masters, as the CLI is (no certificate of its own).
+    /// A client of masters, as the CLI is (no certificate of its own),
+    /// presenting the management token.
     pub fn client(&self) -> anyhow::Result<reqwest::ClientBuilder> {
         let c = wasmos_tls::client_config(&self.trust, Expect::Master, None)?;
-        Ok(reqwest::Client::builder().use_preconfigured_tls(c))
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.management_token()?).parse()?,
+        );
+        Ok(reqwest::Client::builder()
+            .use_preconfigured_tls(c)
+            .default_headers(h))
     }
 
     /// A client presenting `keys` to servers that must be `expect`.

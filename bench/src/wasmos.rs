@@ -17,9 +17,9 @@ pub struct Cluster {
     worker_threads: u16,
     children: Vec<Option<Child>>,
     http: reqwest::Client,
-    /// The cluster CA (`ca.pem`, `ca.key`) the masters share; `None`: they
-    /// run --insecure.
-    tls: Option<PathBuf>,
+    /// The cluster CA and the management token the masters share; `None`:
+    /// they run --insecure.
+    tls: Option<crate::pki::Pki>,
     /// For the load generator's own connections.
     connector: Option<tokio_rustls::TlsConnector>,
 }
@@ -48,16 +48,15 @@ impl Cluster {
             .map(|_| free_port())
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (tls, connector, http) = if tls {
-            let ca_dir = dir.join("tls");
-            let ca = wasmos_tls::Authority::create(&ca_dir, "bench")?;
-            let trust = ca.trust()?;
-            let config = wasmos_tls::client_config(&trust, wasmos_tls::Expect::Master, None)?;
+            let pki = crate::pki::Pki::create(&dir.join("tls"))?;
+            let config = wasmos_tls::client_config(&pki.trust, wasmos_tls::Expect::Master, None)?;
+            let http = pki.client()?;
             (
-                Some(ca_dir),
+                Some(pki),
                 Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-                    config.clone(),
+                    config,
                 ))),
-                reqwest::Client::builder().use_preconfigured_tls(config),
+                http,
             )
         } else {
             (None, None, reqwest::Client::builder())
@@ -97,11 +96,7 @@ impl Cluster {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("master");
         match &self.tls {
-            Some(d) => cmd
-                .arg("--ca-cert")
-                .arg(d.join("ca.pem"))
-                .arg("--ca-key")
-                .arg(d.join("ca.key")),
+            Some(p) => cmd.args(p.master_args()),
             None => cmd.arg("--insecure"),
         };
         if self.worker_threads > 0 {
@@ -194,6 +189,8 @@ impl Cluster {
 struct HttpWriter {
     addr: std::net::SocketAddr,
     connector: Option<tokio_rustls::TlsConnector>,
+    /// `authorization: Bearer <token>\r\n`, or nothing under --insecure.
+    auth_line: String,
     /// `addr` as the `host` header.
     host: String,
     conns: Vec<tokio::sync::Mutex<Option<Conn>>>,
@@ -214,13 +211,19 @@ struct Conn {
 
 impl Conn {
     /// Sends one PUT of `body` to `path`; returns the response status.
-    async fn put(&mut self, host: &str, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+    async fn put(
+        &mut self,
+        host: &str,
+        auth_line: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<u16> {
         use std::io::Write as _;
         use tokio::io::AsyncWriteExt;
         self.req.clear();
         write!(
             self.req,
-            "PUT {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "PUT {path} HTTP/1.1\r\nhost: {host}\r\n{auth_line}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
             body.len()
         )?;
         self.req.extend_from_slice(body);
@@ -245,10 +248,14 @@ impl HttpWriter {
         addr: std::net::SocketAddr,
         clients: usize,
         connector: Option<tokio_rustls::TlsConnector>,
+        token: Option<String>,
     ) -> HttpWriter {
         HttpWriter {
             addr,
             connector,
+            auth_line: token
+                .map(|t| format!("authorization: Bearer {t}\r\n"))
+                .unwrap_or_default(),
             host: addr.to_string(),
             conns: (0..clients)
                 .map(|_| tokio::sync::Mutex::new(None))
@@ -284,9 +291,11 @@ impl HttpWriter {
         };
         let body = serde_json::to_vec(&json!({ "items": { "v": value } }))?;
         let path = format!("/api/wasmos/v1/vars/bench/c{client}");
-        let status =
-            tokio::time::timeout(Duration::from_secs(10), conn.put(&self.host, &path, &body))
-                .await??;
+        let status = tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.put(&self.host, &self.auth_line, &path, &body),
+        )
+        .await??;
         *slot = Some(conn);
         anyhow::ensure!((200..300).contains(&status), "answered {status}");
         Ok(())
@@ -315,10 +324,16 @@ impl System for Cluster {
     async fn writer(&self, clients: usize) -> anyhow::Result<Box<dyn Writer>> {
         let leader = self.wait_leader(Duration::from_secs(30)).await?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[leader]));
+        let token = self
+            .tls
+            .as_ref()
+            .map(|p| p.management_token())
+            .transpose()?;
         Ok(Box::new(HttpWriter::new(
             addr,
             clients,
             self.connector.clone(),
+            token,
         )))
     }
 

@@ -134,6 +134,9 @@ def main():
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--png")
     ap.add_argument("--ca", help="the cluster CA's certificate (PEM)")
+    ap.add_argument("--session", help="a token to hold as the dashboard's session cookie")
+    ap.add_argument("--expect-error", action="append", default=[],
+                    help="a page error the test expects (a substring); others fail the run")
     a = ap.parse_args()
     b = Browser(a.width, a.height, a.ca)
     try:
@@ -145,6 +148,10 @@ def main():
         b.call("Page.bringToFront")
         b.call("Emulation.setDeviceMetricsOverride", {
             "width": a.width, "height": a.height, "deviceScaleFactor": 1, "mobile": a.mobile})
+        if a.session:
+            # As if logged in: the session cookie holds a token.
+            b.call("Network.setCookie", {"name": "wasmos-session", "value": a.session, "url": a.url,
+                                         "secure": True, "httpOnly": True, "sameSite": "Strict"})
         b.call("Page.navigate", {"url": a.url})
         deadline = time.time() + a.timeout
         value = None
@@ -154,7 +161,7 @@ def main():
             if value:
                 break
             b._read(0.2)
-        errors = problems(b.events)
+        errors = [e for e in problems(b.events) if not any(x in e for x in a.expect_error)]
         if a.png:
             # Let the page paint what the expression saw (the picture is for
             # people; the verdict above does not depend on it).

@@ -5,8 +5,10 @@ unchanged, on both of Chronos' API prefixes: Chronos 3's `/v1/scheduler`
 bodiless answer that is not 204 as an error and every 4xx/5xx as one, so
 each call below that returns has been answered as Chronos answers it.
 The cluster speaks only HTTPS: the client is given `proto="https"`, and
-httplib2 (under it) trusts the cluster's CA through HTTPLIB2_CA_CERTS.
-Usage: chronos_python.py HOST:PORT CA.PEM"""
+httplib2 (under it) trusts the cluster's CA through HTTPLIB2_CA_CERTS. It
+logs in as a user: httplib2 sends the password after the server's 401 with
+a Basic challenge; without credentials the client raises UnauthorizedError.
+Usage: chronos_python.py HOST:PORT CA.PEM USER PASSWORD"""
 
 import os
 import sys
@@ -20,7 +22,7 @@ os.environ["HTTPLIB2_CA_CERTS"] = sys.argv[2]
 import chronos
 from chronos import ChronosAPIError
 
-server = sys.argv[1]
+server, user, password = sys.argv[1], sys.argv[3], sys.argv[4]
 
 
 def by_name(jobs, name):
@@ -136,8 +138,16 @@ def drive(c, legacy):
     assert not [j for j in c.list() if j["name"].startswith(p)]
 
 
-metrics = chronos.connect(server, proto="https").metrics()
+# chronos-python turns a 401 into "no remaining servers" (ChronosAPIError).
+for creds in ({}, {"username": user, "password": "wrong-password"}):
+    try:
+        chronos.connect(server, proto="https", **creds).list()
+        raise SystemExit(f"{creds} were accepted")
+    except ChronosAPIError:
+        pass
+auth = {"proto": "https", "username": user, "password": password}
+metrics = chronos.connect(server, **auth).metrics()
 assert "version" in metrics and "gauges" in metrics, metrics
-drive(chronos.connect([server], proto="https"), legacy=False)
-drive(chronos.connect([server], proto="https", scheduler_api_version=None), legacy=True)
+drive(chronos.connect([server], **auth), legacy=False)
+drive(chronos.connect([server], scheduler_api_version=None, **auth), legacy=True)
 print("chronos-python: ok")

@@ -1,8 +1,11 @@
 """Drives a Wasmos cluster with marathon-python (PyPI `marathon` 0.13.0),
 unchanged: the client parses every model strictly, so any key or format
 Marathon would not send fails here. The cluster speaks only HTTPS: the
-client verifies it against the cluster's CA (`verify=`).
-Usage: marathon_python.py MASTER_URL CA.PEM"""
+client verifies it against the cluster's CA (`verify=`), and logs in as a
+user with HTTP Basic (`username=`, `password=`); a token works as
+`auth_token=` (DC/OS' `Authorization: token=...`), and no credentials get
+401.
+Usage: marathon_python.py MASTER_URL CA.PEM USER PASSWORD TOKEN"""
 
 import collections
 import collections.abc
@@ -19,7 +22,17 @@ from marathon import MarathonClient
 from marathon.exceptions import NotFoundError
 from marathon.models import MarathonApp, MarathonConstraint, MarathonGroup, MarathonHealthCheck
 
-c = MarathonClient(sys.argv[1], verify=sys.argv[2])
+from marathon.exceptions import MarathonHttpError
+
+url, ca, user, password, token = sys.argv[1:6]
+try:
+    MarathonClient(url, verify=ca).list_apps()
+    raise SystemExit("no credentials were accepted")
+except MarathonHttpError as e:
+    assert e.status_code == 401, e
+assert MarathonClient(url, auth_token=token, verify=ca).list_apps() is not None
+
+c = MarathonClient(url, username=user, password=password, verify=ca)
 
 
 def deployed(app_id, n):

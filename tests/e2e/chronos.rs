@@ -543,9 +543,13 @@ async fn chronos_python_drives_both_api_prefixes_unchanged() {
             .strip_prefix("https://")
             .expect("the master speaks https");
     let ca = c.ca();
+    // A user who may manage jobs: chronos-python sends the password only
+    // after the 401's Basic challenge.
+    let rules = json!([{"area": "jobs", "access": "write"}, {"area": "cluster", "access": "read"}]);
+    let password = wasmos_tests::user_with(&c.api, "scheduler", rules).await;
     wasmos_tests::run_client_script(
         "chronos_python.py",
-        &[server, ca.to_str().unwrap()],
+        &[server, ca.to_str().unwrap(), "scheduler", &password],
         "chronos-python: ok",
     )
     .await;
@@ -585,7 +589,15 @@ async fn the_dashboard_shows_jobs_their_runs_and_the_graph_in_a_real_browser() {
         &["--width", "390", "--height", "844", "--mobile"][..],
     ] {
         let ca = c.ca();
-        let mut args = vec![page.as_str(), ready, "--ca", ca.to_str().unwrap()];
+        let token = wasmos_tests::token_for(&c.up.url).unwrap();
+        let mut args = vec![
+            page.as_str(),
+            ready,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--session",
+            &token,
+        ];
         args.extend_from_slice(extra);
         wasmos_tests::run_client_script("browser.py", &args, "true").await;
     }

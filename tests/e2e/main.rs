@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test fails
 
 mod api;
+mod auth;
 mod chronos;
 mod docker;
 mod isolation;

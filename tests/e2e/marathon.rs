@@ -646,9 +646,27 @@ async fn the_event_stream_sends_marathon_events_framed_for_its_clients() {
 async fn marathon_python_drives_wasmos_unchanged() {
     let c = Cluster::up().await;
     V2::new(&c.up.url).wait_up().await;
+    // A user who may manage apps (and read the cluster): marathon-python
+    // sends its password with HTTP Basic, and a token as `token=`.
+    let rules = json!([{"area": "apps", "access": "write"}, {"area": "cluster", "access": "read"}]);
+    let password = wasmos_tests::user_with(&c.api, "deployer", rules).await;
+    let (code, token) = c
+        .api
+        .post(
+            "/api/wasmos/v1/acl/tokens",
+            &json!({"name": "deployer-ci", "policies": ["deployer"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{token}");
     wasmos_tests::run_client_script(
         "marathon_python.py",
-        &[&c.up.url, c.ca().to_str().unwrap()],
+        &[
+            &c.up.url,
+            c.ca().to_str().unwrap(),
+            "deployer",
+            &password,
+            token["secret"].as_str().unwrap(),
+        ],
         "marathon-python: ok",
     )
     .await;
@@ -971,6 +989,14 @@ async fn an_https_health_check_accepts_a_tasks_self_signed_certificate() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
+    // The task runs as the agent's unprivileged task user, and a fetch
+    // copies only what that user could read: openssl made the key 0600.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        certs.join("key.pem"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     // The key and certificate reach the sandbox through fetch.
     let fetch: Vec<Value> = ["cert.pem", "key.pem"]
         .iter()

@@ -193,10 +193,15 @@ async fn stopping_every_master_and_starting_them_again_brings_the_state_back() {
         "--resources",
         &ports,
     ];
-    let mut up = Daemon::start_until("up", &up_args, &["masters", "agent"], dir.path()).await;
+    let mut up =
+        Daemon::start_until("up", &up_args, &["masters", "agent", "token"], dir.path()).await;
     let urls = up.url.clone();
+    let token = up
+        .announced("token")
+        .expect("up announces the management token")
+        .to_string();
     for u in urls.split(',') {
-        wasmos_tests::trust(u, &data.join("tls/ca.pem"));
+        wasmos_tests::register(u, &data.join("tls/ca.pem"), Some(&token));
     }
     let api = Api::new(urls.split(',').next().unwrap());
     wait_ready(&api).await;
@@ -220,7 +225,7 @@ async fn stopping_every_master_and_starting_them_again_brings_the_state_back() {
         Some(0),
         "up stops its masters cleanly"
     );
-    let up = Daemon::start_until("up", &up_args, &["masters", "agent"], dir.path()).await;
+    let up = Daemon::start_until("up", &up_args, &["masters", "agent", "token"], dir.path()).await;
     assert_eq!(up.url, urls, "the masters come back on their addresses");
     wait_ready(&api).await;
     let (_, after) = api.get("/api/wasmos/v1/cluster").await;

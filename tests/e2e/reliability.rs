@@ -19,12 +19,14 @@ async fn start_master(dir: &std::path::Path, port: u16) -> Daemon {
             data.to_str().expect("utf-8 temp path"),
             "--join-token-file",
             token.to_str().expect("utf-8 temp path"),
+            "--bootstrap-token-file",
+            &wasmos_tests::bootstrap_token_file(dir),
         ],
         "master",
         dir,
     )
     .await;
-    wasmos_tests::trust(&d.url, &ca(dir));
+    wasmos_tests::register(&d.url, &ca(dir), Some(wasmos_tests::TEST_TOKEN));
     d
 }
 
@@ -50,9 +52,12 @@ async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
             ca(dir).to_str().expect("utf-8 temp path"),
             "--join-token-file",
             dir.join("join-token").to_str().expect("utf-8 temp path"),
-            // Its tasks wait on files of the test's under /tmp.
+            // Its tasks wait on files of the test's under /tmp (its own,
+            // 0700 temp dir: as root).
             "--containerizer",
             "process",
+            "--task-user",
+            "root",
             "--resources",
             &wasmos_tests::own_ports(""),
         ],
@@ -302,6 +307,8 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
             data.to_str().unwrap(),
             "--join-token-file",
             token.to_str().unwrap(),
+            "--bootstrap-token-file",
+            &wasmos_tests::bootstrap_token_file(dir.path()),
             "--heartbeat-interval-ms",
             "300",
             "--agent-timeout-ms",
@@ -311,7 +318,7 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
         dir.path(),
     )
     .await;
-    wasmos_tests::trust(&master.url, &ca(dir.path()));
+    wasmos_tests::register(&master.url, &ca(dir.path()), Some(wasmos_tests::TEST_TOKEN));
     let agent = start_agent(dir.path(), &master.url).await;
     let api = Api::new(&master.url);
     let run = cli(

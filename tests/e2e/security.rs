@@ -282,13 +282,15 @@ async fn certificates_rotate_before_they_expire() {
             token.to_str().unwrap(),
             "--cert-lifetime-secs",
             "30",
+            "--bootstrap-token-file",
+            &wasmos_tests::bootstrap_token_file(dir.path()),
         ],
         "master",
         dir.path(),
     )
     .await;
     let ca = dir.path().join("master/tls/ca.pem");
-    wasmos_tests::trust(&master.url, &ca);
+    wasmos_tests::register(&master.url, &ca, Some(wasmos_tests::TEST_TOKEN));
     let data = dir.path().join("agent");
     let mut args = agent_args(
         &master.url,

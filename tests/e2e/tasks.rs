@@ -303,14 +303,31 @@ async fn tasks_run_with_no_new_privileges_in_every_containerizer_and_native_ones
         assert_eq!(out.code, Some(0), "{containerizer}: {out:?}");
         assert_eq!(out.stdout, "NoNewPrivs:\t1\n", "{containerizer}: {out:?}");
         if containerizer == "native" {
-            // A root task holds only Docker's default capabilities: no
-            // CAP_SYS_ADMIN (mount), CAP_NET_ADMIN, CAP_SYS_PTRACE, ...
+            // A root task (the management token may ask for one) holds
+            // only Docker's default capabilities: no CAP_SYS_ADMIN (mount),
+            // CAP_NET_ADMIN, CAP_SYS_PTRACE, ...
             let caps = c
-                .cli(&["task", "run", "--", "grep", "^CapBnd", "/proc/self/status"])
+                .cli(&[
+                    "task",
+                    "run",
+                    "--user",
+                    "root",
+                    "--",
+                    "grep",
+                    "^CapBnd",
+                    "/proc/self/status",
+                ])
                 .await;
             assert_eq!(caps.stdout, "CapBnd:\t00000000a80425fb\n", "{caps:?}");
             let mount = c
-                .cli(&["task", "run", "--shell", "mount -t tmpfs none /mnt"])
+                .cli(&[
+                    "task",
+                    "run",
+                    "--user",
+                    "root",
+                    "--shell",
+                    "mount -t tmpfs none /mnt",
+                ])
                 .await;
             assert_ne!(
                 mount.code,

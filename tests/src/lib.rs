@@ -16,8 +16,9 @@ use tokio::process::{Child, Command};
 
 /// For tests whose tasks share files with the test through the host's
 /// `/tmp` or report host pids: plain processes, not the native
-/// containerizer's own `/tmp` and pid namespace.
-pub const PROCESS: &[&str] = &["--containerizer", "process"];
+/// containerizer's own `/tmp` and pid namespace, run as root (the test's
+/// temp dirs are its own), which this agent's operator chose.
+pub const PROCESS: &[&str] = &["--containerizer", "process", "--task-user", "root"];
 
 /// The default deadline for a condition.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -27,10 +28,12 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// parallel load has taken longer than [`DEADLINE`].
 pub const START_DEADLINE: Duration = Duration::from_secs(90);
 
-/// Which cluster CA each daemon address (`host:port`) belongs to: the
-/// clusters a test starts register here, so that [`Api::new`] and [`cli`]
-/// trust the right CA for the address they are given.
-static TRUSTED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+/// Which cluster CA each daemon address (`host:port`) belongs to, and the
+/// token to present there: the clusters a test starts register here, so
+/// that [`Api::new`] and [`cli`] trust the right CA and present the right
+/// token for the address they are given.
+static TRUSTED: std::sync::Mutex<Vec<(String, PathBuf, Option<String>)>> =
+    std::sync::Mutex::new(Vec::new());
 
 fn authority_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -40,10 +43,16 @@ fn authority_of(url: &str) -> String {
 /// Records that the daemon at `url` has a certificate from the CA whose
 /// certificate is at `ca`.
 pub fn trust(url: &str, ca: &Path) {
+    register(url, ca, None);
+}
+
+/// Records the CA of the master at `url` and the (management) token to
+/// present to it.
+pub fn register(url: &str, ca: &Path, token: Option<&str>) {
     let mut t = TRUSTED.lock().unwrap_or_else(|p| p.into_inner());
     let a = authority_of(url);
-    t.retain(|(u, _)| *u != a);
-    t.push((a, ca.to_path_buf()));
+    t.retain(|(u, _, _)| *u != a);
+    t.push((a, ca.to_path_buf(), token.map(str::to_string)));
 }
 
 /// The CA certificate for the daemon at `url`, if a test registered one.
@@ -53,8 +62,31 @@ pub fn ca_for(url: &str) -> Option<PathBuf> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .find(|(u, _)| *u == a)
-        .map(|(_, p)| p.clone())
+        .find(|(u, _, _)| *u == a)
+        .map(|(_, p, _)| p.clone())
+}
+
+/// The token registered for the master at `url`.
+pub fn token_for(url: &str) -> Option<String> {
+    let a = authority_of(url);
+    TRUSTED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(u, _, _)| *u == a)
+        .and_then(|(_, _, t)| t.clone())
+}
+
+/// The management token tests give the masters they start themselves
+/// (`--bootstrap-token-file`).
+pub const TEST_TOKEN: &str = "test-management-token";
+
+/// Writes [`TEST_TOKEN`] to `<dir>/management-token` for
+/// `--bootstrap-token-file`; returns the path.
+pub fn bootstrap_token_file(dir: &Path) -> String {
+    let p = dir.join("management-token");
+    std::fs::write(&p, TEST_TOKEN).expect("write the bootstrap token");
+    p.to_str().expect("utf-8 temp path").to_string()
 }
 
 /// A reqwest client builder that trusts the CA at `ca` (only it) and
@@ -74,10 +106,42 @@ pub fn tls_client(ca: &Path, identity: Option<&[u8]>) -> reqwest::ClientBuilder 
 /// A reqwest client builder for the daemon at `url`: trusting its
 /// cluster's CA when a test registered one ([`trust`]).
 pub fn client_for(url: &str) -> reqwest::ClientBuilder {
-    match ca_for(url) {
+    let b = match ca_for(url) {
         Some(ca) => tls_client(&ca, None),
         None => reqwest::Client::builder(),
+    };
+    match token_for(url) {
+        Some(t) => {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().expect("a header value"),
+            );
+            b.default_headers(h)
+        }
+        None => b,
     }
+}
+
+/// Makes policy `name` with `rules` (JSON) and a user of the same name
+/// holding it, through `api` (a management client); returns the password.
+pub async fn user_with(api: &Api, name: &str, rules: Value) -> String {
+    let (code, body) = api
+        .put(
+            &format!("/api/wasmos/v1/acl/policies/{name}"),
+            &serde_json::json!({ "rules": rules }),
+        )
+        .await;
+    assert_eq!(code, 200, "policy {name}: {body}");
+    let password = format!("{name}-password-1");
+    let (code, body) = api
+        .put(
+            &format!("/api/wasmos/v1/acl/users/{name}"),
+            &serde_json::json!({ "password": password, "policies": [name] }),
+        )
+        .await;
+    assert_eq!(code, 200, "user {name}: {body}");
+    password
 }
 
 /// A master's certificate and key (PEM, concatenated) from the CA in `dir`
@@ -353,6 +417,9 @@ pub async fn cli(master: &str, args: &[&str]) -> Output {
         if let Some(ca) = ca_for(master) {
             c.env("WASMOS_CACERT", ca);
         }
+        if let Some(t) = token_for(master) {
+            c.env("WASMOS_TOKEN", t);
+        }
         c.arg("--master")
             .arg(master)
             .args(args)
@@ -406,9 +473,47 @@ pub struct Api {
 
 impl Api {
     /// A client of the daemon at `base`, trusting the CA its cluster
-    /// registered ([`trust`]).
+    /// registered ([`trust`]) and presenting the token registered for it.
     pub fn new(base: &str) -> Api {
         Self::build(base, None)
+    }
+
+    /// A client presenting no credentials at all.
+    pub fn anonymous(base: &str) -> Api {
+        let b = match ca_for(base) {
+            Some(ca) => tls_client(&ca, None),
+            None => reqwest::Client::builder(),
+        };
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: b
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// A client presenting `authorization` as its Authorization header.
+    pub fn with_authorization(base: &str, authorization: &str) -> Api {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            authorization.parse().expect("a header value"),
+        );
+        let b = match ca_for(base) {
+            Some(ca) => tls_client(&ca, None),
+            None => reqwest::Client::builder(),
+        };
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: b
+                .default_headers(h)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
     }
 
     /// A client presenting `identity` (PEM certificate and key), e.g. a
@@ -418,63 +523,86 @@ impl Api {
     }
 
     fn build(base: &str, identity: Option<&[u8]>) -> Api {
-        let b = match ca_for(base) {
+        let mut b = match ca_for(base) {
             Some(ca) => tls_client(&ca, identity),
             None => reqwest::Client::builder(),
         };
+        if let Some(t) = token_for(base) {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().expect("a header value"),
+            );
+            b = b.default_headers(h);
+        }
         Api {
             base: base.trim_end_matches('/').to_string(),
             http: b
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
         }
     }
 
-    /// GET; the status and the body as JSON (Null if not JSON).
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        match self.http.get(format!("{}{path}", self.base)).send().await {
-            Ok(r) => {
+    /// Sends what `build` makes for a URL, following redirects (to the
+    /// leader) itself: reqwest drops the Authorization header on a redirect
+    /// to another host, as clients should, and the masters of a test live
+    /// on different addresses. `None`: no answer.
+    async fn exec(
+        &self,
+        path: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Option<reqwest::Response> {
+        let mut url = format!("{}{path}", self.base);
+        for _ in 0..5 {
+            let r = build(&url).send().await.ok()?;
+            if !matches!(r.status().as_u16(), 307 | 308) {
+                return Some(r);
+            }
+            let Some(next) = r
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+            else {
+                return Some(r);
+            };
+            url = next.to_string();
+        }
+        None
+    }
+
+    async fn json_of(r: Option<reqwest::Response>) -> (u16, Value) {
+        match r {
+            Some(r) => {
                 let s = r.status().as_u16();
                 (s, r.json().await.unwrap_or(Value::Null))
             }
-            Err(_) => (0, Value::Null),
+            None => (0, Value::Null),
         }
+    }
+
+    /// GET; the status and the body as JSON (Null if not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        Self::json_of(self.exec(path, |u| self.http.get(u)).await).await
     }
 
     /// POST a raw body with a content type.
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-        match self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-        {
-            Ok(r) => {
-                let s = r.status().as_u16();
-                (s, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        let r = self
+            .exec(path, |u| {
+                self.http
+                    .post(u)
+                    .header("content-type", content_type)
+                    .body(body.clone())
+            })
+            .await;
+        Self::json_of(r).await
     }
 
     /// PUT JSON.
     pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        match self
-            .http
-            .put(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-        {
-            Ok(r) => {
-                let s = r.status().as_u16();
-                (s, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        Self::json_of(self.exec(path, |u| self.http.put(u).json(body)).await).await
     }
 
     /// Any method, with an optional JSON body.
@@ -484,27 +612,26 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        match r.send().await {
-            Ok(r) => {
-                let s = r.status().as_u16();
-                (s, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        let r = self
+            .exec(path, |u| {
+                let r = self.http.request(method.clone(), u);
+                match body {
+                    Some(b) => r.json(b),
+                    None => r,
+                }
+            })
+            .await;
+        Self::json_of(r).await
     }
 
     /// GET; the status and the body as text.
     pub async fn text(&self, path: &str) -> (u16, String) {
-        match self.http.get(format!("{}{path}", self.base)).send().await {
-            Ok(r) => {
+        match self.exec(path, |u| self.http.get(u)).await {
+            Some(r) => {
                 let s = r.status().as_u16();
                 (s, r.text().await.unwrap_or_default())
             }
-            Err(_) => (0, String::new()),
+            None => (0, String::new()),
         }
     }
 
@@ -620,10 +747,19 @@ impl Cluster {
             args.extend(["--resources", &ports]);
         }
         args.extend_from_slice(extra);
-        let up =
-            Daemon::start_with_env("up", &args, &["master", "agent", "ca"], dir.path(), env).await;
+        let up = Daemon::start_with_env(
+            "up",
+            &args,
+            &["master", "agent", "token", "ca"],
+            dir.path(),
+            env,
+        )
+        .await;
         let ca = PathBuf::from(up.announced("ca").expect("up announces its CA"));
-        trust(&up.url, &ca);
+        let token = up
+            .announced("token")
+            .expect("up announces the management token");
+        register(&up.url, &ca, Some(token));
         trust(up.announced("agent").expect("up announces its agent"), &ca);
         let api = Api::new(&up.url);
         // Ready when the agent has registered and exec runs.
@@ -796,6 +932,7 @@ impl Masters {
         wasmos_tls::Authority::create(&tls, "test").expect("make a cluster CA");
         let join_token = dir.join("join-token");
         std::fs::write(&join_token, "test-join-token").expect("write the join token");
+        bootstrap_token_file(dir);
         let mut m = Masters {
             daemons: (0..n).map(|_| None).collect(),
             ips,
@@ -845,6 +982,9 @@ impl Masters {
                 data.to_str().expect("utf-8 temp path"),
                 "--containerizer",
                 "process",
+                // Tasks write to the test's own (0700) temp dir.
+                "--task-user",
+                "root",
                 "--resources",
                 &own_ports(""),
             ],
@@ -916,7 +1056,8 @@ impl Masters {
             .to_str()
             .expect("utf-8 temp path")
             .to_string();
-        trust(&self.url(id), &self.ca());
+        let management = bootstrap_token_file(&self.dir);
+        register(&self.url(id), &self.ca(), Some(TEST_TOKEN));
         let mut args: Vec<&str> = vec![
             "master",
             "--id",
@@ -931,6 +1072,8 @@ impl Masters {
             &key,
             "--join-token-file",
             &token,
+            "--bootstrap-token-file",
+            &management,
             // Several clusters share two cores while the suite runs: with
             // the 150 ms default a starved heartbeat starts an election.
             "--election-timeout-ms",
@@ -1208,6 +1351,7 @@ impl Racks {
         let token = dir.path().join("join-token");
         std::fs::write(&token, "racks-join-token").expect("write the join token");
         let token = token.to_str().expect("utf-8 temp path").to_string();
+        let management = bootstrap_token_file(dir.path());
         let mut args = vec![
             "master",
             "--listen",
@@ -1216,12 +1360,14 @@ impl Racks {
             mdata.to_str().expect("utf-8 temp path"),
             "--join-token-file",
             &token,
+            "--bootstrap-token-file",
+            &management,
         ];
         args.extend_from_slice(master_extra);
         let master = Daemon::start("master", &args, "master", dir.path()).await;
         // The master made the cluster CA in its data dir.
         let ca = mdata.join("tls/ca.pem");
-        trust(&master.url, &ca);
+        register(&master.url, &ca, Some(TEST_TOKEN));
         let ca = ca.to_str().expect("utf-8 temp path").to_string();
         let mut agents = Vec::new();
         for (host, rack) in hosts {

@@ -88,7 +88,12 @@ async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     }
-    for t in msg.tasks {
+    for mut t in msg.tasks {
+        // A command task that names no user runs as the unprivileged
+        // default, never as the agent's own (root).
+        if t.command.user.is_none() && t.container.is_none() {
+            t.command.user = Some(a.config.task_user.clone());
+        }
         a.launch(msg.framework_id.clone(), t);
     }
     StatusCode::ACCEPTED.into_response()

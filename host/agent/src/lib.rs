@@ -108,6 +108,9 @@ pub struct AgentConfig {
     pub sandbox_gc_age: Duration,
     /// Directories `file://` fetches may read from (none: refused).
     pub fetch_allow: Vec<PathBuf>,
+    /// The OS user command tasks that name none run as (an unprivileged
+    /// one); Docker tasks keep their image's user.
+    pub task_user: String,
 }
 
 impl AgentConfig {
@@ -132,6 +135,7 @@ impl AgentConfig {
             disk_watch_interval: Duration::from_secs(5),
             sandbox_gc_age: Duration::from_secs(7 * 24 * 3600),
             fetch_allow: Vec::new(),
+            task_user: "nobody".into(),
         }
     }
 }
@@ -269,6 +273,12 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     if config.masters.is_empty() {
         anyhow::bail!("--master: give at least one master URL");
+    }
+    if !matches!(nix::unistd::User::from_name(&config.task_user), Ok(Some(_))) {
+        anyhow::bail!(
+            "--task-user {}: no such user on this machine; name an unprivileged user that exists (default nobody)",
+            config.task_user
+        );
     }
     let keys = match &config.tls {
         Some(t) => {

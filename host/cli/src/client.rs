@@ -39,6 +39,13 @@ impl std::fmt::Display for ClientError {
                 f,
                 "no answer from the master at {url} ({why}); the request may or may not have taken effect: check before retrying (e.g. `wasmos task list`)"
             ),
+            ClientError::Api {
+                status: 401,
+                message,
+            } => write!(
+                f,
+                "{message} (HTTP 401); give a token with --token (or WASMOS_TOKEN), or `wasmos login`"
+            ),
             ClientError::Api { status, message } => write!(f, "{message} (HTTP {status})"),
             ClientError::Decode(why) => write!(f, "unexpected answer from the master: {why}"),
         }
@@ -53,6 +60,8 @@ impl std::error::Error for ClientError {}
 pub struct Client {
     bases: Vec<String>,
     http: reqwest::Client,
+    /// Sent as `Authorization: Bearer` on every request.
+    token: Option<String>,
 }
 
 /// The innermost cause of a reqwest error, e.g. "Connection refused (os error 111)".
@@ -109,14 +118,32 @@ impl Client {
         Ok(Client {
             bases: split(masters),
             http: http.build()?,
+            token: None,
         })
     }
 
-    /// The same client (and trust) for other masters.
+    /// The same client (trust, credentials) for other masters.
     pub fn at(&self, masters: &str) -> Client {
         Client {
             bases: split(masters),
             http: self.http.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    /// The same client presenting `token`.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The same client without credentials (logging in, bootstrapping).
+    pub fn unauthenticated(&self) -> Client {
+        Client {
+            token: None,
+            ..self.clone()
         }
     }
 
@@ -144,7 +171,11 @@ impl Client {
         // until the others elect a new one (or patience runs out).
         let mut electing = false;
         let resp = loop {
-            match make(&base).send().await {
+            let mut req = make(&base);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            match req.send().await {
                 // Sent, but no answer: it may have been done. Not retried,
                 // or a submission could happen twice.
                 Err(e) if !e.is_connect() => {

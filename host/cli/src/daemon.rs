@@ -59,6 +59,11 @@ pub struct MasterArgs {
     /// certificates (none: no agent can join).
     #[arg(long, value_name = "PATH")]
     join_token_file: Option<PathBuf>,
+    /// A file holding the secret of the first management token: made when
+    /// this master leads a cluster that has none (else `wasmos acl
+    /// bootstrap` makes one, once).
+    #[arg(long, value_name = "PATH")]
+    bootstrap_token_file: Option<PathBuf>,
     /// More host names or addresses for this master's certificate (its
     /// advertised host, listen address and loopback are always in it).
     #[arg(long = "tls-host", value_name = "NAME")]
@@ -160,6 +165,11 @@ pub struct TaskArgs {
     /// it becomes readable by any task.
     #[arg(long = "fetch-allow", value_name = "DIR", value_parser = parse_fetch_dir)]
     fetch_allow: Vec<PathBuf>,
+    /// The OS user command tasks that name none run as (default nobody:
+    /// never the agent's own user). Running as another user, root
+    /// included, needs a policy that lists it (`run_as`).
+    #[arg(long, default_value = "nobody", value_name = "USER")]
+    task_user: String,
 }
 
 /// An existing directory, absolute.
@@ -227,12 +237,16 @@ pub struct UpArgs {
 }
 
 fn read_token(path: Option<&Path>) -> anyhow::Result<Option<String>> {
+    read_file_token("--join-token-file", path)
+}
+
+fn read_file_token(flag: &str, path: Option<&Path>) -> anyhow::Result<Option<String>> {
     let Some(path) = path else { return Ok(None) };
     let s = std::fs::read_to_string(path)
-        .with_context(|| format!("--join-token-file {}: cannot read it", path.display()))?;
+        .with_context(|| format!("{flag} {}: cannot read it", path.display()))?;
     let s = s.trim().to_string();
     if s.is_empty() {
-        bail!("--join-token-file {}: the file is empty", path.display());
+        bail!("{flag} {}: the file is empty", path.display());
     }
     Ok(Some(s))
 }
@@ -321,6 +335,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         exit_with_parent: _,
         ca_key,
         join_token_file,
+        bootstrap_token_file,
         tls_hosts,
         cert_lifetime_secs,
         plain_listen,
@@ -361,10 +376,18 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         .map(|u| check_url("--advertise", &u))
         .transpose()?;
     if insecure {
-        if ca_cert.is_some() || ca_key.is_some() || join_token_file.is_some() {
-            bail!("--insecure: then no --ca-cert, --ca-key or --join-token-file");
+        if ca_cert.is_some()
+            || ca_key.is_some()
+            || join_token_file.is_some()
+            || bootstrap_token_file.is_some()
+        {
+            bail!(
+                "--insecure: then no --ca-cert, --ca-key, --join-token-file or --bootstrap-token-file"
+            );
         }
     } else {
+        c.bootstrap_token =
+            read_file_token("--bootstrap-token-file", bootstrap_token_file.as_deref())?;
         let alone = matches!(&c.peers, Some(p) if p.len() <= 1);
         c.tls = Some(wasmos_master::tls::MasterTls {
             authority: std::sync::Arc::new(master_authority(
@@ -455,6 +478,7 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
         disk_watch_interval_ms,
         sandbox_gc_age_secs,
         fetch_allow,
+        task_user,
     } = tasks;
     c.containerizer = containerizer;
     c.task_pids_max = task_pids_max;
@@ -463,6 +487,7 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
     c.disk_watch_interval = Duration::from_millis(disk_watch_interval_ms);
     c.sandbox_gc_age = Duration::from_secs(sandbox_gc_age_secs);
     c.fetch_allow = fetch_allow;
+    c.task_user = task_user;
     Ok(c)
 }
 
@@ -533,17 +558,28 @@ pub async fn agent(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow
     Ok(())
 }
 
-/// Where `up` keeps the cluster CA and the join token.
+/// Where `up` keeps the cluster CA, the join token and the management
+/// token.
 struct LocalTls {
     cert: PathBuf,
     key: PathBuf,
     token: PathBuf,
+    management: PathBuf,
 }
 
-/// The join token of a local cluster, made on first `up`.
-fn local_join_token(dir: &Path) -> anyhow::Result<PathBuf> {
+/// The `token:` and `ca:` lines: what a client needs.
+fn announce_credentials(t: &LocalTls) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&t.management)
+        .with_context(|| format!("cannot read {}", t.management.display()))?;
+    announce(&format!("token: {}", token.trim()));
+    announce(&format!("ca: {}", t.cert.display()));
+    Ok(())
+}
+
+/// A secret of a local cluster (0600), made on the first `up`.
+fn local_secret_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("join-token");
+    let path = dir.join(name);
     if !path.exists() {
         let token: String = {
             use rand::Rng;
@@ -612,7 +648,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         Some(LocalTls {
             cert,
             key,
-            token: local_join_token(&data_dir)?,
+            token: local_secret_file(&data_dir, "join-token")?,
+            management: local_secret_file(&data_dir, "token")?,
         })
     };
     // The master and the agent compile different plugins; one cache serves
@@ -649,6 +686,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             exit_with_parent: false,
             ca_key: tls.as_ref().map(|t| t.key.clone()),
             join_token_file: tls.as_ref().map(|t| t.token.clone()),
+            bootstrap_token_file: tls.as_ref().map(|t| t.management.clone()),
             tls_hosts: Vec::new(),
             cert_lifetime_secs: 30 * 24 * 3600,
             plain_listen: None,
@@ -676,8 +714,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     announce(&format!("master: {}", master.url));
     announce(&format!("dashboard: {}/", master.url));
     announce(&format!("agent: {}", agent.url));
-    if let Some(c) = &ca_cert {
-        announce(&format!("ca: {}", c.display()));
+    if let Some(t) = &tls {
+        announce_credentials(t)?;
     }
     eprintln!(
         "wasmos up: ready. Try `wasmos task run -- echo hello`. Ctrl-C stops the cluster and its tasks."
@@ -730,7 +768,9 @@ async fn up_replicated(
                 .arg("--ca-key")
                 .arg(&t.key)
                 .arg("--join-token-file")
-                .arg(&t.token),
+                .arg(&t.token)
+                .arg("--bootstrap-token-file")
+                .arg(&t.management),
             None => cmd.arg("--insecure"),
         };
         let child = cmd
@@ -754,7 +794,7 @@ async fn up_replicated(
             .spawn()
             .with_context(|| format!("cannot start master {id}"))?;
         eprintln!(
-            "wasmos up: master {id} on http://{addr} (pid {}, log {})",
+            "wasmos up: master {id} on {scheme}://{addr} (pid {}, log {})",
             child.id().unwrap_or(0),
             log_path.display()
         );
@@ -765,7 +805,17 @@ async fn up_replicated(
             "wasmos up: waiting for the masters to elect a leader and start the bundled plugins…"
         );
         let ca = tls.map(|t| t.cert.clone());
-        wait_cluster_ready(&urls.join(","), ca.as_deref(), Duration::from_secs(90)).await?;
+        let token = tls
+            .map(|t| std::fs::read_to_string(&t.management))
+            .transpose()
+            .context("cannot read the management token")?;
+        wait_cluster_ready(
+            &urls.join(","),
+            ca.as_deref(),
+            token.as_deref().map(str::trim),
+            Duration::from_secs(90),
+        )
+        .await?;
         eprintln!("wasmos up: starting the agent…");
         let aconf = agent_config(agent, &urls.join(","), ca.as_deref())?;
         wasmos_agent::start(aconf).await
@@ -782,7 +832,7 @@ async fn up_replicated(
     announce(&format!("dashboard: {}/", urls[0]));
     announce(&format!("agent: {}", agent.url));
     if let Some(t) = tls {
-        announce(&format!("ca: {}", t.cert.display()));
+        announce_credentials(t)?;
     }
     eprintln!(
         "wasmos up: ready. Point the CLI at all masters: `export WASMOS_MASTER={}`; kill one master (its pid above) and the others carry on. Ctrl-C stops everything.",
@@ -855,10 +905,14 @@ fn local_master_addrs(
 async fn wait_cluster_ready(
     masters: &str,
     ca: Option<&Path>,
+    token: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let trust = ca.map(wasmos_tls::Trust::load).transpose()?;
-    let client = crate::client::Client::new(masters, trust.as_ref())?;
+    let mut client = crate::client::Client::new(masters, trust.as_ref())?;
+    if let Some(t) = token {
+        client = client.with_token(t);
+    }
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let fws: Result<Vec<serde_json::Value>, _> = client.get("/api/wasmos/v1/frameworks").await;

@@ -5,6 +5,7 @@
 //! Raw arguments are parsed by clap, then validated into the daemons'
 //! config types; client commands use only the native HTTP API.
 
+mod acl;
 mod app;
 mod client;
 mod cluster;
@@ -30,18 +31,20 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     /// The masters to talk to, comma-separated (agents register with
     /// whichever leads).
-    #[arg(
-        long,
-        global = true,
-        env = "WASMOS_MASTER",
-        default_value = "https://127.0.0.1:5050"
-    )]
-    master: String,
+    /// (default: the one `wasmos login` saved, else https://127.0.0.1:5050)
+    #[arg(long, global = true, env = "WASMOS_MASTER")]
+    master: Option<String>,
 
     /// The cluster CA's certificate, to verify the masters with (default:
-    /// the one `wasmos up` made in its default data dir).
+    /// the one `wasmos login` saved, else the one `wasmos up` made in its
+    /// default data dir).
     #[arg(long, global = true, env = "WASMOS_CACERT", value_name = "PATH")]
     ca_cert: Option<PathBuf>,
+
+    /// The token to present (default: the one `wasmos login` saved, else
+    /// the management token `wasmos up` made in its default data dir).
+    #[arg(long, global = true, env = "WASMOS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 
     /// Log filter, e.g. `info` or `wasmos_master=debug` (also WASMOS_LOG).
     #[arg(long, global = true, env = "WASMOS_LOG")]
@@ -81,6 +84,13 @@ enum Command {
     /// Add, list, run and remove repeating and dependent jobs (Chronos).
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Check credentials and save them (with the master and CA) for later commands.
+    Login(acl::LoginArgs),
+    /// Who the CLI's credentials are, and what they may do.
+    Whoami,
+    /// Tokens, policies and users.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
 }
 
 #[derive(Debug, Args)]
@@ -169,13 +179,38 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let master = cli.master.clone();
-    let ca_cert = cli.ca_cert.clone();
+    // Flags and environment first, then what `wasmos login` saved, then
+    // what `wasmos up` keeps in its default data dir.
+    let saved = acl::Saved::load();
+    let from_flags = cli.master.is_some();
+    let master = cli
+        .master
+        .clone()
+        .or_else(|| saved.master.clone())
+        .unwrap_or_else(|| "https://127.0.0.1:5050".to_string());
+    let ca_cert = cli.ca_cert.clone().or_else(|| {
+        (!from_flags || saved.master.as_deref() == Some(&master))
+            .then(|| saved.ca_cert.clone())
+            .flatten()
+    });
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| {
+            (!from_flags || saved.master.as_deref() == Some(&master))
+                .then(|| saved.token.clone())
+                .flatten()
+        })
+        .or_else(|| acl::up_token(&default_data_dir()));
+    let (m, ca, t) = (master.clone(), ca_cert.clone(), token.clone());
     let connect = move || -> anyhow::Result<client::Client> {
-        let trust = client::trust(ca_cert.as_deref(), &default_data_dir())?;
-        client::Client::new(&master, trust.as_ref())
+        let trust = client::trust(ca.as_deref(), &default_data_dir())?;
+        let c = client::Client::new(&m, trust.as_ref())?;
+        Ok(match &t {
+            Some(t) => c.with_token(t),
+            None => c,
+        })
     };
-    let master = cli.master.clone();
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Master(a) => daemon::master(a, cli.ca_cert.as_deref()).await.map(|_| 0),
@@ -191,6 +226,11 @@ fn main() -> ExitCode {
             Command::Var(c) => vars::run(c, &connect()?).await.map(|_| 0),
             Command::App(c) => app::run(c, &connect()?).await,
             Command::Job(c) => job::run(c, &connect()?).await,
+            Command::Login(a) => acl::login(a, &connect()?, &master, ca_cert, cli.token.clone())
+                .await
+                .map(|_| 0),
+            Command::Whoami => acl::whoami(&connect()?).await.map(|_| 0),
+            Command::Acl(c) => acl::run(c, &connect()?).await.map(|_| 0),
         }
     });
     // Tasks' output may still be draining to a pipe; leave promptly anyway.

@@ -28,8 +28,10 @@ use wasmos_core::protocol::{self, Heartbeat, HeartbeatReply, RegisterAgent, Regi
 use wasmos_core::{AgentId, FrameworkId, TaskId, TaskState};
 use wasmos_runtime::framework::HttpRequest;
 use wasmos_state::StatusOutcome;
+use wasmos_state::acl::{Access, Area};
 use wasmos_tls::{Identity, Peer};
 
+use crate::auth::Principal;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::frameworks::into_response;
 use crate::leader::Leader;
@@ -104,7 +106,8 @@ pub fn router(node: Arc<Node>) -> Router {
             axum::routing::patch(configure_plugin),
         )
         .route(v1!("/events"), get(events))
-        .merge(crate::vars::routes());
+        .merge(crate::vars::routes())
+        .merge(crate::acl::routes());
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/version", get(version))
@@ -117,6 +120,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(api)
         .merge(internal)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            crate::auth::middleware,
+        ))
         .layer(tower::util::MapResponseLayer::new(close_after_unread_body))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(node)
@@ -300,11 +307,16 @@ fn close_after_unread_body(mut resp: Response) -> Response {
 /// Marathon) when one holds it, otherwise 404.
 async fn not_found(
     State(n): NodeState,
+    principal: Option<axum::Extension<Principal>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Some(axum::Extension(principal)) = principal else {
+        // Only public paths come without one: none of them is here.
+        return ApiError::NotFound(format!("no endpoint {method} {}", uri.path())).into_response();
+    };
     let path = uri.path();
     if wasmos_core::plugin::SHARED_PREFIXES.contains(&path) {
         let holders: Vec<String> = n.store.read(|s| {
@@ -315,6 +327,9 @@ async fn not_found(
                 .collect()
         });
         if !holders.is_empty() {
+            if let Err(r) = principal.check(Area::Cluster, "", Access::Read) {
+                return r.into_response();
+            }
             return shared_endpoint(&n, &method, &uri, &headers, holders).await;
         }
     }
@@ -343,6 +358,9 @@ async fn not_found(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    if let Err(r) = crate::auth::check_framework(&principal, &name, &method, uri.path(), &body) {
+        return r.into_response();
+    }
     let Some(l) = n.leader() else {
         // Event streams go to the leader by redirect; the rest is forwarded.
         return if is_stream {
@@ -358,15 +376,14 @@ async fn not_found(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
     if is_stream && wants_stream && method == Method::GET {
-        let forwarded: Vec<(String, String)> = headers
-            .iter()
-            .filter(|(k, _)| !k.as_str().eq_ignore_ascii_case(EVENTS_AFTER))
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        let forwarded: Vec<(String, String)> = plugin_headers(&headers, &principal)
+            .into_iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(EVENTS_AFTER))
             .collect();
         let query = uri.query().unwrap_or("").to_string();
         return event_stream(l, name, path, query, forwarded);
     }
-    match serve_framework(Lead(l), name, path, method, uri, headers, body).await {
+    match serve_framework(Lead(l), &principal, name, path, method, uri, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -935,28 +952,90 @@ async fn events(Lead(l): Lead) -> Sse<impl Stream<Item = Result<SseEvent, Infall
 
 async fn framework_http_root(
     state: Lead,
+    axum::Extension(p): axum::Extension<Principal>,
     Path(name): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    serve_framework(state, name, "/".into(), method, uri, headers, body?).await
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    checked_framework(state, &p, name, "/".into(), method, uri, headers, body).await
 }
 
 async fn framework_http(
     state: Lead,
+    axum::Extension(p): axum::Extension<Principal>,
     Path((name, rest)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    serve_framework(state, name, format!("/{rest}"), method, uri, headers, body?).await
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    checked_framework(
+        state,
+        &p,
+        name,
+        format!("/{rest}"),
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
+/// A framework API request, once the principal may make it.
+#[allow(clippy::too_many_arguments)]
+async fn checked_framework(
+    Lead(l): Lead,
+    p: &Principal,
+    name: String,
+    path: String,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = crate::auth::check_framework(p, &name, &method, &path, &body) {
+        return r.into_response();
+    }
+    match serve_framework(Lead(l), p, name, path, method, uri, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The headers a framework plugin sees: the request's, without
+/// credentials (a plugin has no use for them, and must not log them), and
+/// with who the caller is.
+fn plugin_headers(headers: &HeaderMap, p: &Principal) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| {
+            *k != header::AUTHORIZATION
+                && *k != header::COOKIE
+                && !k
+                    .as_str()
+                    .eq_ignore_ascii_case(crate::auth::PRINCIPAL_HEADER)
+        })
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    out.push((crate::auth::PRINCIPAL_HEADER.to_string(), p.name.clone()));
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_framework(
     Lead(l): Lead,
+    p: &Principal,
     name: String,
     path: String,
     method: Method,
@@ -968,10 +1047,7 @@ async fn serve_framework(
         method: method.to_string(),
         path,
         query: uri.query().unwrap_or("").to_string(),
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: plugin_headers(&headers, p),
         body: body.to_vec(),
     };
     Ok(into_response(call_framework(&l, &name, req).await?))

@@ -144,6 +144,7 @@ impl Leader {
         if let Response::Rejected { reason } = r {
             anyhow::bail!("cannot begin term {term}: {reason}");
         }
+        leader.bootstrap_acl().await?;
         leader.install_bundled(node.bundled()).await?;
         let me = leader.clone();
         tokio::spawn(async move {
@@ -154,6 +155,41 @@ impl Leader {
             me.ready.send_replace(true);
         });
         Ok(leader)
+    }
+
+    /// Makes the first management token from `--bootstrap-token-file`,
+    /// if the cluster has none yet (only its hash is stored).
+    async fn bootstrap_acl(&self) -> anyhow::Result<()> {
+        let Some(secret) = &self.config.bootstrap_token else {
+            return Ok(());
+        };
+        if self.store.read(|s| s.acl.bootstrapped) {
+            return Ok(());
+        }
+        let token = wasmos_state::acl::TokenRecord {
+            accessor: Uuid::new_v4().to_string(),
+            secret_hash: crate::auth::hash_secret(secret),
+            name: "management".into(),
+            management: true,
+            policies: Vec::new(),
+            created_at: now_secs(),
+            expires_at: None,
+            created_by: "bootstrap".into(),
+            session: false,
+        };
+        match self
+            .store
+            .propose_one(Command::AclBootstrap { token })
+            .await?
+        {
+            Response::Ok => {
+                tracing::info!("made the management token from --bootstrap-token-file");
+                Ok(())
+            }
+            // Another leader did it first.
+            Response::Rejected { .. } => Ok(()),
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
     }
 
     /// Whether the framework actors and loops run.

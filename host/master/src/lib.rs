@@ -27,8 +27,10 @@ macro_rules! v1 {
     };
 }
 
+pub mod acl;
 pub mod agents;
 pub mod allocator;
+pub mod auth;
 pub mod error;
 pub mod events;
 pub mod frameworks;
@@ -76,6 +78,9 @@ pub struct MasterConfig {
     /// A plaintext listener beside the TLS one, for clients that cannot
     /// speak TLS (opened only when an operator asks).
     pub plain_listen: Option<SocketAddr>,
+    /// The secret of the first management token: a leader of a cluster
+    /// whose ACLs were never bootstrapped makes it.
+    pub bootstrap_token: Option<String>,
     /// Raft: a follower that hears no leader for 1–1.5× this elects anew.
     pub election_timeout: Duration,
     pub allocation_interval: Duration,
@@ -104,6 +109,7 @@ impl MasterConfig {
             peers: Some(BTreeMap::new()),
             tls: None,
             plain_listen: None,
+            bootstrap_token: None,
             election_timeout: Duration::from_millis(150),
             allocation_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(2),

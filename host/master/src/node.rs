@@ -62,6 +62,8 @@ pub struct Node {
     proxy_http: reqwest::Client,
     /// This master's certificate and the cluster CA (`None`: --insecure).
     pub tls: Option<Arc<NodeTls>>,
+    pub(crate) passwords: crate::auth::PasswordCache,
+    pub(crate) audit: crate::auth::AuditLog,
 }
 
 impl std::fmt::Debug for Node {
@@ -92,7 +94,6 @@ impl Node {
         )?
         .build()?;
         Ok(Arc::new(Node {
-            config,
             url,
             store,
             runtime,
@@ -100,6 +101,9 @@ impl Node {
             acting: RwLock::new(None),
             proxy_http,
             tls,
+            passwords: Default::default(),
+            audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
+            config,
         }))
     }
 

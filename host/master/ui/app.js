@@ -222,7 +222,42 @@ $("#run").onsubmit = async (e) => {
   if (r.ok) { $("#run-cmd").value = ""; setTimeout(() => openLogs(j.id), 1500); }
 };
 
-connectEvents();
-refreshSoon();
-followHash();
-setInterval(refreshSoon, 10000);
+// Signed in (the session cookie, HttpOnly) or not: the login form first.
+function showLogin(message) {
+  $("#app").hidden = true;
+  $("#login").hidden = false;
+  $("#login-msg").innerHTML = message ? `<span class="err">${esc(message)}</span>` : "";
+}
+
+$("#login-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const token = $("#login-token").value;
+  const body = token ? { token } : { user: $("#login-user").value, password: $("#login-password").value };
+  const r = await fetch(API + "/login", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  if (r.ok) { $("#login-password").value = ""; $("#login-token").value = ""; start(); return; }
+  const j = await r.json().catch(() => ({}));
+  showLogin(j.message || r.statusText);
+};
+
+$("#logout").onclick = async () => {
+  await fetch(API + "/logout", { method: "POST" });
+  location.reload();
+};
+
+let started = false;
+async function start() {
+  const r = await fetch(API + "/whoami");
+  const me = await r.json().catch(() => ({}));
+  if (!me.principal) { showLogin(); return; }
+  $("#whoami").textContent = me.principal ? `signed in as ${me.principal}` : "";
+  $("#logout").hidden = false;
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  if (started) { refreshSoon(); return; }
+  started = true;
+  connectEvents();
+  refreshSoon();
+  followHash();
+  setInterval(refreshSoon, 10000);
+}
+start();

@@ -28,6 +28,7 @@ pub const MAX_COMPLETED_TASKS: usize = 5000;
 pub const MAX_STATUS_HISTORY: usize = 32;
 pub use wasmos_core::limits::{MAX_KV_KEY, MAX_KV_VALUE};
 
+pub mod acl;
 pub mod codec;
 pub mod vars;
 
@@ -159,6 +160,9 @@ pub struct State {
     /// Bumped by every variable write.
     #[serde(default)]
     pub vars_index: u64,
+    /// Tokens, users and policies.
+    #[serde(default)]
+    pub acl: acl::Acl,
 }
 
 /// Every change to the state. Append new variants at the end; never change
@@ -242,6 +246,31 @@ pub enum Command {
         path: String,
         #[serde(default)]
         cas: Option<u64>,
+    },
+    /// The first management token; refused once one was made.
+    AclBootstrap {
+        token: acl::TokenRecord,
+    },
+    /// A token (expired tokens are dropped as it is added).
+    AclTokenCreate {
+        token: acl::TokenRecord,
+    },
+    AclTokenRevoke {
+        accessor: String,
+    },
+    /// Adds or replaces a user.
+    AclUserSet {
+        user: acl::UserRecord,
+    },
+    AclUserRemove {
+        name: String,
+    },
+    /// Adds or replaces a policy.
+    AclPolicySet {
+        policy: acl::Policy,
+    },
+    AclPolicyRemove {
+        name: String,
     },
 }
 
@@ -435,6 +464,77 @@ impl State {
                     modify_index: self.vars_index,
                 }
             }
+            Command::AclBootstrap { token } => {
+                if self.acl.bootstrapped {
+                    return rejected("the cluster's ACLs were bootstrapped already");
+                }
+                self.acl.bootstrapped = true;
+                self.acl.tokens.insert(token.secret_hash.clone(), token);
+                Response::Ok
+            }
+            Command::AclTokenCreate { token } => {
+                // A session is named after the principal that logged in.
+                if !token.session
+                    && let Err(e) = acl::check_name("token", &token.name)
+                {
+                    return rejected(e);
+                }
+                let now = token.created_at;
+                self.acl.tokens.retain(|_, t| !t.expired(now));
+                if self.acl.tokens.len() >= acl::MAX_ACL_OBJECTS {
+                    return rejected(format!(
+                        "the cluster holds {} tokens already; revoke some",
+                        acl::MAX_ACL_OBJECTS
+                    ));
+                }
+                if self.acl.tokens.contains_key(&token.secret_hash)
+                    || self.acl.token_by_accessor(&token.accessor).is_some()
+                {
+                    return rejected("a token with that secret or accessor exists");
+                }
+                self.acl.tokens.insert(token.secret_hash.clone(), token);
+                Response::Ok
+            }
+            Command::AclTokenRevoke { accessor } => {
+                let before = self.acl.tokens.len();
+                self.acl.tokens.retain(|_, t| t.accessor != accessor);
+                if self.acl.tokens.len() == before {
+                    return rejected(format!("no token with accessor {accessor}"));
+                }
+                Response::Ok
+            }
+            Command::AclUserSet { user } => {
+                if let Err(e) = acl::check_name("user", &user.name) {
+                    return rejected(e);
+                }
+                if !self.acl.users.contains_key(&user.name)
+                    && self.acl.users.len() >= acl::MAX_ACL_OBJECTS
+                {
+                    return rejected("too many users");
+                }
+                self.acl.users.insert(user.name.clone(), user);
+                Response::Ok
+            }
+            Command::AclUserRemove { name } => match self.acl.users.remove(&name) {
+                Some(_) => Response::Ok,
+                None => rejected(format!("no user named {name}")),
+            },
+            Command::AclPolicySet { policy } => {
+                if let Err(e) = policy.validate() {
+                    return rejected(e);
+                }
+                if !self.acl.policies.contains_key(&policy.name)
+                    && self.acl.policies.len() >= acl::MAX_ACL_OBJECTS
+                {
+                    return rejected("too many policies");
+                }
+                self.acl.policies.insert(policy.name.clone(), policy);
+                Response::Ok
+            }
+            Command::AclPolicyRemove { name } => match self.acl.policies.remove(&name) {
+                Some(_) => Response::Ok,
+                None => rejected(format!("no policy named {name}")),
+            },
             Command::KvDelete { framework_id, key } => {
                 if let Some(ns) = self.kv.get_mut(&framework_id) {
                     ns.remove(&key);

@@ -571,3 +571,126 @@ fn commands_responses_and_state_survive_messagepack_and_older_json() {
     // A damaged record is an error, not a default.
     assert!(codec::decode::<State>(&packed[..packed.len() / 2]).is_err());
 }
+
+mod acl_rules {
+    use crate::acl::{Access, Acl, Area, Grants, Policy, Rule};
+
+    fn rule(area: Area, prefix: &str, access: Access) -> Rule {
+        Rule {
+            area,
+            prefix: prefix.into(),
+            access,
+        }
+    }
+
+    #[test]
+    fn nothing_is_allowed_without_a_rule_and_write_includes_read() {
+        let g = Grants::default();
+        assert!(!g.allows(Area::Tasks, "", Access::Read));
+        let g = Grants {
+            rules: vec![rule(Area::Apps, "", Access::Write)],
+            ..Default::default()
+        };
+        assert!(g.allows(Area::Apps, "/x", Access::Read));
+        assert!(g.allows(Area::Apps, "/x", Access::Write));
+        assert!(!g.allows(Area::Jobs, "x", Access::Read));
+    }
+
+    #[test]
+    fn prefixes_limit_objects_and_a_matching_deny_always_wins() {
+        let g = Grants {
+            rules: vec![
+                rule(Area::Apps, "/team-a/", Access::Write),
+                rule(Area::Apps, "", Access::Read),
+                rule(Area::Apps, "/team-a/secret", Access::Deny),
+            ],
+            ..Default::default()
+        };
+        assert!(g.allows(Area::Apps, "/team-a/web", Access::Write));
+        assert!(!g.allows(Area::Apps, "/team-b/web", Access::Write));
+        assert!(g.allows(Area::Apps, "/team-b/web", Access::Read));
+        assert!(!g.allows(Area::Apps, "/team-a/secret/db", Access::Read));
+        assert!(Grants::all().allows(Area::Acl, "", Access::Write));
+    }
+
+    #[test]
+    fn grants_are_the_union_of_known_policies_and_run_as_lists_users() {
+        let mut acl = Acl::default();
+        acl.policies.insert(
+            "a".into(),
+            Policy {
+                name: "a".into(),
+                description: String::new(),
+                rules: vec![rule(Area::Vars, "x/", Access::Read)],
+                run_as: vec!["nobody".into()],
+            },
+        );
+        let g = acl.grants(false, &["a".into(), "missing".into()]);
+        assert!(g.allows(Area::Vars, "x/y", Access::Read));
+        assert!(g.may_run_as("nobody"));
+        assert!(!g.may_run_as("root"));
+    }
+}
+
+#[test]
+fn acl_commands_keep_hashes_refuse_a_second_bootstrap_and_drop_expired_tokens() {
+    use crate::acl::TokenRecord;
+    let token = |name: &str, hash: &str, created: f64, expires: Option<f64>| TokenRecord {
+        accessor: format!("acc-{name}"),
+        secret_hash: hash.into(),
+        name: name.into(),
+        management: false,
+        policies: vec![],
+        created_at: created,
+        expires_at: expires,
+        created_by: "test".into(),
+        session: false,
+    };
+    let mut s = State::default();
+    assert_eq!(
+        s.apply(Command::AclBootstrap {
+            token: token("root", "sha256:1", 1.0, None)
+        }),
+        Response::Ok
+    );
+    assert!(matches!(
+        s.apply(Command::AclBootstrap {
+            token: token("again", "sha256:2", 1.0, None)
+        }),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(
+        s.apply(Command::AclTokenCreate {
+            token: token("short", "sha256:3", 2.0, Some(5.0))
+        }),
+        Response::Ok
+    );
+    assert!(s.acl.token("sha256:3", 4.0).is_some());
+    assert!(s.acl.token("sha256:3", 6.0).is_none());
+    // A bad name is refused; the next creation drops the expired token.
+    assert!(matches!(
+        s.apply(Command::AclTokenCreate {
+            token: token("bad name", "sha256:4", 10.0, None)
+        }),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(
+        s.apply(Command::AclTokenCreate {
+            token: token("later", "sha256:5", 10.0, None)
+        }),
+        Response::Ok
+    );
+    assert!(!s.acl.tokens.contains_key("sha256:3"));
+    assert_eq!(
+        s.apply(Command::AclTokenRevoke {
+            accessor: "acc-later".into()
+        }),
+        Response::Ok
+    );
+    assert!(matches!(
+        s.apply(Command::AclTokenRevoke {
+            accessor: "acc-later".into()
+        }),
+        Response::Rejected { .. }
+    ));
+}

@@ -83,7 +83,7 @@ impl Settings {
                 cpus: num("mesos_task_cpu", 0.1)?,
                 mem: num("mesos_task_mem", 128.0)?,
                 disk: num("mesos_task_disk", 256.0)?,
-                user: config.get("user").cloned().unwrap_or_else(|| "root".into()),
+                user: config.get("user").cloned().unwrap_or_default(),
                 epsilon,
             },
             failure_retry_ms: num("failure_retry_ms", 60_000.0)? as u64,

@@ -1,0 +1,270 @@
+//! Who may do what: ACL tokens, users and policies, replicated with the
+//! rest of the state. Deny by default: a principal may do only what one of
+//! its policies allows, and a matching `deny` rule always wins.
+//!
+//! Secrets never enter the state: a token is kept as the SHA-256 of its
+//! secret, a user's password as an Argon2 hash (made by the leader before
+//! it proposes the command, so `apply` stays deterministic).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An API area a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Area {
+    /// The cluster's view: agents, frameworks, totals, the event stream.
+    Cluster,
+    /// Tasks (the native API and the `exec` framework).
+    Tasks,
+    /// Sandbox files of tasks.
+    Files,
+    /// Marathon apps, groups, deployments.
+    Apps,
+    /// Chronos jobs.
+    Jobs,
+    /// Other framework plugins' own APIs, by framework name.
+    Frameworks,
+    Plugins,
+    Masters,
+    Vars,
+    /// Tokens, users and policies.
+    Acl,
+}
+
+impl Area {
+    pub const ALL: [Area; 10] = [
+        Area::Cluster,
+        Area::Tasks,
+        Area::Files,
+        Area::Apps,
+        Area::Jobs,
+        Area::Frameworks,
+        Area::Plugins,
+        Area::Masters,
+        Area::Vars,
+        Area::Acl,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Area::Cluster => "cluster",
+            Area::Tasks => "tasks",
+            Area::Files => "files",
+            Area::Apps => "apps",
+            Area::Jobs => "jobs",
+            Area::Frameworks => "frameworks",
+            Area::Plugins => "plugins",
+            Area::Masters => "masters",
+            Area::Vars => "vars",
+            Area::Acl => "acl",
+        }
+    }
+}
+
+impl std::fmt::Display for Area {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a rule grants (write includes read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Deny,
+    Read,
+    Write,
+}
+
+impl Access {
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Deny => "deny",
+            Access::Read => "read",
+            Access::Write => "write",
+        }
+    }
+}
+
+/// One rule: `access` to the objects of `area` whose name starts with
+/// `prefix` (empty: all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub area: Area,
+    #[serde(default)]
+    pub prefix: String,
+    pub access: Access,
+}
+
+/// A named set of rules, and the OS users tasks of its holders may run as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// OS users tasks submitted under this policy may run as (besides the
+    /// agent's unprivileged default); `*` is any.
+    #[serde(default)]
+    pub run_as: Vec<String>,
+}
+
+/// A token: its secret is shown once, at creation; the state keeps its
+/// SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id (for listing and revoking).
+    pub accessor: String,
+    /// `sha256:<hex>` of the secret.
+    pub secret_hash: String,
+    pub name: String,
+    /// Management tokens may do everything.
+    #[serde(default)]
+    pub management: bool,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub created_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<f64>,
+    /// Who made it (a principal name), for the audit trail.
+    #[serde(default)]
+    pub created_by: String,
+    /// A dashboard or login session (not listed with the operator's tokens).
+    #[serde(default)]
+    pub session: bool,
+}
+
+impl TokenRecord {
+    pub fn expired(&self, now: f64) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+}
+
+/// A user who logs in with a password (HTTP Basic, the dashboard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    /// An Argon2id PHC string.
+    pub password_hash: String,
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub created_at: f64,
+}
+
+/// Tokens, users and policies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Acl {
+    /// By secret hash (a request presents the secret).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenRecord>,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserRecord>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+    /// Whether the bootstrap management token was made (it is made once).
+    #[serde(default)]
+    pub bootstrapped: bool,
+}
+
+/// The most tokens, users or policies a cluster keeps.
+pub const MAX_ACL_OBJECTS: usize = 10_000;
+
+/// Checks a name of a token, user or policy.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("{what} names have 1 to 128 characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')))
+    {
+        return Err(format!(
+            "{what} name {name:?} has {c:?}; use letters, digits, `.`, `_`, `-` and `@`"
+        ));
+    }
+    Ok(())
+}
+
+impl Policy {
+    pub fn validate(&self) -> Result<(), String> {
+        check_name("policy", &self.name)?;
+        if self.rules.len() > 256 {
+            return Err("a policy has at most 256 rules".into());
+        }
+        for u in &self.run_as {
+            if u != "*" {
+                check_name("run_as user", u)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a principal may do: the union of its policies' rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub management: bool,
+    pub rules: Vec<Rule>,
+    pub run_as: Vec<String>,
+}
+
+impl Grants {
+    pub fn all() -> Grants {
+        Grants {
+            management: true,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `access` to `object` of `area` is allowed: some matching
+    /// rule grants it and no matching rule denies it.
+    pub fn allows(&self, area: Area, object: &str, access: Access) -> bool {
+        if self.management {
+            return true;
+        }
+        let matching = self
+            .rules
+            .iter()
+            .filter(|r| r.area == area && object.starts_with(r.prefix.as_str()));
+        let mut granted = false;
+        for r in matching {
+            match r.access {
+                Access::Deny => return false,
+                a => granted |= a >= access,
+            }
+        }
+        granted
+    }
+
+    /// Whether tasks may run as OS user `user`.
+    pub fn may_run_as(&self, user: &str) -> bool {
+        self.management || self.run_as.iter().any(|u| u == "*" || u == user)
+    }
+}
+
+impl Acl {
+    /// The grants of a set of policy names (unknown names grant nothing).
+    pub fn grants(&self, management: bool, policies: &[String]) -> Grants {
+        let mut g = Grants {
+            management,
+            ..Default::default()
+        };
+        for p in policies.iter().filter_map(|n| self.policies.get(n)) {
+            g.rules.extend(p.rules.iter().cloned());
+            g.run_as.extend(p.run_as.iter().cloned());
+        }
+        g
+    }
+
+    /// The live token whose secret hashes to `hash`.
+    pub fn token(&self, hash: &str, now: f64) -> Option<&TokenRecord> {
+        self.tokens.get(hash).filter(|t| !t.expired(now))
+    }
+
+    pub fn token_by_accessor(&self, accessor: &str) -> Option<&TokenRecord> {
+        self.tokens.values().find(|t| t.accessor == accessor)
+    }
+}

@@ -1,0 +1,557 @@
+//! Authentication and authorization: nothing without credentials, deny by
+//! default, policies by area and prefix, tokens that expire and are
+//! revoked, users with passwords, an audit trail, secrets stored hashed.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use wasmos_tests::{Api, Cluster, DEADLINE, wait_for};
+
+/// One request of each API area.
+fn one_of_each_area() -> Vec<(Method, &'static str, Option<Value>)> {
+    vec![
+        (Method::GET, "/api/wasmos/v1/cluster", None),
+        (Method::GET, "/api/wasmos/v1/agents", None),
+        (Method::GET, "/api/wasmos/v1/events", None),
+        (Method::GET, "/api/wasmos/v1/tasks", None),
+        (Method::POST, "/api/wasmos/v1/tasks/x/kill", Some(json!({}))),
+        (
+            Method::GET,
+            "/api/wasmos/v1/tasks/x/files/read?path=stdout",
+            None,
+        ),
+        (Method::GET, "/api/wasmos/v1/plugins", None),
+        (Method::DELETE, "/api/wasmos/v1/plugins/labels", None),
+        (Method::GET, "/api/wasmos/v1/masters", None),
+        (Method::GET, "/api/wasmos/v1/vars", None),
+        (
+            Method::PUT,
+            "/api/wasmos/v1/vars/a/b",
+            Some(json!({"items": {"k": "v"}})),
+        ),
+        (Method::GET, "/api/wasmos/v1/acl/tokens", None),
+        (Method::GET, "/frameworks/exec/tasks", None),
+        (
+            Method::POST,
+            "/frameworks/exec/tasks",
+            Some(json!({"cmd": "true"})),
+        ),
+        (Method::GET, "/v2/apps", None),
+        (
+            Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/x", "cmd": "sleep 1"})),
+        ),
+        (Method::GET, "/v1/scheduler/jobs", None),
+        (Method::GET, "/scheduler/jobs", None),
+        (Method::GET, "/master/redirect", None),
+        (Method::GET, "/ping", None),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_api_area_answers_401_with_a_basic_challenge_without_valid_credentials() {
+    let c = Cluster::up().await;
+    let before = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+    let anonymous = Api::anonymous(&c.up.url);
+    let wrong_token = Api::with_authorization(&c.up.url, "Bearer not-a-token");
+    let dcos_wrong = Api::with_authorization(&c.up.url, "token=not-a-token");
+    // A user that does not exist and one that does, with a wrong password:
+    // the same answer, so nobody learns which names exist.
+    wasmos_tests::user_with(
+        &c.api,
+        "alice",
+        json!([{"area": "cluster", "access": "read"}]),
+    )
+    .await;
+    let basic = |u: &str, p: &str| {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    let nobody = Api::with_authorization(&c.up.url, &basic("nobody", "whatever-1"));
+    let alice_wrong = Api::with_authorization(&c.up.url, &basic("alice", "wrong-password"));
+    let http = wasmos_tests::tls_client(&c.ca(), None).build().unwrap();
+    for (method, path, body) in one_of_each_area() {
+        let mut answers = Vec::new();
+        for (who, api) in [
+            ("no credentials", &anonymous),
+            ("a wrong token", &wrong_token),
+            ("a wrong DC/OS token", &dcos_wrong),
+            ("an unknown user", &nobody),
+            ("a wrong password", &alice_wrong),
+        ] {
+            let (code, v) = api.send(method.clone(), path, body.as_ref()).await;
+            assert_eq!(code, 401, "{method} {path} with {who}: {v}");
+            assert!(
+                v["message"].as_str().is_some_and(|m| m.contains("token")),
+                "{method} {path} with {who}: {v}"
+            );
+            answers.push(v);
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "{method} {path}: the answers differ: {answers:?}"
+        );
+        // The challenge chronos-python's httplib2 waits for.
+        let r = http
+            .request(method.clone(), format!("{}{path}", c.up.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Basic realm=\"wasmos\""),
+            "{method} {path}"
+        );
+    }
+    // Public: liveness, version, the dashboard's page.
+    for path in ["/health", "/version", "/"] {
+        let r = http
+            .get(format!("{}{path}", c.up.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let after = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+    // Two ACL writes (alice's policy and user), nothing else.
+    assert_eq!(
+        after.as_u64().unwrap(),
+        before.as_u64().unwrap() + 2,
+        "refused requests changed the state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_token_reads_everything_and_writes_nothing() {
+    let c = Cluster::up().await;
+    let rules: Vec<Value> = [
+        "cluster", "tasks", "files", "apps", "jobs", "plugins", "masters", "vars",
+    ]
+    .iter()
+    .map(|a| json!({"area": a, "access": "read"}))
+    .collect();
+    let (code, _) = c
+        .api
+        .put(
+            "/api/wasmos/v1/acl/policies/readonly",
+            &json!({ "rules": rules }),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, t) = c
+        .api
+        .post(
+            "/api/wasmos/v1/acl/tokens",
+            &json!({"name": "auditor", "policies": ["readonly"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{t}");
+    let reader = Api::with_authorization(
+        &c.up.url,
+        &format!("Bearer {}", t["secret"].as_str().unwrap()),
+    );
+    let before = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+    for (method, path, body) in one_of_each_area() {
+        if path.contains("/events") {
+            continue; // a stream: its status is enough below
+        }
+        let (code, v) = reader.send(method.clone(), path, body.as_ref()).await;
+        let write = method != Method::GET;
+        if path.contains("/acl/") {
+            assert_eq!(code, 403, "{method} {path}: {v}");
+        } else if write {
+            assert_eq!(code, 403, "{method} {path}: {v}");
+            let m = v["message"].as_str().unwrap_or("");
+            assert!(
+                m.contains("token:auditor") && m.contains(":write"),
+                "{method} {path}: the 403 names the missing permission: {v}"
+            );
+        } else {
+            assert!(
+                code != 401 && code != 403,
+                "{method} {path} is a read: {code} {v}"
+            );
+        }
+    }
+    let after = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+    assert_eq!(before, after, "refused writes changed the state");
+    // The same writes with the management token go through.
+    let (code, _) = c
+        .api
+        .put("/api/wasmos/v1/vars/a/b", &json!({"items": {"k": "v"}}))
+        .await;
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_limits_apps_and_variables_to_its_prefix() {
+    let c = Cluster::up().await;
+    let rules = json!([
+        {"area": "apps", "prefix": "/team-a/", "access": "write"},
+        {"area": "vars", "prefix": "team-a/", "access": "write"},
+        {"area": "cluster", "access": "read"},
+    ]);
+    let password = wasmos_tests::user_with(&c.api, "team-a", rules).await;
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("team-a:{password}"))
+        )
+    };
+    let a = Api::with_authorization(&c.up.url, &basic);
+    let app =
+        |id: &str| json!({"id": id, "cmd": "sleep 600", "cpus": 0.05, "mem": 16, "instances": 0});
+    let (code, v) = a.post("/v2/apps", &app("/team-a/web")).await;
+    assert_eq!(code, 201, "{v}");
+    // Relative to the root: also outside the prefix.
+    for id in ["/team-b/web", "team-b/web", "/team-ab"] {
+        let (code, v) = a.post("/v2/apps", &app(id)).await;
+        assert_eq!(code, 403, "{id}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("apps:write"), "{v}");
+    }
+    let (code, _) = c.api.post("/v2/apps", &app("/team-b/db")).await;
+    assert_eq!(code, 201, "the management token creates anything");
+    let (code, v) = a.send(Method::DELETE, "/v2/apps/team-b/db", None).await;
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = a.send(Method::DELETE, "/v2/apps/team-a/web", None).await;
+    assert_eq!(code, 200, "{v}");
+    // Variables: its prefix only, listing included.
+    let (code, _) = a
+        .put(
+            "/api/wasmos/v1/vars/team-a/db",
+            &json!({"items": {"url": "x"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = a
+        .put(
+            "/api/wasmos/v1/vars/team-b/db",
+            &json!({"items": {"url": "x"}}),
+        )
+        .await;
+    assert_eq!(code, 403);
+    assert_eq!(a.get("/api/wasmos/v1/vars?prefix=team-a/").await.0, 200);
+    assert_eq!(a.get("/api/wasmos/v1/vars").await.0, 403);
+    // Not its areas at all.
+    assert_eq!(a.get("/api/wasmos/v1/plugins").await.0, 403);
+    assert_eq!(a.get("/api/wasmos/v1/acl/users").await.0, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_expire_and_revoked_tokens_stop_working_at_once() {
+    let c = Cluster::up().await;
+    let make = |name: &str, expires: Option<f64>| {
+        let api = c.api.clone();
+        let name = name.to_string();
+        async move {
+            let (code, t) = api
+                .post(
+                    "/api/wasmos/v1/acl/tokens",
+                    &json!({"name": name, "management": true, "expires_in_secs": expires}),
+                )
+                .await;
+            assert_eq!(code, 201, "{t}");
+            (
+                t["accessor"].as_str().unwrap().to_string(),
+                t["secret"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (_, short) = make("short", Some(2.0)).await;
+    let (accessor, revoked) = make("revoked", None).await;
+    let short_api = Api::with_authorization(&c.up.url, &format!("Bearer {short}"));
+    let revoked_api = Api::with_authorization(&c.up.url, &format!("token={revoked}"));
+    assert_eq!(revoked_api.get("/api/wasmos/v1/cluster").await.0, 200);
+    // The list shows the tokens, never a secret.
+    let (_, list) = c.api.get("/api/wasmos/v1/acl/tokens").await;
+    let text = list.to_string();
+    assert!(text.contains(&accessor), "{text}");
+    assert!(!text.contains(&revoked) && !text.contains(&short), "{text}");
+    let (code, _) = c
+        .api
+        .send(
+            Method::DELETE,
+            &format!("/api/wasmos/v1/acl/tokens/{accessor}"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    assert_eq!(revoked_api.get("/api/wasmos/v1/cluster").await.0, 401);
+    wait_for("the short token to expire", DEADLINE, || async {
+        (short_api.get("/api/wasmos/v1/cluster").await.0 == 401).then_some(())
+    })
+    .await;
+    // Bad input: named fields, nothing made.
+    let (code, v) = c
+        .api
+        .post(
+            "/api/wasmos/v1/acl/tokens",
+            &json!({"name": "x", "policies": ["no-such-policy"]}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(
+        v["message"].as_str().unwrap().contains("no-such-policy"),
+        "{v}"
+    );
+    let (code, v) = c
+        .api
+        .post(
+            "/api/wasmos/v1/acl/tokens",
+            &json!({"name": "x", "expires_in_secs": -1}),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+}
+
+/// Secrets never reach the disk in the clear, nor a log: the state holds
+/// a token's SHA-256 and a password's Argon2 hash; the audit trail names
+/// who changed what.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_stored_hashed_and_changes_are_audited_with_their_principal() {
+    let c = Cluster::up().await;
+    let password =
+        wasmos_tests::user_with(&c.api, "ops", json!([{"area": "vars", "access": "write"}])).await;
+    let (code, t) = c
+        .api
+        .post(
+            "/api/wasmos/v1/acl/tokens",
+            &json!({"name": "ci", "policies": ["ops"]}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let secret = t["secret"].as_str().unwrap().to_string();
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("ops:{password}"))
+        )
+    };
+    let ops = Api::with_authorization(&c.up.url, &basic);
+    let (code, _) = ops
+        .put("/api/wasmos/v1/vars/audited", &json!({"items": {"k": "v"}}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(ops.get("/api/wasmos/v1/plugins").await.0, 403);
+    let audit = c.dir.path().join("data/master/audit.log");
+    let lines = wait_for("the audit trail", DEADLINE, || async {
+        let text = std::fs::read_to_string(&audit).ok()?;
+        (text.contains("/vars/audited") && text.contains("/api/wasmos/v1/plugins")).then_some(text)
+    })
+    .await;
+    let entries: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert!(
+        entries.iter().any(|e| e["principal"] == "user:ops"
+            && e["path"] == "/api/wasmos/v1/vars/audited"
+            && e["method"] == "PUT"
+            && e["status"] == 200),
+        "{lines}"
+    );
+    assert!(
+        entries.iter().any(|e| e["principal"] == "user:ops"
+            && e["path"] == "/api/wasmos/v1/plugins"
+            && e["status"] == 403),
+        "{lines}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["principal"] == "token:management"
+                && e["path"] == "/api/wasmos/v1/acl/tokens"),
+        "{lines}"
+    );
+    // Neither secret is anywhere under the data dir, nor in up's log.
+    let management = wasmos_tests::token_for(&c.up.url).unwrap();
+    let mut found = Vec::new();
+    for entry in walk(&c.dir.path().join("data")) {
+        if entry.ends_with("token") || entry.ends_with("cli.json") {
+            continue; // up's own token file, on purpose
+        }
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        for s in [secret.as_str(), password.as_str(), management.as_str()] {
+            if bytes.windows(s.len()).any(|w| w == s.as_bytes()) {
+                found.push(format!("{} holds a secret", entry.display()));
+            }
+        }
+    }
+    let log = c.up.log();
+    for s in [secret.as_str(), password.as_str()] {
+        if log.contains(s) {
+            found.push("up's log holds a secret".into());
+        }
+    }
+    assert!(found.is_empty(), "{found:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.ends_with("plugin-cache") || p.ends_with("sandboxes") {
+                continue;
+            }
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The dashboard in headless Chromium: the login form, a user's password,
+/// then the dashboard's data; logging out ends the session.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_logs_in_with_a_password_in_a_real_browser() {
+    let c = Cluster::up().await;
+    let password = wasmos_tests::user_with(
+        &c.api,
+        "viewer",
+        json!(
+            ["cluster", "tasks", "files", "jobs", "apps", "plugins"]
+                .iter()
+                .map(|a| json!({"area": a, "access": "read"}))
+                .collect::<Vec<_>>()
+        ),
+    )
+    .await;
+    let page = format!("{}/", c.up.url);
+    // Fills the form once it shows, then waits for the signed-in dashboard.
+    let script = format!(
+        "(() => {{ const q = (s) => document.querySelector(s); \
+         if (!q('#login').hidden && !window.__tried) {{ window.__tried = 1; \
+           q('#login-user').value = 'viewer'; q('#login-password').value = {password:?}; \
+           q('#login-form').requestSubmit(); return false; }} \
+         return q('#app').hidden === false && q('#whoami').textContent.includes('user:viewer') \
+           && q('#summary').textContent.includes('Agents') && q('#agents tbody').children.length === 1; }})()"
+    );
+    let ca = c.ca();
+    wasmos_tests::run_client_script(
+        "browser.py",
+        &[&page, &script, "--ca", ca.to_str().unwrap()],
+        "true",
+    )
+    .await;
+    // The login made a session: a token of the user's, listed nowhere.
+    let (_, tokens) = c.api.get("/api/wasmos/v1/acl/tokens").await;
+    assert!(
+        !tokens.to_string().contains("user:viewer"),
+        "sessions are not listed as tokens: {tokens}"
+    );
+    // A wrong password shows the error on the form and signs nobody in.
+    let script = "(() => { const q = (s) => document.querySelector(s); \
+         if (!q('#login').hidden && !window.__tried) { window.__tried = 1; \
+           q('#login-user').value = 'viewer'; q('#login-password').value = 'wrong-password'; \
+           q('#login-form').requestSubmit(); return false; } \
+         return window.__tried === 1 && q('#login-msg').textContent.includes('wrong') && q('#app').hidden; })()";
+    wasmos_tests::run_client_script(
+        "browser.py",
+        &[
+            &page,
+            script,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--expect-error",
+            "HTTP 401 for",
+        ],
+        "true",
+    )
+    .await;
+}
+
+/// A task that names no user runs as the agents' unprivileged task user;
+/// root, or any user, only for a principal whose policy lists it.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_run_unprivileged_and_root_needs_a_policy_that_allows_it() {
+    let c = Cluster::up().await;
+    // No user: not root (nobody), in the native containerizer and as
+    // Marathon and Chronos would ask.
+    let out = c.cli(&["task", "run", "--", "id", "-u"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .to_string();
+    assert_eq!(out.stdout.trim(), nobody, "{out:?}");
+    assert_ne!(out.stdout.trim(), "0");
+
+    let rules = json!([{"area": "tasks", "access": "write"}, {"area": "apps", "access": "write"},
+        {"area": "jobs", "access": "write"}, {"area": "cluster", "access": "read"}]);
+    let password = wasmos_tests::user_with(&c.api, "dev", rules).await;
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("dev:{password}"))
+        )
+    };
+    let dev = Api::with_authorization(&c.up.url, &basic);
+    let before = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+    for (path, body) in [
+        (
+            "/frameworks/exec/tasks",
+            json!({"cmd": "id -u", "user": "root", "cpus": 0.1, "mem": 16}),
+        ),
+        (
+            "/v2/apps",
+            json!({"id": "/as-root", "cmd": "sleep 60", "user": "root", "cpus": 0.1, "mem": 16}),
+        ),
+        (
+            "/v2/groups",
+            json!({"id": "/g", "apps": [{"id": "/g/a", "cmd": "sleep 60", "user": "daemon"}]}),
+        ),
+        (
+            "/v1/scheduler/iso8601",
+            json!({"name": "as-root", "command": "id", "runAsUser": "root",
+                   "schedule": "R/2030-01-01T00:00:00Z/PT1H"}),
+        ),
+    ] {
+        let (code, v) = dev.post(path, &body).await;
+        assert_eq!(code, 403, "{path}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("run_as"),
+            "{path}: the reason names run_as: {v}"
+        );
+    }
+    let after = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+    assert_eq!(before, after, "a refused submission changed the state");
+    // Without a user, the same principal's task runs (unprivileged).
+    let (code, v) = dev
+        .post(
+            "/frameworks/exec/tasks",
+            &json!({"id": "dev-task", "cmd": "id -u", "cpus": 0.1, "mem": 16}),
+        )
+        .await;
+    assert!(code < 300, "{v}");
+    // A policy that lists root lets its holder run as root.
+    let (code, _) = c
+        .api
+        .put(
+            "/api/wasmos/v1/acl/policies/dev",
+            &json!({"rules": [{"area": "tasks", "access": "write"}, {"area": "cluster", "access": "read"}],
+                    "run_as": ["root"]}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, v) = dev
+        .post(
+            "/frameworks/exec/tasks",
+            &json!({"id": "root-task", "cmd": "id -u", "user": "root", "cpus": 0.1, "mem": 16}),
+        )
+        .await;
+    assert!(code < 300, "{v}");
+    c.api.wait_task_state("root-task", "TASK_FINISHED").await;
+    let out = c.cli(&["task", "logs", "root-task"]).await;
+    assert_eq!(out.stdout, "0\n", "{out:?}");
+}
