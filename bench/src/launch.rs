@@ -391,7 +391,7 @@ async fn stand_in_serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
             let cert = p.authority.sign_request(
                 req["csr"].as_str().unwrap_or(""),
                 &wasmos_tls::Identity::Agent("bench".into()),
-                &["127.0.0.1".into()],
+                &[wasmos_tls::AGENT_NAME.into()],
                 Duration::from_secs(24 * 3600),
             );
             let Ok(cert) = cert else { return };

@@ -84,11 +84,14 @@ impl Pki {
         ]
     }
 
-    /// A certificate for `identity` on loopback.
+    /// A certificate for `identity`: on loopback for a master, with the
+    /// name every agent's carries for an agent.
     pub fn keys(&self, identity: Identity) -> anyhow::Result<Keys> {
-        let c = self
-            .authority
-            .issue(&identity, &["127.0.0.1".into(), "localhost".into()], DAY)?;
+        let hosts: Vec<String> = match identity {
+            Identity::Agent(_) => vec![wasmos_tls::AGENT_NAME.into()],
+            Identity::Master(_) => vec!["127.0.0.1".into(), "localhost".into()],
+        };
+        let c = self.authority.issue(&identity, &hosts, DAY)?;
         Ok(Keys::new(c)?)
     }
 

@@ -219,6 +219,31 @@ async fn a_policy_limits_apps_and_variables_to_its_prefix() {
     assert_eq!(code, 201, "the management token creates anything");
     let (code, v) = a.send(Method::DELETE, "/v2/apps/team-b/db", None).await;
     assert_eq!(code, 403, "{v}");
+    // The path is checked whatever the body says, dot segments and
+    // percent-encoding resolved as the plugin would resolve them.
+    let team_a_body = json!({"id": "/team-a/x"});
+    for (method, path) in [
+        (Method::PUT, "/v2/apps/team-b/db"),
+        (Method::DELETE, "/v2/apps/team-b/db"),
+        (Method::GET, "/v2/apps"),
+        (Method::PUT, "/v2/apps/team-a/../team-b/db"),
+        (
+            Method::PUT,
+            "/frameworks/marathon/v2/apps/team-a/%2e%2e/team-b/db",
+        ),
+        (Method::POST, "/v2/apps/team-a/%2E%2E/team-b/db/restart"),
+    ] {
+        let (code, v) = a.send(method.clone(), path, Some(&team_a_body)).await;
+        assert_eq!(code, 403, "{method} {path}: {v}");
+    }
+    let (code, v) = a.post("/v2/apps", &app("/team-a/../team-b/sneaky")).await;
+    assert_eq!(code, 403, "{v}");
+    let (code, apps) = c.api.get("/v2/apps").await;
+    assert_eq!(code, 200);
+    assert!(
+        !apps.to_string().contains("sneaky"),
+        "nothing was made outside the prefix: {apps}"
+    );
     let (code, v) = a.send(Method::DELETE, "/v2/apps/team-a/web", None).await;
     assert_eq!(code, 200, "{v}");
     // Variables: its prefix only, listing included.
@@ -238,6 +263,15 @@ async fn a_policy_limits_apps_and_variables_to_its_prefix() {
     assert_eq!(code, 403);
     assert_eq!(a.get("/api/wasmos/v1/vars?prefix=team-a/").await.0, 200);
     assert_eq!(a.get("/api/wasmos/v1/vars").await.0, 403);
+    assert_eq!(
+        a.get("/api/wasmos/v1/vars?prefix=team-a/&prefix=").await.0,
+        403,
+        "a second prefix does not widen the listing"
+    );
+    assert_eq!(
+        a.get("/api/wasmos/v1/vars/team-a/%2e%2e/team-b/db").await.0,
+        403
+    );
     // Not its areas at all.
     assert_eq!(a.get("/api/wasmos/v1/plugins").await.0, 403);
     assert_eq!(a.get("/api/wasmos/v1/acl/users").await.0, 403);
@@ -263,6 +297,31 @@ async fn tokens_expire_and_revoked_tokens_stop_working_at_once() {
             )
         }
     };
+    // A token given as the password of a user's name (as Basic-only
+    // clients do) logs in as the token, never as that user.
+    wasmos_tests::user_with(&c.api, "boss", json!([{"area": "acl", "access": "write"}])).await;
+    let (code, limited) = c
+        .api
+        .post(
+            "/api/wasmos/v1/acl/tokens",
+            &json!({"name": "limited", "policies": []}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, session) = Api::anonymous(&c.up.url)
+        .post(
+            "/api/wasmos/v1/login",
+            &json!({"user": "boss", "password": limited["secret"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{session}");
+    assert_eq!(session["principal"], "token:limited", "{session}");
+    let as_session = Api::with_authorization(
+        &c.up.url,
+        &format!("Bearer {}", session["token"].as_str().unwrap()),
+    );
+    assert_eq!(as_session.get("/api/wasmos/v1/acl/users").await.0, 403);
+
     let (_, short) = make("short", Some(2.0)).await;
     let (accessor, revoked) = make("revoked", None).await;
     let short_api = Api::with_authorization(&c.up.url, &format!("Bearer {short}"));
@@ -554,4 +613,131 @@ async fn tasks_run_unprivileged_and_root_needs_a_policy_that_allows_it() {
     c.api.wait_task_state("root-task", "TASK_FINISHED").await;
     let out = c.cli(&["task", "logs", "root-task"]).await;
     assert_eq!(out.stdout, "0\n", "{out:?}");
+}
+
+/// Runs `wasmos <args>` as a user on another machine would: its own home
+/// (no saved login, no `wasmos up` data), no WASMOS_* variables, `stdin`
+/// on standard input.
+async fn cli_as_user(home: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(wasmos_tests::wasmos_bin())
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("WASMOS_TOKEN")
+        .env_remove("WASMOS_CACERT")
+        .env_remove("WASMOS_MASTER")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("wasmos ends")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `wasmos login` checks a user's password (or a token), saves it with the
+/// master and CA (0600), and later commands use it; `wasmos acl` manages
+/// tokens with the management token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_logs_in_saves_its_credentials_and_manages_tokens() {
+    let c = Cluster::up().await;
+    let password = wasmos_tests::user_with(
+        &c.api,
+        "carol",
+        json!([{"area": "tasks", "access": "read"}, {"area": "cluster", "access": "read"}]),
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let ca = c.ca();
+    let ca = ca.to_str().unwrap();
+    let url = c.up.url.as_str();
+
+    // Nothing saved, no token: the master says what to do.
+    let (ok, _, err) = cli_as_user(
+        home.path(),
+        &["--master", url, "--ca-cert", ca, "task", "list"],
+        "",
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("401") && err.contains("wasmos login"), "{err}");
+    // A wrong password: refused, nothing saved.
+    let (ok, _, err) = cli_as_user(
+        home.path(),
+        &["--master", url, "--ca-cert", ca, "login", "--user", "carol"],
+        "wrong-password\n",
+    )
+    .await;
+    assert!(!ok, "{err}");
+    let saved = home.path().join("config/wasmos/cli.json");
+    assert!(!saved.exists());
+    let (ok, _, err) = cli_as_user(
+        home.path(),
+        &["--master", url, "--ca-cert", ca, "login", "--user", "carol"],
+        &format!("{password}\n"),
+    )
+    .await;
+    assert!(ok, "{err}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the saved login is readable by others: {mode:o}"
+    );
+    assert!(
+        !std::fs::read_to_string(&saved).unwrap().contains(&password),
+        "the password itself is not saved"
+    );
+    // Later commands need no flags at all.
+    let (ok, out, err) = cli_as_user(home.path(), &["whoami"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("user:carol"), "{out}");
+    let (ok, _, err) = cli_as_user(home.path(), &["task", "list"], "").await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli_as_user(home.path(), &["acl", "token", "list"], "").await;
+    assert!(!ok);
+    assert!(err.contains("403") && err.contains("acl:read"), "{err}");
+
+    // The management token, given once on standard input, manages tokens.
+    let management = wasmos_tests::token_for(&c.up.url).unwrap();
+    let (ok, _, err) = cli_as_user(
+        home.path(),
+        &["--master", url, "--ca-cert", ca, "login", "--token-stdin"],
+        &format!("{management}\n"),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, secret, err) = cli_as_user(
+        home.path(),
+        &[
+            "acl", "token", "create", "--name", "reader", "--policy", "carol",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let secret = secret.trim().to_string();
+    assert_eq!(secret.len(), 64, "{secret}");
+    let (ok, list, _) = cli_as_user(home.path(), &["acl", "token", "list"], "").await;
+    assert!(
+        ok && list.contains("reader") && !list.contains(&secret),
+        "{list}"
+    );
+    // The new token works through WASMOS_TOKEN-style flags.
+    let (ok, out, err) = cli_as_user(home.path(), &["--token", &secret, "whoami"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("token:reader"), "{out}");
 }

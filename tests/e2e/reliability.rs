@@ -76,9 +76,11 @@ async fn status_updates_survive_a_master_restart_in_the_middle() {
     let mut master = start_master(dir.path(), port).await;
     let agent = start_agent(dir.path(), &master.url).await;
     let api = Api::new(&master.url);
-    let agent_api = Api::with_identity(
+    let agent_api = Api::to_agent(
         &agent.url,
-        &wasmos_tests::master_identity(&dir.path().join("master/tls")),
+        Some(&wasmos_tests::master_identity(
+            &dir.path().join("master/tls"),
+        )),
     );
 
     // The task finishes only when told to, so it ends while the master is down.

@@ -516,10 +516,41 @@ impl Api {
         }
     }
 
-    /// A client presenting `identity` (PEM certificate and key), e.g. a
-    /// master's for agents' own APIs.
+    /// A client of a master presenting `identity` (PEM certificate and
+    /// key), e.g. an agent's.
     pub fn with_identity(base: &str, identity: &[u8]) -> Api {
         Self::build(base, Some(identity))
+    }
+
+    /// A client of the agent at `base`'s own API, presenting `identity`
+    /// (PEM certificate and key; a master's, as the leader would) and
+    /// checking the agent's certificate as masters do (agents' certificates
+    /// name no host).
+    pub fn to_agent(base: &str, identity: Option<&[u8]>) -> Api {
+        let ca = ca_for(base).expect("the agent's cluster registered its CA");
+        let trust = wasmos_tls::Trust::load(&ca).expect("the cluster CA");
+        let keys = identity.map(|pem| {
+            let pem = String::from_utf8_lossy(pem);
+            let at = pem
+                .find("-----BEGIN PRIVATE KEY-----")
+                .expect("a key in the identity");
+            wasmos_tls::Keys::new(wasmos_tls::Credential {
+                cert_pem: pem[..at].to_string(),
+                key_pem: pem[at..].to_string(),
+            })
+            .expect("a usable identity")
+        });
+        let config = wasmos_tls::client_config(&trust, wasmos_tls::Expect::Agent, keys)
+            .expect("a client configuration");
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .use_preconfigured_tls(config)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
     }
 
     fn build(base: &str, identity: Option<&[u8]>) -> Api {
@@ -803,9 +834,9 @@ impl Cluster {
     /// The agent's own API, called as a master would (with a master
     /// certificate from the cluster CA).
     pub fn agent_api(&self) -> Api {
-        Api::with_identity(
+        Api::to_agent(
             self.up.announced("agent").expect("up announces its agent"),
-            &master_identity(&self.dir.path().join("data/tls")),
+            Some(&master_identity(&self.dir.path().join("data/tls"))),
         )
     }
 
@@ -1016,7 +1047,7 @@ impl Masters {
 
     /// The agent at `url`'s own API, called as a master would.
     pub fn agent_api(&self, url: &str) -> Api {
-        Api::with_identity(url, &master_identity(&self.tls))
+        Api::to_agent(url, Some(&master_identity(&self.tls)))
     }
 
     /// Adds a slot for one more master (to join the running cluster); returns its id.

@@ -49,12 +49,14 @@ pub(crate) async fn credentials(
 ) -> anyhow::Result<Keys> {
     let dir = dir(data_dir);
     if let Some(c) = Credential::load(&dir, NAME)? {
-        if c.issued_by(&tls.trust) && !c.needs_renewal(SystemTime::now()) {
+        // Still valid: kept (the renewal loop renews it if it is due), so
+        // the agent stays the same agent.
+        if c.issued_by(&tls.trust) && !c.expired(SystemTime::now()) {
             tracing::info!(identity = ?c.identity(), "using this agent's certificate");
             return Ok(Keys::new(c)?);
         }
         tracing::info!(
-            "this agent's certificate is from another cluster CA or due for renewal; joining anew"
+            "this agent's certificate is from another cluster CA, or expired; joining anew"
         );
     }
     let Some(token) = &tls.join_token else {

@@ -18,7 +18,7 @@ use crate::client::Client;
 use crate::table;
 
 /// What `wasmos login` saves.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 pub struct Saved {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master: Option<String>,
@@ -33,6 +33,16 @@ pub fn config_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
         .join("wasmos")
         .join("cli.json")
+}
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Saved")
+            .field("master", &self.master)
+            .field("ca_cert", &self.ca_cert)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Saved {

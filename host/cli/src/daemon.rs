@@ -387,7 +387,8 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         }
     } else {
         c.bootstrap_token =
-            read_file_token("--bootstrap-token-file", bootstrap_token_file.as_deref())?;
+            read_file_token("--bootstrap-token-file", bootstrap_token_file.as_deref())?
+                .map(wasmos_master::auth::Secret);
         let alone = matches!(&c.peers, Some(p) if p.len() <= 1);
         c.tls = Some(wasmos_master::tls::MasterTls {
             authority: std::sync::Arc::new(master_authority(

@@ -201,7 +201,14 @@ fn main() -> ExitCode {
                 .then(|| saved.token.clone())
                 .flatten()
         })
-        .or_else(|| acl::up_token(&default_data_dir()));
+        // `wasmos up`'s management token goes only to masters verified by
+        // up's own CA (no other CA given): never to another cluster.
+        .or_else(|| {
+            ca_cert
+                .is_none()
+                .then(|| acl::up_token(&default_data_dir()))
+                .flatten()
+        });
     let (m, ca, t) = (master.clone(), ca_cert.clone(), token.clone());
     let connect = move || -> anyhow::Result<client::Client> {
         let trust = client::trust(ca.as_deref(), &default_data_dir())?;

@@ -258,7 +258,7 @@ async fn whoami(
 ) -> ApiJson<serde_json::Value> {
     let p = match p {
         Some(axum::Extension(p)) => Some(p),
-        None => auth::authenticate_headers(&n, &headers),
+        None => auth::authenticate_headers(&n, &headers).await,
     };
     ApiJson(p.map_or_else(|| json!({ "principal": null }), |p| describe(&p)))
 }
@@ -436,44 +436,29 @@ async fn login(
         HeaderValue::from_str(&creds)
             .map_err(|_| ApiError::BadRequest("credentials: not valid header text".into()))?,
     );
-    let Some(p) = auth::authenticate_headers(&n, &headers) else {
+    let Some(p) = auth::authenticate_headers(&n, &headers).await else {
         return Err(ApiError::Unauthorized(
             "wrong user name, password or token".into(),
         ));
     };
-    let (management, policies) = match (&req.user, &req.token) {
-        (Some(u), _) => (
-            false,
-            l.store
-                .read(|s| s.acl.users.get(u).map(|u| u.policies.clone()))
-                .unwrap_or_default(),
-        ),
-        (None, Some(t)) => {
-            let hash = auth::hash_secret(t);
-            l.store
-                .read(|s| {
-                    s.acl
-                        .token(&hash, now_secs())
-                        .map(|t| (t.management, t.policies.clone()))
-                })
-                .unwrap_or_default()
-        }
-        _ => (false, Vec::new()),
+    // The session has the rights of the principal that authenticated,
+    // and never outlives its credentials.
+    let lifetime = auth::SESSION_LIFETIME.as_secs_f64();
+    let lifetime = match p.expires_at {
+        Some(e) => (e - now_secs()).min(lifetime),
+        None => lifetime,
     };
+    if lifetime <= 0.0 {
+        return Err(ApiError::Unauthorized("the token has expired".into()));
+    }
+    let (management, policies) = (p.management, p.policies.clone());
     // The session is named after the principal that logged in.
-    let (token, secret) = new_token(
-        &p.name,
-        management,
-        policies,
-        Some(auth::SESSION_LIFETIME.as_secs_f64()),
-        &p.name,
-        true,
-    );
+    let (token, secret) = new_token(&p.name, management, policies, Some(lifetime), &p.name, true);
     propose(&l, Command::AclTokenCreate { token }).await?;
     let cookie = format!(
         "{}={secret}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         auth::SESSION_COOKIE,
-        auth::SESSION_LIFETIME.as_secs()
+        lifetime as u64
     );
     let mut resp = ApiJson(json!({ "principal": p.name, "token": secret })).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {

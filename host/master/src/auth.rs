@@ -36,6 +36,16 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// The header a framework plugin learns its caller from.
 pub const PRINCIPAL_HEADER: &str = "x-wasmos-principal";
 
+/// A secret in a configuration: shown by `Debug` as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Who made a request, and what they may do.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -44,6 +54,12 @@ pub struct Principal {
     pub grants: Arc<Grants>,
     /// The session token's accessor, for logging out.
     pub session: Option<String>,
+    /// Where the rights come from (a session made from this principal gets
+    /// these, not whatever the login request names).
+    pub management: bool,
+    pub policies: Vec<String>,
+    /// When the credentials expire (a session never outlives them).
+    pub expires_at: Option<f64>,
 }
 
 impl Principal {
@@ -53,6 +69,9 @@ impl Principal {
             name: "anonymous".into(),
             grants: Arc::new(Grants::all()),
             session: None,
+            management: true,
+            policies: Vec::new(),
+            expires_at: None,
         }
     }
 
@@ -117,9 +136,9 @@ fn verify_password(password: &str, phc: &str) -> bool {
 /// Recently verified passwords (by a hash of user, password and the stored
 /// hash), so that clients sending Basic credentials on every request do not
 /// pay for Argon2 every time. A changed password changes the stored hash.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct PasswordCache {
-    ok: Mutex<HashMap<[u8; 32], Instant>>,
+    ok: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
 }
 
 const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -209,55 +228,73 @@ fn credentials(headers: &HeaderMap) -> Credentials {
 }
 
 /// The principal behind `headers`' credentials, if they are valid.
-pub fn authenticate_headers(n: &Node, headers: &HeaderMap) -> Option<Principal> {
-    let now = now_secs();
+/// Password checks (Argon2) run off the async threads.
+pub async fn authenticate_headers(n: &Node, headers: &HeaderMap) -> Option<Principal> {
     match credentials(headers) {
-        Credentials::Token(secret) if !secret.is_empty() => {
-            let hash = hash_secret(&secret);
-            n.store.read(|s| {
-                let t = s.acl.token(&hash, now)?;
-                Some(Principal {
-                    name: if t.session {
-                        t.name.clone()
-                    } else {
-                        format!("token:{}", t.name)
-                    },
-                    grants: Arc::new(s.acl.grants(t.management, &t.policies)),
-                    session: t.session.then(|| t.accessor.clone()),
-                })
-            })
-        }
+        Credentials::Token(secret) if !secret.is_empty() => token_principal(n, &secret),
         Credentials::Basic(user, password) => {
             // A token as the password (any user name): for clients that
             // can send only Basic credentials.
-            if let Some(p) = authenticate_headers(n, &bearer(&password)) {
+            if let Some(p) = token_principal(n, &password) {
                 return Some(p);
             }
-            let (phc, policies) = n.store.read(|s| {
+            let found = n.store.read(|s| {
                 s.acl
                     .users
                     .get(&user)
                     .map(|u| (u.password_hash.clone(), u.policies.clone()))
-            })?;
-            if !n.passwords.verify(&user, &password, &phc) {
+            });
+            // An unknown user costs as much as a wrong password: the time
+            // taken does not tell which names exist.
+            let (phc, policies, known) = match found {
+                Some((phc, policies)) => (phc, policies, true),
+                None => (dummy_hash().to_string(), Vec::new(), false),
+            };
+            let cache = n.passwords.clone();
+            let (u, p) = (user.clone(), password);
+            let ok = tokio::task::spawn_blocking(move || cache.verify(&u, &p, &phc))
+                .await
+                .unwrap_or(false);
+            if !(ok && known) {
                 return None;
             }
             Some(Principal {
                 name: format!("user:{user}"),
                 grants: Arc::new(n.store.read(|s| s.acl.grants(false, &policies))),
                 session: None,
+                management: false,
+                policies,
+                expires_at: None,
             })
         }
         _ => None,
     }
 }
 
-fn bearer(secret: &str) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {secret}")) {
-        h.insert(header::AUTHORIZATION, v);
-    }
-    h
+fn token_principal(n: &Node, secret: &str) -> Option<Principal> {
+    let hash = hash_secret(secret);
+    let now = now_secs();
+    n.store.read(|s| {
+        let t = s.acl.token(&hash, now)?;
+        Some(Principal {
+            name: if t.session {
+                t.name.clone()
+            } else {
+                format!("token:{}", t.name)
+            },
+            grants: Arc::new(s.acl.grants(t.management, &t.policies)),
+            session: t.session.then(|| t.accessor.clone()),
+            management: t.management,
+            policies: t.policies.clone(),
+            expires_at: t.expires_at,
+        })
+    })
+}
+
+/// A hash no password matches, verified for unknown users.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&new_secret()).unwrap_or_default())
 }
 
 /// 401 with what to do, and the Basic challenge.
@@ -303,7 +340,9 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
     if path == "/master/redirect" {
         return Some((Area::Cluster, String::new(), Access::Read));
     }
-    let rest = path.strip_prefix("/api/wasmos/v1/")?;
+    // The objects as the handlers will see them: decoded.
+    let decoded = percent_decode(path);
+    let rest = decoded.strip_prefix("/api/wasmos/v1/")?;
     let (head, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let r = match head {
         "cluster" | "leader" | "agents" | "frameworks" | "events" => {
@@ -324,11 +363,16 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
         }
         "vars" => {
             let object = if tail.is_empty() {
-                query
+                // A listing under a prefix; a repeated `prefix` is the
+                // whole tree (the handler would take one of them).
+                let prefixes: Vec<&str> = query
                     .split('&')
-                    .find_map(|kv| kv.strip_prefix("prefix="))
-                    .unwrap_or("")
-                    .to_string()
+                    .filter_map(|kv| kv.strip_prefix("prefix="))
+                    .collect();
+                match prefixes.as_slice() {
+                    [one] => percent_decode(one),
+                    _ => String::new(),
+                }
             } else {
                 tail.to_string()
             };
@@ -347,8 +391,16 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
 /// names (from its path and, for writes, its JSON body): Marathon's apps
 /// and groups by id, Chronos' jobs by name, `exec`'s tasks, other
 /// frameworks by their name.
-pub fn framework_objects(framework: &str, path: &str, body: &[u8]) -> (Area, Vec<String>) {
+pub fn framework_objects(
+    framework: &str,
+    path: &str,
+    body: &[u8],
+    write: bool,
+) -> (Area, Vec<String>) {
     let from_body = |key: &str| -> Vec<String> {
+        if !write {
+            return Vec::new();
+        }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
             return Vec::new();
         };
@@ -361,26 +413,31 @@ pub fn framework_objects(framework: &str, path: &str, body: &[u8]) -> (Area, Vec
             .filter_map(|i| i[key].as_str().map(str::to_string))
             .collect()
     };
+    let path = percent_decode(path);
     match framework {
         "marathon" => {
-            // A write names its apps in the body (`POST /v2/apps`,
-            // `PUT /v2/apps` with many); otherwise the path does.
+            // The path names an app or group; a write's body may name more
+            // (`POST /v2/apps`, `PUT /v2/apps` with many): all are checked,
+            // as the plugin will resolve them (dot segments included).
             let mut objects = Vec::new();
             for root in ["/v2/apps", "/v2/groups"] {
                 if let Some(rest) = path.strip_prefix(root) {
+                    let rest = canonical(rest);
                     let ids: Vec<String> = from_body("id")
                         .into_iter()
                         .map(|id| {
                             if id.starts_with('/') {
-                                id
+                                canonical(&id)
                             } else {
-                                format!("{}/{id}", rest.trim_end_matches('/'))
+                                canonical(&format!("{rest}/{id}"))
                             }
                         })
                         .collect();
-                    if ids.is_empty() {
-                        objects.push(rest.to_string());
+                    // Creating in a collection: the new ids are the objects.
+                    if rest == "/" && !ids.is_empty() {
+                        objects.extend(ids);
                     } else {
+                        objects.push(if rest == "/" { String::new() } else { rest });
                         objects.extend(ids);
                     }
                 }
@@ -391,15 +448,16 @@ pub fn framework_objects(framework: &str, path: &str, body: &[u8]) -> (Area, Vec
             (Area::Apps, objects)
         }
         "chronos" => {
-            let p = path.strip_prefix("/v1").unwrap_or(path);
+            let p = path.strip_prefix("/v1").unwrap_or(&path);
             let mut objects = Vec::new();
             for root in [
-                "/scheduler/job/",
-                "/scheduler/task/kill/",
                 "/scheduler/job/stat/",
+                "/scheduler/task/kill/",
+                "/scheduler/job/",
             ] {
                 if let Some(name) = p.strip_prefix(root) {
                     objects.push(name.to_string());
+                    break;
                 }
             }
             objects.extend(from_body("name"));
@@ -411,6 +469,45 @@ pub fn framework_objects(framework: &str, path: &str, body: &[u8]) -> (Area, Vec
         "exec" => (Area::Tasks, vec![String::new()]),
         other => (Area::Frameworks, vec![other.to_string()]),
     }
+}
+
+/// `%XX` decoded (invalid escapes kept as they are).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An absolute id with `.` and `..` segments resolved and empty ones
+/// dropped, as Marathon resolves ids: `/team-a/../team-b/x` is
+/// `/team-b/x`.
+pub fn canonical(id: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in id.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// Checks a framework API request against the principal's grants.
@@ -426,7 +523,7 @@ pub fn check_framework(
     } else {
         Access::Write
     };
-    let (area, objects) = framework_objects(framework, path, body);
+    let (area, objects) = framework_objects(framework, path, body, access == Access::Write);
     for o in objects {
         p.check(area, &o, access)?;
     }
@@ -490,7 +587,7 @@ pub async fn middleware(State(n): State<Arc<Node>>, mut req: Request, next: Next
     if public(&method, &path) {
         return next.run(req).await;
     }
-    let Some(principal) = authenticate_headers(&n, req.headers()) else {
+    let Some(principal) = authenticate_headers(&n, req.headers()).await else {
         drain(req).await;
         return unauthorized();
     };
@@ -556,5 +653,78 @@ impl AuditLog {
         {
             tracing::error!("cannot write the audit log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_resolve_dot_segments_and_percent_escapes_as_marathon_would() {
+        assert_eq!(canonical("/team-a/../team-b/x"), "/team-b/x");
+        assert_eq!(canonical("team-a/./web/"), "/team-a/web");
+        assert_eq!(canonical("/../../x"), "/x");
+        assert_eq!(percent_decode("/a/%2e%2E/b%2"), "/a/../b%2");
+    }
+
+    #[test]
+    fn marathon_requests_name_the_path_and_for_writes_the_body_ids() {
+        let body = br#"{"id": "/team-a/x"}"#;
+        let objects = |path: &str, write: bool| framework_objects("marathon", path, body, write).1;
+        // Creating in the collection: the new id.
+        assert_eq!(objects("/v2/apps", true), ["/team-a/x"]);
+        // Naming an app: the path, whatever the body says (and the body too).
+        assert_eq!(
+            objects("/v2/apps/team-b/db", true),
+            ["/team-b/db", "/team-a/x"]
+        );
+        // A read: the path only.
+        assert_eq!(objects("/v2/apps", false), [""]);
+        assert_eq!(objects("/v2/apps/team-a/%2e%2e/team-b", false), ["/team-b"]);
+        let relative = framework_objects("marathon", "/v2/groups/g", br#"{"id": "../h"}"#, true).1;
+        assert_eq!(relative, ["/g", "/h"]);
+    }
+
+    #[test]
+    fn chronos_requests_name_their_job_once() {
+        let o = |p: &str| framework_objects("chronos", p, b"", false).1;
+        assert_eq!(o("/v1/scheduler/job/stat/nightly"), ["nightly"]);
+        assert_eq!(o("/scheduler/job/nightly"), ["nightly"]);
+        assert_eq!(o("/scheduler/jobs"), [""]);
+    }
+
+    #[test]
+    fn task_users_are_found_in_apps_groups_and_jobs() {
+        let body = br#"{"id": "/g", "apps": [{"id": "a", "user": "root"}], "groups": [{"apps": [{"user": "daemon"}]}]}"#;
+        assert_eq!(task_users("marathon", body), ["root", "daemon"]);
+        assert_eq!(task_users("chronos", br#"{"runAsUser": "root"}"#), ["root"]);
+        assert!(task_users("exec", br#"{"cmd": "true"}"#).is_empty());
+    }
+
+    #[test]
+    fn the_native_api_maps_to_areas_and_reads_or_writes() {
+        let r = |m: Method, p: &str, q: &str| required(&m, p, q);
+        assert_eq!(
+            r(Method::POST, "/api/wasmos/v1/tasks/t1/kill", ""),
+            Some((Area::Tasks, "t1".into(), Access::Write))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/wasmos/v1/tasks/t1/files/read", ""),
+            Some((Area::Files, "t1".into(), Access::Read))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/wasmos/v1/vars", "prefix=a%2Fb/&x=1"),
+            Some((Area::Vars, "a/b/".into(), Access::Read))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/wasmos/v1/vars", "prefix=a/&prefix=b/"),
+            Some((Area::Vars, String::new(), Access::Read))
+        );
+        assert_eq!(
+            r(Method::GET, "/master/redirect", ""),
+            Some((Area::Cluster, String::new(), Access::Read))
+        );
+        assert_eq!(r(Method::GET, "/v2/apps", ""), None);
     }
 }

@@ -535,7 +535,7 @@ async fn join(
     req.validate().map_err(ApiError::BadRequest)?;
     let name = uuid::Uuid::new_v4().to_string();
     let certificate = tls
-        .issue_agent(&req.csr, &name, &req.hosts)
+        .issue_agent(&req.csr, &name)
         .map_err(ApiError::BadRequest)?;
     tracing::info!(agent = %name, hosts = ?req.hosts, "issued a certificate to a joining agent");
     Ok(ApiJson(protocol::IssuedCertificate {
@@ -557,7 +557,7 @@ async fn renew(
     };
     req.validate().map_err(ApiError::BadRequest)?;
     let certificate = tls
-        .issue_agent(&req.csr, &name, &req.hosts)
+        .issue_agent(&req.csr, &name)
         .map_err(ApiError::BadRequest)?;
     tracing::info!(agent = %name, "renewed an agent's certificate");
     Ok(ApiJson(protocol::IssuedCertificate {

@@ -168,7 +168,7 @@ impl Leader {
         }
         let token = wasmos_state::acl::TokenRecord {
             accessor: Uuid::new_v4().to_string(),
-            secret_hash: crate::auth::hash_secret(secret),
+            secret_hash: crate::auth::hash_secret(&secret.0),
             name: "management".into(),
             management: true,
             policies: Vec::new(),

@@ -80,7 +80,7 @@ pub struct MasterConfig {
     pub plain_listen: Option<SocketAddr>,
     /// The secret of the first management token: a leader of a cluster
     /// whose ACLs were never bootstrapped makes it.
-    pub bootstrap_token: Option<String>,
+    pub bootstrap_token: Option<auth::Secret>,
     /// Raft: a follower that hears no leader for 1–1.5× this elects anew.
     pub election_timeout: Duration,
     pub allocation_interval: Duration,

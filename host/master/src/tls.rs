@@ -92,14 +92,16 @@ impl NodeTls {
         )?)
     }
 
-    /// A certificate for an agent's signing request.
-    pub fn issue_agent(&self, csr: &str, name: &str, hosts: &[String]) -> Result<String, String> {
+    /// A certificate for an agent's signing request: its identity and the
+    /// one name all agents' certificates carry (`wasmos_tls::AGENT_NAME`),
+    /// never the host names the agent asks for.
+    pub fn issue_agent(&self, csr: &str, name: &str) -> Result<String, String> {
         self.settings
             .authority
             .sign_request(
                 csr,
                 &Identity::Agent(name.to_string()),
-                hosts,
+                &[wasmos_tls::AGENT_NAME.to_string()],
                 self.settings.cert_lifetime,
             )
             .map_err(|e| e.to_string())

@@ -44,6 +44,13 @@ use tokio::net::{TcpListener, TcpStream};
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
 
+/// The one name in agents' certificates, and what masters verify an
+/// agent's certificate for, whatever address they dial: an agent cannot
+/// get a certificate for a master's (or anyone's) host name, so a joined
+/// agent cannot pose as a master to browsers and other clients that check
+/// only the host name.
+pub const AGENT_NAME: &str = "agent.wasmos.internal";
+
 /// How long a CA made by [`Authority::create`] is valid.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates start this long before they are made (clocks differ).
@@ -216,6 +223,11 @@ impl Credential {
     /// (not before, not after).
     pub fn validity(&self) -> Option<(SystemTime, SystemTime)> {
         self.der().ok().and_then(|d| validity(&d))
+    }
+
+    /// Whether it has expired (or is unreadable).
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.validity().is_none_or(|(_, to)| now >= to)
     }
 
     /// Whether it is past two thirds of its life (or unreadable): time to
@@ -575,12 +587,19 @@ impl ServerCertVerifier for RoleVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let ok =
-            self.inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
         match (Identity::of(end_entity), self.expect) {
-            (Some(Identity::Master(_)), Expect::Master)
-            | (Some(Identity::Agent(_)), Expect::Agent) => Ok(ok),
+            (Some(Identity::Master(_)), Expect::Master) => {
+                self.inner
+                    .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            }
+            // Agents' certificates name no host: the chain is checked for
+            // the one name they all carry, whatever address was dialled.
+            (Some(Identity::Agent(_)), Expect::Agent) => {
+                let name = ServerName::try_from(AGENT_NAME)
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+                self.inner
+                    .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
+            }
             (found, _) => Err(rustls::Error::General(format!(
                 "the server's certificate names {}, not a {}",
                 found.map_or("no Wasmos daemon".to_string(), |i| i.to_string()),
