@@ -241,6 +241,21 @@ pub async fn start_on(
     if let Some(t) = &node_tls {
         tokio::spawn(t.clone().renew_loop(shutdown_rx.clone()));
     }
+    {
+        let node = node.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(auth::AUDIT_FLUSH) => node.audit.flush(),
+                    _ = stop.wait_for(|v| *v) => {
+                        node.audit.flush();
+                        return;
+                    }
+                }
+            }
+        });
+    }
     tokio::spawn(node.clone().warm_plugins(shutdown_rx.clone()));
     let app = http::router(node.clone()).into_make_service_with_connect_info::<wasmos_tls::Peer>();
     let listener = match &node_tls {
