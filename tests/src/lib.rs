@@ -55,26 +55,25 @@ pub fn register(url: &str, ca: &Path, token: Option<&str>) {
     t.push((a, ca.to_path_buf(), token.map(str::to_string)));
 }
 
-/// The CA certificate for the daemon at `url`, if a test registered one.
-pub fn ca_for(url: &str) -> Option<PathBuf> {
+/// What a test registered for the daemon at `url`: its CA and token.
+fn registered(url: &str) -> Option<(PathBuf, Option<String>)> {
     let a = authority_of(url);
     TRUSTED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .find(|(u, _, _)| *u == a)
-        .map(|(_, p, _)| p.clone())
+        .map(|(_, p, t)| (p.clone(), t.clone()))
+}
+
+/// The CA certificate for the daemon at `url`, if a test registered one.
+pub fn ca_for(url: &str) -> Option<PathBuf> {
+    registered(url).map(|(ca, _)| ca)
 }
 
 /// The token registered for the master at `url`.
 pub fn token_for(url: &str) -> Option<String> {
-    let a = authority_of(url);
-    TRUSTED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .find(|(u, _, _)| *u == a)
-        .and_then(|(_, _, t)| t.clone())
+    registered(url).and_then(|(_, t)| t)
 }
 
 /// The management token tests give the masters they start themselves

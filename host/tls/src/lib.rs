@@ -296,7 +296,9 @@ impl Credential {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> Result<()> {
+/// Writes `text` to `path` readable by its owner only (0600), through a
+/// temporary file and a rename, so a reader never sees half of it.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
