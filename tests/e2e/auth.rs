@@ -29,6 +29,12 @@ fn one_of_each_area() -> Vec<(Method, &'static str, Option<Value>)> {
             Some(json!({"items": {"k": "v"}})),
         ),
         (Method::GET, "/api/wasmos/v1/acl/tokens", None),
+        (Method::GET, "/api/wasmos/v1/plugin-keys", None),
+        (
+            Method::POST,
+            "/api/wasmos/v1/plugin-keys",
+            Some(json!({"name": "k", "public_key": "x"})),
+        ),
         (Method::GET, "/frameworks/exec/tasks", None),
         (
             Method::POST,
@@ -162,7 +168,8 @@ async fn a_read_only_token_reads_everything_and_writes_nothing() {
         }
         let (code, v) = reader.send(method.clone(), path, body.as_ref()).await;
         let write = method != Method::GET;
-        if path.contains("/acl/") {
+        // Signing keys are in the ACL area, which this policy cannot read.
+        if path.contains("/acl/") || path.contains("/plugin-keys") {
             assert_eq!(code, 403, "{method} {path}: {v}");
         } else if write {
             assert_eq!(code, 403, "{method} {path}: {v}");

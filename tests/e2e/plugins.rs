@@ -630,26 +630,95 @@ async fn plugins_travel_through_an_oci_registry() {
     );
 
     // The registry holds a CNCF Wasm artifact: one application/wasm layer.
-    let manifest: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v2/plugins/hello/manifests/0.1.0",
-            registry.addr
-        ))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = registry_manifest(&registry, "plugins/hello", "0.1.0").await;
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.wasm.config.v0+json"
     );
     assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
 
+    // Unsigned, or signed by a key the cluster does not trust: refused,
+    // and nothing changes.
+    let before = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+    refused(
+        c.cli(&["plugin", "install", &reference]).await,
+        "is not signed",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other");
+    let keygen = c.cli(&["plugin", "keygen", path(&other)]).await;
+    assert_eq!(keygen.code, Some(0), "{keygen:?}");
+    let other_key = dir.path().join("other.key");
+    let signed = c
+        .cli(&["plugin", "sign", &reference, "--key", path(&other_key)])
+        .await;
+    assert_eq!(signed.code, Some(0), "{signed:?}");
+    refused(
+        c.cli(&["plugin", "install", &reference]).await,
+        "by no key the cluster trusts (bootstrap)",
+    );
+    assert_eq!(c.api.get("/api/wasmos/v1/plugins/hello").await.0, 404);
+    assert_eq!(
+        before,
+        c.api.get("/api/wasmos/v1/cluster").await.1["log_index"]
+    );
+
+    // Signed with the key `up` made and the cluster trusts (the harness
+    // gives it to the CLI as WASMOS_SIGNING_KEY): installs.
+    let signed = c.cli(&["plugin", "sign", &reference]).await;
+    assert_eq!(signed.code, Some(0), "{signed:?}");
     let install = c.cli(&["plugin", "install", &reference]).await;
     assert_eq!(install.code, Some(0), "{install:?}");
+
+    // The signatures are cosign's, beside the artifact: a simple signing
+    // claim per layer, its ECDSA signature in an annotation. OpenSSL, not
+    // Wasmos, checks the trusted one.
+    let digest = signed
+        .stdout
+        .split("@sha256:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .map(|h| format!("sha256:{h}"))
+        .unwrap_or_else(|| panic!("the signed digest: {signed:?}"));
+    let sig_manifest = registry_manifest(
+        &registry,
+        "plugins/hello",
+        &format!("{}.sig", digest.replace(':', "-")),
+    )
+    .await;
+    let layers = sig_manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "two keys signed it: {sig_manifest}");
+    let public = c.dir.path().join("data/plugin-signing.pub");
+    let mut verified = 0;
+    for l in layers {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.dev.cosign.simplesigning.v1+json"
+        );
+        let payload = reqwest::get(format!(
+            "http://{}/v2/plugins/hello/blobs/{}",
+            registry.addr,
+            l["digest"].as_str().unwrap()
+        ))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+        let claim: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(claim["critical"]["image"]["docker-manifest-digest"], digest);
+        assert_eq!(
+            claim["critical"]["type"],
+            "cosign container image signature"
+        );
+        let sig = l["annotations"]["dev.cosignproject.cosign/signature"]
+            .as_str()
+            .unwrap();
+        if openssl_verifies(&public, &payload, sig, dir.path()) {
+            verified += 1;
+        }
+    }
+    assert_eq!(verified, 1, "exactly the trusted key's signature verifies");
     wait_for("the pulled framework to serve", DEADLINE, || async {
         (c.api.get("/frameworks/hello/").await.0 == 200).then_some(())
     })
@@ -659,6 +728,7 @@ async fn plugins_travel_through_an_oci_registry() {
         v["source"].as_str().unwrap().contains("@sha256:"),
         "pinned by digest: {v}"
     );
+    assert_eq!(v["signed_by"], "bootstrap", "{v}");
     assert_eq!(
         v["digest"],
         format!(
@@ -692,6 +762,231 @@ async fn plugins_travel_through_an_oci_registry() {
         before,
         c.api.get("/api/wasmos/v1/cluster").await.1["log_index"]
     );
+}
+
+/// Whether `openssl dgst -verify` accepts `signature` (base64, as cosign
+/// stores it) of `message` by the public key at `public`.
+fn openssl_verifies(
+    public: &std::path::Path,
+    message: &[u8],
+    signature: &str,
+    dir: &std::path::Path,
+) -> bool {
+    use base64::Engine as _;
+    let (m, s) = (dir.join("message"), dir.join("signature.der"));
+    std::fs::write(&m, message).unwrap();
+    std::fs::write(
+        &s,
+        base64::engine::general_purpose::STANDARD
+            .decode(signature.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(public)
+        .arg("-signature")
+        .arg(&s)
+        .arg(&m)
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() || text.contains("Verification failure"),
+        "openssl could not check it: {out:?}"
+    );
+    out.status.success() && text.contains("Verified OK")
+}
+
+/// Runs openssl with `args`, which must succeed.
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_plugins_install_only_with_a_signature_from_a_trusted_key() {
+    let c = Cluster::up().await;
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("hello.wasm");
+    std::fs::copy(test_plugin("wasmos_example_framework.wasm"), &component).unwrap();
+    let manifest = root().join("examples/framework-template/plugin.toml");
+    let install = |extra: Vec<String>| {
+        let mut args: Vec<String> = [
+            "plugin",
+            "install",
+            path(&manifest),
+            "--component",
+            path(&component),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra);
+        let c = &c;
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.cli(&a).await
+        }
+    };
+    let before = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
+
+    // No signature (an empty signature file), and a key the cluster does
+    // not trust: refused with the reason.
+    let empty = dir.path().join("empty.sig");
+    std::fs::write(&empty, "").unwrap();
+    refused(
+        install(vec!["--signature".into(), path(&empty).into()]).await,
+        "is not signed",
+    );
+    // A key made with OpenSSL, not yet trusted.
+    let (key, public) = (dir.path().join("ops.pem"), dir.path().join("ops.pub"));
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        path(&key),
+    ]);
+    openssl(&["pkey", "-in", path(&key), "-pubout", "-out", path(&public)]);
+    refused(
+        install(vec!["--key".into(), path(&key).into()]).await,
+        "by no key the cluster trusts",
+    );
+    assert_eq!(c.api.get("/api/wasmos/v1/plugins/hello").await.0, 404);
+    assert_eq!(
+        before,
+        c.api.get("/api/wasmos/v1/cluster").await.1["log_index"]
+    );
+
+    // Trusting a key is an ACL change: a user who may install plugins may
+    // not trust one; a private key or garbage is not a public key.
+    let password = wasmos_tests::user_with(
+        &c.api,
+        "installer",
+        json!([{"area": "plugins", "access": "write"}]),
+    )
+    .await;
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("installer:{password}"))
+        )
+    };
+    let installer = Api::with_authorization(&c.up.url, &basic);
+    let pem = std::fs::read_to_string(&public).unwrap();
+    let (code, v) = installer
+        .post(
+            "/api/wasmos/v1/plugin-keys",
+            &json!({"name": "ops", "public_key": pem}),
+        )
+        .await;
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = c
+        .api
+        .post(
+            "/api/wasmos/v1/plugin-keys",
+            &json!({"name": "ops", "public_key": std::fs::read_to_string(&key).unwrap()}),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v.to_string().contains("BEGIN PUBLIC KEY"), "{v}");
+    let add = c
+        .cli(&["plugin", "trust", "add", "ops", path(&public)])
+        .await;
+    assert_eq!(add.code, Some(0), "{add:?}");
+    let list = c.cli(&["plugin", "trust", "list"]).await;
+    assert!(
+        list.stdout.contains("bootstrap") && list.stdout.contains("ops"),
+        "{list:?}"
+    );
+
+    // `plugin sign` writes a cosign sign-blob signature beside the
+    // component, which OpenSSL checks; the installer's upload carries it.
+    let sign = c
+        .cli(&[
+            "plugin",
+            "sign",
+            path(&manifest),
+            "--component",
+            path(&component),
+            "--key",
+            path(&key),
+        ])
+        .await;
+    assert_eq!(sign.code, Some(0), "{sign:?}");
+    let sig = std::fs::read_to_string(dir.path().join("hello.wasm.sig")).unwrap();
+    assert!(openssl_verifies(
+        &public,
+        &std::fs::read(&component).unwrap(),
+        &sig,
+        dir.path()
+    ));
+    let component_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&component).unwrap())
+    };
+    let (code, v) = installer
+        .post(
+            "/api/wasmos/v1/plugins",
+            &json!({
+                "manifest": toml_to_json(&manifest),
+                "component": component_b64,
+                "signature": sig.trim(),
+            }),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["signed_by"], "ops", "{v}");
+
+    // A key no longer trusted signs nothing new; what it signed stays.
+    let rm = c.cli(&["plugin", "trust", "remove", "ops"]).await;
+    assert_eq!(rm.code, Some(0), "{rm:?}");
+    let again = install(vec![
+        "--signature".into(),
+        path(&dir.path().join("hello.wasm.sig")).into(),
+    ])
+    .await;
+    refused(again, "by no key the cluster trusts (bootstrap)");
+    assert_eq!(c.api.get("/api/wasmos/v1/plugins/hello").await.0, 200);
+}
+
+/// The OCI image manifest at `repository:tag` in the test registry.
+async fn registry_manifest(
+    registry: &wasmos_tests::Registry,
+    repository: &str,
+    tag: &str,
+) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!(
+            "http://{}/v2/{repository}/manifests/{tag}",
+            registry.addr
+        ))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The CLI failed, saying `why`.
+fn refused(out: wasmos_tests::Output, why: &str) {
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains(why), "{why:?}: {out:?}");
+}
+
+/// A plugin.toml as the JSON manifest the API takes.
+fn toml_to_json(path: &std::path::Path) -> serde_json::Value {
+    let v: toml::Value = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    serde_json::to_value(v).unwrap()
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

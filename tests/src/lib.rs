@@ -66,6 +66,29 @@ fn registered(url: &str) -> Option<(PathBuf, Option<String>)> {
         .map(|(_, p, t)| (p.clone(), t.clone()))
 }
 
+/// The plugin signing key the cluster of each master address trusts
+/// (`wasmos up`'s): [`cli`] signs local plugins with it.
+static SIGNING: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records the private key the cluster at `url` trusts to sign plugins.
+pub fn register_signing_key(url: &str, key: &Path) {
+    let mut s = SIGNING.lock().unwrap_or_else(|p| p.into_inner());
+    let a = authority_of(url);
+    s.retain(|(u, _)| *u != a);
+    s.push((a, key.to_path_buf()));
+}
+
+/// The signing key registered for the master at `url`.
+pub fn signing_key_for(url: &str) -> Option<PathBuf> {
+    let a = authority_of(url);
+    SIGNING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(u, _)| *u == a)
+        .map(|(_, k)| k.clone())
+}
+
 /// The CA certificate for the daemon at `url`, if a test registered one.
 pub fn ca_for(url: &str) -> Option<PathBuf> {
     registered(url).map(|(ca, _)| ca)
@@ -418,6 +441,9 @@ pub async fn cli(master: &str, args: &[&str]) -> Output {
         }
         if let Some(t) = token_for(master) {
             c.env("WASMOS_TOKEN", t);
+        }
+        if let Some(k) = signing_key_for(master) {
+            c.env("WASMOS_SIGNING_KEY", k);
         }
         c.arg("--master")
             .arg(master)
@@ -780,7 +806,7 @@ impl Cluster {
         let up = Daemon::start_with_env(
             "up",
             &args,
-            &["master", "agent", "token", "ca"],
+            &["master", "agent", "token", "ca", "plugin key"],
             dir.path(),
             env,
         )
@@ -790,6 +816,13 @@ impl Cluster {
             .announced("token")
             .expect("up announces the management token");
         register(&up.url, &ca, Some(token));
+        register_signing_key(
+            &up.url,
+            Path::new(
+                up.announced("plugin key")
+                    .expect("up announces its plugin key"),
+            ),
+        );
         trust(up.announced("agent").expect("up announces its agent"), &ca);
         let api = Api::new(&up.url);
         // Ready when the agent has registered and exec runs.

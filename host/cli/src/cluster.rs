@@ -38,7 +38,41 @@ pub enum PluginCommand {
         /// Configuration overrides, KEY=VALUE (repeatable).
         #[arg(long = "config", value_parser = parse_pair)]
         config: Vec<(String, String)>,
+        /// Sign a local plugin with this private key as it is uploaded
+        /// (default: `wasmos up`'s key on this machine, if there is one).
+        #[arg(long, env = "WASMOS_SIGNING_KEY", value_name = "PATH")]
+        key: Option<PathBuf>,
+        /// A local plugin's signature, made by `wasmos plugin sign`
+        /// (default: the component's path with `.sig` added, if there).
+        #[arg(long, value_name = "PATH")]
+        signature: Option<PathBuf>,
     },
+    /// Sign a plugin, so that clusters trusting the key install it.
+    ///
+    /// TARGET is an OCI reference (the signature is stored beside the
+    /// artifact in its registry, as `cosign sign --key` does) or a local
+    /// plugin as for install (the signature is written to the component's
+    /// path with `.sig` added, as `cosign sign-blob` would).
+    Sign {
+        target: String,
+        /// The private key (PKCS#8 PEM, ECDSA P-256): `wasmos plugin
+        /// keygen` makes one (default: `wasmos up`'s key on this machine).
+        #[arg(long, env = "WASMOS_SIGNING_KEY", value_name = "PATH")]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        component: Option<PathBuf>,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Make a signing key pair: PREFIX.key (private, 0600) and PREFIX.pub
+    /// (what a cluster trusts: `wasmos plugin trust add`).
+    Keygen {
+        #[arg(default_value = "wasmos-plugin")]
+        prefix: PathBuf,
+    },
+    /// The public keys the cluster trusts to sign plugins.
+    #[command(subcommand)]
+    Trust(TrustCommand),
     /// Show a plugin's configuration, or change it: KEY=VALUE sets,
     /// KEY= goes back to the manifest's default. Takes effect at once.
     Config {
@@ -66,6 +100,20 @@ pub enum PluginCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// List the trusted keys.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trust a public key (PEM, as `wasmos plugin keygen` or cosign
+    /// writes it) to sign plugins.
+    Add { name: String, public_key: PathBuf },
+    /// Stop trusting a key (installed plugins stay).
+    Remove { name: String },
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -281,12 +329,21 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                         p.version.clone(),
                         p.health.clone().unwrap_or_else(|| "-".into()),
                         p.source.clone(),
+                        p.signed_by.clone().unwrap_or_else(|| "(bundled)".into()),
                         p.digest.chars().take(19).collect(),
                     ]
                 })
                 .collect();
             table::print(
-                &["NAME", "KIND", "VERSION", "HEALTH", "SOURCE", "DIGEST"],
+                &[
+                    "NAME",
+                    "KIND",
+                    "VERSION",
+                    "HEALTH",
+                    "SOURCE",
+                    "SIGNED BY",
+                    "DIGEST",
+                ],
                 &rows,
             );
             for p in plugins.iter().filter(|p| p.last_error.is_some()) {
@@ -303,6 +360,8 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
             component,
             manifest,
             config,
+            key,
+            signature,
         } => {
             if path.starts_with("oci://") || path.starts_with("oci+http://") {
                 let r: wasmos_oci::Reference = path.parse()?;
@@ -320,6 +379,7 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                 return Ok(());
             }
             let (manifest, bytes, cpath) = read_plugin(Path::new(&path), component, manifest)?;
+            let signature = upload_signature(&bytes, &cpath, key, signature)?;
             eprintln!(
                 "uploading {} {} ({}, {}); the master checks it against the {} world…",
                 manifest.name,
@@ -334,14 +394,88 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                 from: None,
                 config: config.into_iter().collect(),
                 source: cpath.display().to_string(),
+                signature,
             };
             let v: PluginView = c.post("/api/wasmos/v1/plugins", &req).await?;
             println!(
-                "installed {} {} ({}), {}",
-                v.name, v.version, v.kind, v.digest
+                "installed {} {} ({}), {}, signed by {}",
+                v.name,
+                v.version,
+                v.kind,
+                v.digest,
+                v.signed_by.as_deref().unwrap_or("-")
             );
             Ok(())
         }
+        PluginCommand::Sign {
+            target,
+            key,
+            component,
+            manifest,
+        } => {
+            let (key, key_path) = signing_key(key)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--key: give the private key to sign with (or WASMOS_SIGNING_KEY); `wasmos plugin keygen` makes one"
+                )
+            })?;
+            if target.starts_with("oci://") || target.starts_with("oci+http://") {
+                let r: wasmos_oci::Reference = target.parse()?;
+                let client = registry_client()?;
+                eprintln!("reading {r}…");
+                let pulled = wasmos_oci::pull(&client, &r).await?;
+                let pinned = r.pinned(&pulled.digest);
+                wasmos_oci::sign::sign_artifact(&client, &r, &pulled.digest, &key).await?;
+                println!(
+                    "signed {} {} at {pinned} with {} ({}); the signature is under the tag {}",
+                    pulled.manifest.name,
+                    pulled.manifest.version,
+                    key_path.display(),
+                    key.public().fingerprint(),
+                    wasmos_oci::sign::signature_tag(&pulled.digest)
+                );
+                return Ok(());
+            }
+            let (manifest, bytes, cpath) = read_plugin(Path::new(&target), component, manifest)?;
+            let out = sig_path(&cpath);
+            std::fs::write(&out, key.sign(&bytes) + "\n")
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "signed {} {} ({}) with {} ({}): {}",
+                manifest.name,
+                manifest.version,
+                cpath.display(),
+                key_path.display(),
+                key.public().fingerprint(),
+                out.display()
+            );
+            Ok(())
+        }
+        PluginCommand::Keygen { prefix } => {
+            let private = prefix.with_extension("key");
+            let public = prefix.with_extension("pub");
+            for p in [&private, &public] {
+                if p.exists() {
+                    bail!(
+                        "{} exists; give another PREFIX, or remove it first",
+                        p.display()
+                    );
+                }
+            }
+            let key = crate::daemon::write_plugin_key(&private, &public)?;
+            println!(
+                "wrote {} (keep it secret) and {} ({})",
+                private.display(),
+                public.display(),
+                key.fingerprint()
+            );
+            eprintln!(
+                "a cluster trusts it with `wasmos plugin trust add NAME {}`; sign with `wasmos plugin sign TARGET --key {}`",
+                public.display(),
+                private.display()
+            );
+            Ok(())
+        }
+        PluginCommand::Trust(cmd) => trust(cmd, c).await,
         PluginCommand::Push {
             path,
             reference,
@@ -357,10 +491,7 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                 cpath.display(),
                 mib(bytes.len())
             );
-            let client = reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .timeout(std::time::Duration::from_secs(300))
-                .build()?;
+            let client = registry_client()?;
             let digest = wasmos_oci::push(&client, &r, &manifest, &bytes).await?;
             println!(
                 "pushed {} {} to {}",
@@ -402,6 +533,123 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
             );
             c.delete_empty(&path).await?;
             println!("removed {name}");
+            Ok(())
+        }
+    }
+}
+
+fn registry_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(300))
+        .build()?)
+}
+
+/// Where a local component's signature is kept: `x.wasm.sig`.
+fn sig_path(component: &Path) -> PathBuf {
+    let mut s = component.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+/// The signing key: `--key` (or WASMOS_SIGNING_KEY), else `wasmos up`'s
+/// on this machine, if there is one.
+fn signing_key(
+    flag: Option<PathBuf>,
+) -> anyhow::Result<Option<(wasmos_oci::sign::SigningKey, PathBuf)>> {
+    let path = match flag {
+        Some(p) => p,
+        None => {
+            let p = crate::default_data_dir().join(crate::daemon::PLUGIN_KEY);
+            if !p.exists() {
+                return Ok(None);
+            }
+            p
+        }
+    };
+    let pem = std::fs::read_to_string(&path)
+        .with_context(|| format!("--key: cannot read {}", path.display()))?;
+    let key = wasmos_oci::sign::SigningKey::from_pem(&pem, &path.display().to_string())?;
+    Ok(Some((key, path)))
+}
+
+/// The signature a local plugin is uploaded with: `--signature`, else
+/// signed now with `--key`, else the `.sig` beside the component, else
+/// signed with `wasmos up`'s key; none if there is none of these (the
+/// master then says how to sign).
+fn upload_signature(
+    bytes: &[u8],
+    component: &Path,
+    key: Option<PathBuf>,
+    signature: Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .with_context(|| format!("--signature: cannot read {}", p.display()))
+    };
+    if let Some(p) = signature {
+        return read(&p).map(Some);
+    }
+    let beside = sig_path(component);
+    if key.is_none() && beside.exists() {
+        eprintln!("with the signature in {}", beside.display());
+        return read(&beside).map(Some);
+    }
+    Ok(signing_key(key)?.map(|(k, path)| {
+        eprintln!("signing with {}", path.display());
+        k.sign(bytes)
+    }))
+}
+
+async fn trust(cmd: TrustCommand, c: &Client) -> anyhow::Result<()> {
+    match cmd {
+        TrustCommand::List { json } => {
+            let keys: Value = c.get("/api/wasmos/v1/plugin-keys").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = keys
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|k| {
+                    ["name", "fingerprint", "added_by"]
+                        .iter()
+                        .map(|f| k[f].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .collect();
+            if rows.is_empty() {
+                eprintln!(
+                    "the cluster trusts no signing keys, so no plugin installs; add one with `wasmos plugin trust add NAME KEY.pub`"
+                );
+            }
+            table::print(&["NAME", "FINGERPRINT", "ADDED BY"], &rows);
+            Ok(())
+        }
+        TrustCommand::Add { name, public_key } => {
+            let pem = std::fs::read_to_string(&public_key)
+                .with_context(|| format!("cannot read {}", public_key.display()))?;
+            let k: Value = c
+                .post(
+                    "/api/wasmos/v1/plugin-keys",
+                    &serde_json::json!({ "name": name, "public_key": pem }),
+                )
+                .await?;
+            println!(
+                "the cluster trusts {} ({}) to sign plugins",
+                k["name"].as_str().unwrap_or(&name),
+                k["fingerprint"].as_str().unwrap_or("")
+            );
+            Ok(())
+        }
+        TrustCommand::Remove { name } => {
+            c.delete_empty(&format!("/api/wasmos/v1/plugin-keys/{name}"))
+                .await?;
+            println!("the cluster no longer trusts {name}; installed plugins stay");
             Ok(())
         }
     }

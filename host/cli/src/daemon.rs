@@ -64,6 +64,11 @@ pub struct MasterArgs {
     /// bootstrap` makes one, once).
     #[arg(long, value_name = "PATH")]
     bootstrap_token_file: Option<PathBuf>,
+    /// A public key (PEM, as cosign.pub) trusted to sign plugins from the
+    /// start, as `bootstrap`: added once, when this master leads a cluster
+    /// that never had one (later keys: `wasmos plugin trust add`).
+    #[arg(long, value_name = "PATH")]
+    bootstrap_plugin_key: Option<PathBuf>,
     /// More host names or addresses for this master's certificate (its
     /// advertised host, listen address and loopback are always in it).
     #[arg(long = "tls-host", value_name = "NAME")]
@@ -336,6 +341,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         ca_key,
         join_token_file,
         bootstrap_token_file,
+        bootstrap_plugin_key,
         tls_hosts,
         cert_lifetime_secs,
         plain_listen,
@@ -355,6 +361,13 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
     }
     let scheme = if insecure { "http" } else { "https" };
     let mut c = MasterConfig::new(listen, data_dir);
+    if let Some(path) = &bootstrap_plugin_key {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--bootstrap-plugin-key: cannot read {}", path.display()))?;
+        let what = format!("--bootstrap-plugin-key {}", path.display());
+        wasmos_oci::sign::PublicKey::from_pem(&pem, &what)?;
+        c.bootstrap_plugin_key = Some(pem);
+    }
     if let Some(dir) = plugin_cache {
         c.plugin_cache = dir;
     }
@@ -577,6 +590,44 @@ fn announce_credentials(t: &LocalTls) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key `up`'s cluster trusts to sign plugins: the CLI on this machine
+/// signs with it (`wasmos plugin install` of a local plugin just works
+/// here); anyone else signs with a key an operator trusts.
+struct LocalPluginKey {
+    private: PathBuf,
+    public: PathBuf,
+}
+
+/// Where `up` keeps its plugin signing key, in its data dir.
+pub const PLUGIN_KEY: &str = "plugin-signing.key";
+
+/// Makes the plugin signing key pair on the first `up`.
+fn local_plugin_key(dir: &Path) -> anyhow::Result<LocalPluginKey> {
+    let private = dir.join(PLUGIN_KEY);
+    let public = dir.join("plugin-signing.pub");
+    if !private.exists() || !public.exists() {
+        eprintln!(
+            "wasmos up: making the plugin signing key {}",
+            private.display()
+        );
+        write_plugin_key(&private, &public)?;
+    }
+    Ok(LocalPluginKey { private, public })
+}
+
+/// Makes a plugin signing key pair: the private key to `private` (0600),
+/// the public one to `public`.
+pub fn write_plugin_key(
+    private: &Path,
+    public: &Path,
+) -> anyhow::Result<wasmos_oci::sign::PublicKey> {
+    let key = wasmos_oci::sign::SigningKey::generate()?;
+    wasmos_tls::write_private(private, &key.private_pem())?;
+    std::fs::write(public, key.public().to_pem())
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    Ok(key.public())
+}
+
 /// A secret of a local cluster (0600), made on the first `up`.
 fn local_secret_file(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -670,8 +721,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         tasks,
     };
     let ca_cert = tls.as_ref().map(|t| t.cert.clone());
+    let plugin_key = local_plugin_key(&data_dir)?;
     if masters > 1 {
-        return up_replicated(masters, listen, &data_dir, tls.as_ref(), agent).await;
+        return up_replicated(masters, listen, &data_dir, tls.as_ref(), &plugin_key, agent).await;
     }
     eprintln!("wasmos up: starting the master and loading the bundled plugins…");
     let mconf = master_config(
@@ -688,6 +740,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             ca_key: tls.as_ref().map(|t| t.key.clone()),
             join_token_file: tls.as_ref().map(|t| t.token.clone()),
             bootstrap_token_file: tls.as_ref().map(|t| t.management.clone()),
+            bootstrap_plugin_key: Some(plugin_key.public.clone()),
             tls_hosts: Vec::new(),
             cert_lifetime_secs: 30 * 24 * 3600,
             plain_listen: None,
@@ -718,6 +771,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     if let Some(t) = &tls {
         announce_credentials(t)?;
     }
+    announce(&format!("plugin key: {}", plugin_key.private.display()));
     eprintln!(
         "wasmos up: ready. Try `wasmos task run -- echo hello`. Ctrl-C stops the cluster and its tasks."
     );
@@ -736,6 +790,7 @@ async fn up_replicated(
     listen: SocketAddr,
     data_dir: &Path,
     tls: Option<&LocalTls>,
+    plugin_key: &LocalPluginKey,
     agent: AgentArgs,
 ) -> anyhow::Result<()> {
     let addrs = local_master_addrs(n, listen, data_dir)?;
@@ -774,6 +829,7 @@ async fn up_replicated(
                 .arg(&t.management),
             None => cmd.arg("--insecure"),
         };
+        cmd.arg("--bootstrap-plugin-key").arg(&plugin_key.public);
         let child = cmd
             .args(["--id", &id.to_string()])
             .args(["--listen", &addr.to_string()])
@@ -835,6 +891,7 @@ async fn up_replicated(
     if let Some(t) = tls {
         announce_credentials(t)?;
     }
+    announce(&format!("plugin key: {}", plugin_key.private.display()));
     eprintln!(
         "wasmos up: ready. Point the CLI at all masters: `export WASMOS_MASTER={}`; kill one master (its pid above) and the others carry on. Ctrl-C stops everything.",
         urls.join(",")

@@ -63,7 +63,7 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
-async fn propose(l: &crate::leader::Leader, cmd: Command) -> ApiResult<()> {
+pub(crate) async fn propose(l: &crate::leader::Leader, cmd: Command) -> ApiResult<()> {
     match l.store.propose_one(cmd).await? {
         StateResponse::Ok => Ok(()),
         StateResponse::Rejected { reason } => Err(ApiError::BadRequest(reason)),

@@ -382,6 +382,8 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
         "logout" => return None,
         "acl" if tail == "token/self" => return None,
         "acl" => (Area::Acl, String::new(), access),
+        // Who may trust a signing key decides what code runs.
+        "plugin-keys" => (Area::Acl, String::new(), access),
         _ => return None,
     };
     Some(r)
@@ -743,6 +745,11 @@ mod tests {
         assert_eq!(
             r(Method::GET, "/master/redirect", ""),
             Some((Area::Cluster, String::new(), Access::Read))
+        );
+        // Trusting a signing key is an ACL change, not a plugin install.
+        assert_eq!(
+            r(Method::POST, "/api/wasmos/v1/plugin-keys", ""),
+            Some((Area::Acl, String::new(), Access::Write))
         );
         assert_eq!(r(Method::GET, "/v2/apps", ""), None);
     }

@@ -107,7 +107,8 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route(v1!("/events"), get(events))
         .merge(crate::vars::routes())
-        .merge(crate::acl::routes());
+        .merge(crate::acl::routes())
+        .merge(crate::trust::routes());
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/version", get(version))

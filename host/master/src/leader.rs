@@ -145,6 +145,7 @@ impl Leader {
             anyhow::bail!("cannot begin term {term}: {reason}");
         }
         leader.bootstrap_acl().await?;
+        leader.bootstrap_plugin_key().await?;
         leader.install_bundled(node.bundled()).await?;
         let me = leader.clone();
         tokio::spawn(async move {
@@ -188,6 +189,43 @@ impl Leader {
             }
             // Another leader did it first.
             Response::Rejected { .. } => Ok(()),
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+
+    /// Trusts `--bootstrap-plugin-key` to sign plugins, once per cluster
+    /// (an operator who removes it later is not overruled by a restart).
+    async fn bootstrap_plugin_key(&self) -> anyhow::Result<()> {
+        let Some(pem) = &self.config.bootstrap_plugin_key else {
+            return Ok(());
+        };
+        if self.store.read(|s| s.acl.plugin_keys_bootstrapped) {
+            return Ok(());
+        }
+        let key = wasmos_oci::sign::PublicKey::from_pem(pem, "--bootstrap-plugin-key")?;
+        let record = wasmos_state::acl::TrustedKey {
+            name: "bootstrap".into(),
+            public_key: key.to_pem(),
+            fingerprint: key.fingerprint(),
+            added_at: now_secs(),
+            added_by: "bootstrap".into(),
+        };
+        match self
+            .store
+            .propose_one(Command::PluginKeySet {
+                key: record,
+                bootstrap: true,
+            })
+            .await?
+        {
+            Response::Ok => {
+                tracing::info!(fingerprint = %key.fingerprint(), "trusting --bootstrap-plugin-key to sign plugins, as `bootstrap`");
+                Ok(())
+            }
+            Response::Rejected { reason } => {
+                tracing::warn!("--bootstrap-plugin-key not added: {reason}");
+                Ok(())
+            }
             other => anyhow::bail!("unexpected {other:?}"),
         }
     }

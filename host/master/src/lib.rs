@@ -39,6 +39,7 @@ pub mod leader;
 pub mod node;
 pub mod plugins;
 pub mod tls;
+pub mod trust;
 mod ui;
 pub mod vars;
 pub mod views;
@@ -81,6 +82,9 @@ pub struct MasterConfig {
     /// The secret of the first management token: a leader of a cluster
     /// whose ACLs were never bootstrapped makes it.
     pub bootstrap_token: Option<auth::Secret>,
+    /// A public key (PEM) trusted to sign plugins from the start: a leader
+    /// adds it once, as `bootstrap`, if no bootstrap key was ever added.
+    pub bootstrap_plugin_key: Option<String>,
     /// Raft: a follower that hears no leader for 1–1.5× this elects anew.
     pub election_timeout: Duration,
     pub allocation_interval: Duration,
@@ -110,6 +114,7 @@ impl MasterConfig {
             tls: None,
             plain_listen: None,
             bootstrap_token: None,
+            bootstrap_plugin_key: None,
             election_timeout: Duration::from_millis(150),
             allocation_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(2),

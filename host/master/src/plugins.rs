@@ -53,6 +53,12 @@ pub struct InstallRequest {
     /// Where it came from, for display (a path).
     #[serde(default)]
     pub source: String,
+    /// With `manifest` and `component`: the base64 signature of the
+    /// component's bytes by a key the cluster trusts (`cosign sign-blob`'s
+    /// format; `wasmos plugin sign` makes it). A plugin from a registry is
+    /// signed there instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Optional bytes as base64.
@@ -104,7 +110,40 @@ fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A registry's failure as an API error: what the caller gave is wrong
+/// (400), or the registry is (502).
+fn oci_error(e: wasmos_oci::OciError) -> ApiError {
+    match e {
+        wasmos_oci::OciError::BadReference(_)
+        | wasmos_oci::OciError::NotFound { .. }
+        | wasmos_oci::OciError::NotAPlugin { .. }
+        | wasmos_oci::OciError::DigestMismatch { .. } => ApiError::BadRequest(e.to_string()),
+        other => ApiError::BadGateway(other.to_string()),
+    }
+}
+
 impl Leader {
+    /// The public keys the cluster trusts to sign plugins, by name.
+    pub fn trusted_keys(&self) -> Vec<(String, wasmos_oci::sign::PublicKey)> {
+        self.store.read(|s| {
+            s.acl
+                .plugin_keys
+                .values()
+                .filter_map(|k| {
+                    // Checked when added; a key that no longer parses
+                    // trusts nothing.
+                    match wasmos_oci::sign::PublicKey::from_pem(&k.public_key, &k.name) {
+                        Ok(p) => Some((k.name.clone(), p)),
+                        Err(e) => {
+                            tracing::warn!("trusted key {} is unreadable: {e}", k.name);
+                            None
+                        }
+                    }
+                })
+                .collect()
+        })
+    }
+
     /// Installs bundled plugins never installed before, and upgrades the
     /// bundled ones whose bytes this binary carries newer. A plugin an
     /// operator removed, or replaced with their own, is left alone.
@@ -139,6 +178,8 @@ impl Leader {
                     config,
                     installed_at: now_secs(),
                     source: "bundled".into(),
+                    // Trusted as part of the binary.
+                    signed_by: None,
                 }),
             });
         }
@@ -158,34 +199,51 @@ impl Leader {
             from,
             config,
             source,
+            signature,
         } = req;
-        let (manifest, component, source) = match (manifest, component, from) {
-            (Some(m), Some(c), None) => (m, c, source),
-            (None, None, Some(reference)) => {
+        let keys = self.trusted_keys();
+        if keys.is_empty() {
+            return Err(ApiError::BadRequest(
+                wasmos_oci::sign::SignError::NoTrustedKeys.to_string(),
+            ));
+        }
+        let refused = |e: wasmos_oci::sign::SignError| ApiError::BadRequest(e.to_string());
+        let (manifest, component, source, signer) = match (manifest, component, from) {
+            (Some(m), Some(c), None) => {
+                let what = format!("the component of {} {}", m.name, m.version);
+                let signer = wasmos_oci::sign::verify_blob(&keys, &what, &c, signature.as_deref())
+                    .map_err(refused)?;
+                (m, c, source, signer)
+            }
+            (None, None, Some(reference)) if signature.is_none() => {
                 let r: wasmos_oci::Reference = reference
                     .parse()
                     .map_err(|e: wasmos_oci::OciError| ApiError::BadRequest(e.to_string()))?;
                 tracing::info!(%r, "pulling plugin");
                 let pulled = wasmos_oci::pull(&self.registry, &r)
                     .await
-                    .map_err(|e| match e {
-                        wasmos_oci::OciError::BadReference(_)
-                        | wasmos_oci::OciError::NotFound { .. }
-                        | wasmos_oci::OciError::NotAPlugin { .. }
-                        | wasmos_oci::OciError::DigestMismatch { .. } => {
-                            ApiError::BadRequest(e.to_string())
-                        }
-                        other => ApiError::BadGateway(other.to_string()),
-                    })?;
+                    .map_err(oci_error)?;
+                let pinned = r.pinned(&pulled.digest);
+                let signatures = wasmos_oci::sign::signatures(&self.registry, &r, &pulled.digest)
+                    .await
+                    .map_err(oci_error)?;
+                let signer = wasmos_oci::sign::verify_artifact(
+                    &keys,
+                    &pinned.to_string(),
+                    &pulled.digest,
+                    &signatures,
+                )
+                .map_err(refused)?;
                 (
                     pulled.manifest,
                     pulled.component,
-                    r.pinned(&pulled.digest).to_string(),
+                    pinned.to_string(),
+                    signer,
                 )
             }
             _ => {
                 return Err(ApiError::BadRequest(
-                    "give either manifest and component, or from (an OCI reference)".into(),
+                    "give either manifest, component and signature, or from (an OCI reference, signed in its registry)".into(),
                 ));
             }
         };
@@ -218,6 +276,7 @@ impl Leader {
             } else {
                 source
             },
+            signed_by: Some(signer.clone()),
         };
         match self
             .store
@@ -230,7 +289,7 @@ impl Leader {
             Response::Rejected { reason } => return Err(ApiError::Conflict(reason)),
             other => return Err(ApiError::Internal(format!("unexpected {other:?}"))),
         }
-        tracing::info!(plugin = %name, "plugin installed");
+        tracing::info!(plugin = %name, signed_by = %signer, "plugin installed");
         self.plugin_view(&name)
             .ok_or_else(|| ApiError::Internal("installed plugin vanished".into()))
     }

@@ -138,6 +138,10 @@ pub struct PluginView {
     pub http_prefixes: Vec<String>,
     pub health: Option<String>,
     pub last_error: Option<String>,
+    /// The trusted key whose signature it carried (`None`: bundled with
+    /// the binary).
+    #[serde(default)]
+    pub signed_by: Option<String>,
 }
 
 impl PluginView {
@@ -151,6 +155,7 @@ impl PluginView {
             digest: p.digest.clone(),
             size: p.component.0.len(),
             source: p.source.clone(),
+            signed_by: p.signed_by.clone(),
             installed_at: p.installed_at,
             config: p.effective_config(),
             http_prefixes: p.manifest.http_prefixes.clone(),

@@ -12,6 +12,8 @@
 //! References: `oci://registry/repository[:tag][@digest]` over HTTPS, or
 //! `oci+http://...` for a registry without TLS (a local one). Registries
 //! must allow anonymous access for now.
+//!
+//! Signatures ([`sign`]) are cosign's, stored beside the artifact.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmos_core::PluginManifest;
+
+pub mod sign;
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";
@@ -187,6 +191,8 @@ struct Descriptor {
     media_type: String,
     digest: String,
     size: u64,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -373,11 +379,13 @@ pub async fn push(
             media_type: CONFIG_MEDIA_TYPE.into(),
             digest: config_digest,
             size: config_bytes.len() as u64,
+            annotations: Default::default(),
         },
         layers: vec![Descriptor {
             media_type: LAYER_MEDIA_TYPE.into(),
             digest: layer,
             size: component.len() as u64,
+            annotations: Default::default(),
         }],
         annotations,
     };

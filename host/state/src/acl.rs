@@ -154,7 +154,24 @@ pub struct UserRecord {
     pub created_at: f64,
 }
 
-/// Tokens, users and policies.
+/// A public key the cluster trusts to sign plugins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustedKey {
+    pub name: String,
+    /// PEM SubjectPublicKeyInfo (checked by the master before it is added).
+    pub public_key: String,
+    /// `sha256:<hex>` of the DER key.
+    pub fingerprint: String,
+    pub added_at: f64,
+    /// Who added it (a principal name).
+    #[serde(default)]
+    pub added_by: String,
+}
+
+/// The most plugin signing keys a cluster trusts.
+pub const MAX_TRUSTED_KEYS: usize = 256;
+
+/// Tokens, users, policies and the keys trusted to sign plugins.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Acl {
     /// By secret hash (a request presents the secret).
@@ -167,6 +184,13 @@ pub struct Acl {
     /// Whether the bootstrap management token was made (it is made once).
     #[serde(default)]
     pub bootstrapped: bool,
+    /// Public keys whose signatures let a plugin install, by name.
+    #[serde(default)]
+    pub plugin_keys: BTreeMap<String, TrustedKey>,
+    /// Whether the bootstrap signing key was added (it is added once, so
+    /// that one an operator removed does not come back).
+    #[serde(default)]
+    pub plugin_keys_bootstrapped: bool,
 }
 
 /// The most tokens, users or policies a cluster keeps.

@@ -121,6 +121,9 @@ pub struct PluginRecord {
     /// Where it came from (a path or an OCI reference), for display.
     #[serde(default)]
     pub source: String,
+    /// The trusted key whose signature it carried (`None`: bundled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 impl PluginRecord {
@@ -270,6 +273,16 @@ pub enum Command {
         policy: acl::Policy,
     },
     AclPolicyRemove {
+        name: String,
+    },
+    /// Trusts a public key to sign plugins (adds or replaces by name).
+    /// With `bootstrap`, only if no bootstrap key was ever added.
+    PluginKeySet {
+        key: acl::TrustedKey,
+        #[serde(default)]
+        bootstrap: bool,
+    },
+    PluginKeyRemove {
         name: String,
     },
 }
@@ -534,6 +547,37 @@ impl State {
             Command::AclPolicyRemove { name } => match self.acl.policies.remove(&name) {
                 Some(_) => Response::Ok,
                 None => rejected(format!("no policy named {name}")),
+            },
+            Command::PluginKeySet { key, bootstrap } => {
+                if let Err(e) = acl::check_name("key", &key.name) {
+                    return rejected(e);
+                }
+                if bootstrap && self.acl.plugin_keys_bootstrapped {
+                    return rejected("the bootstrap signing key was added already");
+                }
+                if let Some(other) = self
+                    .acl
+                    .plugin_keys
+                    .values()
+                    .find(|k| k.fingerprint == key.fingerprint && k.name != key.name)
+                {
+                    return rejected(format!("that key is trusted already, as {}", other.name));
+                }
+                if !self.acl.plugin_keys.contains_key(&key.name)
+                    && self.acl.plugin_keys.len() >= acl::MAX_TRUSTED_KEYS
+                {
+                    return rejected(format!(
+                        "the cluster trusts {} keys already; remove some",
+                        acl::MAX_TRUSTED_KEYS
+                    ));
+                }
+                self.acl.plugin_keys_bootstrapped |= bootstrap;
+                self.acl.plugin_keys.insert(key.name.clone(), key);
+                Response::Ok
+            }
+            Command::PluginKeyRemove { name } => match self.acl.plugin_keys.remove(&name) {
+                Some(_) => Response::Ok,
+                None => rejected(format!("no trusted key named {name}")),
             },
             Command::KvDelete { framework_id, key } => {
                 if let Some(ns) = self.kv.get_mut(&framework_id) {

@@ -512,6 +512,7 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
                 config: Default::default(),
                 installed_at: 5.0,
                 source: "oci://r/p:1".into(),
+                signed_by: Some("ops".into()),
             }),
         },
         Command::ConfigurePlugin {
@@ -533,7 +534,69 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
             path: "a/b".into(),
             cas: None,
         },
+        Command::PluginKeySet {
+            key: trusted_key("ops", "sha256:aa"),
+            bootstrap: true,
+        },
+        Command::PluginKeyRemove { name: "ops".into() },
     ]
+}
+
+fn trusted_key(name: &str, fingerprint: &str) -> crate::acl::TrustedKey {
+    crate::acl::TrustedKey {
+        name: name.into(),
+        public_key: "-----BEGIN PUBLIC KEY-----\n...".into(),
+        fingerprint: fingerprint.into(),
+        added_at: 1.0,
+        added_by: "test".into(),
+    }
+}
+
+#[test]
+fn plugin_keys_are_trusted_once_by_fingerprint_and_the_bootstrap_key_only_once() {
+    let mut s = State::default();
+    let set = |key, bootstrap| Command::PluginKeySet { key, bootstrap };
+    assert_eq!(
+        s.apply(set(trusted_key("local", "sha256:1"), true)),
+        Response::Ok
+    );
+    // The same key under a second name, a bad name: refused, nothing changes.
+    let before = s.clone();
+    for c in [
+        set(trusted_key("again", "sha256:1"), false),
+        set(trusted_key("bad name", "sha256:2"), false),
+    ] {
+        assert!(matches!(s.apply(c), Response::Rejected { .. }));
+    }
+    assert_eq!(s, before);
+    // Removed by the operator, the bootstrap key does not come back on the
+    // next start; a replacement by name is fine.
+    assert_eq!(
+        s.apply(Command::PluginKeyRemove {
+            name: "local".into()
+        }),
+        Response::Ok
+    );
+    assert!(matches!(
+        s.apply(set(trusted_key("local", "sha256:1"), true)),
+        Response::Rejected { .. }
+    ));
+    assert!(s.acl.plugin_keys.is_empty());
+    assert_eq!(
+        s.apply(set(trusted_key("ops", "sha256:3"), false)),
+        Response::Ok
+    );
+    assert_eq!(
+        s.apply(set(trusted_key("ops", "sha256:4"), false)),
+        Response::Ok
+    );
+    assert_eq!(s.acl.plugin_keys["ops"].fingerprint, "sha256:4");
+    assert!(matches!(
+        s.apply(Command::PluginKeyRemove {
+            name: "nobody".into()
+        }),
+        Response::Rejected { .. }
+    ));
 }
 
 #[test]
