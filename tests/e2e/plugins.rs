@@ -655,7 +655,7 @@ async fn plugins_travel_through_an_oci_registry() {
     assert_eq!(signed.code, Some(0), "{signed:?}");
     refused(
         c.cli(&["plugin", "install", &reference]).await,
-        "by no key the cluster trusts (bootstrap)",
+        "by no key the cluster trusts",
     );
     assert_eq!(c.api.get("/api/wasmos/v1/plugins/hello").await.0, 404);
     assert_eq!(
@@ -907,8 +907,27 @@ async fn local_plugins_install_only_with_a_signature_from_a_trusted_key() {
         "{list:?}"
     );
 
-    // `plugin sign` writes a cosign sign-blob signature beside the
-    // component, which OpenSSL checks; the installer's upload carries it.
+    // A second key under a trusted name is refused, not swapped in.
+    let other = dir.path().join("other");
+    assert_eq!(
+        c.cli(&["plugin", "keygen", path(&other)]).await.code,
+        Some(0)
+    );
+    refused(
+        c.cli(&[
+            "plugin",
+            "trust",
+            "add",
+            "ops",
+            path(&dir.path().join("other.pub")),
+        ])
+        .await,
+        "is trusted already",
+    );
+
+    // `plugin sign` signs a statement of the manifest and the component's
+    // digest, and writes both beside the component (cosign sign-blob's
+    // signature of that file, which OpenSSL checks); the upload carries it.
     let sign = c
         .cli(&[
             "plugin",
@@ -922,26 +941,38 @@ async fn local_plugins_install_only_with_a_signature_from_a_trusted_key() {
         .await;
     assert_eq!(sign.code, Some(0), "{sign:?}");
     let sig = std::fs::read_to_string(dir.path().join("hello.wasm.sig")).unwrap();
-    assert!(openssl_verifies(
-        &public,
-        &std::fs::read(&component).unwrap(),
-        &sig,
-        dir.path()
-    ));
+    let statement = std::fs::read(dir.path().join("hello.wasm.statement.json")).unwrap();
+    assert!(openssl_verifies(&public, &statement, &sig, dir.path()));
+    let stated: serde_json::Value = serde_json::from_slice(&statement).unwrap();
+    assert_eq!(
+        stated["component"],
+        format!("sha256:{}", hex_sha256(&std::fs::read(&component).unwrap()))
+    );
+    assert_eq!(stated["manifest"]["name"], "hello");
     let component_b64 = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&component).unwrap())
     };
-    let (code, v) = installer
-        .post(
-            "/api/wasmos/v1/plugins",
-            &json!({
-                "manifest": toml_to_json(&manifest),
-                "component": component_b64,
-                "signature": sig.trim(),
-            }),
-        )
-        .await;
+    let upload = |manifest: serde_json::Value| {
+        let body = json!({
+            "manifest": manifest,
+            "component": component_b64,
+            "signature": sig.trim(),
+        });
+        let installer = &installer;
+        async move { installer.post("/api/wasmos/v1/plugins", &body).await }
+    };
+    // The signed component under a manifest of the uploader's own: refused.
+    let mut renamed = toml_to_json(&manifest);
+    renamed["name"] = json!("impostor");
+    let (code, v) = upload(renamed).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v.to_string().contains("by no key the cluster trusts"),
+        "{v}"
+    );
+    assert_eq!(c.api.get("/api/wasmos/v1/plugins/impostor").await.0, 404);
+    let (code, v) = upload(toml_to_json(&manifest)).await;
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["signed_by"], "ops", "{v}");
 
@@ -953,7 +984,7 @@ async fn local_plugins_install_only_with_a_signature_from_a_trusted_key() {
         path(&dir.path().join("hello.wasm.sig")).into(),
     ])
     .await;
-    refused(again, "by no key the cluster trusts (bootstrap)");
+    refused(again, "by no key the cluster trusts");
     assert_eq!(c.api.get("/api/wasmos/v1/plugins/hello").await.0, 200);
 }
 

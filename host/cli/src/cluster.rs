@@ -329,7 +329,13 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                         p.version.clone(),
                         p.health.clone().unwrap_or_else(|| "-".into()),
                         p.source.clone(),
-                        p.signed_by.clone().unwrap_or_else(|| "(bundled)".into()),
+                        p.signed_by.clone().unwrap_or_else(|| {
+                            if p.source == "bundled" {
+                                "(bundled)".into()
+                            } else {
+                                "unsigned".into()
+                            }
+                        }),
                         p.digest.chars().take(19).collect(),
                     ]
                 })
@@ -365,7 +371,12 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
         } => {
             if path.starts_with("oci://") || path.starts_with("oci+http://") {
                 let r: wasmos_oci::Reference = path.parse()?;
-                eprintln!("the master pulls {r} and checks it…");
+                if signature.is_some() {
+                    bail!(
+                        "--signature: a plugin from a registry is signed there; sign it with `wasmos plugin sign {r}`"
+                    );
+                }
+                eprintln!("the master pulls {r} and checks it and its signature…");
                 let req = InstallRequest {
                     from: Some(r.to_string()),
                     config: config.into_iter().collect(),
@@ -379,7 +390,7 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                 return Ok(());
             }
             let (manifest, bytes, cpath) = read_plugin(Path::new(&path), component, manifest)?;
-            let signature = upload_signature(&bytes, &cpath, key, signature)?;
+            let signature = upload_signature(&manifest, &bytes, &cpath, key, signature)?;
             eprintln!(
                 "uploading {} {} ({}, {}); the master checks it against the {} world…",
                 manifest.name,
@@ -436,23 +447,27 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                 return Ok(());
             }
             let (manifest, bytes, cpath) = read_plugin(Path::new(&target), component, manifest)?;
-            let out = sig_path(&cpath);
-            std::fs::write(&out, key.sign(&bytes) + "\n")
+            // What is signed: the manifest and the component's digest.
+            let statement = wasmos_oci::sign::upload_statement(&manifest, &bytes);
+            let (out, stated) = (sig_path(&cpath, "sig"), sig_path(&cpath, "statement.json"));
+            std::fs::write(&stated, &statement)
+                .with_context(|| format!("cannot write {}", stated.display()))?;
+            std::fs::write(&out, key.sign(&statement) + "\n")
                 .with_context(|| format!("cannot write {}", out.display()))?;
             println!(
-                "signed {} {} ({}) with {} ({}): {}",
+                "signed {} {} ({}) with {} ({}): {} (of {}, the manifest and the component's digest)",
                 manifest.name,
                 manifest.version,
                 cpath.display(),
                 key_path.display(),
                 key.public().fingerprint(),
-                out.display()
+                out.display(),
+                stated.display()
             );
             Ok(())
         }
         PluginCommand::Keygen { prefix } => {
-            let private = prefix.with_extension("key");
-            let public = prefix.with_extension("pub");
+            let (private, public) = (sig_path(&prefix, "key"), sig_path(&prefix, "pub"));
             for p in [&private, &public] {
                 if p.exists() {
                     bail!(
@@ -545,10 +560,12 @@ fn registry_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Where a local component's signature is kept: `x.wasm.sig`.
-fn sig_path(component: &Path) -> PathBuf {
-    let mut s = component.as_os_str().to_owned();
-    s.push(".sig");
+/// `path` with `.ext` added (not replacing an extension): where a local
+/// component's signature is kept (`x.wasm.sig`), a key pair's files.
+fn sig_path(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
     PathBuf::from(s)
 }
 
@@ -578,6 +595,7 @@ fn signing_key(
 /// signed with `wasmos up`'s key; none if there is none of these (the
 /// master then says how to sign).
 fn upload_signature(
+    manifest: &PluginManifest,
     bytes: &[u8],
     component: &Path,
     key: Option<PathBuf>,
@@ -591,14 +609,14 @@ fn upload_signature(
     if let Some(p) = signature {
         return read(&p).map(Some);
     }
-    let beside = sig_path(component);
+    let beside = sig_path(component, "sig");
     if key.is_none() && beside.exists() {
         eprintln!("with the signature in {}", beside.display());
         return read(&beside).map(Some);
     }
     Ok(signing_key(key)?.map(|(k, path)| {
         eprintln!("signing with {}", path.display());
-        k.sign(bytes)
+        k.sign(&wasmos_oci::sign::upload_statement(manifest, bytes))
     }))
 }
 

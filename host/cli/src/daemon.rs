@@ -605,7 +605,14 @@ pub const PLUGIN_KEY: &str = "plugin-signing.key";
 fn local_plugin_key(dir: &Path) -> anyhow::Result<LocalPluginKey> {
     let private = dir.join(PLUGIN_KEY);
     let public = dir.join("plugin-signing.pub");
-    if !private.exists() || !public.exists() {
+    if private.exists() && !public.exists() {
+        // Never a new key for a lost public half: the cluster trusts this one.
+        let pem = std::fs::read_to_string(&private)
+            .with_context(|| format!("cannot read {}", private.display()))?;
+        let key = wasmos_oci::sign::SigningKey::from_pem(&pem, &private.display().to_string())?;
+        std::fs::write(&public, key.public().to_pem())
+            .with_context(|| format!("cannot write {}", public.display()))?;
+    } else if !private.exists() {
         eprintln!(
             "wasmos up: making the plugin signing key {}",
             private.display()

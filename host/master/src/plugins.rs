@@ -110,6 +110,17 @@ fn check_config(config: &BTreeMap<String, String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Runs a signature check off the async threads (it hashes and verifies);
+/// a refusal is the caller's problem (400), with the reason.
+async fn check_signature(
+    f: impl FnOnce() -> Result<String, wasmos_oci::sign::SignError> + Send + 'static,
+) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 /// A registry's failure as an API error: what the caller gave is wrong
 /// (400), or the registry is (502).
 fn oci_error(e: wasmos_oci::OciError) -> ApiError {
@@ -117,6 +128,7 @@ fn oci_error(e: wasmos_oci::OciError) -> ApiError {
         wasmos_oci::OciError::BadReference(_)
         | wasmos_oci::OciError::NotFound { .. }
         | wasmos_oci::OciError::NotAPlugin { .. }
+        | wasmos_oci::OciError::TooLarge { .. }
         | wasmos_oci::OciError::DigestMismatch { .. } => ApiError::BadRequest(e.to_string()),
         other => ApiError::BadGateway(other.to_string()),
     }
@@ -207,12 +219,19 @@ impl Leader {
                 wasmos_oci::sign::SignError::NoTrustedKeys.to_string(),
             ));
         }
-        let refused = |e: wasmos_oci::sign::SignError| ApiError::BadRequest(e.to_string());
         let (manifest, component, source, signer) = match (manifest, component, from) {
             (Some(m), Some(c), None) => {
-                let what = format!("the component of {} {}", m.name, m.version);
-                let signer = wasmos_oci::sign::verify_blob(&keys, &what, &c, signature.as_deref())
-                    .map_err(refused)?;
+                // The caller names its source; `bundled` means the binary's own.
+                let source = if source == "bundled" {
+                    "upload".to_string()
+                } else {
+                    source
+                };
+                let (m2, c2) = (m.clone(), c.clone());
+                let signer = check_signature(move || {
+                    wasmos_oci::sign::verify_upload(&keys, &m2, &c2, signature.as_deref())
+                })
+                .await?;
                 (m, c, source, signer)
             }
             (None, None, Some(reference)) if signature.is_none() => {
@@ -223,23 +242,16 @@ impl Leader {
                 let pulled = wasmos_oci::pull(&self.registry, &r)
                     .await
                     .map_err(oci_error)?;
-                let pinned = r.pinned(&pulled.digest);
+                let pinned = r.pinned(&pulled.digest).to_string();
                 let signatures = wasmos_oci::sign::signatures(&self.registry, &r, &pulled.digest)
                     .await
                     .map_err(oci_error)?;
-                let signer = wasmos_oci::sign::verify_artifact(
-                    &keys,
-                    &pinned.to_string(),
-                    &pulled.digest,
-                    &signatures,
-                )
-                .map_err(refused)?;
-                (
-                    pulled.manifest,
-                    pulled.component,
-                    pinned.to_string(),
-                    signer,
-                )
+                let (what, digest) = (pinned.clone(), pulled.digest.clone());
+                let signer = check_signature(move || {
+                    wasmos_oci::sign::verify_artifact(&keys, &what, &digest, &signatures)
+                })
+                .await?;
+                (pulled.manifest, pulled.component, pinned, signer)
             }
             _ => {
                 return Err(ApiError::BadRequest(

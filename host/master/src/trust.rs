@@ -66,6 +66,15 @@ async fn add(
         added_at: crate::leader::now_secs(),
         added_by: p.name.clone(),
     };
+    if let Some(k) = l
+        .store
+        .read(|s| s.acl.plugin_keys.get(&record.name).cloned())
+    {
+        return Err(ApiError::Conflict(format!(
+            "a key named {} is trusted already ({}); remove it first (`wasmos plugin trust remove {}`)",
+            k.name, k.fingerprint, k.name
+        )));
+    }
     propose(
         &l,
         Command::PluginKeySet {

@@ -75,7 +75,7 @@ async function renderFrameworks() {
   const plugins = await get("/plugins");
   $("#plugins tbody").innerHTML = plugins.map((p) => `
     <tr><td><code>${esc(p.name)}</code></td><td>${esc(p.kind)}</td><td>${esc(p.version)}</td><td>${esc(p.source)}</td>
-      <td>${esc(p.signed_by || "(bundled)")}</td><td><code title="${esc(p.digest)}">${esc(p.digest.slice(7, 19))}</code></td></tr>`).join("");
+      <td>${esc(p.signed_by || (p.source === "bundled" ? "(bundled)" : "unsigned"))}</td><td><code title="${esc(p.digest)}">${esc(p.digest.slice(7, 19))}</code></td></tr>`).join("");
 }
 
 // Jobs, from the chronos framework's own view (absent when it is not installed).

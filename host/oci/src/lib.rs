@@ -58,6 +58,8 @@ pub enum OciError {
     },
     #[error("{reference} is not a Wasmos plugin artifact: {why}")]
     NotAPlugin { reference: String, why: String },
+    #[error("{what} is over {max} bytes: refusing it")]
+    TooLarge { what: String, max: u64 },
     #[error("{what} has digest {actual}, not {expected}: refusing it")]
     DigestMismatch {
         what: String,
@@ -283,6 +285,35 @@ async fn check(
     }
 }
 
+/// The largest image manifest read.
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Reads a checked response's body, refusing one over `max` bytes however
+/// large the registry says it is.
+async fn read_limited(
+    r: &Reference,
+    what: &str,
+    resp: reqwest::Response,
+    max: u64,
+) -> Result<Vec<u8>, OciError> {
+    let mut resp = check(r, what, resp).await?;
+    let too_large = || OciError::TooLarge {
+        what: format!("the {what} of {r}"),
+        max,
+    };
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| unreachable(r, e))? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Uploads a blob unless the registry has it.
 async fn put_blob(
     client: &reqwest::Client,
@@ -413,11 +444,7 @@ pub async fn pull(client: &reqwest::Client, r: &Reference) -> Result<Pulled, Oci
         .send()
         .await
         .map_err(|e| unreachable(r, e))?;
-    let body = check(r, "manifest", resp)
-        .await?
-        .bytes()
-        .await
-        .map_err(|e| unreachable(r, e))?;
+    let body = read_limited(r, "manifest", resp, MAX_MANIFEST).await?;
     let manifest_digest = digest(&body);
     if let Some(want) = &r.digest
         && want != &manifest_digest
@@ -463,12 +490,7 @@ pub async fn pull(client: &reqwest::Client, r: &Reference) -> Result<Pulled, Oci
         .send()
         .await
         .map_err(|e| unreachable(r, e))?;
-    let component = check(r, "component", resp)
-        .await?
-        .bytes()
-        .await
-        .map_err(|e| unreachable(r, e))?
-        .to_vec();
+    let component = read_limited(r, "component", resp, MAX_COMPONENT).await?;
     let actual = digest(&component);
     if actual != layer.digest {
         return Err(OciError::DigestMismatch {

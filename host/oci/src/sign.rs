@@ -23,6 +23,8 @@ use base64::Engine as _;
 use rcgen::{PublicKeyData as _, SigningKey as _};
 use serde::{Deserialize, Serialize};
 
+use wasmos_core::PluginManifest;
+
 use crate::{Descriptor, ImageManifest, MANIFEST_MEDIA_TYPE, OciError, Reference, check, digest};
 
 /// A signature layer's media type.
@@ -32,9 +34,10 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The `critical.type` of a simple signing payload.
 pub const SIGNATURE_TYPE: &str = "cosign container image signature";
 const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-/// The largest payload read, and the most signatures read for one digest.
+/// The largest payload read, and the most signatures read for one digest
+/// (each is checked against every trusted key).
 const MAX_PAYLOAD: u64 = 64 << 10;
-const MAX_SIGNATURES: usize = 64;
+const MAX_SIGNATURES: usize = 16;
 
 /// What is wrong with a key or a signature, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,13 +63,9 @@ pub enum SignError {
     )]
     Unsigned { what: String },
     #[error(
-        "{what} is signed, but by no key the cluster trusts ({trusted}): {why}; sign it with a trusted key, or trust the signer's public key with `wasmos plugin trust add`"
+        "{what} is signed, but by no key the cluster trusts: {why}; sign it with a trusted key (`wasmos plugin trust list`), or trust the signer's public key with `wasmos plugin trust add`"
     )]
-    Untrusted {
-        what: String,
-        trusted: String,
-        why: String,
-    },
+    Untrusted { what: String, why: String },
 }
 
 /// A private key that signs plugins.
@@ -195,11 +194,50 @@ impl PublicKey {
 /// The keys a cluster trusts, by name.
 pub type TrustedKeys = [(String, PublicKey)];
 
-fn trusted_names(keys: &TrustedKeys) -> String {
-    keys.iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// What an uploaded plugin's signature covers: its whole manifest (name,
+/// kind, prefixes, default configuration) and its component's digest, as
+/// canonical JSON. `wasmos plugin sign` writes it beside the signature,
+/// so that `cosign verify-blob` checks the pair.
+pub fn upload_statement(manifest: &PluginManifest, component: &[u8]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Statement<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        manifest: &'a PluginManifest,
+        component: String,
+    }
+    serde_json::to_vec(&Statement {
+        kind: UPLOAD_STATEMENT_TYPE,
+        manifest,
+        component: digest(component),
+    })
+    .unwrap_or_default()
+}
+
+/// The `type` of an upload statement.
+pub const UPLOAD_STATEMENT_TYPE: &str = "wasmos plugin upload";
+
+/// Checks an uploaded plugin's signature (of its [`upload_statement`]);
+/// returns the name of the trusted key that made it.
+pub fn verify_upload(
+    keys: &TrustedKeys,
+    manifest: &PluginManifest,
+    component: &[u8],
+    signature: Option<&str>,
+) -> Result<String, SignError> {
+    let what = format!("{} {}", manifest.name, manifest.version);
+    if keys.is_empty() {
+        return Err(SignError::NoTrustedKeys);
+    }
+    if signature.is_none_or(|s| s.trim().is_empty()) {
+        return Err(SignError::Unsigned { what });
+    }
+    verify_blob(
+        keys,
+        &what,
+        &upload_statement(manifest, component),
+        signature,
+    )
 }
 
 /// Checks a blob signature (`cosign sign-blob`) over `bytes`; returns the
@@ -221,7 +259,6 @@ pub fn verify_blob(
         .map(|(n, _)| n.clone())
         .ok_or_else(|| SignError::Untrusted {
             what: what.into(),
-            trusted: trusted_names(keys),
             why: "the signature does not verify with any of them".into(),
         })
 }
@@ -312,7 +349,7 @@ pub fn verify_artifact(
                 why.push(format!("a signature is a {:?}", p.critical.kind));
             }
             Ok(p) if p.critical.image.docker_manifest_digest != digest => why.push(format!(
-                "a signature by {name} is for {}, not {digest}",
+                "a signature by a trusted key is for {}, not {digest}",
                 p.critical.image.docker_manifest_digest
             )),
             Ok(_) => return Ok(name.clone()),
@@ -324,7 +361,6 @@ pub fn verify_artifact(
     why.dedup();
     Err(SignError::Untrusted {
         what: what.into(),
-        trusted: trusted_names(keys),
         why: why.join("; "),
     })
 }
@@ -344,11 +380,7 @@ async fn signature_manifest(
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
-    let body = check(r, "signature manifest", resp)
-        .await?
-        .bytes()
-        .await
-        .map_err(|e| crate::unreachable(r, e))?;
+    let body = crate::read_limited(r, "signature manifest", resp, crate::MAX_MANIFEST).await?;
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| OciError::NotAPlugin {
@@ -396,12 +428,7 @@ async fn payload_of(
         .send()
         .await
         .map_err(|e| crate::unreachable(r, e))?;
-    let payload = check(r, "signature payload", resp)
-        .await?
-        .bytes()
-        .await
-        .map_err(|e| crate::unreachable(r, e))?
-        .to_vec();
+    let payload = crate::read_limited(r, "signature payload", resp, MAX_PAYLOAD).await?;
     let actual = crate::digest(&payload);
     if actual != layer.digest {
         return Err(OciError::DigestMismatch {
@@ -552,6 +579,46 @@ mod tests {
             verify_blob(&[], "x", b"wasm", Some(&sig)),
             Err(SignError::NoTrustedKeys)
         );
+    }
+
+    #[test]
+    fn an_upload_signature_covers_the_manifest_as_well_as_the_component() {
+        let key = SigningKey::generate().unwrap();
+        let keys = vec![("ops".to_string(), key.public())];
+        let manifest: PluginManifest = serde_json::from_value(serde_json::json!({
+            "name": "guard", "version": "1.0.0", "kind": "isolator", "world_version": "0.3.0",
+            "config": {"mode": "strict"}
+        }))
+        .unwrap();
+        let sig = key.sign(&upload_statement(&manifest, b"wasm"));
+        assert_eq!(
+            verify_upload(&keys, &manifest, b"wasm", Some(&sig)).unwrap(),
+            "ops"
+        );
+        // The same signed component under another name or configuration,
+        // or another component under the signed manifest: refused.
+        let mut renamed = manifest.clone();
+        renamed.name = "labels".into();
+        let mut relaxed = manifest.clone();
+        relaxed.config.insert("mode".into(), "off".into());
+        for (m, c) in [
+            (&renamed, &b"wasm"[..]),
+            (&relaxed, &b"wasm"[..]),
+            (&manifest, &b"other"[..]),
+        ] {
+            assert!(matches!(
+                verify_upload(&keys, m, c, Some(&sig)),
+                Err(SignError::Untrusted { .. })
+            ));
+        }
+        assert!(matches!(
+            verify_upload(&keys, &manifest, b"wasm", Some(" ")),
+            Err(SignError::Unsigned { .. })
+        ));
+        let statement: serde_json::Value =
+            serde_json::from_slice(&upload_statement(&manifest, b"wasm")).unwrap();
+        assert_eq!(statement["type"], UPLOAD_STATEMENT_TYPE);
+        assert_eq!(statement["component"], digest(b"wasm"));
     }
 
     #[test]

@@ -555,25 +555,41 @@ impl State {
                 if bootstrap && self.acl.plugin_keys_bootstrapped {
                     return rejected("the bootstrap signing key was added already");
                 }
-                if let Some(other) = self
+                let why_not = if let Some(k) = self.acl.plugin_keys.get(&key.name) {
+                    Some(format!(
+                        "a key named {} is trusted already ({}); remove it first",
+                        k.name, k.fingerprint
+                    ))
+                } else if let Some(k) = self
                     .acl
                     .plugin_keys
                     .values()
-                    .find(|k| k.fingerprint == key.fingerprint && k.name != key.name)
+                    .find(|k| k.fingerprint == key.fingerprint)
                 {
-                    return rejected(format!("that key is trusted already, as {}", other.name));
-                }
-                if !self.acl.plugin_keys.contains_key(&key.name)
-                    && self.acl.plugin_keys.len() >= acl::MAX_TRUSTED_KEYS
-                {
-                    return rejected(format!(
+                    Some(format!("that key is trusted already, as {}", k.name))
+                } else if self.acl.plugin_keys.len() >= acl::MAX_TRUSTED_KEYS {
+                    Some(format!(
                         "the cluster trusts {} keys already; remove some",
                         acl::MAX_TRUSTED_KEYS
-                    ));
+                    ))
+                } else {
+                    None
+                };
+                match why_not {
+                    // The bootstrap key is offered once: an operator's own
+                    // key of that name, or the key itself under another
+                    // name, stays as it is, and it is not offered again.
+                    Some(_) if bootstrap => {
+                        self.acl.plugin_keys_bootstrapped = true;
+                        Response::Ok
+                    }
+                    Some(why) => rejected(why),
+                    None => {
+                        self.acl.plugin_keys_bootstrapped |= bootstrap;
+                        self.acl.plugin_keys.insert(key.name.clone(), key);
+                        Response::Ok
+                    }
                 }
-                self.acl.plugin_keys_bootstrapped |= bootstrap;
-                self.acl.plugin_keys.insert(key.name.clone(), key);
-                Response::Ok
             }
             Command::PluginKeyRemove { name } => match self.acl.plugin_keys.remove(&name) {
                 Some(_) => Response::Ok,

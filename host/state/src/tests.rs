@@ -553,44 +553,48 @@ fn trusted_key(name: &str, fingerprint: &str) -> crate::acl::TrustedKey {
 }
 
 #[test]
-fn plugin_keys_are_trusted_once_by_fingerprint_and_the_bootstrap_key_only_once() {
+fn plugin_keys_are_trusted_once_by_name_and_fingerprint_and_the_bootstrap_key_only_once() {
     let mut s = State::default();
     let set = |key, bootstrap| Command::PluginKeySet { key, bootstrap };
     assert_eq!(
-        s.apply(set(trusted_key("local", "sha256:1"), true)),
+        s.apply(set(trusted_key("ops", "sha256:1"), false)),
         Response::Ok
     );
-    // The same key under a second name, a bad name: refused, nothing changes.
+    // The same key under a second name, a second key under the same name,
+    // a bad name: refused, nothing changes.
     let before = s.clone();
     for c in [
         set(trusted_key("again", "sha256:1"), false),
-        set(trusted_key("bad name", "sha256:2"), false),
+        set(trusted_key("ops", "sha256:2"), false),
+        set(trusted_key("bad name", "sha256:3"), false),
     ] {
         assert!(matches!(s.apply(c), Response::Rejected { .. }));
     }
     assert_eq!(s, before);
-    // Removed by the operator, the bootstrap key does not come back on the
-    // next start; a replacement by name is fine.
+    // The bootstrap key is the operator's key already: left as it is, and
+    // never offered again (removing `ops` does not bring it back).
     assert_eq!(
-        s.apply(Command::PluginKeyRemove {
-            name: "local".into()
-        }),
+        s.apply(set(trusted_key("bootstrap", "sha256:1"), true)),
+        Response::Ok
+    );
+    assert_eq!(s.acl.plugin_keys.len(), 1);
+    assert!(s.acl.plugin_keys_bootstrapped);
+    assert_eq!(
+        s.apply(Command::PluginKeyRemove { name: "ops".into() }),
         Response::Ok
     );
     assert!(matches!(
-        s.apply(set(trusted_key("local", "sha256:1"), true)),
+        s.apply(set(trusted_key("bootstrap", "sha256:1"), true)),
         Response::Rejected { .. }
     ));
     assert!(s.acl.plugin_keys.is_empty());
+    // On a fresh cluster it is added, once.
+    let mut fresh = State::default();
     assert_eq!(
-        s.apply(set(trusted_key("ops", "sha256:3"), false)),
+        fresh.apply(set(trusted_key("bootstrap", "sha256:9"), true)),
         Response::Ok
     );
-    assert_eq!(
-        s.apply(set(trusted_key("ops", "sha256:4"), false)),
-        Response::Ok
-    );
-    assert_eq!(s.acl.plugin_keys["ops"].fingerprint, "sha256:4");
+    assert_eq!(fresh.acl.plugin_keys["bootstrap"].fingerprint, "sha256:9");
     assert!(matches!(
         s.apply(Command::PluginKeyRemove {
             name: "nobody".into()
