@@ -26,7 +26,7 @@ mod sim;
 mod stats;
 mod wasmos;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -83,6 +83,12 @@ pub struct MastersArgs {
     /// what TLS costs.
     #[arg(long)]
     insecure_too: bool,
+    /// With --insecure-too: run both clusters side by side and measure this
+    /// many TLS/--insecure pairs per client count, alternating which goes
+    /// first, then report the medians (this VM's noise between runs is far
+    /// larger than the difference being measured).
+    #[arg(long, default_value_t = 0)]
+    pairs: usize,
     /// Raft election timeout (ms) for both systems (etcd: heartbeat a fifth of it, its minimum ratio).
     #[arg(long, default_value_t = 150)]
     election_timeout_ms: u64,
@@ -186,6 +192,9 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => default_wasmos()?,
     };
+    if a.insecure_too && a.pairs > 0 {
+        return tls_pairs(&wasmos_bin, base.path(), &a).await;
+    }
     let modes: &[bool] = if a.insecure_too {
         &[true, false]
     } else {
@@ -288,10 +297,12 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
-/// Waits until the members are idle (under a tenth of a core together
+/// Waits until the members are idle (under a fifth of a core together
 /// for three seconds in a row), so that start-up work — Wasmos masters
 /// compile the bundled plugins on a fresh data dir, one after another — is
-/// not measured as steady state.
+/// not measured as steady state. Three idle Wasmos masters with a 150 ms
+/// election timeout use 10-15 % of a core (raft heartbeats, framework
+/// ticks), so a tenth was never reached and every run waited 3 minutes.
 async fn settle(name: &str, pids: &[u32]) {
     let ticks = || pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -300,10 +311,10 @@ async fn settle(name: &str, pids: &[u32]) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = ticks();
-        // Clock ticks are 1/100 s on Linux: 10 ticks in a second is 10 %.
+        // Clock ticks are 1/100 s on Linux: 20 ticks in a second is 20 %.
         let busy = now.saturating_sub(last);
         last = now;
-        if busy < 10 {
+        if busy < 20 {
             quiet += 1;
             if quiet == 3 {
                 return;
@@ -323,15 +334,112 @@ fn rows_by_clients(rows: &[Row], clients: usize) -> Vec<&Row> {
     rows.iter().filter(|r| r.clients == clients).collect()
 }
 
+/// `--insecure-too --pairs N`: TLS and --insecure clusters side by side,
+/// measured in alternating order, N pairs per client count.
+async fn tls_pairs(bin: &Path, base: &Path, a: &MastersArgs) -> anyhow::Result<()> {
+    let mut clusters = Vec::new();
+    for tls in [true, false] {
+        eprintln!(
+            "== wasmos: starting three masters{}",
+            if tls { "" } else { " with --insecure" }
+        );
+        let dir = if tls { "wasmos" } else { "wasmos-insecure" };
+        let c = wasmos::Cluster::start(
+            bin,
+            &base.join(dir),
+            a.election_timeout_ms,
+            a.wasmos_worker_threads,
+            tls,
+        )
+        .await?;
+        clusters.push(c);
+    }
+    // Both compile the bundled plugins at start: wait for all six.
+    let all: Vec<u32> = clusters.iter().flat_map(|c| c.pids()).collect();
+    settle("both clusters", &all).await;
+    println!(
+        "
+### TLS + auth against --insecure, side by side, {} pairs in alternating order
+",
+        a.pairs
+    );
+    println!(
+        "| clients | pair | TLS writes/s | --insecure writes/s | ratio | TLS members' CPU µs/write | --insecure members' CPU µs/write |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut summary = Vec::new();
+    for &clients in &a.clients {
+        let mut ratios = Vec::new();
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for pair in 0..a.pairs {
+            let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
+            let mut got: [Option<Row>; 2] = [None, None];
+            for i in order {
+                got[i] = Some(measure(&clusters[i], clients, a.seconds).await?);
+            }
+            let [Some(t), Some(i)] = got else {
+                anyhow::bail!("a measurement is missing");
+            };
+            let ratio = t.writes_per_sec / i.writes_per_sec.max(f64::MIN_POSITIVE);
+            println!(
+                "| {clients} | {} | {:.0} | {:.0} | {ratio:.2} | {:.0} | {:.0} |",
+                pair + 1,
+                t.writes_per_sec,
+                i.writes_per_sec,
+                t.member_cpu_us,
+                i.member_cpu_us
+            );
+            ratios.push(ratio);
+            on.push(t.writes_per_sec);
+            off.push(i.writes_per_sec);
+        }
+        summary.push((
+            clients,
+            median(&mut on),
+            median(&mut off),
+            median(&mut ratios),
+        ));
+    }
+    println!(
+        "
+| clients | TLS writes/s (median) | --insecure writes/s (median) | median of the pairs' ratios |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for (clients, on, off, r) in summary {
+        println!("| {clients} | {on:.0} | {off:.0} | {r:.2} |");
+    }
+    for mut c in clusters {
+        c.stop().await;
+    }
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Closed-loop writers at each client count.
 async fn throughput<S: System>(s: &S, a: &MastersArgs) -> anyhow::Result<Vec<Row>> {
     settle(s.name(), &s.pids()).await;
-    let value: String = "x".repeat(VALUE_BYTES);
     let mut rows = Vec::new();
     for &clients in &a.clients {
+        rows.push(measure(s, clients, a.seconds).await?);
+    }
+    Ok(rows)
+}
+
+/// `clients` closed-loop writers: 2 s of warm-up, then `seconds` measured.
+async fn measure<S: System>(s: &S, clients: usize, seconds: u64) -> anyhow::Result<Row> {
+    let value: String = "x".repeat(VALUE_BYTES);
+    {
         let writer: std::sync::Arc<dyn Writer> = s.writer(clients).await?.into();
         let warmup = Duration::from_secs(2);
-        let measure = Duration::from_secs(a.seconds);
+        let measure = Duration::from_secs(seconds);
         eprintln!(
             "   {} with {clients} clients: {} s of warm-up, then {} s measured",
             s.name(),
@@ -409,9 +517,8 @@ async fn throughput<S: System>(s: &S, a: &MastersArgs) -> anyhow::Result<Vec<Row
                 String::new()
             }
         );
-        rows.push(row);
+        Ok(row)
     }
-    Ok(rows)
 }
 
 /// Kill the leader `kills` times; time until a write is acknowledged.

@@ -43,10 +43,14 @@ async fn a_docker_task_runs_in_its_image_and_its_output_reaches_the_sandbox() {
             "--",
             "sh",
             "-c",
-            "echo in-image $MESOS_SANDBOX; ls /bin/busybox; grep NoNewPrivs /proc/self/status; exit 3",
+            "echo in-image $MESOS_SANDBOX; ls /bin/busybox; grep NoNewPrivs /proc/self/status; echo uid=$(id -u) > $MESOS_SANDBOX/who; cat $MESOS_SANDBOX/who; exit 3",
         ])
         .await;
     assert_eq!(out.code, Some(3), "{out:?}");
+    // Not root, nor the image's user: the agent's unprivileged task user
+    // (nobody), who owns the sandbox it writes to.
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+    assert!(out.stdout.contains(&format!("uid={nobody}\n")), "{out:?}");
     // Started with no-new-privileges: no setuid binary raises its rights.
     assert!(out.stdout.contains("NoNewPrivs:\t1"), "{out:?}");
     assert!(

@@ -1272,7 +1272,7 @@ impl Drop for Cut {
 /// The image Docker tests run: Debian's static busybox, imported into the
 /// local engine (nothing can be pulled here). Built once per engine;
 /// concurrent tests agree through a lock file.
-pub const BUSYBOX_IMAGE: &str = "wasmos-test/busybox:1";
+pub const BUSYBOX_IMAGE: &str = "wasmos-test/busybox:2";
 
 /// Makes sure [`BUSYBOX_IMAGE`] is in the local Docker engine.
 pub fn busybox_image() -> &'static str {
@@ -1340,6 +1340,12 @@ fn busybox_rootfs(busybox: &Path, root: &Path) -> std::io::Result<()> {
     for d in ["tmp", "etc", "proc", "sys", "dev"] {
         std::fs::create_dir_all(root.join(d))?;
     }
+    // As in every real image: anyone (the unprivileged task user) may
+    // write /tmp.
+    std::fs::set_permissions(
+        root.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )?;
     std::fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",

@@ -230,7 +230,7 @@ impl DockerContainerizer {
             entrypoint,
             cmd,
             env: Some(env),
-            user: spec.user.clone(),
+            user: spec.user.as_deref().map(docker_user),
             labels: Some(labels),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(HostConfig {
@@ -269,6 +269,10 @@ impl DockerContainerizer {
         };
         if d.force_pull_image {
             self.pull(&d.image).await?;
+        }
+        // The sandbox, mounted into the container, belongs to its user.
+        if let Some(Ok(Some(u))) = spec.user.as_deref().map(nix::unistd::User::from_name) {
+            let _ = nix::unistd::chown(&spec.sandbox, Some(u.uid), Some(u.gid));
         }
         let name = format!("wasmos-{}", uuid::Uuid::new_v4().simple());
         let create = || {
@@ -547,6 +551,16 @@ impl Containerizer for DockerContainerizer {
 
     fn launch(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<Launched, LaunchError>> {
         Box::pin(self.launch_docker(spec))
+    }
+}
+
+/// The container's user: a user of this machine (the agent's unprivileged
+/// task user, or one a policy allowed) by its numeric ids, which need no
+/// entry in the image's /etc/passwd; any other name as the image defines it.
+fn docker_user(name: &str) -> String {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => format!("{}:{}", u.uid, u.gid),
+        _ => name.to_string(),
     }
 }
 

@@ -89,9 +89,9 @@ async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>
         }
     }
     for mut t in msg.tasks {
-        // A command task that names no user runs as the unprivileged
-        // default, never as the agent's own (root).
-        if t.command.user.is_none() && t.container.is_none() {
+        // A task that names no user runs as the unprivileged default,
+        // never as the agent's own (root) nor as its Docker image's.
+        if t.command.user.is_none() {
             t.command.user = Some(a.config.task_user.clone());
         }
         a.launch(msg.framework_id.clone(), t);

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use wasmos_state::acl::{Access, Area, Grants};
@@ -617,17 +618,30 @@ async fn drain(req: Request) {
 }
 
 /// One line of the audit trail: `<data dir>/audit.log`, JSON per line.
+///
+/// Written straight into the buffer, and not also logged at info: on the
+/// replicated write path a log line per change (formatted, one write to
+/// stderr each) cost more than the audit trail itself (BENCHMARKS.md).
 pub fn audit(n: &Node, p: &Principal, method: &Method, path: &str, status: StatusCode) {
-    let line = json!({
-        "time": now_secs(),
-        "master": n.store.node_id(),
-        "principal": p.name,
-        "method": method.as_str(),
-        "path": path,
-        "status": status.as_u16(),
+    tracing::debug!(target: "wasmos::audit", principal = %p.name, %method, path, status = status.as_u16(), "audit");
+    n.audit.write(&AuditLine {
+        time: now_secs(),
+        master: n.store.node_id(),
+        principal: &p.name,
+        method: method.as_str(),
+        path,
+        status: status.as_u16(),
     });
-    tracing::info!(target: "wasmos::audit", principal = %p.name, %method, path, status = status.as_u16(), "audit");
-    n.audit.write(&line.to_string());
+}
+
+#[derive(Serialize)]
+struct AuditLine<'a> {
+    time: f64,
+    master: u64,
+    principal: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
 }
 
 /// The audit log file, appended to by one writer at a time.
@@ -657,10 +671,10 @@ impl AuditLog {
         }
     }
 
-    fn write(&self, line: &str) {
+    fn write(&self, line: &AuditLine<'_>) {
         use std::io::Write as _;
         if let Some(f) = self.file.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-            && writeln!(f, "{line}").is_err()
+            && (serde_json::to_writer(&mut *f, line).is_err() || f.write_all(b"\n").is_err())
         {
             tracing::error!("cannot write the audit log");
         }
