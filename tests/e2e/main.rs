@@ -10,6 +10,7 @@ mod docker;
 mod isolation;
 mod marathon;
 mod masters;
+mod mesos;
 mod plugins;
 mod reliability;
 mod security;

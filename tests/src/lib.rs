@@ -465,7 +465,25 @@ pub async fn cli(master: &str, args: &[&str]) -> Output {
 /// (`target/py`, where the client libraries are installed) and `args`;
 /// panics with its output unless it exits 0 and prints `<ok>`.
 pub async fn run_client_script(script: &str, args: &[&str], ok: &str) {
-    let python = root().join("target/py/bin/python");
+    run_python("target/py", script, args, &[], ok).await;
+}
+
+/// Runs `tests/clients/pymesos_scheduler.py` (or another pymesos script)
+/// with the Python `./dev test` installed pymesos for (`target/pymesos`:
+/// Debian's Python, whose packaged http-parser pymesos needs); returns its
+/// output once it exits 0 having printed `ok`.
+pub async fn run_pymesos(script: &str, args: &[&str], env: &[(&str, String)], ok: &str) -> String {
+    run_python("target/pymesos", script, args, env, ok).await
+}
+
+async fn run_python(
+    venv: &str,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    ok: &str,
+) -> String {
+    let python = root().join(venv).join("bin/python");
     assert!(
         python.exists(),
         "{} is missing: `./dev test` installs the client libraries there",
@@ -476,17 +494,20 @@ pub async fn run_client_script(script: &str, args: &[&str], ok: &str) {
         Command::new(&python)
             .arg(root().join("tests/clients").join(script))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .kill_on_drop(true)
             .output(),
     )
     .await
     .unwrap_or_else(|_| panic!("{script} did not finish in 240 s"))
     .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains(ok),
         "{script}:\n{stdout}\n{stderr}"
     );
+    stdout
 }
 
 /// A JSON API client for assertions.

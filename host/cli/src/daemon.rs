@@ -237,6 +237,11 @@ pub struct UpArgs {
     /// Plain HTTP and no certificates: for a laptop, never a network.
     #[arg(long)]
     insecure: bool,
+    /// Also serve the master's API as plain HTTP here (still
+    /// authenticated), for clients that cannot speak TLS, such as pymesos
+    /// schedulers: loopback or a trusted network only.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    plain_listen: Option<SocketAddr>,
     #[command(flatten)]
     tasks: TaskArgs,
 }
@@ -682,8 +687,14 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         attributes,
         masters,
         insecure,
+        plain_listen,
         tasks,
     } = a;
+    if plain_listen.is_some() && masters > 1 {
+        bail!(
+            "--plain-listen works with one master; for several, start `wasmos master --plain-listen` on each"
+        );
+    }
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
@@ -750,7 +761,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             bootstrap_plugin_key: Some(plugin_key.public.clone()),
             tls_hosts: Vec::new(),
             cert_lifetime_secs: 30 * 24 * 3600,
-            plain_listen: None,
+            plain_listen,
             insecure,
             heartbeat_interval_ms: 2000,
             agent_timeout_ms: 10_000,
@@ -775,6 +786,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     announce(&format!("master: {}", master.url));
     announce(&format!("dashboard: {}/", master.url));
     announce(&format!("agent: {}", agent.url));
+    if let Some(p) = &master.plain_url {
+        announce(&format!("plain: {p}"));
+    }
     if let Some(t) = &tls {
         announce_credentials(t)?;
     }

@@ -29,6 +29,15 @@ pub struct FrameworkInfo {
     /// Seconds the master keeps the framework's tasks after it disconnects.
     #[serde(default)]
     pub failover_timeout_secs: f64,
+    /// Where an external framework's scheduler runs, and its web UI
+    /// (Mesos' `hostname` and `webui_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webui_url: Option<String>,
+    /// Mesos capability names the framework declared (`PARTITION_AWARE`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 fn default_role() -> String {

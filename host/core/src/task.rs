@@ -126,6 +126,7 @@ pub enum Reason {
     ReasonInvalidOffers,
     ReasonFrameworkRemoved,
     ReasonTaskUnknown,
+    ReasonTaskUnauthorized,
     #[serde(other)]
     Other,
 }

@@ -324,6 +324,20 @@ impl Allocator {
             .collect()
     }
 
+    /// The agent of an outstanding offer.
+    pub fn offer_agent(&self, offer: &OfferId) -> Option<AgentId> {
+        self.offers.get(offer).map(|h| h.offer.agent_id.clone())
+    }
+
+    /// Drops a framework's offers and filters (it re-subscribed or is
+    /// gone): what it was offered is free again.
+    pub fn remove_framework(&mut self, framework: &FrameworkId) {
+        self.offers
+            .retain(|_, h| &h.offer.framework_id != framework);
+        self.filters.retain(|(f, _), _| f != framework);
+        self.suppressed.remove(framework);
+    }
+
     /// Offers outstanding for a framework.
     pub fn offers_of(&self, framework: &FrameworkId) -> usize {
         self.offers

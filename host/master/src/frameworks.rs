@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
-use wasmos_core::{AgentId, FrameworkId, Offer, Reason, TaskId, TaskSpec, TaskState, TaskStatus};
+use wasmos_core::{FrameworkId, Offer, TaskId, TaskStatus};
 use wasmos_runtime::framework::{
     DriverAction, Effects, FrameworkInstance, HttpRequest, HttpResponse, KvOp, KvSource,
 };
@@ -32,7 +32,8 @@ use wasmos_state::{Command, PluginRecord, Response};
 use wasmos_store::Store;
 
 use crate::error::ApiError;
-use crate::leader::{Leader, master_status, now_secs, pending_tasks};
+use crate::launch::{LaunchBatch, refuse_duration};
+use crate::leader::{Leader, now_secs, pending_tasks};
 
 /// How many delivery calls an actor makes before it looks at its mailbox
 /// again (offers and requests wait meanwhile: a burst of thousands of
@@ -49,10 +50,13 @@ pub enum FrameworkMsg {
     Http(HttpRequest, oneshot::Sender<Result<HttpResponse, ApiError>>),
     Tick,
     Reconfigure(BTreeMap<String, String>),
+    /// Offers withdrawn (timed out, or their agent went away).
+    Rescind(Vec<wasmos_core::OfferId>),
 }
 
-/// The leader's handle on a running framework actor. Dropping it stops the
-/// actor.
+/// The leader's handle on a running framework actor: a plugin's, or an
+/// external framework's (then `link` is its connection). Dropping it stops
+/// the actor.
 pub struct FrameworkHandle {
     pub digest: String,
     pub config: BTreeMap<String, String>,
@@ -60,9 +64,34 @@ pub struct FrameworkHandle {
     pending: Arc<Mutex<BTreeSet<TaskId>>>,
     wake: Arc<Notify>,
     health: Arc<Mutex<(PluginHealth, Option<String>)>>,
+    pub link: Option<Arc<crate::mesos::scheduler::Link>>,
 }
 
 impl FrameworkHandle {
+    /// The handle of an external framework's actor.
+    pub fn external(
+        tx: mpsc::Sender<FrameworkMsg>,
+        pending: Arc<Mutex<BTreeSet<TaskId>>>,
+        wake: Arc<Notify>,
+        link: Arc<crate::mesos::scheduler::Link>,
+    ) -> FrameworkHandle {
+        FrameworkHandle {
+            digest: String::new(),
+            config: BTreeMap::new(),
+            tx,
+            pending,
+            wake,
+            health: Arc::new(Mutex::new((PluginHealth::Healthy, None))),
+            link: Some(link),
+        }
+    }
+
+    /// Whether it takes offers now: a plugin always, an external framework
+    /// while subscribed.
+    pub fn is_active(&self) -> bool {
+        self.link.as_ref().is_none_or(|l| l.connected())
+    }
+
     /// Queues a message; false when the mailbox is full.
     pub fn try_send(&self, m: FrameworkMsg) -> bool {
         self.tx.try_send(m).is_ok()
@@ -163,6 +192,7 @@ pub async fn spawn(
         pending,
         wake,
         health,
+        link: None,
     })
 }
 
@@ -302,6 +332,8 @@ impl Actor {
                     .await;
                 tracing::info!(framework = %self.id, "framework reconfigured; its instance restarts");
             }
+            // A plugin's offers are void with the call that carried them.
+            FrameworkMsg::Rescind(_) => {}
         }
     }
 
@@ -376,15 +408,14 @@ impl Actor {
         self.wake.notify_one();
     }
 
-    /// Commits a call's effects and acknowledgements as one entry, then
-    /// carries out what needs the commit first. False if nothing could be
-    /// committed.
+    /// Commits a call's effects and acknowledgements as one entry (its
+    /// launches through the master's one launch path), then carries out
+    /// what needs the commit first. False if nothing could be committed.
     async fn commit(&mut self, effects: Effects, acks: Vec<(TaskId, Uuid)>) -> bool {
         if effects.is_empty() && acks.is_empty() {
             return true;
         }
         let leader = self.leader.clone();
-        let now = now_secs();
         let now_i = Instant::now();
         let mut cmds: Vec<Command> = effects
             .kv
@@ -401,8 +432,7 @@ impl Actor {
                 },
             })
             .collect();
-        let mut launches: Vec<(AgentId, Vec<TaskSpec>)> = Vec::new();
-        let mut reserved: Vec<TaskId> = Vec::new();
+        let mut batch = LaunchBatch::default();
         let mut kills: Vec<TaskId> = Vec::new();
         for action in effects.actions {
             match action {
@@ -410,72 +440,14 @@ impl Actor {
                     offer_ids,
                     tasks,
                     refuse_seconds,
-                } => {
-                    let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
-                    let taken: BTreeSet<TaskId> = leader.store.read(|s| {
-                        ids.iter()
-                            .filter(|id| s.tasks.contains_key(*id))
-                            .cloned()
-                            .collect()
-                    });
-                    let refuse = refuse_seconds.map(Duration::from_secs_f64);
-                    let accepted = leader.allocator().accept(
-                        &self.id,
-                        &offer_ids,
-                        tasks,
-                        refuse,
-                        now_i,
-                        |id| taken.contains(id),
-                    );
-                    match accepted {
-                        Ok(acc) => {
-                            for (id, why) in acc.refused {
-                                self.ephemeral.push_back(master_status(
-                                    &id,
-                                    Some(&acc.agent_id),
-                                    TaskState::Error,
-                                    Reason::ReasonTaskInvalid,
-                                    why,
-                                    now,
-                                ));
-                            }
-                            if !acc.tasks.is_empty() {
-                                reserved.extend(acc.tasks.iter().map(|t| t.task_id.clone()));
-                                cmds.push(Command::LaunchTasks {
-                                    framework_id: self.id.clone(),
-                                    agent_id: acc.agent_id.clone(),
-                                    staging_uuids: acc
-                                        .tasks
-                                        .iter()
-                                        .map(|_| Uuid::new_v4())
-                                        .collect(),
-                                    tasks: acc.tasks.clone(),
-                                    now,
-                                });
-                                launches.push((acc.agent_id, acc.tasks));
-                            }
-                        }
-                        Err(e) => {
-                            for id in ids {
-                                self.ephemeral.push_back(master_status(
-                                    &id,
-                                    None,
-                                    TaskState::Dropped,
-                                    Reason::ReasonInvalidOffers,
-                                    e.to_string(),
-                                    now,
-                                ));
-                            }
-                        }
-                    }
-                }
+                } => batch.accept(&leader, &self.id, &offer_ids, tasks, refuse_seconds),
                 DriverAction::Decline {
                     offer_ids,
                     refuse_seconds,
                 } => leader.allocator().decline(
                     &self.id,
                     &offer_ids,
-                    refuse_seconds.map(Duration::from_secs_f64),
+                    refuse_duration(refuse_seconds),
                     now_i,
                 ),
                 DriverAction::Kill { task_id } => kills.push(task_id),
@@ -491,12 +463,12 @@ impl Actor {
                 .map(|(task_id, uuid)| Command::AcknowledgeStatus { task_id, uuid }),
         );
         let started = Instant::now();
-        let result = leader.store.propose(cmds.clone()).await;
+        let count = cmds.len();
+        let result = leader.commit_launches(&self.id, cmds.clone(), batch).await;
         if started.elapsed() > SLOW {
-            tracing::info!(framework = %self.id, ms = started.elapsed().as_millis() as u64, commands = cmds.len(), "slow commit of a framework's changes");
+            tracing::info!(framework = %self.id, ms = started.elapsed().as_millis() as u64, commands = count, "slow commit of a framework's changes");
         }
-        leader.allocator().release(&reserved);
-        let responses = match result {
+        let (refused, responses) = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(framework = %self.id, error = %e, "cannot commit a framework's changes; its instance restarts from the replicated state");
@@ -511,46 +483,10 @@ impl Actor {
                 return false;
             }
         };
-        let mut launch_iter = launches.into_iter();
+        self.ephemeral.extend(refused);
         for (cmd, resp) in cmds.iter().zip(responses) {
-            match (cmd, resp) {
-                (Command::LaunchTasks { .. }, Response::TasksLaunched { accepted, rejected }) => {
-                    let Some((agent, tasks)) = launch_iter.next() else {
-                        continue;
-                    };
-                    for (id, why) in rejected {
-                        self.ephemeral.push_back(master_status(
-                            &id,
-                            Some(&agent),
-                            TaskState::Error,
-                            Reason::ReasonTaskInvalid,
-                            why,
-                            now,
-                        ));
-                    }
-                    let go: Vec<TaskSpec> = tasks
-                        .into_iter()
-                        .filter(|t| accepted.contains(&t.task_id))
-                        .collect();
-                    leader.send_launch(self.id.clone(), agent, go);
-                }
-                (Command::LaunchTasks { tasks, .. }, Response::Rejected { reason }) => {
-                    launch_iter.next();
-                    for t in tasks {
-                        self.ephemeral.push_back(master_status(
-                            &t.task_id,
-                            None,
-                            TaskState::Dropped,
-                            Reason::ReasonInvalidOffers,
-                            reason.clone(),
-                            now,
-                        ));
-                    }
-                }
-                (Command::KvSet { key, .. }, Response::Rejected { reason }) => {
-                    tracing::warn!(framework = %self.id, %key, %reason, "state write refused");
-                }
-                _ => {}
+            if let (Command::KvSet { key, .. }, Response::Rejected { reason }) = (cmd, resp) {
+                tracing::warn!(framework = %self.id, %key, %reason, "state write refused");
             }
         }
         for task in kills {

@@ -119,6 +119,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/frameworks/{name}/", any(framework_http_root))
         .route("/frameworks/{name}/{*rest}", any(framework_http))
         .merge(api)
+        .merge(crate::mesos::routes())
         .merge(internal)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -713,7 +714,7 @@ fn framework_views(l: &Leader) -> Vec<FrameworkView> {
     for v in &mut views {
         if let Some(h) = fws.get(&v.id) {
             let (health, last_error) = h.health();
-            v.active = true;
+            v.active = h.is_active();
             v.health = Some(
                 serde_json::to_value(health)
                     .ok()

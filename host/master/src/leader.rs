@@ -60,6 +60,9 @@ pub struct Leader {
     pub alloc_wakeup: Notify,
     pub shutdown: watch::Receiver<bool>,
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
+    /// One external framework subscribes at a time (ids are handed out
+    /// in order).
+    pub(crate) subscribe_lock: tokio::sync::Mutex<()>,
     /// Set once the framework actors and loops run.
     ready: watch::Sender<bool>,
     /// When this master began leading: agents registered with an earlier
@@ -122,6 +125,7 @@ impl Leader {
             alloc_wakeup: Notify::new(),
             shutdown,
             reconcile_lock: tokio::sync::Mutex::new(()),
+            subscribe_lock: tokio::sync::Mutex::new(()),
             ready,
             leading_since: Instant::now(),
             store,
@@ -151,6 +155,7 @@ impl Leader {
         tokio::spawn(async move {
             me.sync_placement_agents();
             me.reconcile_plugins().await;
+            me.restore_external_frameworks();
             tokio::spawn(me.clone().allocation_loop());
             tokio::spawn(me.clone().housekeeping_loop());
             me.ready.send_replace(true);
@@ -227,6 +232,25 @@ impl Leader {
                 Ok(())
             }
             other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+
+    /// External frameworks of the state get a handle, disconnected: each
+    /// has its failover timeout, from now, to subscribe to this leader.
+    fn restore_external_frameworks(self: &Arc<Self>) {
+        let external: Vec<(FrameworkId, wasmos_core::FrameworkInfo)> = self.store.read(|s| {
+            s.frameworks
+                .values()
+                .filter(|f| {
+                    f.removed_at.is_none() && f.info.kind == wasmos_core::FrameworkKind::External
+                })
+                .map(|f| (f.id.clone(), f.info.clone()))
+                .collect()
+        });
+        let mut fws = self.frameworks_write();
+        for (id, info) in external {
+            fws.entry(id.clone())
+                .or_insert_with(|| crate::mesos::scheduler::spawn(self, id, &info));
         }
     }
 
@@ -370,7 +394,11 @@ impl Leader {
             )
         });
         let fws = self.frameworks_read();
-        let ready: HashSet<FrameworkId> = fws.keys().cloned().collect();
+        let ready: HashSet<FrameworkId> = fws
+            .iter()
+            .filter(|(_, h)| h.is_active())
+            .map(|(id, _)| id.clone())
+            .collect();
         let inputs = Inputs {
             frameworks: ready.iter().cloned().collect(),
             ..inputs
@@ -380,6 +408,15 @@ impl Leader {
             let rescinded = alloc.rescind(now, self.config.offer_timeout, &live_agents, &ready);
             if !rescinded.is_empty() {
                 tracing::debug!(count = rescinded.len(), "offers rescinded");
+            }
+            let mut by_fw: BTreeMap<FrameworkId, Vec<wasmos_core::OfferId>> = BTreeMap::new();
+            for o in rescinded {
+                by_fw.entry(o.framework_id).or_default().push(o.id);
+            }
+            for (fw, ids) in by_fw {
+                if let Some(h) = fws.get(&fw) {
+                    h.send(FrameworkMsg::Rescind(ids));
+                }
             }
             alloc.allocate(&inputs, now)
         };

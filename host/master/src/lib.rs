@@ -35,7 +35,9 @@ pub mod error;
 pub mod events;
 pub mod frameworks;
 pub mod http;
+pub mod launch;
 pub mod leader;
+pub mod mesos;
 pub mod node;
 pub mod plugins;
 pub mod tls;
@@ -133,6 +135,8 @@ pub struct RunningMaster {
     pub addr: SocketAddr,
     /// Its advertised URL.
     pub url: String,
+    /// The plaintext listener's base URL (`--plain-listen`).
+    pub plain_url: Option<String>,
     pub node: Arc<Node>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -267,6 +271,10 @@ pub async fn start_on(
         Some(t) => wasmos_tls::Listener::tls(listener, t.server()?)?,
         None => wasmos_tls::Listener::plain(listener)?,
     };
+    let plain_url = match &plain {
+        Some(p) => Some(format!("http://{}", p.local_addr()?)),
+        None => None,
+    };
     if let Some(p) = plain {
         let app = app.clone();
         let mut rx = shutdown_rx.clone();
@@ -290,6 +298,7 @@ pub async fn start_on(
     Ok(RunningMaster {
         addr,
         url,
+        plain_url,
         node,
         shutdown,
         server,

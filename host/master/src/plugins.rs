@@ -510,6 +510,7 @@ impl Leader {
         let running: Vec<(FrameworkId, String, BTreeMap<String, String>)> = self
             .frameworks_read()
             .iter()
+            .filter(|(_, h)| h.link.is_none())
             .map(|(id, h)| (id.clone(), h.digest.clone(), h.config.clone()))
             .collect();
         for (id, digest, config) in running {
@@ -544,6 +545,9 @@ impl Leader {
                 principal: None,
                 partition_aware: true,
                 failover_timeout_secs: 0.0,
+                hostname: None,
+                webui_url: None,
+                capabilities: Vec::new(),
             };
             let registered = self
                 .store

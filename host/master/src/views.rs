@@ -98,6 +98,14 @@ pub struct FrameworkView {
     pub offers: usize,
     pub suppressed: bool,
     pub registered_at: f64,
+    /// When it was torn down (it never comes back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<f64>,
+    /// An external framework's principal and its failover timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default)]
+    pub failover_timeout_secs: f64,
 }
 
 impl FrameworkView {
@@ -119,6 +127,9 @@ impl FrameworkView {
             offers: 0,
             suppressed: false,
             registered_at: f.registered_at,
+            removed_at: f.removed_at,
+            principal: f.info.principal.clone(),
+            failover_timeout_secs: f.info.failover_timeout_secs,
         }
     }
 }

@@ -72,6 +72,10 @@ pub struct FrameworkRecord {
     pub id: FrameworkId,
     pub info: FrameworkInfo,
     pub registered_at: f64,
+    /// When it was torn down (by itself, an operator, or its failover
+    /// timeout); a removed framework never subscribes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<f64>,
 }
 
 /// A task and its life so far.
@@ -285,6 +289,12 @@ pub enum Command {
     PluginKeyRemove {
         name: String,
     },
+    /// A framework is torn down: it may never register again (its tasks
+    /// are killed by the leader).
+    RemoveFramework {
+        framework_id: FrameworkId,
+        now: f64,
+    },
 }
 
 /// What applying a status update did.
@@ -381,16 +391,18 @@ impl State {
                 info,
                 now,
             } => {
-                let registered_at = self
-                    .frameworks
-                    .get(&framework_id)
-                    .map_or(now, |f| f.registered_at);
+                let existing = self.frameworks.get(&framework_id);
+                if existing.is_some_and(|f| f.removed_at.is_some()) {
+                    return rejected(format!("framework {framework_id} has been removed"));
+                }
+                let registered_at = existing.map_or(now, |f| f.registered_at);
                 self.frameworks.insert(
                     framework_id.clone(),
                     FrameworkRecord {
                         id: framework_id,
                         info,
                         registered_at,
+                        removed_at: None,
                     },
                 );
                 Response::Ok
@@ -595,6 +607,16 @@ impl State {
                 Some(_) => Response::Ok,
                 None => rejected(format!("no trusted key named {name}")),
             },
+            Command::RemoveFramework { framework_id, now } => {
+                match self.frameworks.get_mut(&framework_id) {
+                    Some(f) if f.removed_at.is_none() => {
+                        f.removed_at = Some(now);
+                        Response::Ok
+                    }
+                    Some(_) => rejected(format!("framework {framework_id} was removed already")),
+                    None => rejected(format!("no framework {framework_id}")),
+                }
+            }
             Command::KvDelete { framework_id, key } => {
                 if let Some(ns) = self.kv.get_mut(&framework_id) {
                     ns.remove(&key);
@@ -716,8 +738,12 @@ impl State {
         staging_uuids: Vec<uuid::Uuid>,
         now: f64,
     ) -> Response {
-        if !self.frameworks.contains_key(&framework_id) {
-            return rejected(format!("unknown framework {framework_id}"));
+        match self.frameworks.get(&framework_id) {
+            None => return rejected(format!("unknown framework {framework_id}")),
+            Some(f) if f.removed_at.is_some() => {
+                return rejected(format!("framework {framework_id} has been removed"));
+            }
+            Some(_) => {}
         }
         match self.agents.get(&agent_id) {
             Some(a) if a.state == AgentState::Active => {}

@@ -88,6 +88,9 @@ fn with_task() -> (State, AgentId) {
             principal: None,
             partition_aware: true,
             failover_timeout_secs: 0.0,
+            hostname: None,
+            webui_url: None,
+            capabilities: Vec::new(),
         },
         now: 1.0,
     });
@@ -323,6 +326,34 @@ fn completed_tasks_beyond_the_limit_are_forgotten_oldest_first() {
 }
 
 #[test]
+fn a_removed_framework_stays_removed_and_cannot_register_again() {
+    let (mut s, _) = with_task();
+    let info = s.frameworks[&fw()].info.clone();
+    assert_eq!(
+        s.apply(Command::RemoveFramework {
+            framework_id: fw(),
+            now: 9.0
+        }),
+        Response::Ok
+    );
+    assert_eq!(s.frameworks[&fw()].removed_at, Some(9.0));
+    let again = s.apply(Command::RegisterFramework {
+        framework_id: fw(),
+        info,
+        now: 10.0,
+    });
+    assert!(matches!(again, Response::Rejected { .. }), "{again:?}");
+    assert!(matches!(
+        s.apply(Command::RemoveFramework {
+            framework_id: fw(),
+            now: 11.0
+        }),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(s.frameworks[&fw()].removed_at, Some(9.0));
+}
+
+#[test]
 fn oversized_kv_values_are_refused() {
     let (mut s, _) = with_task();
     let r = s.apply(Command::KvSet {
@@ -539,6 +570,10 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
             bootstrap: true,
         },
         Command::PluginKeyRemove { name: "ops".into() },
+        Command::RemoveFramework {
+            framework_id: fw(),
+            now: 6.5,
+        },
     ]
 }
 

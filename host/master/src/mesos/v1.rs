@@ -1,0 +1,889 @@
+//! Mesos v1 messages in their JSON form (stout's protobuf↔JSON mapping:
+//! proto field names, enum names as strings, `bytes` as base64, IDs as
+//! `{"value": ...}`), and their translation to and from Wasmos' own types.
+//!
+//! Parsing is lenient where Mesos is (unknown keys and `null` are
+//! ignored) and strict where it is not (a missing required field is an
+//! error naming it).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use wasmos_core::container::{ContainerInfo, DockerInfo, DockerNetwork, PortMapping};
+use wasmos_core::resources::{PortRange, PortSet, Scalar};
+use wasmos_core::task::FetchUri;
+use wasmos_core::{
+    AgentId, CommandSpec, HealthCheckSpec, Offer, Resources, TaskId, TaskSpec, TaskStatus,
+};
+
+/// `null` reads as the type's default (stout ignores `null`).
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `{"value": "..."}`: every Mesos ID.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Id {
+    pub value: String,
+}
+
+/// An ID in its JSON form.
+pub fn id(v: impl std::fmt::Display) -> Value {
+    json!({ "value": v.to_string() })
+}
+
+/// `mesos.v1.scheduler.Call`, the parts Wasmos reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Call {
+    pub framework_id: Option<Id>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub subscribe: Option<Subscribe>,
+    pub accept: Option<Accept>,
+    pub decline: Option<Decline>,
+    pub revive: Option<Roles>,
+    pub suppress: Option<Roles>,
+    pub kill: Option<Kill>,
+    pub shutdown: Option<Shutdown>,
+    pub acknowledge: Option<Acknowledge>,
+    pub reconcile: Option<Reconcile>,
+    pub message: Option<Value>,
+    pub request: Option<Value>,
+    pub update_framework: Option<Subscribe>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Subscribe {
+    pub framework_info: Option<FrameworkInfo>,
+    #[serde(deserialize_with = "nullable")]
+    pub suppressed_roles: Vec<String>,
+}
+
+/// `mesos.v1.FrameworkInfo`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct FrameworkInfo {
+    pub user: Option<String>,
+    pub name: Option<String>,
+    pub id: Option<Id>,
+    pub failover_timeout: Option<f64>,
+    pub checkpoint: Option<bool>,
+    pub role: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub roles: Vec<String>,
+    pub hostname: Option<String>,
+    pub principal: Option<String>,
+    pub webui_url: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub capabilities: Vec<Capability>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Capability {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+impl FrameworkInfo {
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.kind.as_deref() == Some(name))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Filters {
+    pub refuse_seconds: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Accept {
+    #[serde(deserialize_with = "nullable")]
+    pub offer_ids: Vec<Id>,
+    #[serde(deserialize_with = "nullable")]
+    pub operations: Vec<Operation>,
+    pub filters: Option<Filters>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Decline {
+    #[serde(deserialize_with = "nullable")]
+    pub offer_ids: Vec<Id>,
+    pub filters: Option<Filters>,
+}
+
+/// `Offer.Operation`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Operation {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub id: Option<Id>,
+    pub launch: Option<Launch>,
+    pub launch_group: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Launch {
+    #[serde(deserialize_with = "nullable")]
+    pub task_infos: Vec<TaskInfo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Roles {
+    #[serde(deserialize_with = "nullable")]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Kill {
+    pub task_id: Option<Id>,
+    pub agent_id: Option<Id>,
+    pub kill_policy: Option<KillPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Shutdown {
+    pub executor_id: Option<Id>,
+    pub agent_id: Option<Id>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Acknowledge {
+    pub agent_id: Option<Id>,
+    pub task_id: Option<Id>,
+    /// base64 of the update's 16-byte UUID.
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Reconcile {
+    #[serde(deserialize_with = "nullable")]
+    pub tasks: Vec<ReconcileTask>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReconcileTask {
+    pub task_id: Option<Id>,
+    pub agent_id: Option<Id>,
+}
+
+/// `mesos.v1.TaskInfo`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TaskInfo {
+    pub name: Option<String>,
+    pub task_id: Option<Id>,
+    pub agent_id: Option<Id>,
+    #[serde(deserialize_with = "nullable")]
+    pub resources: Vec<Resource>,
+    pub executor: Option<Value>,
+    pub command: Option<CommandInfo>,
+    pub container: Option<ContainerInfoV1>,
+    pub health_check: Option<HealthCheck>,
+    pub check: Option<Value>,
+    pub kill_policy: Option<KillPolicy>,
+    pub labels: Option<Labels>,
+    pub data: Option<String>,
+}
+
+/// `mesos.v1.Resource`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Resource {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub scalar: Option<ScalarValue>,
+    pub ranges: Option<RangesValue>,
+    pub role: Option<String>,
+    pub reservation: Option<Value>,
+    #[serde(deserialize_with = "nullable")]
+    pub reservations: Vec<Value>,
+    pub disk: Option<Value>,
+    pub revocable: Option<Value>,
+    pub shared: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ScalarValue {
+    pub value: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RangesValue {
+    #[serde(deserialize_with = "nullable")]
+    pub range: Vec<RangeValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RangeValue {
+    pub begin: u64,
+    pub end: u64,
+}
+
+/// `mesos.v1.CommandInfo`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CommandInfo {
+    #[serde(deserialize_with = "nullable")]
+    pub uris: Vec<UriInfo>,
+    pub environment: Option<Environment>,
+    /// Defaults to true.
+    pub shell: Option<bool>,
+    pub value: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub arguments: Vec<String>,
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UriInfo {
+    pub value: Option<String>,
+    pub executable: Option<bool>,
+    /// Defaults to true.
+    pub extract: Option<bool>,
+    pub cache: Option<bool>,
+    pub output_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Environment {
+    #[serde(deserialize_with = "nullable")]
+    pub variables: Vec<Variable>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Variable {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ContainerInfoV1 {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub docker: Option<DockerInfoV1>,
+    pub mesos: Option<MesosInfoV1>,
+    #[serde(deserialize_with = "nullable")]
+    pub volumes: Vec<Value>,
+    #[serde(deserialize_with = "nullable")]
+    pub network_infos: Vec<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MesosInfoV1 {
+    pub image: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DockerInfoV1 {
+    pub image: Option<String>,
+    pub network: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub port_mappings: Vec<PortMappingV1>,
+    pub privileged: Option<bool>,
+    #[serde(deserialize_with = "nullable")]
+    pub parameters: Vec<Value>,
+    pub force_pull_image: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PortMappingV1 {
+    pub host_port: u32,
+    pub container_port: u32,
+    pub protocol: Option<String>,
+}
+
+/// `mesos.v1.HealthCheck`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub command: Option<CommandInfo>,
+    pub http: Option<HttpCheck>,
+    pub tcp: Option<TcpCheck>,
+    pub delay_seconds: Option<f64>,
+    pub interval_seconds: Option<f64>,
+    pub timeout_seconds: Option<f64>,
+    pub consecutive_failures: Option<u32>,
+    pub grace_period_seconds: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpCheck {
+    pub scheme: Option<String>,
+    pub port: Option<u32>,
+    pub path: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub statuses: Vec<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TcpCheck {
+    pub port: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct KillPolicy {
+    pub grace_period: Option<DurationInfo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DurationInfo {
+    pub nanoseconds: i64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Labels {
+    #[serde(deserialize_with = "nullable")]
+    pub labels: Vec<Label>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Label {
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+/// Sums a TaskInfo's resources into Wasmos' bundle; names Wasmos does not
+/// offer, and reserved or revocable resources, are refused.
+pub fn resources(list: &[Resource]) -> Result<Resources, String> {
+    let mut r = Resources::default();
+    let mut ports: Vec<PortRange> = Vec::new();
+    for res in list {
+        let name = res.name.as_deref().unwrap_or("");
+        if res.role.as_deref().is_some_and(|role| role != "*")
+            || res.reservation.is_some()
+            || !res.reservations.is_empty()
+        {
+            return Err(format!(
+                "resource {name}: reserved resources are not offered by this cluster (only role \"*\")"
+            ));
+        }
+        if res.revocable.is_some() || res.shared.is_some() || res.disk.is_some() {
+            return Err(format!(
+                "resource {name}: revocable, shared and persistent-volume resources are not offered by this cluster"
+            ));
+        }
+        let scalar = |field: &'static str| -> Result<Scalar, String> {
+            let v = res
+                .scalar
+                .as_ref()
+                .ok_or_else(|| format!("resource {name} must be SCALAR with a scalar value"))?
+                .value;
+            Scalar::from_f64(field, v).map_err(|e| e.to_string())
+        };
+        match name {
+            "cpus" => r.cpus = r.cpus.saturating_add(scalar("cpus")?),
+            "mem" => r.mem = r.mem.saturating_add(scalar("mem")?),
+            "disk" => r.disk = r.disk.saturating_add(scalar("disk")?),
+            "gpus" => {
+                let g = scalar("gpus")?.as_f64();
+                if g.fract() != 0.0 {
+                    return Err(format!("gpus must be a whole number, got {g}"));
+                }
+                r.gpus = r.gpus.saturating_add(g as u32);
+            }
+            "ports" => {
+                let ranges = res
+                    .ranges
+                    .as_ref()
+                    .ok_or("resource ports must be RANGES with ranges")?;
+                for range in &ranges.range {
+                    let (Ok(begin), Ok(end)) =
+                        (u16::try_from(range.begin), u16::try_from(range.end))
+                    else {
+                        return Err(format!(
+                            "port range {}-{} is outside 0-65535",
+                            range.begin, range.end
+                        ));
+                    };
+                    ports.push(PortRange { begin, end });
+                }
+            }
+            "" => return Err("a resource has no name".into()),
+            other => {
+                return Err(format!(
+                    "resource {other:?} is not offered by this cluster (it offers cpus, mem, disk, gpus and ports)"
+                ));
+            }
+        }
+    }
+    r.ports = PortSet::from_ranges(ports).map_err(|e| e.to_string())?;
+    Ok(r)
+}
+
+/// Resources in Mesos' JSON form (unreserved: role `*`).
+pub fn resources_json(r: &Resources) -> Vec<Value> {
+    let scalar = |name: &str, v: f64| json!({"name": name, "type": "SCALAR", "scalar": {"value": v}, "role": "*"});
+    let mut out = vec![
+        scalar("cpus", r.cpus.as_f64()),
+        scalar("mem", r.mem.as_f64()),
+        scalar("disk", r.disk.as_f64()),
+    ];
+    if r.gpus > 0 {
+        out.push(scalar("gpus", f64::from(r.gpus)));
+    }
+    if !r.ports.is_empty() {
+        let ranges: Vec<Value> = r
+            .ports
+            .ranges()
+            .iter()
+            .map(|p| json!({"begin": p.begin, "end": p.end}))
+            .collect();
+        out.push(
+            json!({"name": "ports", "type": "RANGES", "ranges": {"range": ranges}, "role": "*"}),
+        );
+    }
+    out
+}
+
+/// An offer as `mesos.v1.Offer`.
+pub fn offer_json(o: &Offer) -> Value {
+    let attributes: Vec<Value> = o
+        .attributes
+        .iter()
+        .map(|(k, v)| json!({"name": k, "type": "TEXT", "text": {"value": v}}))
+        .collect();
+    let mut offer = json!({
+        "id": id(&o.id),
+        "framework_id": id(&o.framework_id),
+        "agent_id": id(&o.agent_id),
+        "hostname": o.hostname,
+        "resources": resources_json(&o.resources),
+    });
+    if !attributes.is_empty() {
+        offer["attributes"] = Value::Array(attributes);
+    }
+    offer
+}
+
+/// A status update as `mesos.v1.TaskStatus`. `with_uuid`: updates the
+/// framework must acknowledge carry their uuid (and always the agent's id);
+/// ones the master makes up on the spot (reconciliation) do not.
+pub fn status_json(s: &TaskStatus, with_uuid: bool) -> Value {
+    let mut v = json!({
+        "task_id": id(&s.task_id),
+        "state": s.state.as_str(),
+        "source": match s.source {
+            wasmos_core::Source::Master => "SOURCE_MASTER",
+            wasmos_core::Source::Agent => "SOURCE_AGENT",
+            wasmos_core::Source::Executor => "SOURCE_EXECUTOR",
+        },
+        "timestamp": s.timestamp,
+    });
+    if let Some(a) = &s.agent_id {
+        v["agent_id"] = id(a);
+    }
+    if let Some(r) = s.reason {
+        v["reason"] = json!(r.as_str());
+    }
+    if let Some(m) = &s.message {
+        v["message"] = json!(m);
+    }
+    if let Some(h) = s.healthy {
+        v["healthy"] = json!(h);
+    }
+    if with_uuid {
+        v["uuid"] = json!(base64::engine::general_purpose::STANDARD.encode(s.uuid.as_bytes()));
+    }
+    v
+}
+
+/// An acknowledgement's uuid: base64 of 16 bytes.
+pub fn parse_uuid(b64: &str) -> Result<uuid::Uuid, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| format!("uuid is not base64: {e}"))?;
+    uuid::Uuid::from_slice(&bytes).map_err(|_| "uuid must be 16 bytes".to_string())
+}
+
+/// The Wasmos task for a Mesos TaskInfo launched by a framework whose
+/// default task user is `framework_user`, or why it cannot run here.
+pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String> {
+    let task_id = t
+        .task_id
+        .as_ref()
+        .ok_or("task_id is required")
+        .and_then(|i| TaskId::new(i.value.clone()).map_err(|_| "task_id is not a valid id"))?;
+    let name = t.name.clone().ok_or("name is required")?;
+    if t.agent_id.is_none() {
+        return Err("agent_id is required".into());
+    }
+    if t.executor.is_some() {
+        return Err(
+            "custom executors are not supported by this cluster yet; give the task a command"
+                .into(),
+        );
+    }
+    let command_info = t
+        .command
+        .as_ref()
+        .ok_or("a task needs a command (or an executor)")?;
+    let mut command = command(command_info)?;
+    if command.user.is_none() && !framework_user.is_empty() {
+        command.user = Some(framework_user.to_string());
+    }
+    let fetch = command_info
+        .uris
+        .iter()
+        .map(|u| -> Result<FetchUri, String> {
+            let uri = u.value.clone().ok_or("a URI needs a value")?;
+            Ok(FetchUri {
+                uri,
+                extract: u.extract.unwrap_or(true),
+                executable: u.executable.unwrap_or(false),
+                dest_path: u.output_file.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let resources = resources(&t.resources)?;
+    let container = match &t.container {
+        None => None,
+        Some(c) => container(c, &resources)?,
+    };
+    if container.is_none() && command.value.is_empty() {
+        return Err("command.value is required".into());
+    }
+    let mut labels = BTreeMap::new();
+    for l in t.labels.iter().flat_map(|l| &l.labels) {
+        if let Some(k) = &l.key {
+            labels.insert(k.clone(), l.value.clone().unwrap_or_default());
+        }
+    }
+    let kill_grace_period_ms = t
+        .kill_policy
+        .as_ref()
+        .and_then(|k| k.grace_period.as_ref())
+        .map(|d| u64::try_from(d.nanoseconds.max(0)).unwrap_or(0) / 1_000_000)
+        .map(|ms| ms.min(wasmos_core::task::MAX_KILL_GRACE_MS));
+    let health_check = t.health_check.as_ref().map(health_check).transpose()?;
+    if t.check.is_some() {
+        return Err("checks (TaskInfo.check) are not supported; use health_check".into());
+    }
+    Ok(TaskSpec {
+        task_id,
+        name,
+        resources,
+        command,
+        labels,
+        kill_grace_period_ms,
+        health_check,
+        container,
+        fetch,
+        readiness_check: None,
+    })
+}
+
+fn command(c: &CommandInfo) -> Result<CommandSpec, String> {
+    let mut env = BTreeMap::new();
+    for v in c.environment.iter().flat_map(|e| &e.variables) {
+        let name = v
+            .name
+            .clone()
+            .ok_or("an environment variable needs a name")?;
+        if v.kind.as_deref().is_some_and(|k| k != "VALUE") {
+            return Err(format!(
+                "environment variable {name}: only VALUE variables are supported (no secrets)"
+            ));
+        }
+        env.insert(name, v.value.clone().unwrap_or_default());
+    }
+    Ok(CommandSpec {
+        shell: c.shell.unwrap_or(true),
+        value: c.value.clone().unwrap_or_default(),
+        arguments: c.arguments.clone(),
+        env,
+        user: c.user.clone().filter(|u| !u.is_empty()),
+    })
+}
+
+fn container(c: &ContainerInfoV1, resources: &Resources) -> Result<Option<ContainerInfo>, String> {
+    if !c.volumes.is_empty() {
+        return Err("container volumes are not supported by this cluster yet".into());
+    }
+    if !c.network_infos.is_empty() {
+        return Err("container network_infos are not supported; use docker.network".into());
+    }
+    match c.kind.as_deref() {
+        Some("MESOS") => {
+            if c.mesos.as_ref().is_some_and(|m| m.image.is_some()) {
+                return Err(
+                    "MESOS containers with an image are not supported; use a DOCKER container"
+                        .into(),
+                );
+            }
+            Ok(None)
+        }
+        Some("DOCKER") => {
+            let d = c.docker.as_ref().ok_or("a DOCKER container needs docker")?;
+            let image = d.image.clone().ok_or("docker.image is required")?;
+            if d.privileged == Some(true) {
+                return Err("privileged Docker containers are not allowed".into());
+            }
+            if !d.parameters.is_empty() {
+                return Err("docker.parameters are not supported".into());
+            }
+            let network = match d.network.as_deref().unwrap_or("HOST") {
+                "HOST" => DockerNetwork::Host,
+                "BRIDGE" => DockerNetwork::Bridge,
+                "NONE" => DockerNetwork::None,
+                other => return Err(format!("docker.network {other} is not supported")),
+            };
+            // Wasmos publishes the n-th mapping on the task's n-th port:
+            // the mappings' host ports must be the task's first ports.
+            let mut mappings: Vec<&PortMappingV1> = d.port_mappings.iter().collect();
+            mappings.sort_by_key(|m| m.host_port);
+            let task_ports: Vec<u16> = resources.ports.ports().collect();
+            let mut port_mappings = Vec::new();
+            for (i, m) in mappings.iter().enumerate() {
+                if task_ports.get(i).map(|p| u32::from(*p)) != Some(m.host_port) {
+                    return Err(format!(
+                        "port mapping to host port {} needs that port among the task's lowest ports resources",
+                        m.host_port
+                    ));
+                }
+                let container_port = u16::try_from(m.container_port)
+                    .map_err(|_| format!("container_port {} is not a port", m.container_port))?;
+                port_mappings.push(PortMapping {
+                    container_port,
+                    protocol: m.protocol.clone().unwrap_or_else(|| "tcp".into()),
+                });
+            }
+            Ok(Some(ContainerInfo::Docker {
+                docker: DockerInfo {
+                    image,
+                    network,
+                    port_mappings,
+                    force_pull_image: d.force_pull_image.unwrap_or(false),
+                },
+            }))
+        }
+        other => Err(format!(
+            "container type {} is not supported (DOCKER or MESOS)",
+            other.unwrap_or("(none)")
+        )),
+    }
+}
+
+fn health_check(h: &HealthCheck) -> Result<HealthCheckSpec, String> {
+    let mut config = BTreeMap::new();
+    let port = |p: Option<u32>| -> Result<String, String> {
+        p.filter(|p| (1..=65535).contains(p))
+            .map(|p| p.to_string())
+            .ok_or_else(|| "a health check needs a port between 1 and 65535".to_string())
+    };
+    let plugin = match h.kind.as_deref() {
+        Some("HTTP") => {
+            let http = h.http.as_ref().ok_or("an HTTP health check needs http")?;
+            config.insert("port".into(), port(http.port)?);
+            config.insert(
+                "path".into(),
+                http.path.clone().unwrap_or_else(|| "/".into()),
+            );
+            if let Some(s) = &http.scheme {
+                config.insert("scheme".into(), s.to_lowercase());
+            }
+            let statuses = if http.statuses.is_empty() {
+                "200-399".to_string()
+            } else {
+                http.statuses
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            config.insert("statuses".into(), statuses);
+            "health-http"
+        }
+        Some("TCP") => {
+            let tcp = h.tcp.as_ref().ok_or("a TCP health check needs tcp")?;
+            config.insert("port".into(), port(tcp.port)?);
+            "health-tcp"
+        }
+        Some("COMMAND") => {
+            let c = h
+                .command
+                .as_ref()
+                .and_then(|c| c.value.clone())
+                .ok_or("a COMMAND health check needs command.value")?;
+            config.insert("command".into(), c);
+            "health-command"
+        }
+        other => {
+            return Err(format!(
+                "health check type {} is not supported (HTTP, TCP or COMMAND)",
+                other.unwrap_or("(none)")
+            ));
+        }
+    };
+    let mut spec = HealthCheckSpec::new(plugin);
+    spec.config = config;
+    if let Some(v) = h.delay_seconds {
+        spec.delay_seconds = v;
+    }
+    if let Some(v) = h.interval_seconds {
+        spec.interval_seconds = v;
+    }
+    if let Some(v) = h.timeout_seconds {
+        spec.timeout_seconds = v;
+    }
+    if let Some(v) = h.grace_period_seconds {
+        spec.grace_period_seconds = v;
+    }
+    if let Some(v) = h.consecutive_failures {
+        spec.max_consecutive_failures = v;
+    }
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The agent a TaskInfo names.
+pub fn task_agent(t: &TaskInfo) -> Option<AgentId> {
+    t.agent_id
+        .as_ref()
+        .and_then(|a| AgentId::new(a.value.clone()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(json: Value) -> Result<TaskSpec, String> {
+        let t: TaskInfo = serde_json::from_value(json).unwrap();
+        task_spec(&t, "nobody")
+    }
+
+    #[test]
+    fn a_mesos_command_task_becomes_a_wasmos_task_with_the_framework_user() {
+        let spec = task(json!({
+            "name": "t1", "task_id": {"value": "t1"}, "agent_id": {"value": "a-S0"},
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 64}},
+                {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31001}]}}
+            ],
+            "command": {"value": "sleep 100", "environment": {"variables": [{"name": "A", "value": "1"}]},
+                        "uris": [{"value": "http://h/x.tgz"}]},
+            "kill_policy": {"grace_period": {"nanoseconds": 2_000_000_000i64}},
+            "labels": {"labels": [{"key": "k", "value": "v"}]},
+            "unknown_field": null
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.resources.to_string(),
+            "cpus:0.5;mem:64;disk:0;ports:[31000-31001]"
+        );
+        assert!(spec.command.shell, "shell defaults to true");
+        assert_eq!(spec.command.user.as_deref(), Some("nobody"));
+        assert_eq!(spec.command.env["A"], "1");
+        assert!(spec.fetch[0].extract, "extract defaults to true");
+        assert_eq!(spec.kill_grace_period_ms, Some(2000));
+        assert_eq!(spec.labels["k"], "v");
+    }
+
+    #[test]
+    fn what_wasmos_cannot_run_is_refused_with_the_reason() {
+        let base = || {
+            json!({"name": "t", "task_id": {"value": "t"}, "agent_id": {"value": "a"},
+                   "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}}],
+                   "command": {"value": "true"}})
+        };
+        let mut v = base();
+        v["executor"] = json!({"executor_id": {"value": "e"}});
+        assert!(task(v).unwrap_err().contains("executor"));
+        let mut v = base();
+        v["resources"][0]["role"] = json!("eng");
+        assert!(task(v).unwrap_err().contains("reserved"));
+        let mut v = base();
+        v["resources"][0]["name"] = json!("fpgas");
+        assert!(task(v).unwrap_err().contains("fpgas"));
+        let mut v = base();
+        v["task_id"] = json!({"value": "../x"});
+        assert!(task(v).unwrap_err().contains("task_id"));
+        let mut v = base();
+        v["container"] = json!({"type": "DOCKER", "docker": {"image": "x", "privileged": true}});
+        assert!(task(v).unwrap_err().contains("privileged"));
+    }
+
+    #[test]
+    fn docker_port_mappings_follow_the_tasks_ports() {
+        let spec = task(json!({
+            "name": "w", "task_id": {"value": "w"}, "agent_id": {"value": "a"},
+            "resources": [{"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+                          {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31005, "end": 31006}]}}],
+            "command": {"shell": false},
+            "container": {"type": "DOCKER", "docker": {"image": "busybox", "network": "BRIDGE",
+                "port_mappings": [{"host_port": 31006, "container_port": 81}, {"host_port": 31005, "container_port": 80}]}}
+        }))
+        .unwrap();
+        let d = spec.container.unwrap();
+        let d = d.docker().unwrap();
+        assert_eq!(d.port_mappings[0].container_port, 80);
+        assert_eq!(d.port_mappings[1].container_port, 81);
+    }
+
+    #[test]
+    fn statuses_carry_a_uuid_only_when_they_need_an_acknowledgement() {
+        let s = TaskStatus {
+            task_id: TaskId::new("t").unwrap(),
+            state: wasmos_core::TaskState::Running,
+            agent_id: Some(AgentId::new("a").unwrap()),
+            source: wasmos_core::Source::Agent,
+            reason: None,
+            message: None,
+            exit_code: None,
+            signal: None,
+            healthy: None,
+            ready: None,
+            timestamp: 1.5,
+            uuid: uuid::Uuid::from_u128(7),
+        };
+        let with = status_json(&s, true);
+        assert_eq!(parse_uuid(with["uuid"].as_str().unwrap()).unwrap(), s.uuid);
+        assert_eq!(with["agent_id"]["value"], "a");
+        assert_eq!(with["state"], "TASK_RUNNING");
+        assert!(status_json(&s, false).get("uuid").is_none());
+        assert!(parse_uuid("AAAA").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+"""Runs a Mesos framework written with pymesos (PyPI `pymesos` 0.3.15),
+unchanged, against Wasmos' v1 scheduler API. pymesos speaks plain HTTP
+only (raw sockets), so it talks to the master's plaintext listener
+(`--plain-listen`), authenticated as a principal with HTTP Basic, as a
+Mesos framework with `--authenticate_http_frameworks` would. pymesos
+acknowledges every update that carries a uuid from its I/O thread, and
+dies on any non-2xx answer to that: each acknowledgement below that does
+not kill the driver was answered 202.
+
+Usage: pymesos_scheduler.py MODE HOST:PORT PRINCIPAL SECRET [FRAMEWORK_ID]
+
+MODE:
+  tour      subscribe, launch two tasks (one finishes after checking it does
+            not run as root, one keeps running), reconcile explicitly,
+            implicitly and an unknown task, kill the running one, refuse a
+            bad task, then tear the framework down.
+  start     subscribe with a failover timeout (env FAILOVER, seconds),
+            launch one long task, wait for TASK_RUNNING, print
+            `framework: ID` and `left: <unix time>`, and vanish without
+            tearing down (the process exits at once).
+  resume    re-subscribe as FRAMEWORK_ID, reconcile, expect the task of
+            `start` running, kill it, and tear down.
+"""
+
+import os
+import sys
+import threading
+import time
+
+from addict import Dict
+from pymesos import MesosSchedulerDriver, Scheduler
+
+from common import wait
+
+mode, master, principal, secret = sys.argv[1:5]
+resume_id = sys.argv[5] if len(sys.argv) > 5 else None
+
+
+def resources(cpus, mem):
+    return [
+        dict(name="cpus", type="SCALAR", scalar=dict(value=cpus)),
+        dict(name="mem", type="SCALAR", scalar=dict(value=mem)),
+    ]
+
+
+class Recorder(Scheduler):
+    def __init__(self, to_launch):
+        self.lock = threading.Lock()
+        self.to_launch = list(to_launch)
+        self.updates = []  # (task id, state, reason, carried a uuid)
+        self.registered_id = None
+        self.was_reregistered = False
+        self.errors = []
+        self.offers = 0
+
+    def registered(self, driver, framework_id, master_info):
+        self.registered_id = framework_id.value
+
+    def reregistered(self, driver, master_info):
+        self.was_reregistered = True
+
+    def resourceOffers(self, driver, offers):
+        with self.lock:
+            for offer in offers:
+                self.offers += 1
+                launch = []
+                while self.to_launch:
+                    task_id, command, extra = self.to_launch.pop(0)
+                    t = Dict()
+                    t.task_id.value = task_id
+                    t.agent_id.value = offer.agent_id.value
+                    t.name = task_id
+                    t.command.value = command
+                    t.resources = resources(0.1, 32)
+                    for k, v in extra.items():
+                        t[k] = v
+                    launch.append(t)
+                if launch:
+                    driver.launchTasks(offer.id, launch, filters=dict(refuse_seconds=1))
+                else:
+                    driver.declineOffer(offer.id, filters=dict(refuse_seconds=3600))
+
+    def statusUpdate(self, driver, update):
+        with self.lock:
+            self.updates.append((update.task_id.value, update.state, update.get("reason"),
+                                 "uuid" in update))
+
+    def error(self, driver, message):
+        self.errors.append(message)
+
+    def seen(self, task_id, state, reason=None):
+        with self.lock:
+            return any(u[0] == task_id and u[1] == state and (reason is None or u[2] == reason)
+                       for u in self.updates)
+
+    def states(self, task_id):
+        with self.lock:
+            return [u[1] for u in self.updates if u[0] == task_id]
+
+
+def framework(name, failover=None, fid=None):
+    f = Dict()
+    f.user = ""  # the agents' unprivileged task user
+    f.name = name
+    f.principal = principal
+    f.hostname = "pymesos-test"
+    if failover is not None:
+        f.failover_timeout = failover
+    if fid:
+        f.id.value = fid
+    return f
+
+
+def driver_for(sched, f):
+    d = MesosSchedulerDriver(sched, f, master, use_addict=True,
+                             principal=principal, secret=secret)
+    d.start()
+    return d
+
+
+def tour():
+    nonroot = 'test "$(id -u)" != 0'
+    sched = Recorder([
+        ("py-done", nonroot, {}),
+        ("py-long", "sleep 600", {}),
+        # Custom executors are not offered yet: refused, with the reason.
+        ("py-bad", "true", {"executor": {"executor_id": {"value": "e"},
+                                         "command": {"value": "true"}}}),
+    ])
+    d = driver_for(sched, framework("pymesos-tour"))
+    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    wait("py-done TASK_FINISHED (a task that is not root)",
+         lambda: sched.seen("py-done", "TASK_FINISHED"), 90)
+    assert "TASK_FAILED" not in sched.states("py-done"), sched.updates
+    wait("py-long TASK_RUNNING", lambda: sched.seen("py-long", "TASK_RUNNING"), 90)
+    wait("py-bad TASK_ERROR", lambda: sched.seen("py-bad", "TASK_ERROR", "REASON_TASK_INVALID"))
+    # Every update from an agent carried a uuid (pymesos acknowledged it).
+    with sched.lock:
+        agent_updates = [u for u in sched.updates if u[1] in ("TASK_RUNNING", "TASK_FINISHED")]
+    assert agent_updates and all(u[3] for u in agent_updates), sched.updates
+
+    d.reconcileTasks([{"task_id": {"value": "py-long"}}])
+    wait("explicit reconciliation of py-long",
+         lambda: sched.seen("py-long", "TASK_RUNNING", "REASON_RECONCILIATION"))
+    d.reconcileTasks([{"task_id": {"value": "py-never-launched"}}])
+    wait("an unknown task reconciled as TASK_LOST (not partition aware)",
+         lambda: sched.seen("py-never-launched", "TASK_LOST", "REASON_RECONCILIATION"))
+    with sched.lock:
+        before = len(sched.updates)
+    d.reconcileTasks([])
+    wait("implicit reconciliation", lambda: len(sched.updates) > before)
+    with sched.lock:
+        implicit = sched.updates[before:]
+    assert all(u[0] == "py-long" and not u[3] for u in implicit), implicit
+
+    d.killTask({"value": "py-long"})
+    wait("py-long TASK_KILLED", lambda: sched.seen("py-long", "TASK_KILLED"), 60)
+    assert not sched.errors, sched.errors
+    d.stop()  # TEARDOWN
+    d.join()
+    print("pymesos tour: ok", flush=True)
+
+
+def start():
+    sched = Recorder([("py-survivor", "sleep 600", {})])
+    driver_for(sched, framework("pymesos-failover", failover=float(os.environ["FAILOVER"])))
+    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    wait("py-survivor TASK_RUNNING", lambda: sched.seen("py-survivor", "TASK_RUNNING"), 90)
+    print(f"framework: {sched.registered_id}", flush=True)
+    print(f"left: {time.time()}", flush=True)
+    print("pymesos start: ok", flush=True)
+    os._exit(0)
+
+
+def resume():
+    sched = Recorder([])
+    d = driver_for(sched, framework("pymesos-failover", failover=3600, fid=resume_id))
+    wait("re-SUBSCRIBED", lambda: sched.was_reregistered, 90)
+    d.reconcileTasks([{"task_id": {"value": "py-survivor"}}])
+    wait("py-survivor still running", lambda: sched.seen("py-survivor", "TASK_RUNNING"), 60)
+    d.killTask({"value": "py-survivor"})
+    wait("py-survivor TASK_KILLED", lambda: sched.seen("py-survivor", "TASK_KILLED"), 60)
+    assert not sched.errors, sched.errors
+    d.stop()
+    d.join()
+    print("pymesos resume: ok", flush=True)
+
+
+{"tour": tour, "start": start, "resume": resume}[mode]()

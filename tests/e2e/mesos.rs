@@ -1,0 +1,230 @@
+//! Frameworks from outside: Mesos' v1 scheduler API, driven by pymesos
+//! (PyPI, unchanged) over the master's plaintext listener, authenticated
+//! as a principal.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmos_tests::{Api, Cluster, DEADLINE, run_pymesos, user_with, wait_for};
+
+const SCRIPT: &str = "pymesos_scheduler.py";
+
+/// A cluster with a plaintext listener (pymesos speaks no TLS) at `plain`,
+/// and a principal `pyfw` that may run frameworks named `pymesos-*`.
+async fn cluster(dir: tempfile::TempDir, plain: &str) -> (Cluster, String, String) {
+    let c = Cluster::up_with(dir, &["--plain-listen", plain]).await;
+    let url =
+        c.up.announced("plain")
+            .expect("up announces its plain listener");
+    let host_port = url
+        .strip_prefix("http://")
+        .expect("a plain URL")
+        .to_string();
+    let rules = json!([{"area": "frameworks", "prefix": "pymesos-", "access": "write"}]);
+    let password = user_with(&c.api, "pyfw", rules).await;
+    (c, host_port, password)
+}
+
+async fn framework_named(api: &Api, name: &str) -> Value {
+    let (code, fws) = api.get("/api/wasmos/v1/frameworks").await;
+    assert_eq!(code, 200, "{fws}");
+    fws.as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no framework {name}: {fws}"))
+}
+
+#[tokio::test]
+async fn a_pymesos_framework_launches_acknowledges_reconciles_and_kills_tasks() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    run_pymesos(
+        SCRIPT,
+        &["tour", &plain, "pyfw", &password],
+        &[],
+        "pymesos tour: ok",
+    )
+    .await;
+    // The native API saw the same tasks, owned by the framework, which
+    // tore itself down at the end.
+    let fw = framework_named(&c.api, "pymesos-tour").await;
+    assert_eq!(fw["kind"]["type"], "external", "{fw}");
+    assert_eq!(fw["principal"], "pyfw", "{fw}");
+    assert!(fw["removed_at"].is_number(), "torn down: {fw}");
+    assert_eq!(fw["active"], false, "{fw}");
+    let (_, t) = c.api.get("/api/wasmos/v1/tasks/py-done").await;
+    assert_eq!(t["state"], "TASK_FINISHED", "{t}");
+    assert_eq!(t["framework_id"], fw["id"], "{t}");
+    let (_, t) = c.api.get("/api/wasmos/v1/tasks/py-long").await;
+    assert_eq!(t["state"], "TASK_KILLED", "{t}");
+    // The refused task never entered the state.
+    let (code, _) = c.api.get("/api/wasmos/v1/tasks/py-bad").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn the_scheduler_api_needs_a_principal_allowed_to_run_the_framework() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let subscribe = |name: &str| json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "", "name": name}}});
+    let http = reqwest::Client::new();
+    let url = format!("http://{plain}/api/v1/scheduler");
+    // No credentials: 401, with the challenge.
+    let r = http
+        .post(&url)
+        .json(&subscribe("pymesos-x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    // A principal whose policy does not cover the name: 403 naming it.
+    let r = http
+        .post(&url)
+        .basic_auth("pyfw", Some(&password))
+        .json(&subscribe("other-framework"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("frameworks:write"));
+    // Claiming another principal in framework_info: 403.
+    let r = http
+        .post(&url)
+        .basic_auth("pyfw", Some(&password))
+        .json(&json!({"type": "SUBSCRIBE", "subscribe": {"framework_info":
+            {"user": "", "name": "pymesos-x", "principal": "someone-else"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Bad input: 4xx with the reason, and nothing registered.
+    for (ct, body, code) in [
+        ("application/json", "{not json", 400),
+        ("text/plain", "{}", 415),
+        ("application/json", r#"{"type": "ACCEPT"}"#, 400),
+        (
+            "application/json",
+            r#"{"type": "SUBSCRIBE", "subscribe": {"framework_info": {"name": "pymesos-x"}}}"#,
+            400,
+        ),
+        (
+            "application/json",
+            r#"{"type": "DECLINE", "framework_id": {"value": "nope"}, "decline": {}}"#,
+            400,
+        ),
+    ] {
+        let r = http
+            .post(&url)
+            .basic_auth("pyfw", Some(&password))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{ct} {body}");
+        assert!(!r.text().await.unwrap().is_empty(), "{body}: a reason");
+    }
+    let (_, fws) = c.api.get("/api/wasmos/v1/frameworks").await;
+    assert!(
+        !fws.as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "pymesos-x"),
+        "{fws}"
+    );
+    // The TLS listener serves the same API, to the same principal.
+    let r = wasmos_tests::tls_client(&c.ca(), None)
+        .build()
+        .unwrap()
+        .post(format!("{}/api/v1/scheduler", c.up.url))
+        .json(&subscribe("pymesos-x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_framework_that_goes_away_loses_its_tasks_at_its_failover_timeout() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let failover = 6.0;
+    let out = run_pymesos(
+        SCRIPT,
+        &["start", &plain, "pyfw", &password],
+        &[("FAILOVER", failover.to_string())],
+        "pymesos start: ok",
+    )
+    .await;
+    let left: f64 = announced(&out, "left").parse().unwrap();
+    let fid = announced(&out, "framework");
+    // Gone, but within its timeout: the task runs on.
+    assert_eq!(
+        c.api.task_state("py-survivor").await.as_deref(),
+        Some("TASK_RUNNING")
+    );
+    let t = c.api.wait_task_state("py-survivor", "TASK_KILLED").await;
+    let killed: f64 = t["status"]["timestamp"].as_f64().unwrap();
+    assert!(
+        killed >= left + failover,
+        "killed at {killed}, {}s after the framework left: before its failover timeout of {failover}s",
+        killed - left
+    );
+    let fw = framework_named(&c.api, "pymesos-failover").await;
+    assert_eq!(fw["id"], fid.as_str());
+    let removed = fw["removed_at"].as_f64().expect("removed");
+    assert!(removed >= left + failover, "{fw}");
+    // It may not come back: its subscription gets ERROR and ends.
+    let r = reqwest::Client::new()
+        .post(format!("http://{plain}/api/v1/scheduler"))
+        .basic_auth("pyfw", Some(&password))
+        .json(&json!({"type": "SUBSCRIBE", "framework_id": {"value": fid},
+            "subscribe": {"framework_info": {"user": "", "name": "pymesos-failover", "id": {"value": fid}}}}))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("\"ERROR\"") && body.contains("Framework has been removed"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_pymesos_framework_resubscribes_after_its_master_restarts_with_its_task_running() {
+    let plain = format!("127.0.0.1:{}", wasmos_tests::free_port());
+    let (c, host_port, password) = cluster(tempfile::tempdir().unwrap(), &plain).await;
+    let out = run_pymesos(
+        SCRIPT,
+        &["start", &host_port, "pyfw", &password],
+        &[("FAILOVER", "3600".into())],
+        "pymesos start: ok",
+    )
+    .await;
+    let fid = announced(&out, "framework");
+    // The master (and the agent beside it) die; the task does not.
+    let mut c = c;
+    c.up.kill9().await;
+    let c = Cluster::up_with(c.dir, &["--plain-listen", &plain]).await;
+    wait_for("the recovered task", DEADLINE, || async {
+        (c.api.task_state("py-survivor").await.as_deref() == Some("TASK_RUNNING")).then_some(())
+    })
+    .await;
+    run_pymesos(
+        SCRIPT,
+        &["resume", &host_port, "pyfw", &password, &fid],
+        &[],
+        "pymesos resume: ok",
+    )
+    .await;
+    let t = c.api.wait_task_state("py-survivor", "TASK_KILLED").await;
+    assert_eq!(t["framework_id"], fid.as_str(), "{t}");
+}
+
+/// The value of a `key: value` line a client script printed.
+fn announced(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+        .trim()
+        .to_string()
+}
