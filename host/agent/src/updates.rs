@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmos_core::protocol::{self, StatusUpdate};
+use wasmos_core::protocol::{self, StatusOutcome, StatusUpdate};
 use wasmos_core::{FrameworkId, TaskStatus};
 
 use crate::Agent;
@@ -41,7 +41,7 @@ impl Agent {
     }
 
     /// Removes an acknowledged update; forgets a task whose last update it was.
-    fn acknowledged(self: &Arc<Self>, status: &TaskStatus, outcome: &str) {
+    fn acknowledged(self: &Arc<Self>, status: &TaskStatus, outcome: Option<StatusOutcome>) {
         let done = {
             let mut updates = self.updates.lock().unwrap_or_else(|p| p.into_inner());
             let Some(q) = updates.get_mut(&status.task_id) else {
@@ -59,9 +59,12 @@ impl Agent {
         // The master no longer tracks this task (it ended there, or was
         // never known): a live copy here is an orphan.
         if !status.state.is_terminal()
-            && (outcome == "already_terminal" || outcome == "unknown_task")
+            && matches!(
+                outcome,
+                Some(StatusOutcome::AlreadyTerminal | StatusOutcome::UnknownTask)
+            )
         {
-            tracing::warn!(task = %status.task_id, outcome, "the master does not know this task as live; killing it");
+            tracing::warn!(task = %status.task_id, ?outcome, "the master does not know this task as live; killing it");
             let grace = self
                 .lock_tasks()
                 .get(&status.task_id)
@@ -111,14 +114,15 @@ impl Agent {
                     .await
                 {
                     Ok(r) if r.status().is_success() => {
+                        // A reply this agent cannot read (a newer master)
+                        // still acknowledges the update.
                         let outcome = r
-                            .json::<serde_json::Value>()
+                            .json::<protocol::StatusReply>()
                             .await
                             .ok()
-                            .and_then(|v| v["outcome"].as_str().map(String::from))
-                            .unwrap_or_default();
-                        tracing::debug!(task = %status.task_id, state = %status.state, %outcome, "update acknowledged");
-                        self.acknowledged(&status, &outcome);
+                            .map(|r| r.outcome);
+                        tracing::debug!(task = %status.task_id, state = %status.state, ?outcome, "update acknowledged");
+                        self.acknowledged(&status, outcome);
                     }
                     Ok(r)
                         if r.status().is_client_error()
@@ -128,7 +132,7 @@ impl Agent {
                         let code = r.status();
                         let body = r.text().await.unwrap_or_default();
                         tracing::error!(task = %status.task_id, %code, %body, "master refused a status update; dropping it");
-                        self.acknowledged(&status, "refused");
+                        self.acknowledged(&status, None);
                     }
                     Ok(r) => {
                         failed = Some(format!("master answered {}", r.status()));

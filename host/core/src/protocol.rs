@@ -30,6 +30,26 @@ pub mod paths {
     pub const RENEW: &str = "/internal/v1/renew";
 }
 
+/// What the master did with a status update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusOutcome {
+    /// Recorded, and queued for the framework.
+    Applied,
+    /// Seen before (a retry); nothing changed.
+    Duplicate,
+    /// The task is not known (long gone, or never launched).
+    UnknownTask,
+    /// The task already ended; later updates are dropped.
+    AlreadyTerminal,
+}
+
+/// Master → agent: the answer to a status update (its acknowledgement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub outcome: StatusOutcome,
+}
+
 /// Agent → master: a certificate for the key of `csr` (PEM), covering
 /// `hosts` (the host names and addresses the agent serves on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

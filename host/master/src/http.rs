@@ -630,10 +630,10 @@ async fn status_update(
     Lead(l): Lead,
     caller: Caller,
     ApiJson(update): ApiJson<protocol::StatusUpdate>,
-) -> ApiResult<ApiJson<serde_json::Value>> {
+) -> ApiResult<ApiJson<protocol::StatusReply>> {
     check_speaks_for(&l, &update.agent_id, &caller)?;
     let outcome: StatusOutcome = l.status_update(update).await?;
-    Ok(ApiJson(json!({ "outcome": outcome })))
+    Ok(ApiJson(protocol::StatusReply { outcome }))
 }
 
 fn parse_id<T: std::str::FromStr<Err = wasmos_core::IdError>>(what: &str, s: &str) -> ApiResult<T> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
-use wasmos_core::protocol::{self, KillTask, LaunchTasks, RegisterAgent, Registered};
+use wasmos_core::protocol::{self, RegisterAgent, Registered};
 use wasmos_core::{
     AgentId, AgentState, FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState, TaskStatus,
 };
@@ -672,7 +672,7 @@ impl Leader {
             .clone()
     }
 
-    fn set_inflight(&self, tasks: &[TaskId], on: bool) {
+    pub(crate) fn set_inflight(&self, tasks: &[TaskId], on: bool) {
         let mut set = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         for t in tasks {
             if on {
@@ -711,169 +711,6 @@ impl Leader {
             Response::Status { outcome } => Ok(outcome),
             other => Err(ApiError::Internal(format!("unexpected {other:?}"))),
         }
-    }
-
-    /// Sends accepted tasks to their agent, retrying until the agent takes
-    /// them, the tasks leave STAGING, or the launch is given up (the tasks
-    /// are then DROPPED: they never reached the agent).
-    pub fn send_launch(
-        self: &Arc<Self>,
-        framework_id: FrameworkId,
-        agent_id: AgentId,
-        tasks: Vec<TaskSpec>,
-    ) {
-        if tasks.is_empty() {
-            return;
-        }
-        let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
-        self.set_inflight(&ids, true);
-        let me = self.clone();
-        tokio::spawn(async move {
-            let give_up = Instant::now() + me.config.launch_timeout;
-            let mut backoff = Duration::from_millis(100);
-            let outcome: Result<(), String> = loop {
-                let staging: Vec<TaskSpec> = me.store.read(|s| {
-                    tasks
-                        .iter()
-                        .filter(|t| {
-                            s.tasks
-                                .get(&t.task_id)
-                                .is_some_and(|r| r.state() == TaskState::Staging)
-                        })
-                        .cloned()
-                        .collect()
-                });
-                if staging.is_empty() {
-                    break Ok(());
-                }
-                let endpoint = me.agent_endpoint(&agent_id);
-                let msg = LaunchTasks {
-                    term: me.term,
-                    framework_id: framework_id.clone(),
-                    tasks: staging,
-                };
-                let why = match endpoint {
-                    None => format!("agent {agent_id} is unknown"),
-                    Some(ep) => match me
-                        .http
-                        .post(format!("{ep}{}", protocol::paths::LAUNCH))
-                        .json(&msg)
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => break Ok(()),
-                        Ok(r) if r.status().is_client_error() => {
-                            let body = r.text().await.unwrap_or_default();
-                            break Err(format!("agent {agent_id} refused the launch: {body}"));
-                        }
-                        Ok(r) => format!("agent answered {}", r.status()),
-                        Err(e) => format!("agent unreachable: {e}"),
-                    },
-                };
-                if *me.shutdown.borrow() {
-                    // This master stopped leading: the next leader finds
-                    // the task STAGING and settles it with the agent.
-                    me.set_inflight(&ids, false);
-                    return;
-                }
-                if Instant::now() > give_up {
-                    break Err(format!("could not reach agent {agent_id} to launch: {why}"));
-                }
-                tracing::debug!(agent = %agent_id, %why, "launch will be retried");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            };
-            if let Err(message) = outcome {
-                tracing::warn!(agent = %agent_id, %message, "launch dropped");
-                let now = now_secs();
-                let cmds = ids
-                    .iter()
-                    .map(|id| Command::StatusUpdate {
-                        status: master_status(
-                            id,
-                            Some(&agent_id),
-                            TaskState::Dropped,
-                            Reason::ReasonAgentDisconnected,
-                            message.clone(),
-                            now,
-                        ),
-                    })
-                    .collect();
-                if let Err(e) = me.store.propose(cmds).await {
-                    tracing::error!(error = %e, "cannot record dropped launch");
-                }
-            }
-            me.set_inflight(&ids, false);
-        });
-    }
-
-    fn agent_endpoint(&self, agent: &AgentId) -> Option<String> {
-        self.agents.endpoint(agent).or_else(|| {
-            self.store.read(|s| {
-                s.agents
-                    .get(agent)
-                    .map(|a| a.info.endpoint.trim_end_matches('/').to_string())
-            })
-        })
-    }
-
-    /// Kills a task: asks its agent (SIGTERM, grace, SIGKILL). A task the
-    /// agent never received is recorded KILLED here.
-    pub async fn kill_task(&self, task_id: &TaskId) -> Result<(), ApiError> {
-        let Some((agent_id, state, grace)) = self.store.read(|s| {
-            s.tasks
-                .get(task_id)
-                .map(|t| (t.agent_id.clone(), t.state(), t.spec.kill_grace_ms()))
-        }) else {
-            return Err(ApiError::NotFound(format!("no task {task_id}")));
-        };
-        if state.is_terminal() {
-            return Ok(());
-        }
-        let endpoint = self
-            .agent_endpoint(&agent_id)
-            .ok_or_else(|| ApiError::Unavailable(format!("agent {agent_id} is unknown")))?;
-        let msg = KillTask {
-            term: self.term,
-            task_id: task_id.clone(),
-            grace_period_ms: Some(grace),
-        };
-        let resp = self
-            .http
-            .post(format!("{endpoint}{}", protocol::paths::KILL))
-            .json(&msg)
-            .send()
-            .await
-            .map_err(|e| {
-                ApiError::BadGateway(format!(
-                    "agent {agent_id} is unreachable ({e}); the kill will not happen until it is back"
-                ))
-            })?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            // The agent never got the launch and now never will (it keeps
-            // the id as killed): the task ends here.
-            self.store
-                .propose_one(Command::StatusUpdate {
-                    status: master_status(
-                        task_id,
-                        Some(&agent_id),
-                        TaskState::Killed,
-                        Reason::ReasonTaskKilledDuringLaunch,
-                        "killed before it reached its agent".into(),
-                        now_secs(),
-                    ),
-                })
-                .await?;
-            return Ok(());
-        }
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(ApiError::BadGateway(format!(
-                "agent {agent_id} refused the kill ({status}): {body}"
-            )));
-        }
-        Ok(())
     }
 }
 

@@ -28,6 +28,7 @@ macro_rules! v1 {
 }
 
 pub mod acl;
+pub mod agent_client;
 pub mod agents;
 pub mod allocator;
 pub mod auth;

@@ -297,19 +297,8 @@ pub enum Command {
     },
 }
 
-/// What applying a status update did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusOutcome {
-    /// Recorded, and queued for the framework.
-    Applied,
-    /// Seen before (a retry); nothing changed.
-    Duplicate,
-    /// The task is not known (long gone, or never launched).
-    UnknownTask,
-    /// The task already ended; later updates are dropped.
-    AlreadyTerminal,
-}
+/// What applying a status update did (the master's answer to the agent).
+pub use wasmos_core::protocol::StatusOutcome;
 
 /// The result of applying one command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
