@@ -228,3 +228,138 @@ fn announced(out: &str, key: &str) -> String {
         .trim()
         .to_string()
 }
+
+#[tokio::test]
+async fn get_state_and_master_state_agree_with_the_native_api() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let out = run_pymesos(
+        SCRIPT,
+        &["start", &plain, "pyfw", &password],
+        &[("FAILOVER", "3600".into())],
+        "pymesos start: ok",
+    )
+    .await;
+    let fid = announced(&out, "framework");
+    let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
+    let agent = &agents[0];
+    let (_, task) = c.api.get("/api/wasmos/v1/tasks/py-survivor").await;
+    assert_eq!(task["state"], "TASK_RUNNING", "{task}");
+
+    // The legacy endpoint, as tools read it.
+    let (code, state) = c.api.get("/master/state").await;
+    assert_eq!(code, 200, "{state}");
+    assert_eq!(state["leader"], state["pid"], "{state}");
+    assert!(
+        state["version"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .all(|n| n.parse::<u32>().is_ok())
+    );
+    let slaves = state["slaves"].as_array().unwrap();
+    assert_eq!(slaves.len(), 1, "{state}");
+    assert_eq!(slaves[0]["id"], agent["id"]);
+    assert_eq!(slaves[0]["hostname"], agent["hostname"]);
+    assert_eq!(
+        slaves[0]["resources"]["cpus"],
+        agent["resources"]["cpus"].as_f64().unwrap()
+    );
+    assert_eq!(slaves[0]["used_resources"]["cpus"], 0.1);
+    let fw = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == fid.as_str())
+        .unwrap_or_else(|| panic!("{fid} in {state}"));
+    assert_eq!(fw["name"], "pymesos-failover");
+    assert_eq!(fw["principal"], "pyfw");
+    assert_eq!(fw["connected"], false, "it went away: {fw}");
+    let t = &fw["tasks"][0];
+    assert_eq!(t["id"], "py-survivor");
+    assert_eq!(t["state"], "TASK_RUNNING");
+    assert_eq!(t["slave_id"], agent["id"]);
+    assert_eq!(t["framework_id"], fid.as_str());
+    // The bundled plugins are frameworks too.
+    for name in ["marathon", "chronos", "exec"] {
+        assert!(
+            state["frameworks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["name"] == name),
+            "{name} in {state}"
+        );
+    }
+    let (_, tasks) = c
+        .api
+        .get(&format!("/master/tasks?framework_id={fid}"))
+        .await;
+    let tasks = tasks["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0]["id"], "py-survivor");
+
+    // The operator API (v1 JSON).
+    let (code, got) = c.api.post("/api/v1", &json!({"type": "GET_STATE"})).await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["type"], "GET_STATE");
+    let s = &got["get_state"];
+    let task = s["get_tasks"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_id"]["value"] == "py-survivor")
+        .unwrap_or_else(|| panic!("py-survivor in {s}"));
+    assert_eq!(task["agent_id"]["value"], agent["id"]);
+    assert_eq!(task["framework_id"]["value"], fid.as_str());
+    assert_eq!(task["state"], "TASK_RUNNING");
+    assert_eq!(
+        s["get_agents"]["agents"][0]["agent_info"]["id"]["value"],
+        agent["id"]
+    );
+    let f = s["get_frameworks"]["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["framework_info"]["id"]["value"] == fid.as_str())
+        .unwrap_or_else(|| panic!("{fid} in {s}"));
+    assert_eq!(f["framework_info"]["name"], "pymesos-failover");
+    for call in [
+        "GET_HEALTH",
+        "GET_VERSION",
+        "GET_MASTER",
+        "GET_METRICS",
+        "GET_ROLES",
+        "GET_FLAGS",
+    ] {
+        let (code, v) = c.api.post("/api/v1", &json!({ "type": call })).await;
+        assert_eq!(code, 200, "{call}: {v}");
+        assert_eq!(v["type"], call);
+    }
+    let (_, m) = c.api.get("/metrics/snapshot").await;
+    assert_eq!(m["master/elected"], 1.0, "{m}");
+    assert_eq!(m["master/tasks_running"], 1.0, "{m}");
+    assert_eq!(m["master/slaves_active"], 1.0, "{m}");
+
+    // Reading needs credentials; tearing down needs the framework's policy.
+    let anon = Api::anonymous(&c.up.url);
+    let (code, _) = anon.get("/master/state").await;
+    assert_eq!(code, 401);
+    let (code, _) = anon.post("/api/v1", &json!({"type": "GET_STATE"})).await;
+    assert_eq!(code, 401);
+    let (code, _) = c
+        .api
+        .post("/api/v1", &json!({"type": "GET_NONSENSE"}))
+        .await;
+    assert_eq!(code, 400);
+    let (code, v) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "TEARDOWN", "teardown": {"framework_id": {"value": fid}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    c.api.wait_task_state("py-survivor", "TASK_KILLED").await;
+    let fw = framework_named(&c.api, "pymesos-failover").await;
+    assert!(fw["removed_at"].is_number(), "{fw}");
+}

@@ -346,6 +346,11 @@ impl Allocator {
             .count()
     }
 
+    /// Every outstanding offer.
+    pub fn offers(&self) -> Vec<Offer> {
+        self.offers.values().map(|h| h.offer.clone()).collect()
+    }
+
     /// Offers outstanding in total.
     pub fn outstanding(&self) -> usize {
         self.offers.len()

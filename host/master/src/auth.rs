@@ -338,7 +338,7 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
     } else {
         Access::Write
     };
-    if path == "/master/redirect" {
+    if path == "/master/redirect" || crate::mesos::is_legacy_read(path) {
         return Some((Area::Cluster, String::new(), Access::Read));
     }
     // The objects as the handlers will see them: decoded.

@@ -69,6 +69,8 @@ pub struct Leader {
     /// leader get one agent timeout to re-register before they count as
     /// unreachable.
     leading_since: Instant,
+    /// When this master began leading, in seconds since the epoch.
+    pub elected_at: f64,
 }
 
 impl std::fmt::Debug for Leader {
@@ -128,6 +130,7 @@ impl Leader {
             subscribe_lock: tokio::sync::Mutex::new(()),
             ready,
             leading_since: Instant::now(),
+            elected_at: now_secs(),
             store,
             config,
         });

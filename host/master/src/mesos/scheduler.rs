@@ -434,31 +434,8 @@ pub async fn endpoint(
     body: Bytes,
 ) -> Response {
     let principal = principal.map_or_else(Principal::insecure, |Extension(p)| p);
-    match headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        None => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                "Expecting 'Content-Type' to be present",
-            );
-        }
-        Some(ct) if ct.starts_with("application/json") => {}
-        Some(ct) if ct.starts_with("application/x-protobuf") => {
-            return fail(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "application/x-protobuf is not supported yet; send application/json",
-            );
-        }
-        Some(ct) => {
-            return fail(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "Expecting 'Content-Type' of application/json or application/x-protobuf, got {ct}"
-                ),
-            );
-        }
+    if let Some(refused) = super::refuse_content_type(&headers) {
+        return refused;
     }
     let call: v1::Call = match serde_json::from_slice(&body) {
         Ok(c) => c,
@@ -662,7 +639,7 @@ fn framework_info(fi: &v1::FrameworkInfo, principal: Option<String>) -> Framewor
 }
 
 /// The leader as Mesos' `MasterInfo`.
-fn master_info(l: &Leader) -> Value {
+pub fn master_info(l: &Leader) -> Value {
     let url = reqwest::Url::parse(&l.address).ok();
     let host = url
         .as_ref()

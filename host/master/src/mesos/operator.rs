@@ -1,0 +1,871 @@
+//! Mesos' operator API (`POST /api/v1`) and the legacy JSON endpoints tools
+//! still read (`/master/state`, `/master/slaves`, `/metrics/snapshot`, ...),
+//! answered from the replicated state and the leader's memory (offers,
+//! connections) in Mesos' shapes: v1 IDs as `{"value": ...}`, resources as
+//! lists and times as `{"nanoseconds": ...}`; the legacy endpoints with flat
+//! resource objects and times in seconds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use wasmos_core::{AgentState, FrameworkId, FrameworkKind, Offer, Resources, TaskState};
+use wasmos_state::acl::{Access, Area};
+use wasmos_state::{AgentRecord, FrameworkRecord, TaskRecord};
+
+use super::scheduler::{master_info, teardown};
+use super::v1::{self, id, resources_json};
+use crate::auth::Principal;
+use crate::http::Lead;
+use crate::leader::{Leader, now_secs};
+use crate::node::Node;
+
+/// The Mesos version tools are told (they parse it as dotted numbers).
+pub const MESOS_VERSION: &str = "1.11.0";
+
+fn fail(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+fn json_response(v: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+/// One agent as the leader sees it now.
+struct AgentSnap {
+    rec: AgentRecord,
+    used: Resources,
+    offered: Resources,
+    connected: bool,
+}
+
+/// One framework as the leader sees it now.
+struct FrameworkSnap {
+    rec: FrameworkRecord,
+    active: bool,
+    connected: bool,
+    used: Resources,
+    offered: Resources,
+    offers: Vec<Offer>,
+    tasks: Vec<TaskRecord>,
+    completed: Vec<TaskRecord>,
+}
+
+/// The cluster at one instant.
+struct Snap {
+    agents: Vec<AgentSnap>,
+    frameworks: Vec<FrameworkSnap>,
+}
+
+fn snapshot(l: &Leader) -> Snap {
+    let connected = l.agents.connected();
+    let offers = l.allocator().offers();
+    let active: BTreeMap<FrameworkId, (bool, bool)> = l
+        .frameworks_read()
+        .iter()
+        .map(|(id, h)| (id.clone(), (h.is_active(), h.is_active())))
+        .collect();
+    l.store.read(|s| {
+        let used_a = s.used_by_agent();
+        let used_f = s.used_by_framework();
+        let agents = s
+            .agents
+            .values()
+            .map(|a| AgentSnap {
+                rec: a.clone(),
+                used: used_a.get(&a.id).cloned().unwrap_or_default(),
+                offered: offers
+                    .iter()
+                    .filter(|o| o.agent_id == a.id)
+                    .fold(Resources::default(), |acc, o| acc.add(&o.resources)),
+                connected: connected.contains(&a.id),
+            })
+            .collect();
+        let frameworks = s
+            .frameworks
+            .values()
+            .map(|f| {
+                let mine: Vec<Offer> = offers
+                    .iter()
+                    .filter(|o| o.framework_id == f.id)
+                    .cloned()
+                    .collect();
+                let (active, connected) = if f.removed_at.is_some() {
+                    (false, false)
+                } else {
+                    active.get(&f.id).copied().unwrap_or((false, false))
+                };
+                let (tasks, completed): (Vec<TaskRecord>, Vec<TaskRecord>) = s
+                    .tasks
+                    .values()
+                    .filter(|t| t.framework_id == f.id)
+                    .cloned()
+                    .partition(|t| !t.state().is_terminal());
+                FrameworkSnap {
+                    rec: f.clone(),
+                    active,
+                    connected,
+                    used: used_f.get(&f.id).cloned().unwrap_or_default(),
+                    offered: mine
+                        .iter()
+                        .fold(Resources::default(), |acc, o| acc.add(&o.resources)),
+                    offers: mine,
+                    tasks,
+                    completed,
+                }
+            })
+            .collect();
+        Snap { agents, frameworks }
+    })
+}
+
+fn nanos(secs: f64) -> Value {
+    json!({ "nanoseconds": (secs * 1e9) as i64 })
+}
+
+/// The `host:port` part of a URL, and the port.
+fn host_port(url: &str) -> (String, u16) {
+    let u = reqwest::Url::parse(url).ok();
+    let host = u
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let port = u.and_then(|u| u.port_or_known_default()).unwrap_or(0);
+    (host, port)
+}
+
+fn agent_pid(a: &AgentRecord) -> String {
+    let (host, port) = host_port(&a.info.endpoint);
+    format!("slave(1)@{host}:{port}")
+}
+
+fn master_pid(l: &Leader) -> String {
+    let (host, port) = host_port(&l.address);
+    format!("master@{host}:{port}")
+}
+
+/// Legacy resources: `{"cpus": 2, "mem": ..., "disk": ..., "gpus": 0, "ports": "[a-b, c-d]"}`.
+fn legacy_resources(r: &Resources) -> Value {
+    let mut v = json!({
+        "cpus": r.cpus.as_f64(),
+        "mem": r.mem.as_f64(),
+        "disk": r.disk.as_f64(),
+        "gpus": f64::from(r.gpus),
+    });
+    if !r.ports.is_empty() {
+        v["ports"] = json!(r.ports.to_string());
+    }
+    v
+}
+
+fn legacy_task(t: &TaskRecord) -> Value {
+    let statuses: Vec<Value> = t
+        .statuses
+        .iter()
+        .map(|s| {
+            let mut v = json!({"state": s.state.as_str(), "timestamp": s.timestamp});
+            if let Some(h) = s.healthy {
+                v["healthy"] = json!(h);
+            }
+            v
+        })
+        .collect();
+    let mut v = json!({
+        "id": t.spec.task_id,
+        "name": t.spec.name,
+        "framework_id": t.framework_id,
+        "executor_id": "",
+        "slave_id": t.agent_id,
+        "state": t.state().as_str(),
+        "resources": legacy_resources(&t.spec.resources),
+        "role": "*",
+        "statuses": statuses,
+    });
+    if let Some(u) = &t.spec.command.user {
+        v["user"] = json!(u);
+    }
+    if !t.spec.labels.is_empty() {
+        v["labels"] = json!(labels(&t.spec.labels));
+    }
+    if let Some(d) = t.spec.container.as_ref().and_then(|c| c.docker()) {
+        v["container"] = json!({"type": "DOCKER", "docker": {"image": d.image, "network": format!("{:?}", d.network).to_uppercase()}});
+    }
+    v
+}
+
+fn labels(l: &BTreeMap<String, String>) -> Vec<Value> {
+    l.iter()
+        .map(|(k, v)| json!({"key": k, "value": v}))
+        .collect()
+}
+
+fn legacy_agent(a: &AgentSnap) -> Value {
+    let (_, port) = host_port(&a.rec.info.endpoint);
+    json!({
+        "id": a.rec.id,
+        "hostname": a.rec.info.hostname,
+        "port": port,
+        "pid": agent_pid(&a.rec),
+        "attributes": a.rec.info.attributes,
+        "registered_time": a.rec.registered_at,
+        "reregistered_time": a.rec.reregistered_at,
+        "resources": legacy_resources(&a.rec.info.resources),
+        "used_resources": legacy_resources(&a.used),
+        "offered_resources": legacy_resources(&a.offered),
+        "reserved_resources": {},
+        "unreserved_resources": legacy_resources(&a.rec.info.resources),
+        "active": a.rec.state == AgentState::Active && a.connected,
+        "deactivated": false,
+        "version": a.rec.info.version,
+        "capabilities": [],
+    })
+}
+
+fn legacy_framework(f: &FrameworkSnap) -> Value {
+    let i = &f.rec.info;
+    let mut v = json!({
+        "id": f.rec.id,
+        "name": i.name,
+        "used_resources": legacy_resources(&f.used),
+        "offered_resources": legacy_resources(&f.offered),
+        "resources": legacy_resources(&f.used.add(&f.offered)),
+        "capabilities": i.capabilities,
+        "hostname": i.hostname.clone().unwrap_or_default(),
+        "webui_url": i.webui_url.clone().unwrap_or_default(),
+        "active": f.active,
+        "connected": f.connected,
+        "recovered": false,
+        "user": i.user,
+        "failover_timeout": i.failover_timeout_secs,
+        "checkpoint": true,
+        "registered_time": f.rec.registered_at,
+        "unregistered_time": f.rec.removed_at.unwrap_or(0.0),
+        "role": i.role,
+        "tasks": f.tasks.iter().map(legacy_task).collect::<Vec<_>>(),
+        "unreachable_tasks": [],
+        "completed_tasks": f.completed.iter().map(legacy_task).collect::<Vec<_>>(),
+        "offers": f.offers.iter().map(|o| json!({
+            "id": o.id, "framework_id": o.framework_id, "slave_id": o.agent_id,
+            "resources": legacy_resources(&o.resources),
+        })).collect::<Vec<_>>(),
+        "executors": [],
+    });
+    if let Some(p) = &i.principal {
+        v["principal"] = json!(p);
+    }
+    v
+}
+
+fn legacy_state(l: &Leader, snap: &Snap) -> Value {
+    let (host, port) = host_port(&l.address);
+    let (frameworks, completed): (Vec<&FrameworkSnap>, Vec<&FrameworkSnap>) = snap
+        .frameworks
+        .iter()
+        .partition(|f| f.rec.removed_at.is_none());
+    json!({
+        "version": MESOS_VERSION,
+        "build_date": "",
+        "build_time": 0,
+        "build_user": "",
+        "start_time": l.elected_at,
+        "elected_time": l.elected_at,
+        "id": l.master_id,
+        "pid": master_pid(l),
+        "hostname": host,
+        "capabilities": [],
+        "activated_slaves": snap.agents.iter().filter(|a| a.rec.state == AgentState::Active && a.connected).count(),
+        "deactivated_slaves": 0,
+        "unreachable_slaves": snap.agents.iter().filter(|a| a.rec.state == AgentState::Unreachable).count(),
+        "leader": master_pid(l),
+        "leader_info": {"id": l.master_id, "pid": master_pid(l), "port": port, "hostname": host},
+        "flags": flags(l),
+        "slaves": snap.agents.iter().filter(|a| a.rec.state != AgentState::Gone).map(legacy_agent).collect::<Vec<_>>(),
+        "recovered_slaves": [],
+        "frameworks": frameworks.into_iter().map(legacy_framework).collect::<Vec<_>>(),
+        "completed_frameworks": completed.into_iter().map(legacy_framework).collect::<Vec<_>>(),
+        "orphan_tasks": [],
+        "unregistered_frameworks": [],
+    })
+}
+
+fn flags(l: &Leader) -> Value {
+    json!({
+        "allocation_interval": format!("{}ms", l.config.allocation_interval.as_millis()),
+        "offer_timeout": format!("{}ms", l.config.offer_timeout.as_millis()),
+        "agent_ping_timeout": format!("{}ms", l.config.agent_timeout.as_millis()),
+        "authenticate_http_frameworks": (l.config.tls.is_some()).to_string(),
+        "authenticate_http_readonly": (l.config.tls.is_some()).to_string(),
+        "authenticate_http_readwrite": (l.config.tls.is_some()).to_string(),
+        "roles": "*",
+    })
+}
+
+/// `/master/state` (and `/state`, `/master/state.json`, `/state.json`).
+pub async fn state(Lead(l): Lead) -> Response {
+    let snap = snapshot(&l);
+    json_response(&legacy_state(&l, &snap))
+}
+
+/// `/master/state-summary`.
+pub async fn state_summary(Lead(l): Lead) -> Response {
+    let snap = snapshot(&l);
+    let count = |tasks: &mut dyn Iterator<Item = &TaskRecord>| {
+        let mut c: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for t in tasks {
+            *c.entry(t.state().as_str()).or_default() += 1;
+        }
+        c
+    };
+    let slaves: Vec<Value> = snap
+        .agents
+        .iter()
+        .map(|a| {
+            let mut v = legacy_agent(a);
+            let mut tasks = snap
+                .frameworks
+                .iter()
+                .flat_map(|f| f.tasks.iter().chain(&f.completed))
+                .filter(|t| t.agent_id == a.rec.id);
+            for (k, n) in count(&mut tasks) {
+                v[k] = json!(n);
+            }
+            v["framework_ids"] = json!(
+                snap.frameworks
+                    .iter()
+                    .filter(|f| f.tasks.iter().any(|t| t.agent_id == a.rec.id))
+                    .map(|f| f.rec.id.to_string())
+                    .collect::<Vec<_>>()
+            );
+            v
+        })
+        .collect();
+    let frameworks: Vec<Value> = snap
+        .frameworks
+        .iter()
+        .filter(|f| f.rec.removed_at.is_none())
+        .map(|f| {
+            let mut v = json!({
+                "id": f.rec.id, "name": f.rec.info.name, "active": f.active,
+                "connected": f.connected, "used_resources": legacy_resources(&f.used),
+                "offered_resources": legacy_resources(&f.offered),
+                "webui_url": f.rec.info.webui_url.clone().unwrap_or_default(),
+                "hostname": f.rec.info.hostname.clone().unwrap_or_default(),
+                "slave_ids": f.tasks.iter().map(|t| t.agent_id.to_string()).collect::<std::collections::BTreeSet<_>>(),
+            });
+            for (k, n) in count(&mut f.tasks.iter().chain(&f.completed)) {
+                v[k] = json!(n);
+            }
+            v
+        })
+        .collect();
+    let (host, _) = host_port(&l.address);
+    json_response(&json!({"hostname": host, "slaves": slaves, "frameworks": frameworks}))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub struct Filter {
+    framework_id: Option<String>,
+    slave_id: Option<String>,
+    task_id: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    order: Option<String>,
+}
+
+/// `/master/frameworks[?framework_id=]`.
+pub async fn frameworks(Lead(l): Lead, Query(q): Query<Filter>) -> Response {
+    let snap = snapshot(&l);
+    let pick = |f: &&FrameworkSnap| {
+        q.framework_id
+            .as_deref()
+            .is_none_or(|id| f.rec.id.as_str() == id)
+    };
+    let (live, done): (Vec<&FrameworkSnap>, Vec<&FrameworkSnap>) = snap
+        .frameworks
+        .iter()
+        .filter(pick)
+        .partition(|f| f.rec.removed_at.is_none());
+    json_response(&json!({
+        "frameworks": live.into_iter().map(legacy_framework).collect::<Vec<_>>(),
+        "completed_frameworks": done.into_iter().map(legacy_framework).collect::<Vec<_>>(),
+        "unregistered_frameworks": [],
+    }))
+}
+
+/// `/master/slaves[?slave_id=]` (and `/slaves`).
+pub async fn slaves(Lead(l): Lead, Query(q): Query<Filter>) -> Response {
+    let snap = snapshot(&l);
+    let slaves: Vec<Value> = snap
+        .agents
+        .iter()
+        .filter(|a| {
+            q.slave_id
+                .as_deref()
+                .is_none_or(|id| a.rec.id.as_str() == id)
+        })
+        .filter(|a| a.rec.state != AgentState::Gone)
+        .map(legacy_agent)
+        .collect();
+    json_response(&json!({"slaves": slaves, "recovered_slaves": []}))
+}
+
+/// `/master/tasks[?limit=100&offset=0&order=asc|desc&framework_id=&task_id=]`
+/// (and `/tasks`).
+pub async fn tasks(Lead(l): Lead, Query(q): Query<Filter>) -> Response {
+    let mut tasks: Vec<TaskRecord> = l.store.read(|s| {
+        s.tasks
+            .values()
+            .filter(|t| {
+                q.framework_id
+                    .as_deref()
+                    .is_none_or(|f| t.framework_id.as_str() == f)
+            })
+            .filter(|t| {
+                q.task_id
+                    .as_deref()
+                    .is_none_or(|id| t.spec.task_id.as_str() == id)
+            })
+            .cloned()
+            .collect()
+    });
+    tasks.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
+    if q.order.as_deref() == Some("desc") {
+        tasks.reverse();
+    }
+    let page: Vec<Value> = tasks
+        .iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(100))
+        .map(legacy_task)
+        .collect();
+    json_response(&json!({ "tasks": page }))
+}
+
+/// `/master/roles`.
+pub async fn roles(Lead(l): Lead) -> Response {
+    json_response(&json!({ "roles": roles_v1(&snapshot(&l), true) }))
+}
+
+/// `/master/flags`.
+pub async fn master_flags(Lead(l): Lead) -> Response {
+    json_response(&json!({ "flags": flags(&l) }))
+}
+
+fn roles_v1(snap: &Snap, legacy: bool) -> Vec<Value> {
+    let live: Vec<&FrameworkSnap> = snap
+        .frameworks
+        .iter()
+        .filter(|f| f.rec.removed_at.is_none())
+        .collect();
+    let used = live
+        .iter()
+        .fold(Resources::default(), |acc, f| acc.add(&f.used));
+    let ids: Vec<String> = live.iter().map(|f| f.rec.id.to_string()).collect();
+    if legacy {
+        vec![
+            json!({"name": "*", "weight": 1.0, "frameworks": ids, "resources": legacy_resources(&used)}),
+        ]
+    } else {
+        vec![json!({"name": "*", "weight": 1.0,
+            "frameworks": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>(),
+            "resources": resources_json(&used)})]
+    }
+}
+
+/// Mesos' metric names, from the state and the leader's memory.
+fn metrics(l: &Leader, snap: &Snap) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    m.insert("master/elected".into(), 1.0);
+    m.insert("master/uptime_secs".into(), now_secs() - l.elected_at);
+    let active = |a: &&AgentSnap| a.rec.state == AgentState::Active;
+    m.insert(
+        "master/slaves_active".into(),
+        snap.agents.iter().filter(active).count() as f64,
+    );
+    m.insert(
+        "master/slaves_connected".into(),
+        snap.agents.iter().filter(|a| a.connected).count() as f64,
+    );
+    m.insert(
+        "master/slaves_disconnected".into(),
+        snap.agents.iter().filter(|a| !a.connected).count() as f64,
+    );
+    m.insert("master/slaves_inactive".into(), 0.0);
+    m.insert(
+        "master/slaves_unreachable".into(),
+        snap.agents
+            .iter()
+            .filter(|a| a.rec.state == AgentState::Unreachable)
+            .count() as f64,
+    );
+    let live: Vec<&FrameworkSnap> = snap
+        .frameworks
+        .iter()
+        .filter(|f| f.rec.removed_at.is_none())
+        .collect();
+    m.insert(
+        "master/frameworks_active".into(),
+        live.iter().filter(|f| f.active).count() as f64,
+    );
+    m.insert(
+        "master/frameworks_connected".into(),
+        live.iter().filter(|f| f.connected).count() as f64,
+    );
+    m.insert(
+        "master/frameworks_disconnected".into(),
+        live.iter().filter(|f| !f.connected).count() as f64,
+    );
+    m.insert(
+        "master/frameworks_inactive".into(),
+        live.iter().filter(|f| !f.active).count() as f64,
+    );
+    for state in [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Lost,
+        TaskState::Error,
+        TaskState::Unreachable,
+        TaskState::Dropped,
+        TaskState::Gone,
+    ] {
+        let n = snap
+            .frameworks
+            .iter()
+            .flat_map(|f| f.tasks.iter().chain(&f.completed))
+            .filter(|t| t.state() == state)
+            .count();
+        let name = state.as_str().trim_start_matches("TASK_").to_lowercase();
+        m.insert(format!("master/tasks_{name}"), n as f64);
+    }
+    let total = snap
+        .agents
+        .iter()
+        .filter(active)
+        .fold(Resources::default(), |acc, a| {
+            acc.add(&a.rec.info.resources)
+        });
+    let used = snap
+        .agents
+        .iter()
+        .filter(active)
+        .fold(Resources::default(), |acc, a| acc.add(&a.used));
+    for (name, t, u) in [
+        ("cpus", total.cpus.as_f64(), used.cpus.as_f64()),
+        ("mem", total.mem.as_f64(), used.mem.as_f64()),
+        ("disk", total.disk.as_f64(), used.disk.as_f64()),
+        ("gpus", f64::from(total.gpus), f64::from(used.gpus)),
+    ] {
+        m.insert(format!("master/{name}_total"), t);
+        m.insert(format!("master/{name}_used"), u);
+        m.insert(
+            format!("master/{name}_percent"),
+            if t > 0.0 { u / t } else { 0.0 },
+        );
+    }
+    m.insert(
+        "master/outstanding_offers".into(),
+        snap.frameworks
+            .iter()
+            .map(|f| f.offers.len())
+            .sum::<usize>() as f64,
+    );
+    m
+}
+
+/// `/metrics/snapshot`: on a follower only `master/elected` (0), as in Mesos.
+pub async fn metrics_snapshot(State(n): State<Arc<Node>>) -> Response {
+    match n.leader() {
+        Some(l) => {
+            let snap = snapshot(&l);
+            json_response(&json!(metrics(&l, &snap)))
+        }
+        None => json_response(&json!({"master/elected": 0.0})),
+    }
+}
+
+fn v1_task(t: &TaskRecord) -> Value {
+    let mut v = json!({
+        "name": t.spec.name,
+        "task_id": id(&t.spec.task_id),
+        "framework_id": id(&t.framework_id),
+        "agent_id": id(&t.agent_id),
+        "state": t.state().as_str(),
+        "resources": resources_json(&t.spec.resources),
+        "statuses": t.statuses.iter().map(|s| v1::status_json(s, false)).collect::<Vec<_>>(),
+    });
+    if let Some(u) = &t.spec.command.user {
+        v["user"] = json!(u);
+    }
+    if !t.spec.labels.is_empty() {
+        v["labels"] = json!({"labels": labels(&t.spec.labels)});
+    }
+    v
+}
+
+fn v1_agent(a: &AgentSnap) -> Value {
+    let (_, port) = host_port(&a.rec.info.endpoint);
+    let attributes: Vec<Value> = a
+        .rec
+        .info
+        .attributes
+        .iter()
+        .map(|(k, v)| json!({"name": k, "type": "TEXT", "text": {"value": v}}))
+        .collect();
+    json!({
+        "agent_info": {
+            "hostname": a.rec.info.hostname,
+            "id": id(&a.rec.id),
+            "port": port,
+            "resources": resources_json(&a.rec.info.resources),
+            "attributes": attributes,
+        },
+        "active": a.rec.state == AgentState::Active && a.connected,
+        "deactivated": false,
+        "version": a.rec.info.version,
+        "pid": agent_pid(&a.rec),
+        "registered_time": nanos(a.rec.registered_at),
+        "total_resources": resources_json(&a.rec.info.resources),
+        "allocated_resources": resources_json(&a.used),
+        "offered_resources": resources_json(&a.offered),
+        "capabilities": [],
+    })
+}
+
+fn v1_framework(f: &FrameworkSnap) -> Value {
+    let i = &f.rec.info;
+    let mut info = json!({
+        "user": i.user,
+        "name": i.name,
+        "id": id(&f.rec.id),
+        "failover_timeout": i.failover_timeout_secs,
+        "checkpoint": true,
+        "role": i.role,
+        "capabilities": i.capabilities.iter().map(|c| json!({"type": c})).collect::<Vec<_>>(),
+    });
+    for (k, v) in [
+        ("hostname", &i.hostname),
+        ("webui_url", &i.webui_url),
+        ("principal", &i.principal),
+    ] {
+        if let Some(v) = v {
+            info[k] = json!(v);
+        }
+    }
+    let mut v = json!({
+        "framework_info": info,
+        "active": f.active,
+        "connected": f.connected,
+        "recovered": false,
+        "registered_time": nanos(f.rec.registered_at),
+        "allocated_resources": resources_json(&f.used),
+        "offered_resources": resources_json(&f.offered),
+        "offers": f.offers.iter().map(v1::offer_json).collect::<Vec<_>>(),
+    });
+    if let Some(r) = f.rec.removed_at {
+        v["unregistered_time"] = nanos(r);
+    }
+    v
+}
+
+fn get_tasks(snap: &Snap) -> Value {
+    let live: Vec<Value> = snap
+        .frameworks
+        .iter()
+        .flat_map(|f| &f.tasks)
+        .filter(|t| t.state() != TaskState::Unreachable)
+        .map(v1_task)
+        .collect();
+    let unreachable: Vec<Value> = snap
+        .frameworks
+        .iter()
+        .flat_map(|f| &f.tasks)
+        .filter(|t| t.state() == TaskState::Unreachable)
+        .map(v1_task)
+        .collect();
+    let completed: Vec<Value> = snap
+        .frameworks
+        .iter()
+        .flat_map(|f| &f.completed)
+        .map(v1_task)
+        .collect();
+    json!({"tasks": live, "unreachable_tasks": unreachable, "completed_tasks": completed})
+}
+
+fn get_agents(snap: &Snap) -> Value {
+    json!({
+        "agents": snap.agents.iter().filter(|a| a.rec.state != AgentState::Gone).map(v1_agent).collect::<Vec<_>>(),
+        "recovered_agents": [],
+    })
+}
+
+fn get_frameworks(snap: &Snap) -> Value {
+    let (live, done): (Vec<&FrameworkSnap>, Vec<&FrameworkSnap>) = snap
+        .frameworks
+        .iter()
+        .partition(|f| f.rec.removed_at.is_none());
+    json!({
+        "frameworks": live.into_iter().map(v1_framework).collect::<Vec<_>>(),
+        "completed_frameworks": done.into_iter().map(v1_framework).collect::<Vec<_>>(),
+    })
+}
+
+/// `POST /api/v1` (also `/api/v1/operator`, as pymesos posts, and
+/// `/master/api/v1`).
+pub async fn endpoint(
+    Lead(l): Lead,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let principal = principal.map_or_else(Principal::insecure, |Extension(p)| p);
+    if let Some(refused) = super::refuse_content_type(&headers) {
+        return refused;
+    }
+    let call: Value = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse body into JSON: {e}"),
+            );
+        }
+    };
+    let Some(kind) = call["type"].as_str() else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "Failed to validate master::Call: Expecting 'type' to be present",
+        );
+    };
+    let answer = |key: &str, payload: Value| json_response(&json!({"type": kind, key: payload}));
+    if kind != "TEARDOWN"
+        && let Err(e) = principal.check(Area::Cluster, "", Access::Read)
+    {
+        return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
+    }
+    match kind {
+        "GET_HEALTH" => answer("get_health", json!({"healthy": true})),
+        "GET_VERSION" => answer(
+            "get_version",
+            json!({"version_info": {"version": MESOS_VERSION, "build_date": "", "build_time": 0, "build_user": ""}}),
+        ),
+        "GET_FLAGS" => {
+            let flags: Vec<Value> = flags(&l)
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| json!({"name": k, "value": v}))
+                .collect();
+            answer("get_flags", json!({ "flags": flags }))
+        }
+        "GET_MASTER" => answer(
+            "get_master",
+            json!({"master_info": master_info(&l), "start_time": l.elected_at, "elected_time": l.elected_at}),
+        ),
+        "GET_METRICS" => {
+            let snap = snapshot(&l);
+            let list: Vec<Value> = metrics(&l, &snap)
+                .into_iter()
+                .map(|(name, value)| json!({"name": name, "value": value}))
+                .collect();
+            answer("get_metrics", json!({ "metrics": list }))
+        }
+        "GET_STATE" => {
+            let snap = snapshot(&l);
+            answer(
+                "get_state",
+                json!({
+                    "get_tasks": get_tasks(&snap),
+                    "get_executors": {"executors": []},
+                    "get_frameworks": get_frameworks(&snap),
+                    "get_agents": get_agents(&snap),
+                }),
+            )
+        }
+        "GET_AGENTS" => answer("get_agents", get_agents(&snapshot(&l))),
+        "GET_FRAMEWORKS" => answer("get_frameworks", get_frameworks(&snapshot(&l))),
+        "GET_TASKS" => answer("get_tasks", get_tasks(&snapshot(&l))),
+        "GET_EXECUTORS" => answer("get_executors", json!({"executors": []})),
+        "GET_ROLES" => answer(
+            "get_roles",
+            json!({"roles": roles_v1(&snapshot(&l), false)}),
+        ),
+        "GET_WEIGHTS" => answer("get_weights", json!({"weight_infos": []})),
+        "GET_QUOTA" => answer("get_quota", json!({"status": {}})),
+        "TEARDOWN" => {
+            let Some(fid) = call["teardown"]["framework_id"]["value"]
+                .as_str()
+                .and_then(|v| FrameworkId::new(v.to_string()).ok())
+            else {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Failed to validate master::Call: Expecting 'teardown.framework_id' to be present",
+                );
+            };
+            let Some(f) = l.store.read(|s| s.frameworks.get(&fid).cloned()) else {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("No framework found with specified ID {fid}"),
+                );
+            };
+            if let Err(e) = principal.check(Area::Frameworks, &f.info.name, Access::Write) {
+                return fail(StatusCode::FORBIDDEN, e.to_string());
+            }
+            if f.info.kind != FrameworkKind::External {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "framework {fid} is a plugin of this cluster: remove the plugin instead (`wasmos plugin remove`)"
+                    ),
+                );
+            }
+            if f.removed_at.is_some() {
+                return StatusCode::OK.into_response();
+            }
+            teardown(&l, &fid, "an operator tore it down").await;
+            StatusCode::OK.into_response()
+        }
+        "UPDATE_WEIGHTS"
+        | "UPDATE_QUOTA"
+        | "SET_QUOTA"
+        | "REMOVE_QUOTA"
+        | "RESERVE_RESOURCES"
+        | "UNRESERVE_RESOURCES"
+        | "CREATE_VOLUMES"
+        | "DESTROY_VOLUMES"
+        | "GROW_VOLUME"
+        | "SHRINK_VOLUME"
+        | "MARK_AGENT_GONE"
+        | "SUBSCRIBE"
+        | "GET_OPERATIONS"
+        | "GET_MAINTENANCE_STATUS"
+        | "GET_MAINTENANCE_SCHEDULE"
+        | "UPDATE_MAINTENANCE_SCHEDULE"
+        | "START_MAINTENANCE"
+        | "STOP_MAINTENANCE"
+        | "DRAIN_AGENT"
+        | "DEACTIVATE_AGENT"
+        | "REACTIVATE_AGENT"
+        | "GET_LOGGING_LEVEL"
+        | "SET_LOGGING_LEVEL"
+        | "LIST_FILES"
+        | "READ_FILE" => fail(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{kind} is not supported by this cluster yet"),
+        ),
+        other => fail(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to convert JSON into Call protobuf: unknown call type {other:?}"),
+        ),
+    }
+}
