@@ -363,3 +363,191 @@ async fn get_state_and_master_state_agree_with_the_native_api() {
     let fw = framework_named(&c.api, "pymesos-failover").await;
     assert!(fw["removed_at"].is_number(), "{fw}");
 }
+
+/// A framework speaking protobuf (the tests' generated Mesos messages):
+/// the whole round trip of a task, events in protobuf too.
+#[tokio::test]
+async fn a_protobuf_framework_launches_acknowledges_reconciles_and_kills_a_task() {
+    use prost::Message as _;
+    use wasmos_tests::mesos::v1 as m;
+    use wasmos_tests::mesos::v1::scheduler::{Call, Event, call, event};
+
+    let c = Cluster::up().await;
+    let http = wasmos_tests::client_for(&c.up.url).build().unwrap();
+    let url = format!("{}/api/v1/scheduler", c.up.url);
+    let ev = |b: Vec<u8>| Event::decode(b.as_slice()).expect("a protobuf Event");
+    let subscribe = Call {
+        r#type: Some(call::Type::Subscribe as i32),
+        subscribe: Some(call::Subscribe {
+            framework_info: Some(m::FrameworkInfo {
+                user: Some(String::new()),
+                name: Some("proto-fw".into()),
+                failover_timeout: Some(60.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("accept", "application/x-protobuf")
+        .body(subscribe.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-protobuf");
+    let stream_id = resp.headers()["mesos-stream-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut events = wasmos_tests::RecordIo::new(resp.bytes_stream());
+    let first = ev(events.next(DEADLINE).await);
+    assert_eq!(first.r#type, Some(event::Type::Subscribed as i32));
+    let fid = first.subscribed.unwrap().framework_id.unwrap();
+
+    let send = |call: Call| {
+        let http = http.clone();
+        let url = url.clone();
+        let stream_id = stream_id.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .header("content-type", "application/x-protobuf")
+                .header("mesos-stream-id", stream_id)
+                .body(call.encode_to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        }
+    };
+    let base = || Call {
+        framework_id: Some(fid.clone()),
+        ..Default::default()
+    };
+    // Offers, then a launch.
+    let offer = loop {
+        let e = ev(events.next(DEADLINE).await);
+        if let Some(o) = e.offers.and_then(|o| o.offers.into_iter().next()) {
+            break o;
+        }
+    };
+    let scalar = |name: &str, v: f64| m::Resource {
+        name: Some(name.into()),
+        r#type: Some(m::value::Type::Scalar as i32),
+        scalar: Some(m::value::Scalar { value: Some(v) }),
+        ..Default::default()
+    };
+    let task = m::TaskInfo {
+        name: Some("proto-1".into()),
+        task_id: Some(m::TaskId {
+            value: Some("proto-1".into()),
+        }),
+        agent_id: offer.agent_id.clone(),
+        resources: vec![scalar("cpus", 0.1), scalar("mem", 32.0)],
+        command: Some(m::CommandInfo {
+            value: Some("exec sleep 600".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    send(Call {
+        r#type: Some(call::Type::Accept as i32),
+        accept: Some(call::Accept {
+            offer_ids: vec![offer.id.clone().unwrap()],
+            operations: vec![m::offer::Operation {
+                r#type: Some(m::offer::operation::Type::Launch as i32),
+                launch: Some(m::offer::operation::Launch {
+                    task_infos: vec![task],
+                }),
+                ..Default::default()
+            }],
+            filters: None,
+        }),
+        ..base()
+    })
+    .await;
+    // Updates until RUNNING, each acknowledged.
+    let mut seen = Vec::new();
+    let next_update = async |events: &mut wasmos_tests::RecordIo<_>| loop {
+        let e = ev(events.next(DEADLINE).await);
+        if let Some(u) = e.update {
+            break u.status.unwrap();
+        }
+    };
+    loop {
+        let s = next_update(&mut events).await;
+        let state = m::TaskState::try_from(s.state.unwrap()).unwrap();
+        seen.push(state);
+        let uuid = s.uuid.clone().expect("an agent's update carries its uuid");
+        assert_eq!(uuid.len(), 16);
+        send(Call {
+            r#type: Some(call::Type::Acknowledge as i32),
+            acknowledge: Some(call::Acknowledge {
+                agent_id: s.agent_id.clone(),
+                task_id: s.task_id.clone(),
+                uuid: Some(uuid),
+            }),
+            ..base()
+        })
+        .await;
+        if state == m::TaskState::TaskRunning {
+            break;
+        }
+    }
+    assert_eq!(
+        c.api.task_state("proto-1").await.as_deref(),
+        Some("TASK_RUNNING")
+    );
+    // Explicit reconciliation: the latest state, nothing to acknowledge.
+    send(Call {
+        r#type: Some(call::Type::Reconcile as i32),
+        reconcile: Some(call::Reconcile {
+            tasks: vec![call::reconcile::Task {
+                task_id: Some(m::TaskId {
+                    value: Some("proto-1".into()),
+                }),
+                agent_id: None,
+            }],
+        }),
+        ..base()
+    })
+    .await;
+    let s = next_update(&mut events).await;
+    assert_eq!(s.state, Some(m::TaskState::TaskRunning as i32));
+    assert_eq!(
+        s.reason,
+        Some(m::task_status::Reason::Reconciliation as i32)
+    );
+    assert!(s.uuid.is_none(), "reconciliation updates carry no uuid");
+    // Kill: TASK_KILLED comes back.
+    send(Call {
+        r#type: Some(call::Type::Kill as i32),
+        kill: Some(call::Kill {
+            task_id: Some(m::TaskId {
+                value: Some("proto-1".into()),
+            }),
+            ..Default::default()
+        }),
+        ..base()
+    })
+    .await;
+    let s = next_update(&mut events).await;
+    assert_eq!(s.state, Some(m::TaskState::TaskKilled as i32), "{seen:?}");
+    send(Call {
+        r#type: Some(call::Type::Teardown as i32),
+        ..base()
+    })
+    .await;
+    let fw = framework_named(&c.api, "proto-fw").await;
+    assert_eq!(fw["id"], fid.value.unwrap().as_str());
+    wait_for("the framework removed", DEADLINE, || async {
+        framework_named(&c.api, "proto-fw").await["removed_at"]
+            .is_number()
+            .then_some(())
+    })
+    .await;
+}

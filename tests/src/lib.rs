@@ -510,6 +510,65 @@ async fn run_python(
     stdout
 }
 
+/// Mesos' v1 messages, generated from the master's `.proto` files, for
+/// the tests' protobuf client of the scheduler API.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod mesos {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/mesos.v1.rs"));
+        pub mod scheduler {
+            include!(concat!(env!("OUT_DIR"), "/mesos.v1.scheduler.rs"));
+        }
+    }
+}
+
+/// Reads RecordIO records (`<length>\n<bytes>`) from a streamed body.
+pub struct RecordIo<S> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S, E> RecordIo<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    pub fn new(stream: S) -> Self {
+        RecordIo {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next record; panics if none comes within `deadline`, the stream
+    /// ends, or the framing is wrong.
+    pub async fn next(&mut self, deadline: Duration) -> Vec<u8> {
+        use futures::StreamExt as _;
+        tokio::time::timeout(deadline, async {
+            loop {
+                if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                    let len: usize = std::str::from_utf8(&self.buf[..nl])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| panic!("bad RecordIO length {:?}", &self.buf[..nl]));
+                    if self.buf.len() >= nl + 1 + len {
+                        let record = self.buf[nl + 1..nl + 1 + len].to_vec();
+                        self.buf.drain(..nl + 1 + len);
+                        return record;
+                    }
+                }
+                match self.stream.next().await {
+                    Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => panic!("the event stream failed: {e}"),
+                    None => panic!("the event stream ended"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no event within {deadline:?}"))
+    }
+}
+
 /// A JSON API client for assertions.
 #[derive(Debug, Clone)]
 pub struct Api {

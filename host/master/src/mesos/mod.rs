@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use crate::node::Node;
 
 pub mod operator;
+pub mod proto;
 pub mod scheduler;
 pub mod v1;
 
@@ -67,9 +68,10 @@ pub fn is_legacy_read(path: &str) -> bool {
     )
 }
 
-/// The answer to a call whose body is not JSON, as Mesos gives it: 400
-/// without a Content-Type, 415 with another one. `None`: go on.
-pub fn refuse_content_type(headers: &HeaderMap) -> Option<Response> {
+/// The answer to a call whose body is neither JSON nor (where
+/// `protobuf`) protobuf, as Mesos gives it: 400 without a Content-Type, 415
+/// with another one. `None`: go on.
+pub fn refuse_content_type(headers: &HeaderMap, protobuf: bool) -> Option<Response> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -79,9 +81,11 @@ pub fn refuse_content_type(headers: &HeaderMap) -> Option<Response> {
             "Expecting 'Content-Type' to be present".to_string(),
         ),
         Some(ct) if ct.starts_with("application/json") => return None,
+        Some(ct) if protobuf && ct.starts_with("application/x-protobuf") => return None,
         Some(ct) if ct.starts_with("application/x-protobuf") => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "application/x-protobuf is not supported yet; send application/json".to_string(),
+            "application/x-protobuf is not supported by this endpoint yet; send application/json"
+                .to_string(),
         ),
         Some(ct) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -91,4 +95,12 @@ pub fn refuse_content_type(headers: &HeaderMap) -> Option<Response> {
         ),
     };
     Some((status, message).into_response())
+}
+
+/// Whether a request's body is protobuf.
+pub fn is_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-protobuf"))
 }

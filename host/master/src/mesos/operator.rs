@@ -729,7 +729,7 @@ pub async fn endpoint(
     body: Bytes,
 ) -> Response {
     let principal = principal.map_or_else(Principal::insecure, |Extension(p)| p);
-    if let Some(refused) = super::refuse_content_type(&headers) {
+    if let Some(refused) = super::refuse_content_type(&headers, false) {
         return refused;
     }
     let call: Value = match serde_json::from_slice(&body) {

@@ -56,19 +56,33 @@ fn fail(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
 
-/// One RecordIO record: the length in decimal, a newline, the JSON.
-pub fn record(event: &Value) -> Bytes {
-    let body = event.to_string();
+/// One RecordIO record: the length in decimal, a newline, the event (its
+/// JSON, or its protobuf encoding for a protobuf subscriber).
+pub fn record(event: &Value, protobuf: bool) -> Bytes {
+    let body = if protobuf {
+        match super::proto::event_to_protobuf(event) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "an event cannot be encoded as protobuf; sending an ERROR instead");
+                super::proto::event_to_protobuf(&json!({"type": "ERROR", "error": {"message": e}}))
+                    .unwrap_or_default()
+            }
+        }
+    } else {
+        event.to_string().into_bytes()
+    };
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.push(b'\n');
-    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(&body);
     Bytes::from(out)
 }
 
 struct Subscriber {
     stream_id: Uuid,
     tx: mpsc::Sender<Bytes>,
+    /// Events go in protobuf (else JSON).
+    protobuf: bool,
 }
 
 struct LinkState {
@@ -109,7 +123,7 @@ impl Link {
         let Some(sub) = &st.subscriber else {
             return false;
         };
-        if sub.tx.try_send(record(event)).is_ok() {
+        if sub.tx.try_send(record(event, sub.protobuf)).is_ok() {
             return true;
         }
         tracing::warn!(framework = %self.id, "subscriber gone or too far behind; disconnecting it");
@@ -144,14 +158,25 @@ impl Link {
     }
 
     /// Makes `tx` the subscriber (telling a previous one it was replaced).
-    fn subscribe(&self, stream_id: Uuid, tx: mpsc::Sender<Bytes>, info: &FrameworkInfo) {
+    fn subscribe(
+        &self,
+        stream_id: Uuid,
+        tx: mpsc::Sender<Bytes>,
+        protobuf: bool,
+        info: &FrameworkInfo,
+    ) {
         let mut st = self.lock();
         if let Some(old) = st.subscriber.take() {
             let _ = old.tx.try_send(record(
                 &json!({"type": "ERROR", "error": {"message": "Framework failed over"}}),
+                old.protobuf,
             ));
         }
-        st.subscriber = Some(Subscriber { stream_id, tx });
+        st.subscriber = Some(Subscriber {
+            stream_id,
+            tx,
+            protobuf,
+        });
         st.disconnected_at = None;
         st.sent.clear();
         st.failover_timeout = failover_timeout(info);
@@ -179,7 +204,7 @@ impl Link {
         let mut st = self.lock();
         if let Some(sub) = st.subscriber.take() {
             if let Some(e) = last {
-                let _ = sub.tx.try_send(record(e));
+                let _ = sub.tx.try_send(record(e, sub.protobuf));
             }
             st.disconnected_at = Some(Instant::now());
         }
@@ -434,17 +459,21 @@ pub async fn endpoint(
     body: Bytes,
 ) -> Response {
     let principal = principal.map_or_else(Principal::insecure, |Extension(p)| p);
-    if let Some(refused) = super::refuse_content_type(&headers) {
+    if let Some(refused) = super::refuse_content_type(&headers, true) {
         return refused;
     }
-    let call: v1::Call = match serde_json::from_slice(&body) {
+    let parsed = if super::is_protobuf(&headers) {
+        super::proto::call_to_json(&body).and_then(|v| {
+            serde_json::from_value::<v1::Call>(v)
+                .map_err(|e| format!("Failed to convert Call protobuf: {e}"))
+        })
+    } else {
+        serde_json::from_slice::<v1::Call>(&body)
+            .map_err(|e| format!("Failed to convert JSON into Call protobuf: {e}"))
+    };
+    let call = match parsed {
         Ok(c) => c,
-        Err(e) => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                format!("Failed to convert JSON into Call protobuf: {e}"),
-            );
-        }
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e),
     };
     let Some(kind) = call.kind.clone() else {
         return fail(
@@ -664,15 +693,22 @@ pub fn master_info(l: &Leader) -> Value {
     info
 }
 
+fn media_type(protobuf: bool) -> HeaderValue {
+    HeaderValue::from_static(if protobuf {
+        "application/x-protobuf"
+    } else {
+        "application/json"
+    })
+}
+
 /// A one-event stream that then ends (an ERROR answering a subscription).
-fn error_stream(message: &str) -> Response {
+fn error_stream(message: &str, protobuf: bool) -> Response {
     let mut resp = Response::new(Body::from(record(
         &json!({"type": "ERROR", "error": {"message": message}}),
+        protobuf,
     )));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, media_type(protobuf));
     resp
 }
 
@@ -682,16 +718,22 @@ async fn subscribe(
     headers: &HeaderMap,
     call: v1::Call,
 ) -> Response {
-    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
-        && !["application/json", "*/*", "application/*"]
-            .iter()
-            .any(|t| accept.contains(t))
-    {
+    // Events in JSON unless the subscriber accepts only protobuf.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let json_ok = ["application/json", "*/*", "application/*"]
+        .iter()
+        .any(|t| accept.contains(t));
+    let protobuf = !json_ok && accept.contains("application/x-protobuf");
+    if !json_ok && !protobuf {
         return fail(
             StatusCode::NOT_ACCEPTABLE,
-            "Expecting 'Accept' to allow application/json",
+            "Expecting 'Accept' to allow application/json or application/x-protobuf",
         );
     }
+    let error_stream = |m: &str| error_stream(m, protobuf);
     if headers.contains_key(STREAM_ID) {
         return fail(
             StatusCode::BAD_REQUEST,
@@ -813,7 +855,7 @@ async fn subscribe(
     };
     let stream_id = Uuid::new_v4();
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    link.subscribe(stream_id, tx, &info);
+    link.subscribe(stream_id, tx, protobuf, &info);
     {
         let mut alloc = l.allocator();
         // Offers made to an earlier subscriber are void.
@@ -846,10 +888,7 @@ async fn subscribe(
     });
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, media_type(protobuf));
     if let Ok(v) = HeaderValue::from_str(&stream_id.to_string()) {
         h.insert(STREAM_ID, v);
     }

@@ -515,7 +515,8 @@ pub fn status_json(s: &TaskStatus, with_uuid: bool) -> Value {
     if let Some(a) = &s.agent_id {
         v["agent_id"] = id(a);
     }
-    if let Some(r) = s.reason {
+    // `Other` (a reason a newer agent sent) has no Mesos name.
+    if let Some(r) = s.reason.filter(|r| *r != wasmos_core::Reason::Other) {
         v["reason"] = json!(r.as_str());
     }
     if let Some(m) = &s.message {
