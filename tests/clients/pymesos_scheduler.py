@@ -20,6 +20,9 @@ MODE:
             tearing down (the process exits at once).
   resume    re-subscribe as FRAMEWORK_ID, reconcile, expect the task of
             `start` running, kill it, and tear down.
+  greedy    subscribe in role $ROLE (as framework $NAME) and, once the file
+            $GO exists, launch one task of $CPUS cpus per offer (sleep 600),
+            forever; print `framework: ID` when subscribed.
 """
 
 import os
@@ -186,4 +189,42 @@ def resume():
     print("pymesos resume: ok", flush=True)
 
 
-{"tour": tour, "start": start, "resume": resume}[mode]()
+class Greedy(Scheduler):
+    """Takes one task's worth of every offer once $GO exists."""
+
+    def __init__(self):
+        self.n = 0
+        self.registered_id = None
+
+    def registered(self, driver, framework_id, master_info):
+        self.registered_id = framework_id.value
+
+    def resourceOffers(self, driver, offers):
+        cpus = float(os.environ["CPUS"])
+        for offer in offers:
+            free = sum(r.scalar.value for r in offer.resources if r.name == "cpus")
+            if not os.path.exists(os.environ["GO"]) or free < cpus:
+                driver.declineOffer(offer.id, filters=dict(refuse_seconds=1))
+                continue
+            self.n += 1
+            t = Dict()
+            t.task_id.value = f"{os.environ['NAME']}-{self.n}"
+            t.agent_id.value = offer.agent_id.value
+            t.name = t.task_id.value
+            t.command.value = "sleep 600"
+            t.resources = resources(cpus, 32)
+            driver.launchTasks(offer.id, [t], filters=dict(refuse_seconds=0))
+
+
+def greedy():
+    sched = Greedy()
+    f = framework(os.environ["NAME"], failover=5)
+    f.role = os.environ["ROLE"]
+    driver_for(sched, f)
+    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    print(f"framework: {sched.registered_id}", flush=True)
+    while True:
+        time.sleep(1)
+
+
+{"tour": tour, "start": start, "resume": resume, "greedy": greedy}[mode]()

@@ -12,7 +12,11 @@ const SCRIPT: &str = "pymesos_scheduler.py";
 /// A cluster with a plaintext listener (pymesos speaks no TLS) at `plain`,
 /// and a principal `pyfw` that may run frameworks named `pymesos-*`.
 async fn cluster(dir: tempfile::TempDir, plain: &str) -> (Cluster, String, String) {
-    let c = Cluster::up_with(dir, &["--plain-listen", plain]).await;
+    cluster_with(dir, &["--plain-listen", plain]).await
+}
+
+async fn cluster_with(dir: tempfile::TempDir, args: &[&str]) -> (Cluster, String, String) {
+    let c = Cluster::up_with(dir, args).await;
     let url =
         c.up.announced("plain")
             .expect("up announces its plain listener");
@@ -550,4 +554,133 @@ async fn a_protobuf_framework_launches_acknowledges_reconciles_and_kills_a_task(
             .then_some(())
     })
     .await;
+}
+
+/// The cpus a framework's live tasks hold, as the native API reports them.
+async fn cpus_of(api: &Api, name: &str) -> f64 {
+    framework_named(api, name).await["used"]["cpus"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+fn greedy_env(name: &str, role: &str, go: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("NAME", name.to_string()),
+        ("ROLE", role.to_string()),
+        ("CPUS", "0.25".to_string()),
+        ("GO", go.display().to_string()),
+    ]
+}
+
+const THREE_CPUS: [&str; 4] = [
+    "--plain-listen",
+    "127.0.0.1:0",
+    "--resources",
+    "cpus:3;mem:4096;disk:4096",
+];
+
+#[tokio::test]
+async fn frameworks_of_weighted_roles_converge_to_their_weighted_shares() {
+    let (c, plain, password) = cluster_with(tempfile::tempdir().unwrap(), &THREE_CPUS).await;
+    let (code, v) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "a", "weight": 2.0}]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let go = c.dir.path().join("go");
+    let args = ["greedy", &plain, "pyfw", &password];
+    let (_a, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-a", "a", &go)).await;
+    let (_b, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-b", "b", &go)).await;
+    // Both are subscribed before either takes anything.
+    std::fs::write(&go, "").unwrap();
+    let shares = wait_for("the agent to be full", DEADLINE, || async {
+        let (a, b) = (
+            cpus_of(&c.api, "pymesos-a").await,
+            cpus_of(&c.api, "pymesos-b").await,
+        );
+        (a + b >= 3.0).then_some((a, b))
+    })
+    .await;
+    // Role a weighs twice role b: twice its dominant share.
+    assert_eq!(shares, (2.0, 1.0));
+    let (_, roles) = c.api.get("/api/wasmos/v1/roles").await;
+    let a = roles
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "a")
+        .unwrap_or_else(|| panic!("{roles}"));
+    assert_eq!(a["weight"], 2.0);
+    assert_eq!(a["allocated"]["cpus"], 2.0);
+    let (_, got) = c.api.post("/api/v1", &json!({"type": "GET_WEIGHTS"})).await;
+    assert_eq!(
+        got["get_weights"]["weight_infos"],
+        json!([{"role": "a", "weight": 2.0}])
+    );
+    let out = c.cli(&["roles"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("a ") && l.contains(" 2 ")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_quota_guarantee_holds_while_another_role_floods() {
+    let (c, plain, password) = cluster_with(tempfile::tempdir().unwrap(), &THREE_CPUS).await;
+    // q is guaranteed a cpu (through Mesos' operator API, as tools set it).
+    let (code, v) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": [
+                {"role": "q", "guarantees": {"cpus": {"value": 1.0}}}]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let go = c.dir.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let args = ["greedy", &plain, "pyfw", &password];
+    let (_flood, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-flood", "batch", &go))
+            .await;
+    // The flood takes all but the guarantee.
+    wait_for("the flood to take 2 cpus", DEADLINE, || async {
+        (cpus_of(&c.api, "pymesos-flood").await >= 2.0).then_some(())
+    })
+    .await;
+    // q comes later and still gets its cpu.
+    let (_q, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-q", "q", &go)).await;
+    wait_for("q to hold its guarantee", DEADLINE, || async {
+        (cpus_of(&c.api, "pymesos-q").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(cpus_of(&c.api, "pymesos-flood").await, 2.0);
+    assert_eq!(cpus_of(&c.api, "pymesos-q").await, 1.0);
+    let (_, got) = c.api.post("/api/v1", &json!({"type": "GET_QUOTA"})).await;
+    assert_eq!(
+        got["get_quota"]["status"]["configs"][0]["role"], "q",
+        "{got}"
+    );
+    // A guarantee above its limit is refused, and changes nothing.
+    let (code, _) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": [
+                {"role": "q", "guarantees": {"cpus": {"value": 3.0}}, "limits": {"cpus": {"value": 2.0}}}]}}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    let (_, role) = c.api.get("/api/wasmos/v1/roles/q").await;
+    assert_eq!(role["quota"]["guarantees"]["cpus"], 1.0, "{role}");
 }

@@ -476,6 +476,43 @@ pub async fn run_pymesos(script: &str, args: &[&str], env: &[(&str, String)], ok
     run_python("target/pymesos", script, args, env, ok).await
 }
 
+/// Starts a pymesos script that keeps running (as `run_pymesos`'s Python),
+/// and waits for it to print `framework: <id>`; returns the process (killed
+/// when dropped) and the id.
+pub async fn spawn_pymesos(script: &str, args: &[&str], env: &[(&str, String)]) -> (Child, String) {
+    let python = root().join("target/pymesos/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: `./dev test` installs pymesos there",
+        python.display()
+    );
+    let mut child = Command::new(&python)
+        .arg(root().join("tests/clients").join(script))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start python");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let id = tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(id) = line.strip_prefix("framework: ") {
+                return Some(id.trim().to_string());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("{script} {args:?} did not subscribe"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, id)
+}
+
 async fn run_python(
     venv: &str,
     script: &str,

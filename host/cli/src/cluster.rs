@@ -1,10 +1,10 @@
-//! `wasmos agents`, `wasmos frameworks`, `wasmos plugin ...`.
+//! `wasmos agents`, `wasmos frameworks`, `wasmos roles`, `wasmos plugin ...`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::Value;
 use wasmos_core::PluginManifest;
 use wasmos_master::plugins::InstallRequest;
@@ -205,16 +205,19 @@ pub async fn frameworks(c: &Client, json: bool) -> anyhow::Result<()> {
         .map(|f| {
             let kind = match &f.kind {
                 wasmos_core::FrameworkKind::Plugin { plugin } => format!("plugin:{plugin}"),
-                wasmos_core::FrameworkKind::External => "external".into(),
+                wasmos_core::FrameworkKind::External => format!("external:{}", f.name),
             };
             vec![
                 f.id.to_string(),
                 kind,
+                f.role.clone(),
                 f.health.clone().unwrap_or_else(|| {
-                    if f.active {
+                    if f.removed_at.is_some() {
+                        "removed".into()
+                    } else if f.active {
                         "active".into()
                     } else {
-                        "inactive".into()
+                        "disconnected".into()
                     }
                 }),
                 f.tasks.to_string(),
@@ -229,7 +232,9 @@ pub async fn frameworks(c: &Client, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     table::print(
-        &["ID", "KIND", "HEALTH", "TASKS", "CPUS", "MEM", "OFFERS"],
+        &[
+            "ID", "KIND", "ROLE", "HEALTH", "TASKS", "CPUS", "MEM", "OFFERS",
+        ],
         &rows,
     );
     for f in fws.iter().filter(|f| f.last_error.is_some()) {
@@ -792,5 +797,142 @@ pub async fn masters(cmd: MastersCommand, c: &Client) -> anyhow::Result<()> {
             println!("master {id} removed; id {id} is retired");
         }
     }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RolesArgs {
+    #[command(subcommand)]
+    command: Option<RolesCommand>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum RolesCommand {
+    /// Set a role's weight and/or quota.
+    Set {
+        /// The role, e.g. `eng` or `eng/batch`.
+        role: String,
+        /// Its weight in fair sharing (default 1): a role weighing 2 gets
+        /// twice the share of one weighing 1.
+        #[arg(long)]
+        weight: Option<f64>,
+        /// Resources it is guaranteed, e.g. `cpus:2;mem:4096` (held back from
+        /// other roles until it has them).
+        #[arg(long)]
+        guarantee: Option<String>,
+        /// The most it may hold, e.g. `cpus:8` (resources not named are not
+        /// limited).
+        #[arg(long)]
+        limit: Option<String>,
+        /// Remove its quota (guarantee and limit).
+        #[arg(long, conflicts_with_all = ["guarantee", "limit"])]
+        no_quota: bool,
+    },
+}
+
+/// `cpus:2;mem:4096` as quota amounts.
+fn quota_amounts(flag: &str, s: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, value)) = part.split_once(':') else {
+            bail!("{flag} {s:?}: expected name:amount pairs like cpus:2;mem:4096");
+        };
+        let v: f64 = value
+            .trim()
+            .parse()
+            .with_context(|| format!("{flag} {s:?}: {value:?} is not a number"))?;
+        out.insert(name.trim().to_string(), v);
+    }
+    Ok(out)
+}
+
+fn show_amounts(m: &BTreeMap<String, f64>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}:{}", table::num(*v)))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+pub async fn roles(a: RolesArgs, c: &Client) -> anyhow::Result<()> {
+    if let Some(RolesCommand::Set {
+        role,
+        weight,
+        guarantee,
+        limit,
+        no_quota,
+    }) = a.command
+    {
+        let mut body = serde_json::Map::new();
+        if let Some(w) = weight {
+            body.insert("weight".into(), serde_json::json!(w));
+        }
+        if guarantee.is_some() || limit.is_some() || no_quota {
+            let g = guarantee
+                .as_deref()
+                .map(|g| quota_amounts("--guarantee", g))
+                .transpose()?
+                .unwrap_or_default();
+            let l = limit
+                .as_deref()
+                .map(|l| quota_amounts("--limit", l))
+                .transpose()?
+                .unwrap_or_default();
+            body.insert(
+                "quota".into(),
+                serde_json::json!({"guarantees": g, "limits": l}),
+            );
+        }
+        if body.is_empty() {
+            bail!("give --weight, --guarantee/--limit, or --no-quota");
+        }
+        let path = format!("/api/wasmos/v1/roles/{role}");
+        let v: Value = c.put(&path, &Value::Object(body)).await?;
+        println!(
+            "role {role}: weight {}, guarantee {}, limit {}",
+            v["weight"],
+            show_amounts(
+                &serde_json::from_value(v["quota"]["guarantees"].clone()).unwrap_or_default()
+            ),
+            show_amounts(&serde_json::from_value(v["quota"]["limits"].clone()).unwrap_or_default()),
+        );
+        return Ok(());
+    }
+    let roles: Vec<wasmos_master::roles::RoleView> = c.get("/api/wasmos/v1/roles").await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&roles)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = roles
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                table::num(r.weight),
+                show_amounts(&r.quota.guarantees),
+                show_amounts(&r.quota.limits),
+                r.frameworks.len().to_string(),
+                table::num(r.allocated.cpus.as_f64()),
+                table::num(r.allocated.mem.as_f64()),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "ROLE",
+            "WEIGHT",
+            "GUARANTEE",
+            "LIMIT",
+            "FRAMEWORKS",
+            "CPUS",
+            "MEM",
+        ],
+        &rows,
+    );
     Ok(())
 }

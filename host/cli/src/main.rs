@@ -69,6 +69,8 @@ enum Command {
     Agents(ListArgs),
     /// List the frameworks.
     Frameworks(ListArgs),
+    /// List roles (weights, quotas, what their frameworks hold); `roles set` changes one.
+    Roles(cluster::RolesArgs),
     /// Manage plugins.
     #[command(subcommand)]
     Plugin(cluster::PluginCommand),
@@ -228,6 +230,7 @@ fn main() -> ExitCode {
             Command::Task(c) => task::run(c, &connect()?).await,
             Command::Agents(a) => cluster::agents(&connect()?, a.json).await.map(|_| 0),
             Command::Frameworks(a) => cluster::frameworks(&connect()?, a.json).await.map(|_| 0),
+            Command::Roles(a) => cluster::roles(a, &connect()?).await.map(|_| 0),
             Command::Plugin(c) => cluster::plugin(c, &connect()?).await.map(|_| 0),
             Command::Masters(c) => cluster::masters(c, &connect()?).await.map(|_| 0),
             Command::Var(c) => vars::run(c, &connect()?).await.map(|_| 0),

@@ -1,11 +1,17 @@
 //! The allocator: turns free resources into offers, fairly.
 //!
-//! Dominant resource fairness (DRF): each cycle, every agent's free
-//! resources go, as one offer, to the eligible framework with the smallest
-//! dominant share (its largest share of any one resource across the
-//! cluster, counting what it runs, holds in offers, and is launching).
-//! Eligible: not suppressed, and not refusing that agent (a decline's
-//! filter). This is Mesos' hierarchical DRF with one role.
+//! Hierarchical dominant resource fairness (DRF), as Mesos allocates: each
+//! cycle, every agent's free resources go, as one offer, to one eligible
+//! framework (not suppressed, not refusing that agent after a decline). It
+//! is found by walking the role tree (`eng/batch` is below `eng`; a
+//! framework is a leaf below its role): at each level the child with the
+//! smallest dominant share divided by its weight wins — a role's share
+//! counting every framework below it, a share being the largest fraction
+//! of any one resource of the cluster held (running, offered, launching).
+//! Quotas come first: while a role holds less than its guarantee, its
+//! frameworks are offered before anyone, and other roles are offered only
+//! what leaves enough free to meet every unmet guarantee (the headroom);
+//! a role never holds more than its limit (offers are cut to it).
 //!
 //! The allocator lives only in the leader's memory: offers are void when a
 //! leader changes. It does no I/O; the leader feeds it the state and sends
@@ -15,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use wasmos_core::{AgentId, FrameworkId, Offer, OfferId, Resources, TaskId, TaskSpec};
+use wasmos_state::roles::{RoleConfig, within};
 
 /// Offers below both of these are not worth making (Mesos' defaults).
 const MIN_OFFER_CPUS: f64 = 0.01;
@@ -43,6 +50,10 @@ pub struct Inputs {
     pub used_by_framework: BTreeMap<FrameworkId, Resources>,
     /// Frameworks ready to receive offers.
     pub frameworks: Vec<FrameworkId>,
+    /// Every framework's role (absent: `*`).
+    pub framework_roles: BTreeMap<FrameworkId, String>,
+    /// Weights and quotas of the roles that have them.
+    pub roles: BTreeMap<String, RoleConfig>,
 }
 
 /// A launch that passed the offer checks.
@@ -104,25 +115,29 @@ impl Allocator {
             .agents
             .iter()
             .fold(Resources::default(), |acc, a| acc.add(&a.total));
-        // Each framework's allocation: running + offered + reserved.
-        let mut allocation: BTreeMap<FrameworkId, Resources> = input
-            .frameworks
-            .iter()
-            .map(|f| {
-                let used = input.used_by_framework.get(f).cloned().unwrap_or_default();
-                (f.clone(), used)
-            })
-            .collect();
+        // What every framework holds: running + offered + being launched.
+        let mut held: BTreeMap<FrameworkId, Resources> = input.used_by_framework.clone();
+        for f in &input.frameworks {
+            held.entry(f.clone()).or_default();
+        }
         for h in self.offers.values() {
-            if let Some(a) = allocation.get_mut(&h.offer.framework_id) {
-                *a = a.add(&h.offer.resources);
-            }
+            let e = held.entry(h.offer.framework_id.clone()).or_default();
+            *e = e.add(&h.offer.resources);
         }
         for (_, fw, r) in self.reserved.values() {
-            if let Some(a) = allocation.get_mut(fw) {
-                *a = a.add(r);
-            }
+            let e = held.entry(fw.clone()).or_default();
+            *e = e.add(r);
         }
+        let role_of = |f: &FrameworkId| -> String {
+            input
+                .framework_roles
+                .get(f)
+                .cloned()
+                .unwrap_or_else(|| "*".into())
+        };
+        let mut cluster_free = input.agents.iter().fold(Resources::default(), |acc, a| {
+            acc.add(&self.free_on(a, input))
+        });
 
         let mut made = Vec::new();
         for agent in &input.agents {
@@ -130,13 +145,64 @@ impl Allocator {
             if !worth_offering(&free) {
                 continue;
             }
-            let pick = allocation
+            let role_held = |role: &str, held: &BTreeMap<FrameworkId, Resources>| {
+                held.iter()
+                    .filter(|(f, _)| within(&role_of(f), role))
+                    .fold(Resources::default(), |acc, (_, r)| acc.add(r))
+            };
+            // Guarantees not met yet, and what they still need.
+            let unmet: Vec<(&String, Resources)> = input
+                .roles
                 .iter()
-                .filter(|(f, _)| !self.suppressed.contains(*f))
-                .filter(|(f, _)| !self.filters.contains_key(&((*f).clone(), agent.id.clone())))
-                .map(|(f, a)| (a.dominant_share(&total), f.clone()))
-                .min_by(|(sa, fa), (sb, fb)| sa.total_cmp(sb).then_with(|| fa.cmp(fb)));
-            let Some((_, framework)) = pick else { continue };
+                .filter_map(|(role, c)| {
+                    let short = c.quota.guarantee().saturating_sub(&role_held(role, &held));
+                    (!short.is_empty()).then_some((role, short))
+                })
+                .collect();
+            // What this agent may give each framework: its free resources
+            // cut to the limits of the framework's role and its ancestors.
+            let room = |f: &FrameworkId, held: &BTreeMap<FrameworkId, Resources>| -> Resources {
+                let role = role_of(f);
+                let mut offer = free.clone();
+                for (r, c) in &input.roles {
+                    if !c.quota.limits.is_empty() && within(&role, r) {
+                        offer = c.quota.cap(&offer, &role_held(r, held));
+                    }
+                }
+                offer
+            };
+            let eligible: Vec<FrameworkId> = input
+                .frameworks
+                .iter()
+                .filter(|f| !self.suppressed.contains(*f))
+                .filter(|f| !self.filters.contains_key(&((*f).clone(), agent.id.clone())))
+                .filter(|f| worth_offering(&room(f, &held)))
+                .cloned()
+                .collect();
+            // Frameworks of a role short of its guarantee go first.
+            let short: Vec<FrameworkId> = eligible
+                .iter()
+                .filter(|f| unmet.iter().any(|(r, _)| within(&role_of(f), r)))
+                .cloned()
+                .collect();
+            let pool = if short.is_empty() { &eligible } else { &short };
+            let Some(framework) = pick(pool, &held, &total, input, &role_of) else {
+                continue;
+            };
+            let mut offered = room(&framework, &held);
+            if short.is_empty() && !unmet.is_empty() {
+                // The headroom: what other agents have free, plus what this
+                // offer leaves here, must cover every unmet guarantee; the
+                // offer gives up what it must.
+                let needed = unmet
+                    .iter()
+                    .fold(Resources::default(), |acc, (_, r)| acc.add(r));
+                let elsewhere = scalars(&cluster_free.saturating_sub(&free));
+                offered = offered.saturating_sub(&needed.saturating_sub(&elsewhere));
+                if !worth_offering(&offered) {
+                    continue;
+                }
+            }
             self.next_offer += 1;
             let offer = Offer {
                 // Ids made of a number and a term always validate.
@@ -145,12 +211,12 @@ impl Allocator {
                 framework_id: framework.clone(),
                 agent_id: agent.id.clone(),
                 hostname: agent.hostname.clone(),
-                resources: free,
+                resources: offered,
                 attributes: agent.attributes.clone(),
             };
-            if let Some(a) = allocation.get_mut(&framework) {
-                *a = a.add(&offer.resources);
-            }
+            let e = held.entry(framework.clone()).or_default();
+            *e = e.add(&offer.resources);
+            cluster_free = cluster_free.saturating_sub(&offer.resources);
             self.offers.insert(
                 offer.id.clone(),
                 HeldOffer {
@@ -358,6 +424,74 @@ impl Allocator {
 
     pub fn is_suppressed(&self, framework: &FrameworkId) -> bool {
         self.suppressed.contains(framework)
+    }
+}
+
+/// The framework to offer to among `candidates`: down the role tree, the
+/// child with the smallest weighted dominant share at each level (ties by
+/// name; a framework directly in a role competes with the role's subroles).
+fn pick(
+    candidates: &[FrameworkId],
+    held: &BTreeMap<FrameworkId, Resources>,
+    total: &Resources,
+    input: &Inputs,
+    role_of: &dyn Fn(&FrameworkId) -> String,
+) -> Option<FrameworkId> {
+    let share = |r: &Resources| r.dominant_share(total);
+    let mut node = String::new();
+    let mut pool: Vec<FrameworkId> = candidates.to_vec();
+    loop {
+        // (score, name, Ok(framework) | Err(child role))
+        let mut options: Vec<(f64, String, Result<FrameworkId, String>)> = Vec::new();
+        let mut children: Vec<String> = Vec::new();
+        for f in &pool {
+            let role = role_of(f);
+            if role == node {
+                let mine = held.get(f).cloned().unwrap_or_default();
+                options.push((share(&mine), f.to_string(), Ok(f.clone())));
+                continue;
+            }
+            let rest = if node.is_empty() {
+                role.as_str()
+            } else {
+                &role[node.len() + 1..]
+            };
+            let seg = rest.split('/').next().unwrap_or(rest);
+            let child = if node.is_empty() {
+                seg.to_string()
+            } else {
+                format!("{node}/{seg}")
+            };
+            if !children.contains(&child) {
+                children.push(child);
+            }
+        }
+        for child in children {
+            let sum = held
+                .iter()
+                .filter(|(f, _)| within(&role_of(f), &child))
+                .fold(Resources::default(), |acc, (_, r)| acc.add(r));
+            let weight = input.roles.get(&child).map_or(1.0, |c| c.weight);
+            options.push((share(&sum) / weight, child.clone(), Err(child)));
+        }
+        let (_, _, best) = options
+            .into_iter()
+            .min_by(|(sa, na, _), (sb, nb, _)| sa.total_cmp(sb).then_with(|| na.cmp(nb)))?;
+        match best {
+            Ok(f) => return Some(f),
+            Err(role) => {
+                pool.retain(|f| within(&role_of(f), &role));
+                node = role;
+            }
+        }
+    }
+}
+
+/// Cpus, mem, disk and gpus of `r` (what quotas are about).
+fn scalars(r: &Resources) -> Resources {
+    Resources {
+        ports: Default::default(),
+        ..r.clone()
     }
 }
 
@@ -591,5 +725,109 @@ mod tests {
         );
         assert_eq!(gone.len(), 1);
         assert_eq!(a.outstanding(), 0);
+    }
+
+    /// Frameworks `(name, role)`, holding `held` (Mesos text form).
+    fn with_roles(agents: Vec<AgentSlot>, fws: &[(&str, &str, &str)]) -> Inputs {
+        let mut inp = inputs(agents, &fws.iter().map(|(f, _, _)| *f).collect::<Vec<_>>());
+        for (f, role, held) in fws {
+            inp.framework_roles.insert(fw(f), role.to_string());
+            inp.used_by_framework.insert(fw(f), held.parse().unwrap());
+        }
+        inp
+    }
+
+    fn role(weight: f64, g: &[(&str, f64)], l: &[(&str, f64)]) -> RoleConfig {
+        RoleConfig {
+            weight,
+            quota: wasmos_state::roles::Quota {
+                guarantees: g.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                limits: l.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_roles_weight_divides_its_share() {
+        // a holds 3 of 10 cpus, b 1: by share b is behind, but a weighs 2
+        // (0.3 / 2 = 0.15) against b's 1 (0.1): b first.
+        let agents = vec![agent("a1", "cpus:10;mem:10000")];
+        let mut inp = with_roles(
+            agents.clone(),
+            &[("fa", "a", "cpus:3"), ("fb", "b", "cpus:1")],
+        );
+        inp.roles.insert("a".into(), role(2.0, &[], &[]));
+        let mut al = Allocator::new(1);
+        assert_eq!(al.allocate(&inp, Instant::now())[0].framework_id, fw("fb"));
+        // With a weight of 4, a (0.075) is behind b.
+        inp.roles.insert("a".into(), role(4.0, &[], &[]));
+        let mut al = Allocator::new(1);
+        assert_eq!(al.allocate(&inp, Instant::now())[0].framework_id, fw("fa"));
+    }
+
+    #[test]
+    fn shares_are_compared_role_by_role_down_the_tree() {
+        // eng/x and eng/y hold 2 cpus each (eng: 4), ops 3: ops is behind
+        // as a role, though each eng framework holds less than ops'.
+        let agents = vec![agent("a1", "cpus:10;mem:10000")];
+        let inp = with_roles(
+            agents,
+            &[
+                ("f1", "eng/x", "cpus:2"),
+                ("f2", "eng/y", "cpus:2"),
+                ("f3", "ops", "cpus:3"),
+            ],
+        );
+        let mut al = Allocator::new(1);
+        assert_eq!(al.allocate(&inp, Instant::now())[0].framework_id, fw("f3"));
+    }
+
+    #[test]
+    fn a_guarantee_comes_first_and_keeps_its_headroom() {
+        let agents = vec![
+            agent("a1", "cpus:4;mem:4000"),
+            agent("a2", "cpus:4;mem:4000"),
+        ];
+        // q is guaranteed 4 cpus and holds more than the other by share:
+        // it still gets the first agent.
+        let mut inp = with_roles(
+            agents.clone(),
+            &[("fq", "q", "cpus:0"), ("fo", "*", "cpus:0")],
+        );
+        inp.used_by_framework
+            .insert(fw("fq"), "mem:1000".parse().unwrap());
+        inp.roles
+            .insert("q".into(), role(1.0, &[("cpus", 4.0)], &[]));
+        let mut al = Allocator::new(1);
+        let offers = al.allocate(&inp, Instant::now());
+        assert_eq!(offers[0].framework_id, fw("fq"));
+        // q's framework is not taking offers (suppressed): the other role
+        // gets one agent, and of the second only what q's guarantee does
+        // not need (its memory, not its cpus).
+        let mut al = Allocator::new(1);
+        al.suppress(&fw("fq"));
+        let offers = al.allocate(&inp, Instant::now());
+        assert_eq!(offers.len(), 2, "{offers:?}");
+        assert_eq!(offers[0].resources.to_string(), "cpus:4;mem:4000;disk:0");
+        assert_eq!(offers[1].framework_id, fw("fo"));
+        assert_eq!(offers[1].resources.to_string(), "cpus:0;mem:4000;disk:0");
+    }
+
+    #[test]
+    fn a_limit_cuts_the_offer() {
+        let agents = vec![agent("a1", "cpus:4;mem:4000")];
+        let mut inp = with_roles(agents, &[("fl", "l", "cpus:0.5")]);
+        inp.roles
+            .insert("l".into(), role(1.0, &[], &[("cpus", 1.0)]));
+        let mut al = Allocator::new(1);
+        let offers = al.allocate(&inp, Instant::now());
+        assert_eq!(offers[0].resources.to_string(), "cpus:0.5;mem:4000;disk:0");
+        // At its cpus limit it is offered no more cpus (what the limit
+        // does not name still goes, as in Mesos).
+        inp.used_by_framework
+            .insert(fw("fl"), "cpus:1".parse().unwrap());
+        let mut al = Allocator::new(1);
+        let offers = al.allocate(&inp, Instant::now());
+        assert!(offers[0].resources.cpus.is_zero(), "{offers:?}");
     }
 }

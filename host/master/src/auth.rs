@@ -385,6 +385,7 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
         "acl" => (Area::Acl, String::new(), access),
         // Who may trust a signing key decides what code runs.
         "plugin-keys" => (Area::Acl, String::new(), access),
+        "roles" => (Area::Roles, tail.to_string(), access),
         _ => return None,
     };
     Some(r)

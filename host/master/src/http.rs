@@ -108,7 +108,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(v1!("/events"), get(events))
         .merge(crate::vars::routes())
         .merge(crate::acl::routes())
-        .merge(crate::trust::routes());
+        .merge(crate::trust::routes())
+        .merge(crate::roles::routes());
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/version", get(version))

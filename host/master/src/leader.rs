@@ -392,6 +392,12 @@ impl Leader {
                     used_by_agent: s.used_by_agent(),
                     used_by_framework: s.used_by_framework(),
                     frameworks: Vec::new(),
+                    framework_roles: s
+                        .frameworks
+                        .values()
+                        .map(|f| (f.id.clone(), f.info.role.clone()))
+                        .collect(),
+                    roles: s.roles.clone(),
                 },
                 live,
             )

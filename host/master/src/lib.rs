@@ -41,6 +41,7 @@ pub mod leader;
 pub mod mesos;
 pub mod node;
 pub mod plugins;
+pub mod roles;
 pub mod tls;
 pub mod trust;
 mod ui;

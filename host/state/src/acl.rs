@@ -31,10 +31,12 @@ pub enum Area {
     Vars,
     /// Tokens, users and policies.
     Acl,
+    /// Roles' weights and quotas, by role name.
+    Roles,
 }
 
 impl Area {
-    pub const ALL: [Area; 10] = [
+    pub const ALL: [Area; 11] = [
         Area::Cluster,
         Area::Tasks,
         Area::Files,
@@ -45,6 +47,7 @@ impl Area {
         Area::Masters,
         Area::Vars,
         Area::Acl,
+        Area::Roles,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Area {
             Area::Masters => "masters",
             Area::Vars => "vars",
             Area::Acl => "acl",
+            Area::Roles => "roles",
         }
     }
 }

@@ -30,6 +30,7 @@ pub use wasmos_core::limits::{MAX_KV_KEY, MAX_KV_VALUE};
 
 pub mod acl;
 pub mod codec;
+pub mod roles;
 pub mod vars;
 
 /// The master that leads a term.
@@ -170,6 +171,9 @@ pub struct State {
     /// Tokens, users and policies.
     #[serde(default)]
     pub acl: acl::Acl,
+    /// Roles with a weight or a quota (others weigh 1, with no quota).
+    #[serde(default)]
+    pub roles: BTreeMap<String, roles::RoleConfig>,
 }
 
 /// Every change to the state. Append new variants at the end; never change
@@ -294,6 +298,14 @@ pub enum Command {
     RemoveFramework {
         framework_id: FrameworkId,
         now: f64,
+    },
+    /// Sets roles' weights, all or none.
+    RoleWeightsSet {
+        weights: BTreeMap<String, f64>,
+    },
+    /// Sets roles' quotas (an empty quota removes it), all or none.
+    RoleQuotasSet {
+        quotas: BTreeMap<String, roles::Quota>,
     },
 }
 
@@ -600,11 +612,38 @@ impl State {
                 match self.frameworks.get_mut(&framework_id) {
                     Some(f) if f.removed_at.is_none() => {
                         f.removed_at = Some(now);
+                        // Nobody is left to acknowledge its updates.
+                        let mut ids = Vec::new();
+                        for t in self.tasks.values_mut() {
+                            if t.framework_id == framework_id {
+                                t.pending.clear();
+                                ids.push(t.spec.task_id.clone());
+                            }
+                        }
+                        for id in ids {
+                            self.retire_if_done(&id);
+                        }
                         Response::Ok
                     }
                     Some(_) => rejected(format!("framework {framework_id} was removed already")),
                     None => rejected(format!("no framework {framework_id}")),
                 }
+            }
+            Command::RoleWeightsSet { weights } => self.set_roles(
+                weights,
+                |role, w| {
+                    if w.is_finite() && *w > 0.0 && *w <= 1e6 {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "role {role}: a weight is a number above 0 (and at most 1e6), got {w}"
+                        ))
+                    }
+                },
+                |c, w| c.weight = w,
+            ),
+            Command::RoleQuotasSet { quotas } => {
+                self.set_roles(quotas, |role, q| q.check(role), |c, q| c.quota = q)
             }
             Command::KvDelete { framework_id, key } => {
                 if let Some(ns) = self.kv.get_mut(&framework_id) {
@@ -788,6 +827,13 @@ impl State {
     }
 
     fn status_update(&mut self, status: TaskStatus) -> StatusOutcome {
+        // A removed framework is told nothing more: its tasks' updates are
+        // recorded, never queued for it.
+        let removed = self.tasks.get(&status.task_id).is_some_and(|t| {
+            self.frameworks
+                .get(&t.framework_id)
+                .is_some_and(|f| f.removed_at.is_some())
+        });
         let Some(task) = self.tasks.get_mut(&status.task_id) else {
             return StatusOutcome::UnknownTask;
         };
@@ -798,7 +844,9 @@ impl State {
             return StatusOutcome::AlreadyTerminal;
         }
         let task_id = status.task_id.clone();
-        task.pending.push_back(status.clone());
+        if !removed {
+            task.pending.push_back(status.clone());
+        }
         task.statuses.push(status);
         if task.statuses.len() > MAX_STATUS_HISTORY {
             let extra = task.statuses.len() - MAX_STATUS_HISTORY;
@@ -806,6 +854,37 @@ impl State {
         }
         self.retire_if_done(&task_id);
         StatusOutcome::Applied
+    }
+
+    /// Sets one thing about several roles, all or none: every role name and
+    /// value is checked first; roles back at the defaults are forgotten.
+    fn set_roles<T>(
+        &mut self,
+        items: BTreeMap<String, T>,
+        check: impl Fn(&str, &T) -> Result<(), String>,
+        set: impl Fn(&mut roles::RoleConfig, T),
+    ) -> Response {
+        for (role, v) in &items {
+            if let Err(e) = roles::check_role(role).and_then(|_| check(role, v)) {
+                return rejected(e);
+            }
+        }
+        let new = items
+            .keys()
+            .filter(|r| !self.roles.contains_key(*r))
+            .count();
+        if self.roles.len() + new > roles::MAX_ROLES {
+            return rejected(format!(
+                "at most {} roles can be configured",
+                roles::MAX_ROLES
+            ));
+        }
+        for (role, v) in items {
+            set(self.roles.entry(role).or_default(), v);
+        }
+        self.roles
+            .retain(|_, c| c.weight != 1.0 || !c.quota.is_empty());
+        Response::Ok
     }
 
     /// Moves a terminal task with nothing left to tell its framework to the

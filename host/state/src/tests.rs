@@ -337,6 +337,18 @@ fn a_removed_framework_stays_removed_and_cannot_register_again() {
         Response::Ok
     );
     assert_eq!(s.frameworks[&fw()].removed_at, Some(9.0));
+    assert!(s.tasks[&TaskId::new("t1").unwrap()].pending.is_empty());
+    // Its task's last update is recorded and retires it: nobody will
+    // acknowledge it.
+    let mut killed = status("t1", TaskState::Killed, 50);
+    killed.agent_id = s.tasks[&TaskId::new("t1").unwrap()].statuses[0]
+        .agent_id
+        .clone();
+    s.apply(Command::StatusUpdate { status: killed });
+    let t = &s.tasks[&TaskId::new("t1").unwrap()];
+    assert_eq!(t.state(), TaskState::Killed);
+    assert!(t.pending.is_empty());
+    assert!(s.completed.contains(&TaskId::new("t1").unwrap()));
     let again = s.apply(Command::RegisterFramework {
         framework_id: fw(),
         info,
@@ -574,7 +586,55 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
             framework_id: fw(),
             now: 6.5,
         },
+        Command::RoleWeightsSet {
+            weights: [("eng".to_string(), 2.5)].into(),
+        },
+        Command::RoleQuotasSet {
+            quotas: [(
+                "eng/batch".to_string(),
+                crate::roles::Quota {
+                    guarantees: [("cpus".to_string(), 1.0), ("mem".to_string(), 512.0)].into(),
+                    limits: [("cpus".to_string(), 4.0)].into(),
+                },
+            )]
+            .into(),
+        },
     ]
+}
+
+#[test]
+fn role_weights_and_quotas_are_set_all_or_nothing() {
+    let mut s = State::default();
+    let bad = s.apply(Command::RoleWeightsSet {
+        weights: [("a".to_string(), 2.0), ("b".to_string(), -1.0)].into(),
+    });
+    assert!(matches!(bad, Response::Rejected { .. }), "{bad:?}");
+    assert!(s.roles.is_empty());
+    let bad = s.apply(Command::RoleWeightsSet {
+        weights: [("a b".to_string(), 2.0)].into(),
+    });
+    assert!(matches!(bad, Response::Rejected { .. }));
+    assert_eq!(
+        s.apply(Command::RoleWeightsSet {
+            weights: [("a".to_string(), 2.0)].into(),
+        }),
+        Response::Ok
+    );
+    assert_eq!(s.roles["a"].weight, 2.0);
+    let too_much = crate::roles::Quota {
+        guarantees: [("cpus".to_string(), 3.0)].into(),
+        limits: [("cpus".to_string(), 2.0)].into(),
+    };
+    let bad = s.apply(Command::RoleQuotasSet {
+        quotas: [("b".to_string(), too_much)].into(),
+    });
+    assert!(matches!(bad, Response::Rejected { .. }));
+    assert!(!s.roles.contains_key("b"));
+    // Back to the defaults: the role is forgotten.
+    s.apply(Command::RoleWeightsSet {
+        weights: [("a".to_string(), 1.0)].into(),
+    });
+    assert!(s.roles.is_empty());
 }
 
 fn trusted_key(name: &str, fingerprint: &str) -> crate::acl::TrustedKey {

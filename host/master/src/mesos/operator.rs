@@ -449,7 +449,7 @@ pub async fn tasks(Lead(l): Lead, Query(q): Query<Filter>) -> Response {
 
 /// `/master/roles`.
 pub async fn roles(Lead(l): Lead) -> Response {
-    json_response(&json!({ "roles": roles_v1(&snapshot(&l), true) }))
+    json_response(&json!({ "roles": roles_json(&l, true) }))
 }
 
 /// `/master/flags`.
@@ -457,25 +457,42 @@ pub async fn master_flags(Lead(l): Lead) -> Response {
     json_response(&json!({ "flags": flags(&l) }))
 }
 
-fn roles_v1(snap: &Snap, legacy: bool) -> Vec<Value> {
-    let live: Vec<&FrameworkSnap> = snap
-        .frameworks
-        .iter()
-        .filter(|f| f.rec.removed_at.is_none())
-        .collect();
-    let used = live
-        .iter()
-        .fold(Resources::default(), |acc, f| acc.add(&f.used));
-    let ids: Vec<String> = live.iter().map(|f| f.rec.id.to_string()).collect();
-    if legacy {
-        vec![
-            json!({"name": "*", "weight": 1.0, "frameworks": ids, "resources": legacy_resources(&used)}),
-        ]
-    } else {
-        vec![json!({"name": "*", "weight": 1.0,
-            "frameworks": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>(),
-            "resources": resources_json(&used)})]
-    }
+fn quota_config(role: &str, q: &wasmos_state::roles::Quota) -> Value {
+    let amounts = |m: &BTreeMap<String, f64>| -> Value {
+        m.iter()
+            .map(|(k, v)| (k.clone(), json!({ "value": v })))
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    };
+    json!({"role": role, "guarantees": amounts(&q.guarantees), "limits": amounts(&q.limits)})
+}
+
+fn roles_json(l: &Leader, legacy: bool) -> Vec<Value> {
+    l.store
+        .read(crate::roles::role_views)
+        .into_iter()
+        .map(|r| {
+            let mut v = if legacy {
+                json!({"name": r.name, "weight": r.weight,
+                    "frameworks": r.frameworks, "resources": legacy_resources(&r.allocated)})
+            } else {
+                json!({"name": r.name, "weight": r.weight,
+                    "frameworks": r.frameworks.iter().map(id).collect::<Vec<_>>(),
+                    "resources": resources_json(&r.allocated),
+                    "allocated": resources_json(&r.allocated)})
+            };
+            if !r.quota.is_empty() {
+                let mut q = quota_config(&r.name, &r.quota);
+                q["consumed"] = if legacy {
+                    legacy_resources(&r.allocated)
+                } else {
+                    json!(resources_json(&r.allocated))
+                };
+                v["quota"] = q;
+            }
+            v
+        })
+        .collect()
 }
 
 /// Mesos' metric names, from the state and the leader's memory.
@@ -748,7 +765,7 @@ pub async fn endpoint(
         );
     };
     let answer = |key: &str, payload: Value| json_response(&json!({"type": kind, key: payload}));
-    if kind != "TEARDOWN"
+    if !matches!(kind, "TEARDOWN" | "UPDATE_WEIGHTS" | "UPDATE_QUOTA")
         && let Err(e) = principal.check(Area::Cluster, "", Access::Read)
     {
         return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
@@ -796,12 +813,84 @@ pub async fn endpoint(
         "GET_FRAMEWORKS" => answer("get_frameworks", get_frameworks(&snapshot(&l))),
         "GET_TASKS" => answer("get_tasks", get_tasks(&snapshot(&l))),
         "GET_EXECUTORS" => answer("get_executors", json!({"executors": []})),
-        "GET_ROLES" => answer(
-            "get_roles",
-            json!({"roles": roles_v1(&snapshot(&l), false)}),
-        ),
-        "GET_WEIGHTS" => answer("get_weights", json!({"weight_infos": []})),
-        "GET_QUOTA" => answer("get_quota", json!({"status": {}})),
+        "GET_ROLES" => answer("get_roles", json!({"roles": roles_json(&l, false)})),
+        "GET_WEIGHTS" => {
+            let infos: Vec<Value> = l.store.read(|s| {
+                s.roles
+                    .iter()
+                    .filter(|(_, c)| c.weight != 1.0)
+                    .map(|(r, c)| json!({"role": r, "weight": c.weight}))
+                    .collect()
+            });
+            answer("get_weights", json!({ "weight_infos": infos }))
+        }
+        "GET_QUOTA" => {
+            let configs: Vec<Value> = l.store.read(|s| {
+                s.roles
+                    .iter()
+                    .filter(|(_, c)| !c.quota.is_empty())
+                    .map(|(r, c)| quota_config(r, &c.quota))
+                    .collect()
+            });
+            answer("get_quota", json!({"status": {"configs": configs}}))
+        }
+        "UPDATE_WEIGHTS" => {
+            let mut weights = BTreeMap::new();
+            for w in call["update_weights"]["weight_infos"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let (Some(role), Some(weight)) = (w["role"].as_str(), w["weight"].as_f64()) else {
+                    return fail(
+                        StatusCode::BAD_REQUEST,
+                        "Failed to validate master::Call: every weight_info needs a role and a weight",
+                    );
+                };
+                weights.insert(role.to_string(), weight);
+            }
+            for role in weights.keys() {
+                if let Err(e) = principal.check(Area::Roles, role, Access::Write) {
+                    return fail(StatusCode::FORBIDDEN, e.to_string());
+                }
+            }
+            update_roles(&l, wasmos_state::Command::RoleWeightsSet { weights }).await
+        }
+        "UPDATE_QUOTA" => {
+            let mut quotas = BTreeMap::new();
+            for c in call["update_quota"]["quota_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let Some(role) = c["role"].as_str() else {
+                    return fail(
+                        StatusCode::BAD_REQUEST,
+                        "Failed to validate master::Call: every quota_config needs a role",
+                    );
+                };
+                let amounts = |v: &Value| -> BTreeMap<String, f64> {
+                    v.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v["value"].as_f64().unwrap_or(f64::NAN)))
+                        .collect()
+                };
+                quotas.insert(
+                    role.to_string(),
+                    wasmos_state::roles::Quota {
+                        guarantees: amounts(&c["guarantees"]),
+                        limits: amounts(&c["limits"]),
+                    },
+                );
+            }
+            for role in quotas.keys() {
+                if let Err(e) = principal.check(Area::Roles, role, Access::Write) {
+                    return fail(StatusCode::FORBIDDEN, e.to_string());
+                }
+            }
+            update_roles(&l, wasmos_state::Command::RoleQuotasSet { quotas }).await
+        }
         "TEARDOWN" => {
             let Some(fid) = call["teardown"]["framework_id"]["value"]
                 .as_str()
@@ -835,9 +924,7 @@ pub async fn endpoint(
             teardown(&l, &fid, "an operator tore it down").await;
             StatusCode::OK.into_response()
         }
-        "UPDATE_WEIGHTS"
-        | "UPDATE_QUOTA"
-        | "SET_QUOTA"
+        "SET_QUOTA"
         | "REMOVE_QUOTA"
         | "RESERVE_RESOURCES"
         | "UNRESERVE_RESOURCES"
@@ -867,5 +954,21 @@ pub async fn endpoint(
             StatusCode::BAD_REQUEST,
             format!("Failed to convert JSON into Call protobuf: unknown call type {other:?}"),
         ),
+    }
+}
+
+/// Commits a change of roles' weights or quotas: 200, or 400 with why.
+async fn update_roles(l: &Arc<Leader>, cmd: wasmos_state::Command) -> Response {
+    match l.store.propose_one(cmd).await {
+        Ok(wasmos_state::Response::Ok) => {
+            l.alloc_wakeup.notify_one();
+            StatusCode::OK.into_response()
+        }
+        Ok(wasmos_state::Response::Rejected { reason }) => fail(StatusCode::BAD_REQUEST, reason),
+        Ok(other) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected {other:?}"),
+        ),
+        Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

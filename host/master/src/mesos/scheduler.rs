@@ -1001,6 +1001,9 @@ impl Calls<'_> {
         for s in &refused {
             self.link.send_ephemeral(s);
         }
+        // What the launch left of its offers is free again: offer it now
+        // rather than at the next allocation interval.
+        self.l.alloc_wakeup.notify_one();
         let now = now_secs();
         for (raw, why) in invalid {
             self.link
