@@ -17,6 +17,7 @@
 //! `wasmos-bench jobs`: Chronos jobs due every minute on simulated agents (`jobs.rs`, `sim.rs`).
 
 mod etcd;
+mod frameworks;
 mod http1;
 mod jobs;
 mod launch;
@@ -53,6 +54,8 @@ enum Command {
     Marathon(marathon::MarathonArgs),
     /// Chronos jobs due every minute (1,000 and 10,000) on simulated agents: lateness and master CPU per run.
     Jobs(jobs::JobsArgs),
+    /// External frameworks on the Mesos v1 scheduler API: launch round trip, offers/s to 100 frameworks, DRF convergence.
+    Frameworks(frameworks::FrameworksArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +163,13 @@ fn main() -> anyhow::Result<()> {
                     None => default_wasmos()?,
                 };
                 jobs::run(a, bin).await
+            }
+            Command::Frameworks(a) => {
+                let bin = match a.wasmos.clone() {
+                    Some(b) => b,
+                    None => default_wasmos()?,
+                };
+                frameworks::run(a, bin).await
             }
         }
     })

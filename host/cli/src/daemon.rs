@@ -92,6 +92,11 @@ pub struct MasterArgs {
     /// tasks TASK_UNREACHABLE until it registers again.
     #[arg(long, default_value_t = 10_000)]
     agent_timeout_ms: u64,
+    /// How often the allocator offers free resources, in milliseconds
+    /// (it also runs on every change: an agent joining, a task ending, a
+    /// revive); Mesos' `--allocation_interval`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    allocation_interval_ms: u64,
     /// Threads serving the API and raft (default: one per core). Where
     /// several masters share a machine's cores, one each spends less CPU
     /// per write on handing work between threads (BENCHMARKS.md).
@@ -353,6 +358,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         insecure,
         heartbeat_interval_ms,
         agent_timeout_ms,
+        allocation_interval_ms,
         worker_threads: _,
     } = a;
     if heartbeat_interval_ms == 0 || agent_timeout_ms <= heartbeat_interval_ms {
@@ -423,6 +429,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
     c.plain_listen = plain_listen;
     c.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms);
     c.agent_timeout = Duration::from_millis(agent_timeout_ms);
+    c.allocation_interval = Duration::from_millis(allocation_interval_ms);
     Ok(c)
 }
 
@@ -765,6 +772,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             insecure,
             heartbeat_interval_ms: 2000,
             agent_timeout_ms: 10_000,
+            allocation_interval_ms: 1000,
             worker_threads: None,
         },
         ca_cert.as_deref(),
