@@ -436,10 +436,12 @@ async fn greedy(mut fw: Framework, name: &'static str, held: Arc<AtomicU64>) -> 
                     task(&format!("{name}-{n}"), &offer["agent_id"], 1.0)
                 })
                 .collect();
-            fw.call(json!({"type": "ACCEPT", "accept": {"offer_ids": [offer["id"]],
+            fw.call(
+                json!({"type": "ACCEPT", "accept": {"offer_ids": [offer["id"]],
                 "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
-                "filters": {"refuse_seconds": 0}}}))
-                .await?;
+                "filters": {"refuse_seconds": 0}}}),
+            )
+            .await?;
         }
     }
     Ok(())
@@ -475,7 +477,10 @@ async fn convergence(bin: &Path) -> anyhow::Result<f64> {
         if std::env::var_os("WASMOS_BENCH_TRACE").is_some()
             && joined.elapsed().as_millis() % 1000 < 20
         {
-            eprintln!("   {:.1} s: a holds {x}, b {y}", joined.elapsed().as_secs_f64());
+            eprintln!(
+                "   {:.1} s: a holds {x}, b {y}",
+                joined.elapsed().as_secs_f64()
+            );
         }
         if joined.elapsed() > Duration::from_secs(120) {
             bail!("shares did not converge in 120 s (a {x}, b {y})");
