@@ -474,14 +474,6 @@ async fn convergence(bin: &Path) -> anyhow::Result<f64> {
         if y as f64 >= 0.9 * x as f64 {
             return Ok(joined.elapsed().as_secs_f64());
         }
-        if std::env::var_os("WASMOS_BENCH_TRACE").is_some()
-            && joined.elapsed().as_millis() % 1000 < 20
-        {
-            eprintln!(
-                "   {:.1} s: a holds {x}, b {y}",
-                joined.elapsed().as_secs_f64()
-            );
-        }
         if joined.elapsed() > Duration::from_secs(120) {
             bail!("shares did not converge in 120 s (a {x}, b {y})");
         }

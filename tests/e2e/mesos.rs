@@ -144,6 +144,17 @@ async fn the_scheduler_api_needs_a_principal_allowed_to_run_the_framework() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // ... and with credentials it is the scheduler API answering.
+    let r = wasmos_tests::client_for(&c.up.url)
+        .build()
+        .unwrap()
+        .post(format!("{}/api/v1/scheduler", c.up.url))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
 }
 
 #[tokio::test]

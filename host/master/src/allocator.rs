@@ -56,6 +56,13 @@ pub struct Inputs {
     pub roles: BTreeMap<String, RoleConfig>,
 }
 
+impl Inputs {
+    /// A framework's role (`*` when it names none).
+    fn role_of(&self, f: &FrameworkId) -> &str {
+        self.framework_roles.get(f).map_or("*", String::as_str)
+    }
+}
+
 /// A launch that passed the offer checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcceptedLaunch {
@@ -128,13 +135,6 @@ impl Allocator {
             let e = held.entry(fw.clone()).or_default();
             *e = e.add(r);
         }
-        let role_of = |f: &FrameworkId| -> String {
-            input
-                .framework_roles
-                .get(f)
-                .cloned()
-                .unwrap_or_else(|| "*".into())
-        };
         let mut cluster_free = input.agents.iter().fold(Resources::default(), |acc, a| {
             acc.add(&self.free_on(a, input))
         });
@@ -147,7 +147,7 @@ impl Allocator {
             }
             let role_held = |role: &str, held: &BTreeMap<FrameworkId, Resources>| {
                 held.iter()
-                    .filter(|(f, _)| within(&role_of(f), role))
+                    .filter(|(f, _)| within(input.role_of(f), role))
                     .fold(Resources::default(), |acc, (_, r)| acc.add(r))
             };
             // Guarantees not met yet, and what they still need.
@@ -162,10 +162,10 @@ impl Allocator {
             // What this agent may give each framework: its free resources
             // cut to the limits of the framework's role and its ancestors.
             let room = |f: &FrameworkId, held: &BTreeMap<FrameworkId, Resources>| -> Resources {
-                let role = role_of(f);
+                let role = input.role_of(f);
                 let mut offer = free.clone();
                 for (r, c) in &input.roles {
-                    if !c.quota.limits.is_empty() && within(&role, r) {
+                    if !c.quota.limits.is_empty() && within(role, r) {
                         offer = c.quota.cap(&offer, &role_held(r, held));
                     }
                 }
@@ -182,11 +182,11 @@ impl Allocator {
             // Frameworks of a role short of its guarantee go first.
             let short: Vec<FrameworkId> = eligible
                 .iter()
-                .filter(|f| unmet.iter().any(|(r, _)| within(&role_of(f), r)))
+                .filter(|f| unmet.iter().any(|(r, _)| within(input.role_of(f), r)))
                 .cloned()
                 .collect();
             let pool = if short.is_empty() { &eligible } else { &short };
-            let Some(framework) = pick(pool, &held, &total, input, &role_of) else {
+            let Some(framework) = pick(pool, &held, &total, input) else {
                 continue;
             };
             let mut offered = room(&framework, &held);
@@ -435,7 +435,6 @@ fn pick(
     held: &BTreeMap<FrameworkId, Resources>,
     total: &Resources,
     input: &Inputs,
-    role_of: &dyn Fn(&FrameworkId) -> String,
 ) -> Option<FrameworkId> {
     let share = |r: &Resources| r.dominant_share(total);
     let mut node = String::new();
@@ -445,14 +444,14 @@ fn pick(
         let mut options: Vec<(f64, String, Result<FrameworkId, String>)> = Vec::new();
         let mut children: Vec<String> = Vec::new();
         for f in &pool {
-            let role = role_of(f);
+            let role = input.role_of(f);
             if role == node {
                 let mine = held.get(f).cloned().unwrap_or_default();
                 options.push((share(&mine), f.to_string(), Ok(f.clone())));
                 continue;
             }
             let rest = if node.is_empty() {
-                role.as_str()
+                role
             } else {
                 &role[node.len() + 1..]
             };
@@ -469,7 +468,7 @@ fn pick(
         for child in children {
             let sum = held
                 .iter()
-                .filter(|(f, _)| within(&role_of(f), &child))
+                .filter(|(f, _)| within(input.role_of(f), &child))
                 .fold(Resources::default(), |acc, (_, r)| acc.add(r));
             let weight = input.roles.get(&child).map_or(1.0, |c| c.weight);
             options.push((share(&sum) / weight, child.clone(), Err(child)));
@@ -480,7 +479,7 @@ fn pick(
         match best {
             Ok(f) => return Some(f),
             Err(role) => {
-                pool.retain(|f| within(&role_of(f), &role));
+                pool.retain(|f| within(input.role_of(f), &role));
                 node = role;
             }
         }

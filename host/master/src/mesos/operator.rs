@@ -47,8 +47,8 @@ struct AgentSnap {
 /// One framework as the leader sees it now.
 struct FrameworkSnap {
     rec: FrameworkRecord,
+    /// Offered to, and connected (the same thing here).
     active: bool,
-    connected: bool,
     used: Resources,
     offered: Resources,
     offers: Vec<Offer>,
@@ -65,10 +65,12 @@ struct Snap {
 fn snapshot(l: &Leader) -> Snap {
     let connected = l.agents.connected();
     let offers = l.allocator().offers();
-    let active: BTreeMap<FrameworkId, (bool, bool)> = l
+    // A framework is active (offered to) exactly while it is connected:
+    // a plugin always, an external framework while subscribed.
+    let active: BTreeMap<FrameworkId, bool> = l
         .frameworks_read()
         .iter()
-        .map(|(id, h)| (id.clone(), (h.is_active(), h.is_active())))
+        .map(|(id, h)| (id.clone(), h.is_active()))
         .collect();
     l.store.read(|s| {
         let used_a = s.used_by_agent();
@@ -95,11 +97,7 @@ fn snapshot(l: &Leader) -> Snap {
                     .filter(|o| o.framework_id == f.id)
                     .cloned()
                     .collect();
-                let (active, connected) = if f.removed_at.is_some() {
-                    (false, false)
-                } else {
-                    active.get(&f.id).copied().unwrap_or((false, false))
-                };
+                let active = f.removed_at.is_none() && active.get(&f.id).copied().unwrap_or(false);
                 let (tasks, completed): (Vec<TaskRecord>, Vec<TaskRecord>) = s
                     .tasks
                     .values()
@@ -109,7 +107,6 @@ fn snapshot(l: &Leader) -> Snap {
                 FrameworkSnap {
                     rec: f.clone(),
                     active,
-                    connected,
                     used: used_f.get(&f.id).cloned().unwrap_or_default(),
                     offered: mine
                         .iter()
@@ -238,7 +235,7 @@ fn legacy_framework(f: &FrameworkSnap) -> Value {
         "hostname": i.hostname.clone().unwrap_or_default(),
         "webui_url": i.webui_url.clone().unwrap_or_default(),
         "active": f.active,
-        "connected": f.connected,
+        "connected": f.active,
         "recovered": false,
         "user": i.user,
         "failover_timeout": i.failover_timeout_secs,
@@ -351,7 +348,7 @@ pub async fn state_summary(Lead(l): Lead) -> Response {
         .map(|f| {
             let mut v = json!({
                 "id": f.rec.id, "name": f.rec.info.name, "active": f.active,
-                "connected": f.connected, "used_resources": legacy_resources(&f.used),
+                "connected": f.active, "used_resources": legacy_resources(&f.used),
                 "offered_resources": legacy_resources(&f.offered),
                 "webui_url": f.rec.info.webui_url.clone().unwrap_or_default(),
                 "hostname": f.rec.info.hostname.clone().unwrap_or_default(),
@@ -532,11 +529,11 @@ fn metrics(l: &Leader, snap: &Snap) -> BTreeMap<String, f64> {
     );
     m.insert(
         "master/frameworks_connected".into(),
-        live.iter().filter(|f| f.connected).count() as f64,
+        live.iter().filter(|f| f.active).count() as f64,
     );
     m.insert(
         "master/frameworks_disconnected".into(),
-        live.iter().filter(|f| !f.connected).count() as f64,
+        live.iter().filter(|f| !f.active).count() as f64,
     );
     m.insert(
         "master/frameworks_inactive".into(),
@@ -682,7 +679,7 @@ fn v1_framework(f: &FrameworkSnap) -> Value {
     let mut v = json!({
         "framework_info": info,
         "active": f.active,
-        "connected": f.connected,
+        "connected": f.active,
         "recovered": false,
         "registered_time": nanos(f.rec.registered_at),
         "allocated_resources": resources_json(&f.used),

@@ -866,24 +866,25 @@ mod tests {
 
     #[test]
     fn statuses_carry_a_uuid_only_when_they_need_an_acknowledgement() {
-        let s = TaskStatus {
-            task_id: TaskId::new("t").unwrap(),
-            state: wasmos_core::TaskState::Running,
-            agent_id: Some(AgentId::new("a").unwrap()),
-            source: wasmos_core::Source::Agent,
-            reason: None,
-            message: None,
-            exit_code: None,
-            signal: None,
-            healthy: None,
-            ready: None,
-            timestamp: 1.5,
-            uuid: uuid::Uuid::from_u128(7),
-        };
+        let mut s = crate::leader::master_status(
+            &TaskId::new("t").unwrap(),
+            Some(&AgentId::new("a").unwrap()),
+            wasmos_core::TaskState::Running,
+            wasmos_core::Reason::Other,
+            String::new(),
+            1.5,
+        );
+        s.source = wasmos_core::Source::Agent;
+        s.uuid = uuid::Uuid::from_u128(7);
         let with = status_json(&s, true);
         assert_eq!(parse_uuid(with["uuid"].as_str().unwrap()).unwrap(), s.uuid);
         assert_eq!(with["agent_id"]["value"], "a");
         assert_eq!(with["state"], "TASK_RUNNING");
+        assert_eq!(with["source"], "SOURCE_AGENT");
+        assert!(
+            with.get("reason").is_none(),
+            "REASON_OTHER has no Mesos name"
+        );
         assert!(status_json(&s, false).get("uuid").is_none());
         assert!(parse_uuid("AAAA").is_err());
     }
