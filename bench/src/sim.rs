@@ -107,6 +107,7 @@ impl SimAgents {
                 hostname: format!("sim-{i}"),
                 endpoint: format!("https://{addr}/a/{i}"),
                 resources: resources.clone(),
+                reserved: Default::default(),
                 attributes: Default::default(),
                 boot_id: "simulated".into(),
                 version: "sim".into(),

@@ -23,6 +23,16 @@ MODE:
   greedy    subscribe in role $ROLE (as framework $NAME) and, once the file
             $GO exists, launch one task of $CPUS cpus per offer (sleep 600),
             forever; print `framework: ID` when subscribed.
+  stateful  subscribe in role $ROLE; in one ACCEPT reserve what a task
+            needs, create persistent volume `v1` on it and launch a task
+            writing to it; once that task has finished, launch a second one
+            on the volume as offered, which succeeds only if it reads what
+            the first wrote (and the file is in the role's volumes directory
+            $VOLUMES on the agent); then destroy the volume and unreserve, and wait
+            for offers with nothing reserved. Fails if any offer carries
+            resources reserved for another role.
+  reserved  subscribe in role $ROLE and wait for an offer holding $CPUS cpus
+            reserved for it.
 """
 
 import os
@@ -227,4 +237,156 @@ def greedy():
         time.sleep(1)
 
 
-{"tour": tour, "start": start, "resume": resume, "greedy": greedy}[mode]()
+def scalar(name, value, role=None, **extra):
+    r = dict(name=name, type="SCALAR", scalar=dict(value=value), **extra)
+    if role:
+        # The pre-refinement format pymesos frameworks use.
+        r["role"] = role
+        r["reservation"] = dict(principal=principal)
+    return r
+
+
+class Stateful(Scheduler):
+    """Reserve, create a volume, write, read it back, destroy, unreserve."""
+
+    def __init__(self, role):
+        self.role = role
+        self.lock = threading.Lock()
+        self.phase = "reserve"
+        self.updates = {}
+        self.registered_id = None
+        self.foreign = []
+        self.errors = []
+
+    def registered(self, driver, framework_id, master_info):
+        self.registered_id = framework_id.value
+
+    def statusUpdate(self, driver, update):
+        with self.lock:
+            self.updates.setdefault(update.task_id.value, []).append(update.state)
+
+    def error(self, driver, message):
+        self.errors.append(message)
+
+    def task(self, offer, task_id, command, resources):
+        t = Dict()
+        t.task_id.value = task_id
+        t.agent_id.value = offer.agent_id.value
+        t.name = task_id
+        t.command.value = command
+        t.resources = resources
+        return t
+
+    def resourceOffers(self, driver, offers):
+        with self.lock:
+            for offer in offers:
+                mine = [r for r in offer.resources if r.get("role", "*") == self.role]
+                self.foreign += [r for r in offer.resources
+                                 if r.get("role", "*") not in ("*", self.role)]
+                volume = [r for r in mine if r.get("disk", {}).get("persistence")]
+                reserved = [r for r in mine if not r.get("disk", {}).get("persistence")]
+                free = {r.name: r.scalar.value for r in offer.resources
+                        if r.get("role", "*") == "*" and r.type == "SCALAR"}
+                if self.phase == "reserve" and free.get("cpus", 0) >= 0.1 \
+                        and free.get("disk", 0) >= 16:
+                    want = [scalar("cpus", 0.1, self.role), scalar("mem", 32, self.role),
+                            scalar("disk", 16, self.role)]
+                    vol = scalar("disk", 8, self.role, disk=dict(
+                        persistence=dict(id="v1", principal=principal),
+                        volume=dict(container_path="data", mode="RW")))
+                    writer = self.task(offer, "py-writer",
+                                       'echo kept > data/f && test "$(id -u)" != 0',
+                                       want[:2] + [vol])
+                    driver.acceptOffers([offer.id], [
+                        dict(type="RESERVE", reserve=dict(resources=want)),
+                        dict(type="CREATE", create=dict(volumes=[vol])),
+                        dict(type="LAUNCH", launch=dict(task_infos=[writer])),
+                    ], filters=dict(refuse_seconds=0))
+                    self.phase = "writing"
+                elif self.phase == "read" and volume:
+                    cpu_mem = [r for r in reserved if r.name in ("cpus", "mem")]
+                    reader = self.task(offer, "py-reader", 'test "$(cat data/f)" = kept',
+                                       cpu_mem + volume)
+                    driver.launchTasks(offer.id, [reader], filters=dict(refuse_seconds=0))
+                    self.phase = "reading"
+                elif self.phase == "clean" and volume:
+                    driver.acceptOffers([offer.id], [
+                        dict(type="DESTROY", destroy=dict(volumes=volume)),
+                        dict(type="UNRESERVE", unreserve=dict(resources=[
+                            scalar("cpus", 0.1, self.role), scalar("mem", 32, self.role),
+                            scalar("disk", 16, self.role)])),
+                    ], filters=dict(refuse_seconds=0))
+                    self.phase = "cleaning"
+                elif self.phase == "cleaning" and not mine:
+                    self.phase = "done"
+                    driver.declineOffer(offer.id, filters=dict(refuse_seconds=3600))
+                else:
+                    driver.declineOffer(offer.id, filters=dict(refuse_seconds=0.2))
+
+    def states(self, task_id):
+        with self.lock:
+            return list(self.updates.get(task_id, []))
+
+    def advance(self, to):
+        with self.lock:
+            self.phase = to
+
+
+def stateful():
+    role = os.environ["ROLE"]
+    sched = Stateful(role)
+    f = framework("pymesos-stateful")
+    f.role = role
+    d = driver_for(sched, f)
+    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    wait("py-writer TASK_FINISHED (it wrote to its volume)",
+         lambda: "TASK_FINISHED" in sched.states("py-writer")
+         or "TASK_FAILED" in sched.states("py-writer"), 90)
+    assert sched.states("py-writer")[-1] == "TASK_FINISHED", sched.states("py-writer")
+    # The data is on the agent, outside the writer's sandbox.
+    where = os.environ["VOLUMES"]
+    dirs = [n for n in os.listdir(where) if n.startswith("v1.")]
+    assert len(dirs) == 1, os.listdir(where)
+    with open(os.path.join(where, dirs[0], "f")) as f:
+        assert f.read() == "kept\n"
+    sched.advance("read")
+    wait("py-reader TASK_FINISHED (it read what py-writer left)",
+         lambda: "TASK_FINISHED" in sched.states("py-reader")
+         or "TASK_FAILED" in sched.states("py-reader"), 90)
+    assert sched.states("py-reader")[-1] == "TASK_FINISHED", sched.states("py-reader")
+    sched.advance("clean")
+    wait("offers with nothing reserved for the role", lambda: sched.phase == "done", 90)
+    assert not sched.foreign, f"offered another role's reservation: {sched.foreign}"
+    assert not sched.errors, sched.errors
+    d.stop()
+    d.join()
+    print("pymesos stateful: ok", flush=True)
+
+
+class Watcher(Scheduler):
+    def __init__(self, role, cpus):
+        self.role, self.cpus, self.seen = role, cpus, False
+
+    def resourceOffers(self, driver, offers):
+        for offer in offers:
+            got = sum(r.scalar.value for r in offer.resources
+                      if r.name == "cpus" and r.get("role") == self.role)
+            if abs(got - self.cpus) < 1e-6:
+                self.seen = True
+            driver.declineOffer(offer.id, filters=dict(refuse_seconds=0.2))
+
+
+def reserved():
+    role = os.environ["ROLE"]
+    sched = Watcher(role, float(os.environ["CPUS"]))
+    f = framework("pymesos-reserved")
+    f.role = role
+    d = driver_for(sched, f)
+    wait(f"an offer of {sched.cpus} cpus reserved for {role}", lambda: sched.seen, 60)
+    d.stop()
+    d.join()
+    print("pymesos reserved: ok", flush=True)
+
+
+{"tour": tour, "start": start, "resume": resume, "greedy": greedy,
+ "stateful": stateful, "reserved": reserved}[mode]()

@@ -10,7 +10,8 @@ use wasmos_tests::{Api, Cluster, DEADLINE, run_pymesos, user_with, wait_for};
 const SCRIPT: &str = "pymesos_scheduler.py";
 
 /// A cluster with a plaintext listener (pymesos speaks no TLS) at `plain`,
-/// and a principal `pyfw` that may run frameworks named `pymesos-*`.
+/// and a principal `pyfw` that may run frameworks named `pymesos-*` in any
+/// role.
 async fn cluster(dir: tempfile::TempDir, plain: &str) -> (Cluster, String, String) {
     cluster_with(dir, &["--plain-listen", plain]).await
 }
@@ -24,7 +25,8 @@ async fn cluster_with(dir: tempfile::TempDir, args: &[&str]) -> (Cluster, String
         .strip_prefix("http://")
         .expect("a plain URL")
         .to_string();
-    let rules = json!([{"area": "frameworks", "prefix": "pymesos-", "access": "write"}]);
+    let rules = json!([{"area": "frameworks", "prefix": "pymesos-", "access": "write"},
+                       {"area": "roles", "prefix": "", "access": "read"}]);
     let password = user_with(&c.api, "pyfw", rules).await;
     (c, host_port, password)
 }
@@ -694,4 +696,153 @@ async fn a_quota_guarantee_holds_while_another_role_floods() {
     assert_eq!(code, 400);
     let (_, role) = c.api.get("/api/wasmos/v1/roles/q").await;
     assert_eq!(role["quota"]["guarantees"]["cpus"], 1.0, "{role}");
+}
+
+/// The reserved cpus of role `role` on the only agent, as `/master/slaves`
+/// shows them (0 when it holds none).
+async fn reserved_cpus(api: &Api, role: &str) -> f64 {
+    let (code, v) = api.get("/master/slaves").await;
+    assert_eq!(code, 200, "{v}");
+    v["slaves"][0]["reserved_resources"][role]["cpus"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn reservations_go_only_to_their_role_and_a_persistent_volume_outlives_its_task() {
+    // 0.5 cpus and 128 MB are reserved for `web` when the agent starts.
+    let resources = wasmos_tests::own_ports("cpus:2;mem:2048;disk:1000;cpus(web):0.5;mem(web):128");
+    let (c, plain, password) = cluster_with(
+        tempfile::tempdir().unwrap(),
+        &["--plain-listen", "127.0.0.1:0", "--resources", &resources],
+    )
+    .await;
+    assert_eq!(reserved_cpus(&c.api, "web").await, 0.5);
+
+    // A framework of `db` reserves, makes a volume, writes to it from one
+    // task and reads it back from the next; it never sees web's part.
+    let role_dir = c.dir.path().join("data/agent/volumes/roles/db");
+    run_pymesos(
+        SCRIPT,
+        &["stateful", &plain, "pyfw", &password],
+        &[
+            ("ROLE", "db".into()),
+            ("VOLUMES", role_dir.display().to_string()),
+        ],
+        "pymesos stateful: ok",
+    )
+    .await;
+    // The volume was destroyed and its data deleted on the agent (at a
+    // heartbeat once it has not changed for 10 s); the reservation is gone.
+    wait_for(
+        "the destroyed volume's data to be deleted",
+        DEADLINE,
+        || async {
+            let left = std::fs::read_dir(&role_dir).map_or(0, |d| d.count());
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(reserved_cpus(&c.api, "db").await, 0.0);
+    // A framework of `web` is offered web's reservation.
+    run_pymesos(
+        SCRIPT,
+        &["reserved", &plain, "pyfw", &password],
+        &[("ROLE", "web".into()), ("CPUS", "0.5".into())],
+        "pymesos reserved: ok",
+    )
+    .await;
+
+    // Operators reserve and unreserve through the operator API.
+    let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
+    let agent = agents[0]["id"].as_str().unwrap().to_string();
+    let cpus = |role: &str| {
+        json!([{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5},
+                "reservations": [{"type": "DYNAMIC", "role": role}]}])
+    };
+    let call = |kind: &str, resources: Value| {
+        let key = kind.to_lowercase();
+        json!({"type": kind, key: {"agent_id": {"value": agent}, "resources": resources}})
+    };
+    let (code, v) = c
+        .api
+        .post("/api/v1", &call("RESERVE_RESOURCES", cpus("ops")))
+        .await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(reserved_cpus(&c.api, "ops").await, 0.5);
+    let (_, got) = c.api.post("/api/v1", &json!({"type": "GET_AGENTS"})).await;
+    let total = got["get_agents"]["agents"][0]["total_resources"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        total.iter().any(|r| r["name"] == "cpus"
+            && r["reservations"][0]["role"] == "ops"
+            && r["scalar"]["value"] == 0.5),
+        "{total:?}"
+    );
+    // Bad input is refused with why, and changes nothing: no role, more
+    // than is free, unreserving what is not reserved, an unknown agent.
+    let unreserved = json!([{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}}]);
+    let (code, v) = c
+        .api
+        .post("/api/v1", &call("RESERVE_RESOURCES", unreserved))
+        .await;
+    assert_eq!(code, 400, "{v}");
+    let mut huge = cpus("ops");
+    huge[0]["scalar"]["value"] = json!(64.0);
+    let (code, v) = c
+        .api
+        .post("/api/v1", &call("RESERVE_RESOURCES", huge))
+        .await;
+    assert_eq!(code, 409, "{v}");
+    let (code, v) = c
+        .api
+        .post("/api/v1", &call("UNRESERVE_RESOURCES", cpus("nobody")))
+        .await;
+    assert_eq!(code, 409, "{v}");
+    let mut elsewhere = call("RESERVE_RESOURCES", cpus("ops"));
+    elsewhere["reserve_resources"]["agent_id"]["value"] = json!("no-such-agent");
+    let (code, _) = c.api.post("/api/v1", &elsewhere).await;
+    assert_eq!(code, 404);
+    assert_eq!(reserved_cpus(&c.api, "ops").await, 0.5);
+    // Static reservations are not undone through the API.
+    let (code, v) = c
+        .api
+        .post("/api/v1", &call("UNRESERVE_RESOURCES", cpus("web")))
+        .await;
+    assert_eq!(code, 409, "{v}");
+    let (code, v) = c
+        .api
+        .post("/api/v1", &call("UNRESERVE_RESOURCES", cpus("ops")))
+        .await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(reserved_cpus(&c.api, "ops").await, 0.0);
+    assert_eq!(reserved_cpus(&c.api, "web").await, 0.5);
+
+    // An operator marks the agent gone: its task ends GONE_BY_OPERATOR
+    // (exec is partition aware); the agent is no longer listed.
+    let out = c
+        .cli(&[
+            "task", "run", "--detach", "--id", "doomed", "--", "sleep", "600",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    c.api.wait_task_state("doomed", "TASK_RUNNING").await;
+    let gone =
+        |a: &str| json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": a}}});
+    let (code, _) = c
+        .api
+        .post("/api/v1", &json!({"type": "MARK_AGENT_GONE"}))
+        .await;
+    assert_eq!(code, 400);
+    let (code, _) = c.api.post("/api/v1", &gone("no-such-agent")).await;
+    assert_eq!(code, 404);
+    let (code, v) = c.api.post("/api/v1", &gone(&agent)).await;
+    assert_eq!(code, 200, "{v}");
+    c.api
+        .wait_task_state("doomed", "TASK_GONE_BY_OPERATOR")
+        .await;
+    let (_, slaves) = c.api.get("/master/slaves").await;
+    assert_eq!(slaves["slaves"], json!([]), "{slaves}");
 }

@@ -7,7 +7,7 @@
 //! trait.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -85,6 +85,72 @@ pub struct ContainerSpec {
     pub network: crate::native::Network,
     /// The image to run in, for the Docker containerizer.
     pub container: Option<wasmos_core::container::ContainerInfo>,
+    /// Persistent volumes to mount into the sandbox.
+    pub volumes: Vec<VolumeBind>,
+}
+
+/// A persistent volume's directory, seen by the task at `container_path`
+/// below its sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeBind {
+    pub host: PathBuf,
+    pub container_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The path `rel` below `sandbox` where a volume goes, its directories
+/// made one by one: no step may be a symbolic link (a fetched archive
+/// could hold one pointing anywhere), and each must be a directory. With
+/// `make_last` the last step is made too (a mount point); without it, it
+/// must not exist.
+pub(crate) fn volume_target(sandbox: &Path, rel: &str, make_last: bool) -> Result<PathBuf, String> {
+    let steps: Vec<&str> = rel.split('/').collect();
+    let mut at = sandbox.to_path_buf();
+    for (i, step) in steps.iter().enumerate() {
+        at.push(step);
+        let last = i + 1 == steps.len();
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("{} is a symbolic link", at.display()));
+            }
+            Ok(_) if last && !make_last => {
+                return Err(format!("{} exists already", at.display()));
+            }
+            Ok(m) if !m.is_dir() => return Err(format!("{} is not a directory", at.display())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !last || make_last {
+                    std::fs::create_dir(&at)
+                        .map_err(|e| format!("cannot make {}: {e}", at.display()))?;
+                }
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", at.display())),
+        }
+    }
+    Ok(at)
+}
+
+/// Links each volume into the sandbox, for containerizers without a mount
+/// namespace of their own (Mesos' `filesystem/posix` does the same).
+pub(crate) fn link_volumes(sandbox: &Path, volumes: &[VolumeBind]) -> Result<(), LaunchError> {
+    for v in volumes {
+        if v.read_only {
+            return Err(LaunchError::Other(
+                "read-only volumes need the native containerizer (run the agent as root)".into(),
+            ));
+        }
+        let at = volume_target(sandbox, &v.container_path, false).map_err(|e| {
+            LaunchError::Other(format!("cannot place volume {}: {e}", v.container_path))
+        })?;
+        std::os::unix::fs::symlink(&v.host, &at).map_err(|e| {
+            LaunchError::Other(format!(
+                "cannot link volume {} into the sandbox: {e}",
+                v.host.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// How a task's process ended.
@@ -277,6 +343,7 @@ pub(crate) fn restrict_child(cmd: &mut tokio::process::Command, limits: Vec<Rlim
 }
 
 fn launch_process(spec: ContainerSpec) -> Result<Launched, LaunchError> {
+    link_volumes(&spec.sandbox, &spec.volumes)?;
     let open = |name: &str| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -344,4 +411,24 @@ fn launch_process(spec: ContainerSpec) -> Result<Launched, LaunchError> {
         signal,
         exec: Some(exec),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_is_never_placed_through_a_symbolic_link() {
+        let sandbox = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), sandbox.path().join("evil")).unwrap();
+        assert!(volume_target(sandbox.path(), "evil", true).is_err());
+        assert!(volume_target(sandbox.path(), "evil/data", true).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        let at = volume_target(sandbox.path(), "a/b", true).unwrap();
+        assert!(at.is_dir() && at.starts_with(sandbox.path()));
+        // A link's place must be free.
+        assert!(volume_target(sandbox.path(), "a/b", false).is_err());
+        assert!(volume_target(sandbox.path(), "a/c", false).is_ok());
+    }
 }

@@ -248,13 +248,23 @@ impl DockerContainerizer {
                     .then_some(bindings),
                 // A structured mount, not a `host:container` bind string:
                 // sandbox paths may hold `:` (Chronos task ids do).
-                mounts: Some(vec![Mount {
-                    target: Some(SANDBOX_MOUNT.to_string()),
-                    source: Some(sandbox),
-                    typ: Some(MountType::BIND),
-                    read_only: Some(false),
-                    ..Default::default()
-                }]),
+                mounts: Some(
+                    std::iter::once(Mount {
+                        target: Some(SANDBOX_MOUNT.to_string()),
+                        source: Some(sandbox),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(false),
+                        ..Default::default()
+                    })
+                    .chain(spec.volumes.iter().map(|v| Mount {
+                        target: Some(format!("{SANDBOX_MOUNT}/{}", v.container_path)),
+                        source: Some(v.host.display().to_string()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(v.read_only),
+                        ..Default::default()
+                    }))
+                    .collect(),
+                ),
                 ..Default::default()
             }),
             ..Default::default()

@@ -299,13 +299,15 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     for g in &gpus {
         tracing::info!(index = g.index, name = %g.name, memory_mb = g.memory_mb, "GPU found");
     }
+    let mut reserved = Default::default();
     if let Some(o) = &config.resources {
-        resources = resources::apply_overrides(resources, o).context("--resources")?;
+        (resources, reserved) = resources::apply_overrides(resources, o).context("--resources")?;
     }
     let info = AgentInfo {
         hostname: config.hostname.clone().unwrap_or_else(resources::hostname),
         endpoint: url.clone(),
         resources,
+        reserved,
         attributes: config.attributes.clone(),
         boot_id: resources::boot_id(),
         version: wasmos_core::VERSION.to_string(),

@@ -173,6 +173,9 @@ impl Agent {
             self.registered.notify_waiters();
             self.updates_wake.notify_one();
             self.sync_plugins(&reg.plugins).await;
+            if let Some(keep) = &reg.volumes {
+                self.collect_volumes(keep);
+            }
 
             let mut failures = 0u32;
             loop {
@@ -194,6 +197,9 @@ impl Agent {
                         }
                         failures = 0;
                         self.sync_plugins(&reply.plugins).await;
+                        if let Some(keep) = &reply.volumes {
+                            self.collect_volumes(keep);
+                        }
                         if reply.reregister
                             || reply.master_id != reg.master_id
                             || reply.term != reg.term

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use wasmos_core::reservation::{RoleResources, parse_agent_resources};
 use wasmos_core::{PortSet, ResourceError, Resources, Scalar};
 
 /// The port range offered when none is configured (Mesos' default).
@@ -33,24 +34,36 @@ pub fn discover(work_dir: &Path) -> Resources {
 }
 
 /// Applies `cpus:2;mem:1024;ports:[...]` over discovered resources: only
-/// the names given change.
-pub fn apply_overrides(mut r: Resources, overrides: &str) -> Result<Resources, ResourceError> {
-    for part in overrides
-        .split(';')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        let one: Resources = part.parse()?;
-        match part.split(':').next().map(str::trim) {
-            Some("cpus") => r.cpus = one.cpus,
-            Some("mem") => r.mem = one.mem,
-            Some("disk") => r.disk = one.disk,
-            Some("gpus") => r.gpus = one.gpus,
-            Some("ports") => r.ports = one.ports,
-            _ => {}
-        }
+/// the names given change. A name may carry a role, as in Mesos:
+/// `cpus:2;cpus(ops):2` is 4 cpus, 2 of them statically reserved for
+/// `ops`. Returns the resources and their reserved part by role.
+pub fn apply_overrides(
+    mut r: Resources,
+    overrides: &str,
+) -> Result<(Resources, RoleResources), ResourceError> {
+    let (given, reserved) = parse_agent_resources(overrides)?;
+    let named = |n: &str| {
+        overrides.split(';').any(|p| {
+            let name = p.split(':').next().unwrap_or("");
+            name.split('(').next().unwrap_or("").trim() == n
+        })
+    };
+    if named("cpus") {
+        r.cpus = given.cpus;
     }
-    Ok(r)
+    if named("mem") {
+        r.mem = given.mem;
+    }
+    if named("disk") {
+        r.disk = given.disk;
+    }
+    if named("gpus") {
+        r.gpus = given.gpus;
+    }
+    if named("ports") {
+        r.ports = given.ports;
+    }
+    Ok((r, reserved))
 }
 
 fn meminfo_total_mb() -> Option<f64> {
@@ -104,8 +117,13 @@ mod tests {
         let base: Resources = "cpus:8;mem:16000;disk:100;ports:[31000-32000]"
             .parse()
             .unwrap();
-        let r = apply_overrides(base, "cpus:2; ports:[5000-5001]").unwrap();
+        let (r, reserved) = apply_overrides(base.clone(), "cpus:2; ports:[5000-5001]").unwrap();
         assert_eq!(r.to_string(), "cpus:2;mem:16000;disk:100;ports:[5000-5001]");
+        assert!(reserved.is_empty());
+        // Static reservations add to what is named.
+        let (r, reserved) = apply_overrides(base, "cpus:2;cpus(ops):1;mem(ops):500").unwrap();
+        assert_eq!(r.to_string(), "cpus:3;mem:500;disk:100;ports:[31000-32000]");
+        assert_eq!(reserved["ops"].to_string(), "cpus:1;mem:500;disk:0");
         assert!(apply_overrides(Resources::default(), "cpus:-1").is_err());
         assert!(apply_overrides(Resources::default(), "bogus:1").is_err());
     }

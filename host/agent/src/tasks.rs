@@ -174,7 +174,7 @@ impl Agent {
                     }
                     Ok(())
                 });
-                let fetched = match checked {
+                let fetched = match checked.and_then(|()| self.prepare_volumes(&spec)) {
                     Err(why) => Err(why),
                     Ok(()) => {
                         crate::fetch::fetch_all(&spec, &sandbox, &self.config.fetch_allow).await
@@ -475,6 +475,84 @@ impl Agent {
             cgroup: Default::default(),
             network: Network::Host,
             container: spec.container.clone(),
+            volumes: spec
+                .volumes
+                .iter()
+                .map(|m| crate::containerizer::VolumeBind {
+                    host: self.volume_dir(m),
+                    container_path: m.container_path.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
+        }
+    }
+
+    /// Where a persistent volume's data lives on this agent.
+    fn volume_dir(&self, m: &wasmos_core::VolumeMount) -> PathBuf {
+        self.config
+            .data_dir
+            .join(wasmos_core::reservation::volume_dir(&m.role, &m.dir_name()))
+    }
+
+    /// Makes the task's persistent volumes' directories (on first use:
+    /// owned by the task's user).
+    fn prepare_volumes(&self, spec: &TaskSpec) -> Result<(), String> {
+        for m in &spec.volumes {
+            let dir = self.volume_dir(m);
+            if dir.is_dir() {
+                continue;
+            }
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot make volume {} at {}: {e}", m.id, dir.display()))?;
+            if let Some(user) = &spec.command.user
+                && let Ok(Some(u)) = nix::unistd::User::from_name(user)
+            {
+                nix::unistd::chown(&dir, Some(u.uid), Some(u.gid))
+                    .map_err(|e| format!("cannot give volume {} to {user}: {e}", m.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the data of persistent volumes this agent no longer holds
+    /// (`keep`: the directories the master lists), unless a task here uses
+    /// them or they changed in the last 10 s (the list may have been read
+    /// just before the volume was created).
+    pub(crate) fn collect_volumes(&self, keep: &[String]) {
+        let root = self.config.data_dir.join("volumes").join("roles");
+        let Ok(roles) = std::fs::read_dir(&root) else {
+            return;
+        };
+        let in_use: Vec<String> = self
+            .lock_tasks()
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .flat_map(|t| t.spec.volumes.iter().map(|m| m.dir_name()))
+            .collect();
+        for role in roles.flatten() {
+            let Ok(vols) = std::fs::read_dir(role.path()) else {
+                continue;
+            };
+            for v in vols.flatten() {
+                let id = v.file_name().to_string_lossy().to_string();
+                let young = v
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < std::time::Duration::from_secs(10));
+                if keep.contains(&id) || in_use.contains(&id) || young {
+                    continue;
+                }
+                match std::fs::remove_dir_all(v.path()) {
+                    Ok(()) => {
+                        tracing::info!(volume = %id, "persistent volume destroyed: its data is deleted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(volume = %id, error = %e, "cannot delete a destroyed volume's data")
+                    }
+                }
+            }
         }
     }
 

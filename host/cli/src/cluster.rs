@@ -919,6 +919,17 @@ pub async fn roles(a: RolesArgs, c: &Client) -> anyhow::Result<()> {
                 r.frameworks.len().to_string(),
                 table::num(r.allocated.cpus.as_f64()),
                 table::num(r.allocated.mem.as_f64()),
+                if r.reserved.is_empty() {
+                    "-".into()
+                } else {
+                    format!(
+                        "cpus:{};mem:{};disk:{}",
+                        table::num(r.reserved.cpus.as_f64()),
+                        table::num(r.reserved.mem.as_f64()),
+                        table::num(r.reserved.disk.as_f64())
+                    )
+                },
+                r.volumes.to_string(),
             ]
         })
         .collect();
@@ -931,8 +942,53 @@ pub async fn roles(a: RolesArgs, c: &Client) -> anyhow::Result<()> {
             "FRAMEWORKS",
             "CPUS",
             "MEM",
+            "RESERVED",
+            "VOLUMES",
         ],
         &rows,
     );
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// The role whose quota to set; without it, list every role's.
+    role: Option<String>,
+    /// Resources it is guaranteed, e.g. `cpus:2;mem:4096`.
+    #[arg(long, requires = "role")]
+    guarantee: Option<String>,
+    /// The most it may hold, e.g. `cpus:8`.
+    #[arg(long, requires = "role")]
+    limit: Option<String>,
+    /// Remove its quota.
+    #[arg(long, requires = "role", conflicts_with_all = ["guarantee", "limit"])]
+    remove: bool,
+}
+
+/// `wasmos quota [ROLE --guarantee ... --limit ... | --remove]`: the quota
+/// part of `wasmos roles`.
+pub async fn quota(a: QuotaArgs, c: &Client) -> anyhow::Result<()> {
+    let command = match a.role {
+        None => None,
+        Some(role) => {
+            if a.guarantee.is_none() && a.limit.is_none() && !a.remove {
+                bail!("give --guarantee and/or --limit, or --remove, to change {role}'s quota");
+            }
+            Some(RolesCommand::Set {
+                role,
+                weight: None,
+                guarantee: a.guarantee,
+                limit: a.limit,
+                no_quota: a.remove,
+            })
+        }
+    };
+    roles(
+        RolesArgs {
+            command,
+            json: false,
+        },
+        c,
+    )
+    .await
 }

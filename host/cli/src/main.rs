@@ -71,6 +71,8 @@ enum Command {
     Frameworks(ListArgs),
     /// List roles (weights, quotas, what their frameworks hold); `roles set` changes one.
     Roles(cluster::RolesArgs),
+    /// List roles' quotas, or set one: `quota ROLE --guarantee cpus:2 --limit cpus:8`.
+    Quota(cluster::QuotaArgs),
     /// Manage plugins.
     #[command(subcommand)]
     Plugin(cluster::PluginCommand),
@@ -231,6 +233,7 @@ fn main() -> ExitCode {
             Command::Agents(a) => cluster::agents(&connect()?, a.json).await.map(|_| 0),
             Command::Frameworks(a) => cluster::frameworks(&connect()?, a.json).await.map(|_| 0),
             Command::Roles(a) => cluster::roles(a, &connect()?).await.map(|_| 0),
+            Command::Quota(a) => cluster::quota(a, &connect()?).await.map(|_| 0),
             Command::Plugin(c) => cluster::plugin(c, &connect()?).await.map(|_| 0),
             Command::Masters(c) => cluster::masters(c, &connect()?).await.map(|_| 0),
             Command::Var(c) => vars::run(c, &connect()?).await.map(|_| 0),

@@ -12,8 +12,12 @@ pub struct AgentInfo {
     pub hostname: String,
     /// The base URL at which the master reaches the agent's API.
     pub endpoint: String,
-    /// Everything the agent offers to the cluster.
+    /// Everything the agent offers to the cluster, reserved or not.
     pub resources: Resources,
+    /// The part of `resources` statically reserved, by role (the agent's
+    /// `--resources "cpus(ops):2"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserved: crate::reservation::RoleResources,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     /// The Linux boot id the agent runs under; a change means a reboot.

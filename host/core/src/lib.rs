@@ -16,6 +16,7 @@ pub mod limits;
 pub mod offer;
 pub mod plugin;
 pub mod protocol;
+pub mod reservation;
 pub mod resources;
 pub mod task;
 
@@ -24,6 +25,7 @@ pub use framework::{FrameworkInfo, FrameworkKind};
 pub use ids::{AgentId, FrameworkId, IdError, OfferId, TaskId};
 pub use offer::Offer;
 pub use plugin::{PluginKind, PluginManifest};
+pub use reservation::{RoleResources, Volume, VolumeMount};
 pub use resources::{PortRange, PortSet, ResourceError, Resources, Scalar};
 pub use task::{
     CommandSpec, HealthCheckSpec, PlacedTask, Reason, Source, TaskSpec, TaskState, TaskStatus,

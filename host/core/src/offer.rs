@@ -14,6 +14,13 @@ pub struct Offer {
     pub framework_id: FrameworkId,
     pub agent_id: AgentId,
     pub hostname: String,
+    /// Everything offered, reserved parts included (volumes excluded).
     pub resources: Resources,
+    /// The part of `resources` reserved, by role.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserved: crate::reservation::RoleResources,
+    /// Persistent volumes offered for use (none in use by a task).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::reservation::Volume>,
     pub attributes: BTreeMap<String, String>,
 }

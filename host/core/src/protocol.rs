@@ -136,6 +136,11 @@ pub struct Registered {
     /// Fingerprint of the plugins agents run; see [`AgentPlugin`].
     #[serde(default)]
     pub plugins: String,
+    /// The persistent volumes the agent holds (their directories' names):
+    /// the agent deletes the data of any other. `None`: say nothing of
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<String>>,
 }
 
 /// Agent → master, every heartbeat interval.
@@ -168,6 +173,9 @@ pub struct HeartbeatReply {
     /// fetches the list again.
     #[serde(default)]
     pub plugins: String,
+    /// As in [`Registered::volumes`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<String>>,
 }
 
 /// A plugin an agent runs (an isolator or a health check), as listed at

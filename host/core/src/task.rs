@@ -127,6 +127,7 @@ pub enum Reason {
     ReasonFrameworkRemoved,
     ReasonTaskUnknown,
     ReasonTaskUnauthorized,
+    ReasonAgentRemovedByOperator,
     #[serde(other)]
     Other,
 }
@@ -321,6 +322,14 @@ pub struct TaskSpec {
     /// Decides when the task is ready; never kills it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_check: Option<HealthCheckSpec>,
+    /// The part of `resources` taken from reservations, by role (the rest
+    /// is unreserved).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserved: crate::reservation::RoleResources,
+    /// Persistent volumes mounted into the sandbox (their disk is the
+    /// volume's, not in `resources`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::reservation::VolumeMount>,
 }
 
 /// A file fetched into a task's sandbox before it starts.
@@ -339,6 +348,8 @@ pub struct FetchUri {
 
 /// Most files one task may fetch.
 pub const MAX_FETCH: usize = 64;
+/// Most persistent volumes one task may use.
+pub const MAX_VOLUMES: usize = 16;
 
 impl FetchUri {
     /// The path in the sandbox the file goes to: `dest_path`, or the
@@ -461,6 +472,34 @@ impl TaskSpec {
                 what: format!("readiness check: {what}"),
             })?;
         }
+        let invalid = |what: String| TaskSpecError::Invalid { id: id(), what };
+        for role in self.reserved.keys() {
+            crate::reservation::check_reservation_role(role).map_err(invalid)?;
+        }
+        if !self
+            .resources
+            .contains(&crate::reservation::total(&self.reserved))
+        {
+            return Err(invalid(format!(
+                "its reserved resources are more than its resources ({})",
+                self.resources
+            )));
+        }
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(invalid(format!(
+                "a task may use at most {MAX_VOLUMES} volumes"
+            )));
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        for v in &self.volumes {
+            v.validate().map_err(invalid)?;
+            if !paths.insert(v.container_path.as_str()) {
+                return Err(invalid(format!(
+                    "two volumes are mounted at {}",
+                    v.container_path
+                )));
+            }
+        }
         if self.fetch.len() > MAX_FETCH {
             return Err(TaskSpecError::Invalid {
                 id: id(),
@@ -509,6 +548,8 @@ mod tests {
             container: None,
             fetch: Vec::new(),
             readiness_check: None,
+            reserved: Default::default(),
+            volumes: Vec::new(),
         }
     }
 

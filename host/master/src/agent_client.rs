@@ -118,6 +118,47 @@ impl Leader {
         })
     }
 
+    async fn send_kill(
+        &self,
+        endpoint: &str,
+        task_id: &TaskId,
+        grace_ms: u64,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let msg = KillTask {
+            term: self.term,
+            task_id: task_id.clone(),
+            grace_period_ms: Some(grace_ms),
+        };
+        self.http
+            .post(format!("{endpoint}{}", protocol::paths::KILL))
+            .json(&msg)
+            .send()
+            .await
+    }
+
+    /// Asks the agent at `endpoint` to kill a task whatever the state
+    /// says of it (a gone agent's tasks are recorded ended first).
+    pub async fn kill_on_agent(
+        &self,
+        endpoint: Option<String>,
+        task_id: &TaskId,
+    ) -> Result<(), String> {
+        let endpoint = endpoint.ok_or("the agent's address is unknown")?;
+        let grace = self
+            .store
+            .read(|s| s.tasks.get(task_id).map(|t| t.spec.kill_grace_ms()))
+            .unwrap_or(0);
+        let resp = self
+            .send_kill(&endpoint, task_id, grace)
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the agent answered {}", resp.status()))
+        }
+    }
+
     /// Kills a task: asks its agent (SIGTERM, grace, SIGKILL). A task the
     /// agent never received is recorded KILLED here.
     pub async fn kill_task(&self, task_id: &TaskId) -> Result<(), ApiError> {
@@ -134,22 +175,11 @@ impl Leader {
         let endpoint = self
             .agent_endpoint(&agent_id)
             .ok_or_else(|| ApiError::Unavailable(format!("agent {agent_id} is unknown")))?;
-        let msg = KillTask {
-            term: self.term,
-            task_id: task_id.clone(),
-            grace_period_ms: Some(grace),
-        };
-        let resp = self
-            .http
-            .post(format!("{endpoint}{}", protocol::paths::KILL))
-            .json(&msg)
-            .send()
-            .await
-            .map_err(|e| {
-                ApiError::BadGateway(format!(
-                    "agent {agent_id} is unreachable ({e}); the kill will not happen until it is back"
-                ))
-            })?;
+        let resp = self.send_kill(&endpoint, task_id, grace).await.map_err(|e| {
+            ApiError::BadGateway(format!(
+                "agent {agent_id} is unreachable ({e}); the kill will not happen until it is back"
+            ))
+        })?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             // The agent never got the launch and now never will (it keeps
             // the id as killed): the task ends here.

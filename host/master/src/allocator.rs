@@ -20,7 +20,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use wasmos_core::reservation::{self, RoleResources, Volume};
 use wasmos_core::{AgentId, FrameworkId, Offer, OfferId, Resources, TaskId, TaskSpec};
+use wasmos_state::AgentPools;
 use wasmos_state::roles::{RoleConfig, within};
 
 /// Offers below both of these are not worth making (Mesos' defaults).
@@ -35,8 +37,11 @@ pub const DEFAULT_REFUSE: Duration = Duration::from_secs(5);
 pub struct AgentSlot {
     pub id: AgentId,
     pub hostname: String,
+    /// Everything it has, reserved or not.
     pub total: Resources,
     pub attributes: BTreeMap<String, String>,
+    /// What is free by the state's account (tasks hold theirs).
+    pub free: AgentPools,
 }
 
 /// What one allocation cycle works from.
@@ -44,8 +49,6 @@ pub struct AgentSlot {
 pub struct Inputs {
     /// Agents that are registered, active and connected.
     pub agents: Vec<AgentSlot>,
-    /// Resources of live tasks, per agent.
-    pub used_by_agent: BTreeMap<AgentId, Resources>,
     /// Resources of live tasks, per framework.
     pub used_by_framework: BTreeMap<FrameworkId, Resources>,
     /// Frameworks ready to receive offers.
@@ -63,13 +66,39 @@ impl Inputs {
     }
 }
 
-/// A launch that passed the offer checks.
+/// One operation of an ACCEPT, applied in order to the offers' resources.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AcceptedLaunch {
+pub enum OfferOp {
+    /// Reserve unreserved resources for the framework's role.
+    Reserve {
+        role: String,
+        resources: Resources,
+    },
+    /// Give reserved resources back to the unreserved pool.
+    Unreserve {
+        role: String,
+        resources: Resources,
+    },
+    /// Make persistent volumes of reserved disk.
+    Create(Vec<Volume>),
+    /// Destroy persistent volumes, named by id and role (their disk stays
+    /// reserved).
+    Destroy(Vec<Volume>),
+    Launch(Vec<TaskSpec>),
+}
+
+/// An ACCEPT that passed the offer checks: what to commit, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
     pub agent_id: AgentId,
-    pub tasks: Vec<TaskSpec>,
+    /// The operations that passed (a launch with only its accepted tasks).
+    pub ops: Vec<OfferOp>,
     /// Tasks refused, with why; reported to the framework as TASK_ERROR.
     pub refused: Vec<(TaskId, String)>,
+    /// Operations refused, with why (Mesos drops them, logging why).
+    pub dropped: Vec<String>,
+    /// Holds the offers' resources until [`Allocator::release`].
+    pub hold: u64,
 }
 
 /// Why a whole launch was refused (reported as TASK_DROPPED, reason
@@ -90,7 +119,137 @@ struct HeldOffer {
     made: Instant,
 }
 
-/// Offers, filters and reservations of the current leader.
+/// Free resources of one agent as offers carve them: unreserved, reserved
+/// by role, and volumes.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Pool {
+    unreserved: Resources,
+    reserved: RoleResources,
+    volumes: Vec<Volume>,
+}
+
+impl Pool {
+    fn of_offer(o: &Offer) -> Pool {
+        Pool {
+            unreserved: o.resources.saturating_sub(&reservation::total(&o.reserved)),
+            reserved: o.reserved.clone(),
+            volumes: o.volumes.clone(),
+        }
+    }
+
+    fn add(&mut self, o: &Pool) {
+        self.unreserved = self.unreserved.add(&o.unreserved);
+        for (role, r) in &o.reserved {
+            reservation::add(&mut self.reserved, role, r);
+        }
+        self.volumes.extend(o.volumes.iter().cloned());
+    }
+
+    fn take(&mut self, o: &Offer) {
+        let p = Pool::of_offer(o);
+        self.unreserved = self.unreserved.saturating_sub(&p.unreserved);
+        for (role, r) in &p.reserved {
+            if let Some(have) = self.reserved.get_mut(role) {
+                *have = have.saturating_sub(r);
+            }
+        }
+        self.volumes
+            .retain(|v| !p.volumes.iter().any(|x| x.id == v.id));
+    }
+
+    /// Applies one operation, or says why it cannot be.
+    fn apply(&mut self, op: &OfferOp, framework_role: &str) -> Result<(), String> {
+        match op {
+            OfferOp::Reserve { role, resources } => {
+                reservation::check_reservation_role(role)?;
+                if role != framework_role {
+                    return Err(format!(
+                        "a framework of role {framework_role} cannot reserve for role {role}"
+                    ));
+                }
+                self.unreserved = self.unreserved.checked_sub(resources).ok_or_else(|| {
+                    format!(
+                        "RESERVE of {resources}: the offers have {} unreserved",
+                        self.unreserved
+                    )
+                })?;
+                reservation::add(&mut self.reserved, role, resources);
+            }
+            OfferOp::Unreserve { role, resources } => {
+                reservation::take(&mut self.reserved, role, resources)?;
+                self.unreserved = self.unreserved.add(resources);
+            }
+            OfferOp::Create(volumes) => {
+                let mut next = self.clone();
+                for v in volumes {
+                    v.validate()?;
+                    if next.volumes.iter().any(|x| x.id == v.id) {
+                        return Err(format!("volume {} exists already", v.id));
+                    }
+                    reservation::take(&mut next.reserved, &v.role, &v.resources())
+                        .map_err(|e| format!("CREATE of volume {}: {e}", v.id))?;
+                    next.volumes.push(v.clone());
+                }
+                *self = next;
+            }
+            OfferOp::Destroy(volumes) => {
+                let mut next = self.clone();
+                for d in volumes {
+                    let i = next
+                        .volumes
+                        .iter()
+                        .position(|v| v.id == d.id && v.role == d.role)
+                        .ok_or_else(|| {
+                            format!(
+                                "DESTROY: volume {} of role {} is not in the offers",
+                                d.id, d.role
+                            )
+                        })?;
+                    let v = next.volumes.remove(i);
+                    reservation::add(&mut next.reserved, &v.role, &v.resources());
+                }
+                *self = next;
+            }
+            OfferOp::Launch(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Takes what a task needs, or says what is missing.
+    fn launch(&mut self, task: &TaskSpec) -> Result<(), String> {
+        let mut next = self.clone();
+        let unreserved = task
+            .resources
+            .saturating_sub(&reservation::total(&task.reserved));
+        next.unreserved = next.unreserved.checked_sub(&unreserved).ok_or_else(|| {
+            format!(
+                "task needs {unreserved} unreserved but the offers have {} left",
+                self.unreserved
+            )
+        })?;
+        for (role, r) in &task.reserved {
+            reservation::take(&mut next.reserved, role, r)
+                .map_err(|e| format!("task needs {r} reserved for {role}: {e}"))?;
+        }
+        for m in &task.volumes {
+            let i = next
+                .volumes
+                .iter()
+                .position(|v| v.id == m.id && v.role == m.role)
+                .ok_or_else(|| {
+                    format!(
+                        "volume {} of role {} is not in the offers (or another task of this launch uses it)",
+                        m.id, m.role
+                    )
+                })?;
+            next.volumes.remove(i);
+        }
+        *self = next;
+        Ok(())
+    }
+}
+
+/// Offers, filters and holds of the current leader.
 #[derive(Debug)]
 pub struct Allocator {
     term: u64,
@@ -99,8 +258,13 @@ pub struct Allocator {
     /// (framework, agent) → refuse until.
     filters: HashMap<(FrameworkId, AgentId), Instant>,
     suppressed: HashSet<FrameworkId>,
-    /// Accepted tasks not yet in the state (between accept and commit).
-    reserved: HashMap<TaskId, (AgentId, FrameworkId, Resources)>,
+    /// Offers accepted and not yet committed to the state, by hold.
+    holds: HashMap<u64, Vec<Offer>>,
+    next_hold: u64,
+    /// Task ids accepted and not yet committed.
+    launching: HashSet<TaskId>,
+    /// Agents not offered while an operator changes their reservations.
+    paused: HashMap<AgentId, u32>,
 }
 
 impl Allocator {
@@ -111,8 +275,19 @@ impl Allocator {
             offers: HashMap::new(),
             filters: HashMap::new(),
             suppressed: HashSet::new(),
-            reserved: HashMap::new(),
+            holds: HashMap::new(),
+            next_hold: 0,
+            launching: HashSet::new(),
+            paused: HashMap::new(),
         }
+    }
+
+    /// Offers outstanding or held, of one agent or every one.
+    fn taken(&self) -> impl Iterator<Item = &Offer> {
+        self.offers
+            .values()
+            .map(|h| &h.offer)
+            .chain(self.holds.values().flatten())
     }
 
     /// Makes new offers from free resources. Returns them for sending.
@@ -127,142 +302,199 @@ impl Allocator {
         for f in &input.frameworks {
             held.entry(f.clone()).or_default();
         }
-        for h in self.offers.values() {
-            let e = held.entry(h.offer.framework_id.clone()).or_default();
-            *e = e.add(&h.offer.resources);
+        for o in self.taken() {
+            let e = held.entry(o.framework_id.clone()).or_default();
+            *e = e.add(&o.resources);
         }
-        for (_, fw, r) in self.reserved.values() {
-            let e = held.entry(fw.clone()).or_default();
-            *e = e.add(r);
-        }
-        let mut cluster_free = input.agents.iter().fold(Resources::default(), |acc, a| {
-            acc.add(&self.free_on(a, input))
-        });
+        let pools: Vec<Pool> = input.agents.iter().map(|a| self.free_on(a)).collect();
+        let mut cluster_free = pools
+            .iter()
+            .fold(Resources::default(), |acc, p| acc.add(&p.unreserved));
 
         let mut made = Vec::new();
-        for agent in &input.agents {
-            let free = self.free_on(agent, input);
-            if !worth_offering(&free) {
+        for (agent, pool) in input.agents.iter().zip(pools) {
+            if self.paused.contains_key(&agent.id) {
                 continue;
             }
-            let role_held = |role: &str, held: &BTreeMap<FrameworkId, Resources>| {
-                held.iter()
-                    .filter(|(f, _)| within(input.role_of(f), role))
-                    .fold(Resources::default(), |acc, (_, r)| acc.add(r))
+            let free = pool.unreserved.clone();
+            let eligible_here = |f: &&FrameworkId| {
+                !self.suppressed.contains(*f)
+                    && !self.filters.contains_key(&((*f).clone(), agent.id.clone()))
             };
-            // Guarantees not met yet, and what they still need.
-            let unmet: Vec<(&String, Resources)> = input
-                .roles
-                .iter()
-                .filter_map(|(role, c)| {
-                    let short = c.quota.guarantee().saturating_sub(&role_held(role, &held));
-                    (!short.is_empty()).then_some((role, short))
-                })
-                .collect();
-            // What this agent may give each framework: its free resources
-            // cut to the limits of the framework's role and its ancestors.
-            let room = |f: &FrameworkId, held: &BTreeMap<FrameworkId, Resources>| -> Resources {
-                let role = input.role_of(f);
-                let mut offer = free.clone();
-                for (r, c) in &input.roles {
-                    if !c.quota.limits.is_empty() && within(role, r) {
-                        offer = c.quota.cap(&offer, &role_held(r, held));
-                    }
+            // What goes to whom on this agent.
+            let mut give: BTreeMap<FrameworkId, Pool> = BTreeMap::new();
+            // Reserved resources (and volumes) go only to their role's
+            // frameworks (or those of roles nested below it).
+            let mut roles: Vec<&String> = pool.reserved.keys().collect();
+            for v in &pool.volumes {
+                if !roles.contains(&&v.role) {
+                    roles.push(&v.role);
                 }
-                offer
-            };
-            let eligible: Vec<FrameworkId> = input
-                .frameworks
-                .iter()
-                .filter(|f| !self.suppressed.contains(*f))
-                .filter(|f| !self.filters.contains_key(&((*f).clone(), agent.id.clone())))
-                .filter(|f| worth_offering(&room(f, &held)))
-                .cloned()
-                .collect();
-            // Frameworks of a role short of its guarantee go first.
-            let short: Vec<FrameworkId> = eligible
-                .iter()
-                .filter(|f| unmet.iter().any(|(r, _)| within(input.role_of(f), r)))
-                .cloned()
-                .collect();
-            let pool = if short.is_empty() { &eligible } else { &short };
-            let Some(framework) = pick(pool, &held, &total, input) else {
-                continue;
-            };
-            let mut offered = room(&framework, &held);
-            if short.is_empty() && !unmet.is_empty() {
-                // The headroom: what other agents have free, plus what this
-                // offer leaves here, must cover every unmet guarantee; the
-                // offer gives up what it must.
-                let needed = unmet
+            }
+            for role in roles {
+                let reserved = pool.reserved.get(role).cloned().unwrap_or_default();
+                let volumes: Vec<Volume> = pool
+                    .volumes
                     .iter()
-                    .fold(Resources::default(), |acc, (_, r)| acc.add(r));
-                let elsewhere = scalars(&cluster_free.saturating_sub(&free));
-                offered = offered.saturating_sub(&needed.saturating_sub(&elsewhere));
-                if !worth_offering(&offered) {
+                    .filter(|v| &v.role == role)
+                    .cloned()
+                    .collect();
+                if reserved.is_empty() && volumes.is_empty() {
                     continue;
                 }
+                let candidates: Vec<FrameworkId> = input
+                    .frameworks
+                    .iter()
+                    .filter(eligible_here)
+                    .filter(|f| within(input.role_of(f), role))
+                    .cloned()
+                    .collect();
+                let Some(framework) = pick(&candidates, &held, &total, input) else {
+                    continue;
+                };
+                let e = held.entry(framework.clone()).or_default();
+                *e = e.add(&reserved);
+                let g = give.entry(framework).or_default();
+                reservation::add(&mut g.reserved, role, &reserved);
+                g.volumes.extend(volumes);
             }
-            self.next_offer += 1;
-            let offer = Offer {
-                // Ids made of a number and a term always validate.
-                id: OfferId::new(format!("O{}-{}", self.term, self.next_offer))
-                    .unwrap_or_else(|_| unreachable!("offer ids are well formed")),
-                framework_id: framework.clone(),
-                agent_id: agent.id.clone(),
-                hostname: agent.hostname.clone(),
-                resources: offered,
-                attributes: agent.attributes.clone(),
-            };
-            let e = held.entry(framework.clone()).or_default();
-            *e = e.add(&offer.resources);
-            cluster_free = cluster_free.saturating_sub(&offer.resources);
-            self.offers.insert(
-                offer.id.clone(),
-                HeldOffer {
-                    offer: offer.clone(),
-                    made: now,
-                },
-            );
-            made.push(offer);
+            if worth_offering(&free)
+                && let Some((framework, offered)) =
+                    self.unreserved_offer(input, &free, &cluster_free, &held, &total, agent)
+            {
+                let e = held.entry(framework.clone()).or_default();
+                *e = e.add(&offered);
+                cluster_free = cluster_free.saturating_sub(&offered);
+                give.entry(framework).or_default().unreserved = offered;
+            }
+            for (framework, g) in give {
+                self.next_offer += 1;
+                let offer = Offer {
+                    // Ids made of a number and a term always validate.
+                    id: OfferId::new(format!("O{}-{}", self.term, self.next_offer))
+                        .unwrap_or_else(|_| unreachable!("offer ids are well formed")),
+                    framework_id: framework,
+                    agent_id: agent.id.clone(),
+                    hostname: agent.hostname.clone(),
+                    resources: g.unreserved.add(&reservation::total(&g.reserved)),
+                    reserved: g.reserved,
+                    volumes: g.volumes,
+                    attributes: agent.attributes.clone(),
+                };
+                self.offers.insert(
+                    offer.id.clone(),
+                    HeldOffer {
+                        offer: offer.clone(),
+                        made: now,
+                    },
+                );
+                made.push(offer);
+            }
         }
         made
     }
 
-    /// Free resources on `agent`: total minus running, offered, reserved.
-    fn free_on(&self, agent: &AgentSlot, input: &Inputs) -> Resources {
-        let mut free = agent.total.clone();
-        if let Some(used) = input.used_by_agent.get(&agent.id) {
-            free = free.saturating_sub(used);
-        }
-        for h in self
-            .offers
-            .values()
-            .filter(|h| h.offer.agent_id == agent.id)
-        {
-            free = free.saturating_sub(&h.offer.resources);
-        }
-        for (a, _, r) in self.reserved.values() {
-            if a == &agent.id {
-                free = free.saturating_sub(r);
+    /// The framework that gets this agent's unreserved resources `free`,
+    /// and what it gets (cut to quota limits and others' guarantees).
+    fn unreserved_offer(
+        &self,
+        input: &Inputs,
+        free: &Resources,
+        cluster_free: &Resources,
+        held: &BTreeMap<FrameworkId, Resources>,
+        total: &Resources,
+        agent: &AgentSlot,
+    ) -> Option<(FrameworkId, Resources)> {
+        let role_held = |role: &str| {
+            held.iter()
+                .filter(|(f, _)| within(input.role_of(f), role))
+                .fold(Resources::default(), |acc, (_, r)| acc.add(r))
+        };
+        // Guarantees not met yet, and what they still need.
+        let unmet: Vec<(&String, Resources)> = input
+            .roles
+            .iter()
+            .filter_map(|(role, c)| {
+                let short = c.quota.guarantee().saturating_sub(&role_held(role));
+                (!short.is_empty()).then_some((role, short))
+            })
+            .collect();
+        // What this agent may give each framework: its free resources cut
+        // to the limits of the framework's role and its ancestors.
+        let room = |f: &FrameworkId| -> Resources {
+            let role = input.role_of(f);
+            let mut offer = free.clone();
+            for (r, c) in &input.roles {
+                if !c.quota.limits.is_empty() && within(role, r) {
+                    offer = c.quota.cap(&offer, &role_held(r));
+                }
+            }
+            offer
+        };
+        let eligible: Vec<FrameworkId> = input
+            .frameworks
+            .iter()
+            .filter(|f| !self.suppressed.contains(*f))
+            .filter(|f| !self.filters.contains_key(&((*f).clone(), agent.id.clone())))
+            .filter(|f| worth_offering(&room(f)))
+            .cloned()
+            .collect();
+        // Frameworks of a role short of its guarantee go first.
+        let short: Vec<FrameworkId> = eligible
+            .iter()
+            .filter(|f| unmet.iter().any(|(r, _)| within(input.role_of(f), r)))
+            .cloned()
+            .collect();
+        let pool = if short.is_empty() { &eligible } else { &short };
+        let framework = pick(pool, held, total, input)?;
+        let mut offered = room(&framework);
+        if short.is_empty() && !unmet.is_empty() {
+            // The headroom: what other agents have free, plus what this
+            // offer leaves here, must cover every unmet guarantee; the
+            // offer gives up what it must.
+            let needed = unmet
+                .iter()
+                .fold(Resources::default(), |acc, (_, r)| acc.add(r));
+            let elsewhere = scalars(&cluster_free.saturating_sub(free));
+            offered = offered.saturating_sub(&needed.saturating_sub(&elsewhere));
+            if !worth_offering(&offered) {
+                return None;
             }
         }
-        free
+        Some((framework, offered))
     }
 
-    /// Checks a launch against the framework's offers, consumes the offers,
-    /// reserves the accepted tasks' resources until [`Self::release`], and
-    /// filters the unused rest for `refuse`. `exists` says whether a task id
-    /// is already taken in the cluster state.
+    /// Free resources on `agent`: the state's free minus what is offered
+    /// or held.
+    fn free_on(&self, agent: &AgentSlot) -> Pool {
+        let mut pool = Pool {
+            unreserved: agent.free.unreserved.clone(),
+            reserved: agent.free.reserved.clone(),
+            volumes: agent.free.volumes.clone(),
+        };
+        for o in self.taken().filter(|o| o.agent_id == agent.id) {
+            pool.take(o);
+        }
+        pool.reserved.retain(|_, r| !r.is_empty());
+        pool
+    }
+
+    /// Checks an ACCEPT's operations against the framework's offers, in
+    /// order, and consumes the offers: their resources are held until
+    /// [`Self::release`], and the unused rest is filtered for `refuse`.
+    /// `exists` says whether a task id is already taken in the cluster
+    /// state.
+    #[allow(clippy::too_many_arguments)]
     pub fn accept(
         &mut self,
         framework: &FrameworkId,
+        framework_role: &str,
         offer_ids: &[OfferId],
-        tasks: Vec<TaskSpec>,
+        ops: Vec<OfferOp>,
         refuse: Option<Duration>,
         now: Instant,
         exists: impl Fn(&TaskId) -> bool,
-    ) -> Result<AcceptedLaunch, AcceptError> {
+    ) -> Result<Accepted, AcceptError> {
         let first = offer_ids.first().ok_or(AcceptError::NoOffers)?;
         let unique: HashSet<&OfferId> = offer_ids.iter().collect();
         for id in &unique {
@@ -278,59 +510,100 @@ impl Allocator {
         {
             return Err(AcceptError::MixedAgents);
         }
-        let mut pool = Resources::default();
+        let mut pool = Pool::default();
+        let mut taken = Vec::new();
         for id in unique {
             if let Some(h) = self.offers.remove(id) {
-                pool = pool.add(&h.offer.resources);
+                pool.add(&Pool::of_offer(&h.offer));
+                taken.push(h.offer);
             }
         }
+        self.next_hold += 1;
+        let hold = self.next_hold;
+        self.holds.insert(hold, taken);
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
-        let mut seen = HashSet::new();
-        for task in tasks {
-            let id = task.task_id.clone();
-            if !seen.insert(id.clone()) || exists(&id) || self.reserved.contains_key(&id) {
-                refused.push((id, "a task with this id already exists".into()));
-                continue;
-            }
-            if let Err(e) = task.validate() {
-                refused.push((id, e.to_string()));
-                continue;
-            }
-            match pool.checked_sub(&task.resources) {
-                Some(left) => {
-                    pool = left;
-                    self.reserved.insert(
-                        id,
-                        (agent_id.clone(), framework.clone(), task.resources.clone()),
-                    );
-                    accepted.push(task);
+        let mut dropped = Vec::new();
+        for op in ops {
+            let OfferOp::Launch(tasks) = op else {
+                match pool.apply(&op, framework_role) {
+                    Ok(()) => accepted.push(op),
+                    Err(why) => dropped.push(why),
                 }
-                None => refused.push((
-                    id,
-                    format!(
-                        "task needs {} but the offers have {} left",
-                        task.resources, pool
-                    ),
-                )),
+                continue;
+            };
+            let mut launch = Vec::new();
+            for task in tasks {
+                let id = task.task_id.clone();
+                if exists(&id) || !self.launching.insert(id.clone()) {
+                    refused.push((id, "a task with this id already exists".into()));
+                    continue;
+                }
+                let checked = task
+                    .validate()
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| pool.launch(&task));
+                match checked {
+                    Ok(()) => launch.push(task),
+                    Err(why) => {
+                        self.launching.remove(&id);
+                        refused.push((id, why));
+                    }
+                }
+            }
+            if !launch.is_empty() {
+                accepted.push(OfferOp::Launch(launch));
             }
         }
         self.filters.insert(
             (framework.clone(), agent_id.clone()),
             now + refuse.unwrap_or(DEFAULT_REFUSE),
         );
-        Ok(AcceptedLaunch {
+        Ok(Accepted {
             agent_id,
-            tasks: accepted,
+            ops: accepted,
             refused,
+            dropped,
+            hold,
         })
     }
 
-    /// Ends reservations once the tasks are in the state (or failed to be).
-    pub fn release(&mut self, tasks: &[TaskId]) {
+    /// Ends a hold once its operations are in the state (or failed to be).
+    pub fn release(&mut self, hold: u64, tasks: &[TaskId]) {
+        self.holds.remove(&hold);
         for t in tasks {
-            self.reserved.remove(t);
+            self.launching.remove(t);
         }
+    }
+
+    /// Stops offering `agent` (for an operator's change to its
+    /// reservations) and takes back its outstanding offers, returned for
+    /// rescinding. Undone by [`Self::resume_agent`].
+    pub fn pause_agent(&mut self, agent: &AgentId) -> Vec<Offer> {
+        *self.paused.entry(agent.clone()).or_default() += 1;
+        let ids: Vec<OfferId> = self
+            .offers
+            .iter()
+            .filter(|(_, h)| &h.offer.agent_id == agent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.offers.remove(&id).map(|h| h.offer))
+            .collect()
+    }
+
+    pub fn resume_agent(&mut self, agent: &AgentId) {
+        if let Some(n) = self.paused.get_mut(agent) {
+            *n -= 1;
+            if *n == 0 {
+                self.paused.remove(agent);
+            }
+        }
+    }
+
+    /// Whether any offer of the agent is held between accept and commit.
+    pub fn agent_held(&self, agent: &AgentId) -> bool {
+        self.holds.values().flatten().any(|o| &o.agent_id == agent)
     }
 
     /// Gives offers back and filters their agents for `refuse`.
@@ -513,7 +786,47 @@ mod tests {
             hostname: id.into(),
             total: res.parse().unwrap(),
             attributes: BTreeMap::new(),
+            free: AgentPools {
+                unreserved: res.parse().unwrap(),
+                ..Default::default()
+            },
         }
+    }
+
+    /// Marks `used` of the agent's unreserved resources as held by tasks.
+    fn use_on(inp: &mut Inputs, agent: usize, used: &str) {
+        let a = &mut inp.agents[agent];
+        a.free.unreserved = a.free.unreserved.saturating_sub(&used.parse().unwrap());
+    }
+
+    fn launch(
+        a: &mut Allocator,
+        f: &str,
+        offers: &[OfferId],
+        tasks: Vec<TaskSpec>,
+        refuse: Option<Duration>,
+        t0: Instant,
+        exists: impl Fn(&TaskId) -> bool,
+    ) -> Result<Accepted, AcceptError> {
+        a.accept(
+            &fw(f),
+            "*",
+            offers,
+            vec![OfferOp::Launch(tasks)],
+            refuse,
+            t0,
+            exists,
+        )
+    }
+
+    fn launched(acc: &Accepted) -> Vec<TaskSpec> {
+        acc.ops
+            .iter()
+            .flat_map(|op| match op {
+                OfferOp::Launch(t) => t.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
     }
 
     fn task(id: &str, res: &str) -> TaskSpec {
@@ -532,6 +845,8 @@ mod tests {
             container: None,
             fetch: Vec::new(),
             readiness_check: None,
+            reserved: Default::default(),
+            volumes: Vec::new(),
         }
     }
 
@@ -555,10 +870,7 @@ mod tests {
         );
         inp.used_by_framework
             .insert(fw("big"), "cpus:2;mem:100".parse().unwrap());
-        inp.used_by_agent.insert(
-            AgentId::new("a1").unwrap(),
-            "cpus:2;mem:100".parse().unwrap(),
-        );
+        use_on(&mut inp, 0, "cpus:2;mem:100");
         let offers = a.allocate(&inp, Instant::now());
         assert_eq!(offers.len(), 2);
         // `small` has share 0 and gets the first agent; after that its share
@@ -618,21 +930,21 @@ mod tests {
         let inp = inputs(vec![agent("a1", "cpus:1;mem:1024")], &["f"]);
         let t0 = Instant::now();
         let o = a.allocate(&inp, t0);
-        let got = a
-            .accept(
-                &fw("f"),
-                &[o[0].id.clone()],
-                vec![
-                    task("t1", "cpus:0.5;mem:512"),
-                    task("t2", "cpus:0.5;mem:512"),
-                    task("t3", "cpus:0.5;mem:1"),
-                ],
-                Some(Duration::ZERO),
-                t0,
-                |_| false,
-            )
-            .unwrap();
-        assert_eq!(got.tasks.len(), 2);
+        let got = launch(
+            &mut a,
+            "f",
+            &[o[0].id.clone()],
+            vec![
+                task("t1", "cpus:0.5;mem:512"),
+                task("t2", "cpus:0.5;mem:512"),
+                task("t3", "cpus:0.5;mem:1"),
+            ],
+            Some(Duration::ZERO),
+            t0,
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(launched(&got).len(), 2);
         assert_eq!(got.refused.len(), 1);
         assert!(
             got.refused[0].1.contains("offers have"),
@@ -640,17 +952,17 @@ mod tests {
             got.refused
         );
         // The offer is used up: launching on it again is refused.
-        let again = a.accept(&fw("f"), &[o[0].id.clone()], vec![], None, t0, |_| false);
+        let again = launch(&mut a, "f", &[o[0].id.clone()], vec![], None, t0, |_| false);
         assert!(matches!(again, Err(AcceptError::UnknownOffer(_))));
         // Reserved resources are not re-offered before the commit...
         assert!(a.allocate(&inp, t0 + Duration::from_secs(1)).is_empty());
         // ...and after the release the state accounts for them.
-        a.release(&[TaskId::new("t1").unwrap(), TaskId::new("t2").unwrap()]);
-        let mut after = inp.clone();
-        after.used_by_agent.insert(
-            AgentId::new("a1").unwrap(),
-            "cpus:1;mem:1024".parse().unwrap(),
+        a.release(
+            got.hold,
+            &[TaskId::new("t1").unwrap(), TaskId::new("t2").unwrap()],
         );
+        let mut after = inp.clone();
+        use_on(&mut after, 0, "cpus:1;mem:1024");
         assert!(a.allocate(&after, t0 + Duration::from_secs(1)).is_empty());
     }
 
@@ -667,9 +979,11 @@ mod tests {
         let t0 = Instant::now();
         let o = a.allocate(&inp, t0);
         let (of, og): (Vec<_>, Vec<_>) = o.iter().partition(|o| o.framework_id == fw("f"));
-        let r = a.accept(&fw("f"), &[og[0].id.clone()], vec![], None, t0, |_| false);
+        let r = launch(&mut a, "f", &[og[0].id.clone()], vec![], None, t0, |_| {
+            false
+        });
         assert!(matches!(r, Err(AcceptError::UnknownOffer(_))));
-        let r = a.accept(&fw("f"), &[], vec![], None, t0, |_| false);
+        let r = launch(&mut a, "f", &[], vec![], None, t0, |_| false);
         assert_eq!(r, Err(AcceptError::NoOffers));
         // Offers stay outstanding after a refused launch.
         assert_eq!(a.offers_of(&fw("f")), of.len());
@@ -681,21 +995,21 @@ mod tests {
         let inp = inputs(vec![agent("a1", "cpus:4;mem:4096")], &["f"]);
         let t0 = Instant::now();
         let o = a.allocate(&inp, t0);
-        let got = a
-            .accept(
-                &fw("f"),
-                &[o[0].id.clone()],
-                vec![
-                    task("x", "cpus:1"),
-                    task("x", "cpus:1"),
-                    task("old", "cpus:1"),
-                ],
-                None,
-                t0,
-                |id| id.as_str() == "old",
-            )
-            .unwrap();
-        assert_eq!(got.tasks.len(), 1);
+        let got = launch(
+            &mut a,
+            "f",
+            &[o[0].id.clone()],
+            vec![
+                task("x", "cpus:1"),
+                task("x", "cpus:1"),
+                task("old", "cpus:1"),
+            ],
+            None,
+            t0,
+            |id| id.as_str() == "old",
+        )
+        .unwrap();
+        assert_eq!(launched(&got).len(), 1);
         assert_eq!(got.refused.len(), 2);
     }
 
@@ -828,5 +1142,127 @@ mod tests {
         let mut al = Allocator::new(1);
         let offers = al.allocate(&inp, Instant::now());
         assert!(offers[0].resources.cpus.is_zero(), "{offers:?}");
+    }
+
+    fn reserved_agent(id: &str, unreserved: &str, role: &str, reserved: &str) -> AgentSlot {
+        let mut a = agent(id, unreserved);
+        let r: Resources = reserved.parse().unwrap();
+        a.total = a.total.add(&r);
+        a.free.reserved.insert(role.to_string(), r);
+        a
+    }
+
+    #[test]
+    fn reserved_resources_are_offered_only_to_their_role_and_its_subroles() {
+        let agents = vec![reserved_agent(
+            "a1",
+            "cpus:1;mem:1000",
+            "ops",
+            "cpus:2;mem:500",
+        )];
+        // Only a framework of another role: it gets the unreserved part.
+        let inp = with_roles(agents.clone(), &[("other", "*", "cpus:0")]);
+        let mut al = Allocator::new(1);
+        let offers = al.allocate(&inp, Instant::now());
+        assert_eq!(offers.len(), 1);
+        assert!(offers[0].reserved.is_empty(), "{offers:?}");
+        assert_eq!(offers[0].resources.to_string(), "cpus:1;mem:1000;disk:0");
+        // A framework of ops/db (below ops) gets the reservation; the other
+        // role, behind it by share, the unreserved part.
+        let inp = with_roles(
+            agents,
+            &[("other", "*", "cpus:0"), ("db", "ops/db", "cpus:0")],
+        );
+        let mut al = Allocator::new(1);
+        let offers = al.allocate(&inp, Instant::now());
+        let db = offers.iter().find(|o| o.framework_id == fw("db")).unwrap();
+        assert_eq!(db.reserved["ops"].to_string(), "cpus:2;mem:500;disk:0");
+        let other = offers
+            .iter()
+            .find(|o| o.framework_id == fw("other"))
+            .unwrap();
+        assert!(other.reserved.is_empty());
+        assert_eq!(other.resources.to_string(), "cpus:1;mem:1000;disk:0");
+    }
+
+    #[test]
+    fn reserve_create_and_launch_apply_in_order_to_the_offers() {
+        let inp = with_roles(
+            vec![agent("a1", "cpus:4;mem:4000;disk:1000")],
+            &[("f", "db", "cpus:0")],
+        );
+        let mut al = Allocator::new(1);
+        let t0 = Instant::now();
+        let o = al.allocate(&inp, t0);
+        let volume = Volume {
+            id: "v1".into(),
+            role: "db".into(),
+            disk: wasmos_core::Scalar::whole(100),
+            container_path: "data".into(),
+            principal: None,
+            uuid: String::new(),
+        };
+        let mut t = task("t1", "cpus:1;mem:100");
+        t.reserved
+            .insert("db".into(), "cpus:1;mem:100".parse().unwrap());
+        t.volumes.push(wasmos_core::VolumeMount {
+            id: "v1".into(),
+            role: "db".into(),
+            container_path: "data".into(),
+            read_only: false,
+            uuid: String::new(),
+        });
+        let reserve = OfferOp::Reserve {
+            role: "db".into(),
+            resources: "cpus:1;mem:100;disk:100".parse().unwrap(),
+        };
+        let got = al
+            .accept(
+                &fw("f"),
+                "db",
+                &[o[0].id.clone()],
+                vec![
+                    // Not its role: dropped.
+                    OfferOp::Reserve {
+                        role: "web".into(),
+                        resources: "cpus:1".parse().unwrap(),
+                    },
+                    reserve.clone(),
+                    OfferOp::Create(vec![volume.clone()]),
+                    OfferOp::Launch(vec![t.clone()]),
+                ],
+                None,
+                t0,
+                |_| false,
+            )
+            .unwrap();
+        assert_eq!(got.dropped.len(), 1, "{:?}", got.dropped);
+        assert!(got.refused.is_empty(), "{:?}", got.refused);
+        assert_eq!(got.ops.len(), 3);
+        // Without the RESERVE the task's reserved part does not fit.
+        let o = {
+            al.release(got.hold, &[t.task_id.clone()]);
+            al.revive(&fw("f"));
+            al.allocate(&inp, t0)
+        };
+        let mut t2 = t.clone();
+        t2.task_id = TaskId::new("t2").unwrap();
+        let got = al
+            .accept(
+                &fw("f"),
+                "db",
+                &[o[0].id.clone()],
+                vec![OfferOp::Launch(vec![t2])],
+                None,
+                t0,
+                |_| false,
+            )
+            .unwrap();
+        assert_eq!(got.refused.len(), 1);
+        assert!(
+            got.refused[0].1.contains("reserved for db"),
+            "{:?}",
+            got.refused
+        );
     }
 }

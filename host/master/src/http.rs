@@ -624,6 +624,7 @@ async fn heartbeat(
         term: l.term,
         reregister: !known,
         plugins: l.agent_plugins().1,
+        volumes: known.then(|| l.volumes_of(&hb.agent_id)),
     }))
 }
 

@@ -19,6 +19,7 @@ use wasmos_core::{AgentId, FrameworkId, OfferId, Reason, TaskId, TaskSpec, TaskS
 use wasmos_state::{Command, Response};
 use wasmos_store::StoreError;
 
+use crate::allocator::OfferOp;
 use crate::leader::{Leader, master_status, now_secs};
 
 /// The longest refuse filter (Mesos caps `refuse_seconds` at a year).
@@ -32,14 +33,15 @@ pub fn refuse_duration(seconds: Option<f64>) -> Option<Duration> {
         .then(|| Duration::from_secs_f64(s.clamp(0.0, MAX_REFUSE_SECS)))
 }
 
-/// Launches checked against their offers, waiting to be committed.
+/// Launches (and other offer operations) checked against their offers,
+/// waiting to be committed.
 #[derive(Default)]
 pub struct LaunchBatch {
-    /// Accepted tasks, by agent, in the order of their `LaunchTasks`
-    /// commands.
-    launches: Vec<(AgentId, Vec<TaskSpec>)>,
-    /// Tasks whose resources the allocator holds until the commit.
-    reserved: Vec<TaskId>,
+    /// Accepted tasks: the index of their `LaunchTasks` command, their
+    /// agent, and the tasks.
+    launches: Vec<(usize, AgentId, Vec<TaskSpec>)>,
+    /// Allocator holds to release after the commit, with their task ids.
+    holds: Vec<(u64, Vec<TaskId>)>,
     commands: Vec<Command>,
     /// Updates for tasks refused before the commit.
     pub refused: Vec<TaskStatus>,
@@ -58,21 +60,56 @@ impl LaunchBatch {
         tasks: Vec<TaskSpec>,
         refuse_seconds: Option<f64>,
     ) {
+        self.accept_ops(
+            leader,
+            framework,
+            offer_ids,
+            vec![OfferOp::Launch(tasks)],
+            refuse_seconds,
+        );
+    }
+
+    /// Checks an ACCEPT's operations, in order, against the framework's
+    /// outstanding offers, consumes them, and queues what passed as
+    /// commands in the same order. Operations that cannot be applied are
+    /// dropped (and logged), as Mesos does.
+    pub fn accept_ops(
+        &mut self,
+        leader: &Leader,
+        framework: &FrameworkId,
+        offer_ids: &[OfferId],
+        ops: Vec<OfferOp>,
+        refuse_seconds: Option<f64>,
+    ) {
         let now = now_secs();
-        let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
-        let taken: BTreeSet<TaskId> = leader.store.read(|s| {
-            ids.iter()
-                .filter(|id| s.tasks.contains_key(*id))
-                .cloned()
-                .collect()
+        let ids: Vec<TaskId> = ops
+            .iter()
+            .flat_map(|op| match op {
+                OfferOp::Launch(tasks) => tasks.iter().map(|t| t.task_id.clone()).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let (taken, role): (BTreeSet<TaskId>, String) = leader.store.read(|s| {
+            (
+                ids.iter()
+                    .filter(|id| s.tasks.contains_key(*id))
+                    .cloned()
+                    .collect(),
+                s.frameworks
+                    .get(framework)
+                    .map_or_else(|| "*".to_string(), |f| f.info.role.clone()),
+            )
         });
         let refuse = refuse_duration(refuse_seconds);
-        let accepted =
-            leader
-                .allocator()
-                .accept(framework, offer_ids, tasks, refuse, Instant::now(), |id| {
-                    taken.contains(id)
-                });
+        let accepted = leader.allocator().accept(
+            framework,
+            &role,
+            offer_ids,
+            ops,
+            refuse,
+            Instant::now(),
+            |id| taken.contains(id),
+        );
         match accepted {
             Ok(acc) => {
                 for (id, why) in acc.refused {
@@ -85,19 +122,47 @@ impl LaunchBatch {
                         now,
                     ));
                 }
-                if acc.tasks.is_empty() {
-                    return;
+                for why in acc.dropped {
+                    tracing::warn!(framework = %framework, agent = %acc.agent_id, "offer operation dropped: {why}");
                 }
-                self.reserved
-                    .extend(acc.tasks.iter().map(|t| t.task_id.clone()));
-                self.commands.push(Command::LaunchTasks {
-                    framework_id: framework.clone(),
-                    agent_id: acc.agent_id.clone(),
-                    staging_uuids: acc.tasks.iter().map(|_| Uuid::new_v4()).collect(),
-                    tasks: acc.tasks.clone(),
-                    now,
-                });
-                self.launches.push((acc.agent_id, acc.tasks));
+                let mut launched = Vec::new();
+                for op in acc.ops {
+                    let agent_id = acc.agent_id.clone();
+                    let cmd = match op {
+                        OfferOp::Reserve { role, resources } => Command::ReserveResources {
+                            agent_id,
+                            role,
+                            resources,
+                        },
+                        OfferOp::Unreserve { role, resources } => Command::UnreserveResources {
+                            agent_id,
+                            role,
+                            resources,
+                        },
+                        OfferOp::Create(mut volumes) => {
+                            new_volume_uuids(&mut volumes);
+                            Command::CreateVolumes { agent_id, volumes }
+                        }
+                        OfferOp::Destroy(volumes) => Command::DestroyVolumes { agent_id, volumes },
+                        OfferOp::Launch(tasks) => {
+                            launched.extend(tasks.iter().map(|t| t.task_id.clone()));
+                            self.launches.push((
+                                self.commands.len(),
+                                agent_id.clone(),
+                                tasks.clone(),
+                            ));
+                            Command::LaunchTasks {
+                                framework_id: framework.clone(),
+                                agent_id,
+                                staging_uuids: tasks.iter().map(|_| Uuid::new_v4()).collect(),
+                                tasks,
+                                now,
+                            }
+                        }
+                    };
+                    self.commands.push(cmd);
+                }
+                self.holds.push((acc.hold, launched));
             }
             Err(e) => {
                 for id in ids {
@@ -132,6 +197,32 @@ impl LaunchBatch {
     }
 }
 
+/// Gives new volumes their uuids.
+pub fn new_volume_uuids(volumes: &mut [wasmos_core::Volume]) {
+    for v in volumes {
+        v.uuid = Uuid::new_v4().simple().to_string();
+    }
+}
+
+impl Leader {
+    /// What follows a committed command outside the state: a refused
+    /// reservation or volume operation is logged. (Destroyed volumes' data
+    /// is deleted by their agent when its next heartbeat reply no longer
+    /// lists them.)
+    pub fn after_commit(&self, cmd: &Command, resp: &Response) {
+        let what = match cmd {
+            Command::ReserveResources { .. } => "RESERVE",
+            Command::UnreserveResources { .. } => "UNRESERVE",
+            Command::CreateVolumes { .. } => "CREATE",
+            Command::DestroyVolumes { .. } => "DESTROY",
+            _ => return,
+        };
+        if let Response::Rejected { reason } = resp {
+            tracing::warn!("{what} refused: {reason}");
+        }
+    }
+}
+
 impl Leader {
     /// Commits `cmds` and the batch's launches as one log entry, then
     /// sends the committed launches to their agents. Returns the updates of
@@ -146,7 +237,7 @@ impl Leader {
     ) -> Result<(Vec<TaskStatus>, Vec<Response>), StoreError> {
         let LaunchBatch {
             launches,
-            reserved,
+            holds,
             commands,
             mut refused,
         } = batch;
@@ -157,11 +248,22 @@ impl Leader {
         } else {
             self.store.propose(cmds.clone()).await
         };
-        self.allocator().release(&reserved);
+        {
+            let mut alloc = self.allocator();
+            for (hold, tasks) in &holds {
+                alloc.release(*hold, tasks);
+            }
+        }
         let mut responses = result?;
-        let launch_responses = responses.split_off(own.min(responses.len()));
+        let batch_responses = responses.split_off(own.min(responses.len()));
+        for (cmd, resp) in cmds[own..].iter().zip(&batch_responses) {
+            self.after_commit(cmd, resp);
+        }
         let now = now_secs();
-        for ((agent, tasks), resp) in launches.into_iter().zip(launch_responses) {
+        for (index, agent, tasks) in launches {
+            let Some(resp) = batch_responses.get(index).cloned() else {
+                continue;
+            };
             match resp {
                 Response::TasksLaunched { accepted, rejected } => {
                     for (id, why) in rejected {
@@ -174,10 +276,14 @@ impl Leader {
                             now,
                         ));
                     }
-                    let go: Vec<TaskSpec> = tasks
-                        .into_iter()
-                        .filter(|t| accepted.contains(&t.task_id))
-                        .collect();
+                    // As recorded (the state names each volume's directory).
+                    let go: Vec<TaskSpec> = self.store.read(|s| {
+                        tasks
+                            .iter()
+                            .filter(|t| accepted.contains(&t.task_id))
+                            .filter_map(|t| s.tasks.get(&t.task_id).map(|r| r.spec.clone()))
+                            .collect()
+                    });
                     self.send_launch(framework.clone(), agent, go);
                 }
                 Response::Rejected { reason } => {

@@ -374,6 +374,7 @@ impl Leader {
         let now = Instant::now();
         let connected = self.agents.connected();
         let (inputs, live_agents) = self.store.read(|s| {
+            let mut pools = s.pools_by_agent();
             let agents: Vec<AgentSlot> = s
                 .agents
                 .values()
@@ -383,13 +384,13 @@ impl Leader {
                     hostname: a.info.hostname.clone(),
                     total: a.info.resources.clone(),
                     attributes: a.info.attributes.clone(),
+                    free: pools.remove(&a.id).unwrap_or_default(),
                 })
                 .collect();
             let live: HashSet<AgentId> = agents.iter().map(|a| a.id.clone()).collect();
             (
                 Inputs {
                     agents,
-                    used_by_agent: s.used_by_agent(),
                     used_by_framework: s.used_by_framework(),
                     frameworks: Vec::new(),
                     framework_roles: s
@@ -418,15 +419,7 @@ impl Leader {
             if !rescinded.is_empty() {
                 tracing::debug!(count = rescinded.len(), "offers rescinded");
             }
-            let mut by_fw: BTreeMap<FrameworkId, Vec<wasmos_core::OfferId>> = BTreeMap::new();
-            for o in rescinded {
-                by_fw.entry(o.framework_id).or_default().push(o.id);
-            }
-            for (fw, ids) in by_fw {
-                if let Some(h) = fws.get(&fw) {
-                    h.send(FrameworkMsg::Rescind(ids));
-                }
-            }
+            send_rescinds(&fws, rescinded);
             alloc.allocate(&inputs, now)
         };
         let mut by_fw: BTreeMap<FrameworkId, Vec<wasmos_core::Offer>> = BTreeMap::new();
@@ -443,6 +436,30 @@ impl Leader {
                     .decline(&fw, &ids, Some(Duration::ZERO), now);
             }
         }
+    }
+
+    /// Commits an operator's change to an agent's reservations or volumes:
+    /// the agent's offers are rescinded and it is not offered until the
+    /// change is in the state, so no framework is offered what the change
+    /// takes.
+    pub async fn change_agent(
+        &self,
+        agent: &AgentId,
+        cmds: Vec<Command>,
+    ) -> Result<Vec<Response>, wasmos_store::StoreError> {
+        let rescinded = self.allocator().pause_agent(agent);
+        send_rescinds(&self.frameworks_read(), rescinded);
+        // Launches accepted on the agent's offers are one log entry from
+        // being recorded; let them land first (bounded: a commit takes
+        // milliseconds).
+        let until = Instant::now() + Duration::from_secs(2);
+        while self.allocator().agent_held(agent) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let result = self.store.propose(cmds).await;
+        self.allocator().resume_agent(agent);
+        self.alloc_wakeup.notify_one();
+        result
     }
 
     /// Expires silent agents (framework actors tick themselves).
@@ -489,31 +506,63 @@ impl Leader {
             state: AgentState::Unreachable,
         }];
         commands.extend(self.store.read(|s| {
-            s.live_tasks_on(agent_id)
-                .filter(|t| t.state() != TaskState::Unreachable)
-                .map(|t| {
-                    let aware = s
-                        .frameworks
-                        .get(&t.framework_id)
-                        .is_some_and(|f| f.info.partition_aware);
-                    Command::StatusUpdate {
-                        status: master_status(
-                            &t.spec.task_id,
-                            Some(agent_id),
-                            if aware {
-                                TaskState::Unreachable
-                            } else {
-                                TaskState::Lost
-                            },
-                            Reason::ReasonAgentRemoved,
-                            format!("agent {agent_id} missed its heartbeats for {timeout:.0}s and is unreachable"),
-                            now,
-                        ),
-                    }
-                })
-                .collect::<Vec<_>>()
+            ended_on_agent(
+                s,
+                agent_id,
+                TaskState::Unreachable,
+                Reason::ReasonAgentRemoved,
+                &format!(
+                    "agent {agent_id} missed its heartbeats for {timeout:.0}s and is unreachable"
+                ),
+                now,
+            )
         }));
         self.store.propose(commands).await?;
+        Ok(())
+    }
+
+    /// Marks an agent gone for good (Mesos' MARK_AGENT_GONE): its live tasks
+    /// become TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not
+    /// partition aware), it is never offered again and may not register
+    /// again. The agent is asked to kill what it runs, if it still answers.
+    pub async fn mark_gone(self: &Arc<Self>, agent_id: &AgentId) -> Result<(), ApiError> {
+        let now = now_secs();
+        let (known, live, updates) = self.store.read(|s| {
+            let live: Vec<TaskId> = s
+                .live_tasks_on(agent_id)
+                .map(|t| t.spec.task_id.clone())
+                .collect();
+            let updates = ended_on_agent(
+                s,
+                agent_id,
+                TaskState::GoneByOperator,
+                Reason::ReasonAgentRemovedByOperator,
+                &format!("an operator marked agent {agent_id} gone"),
+                now,
+            );
+            (s.agents.contains_key(agent_id), live, updates)
+        });
+        if !known {
+            return Err(ApiError::NotFound(format!("no agent {agent_id}")));
+        }
+        let mut commands = vec![Command::SetAgentState {
+            agent_id: agent_id.clone(),
+            state: AgentState::Gone,
+        }];
+        commands.extend(updates);
+        self.store.propose(commands).await?;
+        self.alloc_wakeup.notify_one();
+        // The tasks are recorded gone first, so that what the agent says
+        // of them afterwards does not change their end.
+        let endpoint = self.agent_endpoint(agent_id);
+        for id in live {
+            let (me, endpoint) = (self.clone(), endpoint.clone());
+            tokio::spawn(async move {
+                if let Err(e) = me.kill_on_agent(endpoint, &id).await {
+                    tracing::info!(task = %id, error = %e, "could not ask the gone agent to kill a task");
+                }
+            });
+        }
         Ok(())
     }
 
@@ -663,6 +712,7 @@ impl Leader {
             tracing::warn!(agent = %agent_id, ?orphans, "agent runs tasks this master does not know; telling it to kill them");
         }
         self.alloc_wakeup.notify_one();
+        let volumes = Some(self.volumes_of(&agent_id));
         Ok(Registered {
             agent_id,
             cluster_id: self.store.read(|s| s.cluster_id.clone()),
@@ -671,6 +721,17 @@ impl Leader {
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             orphans,
             plugins: self.agent_plugins().1,
+            volumes,
+        })
+    }
+
+    /// The persistent volumes an agent holds, by directory name.
+    pub fn volumes_of(&self, agent: &AgentId) -> Vec<String> {
+        self.store.read(|s| {
+            s.agents
+                .get(agent)
+                .map(|a| a.volumes.values().map(|v| v.dir_name()).collect())
+                .unwrap_or_default()
         })
     }
 
@@ -757,4 +818,52 @@ pub fn pending_tasks(store: &Store, framework: &FrameworkId) -> BTreeSet<TaskId>
             .map(|t| t.spec.task_id.clone())
             .collect()
     })
+}
+
+/// Tells frameworks their offers are rescinded.
+fn send_rescinds(
+    fws: &BTreeMap<FrameworkId, crate::frameworks::FrameworkHandle>,
+    offers: Vec<wasmos_core::Offer>,
+) {
+    let mut by_fw: BTreeMap<FrameworkId, Vec<wasmos_core::OfferId>> = BTreeMap::new();
+    for o in offers {
+        by_fw.entry(o.framework_id).or_default().push(o.id);
+    }
+    for (fw, ids) in by_fw {
+        if let Some(h) = fws.get(&fw) {
+            h.send(FrameworkMsg::Rescind(ids));
+        }
+    }
+}
+
+/// Updates ending the live tasks of an agent the master gave up on (not
+/// already in `state`): `state` for partition-aware frameworks, TASK_LOST
+/// for the others.
+fn ended_on_agent(
+    s: &wasmos_state::State,
+    agent_id: &AgentId,
+    state: TaskState,
+    reason: Reason,
+    message: &str,
+    now: f64,
+) -> Vec<Command> {
+    s.live_tasks_on(agent_id)
+        .filter(|t| t.state() != state)
+        .map(|t| {
+            let aware = s
+                .frameworks
+                .get(&t.framework_id)
+                .is_some_and(|f| f.info.partition_aware);
+            Command::StatusUpdate {
+                status: master_status(
+                    &t.spec.task_id,
+                    Some(agent_id),
+                    if aware { state } else { TaskState::Lost },
+                    reason,
+                    message.to_string(),
+                    now,
+                ),
+            }
+        })
+        .collect()
 }

@@ -40,6 +40,13 @@ pub struct RoleView {
     pub frameworks: Vec<FrameworkId>,
     /// What those frameworks' live tasks hold.
     pub allocated: Resources,
+    /// What is reserved for it on all agents (static and dynamic,
+    /// persistent volumes included).
+    #[serde(default)]
+    pub reserved: Resources,
+    /// Its persistent volumes.
+    #[serde(default)]
+    pub volumes: usize,
 }
 
 /// Every role the cluster knows: configured ones, those of live
@@ -55,6 +62,18 @@ pub fn role_views(s: &State) -> Vec<RoleView> {
             }
             path.push_str(seg);
             names.insert(path.clone());
+        }
+    }
+    let mut reserved: BTreeMap<String, Resources> = BTreeMap::new();
+    let mut volumes: BTreeMap<String, usize> = BTreeMap::new();
+    for a in s.agents.values() {
+        for (role, r) in a.reserved() {
+            names.insert(role.clone());
+            let e = reserved.entry(role).or_default();
+            *e = e.add(&r);
+        }
+        for v in a.volumes.values() {
+            *volumes.entry(v.role.clone()).or_default() += 1;
         }
     }
     let used = s.used_by_framework();
@@ -73,6 +92,8 @@ pub fn role_views(s: &State) -> Vec<RoleView> {
                 .filter_map(|f| used.get(f))
                 .fold(Resources::default(), |acc, r| acc.add(r));
             RoleView {
+                reserved: reserved.get(&name).cloned().unwrap_or_default(),
+                volumes: volumes.get(&name).copied().unwrap_or(0),
                 name,
                 weight: c.weight,
                 quota: c.quota,
@@ -146,6 +167,8 @@ async fn set(
                 quota: Quota::default(),
                 frameworks: Vec::new(),
                 allocated: Resources::default(),
+                reserved: Resources::default(),
+                volumes: 0,
             })
     });
     Ok(ApiJson(view))

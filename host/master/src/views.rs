@@ -62,6 +62,13 @@ pub struct AgentView {
     pub tasks: usize,
     pub registered_at: f64,
     pub version: String,
+    /// Resources reserved for roles, static and dynamic (volumes' disk
+    /// included).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserved: wasmos_core::RoleResources,
+    /// Persistent volumes on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<wasmos_core::Volume>,
 }
 
 impl AgentView {
@@ -78,6 +85,8 @@ impl AgentView {
             tasks: state.live_tasks_on(&a.id).count(),
             registered_at: a.registered_at,
             version: a.info.version.clone(),
+            reserved: a.reserved(),
+            volumes: a.volumes.values().cloned().collect(),
         }
     }
 }

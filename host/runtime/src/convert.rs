@@ -124,6 +124,8 @@ pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
             })
             .collect(),
         readiness_check: t.readiness_check.map(health_from_wit),
+        reserved: Default::default(),
+        volumes: Vec::new(),
         task_id,
     };
     spec.validate().map_err(|e| e.to_string())?;
@@ -135,7 +137,12 @@ pub(crate) fn offer_to_wit(o: &Offer) -> wit::Offer {
         id: o.id.to_string(),
         agent_id: o.agent_id.to_string(),
         hostname: o.hostname.clone(),
-        resources: resources_to_wit(&o.resources),
+        // Plugin frameworks launch from unreserved resources only (the
+        // contract has no reservations yet): they are offered only those.
+        resources: resources_to_wit(
+            &o.resources
+                .saturating_sub(&wasmos_core::reservation::total(&o.reserved)),
+        ),
         attributes: pairs_to_wit(&o.attributes),
     }
 }

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use wasmos_core::bytes::Blob;
+use wasmos_core::reservation::{self, RoleResources, Volume};
 use wasmos_core::{
     AgentId, AgentInfo, AgentState, FrameworkId, FrameworkInfo, PluginManifest, Resources, TaskId,
     TaskSpec, TaskState, TaskStatus,
@@ -26,6 +27,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const MAX_COMPLETED_TASKS: usize = 5000;
 /// Status updates kept per task.
 pub const MAX_STATUS_HISTORY: usize = 32;
+/// Persistent volumes one agent may hold.
+pub const MAX_VOLUMES_PER_AGENT: usize = 1000;
 pub use wasmos_core::limits::{MAX_KV_KEY, MAX_KV_VALUE};
 
 pub mod acl;
@@ -53,6 +56,115 @@ pub struct AgentRecord {
     /// certificate may speak for this agent. `None` under --insecure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
+    /// Dynamic reservations by role (static ones are in `info.reserved`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reservations: RoleResources,
+    /// Persistent volumes by persistence id (unique on the agent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, Volume>,
+}
+
+/// What is free on an agent by the state's account (tasks that have not
+/// ended hold theirs; the leader also takes out what is offered).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentPools {
+    /// Unreserved resources no task holds.
+    pub unreserved: Resources,
+    /// Each role's reserved resources no task or volume holds.
+    pub reserved: RoleResources,
+    /// Volumes no task uses.
+    pub volumes: Vec<Volume>,
+}
+
+impl AgentRecord {
+    /// Every role's reserved resources here, static and dynamic.
+    pub fn reserved(&self) -> RoleResources {
+        let mut all = self.info.reserved.clone();
+        for (role, r) in &self.reservations {
+            reservation::add(&mut all, role, r);
+        }
+        all
+    }
+
+    /// Every role's reserved resources here, less its volumes' disk.
+    pub fn reserved_outside_volumes(&self) -> RoleResources {
+        let mut reserved = self.reserved();
+        for v in self.volumes.values() {
+            let _ = reservation::take(&mut reserved, &v.role, &v.resources());
+        }
+        reserved
+    }
+
+    /// What is free here with nothing running: everything but the
+    /// volumes' disk.
+    fn idle_pools(&self) -> AgentPools {
+        let unreserved = self
+            .info
+            .resources
+            .saturating_sub(&reservation::total(&self.reserved()));
+        let reserved = self.reserved_outside_volumes();
+        AgentPools {
+            unreserved,
+            reserved,
+            volumes: self.volumes.values().cloned().collect(),
+        }
+    }
+}
+
+impl AgentPools {
+    /// Whether a task fits what is free: its unreserved part, each
+    /// reserved part, each volume.
+    fn fits(&self, spec: &TaskSpec) -> Result<(), String> {
+        let unreserved = spec
+            .resources
+            .saturating_sub(&reservation::total(&spec.reserved));
+        if !self.unreserved.contains(&unreserved) {
+            return Err(format!(
+                "the agent has {} unreserved and free, not the {unreserved} the task needs",
+                self.unreserved
+            ));
+        }
+        for (role, r) in &spec.reserved {
+            let have = self.reserved.get(role).cloned().unwrap_or_default();
+            if !have.contains(r) {
+                return Err(format!(
+                    "the agent has {have} reserved for {role} and free, not the {r} the task needs"
+                ));
+            }
+        }
+        for m in &spec.volumes {
+            if !self
+                .volumes
+                .iter()
+                .any(|v| v.id == m.id && v.role == m.role)
+            {
+                return Err(format!(
+                    "volume {} (role {}) is not on the agent, or another task uses it",
+                    m.id, m.role
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes out what a task holds.
+    fn hold(&mut self, spec: &TaskSpec) {
+        let reserved = reservation::total(&spec.reserved);
+        self.unreserved = self
+            .unreserved
+            .saturating_sub(&spec.resources.saturating_sub(&reserved));
+        for (role, r) in &spec.reserved {
+            match self.reserved.get_mut(role) {
+                Some(have) => *have = have.saturating_sub(r),
+                // A reservation given back under a running task (it cannot
+                // be, but a count must not go missing): take it from the
+                // unreserved.
+                None => self.unreserved = self.unreserved.saturating_sub(r),
+            }
+        }
+        self.volumes
+            .retain(|v| !spec.volumes.iter().any(|m| m.id == v.id));
+    }
 }
 
 impl AgentRecord {
@@ -307,6 +419,31 @@ pub enum Command {
     RoleQuotasSet {
         quotas: BTreeMap<String, roles::Quota>,
     },
+    /// Reserves unreserved resources no task holds on an agent for a role.
+    ReserveResources {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
+    /// Gives back dynamically reserved resources no task or volume holds.
+    UnreserveResources {
+        agent_id: AgentId,
+        role: String,
+        resources: Resources,
+    },
+    /// Creates persistent volumes from their roles' free reserved disk,
+    /// all or none.
+    CreateVolumes {
+        agent_id: AgentId,
+        volumes: Vec<Volume>,
+    },
+    /// Destroys persistent volumes no task uses, all or none (the leader
+    /// then has the agent delete their data).
+    DestroyVolumes {
+        agent_id: AgentId,
+        /// Named by id and role (both must match).
+        volumes: Vec<Volume>,
+    },
 }
 
 /// What applying a status update did (the master's answer to the agent).
@@ -381,6 +518,9 @@ impl State {
                 now,
             } => self.register_agent(agent_id, info, principal, now),
             Command::SetAgentState { agent_id, state } => match self.agents.get_mut(&agent_id) {
+                Some(a) if a.state == AgentState::Gone && state != AgentState::Gone => {
+                    rejected(format!("agent {agent_id} was marked gone; that is final"))
+                }
                 Some(a) => {
                     a.state = state;
                     Response::Ok
@@ -645,6 +785,20 @@ impl State {
             Command::RoleQuotasSet { quotas } => {
                 self.set_roles(quotas, |role, q| q.check(role), |c, q| c.quota = q)
             }
+            Command::ReserveResources {
+                agent_id,
+                role,
+                resources,
+            } => self.reserve(agent_id, role, resources),
+            Command::UnreserveResources {
+                agent_id,
+                role,
+                resources,
+            } => self.unreserve(agent_id, role, resources),
+            Command::CreateVolumes { agent_id, volumes } => self.create_volumes(agent_id, volumes),
+            Command::DestroyVolumes { agent_id, volumes } => {
+                self.destroy_volumes(agent_id, volumes)
+            }
             Command::KvDelete { framework_id, key } => {
                 if let Some(ns) = self.kv.get_mut(&framework_id) {
                     ns.remove(&key);
@@ -701,6 +855,15 @@ impl State {
         now: f64,
     ) -> Response {
         if let Some(id) = agent_id {
+            if self
+                .agents
+                .get(&id)
+                .is_some_and(|r| r.state == AgentState::Gone)
+            {
+                return rejected(format!(
+                    "agent {id} was marked gone by an operator and may not register again; start it with a fresh data directory to join as a new agent"
+                ));
+            }
             if let Some(rec) = self.agents.get(&id)
                 && !rec.speaks_for(principal.as_deref())
             {
@@ -719,6 +882,8 @@ impl State {
                     registered_at: now,
                     reregistered_at: None,
                     principal: principal.clone(),
+                    reservations: RoleResources::new(),
+                    volumes: BTreeMap::new(),
                 });
             rec.info = info;
             if principal.is_some() {
@@ -750,12 +915,157 @@ impl State {
                 registered_at: now,
                 reregistered_at: None,
                 principal,
+                reservations: RoleResources::new(),
+                volumes: BTreeMap::new(),
             },
         );
         Response::AgentRegistered {
             agent_id: id,
             new: true,
         }
+    }
+
+    /// What is free on one agent (see [`AgentPools`]).
+    pub fn agent_pools(&self, agent: &AgentId) -> Option<AgentPools> {
+        let mut pools = self.agents.get(agent)?.idle_pools();
+        for t in self.live_tasks_on(agent) {
+            pools.hold(&t.spec);
+        }
+        Some(pools)
+    }
+
+    /// What is free on every agent, in one pass over the tasks.
+    pub fn pools_by_agent(&self) -> BTreeMap<AgentId, AgentPools> {
+        let mut out: BTreeMap<AgentId, AgentPools> = self
+            .agents
+            .iter()
+            .map(|(id, a)| (id.clone(), a.idle_pools()))
+            .collect();
+        for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
+            if let Some(p) = out.get_mut(&t.agent_id) {
+                p.hold(&t.spec);
+            }
+        }
+        out
+    }
+
+    fn reserve(&mut self, agent_id: AgentId, role: String, resources: Resources) -> Response {
+        if let Err(e) = reservation::check_reservation_role(&role) {
+            return rejected(e);
+        }
+        if resources.is_empty() {
+            return rejected("nothing to reserve: the resources are empty");
+        }
+        let Some(pools) = self.agent_pools(&agent_id) else {
+            return rejected(format!("unknown agent {agent_id}"));
+        };
+        if !pools.unreserved.contains(&resources) {
+            return rejected(format!(
+                "agent {agent_id} has {} unreserved and free, not the {resources} asked for",
+                pools.unreserved
+            ));
+        }
+        if let Some(a) = self.agents.get_mut(&agent_id) {
+            reservation::add(&mut a.reservations, &role, &resources);
+        }
+        Response::Ok
+    }
+
+    fn unreserve(&mut self, agent_id: AgentId, role: String, resources: Resources) -> Response {
+        if resources.is_empty() {
+            return rejected("nothing to unreserve: the resources are empty");
+        }
+        let Some(mut pools) = self.agent_pools(&agent_id) else {
+            return rejected(format!("unknown agent {agent_id}"));
+        };
+        if let Err(e) = reservation::take(&mut pools.reserved, &role, &resources) {
+            return rejected(format!(
+                "{e} (tasks and persistent volumes keep what they use; destroy the volumes first)"
+            ));
+        }
+        let Some(a) = self.agents.get_mut(&agent_id) else {
+            return rejected(format!("unknown agent {agent_id}"));
+        };
+        let mut dynamic = a.reservations.clone();
+        if let Err(e) = reservation::take(&mut dynamic, &role, &resources) {
+            return rejected(format!(
+                "{e} dynamically; static reservations change only with the agent's --resources"
+            ));
+        }
+        a.reservations = dynamic;
+        Response::Ok
+    }
+
+    fn create_volumes(&mut self, agent_id: AgentId, volumes: Vec<Volume>) -> Response {
+        let Some(mut pools) = self.agent_pools(&agent_id) else {
+            return rejected(format!("unknown agent {agent_id}"));
+        };
+        if volumes.is_empty() {
+            return rejected("no volumes to create");
+        }
+        let existing = &self.agents[&agent_id].volumes;
+        let mut ids = std::collections::BTreeSet::new();
+        for v in &volumes {
+            if let Err(e) = v.validate() {
+                return rejected(e);
+            }
+            if v.uuid.is_empty() {
+                return rejected(format!(
+                    "volume {}: the master gives every volume a uuid",
+                    v.id
+                ));
+            }
+            if existing.contains_key(&v.id) || !ids.insert(v.id.as_str()) {
+                return rejected(format!(
+                    "a volume with persistence id {} exists on agent {agent_id}",
+                    v.id
+                ));
+            }
+            if let Err(e) = reservation::take(&mut pools.reserved, &v.role, &v.resources()) {
+                return rejected(format!("volume {}: {e}", v.id));
+            }
+        }
+        if existing.len() + volumes.len() > MAX_VOLUMES_PER_AGENT {
+            return rejected(format!(
+                "an agent holds at most {MAX_VOLUMES_PER_AGENT} volumes"
+            ));
+        }
+        if let Some(a) = self.agents.get_mut(&agent_id) {
+            for v in volumes {
+                a.volumes.insert(v.id.clone(), v);
+            }
+        }
+        Response::Ok
+    }
+
+    fn destroy_volumes(&mut self, agent_id: AgentId, volumes: Vec<Volume>) -> Response {
+        let Some(pools) = self.agent_pools(&agent_id) else {
+            return rejected(format!("unknown agent {agent_id}"));
+        };
+        let existing = &self.agents[&agent_id].volumes;
+        for v in &volumes {
+            match existing.get(&v.id) {
+                Some(e) if e.role == v.role => {}
+                _ => {
+                    return rejected(format!(
+                        "agent {agent_id} has no volume {} of role {}",
+                        v.id, v.role
+                    ));
+                }
+            }
+            if !pools.volumes.iter().any(|f| f.id == v.id) {
+                return rejected(format!(
+                    "volume {} is in use by a task; kill the task first",
+                    v.id
+                ));
+            }
+        }
+        if let Some(a) = self.agents.get_mut(&agent_id) {
+            for v in &volumes {
+                a.volumes.remove(&v.id);
+            }
+        }
+        Response::Ok
     }
 
     fn launch(
@@ -783,7 +1093,23 @@ impl State {
         }
         let mut accepted = Vec::new();
         let mut rejected_tasks = Vec::new();
-        for (spec, uuid) in tasks.into_iter().zip(staging_uuids) {
+        // On an agent with reservations (or for a task using them), what
+        // the task takes is checked here too: the offers it came from may
+        // have counted on an operation the state refused (an UNRESERVE of
+        // a static reservation), and reserved pools must never go short.
+        let check = self.agents[&agent_id].volumes.len()
+            + self.agents[&agent_id].reservations.len()
+            + self.agents[&agent_id].info.reserved.len()
+            > 0
+            || tasks
+                .iter()
+                .any(|t| !t.reserved.is_empty() || !t.volumes.is_empty());
+        let mut pools = if check {
+            self.agent_pools(&agent_id)
+        } else {
+            None
+        };
+        for (mut spec, uuid) in tasks.into_iter().zip(staging_uuids) {
             let id = spec.task_id.clone();
             if self.tasks.contains_key(&id) {
                 rejected_tasks.push((id, "a task with this id already exists".to_string()));
@@ -792,6 +1118,20 @@ impl State {
             if let Err(e) = spec.validate() {
                 rejected_tasks.push((id, e.to_string()));
                 continue;
+            }
+            if let Some(p) = pools.as_mut() {
+                if let Err(e) = p.fits(&spec) {
+                    rejected_tasks.push((id, e));
+                    continue;
+                }
+                // The task names its volumes; their directories are the
+                // records' (a volume made again is a new one).
+                for m in &mut spec.volumes {
+                    if let Some(v) = p.volumes.iter().find(|v| v.id == m.id) {
+                        m.uuid = v.uuid.clone();
+                    }
+                }
+                p.hold(&spec);
             }
             let staging = TaskStatus {
                 task_id: id.clone(),

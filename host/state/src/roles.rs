@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use wasmos_core::{Resources, Scalar};
 
-/// The longest role name accepted.
-pub const MAX_ROLE: usize = 255;
 /// The most roles with a configuration.
 pub const MAX_ROLES: usize = 1000;
 
@@ -126,60 +124,11 @@ impl Quota {
     }
 }
 
-/// Checks a role name as Mesos does: `*`, or `/`-separated segments, none
-/// empty, `.` or `..`, none starting with `-`, no spaces, control
-/// characters or `*` inside a hierarchy.
-pub fn check_role(role: &str) -> Result<(), String> {
-    if role == "*" {
-        return Ok(());
-    }
-    let bad = |why: &str| Err(format!("role {role:?} is not valid: {why}"));
-    if role.is_empty() || role.len() > MAX_ROLE {
-        return bad("it must have 1 to 255 characters");
-    }
-    for seg in role.split('/') {
-        if seg.is_empty() || seg == "." || seg == ".." {
-            return bad("a segment is empty, `.` or `..`");
-        }
-        if seg.starts_with('-') {
-            return bad("a segment starts with `-`");
-        }
-        if seg
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '\\')
-        {
-            return bad("it holds a space, a control character, `*` or `\\`");
-        }
-    }
-    Ok(())
-}
-
-/// Whether `role` is `ancestor` or nested below it.
-pub fn within(role: &str, ancestor: &str) -> bool {
-    role == ancestor
-        || (role.len() > ancestor.len()
-            && role.starts_with(ancestor)
-            && role.as_bytes()[ancestor.len()] == b'/')
-}
+pub use wasmos_core::reservation::{check_role, within};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn role_names_follow_mesos_rules() {
-        for ok in ["*", "eng", "eng/backend", "a.b", "team_1"] {
-            assert!(check_role(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "", "/eng", "eng/", "a//b", ".", "a/..", "-x", "a b", "a/*", "x\n",
-        ] {
-            assert!(check_role(bad).is_err(), "{bad:?}");
-        }
-        assert!(within("eng/backend", "eng"));
-        assert!(within("eng", "eng"));
-        assert!(!within("engineering", "eng"));
-    }
 
     fn quota(g: &[(&str, f64)], l: &[(&str, f64)]) -> Quota {
         Quota {

@@ -6,6 +6,7 @@ fn agent_info() -> AgentInfo {
         hostname: "h1".into(),
         endpoint: "http://127.0.0.1:5051".into(),
         resources: "cpus:2;mem:1024".parse().unwrap(),
+        reserved: Default::default(),
         attributes: Default::default(),
         boot_id: "b".into(),
         version: "0".into(),
@@ -32,6 +33,8 @@ fn spec(id: &str) -> TaskSpec {
         container: None,
         fetch: Vec::new(),
         readiness_check: None,
+        reserved: Default::default(),
+        volumes: Vec::new(),
     }
 }
 
@@ -855,4 +858,196 @@ fn acl_commands_keep_hashes_refuse_a_second_bootstrap_and_drop_expired_tokens() 
         }),
         Response::Rejected { .. }
     ));
+}
+
+fn volume(id: &str, role: &str, disk: u64) -> Volume {
+    Volume {
+        id: id.into(),
+        role: role.into(),
+        disk: wasmos_core::Scalar::whole(disk),
+        container_path: "data".into(),
+        principal: None,
+        uuid: format!("{:032x}", id.len()),
+    }
+}
+
+#[test]
+fn reservations_take_only_free_unreserved_resources_and_unreserve_only_what_is_unused() {
+    // The agent has cpus:2;mem:1024 and t1 (cpus:0.5;mem:64) runs on it.
+    let (mut s, agent) = with_task();
+    let reserve = |s: &mut State, r: &str| {
+        s.apply(Command::ReserveResources {
+            agent_id: agent.clone(),
+            role: "db".into(),
+            resources: r.parse().unwrap(),
+        })
+    };
+    assert!(matches!(
+        reserve(&mut s, "cpus:2"),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(reserve(&mut s, "cpus:1.5;mem:512"), Response::Ok);
+    assert!(matches!(
+        s.apply(Command::ReserveResources {
+            agent_id: agent.clone(),
+            role: "*".into(),
+            resources: "mem:1".parse().unwrap(),
+        }),
+        Response::Rejected { .. }
+    ));
+    let pools = s.agent_pools(&agent).unwrap();
+    assert_eq!(pools.unreserved.to_string(), "cpus:0;mem:448;disk:0");
+    assert_eq!(pools.reserved["db"].to_string(), "cpus:1.5;mem:512;disk:0");
+    let before = s.clone();
+    assert!(matches!(
+        s.apply(Command::UnreserveResources {
+            agent_id: agent.clone(),
+            role: "db".into(),
+            resources: "cpus:2".parse().unwrap(),
+        }),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(s, before, "a refused unreserve changes nothing");
+    assert_eq!(
+        s.apply(Command::UnreserveResources {
+            agent_id: agent.clone(),
+            role: "db".into(),
+            resources: "cpus:1.5;mem:512".parse().unwrap(),
+        }),
+        Response::Ok
+    );
+    assert!(s.agents[&agent].reservations.is_empty());
+}
+
+#[test]
+fn volumes_come_from_reserved_disk_and_a_used_one_cannot_be_destroyed() {
+    let (mut s, agent) = with_task();
+    s.agents.get_mut(&agent).unwrap().info.resources.disk = wasmos_core::Scalar::whole(1000);
+    let create = |s: &mut State, v: Volume| {
+        s.apply(Command::CreateVolumes {
+            agent_id: agent.clone(),
+            volumes: vec![v],
+        })
+    };
+    // No reserved disk yet.
+    assert!(matches!(
+        create(&mut s, volume("v1", "db", 100)),
+        Response::Rejected { .. }
+    ));
+    s.apply(Command::ReserveResources {
+        agent_id: agent.clone(),
+        role: "db".into(),
+        resources: "disk:300;cpus:0.5;mem:64".parse().unwrap(),
+    });
+    assert_eq!(create(&mut s, volume("v1", "db", 100)), Response::Ok);
+    assert!(
+        matches!(
+            create(&mut s, volume("v1", "db", 100)),
+            Response::Rejected { .. }
+        ),
+        "ids are unique"
+    );
+    assert!(
+        matches!(
+            create(&mut s, volume("v2", "db", 250)),
+            Response::Rejected { .. }
+        ),
+        "only 200 left"
+    );
+    // The reservation cannot be given back while the volume holds it.
+    assert!(matches!(
+        s.apply(Command::UnreserveResources {
+            agent_id: agent.clone(),
+            role: "db".into(),
+            resources: "disk:300".parse().unwrap(),
+        }),
+        Response::Rejected { .. }
+    ));
+    // A task uses the volume: it cannot be destroyed, nor used twice.
+    let mut t = spec("t2");
+    t.reserved
+        .insert("db".into(), "cpus:0.5;mem:64".parse().unwrap());
+    t.volumes.push(wasmos_core::VolumeMount {
+        id: "v1".into(),
+        role: "db".into(),
+        container_path: "data".into(),
+        read_only: false,
+        uuid: String::new(),
+    });
+    let mut t3 = t.clone();
+    t3.task_id = TaskId::new("t3").unwrap();
+    let Response::TasksLaunched { accepted, rejected } = s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: agent.clone(),
+        tasks: vec![t, t3],
+        staging_uuids: vec![uuid(20), uuid(21)],
+        now: 2.0,
+    }) else {
+        panic!("launch refused")
+    };
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(rejected.len(), 1, "one volume, one task");
+    let destroy = |s: &mut State| {
+        s.apply(Command::DestroyVolumes {
+            agent_id: agent.clone(),
+            volumes: vec![volume("v1", "db", 100)],
+        })
+    };
+    // Named with another role, it is not found.
+    assert!(matches!(
+        s.apply(Command::DestroyVolumes {
+            agent_id: agent.clone(),
+            volumes: vec![volume("v1", "web", 100)],
+        }),
+        Response::Rejected { .. }
+    ));
+    assert!(matches!(destroy(&mut s), Response::Rejected { .. }));
+    assert!(
+        s.agent_pools(&agent).unwrap().volumes.is_empty(),
+        "in use: not free"
+    );
+    s.apply(Command::StatusUpdate {
+        status: status("t2", TaskState::Finished, 22),
+    });
+    assert_eq!(
+        s.agent_pools(&agent).unwrap().volumes.len(),
+        1,
+        "free again"
+    );
+    assert_eq!(destroy(&mut s), Response::Ok);
+    assert_eq!(
+        s.agent_pools(&agent).unwrap().reserved["db"].disk,
+        wasmos_core::Scalar::whole(300),
+        "the disk stays reserved"
+    );
+}
+
+#[test]
+fn an_agent_marked_gone_never_comes_back() {
+    let (mut s, agent) = with_task();
+    assert_eq!(
+        s.apply(Command::SetAgentState {
+            agent_id: agent.clone(),
+            state: AgentState::Gone,
+        }),
+        Response::Ok
+    );
+    let before = s.clone();
+    assert!(matches!(
+        s.apply(Command::RegisterAgent {
+            agent_id: Some(agent.clone()),
+            info: agent_info(),
+            principal: None,
+            now: 9.0,
+        }),
+        Response::Rejected { .. }
+    ));
+    assert!(matches!(
+        s.apply(Command::SetAgentState {
+            agent_id: agent.clone(),
+            state: AgentState::Active,
+        }),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(s, before);
 }

@@ -55,6 +55,9 @@ pub struct LaunchSpec {
     pub network: Network,
     /// Size of the task's own `/tmp` (tmpfs), in MB.
     pub tmp_mb: u64,
+    /// Persistent volumes bound into the sandbox.
+    #[serde(default)]
+    pub volumes: Vec<crate::containerizer::VolumeBind>,
 }
 
 /// The supervisor's identity (`supervisor.json`).
@@ -432,6 +435,7 @@ impl NativeContainerizer {
                 .collect(),
             network: spec.network,
             tmp_mb: self.config.tmp_mb,
+            volumes: spec.volumes.clone(),
         };
         write_json_atomic(&dir.join("launch.json"), &launch).map_err(LaunchError::Other)?;
         if let Some(user) = &spec.user {

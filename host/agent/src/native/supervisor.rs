@@ -451,6 +451,16 @@ fn namespaces(spec: &LaunchSpec) -> Result<(), String> {
     } else {
         None
     };
+    // Volumes are held open too: their directories may be under /tmp.
+    let volumes = spec
+        .volumes
+        .iter()
+        .map(|v| {
+            std::fs::File::open(&v.host)
+                .map(|f| (f, v))
+                .map_err(|e| format!("cannot open volume {}: {e}", v.host.display()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let size = format!("mode=1777,size={}m", spec.tmp_mb.max(1));
     mount(
         Some("tmpfs"),
@@ -472,6 +482,28 @@ fn namespaces(spec: &LaunchSpec) -> Result<(), String> {
             None::<&str>,
         )
         .map_err(|e| format!("cannot bind the sandbox back under /tmp: {e}"))?;
+    }
+    for (fd, v) in volumes {
+        // Made step by step, never through a symbolic link: the volume
+        // lands inside the sandbox or nowhere.
+        let at = crate::containerizer::volume_target(&spec.sandbox, &v.container_path, true)
+            .map_err(|e| format!("cannot place volume {}: {e}", v.container_path))?;
+        let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mount(
+            Some(src.as_str()),
+            &at,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("cannot mount volume {}: {e}", v.host.display()))?;
+        let mut flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if v.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(None::<&str>, &at, None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("cannot restrict volume {}: {e}", v.host.display()))?;
     }
     if spec.network == Network::None {
         loopback_up()?;

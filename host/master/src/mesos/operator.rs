@@ -14,7 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use wasmos_core::{AgentState, FrameworkId, FrameworkKind, Offer, Resources, TaskState};
+use wasmos_core::{AgentId, AgentState, FrameworkId, FrameworkKind, Offer, Resources, TaskState};
 use wasmos_state::acl::{Access, Area};
 use wasmos_state::{AgentRecord, FrameworkRecord, TaskRecord};
 
@@ -203,6 +203,7 @@ fn labels(l: &BTreeMap<String, String>) -> Vec<Value> {
 
 fn legacy_agent(a: &AgentSnap) -> Value {
     let (_, port) = host_port(&a.rec.info.endpoint);
+    let reserved = a.rec.reserved();
     json!({
         "id": a.rec.id,
         "hostname": a.rec.info.hostname,
@@ -214,8 +215,13 @@ fn legacy_agent(a: &AgentSnap) -> Value {
         "resources": legacy_resources(&a.rec.info.resources),
         "used_resources": legacy_resources(&a.used),
         "offered_resources": legacy_resources(&a.offered),
-        "reserved_resources": {},
-        "unreserved_resources": legacy_resources(&a.rec.info.resources),
+        "reserved_resources": reserved.iter().map(|(role, r)| (role.clone(), legacy_resources(r))).collect::<serde_json::Map<_, _>>(),
+        "unreserved_resources": legacy_resources(&a.rec.info.resources.saturating_sub(&wasmos_core::reservation::total(&reserved))),
+        "reserved_resources_full": a.rec.reserved_outside_volumes().iter().map(|(role, r)| {
+            let mut full = v1::reserved_json(r, role, v1::ReservationFormat::Refinement);
+            full.extend(a.rec.volumes.values().filter(|v| &v.role == role).map(|v| v1::volume_json(v, v1::ReservationFormat::Refinement)));
+            (role.clone(), Value::Array(full))
+        }).collect::<serde_json::Map<_, _>>(),
         "active": a.rec.state == AgentState::Active && a.connected,
         "deactivated": false,
         "version": a.rec.info.version,
@@ -649,7 +655,12 @@ fn v1_agent(a: &AgentSnap) -> Value {
         "version": a.rec.info.version,
         "pid": agent_pid(&a.rec),
         "registered_time": nanos(a.rec.registered_at),
-        "total_resources": resources_json(&a.rec.info.resources),
+        "total_resources": v1::resource_list_json(
+            &a.rec.info.resources.saturating_sub(&a.rec.volumes.values().fold(Resources::default(), |acc, v| acc.add(&v.resources()))),
+            &a.rec.reserved_outside_volumes(),
+            &a.rec.volumes.values().cloned().collect::<Vec<_>>(),
+            v1::ReservationFormat::Refinement,
+        ),
         "allocated_resources": resources_json(&a.used),
         "offered_resources": resources_json(&a.offered),
         "capabilities": [],
@@ -684,7 +695,7 @@ fn v1_framework(f: &FrameworkSnap) -> Value {
         "registered_time": nanos(f.rec.registered_at),
         "allocated_resources": resources_json(&f.used),
         "offered_resources": resources_json(&f.offered),
-        "offers": f.offers.iter().map(v1::offer_json).collect::<Vec<_>>(),
+        "offers": f.offers.iter().map(|o| v1::offer_json(o, v1::ReservationFormat::Refinement)).collect::<Vec<_>>(),
     });
     if let Some(r) = f.rec.removed_at {
         v["unregistered_time"] = nanos(r);
@@ -762,8 +773,17 @@ pub async fn endpoint(
         );
     };
     let answer = |key: &str, payload: Value| json_response(&json!({"type": kind, key: payload}));
-    if !matches!(kind, "TEARDOWN" | "UPDATE_WEIGHTS" | "UPDATE_QUOTA")
-        && let Err(e) = principal.check(Area::Cluster, "", Access::Read)
+    if !matches!(
+        kind,
+        "TEARDOWN"
+            | "UPDATE_WEIGHTS"
+            | "UPDATE_QUOTA"
+            | "RESERVE_RESOURCES"
+            | "UNRESERVE_RESOURCES"
+            | "CREATE_VOLUMES"
+            | "DESTROY_VOLUMES"
+            | "MARK_AGENT_GONE"
+    ) && let Err(e) = principal.check(Area::Cluster, "", Access::Read)
     {
         return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
     }
@@ -921,15 +941,34 @@ pub async fn endpoint(
             teardown(&l, &fid, "an operator tore it down").await;
             StatusCode::OK.into_response()
         }
+        "RESERVE_RESOURCES" | "UNRESERVE_RESOURCES" | "CREATE_VOLUMES" | "DESTROY_VOLUMES" => {
+            match resource_call(&principal, kind, &call) {
+                Ok((agent, cmds)) => change_agent(&l, &agent, cmds).await,
+                Err((code, why)) => fail(code, why),
+            }
+        }
+        "MARK_AGENT_GONE" => {
+            let Some(agent) = call["mark_agent_gone"]["agent_id"]["value"]
+                .as_str()
+                .and_then(|a| AgentId::new(a.to_string()).ok())
+            else {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    "Failed to validate master::Call: Expecting 'mark_agent_gone.agent_id' to be present",
+                );
+            };
+            if let Err(e) = principal.check(Area::Cluster, "", Access::Write) {
+                return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
+            }
+            match l.mark_gone(&agent).await {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
         "SET_QUOTA"
         | "REMOVE_QUOTA"
-        | "RESERVE_RESOURCES"
-        | "UNRESERVE_RESOURCES"
-        | "CREATE_VOLUMES"
-        | "DESTROY_VOLUMES"
         | "GROW_VOLUME"
         | "SHRINK_VOLUME"
-        | "MARK_AGENT_GONE"
         | "SUBSCRIBE"
         | "GET_OPERATIONS"
         | "GET_MAINTENANCE_STATUS"
@@ -951,6 +990,133 @@ pub async fn endpoint(
             StatusCode::BAD_REQUEST,
             format!("Failed to convert JSON into Call protobuf: unknown call type {other:?}"),
         ),
+    }
+}
+
+/// The commands of a RESERVE_RESOURCES, UNRESERVE_RESOURCES,
+/// CREATE_VOLUMES or DESTROY_VOLUMES call (one per role), and its agent;
+/// or the status and why it is refused. Each role needs `roles` write permission.
+fn resource_call(
+    principal: &Principal,
+    kind: &str,
+    call: &Value,
+) -> Result<(AgentId, Vec<wasmos_state::Command>), (StatusCode, String)> {
+    let key = kind.to_lowercase();
+    let body = &call[key.as_str()];
+    let bad = |why: String| (StatusCode::BAD_REQUEST, format!("{kind}: {why}"));
+    let agent = body["agent_id"]["value"]
+        .as_str()
+        .ok_or_else(|| bad(format!("Expecting '{key}.agent_id' to be present")))
+        .and_then(|a| AgentId::new(a.to_string()).map_err(|e| bad(e.to_string())))?;
+    let field = if kind.ends_with("_VOLUMES") {
+        "volumes"
+    } else {
+        "resources"
+    };
+    let list: Vec<v1::Resource> = serde_json::from_value(body[field].clone())
+        .map_err(|e| bad(format!("'{key}.{field}' is not a list of resources: {e}")))?;
+    let roles: Vec<String>;
+    let cmds = match kind {
+        "RESERVE_RESOURCES" | "UNRESERVE_RESOURCES" => {
+            if !body["source"].is_null() {
+                return Err(bad(
+                    "`source` (changing a reservation) is not supported; unreserve and reserve again"
+                        .into(),
+                ));
+            }
+            let parsed = v1::resource_list(&list).map_err(bad)?;
+            if list.is_empty()
+                || !parsed.volumes.is_empty()
+                || wasmos_core::reservation::total(&parsed.reserved) != parsed.all
+            {
+                return Err(bad(
+                    "every resource must carry the role it is reserved for (`reservations` or `role`), and volumes are made with CREATE_VOLUMES"
+                        .into(),
+                ));
+            }
+            roles = parsed.reserved.keys().cloned().collect();
+            if roles.len() > 1 {
+                return Err(bad(
+                    "reserve or unreserve for one role per call (so that it is all or nothing)"
+                        .into(),
+                ));
+            }
+            parsed
+                .reserved
+                .into_iter()
+                .map(|(role, resources)| {
+                    if kind == "RESERVE_RESOURCES" {
+                        wasmos_state::Command::ReserveResources {
+                            agent_id: agent.clone(),
+                            role,
+                            resources,
+                        }
+                    } else {
+                        wasmos_state::Command::UnreserveResources {
+                            agent_id: agent.clone(),
+                            role,
+                            resources,
+                        }
+                    }
+                })
+                .collect()
+        }
+        _ => {
+            let mut volumes = v1::volume_list(&list).map_err(bad)?;
+            roles = volumes.iter().map(|v| v.role.clone()).collect();
+            if kind == "CREATE_VOLUMES" {
+                // The creator is who the caller authenticated as.
+                for v in &mut volumes {
+                    v.principal = Some(principal.name.clone());
+                }
+                crate::launch::new_volume_uuids(&mut volumes);
+                vec![wasmos_state::Command::CreateVolumes {
+                    agent_id: agent.clone(),
+                    volumes,
+                }]
+            } else {
+                vec![wasmos_state::Command::DestroyVolumes {
+                    agent_id: agent.clone(),
+                    volumes,
+                }]
+            }
+        }
+    };
+    for role in &roles {
+        if let Err(e) = principal.check(Area::Roles, role, Access::Write) {
+            return Err((StatusCode::FORBIDDEN, format!("{kind}: {e}")));
+        }
+    }
+    Ok((agent, cmds))
+}
+
+/// Commits an operator's reservation or volume change: 202 (as Mesos), 409
+/// when the agent cannot take it (nothing changed), 404 for an unknown
+/// agent.
+async fn change_agent(
+    l: &Arc<Leader>,
+    agent: &AgentId,
+    cmds: Vec<wasmos_state::Command>,
+) -> Response {
+    if l.store.read(|s| !s.agents.contains_key(agent)) {
+        return fail(
+            StatusCode::NOT_FOUND,
+            format!("No agent found with specified ID {agent}"),
+        );
+    }
+    match l.change_agent(agent, cmds).await {
+        Ok(responses) => match responses
+            .into_iter()
+            .find(|r| !matches!(r, wasmos_state::Response::Ok))
+        {
+            None => StatusCode::ACCEPTED.into_response(),
+            Some(wasmos_state::Response::Rejected { reason }) => fail(StatusCode::CONFLICT, reason),
+            Some(other) => fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unexpected {other:?}"),
+            ),
+        },
+        Err(e) => fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

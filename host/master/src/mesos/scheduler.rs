@@ -37,6 +37,7 @@ use wasmos_state::acl::{Access, Area};
 use wasmos_state::{Command, Response as StateResponse};
 
 use super::v1;
+use crate::allocator::OfferOp;
 use crate::auth::Principal;
 use crate::frameworks::{FrameworkHandle, FrameworkMsg};
 use crate::http::Lead;
@@ -332,7 +333,14 @@ impl Actor {
     fn handle(&self, msg: FrameworkMsg) {
         match msg {
             FrameworkMsg::Offers(offers) => {
-                let list: Vec<Value> = offers.iter().map(v1::offer_json).collect();
+                let format = self.leader.store.read(|s| {
+                    s.frameworks
+                        .get(&self.id)
+                        .map_or(v1::ReservationFormat::PreRefinement, |f| {
+                            v1::ReservationFormat::of(&f.info)
+                        })
+                });
+                let list: Vec<Value> = offers.iter().map(|o| v1::offer_json(o, format)).collect();
                 if !self
                     .link
                     .send(&json!({"type": "OFFERS", "offers": {"offers": list}}))
@@ -522,6 +530,9 @@ pub async fn endpoint(
     if let Err(e) = principal.check(Area::Frameworks, &info.name, Access::Write) {
         return fail(StatusCode::FORBIDDEN, e.to_string());
     }
+    if let Some(refused) = may_use_role(&principal, &info.role) {
+        return refused;
+    }
     let Some(link) = l.frameworks_read().get(&fid).and_then(|h| h.link.clone()) else {
         return fail(StatusCode::FORBIDDEN, "Framework is not subscribed");
     };
@@ -641,14 +652,31 @@ fn offer_ids(ids: &[v1::Id]) -> Vec<OfferId> {
         .collect()
 }
 
-/// The framework's info as Wasmos keeps it.
-fn framework_info(fi: &v1::FrameworkInfo, principal: Option<String>) -> FrameworkInfo {
-    let role = fi
-        .roles
+/// The one role a framework subscribes in (`*` when it names none).
+fn role_of(fi: &v1::FrameworkInfo) -> String {
+    fi.roles
         .first()
         .cloned()
         .or_else(|| fi.role.clone())
-        .unwrap_or_else(|| "*".into());
+        .unwrap_or_else(|| "*".into())
+}
+
+/// Whether the principal may run a framework in its role: any may use
+/// `*`; another role needs `roles` (read) on it, since a role's frameworks
+/// are offered its reservations and volumes.
+fn may_use_role(principal: &Principal, role: &str) -> Option<Response> {
+    if role == "*" {
+        return None;
+    }
+    principal
+        .check(Area::Roles, role, Access::Read)
+        .err()
+        .map(|e| fail(StatusCode::FORBIDDEN, format!("role {role}: {e}")))
+}
+
+/// The framework's info as Wasmos keeps it.
+fn framework_info(fi: &v1::FrameworkInfo, principal: Option<String>) -> FrameworkInfo {
+    let role = role_of(fi);
     FrameworkInfo {
         name: fi.name.clone().unwrap_or_default(),
         kind: FrameworkKind::External,
@@ -777,6 +805,9 @@ async fn subscribe(
     if let Err(e) = principal.check(Area::Frameworks, &name, Access::Write) {
         return fail(StatusCode::FORBIDDEN, e.to_string());
     }
+    if let Some(refused) = may_use_role(principal, &role_of(&fi)) {
+        return refused;
+    }
     if fi.roles.len() > 1 {
         return error_stream(
             "this cluster offers one role per framework: give one role (roles with several are not supported yet)",
@@ -896,6 +927,37 @@ async fn subscribe(
     resp
 }
 
+/// A RESERVE, UNRESERVE, CREATE or DESTROY of an ACCEPT, for a framework
+/// authenticated as `principal` (volumes it creates name it).
+fn offer_op(kind: &str, op: v1::Operation, principal: Option<&str>) -> Result<OfferOp, String> {
+    let body = |b: Option<v1::ResourcesOp>| {
+        b.ok_or(format!("{kind} needs its `{}` field", kind.to_lowercase()))
+    };
+    Ok(match kind {
+        "RESERVE" => {
+            let b = body(op.reserve)?;
+            if !b.source.is_empty() {
+                return Err("RESERVE with `source` (changing a reservation) is not supported; UNRESERVE and RESERVE again".into());
+            }
+            let (role, resources) = v1::reserved_bundle(&b.resources)?;
+            OfferOp::Reserve { role, resources }
+        }
+        "UNRESERVE" => {
+            let (role, resources) = v1::reserved_bundle(&body(op.unreserve)?.resources)?;
+            OfferOp::Unreserve { role, resources }
+        }
+        "CREATE" => {
+            let mut volumes = v1::volume_list(&body(op.create)?.volumes)?;
+            // The creator is who the framework authenticated as.
+            for v in &mut volumes {
+                v.principal = principal.map(String::from);
+            }
+            OfferOp::Create(volumes)
+        }
+        _ => OfferOp::Destroy(v1::volume_list(&body(op.destroy)?.volumes)?),
+    })
+}
+
 /// `<cluster id>-<4 digits>`, the first one not taken (Mesos' form).
 fn new_framework_id(l: &Leader) -> Option<FrameworkId> {
     l.store.read(|s| {
@@ -926,11 +988,12 @@ impl Calls<'_> {
         let refuse = a.filters.and_then(|f| f.refuse_seconds);
         let agent: Option<AgentId> = ids.first().and_then(|o| self.l.allocator().offer_agent(o));
         let mut batch = LaunchBatch::default();
-        let mut tasks = Vec::new();
+        let mut ops: Vec<OfferOp> = Vec::new();
         let mut invalid: Vec<(String, String)> = Vec::new();
         for op in a.operations {
             match op.kind.as_deref() {
                 Some("LAUNCH") => {
+                    let mut tasks = Vec::new();
                     for t in op.launch.map(|l| l.task_infos).unwrap_or_default() {
                         let raw = t
                             .task_id
@@ -961,6 +1024,7 @@ impl Calls<'_> {
                             },
                         }
                     }
+                    ops.push(OfferOp::Launch(tasks));
                 }
                 Some("LAUNCH_GROUP") => {
                     let group = op.launch_group.unwrap_or_default();
@@ -977,17 +1041,27 @@ impl Calls<'_> {
                         }
                     }
                 }
+                Some(kind @ ("RESERVE" | "UNRESERVE" | "CREATE" | "DESTROY")) => {
+                    let kind = kind.to_string();
+                    match offer_op(&kind, op, self.info.principal.as_deref()) {
+                        Ok(o) => ops.push(o),
+                        Err(why) => tracing::warn!(framework = %self.fid, "{kind} dropped: {why}"),
+                    }
+                }
                 other => {
                     tracing::warn!(framework = %self.fid, operation = ?other, "offer operation not supported; ignored");
                 }
             }
         }
-        if tasks.is_empty() {
+        let nothing = ops
+            .iter()
+            .all(|op| matches!(op, OfferOp::Launch(t) if t.is_empty()));
+        if nothing {
             self.l
                 .allocator()
                 .decline(self.fid, &ids, refuse_duration(refuse), Instant::now());
         } else {
-            batch.accept(self.l, self.fid, &ids, tasks, refuse);
+            batch.accept_ops(self.l, self.fid, &ids, ops, refuse);
         }
         let refused = match self.l.commit_launches(self.fid, Vec::new(), batch).await {
             Ok((refused, _)) => refused,
@@ -1165,6 +1239,9 @@ impl Calls<'_> {
             );
         }
         info.user = self.info.user.clone();
+        if let Some(refused) = may_use_role(self.principal, &info.role) {
+            return refused;
+        }
         match self
             .l
             .store

@@ -12,6 +12,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use wasmos_core::container::{ContainerInfo, DockerInfo, DockerNetwork, PortMapping};
+use wasmos_core::reservation::{self, RoleResources, Volume, VolumeMount, check_reservation_role};
 use wasmos_core::resources::{PortRange, PortSet, Scalar};
 use wasmos_core::task::FetchUri;
 use wasmos_core::{
@@ -134,6 +135,53 @@ pub struct Operation {
     pub id: Option<Id>,
     pub launch: Option<Launch>,
     pub launch_group: Option<Value>,
+    pub reserve: Option<ResourcesOp>,
+    pub unreserve: Option<ResourcesOp>,
+    pub create: Option<ResourcesOp>,
+    pub destroy: Option<ResourcesOp>,
+}
+
+/// The body of RESERVE / UNRESERVE (`resources`, and RESERVE's `source`)
+/// and CREATE / DESTROY (`volumes`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ResourcesOp {
+    #[serde(deserialize_with = "nullable")]
+    pub resources: Vec<Resource>,
+    #[serde(deserialize_with = "nullable")]
+    pub source: Vec<Resource>,
+    #[serde(deserialize_with = "nullable")]
+    pub volumes: Vec<Resource>,
+}
+
+/// Reserved resources of RESERVE or UNRESERVE as one role's bundle: every
+/// resource must be reserved, all for the same role.
+pub fn reserved_bundle(list: &[Resource]) -> Result<(String, Resources), String> {
+    if list.is_empty() {
+        return Err("no resources given".into());
+    }
+    let parsed = resource_list(list)?;
+    if !parsed.volumes.is_empty() {
+        return Err("persistent volumes are made with CREATE, not RESERVE".into());
+    }
+    let mut roles = parsed.reserved.into_iter();
+    match (roles.next(), roles.next()) {
+        (Some((role, r)), None) if r == parsed.all => Ok((role, r)),
+        (None, _) => Err("the resources name no role to reserve for".into()),
+        _ => Err("every resource must be reserved for one and the same role".into()),
+    }
+}
+
+/// The volumes of CREATE or DESTROY.
+pub fn volume_list(list: &[Resource]) -> Result<Vec<Volume>, String> {
+    let parsed = resource_list(list)?;
+    if parsed.volumes.is_empty() || !parsed.all.is_empty() {
+        return Err(
+            "volumes must be disk resources with disk.persistence.id and disk.volume.container_path"
+                .into(),
+        );
+    }
+    Ok(parsed.volumes)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,26 +433,70 @@ pub struct Label {
     pub value: Option<String>,
 }
 
-/// Sums a TaskInfo's resources into Wasmos' bundle; names Wasmos does not
-/// offer, and reserved or revocable resources, are refused.
-pub fn resources(list: &[Resource]) -> Result<Resources, String> {
-    let mut r = Resources::default();
+/// A list of Mesos resources in Wasmos' terms: the sum of everything but
+/// volumes, the part of it reserved by role, and the persistent volumes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ResourceList {
+    pub all: Resources,
+    pub reserved: RoleResources,
+    pub volumes: Vec<Volume>,
+    /// How each volume is mounted (`RO` is read-only).
+    pub read_only: Vec<bool>,
+}
+
+impl ResourceList {
+    /// The volumes as a task mounts them.
+    pub fn mounts(&self) -> Vec<VolumeMount> {
+        self.volumes
+            .iter()
+            .zip(&self.read_only)
+            .map(|(v, ro)| VolumeMount {
+                id: v.id.clone(),
+                role: v.role.clone(),
+                container_path: v.container_path.clone(),
+                read_only: *ro,
+                uuid: String::new(),
+            })
+            .collect()
+    }
+}
+
+/// The role a resource is reserved for (`None`: unreserved), in either
+/// format: `role` (pre-refinement) or the `reservations` stack.
+fn reservation_role(res: &Resource, name: &str) -> Result<Option<String>, String> {
+    if res.reservations.len() > 1 {
+        return Err(format!(
+            "resource {name}: refined reservations (more than one in `reservations`) are not supported"
+        ));
+    }
+    let role = match res.reservations.first() {
+        Some(r) => Some(
+            r["role"]
+                .as_str()
+                .ok_or_else(|| format!("resource {name}: a reservation needs a role"))?
+                .to_string(),
+        ),
+        None => res.role.clone().filter(|r| r != "*"),
+    };
+    if let Some(r) = &role {
+        check_reservation_role(r).map_err(|e| format!("resource {name}: {e}"))?;
+    }
+    Ok(role)
+}
+
+/// Reads a list of Mesos resources; names Wasmos does not offer, and
+/// revocable or shared resources, are refused.
+pub fn resource_list(list: &[Resource]) -> Result<ResourceList, String> {
+    let mut out = ResourceList::default();
     let mut ports: Vec<PortRange> = Vec::new();
     for res in list {
         let name = res.name.as_deref().unwrap_or("");
-        if res.role.as_deref().is_some_and(|role| role != "*")
-            || res.reservation.is_some()
-            || !res.reservations.is_empty()
-        {
+        if res.revocable.is_some() || res.shared.is_some() {
             return Err(format!(
-                "resource {name}: reserved resources are not offered by this cluster (only role \"*\")"
+                "resource {name}: revocable and shared resources are not offered by this cluster"
             ));
         }
-        if res.revocable.is_some() || res.shared.is_some() || res.disk.is_some() {
-            return Err(format!(
-                "resource {name}: revocable, shared and persistent-volume resources are not offered by this cluster"
-            ));
-        }
+        let role = reservation_role(res, name)?;
         let scalar = |field: &'static str| -> Result<Scalar, String> {
             let v = res
                 .scalar
@@ -413,22 +505,52 @@ pub fn resources(list: &[Resource]) -> Result<Resources, String> {
                 .value;
             Scalar::from_f64(field, v).map_err(|e| e.to_string())
         };
+        let mut one = Resources::default();
         match name {
-            "cpus" => r.cpus = r.cpus.saturating_add(scalar("cpus")?),
-            "mem" => r.mem = r.mem.saturating_add(scalar("mem")?),
-            "disk" => r.disk = r.disk.saturating_add(scalar("disk")?),
+            "cpus" => one.cpus = scalar("cpus")?,
+            "mem" => one.mem = scalar("mem")?,
+            "disk" => {
+                let disk = scalar("disk")?;
+                if let Some(d) = res.disk.as_ref().filter(|d| !d["persistence"].is_null()) {
+                    let role = role.clone().ok_or_else(|| {
+                        "a persistent volume must be on reserved disk (give the resource a role)"
+                            .to_string()
+                    })?;
+                    let volume = Volume {
+                        id: d["persistence"]["id"]
+                            .as_str()
+                            .ok_or("disk.persistence.id is required")?
+                            .to_string(),
+                        role,
+                        disk,
+                        container_path: d["volume"]["container_path"]
+                            .as_str()
+                            .ok_or("a persistent volume needs disk.volume.container_path")?
+                            .to_string(),
+                        principal: d["persistence"]["principal"].as_str().map(String::from),
+                        uuid: String::new(),
+                    };
+                    volume.validate()?;
+                    out.read_only
+                        .push(d["volume"]["mode"].as_str() == Some("RO"));
+                    out.volumes.push(volume);
+                    continue;
+                }
+                one.disk = disk;
+            }
             "gpus" => {
                 let g = scalar("gpus")?.as_f64();
                 if g.fract() != 0.0 {
                     return Err(format!("gpus must be a whole number, got {g}"));
                 }
-                r.gpus = r.gpus.saturating_add(g as u32);
+                one.gpus = g as u32;
             }
             "ports" => {
                 let ranges = res
                     .ranges
                     .as_ref()
                     .ok_or("resource ports must be RANGES with ranges")?;
+                let mut mine = Vec::new();
                 for range in &ranges.range {
                     let (Ok(begin), Ok(end)) =
                         (u16::try_from(range.begin), u16::try_from(range.end))
@@ -438,8 +560,10 @@ pub fn resources(list: &[Resource]) -> Result<Resources, String> {
                             range.begin, range.end
                         ));
                     };
-                    ports.push(PortRange { begin, end });
+                    mine.push(PortRange { begin, end });
                 }
+                ports.extend(mine.iter().copied());
+                one.ports = PortSet::from_ranges(mine).map_err(|e| e.to_string())?;
             }
             "" => return Err("a resource has no name".into()),
             other => {
@@ -448,21 +572,70 @@ pub fn resources(list: &[Resource]) -> Result<Resources, String> {
                 ));
             }
         }
+        if let Some(role) = &role {
+            reservation::add(&mut out.reserved, role, &one);
+        }
+        one.ports = PortSet::default();
+        out.all = out.all.add(&one);
     }
-    r.ports = PortSet::from_ranges(ports).map_err(|e| e.to_string())?;
-    Ok(r)
+    out.all.ports = PortSet::from_ranges(ports).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
-/// Resources in Mesos' JSON form (unreserved: role `*`).
-pub fn resources_json(r: &Resources) -> Vec<Value> {
-    let scalar = |name: &str, v: f64| json!({"name": name, "type": "SCALAR", "scalar": {"value": v}, "role": "*"});
-    let mut out = vec![
-        scalar("cpus", r.cpus.as_f64()),
-        scalar("mem", r.mem.as_f64()),
-        scalar("disk", r.disk.as_f64()),
-    ];
-    if r.gpus > 0 {
-        out.push(scalar("gpus", f64::from(r.gpus)));
+/// How reserved resources are written for one framework: the `role` and
+/// `reservation` fields (pre-refinement), or the `reservations` stack for
+/// frameworks with RESERVATION_REFINEMENT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationFormat {
+    PreRefinement,
+    Refinement,
+}
+
+impl ReservationFormat {
+    /// The format a framework reads, by its capabilities.
+    pub fn of(info: &wasmos_core::FrameworkInfo) -> Self {
+        if info
+            .capabilities
+            .iter()
+            .any(|c| c == "RESERVATION_REFINEMENT")
+        {
+            ReservationFormat::Refinement
+        } else {
+            ReservationFormat::PreRefinement
+        }
+    }
+}
+
+/// One bundle in Mesos' JSON form, reserved for `role` (`None`:
+/// unreserved).
+fn bundle_json(r: &Resources, role: Option<&str>, format: ReservationFormat) -> Vec<Value> {
+    let tag = |mut v: Value| {
+        match (role, format) {
+            (None, _) => v["role"] = json!("*"),
+            (Some(role), ReservationFormat::PreRefinement) => {
+                v["role"] = json!(role);
+                v["reservation"] = json!({});
+            }
+            (Some(role), ReservationFormat::Refinement) => {
+                v["reservations"] = json!([{"type": "DYNAMIC", "role": role}]);
+            }
+        }
+        v
+    };
+    let scalar =
+        |name: &str, v: f64| tag(json!({"name": name, "type": "SCALAR", "scalar": {"value": v}}));
+    let mut out = Vec::new();
+    for (name, v, always) in [
+        ("cpus", r.cpus.as_f64(), true),
+        ("mem", r.mem.as_f64(), true),
+        ("disk", r.disk.as_f64(), true),
+        ("gpus", f64::from(r.gpus), false),
+    ] {
+        // Unreserved bundles always name cpus, mem and disk (tools expect
+        // them); reserved ones only what they hold.
+        if v > 0.0 || (always && role.is_none()) {
+            out.push(scalar(name, v));
+        }
     }
     if !r.ports.is_empty() {
         let ranges: Vec<Value> = r
@@ -471,15 +644,57 @@ pub fn resources_json(r: &Resources) -> Vec<Value> {
             .iter()
             .map(|p| json!({"begin": p.begin, "end": p.end}))
             .collect();
-        out.push(
-            json!({"name": "ports", "type": "RANGES", "ranges": {"range": ranges}, "role": "*"}),
-        );
+        out.push(tag(
+            json!({"name": "ports", "type": "RANGES", "ranges": {"range": ranges}}),
+        ));
     }
     out
 }
 
+/// Resources reserved for `role` in Mesos' JSON form.
+pub fn reserved_json(r: &Resources, role: &str, format: ReservationFormat) -> Vec<Value> {
+    bundle_json(r, Some(role), format)
+}
+
+/// Resources in Mesos' JSON form (unreserved: role `*`).
+pub fn resources_json(r: &Resources) -> Vec<Value> {
+    bundle_json(r, None, ReservationFormat::PreRefinement)
+}
+
+/// A persistent volume in Mesos' JSON form: a reserved disk resource with
+/// its persistence id and mount path.
+pub fn volume_json(v: &Volume, format: ReservationFormat) -> Value {
+    let mut disk = bundle_json(&v.resources(), Some(&v.role), format)
+        .pop()
+        .unwrap_or_else(|| json!({}));
+    let mut persistence = json!({"id": v.id});
+    if let Some(p) = &v.principal {
+        persistence["principal"] = json!(p);
+    }
+    disk["disk"] = json!({"persistence": persistence,
+        "volume": {"mode": "RW", "container_path": v.container_path}});
+    disk
+}
+
+/// Resources, some reserved by role, and volumes, in Mesos' JSON form:
+/// the unreserved part first, then each role's.
+pub fn resource_list_json(
+    all: &Resources,
+    reserved: &RoleResources,
+    volumes: &[Volume],
+    format: ReservationFormat,
+) -> Vec<Value> {
+    let unreserved = all.saturating_sub(&reservation::total(reserved));
+    let mut out = bundle_json(&unreserved, None, format);
+    for (role, r) in reserved {
+        out.extend(bundle_json(r, Some(role), format));
+    }
+    out.extend(volumes.iter().map(|v| volume_json(v, format)));
+    out
+}
+
 /// An offer as `mesos.v1.Offer`.
-pub fn offer_json(o: &Offer) -> Value {
+pub fn offer_json(o: &Offer, format: ReservationFormat) -> Value {
     let attributes: Vec<Value> = o
         .attributes
         .iter()
@@ -490,7 +705,7 @@ pub fn offer_json(o: &Offer) -> Value {
         "framework_id": id(&o.framework_id),
         "agent_id": id(&o.agent_id),
         "hostname": o.hostname,
-        "resources": resources_json(&o.resources),
+        "resources": resource_list_json(&o.resources, &o.reserved, &o.volumes, format),
     });
     if !attributes.is_empty() {
         offer["attributes"] = Value::Array(attributes);
@@ -578,7 +793,8 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let resources = resources(&t.resources)?;
+    let list = resource_list(&t.resources)?;
+    let resources = list.all.clone();
     let container = match &t.container {
         None => None,
         Some(c) => container(c, &resources)?,
@@ -613,6 +829,8 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
         container,
         fetch,
         readiness_check: None,
+        reserved: list.reserved.clone(),
+        volumes: list.mounts(),
     })
 }
 
@@ -834,8 +1052,8 @@ mod tests {
         v["executor"] = json!({"executor_id": {"value": "e"}});
         assert!(task(v).unwrap_err().contains("executor"));
         let mut v = base();
-        v["resources"][0]["role"] = json!("eng");
-        assert!(task(v).unwrap_err().contains("reserved"));
+        v["resources"][0]["revocable"] = json!({});
+        assert!(task(v).unwrap_err().contains("revocable"));
         let mut v = base();
         v["resources"][0]["name"] = json!("fpgas");
         assert!(task(v).unwrap_err().contains("fpgas"));
@@ -845,6 +1063,96 @@ mod tests {
         let mut v = base();
         v["container"] = json!({"type": "DOCKER", "docker": {"image": "x", "privileged": true}});
         assert!(task(v).unwrap_err().contains("privileged"));
+    }
+
+    #[test]
+    fn reserved_resources_and_volumes_read_in_both_formats_and_write_per_framework() {
+        let spec = task(
+            json!({"name": "t", "task_id": {"value": "t"}, "agent_id": {"value": "a"},
+            "command": {"value": "true"},
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}, "role": "db",
+                 "reservation": {"principal": "p"}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 64},
+                 "reservations": [{"type": "DYNAMIC", "role": "db"}]},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}, "role": "*"},
+                {"name": "disk", "type": "SCALAR", "scalar": {"value": 10}, "role": "db",
+                 "disk": {"persistence": {"id": "v1"},
+                          "volume": {"container_path": "data", "mode": "RO"}}}]}),
+        )
+        .unwrap();
+        assert_eq!(spec.resources.to_string(), "cpus:1;mem:96;disk:0");
+        assert_eq!(spec.reserved["db"].to_string(), "cpus:1;mem:64;disk:0");
+        assert_eq!(
+            spec.volumes,
+            vec![VolumeMount {
+                id: "v1".into(),
+                role: "db".into(),
+                container_path: "data".into(),
+                read_only: true,
+                uuid: String::new(),
+            }]
+        );
+        // A volume on unreserved disk, or refined reservations, are refused.
+        let bad = |r: Value| {
+            task(
+                json!({"name": "t", "task_id": {"value": "t"}, "agent_id": {"value": "a"},
+                "command": {"value": "true"}, "resources": [r]}),
+            )
+            .unwrap_err()
+        };
+        assert!(
+            bad(
+                json!({"name": "disk", "type": "SCALAR", "scalar": {"value": 1},
+            "disk": {"persistence": {"id": "v"}, "volume": {"container_path": "d"}}})
+            )
+            .contains("reserved")
+        );
+        assert!(
+            bad(
+                json!({"name": "cpus", "type": "SCALAR", "scalar": {"value": 1},
+            "reservations": [{"role": "a"}, {"role": "a/b"}]})
+            )
+            .contains("refined")
+        );
+
+        let mut reserved = RoleResources::new();
+        reserved.insert("db".into(), "cpus:1".parse().unwrap());
+        let volume = Volume {
+            id: "v1".into(),
+            role: "db".into(),
+            disk: Scalar::whole(10),
+            container_path: "data".into(),
+            principal: None,
+            uuid: String::new(),
+        };
+        let all: Resources = "cpus:2;mem:100".parse().unwrap();
+        let old = resource_list_json(
+            &all,
+            &reserved,
+            std::slice::from_ref(&volume),
+            ReservationFormat::PreRefinement,
+        );
+        assert!(
+            old.iter()
+                .any(|r| r["name"] == "cpus" && r["role"] == "*" && r["scalar"]["value"] == 1.0)
+        );
+        assert!(old.iter().any(|r| r["name"] == "cpus" && r["role"] == "db"));
+        assert!(
+            old.iter()
+                .any(|r| r["disk"]["persistence"]["id"] == "v1" && r["role"] == "db")
+        );
+        let new = resource_list_json(&all, &reserved, &[volume], ReservationFormat::Refinement);
+        assert!(
+            new.iter()
+                .any(|r| r["name"] == "cpus" && r["reservations"][0]["role"] == "db")
+        );
+        // What is written reads back the same.
+        let list: Vec<Resource> = serde_json::from_value(Value::Array(new)).unwrap();
+        let back = resource_list(&list).unwrap();
+        assert_eq!(back.all, all);
+        assert_eq!(back.reserved, reserved);
+        assert_eq!(back.volumes[0].id, "v1");
     }
 
     #[test]
