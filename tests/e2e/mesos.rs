@@ -647,6 +647,51 @@ async fn frameworks_of_weighted_roles_converge_to_their_weighted_shares() {
 }
 
 #[tokio::test]
+async fn two_frameworks_and_marathon_competing_converge_to_their_weighted_drf_shares() {
+    let (c, plain, password) = cluster_with(tempfile::tempdir().unwrap(), &THREE_CPUS).await;
+    // Like every framework here, Marathon takes one instance per offer.
+    let out = c
+        .cli(&["plugin", "config", "marathon", "max_instances_per_offer=1"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let (code, v) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "a", "weight": 2.0}]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let go = c.dir.path().join("go");
+    let args = ["greedy", &plain, "pyfw", &password];
+    let (_a, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-a", "a", &go)).await;
+    let (_b, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-b", "b", &go)).await;
+    // All three want more than the cluster has, from the same moment.
+    std::fs::write(&go, "").unwrap();
+    let (code, v) = c
+        .api
+        .post(
+            "/v2/apps",
+            &json!({"id": "/hog", "cmd": "sleep 600", "cpus": 0.25, "mem": 32, "instances": 12}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let shares = wait_for("the agent to be full", DEADLINE, || async {
+        let (a, b, m) = (
+            cpus_of(&c.api, "pymesos-a").await,
+            cpus_of(&c.api, "pymesos-b").await,
+            cpus_of(&c.api, "marathon").await,
+        );
+        (a + b + m >= 3.0).then_some((a, b, m))
+    })
+    .await;
+    // Roles a (weight 2), b and `*` (Marathon's): 2:1:1 of 3 cpus.
+    assert_eq!(shares, (1.5, 0.75, 0.75));
+}
+
+#[tokio::test]
 async fn a_quota_guarantee_holds_while_another_role_floods() {
     let (c, plain, password) = cluster_with(tempfile::tempdir().unwrap(), &THREE_CPUS).await;
     // q is guaranteed a cpu (through Mesos' operator API, as tools set it).

@@ -286,7 +286,7 @@ fn info(m: &Marathon, req: &Request) -> Value {
             "hostname": hostname, "launch_token": 100, "launch_token_refresh_interval": 30000,
             "leader_proxy_connection_timeout_ms": 5000, "leader_proxy_read_timeout_ms": 10000,
             "local_port_max": m.port_max, "local_port_min": m.port_min, "master": format!("wasmos://{host}"),
-            "max_instances_per_offer": 100, "mesos_bridge_name": "mesos-bridge",
+            "max_instances_per_offer": m.max_per_offer, "mesos_bridge_name": "mesos-bridge",
             "mesos_heartbeat_failure_threshold": 5, "mesos_heartbeat_interval": 15000,
             "mesos_leader_ui_url": format!("http://{host}/"), "mesos_role": m.role, "mesos_user": "root",
             "new_group_enforce_role": "Off", "min_revive_offers_interval": 5000,

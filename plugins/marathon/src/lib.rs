@@ -70,6 +70,9 @@ pub struct Marathon {
     port_max: u32,
     role: String,
     max_versions: usize,
+    /// Most instances launched on one offer (Marathon's
+    /// `--max_instances_per_offer`).
+    max_per_offer: usize,
     offer_interest: OfferInterest,
     /// `need` when offers were last asked for: more than that revives.
     asked: BTreeMap<String, u32>,
@@ -942,6 +945,7 @@ impl Framework for Marathon {
                 .cloned()
                 .unwrap_or_else(|| "*".into()),
             max_versions: num("max_versions", 50.0)?.max(1.0) as usize,
+            max_per_offer: num("max_instances_per_offer", 100.0)?.max(1.0) as usize,
             offer_interest: OfferInterest::default(),
             asked: BTreeMap::new(),
             events: Default::default(),
@@ -967,7 +971,7 @@ impl Framework for Marathon {
     fn offers(&mut self, offers: Vec<Offer>) {
         self.drive();
         let t = now();
-        let mut packer = Packer::new(&offers);
+        let mut packer = Packer::new(&offers).limit_per_offer(self.max_per_offer);
         // New instances by the offer they were placed on.
         let mut placed: Vec<(usize, Instance)> = Vec::new();
         let wanting: Vec<(String, u32)> = self.need.iter().map(|(k, v)| (k.clone(), *v)).collect();
@@ -1055,9 +1059,14 @@ impl Framework for Marathon {
             }
         }
         let packed = packer.finish();
+        // Instances still to place after this round want the rest of these
+        // offers back at once (competing fairly for them); otherwise the
+        // rest is filtered for the default time.
+        let wanted: u32 = self.need.values().sum();
+        let refuse = (placed.len() < wanted as usize).then_some(0.0);
         for launch in &packed.launches {
             let offer = offers.iter().position(|o| o.id == launch.offer_id);
-            match launch.send() {
+            match launch.send_refusing(refuse) {
                 Ok(()) => {
                     for (_, i) in placed.iter().filter(|(at, _)| Some(*at) == offer) {
                         log::info(&format!("launching {} on {}", i.id, launch.hostname));
