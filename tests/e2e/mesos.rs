@@ -891,3 +891,57 @@ async fn reservations_go_only_to_their_role_and_a_persistent_volume_outlives_its
     let (_, slaves) = c.api.get("/master/slaves").await;
     assert_eq!(slaves["slaves"], json!([]), "{slaves}");
 }
+
+#[tokio::test]
+async fn the_operator_event_stream_starts_with_the_state_and_follows_a_task() {
+    let c = Cluster::up().await;
+    let http = wasmos_tests::client_for(&c.up.url).build().unwrap();
+    let resp = http
+        .post(format!("{}/api/v1", c.up.url))
+        .header("content-type", "application/json")
+        .body(json!({"type": "SUBSCRIBE"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let mut events = wasmos_tests::RecordIo::new(resp.bytes_stream());
+    let next = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).expect("a JSON event");
+    let first = next(events.next(DEADLINE).await);
+    assert_eq!(first["type"], "SUBSCRIBED", "{first}");
+    let state = &first["subscribed"]["get_state"];
+    assert_eq!(
+        state["get_agents"]["agents"].as_array().unwrap().len(),
+        1,
+        "{state}"
+    );
+    assert_eq!(first["subscribed"]["heartbeat_interval_seconds"], 15.0);
+
+    let out = c
+        .cli(&["task", "run", "--id", "watched", "--", "true"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let mut seen = Vec::new();
+    while !seen.contains(&"TASK_FINISHED".to_string()) {
+        let e = next(events.next(DEADLINE).await);
+        match e["type"].as_str() {
+            Some("TASK_ADDED") if e["task_added"]["task"]["task_id"]["value"] == "watched" => {
+                assert_eq!(e["task_added"]["task"]["state"], "TASK_STAGING", "{e}");
+                seen.push("TASK_ADDED".to_string());
+            }
+            Some("TASK_UPDATED")
+                if e["task_updated"]["status"]["task_id"]["value"] == "watched" =>
+            {
+                assert_eq!(e["task_updated"]["framework_id"]["value"], "exec", "{e}");
+                seen.push(e["task_updated"]["state"].as_str().unwrap().to_string());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("TASK_ADDED"),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|s| s == "TASK_RUNNING"), "{seen:?}");
+}

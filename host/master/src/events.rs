@@ -83,6 +83,10 @@ pub fn events_for(cmd: &Command, resp: &Response, state: &State) -> Vec<Event> {
             kind: "framework_added",
             data: json!({ "id": framework_id, "name": info.name }),
         }],
+        (Command::RemoveFramework { framework_id, .. }, Response::Ok) => vec![Event {
+            kind: "framework_removed",
+            data: json!({ "id": framework_id }),
+        }],
         (Command::InstallPlugin { record }, Response::Ok) => vec![Event {
             kind: "plugin_installed",
             data: json!({ "name": record.manifest.name, "version": record.manifest.version, "digest": record.digest }),

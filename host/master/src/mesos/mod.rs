@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use crate::node::Node;
 
 pub mod operator;
+mod operator_stream;
 pub mod proto;
 pub mod scheduler;
 pub mod v1;

@@ -37,16 +37,16 @@ fn json_response(v: &Value) -> Response {
 }
 
 /// One agent as the leader sees it now.
-struct AgentSnap {
-    rec: AgentRecord,
+pub(super) struct AgentSnap {
+    pub(super) rec: AgentRecord,
     used: Resources,
     offered: Resources,
     connected: bool,
 }
 
 /// One framework as the leader sees it now.
-struct FrameworkSnap {
-    rec: FrameworkRecord,
+pub(super) struct FrameworkSnap {
+    pub(super) rec: FrameworkRecord,
     /// Offered to, and connected (the same thing here).
     active: bool,
     used: Resources,
@@ -57,12 +57,12 @@ struct FrameworkSnap {
 }
 
 /// The cluster at one instant.
-struct Snap {
-    agents: Vec<AgentSnap>,
-    frameworks: Vec<FrameworkSnap>,
+pub(super) struct Snap {
+    pub(super) agents: Vec<AgentSnap>,
+    pub(super) frameworks: Vec<FrameworkSnap>,
 }
 
-fn snapshot(l: &Leader) -> Snap {
+pub(super) fn snapshot(l: &Leader) -> Snap {
     let connected = l.agents.connected();
     let offers = l.allocator().offers();
     // A framework is active (offered to) exactly while it is connected:
@@ -614,7 +614,7 @@ pub async fn metrics_snapshot(State(n): State<Arc<Node>>) -> Response {
     }
 }
 
-fn v1_task(t: &TaskRecord) -> Value {
+pub(super) fn v1_task(t: &TaskRecord) -> Value {
     let mut v = json!({
         "name": t.spec.name,
         "task_id": id(&t.spec.task_id),
@@ -633,7 +633,7 @@ fn v1_task(t: &TaskRecord) -> Value {
     v
 }
 
-fn v1_agent(a: &AgentSnap) -> Value {
+pub(super) fn v1_agent(a: &AgentSnap) -> Value {
     let (_, port) = host_port(&a.rec.info.endpoint);
     let attributes: Vec<Value> = a
         .rec
@@ -667,7 +667,7 @@ fn v1_agent(a: &AgentSnap) -> Value {
     })
 }
 
-fn v1_framework(f: &FrameworkSnap) -> Value {
+pub(super) fn v1_framework(f: &FrameworkSnap) -> Value {
     let i = &f.rec.info;
     let mut info = json!({
         "user": i.user,
@@ -725,6 +725,16 @@ fn get_tasks(snap: &Snap) -> Value {
         .map(v1_task)
         .collect();
     json!({"tasks": live, "unreachable_tasks": unreachable, "completed_tasks": completed})
+}
+
+/// GET_STATE's answer (and the operator stream's first event).
+pub(super) fn get_state(snap: &Snap) -> Value {
+    json!({
+        "get_tasks": get_tasks(snap),
+        "get_executors": {"executors": []},
+        "get_frameworks": get_frameworks(snap),
+        "get_agents": get_agents(snap),
+    })
 }
 
 fn get_agents(snap: &Snap) -> Value {
@@ -814,18 +824,8 @@ pub async fn endpoint(
                 .collect();
             answer("get_metrics", json!({ "metrics": list }))
         }
-        "GET_STATE" => {
-            let snap = snapshot(&l);
-            answer(
-                "get_state",
-                json!({
-                    "get_tasks": get_tasks(&snap),
-                    "get_executors": {"executors": []},
-                    "get_frameworks": get_frameworks(&snap),
-                    "get_agents": get_agents(&snap),
-                }),
-            )
-        }
+        "GET_STATE" => answer("get_state", get_state(&snapshot(&l))),
+        "SUBSCRIBE" => super::operator_stream::subscribe(&l),
         "GET_AGENTS" => answer("get_agents", get_agents(&snapshot(&l))),
         "GET_FRAMEWORKS" => answer("get_frameworks", get_frameworks(&snapshot(&l))),
         "GET_TASKS" => answer("get_tasks", get_tasks(&snapshot(&l))),
@@ -969,7 +969,6 @@ pub async fn endpoint(
         | "REMOVE_QUOTA"
         | "GROW_VOLUME"
         | "SHRINK_VOLUME"
-        | "SUBSCRIBE"
         | "GET_OPERATIONS"
         | "GET_MAINTENANCE_STATUS"
         | "GET_MAINTENANCE_SCHEDULE"
