@@ -945,3 +945,65 @@ async fn the_operator_event_stream_starts_with_the_state_and_follows_a_task() {
     );
     assert!(seen.iter().any(|s| s == "TASK_RUNNING"), "{seen:?}");
 }
+
+/// pymesos speaks no TLS: pointed at a follower's plaintext listener, it
+/// is redirected to the leader's, and runs as against one master.
+#[tokio::test]
+async fn a_pymesos_framework_pointed_at_a_follower_is_sent_to_the_leaders_plain_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = wasmos_tests::Masters::start(3, dir.path()).await;
+    // Each master restarted with a plaintext listener of its own.
+    let mut plain = Vec::new();
+    let peers = m.peers();
+    for id in 1..=3u64 {
+        m.stop(id).await;
+        let at = format!("{}:0", m.ips[(id - 1) as usize]);
+        m.start_master(id, &["--peers", &peers, "--plain-listen", &at])
+            .await;
+        let url = m
+            .daemon(id)
+            .announced("plain")
+            .expect("a plain listener")
+            .to_string();
+        plain.push(url.trim_start_matches("http://").to_string());
+    }
+    let (leader, _) = m.wait_leader(&[1, 2, 3], None).await;
+    let _agent = m.start_agent(dir.path()).await;
+    let api = Api::new(&m.url(leader));
+    let rules = json!([{"area": "frameworks", "prefix": "pymesos-", "access": "write"}]);
+    let password = user_with(&api, "pyfw", rules).await;
+    wait_for("the agent to register", DEADLINE, || async {
+        let (_, agents) = api.get("/api/wasmos/v1/agents").await;
+        (agents.as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let follower_plain = &plain[(follower - 1) as usize];
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{follower_plain}/api/v1/scheduler"))
+        .basic_auth("pyfw", Some(&password))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 307);
+    assert_eq!(
+        raw.headers()["location"],
+        format!("http://{}/api/v1/scheduler", plain[(leader - 1) as usize]).as_str()
+    );
+    // (This agent runs tasks as root, which the tour refuses: `start`
+    // subscribes, launches a task and sees it running.)
+    run_pymesos(
+        SCRIPT,
+        &["start", follower_plain, "pyfw", &password],
+        &[("FAILOVER", "60".into())],
+        "pymesos start: ok",
+    )
+    .await;
+    let t = api.wait_task_state("py-survivor", "TASK_RUNNING").await;
+    assert_eq!(t["state"], "TASK_RUNNING", "{t}");
+}

@@ -554,6 +554,9 @@ pub async fn master(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<()>
     if single && let Err(e) = m.wait_leading(Duration::from_secs(30)).await {
         tracing::warn!(error = %e, "serving anyway");
     }
+    if let Some(p) = &m.plain_url {
+        announce(&format!("plain: {p}"));
+    }
     announce(&format!("master: {}", m.url));
     let store = m.node.store.clone();
     let removed = tokio::select! {

@@ -53,7 +53,19 @@ impl FromRequestParts<Arc<Node>> for Lead {
             .get::<OriginalUri>()
             .map(|o| o.0.clone())
             .unwrap_or_else(|| parts.uri.clone());
-        node.leader().map(Lead).ok_or_else(|| node.redirect(&uri))
+        // A client on the plaintext listener (it speaks no TLS) is sent
+        // to the leader's plaintext listener.
+        let plain = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<wasmos_tls::Peer>>()
+            .is_some_and(|c| !c.0.tls);
+        node.leader().map(Lead).ok_or_else(|| {
+            if plain {
+                node.redirect_plain(&uri)
+            } else {
+                node.redirect(&uri)
+            }
+        })
     }
 }
 

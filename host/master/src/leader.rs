@@ -136,6 +136,7 @@ impl Leader {
         });
         tokio::spawn(leader.clone().dispatch(applied));
 
+        let self_plain = leader.config.plain_url.clone();
         let r = leader
             .store
             .propose_one(Command::BeginTerm {
@@ -144,6 +145,7 @@ impl Leader {
                     master_id,
                     address,
                     term,
+                    plain_address: self_plain,
                 },
                 cluster_id: Uuid::new_v4().to_string(),
             })

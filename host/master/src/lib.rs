@@ -80,6 +80,8 @@ pub struct MasterConfig {
     /// TLS on the listener and to agents and masters, with the cluster CA;
     /// `None` is `--insecure`: plain HTTP, no certificates.
     pub tls: Option<tls::MasterTls>,
+    /// The plaintext listener's base URL once it is bound (set by `run`).
+    pub plain_url: Option<String>,
     /// A plaintext listener beside the TLS one, for clients that cannot
     /// speak TLS (opened only when an operator asks).
     pub plain_listen: Option<SocketAddr>,
@@ -117,6 +119,7 @@ impl MasterConfig {
             peers: Some(BTreeMap::new()),
             tls: None,
             plain_listen: None,
+            plain_url: None,
             bootstrap_token: None,
             bootstrap_plugin_key: None,
             election_timeout: Duration::from_millis(150),
@@ -213,6 +216,20 @@ pub async fn start_on(
         }
         None => None,
     };
+    let mut config = config;
+    if let Some(p) = &plain {
+        let a = p.local_addr()?;
+        // Unspecified: reached at the advertised host.
+        let host = if a.ip().is_unspecified() {
+            url.split("://")
+                .nth(1)
+                .and_then(|r| r.rsplit_once(':'))
+                .map_or_else(|| a.ip().to_string(), |(h, _)| h.to_string())
+        } else {
+            a.ip().to_string()
+        };
+        config.plain_url = Some(format!("http://{host}:{}", a.port()));
+    }
     let bootstrap = match &config.peers {
         None => Bootstrap::Join,
         Some(p) if p.is_empty() => Bootstrap::Members(BTreeMap::from([(config.id, url.clone())])),

@@ -286,25 +286,52 @@ impl Node {
         r
     }
 
+    /// For a request on the plaintext listener: 307 to the same path on
+    /// the leader's plaintext listener; 503 while none is known or the
+    /// leader has none open.
+    pub fn redirect_plain(&self, uri: &Uri) -> Response {
+        let Some((id, _)) = self.other_leader() else {
+            return self.redirect(uri);
+        };
+        let plain = self.store.read(|s| {
+            s.leader
+                .as_ref()
+                .filter(|l| l.master_id == id.to_string())
+                .and_then(|l| l.plain_address.clone())
+        });
+        let Some(addr) = plain else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({
+                    "message": format!("master {} is not the leader, and the leader (master {id}) has no plaintext listener; connect to it over TLS, or start it with --plain-listen", self.store.node_id()),
+                })),
+            )
+                .into_response();
+        };
+        self.to_leader(uri, id, &addr, "plaintext at")
+    }
+
+    /// 307 to the same path at `addr`, the base URL of leader `id`.
+    fn to_leader(&self, uri: &Uri, id: u64, addr: &str, at: &str) -> Response {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut resp = (
+            StatusCode::TEMPORARY_REDIRECT,
+            axum::Json(json!({
+                "message": format!("master {} is not the leader; the leader is master {id} {at} {addr}", self.store.node_id()),
+                "leader": addr,
+            })),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("{}{path}", addr.trim_end_matches('/'))) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp
+    }
+
     /// 307 to the same path on the leader; 503 while none is known.
     pub fn redirect(&self, uri: &Uri) -> Response {
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         match self.other_leader() {
-            Some((id, addr)) => {
-                let location = format!("{}{path}", addr.trim_end_matches('/'));
-                let mut resp = (
-                    StatusCode::TEMPORARY_REDIRECT,
-                    axum::Json(json!({
-                        "message": format!("master {} is not the leader; the leader is master {id} at {addr}", self.store.node_id()),
-                        "leader": addr,
-                    })),
-                )
-                    .into_response();
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
-                resp
-            }
+            Some((id, addr)) => self.to_leader(uri, id, &addr, "at"),
             None => {
                 let l = self.leadership();
                 let message = if l.is_me {

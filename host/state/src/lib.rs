@@ -43,6 +43,10 @@ pub struct LeaderInfo {
     /// The base URL of its API.
     pub address: String,
     pub term: u64,
+    /// The base URL of its plaintext listener (`--plain-listen`), if open:
+    /// where a follower's plaintext listener redirects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -68,6 +68,7 @@ fn with_task() -> (State, AgentId) {
             master_id: "m".into(),
             address: "http://m".into(),
             term: 1,
+            plain_address: None,
         },
         cluster_id: "abcd-ef".into(),
     });
@@ -389,6 +390,7 @@ fn stale_terms_are_refused() {
             master_id: "old".into(),
             address: "x".into(),
             term: 1,
+            plain_address: None,
         },
         cluster_id: "zzz".into(),
     });
@@ -402,6 +404,7 @@ fn stale_terms_are_refused() {
             master_id: who.into(),
             address: "x".into(),
             term: n,
+            plain_address: None,
         },
         cluster_id: "zzz".into(),
     };

@@ -17,6 +17,7 @@ fn term(n: u64) -> Command {
             master_id: format!("m{n}"),
             address: "http://x".into(),
             term: n,
+            plain_address: None,
         },
         cluster_id: "c".into(),
     }
