@@ -865,6 +865,24 @@ async fn reservations_go_only_to_their_role_and_a_persistent_volume_outlives_its
     assert_eq!(reserved_cpus(&c.api, "ops").await, 0.0);
     assert_eq!(reserved_cpus(&c.api, "web").await, 0.5);
 
+    // A subscribed framework (taking no offers) will hear of it (FAILURE).
+    let http = wasmos_tests::client_for(&c.up.url).build().unwrap();
+    let resp = http
+        .post(format!("{}/api/v1/scheduler", c.up.url))
+        .header("content-type", "application/json")
+        .body(
+            json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "", "name": "watcher"},
+                "suppressed_roles": ["*"]}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut events = wasmos_tests::RecordIo::new(resp.bytes_stream());
+    let next = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).expect("a JSON event");
+    assert_eq!(next(events.next(DEADLINE).await)["type"], "SUBSCRIBED");
+
     // An operator marks the agent gone: its task ends GONE_BY_OPERATOR
     // (exec is partition aware); the agent is no longer listed.
     let out = c
@@ -890,6 +908,13 @@ async fn reservations_go_only_to_their_role_and_a_persistent_volume_outlives_its
         .await;
     let (_, slaves) = c.api.get("/master/slaves").await;
     assert_eq!(slaves["slaves"], json!([]), "{slaves}");
+    loop {
+        let e = next(events.next(DEADLINE).await);
+        if e["type"] == "FAILURE" {
+            assert_eq!(e["failure"]["agent_id"]["value"], agent.as_str(), "{e}");
+            break;
+        }
+    }
 }
 
 #[tokio::test]

@@ -307,6 +307,7 @@ impl Leader {
             let mut plugins_changed = false;
             let mut agents_changed = false;
             let mut pending: Vec<(FrameworkId, TaskId)> = Vec::new();
+            let mut lost: Vec<AgentId> = Vec::new();
             let events = self.store.read(|state| {
                 let mut events = Vec::new();
                 for (cmd, resp) in applied.commands().zip(&applied.responses) {
@@ -322,6 +323,17 @@ impl Leader {
                                 pending.push((t.framework_id.clone(), status.task_id.clone()));
                             }
                             realloc |= status.state.is_terminal();
+                        }
+                        (
+                            Command::SetAgentState {
+                                agent_id,
+                                state: AgentState::Unreachable | AgentState::Gone,
+                            },
+                            Response::Ok,
+                        ) => {
+                            lost.push(agent_id.clone());
+                            realloc = true;
+                            agents_changed = true;
                         }
                         (Command::RegisterAgent { .. }, _) | (Command::SetAgentState { .. }, _) => {
                             realloc = true;
@@ -340,6 +352,12 @@ impl Leader {
             }
             {
                 let fws = self.frameworks_read();
+                // External frameworks hear of a lost agent (Mesos' FAILURE).
+                for agent in &lost {
+                    for link in fws.values().filter_map(|h| h.link.as_ref()) {
+                        link.agent_lost(agent);
+                    }
+                }
                 for (fw, task) in pending {
                     if let Some(h) = fws.get(&fw) {
                         h.mark_pending(task);

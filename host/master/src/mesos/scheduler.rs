@@ -135,6 +135,12 @@ impl Link {
         false
     }
 
+    /// Tells the subscriber an agent is lost (unreachable or gone):
+    /// Mesos' FAILURE event, pymesos' `slaveLost`.
+    pub fn agent_lost(&self, agent: &AgentId) {
+        self.send(&json!({"type": "FAILURE", "failure": {"agent_id": v1::id(agent)}}));
+    }
+
     /// Sends an update the framework must acknowledge, once per
     /// subscription.
     fn send_update(&self, status: &TaskStatus) -> bool {
