@@ -1032,3 +1032,48 @@ async fn a_pymesos_framework_pointed_at_a_follower_is_sent_to_the_leaders_plain_
     let t = api.wait_task_state("py-survivor", "TASK_RUNNING").await;
     assert_eq!(t["state"], "TASK_RUNNING", "{t}");
 }
+
+#[tokio::test]
+async fn marathon_in_a_role_runs_its_apps_on_that_roles_reservation() {
+    // Half a cpu unreserved, two reserved for `prod`: a 1-cpu instance fits
+    // only on the reservation.
+    let resources =
+        wasmos_tests::own_ports("cpus:0.5;mem:2048;disk:1000;cpus(prod):2;mem(prod):512");
+    let c = Cluster::up_with(tempfile::tempdir().unwrap(), &["--resources", &resources]).await;
+    let out = c
+        .cli(&["plugin", "config", "marathon", "mesos_role=prod"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    wait_for("marathon to run in role prod", DEADLINE, || async {
+        (framework_named(&c.api, "marathon").await["role"] == "prod").then_some(())
+    })
+    .await;
+    let (code, v) = c
+        .api
+        .post(
+            "/v2/apps",
+            &json!({"id": "/big", "cmd": "sleep 600", "cpus": 1.0, "mem": 128, "instances": 1}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let task = wait_for("the instance to run", DEADLINE, || async {
+        let (_, tasks) = c.api.post("/api/v1", &json!({"type": "GET_TASKS"})).await;
+        tasks["get_tasks"]["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["state"] == "TASK_RUNNING")
+            .cloned()
+    })
+    .await;
+    let reserved_cpus: f64 = task["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "cpus" && r["reservations"][0]["role"] == "prod")
+        .filter_map(|r| r["scalar"]["value"].as_f64())
+        .sum();
+    assert_eq!(reserved_cpus, 1.0, "{task}");
+    let (_, role) = c.api.get("/api/wasmos/v1/roles/prod").await;
+    assert_eq!(role["allocated"]["cpus"], 1.0, "{role}");
+    assert_eq!(role["reserved"]["cpus"], 2.0, "{role}");
+}

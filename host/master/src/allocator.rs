@@ -85,6 +85,10 @@ pub enum OfferOp {
     /// reserved).
     Destroy(Vec<Volume>),
     Launch(Vec<TaskSpec>),
+    /// Launch tasks that name no reservations (framework plugins: their
+    /// contract has none) from the offers' reserved parts first, then the
+    /// unreserved; each task's `reserved` is filled in to say what it took.
+    LaunchReservedFirst(Vec<TaskSpec>),
 }
 
 /// An ACCEPT that passed the offer checks: what to commit, in order.
@@ -210,9 +214,30 @@ impl Pool {
                 }
                 *self = next;
             }
-            OfferOp::Launch(_) => {}
+            OfferOp::Launch(_) | OfferOp::LaunchReservedFirst(_) => {}
         }
         Ok(())
+    }
+
+    /// Which reserved parts of the pool a task naming none draws on: as
+    /// much of each role's as it needs, then the unreserved.
+    fn reserved_first(&self, task: &TaskSpec) -> RoleResources {
+        let mut need = task.resources.clone();
+        let mut out = RoleResources::new();
+        for (role, have) in &self.reserved {
+            let take = Resources {
+                cpus: need.cpus.min(have.cpus),
+                mem: need.mem.min(have.mem),
+                disk: need.disk.min(have.disk),
+                gpus: need.gpus.min(have.gpus),
+                ports: need.ports.difference(&need.ports.difference(&have.ports)),
+            };
+            if !take.is_empty() {
+                need = need.saturating_sub(&take);
+                out.insert(role.clone(), take);
+            }
+        }
+        out
     }
 
     /// Takes what a task needs, or says what is missing.
@@ -525,19 +550,26 @@ impl Allocator {
         let mut refused = Vec::new();
         let mut dropped = Vec::new();
         for op in ops {
-            let OfferOp::Launch(tasks) = op else {
-                match pool.apply(&op, framework_role) {
-                    Ok(()) => accepted.push(op),
-                    Err(why) => dropped.push(why),
+            let (tasks, reserved_first) = match op {
+                OfferOp::Launch(tasks) => (tasks, false),
+                OfferOp::LaunchReservedFirst(tasks) => (tasks, true),
+                op => {
+                    match pool.apply(&op, framework_role) {
+                        Ok(()) => accepted.push(op),
+                        Err(why) => dropped.push(why),
+                    }
+                    continue;
                 }
-                continue;
             };
             let mut launch = Vec::new();
-            for task in tasks {
+            for mut task in tasks {
                 let id = task.task_id.clone();
                 if exists(&id) || !self.launching.insert(id.clone()) {
                     refused.push((id, "a task with this id already exists".into()));
                     continue;
+                }
+                if reserved_first && task.reserved.is_empty() {
+                    task.reserved = pool.reserved_first(&task);
                 }
                 let checked = task
                     .validate()
@@ -1264,5 +1296,36 @@ mod tests {
             "{:?}",
             got.refused
         );
+    }
+
+    #[test]
+    fn a_plugins_task_takes_its_roles_reservation_first_then_unreserved() {
+        let agents = vec![reserved_agent(
+            "a1",
+            "cpus:1;mem:1000",
+            "prod",
+            "cpus:0.5;mem:100",
+        )];
+        let inp = with_roles(agents, &[("m", "prod", "cpus:0")]);
+        let mut al = Allocator::new(1);
+        let t0 = Instant::now();
+        let o = al.allocate(&inp, t0);
+        let got = al
+            .accept(
+                &fw("m"),
+                "prod",
+                &[o[0].id.clone()],
+                vec![OfferOp::LaunchReservedFirst(vec![task(
+                    "t",
+                    "cpus:1;mem:50",
+                )])],
+                None,
+                t0,
+                |_| false,
+            )
+            .unwrap();
+        let t = &launched(&got)[0];
+        assert_eq!(t.reserved["prod"].to_string(), "cpus:0.5;mem:50;disk:0");
+        assert!(got.refused.is_empty(), "{:?}", got.refused);
     }
 }

@@ -64,7 +64,7 @@ impl LaunchBatch {
             leader,
             framework,
             offer_ids,
-            vec![OfferOp::Launch(tasks)],
+            vec![OfferOp::LaunchReservedFirst(tasks)],
             refuse_seconds,
         );
     }
@@ -85,7 +85,9 @@ impl LaunchBatch {
         let ids: Vec<TaskId> = ops
             .iter()
             .flat_map(|op| match op {
-                OfferOp::Launch(tasks) => tasks.iter().map(|t| t.task_id.clone()).collect(),
+                OfferOp::Launch(tasks) | OfferOp::LaunchReservedFirst(tasks) => {
+                    tasks.iter().map(|t| t.task_id.clone()).collect()
+                }
                 _ => Vec::new(),
             })
             .collect();
@@ -144,7 +146,8 @@ impl LaunchBatch {
                             Command::CreateVolumes { agent_id, volumes }
                         }
                         OfferOp::Destroy(volumes) => Command::DestroyVolumes { agent_id, volumes },
-                        OfferOp::Launch(tasks) => {
+                        // The allocator answers with plain launches.
+                        OfferOp::Launch(tasks) | OfferOp::LaunchReservedFirst(tasks) => {
                             launched.extend(tasks.iter().map(|t| t.task_id.clone()));
                             self.launches.push((
                                 self.commands.len(),

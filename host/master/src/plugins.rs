@@ -523,6 +523,10 @@ impl Leader {
                         h.config = want.clone();
                         h.send(FrameworkMsg::Reconfigure(want));
                     }
+                    // Its role follows its configuration.
+                    if let Err(e) = self.record_plugin_framework(&id, p).await {
+                        tracing::error!(framework = %id, error = %e, "cannot record the framework's new role");
+                    }
                 }
                 _ => {
                     tracing::info!(framework = %id, "stopping framework plugin");
@@ -535,34 +539,7 @@ impl Leader {
             if self.frameworks_read().contains_key(&id) {
                 continue;
             }
-            let info = FrameworkInfo {
-                name: record.manifest.name.clone(),
-                kind: FrameworkKind::Plugin {
-                    plugin: record.manifest.name.clone(),
-                },
-                user: String::new(),
-                role: "*".into(),
-                principal: None,
-                partition_aware: true,
-                failover_timeout_secs: 0.0,
-                hostname: None,
-                webui_url: None,
-                capabilities: Vec::new(),
-            };
-            let registered = self
-                .store
-                .read(|s| s.frameworks.get(&id).map(|f| f.info == info))
-                .unwrap_or(false);
-            if !registered
-                && let Err(e) = self
-                    .store
-                    .propose_one(Command::RegisterFramework {
-                        framework_id: id.clone(),
-                        info,
-                        now: now_secs(),
-                    })
-                    .await
-            {
+            if let Err(e) = self.record_plugin_framework(&id, &record).await {
                 tracing::error!(framework = %id, error = %e, "cannot register framework");
                 continue;
             }
@@ -577,5 +554,62 @@ impl Leader {
                 }
             }
         }
+    }
+}
+
+impl Leader {
+    /// Records a framework plugin's info (its role follows its
+    /// configuration) unless the state has it already.
+    async fn record_plugin_framework(
+        &self,
+        id: &FrameworkId,
+        record: &wasmos_state::PluginRecord,
+    ) -> Result<(), wasmos_store::StoreError> {
+        let info = plugin_framework_info(record);
+        if self
+            .store
+            .read(|s| s.frameworks.get(id).is_some_and(|f| f.info == info))
+        {
+            return Ok(());
+        }
+        self.store
+            .propose_one(Command::RegisterFramework {
+                framework_id: id.clone(),
+                info,
+                now: now_secs(),
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A framework plugin as the state records it.
+fn plugin_framework_info(record: &wasmos_state::PluginRecord) -> FrameworkInfo {
+    FrameworkInfo {
+        name: record.manifest.name.clone(),
+        kind: FrameworkKind::Plugin {
+            plugin: record.manifest.name.clone(),
+        },
+        user: String::new(),
+        role: plugin_role(record),
+        principal: None,
+        partition_aware: true,
+        failover_timeout_secs: 0.0,
+        hostname: None,
+        webui_url: None,
+        capabilities: Vec::new(),
+    }
+}
+
+/// A framework plugin's role: its `mesos_role` configuration (Marathon's
+/// and Chronos' `--mesos_role`), `*` when it has none or an invalid one.
+fn plugin_role(record: &wasmos_state::PluginRecord) -> String {
+    match record.effective_config().get("mesos_role") {
+        Some(r) if wasmos_core::reservation::check_role(r).is_ok() => r.clone(),
+        Some(r) => {
+            tracing::warn!(plugin = %record.manifest.name, role = %r, "mesos_role is not a valid role; the framework runs in role *");
+            "*".into()
+        }
+        None => "*".into(),
     }
 }

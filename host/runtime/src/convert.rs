@@ -137,12 +137,10 @@ pub(crate) fn offer_to_wit(o: &Offer) -> wit::Offer {
         id: o.id.to_string(),
         agent_id: o.agent_id.to_string(),
         hostname: o.hostname.clone(),
-        // Plugin frameworks launch from unreserved resources only (the
-        // contract has no reservations yet): they are offered only those.
-        resources: resources_to_wit(
-            &o.resources
-                .saturating_sub(&wasmos_core::reservation::total(&o.reserved)),
-        ),
+        // Everything offered, reserved parts included: a plugin's tasks
+        // take the reserved parts first (the contract names no
+        // reservations; the allocator assigns them).
+        resources: resources_to_wit(&o.resources),
         attributes: pairs_to_wit(&o.attributes),
     }
 }

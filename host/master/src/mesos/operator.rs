@@ -621,7 +621,7 @@ pub(super) fn v1_task(t: &TaskRecord) -> Value {
         "framework_id": id(&t.framework_id),
         "agent_id": id(&t.agent_id),
         "state": t.state().as_str(),
-        "resources": resources_json(&t.spec.resources),
+        "resources": v1::resource_list_json(&t.spec.resources, &t.spec.reserved, &[], v1::ReservationFormat::Refinement),
         "statuses": t.statuses.iter().map(|s| v1::status_json(s, false)).collect::<Vec<_>>(),
     });
     if let Some(u) = &t.spec.command.user {
