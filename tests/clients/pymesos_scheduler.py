@@ -32,7 +32,7 @@ MODE:
             for offers with nothing reserved. Fails if any offer carries
             resources reserved for another role.
   reserved  subscribe in role $ROLE and wait for an offer holding $CPUS cpus
-            reserved for it.
+            statically reserved for it (`role` and no `reservation`).
 """
 
 import os
@@ -369,9 +369,10 @@ class Watcher(Scheduler):
 
     def resourceOffers(self, driver, offers):
         for offer in offers:
-            got = sum(r.scalar.value for r in offer.resources
-                      if r.name == "cpus" and r.get("role") == self.role)
-            if abs(got - self.cpus) < 1e-6:
+            mine = [r for r in offer.resources if r.name == "cpus" and r.get("role") == self.role]
+            got = sum(r.scalar.value for r in mine)
+            # A static reservation: the role alone, no `reservation`.
+            if abs(got - self.cpus) < 1e-6 and not any("reservation" in r for r in mine):
                 self.seen = True
             driver.declineOffer(offer.id, filters=dict(refuse_seconds=0.2))
 

@@ -19,6 +19,10 @@ pub struct Offer {
     /// The part of `resources` reserved, by role.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reserved: crate::reservation::RoleResources,
+    /// The part of `reserved` that is static (the agent's `--resources`);
+    /// the rest is dynamic and may be unreserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub static_reserved: crate::reservation::RoleResources,
     /// Persistent volumes offered for use (none in use by a task).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::reservation::Volume>,

@@ -98,6 +98,29 @@ pub fn take(map: &mut RoleResources, role: &str, r: &Resources) -> Result<(), St
     Ok(())
 }
 
+/// Takes `r` from `role`'s reserved resources `reserved`, of which
+/// `statik` is static: dynamic ones go first (static reservations are the
+/// agent's for good; dynamic ones are what can be given back).
+pub fn take_dynamic_first(
+    reserved: &mut RoleResources,
+    statik: &mut RoleResources,
+    role: &str,
+    r: &Resources,
+) {
+    let have = reserved.get(role).cloned().unwrap_or_default();
+    let fixed = statik.get(role).cloned().unwrap_or_default();
+    let dynamic = have.saturating_sub(&fixed);
+    let from_static = r.saturating_sub(&dynamic);
+    if let Some(s) = statik.get_mut(role) {
+        *s = s.saturating_sub(&from_static);
+    }
+    if let Some(h) = reserved.get_mut(role) {
+        *h = h.saturating_sub(r);
+    }
+    reserved.retain(|_, v| !v.is_empty());
+    statik.retain(|_, v| !v.is_empty());
+}
+
 /// Parses an agent's `--resources` in Mesos' text form, where a name may
 /// carry a role: `cpus:4;mem:2048;cpus(ops):2;mem(ops):512`. Returns
 /// everything (unreserved and reserved) and the reserved part by role.
@@ -315,6 +338,29 @@ mod tests {
         assert_eq!(m["ops"].to_string(), "cpus:2;mem:100;disk:0");
         take(&mut m, "ops", &"cpus:2;mem:100".parse().unwrap()).unwrap();
         assert!(m.is_empty());
+    }
+
+    #[test]
+    fn what_is_used_counts_against_dynamic_reservations_first() {
+        let mut reserved = RoleResources::new();
+        let mut statik = RoleResources::new();
+        add(&mut reserved, "ops", &"cpus:3".parse().unwrap());
+        add(&mut statik, "ops", &"cpus:1".parse().unwrap());
+        take_dynamic_first(
+            &mut reserved,
+            &mut statik,
+            "ops",
+            &"cpus:1.5".parse().unwrap(),
+        );
+        assert_eq!(reserved["ops"].to_string(), "cpus:1.5;mem:0;disk:0");
+        assert_eq!(statik["ops"].to_string(), "cpus:1;mem:0;disk:0");
+        take_dynamic_first(
+            &mut reserved,
+            &mut statik,
+            "ops",
+            &"cpus:1".parse().unwrap(),
+        );
+        assert_eq!(statik["ops"].to_string(), "cpus:0.5;mem:0;disk:0");
     }
 
     #[test]

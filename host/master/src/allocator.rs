@@ -129,6 +129,8 @@ struct HeldOffer {
 struct Pool {
     unreserved: Resources,
     reserved: RoleResources,
+    /// The static part of `reserved`.
+    static_reserved: RoleResources,
     volumes: Vec<Volume>,
 }
 
@@ -137,6 +139,7 @@ impl Pool {
         Pool {
             unreserved: o.resources.saturating_sub(&reservation::total(&o.reserved)),
             reserved: o.reserved.clone(),
+            static_reserved: o.static_reserved.clone(),
             volumes: o.volumes.clone(),
         }
     }
@@ -145,6 +148,9 @@ impl Pool {
         self.unreserved = self.unreserved.add(&o.unreserved);
         for (role, r) in &o.reserved {
             reservation::add(&mut self.reserved, role, r);
+        }
+        for (role, r) in &o.static_reserved {
+            reservation::add(&mut self.static_reserved, role, r);
         }
         self.volumes.extend(o.volumes.iter().cloned());
     }
@@ -157,8 +163,25 @@ impl Pool {
                 *have = have.saturating_sub(r);
             }
         }
+        for (role, r) in &p.static_reserved {
+            if let Some(have) = self.static_reserved.get_mut(role) {
+                *have = have.saturating_sub(r);
+            }
+        }
         self.volumes
             .retain(|v| !p.volumes.iter().any(|x| x.id == v.id));
+    }
+
+    /// Takes `r` of `role`'s reservation, dynamic first, or says why not.
+    fn take_reserved(&mut self, role: &str, r: &Resources) -> Result<(), String> {
+        let have = self.reserved.get(role).cloned().unwrap_or_default();
+        if !have.contains(r) {
+            return Err(format!(
+                "role {role} has {have} reserved and unused here, not the {r} asked for"
+            ));
+        }
+        reservation::take_dynamic_first(&mut self.reserved, &mut self.static_reserved, role, r);
+        Ok(())
     }
 
     /// Applies one operation, or says why it cannot be.
@@ -180,7 +203,18 @@ impl Pool {
                 reservation::add(&mut self.reserved, role, resources);
             }
             OfferOp::Unreserve { role, resources } => {
-                reservation::take(&mut self.reserved, role, resources)?;
+                let dynamic = self
+                    .reserved
+                    .get(role)
+                    .cloned()
+                    .unwrap_or_default()
+                    .saturating_sub(&self.static_reserved.get(role).cloned().unwrap_or_default());
+                if !dynamic.contains(resources) {
+                    return Err(format!(
+                        "UNRESERVE of {resources}: role {role} has {dynamic} dynamically reserved in the offers (static reservations change only with the agent's --resources)"
+                    ));
+                }
+                self.take_reserved(role, resources)?;
                 self.unreserved = self.unreserved.add(resources);
             }
             OfferOp::Create(volumes) => {
@@ -190,7 +224,7 @@ impl Pool {
                     if next.volumes.iter().any(|x| x.id == v.id) {
                         return Err(format!("volume {} exists already", v.id));
                     }
-                    reservation::take(&mut next.reserved, &v.role, &v.resources())
+                    next.take_reserved(&v.role, &v.resources())
                         .map_err(|e| format!("CREATE of volume {}: {e}", v.id))?;
                     next.volumes.push(v.clone());
                 }
@@ -253,7 +287,7 @@ impl Pool {
             )
         })?;
         for (role, r) in &task.reserved {
-            reservation::take(&mut next.reserved, role, r)
+            next.take_reserved(role, r)
                 .map_err(|e| format!("task needs {r} reserved for {role}: {e}"))?;
         }
         for m in &task.volumes {
@@ -381,6 +415,9 @@ impl Allocator {
                 *e = e.add(&reserved);
                 let g = give.entry(framework).or_default();
                 reservation::add(&mut g.reserved, role, &reserved);
+                if let Some(s) = pool.static_reserved.get(role) {
+                    reservation::add(&mut g.static_reserved, role, s);
+                }
                 g.volumes.extend(volumes);
             }
             if worth_offering(&free)
@@ -403,6 +440,7 @@ impl Allocator {
                     hostname: agent.hostname.clone(),
                     resources: g.unreserved.add(&reservation::total(&g.reserved)),
                     reserved: g.reserved,
+                    static_reserved: g.static_reserved,
                     volumes: g.volumes,
                     attributes: agent.attributes.clone(),
                 };
@@ -495,6 +533,7 @@ impl Allocator {
         let mut pool = Pool {
             unreserved: agent.free.unreserved.clone(),
             reserved: agent.free.reserved.clone(),
+            static_reserved: agent.free.static_reserved.clone(),
             volumes: agent.free.volumes.clone(),
         };
         for o in self.taken().filter(|o| o.agent_id == agent.id) {
@@ -1327,5 +1366,58 @@ mod tests {
         let t = &launched(&got)[0];
         assert_eq!(t.reserved["prod"].to_string(), "cpus:0.5;mem:50;disk:0");
         assert!(got.refused.is_empty(), "{:?}", got.refused);
+    }
+
+    #[test]
+    fn static_reservations_are_offered_as_static_and_cannot_be_unreserved() {
+        let mut a1 = reserved_agent("a1", "cpus:1;mem:1000", "ops", "cpus:2;mem:100");
+        a1.free
+            .static_reserved
+            .insert("ops".into(), "cpus:1".parse().unwrap());
+        let inp = with_roles(vec![a1], &[("f", "ops", "cpus:0")]);
+        let mut al = Allocator::new(1);
+        let t0 = Instant::now();
+        let o = al.allocate(&inp, t0);
+        assert_eq!(
+            o[0].static_reserved["ops"].to_string(),
+            "cpus:1;mem:0;disk:0"
+        );
+        let unreserve = |r: &str| OfferOp::Unreserve {
+            role: "ops".into(),
+            resources: r.parse().unwrap(),
+        };
+        // 1 cpu and the memory are dynamic; the second cpu is static.
+        let got = al
+            .accept(
+                &fw("f"),
+                "ops",
+                &[o[0].id.clone()],
+                vec![unreserve("cpus:2")],
+                None,
+                t0,
+                |_| false,
+            )
+            .unwrap();
+        assert_eq!(got.dropped.len(), 1, "{got:?}");
+        assert!(
+            got.dropped[0].contains("dynamically reserved"),
+            "{:?}",
+            got.dropped
+        );
+        al.release(got.hold, &[]);
+        al.revive(&fw("f"));
+        let o = al.allocate(&inp, t0);
+        let got = al
+            .accept(
+                &fw("f"),
+                "ops",
+                &[o[0].id.clone()],
+                vec![unreserve("cpus:1;mem:100")],
+                None,
+                t0,
+                |_| false,
+            )
+            .unwrap();
+        assert!(got.dropped.is_empty(), "{:?}", got.dropped);
     }
 }

@@ -76,6 +76,9 @@ pub struct AgentPools {
     pub unreserved: Resources,
     /// Each role's reserved resources no task or volume holds.
     pub reserved: RoleResources,
+    /// The static part of `reserved` (tasks and volumes are counted
+    /// against dynamic reservations first).
+    pub static_reserved: RoleResources,
     /// Volumes no task uses.
     pub volumes: Vec<Volume>,
 }
@@ -101,15 +104,25 @@ impl AgentRecord {
 
     /// What is free here with nothing running: everything but the
     /// volumes' disk.
-    fn idle_pools(&self) -> AgentPools {
+    pub fn idle_pools(&self) -> AgentPools {
+        let mut reserved = self.reserved();
         let unreserved = self
             .info
             .resources
-            .saturating_sub(&reservation::total(&self.reserved()));
-        let reserved = self.reserved_outside_volumes();
+            .saturating_sub(&reservation::total(&reserved));
+        let mut static_reserved = self.info.reserved.clone();
+        for v in self.volumes.values() {
+            reservation::take_dynamic_first(
+                &mut reserved,
+                &mut static_reserved,
+                &v.role,
+                &v.resources(),
+            );
+        }
         AgentPools {
             unreserved,
             reserved,
+            static_reserved,
             volumes: self.volumes.values().cloned().collect(),
         }
     }
@@ -158,12 +171,18 @@ impl AgentPools {
             .unreserved
             .saturating_sub(&spec.resources.saturating_sub(&reserved));
         for (role, r) in &spec.reserved {
-            match self.reserved.get_mut(role) {
-                Some(have) => *have = have.saturating_sub(r),
+            if self.reserved.contains_key(role) {
+                reservation::take_dynamic_first(
+                    &mut self.reserved,
+                    &mut self.static_reserved,
+                    role,
+                    r,
+                );
+            } else {
                 // A reservation given back under a running task (it cannot
                 // be, but a count must not go missing): take it from the
                 // unreserved.
-                None => self.unreserved = self.unreserved.saturating_sub(r),
+                self.unreserved = self.unreserved.saturating_sub(r);
             }
         }
         self.volumes

@@ -217,16 +217,35 @@ fn legacy_agent(a: &AgentSnap) -> Value {
         "offered_resources": legacy_resources(&a.offered),
         "reserved_resources": reserved.iter().map(|(role, r)| (role.clone(), legacy_resources(r))).collect::<serde_json::Map<_, _>>(),
         "unreserved_resources": legacy_resources(&a.rec.info.resources.saturating_sub(&wasmos_core::reservation::total(&reserved))),
-        "reserved_resources_full": a.rec.reserved_outside_volumes().iter().map(|(role, r)| {
-            let mut full = v1::reserved_json(r, role, v1::ReservationFormat::Refinement);
-            full.extend(a.rec.volumes.values().filter(|v| &v.role == role).map(|v| v1::volume_json(v, v1::ReservationFormat::Refinement)));
-            (role.clone(), Value::Array(full))
-        }).collect::<serde_json::Map<_, _>>(),
+        "reserved_resources_full": reserved_full(&a.rec),
         "active": a.rec.state == AgentState::Active && a.connected,
         "deactivated": false,
         "version": a.rec.info.version,
         "capabilities": [],
     })
+}
+
+/// An agent's reservations by role, each role's resources and volumes in
+/// Mesos' JSON form (static and dynamic told apart).
+fn reserved_full(a: &AgentRecord) -> serde_json::Map<String, Value> {
+    let idle = a.idle_pools();
+    let mut roles: std::collections::BTreeSet<&String> = idle.reserved.keys().collect();
+    roles.extend(a.volumes.values().map(|v| &v.role));
+    roles
+        .into_iter()
+        .map(|role| {
+            let r = idle.reserved.get(role).cloned().unwrap_or_default();
+            let fixed = idle.static_reserved.get(role).cloned().unwrap_or_default();
+            let mut full = v1::role_json(role, &r, &fixed, v1::ReservationFormat::Refinement);
+            full.extend(
+                a.volumes
+                    .values()
+                    .filter(|v| &v.role == role)
+                    .map(|v| v1::volume_json(v, v1::ReservationFormat::Refinement)),
+            );
+            (role.clone(), Value::Array(full))
+        })
+        .collect()
 }
 
 fn legacy_framework(f: &FrameworkSnap) -> Value {
@@ -621,7 +640,7 @@ pub(super) fn v1_task(t: &TaskRecord) -> Value {
         "framework_id": id(&t.framework_id),
         "agent_id": id(&t.agent_id),
         "state": t.state().as_str(),
-        "resources": v1::resource_list_json(&t.spec.resources, &t.spec.reserved, &[], v1::ReservationFormat::Refinement),
+        "resources": v1::resource_list_json(&t.spec.resources, &t.spec.reserved, &Default::default(), &[], v1::ReservationFormat::Refinement),
         "statuses": t.statuses.iter().map(|s| v1::status_json(s, false)).collect::<Vec<_>>(),
     });
     if let Some(u) = &t.spec.command.user {
@@ -642,6 +661,19 @@ pub(super) fn v1_agent(a: &AgentSnap) -> Value {
         .iter()
         .map(|(k, v)| json!({"name": k, "type": "TEXT", "text": {"value": v}}))
         .collect();
+    let idle = a.rec.idle_pools();
+    let volumes_disk = a
+        .rec
+        .volumes
+        .values()
+        .fold(Resources::default(), |acc, v| acc.add(&v.resources()));
+    let total = v1::resource_list_json(
+        &a.rec.info.resources.saturating_sub(&volumes_disk),
+        &idle.reserved,
+        &idle.static_reserved,
+        &idle.volumes,
+        v1::ReservationFormat::Refinement,
+    );
     json!({
         "agent_info": {
             "hostname": a.rec.info.hostname,
@@ -655,12 +687,7 @@ pub(super) fn v1_agent(a: &AgentSnap) -> Value {
         "version": a.rec.info.version,
         "pid": agent_pid(&a.rec),
         "registered_time": nanos(a.rec.registered_at),
-        "total_resources": v1::resource_list_json(
-            &a.rec.info.resources.saturating_sub(&a.rec.volumes.values().fold(Resources::default(), |acc, v| acc.add(&v.resources()))),
-            &a.rec.reserved_outside_volumes(),
-            &a.rec.volumes.values().cloned().collect::<Vec<_>>(),
-            v1::ReservationFormat::Refinement,
-        ),
+        "total_resources": total,
         "allocated_resources": resources_json(&a.used),
         "offered_resources": resources_json(&a.offered),
         "capabilities": [],

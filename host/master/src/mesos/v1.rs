@@ -606,17 +606,30 @@ impl ReservationFormat {
     }
 }
 
-/// One bundle in Mesos' JSON form, reserved for `role` (`None`:
-/// unreserved).
-fn bundle_json(r: &Resources, role: Option<&str>, format: ReservationFormat) -> Vec<Value> {
+/// How a bundle is reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind<'a> {
+    Unreserved,
+    Static(&'a str),
+    Dynamic(&'a str),
+}
+
+/// One bundle in Mesos' JSON form.
+fn bundle_json(r: &Resources, kind: Kind<'_>, format: ReservationFormat) -> Vec<Value> {
     let tag = |mut v: Value| {
-        match (role, format) {
-            (None, _) => v["role"] = json!("*"),
-            (Some(role), ReservationFormat::PreRefinement) => {
+        match (kind, format) {
+            (Kind::Unreserved, _) => v["role"] = json!("*"),
+            // Pre-refinement, a static reservation is the role alone; a
+            // dynamic one also has `reservation`.
+            (Kind::Static(role), ReservationFormat::PreRefinement) => v["role"] = json!(role),
+            (Kind::Dynamic(role), ReservationFormat::PreRefinement) => {
                 v["role"] = json!(role);
                 v["reservation"] = json!({});
             }
-            (Some(role), ReservationFormat::Refinement) => {
+            (Kind::Static(role), ReservationFormat::Refinement) => {
+                v["reservations"] = json!([{"type": "STATIC", "role": role}]);
+            }
+            (Kind::Dynamic(role), ReservationFormat::Refinement) => {
                 v["reservations"] = json!([{"type": "DYNAMIC", "role": role}]);
             }
         }
@@ -633,7 +646,7 @@ fn bundle_json(r: &Resources, role: Option<&str>, format: ReservationFormat) -> 
     ] {
         // Unreserved bundles always name cpus, mem and disk (tools expect
         // them); reserved ones only what they hold.
-        if v > 0.0 || (always && role.is_none()) {
+        if v > 0.0 || (always && kind == Kind::Unreserved) {
             out.push(scalar(name, v));
         }
     }
@@ -651,20 +664,32 @@ fn bundle_json(r: &Resources, role: Option<&str>, format: ReservationFormat) -> 
     out
 }
 
-/// Resources reserved for `role` in Mesos' JSON form.
-pub fn reserved_json(r: &Resources, role: &str, format: ReservationFormat) -> Vec<Value> {
-    bundle_json(r, Some(role), format)
+/// Resources `r` reserved for `role`, of which `statik` static, in Mesos'
+/// JSON form.
+pub fn role_json(
+    role: &str,
+    r: &Resources,
+    statik: &Resources,
+    format: ReservationFormat,
+) -> Vec<Value> {
+    let mut out = bundle_json(statik, Kind::Static(role), format);
+    out.extend(bundle_json(
+        &r.saturating_sub(statik),
+        Kind::Dynamic(role),
+        format,
+    ));
+    out
 }
 
 /// Resources in Mesos' JSON form (unreserved: role `*`).
 pub fn resources_json(r: &Resources) -> Vec<Value> {
-    bundle_json(r, None, ReservationFormat::PreRefinement)
+    bundle_json(r, Kind::Unreserved, ReservationFormat::PreRefinement)
 }
 
 /// A persistent volume in Mesos' JSON form: a reserved disk resource with
 /// its persistence id and mount path.
 pub fn volume_json(v: &Volume, format: ReservationFormat) -> Value {
-    let mut disk = bundle_json(&v.resources(), Some(&v.role), format)
+    let mut disk = bundle_json(&v.resources(), Kind::Dynamic(&v.role), format)
         .pop()
         .unwrap_or_else(|| json!({}));
     let mut persistence = json!({"id": v.id});
@@ -676,18 +701,21 @@ pub fn volume_json(v: &Volume, format: ReservationFormat) -> Value {
     disk
 }
 
-/// Resources, some reserved by role, and volumes, in Mesos' JSON form:
-/// the unreserved part first, then each role's.
+/// Resources, some reserved by role (`statik`: the static part of
+/// `reserved`), and volumes, in Mesos' JSON form: the unreserved part
+/// first, then each role's.
 pub fn resource_list_json(
     all: &Resources,
     reserved: &RoleResources,
+    statik: &RoleResources,
     volumes: &[Volume],
     format: ReservationFormat,
 ) -> Vec<Value> {
     let unreserved = all.saturating_sub(&reservation::total(reserved));
-    let mut out = bundle_json(&unreserved, None, format);
+    let mut out = bundle_json(&unreserved, Kind::Unreserved, format);
     for (role, r) in reserved {
-        out.extend(bundle_json(r, Some(role), format));
+        let fixed = statik.get(role).cloned().unwrap_or_default();
+        out.extend(role_json(role, r, &fixed, format));
     }
     out.extend(volumes.iter().map(|v| volume_json(v, format)));
     out
@@ -705,7 +733,7 @@ pub fn offer_json(o: &Offer, format: ReservationFormat) -> Value {
         "framework_id": id(&o.framework_id),
         "agent_id": id(&o.agent_id),
         "hostname": o.hostname,
-        "resources": resource_list_json(&o.resources, &o.reserved, &o.volumes, format),
+        "resources": resource_list_json(&o.resources, &o.reserved, &o.static_reserved, &o.volumes, format),
     });
     if !attributes.is_empty() {
         offer["attributes"] = Value::Array(attributes);
@@ -1130,6 +1158,7 @@ mod tests {
         let old = resource_list_json(
             &all,
             &reserved,
+            &RoleResources::new(),
             std::slice::from_ref(&volume),
             ReservationFormat::PreRefinement,
         );
@@ -1142,7 +1171,32 @@ mod tests {
             old.iter()
                 .any(|r| r["disk"]["persistence"]["id"] == "v1" && r["role"] == "db")
         );
-        let new = resource_list_json(&all, &reserved, &[volume], ReservationFormat::Refinement);
+        let new = resource_list_json(
+            &all,
+            &reserved,
+            &RoleResources::new(),
+            &[volume],
+            ReservationFormat::Refinement,
+        );
+        // Static reservations carry no `reservation` (pre-refinement) and
+        // say STATIC (refinement).
+        let statik: RoleResources = [("db".to_string(), "cpus:1".parse().unwrap())].into();
+        let both = resource_list_json(
+            &all,
+            &reserved,
+            &statik,
+            &[],
+            ReservationFormat::PreRefinement,
+        );
+        let db: Vec<&Value> = both.iter().filter(|r| r["role"] == "db").collect();
+        assert_eq!(db.len(), 1, "{both:?}");
+        assert!(db[0].get("reservation").is_none(), "{both:?}");
+        let both = resource_list_json(&all, &reserved, &statik, &[], ReservationFormat::Refinement);
+        assert!(
+            both.iter()
+                .any(|r| r["reservations"][0]["type"] == "STATIC"),
+            "{both:?}"
+        );
         assert!(
             new.iter()
                 .any(|r| r["name"] == "cpus" && r["reservations"][0]["role"] == "db")

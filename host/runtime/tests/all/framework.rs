@@ -102,6 +102,7 @@ fn a_submitted_task_is_recorded_then_launched_on_a_fitting_offer() {
         hostname: "h".into(),
         resources: Resources::cpus_mem(0.25, 1024.0).unwrap(),
         reserved: Default::default(),
+        static_reserved: Default::default(),
         volumes: Vec::new(),
         attributes: BTreeMap::new(),
     };
