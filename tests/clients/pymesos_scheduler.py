@@ -31,6 +31,11 @@ MODE:
             $VOLUMES on the agent); then destroy the volume and unreserve, and wait
             for offers with nothing reserved. Fails if any offer carries
             resources reserved for another role.
+  stateful-write, stateful-read
+            `stateful` in two runs: the first (with a failover timeout,
+            env FAILOVER) stops once the writer finished, printing
+            `framework: ID`; the second re-subscribes as FRAMEWORK_ID and
+            reads the volume back, then cleans up.
   reserved  subscribe in role $ROLE and wait for an offer holding $CPUS cpus
             statically reserved for it (`role` and no `reservation`).
 """
@@ -255,11 +260,15 @@ class Stateful(Scheduler):
         self.phase = "reserve"
         self.updates = {}
         self.registered_id = None
+        self.was_reregistered = False
         self.foreign = []
         self.errors = []
 
     def registered(self, driver, framework_id, master_info):
         self.registered_id = framework_id.value
+
+    def reregistered(self, driver, master_info):
+        self.was_reregistered = True
 
     def statusUpdate(self, driver, update):
         with self.lock:
@@ -332,13 +341,30 @@ class Stateful(Scheduler):
             self.phase = to
 
 
-def stateful():
+def stateful(part="all"):
     role = os.environ["ROLE"]
     sched = Stateful(role)
-    f = framework("pymesos-stateful")
+    if part == "read":
+        sched.phase = "read"
+    f = framework("pymesos-stateful", failover=float(os.environ.get("FAILOVER", "0")),
+                  fid=resume_id if part == "read" else None)
     f.role = role
     d = driver_for(sched, f)
-    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    if part == "read":
+        wait("re-SUBSCRIBED", lambda: sched.registered_id is not None
+             or sched.was_reregistered, 90)
+    else:
+        wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    if part != "read":
+        write_phase(sched)
+    if part == "write":
+        print(f"framework: {sched.registered_id}", flush=True)
+        print("pymesos stateful write: ok", flush=True)
+        os._exit(0)
+    read_phase(sched, d)
+
+
+def write_phase(sched):
     wait("py-writer TASK_FINISHED (it wrote to its volume)",
          lambda: "TASK_FINISHED" in sched.states("py-writer")
          or "TASK_FAILED" in sched.states("py-writer"), 90)
@@ -349,6 +375,9 @@ def stateful():
     assert len(dirs) == 1, os.listdir(where)
     with open(os.path.join(where, dirs[0], "f")) as f:
         assert f.read() == "kept\n"
+
+
+def read_phase(sched, d):
     sched.advance("read")
     wait("py-reader TASK_FINISHED (it read what py-writer left)",
          lambda: "TASK_FINISHED" in sched.states("py-reader")
@@ -390,4 +419,5 @@ def reserved():
 
 
 {"tour": tour, "start": start, "resume": resume, "greedy": greedy,
- "stateful": stateful, "reserved": reserved}[mode]()
+ "stateful": stateful, "stateful-write": lambda: stateful("write"),
+ "stateful-read": lambda: stateful("read"), "reserved": reserved}[mode]()

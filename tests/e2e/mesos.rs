@@ -1077,3 +1077,37 @@ async fn marathon_in_a_role_runs_its_apps_on_that_roles_reservation() {
     assert_eq!(role["allocated"]["cpus"], 1.0, "{role}");
     assert_eq!(role["reserved"]["cpus"], 2.0, "{role}");
 }
+
+/// A volume's data survives its agent (and master) restarting: a framework
+/// writes, the cluster is killed and started again, the framework comes
+/// back and its next task reads the data.
+#[tokio::test]
+async fn a_persistent_volume_keeps_its_data_across_a_restart_of_its_agent() {
+    let plain = format!("127.0.0.1:{}", wasmos_tests::free_port());
+    let (c, host_port, password) = cluster(tempfile::tempdir().unwrap(), &plain).await;
+    let role_dir = c.dir.path().join("data/agent/volumes/roles/db");
+    let env = [
+        ("ROLE", "db".to_string()),
+        ("FAILOVER", "3600".to_string()),
+        ("VOLUMES", role_dir.display().to_string()),
+    ];
+    let out = run_pymesos(
+        SCRIPT,
+        &["stateful-write", &host_port, "pyfw", &password],
+        &env,
+        "pymesos stateful write: ok",
+    )
+    .await;
+    let fid = announced(&out, "framework");
+    let mut c = c;
+    c.up.kill9().await;
+    let c = Cluster::up_with(c.dir, &["--plain-listen", &plain]).await;
+    run_pymesos(
+        SCRIPT,
+        &["stateful-read", &host_port, "pyfw", &password, &fid],
+        &env,
+        "pymesos stateful: ok",
+    )
+    .await;
+    assert_eq!(reserved_cpus(&c.api, "db").await, 0.0);
+}
