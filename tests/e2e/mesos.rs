@@ -1004,18 +1004,23 @@ async fn a_pymesos_framework_pointed_at_a_follower_is_sent_to_the_leaders_plain_
     .await;
     let follower = if leader == 1 { 2 } else { 1 };
     let follower_plain = &plain[(follower - 1) as usize];
-    let raw = reqwest::Client::builder()
+    let raw_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap()
-        .post(format!("http://{follower_plain}/api/v1/scheduler"))
-        .basic_auth("pyfw", Some(&password))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
         .unwrap();
-    assert_eq!(raw.status(), 307);
+    // (503 until the follower has applied the leader's term.)
+    let raw = wait_for("the follower to redirect", DEADLINE, || async {
+        let r = raw_client
+            .post(format!("http://{follower_plain}/api/v1/scheduler"))
+            .basic_auth("pyfw", Some(&password))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 307).then_some(r)
+    })
+    .await;
     assert_eq!(
         raw.headers()["location"],
         format!("http://{}/api/v1/scheduler", plain[(leader - 1) as usize]).as_str()

@@ -99,8 +99,10 @@ pub fn take(map: &mut RoleResources, role: &str, r: &Resources) -> Result<(), St
 }
 
 /// Takes `r` from `role`'s reserved resources `reserved`, of which
-/// `statik` is static: dynamic ones go first (static reservations are the
-/// agent's for good; dynamic ones are what can be given back).
+/// `statik` is static: dynamic ones go first. A framework that reserves
+/// does so to launch on (or make a volume of) what it reserved, and what a
+/// task or volume holds cannot be given back, as in Mesos; static
+/// reservations take what dynamic ones cannot hold.
 pub fn take_dynamic_first(
     reserved: &mut RoleResources,
     statik: &mut RoleResources,

@@ -53,12 +53,14 @@ impl FromRequestParts<Arc<Node>> for Lead {
             .get::<OriginalUri>()
             .map(|o| o.0.clone())
             .unwrap_or_else(|| parts.uri.clone());
-        // A client on the plaintext listener (it speaks no TLS) is sent
-        // to the leader's plaintext listener.
-        let plain = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<wasmos_tls::Peer>>()
-            .is_some_and(|c| !c.0.tls);
+        // A client on the plaintext listener of a TLS cluster (it speaks
+        // no TLS) is sent to the leader's plaintext listener. (Under
+        // --insecure every listener is plain: the usual redirect.)
+        let plain = node.tls.is_some()
+            && parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<wasmos_tls::Peer>>()
+                .is_some_and(|c| !c.0.tls);
         node.leader().map(Lead).ok_or_else(|| {
             if plain {
                 node.redirect_plain(&uri)
@@ -912,9 +914,23 @@ async fn remove_plugin(
 
 async fn configure_plugin(
     Lead(l): Lead,
+    principal: Option<axum::Extension<Principal>>,
     Path(name): Path<String>,
     ApiJson(changes): ApiJson<std::collections::BTreeMap<String, Option<String>>>,
 ) -> ApiResult<ApiJson<PluginView>> {
+    // A framework plugin's role is where its tasks run: putting it in a
+    // role needs what an external framework needs for it.
+    if let Some(Some(role)) = changes.get("mesos_role")
+        && role != "*"
+        && let Some(axum::Extension(p)) = &principal
+    {
+        p.check(
+            wasmos_state::acl::Area::Roles,
+            role,
+            wasmos_state::acl::Access::Read,
+        )
+        .map_err(|e| ApiError::Forbidden(format!("mesos_role {role}: {e}")))?;
+    }
     l.configure_plugin(&name, changes).await.map(ApiJson)
 }
 

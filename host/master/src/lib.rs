@@ -218,17 +218,7 @@ pub async fn start_on(
     };
     let mut config = config;
     if let Some(p) = &plain {
-        let a = p.local_addr()?;
-        // Unspecified: reached at the advertised host.
-        let host = if a.ip().is_unspecified() {
-            url.split("://")
-                .nth(1)
-                .and_then(|r| r.rsplit_once(':'))
-                .map_or_else(|| a.ip().to_string(), |(h, _)| h.to_string())
-        } else {
-            a.ip().to_string()
-        };
-        config.plain_url = Some(format!("http://{host}:{}", a.port()));
+        config.plain_url = plain_url_of(p.local_addr()?, &url, addr);
     }
     let bootstrap = match &config.peers {
         None => Bootstrap::Join,
@@ -351,4 +341,22 @@ impl RunningMaster {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         self.node.store.shutdown().await;
     }
+}
+
+/// Where other machines reach the plaintext listener bound at `bound`:
+/// the advertised host when it is bound to every address; `None` when it
+/// is bound to loopback while the master itself is not (it serves only
+/// local clients: a follower must not send anyone to "localhost").
+fn plain_url_of(bound: SocketAddr, advertised: &str, listen: SocketAddr) -> Option<String> {
+    let host = if bound.ip().is_unspecified() {
+        reqwest::Url::parse(advertised)
+            .ok()?
+            .host_str()
+            .map(str::to_string)?
+    } else if bound.ip().is_loopback() && !listen.ip().is_loopback() {
+        return None;
+    } else {
+        bound.ip().to_string()
+    };
+    Some(format!("http://{host}:{}", bound.port()))
 }

@@ -998,12 +998,19 @@ impl State {
         if resources.is_empty() {
             return rejected("nothing to unreserve: the resources are empty");
         }
-        let Some(mut pools) = self.agent_pools(&agent_id) else {
+        let Some(pools) = self.agent_pools(&agent_id) else {
             return rejected(format!("unknown agent {agent_id}"));
         };
-        if let Err(e) = reservation::take(&mut pools.reserved, &role, &resources) {
+        // Only what no task or volume holds of the dynamic reservations.
+        let mut dynamic = pools.reserved.clone();
+        for (r, s) in &pools.static_reserved {
+            if let Some(d) = dynamic.get_mut(r) {
+                *d = d.saturating_sub(s);
+            }
+        }
+        if let Err(e) = reservation::take(&mut dynamic, &role, &resources) {
             return rejected(format!(
-                "{e} (tasks and persistent volumes keep what they use; destroy the volumes first)"
+                "{e} dynamically (tasks and persistent volumes keep what they use; destroy the volumes first; static reservations change only with the agent's --resources)"
             ));
         }
         let Some(a) = self.agents.get_mut(&agent_id) else {

@@ -1059,10 +1059,20 @@ impl Framework for Marathon {
             }
         }
         let packed = packer.finish();
-        // Instances still to place after this round want the rest of these
-        // offers back at once (competing fairly for them); otherwise the
-        // rest is filtered for the default time.
-        let wanted: u32 = self.need.values().sum();
+        // Instances still to place after this round (of apps not backing
+        // off) want the rest of these offers back at once, competing
+        // fairly for them; otherwise the rest is filtered for the default
+        // time.
+        let wanted: u32 = self
+            .need
+            .iter()
+            .filter(|(app, _)| {
+                self.apps
+                    .get(*app)
+                    .is_some_and(|a| a.rec.delay.is_none_or(|d| d.until_ms <= t))
+            })
+            .map(|(_, n)| n)
+            .sum();
         let refuse = (placed.len() < wanted as usize).then_some(0.0);
         for launch in &packed.launches {
             let offer = offers.iter().position(|o| o.id == launch.offer_id);

@@ -17,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
-use wasmos_core::{AgentId, FrameworkId, TaskId, TaskState};
+use wasmos_core::{AgentId, FrameworkId, TaskState};
 
 use super::operator::{get_state, snapshot, v1_agent, v1_framework, v1_task};
 use super::scheduler::{HEARTBEAT, record};
 use super::v1;
 use crate::events::Event;
 use crate::leader::Leader;
+use crate::views::TaskView;
 
 /// Events queued for one subscriber before it counts as gone.
 const BUFFER: usize = 1024;
@@ -66,6 +67,10 @@ async fn feed(
     }
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     let mut shutdown = l.shutdown.clone();
+    // A leader that stopped before this started sends no change again.
+    if *shutdown.borrow_and_update() {
+        return;
+    }
     loop {
         let change = tokio::select! {
             c = changes.recv() => match c {
@@ -98,19 +103,24 @@ fn mesos_events(l: &Leader, change: &Event, known: &mut HashSet<FrameworkId>) ->
     let str_of = |k: &str| change.data[k].as_str().map(str::to_string);
     match change.kind {
         "task_updated" => {
-            let Some(id) = str_of("id").and_then(|i| TaskId::new(i).ok()) else {
+            // What the change said, not what the task is now (it may have
+            // moved on since).
+            let Ok(view) = serde_json::from_value::<TaskView>(change.data.clone()) else {
                 return Vec::new();
             };
-            let Some(t) = l.store.read(|s| s.tasks.get(&id).cloned()) else {
-                return Vec::new();
-            };
-            if t.statuses.len() == 1 && t.state() == TaskState::Staging {
+            if view.state == TaskState::Staging && view.statuses.len() <= 1 {
+                // Launched: the task as it was then.
+                let Some(mut t) = l.store.read(|s| s.tasks.get(&view.id).cloned()) else {
+                    return Vec::new();
+                };
+                t.statuses.truncate(1);
+                t.pending.clear();
                 vec![json!({"type": "TASK_ADDED", "task_added": {"task": v1_task(&t)}})]
             } else {
                 vec![json!({"type": "TASK_UPDATED", "task_updated": {
-                    "framework_id": v1::id(&t.framework_id),
-                    "status": v1::status_json(t.status(), false),
-                    "state": t.state().as_str(),
+                    "framework_id": v1::id(&view.framework_id),
+                    "status": v1::status_json(&view.status, false),
+                    "state": view.state.as_str(),
                 }})]
             }
         }
