@@ -585,6 +585,35 @@ fn greedy_env(name: &str, role: &str, go: &std::path::Path) -> Vec<(&'static str
     ]
 }
 
+/// Role `a` weighs 2; greedy pymesos frameworks in roles `a` and `b`
+/// subscribe and take one task per offer once the returned file exists
+/// (the processes live as long as the returned children).
+async fn greedy_a_weighing_2_and_b(
+    c: &Cluster,
+    plain: &str,
+    password: &str,
+) -> (
+    std::path::PathBuf,
+    tokio::process::Child,
+    tokio::process::Child,
+) {
+    let (code, v) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "a", "weight": 2.0}]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let go = c.dir.path().join("go");
+    let args = ["greedy", plain, "pyfw", password];
+    let (a, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-a", "a", &go)).await;
+    let (b, _) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-b", "b", &go)).await;
+    (go, a, b)
+}
+
 const THREE_CPUS: [&str; 4] = [
     "--plain-listen",
     "127.0.0.1:0",
@@ -595,20 +624,7 @@ const THREE_CPUS: [&str; 4] = [
 #[tokio::test]
 async fn frameworks_of_weighted_roles_converge_to_their_weighted_shares() {
     let (c, plain, password) = cluster_with(tempfile::tempdir().unwrap(), &THREE_CPUS).await;
-    let (code, v) = c
-        .api
-        .post(
-            "/api/v1",
-            &json!({"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "a", "weight": 2.0}]}}),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
-    let go = c.dir.path().join("go");
-    let args = ["greedy", &plain, "pyfw", &password];
-    let (_a, _) =
-        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-a", "a", &go)).await;
-    let (_b, _) =
-        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-b", "b", &go)).await;
+    let (go, _a, _b) = greedy_a_weighing_2_and_b(&c, &plain, &password).await;
     // Both are subscribed before either takes anything.
     std::fs::write(&go, "").unwrap();
     let shares = wait_for("the agent to be full", DEADLINE, || async {
@@ -654,20 +670,7 @@ async fn two_frameworks_and_marathon_competing_converge_to_their_weighted_drf_sh
         .cli(&["plugin", "config", "marathon", "max_instances_per_offer=1"])
         .await;
     assert_eq!(out.code, Some(0), "{out:?}");
-    let (code, v) = c
-        .api
-        .post(
-            "/api/v1",
-            &json!({"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": [{"role": "a", "weight": 2.0}]}}),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
-    let go = c.dir.path().join("go");
-    let args = ["greedy", &plain, "pyfw", &password];
-    let (_a, _) =
-        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-a", "a", &go)).await;
-    let (_b, _) =
-        wasmos_tests::spawn_pymesos(SCRIPT, &args, &greedy_env("pymesos-b", "b", &go)).await;
+    let (go, _a, _b) = greedy_a_weighing_2_and_b(&c, &plain, &password).await;
     // All three want more than the cluster has, from the same moment.
     std::fs::write(&go, "").unwrap();
     let (code, v) = c

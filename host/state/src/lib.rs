@@ -93,15 +93,6 @@ impl AgentRecord {
         all
     }
 
-    /// Every role's reserved resources here, less its volumes' disk.
-    pub fn reserved_outside_volumes(&self) -> RoleResources {
-        let mut reserved = self.reserved();
-        for v in self.volumes.values() {
-            let _ = reservation::take(&mut reserved, &v.role, &v.resources());
-        }
-        reserved
-    }
-
     /// What is free here with nothing running: everything but the
     /// volumes' disk.
     pub fn idle_pools(&self) -> AgentPools {
