@@ -38,6 +38,17 @@ MODE:
             reads the volume back, then cleans up.
   reserved  subscribe in role $ROLE and wait for an offer holding $CPUS cpus
             statically reserved for it (`role` and no `reservation`).
+  executor  launch two tasks to one custom executor (pymesos_executor.py,
+            run with $EXECUTOR_PYTHON): one finishes (and is not root), one
+            keeps running; exchange framework messages with the executor;
+            and, once the file $GO exists, kill the
+            running task; the executor, left without tasks, is shut down
+            (executorLost). A task naming the same executor id with another
+            command is refused. `framework: ID` is printed while the
+            executor runs.
+  group     LAUNCH_GROUP to the default executor: a group whose tasks both
+            finish, a group where one task fails and the other is killed for
+            it, and an invalid group refused whole (REASON_TASK_GROUP_INVALID).
 """
 
 import os
@@ -46,7 +57,7 @@ import threading
 import time
 
 from addict import Dict
-from pymesos import MesosSchedulerDriver, Scheduler
+from pymesos import MesosSchedulerDriver, Scheduler, decode_data, encode_data
 
 from common import wait
 
@@ -141,7 +152,7 @@ def tour():
     sched = Recorder([
         ("py-done", nonroot, {}),
         ("py-long", "sleep 600", {}),
-        # Custom executors are not offered yet: refused, with the reason.
+        # A command and an executor both: refused, with the reason.
         ("py-bad", "true", {"executor": {"executor_id": {"value": "e"},
                                          "command": {"value": "true"}}}),
     ])
@@ -418,6 +429,141 @@ def reserved():
     print("pymesos reserved: ok", flush=True)
 
 
+class WithExecutor(Recorder):
+    """Launches tasks to a custom executor; records its messages and its end."""
+
+    def __init__(self, to_launch):
+        super().__init__(to_launch)
+        self.messages = []
+        self.lost = []
+        self.agent_id = None
+
+    def resourceOffers(self, driver, offers):
+        with self.lock:
+            if self.to_launch and offers:
+                self.agent_id = offers[0].agent_id.value
+        super().resourceOffers(driver, offers)
+
+    def frameworkMessage(self, driver, executor_id, agent_id, data):
+        with self.lock:
+            self.messages.append((executor_id.value, decode_data(data).decode()))
+
+    def executorLost(self, driver, executor_id, agent_id, status):
+        with self.lock:
+            self.lost.append((executor_id.value, status))
+
+    def got(self, message):
+        with self.lock:
+            return any(m == ("pyexec", message) for m in self.messages)
+
+
+def executor_info(command):
+    e = Dict()
+    e.executor_id.value = "pyexec"
+    e.name = "pymesos test executor"
+    e.command.value = command
+    e.resources = resources(0.1, 64)
+    return e
+
+
+def by_executor(data, command):
+    return {"executor": executor_info(command), "data": encode_data(data.encode()),
+            "command": None}
+
+
+def executor():
+    python, script = os.environ["EXECUTOR_PYTHON"], os.environ["EXECUTOR_SCRIPT"]
+    command = f"exec {python} {script}"
+    nonroot = 'test "$(id -u)" != 0'
+    sched = WithExecutor([
+        ("ex-done", "", by_executor(nonroot, command)),
+        ("ex-long", "", by_executor("sleep 600", command)),
+    ])
+    d = driver_for(sched, framework("pymesos-executor"))
+    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    wait("ex-done TASK_FINISHED (run by the executor, not as root)",
+         lambda: sched.seen("ex-done", "TASK_FINISHED") or sched.seen("ex-done", "TASK_FAILED"), 90)
+    assert sched.states("ex-done")[-1] == "TASK_FINISHED", sched.updates
+    wait("ex-long TASK_RUNNING", lambda: sched.seen("ex-long", "TASK_RUNNING"), 60)
+    wait("the executor's message about ex-done", lambda: sched.got("ex-done exited 0"))
+    # Every update came from the executor with its uuid (pymesos acked it).
+    with sched.lock:
+        assert all(u[3] for u in sched.updates if u[0].startswith("ex-")), sched.updates
+    d.sendFrameworkMessage(dict(value="pyexec"), dict(value=sched.agent_id),
+                           encode_data(b"ping"))
+    wait("the executor's answer to ping", lambda: sched.got("echo:ping"))
+    # Another command under the same executor id: refused, not run.
+    with sched.lock:
+        sched.to_launch.append(("ex-other", "", by_executor("true", "exec /bin/false")))
+    d.reviveOffers()
+    wait("ex-other TASK_ERROR", lambda: sched.seen("ex-other", "TASK_ERROR"), 60)
+    print(f"framework: {sched.registered_id}", flush=True)
+    wait("the go-ahead", lambda: os.path.exists(os.environ["GO"]), 120)
+    d.killTask({"value": "ex-long"})
+    wait("ex-long TASK_KILLED", lambda: sched.seen("ex-long", "TASK_KILLED"), 60)
+    wait("the executor, left without tasks, shut down (executorLost)",
+         lambda: any(e == "pyexec" for e, _ in sched.lost), 60)
+    assert not sched.errors, sched.errors
+    d.stop()
+    d.join()
+    print("pymesos executor: ok", flush=True)
+
+
+class Groups(Recorder):
+    """Launches task groups to the default executor, one per offer."""
+
+    def __init__(self, groups):
+        super().__init__([])
+        self.groups = list(groups)
+
+    def resourceOffers(self, driver, offers):
+        with self.lock:
+            for offer in offers:
+                if not self.groups:
+                    driver.declineOffer(offer.id, filters=dict(refuse_seconds=3600))
+                    continue
+                name, tasks = self.groups.pop(0)
+                infos = []
+                for task_id, command in tasks:
+                    t = Dict()
+                    t.task_id.value = task_id
+                    t.agent_id.value = offer.agent_id.value
+                    t.name = task_id
+                    if command is not None:
+                        t.command.value = command
+                    t.resources = resources(0.1, 32)
+                    infos.append(t)
+                e = Dict()
+                e.type = "DEFAULT"
+                e.executor_id.value = name
+                e.resources = resources(0.1, 32)
+                driver.acceptOffers([offer.id], [dict(type="LAUNCH_GROUP", launch_group=dict(
+                    executor=e, task_group=dict(tasks=infos)))], filters=dict(refuse_seconds=0))
+
+
+def group():
+    sched = Groups([
+        ("pod-ok", [("g-ok-a", "true"), ("g-ok-b", "sleep 1")]),
+        ("pod-bad", [("g-bad", "sleep 1; exit 3"), ("g-victim", "sleep 600")]),
+        ("pod-invalid", [("g-fine", "true"), ("g-no-command", None)]),
+    ])
+    d = driver_for(sched, framework("pymesos-group"))
+    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    for t in ("g-ok-a", "g-ok-b"):
+        wait(f"{t} TASK_FINISHED", lambda: sched.seen(t, "TASK_FINISHED"), 90)
+    wait("g-bad TASK_FAILED", lambda: sched.seen("g-bad", "TASK_FAILED"), 90)
+    wait("g-victim TASK_KILLED (its group failed)", lambda: sched.seen("g-victim", "TASK_KILLED"), 60)
+    for t in ("g-fine", "g-no-command"):
+        wait(f"{t} refused with its group",
+             lambda: sched.seen(t, "TASK_ERROR", "REASON_TASK_GROUP_INVALID"), 60)
+    assert "TASK_RUNNING" not in sched.states("g-fine"), sched.updates
+    assert not sched.errors, sched.errors
+    d.stop()
+    d.join()
+    print("pymesos group: ok", flush=True)
+
+
 {"tour": tour, "start": start, "resume": resume, "greedy": greedy,
  "stateful": stateful, "stateful-write": lambda: stateful("write"),
- "stateful-read": lambda: stateful("read"), "reserved": reserved}[mode]()
+ "stateful-read": lambda: stateful("read"), "reserved": reserved,
+ "executor": executor, "group": group}[mode]()

@@ -1119,3 +1119,92 @@ async fn a_persistent_volume_keeps_its_data_across_a_restart_of_its_agent() {
     .await;
     assert_eq!(reserved_cpus(&c.api, "db").await, 0.0);
 }
+
+/// The executors GET_EXECUTORS lists.
+async fn executors(api: &Api) -> Vec<Value> {
+    let (code, v) = api.post("/api/v1", &json!({"type": "GET_EXECUTORS"})).await;
+    assert_eq!(code, 200, "{v}");
+    v["get_executors"]["executors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_pymesos_executor_runs_its_frameworks_tasks_and_ends_with_them() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let go = c.dir.path().join("go");
+    let root = wasmos_tests::root();
+    let env = [
+        ("GO", go.display().to_string()),
+        (
+            "EXECUTOR_PYTHON",
+            root.join("target/pymesos/bin/python").display().to_string(),
+        ),
+        (
+            "EXECUTOR_SCRIPT",
+            root.join("tests/clients/pymesos_executor.py")
+                .display()
+                .to_string(),
+        ),
+    ];
+    let (mut scheduler, fid) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &["executor", &plain, "pyfw", &password], &env).await;
+    // While its task runs, the executor is listed with the framework's
+    // ExecutorInfo, in GET_EXECUTORS and /master/state alike.
+    let listed = executors(&c.api).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let info = &listed[0]["executor_info"];
+    assert_eq!(info["executor_id"]["value"], "pyexec", "{info}");
+    assert_eq!(info["framework_id"]["value"], fid.as_str(), "{info}");
+    assert_eq!(info["type"], "CUSTOM", "{info}");
+    assert_eq!(info["name"], "pymesos test executor", "{info}");
+    let (_, state) = c.api.get("/master/state").await;
+    let fw = state["frameworks"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == fid.as_str()).cloned())
+        .unwrap_or_else(|| panic!("framework {fid} in {state}"));
+    assert_eq!(fw["executors"][0]["executor_id"], "pyexec", "{fw}");
+    let (_, t) = c.api.get("/api/wasmos/v1/tasks/ex-long").await;
+    assert_eq!(t["state"], "TASK_RUNNING", "{t}");
+    // The executor and its tasks are held: the executor's resources count
+    // once, beside both tasks' (0.1 + 0.1 cpus while ex-long runs).
+    let (_, fws) = c.api.get("/api/wasmos/v1/frameworks").await;
+    let used = fws
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["id"] == fid.as_str()).cloned())
+        .map(|f| f["used"]["cpus"].as_f64().unwrap_or(-1.0));
+    assert_eq!(used, Some(0.2), "{fws}");
+    std::fs::write(&go, "").unwrap();
+    let status = tokio::time::timeout(DEADLINE * 2, scheduler.wait())
+        .await
+        .expect("the scheduler finishes")
+        .unwrap();
+    assert!(status.success(), "pymesos executor mode failed: {status}");
+    // The executor ended with its last task: nothing is listed or held.
+    wait_for("the executor to be gone", DEADLINE, || async {
+        executors(&c.api).await.is_empty().then_some(())
+    })
+    .await;
+    let (_, t) = c.api.get("/api/wasmos/v1/tasks/ex-done").await;
+    assert_eq!(t["state"], "TASK_FINISHED", "{t}");
+    let (code, _) = c.api.get("/api/wasmos/v1/tasks/ex-other").await;
+    assert_eq!(code, 404, "a refused task never enters the state");
+}
+
+#[tokio::test]
+async fn task_groups_run_on_the_default_executor_and_end_together() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    run_pymesos(
+        SCRIPT,
+        &["group", &plain, "pyfw", &password],
+        &[],
+        "pymesos group: ok",
+    )
+    .await;
+    let (_, t) = c.api.get("/api/wasmos/v1/tasks/g-victim").await;
+    assert_eq!(t["state"], "TASK_KILLED", "{t}");
+    let (code, _) = c.api.get("/api/wasmos/v1/tasks/g-fine").await;
+    assert_eq!(code, 404, "a task of an invalid group never runs");
+    assert!(executors(&c.api).await.is_empty());
+}

@@ -110,7 +110,9 @@ impl Agent {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let known = TaskId::new(name.clone())
-                    .map(|id| self.lock_tasks().contains_key(&id))
+                    .map(|id| {
+                        self.lock_tasks().contains_key(&id) || self.runs_executor_container(&id)
+                    })
                     .unwrap_or(false);
                 if known || !older_than(&e.path(), age, now) {
                     continue;

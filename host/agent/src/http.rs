@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, extract::rejection::JsonRejection};
 use serde_json::json;
 use wasmos_core::TaskId;
-use wasmos_core::protocol::{self, KillTask, LaunchTasks};
+use wasmos_core::protocol::{self, ExecutorMessage, KillTask, LaunchTasks, ShutdownExecutor};
 use wasmos_tls::{Identity, Peer};
 
 use crate::Agent;
@@ -30,6 +30,8 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     let guarded = Router::new()
         .route(protocol::paths::LAUNCH, post(launch))
         .route(protocol::paths::KILL, post(kill))
+        .route(protocol::paths::SHUTDOWN_EXECUTOR, post(shutdown_executor))
+        .route(protocol::paths::TO_EXECUTOR, post(to_executor))
         .route("/api/wasmos/v1/state", get(state))
         .route("/api/wasmos/v1/sandboxes/{task}/files/{op}", get(files_op))
         .route_layer(middleware::from_fn_with_state(
@@ -75,14 +77,25 @@ fn stale(a: &Agent, term: u64) -> Option<Response> {
     })
 }
 
-async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>) -> Response {
-    let Json(msg) = match body {
-        Ok(b) => b,
-        Err(r) => return error(r.status(), r.body_text()),
-    };
-    if let Some(r) = stale(&a, msg.term) {
-        return r;
+/// A master's command: its body, if it parses and comes from a current
+/// term.
+fn command<T>(
+    a: &Agent,
+    body: Result<Json<T>, JsonRejection>,
+    term: impl Fn(&T) -> u64,
+) -> Result<T, Box<Response>> {
+    let Json(msg) = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
+    match stale(a, term(&msg)) {
+        Some(r) => Err(Box::new(r)),
+        None => Ok(msg),
     }
+}
+
+async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>) -> Response {
+    let msg = match command(&a, body, |m| m.term) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
     for t in &msg.tasks {
         if let Err(e) = t.validate() {
             return error(StatusCode::BAD_REQUEST, e.to_string());
@@ -100,13 +113,10 @@ async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>
 }
 
 async fn kill(State(a): Shared, body: Result<Json<KillTask>, JsonRejection>) -> Response {
-    let Json(msg) = match body {
-        Ok(b) => b,
-        Err(r) => return error(r.status(), r.body_text()),
+    let msg = match command(&a, body, |m| m.term) {
+        Ok(m) => m,
+        Err(r) => return *r,
     };
-    if let Some(r) = stale(&a, msg.term) {
-        return r;
-    }
     let grace = msg
         .grace_period_ms
         .unwrap_or(wasmos_core::task::DEFAULT_KILL_GRACE_MS)
@@ -123,6 +133,45 @@ async fn kill(State(a): Shared, body: Result<Json<KillTask>, JsonRejection>) -> 
     }
 }
 
+async fn shutdown_executor(
+    State(a): Shared,
+    body: Result<Json<ShutdownExecutor>, JsonRejection>,
+) -> Response {
+    let msg = match command(&a, body, |m| m.term) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
+    if a.shutdown_executor(&(msg.framework_id, msg.executor_id.clone()), true) {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("executor {} is not running on this agent", msg.executor_id),
+        )
+    }
+}
+
+async fn to_executor(
+    State(a): Shared,
+    body: Result<Json<ExecutorMessage>, JsonRejection>,
+) -> Response {
+    let msg = match command(&a, body, |m| m.term) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
+    if a.message_to_executor(&msg) {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "executor {} is not subscribed on this agent",
+                msg.executor_id
+            ),
+        )
+    }
+}
+
 async fn state(State(a): Shared) -> Response {
     let tasks: Vec<_> = a
         .lock_tasks()
@@ -136,6 +185,7 @@ async fn state(State(a): Shared) -> Response {
         "term": a.term(),
         "pending_updates": a.pending_updates(),
         "tasks": tasks,
+        "executors": a.executors_report(),
         "plugins": a.plugins_report(),
     }))
     .into_response()

@@ -20,6 +20,7 @@
 pub mod containerizer;
 pub mod disk;
 pub mod docker;
+mod executors;
 mod fetch;
 pub mod files;
 pub mod gpu;
@@ -166,6 +167,7 @@ pub struct Agent {
     gpus: gpu::GpuPool,
     plugins: plugins::Plugins,
     masters: masters::Masters,
+    executors: executors::Executors,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -400,6 +402,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         gpus: gpu::GpuPool::new(&gpus),
         plugins: plugins::Plugins::new(runtime),
         masters: masters::Masters::new(config.masters.clone(), client),
+        executors: executors::Executors::new(),
         shutdown: shutdown_rx.clone(),
         info,
         config,
@@ -416,6 +419,9 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         tracing::info!(count = found.len(), "recovering checkpointed tasks");
     }
     agent.adopt(found);
+    executors::listen(agent.clone())
+        .await
+        .context("cannot open the executor API on 127.0.0.1")?;
     tokio::spawn(agent.clone().master_loop());
     tokio::spawn(agent.clone().disk_loop());
     tokio::spawn(agent.clone().sandbox_gc_loop());

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::Signal;
 use uuid::Uuid;
 use wasmos_core::protocol::ReportedTask;
-use wasmos_core::{FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState, TaskStatus};
+use wasmos_core::{
+    ExecutorKind, FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState, TaskStatus,
+};
 
 use crate::Agent;
 use crate::containerizer::{ContainerSpec, ExitInfo, LaunchError, Launched, Limitation, Signaller};
@@ -111,7 +113,7 @@ impl Agent {
         }
     }
 
-    fn set_state(&self, task_id: &TaskId, state: TaskState) {
+    pub(crate) fn set_task_state(&self, task_id: &TaskId, state: TaskState) {
         if let Some(t) = self.lock_tasks().get_mut(task_id) {
             t.state = state;
         }
@@ -124,6 +126,10 @@ impl Agent {
             tracing::info!(task = %id, "launch of an ended or killed task ignored");
             return;
         }
+        let custom = spec
+            .executor
+            .as_ref()
+            .is_some_and(|e| e.kind == ExecutorKind::Custom);
         {
             let mut tasks = self.lock_tasks();
             if tasks.contains_key(&id) {
@@ -134,7 +140,12 @@ impl Agent {
                 TaskEntry {
                     framework_id: framework_id.clone(),
                     spec: spec.clone(),
-                    state: TaskState::Starting,
+                    // Its executor says when it starts.
+                    state: if custom {
+                        TaskState::Staging
+                    } else {
+                        TaskState::Starting
+                    },
                     pid: None,
                     signal: None,
                     exec: None,
@@ -142,6 +153,10 @@ impl Agent {
                     kill_reason: None,
                 },
             );
+        }
+        if custom {
+            self.launch_to_executor(framework_id, spec);
+            return;
         }
         self.queue_update(&framework_id, self.status_of(&id, TaskState::Starting));
         let me = self.clone();
@@ -230,7 +245,7 @@ impl Agent {
                 s.message = Some(e.to_string());
                 s.reason = Some(Reason::ReasonContainerLaunchFailed);
                 s.exit_code = e.exit_code();
-                self.finish(&framework_id, s);
+                self.finish_task(&framework_id, s);
                 self.cleanup_isolators(id.as_str()).await;
                 return;
             }
@@ -249,6 +264,16 @@ impl Agent {
                 gpus,
             } = r.record;
             let id = spec.task_id.clone();
+            if id.as_str().starts_with(crate::executors::CONTAINER_PREFIX) {
+                // An executor of the agent's previous run: its tasks are
+                // gone with that run's memory, so it goes too.
+                if let Some(l) = r.running {
+                    tracing::info!(container = %id, "ending an executor left from before the agent restarted");
+                    let _ = (l.signal)(Signal::SIGKILL);
+                }
+                let _ = std::fs::remove_dir_all(self.checkpoint_dir().join(id.as_str()));
+                continue;
+            }
             self.lock_tasks().insert(
                 id.clone(),
                 TaskEntry {
@@ -279,7 +304,7 @@ impl Agent {
                 (None, Some(exit)) => {
                     let status = self.exit_status(&id, &exit, false);
                     tracing::info!(task = %id, state = %status.state, "a task ended while the agent was away");
-                    self.finish(&framework_id, status);
+                    self.finish_task(&framework_id, status);
                 }
                 (None, None) => {}
             }
@@ -343,7 +368,7 @@ impl Agent {
             None => {}
         }
         tracing::info!(task = %id, state = %status.state, code = ?exit.code, signal = ?exit.signal, "task ended");
-        self.finish(&framework_id, status);
+        self.finish_task(&framework_id, status);
         self.cleanup_isolators(id.as_str()).await;
     }
 
@@ -416,9 +441,9 @@ impl Agent {
 
     /// Records a terminal status: bars the id from launching again and
     /// queues the update.
-    fn finish(&self, framework_id: &FrameworkId, status: TaskStatus) {
+    pub(crate) fn finish(&self, framework_id: &FrameworkId, status: TaskStatus) {
         self.gpus.release(&status.task_id);
-        self.set_state(&status.task_id, status.state);
+        self.set_task_state(&status.task_id, status.state);
         if let Some(t) = self.lock_tasks().get_mut(&status.task_id) {
             t.signal = None;
             t.exec = None;
@@ -427,7 +452,7 @@ impl Agent {
         self.queue_update(framework_id, status);
     }
 
-    fn container_spec(
+    pub(crate) fn container_spec(
         &self,
         framework_id: &FrameworkId,
         spec: &TaskSpec,
@@ -570,6 +595,17 @@ impl Agent {
                 return Ok(());
             }
             t.kill_requested = true;
+            if let Some(e) = t
+                .spec
+                .executor
+                .as_ref()
+                .filter(|e| e.kind == ExecutorKind::Custom)
+            {
+                let key = (t.framework_id.clone(), e.executor_id.clone());
+                drop(tasks);
+                self.kill_executor_task(id, &key, grace_ms);
+                return Ok(());
+            }
             t.signal.clone()
         };
         // Not started yet: `run` sees kill_requested once it has a process.
@@ -624,6 +660,9 @@ impl Agent {
             .filter(|(_, t)| !t.state.is_terminal())
             .map(|(id, t)| (id.clone(), t.spec.kill_grace_ms()))
             .collect();
+        for key in self.executor_keys() {
+            self.shutdown_executor(&key, true);
+        }
         if live.is_empty() {
             return;
         }
@@ -688,7 +727,7 @@ impl Agent {
     }
 
     /// Records the task before it is launched, so that recovery knows it.
-    fn checkpoint_task(&self, record: &TaskRecord) -> Result<(), String> {
+    pub(crate) fn checkpoint_task(&self, record: &TaskRecord) -> Result<(), String> {
         let dir = self.checkpoint_dir().join(record.spec.task_id.as_str());
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -72,6 +72,7 @@ impl Agent {
                 .unwrap_or(0);
             let _ = self.kill(&status.task_id, grace);
         }
+        self.executor_acknowledged(status);
         if done {
             self.forget_if_done(&status.task_id);
         }

@@ -120,6 +120,10 @@ id_type!(
     /// An offer, unique within a leader's term.
     OfferId
 );
+id_type!(
+    /// An executor, unique within its framework (Mesos' ExecutorID).
+    ExecutorId
+);
 
 #[cfg(test)]
 mod tests {

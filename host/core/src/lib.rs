@@ -22,13 +22,14 @@ pub mod task;
 
 pub use agent::{AgentInfo, AgentState};
 pub use framework::{FrameworkInfo, FrameworkKind};
-pub use ids::{AgentId, FrameworkId, IdError, OfferId, TaskId};
+pub use ids::{AgentId, ExecutorId, FrameworkId, IdError, OfferId, TaskId};
 pub use offer::Offer;
 pub use plugin::{PluginKind, PluginManifest};
 pub use reservation::{RoleResources, Volume, VolumeMount};
 pub use resources::{PortRange, PortSet, ResourceError, Resources, Scalar};
 pub use task::{
-    CommandSpec, HealthCheckSpec, PlacedTask, Reason, Source, TaskSpec, TaskState, TaskStatus,
+    CommandSpec, ExecutorKind, ExecutorSpec, HealthCheckSpec, PlacedTask, Reason, Source, TaskSpec,
+    TaskState, TaskStatus,
 };
 
 /// This release's version.

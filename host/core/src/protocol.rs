@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentInfo;
-use crate::ids::{AgentId, FrameworkId, TaskId};
+use crate::ids::{AgentId, ExecutorId, FrameworkId, TaskId};
 use crate::task::{TaskSpec, TaskState, TaskStatus};
 
 /// Paths of the internal API.
@@ -28,6 +28,14 @@ pub mod paths {
     pub const JOIN: &str = "/internal/v1/join";
     /// Master: an agent renews its certificate (with the current one).
     pub const RENEW: &str = "/internal/v1/renew";
+    /// Agent: shut an executor down.
+    pub const SHUTDOWN_EXECUTOR: &str = "/internal/v1/executors/shutdown";
+    /// Agent: a framework's message for one of its executors.
+    pub const TO_EXECUTOR: &str = "/internal/v1/executors/message";
+    /// Master: an executor's message for its framework.
+    pub const FROM_EXECUTOR: &str = "/internal/v1/executor-message";
+    /// Master: an executor ended.
+    pub const EXECUTOR_EXITED: &str = "/internal/v1/executor-exited";
 }
 
 /// What the master did with a status update.
@@ -215,6 +223,38 @@ pub struct LaunchTasks {
     pub term: u64,
     pub framework_id: FrameworkId,
     pub tasks: Vec<TaskSpec>,
+}
+
+/// Master → agent: shut an executor down (its tasks end KILLED).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShutdownExecutor {
+    pub term: u64,
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+}
+
+/// A framework's message to its executor (master → agent), or an
+/// executor's to its framework (agent → master). `data` is base64, as on
+/// Mesos' wire; it is handed on unread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorMessage {
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    pub data: String,
+}
+
+/// Agent → master: an executor ended (Mesos' ExitedExecutorMessage);
+/// `status` is its wait status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorExited {
+    pub agent_id: AgentId,
+    pub framework_id: FrameworkId,
+    pub executor_id: ExecutorId,
+    pub status: i32,
 }
 
 /// Master → agent: kill a task.

@@ -120,6 +120,8 @@ pub enum Reason {
     ReasonAgentUnknown,
     ReasonReconciliation,
     ReasonTaskInvalid,
+    ReasonTaskGroupInvalid,
+    ReasonExecutorRegistrationTimeout,
     ReasonTaskKilledDuringLaunch,
     ReasonTaskHealthCheckStatusUpdated,
     ReasonTaskCheckStatusUpdated,
@@ -330,6 +332,135 @@ pub struct TaskSpec {
     /// volume's, not in `resources`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::reservation::VolumeMount>,
+    /// The executor that runs the task; `None`: the agent runs its
+    /// command (Mesos' command executor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorSpec>,
+    /// The task group it was launched in (LAUNCH_GROUP): its first task's
+    /// id. The default executor ends a group together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<TaskId>,
+    /// The Mesos TaskInfo as its framework gave it (JSON), handed to a
+    /// custom executor in its LAUNCH event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_info: Option<String>,
+}
+
+/// Which executor runs a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutorKind {
+    /// The agent's own executor for task groups: each task runs in its
+    /// own container, and a group ends together.
+    #[serde(rename = "DEFAULT")]
+    Default,
+    /// The framework's program, speaking the v1 executor API to the agent.
+    #[serde(rename = "CUSTOM")]
+    Custom,
+}
+
+/// An executor (Mesos' ExecutorInfo): one per executor id and framework
+/// on an agent, shared by the tasks launched to it, alive while any of
+/// them is. Its resources are held besides its tasks'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutorSpec {
+    pub executor_id: crate::ids::ExecutorId,
+    pub kind: ExecutorKind,
+    #[serde(default)]
+    pub name: String,
+    /// How a custom executor is started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandSpec>,
+    #[serde(default)]
+    pub resources: Resources,
+    /// Files fetched into the executor's sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<FetchUri>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_period_ms: Option<u64>,
+    /// The ExecutorInfo as its framework gave it (JSON), handed back to
+    /// the executor when it subscribes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
+}
+
+/// The longest Mesos TaskInfo or ExecutorInfo kept for an executor.
+pub const MAX_MESOS_INFO: usize = 256 * 1024;
+/// The default time an executor has between SHUTDOWN and SIGKILL (Mesos'
+/// `--executor_shutdown_grace_period`).
+pub const DEFAULT_EXECUTOR_SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+impl ExecutorSpec {
+    /// Checks what can be checked without the cluster's state.
+    pub fn validate(&self) -> Result<(), String> {
+        let id = &self.executor_id;
+        match (self.kind, &self.command) {
+            (ExecutorKind::Custom, None) => {
+                return Err(format!("executor {id}: a custom executor needs a command"));
+            }
+            (ExecutorKind::Custom, Some(c)) if c.value.trim().is_empty() => {
+                return Err(format!("executor {id}: its command is empty"));
+            }
+            (ExecutorKind::Default, Some(_)) => {
+                return Err(format!(
+                    "executor {id}: the default executor takes no command"
+                ));
+            }
+            _ => {}
+        }
+        if let Some(c) = &self.command {
+            let (program, argv) = c.argv();
+            let nul = program.contains('\0') || argv.iter().any(|a| a.contains('\0'));
+            let bad_env = c
+                .env
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'));
+            if nul || bad_env {
+                return Err(format!(
+                    "executor {id}: its command or environment holds a NUL byte or a bad name"
+                ));
+            }
+            if let Some(u) = &c.user
+                && (u.is_empty() || u.contains(['/', '\0', ':']))
+            {
+                return Err(format!(
+                    "executor {id}: user {u:?} is not a valid user name"
+                ));
+            }
+        }
+        if self.name.len() > 1024 || self.info.as_ref().is_some_and(|i| i.len() > MAX_MESOS_INFO) {
+            return Err(format!(
+                "executor {id}: its name or ExecutorInfo is too long"
+            ));
+        }
+        if self.fetch.len() > MAX_FETCH {
+            return Err(format!(
+                "executor {id}: it may fetch at most {MAX_FETCH} files"
+            ));
+        }
+        for f in &self.fetch {
+            f.validate().map_err(|e| format!("executor {id}: {e}"))?;
+        }
+        if self.shutdown_grace_period_ms.unwrap_or(0) > MAX_KILL_GRACE_MS {
+            return Err(format!(
+                "executor {id}: shutdown grace period is over {MAX_KILL_GRACE_MS} ms"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_grace_ms(&self) -> u64 {
+        self.shutdown_grace_period_ms
+            .unwrap_or(DEFAULT_EXECUTOR_SHUTDOWN_GRACE_MS)
+    }
+
+    /// Whether `other` describes the same executor (what a second task
+    /// naming this executor id must agree on).
+    pub fn same_as(&self, other: &ExecutorSpec) -> bool {
+        self.kind == other.kind
+            && self.command == other.command
+            && self.resources == other.resources
+            && self.fetch == other.fetch
+    }
 }
 
 /// A file fetched into a task's sandbox before it starts.
@@ -397,6 +528,49 @@ impl TaskSpec {
     /// Checks what can be checked without the cluster's state.
     pub fn validate(&self) -> Result<(), TaskSpecError> {
         let id = || self.task_id.clone();
+        if let Some(e) = &self.executor {
+            e.validate()
+                .map_err(|what| TaskSpecError::Invalid { id: id(), what })?;
+            if self
+                .task_info
+                .as_ref()
+                .is_some_and(|t| t.len() > MAX_MESOS_INFO)
+            {
+                return Err(TaskSpecError::TooLong {
+                    id: id(),
+                    field: "task_info",
+                    limit: MAX_MESOS_INFO,
+                });
+            }
+            if e.kind == ExecutorKind::Custom {
+                // The executor runs it: no command of its own, nothing for
+                // the agent to check, fetch or mount.
+                if !self.fetch.is_empty()
+                    || self.container.is_some()
+                    || self.health_check.is_some()
+                    || self.readiness_check.is_some()
+                    || !self.volumes.is_empty()
+                {
+                    return Err(TaskSpecError::Invalid {
+                        id: id(),
+                        what: "a task run by a custom executor cannot have a container, fetched files, volumes or checks of its own (give them to the executor)".into(),
+                    });
+                }
+                if self.name.len() > 1024 {
+                    return Err(TaskSpecError::TooLong {
+                        id: id(),
+                        field: "name",
+                        limit: 1024,
+                    });
+                }
+                return Ok(());
+            }
+        } else if self.group.is_some() {
+            return Err(TaskSpecError::Invalid {
+                id: id(),
+                what: "a task group needs an executor".into(),
+            });
+        }
         let (program, argv) = self.command.argv();
         let docker = self.container.as_ref().and_then(|c| c.docker());
         // A Docker task with no command runs its image's entrypoint.
@@ -550,6 +724,9 @@ mod tests {
             readiness_check: None,
             reserved: Default::default(),
             volumes: Vec::new(),
+            executor: None,
+            group: None,
+            task_info: None,
         }
     }
 

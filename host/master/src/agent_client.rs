@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmos_core::protocol::{self, KillTask, LaunchTasks};
-use wasmos_core::{AgentId, FrameworkId, Reason, TaskId, TaskSpec, TaskState};
+use wasmos_core::protocol::{self, ExecutorMessage, KillTask, LaunchTasks, ShutdownExecutor};
+use wasmos_core::{AgentId, ExecutorId, FrameworkId, Reason, TaskId, TaskSpec, TaskState};
 use wasmos_state::Command;
 
 use crate::error::ApiError;
@@ -205,5 +205,58 @@ impl Leader {
             )));
         }
         Ok(())
+    }
+
+    /// Asks an agent to shut an executor down: its tasks end KILLED.
+    pub async fn shutdown_executor(
+        &self,
+        agent_id: &AgentId,
+        framework_id: &FrameworkId,
+        executor_id: &ExecutorId,
+    ) -> Result<(), String> {
+        let msg = ShutdownExecutor {
+            term: self.term,
+            framework_id: framework_id.clone(),
+            executor_id: executor_id.clone(),
+        };
+        self.post_to_agent(agent_id, protocol::paths::SHUTDOWN_EXECUTOR, &msg)
+            .await
+    }
+
+    /// Hands a framework's message to its executor on `agent_id`.
+    pub async fn message_executor(
+        &self,
+        agent_id: &AgentId,
+        msg: &ExecutorMessage,
+    ) -> Result<(), String> {
+        self.post_to_agent(agent_id, protocol::paths::TO_EXECUTOR, msg)
+            .await
+    }
+
+    async fn post_to_agent(
+        &self,
+        agent_id: &AgentId,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), String> {
+        let endpoint = self
+            .agent_endpoint(agent_id)
+            .ok_or_else(|| format!("agent {agent_id} is unknown"))?;
+        let resp = self
+            .http
+            .post(format!("{endpoint}{path}"))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("agent {agent_id} is unreachable: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            let code = resp.status();
+            Err(format!(
+                "agent {agent_id} answered {code}: {}",
+                resp.text().await.unwrap_or_default()
+            ))
+        }
     }
 }

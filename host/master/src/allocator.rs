@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use wasmos_core::reservation::{self, RoleResources, Volume};
-use wasmos_core::{AgentId, FrameworkId, Offer, OfferId, Resources, TaskId, TaskSpec};
+use wasmos_core::{
+    AgentId, ExecutorId, ExecutorSpec, FrameworkId, Offer, OfferId, Resources, TaskId, TaskSpec,
+};
 use wasmos_state::AgentPools;
 use wasmos_state::roles::{RoleConfig, within};
 
@@ -547,7 +549,8 @@ impl Allocator {
     /// order, and consumes the offers: their resources are held until
     /// [`Self::release`], and the unused rest is filtered for `refuse`.
     /// `exists` says whether a task id is already taken in the cluster
-    /// state.
+    /// state; `executors` are the framework's running executors by agent
+    /// (a task that starts a new one takes its resources too).
     #[allow(clippy::too_many_arguments)]
     pub fn accept(
         &mut self,
@@ -558,6 +561,7 @@ impl Allocator {
         refuse: Option<Duration>,
         now: Instant,
         exists: impl Fn(&TaskId) -> bool,
+        executors: &BTreeMap<(AgentId, ExecutorId), ExecutorSpec>,
     ) -> Result<Accepted, AcceptError> {
         let first = offer_ids.first().ok_or(AcceptError::NoOffers)?;
         let unique: HashSet<&OfferId> = offer_ids.iter().collect();
@@ -588,6 +592,11 @@ impl Allocator {
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
         let mut dropped = Vec::new();
+        let mut running: BTreeMap<ExecutorId, ExecutorSpec> = executors
+            .iter()
+            .filter(|((a, _), _)| a == &agent_id)
+            .map(|((_, e), spec)| (e.clone(), spec.clone()))
+            .collect();
         for op in ops {
             let (tasks, reserved_first) = match op {
                 OfferOp::Launch(tasks) => (tasks, false),
@@ -601,25 +610,64 @@ impl Allocator {
                 }
             };
             let mut launch = Vec::new();
+            // A task group (one LAUNCH_GROUP operation) launches whole or
+            // not at all: the pool as it was before it, to go back to.
+            let group = tasks.first().and_then(|t| t.group.clone());
+            let before = group.as_ref().map(|_| (pool.clone(), running.clone()));
+            let mut group_failed: Option<String> = None;
             for mut task in tasks {
                 let id = task.task_id.clone();
                 if exists(&id) || !self.launching.insert(id.clone()) {
-                    refused.push((id, "a task with this id already exists".into()));
+                    let why = "a task with this id already exists".to_string();
+                    group_failed.get_or_insert_with(|| format!("task {id}: {why}"));
+                    refused.push((id, why));
                     continue;
                 }
                 if reserved_first && task.reserved.is_empty() {
                     task.reserved = pool.reserved_first(&task);
                 }
-                let checked = task
-                    .validate()
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| pool.launch(&task));
+                // A task that starts its executor takes the executor's
+                // resources from the offers too.
+                let mut charge = task.clone();
+                let mut starts = None;
+                let agrees = match &task.executor {
+                    None => Ok(()),
+                    Some(e) => match running.get(&e.executor_id) {
+                        Some(r) if !r.same_as(e) => Err(format!(
+                            "executor {} runs on this agent with another description (command, resources or kind)",
+                            e.executor_id
+                        )),
+                        Some(_) => Ok(()),
+                        None => {
+                            charge.resources = charge.resources.add(&e.resources);
+                            starts = Some(e.clone());
+                            Ok(())
+                        }
+                    },
+                };
+                let checked = agrees
+                    .and_then(|()| task.validate().map_err(|e| e.to_string()))
+                    .and_then(|_| pool.launch(&charge));
                 match checked {
-                    Ok(()) => launch.push(task),
+                    Ok(()) => {
+                        if let Some(e) = starts {
+                            running.insert(e.executor_id.clone(), e);
+                        }
+                        launch.push(task)
+                    }
                     Err(why) => {
                         self.launching.remove(&id);
+                        group_failed.get_or_insert_with(|| format!("task {id}: {why}"));
                         refused.push((id, why));
                     }
+                }
+            }
+            if let (Some(why), Some((p, r))) = (group_failed, before) {
+                pool = p;
+                running = r;
+                for t in launch.drain(..) {
+                    self.launching.remove(&t.task_id);
+                    refused.push((t.task_id, format!("its task group cannot launch: {why}")));
                 }
             }
             if !launch.is_empty() {
@@ -887,6 +935,7 @@ mod tests {
             refuse,
             t0,
             exists,
+            &BTreeMap::new(),
         )
     }
 
@@ -918,6 +967,9 @@ mod tests {
             readiness_check: None,
             reserved: Default::default(),
             volumes: Vec::new(),
+            executor: None,
+            group: None,
+            task_info: None,
         }
     }
 
@@ -993,6 +1045,66 @@ mod tests {
         a.decline(&fw("f"), &[o[0].id.clone()], Some(Duration::ZERO), t0);
         a.suppress(&fw("f"));
         assert!(a.allocate(&inp, t0 + Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn a_task_group_launches_whole_or_not_at_all_and_its_new_executor_takes_its_share() {
+        let mut a = Allocator::new(1);
+        let inp = inputs(vec![agent("a1", "cpus:1;mem:1024")], &["f"]);
+        let t0 = Instant::now();
+        let o = a.allocate(&inp, t0);
+        let exec = ExecutorSpec {
+            executor_id: ExecutorId::new("pod").unwrap(),
+            kind: wasmos_core::ExecutorKind::Default,
+            name: String::new(),
+            command: None,
+            resources: "cpus:0.25;mem:64".parse().unwrap(),
+            fetch: Vec::new(),
+            shutdown_grace_period_ms: None,
+            info: None,
+        };
+        let member = |id: &str, res: &str| {
+            let mut t = task(id, res);
+            t.executor = Some(exec.clone());
+            t.group = Some(TaskId::new("g1").unwrap());
+            t
+        };
+        // 0.5 + 0.5 + the executor's 0.25 is more than the offer: the
+        // group is refused whole, and nothing of the offer is used.
+        let got = launch(
+            &mut a,
+            "f",
+            &[o[0].id.clone()],
+            vec![
+                member("g1", "cpus:0.5;mem:64"),
+                member("g2", "cpus:0.5;mem:64"),
+            ],
+            Some(Duration::ZERO),
+            t0,
+            |_| false,
+        )
+        .unwrap();
+        assert!(launched(&got).is_empty(), "{:?}", got.ops);
+        assert_eq!(got.refused.len(), 2, "{:?}", got.refused);
+        a.release(got.hold, &[]);
+        let o = a.allocate(&inp, t0);
+        assert_eq!(o[0].resources, "cpus:1;mem:1024".parse().unwrap());
+        // 0.25 + 0.25 + 0.25 fits: both launch, and what is left is what
+        // the tasks and the executor (once) did not take.
+        let got = launch(
+            &mut a,
+            "f",
+            &[o[0].id.clone()],
+            vec![
+                member("g1", "cpus:0.25;mem:64"),
+                member("g2", "cpus:0.25;mem:64"),
+            ],
+            Some(Duration::ZERO),
+            t0,
+            |_| false,
+        )
+        .unwrap();
+        assert_eq!(launched(&got).len(), 2, "{:?}", got.refused);
     }
 
     #[test]
@@ -1305,6 +1417,7 @@ mod tests {
                 None,
                 t0,
                 |_| false,
+                &BTreeMap::new(),
             )
             .unwrap();
         assert_eq!(got.dropped.len(), 1, "{:?}", got.dropped);
@@ -1327,6 +1440,7 @@ mod tests {
                 None,
                 t0,
                 |_| false,
+                &BTreeMap::new(),
             )
             .unwrap();
         assert_eq!(got.refused.len(), 1);
@@ -1361,6 +1475,7 @@ mod tests {
                 None,
                 t0,
                 |_| false,
+                &BTreeMap::new(),
             )
             .unwrap();
         let t = &launched(&got)[0];
@@ -1396,6 +1511,7 @@ mod tests {
                 None,
                 t0,
                 |_| false,
+                &BTreeMap::new(),
             )
             .unwrap();
         assert_eq!(got.dropped.len(), 1, "{got:?}");
@@ -1416,6 +1532,7 @@ mod tests {
                 None,
                 t0,
                 |_| false,
+                &BTreeMap::new(),
             )
             .unwrap();
         assert!(got.dropped.is_empty(), "{:?}", got.dropped);

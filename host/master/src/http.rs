@@ -80,6 +80,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(protocol::paths::REGISTER, post(register))
         .route(protocol::paths::HEARTBEAT, post(heartbeat))
         .route(protocol::paths::STATUS, post(status_update))
+        .route(protocol::paths::FROM_EXECUTOR, post(from_executor))
+        .route(protocol::paths::EXECUTOR_EXITED, post(executor_exited))
         .route(protocol::paths::PLUGINS, get(agent_plugins))
         .route("/internal/v1/plugins/{name}", get(agent_plugin_component))
         .route(protocol::paths::RENEW, post(renew))
@@ -650,6 +652,46 @@ async fn status_update(
     check_speaks_for(&l, &update.agent_id, &caller)?;
     let outcome: StatusOutcome = l.status_update(update).await?;
     Ok(ApiJson(protocol::StatusReply { outcome }))
+}
+
+/// An executor's message for its framework, handed on if the framework
+/// is subscribed (best effort, as in Mesos).
+async fn from_executor(
+    Lead(l): Lead,
+    caller: Caller,
+    ApiJson(msg): ApiJson<protocol::ExecutorMessage>,
+) -> ApiResult<StatusCode> {
+    let agent_id = msg
+        .agent_id
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest("agent_id is required".into()))?;
+    check_speaks_for(&l, &agent_id, &caller)?;
+    if let Some(link) = l
+        .frameworks_read()
+        .get(&msg.framework_id)
+        .and_then(|h| h.link.clone())
+    {
+        link.executor_message(&agent_id, &msg.executor_id, &msg.data);
+    }
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// An executor ended: its framework hears of it (Mesos' FAILURE event).
+async fn executor_exited(
+    Lead(l): Lead,
+    caller: Caller,
+    ApiJson(msg): ApiJson<protocol::ExecutorExited>,
+) -> ApiResult<StatusCode> {
+    check_speaks_for(&l, &msg.agent_id, &caller)?;
+    tracing::info!(agent = %msg.agent_id, framework = %msg.framework_id, executor = %msg.executor_id, status = msg.status, "executor ended");
+    if let Some(link) = l
+        .frameworks_read()
+        .get(&msg.framework_id)
+        .and_then(|h| h.link.clone())
+    {
+        link.executor_lost(&msg.agent_id, &msg.executor_id, msg.status);
+    }
+    Ok(StatusCode::ACCEPTED)
 }
 
 fn parse_id<T: std::str::FromStr<Err = wasmos_core::IdError>>(what: &str, s: &str) -> ApiResult<T> {

@@ -10,12 +10,15 @@
 //! (TASK_ERROR for a task that can never run, TASK_DROPPED for a launch
 //! whose offers were gone), for the caller to deliver to its framework.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
-use wasmos_core::{AgentId, FrameworkId, OfferId, Reason, TaskId, TaskSpec, TaskState, TaskStatus};
+use wasmos_core::{
+    AgentId, ExecutorId, ExecutorSpec, FrameworkId, OfferId, Reason, TaskId, TaskSpec, TaskState,
+    TaskStatus,
+};
 use wasmos_state::{Command, Response};
 use wasmos_store::StoreError;
 
@@ -91,16 +94,32 @@ impl LaunchBatch {
                 _ => Vec::new(),
             })
             .collect();
-        let (taken, role): (BTreeSet<TaskId>, String) = leader.store.read(|s| {
-            (
-                ids.iter()
-                    .filter(|id| s.tasks.contains_key(*id))
-                    .cloned()
-                    .collect(),
-                s.frameworks
-                    .get(framework)
-                    .map_or_else(|| "*".to_string(), |f| f.info.role.clone()),
-            )
+        let with_executors = ops.iter().any(|op| match op {
+            OfferOp::Launch(tasks) | OfferOp::LaunchReservedFirst(tasks) => {
+                tasks.iter().any(|t| t.executor.is_some())
+            }
+            _ => false,
+        });
+        let (taken, role, executors) = leader.store.read(|s| {
+            let executors: BTreeMap<(AgentId, ExecutorId), ExecutorSpec> = if with_executors {
+                s.live_executors()
+                    .into_iter()
+                    .filter(|((_, f, _), _)| f == framework)
+                    .map(|((a, _, e), spec)| ((a, e), spec.clone()))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            };
+            let taken: BTreeSet<TaskId> = ids
+                .iter()
+                .filter(|id| s.tasks.contains_key(*id))
+                .cloned()
+                .collect();
+            let role = s
+                .frameworks
+                .get(framework)
+                .map_or_else(|| "*".to_string(), |f| f.info.role.clone());
+            (taken, role, executors)
         });
         let refuse = refuse_duration(refuse_seconds);
         let accepted = leader.allocator().accept(
@@ -111,6 +130,7 @@ impl LaunchBatch {
             refuse,
             Instant::now(),
             |id| taken.contains(id),
+            &executors,
         );
         match accepted {
             Ok(acc) => {

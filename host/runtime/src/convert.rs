@@ -126,6 +126,9 @@ pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
         readiness_check: t.readiness_check.map(health_from_wit),
         reserved: Default::default(),
         volumes: Vec::new(),
+        executor: None,
+        group: None,
+        task_info: None,
         task_id,
     };
     spec.validate().map_err(|e| e.to_string())?;

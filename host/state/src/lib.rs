@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use wasmos_core::bytes::Blob;
 use wasmos_core::reservation::{self, RoleResources, Volume};
 use wasmos_core::{
-    AgentId, AgentInfo, AgentState, FrameworkId, FrameworkInfo, PluginManifest, Resources, TaskId,
-    TaskSpec, TaskState, TaskStatus,
+    AgentId, AgentInfo, AgentState, ExecutorId, ExecutorSpec, FrameworkId, FrameworkInfo,
+    PluginManifest, Resources, TaskId, TaskSpec, TaskState, TaskStatus,
 };
 
 /// The version of the snapshot layout; bump it when the layout changes.
@@ -153,6 +153,11 @@ impl AgentPools {
             }
         }
         Ok(())
+    }
+
+    /// Takes out what a running executor holds (unreserved resources).
+    fn hold_executor(&mut self, e: &ExecutorSpec) {
+        self.unreserved = self.unreserved.saturating_sub(&e.resources);
     }
 
     /// Takes out what a task holds.
@@ -945,6 +950,11 @@ impl State {
         for t in self.live_tasks_on(agent) {
             pools.hold(&t.spec);
         }
+        for ((a, _, _), e) in self.live_executors() {
+            if &a == agent {
+                pools.hold_executor(e);
+            }
+        }
         Some(pools)
     }
 
@@ -958,6 +968,29 @@ impl State {
         for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
             if let Some(p) = out.get_mut(&t.agent_id) {
                 p.hold(&t.spec);
+            }
+        }
+        for ((agent, _, _), e) in self.live_executors() {
+            if let Some(p) = out.get_mut(&agent) {
+                p.hold_executor(e);
+            }
+        }
+        out
+    }
+
+    /// The executors that run: one per agent, framework and executor id
+    /// with a task that has not ended (an executor lives while its tasks
+    /// do, and holds its resources that long).
+    pub fn live_executors(&self) -> BTreeMap<(AgentId, FrameworkId, ExecutorId), &ExecutorSpec> {
+        let mut out = BTreeMap::new();
+        for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
+            if let Some(e) = &t.spec.executor {
+                out.entry((
+                    t.agent_id.clone(),
+                    t.framework_id.clone(),
+                    e.executor_id.clone(),
+                ))
+                .or_insert(e);
             }
         }
         out
@@ -1130,6 +1163,18 @@ impl State {
         } else {
             None
         };
+        // The executors running there, and those this launch starts: a
+        // task must agree with its executor's description.
+        let mut executors: BTreeMap<ExecutorId, ExecutorSpec> =
+            if tasks.iter().any(|t| t.executor.is_some()) {
+                self.live_executors()
+                    .into_iter()
+                    .filter(|((a, f, _), _)| a == &agent_id && f == &framework_id)
+                    .map(|((_, _, e), spec)| (e, spec.clone()))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            };
         for (mut spec, uuid) in tasks.into_iter().zip(staging_uuids) {
             let id = spec.task_id.clone();
             if self.tasks.contains_key(&id) {
@@ -1140,10 +1185,47 @@ impl State {
                 rejected_tasks.push((id, e.to_string()));
                 continue;
             }
+            let mut new_executor = None;
+            if let Some(e) = &spec.executor {
+                match executors.get(&e.executor_id) {
+                    Some(running) if !running.same_as(e) => {
+                        rejected_tasks.push((
+                            id,
+                            format!(
+                                "executor {} runs on this agent with another description (command, resources or kind)",
+                                e.executor_id
+                            ),
+                        ));
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => new_executor = Some(e.clone()),
+                }
+            }
             if let Some(p) = pools.as_mut() {
-                if let Err(e) = p.fits(&spec) {
+                let fits = p.fits(&spec).and_then(|()| match &new_executor {
+                    Some(e) => {
+                        let need = spec
+                            .resources
+                            .saturating_sub(&reservation::total(&spec.reserved))
+                            .add(&e.resources);
+                        if p.unreserved.contains(&need) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "the agent has {} unreserved and free, not the {need} the task and its executor need",
+                                p.unreserved
+                            ))
+                        }
+                    }
+                    None => Ok(()),
+                });
+                if let Err(e) = fits {
                     rejected_tasks.push((id, e));
                     continue;
+                }
+                if let Some(e) = &new_executor {
+                    p.hold_executor(e);
                 }
                 // The task names its volumes; their directories are the
                 // records' (a volume made again is a new one).
@@ -1168,6 +1250,9 @@ impl State {
                 timestamp: now,
                 uuid,
             };
+            if let Some(e) = new_executor {
+                executors.insert(e.executor_id.clone(), e);
+            }
             self.tasks.insert(
                 id.clone(),
                 TaskRecord {
@@ -1266,22 +1351,32 @@ impl State {
         }
     }
 
-    /// Resources held by tasks that have not ended, per agent.
+    /// Resources held by tasks that have not ended and their executors,
+    /// per agent.
     pub fn used_by_agent(&self) -> BTreeMap<AgentId, Resources> {
         let mut out: BTreeMap<AgentId, Resources> = BTreeMap::new();
         for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
             let e = out.entry(t.agent_id.clone()).or_default();
             *e = e.add(&t.spec.resources);
         }
+        for ((agent, _, _), x) in self.live_executors() {
+            let e = out.entry(agent).or_default();
+            *e = e.add(&x.resources);
+        }
         out
     }
 
-    /// Resources held by tasks that have not ended, per framework.
+    /// Resources held by tasks that have not ended and their executors,
+    /// per framework.
     pub fn used_by_framework(&self) -> BTreeMap<FrameworkId, Resources> {
         let mut out: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
         for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
             let e = out.entry(t.framework_id.clone()).or_default();
             *e = e.add(&t.spec.resources);
+        }
+        for ((_, framework, _), x) in self.live_executors() {
+            let e = out.entry(framework).or_default();
+            *e = e.add(&x.resources);
         }
         out
     }

@@ -35,6 +35,9 @@ fn spec(id: &str) -> TaskSpec {
         readiness_check: None,
         reserved: Default::default(),
         volumes: Vec::new(),
+        executor: None,
+        group: None,
+        task_info: None,
     }
 }
 
@@ -1053,4 +1056,82 @@ fn an_agent_marked_gone_never_comes_back() {
         Response::Rejected { .. }
     ));
     assert_eq!(s, before);
+}
+
+fn executor(command: &str) -> wasmos_core::ExecutorSpec {
+    wasmos_core::ExecutorSpec {
+        executor_id: wasmos_core::ExecutorId::new("e1").unwrap(),
+        kind: wasmos_core::ExecutorKind::Custom,
+        name: "e1".into(),
+        command: Some(CommandSpec {
+            shell: true,
+            value: command.into(),
+            ..Default::default()
+        }),
+        resources: Resources::cpus_mem(0.25, 32.0).unwrap(),
+        fetch: Vec::new(),
+        shutdown_grace_period_ms: None,
+        info: None,
+    }
+}
+
+fn by_executor(id: &str, command: &str) -> TaskSpec {
+    let mut t = spec(id);
+    t.command = CommandSpec::default();
+    t.executor = Some(executor(command));
+    t
+}
+
+#[test]
+fn an_executor_is_held_once_while_any_of_its_tasks_lives_and_must_keep_its_description() {
+    let (mut s, agent) = with_task();
+    let launch = |s: &mut State, tasks: Vec<TaskSpec>, n: u128| {
+        let uuids = (0..tasks.len() as u128).map(|i| uuid(n + i)).collect();
+        let Response::TasksLaunched { accepted, rejected } = s.apply(Command::LaunchTasks {
+            framework_id: fw(),
+            agent_id: agent.clone(),
+            tasks,
+            staging_uuids: uuids,
+            now: 3.0,
+        }) else {
+            panic!("not a launch answer")
+        };
+        (accepted, rejected)
+    };
+    let (ok, refused) = launch(
+        &mut s,
+        vec![
+            by_executor("x1", "./run"),
+            by_executor("x2", "./run"),
+            by_executor("x3", "./other"),
+        ],
+        200,
+    );
+    assert_eq!(ok.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].0.as_str(), "x3");
+    assert!(refused[0].1.contains("another description"), "{refused:?}");
+    // t1 (0.5) + x1 + x2 (0.5 each) + the executor (0.25), once.
+    assert_eq!(
+        s.used_by_agent()[&agent],
+        Resources::cpus_mem(1.75, 224.0).unwrap()
+    );
+    assert_eq!(s.live_executors().len(), 1);
+    assert_eq!(
+        s.agent_pools(&agent).unwrap().unreserved,
+        Resources::cpus_mem(0.25, 800.0).unwrap()
+    );
+    for (id, n) in [("x1", 300), ("x2", 301)] {
+        s.apply(Command::StatusUpdate {
+            status: status(id, TaskState::Finished, n),
+        });
+    }
+    // Its tasks ended: the executor holds nothing, and a new one may
+    // differ.
+    assert!(s.live_executors().is_empty());
+    assert_eq!(
+        s.used_by_agent()[&agent],
+        Resources::cpus_mem(0.5, 64.0).unwrap()
+    );
+    let (ok, refused) = launch(&mut s, vec![by_executor("x4", "./other")], 400);
+    assert_eq!((ok.len(), refused.len()), (1, 0));
 }

@@ -14,7 +14,10 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use wasmos_core::{AgentId, AgentState, FrameworkId, FrameworkKind, Offer, Resources, TaskState};
+use wasmos_core::{
+    AgentId, AgentState, ExecutorKind, ExecutorSpec, FrameworkId, FrameworkKind, Offer, Resources,
+    TaskState,
+};
 use wasmos_state::acl::{Access, Area};
 use wasmos_state::{AgentRecord, FrameworkRecord, TaskRecord};
 
@@ -176,7 +179,7 @@ fn legacy_task(t: &TaskRecord) -> Value {
         "id": t.spec.task_id,
         "name": t.spec.name,
         "framework_id": t.framework_id,
-        "executor_id": "",
+        "executor_id": t.spec.executor.as_ref().map(|e| e.executor_id.as_str()).unwrap_or(""),
         "slave_id": t.agent_id,
         "state": t.state().as_str(),
         "resources": legacy_resources(&t.spec.resources),
@@ -275,7 +278,7 @@ fn legacy_framework(f: &FrameworkSnap) -> Value {
             "id": o.id, "framework_id": o.framework_id, "slave_id": o.agent_id,
             "resources": legacy_resources(&o.resources),
         })).collect::<Vec<_>>(),
-        "executors": [],
+        "executors": legacy_executors(f),
     });
     if let Some(p) = &i.principal {
         v["principal"] = json!(p);
@@ -649,6 +652,9 @@ pub(super) fn v1_task(t: &TaskRecord) -> Value {
     if !t.spec.labels.is_empty() {
         v["labels"] = json!({"labels": labels(&t.spec.labels)});
     }
+    if let Some(e) = &t.spec.executor {
+        v["executor_id"] = json!({"value": e.executor_id.as_str()});
+    }
     v
 }
 
@@ -754,11 +760,83 @@ fn get_tasks(snap: &Snap) -> Value {
     json!({"tasks": live, "unreachable_tasks": unreachable, "completed_tasks": completed})
 }
 
+/// The executors of a framework's live tasks, one per agent and
+/// executor id.
+fn executors_of(f: &FrameworkSnap) -> Vec<(&AgentId, &ExecutorSpec)> {
+    let mut seen = BTreeMap::new();
+    for t in &f.tasks {
+        if let Some(e) = &t.spec.executor {
+            seen.entry((&t.agent_id, &e.executor_id)).or_insert(e);
+        }
+    }
+    seen.into_iter().map(|((a, _), e)| (a, e)).collect()
+}
+
+/// An ExecutorInfo as its framework gave it (Wasmos' own fields when it
+/// is not kept).
+fn executor_info(framework: &FrameworkId, e: &ExecutorSpec) -> Value {
+    let mut v: Value = e
+        .info
+        .as_deref()
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or_else(|| json!({}));
+    v["executor_id"] = json!({"value": e.executor_id.as_str()});
+    v["framework_id"] = id(framework);
+    v["type"] = json!(match e.kind {
+        ExecutorKind::Default => "DEFAULT",
+        ExecutorKind::Custom => "CUSTOM",
+    });
+    v
+}
+
+fn get_executors(snap: &Snap) -> Value {
+    let executors: Vec<Value> = snap
+        .frameworks
+        .iter()
+        .flat_map(|f| {
+            executors_of(f).into_iter().map(
+                |(a, e)| json!({"executor_info": executor_info(&f.rec.id, e), "agent_id": id(a)}),
+            )
+        })
+        .collect();
+    json!({ "executors": executors })
+}
+
+fn legacy_executors(f: &FrameworkSnap) -> Vec<Value> {
+    executors_of(f)
+        .into_iter()
+        .map(|(a, e)| {
+            let tasks: Vec<Value> = f
+                .tasks
+                .iter()
+                .filter(|t| {
+                    &t.agent_id == a
+                        && t.spec.executor.as_ref().map(|x| &x.executor_id) == Some(&e.executor_id)
+                })
+                .map(legacy_task)
+                .collect();
+            let mut v = json!({
+                "executor_id": e.executor_id,
+                "name": e.name,
+                "framework_id": f.rec.id,
+                "slave_id": a,
+                "type": match e.kind { ExecutorKind::Default => "DEFAULT", ExecutorKind::Custom => "CUSTOM" },
+                "resources": legacy_resources(&e.resources),
+                "tasks": tasks,
+            });
+            if let Some(c) = &e.command {
+                v["command"] = json!({"value": c.value, "shell": c.shell, "argv": c.arguments});
+            }
+            v
+        })
+        .collect()
+}
+
 /// GET_STATE's answer (and the operator stream's first event).
 pub(super) fn get_state(snap: &Snap) -> Value {
     json!({
         "get_tasks": get_tasks(snap),
-        "get_executors": {"executors": []},
+        "get_executors": get_executors(snap),
         "get_frameworks": get_frameworks(snap),
         "get_agents": get_agents(snap),
     })
@@ -856,7 +934,7 @@ pub async fn endpoint(
         "GET_AGENTS" => answer("get_agents", get_agents(&snapshot(&l))),
         "GET_FRAMEWORKS" => answer("get_frameworks", get_frameworks(&snapshot(&l))),
         "GET_TASKS" => answer("get_tasks", get_tasks(&snapshot(&l))),
-        "GET_EXECUTORS" => answer("get_executors", json!({"executors": []})),
+        "GET_EXECUTORS" => answer("get_executors", get_executors(&snapshot(&l))),
         "GET_ROLES" => answer("get_roles", json!({"roles": roles_json(&l, false)})),
         "GET_WEIGHTS" => {
             let infos: Vec<Value> = l.store.read(|s| {

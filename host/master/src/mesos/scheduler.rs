@@ -25,13 +25,15 @@ use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
+use wasmos_core::protocol::ExecutorMessage;
 use wasmos_core::{
-    AgentId, AgentState, FrameworkId, FrameworkInfo, FrameworkKind, OfferId, Reason, Source,
-    TaskId, TaskState, TaskStatus,
+    AgentId, AgentState, ExecutorId, FrameworkId, FrameworkInfo, FrameworkKind, OfferId, Reason,
+    Source, TaskId, TaskState, TaskStatus,
 };
 use wasmos_state::acl::{Access, Area};
 use wasmos_state::{Command, Response as StateResponse};
@@ -139,6 +141,19 @@ impl Link {
     /// Mesos' FAILURE event, pymesos' `slaveLost`.
     pub fn agent_lost(&self, agent: &AgentId) {
         self.send(&json!({"type": "FAILURE", "failure": {"agent_id": v1::id(agent)}}));
+    }
+
+    /// Hands an executor's message to the subscriber (Mesos' MESSAGE).
+    pub fn executor_message(&self, agent: &AgentId, executor: &ExecutorId, data: &str) {
+        self.send(&json!({"type": "MESSAGE", "message": {
+            "agent_id": v1::id(agent), "executor_id": {"value": executor.as_str()}, "data": data}}));
+    }
+
+    /// Tells the subscriber an executor ended with wait status `status`
+    /// (Mesos' FAILURE, pymesos' `executorLost`).
+    pub fn executor_lost(&self, agent: &AgentId, executor: &ExecutorId, status: i32) {
+        self.send(&json!({"type": "FAILURE", "failure": {
+            "agent_id": v1::id(agent), "executor_id": {"value": executor.as_str()}, "status": status}}));
     }
 
     /// Sends an update the framework must acknowledge, once per
@@ -438,14 +453,32 @@ pub async fn teardown(leader: &Arc<Leader>, id: &FrameworkId, why: &str) {
         ));
     }
     leader.allocator().remove_framework(id);
-    let tasks: Vec<TaskId> = leader.store.read(|s| {
-        s.tasks
+    let (tasks, executors): (Vec<TaskId>, Vec<(AgentId, ExecutorId)>) = leader.store.read(|s| {
+        let tasks = s
+            .tasks
             .values()
             .filter(|t| &t.framework_id == id && !t.state().is_terminal())
             .map(|t| t.spec.task_id.clone())
-            .collect()
+            .collect();
+        let executors = s
+            .live_executors()
+            .into_keys()
+            .filter(|(_, f, _)| f == id)
+            .map(|(a, _, e)| (a, e))
+            .collect();
+        (tasks, executors)
     });
     tracing::info!(framework = %id, tasks = tasks.len(), %why, "framework removed; killing its tasks");
+    // Its executors are shut down (their tasks end with them); the kills
+    // below end the rest, and any task an executor never ran.
+    for (agent, executor) in executors {
+        let (l, fid) = (leader.clone(), id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = l.shutdown_executor(&agent, &fid, &executor).await {
+                tracing::warn!(%executor, error = %e, "cannot shut a removed framework's executor down");
+            }
+        });
+    }
     for task in tasks {
         let l = leader.clone();
         tokio::spawn(async move {
@@ -601,10 +634,16 @@ pub async fn endpoint(
             Some(t) => calls.kill(&t.value),
             None => missing("kill.task_id"),
         },
-        "SHUTDOWN" => match call.shutdown.and_then(|s| s.executor_id) {
-            // A command task's executor has the task's id.
-            Some(e) => calls.kill(&e.value),
-            None => missing("shutdown.executor_id"),
+        "SHUTDOWN" => match call.shutdown {
+            Some(v1::Shutdown {
+                executor_id: Some(e),
+                agent_id: Some(a),
+            }) => calls.shutdown(&e.value, &a.value),
+            _ => missing("shutdown.executor_id and shutdown.agent_id"),
+        },
+        "MESSAGE" => match call.message {
+            Some(m) => calls.message(&m),
+            None => missing("message"),
         },
         "ACKNOWLEDGE" => match call.acknowledge {
             Some(a) => calls.acknowledge(a).await,
@@ -621,11 +660,10 @@ pub async fn endpoint(
             Some(u) => calls.update(u).await,
             None => missing("update_framework"),
         },
-        // Accepted and ignored: no executors to message yet, no
-        // operations with feedback, no maintenance, and the allocator
-        // reads no requests (neither does Mesos').
-        "MESSAGE"
-        | "REQUEST"
+        // Accepted and ignored: no operations with feedback, no
+        // maintenance, and the allocator reads no requests (neither does
+        // Mesos').
+        "REQUEST"
         | "ACCEPT_INVERSE_OFFERS"
         | "DECLINE_INVERSE_OFFERS"
         | "RECONCILE_OPERATIONS"
@@ -1000,18 +1038,35 @@ impl Calls<'_> {
             match op.kind.as_deref() {
                 Some("LAUNCH") => {
                     let mut tasks = Vec::new();
-                    for t in op.launch.map(|l| l.task_infos).unwrap_or_default() {
-                        let raw = t
-                            .task_id
-                            .as_ref()
-                            .map(|i| i.value.clone())
-                            .unwrap_or_default();
+                    for info in op.launch.map(|l| l.task_infos).unwrap_or_default() {
+                        let raw = info["task_id"]["value"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
                         let Ok(task_id) = TaskId::new(raw.clone()) else {
                             invalid.push((raw, "task_id is not a valid id".into()));
                             continue;
                         };
+                        let t: v1::TaskInfo = match serde_json::from_value(info.clone()) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                batch.refuse(
+                                    &task_id,
+                                    None,
+                                    Reason::ReasonTaskInvalid,
+                                    format!("not a valid TaskInfo: {e}"),
+                                );
+                                continue;
+                            }
+                        };
                         let named = v1::task_agent(&t);
-                        match v1::task_spec(&t, &self.info.user) {
+                        let spec = v1::task_spec(&t, &self.info.user).map(|mut spec| {
+                            if spec.executor.is_some() {
+                                spec.task_info = Some(info.to_string());
+                            }
+                            spec
+                        });
+                        match spec {
                             Err(why) => batch.refuse(&task_id, named.as_ref(), Reason::ReasonTaskInvalid, why),
                             Ok(_) if named.is_some() && agent.is_some() && named != agent => batch.refuse(
                                 &task_id,
@@ -1019,7 +1074,9 @@ impl Calls<'_> {
                                 Reason::ReasonTaskInvalid,
                                 "the task's agent_id is not the agent of its offers".into(),
                             ),
-                            Ok(spec) => match spec.command.user.as_deref() {
+                            Ok(spec) => match spec.command.user.as_deref().or_else(|| {
+                                spec.executor.as_ref()?.command.as_ref()?.user.as_deref()
+                            }) {
                                 Some(u) if !self.principal.grants.may_run_as(u) => batch.refuse(
                                     &task_id,
                                     named.as_ref(),
@@ -1034,16 +1091,50 @@ impl Calls<'_> {
                 }
                 Some("LAUNCH_GROUP") => {
                     let group = op.launch_group.unwrap_or_default();
-                    let ids = group["task_group"]["tasks"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default();
-                    for t in ids {
-                        if let Some(Ok(id)) = t["task_id"]["value"]
-                            .as_str()
-                            .map(|v| TaskId::new(v.to_string()))
-                        {
-                            batch.refuse(&id, None, Reason::ReasonTaskInvalid, "LAUNCH_GROUP (task groups and the default executor) is not supported by this cluster yet".into());
+                    let refuse_all = |batch: &mut LaunchBatch, ids: &[String], why: &str| {
+                        for id in ids.iter().filter_map(|i| TaskId::new(i.clone()).ok()) {
+                            batch.refuse(
+                                &id,
+                                agent.as_ref(),
+                                Reason::ReasonTaskGroupInvalid,
+                                why.to_string(),
+                            );
+                        }
+                    };
+                    match v1::task_group(&group, &self.info.user) {
+                        Err((ids, why)) => refuse_all(&mut batch, &ids, &why),
+                        Ok(tasks) => {
+                            let ids: Vec<String> =
+                                tasks.iter().map(|t| t.task_id.to_string()).collect();
+                            let named = group["task_group"]["tasks"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|t| t["agent_id"]["value"].as_str())
+                                .any(|a| agent.as_ref().is_some_and(|x| x.as_str() != a));
+                            let user = tasks
+                                .iter()
+                                .filter_map(|t| t.command.user.as_deref())
+                                .chain(
+                                    tasks[0]
+                                        .executor
+                                        .iter()
+                                        .filter_map(|e| e.command.as_ref()?.user.as_deref()),
+                                )
+                                .find(|u| !self.principal.grants.may_run_as(u));
+                            if named {
+                                refuse_all(
+                                    &mut batch,
+                                    &ids,
+                                    "a task's agent_id is not the agent of its offers",
+                                );
+                            } else if let Some(u) = user {
+                                for id in tasks.iter().map(|t| &t.task_id) {
+                                    batch.refuse(id, agent.as_ref(), Reason::ReasonTaskUnauthorized, format!("{} may not run tasks as {u:?}: no policy of theirs lists it in run_as", self.principal.name));
+                                }
+                            } else {
+                                ops.push(OfferOp::Launch(tasks));
+                            }
                         }
                     }
                 }
@@ -1091,6 +1182,72 @@ impl Calls<'_> {
                 "task_id": {"value": raw}, "state": "TASK_ERROR", "source": "SOURCE_MASTER",
                 "reason": "REASON_TASK_INVALID", "message": why, "timestamp": now}}}));
         }
+        accepted()
+    }
+
+    /// Shuts an executor down (its tasks end KILLED); a command task's
+    /// executor is the task itself.
+    fn shutdown(&self, executor: &str, agent: &str) -> Response {
+        let (Ok(executor_id), Ok(agent_id)) = (
+            ExecutorId::new(executor.to_string()),
+            AgentId::new(agent.to_string()),
+        ) else {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "shutdown: executor_id and agent_id must be valid ids",
+            );
+        };
+        let running = self.l.store.read(|s| {
+            s.live_executors().contains_key(&(
+                agent_id.clone(),
+                self.fid.clone(),
+                executor_id.clone(),
+            ))
+        });
+        if !running {
+            return self.kill(executor);
+        }
+        let (l, fid) = (self.l.clone(), self.fid.clone());
+        tokio::spawn(async move {
+            if let Err(e) = l.shutdown_executor(&agent_id, &fid, &executor_id).await {
+                tracing::warn!(executor = %executor_id, agent = %agent_id, error = %e, "executor shutdown failed");
+            }
+        });
+        accepted()
+    }
+
+    /// Hands a framework's message to its executor, best effort (as Mesos).
+    fn message(&self, m: &Value) -> Response {
+        let id = |k: &str| m[k]["value"].as_str().map(str::to_string);
+        let (Some(Ok(agent_id)), Some(Ok(executor_id)), Some(data)) = (
+            id("agent_id").map(AgentId::new),
+            id("executor_id").map(ExecutorId::new),
+            m["data"].as_str(),
+        ) else {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "message needs agent_id, executor_id and data (base64)",
+            );
+        };
+        if base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .is_err()
+        {
+            return fail(StatusCode::BAD_REQUEST, "message.data must be base64");
+        }
+        let msg = ExecutorMessage {
+            term: self.l.term,
+            agent_id: None,
+            framework_id: self.fid.clone(),
+            executor_id,
+            data: data.to_string(),
+        };
+        let l = self.l.clone();
+        tokio::spawn(async move {
+            if let Err(e) = l.message_executor(&agent_id, &msg).await {
+                tracing::info!(agent = %agent_id, executor = %msg.executor_id, error = %e, "framework message not delivered");
+            }
+        });
         accepted()
     }
 

@@ -16,7 +16,8 @@ use wasmos_core::reservation::{self, RoleResources, Volume, VolumeMount, check_r
 use wasmos_core::resources::{PortRange, PortSet, Scalar};
 use wasmos_core::task::FetchUri;
 use wasmos_core::{
-    AgentId, CommandSpec, HealthCheckSpec, Offer, Resources, TaskId, TaskSpec, TaskStatus,
+    AgentId, CommandSpec, ExecutorId, ExecutorKind, ExecutorSpec, HealthCheckSpec, Offer,
+    Resources, TaskId, TaskSpec, TaskStatus,
 };
 
 /// `null` reads as the type's default (stout ignores `null`).
@@ -187,8 +188,9 @@ pub fn volume_list(list: &[Resource]) -> Result<Vec<Volume>, String> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Launch {
+    /// As given: a custom executor gets each TaskInfo whole.
     #[serde(deserialize_with = "nullable")]
-    pub task_infos: Vec<TaskInfo>,
+    pub task_infos: Vec<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -794,11 +796,20 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
     if t.agent_id.is_none() {
         return Err("agent_id is required".into());
     }
-    if t.executor.is_some() {
-        return Err(
-            "custom executors are not supported by this cluster yet; give the task a command"
-                .into(),
-        );
+    let executor = match &t.executor {
+        Some(_) if t.command.is_some() => {
+            return Err("a task has a command or an executor, not both".into());
+        }
+        Some(e) => Some(executor_spec(e, framework_user)?),
+        None => None,
+    };
+    if let Some(e) = executor {
+        if e.kind == ExecutorKind::Default {
+            return Err(
+                "the default executor runs task groups: launch it with LAUNCH_GROUP".into(),
+            );
+        }
+        return custom_executor_task(t, task_id, name, e);
     }
     let command_info = t
         .command
@@ -808,19 +819,7 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
     if command.user.is_none() && !framework_user.is_empty() {
         command.user = Some(framework_user.to_string());
     }
-    let fetch = command_info
-        .uris
-        .iter()
-        .map(|u| -> Result<FetchUri, String> {
-            let uri = u.value.clone().ok_or("a URI needs a value")?;
-            Ok(FetchUri {
-                uri,
-                extract: u.extract.unwrap_or(true),
-                executable: u.executable.unwrap_or(false),
-                dest_path: u.output_file.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let fetch = uris(command_info)?;
     let list = resource_list(&t.resources)?;
     let resources = list.all.clone();
     let container = match &t.container {
@@ -830,18 +829,8 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
     if container.is_none() && command.value.is_empty() {
         return Err("command.value is required".into());
     }
-    let mut labels = BTreeMap::new();
-    for l in t.labels.iter().flat_map(|l| &l.labels) {
-        if let Some(k) = &l.key {
-            labels.insert(k.clone(), l.value.clone().unwrap_or_default());
-        }
-    }
-    let kill_grace_period_ms = t
-        .kill_policy
-        .as_ref()
-        .and_then(|k| k.grace_period.as_ref())
-        .map(|d| u64::try_from(d.nanoseconds.max(0)).unwrap_or(0) / 1_000_000)
-        .map(|ms| ms.min(wasmos_core::task::MAX_KILL_GRACE_MS));
+    let labels = labels(t);
+    let kill_grace_period_ms = kill_grace_ms(t);
     let health_check = t.health_check.as_ref().map(health_check).transpose()?;
     if t.check.is_some() {
         return Err("checks (TaskInfo.check) are not supported; use health_check".into());
@@ -859,7 +848,221 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
         readiness_check: None,
         reserved: list.reserved.clone(),
         volumes: list.mounts(),
+        executor: None,
+        group: None,
+        task_info: None,
     })
+}
+
+/// A task its custom executor runs: the agent keeps its resources and
+/// hands the TaskInfo to the executor.
+fn custom_executor_task(
+    t: &TaskInfo,
+    task_id: TaskId,
+    name: String,
+    executor: ExecutorSpec,
+) -> Result<TaskSpec, String> {
+    let list = resource_list(&t.resources)?;
+    if !list.volumes.is_empty() || t.container.is_some() || t.health_check.is_some() {
+        return Err(
+            "a task run by a custom executor cannot have volumes, a container or a health check of its own".into(),
+        );
+    }
+    Ok(TaskSpec {
+        task_id,
+        name,
+        resources: list.all.clone(),
+        command: CommandSpec::default(),
+        labels: labels(t),
+        kill_grace_period_ms: kill_grace_ms(t),
+        health_check: None,
+        container: None,
+        fetch: Vec::new(),
+        readiness_check: None,
+        reserved: list.reserved,
+        volumes: Vec::new(),
+        executor: Some(executor),
+        group: None,
+        task_info: None,
+    })
+}
+
+fn labels(t: &TaskInfo) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    for l in t.labels.iter().flat_map(|l| &l.labels) {
+        if let Some(k) = &l.key {
+            labels.insert(k.clone(), l.value.clone().unwrap_or_default());
+        }
+    }
+    labels
+}
+
+fn kill_grace_ms(t: &TaskInfo) -> Option<u64> {
+    t.kill_policy
+        .as_ref()
+        .and_then(|k| k.grace_period.as_ref())
+        .map(|d| u64::try_from(d.nanoseconds.max(0)).unwrap_or(0) / 1_000_000)
+        .map(|ms| ms.min(wasmos_core::task::MAX_KILL_GRACE_MS))
+}
+
+/// `mesos.v1.ExecutorInfo`, the parts Wasmos reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ExecutorInfo {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    executor_id: Option<Id>,
+    name: Option<String>,
+    command: Option<CommandInfo>,
+    container: Option<Value>,
+    #[serde(deserialize_with = "nullable")]
+    resources: Vec<Resource>,
+    shutdown_grace_period: Option<DurationInfo>,
+}
+
+/// The executor an ExecutorInfo describes, run as the framework's
+/// `framework_user` unless its command names a user.
+pub fn executor_spec(v: &Value, framework_user: &str) -> Result<ExecutorSpec, String> {
+    let e: ExecutorInfo = serde_json::from_value(v.clone())
+        .map_err(|err| format!("executor is not a valid ExecutorInfo: {err}"))?;
+    let executor_id = e
+        .executor_id
+        .as_ref()
+        .ok_or("executor.executor_id is required")
+        .and_then(|i| {
+            ExecutorId::new(i.value.clone()).map_err(|_| "executor_id is not a valid id")
+        })?;
+    let kind = match (e.kind.as_deref(), &e.command) {
+        (Some("DEFAULT"), _) => ExecutorKind::Default,
+        (Some("CUSTOM"), _) | (None | Some("UNKNOWN"), Some(_)) => ExecutorKind::Custom,
+        (None | Some("UNKNOWN"), None) => {
+            return Err("executor.type is required (DEFAULT, or CUSTOM with a command)".into());
+        }
+        (Some(other), _) => return Err(format!("executor.type {other} is not known")),
+    };
+    if e.container.is_some() {
+        return Err(
+            "executors in containers are not supported; run the executor on the host".into(),
+        );
+    }
+    let list = resource_list(&e.resources)?;
+    if !list.reserved.is_empty() || !list.volumes.is_empty() {
+        return Err(
+            "an executor's resources must be unreserved (give reserved resources to its tasks)"
+                .into(),
+        );
+    }
+    let (command, fetch) = match &e.command {
+        None => (None, Vec::new()),
+        Some(c) => {
+            let mut cmd = command(c)?;
+            if cmd.user.is_none() && !framework_user.is_empty() {
+                cmd.user = Some(framework_user.to_string());
+            }
+            (Some(cmd), uris(c)?)
+        }
+    };
+    let spec = ExecutorSpec {
+        executor_id,
+        kind,
+        name: e.name.unwrap_or_default(),
+        command,
+        resources: list.all,
+        fetch,
+        shutdown_grace_period_ms: e
+            .shutdown_grace_period
+            .map(|d| u64::try_from(d.nanoseconds.max(0)).unwrap_or(0) / 1_000_000),
+        info: Some(v.to_string()),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn uris(c: &CommandInfo) -> Result<Vec<FetchUri>, String> {
+    c.uris
+        .iter()
+        .map(|u| -> Result<FetchUri, String> {
+            let uri = u.value.clone().ok_or("a URI needs a value")?;
+            Ok(FetchUri {
+                uri,
+                extract: u.extract.unwrap_or(true),
+                executable: u.executable.unwrap_or(false),
+                dest_path: u.output_file.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The tasks of a LAUNCH_GROUP operation (`launch_group` as given), all
+/// to its executor, or why the group is invalid (each task's id, for
+/// refusing them).
+pub fn task_group(
+    group: &Value,
+    framework_user: &str,
+) -> Result<Vec<TaskSpec>, (Vec<String>, String)> {
+    let raw_tasks: Vec<Value> = group["task_group"]["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ids: Vec<String> = raw_tasks
+        .iter()
+        .filter_map(|t| t["task_id"]["value"].as_str().map(str::to_string))
+        .collect();
+    let fail = |why: String| (ids.clone(), why);
+    if raw_tasks.is_empty() {
+        return Err(fail("task_group.tasks is empty".into()));
+    }
+    let executor = executor_spec(&group["executor"], framework_user).map_err(fail)?;
+    let mut out = Vec::new();
+    for raw in &raw_tasks {
+        let t: TaskInfo = serde_json::from_value(raw.clone())
+            .map_err(|e| fail(format!("a task is not a valid TaskInfo: {e}")))?;
+        if let Some(e) = &t.executor
+            && e["executor_id"]["value"].as_str() != Some(executor.executor_id.as_str())
+        {
+            return Err(fail("a task of the group names another executor".into()));
+        }
+        let mut info = t;
+        info.executor = None;
+        let mut spec = match executor.kind {
+            ExecutorKind::Default => {
+                if info
+                    .container
+                    .as_ref()
+                    .is_some_and(|c| !c.network_infos.is_empty())
+                {
+                    return Err(fail(
+                        "tasks of a group cannot set container.network_infos".into(),
+                    ));
+                }
+                task_spec(&info, framework_user).map_err(|e| fail(e.to_string()))?
+            }
+            ExecutorKind::Custom => {
+                if info.command.is_some() {
+                    info.executor = Some(group["executor"].clone());
+                    info.command = None;
+                }
+                let id = info
+                    .task_id
+                    .as_ref()
+                    .and_then(|i| TaskId::new(i.value.clone()).ok())
+                    .ok_or_else(|| fail("a task's task_id is missing or not a valid id".into()))?;
+                let name = info
+                    .name
+                    .clone()
+                    .ok_or_else(|| fail("a task's name is required".into()))?;
+                custom_executor_task(&info, id, name, executor.clone()).map_err(fail)?
+            }
+        };
+        spec.executor = Some(executor.clone());
+        spec.task_info = (executor.kind == ExecutorKind::Custom).then(|| raw.to_string());
+        out.push(spec);
+    }
+    let first = out[0].task_id.clone();
+    for t in &mut out {
+        t.group = Some(first.clone());
+    }
+    Ok(out)
 }
 
 fn command(c: &CommandInfo) -> Result<CommandSpec, String> {
@@ -1039,6 +1242,92 @@ mod tests {
     fn task(json: Value) -> Result<TaskSpec, String> {
         let t: TaskInfo = serde_json::from_value(json).unwrap();
         task_spec(&t, "nobody")
+    }
+
+    #[test]
+    fn a_task_for_a_custom_executor_keeps_the_executor_and_runs_as_the_framework_user() {
+        let exec = json!({"executor_id": {"value": "e1"}, "name": "mine",
+            "command": {"value": "./executor", "uris": [{"value": "http://h/executor"}]},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}]});
+        let spec = task(
+            json!({"name": "t", "task_id": {"value": "t"}, "agent_id": {"value": "a-S0"},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}}],
+            "executor": exec, "data": "aGk="}),
+        )
+        .unwrap();
+        let e = spec.executor.unwrap();
+        assert_eq!(e.kind, ExecutorKind::Custom);
+        assert_eq!(e.executor_id.as_str(), "e1");
+        assert_eq!(e.command.unwrap().user.as_deref(), Some("nobody"));
+        assert_eq!(e.fetch.len(), 1);
+        assert_eq!(e.resources, "cpus:0.1".parse().unwrap());
+        assert!(e.info.unwrap().contains("\"mine\""));
+        // A command and an executor; a default executor outside a group;
+        // an executor in a container: each refused with the reason.
+        for (extra, why) in [
+            (
+                json!({"command": {"value": "x"}, "executor": {"executor_id": {"value": "e"}, "command": {"value": "y"}}}),
+                "not both",
+            ),
+            (
+                json!({"executor": {"type": "DEFAULT", "executor_id": {"value": "e"}}}),
+                "LAUNCH_GROUP",
+            ),
+            (
+                json!({"executor": {"executor_id": {"value": "e"}, "command": {"value": "y"}, "container": {"type": "MESOS"}}}),
+                "container",
+            ),
+            (
+                json!({"executor": {"executor_id": {"value": "e/x"}, "command": {"value": "y"}}}),
+                "executor_id",
+            ),
+        ] {
+            let mut t = json!({"name": "t", "task_id": {"value": "t"}, "agent_id": {"value": "a"},
+                "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}}]});
+            for (k, v) in extra.as_object().unwrap() {
+                t[k] = v.clone();
+            }
+            let err = task(t).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_task_group_goes_whole_to_its_executor_or_is_refused_whole() {
+        let member = |id: &str, cmd: Option<&str>| {
+            let mut t = json!({"name": id, "task_id": {"value": id}, "agent_id": {"value": "a"},
+                "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}}]});
+            if let Some(c) = cmd {
+                t["command"] = json!({"value": c});
+            }
+            t
+        };
+        let group = |tasks: Vec<Value>| {
+            json!({"executor": {"type": "DEFAULT",
+            "executor_id": {"value": "pod"}, "resources": []}, "task_group": {"tasks": tasks}})
+        };
+        let specs = task_group(
+            &group(vec![
+                member("a", Some("true")),
+                member("b", Some("sleep 1")),
+            ]),
+            "nobody",
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 2);
+        for s in &specs {
+            assert_eq!(s.group.as_ref().map(TaskId::as_str), Some("a"));
+            assert_eq!(s.executor.as_ref().unwrap().kind, ExecutorKind::Default);
+        }
+        let (ids, why) = task_group(
+            &group(vec![member("a", Some("true")), member("b", None)]),
+            "nobody",
+        )
+        .unwrap_err();
+        assert_eq!(ids, vec!["a".to_string(), "b".to_string()]);
+        assert!(why.contains("command"), "{why}");
+        let (_, why) = task_group(&group(vec![]), "nobody").unwrap_err();
+        assert!(why.contains("empty"), "{why}");
     }
 
     #[test]
