@@ -293,6 +293,7 @@ async fn report(
             ready: None,
             timestamp: now_secs(),
             uuid: uuid::Uuid::new_v4(),
+            data: None,
         },
     };
     let mut wait = Duration::from_millis(100);

@@ -5,9 +5,9 @@ pymesos_scheduler.py (mode `executor`).
 Each task's `data` is a base64 shell command: the executor reports
 TASK_RUNNING, runs it, tells its framework how it ended (a framework
 message `<task> exited <code>`), then reports TASK_FINISHED or
-TASK_FAILED. A KILL ends the command and reports TASK_KILLED. A framework
-message `ping` is answered `echo:ping`. The executor itself never runs as
-root: it refuses to start if it does.
+TASK_FAILED with `data` `result of <task>`. A KILL ends the command and
+reports TASK_KILLED. A framework message `ping` is answered `echo:ping`.
+The executor itself never runs as root: it refuses to start if it does.
 """
 
 import os
@@ -25,9 +25,12 @@ class Runner(Executor):
         self.procs = {}
         self.killed = set()
 
-    def update(self, driver, task_id, state, message=""):
-        driver.sendStatusUpdate(dict(task_id=dict(value=task_id), state=state,
-                                     message=message, timestamp=time.time()))
+    def update(self, driver, task_id, state, message="", data=None):
+        status = dict(task_id=dict(value=task_id), state=state, message=message,
+                      timestamp=time.time())
+        if data is not None:
+            status["data"] = encode_data(data)
+        driver.sendStatusUpdate(status)
 
     def launchTask(self, driver, task):
         task_id = task["task_id"]["value"]
@@ -43,7 +46,7 @@ class Runner(Executor):
             with self.lock:
                 killed = task_id in self.killed
             state = "TASK_KILLED" if killed else ("TASK_FINISHED" if code == 0 else "TASK_FAILED")
-            self.update(driver, task_id, state, f"exited {code}")
+            self.update(driver, task_id, state, f"exited {code}", f"result of {task_id}".encode())
 
         threading.Thread(target=run, daemon=True).start()
 

@@ -41,7 +41,7 @@ MODE:
   executor  launch two tasks to one custom executor (pymesos_executor.py,
             run with $EXECUTOR_PYTHON): one finishes (and is not root), one
             keeps running; exchange framework messages with the executor;
-            and, once the file $GO exists, kill the
+            once the file $GO exists, message it again, then kill the
             running task; the executor, left without tasks, is shut down
             (executorLost). A task naming the same executor id with another
             command is refused. `framework: ID` is printed while the
@@ -437,12 +437,19 @@ class WithExecutor(Recorder):
         self.messages = []
         self.lost = []
         self.agent_id = None
+        self.data = {}
 
     def resourceOffers(self, driver, offers):
         with self.lock:
             if self.to_launch and offers:
                 self.agent_id = offers[0].agent_id.value
         super().resourceOffers(driver, offers)
+
+    def statusUpdate(self, driver, update):
+        super().statusUpdate(driver, update)
+        if "data" in update:
+            with self.lock:
+                self.data[update.task_id.value] = decode_data(update.data).decode()
 
     def frameworkMessage(self, driver, executor_id, agent_id, data):
         with self.lock:
@@ -479,12 +486,16 @@ def executor():
         ("ex-done", "", by_executor(nonroot, command)),
         ("ex-long", "", by_executor("sleep 600", command)),
     ])
-    d = driver_for(sched, framework("pymesos-executor"))
+    failover = os.environ.get("FAILOVER")
+    d = driver_for(sched, framework("pymesos-executor",
+                                    failover=float(failover) if failover else None))
     wait("SUBSCRIBED", lambda: sched.registered_id is not None)
     wait("ex-done TASK_FINISHED (run by the executor, not as root)",
          lambda: sched.seen("ex-done", "TASK_FINISHED") or sched.seen("ex-done", "TASK_FAILED"), 90)
     assert sched.states("ex-done")[-1] == "TASK_FINISHED", sched.updates
     wait("ex-long TASK_RUNNING", lambda: sched.seen("ex-long", "TASK_RUNNING"), 60)
+    with sched.lock:
+        assert sched.data.get("ex-done") == "result of ex-done", sched.data
     wait("the executor's message about ex-done", lambda: sched.got("ex-done exited 0"))
     # Every update came from the executor with its uuid (pymesos acked it).
     with sched.lock:
@@ -498,7 +509,18 @@ def executor():
     d.reviveOffers()
     wait("ex-other TASK_ERROR", lambda: sched.seen("ex-other", "TASK_ERROR"), 60)
     print(f"framework: {sched.registered_id}", flush=True)
-    wait("the go-ahead", lambda: os.path.exists(os.environ["GO"]), 120)
+    wait("the go-ahead", lambda: os.path.exists(os.environ["GO"]), 180)
+    # Still there (after an agent restart too): it answers again. Framework
+    # messages are best effort (pymesos drops one sent while it is not
+    # subscribed, as after a master restart): asked until answered.
+    def ask_again():
+        d.sendFrameworkMessage(dict(value="pyexec"), dict(value=sched.agent_id),
+                               encode_data(b"again"))
+        deadline = time.time() + 3
+        while time.time() < deadline and not sched.got("echo:again"):
+            time.sleep(0.1)
+        return sched.got("echo:again")
+    wait("the executor's answer to again", ask_again, 90)
     d.killTask({"value": "ex-long"})
     wait("ex-long TASK_KILLED", lambda: sched.seen("ex-long", "TASK_KILLED"), 60)
     wait("the executor, left without tasks, shut down (executorLost)",

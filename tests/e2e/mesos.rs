@@ -1130,12 +1130,11 @@ async fn executors(api: &Api) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_pymesos_executor_runs_its_frameworks_tasks_and_ends_with_them() {
-    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
-    let go = c.dir.path().join("go");
+/// The environment of pymesos_scheduler.py's `executor` mode: the go-ahead
+/// file, and the Python and script of the executor the agent starts.
+fn executor_env(go: &std::path::Path) -> Vec<(&'static str, String)> {
     let root = wasmos_tests::root();
-    let env = [
+    vec![
         ("GO", go.display().to_string()),
         (
             "EXECUTOR_PYTHON",
@@ -1147,7 +1146,14 @@ async fn a_pymesos_executor_runs_its_frameworks_tasks_and_ends_with_them() {
                 .display()
                 .to_string(),
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn a_pymesos_executor_runs_its_frameworks_tasks_and_ends_with_them() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let go = c.dir.path().join("go");
+    let env = executor_env(&go);
     let (mut scheduler, fid) =
         wasmos_tests::spawn_pymesos(SCRIPT, &["executor", &plain, "pyfw", &password], &env).await;
     // While its task runs, the executor is listed with the framework's
@@ -1207,4 +1213,41 @@ async fn task_groups_run_on_the_default_executor_and_end_together() {
     let (code, _) = c.api.get("/api/wasmos/v1/tasks/g-fine").await;
     assert_eq!(code, 404, "a task of an invalid group never runs");
     assert!(executors(&c.api).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_pymesos_executor_and_its_task_survive_a_restart_of_their_agent() {
+    let plain = format!("127.0.0.1:{}", wasmos_tests::free_port());
+    let (c, host_port, password) = cluster(tempfile::tempdir().unwrap(), &plain).await;
+    let go = c.dir.path().join("go");
+    let mut env = executor_env(&go);
+    env.push(("FAILOVER", "3600".to_string()));
+    let (mut scheduler, _fid) =
+        wasmos_tests::spawn_pymesos(SCRIPT, &["executor", &host_port, "pyfw", &password], &env)
+            .await;
+    // The executor runs ex-long; master and agent die at once and come
+    // back: the executor's container lives on, the agent takes it back from
+    // its checkpoint, and the executor subscribes again.
+    let mut c = c;
+    c.up.kill9().await;
+    let c = Cluster::up_with(c.dir, &["--plain-listen", &plain]).await;
+    wait_for(
+        "ex-long running again after the restart",
+        DEADLINE,
+        || async {
+            (c.api.task_state("ex-long").await.as_deref() == Some("TASK_RUNNING")).then_some(())
+        },
+    )
+    .await;
+    std::fs::write(&go, "").unwrap();
+    // It answers a message and is killed cleanly: KILLED, not LOST.
+    let status = tokio::time::timeout(DEADLINE * 3, scheduler.wait())
+        .await
+        .expect("the scheduler finishes")
+        .unwrap();
+    assert!(status.success(), "pymesos executor mode failed: {status}");
+    assert_eq!(
+        c.api.task_state("ex-long").await.as_deref(),
+        Some("TASK_KILLED")
+    );
 }

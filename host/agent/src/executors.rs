@@ -78,6 +78,22 @@ pub(crate) struct ExecutorEntry {
     token: String,
     /// Shut down by request (its tasks end KILLED, not FAILED).
     shutdown_requested: bool,
+    /// Taken back by a restarted agent: tasks it has reported nothing of
+    /// may or may not have reached it (its SUBSCRIBE lists those that did).
+    maybe_sent: BTreeSet<TaskId>,
+}
+
+/// What a restarted agent needs to take an executor back
+/// (`checkpoint/<container>/executor.json`): it, its tasks, and each
+/// task's latest update (sent again: the master drops it if it had it).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ExecutorRecord {
+    framework_id: FrameworkId,
+    spec: ExecutorSpec,
+    token: String,
+    tasks: BTreeMap<TaskId, TaskSpec>,
+    #[serde(default)]
+    last: BTreeMap<TaskId, TaskStatus>,
 }
 
 /// The executors of this agent and where they call it.
@@ -171,6 +187,7 @@ impl Agent {
             let me = self.clone();
             tokio::spawn(async move { me.run_executor(key).await });
         } else {
+            self.checkpoint_executor(&key);
             self.hand_over(&key);
         }
     }
@@ -190,7 +207,123 @@ impl Agent {
             signal: None,
             token: Uuid::new_v4().simple().to_string(),
             shutdown_requested: false,
+            maybe_sent: BTreeSet::new(),
         }
+    }
+
+    /// Records the executor and its tasks for a restarted agent (native
+    /// containerizer only: only its containers outlive the agent).
+    fn checkpoint_executor(&self, key: &Key) {
+        if self.native.is_none() {
+            return;
+        }
+        let Some((container, spec, token, ids)) = self.lock_executors().get(key).map(|x| {
+            (
+                x.container.clone(),
+                x.spec.clone(),
+                x.token.clone(),
+                x.tasks.clone(),
+            )
+        }) else {
+            return;
+        };
+        let mut rec = ExecutorRecord {
+            framework_id: key.0.clone(),
+            spec,
+            token,
+            tasks: BTreeMap::new(),
+            last: BTreeMap::new(),
+        };
+        {
+            let tasks = self.lock_tasks();
+            for id in ids {
+                if let Some(t) = tasks.get(&id) {
+                    rec.tasks.insert(id.clone(), t.spec.clone());
+                    if let Some(l) = &t.last_status {
+                        rec.last.insert(id, l.clone());
+                    }
+                }
+            }
+        }
+        let dir = self.checkpoint_dir().join(container.as_str());
+        if let Err(e) = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| crate::native::write_json_atomic(&dir.join("executor.json"), &rec))
+        {
+            tracing::warn!(executor = %key.1, error = %e, "cannot checkpoint the executor; an agent restart would end it");
+        }
+    }
+
+    /// Takes back an executor found running when the agent starts: its
+    /// tasks are known again (their latest updates sent again), and it
+    /// re-subscribes (it was told `MESOS_CHECKPOINT=1`). One that ended
+    /// while the agent was away fails its tasks.
+    pub(crate) fn recover_executor(
+        self: &Arc<Self>,
+        container: TaskId,
+        rec: ExecutorRecord,
+        running: Option<crate::containerizer::Launched>,
+    ) {
+        let key = (rec.framework_id.clone(), rec.spec.executor_id.clone());
+        {
+            let mut tasks = self.lock_tasks();
+            for (id, spec) in &rec.tasks {
+                let last = rec.last.get(id).cloned();
+                let state = last.as_ref().map_or(TaskState::Staging, |l| l.state);
+                tasks.insert(
+                    id.clone(),
+                    crate::tasks::TaskEntry::recovered(key.0.clone(), spec.clone(), state, last),
+                );
+            }
+        }
+        for (id, last) in &rec.last {
+            if self.is_tombstoned(id) {
+                continue;
+            }
+            if last.state.is_terminal() {
+                self.tombstone(id);
+            }
+            self.queue_update(&key.0, last.clone());
+        }
+        let Some(launched) = running else {
+            tracing::info!(executor = %key.1, "an executor ended while the agent was away");
+            let live: Vec<TaskId> = {
+                let tasks = self.lock_tasks();
+                rec.tasks
+                    .keys()
+                    .filter(|id| tasks.get(*id).is_some_and(|t| !t.state.is_terminal()))
+                    .cloned()
+                    .collect()
+            };
+            for id in live {
+                let mut s = self.status_of(&id, TaskState::Failed);
+                s.message = Some("its executor ended while the agent was away".into());
+                s.reason = Some(Reason::ReasonExecutorTerminated);
+                self.finish(&key.0, s);
+            }
+            let _ = std::fs::remove_dir_all(self.checkpoint_dir().join(container.as_str()));
+            return;
+        };
+        tracing::info!(executor = %key.1, framework = %key.0, pid = launched.pid, "reattached to a running executor; waiting for it to subscribe again");
+        let mut entry = self.new_executor(rec.spec, Vec::new());
+        entry.container = container.clone();
+        entry.token = rec.token;
+        entry.tasks = rec.tasks.keys().cloned().collect();
+        entry.pid = Some(launched.pid);
+        entry.signal = Some(launched.signal.clone());
+        entry.maybe_sent = rec
+            .tasks
+            .keys()
+            .filter(|id| !rec.last.contains_key(*id))
+            .cloned()
+            .collect();
+        self.lock_executors().insert(key.clone(), entry);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.registration_deadline(key.clone());
+            let exit = launched.exit.await;
+            me.after_exit(&key, &container, exit).await;
+        });
     }
 
     /// Sends a subscribed executor the tasks queued for it: a task group
@@ -268,25 +401,34 @@ impl Agent {
                 x.signal = Some(launched.signal.clone());
             }
         }
-        // It must subscribe in time.
+        self.checkpoint_executor(&key);
+        self.registration_deadline(key.clone());
+        let exit = launched.exit.await;
+        self.after_exit(&key, &container, exit).await;
+    }
+
+    /// Kills the executor if it has not subscribed within
+    /// [`REGISTRATION_TIMEOUT`].
+    fn registration_deadline(self: &Arc<Self>, key: Key) {
         let me = self.clone();
-        let k = key.clone();
         tokio::spawn(async move {
             tokio::time::sleep(REGISTRATION_TIMEOUT).await;
             let signal = me
                 .lock_executors()
-                .get(&k)
+                .get(&key)
                 .filter(|x| x.phase == Phase::Starting)
                 .and_then(|x| x.signal.clone());
             if let Some(signal) = signal {
-                tracing::warn!(executor = %k.1, "executor did not subscribe in time; killing it");
+                tracing::warn!(executor = %key.1, "executor did not subscribe in time; killing it");
                 let _ = signal(Signal::SIGKILL);
             }
         });
-        let exit = launched.exit.await;
+    }
+
+    async fn after_exit(self: &Arc<Self>, key: &Key, container: &TaskId, exit: ExitInfo) {
         let timed_out = self
             .lock_executors()
-            .get(&key)
+            .get(key)
             .is_some_and(|x| x.phase == Phase::Starting);
         let (why, reason) = if timed_out {
             (
@@ -302,7 +444,7 @@ impl Agent {
                 Reason::ReasonExecutorTerminated,
             )
         };
-        self.executor_ended(&key, Some(&exit), &why, reason).await;
+        self.executor_ended(key, Some(&exit), &why, reason).await;
         self.cleanup_isolators(container.as_str()).await;
     }
 
@@ -802,6 +944,7 @@ struct IdValue {
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct Subscribe {
+    unacknowledged_tasks: Vec<Value>,
     unacknowledged_updates: Vec<Update>,
 }
 
@@ -985,6 +1128,17 @@ impl Agent {
             }
             x.phase = Phase::Subscribed;
             x.events = Some(tx.clone());
+            // After an agent restart: what it never got is handed over now.
+            let has: BTreeSet<&str> = sub
+                .unacknowledged_tasks
+                .iter()
+                .filter_map(|t| t["task_id"]["value"].as_str())
+                .collect();
+            let unsent: Vec<TaskId> = std::mem::take(&mut x.maybe_sent)
+                .into_iter()
+                .filter(|id| !has.contains(id.as_str()))
+                .collect();
+            x.queued.extend(unsent);
             x.spec.info.clone()
         };
         let mut executor_info: Value = info
@@ -1073,6 +1227,19 @@ impl Agent {
                 return Ok(());
             }
         }
+        let data = match s["data"].as_str() {
+            None => None,
+            Some(d) if d.len() > wasmos_core::task::MAX_STATUS_DATA => {
+                return Err(format!(
+                    "status.data is over {} bytes (base64); keep bulky results in the sandbox",
+                    wasmos_core::task::MAX_STATUS_DATA
+                ));
+            }
+            Some(d) if base64::engine::general_purpose::STANDARD.decode(d).is_err() => {
+                return Err("status.data must be base64".into());
+            }
+            Some(d) => Some(d.to_string()),
+        };
         let reason = s
             .get("reason")
             .and_then(|r| serde_json::from_value::<Reason>(r.clone()).ok());
@@ -1091,6 +1258,7 @@ impl Agent {
             ready: None,
             timestamp: s["timestamp"].as_f64().unwrap_or_else(now),
             uuid,
+            data,
         };
         if state.is_terminal() {
             self.finish_task(&key.0, status);
@@ -1098,6 +1266,7 @@ impl Agent {
             self.set_task_state(&task_id, state);
             self.queue_update(&key.0, status);
         }
+        self.checkpoint_executor(key);
         Ok(())
     }
 }

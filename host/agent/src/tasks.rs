@@ -43,6 +43,9 @@ pub(crate) struct TaskEntry {
     /// Why the agent itself killed the task (failed health checks, a
     /// limit exceeded).
     kill_reason: Option<KillCause>,
+    /// The latest update queued for it (an executor's tasks are
+    /// checkpointed with it).
+    pub last_status: Option<TaskStatus>,
 }
 
 /// Why the agent itself killed a task; the final status says so.
@@ -57,6 +60,26 @@ pub(crate) enum KillCause {
 impl TaskEntry {
     pub(crate) fn kill_requested(&self) -> bool {
         self.kill_requested
+    }
+
+    /// A task of an executor a restarted agent took back.
+    pub(crate) fn recovered(
+        framework_id: FrameworkId,
+        spec: TaskSpec,
+        state: TaskState,
+        last_status: Option<TaskStatus>,
+    ) -> Self {
+        TaskEntry {
+            framework_id,
+            spec,
+            state,
+            pid: None,
+            signal: None,
+            exec: None,
+            kill_requested: false,
+            kill_reason: None,
+            last_status,
+        }
     }
 }
 
@@ -110,6 +133,7 @@ impl Agent {
             ready: None,
             timestamp: now(),
             uuid: Uuid::new_v4(),
+            data: None,
         }
     }
 
@@ -151,6 +175,7 @@ impl Agent {
                     exec: None,
                     kill_requested: false,
                     kill_reason: None,
+                    last_status: None,
                 },
             );
         }
@@ -265,13 +290,18 @@ impl Agent {
             } = r.record;
             let id = spec.task_id.clone();
             if id.as_str().starts_with(crate::executors::CONTAINER_PREFIX) {
-                // An executor of the agent's previous run: its tasks are
-                // gone with that run's memory, so it goes too.
-                if let Some(l) = r.running {
-                    tracing::info!(container = %id, "ending an executor left from before the agent restarted");
-                    let _ = (l.signal)(Signal::SIGKILL);
+                let dir = self.checkpoint_dir().join(id.as_str());
+                match crate::native::read_json(&dir.join("executor.json")) {
+                    Some(rec) => self.recover_executor(id, rec, r.running),
+                    None => {
+                        // Started but never recorded: nothing to go back to.
+                        if let Some(l) = r.running {
+                            tracing::info!(container = %id, "ending an executor the agent knows nothing of");
+                            let _ = (l.signal)(Signal::SIGKILL);
+                        }
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
                 }
-                let _ = std::fs::remove_dir_all(self.checkpoint_dir().join(id.as_str()));
                 continue;
             }
             self.lock_tasks().insert(
@@ -285,6 +315,7 @@ impl Agent {
                     exec: None,
                     kill_requested: false,
                     kill_reason: None,
+                    last_status: None,
                 },
             );
             match (r.running, r.ended) {

@@ -12,6 +12,9 @@ use crate::Agent;
 impl Agent {
     /// Queues an update for delivery.
     pub(crate) fn queue_update(&self, framework_id: &FrameworkId, status: TaskStatus) {
+        if let Some(t) = self.lock_tasks().get_mut(&status.task_id) {
+            t.last_status = Some(status.clone());
+        }
         self.updates
             .lock()
             .unwrap_or_else(|p| p.into_inner())

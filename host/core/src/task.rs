@@ -171,7 +171,15 @@ pub struct TaskStatus {
     pub timestamp: f64,
     /// Identifies this update across retries.
     pub uuid: Uuid,
+    /// What an executor attached for its framework (base64, Mesos'
+    /// `TaskStatus.data`), at most [`MAX_STATUS_DATA`] bytes of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
+
+/// The longest `data` (base64) a status update may carry: it is kept in
+/// the task's replicated history.
+pub const MAX_STATUS_DATA: usize = 16 * 1024;
 
 /// How a task's process is started (Mesos' CommandInfo).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -826,6 +826,7 @@ pub fn master_status(
         ready: None,
         timestamp: now,
         uuid: Uuid::new_v4(),
+        data: None,
     }
 }
 

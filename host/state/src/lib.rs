@@ -1249,6 +1249,7 @@ impl State {
                 ready: None,
                 timestamp: now,
                 uuid,
+                data: None,
             };
             if let Some(e) = new_executor {
                 executors.insert(e.executor_id.clone(), e);

@@ -59,6 +59,7 @@ fn status(id: &str, state: TaskState, n: u128) -> TaskStatus {
         ready: None,
         timestamp: 1.0,
         uuid: uuid(n),
+        data: None,
     }
 }
 

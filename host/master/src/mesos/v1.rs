@@ -770,6 +770,9 @@ pub fn status_json(s: &TaskStatus, with_uuid: bool) -> Value {
     if let Some(h) = s.healthy {
         v["healthy"] = json!(h);
     }
+    if let Some(d) = &s.data {
+        v["data"] = json!(d);
+    }
     if with_uuid {
         v["uuid"] = json!(base64::engine::general_purpose::STANDARD.encode(s.uuid.as_bytes()));
     }

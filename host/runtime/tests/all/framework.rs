@@ -150,6 +150,7 @@ fn a_submitted_task_is_recorded_then_launched_on_a_fitting_offer() {
             ready: None,
             timestamp: 1.0,
             uuid: uuid_like(),
+            data: None,
         })
         .unwrap();
     kv.commit(&effects.kv);
