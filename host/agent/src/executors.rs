@@ -78,9 +78,10 @@ pub(crate) struct ExecutorEntry {
     token: String,
     /// Shut down by request (its tasks end KILLED, not FAILED).
     shutdown_requested: bool,
-    /// Taken back by a restarted agent: tasks it has reported nothing of
-    /// may or may not have reached it (its SUBSCRIBE lists those that did).
-    maybe_sent: BTreeSet<TaskId>,
+    /// SUBSCRIBE calls so far: a deadline set before one is void after.
+    subscriptions: u64,
+    /// Killed for not subscribing in time.
+    timed_out: bool,
 }
 
 /// What a restarted agent needs to take an executor back
@@ -160,8 +161,9 @@ impl Agent {
         self.executors.lock()
     }
 
-    /// Takes a task for its custom executor: hands it over if the executor
-    /// is subscribed, else queues it (starting the executor if need be).
+    /// Takes a task for its custom executor: queues it (starting the
+    /// executor if need be); [`Self::hand_over_all`] sends what is queued
+    /// to subscribed executors, so that a group goes as one.
     pub(crate) fn launch_to_executor(self: &Arc<Self>, framework_id: FrameworkId, spec: TaskSpec) {
         let Some(e) = spec.executor.clone() else {
             return;
@@ -188,7 +190,19 @@ impl Agent {
             tokio::spawn(async move { me.run_executor(key).await });
         } else {
             self.checkpoint_executor(&key);
-            self.hand_over(&key);
+        }
+    }
+
+    /// Hands every subscribed executor what is queued for it.
+    pub(crate) fn hand_over_all(&self) {
+        let keys: Vec<Key> = self
+            .lock_executors()
+            .iter()
+            .filter(|(_, x)| x.phase == Phase::Subscribed && !x.queued.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.hand_over(&k);
         }
     }
 
@@ -207,7 +221,8 @@ impl Agent {
             signal: None,
             token: Uuid::new_v4().simple().to_string(),
             shutdown_requested: false,
-            maybe_sent: BTreeSet::new(),
+            subscriptions: 0,
+            timed_out: false,
         }
     }
 
@@ -311,16 +326,11 @@ impl Agent {
         entry.tasks = rec.tasks.keys().cloned().collect();
         entry.pid = Some(launched.pid);
         entry.signal = Some(launched.signal.clone());
-        entry.maybe_sent = rec
-            .tasks
-            .keys()
-            .filter(|id| !rec.last.contains_key(*id))
-            .cloned()
-            .collect();
+
         self.lock_executors().insert(key.clone(), entry);
         let me = self.clone();
         tokio::spawn(async move {
-            me.registration_deadline(key.clone());
+            me.registration_deadline(&key, &container);
             let exit = launched.exit.await;
             me.after_exit(&key, &container, exit).await;
         });
@@ -390,34 +400,57 @@ impl Agent {
                     Reason::ReasonContainerLaunchFailed,
                 )
                 .await;
+                self.cleanup_isolators(container.as_str()).await;
                 return;
             }
         };
         tracing::info!(executor = %key.1, framework = %key.0, pid = launched.pid, "executor started");
-        {
+        let shutting_down = {
             let mut map = self.lock_executors();
-            if let Some(x) = map.get_mut(&key) {
-                x.pid = Some(launched.pid);
-                x.signal = Some(launched.signal.clone());
+            match map.get_mut(&key) {
+                Some(x) => {
+                    x.pid = Some(launched.pid);
+                    x.signal = Some(launched.signal.clone());
+                    x.phase == Phase::ShuttingDown
+                }
+                None => false,
             }
-        }
+        };
         self.checkpoint_executor(&key);
-        self.registration_deadline(key.clone());
+        if shutting_down {
+            // Told to shut down while it was starting.
+            self.kill_after_grace(&key, &container);
+        }
+        self.registration_deadline(&key, &container);
         let exit = launched.exit.await;
         self.after_exit(&key, &container, exit).await;
     }
 
-    /// Kills the executor if it has not subscribed within
-    /// [`REGISTRATION_TIMEOUT`].
-    fn registration_deadline(self: &Arc<Self>, key: Key) {
+    /// Kills this instance of the executor (`container`) if it has not
+    /// subscribed (again) within [`REGISTRATION_TIMEOUT`].
+    fn registration_deadline(self: &Arc<Self>, key: &Key, container: &TaskId) {
         let me = self.clone();
+        let (key, container) = (key.clone(), container.clone());
+        let seen = self
+            .lock_executors()
+            .get(&key)
+            .map_or(0, |x| x.subscriptions);
         tokio::spawn(async move {
             tokio::time::sleep(REGISTRATION_TIMEOUT).await;
-            let signal = me
-                .lock_executors()
-                .get(&key)
-                .filter(|x| x.phase == Phase::Starting)
-                .and_then(|x| x.signal.clone());
+            let signal = {
+                let mut map = me.lock_executors();
+                match map.get_mut(&key) {
+                    Some(x)
+                        if x.container == container
+                            && x.subscriptions == seen
+                            && x.events.is_none() =>
+                    {
+                        x.timed_out = true;
+                        x.signal.clone()
+                    }
+                    _ => None,
+                }
+            };
             if let Some(signal) = signal {
                 tracing::warn!(executor = %key.1, "executor did not subscribe in time; killing it");
                 let _ = signal(Signal::SIGKILL);
@@ -425,18 +458,55 @@ impl Agent {
         });
     }
 
+    /// SIGKILL for this instance of the executor once its shutdown grace
+    /// period is over, unless it ended by then.
+    fn kill_after_grace(self: &Arc<Self>, key: &Key, container: &TaskId) {
+        let me = self.clone();
+        let (key, container) = (key.clone(), container.clone());
+        let Some(grace) = self
+            .lock_executors()
+            .get(&key)
+            .map(|x| Duration::from_millis(x.spec.shutdown_grace_ms()))
+        else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let signal = me
+                .lock_executors()
+                .get(&key)
+                .filter(|x| x.container == container)
+                .and_then(|x| x.signal.clone());
+            if let Some(s) = signal {
+                tracing::info!(executor = %key.1, "executor still running after its grace period; SIGKILL");
+                let _ = s(Signal::SIGKILL);
+            }
+        });
+    }
+
     async fn after_exit(self: &Arc<Self>, key: &Key, container: &TaskId, exit: ExitInfo) {
-        let timed_out = self
+        let (timed_out, subscribed) = self
             .lock_executors()
             .get(key)
-            .is_some_and(|x| x.phase == Phase::Starting);
+            .map_or((false, true), |x| (x.timed_out, x.subscriptions > 0));
+        let sandbox = self.sandbox_root().join(container.as_str());
         let (why, reason) = if timed_out {
             (
                 format!(
-                    "the executor did not subscribe within {} s",
-                    REGISTRATION_TIMEOUT.as_secs()
+                    "the executor did not subscribe within {} s; see its output in {}",
+                    REGISTRATION_TIMEOUT.as_secs(),
+                    sandbox.display()
                 ),
                 Reason::ReasonExecutorRegistrationTimeout,
+            )
+        } else if !subscribed {
+            (
+                format!(
+                    "the executor ended ({}) before it subscribed; see its output in {}",
+                    describe(&exit),
+                    sandbox.display()
+                ),
+                Reason::ReasonExecutorTerminated,
             )
         } else {
             (
@@ -664,22 +734,22 @@ impl Agent {
             x.queued.retain(|t| t != id);
             x.next.retain(|t| t != id);
             if x.queued.len() + x.next.len() < before {
-                None
+                Err(())
             } else {
-                x.events.clone()
+                // Not subscribed now: the KILL goes when it subscribes
+                // again; shutting down: it ends with its executor.
+                Ok(x.events.clone())
             }
         };
         match tx {
-            Some(tx) => {
-                let _ = tx.send(record(&json!({"type": "KILL", "kill": {
-                    "task_id": {"value": id.as_str()},
-                    "kill_policy": {"grace_period": {"nanoseconds": grace_ms.saturating_mul(1_000_000)}}}})));
+            Ok(Some(tx)) => {
+                let _ = tx.send(kill_event(id, grace_ms));
             }
-            None => {
+            Ok(None) => {}
+            Err(()) => {
                 let mut s = self.status_of(id, TaskState::Killed);
                 s.message = Some("killed before its executor ran it".into());
                 self.finish_task(&key.0, s);
-                self.shutdown_if_idle(key);
             }
         }
     }
@@ -687,46 +757,54 @@ impl Agent {
     /// Shuts an executor down: SHUTDOWN, then SIGKILL after its grace
     /// period. `requested`: by its framework (tasks end KILLED).
     pub(crate) fn shutdown_executor(self: &Arc<Self>, key: &Key, requested: bool) -> bool {
-        let (tx, signal, grace) = {
+        let (tx, container) = {
             let mut map = self.lock_executors();
             let Some(x) = map.get_mut(key) else {
-                return false;
+                drop(map);
+                return requested && self.shutdown_default_executor(key);
             };
             x.shutdown_requested |= requested;
             if x.phase == Phase::ShuttingDown {
                 return true;
             }
             x.phase = Phase::ShuttingDown;
-            (
-                x.events.take(),
-                x.signal.clone(),
-                Duration::from_millis(x.spec.shutdown_grace_ms()),
-            )
+            (x.events.take(), x.container.clone())
         };
         tracing::info!(executor = %key.1, framework = %key.0, requested, "shutting the executor down");
         if let Some(tx) = tx {
             let _ = tx.send(record(&json!({"type": "SHUTDOWN"})));
         }
-        let me = self.clone();
-        let key = key.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + grace;
-            loop {
-                if !me.lock_executors().contains_key(&key) {
-                    return;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let signal = signal.or_else(|| me.lock_executors().get(&key)?.signal.clone());
-            if let Some(s) = signal {
-                tracing::info!(executor = %key.1, "executor still running after its grace period; SIGKILL");
-                let _ = s(Signal::SIGKILL);
-            }
-        });
+        // Not started yet: `run_executor` sets the timer once it has.
+        if self
+            .lock_executors()
+            .get(key)
+            .is_some_and(|x| x.signal.is_some())
+        {
+            self.kill_after_grace(key, &container);
+        }
         true
+    }
+
+    /// The default executor (the agent itself) shuts down by killing its
+    /// tasks; false when the framework has none under that executor id.
+    fn shutdown_default_executor(self: &Arc<Self>, key: &Key) -> bool {
+        let tasks: Vec<(TaskId, u64)> = self
+            .lock_tasks()
+            .iter()
+            .filter(|(_, t)| {
+                t.framework_id == key.0
+                    && !t.state.is_terminal()
+                    && t.spec
+                        .executor
+                        .as_ref()
+                        .is_some_and(|e| e.executor_id == key.1)
+            })
+            .map(|(id, t)| (id.clone(), t.spec.kill_grace_ms()))
+            .collect();
+        for (id, grace) in &tasks {
+            let _ = self.kill(id, *grace);
+        }
+        !tasks.is_empty()
     }
 
     /// An executor whose tasks all ended is shut down (it holds resources
@@ -839,6 +917,14 @@ impl Agent {
             .any(|x| &x.container == container)
     }
 
+    pub(crate) fn longest_executor_grace(&self) -> Duration {
+        self.lock_executors()
+            .values()
+            .map(|x| Duration::from_millis(x.spec.shutdown_grace_ms()))
+            .max()
+            .unwrap_or_default()
+    }
+
     pub(crate) fn executor_keys(&self) -> Vec<Key> {
         self.lock_executors().keys().cloned().collect()
     }
@@ -853,6 +939,12 @@ impl Agent {
             })
             .collect()
     }
+}
+
+fn kill_event(id: &TaskId, grace_ms: u64) -> Bytes {
+    record(&json!({"type": "KILL", "kill": {
+        "task_id": {"value": id.as_str()},
+        "kill_policy": {"grace_period": {"nanoseconds": grace_ms.saturating_mul(1_000_000)}}}}))
 }
 
 /// A wait status as Mesos reports it (`status` of the FAILURE event).
@@ -921,6 +1013,13 @@ pub(crate) async fn listen(agent: Arc<Agent>) -> anyhow::Result<()> {
             .await;
     });
     Ok(())
+}
+
+/// Why a call is not taken as the executor's.
+enum AuthError {
+    Refused(String),
+    /// Its container has not started yet (no process to trace to).
+    NotYet,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -1001,8 +1100,15 @@ async fn call(
         );
     };
     let key = (framework_id, executor_id);
-    if let Err(why) = a.authenticate_executor(&key, peer, &headers).await {
-        return error(StatusCode::FORBIDDEN, why);
+    match a.authenticate_executor(&key, peer, &headers).await {
+        Ok(()) => {}
+        Err(AuthError::Refused(why)) => return error(StatusCode::FORBIDDEN, why),
+        Err(AuthError::NotYet) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the executor's container is still starting; retry in a moment",
+            );
+        }
     }
     match call.kind.as_deref().unwrap_or("") {
         "SUBSCRIBE" => a.executor_subscribe(&key, call.subscribe.unwrap_or_default()),
@@ -1051,14 +1157,14 @@ impl Agent {
         key: &Key,
         peer: SocketAddr,
         headers: &HeaderMap,
-    ) -> Result<(), String> {
+    ) -> Result<(), AuthError> {
         let (token, pid) = {
             let map = self.lock_executors();
             let Some(x) = map.get(key) else {
-                return Err(format!(
+                return Err(AuthError::Refused(format!(
                     "executor {} of framework {} is not running on this agent",
                     key.1, key.0
-                ));
+                )));
             };
             (x.token.clone(), x.pid)
         };
@@ -1069,11 +1175,13 @@ impl Agent {
             return if protocol::bearer_matches(Some(h), &token) {
                 Ok(())
             } else {
-                Err("the bearer token is not this executor's".into())
+                Err(AuthError::Refused(
+                    "the bearer token is not this executor's".into(),
+                ))
             };
         }
         let Some(pid) = pid else {
-            return Err("the executor has not started yet".into());
+            return Err(AuthError::NotYet);
         };
         let local = self.executors.endpoint.get().copied();
         let cached = self
@@ -1105,41 +1213,29 @@ impl Agent {
             }
         })
         .await
-        .map_err(|e| e.to_string())??;
-        self.executors
+        .map_err(|e| AuthError::Refused(e.to_string()))?
+        .map_err(AuthError::Refused)?;
+        let mut peers = self
+            .executors
             .peers
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(peer, (found, key.clone()));
+            .unwrap_or_else(|p| p.into_inner());
+        if peers.len() >= 4096 {
+            // Connections come and go; tracing one again is cheap enough.
+            peers.clear();
+        }
+        peers.insert(peer, (found, key.clone()));
         Ok(())
     }
 
     fn executor_subscribe(self: &Arc<Self>, key: &Key, sub: Subscribe) -> Response {
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        let info = {
-            let mut map = self.lock_executors();
-            let Some(x) = map.get_mut(key) else {
-                return error(StatusCode::NOT_FOUND, "the executor is not running here");
-            };
-            if x.phase == Phase::ShuttingDown {
-                let _ = tx.send(record(&json!({"type": "SHUTDOWN"})));
-                drop(map);
-                return stream(rx);
-            }
-            x.phase = Phase::Subscribed;
-            x.events = Some(tx.clone());
-            // After an agent restart: what it never got is handed over now.
-            let has: BTreeSet<&str> = sub
-                .unacknowledged_tasks
-                .iter()
-                .filter_map(|t| t["task_id"]["value"].as_str())
-                .collect();
-            let unsent: Vec<TaskId> = std::mem::take(&mut x.maybe_sent)
-                .into_iter()
-                .filter(|id| !has.contains(id.as_str()))
-                .collect();
-            x.queued.extend(unsent);
-            x.spec.info.clone()
+        let Some((info, container)) = self
+            .lock_executors()
+            .get(key)
+            .map(|x| (x.spec.info.clone(), x.container.clone()))
+        else {
+            return error(StatusCode::NOT_FOUND, "the executor is not running here");
         };
         let mut executor_info: Value = info
             .as_deref()
@@ -1148,13 +1244,50 @@ impl Agent {
         executor_info["executor_id"] = json!({ "value": key.1.as_str() });
         executor_info["framework_id"] = json!({ "value": key.0.as_str() });
         let agent_id = self.agent_id().map(|a| a.to_string()).unwrap_or_default();
-        let port = self.config.listen.port();
-        let subscribed = json!({"type": "SUBSCRIBED", "subscribed": {
+        let subscribed = record(&json!({"type": "SUBSCRIBED", "subscribed": {
             "executor_info": executor_info,
             "framework_info": {"id": {"value": key.0.as_str()}, "name": "", "user": self.config.task_user},
-            "agent_info": {"id": {"value": agent_id}, "hostname": self.info.hostname, "port": port, "resources": []},
-            "container_id": {"value": self.lock_executors().get(key).map(|x| x.container.to_string()).unwrap_or_default()}}});
-        let _ = tx.send(record(&subscribed));
+            "agent_info": {"id": {"value": agent_id}, "hostname": self.info.hostname,
+                           "port": self.config.listen.port(), "resources": []},
+            "container_id": {"value": container.as_str()}}}));
+        // The tasks it holds; the rest of its tasks that it never reported
+        // on (a stream that broke, an agent restart) are handed over again,
+        // and kills it may have missed are sent again.
+        let has: BTreeSet<&str> = sub
+            .unacknowledged_tasks
+            .iter()
+            .filter_map(|t| t["task_id"]["value"].as_str())
+            .collect();
+        {
+            let mut map = self.lock_executors();
+            let Some(x) = map.get_mut(key).filter(|x| x.container == container) else {
+                return error(StatusCode::NOT_FOUND, "the executor is not running here");
+            };
+            if x.phase == Phase::ShuttingDown {
+                let _ = tx.send(record(&json!({"type": "SHUTDOWN"})));
+                drop(map);
+                return stream(rx);
+            }
+            // SUBSCRIBED goes first, before anything else can be sent.
+            let _ = tx.send(subscribed);
+            x.phase = Phase::Subscribed;
+            x.events = Some(tx.clone());
+            x.subscriptions += 1;
+            let tasks = self.lock_tasks();
+            for id in &x.tasks {
+                let Some(t) = tasks.get(id).filter(|t| !t.state.is_terminal()) else {
+                    continue;
+                };
+                let unsent = t.state == TaskState::Staging
+                    && !has.contains(id.as_str())
+                    && !x.queued.contains(id);
+                if unsent && !t.kill_requested() {
+                    x.queued.push(id.clone());
+                } else if !unsent && t.kill_requested() {
+                    let _ = tx.send(kill_event(id, t.spec.kill_grace_ms()));
+                }
+            }
+        }
         tracing::info!(executor = %key.1, framework = %key.0, "executor subscribed");
         // Updates it sent before a reconnection and never saw acknowledged.
         for u in sub.unacknowledged_updates {
@@ -1172,6 +1305,31 @@ impl Agent {
                 if beat.send(record(&json!({"type": "HEARTBEAT"}))).is_err() {
                     return;
                 }
+            }
+        });
+        // When the stream goes (the executor's connection closed), it has
+        // REGISTRATION_TIMEOUT to subscribe again.
+        let me = self.clone();
+        let k = key.clone();
+        tokio::spawn(async move {
+            tx.closed().await;
+            let gone = {
+                let mut map = me.lock_executors();
+                match map.get_mut(&k) {
+                    Some(x)
+                        if x.container == container
+                            && x.events.as_ref().is_some_and(|e| e.same_channel(&tx)) =>
+                    {
+                        x.events = None;
+                        x.phase = Phase::Starting;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if gone {
+                tracing::info!(executor = %k.1, framework = %k.0, "the executor's connection closed; waiting for it to subscribe again");
+                me.registration_deadline(&k, &container);
             }
         });
         stream(rx)
@@ -1211,7 +1369,10 @@ impl Agent {
         {
             let tasks = self.lock_tasks();
             let Some(t) = tasks.get(&task_id) else {
-                return Err(format!("task {task_id} is not on this agent"));
+                // Long over (its end acknowledged and forgotten): taken and
+                // dropped, as Mesos does.
+                tracing::info!(task = %task_id, executor = %key.1, "an update for a task this agent no longer tracks was dropped");
+                return Ok(());
             };
             let mine = t
                 .spec
@@ -1223,7 +1384,16 @@ impl Agent {
                 return Err(format!("task {task_id} is not this executor's"));
             }
             if t.state.is_terminal() {
-                // Already ended (a retry): acknowledged as before.
+                // Already ended (a retry, or the agent ended it first):
+                // acknowledged, so that the executor stops sending it.
+                let tx = self
+                    .lock_executors()
+                    .get(key)
+                    .and_then(|x| x.events.clone());
+                if let Some(tx) = tx {
+                    let _ = tx.send(record(&json!({"type": "ACKNOWLEDGED", "acknowledged": {
+                        "task_id": {"value": task_id.as_str()}, "uuid": b64(uuid.as_bytes())}})));
+                }
                 return Ok(());
             }
         }
@@ -1296,7 +1466,8 @@ fn peer_inode(peer: SocketAddr, local: SocketAddr) -> Option<u64> {
             if f.len() < 10 {
                 continue;
             }
-            if proc_addr(f[1]) == Some(peer) && proc_addr(f[2]) == Some(local) {
+            // Inode 0: a socket in TIME_WAIT, owned by no one.
+            if proc_addr(f[1]) == Some(peer) && proc_addr(f[2]) == Some(local) && f[9] != "0" {
                 return f[9].parse().ok();
             }
         }

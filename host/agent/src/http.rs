@@ -109,6 +109,8 @@ async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>
         }
         a.launch(msg.framework_id.clone(), t);
     }
+    // Tasks for subscribed executors go now, a group as one LAUNCH_GROUP.
+    a.hand_over_all();
     StatusCode::ACCEPTED.into_response()
 }
 

@@ -691,8 +691,17 @@ impl Agent {
             .filter(|(_, t)| !t.state.is_terminal())
             .map(|(id, t)| (id.clone(), t.spec.kill_grace_ms()))
             .collect();
-        for key in self.executor_keys() {
-            self.shutdown_executor(&key, true);
+        let executors = self.executor_keys();
+        for key in &executors {
+            self.shutdown_executor(key, true);
+        }
+        if !executors.is_empty() {
+            // Their SIGKILL timers die with the agent: wait them out.
+            let longest = self.longest_executor_grace();
+            let deadline = tokio::time::Instant::now() + longest + Duration::from_secs(2);
+            while !self.executor_keys().is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         if live.is_empty() {
             return;

@@ -94,6 +94,17 @@ impl LaunchBatch {
                 _ => Vec::new(),
             })
             .collect();
+        let grouped: BTreeSet<TaskId> = ops
+            .iter()
+            .flat_map(|op| match op {
+                OfferOp::Launch(tasks) | OfferOp::LaunchReservedFirst(tasks) => tasks
+                    .iter()
+                    .filter(|t| t.group.is_some())
+                    .map(|t| t.task_id.clone())
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
         let with_executors = ops.iter().any(|op| match op {
             OfferOp::Launch(tasks) | OfferOp::LaunchReservedFirst(tasks) => {
                 tasks.iter().any(|t| t.executor.is_some())
@@ -135,11 +146,16 @@ impl LaunchBatch {
         match accepted {
             Ok(acc) => {
                 for (id, why) in acc.refused {
+                    let reason = if grouped.contains(&id) {
+                        Reason::ReasonTaskGroupInvalid
+                    } else {
+                        Reason::ReasonTaskInvalid
+                    };
                     self.refused.push(master_status(
                         &id,
                         Some(&acc.agent_id),
                         TaskState::Error,
-                        Reason::ReasonTaskInvalid,
+                        reason,
                         why,
                         now,
                     ));
@@ -290,11 +306,16 @@ impl Leader {
             match resp {
                 Response::TasksLaunched { accepted, rejected } => {
                     for (id, why) in rejected {
+                        let grouped = tasks.iter().any(|t| t.task_id == id && t.group.is_some());
                         refused.push(master_status(
                             &id,
                             Some(&agent),
                             TaskState::Error,
-                            Reason::ReasonTaskInvalid,
+                            if grouped {
+                                Reason::ReasonTaskGroupInvalid
+                            } else {
+                                Reason::ReasonTaskInvalid
+                            },
                             why,
                             now,
                         ));

@@ -1175,6 +1175,10 @@ impl State {
             } else {
                 BTreeMap::new()
             };
+        let groups: BTreeMap<TaskId, TaskId> = tasks
+            .iter()
+            .filter_map(|t| Some((t.task_id.clone(), t.group.clone()?)))
+            .collect();
         for (mut spec, uuid) in tasks.into_iter().zip(staging_uuids) {
             let id = spec.task_id.clone();
             if self.tasks.contains_key(&id) {
@@ -1266,6 +1270,24 @@ impl State {
                 },
             );
             accepted.push(id);
+        }
+        // A task group launches whole or not at all.
+        let failed_groups: BTreeMap<TaskId, String> = rejected_tasks
+            .iter()
+            .filter_map(|(id, why)| {
+                let group = groups.get(id)?;
+                Some((group.clone(), format!("task {id} of its group: {why}")))
+            })
+            .collect();
+        if !failed_groups.is_empty() {
+            accepted.retain(|id| {
+                let Some(why) = groups.get(id).and_then(|g| failed_groups.get(g)) else {
+                    return true;
+                };
+                self.tasks.remove(id);
+                rejected_tasks.push((id.clone(), format!("its task group cannot launch: {why}")));
+                false
+            });
         }
         Response::TasksLaunched {
             accepted,

@@ -1136,3 +1136,35 @@ fn an_executor_is_held_once_while_any_of_its_tasks_lives_and_must_keep_its_descr
     let (ok, refused) = launch(&mut s, vec![by_executor("x4", "./other")], 400);
     assert_eq!((ok.len(), refused.len()), (1, 0));
 }
+
+#[test]
+fn a_task_group_is_recorded_whole_or_not_at_all() {
+    let (mut s, agent) = with_task();
+    let member = |id: &str| {
+        let mut t = spec(id);
+        t.executor = Some(wasmos_core::ExecutorSpec {
+            kind: wasmos_core::ExecutorKind::Default,
+            command: None,
+            ..executor("unused")
+        });
+        t.group = Some(TaskId::new("g1").unwrap());
+        t
+    };
+    // g2 reuses t1's id: g1 must not be recorded either.
+    let mut dup = member("t1");
+    dup.group = Some(TaskId::new("g1").unwrap());
+    let r = s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: agent,
+        tasks: vec![member("g1"), dup],
+        staging_uuids: vec![uuid(500), uuid(501)],
+        now: 3.0,
+    });
+    let Response::TasksLaunched { accepted, rejected } = r else {
+        panic!("not a launch answer")
+    };
+    assert!(accepted.is_empty(), "{accepted:?}");
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(!s.tasks.contains_key(&TaskId::new("g1").unwrap()));
+    assert!(s.live_executors().is_empty());
+}

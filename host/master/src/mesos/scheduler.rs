@@ -1205,7 +1205,21 @@ impl Calls<'_> {
             ))
         });
         if !running {
-            return self.kill(executor);
+            // A command task's executor is the task itself; an executor
+            // that is not running has nothing to shut down.
+            let task = TaskId::new(executor.to_string()).ok().filter(|id| {
+                self.l.store.read(|s| {
+                    s.tasks.get(id).is_some_and(|t| {
+                        &t.framework_id == self.fid
+                            && t.spec.executor.is_none()
+                            && !t.state().is_terminal()
+                    })
+                })
+            });
+            return match task {
+                Some(t) => self.kill(t.as_str()),
+                None => accepted(),
+            };
         }
         let (l, fid) = (self.l.clone(), self.fid.clone());
         tokio::spawn(async move {
