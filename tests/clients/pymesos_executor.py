@@ -5,7 +5,7 @@ pymesos_scheduler.py (mode `executor`).
 Each task's `data` is a base64 shell command: the executor reports
 TASK_RUNNING, runs it, tells its framework how it ended (a framework
 message `<task> exited <code>`), then reports TASK_FINISHED or
-TASK_FAILED with `data` `result of <task>`. A KILL ends the command and
+TASK_FAILED with the command's output as `data`. A KILL ends the command and
 reports TASK_KILLED. A framework message `ping` is answered `echo:ping`.
 The executor itself never runs as root: it refuses to start if it does.
 """
@@ -37,16 +37,18 @@ class Runner(Executor):
         command = decode_data(task["data"]).decode()
 
         def run():
-            proc = subprocess.Popen(command, shell=True, start_new_session=True)
+            proc = subprocess.Popen(command, shell=True, start_new_session=True,
+                                    stdout=subprocess.PIPE)
             with self.lock:
                 self.procs[task_id] = proc
             self.update(driver, task_id, "TASK_RUNNING")
-            code = proc.wait()
+            out = proc.communicate()[0][:1024]
+            code = proc.returncode
             driver.sendFrameworkMessage(encode_data(f"{task_id} exited {code}".encode()))
             with self.lock:
                 killed = task_id in self.killed
             state = "TASK_KILLED" if killed else ("TASK_FINISHED" if code == 0 else "TASK_FAILED")
-            self.update(driver, task_id, state, f"exited {code}", f"result of {task_id}".encode())
+            self.update(driver, task_id, state, f"exited {code}", out)
 
         threading.Thread(target=run, daemon=True).start()
 

@@ -39,8 +39,9 @@ MODE:
   reserved  subscribe in role $ROLE and wait for an offer holding $CPUS cpus
             statically reserved for it (`role` and no `reservation`).
   executor  launch two tasks to one custom executor (pymesos_executor.py,
-            run with $EXECUTOR_PYTHON): one finishes (and is not root), one
-            keeps running; exchange framework messages with the executor;
+            run with $EXECUTOR_PYTHON): one keeps running; the other, launched
+            to the running executor, finishes (not as root), reporting the
+            container's memory limit, grown for it; exchange framework messages with the executor;
             once the file $GO exists, message it again, then kill the
             running task; the executor, left without tasks, is shut down
             (executorLost). A task naming the same executor id with another
@@ -478,24 +479,34 @@ def by_executor(data, command):
             "command": None}
 
 
+# The memory limit of the cgroup the command runs in (v1 or v2), in bytes.
+MEMORY_LIMIT = ("p=$(grep :memory: /proc/self/cgroup | cut -d: -f3); "
+                "if [ -n \"$p\" ]; then cat /sys/fs/cgroup/memory$p/memory.limit_in_bytes; "
+                "else cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup | head -1)/memory.max; fi")
+
+
 def executor():
     python, script = os.environ["EXECUTOR_PYTHON"], os.environ["EXECUTOR_SCRIPT"]
     command = f"exec {python} {script}"
-    nonroot = 'test "$(id -u)" != 0'
-    sched = WithExecutor([
-        ("ex-done", "", by_executor(nonroot, command)),
-        ("ex-long", "", by_executor("sleep 600", command)),
-    ])
+    sched = WithExecutor([("ex-long", "", by_executor("sleep 600", command))])
     failover = os.environ.get("FAILOVER")
     d = driver_for(sched, framework("pymesos-executor",
                                     failover=float(failover) if failover else None))
     wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    wait("ex-long TASK_RUNNING", lambda: sched.seen("ex-long", "TASK_RUNNING"), 90)
+    # A second task for the running executor: its container grows to hold
+    # the executor (64 MB) and both tasks (32 MB each). ex-done reports the
+    # limit it runs under (its output, as status data).
+    with sched.lock:
+        sched.to_launch.append(("ex-done", "", by_executor(
+            f'test "$(id -u)" != 0 && {MEMORY_LIMIT}', command)))
+    d.reviveOffers()
     wait("ex-done TASK_FINISHED (run by the executor, not as root)",
          lambda: sched.seen("ex-done", "TASK_FINISHED") or sched.seen("ex-done", "TASK_FAILED"), 90)
     assert sched.states("ex-done")[-1] == "TASK_FINISHED", sched.updates
-    wait("ex-long TASK_RUNNING", lambda: sched.seen("ex-long", "TASK_RUNNING"), 60)
     with sched.lock:
-        assert sched.data.get("ex-done") == "result of ex-done", sched.data
+        limit = int(sched.data["ex-done"].split()[0])
+    assert limit >= 128 << 20, f"the executor's container holds {limit} bytes, not 128 MB"
     wait("the executor's message about ex-done", lambda: sched.got("ex-done exited 0"))
     # Every update came from the executor with its uuid (pymesos acked it).
     with sched.lock:

@@ -190,6 +190,38 @@ impl Agent {
             tokio::spawn(async move { me.run_executor(key).await });
         } else {
             self.checkpoint_executor(&key);
+            self.size_executor(&key);
+        }
+    }
+
+    /// Makes a running executor's container hold it and all its live
+    /// tasks (memory only grows while it runs).
+    fn size_executor(&self, key: &Key) {
+        let (Some(native), Some((container, mut need, ids))) = (
+            self.native.clone(),
+            self.lock_executors()
+                .get(key)
+                .filter(|x| x.pid.is_some())
+                .map(|x| {
+                    (
+                        x.container.clone(),
+                        x.spec.resources.clone(),
+                        x.tasks.clone(),
+                    )
+                }),
+        ) else {
+            return;
+        };
+        {
+            let tasks = self.lock_tasks();
+            for id in ids {
+                if let Some(t) = tasks.get(&id).filter(|t| !t.state.is_terminal()) {
+                    need = need.add(&t.spec.resources);
+                }
+            }
+        }
+        if let Err(e) = native.grow(container.as_str(), &need) {
+            tracing::warn!(executor = %key.1, error = %e, "cannot grow the executor's container for its new task; it keeps its limits");
         }
     }
 

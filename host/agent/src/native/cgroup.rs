@@ -131,6 +131,36 @@ impl TaskCgroup {
         Ok(me)
     }
 
+    /// Raises the limits of a running container to `limits` (an executor
+    /// given another task): the memory limit only grows, cpu follows.
+    pub fn grow(&self, limits: &Limits) -> Result<(), String> {
+        let v2 = hierarchies::auto().v2();
+        if let Some(m) = limits.memory_bytes {
+            let mem: Option<&MemController> = self.cg.controller_of();
+            if let Some(c) = mem {
+                let now = c.memory_stat().limit_in_bytes;
+                if now < m {
+                    // v1 wants memory+swap at least memory: raise it first.
+                    if !v2 {
+                        c.set_memswap_limit(m).map_err(|e| e.to_string())?;
+                    }
+                    c.set_limit(m).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        let cpu: Option<&cgroups_rs::fs::cpu::CpuController> = self.cg.controller_of();
+        if let Some(c) = cpu {
+            if let Some(s) = limits.cpu_shares {
+                c.set_shares(if v2 { weight(s) } else { s })
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(q) = limits.cpu_quota_us {
+                c.set_cfs_quota(q).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The cgroup of an earlier launch (after a restart).
     pub fn load(name: &str) -> TaskCgroup {
         let hier = hierarchies::auto();

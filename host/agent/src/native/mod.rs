@@ -279,6 +279,18 @@ fn namespace_executor(init_pid: u32, launch: LaunchSpec) -> crate::containerizer
     })
 }
 
+/// The cgroup limits of a container holding `r`.
+fn limits_for(r: &wasmos_core::Resources, pids_max: Option<i64>) -> cgroup::Limits {
+    let cpus = r.cpus.as_f64();
+    cgroup::Limits {
+        cpu_shares: (cpus > 0.0).then(|| ((cpus * 1024.0) as u64).max(2)),
+        cpu_quota_us: (cpus > 0.0)
+            .then(|| ((cpus * cgroup::CPU_PERIOD_US as f64) as i64).max(1000)),
+        memory_bytes: (r.mem.as_f64() > 0.0).then(|| (r.mem.as_f64() * 1024.0 * 1024.0) as i64),
+        pids_max,
+    }
+}
+
 /// A task found in the checkpoints when the agent starts.
 pub struct Recovered {
     pub record: TaskRecord,
@@ -390,19 +402,19 @@ impl NativeContainerizer {
         out
     }
 
+    /// Raises a running container's limits to what `resources` need (an
+    /// executor given another task).
+    pub fn grow(&self, task_id: &str, resources: &wasmos_core::Resources) -> Result<(), String> {
+        let launch = read_json::<LaunchSpec>(&self.task_dir(task_id).join("launch.json"))
+            .ok_or("the container's launch record is missing")?;
+        cgroup::TaskCgroup::load(&launch.container_id).grow(&limits_for(resources, None))
+    }
+
     async fn launch_native(&self, spec: ContainerSpec) -> Result<Launched, LaunchError> {
         let dir = self.task_dir(spec.task_id.as_str());
         std::fs::create_dir_all(&dir)
             .map_err(|e| LaunchError::Other(format!("cannot create {}: {e}", dir.display())))?;
-        let r = &spec.resources;
-        let cpus = r.cpus.as_f64();
-        let mut limits = cgroup::Limits {
-            cpu_shares: (cpus > 0.0).then(|| ((cpus * 1024.0) as u64).max(2)),
-            cpu_quota_us: (cpus > 0.0)
-                .then(|| ((cpus * cgroup::CPU_PERIOD_US as f64) as i64).max(1000)),
-            memory_bytes: (r.mem.as_f64() > 0.0).then(|| (r.mem.as_f64() * 1024.0 * 1024.0) as i64),
-            pids_max: Some(self.config.pids_max),
-        };
+        let mut limits = limits_for(&spec.resources, Some(self.config.pids_max));
         if let Some(p) = spec.cgroup.pids_max {
             limits.pids_max = Some(p.min(self.config.pids_max));
         }
