@@ -77,4 +77,39 @@ mod tests {
             .unwrap();
         assert_eq!(again, event);
     }
+
+    #[test]
+    fn executors_and_task_groups_survive_protobuf_and_their_events_encode() {
+        let executor = json!({"type": "CUSTOM", "executor_id": {"value": "e1"},
+            "name": "mine", "command": {"value": "./run"}, "data": "aGk=",
+            "shutdown_grace_period": {"nanoseconds": 3000000000_i64},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}]});
+        let call = json!({
+            "framework_id": {"value": "c-0000"},
+            "type": "ACCEPT",
+            "accept": {"offer_ids": [{"value": "o1"}], "operations": [
+                {"type": "LAUNCH", "launch": {"task_infos": [{"name": "t", "task_id": {"value": "t"},
+                    "agent_id": {"value": "a"}, "executor": executor, "data": "aGk="}]}},
+                {"type": "LAUNCH_GROUP", "launch_group": {"executor": executor,
+                    "task_group": {"tasks": [{"name": "g", "task_id": {"value": "g"},
+                        "agent_id": {"value": "a"}, "command": {"value": "true"}}]}}}]}
+        });
+        let desc = descriptor("mesos.v1.scheduler.Call").unwrap();
+        let msg = DynamicMessage::deserialize(desc, call.clone()).unwrap();
+        assert_eq!(call_to_json(&msg.encode_to_vec()).unwrap(), call);
+        for event in [
+            json!({"type": "MESSAGE", "message": {"agent_id": {"value": "a"},
+                "executor_id": {"value": "e1"}, "data": "aGk="}}),
+            json!({"type": "FAILURE", "failure": {"agent_id": {"value": "a"},
+                "executor_id": {"value": "e1"}, "status": 256}}),
+            json!({"type": "UPDATE", "update": {"status": {"task_id": {"value": "t"},
+                "state": "TASK_FINISHED", "source": "SOURCE_EXECUTOR", "data": "aGk=",
+                "reason": "REASON_TASK_GROUP_INVALID"}}}),
+        ] {
+            assert!(
+                event_to_protobuf(&event).is_ok_and(|b| !b.is_empty()),
+                "{event}"
+            );
+        }
+    }
 }
