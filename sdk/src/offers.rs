@@ -34,6 +34,9 @@ pub struct Need {
     /// One entry per port the task gets, in order (`PORT0` first): a fixed
     /// host port, or None for any free one.
     pub ports: Vec<Option<u16>>,
+    /// Whose resources it may take (the task spec's `accepted-roles`): `*`
+    /// for unreserved, a role for its reservations. Empty: any.
+    pub roles: Vec<String>,
 }
 
 impl Need {
@@ -214,9 +217,62 @@ struct Left {
     disk: f64,
     gpus: u32,
     ports: Vec<PortRange>,
+    /// The reserved part of the scalars, by role: [cpus, mem, disk] and gpus.
+    reserved: Vec<(String, [f64; 3], u32)>,
     specs: Vec<TaskSpec>,
     /// Tasks placed on it so far.
     placed: usize,
+}
+
+impl Left {
+    /// The scalars a task accepting `roles` may take here: [cpus, mem,
+    /// disk] and gpus.
+    fn available(&self, roles: &[String]) -> ([f64; 3], u32) {
+        if roles.is_empty() {
+            return ([self.cpus, self.mem, self.disk], self.gpus);
+        }
+        let mut out = ([0.0; 3], 0);
+        if roles.iter().any(|r| r == "*") {
+            out = ([self.cpus, self.mem, self.disk], self.gpus);
+            for (_, s, g) in &self.reserved {
+                for (o, r) in out.0.iter_mut().zip(s) {
+                    *o -= r;
+                }
+                out.1 = out.1.saturating_sub(*g);
+            }
+        }
+        for (_, s, g) in self.reserved.iter().filter(|(r, _, _)| roles.contains(r)) {
+            for (o, r) in out.0.iter_mut().zip(s) {
+                *o += r;
+            }
+            out.1 += g;
+        }
+        out
+    }
+
+    /// Takes a task's scalars: from the reservations it accepts first (as
+    /// the master assigns them), the rest unreserved.
+    fn take(&mut self, need: &Need) {
+        let mut want = [need.cpus, need.mem, need.disk];
+        let mut gpus = need.gpus;
+        for (role, s, g) in self.reserved.iter_mut() {
+            if !need.roles.is_empty() && !need.roles.contains(role) {
+                continue;
+            }
+            for (w, r) in want.iter_mut().zip(s.iter_mut()) {
+                let t = w.min(*r).max(0.0);
+                *r -= t;
+                *w -= t;
+            }
+            let t = gpus.min(*g);
+            *g -= t;
+            gpus -= t;
+        }
+        self.cpus -= need.cpus;
+        self.mem -= need.mem;
+        self.disk -= need.disk;
+        self.gpus -= need.gpus;
+    }
 }
 
 /// Places tasks on a batch of offers, one at a time.
@@ -276,6 +332,14 @@ impl Packer {
                     disk: o.resources.disk,
                     gpus: o.resources.gpus,
                     ports: o.resources.ports.clone(),
+                    reserved: o
+                        .reserved
+                        .iter()
+                        .map(|r| {
+                            let x = &r.resources;
+                            (r.role.clone(), [x.cpus, x.mem, x.disk], x.gpus)
+                        })
+                        .collect(),
                     specs: Vec::new(),
                     placed: 0,
                 })
@@ -329,15 +393,16 @@ impl Packer {
         let mut shortfalls = vec![None; self.left.len()];
         let mut fitting = Vec::new();
         for (i, l) in self.left.iter().enumerate() {
+            let ([cpus, mem, disk], gpus) = l.available(&need.roles);
             let short = if l.placed >= self.per_offer {
                 Some(Shortfall::Full)
-            } else if need.cpus > l.cpus + EPSILON {
+            } else if need.cpus > cpus + EPSILON {
                 Some(Shortfall::Cpus)
-            } else if need.mem > l.mem + EPSILON {
+            } else if need.mem > mem + EPSILON {
                 Some(Shortfall::Mem)
-            } else if need.disk > l.disk + EPSILON {
+            } else if need.disk > disk + EPSILON {
                 Some(Shortfall::Disk)
-            } else if need.gpus > l.gpus {
+            } else if need.gpus > gpus {
                 Some(Shortfall::Gpus)
             } else if take_ports(&mut l.ports.clone(), &need.ports).is_none() {
                 Some(Shortfall::Ports)
@@ -419,10 +484,7 @@ impl Packer {
         };
         let l = &mut self.left[i];
         let ports = take_ports(&mut l.ports, &need.ports).unwrap_or_default();
-        l.cpus -= need.cpus;
-        l.mem -= need.mem;
-        l.disk -= need.disk;
-        l.gpus -= need.gpus;
+        l.take(need);
         l.placed += 1;
         if let Some(p) = placement {
             self.placed_now.push((p.group.clone(), l.agent_id.clone()));
@@ -532,6 +594,7 @@ mod tests {
                     .collect(),
             },
             attributes: Vec::new(),
+            reserved: Vec::new(),
         }
     }
 
@@ -562,11 +625,55 @@ mod tests {
             container: None,
             fetch: Vec::new(),
             readiness_check: None,
+            accepted_roles: Vec::new(),
         }
     }
 
     fn no_placement(_: &Request, _: &[Candidate]) -> Result<Vec<Verdict>, String> {
         panic!("tasks without rules never ask the placement service")
+    }
+
+    #[test]
+    fn a_task_takes_only_what_its_accepted_roles_allow_reserved_first() {
+        // 1 cpu offered, 0.75 of it reserved for prod.
+        let mut o = offer("a", 1.0, 100.0, &[]);
+        o.reserved = vec![
+            crate::framework::bindings::wasmos::plugin::types::RoleResources {
+                role: "prod".into(),
+                resources: Resources {
+                    cpus: 0.75,
+                    mem: 50.0,
+                    disk: 0.0,
+                    gpus: 0,
+                    ports: Vec::new(),
+                },
+            },
+        ];
+        let roles = |r: &[&str], cpus: f64| Need {
+            roles: r.iter().map(|s| s.to_string()).collect(),
+            ..need(cpus, 10.0, 0)
+        };
+        let mut p = Packer::new(std::slice::from_ref(&o));
+        // Unreserved only: 0.25 is there, 0.5 is not.
+        assert_eq!(
+            p.place_with(&roles(&["*"], 0.5), None, no_placement)
+                .unwrap_err()
+                .shortfalls,
+            vec![Shortfall::Cpus]
+        );
+        // prod's reservation first: 0.5 of its 0.75.
+        p.place_with(&roles(&["prod", "*"], 0.5), None, no_placement)
+            .unwrap();
+        // Left: 0.25 reserved, 0.25 unreserved.
+        assert!(
+            p.place_with(&roles(&["prod"], 0.5), None, no_placement)
+                .is_err()
+        );
+        p.place_with(&roles(&["prod"], 0.25), None, no_placement)
+            .unwrap();
+        p.place_with(&roles(&["*"], 0.25), None, no_placement)
+            .unwrap();
+        assert!(p.place_with(&roles(&[], 0.01), None, no_placement).is_err());
     }
 
     #[test]

@@ -1084,6 +1084,63 @@ async fn marathon_in_a_role_runs_its_apps_on_that_roles_reservation() {
     let (_, role) = c.api.get("/api/wasmos/v1/roles/prod").await;
     assert_eq!(role["allocated"]["cpus"], 1.0, "{role}");
     assert_eq!(role["reserved"]["cpus"], 2.0, "{role}");
+    let (_, app) = c.api.get("/v2/apps/big").await;
+    assert_eq!(
+        app["app"]["role"], "prod",
+        "an app takes Marathon's role: {app}"
+    );
+    // acceptedResourceRoles ["*"]: unreserved resources only, though a
+    // prod cpu is still free.
+    let (code, v) = c
+        .api
+        .post(
+            "/v2/apps",
+            &json!({"id": "/plain", "cmd": "sleep 600", "cpus": 0.5, "mem": 64, "instances": 1,
+                    "acceptedResourceRoles": ["*"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let plain = wait_for("the unreserved instance to run", DEADLINE, || async {
+        let (_, tasks) = c.api.post("/api/v1", &json!({"type": "GET_TASKS"})).await;
+        tasks["get_tasks"]["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| {
+                t["state"] == "TASK_RUNNING"
+                    && t["name"].as_str().is_some_and(|n| n.starts_with("plain"))
+            })
+            .cloned()
+    })
+    .await;
+    let cpus = plain["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "cpus")
+        .cloned()
+        .unwrap();
+    assert!(
+        cpus.get("reservations")
+            .is_none_or(|r| r.as_array().is_some_and(Vec::is_empty)),
+        "{plain}"
+    );
+    assert_eq!(cpus["scalar"]["value"], 0.5, "{plain}");
+    // Roles Marathon does not run in are refused, naming the field.
+    for (body, path) in [
+        (json!({"id": "/x", "cmd": "true", "role": "other"}), "/role"),
+        (
+            json!({"id": "/x", "cmd": "true", "acceptedResourceRoles": ["other"]}),
+            "/acceptedResourceRoles",
+        ),
+        (
+            json!({"id": "/x", "cmd": "true", "acceptedResourceRoles": []}),
+            "/acceptedResourceRoles",
+        ),
+    ] {
+        let (code, v) = c.api.post("/v2/apps", &body).await;
+        assert_eq!(code, 422, "{body}: {v}");
+        assert!(v.to_string().contains(path), "{body}: {v}");
+    }
 }
 
 /// A volume's data survives its agent (and master) restarting: a framework

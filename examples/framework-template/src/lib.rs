@@ -64,6 +64,7 @@ impl Framework for Hello {
                 container: None,
                 fetch: Vec::new(),
                 readiness_check: None,
+                accepted_roles: Vec::new(),
             };
             match driver::launch(&[offer.id], &[task], None) {
                 Ok(()) => {

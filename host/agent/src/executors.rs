@@ -597,6 +597,7 @@ impl Agent {
             executor: None,
             group: None,
             task_info: None,
+            accepted_roles: Vec::new(),
         };
         let mut c = self.container_spec(&key.0, &as_task, sandbox.clone());
         c.env

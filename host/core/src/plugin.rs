@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The version of the `wasmos:plugin` WIT package this host serves.
-pub const WORLD_VERSION: &str = "0.3.0";
+pub const WORLD_VERSION: &str = "0.4.0";
 
 /// The four plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

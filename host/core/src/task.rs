@@ -352,6 +352,12 @@ pub struct TaskSpec {
     /// custom executor in its LAUNCH event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_info: Option<String>,
+    /// Whose resources the task may take from its offers (Marathon's
+    /// `acceptedResourceRoles`): `*` for unreserved ones, a role for its
+    /// reservations. Empty: any, reserved ones first. Only for tasks whose
+    /// reserved parts the master assigns (framework plugins').
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted_roles: Vec<String>,
 }
 
 /// Which executor runs a task.
@@ -655,6 +661,13 @@ impl TaskSpec {
             })?;
         }
         let invalid = |what: String| TaskSpecError::Invalid { id: id(), what };
+        if self.accepted_roles.len() > 16 {
+            return Err(invalid("a task may accept at most 16 roles".into()));
+        }
+        for role in self.accepted_roles.iter().filter(|r| *r != "*") {
+            crate::reservation::check_reservation_role(role)
+                .map_err(|e| invalid(format!("accepted role: {e}")))?;
+        }
         for role in self.reserved.keys() {
             crate::reservation::check_reservation_role(role).map_err(invalid)?;
         }
@@ -735,6 +748,7 @@ mod tests {
             executor: None,
             group: None,
             task_info: None,
+            accepted_roles: Vec::new(),
         }
     }
 

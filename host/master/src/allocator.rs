@@ -260,7 +260,9 @@ impl Pool {
     fn reserved_first(&self, task: &TaskSpec) -> RoleResources {
         let mut need = task.resources.clone();
         let mut out = RoleResources::new();
-        for (role, have) in &self.reserved {
+        let accepted =
+            |role: &String| task.accepted_roles.is_empty() || task.accepted_roles.contains(role);
+        for (role, have) in self.reserved.iter().filter(|(r, _)| accepted(r)) {
             let take = Resources {
                 cpus: need.cpus.min(have.cpus),
                 mem: need.mem.min(have.mem),
@@ -626,6 +628,14 @@ impl Allocator {
                 if reserved_first && task.reserved.is_empty() {
                     task.reserved = pool.reserved_first(&task);
                 }
+                // Roles that exclude unreserved resources: the reservations
+                // must cover the whole task.
+                let unreserved_refused = !task.accepted_roles.is_empty()
+                    && !task.accepted_roles.iter().any(|r| r == "*")
+                    && !task
+                        .resources
+                        .saturating_sub(&reservation::total(&task.reserved))
+                        .is_empty();
                 // A task that starts its executor takes the executor's
                 // resources from the offers too.
                 let mut charge = task.clone();
@@ -645,6 +655,16 @@ impl Allocator {
                         }
                     },
                 };
+                let agrees = agrees.and_then(|()| {
+                    if unreserved_refused {
+                        Err(format!(
+                            "the task accepts only resources reserved for {} (no unreserved ones), and the offers' reservations do not cover it",
+                            task.accepted_roles.join(", ")
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                });
                 let checked = agrees
                     .and_then(|()| task.validate().map_err(|e| e.to_string()))
                     .and_then(|_| pool.launch(&charge));
@@ -970,6 +990,7 @@ mod tests {
             executor: None,
             group: None,
             task_info: None,
+            accepted_roles: Vec::new(),
         }
     }
 

@@ -129,6 +129,7 @@ pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
         executor: None,
         group: None,
         task_info: None,
+        accepted_roles: t.accepted_roles,
         task_id,
     };
     spec.validate().map_err(|e| e.to_string())?;
@@ -141,10 +142,18 @@ pub(crate) fn offer_to_wit(o: &Offer) -> wit::Offer {
         agent_id: o.agent_id.to_string(),
         hostname: o.hostname.clone(),
         // Everything offered, reserved parts included: a plugin's tasks
-        // take the reserved parts first (the contract names no
-        // reservations; the allocator assigns them).
+        // take the reserved parts of their accepted roles first (the
+        // allocator assigns them).
         resources: resources_to_wit(&o.resources),
         attributes: pairs_to_wit(&o.attributes),
+        reserved: o
+            .reserved
+            .iter()
+            .map(|(role, r)| wit::RoleResources {
+                role: role.clone(),
+                resources: resources_to_wit(r),
+            })
+            .collect(),
     }
 }
 

@@ -38,6 +38,7 @@ fn spec(id: &str) -> TaskSpec {
         executor: None,
         group: None,
         task_info: None,
+        accepted_roles: Vec::new(),
     }
 }
 
@@ -551,7 +552,7 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
                     name: "p".into(),
                     version: "1.0.0".into(),
                     kind: wasmos_core::PluginKind::Placement,
-                    world_version: "0.3.0".into(),
+                    world_version: "0.4.0".into(),
                     description: String::new(),
                     capabilities: vec![],
                     config: [("k".to_string(), "v".to_string())].into(),

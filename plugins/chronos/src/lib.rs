@@ -462,6 +462,7 @@ impl Chronos {
                 })
                 .collect(),
             readiness_check: None,
+            accepted_roles: Vec::new(),
         }
     }
 
@@ -1085,6 +1086,7 @@ impl Framework for Chronos {
                 disk: job.def.disk,
                 gpus: 0,
                 ports: Vec::new(),
+                roles: Vec::new(),
             };
             let placement = (!job.def.constraints.is_empty()).then(|| Placement {
                 group: key.0.clone(),

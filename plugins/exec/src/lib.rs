@@ -287,6 +287,7 @@ impl ExecTask {
             container: self.container.as_ref().map(ContainerDef::to_wit),
             fetch: Vec::new(),
             readiness_check: None,
+            accepted_roles: Vec::new(),
         }
     }
 
@@ -297,6 +298,7 @@ impl ExecTask {
             disk: self.disk,
             gpus: self.gpus,
             ports: Need::any_ports(self.ports as usize),
+            roles: Vec::new(),
         }
     }
 

@@ -8,6 +8,23 @@ use serde_json::{Map, Value, json};
 
 use crate::ids;
 
+/// The role Marathon runs in (its `mesos_role` setting), which apps use
+/// unless they name `*`.
+static FRAMEWORK_ROLE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Sets the role Marathon runs in (at start and on a configuration change).
+pub fn set_framework_role(role: &str) {
+    *FRAMEWORK_ROLE.lock().unwrap_or_else(|p| p.into_inner()) = role.to_string();
+}
+
+fn framework_role() -> String {
+    let r = FRAMEWORK_ROLE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if r.is_empty() { "*".into() } else { r }
+}
+
 /// One validation error: the JSON path and what is wrong there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invalid {
@@ -271,6 +288,7 @@ pub struct App {
     pub unreachable: Unreachable,
     /// `host` or `container/bridge`.
     pub network_mode: String,
+    /// Whose resources its tasks may take (see [`App::accepted_roles`]).
     pub accepted_resource_roles: Option<Vec<String>>,
     /// Files fetched into each task's sandbox.
     pub fetch: Vec<Fetch>,
@@ -322,6 +340,34 @@ fn type_error(msg: &str) -> String {
 impl App {
     /// Builds an app from a JSON definition, applying Marathon's defaults
     /// and checks. `id` is the canonical id (from the path or the body).
+    /// A new or changed app may use only Marathon's role or `*`
+    /// (unreserved resources alone, by default). Apps already stored keep
+    /// theirs when Marathon's role changes.
+    pub fn check_role(&self) -> Result<(), Vec<Invalid>> {
+        let own = framework_role();
+        if self.role == own || self.role == "*" {
+            return Ok(());
+        }
+        Err(vec![Invalid::new(
+            "/role",
+            format!(
+                "role {} is not allowed: Marathon runs in role {own} (its mesos_role setting); an app may use {own} or *",
+                self.role
+            ),
+        )])
+    }
+
+    /// The roles whose resources its tasks may take:
+    /// `acceptedResourceRoles`, else its role's reservations and then
+    /// unreserved resources (Marathon's default).
+    pub fn accepted_roles(&self) -> Vec<String> {
+        match &self.accepted_resource_roles {
+            Some(r) if !r.is_empty() => r.clone(),
+            _ if self.role == "*" => vec!["*".into()],
+            _ => vec![self.role.clone(), "*".into()],
+        }
+    }
+
     pub fn from_json(id: &str, v: &Value) -> Result<App, Vec<Invalid>> {
         let Some(o) = v.as_object() else {
             return Err(vec![Invalid::new("/", "error.expected.jsobject")]);
@@ -659,9 +705,26 @@ impl App {
                 "only the command executor (\"\" or //cmd) is supported",
             ));
         }
-        let role: String = field(o, "role", &mut errs).unwrap_or_else(|| "*".into());
+        // Marathon's own role unless the app names one (see
+        // `App::check_role`).
+        let role: String = field(o, "role", &mut errs).unwrap_or_else(framework_role);
         let accepted_resource_roles: Option<Vec<String>> =
             field(o, "acceptedResourceRoles", &mut errs);
+        match &accepted_resource_roles {
+            Some(r) if r.is_empty() => errs.push(Invalid::new(
+                "/acceptedResourceRoles",
+                "must not be empty; leave it out to accept the app's role and *",
+            )),
+            Some(r) => {
+                for x in r.iter().filter(|x| *x != "*" && **x != role) {
+                    errs.push(Invalid::new(
+                        "/acceptedResourceRoles",
+                        format!("{x} is neither * nor the app's role ({role})"),
+                    ));
+                }
+            }
+            None => {}
+        }
         let fetch = parse_fetch(o, &mut errs);
         let readiness_checks: Vec<ReadinessCheck> =
             field(o, "readinessChecks", &mut errs).unwrap_or_default();
@@ -1208,5 +1271,31 @@ mod tests {
         assert_eq!(m["cmd"], "a");
         assert_eq!(m["instances"], 3);
         assert!(m.get("tasks").is_none() && m.get("version").is_none());
+    }
+
+    #[test]
+    fn an_app_uses_marathons_role_or_star_and_accepts_only_those() {
+        // Tests share the process: only this one changes the role.
+        set_framework_role("prod");
+        let a = App::from_json("/x", &json!({"cmd": "x"})).unwrap();
+        assert_eq!(a.role, "prod");
+        assert_eq!(a.accepted_roles(), vec!["prod", "*"]);
+        assert!(a.check_role().is_ok());
+        let star = App::from_json("/x", &json!({"cmd": "x", "role": "*"})).unwrap();
+        assert_eq!(star.accepted_roles(), vec!["*"]);
+        let other = App::from_json("/x", &json!({"cmd": "x", "role": "other"})).unwrap();
+        assert_eq!(other.check_role().unwrap_err()[0].path, "/role");
+        let only = App::from_json(
+            "/x",
+            &json!({"cmd": "x", "acceptedResourceRoles": ["prod"]}),
+        )
+        .unwrap();
+        assert_eq!(only.accepted_roles(), vec!["prod"]);
+        for bad in [json!([]), json!(["other"])] {
+            let errs = App::from_json("/x", &json!({"cmd": "x", "acceptedResourceRoles": bad}))
+                .unwrap_err();
+            assert_eq!(errs[0].path, "/acceptedResourceRoles", "{errs:?}");
+        }
+        set_framework_role("*");
     }
 }

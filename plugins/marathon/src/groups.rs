@@ -126,13 +126,15 @@ fn walk(
                     format!("identifier {app_id} is not child of {id}. Hint: use relative paths."),
                 ));
             }
-            let mut app = App::from_json(&app_id, &app::writable(a)).map_err(|errs| {
-                let errs: Vec<Invalid> = errs
-                    .into_iter()
-                    .map(|e| Invalid::new(&format!("{path}/apps({i}){}", e.path), e.error))
-                    .collect();
-                Response::json(422, &invalid_body(&errs))
-            })?;
+            let mut app = App::from_json(&app_id, &app::writable(a))
+                .and_then(|a| a.check_role().map(|()| a))
+                .map_err(|errs| {
+                    let errs: Vec<Invalid> = errs
+                        .into_iter()
+                        .map(|e| Invalid::new(&format!("{path}/apps({i}){}", e.path), e.error))
+                        .collect();
+                    Response::json(422, &invalid_body(&errs))
+                })?;
             for d in &deps {
                 if !app.dependencies.contains(d) && d != &app_id {
                     app.dependencies.push(d.clone());

@@ -746,6 +746,7 @@ impl Marathon {
                 .readiness_checks
                 .first()
                 .map(|r| readiness_spec(r, app.readiness_port.unwrap_or(0))),
+            accepted_roles: app.accepted_roles(),
         }
     }
 
@@ -902,6 +903,7 @@ impl Framework for Marathon {
                 None => Ok(d),
             }
         };
+        app::set_framework_role(config.get("mesos_role").map_or("*", String::as_str));
         let port_min = num("local_port_min", 10000.0)? as u32;
         let port_max = num("local_port_max", 20000.0)? as u32;
         if port_min >= port_max || port_max > 65536 {
@@ -988,6 +990,7 @@ impl Framework for Marathon {
                 disk: a.app.disk,
                 gpus: a.app.gpus,
                 ports: Self::wanted_ports(&a.app),
+                roles: a.app.accepted_roles(),
             };
             let placement = Placement {
                 group: app_id.clone(),

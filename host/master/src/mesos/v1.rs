@@ -854,6 +854,7 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
         executor: None,
         group: None,
         task_info: None,
+        accepted_roles: Vec::new(),
     })
 }
 
@@ -887,6 +888,7 @@ fn custom_executor_task(
         executor: Some(executor),
         group: None,
         task_info: None,
+        accepted_roles: Vec::new(),
     })
 }
 
