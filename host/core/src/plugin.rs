@@ -245,11 +245,12 @@ mod tests {
 
     #[test]
     fn incompatible_world_versions_are_refused_with_a_hint() {
-        // 0.2 plugins predate the task spec's fetch and readiness fields.
-        let err = manifest("exec", "0.2.0").validate().unwrap_err();
+        // 0.3 plugins predate offers' reserved parts and tasks' accepted
+        // roles.
+        let err = manifest("exec", "0.3.0").validate().unwrap_err();
         assert!(err.to_string().contains("rebuild"), "{err}");
-        assert!(manifest("exec", "0.4.0").validate().is_err());
-        assert!(manifest("exec", "0.3.7").validate().is_ok());
+        assert!(manifest("exec", "0.5.0").validate().is_err());
+        assert!(manifest("exec", "0.4.7").validate().is_ok());
         assert!(manifest("exec", "1.1.0").validate().is_err());
     }
 
