@@ -10,7 +10,7 @@ use wasmos_core::protocol::{self, ExecutorMessage, KillTask, LaunchTasks, Shutdo
 use wasmos_core::{AgentId, ExecutorId, FrameworkId, Reason, TaskId, TaskSpec, TaskState};
 use wasmos_state::Command;
 
-use crate::error::ApiError;
+use crate::error::MasterError;
 use crate::leader::{Leader, master_status, now_secs};
 
 impl Leader {
@@ -161,22 +161,22 @@ impl Leader {
 
     /// Kills a task: asks its agent (SIGTERM, grace, SIGKILL). A task the
     /// agent never received is recorded KILLED here.
-    pub async fn kill_task(&self, task_id: &TaskId) -> Result<(), ApiError> {
+    pub async fn kill_task(&self, task_id: &TaskId) -> Result<(), MasterError> {
         let Some((agent_id, state, grace)) = self.store.read(|s| {
             s.tasks
                 .get(task_id)
                 .map(|t| (t.agent_id.clone(), t.state(), t.spec.kill_grace_ms()))
         }) else {
-            return Err(ApiError::NotFound(format!("no task {task_id}")));
+            return Err(MasterError::NotFound(format!("no task {task_id}")));
         };
         if state.is_terminal() {
             return Ok(());
         }
         let endpoint = self
             .agent_endpoint(&agent_id)
-            .ok_or_else(|| ApiError::Unavailable(format!("agent {agent_id} is unknown")))?;
+            .ok_or_else(|| MasterError::AgentUnknown(format!("agent {agent_id} is unknown")))?;
         let resp = self.send_kill(&endpoint, task_id, grace).await.map_err(|e| {
-            ApiError::BadGateway(format!(
+            MasterError::Agent(format!(
                 "agent {agent_id} is unreachable ({e}); the kill will not happen until it is back"
             ))
         })?;
@@ -200,7 +200,7 @@ impl Leader {
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.text().await.unwrap_or_default();
-            return Err(ApiError::BadGateway(format!(
+            return Err(MasterError::Agent(format!(
                 "agent {agent_id} refused the kill ({status}): {body}"
             )));
         }

@@ -1,4 +1,7 @@
-//! The one error type of the master's HTTP APIs.
+//! Errors: [`MasterError`], what the leader's operations (registering
+//! agents, status updates, kills, marking agents gone) fail with, and
+//! [`ApiError`], the one error type of the master's HTTP APIs, which the
+//! former becomes at the edge.
 //!
 //! Every error answer is `{"message": "..."}` with a 4xx or 5xx status.
 //! Details of 5xx errors are logged once here and never sent.
@@ -74,6 +77,46 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+/// Why an operation of the leader failed, by what went wrong (not by how
+/// an API answers it).
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The request itself is wrong; sending it again will not help.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// It contradicts what is recorded (an older term, a taken id).
+    #[error("{0}")]
+    Conflict(String),
+    /// The agent it needs did not answer, or refused.
+    #[error("{0}")]
+    Agent(String),
+    /// The agent it needs is not known to this leader yet.
+    #[error("{0}")]
+    AgentUnknown(String),
+    /// Recording it failed.
+    #[error(transparent)]
+    Store(#[from] wasmos_store::StoreError),
+    /// The state answered what it never answers to this command.
+    #[error("unexpected answer from the state: {0}")]
+    Unexpected(String),
+}
+
+impl From<MasterError> for ApiError {
+    fn from(e: MasterError) -> Self {
+        match e {
+            MasterError::Invalid(m) => ApiError::BadRequest(m),
+            MasterError::NotFound(m) => ApiError::NotFound(m),
+            MasterError::Conflict(m) => ApiError::Conflict(m),
+            MasterError::Agent(m) => ApiError::BadGateway(m),
+            MasterError::AgentUnknown(m) => ApiError::Unavailable(m),
+            MasterError::Store(s) => s.into(),
+            MasterError::Unexpected(m) => ApiError::Internal(m),
+        }
     }
 }
 

@@ -623,9 +623,10 @@ async fn register(
     if let Some(id) = &req.agent_id {
         check_speaks_for(&l, id, &caller)?;
     }
-    l.register_agent(req, principal(&caller).map(str::to_string))
-        .await
-        .map(ApiJson)
+    Ok(ApiJson(
+        l.register_agent(req, principal(&caller).map(str::to_string))
+            .await?,
+    ))
 }
 
 async fn heartbeat(

@@ -24,7 +24,7 @@ use wasmos_store::{Applied, Store};
 use crate::MasterConfig;
 use crate::agents::AgentLinks;
 use crate::allocator::{AgentSlot, Allocator, Inputs};
-use crate::error::ApiError;
+use crate::error::MasterError;
 use crate::events::{EventHub, events_for};
 use crate::frameworks::{FrameworkHandle, FrameworkMsg};
 use crate::node::Node;
@@ -518,7 +518,7 @@ impl Leader {
     /// Records a silent agent as unreachable and its live tasks as
     /// TASK_UNREACHABLE (TASK_LOST for frameworks that are not partition
     /// aware), as Mesos does when an agent misses its health checks.
-    async fn mark_unreachable(&self, agent_id: &AgentId) -> Result<(), ApiError> {
+    async fn mark_unreachable(&self, agent_id: &AgentId) -> Result<(), MasterError> {
         let now = now_secs();
         let timeout = self.config.agent_timeout.as_secs_f64();
         let mut commands = vec![Command::SetAgentState {
@@ -545,7 +545,7 @@ impl Leader {
     /// become TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not
     /// partition aware), it is never offered again and may not register
     /// again. The agent is asked to kill what it runs, if it still answers.
-    pub async fn mark_gone(self: &Arc<Self>, agent_id: &AgentId) -> Result<(), ApiError> {
+    pub async fn mark_gone(self: &Arc<Self>, agent_id: &AgentId) -> Result<(), MasterError> {
         let now = now_secs();
         let (known, live, updates) = self.store.read(|s| {
             let live: Vec<TaskId> = s
@@ -563,7 +563,7 @@ impl Leader {
             (s.agents.contains_key(agent_id), live, updates)
         });
         if !known {
-            return Err(ApiError::NotFound(format!("no agent {agent_id}")));
+            return Err(MasterError::NotFound(format!("no agent {agent_id}")));
         }
         let mut commands = vec![Command::SetAgentState {
             agent_id: agent_id.clone(),
@@ -596,15 +596,15 @@ impl Leader {
         self: &Arc<Self>,
         req: RegisterAgent,
         principal: Option<String>,
-    ) -> Result<Registered, ApiError> {
+    ) -> Result<Registered, MasterError> {
         let info = req.info;
         if info.hostname.trim().is_empty() {
-            return Err(ApiError::BadRequest("hostname must not be empty".into()));
+            return Err(MasterError::Invalid("hostname must not be empty".into()));
         }
         let endpoint = reqwest::Url::parse(&info.endpoint)
-            .map_err(|e| ApiError::BadRequest(format!("endpoint {:?}: {e}", info.endpoint)))?;
+            .map_err(|e| MasterError::Invalid(format!("endpoint {:?}: {e}", info.endpoint)))?;
         if !matches!(endpoint.scheme(), "http" | "https") {
-            return Err(ApiError::BadRequest(format!(
+            return Err(MasterError::Invalid(format!(
                 "endpoint {} must be an http(s) URL",
                 info.endpoint
             )));
@@ -624,8 +624,8 @@ impl Leader {
                 tracing::info!(agent = %agent_id, %endpoint, new, "agent registered");
                 agent_id
             }
-            Response::Rejected { reason } => return Err(ApiError::BadRequest(reason)),
-            other => return Err(ApiError::Internal(format!("unexpected {other:?}"))),
+            Response::Rejected { reason } => return Err(MasterError::Invalid(reason)),
+            other => return Err(MasterError::Unexpected(format!("{other:?}"))),
         };
         self.agents
             .connect(agent_id.clone(), endpoint, Instant::now());
@@ -777,7 +777,7 @@ impl Leader {
     pub async fn status_update(
         &self,
         update: protocol::StatusUpdate,
-    ) -> Result<StatusOutcome, ApiError> {
+    ) -> Result<StatusOutcome, MasterError> {
         let owner = self.store.read(|s| {
             s.tasks
                 .get(&update.status.task_id)
@@ -786,7 +786,7 @@ impl Leader {
         if let Some((agent, _)) = &owner
             && agent != &update.agent_id
         {
-            return Err(ApiError::Conflict(format!(
+            return Err(MasterError::Conflict(format!(
                 "task {} runs on agent {agent}, not {}",
                 update.status.task_id, update.agent_id
             )));
@@ -799,7 +799,7 @@ impl Leader {
             .await?
         {
             Response::Status { outcome } => Ok(outcome),
-            other => Err(ApiError::Internal(format!("unexpected {other:?}"))),
+            other => Err(MasterError::Unexpected(format!("{other:?}"))),
         }
     }
 }

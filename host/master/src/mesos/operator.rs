@@ -1067,7 +1067,7 @@ pub async fn endpoint(
             }
             match l.mark_gone(&agent).await {
                 Ok(()) => StatusCode::OK.into_response(),
-                Err(e) => e.into_response(),
+                Err(e) => crate::error::ApiError::from(e).into_response(),
             }
         }
         "SET_QUOTA"
