@@ -294,6 +294,7 @@ async fn report(
             timestamp: now_secs(),
             uuid: uuid::Uuid::new_v4(),
             data: None,
+            executor_id: None,
         },
     };
     let mut wait = Duration::from_millis(100);

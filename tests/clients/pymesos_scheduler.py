@@ -439,6 +439,7 @@ class WithExecutor(Recorder):
         self.lost = []
         self.agent_id = None
         self.data = {}
+        self.senders = set()
 
     def resourceOffers(self, driver, offers):
         with self.lock:
@@ -448,9 +449,11 @@ class WithExecutor(Recorder):
 
     def statusUpdate(self, driver, update):
         super().statusUpdate(driver, update)
-        if "data" in update:
-            with self.lock:
+        with self.lock:
+            if "data" in update:
                 self.data[update.task_id.value] = decode_data(update.data).decode()
+            if update.get("source") == "SOURCE_EXECUTOR":
+                self.senders.add(update.get("executor_id", {}).get("value"))
 
     def frameworkMessage(self, driver, executor_id, agent_id, data):
         with self.lock:
@@ -507,6 +510,8 @@ def executor():
     with sched.lock:
         limit = int(sched.data["ex-done"].split()[0])
     assert limit >= 128 << 20, f"the executor's container holds {limit} bytes, not 128 MB"
+    with sched.lock:
+        assert sched.senders == {"pyexec"}, f"executor_id of executors' updates: {sched.senders}"
     wait("the executor's message about ex-done", lambda: sched.got("ex-done exited 0"))
     # Every update came from the executor with its uuid (pymesos acked it).
     with sched.lock:

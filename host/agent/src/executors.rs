@@ -1462,6 +1462,7 @@ impl Agent {
             timestamp: s["timestamp"].as_f64().unwrap_or_else(now),
             uuid,
             data,
+            executor_id: Some(key.1.clone()),
         };
         if state.is_terminal() {
             self.finish_task(&key.0, status);

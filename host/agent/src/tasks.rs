@@ -134,6 +134,7 @@ impl Agent {
             timestamp: now(),
             uuid: Uuid::new_v4(),
             data: None,
+            executor_id: None,
         }
     }
 

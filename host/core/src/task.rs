@@ -175,6 +175,9 @@ pub struct TaskStatus {
     /// `TaskStatus.data`), at most [`MAX_STATUS_DATA`] bytes of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// The executor that sent it (Mesos' `TaskStatus.executor_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_id: Option<crate::ids::ExecutorId>,
 }
 
 /// The longest `data` (base64) a status update may carry: it is kept in

@@ -827,6 +827,7 @@ pub fn master_status(
         timestamp: now,
         uuid: Uuid::new_v4(),
         data: None,
+        executor_id: None,
     }
 }
 

@@ -1254,6 +1254,7 @@ impl State {
                 timestamp: now,
                 uuid,
                 data: None,
+                executor_id: None,
             };
             if let Some(e) = new_executor {
                 executors.insert(e.executor_id.clone(), e);

@@ -61,6 +61,7 @@ fn status(id: &str, state: TaskState, n: u128) -> TaskStatus {
         timestamp: 1.0,
         uuid: uuid(n),
         data: None,
+        executor_id: None,
     }
 }
 

@@ -773,6 +773,9 @@ pub fn status_json(s: &TaskStatus, with_uuid: bool) -> Value {
     if let Some(d) = &s.data {
         v["data"] = json!(d);
     }
+    if let Some(e) = &s.executor_id {
+        v["executor_id"] = json!({"value": e.as_str()});
+    }
     if with_uuid {
         v["uuid"] = json!(base64::engine::general_purpose::STANDARD.encode(s.uuid.as_bytes()));
     }

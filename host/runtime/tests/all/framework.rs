@@ -151,6 +151,7 @@ fn a_submitted_task_is_recorded_then_launched_on_a_fitting_offer() {
             timestamp: 1.0,
             uuid: uuid_like(),
             data: None,
+            executor_id: None,
         })
         .unwrap();
     kv.commit(&effects.kv);
