@@ -349,6 +349,22 @@ async fn tokens_expire_and_revoked_tokens_stop_working_at_once() {
         .await;
     assert_eq!(code, 204);
     assert_eq!(revoked_api.get("/api/wasmos/v1/cluster").await.0, 401);
+    // A session made from a token ends when the token is revoked: known
+    // (403, it has no policy) before, unknown (401) after.
+    assert_eq!(as_session.get("/api/wasmos/v1/cluster").await.0, 403);
+    let (code, _) = c
+        .api
+        .send(
+            Method::DELETE,
+            &format!(
+                "/api/wasmos/v1/acl/tokens/{}",
+                limited["accessor"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204);
+    assert_eq!(as_session.get("/api/wasmos/v1/cluster").await.0, 401);
     wait_for("the short token to expire", DEADLINE, || async {
         (short_api.get("/api/wasmos/v1/cluster").await.0 == 401).then_some(())
     })

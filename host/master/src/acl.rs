@@ -120,6 +120,7 @@ fn new_token(
             expires_at: expires_in.map(|s| now + s),
             created_by: created_by.to_string(),
             session,
+            parent: None,
         },
         secret,
     )
@@ -453,7 +454,10 @@ async fn login(
     }
     let (management, policies) = (p.management, p.policies.clone());
     // The session is named after the principal that logged in.
-    let (token, secret) = new_token(&p.name, management, policies, Some(lifetime), &p.name, true);
+    let (mut token, secret) =
+        new_token(&p.name, management, policies, Some(lifetime), &p.name, true);
+    // It ends with the credentials it was made from.
+    token.parent = p.source.clone();
     propose(&l, Command::AclTokenCreate { token }).await?;
     let cookie = format!(
         "{}={secret}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",

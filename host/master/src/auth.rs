@@ -61,6 +61,9 @@ pub struct Principal {
     pub policies: Vec<String>,
     /// When the credentials expire (a session never outlives them).
     pub expires_at: Option<f64>,
+    /// The credentials, for sessions made from them: `token:<accessor>`
+    /// or `user:<name>`.
+    pub source: Option<String>,
 }
 
 impl Principal {
@@ -73,6 +76,7 @@ impl Principal {
             management: true,
             policies: Vec::new(),
             expires_at: None,
+            source: None,
         }
     }
 
@@ -266,6 +270,7 @@ pub async fn authenticate_headers(n: &Node, headers: &HeaderMap) -> Option<Princ
                 management: false,
                 policies,
                 expires_at: None,
+                source: Some(format!("user:{user}")),
             })
         }
         _ => None,
@@ -288,6 +293,7 @@ fn token_principal(n: &Node, secret: &str) -> Option<Principal> {
             management: t.management,
             policies: t.policies.clone(),
             expires_at: t.expires_at,
+            source: Some(format!("token:{}", t.accessor)),
         })
     })
 }

@@ -187,6 +187,7 @@ impl Leader {
             expires_at: None,
             created_by: "bootstrap".into(),
             session: false,
+            parent: None,
         };
         match self
             .store

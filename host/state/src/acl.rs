@@ -139,6 +139,10 @@ pub struct TokenRecord {
     /// A dashboard or login session (not listed with the operator's tokens).
     #[serde(default)]
     pub session: bool,
+    /// A session's credentials: `token:<accessor>` or `user:<name>`. The
+    /// session ends when they are revoked, removed or changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl TokenRecord {

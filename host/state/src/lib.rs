@@ -686,6 +686,7 @@ impl State {
                 if self.acl.tokens.len() == before {
                     return rejected(format!("no token with accessor {accessor}"));
                 }
+                self.end_sessions_of(&format!("token:{accessor}"));
                 Response::Ok
             }
             Command::AclUserSet { user } => {
@@ -697,11 +698,16 @@ impl State {
                 {
                     return rejected("too many users");
                 }
+                // A changed password or policies end the user's sessions.
+                self.end_sessions_of(&format!("user:{}", user.name));
                 self.acl.users.insert(user.name.clone(), user);
                 Response::Ok
             }
             Command::AclUserRemove { name } => match self.acl.users.remove(&name) {
-                Some(_) => Response::Ok,
+                Some(_) => {
+                    self.end_sessions_of(&format!("user:{name}"));
+                    Response::Ok
+                }
                 None => rejected(format!("no user named {name}")),
             },
             Command::AclPolicySet { policy } => {
@@ -941,6 +947,25 @@ impl State {
         Response::AgentRegistered {
             agent_id: id,
             new: true,
+        }
+    }
+
+    /// Ends the sessions made from `parent`'s credentials, and sessions
+    /// made from those.
+    fn end_sessions_of(&mut self, parent: &str) {
+        let mut gone = vec![parent.to_string()];
+        while let Some(p) = gone.pop() {
+            let ended: Vec<String> = self
+                .acl
+                .tokens
+                .values()
+                .filter(|t| t.session && t.parent.as_deref() == Some(p.as_str()))
+                .map(|t| t.accessor.clone())
+                .collect();
+            self.acl
+                .tokens
+                .retain(|_, t| !(t.session && t.parent.as_deref() == Some(p.as_str())));
+            gone.extend(ended.into_iter().map(|a| format!("token:{a}")));
         }
     }
 

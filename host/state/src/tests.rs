@@ -819,6 +819,7 @@ fn acl_commands_keep_hashes_refuse_a_second_bootstrap_and_drop_expired_tokens() 
         expires_at: expires,
         created_by: "test".into(),
         session: false,
+        parent: None,
     };
     let mut s = State::default();
     assert_eq!(
@@ -867,6 +868,64 @@ fn acl_commands_keep_hashes_refuse_a_second_bootstrap_and_drop_expired_tokens() 
         }),
         Response::Rejected { .. }
     ));
+}
+
+#[test]
+fn sessions_end_with_the_token_or_user_they_were_made_from() {
+    use crate::acl::{TokenRecord, UserRecord};
+    let session = |accessor: &str, hash: &str, parent: &str| TokenRecord {
+        accessor: accessor.into(),
+        secret_hash: hash.into(),
+        name: "x".into(),
+        management: false,
+        policies: vec![],
+        created_at: 1.0,
+        expires_at: Some(100.0),
+        created_by: "x".into(),
+        session: true,
+        parent: Some(parent.into()),
+    };
+    let mut s = State::default();
+    let parent = TokenRecord {
+        session: false,
+        parent: None,
+        name: "ops".into(),
+        expires_at: None,
+        ..session("acc-ops", "sha256:ops", "")
+    };
+    let user = UserRecord {
+        name: "ann".into(),
+        password_hash: "phc".into(),
+        policies: vec![],
+        created_at: 1.0,
+    };
+    assert_eq!(
+        s.apply(Command::AclUserSet { user: user.clone() }),
+        Response::Ok
+    );
+    for t in [
+        parent,
+        session("s1", "sha256:s1", "token:acc-ops"),
+        // A session made from a session of the token.
+        session("s2", "sha256:s2", "token:s1"),
+        session("s3", "sha256:s3", "user:ann"),
+    ] {
+        assert_eq!(s.apply(Command::AclTokenCreate { token: t }), Response::Ok);
+    }
+    s.apply(Command::AclTokenRevoke {
+        accessor: "acc-ops".into(),
+    });
+    assert!(s.acl.token("sha256:s1", 2.0).is_none());
+    assert!(s.acl.token("sha256:s2", 2.0).is_none());
+    assert!(s.acl.token("sha256:s3", 2.0).is_some());
+    // A new password (or policies) ends the user's sessions.
+    s.apply(Command::AclUserSet {
+        user: UserRecord {
+            password_hash: "other".into(),
+            ..user
+        },
+    });
+    assert!(s.acl.token("sha256:s3", 2.0).is_none());
 }
 
 fn volume(id: &str, role: &str, disk: u64) -> Volume {
