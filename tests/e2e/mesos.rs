@@ -1230,6 +1230,17 @@ async fn a_pymesos_executor_runs_its_frameworks_tasks_and_ends_with_them() {
     assert_eq!(fw["executors"][0]["executor_id"], "pyexec", "{fw}");
     let (_, t) = c.api.get("/api/wasmos/v1/tasks/ex-long").await;
     assert_eq!(t["state"], "TASK_RUNNING", "{t}");
+    assert_eq!(t["executor"]["id"], "pyexec", "{t}");
+    assert_eq!(t["executor"]["kind"], "CUSTOM", "{t}");
+    // Its files are its executor's sandbox (the executor's output).
+    let (code, listing) = c.api.get("/api/wasmos/v1/tasks/ex-long/files/browse").await;
+    assert_eq!(code, 200, "{listing}");
+    assert!(
+        listing
+            .as_array()
+            .is_some_and(|l| l.iter().any(|e| e["path"] == "stderr")),
+        "{listing}"
+    );
     // The executor and its tasks are held: the executor's resources count
     // once, beside both tasks' (0.1 + 0.1 cpus while ex-long runs).
     let (_, fws) = c.api.get("/api/wasmos/v1/frameworks").await;

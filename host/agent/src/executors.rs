@@ -943,6 +943,18 @@ impl Agent {
         }
     }
 
+    /// The sandbox directory name of a task: its own, or its custom
+    /// executor's while that runs.
+    pub(crate) fn sandbox_of(&self, task: &TaskId) -> TaskId {
+        let key = self.lock_tasks().get(task).and_then(|t| {
+            let e = t.spec.executor.as_ref()?;
+            (e.kind == ExecutorKind::Custom)
+                .then(|| (t.framework_id.clone(), e.executor_id.clone()))
+        });
+        key.and_then(|k| self.lock_executors().get(&k).map(|x| x.container.clone()))
+            .unwrap_or_else(|| task.clone())
+    }
+
     /// Whether `container` is a running executor's (its sandbox is kept).
     pub(crate) fn runs_executor_container(&self, container: &TaskId) -> bool {
         self.lock_executors()

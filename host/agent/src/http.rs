@@ -202,6 +202,8 @@ async fn files_op(
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("task id: {e}")),
     };
+    // A task its custom executor runs lives in the executor's sandbox.
+    let task = a.sandbox_of(&task);
     let num = |k: &str| -> Result<Option<u64>, String> {
         q.get(k)
             .map(|v| {

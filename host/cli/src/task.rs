@@ -536,7 +536,7 @@ async fn list(c: &Client, as_json: bool, all: bool) -> anyhow::Result<()> {
             table::num(t.resources.cpus.as_f64()),
             table::num(t.resources.mem.as_f64()),
             table::age(now - t.launched_at),
-            t.command.display(),
+            what_runs(t),
         ]
     }));
     if rows.is_empty() {
@@ -574,7 +574,25 @@ async fn show(c: &Client, id: &str, as_json: bool) -> anyhow::Result<()> {
         t.hostname.as_deref().unwrap_or("?")
     );
     println!("resources:  {}", t.resources);
-    println!("command:    {}", t.command.display());
+    match &t.executor {
+        Some(e) => {
+            let kind = match e.kind {
+                wasmos_core::ExecutorKind::Default => "default",
+                wasmos_core::ExecutorKind::Custom => "custom",
+            };
+            println!("executor:   {} ({kind})", e.id);
+            if let Some(c) = &e.command {
+                println!("  command:  {}", c.display());
+            }
+            if let Some(g) = &e.group {
+                println!("group:      {g}");
+            }
+            if e.kind == wasmos_core::ExecutorKind::Default {
+                println!("command:    {}", t.command.display());
+            }
+        }
+        None => println!("command:    {}", t.command.display()),
+    }
     if let Some(m) = &t.status.message {
         println!("message:    {m}");
     }
@@ -670,5 +688,15 @@ async fn logs(c: &Client, id: &str, follow: bool, file: &str) -> anyhow::Result<
         }
         tokio::time::sleep(idle).await;
         idle = (idle * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// What a listing shows a task runs: its command, or its custom executor.
+fn what_runs(t: &TaskView) -> String {
+    match &t.executor {
+        Some(e) if e.kind == wasmos_core::ExecutorKind::Custom => {
+            format!("(executor {})", e.id)
+        }
+        _ => t.command.display(),
     }
 }

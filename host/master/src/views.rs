@@ -24,6 +24,22 @@ pub struct TaskView {
     pub command: CommandSpec,
     pub labels: BTreeMap<String, String>,
     pub launched_at: f64,
+    /// The executor that runs it (`None`: the agent runs its command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorView>,
+}
+
+/// A task's executor, as the native API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutorView {
+    pub id: wasmos_core::ExecutorId,
+    /// `DEFAULT` (a task group on the agent's default executor) or `CUSTOM`.
+    pub kind: wasmos_core::ExecutorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandSpec>,
+    /// The task group, for tasks launched in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<TaskId>,
 }
 
 impl TaskView {
@@ -44,6 +60,12 @@ impl TaskView {
             command: t.spec.command.clone(),
             labels: t.spec.labels.clone(),
             launched_at: t.launched_at,
+            executor: t.spec.executor.as_ref().map(|e| ExecutorView {
+                id: e.executor_id.clone(),
+                kind: e.kind,
+                command: e.command.clone(),
+                group: t.spec.group.clone(),
+            }),
         }
     }
 }
