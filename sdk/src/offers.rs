@@ -3,7 +3,8 @@
 //! A framework with tasks waiting gets a batch of offers. A [`Packer`] keeps
 //! what is left of each offer while tasks are placed on it, one at a time:
 //! [`Packer::place`] finds the offers with room for the task's
-//! [`Need`] (cpus, mem, disk, GPUs, fixed and any ports), asks the placement
+//! [`Need`] (cpus, mem, disk, GPUs, fixed and any ports, and whose resources
+//! it accepts: `Need.roles`, reservations first), asks the placement
 //! service about its constraints when it has any (counting the tasks placed
 //! earlier in the same batch), takes the resources of the best offer and
 //! says which host ports the task got. The framework builds the task's spec

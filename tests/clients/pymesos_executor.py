@@ -5,7 +5,7 @@ pymesos_scheduler.py (mode `executor`).
 Each task's `data` is a base64 shell command: the executor reports
 TASK_RUNNING, runs it, tells its framework how it ended (a framework
 message `<task> exited <code>`), then reports TASK_FINISHED or
-TASK_FAILED with the command's output as `data`. A KILL ends the command and
+TASK_FAILED with the command's output (its first 1 KiB) as `data`. A KILL ends the command and
 reports TASK_KILLED. A framework message `ping` is answered `echo:ping`.
 The executor itself never runs as root: it refuses to start if it does.
 """

@@ -38,10 +38,13 @@ MODE:
             reads the volume back, then cleans up.
   reserved  subscribe in role $ROLE and wait for an offer holding $CPUS cpus
             statically reserved for it (`role` and no `reservation`).
-  executor  launch two tasks to one custom executor (pymesos_executor.py,
-            run with $EXECUTOR_PYTHON): one keeps running; the other, launched
+  executor  launch two tasks to one custom executor ($EXECUTOR_SCRIPT,
+            i.e. pymesos_executor.py, run with $EXECUTOR_PYTHON; with a
+            failover timeout when env FAILOVER is set, so that it can
+            outlive a restart of agent and master): one keeps running; the other, launched
             to the running executor, finishes (not as root), reporting the
-            container's memory limit, grown for it; exchange framework messages with the executor;
+            container's memory limit, grown for it; the executor's updates
+            carry its executor_id; exchange framework messages with the executor;
             once the file $GO exists, message it again, then kill the
             running task; the executor, left without tasks, is shut down
             (executorLost). A task naming the same executor id with another

@@ -3,9 +3,10 @@
 //! executor for task groups, which is the agent itself.
 //!
 //! A custom executor is started the first time a task names it and lives
-//! while it has tasks: the agent starts it in its own container (cgroups
-//! and namespaces like any task, sized for the executor and its first
-//! tasks) with `MESOS_AGENT_ENDPOINT` pointing at a loopback-only listener,
+//! while it has tasks: the agent starts it in its own container (under the
+//! native containerizer cgroups and namespaces like any task, sized for the
+//! executor and its first tasks and grown as more arrive) with
+//! `MESOS_AGENT_ENDPOINT` pointing at a loopback-only listener,
 //! hands it its tasks once it subscribes, forwards its status updates to
 //! the master (reliably, as its own), tells it when each is acknowledged,
 //! and shuts it down when its last task ended or its framework asks.
@@ -45,9 +46,11 @@ use crate::containerizer::{ExitInfo, Signaller};
 pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a subscribed executor hears a HEARTBEAT.
 const HEARTBEAT: Duration = Duration::from_secs(30);
-/// The prefix of executor containers' ids (never a task's: the agent
-/// refuses tasks named so).
+/// The prefix of executor containers' ids.
 pub const CONTAINER_PREFIX: &str = "executor-";
+/// The label an executor container's checkpoint carries: how a restarted
+/// agent tells it from a task (whatever the task's id).
+pub const CONTAINER_LABEL: &str = "wasmos.executor-container";
 
 type Key = (FrameworkId, ExecutorId);
 
@@ -345,6 +348,7 @@ impl Agent {
             for id in live {
                 let mut s = self.status_of(&id, TaskState::Failed);
                 s.message = Some("its executor ended while the agent was away".into());
+                s.executor_id = Some(key.1.clone());
                 s.reason = Some(Reason::ReasonExecutorTerminated);
                 self.finish(&key.0, s);
             }
@@ -586,7 +590,7 @@ impl Agent {
             name: spec.name.clone(),
             resources,
             command,
-            labels: BTreeMap::new(),
+            labels: BTreeMap::from([(CONTAINER_LABEL.to_string(), key.1.to_string())]),
             kill_grace_period_ms: Some(spec.shutdown_grace_ms()),
             health_check: None,
             container: None,
@@ -632,8 +636,9 @@ impl Agent {
         c.rlimits = iso.rlimits;
         c.cgroup = iso.cgroup;
         if self.native.is_some() {
-            // Recorded so that a restarted agent knows the container (and
-            // ends it: executors do not outlive their agent).
+            // Recorded so that a restarted agent finds the container again
+            // (and takes it back from its `executor.json`, or ends it when
+            // that is missing).
             self.checkpoint_task(&crate::native::TaskRecord {
                 framework_id: key.0.clone(),
                 spec: as_task.clone(),
@@ -689,6 +694,7 @@ impl Agent {
             );
             s.message = Some(why.to_string());
             s.reason = Some(reason);
+            s.executor_id = Some(key.1.clone());
             self.finish_task(&key.0, s);
         }
         let _ = std::fs::remove_dir_all(self.checkpoint_dir().join(x.container.as_str()));
@@ -760,6 +766,7 @@ impl Agent {
                 drop(map);
                 let mut s = self.status_of(id, TaskState::Killed);
                 s.message = Some("killed before its executor ran it".into());
+                s.executor_id = Some(key.1.clone());
                 self.finish_task(&key.0, s);
                 return;
             };
@@ -782,6 +789,7 @@ impl Agent {
             Err(()) => {
                 let mut s = self.status_of(id, TaskState::Killed);
                 s.message = Some("killed before its executor ran it".into());
+                s.executor_id = Some(key.1.clone());
                 self.finish_task(&key.0, s);
             }
         }

@@ -1,5 +1,7 @@
-//! The agent's HTTP API: launch and kill (from the leader, term-checked),
-//! sandbox files, and the agent's own view of its tasks.
+//! The agent's HTTP API: launch, kill, executor shutdown and framework
+//! messages for executors (from the leader, term-checked), sandbox files (a
+//! custom executor's task: its executor's sandbox), and the agent's own
+//! view of its tasks and executors.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -290,7 +290,7 @@ impl Agent {
                 gpus,
             } = r.record;
             let id = spec.task_id.clone();
-            if id.as_str().starts_with(crate::executors::CONTAINER_PREFIX) {
+            if spec.labels.contains_key(crate::executors::CONTAINER_LABEL) {
                 let dir = self.checkpoint_dir().join(id.as_str());
                 match crate::native::read_json(&dir.join("executor.json")) {
                     Some(rec) => self.recover_executor(id, rec, r.running),

@@ -13,7 +13,8 @@
 //!   "policies"}`, `DELETE`;
 //! - `POST /login` `{"user", "password"}` or `{"token"}`: a session token,
 //!   also set as the `wasmos-session` cookie (HttpOnly, Secure,
-//!   SameSite=Strict); `POST /logout` ends it; `GET /whoami`.
+//!   SameSite=Strict); `POST /logout` ends it, and so do revoking the token
+//!   or removing or setting again the user it was made from; `GET /whoami`.
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
-//! The leader's calls to agents (`/internal/v1/launch`, `/internal/v1/kill`),
+//! The leader's calls to agents (`/internal/v1/launch`, `/internal/v1/kill`,
+//! `/internal/v1/executors/shutdown`, `/internal/v1/executors/message`),
 //! over HTTPS with this master's certificate. Launches are sent only after
 //! they are committed ([`crate::launch`]) and retried until the agent takes
 //! them or the tasks leave STAGING.

@@ -1,6 +1,7 @@
 //! The master's HTTP surface, on one listener:
 //! - `/api/wasmos/v1/...`: the native API (the CLI and dashboard use only this);
-//! - `/internal/v1/...`: agents register, heartbeat, send status updates;
+//! - `/internal/v1/...`: agents register, heartbeat, send status updates,
+//!   executors' messages and exits;
 //! - `/frameworks/<name>/...`: framework plugins' own APIs;
 //! - `/health`, `/version`, and the dashboard at `/`.
 

@@ -9,7 +9,10 @@
 //! - `launch.json`: what the supervisor runs;
 //! - `supervisor.json`: the supervisor's pid and start time, the init's
 //!   pid, and the boot id — written once the task exec'd;
-//! - `exit.json`: how the task ended, written by the supervisor.
+//! - `exit.json`: how the task ended, written by the supervisor;
+//! - `executor.json` (an executor's container, `executor-<uuid>`): the
+//!   executor, its tasks and each one's latest update, written by the agent
+//!   (`executors.rs`).
 
 pub mod cgroup;
 pub mod supervisor;
