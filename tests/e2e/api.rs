@@ -331,3 +331,51 @@ async fn variables_are_written_read_and_guarded_by_check_and_set() {
     assert_eq!(rm.code, Some(0), "{rm:?}");
     assert_eq!(api.get("/api/wasmos/v1/vars/apps/web").await.0, 404);
 }
+
+/// `/metrics` answers Prometheus in its text format (parsed by the
+/// Prometheus project's own parsers) with a token that may read the
+/// cluster, and JSON clients as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_scrapes_the_masters_metrics_and_json_clients_keep_their_json() {
+    let c = Cluster::up().await;
+    let (code, v) = c
+        .api
+        .post(
+            "/v2/apps",
+            &json!({"id": "/scraped", "cmd": "sleep 600", "cpus": 0.1, "mem": 32, "instances": 1}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    wasmos_tests::wait_for("the app's task to run", wasmos_tests::DEADLINE, || async {
+        let (_, tasks) = c.api.get("/api/wasmos/v1/tasks?state=TASK_RUNNING").await;
+        (!tasks.as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let (code, v) = c
+        .api
+        .put(
+            "/api/wasmos/v1/acl/policies/prometheus",
+            &json!({"rules": [{"area": "cluster", "access": "read"}]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let (code, token) = c
+        .api
+        .post(
+            "/api/wasmos/v1/acl/tokens",
+            &json!({"name": "prometheus", "policies": ["prometheus"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{token}");
+    wasmos_tests::run_client_script(
+        "prometheus_scrape.py",
+        &[
+            &c.up.url,
+            c.ca().to_str().unwrap(),
+            token["secret"].as_str().unwrap(),
+            "1",
+        ],
+        "prometheus scrape: ok",
+    )
+    .await;
+}

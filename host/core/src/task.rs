@@ -49,6 +49,24 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in Mesos' order of a task's life.
+    pub const ALL: [TaskState; 14] = [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Error,
+        TaskState::Lost,
+        TaskState::Dropped,
+        TaskState::Unreachable,
+        TaskState::Gone,
+        TaskState::GoneByOperator,
+        TaskState::Unknown,
+    ];
+
     /// Terminal states never change again (Mesos' `isTerminalState`).
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -338,6 +338,25 @@ async fn not_found(
         return ApiError::NotFound(format!("no endpoint {method} {}", uri.path())).into_response();
     };
     let path = uri.path();
+    // Prometheus (by its Accept header) gets this master's metrics, on
+    // followers too; other clients the frameworks' JSON below.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if path == "/metrics"
+        && matches!(method, Method::GET | Method::HEAD)
+        && let Some(content_type) = crate::metrics::prometheus_type(accept)
+    {
+        if let Err(r) = principal.check(Area::Cluster, "", Access::Read) {
+            return r.into_response();
+        }
+        return (
+            [(header::CONTENT_TYPE, content_type)],
+            crate::metrics::render(&n),
+        )
+            .into_response();
+    }
     if wasmos_core::plugin::SHARED_PREFIXES.contains(&path) {
         let holders: Vec<String> = n.store.read(|s| {
             s.plugins

@@ -39,6 +39,7 @@ pub mod http;
 pub mod launch;
 pub mod leader;
 pub mod mesos;
+pub mod metrics;
 pub mod node;
 pub mod plugins;
 pub mod roles;
