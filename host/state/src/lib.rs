@@ -975,10 +975,8 @@ impl State {
         for t in self.live_tasks_on(agent) {
             pools.hold(&t.spec);
         }
-        for ((a, _, _), e) in self.live_executors() {
-            if &a == agent {
-                pools.hold_executor(e);
-            }
+        for e in executors_among(self.live_tasks_on(agent)).values() {
+            pools.hold_executor(e);
         }
         Some(pools)
     }
@@ -990,14 +988,13 @@ impl State {
             .iter()
             .map(|(id, a)| (id.clone(), a.idle_pools()))
             .collect();
+        let mut executors = ExecutorsSeen::default();
         for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
             if let Some(p) = out.get_mut(&t.agent_id) {
                 p.hold(&t.spec);
-            }
-        }
-        for ((agent, _, _), e) in self.live_executors() {
-            if let Some(p) = out.get_mut(&agent) {
-                p.hold_executor(e);
+                if let Some(e) = executors.first(t) {
+                    p.hold_executor(e);
+                }
             }
         }
         out
@@ -1007,18 +1004,7 @@ impl State {
     /// with a task that has not ended (an executor lives while its tasks
     /// do, and holds its resources that long).
     pub fn live_executors(&self) -> BTreeMap<(AgentId, FrameworkId, ExecutorId), &ExecutorSpec> {
-        let mut out = BTreeMap::new();
-        for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
-            if let Some(e) = &t.spec.executor {
-                out.entry((
-                    t.agent_id.clone(),
-                    t.framework_id.clone(),
-                    e.executor_id.clone(),
-                ))
-                .or_insert(e);
-            }
-        }
-        out
+        executors_among(self.tasks.values().filter(|t| !t.state().is_terminal()))
     }
 
     fn reserve(&mut self, agent_id: AgentId, role: String, resources: Resources) -> Response {
@@ -1192,9 +1178,9 @@ impl State {
         // task must agree with its executor's description.
         let mut executors: BTreeMap<ExecutorId, ExecutorSpec> =
             if tasks.iter().any(|t| t.executor.is_some()) {
-                self.live_executors()
+                executors_among(self.live_tasks_on(&agent_id))
                     .into_iter()
-                    .filter(|((a, f, _), _)| a == &agent_id && f == &framework_id)
+                    .filter(|((_, f, _), _)| f == &framework_id)
                     .map(|((_, _, e), spec)| (e, spec.clone()))
                     .collect()
             } else {
@@ -1404,13 +1390,13 @@ impl State {
     /// per agent.
     pub fn used_by_agent(&self) -> BTreeMap<AgentId, Resources> {
         let mut out: BTreeMap<AgentId, Resources> = BTreeMap::new();
+        let mut executors = ExecutorsSeen::default();
         for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
             let e = out.entry(t.agent_id.clone()).or_default();
             *e = e.add(&t.spec.resources);
-        }
-        for ((agent, _, _), x) in self.live_executors() {
-            let e = out.entry(agent).or_default();
-            *e = e.add(&x.resources);
+            if let Some(x) = executors.first(t) {
+                *e = e.add(&x.resources);
+            }
         }
         out
     }
@@ -1419,13 +1405,13 @@ impl State {
     /// per framework.
     pub fn used_by_framework(&self) -> BTreeMap<FrameworkId, Resources> {
         let mut out: BTreeMap<FrameworkId, Resources> = BTreeMap::new();
+        let mut executors = ExecutorsSeen::default();
         for t in self.tasks.values().filter(|t| !t.state().is_terminal()) {
             let e = out.entry(t.framework_id.clone()).or_default();
             *e = e.add(&t.spec.resources);
-        }
-        for ((_, framework, _), x) in self.live_executors() {
-            let e = out.entry(framework).or_default();
-            *e = e.add(&x.resources);
+            if let Some(x) = executors.first(t) {
+                *e = e.add(&x.resources);
+            }
         }
         out
     }
@@ -1435,6 +1421,43 @@ impl State {
         self.tasks
             .values()
             .filter(move |t| &t.agent_id == agent && !t.state().is_terminal())
+    }
+}
+
+/// The executors of `tasks`, one per agent, framework and executor id.
+fn executors_among<'a>(
+    tasks: impl Iterator<Item = &'a TaskRecord>,
+) -> BTreeMap<(AgentId, FrameworkId, ExecutorId), &'a ExecutorSpec> {
+    let mut seen = ExecutorsSeen::default();
+    tasks
+        .filter_map(|t| {
+            let e = seen.first(t)?;
+            Some((
+                (
+                    t.agent_id.clone(),
+                    t.framework_id.clone(),
+                    e.executor_id.clone(),
+                ),
+                e,
+            ))
+        })
+        .collect()
+}
+
+/// Counts each executor once in a pass over live tasks: an executor's
+/// resources are held once, however many of its tasks run.
+#[derive(Default)]
+struct ExecutorsSeen<'a> {
+    seen: std::collections::HashSet<(&'a AgentId, &'a FrameworkId, &'a ExecutorId)>,
+}
+
+impl<'a> ExecutorsSeen<'a> {
+    /// The task's executor, the first time a task of it is seen.
+    fn first(&mut self, t: &'a TaskRecord) -> Option<&'a ExecutorSpec> {
+        let e = t.spec.executor.as_ref()?;
+        self.seen
+            .insert((&t.agent_id, &t.framework_id, &e.executor_id))
+            .then_some(e)
     }
 }
 
