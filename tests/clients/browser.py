@@ -3,10 +3,13 @@ is true in it, over the DevTools protocol on a pipe (Python's standard
 library only). Fails on a page exception, a console error, a failed request
 or a response of 400 or more, and when the deadline passes first.
 
-Usage: browser.py URL EXPRESSION [--ca CA.PEM] [--width 1280] [--height 900] [--mobile]
-                  [--timeout 30] [--png out.png]
-Prints the expression's last value; exit 0 when it became true with no
-errors, 1 otherwise (with what went wrong on stderr)."""
+Usage: browser.py URL EXPRESSION [--then EXPRESSION ...] [--ca CA.PEM] [--width 1280]
+                  [--height 900] [--mobile] [--timeout 30] [--png out.png]
+Each `--then` expression is waited for after the one before became true (an
+expression may act on the page, e.g. click, once what it needs is there,
+and return true). Prints the last expression's last value; exit 0 when
+every expression became true with no errors, 1 otherwise (with what went
+wrong on stderr)."""
 
 import argparse
 import base64
@@ -128,6 +131,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
     ap.add_argument("expression")
+    ap.add_argument("--then", action="append", default=[],
+                    help="an expression to wait for after the previous one became true")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--mobile", action="store_true")
@@ -153,14 +158,20 @@ def main():
             b.call("Network.setCookie", {"name": "wasmos-session", "value": a.session, "url": a.url,
                                          "secure": True, "httpOnly": True, "sameSite": "Strict"})
         b.call("Page.navigate", {"url": a.url})
-        deadline = time.time() + a.timeout
         value = None
-        while time.time() < deadline:
-            r = b.call("Runtime.evaluate", {"expression": a.expression, "returnByValue": True})
-            value = r.get("result", {}).get("value")
-            if value:
+        failed_step = None
+        for step in [a.expression] + a.then:
+            deadline = time.time() + a.timeout
+            value = None
+            while time.time() < deadline:
+                r = b.call("Runtime.evaluate", {"expression": step, "returnByValue": True})
+                value = r.get("result", {}).get("value")
+                if value:
+                    break
+                b._read(0.2)
+            if not value:
+                failed_step = step
                 break
-            b._read(0.2)
         errors = [e for e in problems(b.events) if not any(x in e for x in a.expect_error)]
         if a.png:
             # Let the page paint what the expression saw (the picture is for
@@ -174,8 +185,8 @@ def main():
         print(json.dumps(value))
         if errors:
             print("\n".join(errors), file=sys.stderr)
-        if not value:
-            print(f"timed out after {a.timeout}s waiting for: {a.expression}", file=sys.stderr)
+        if failed_step is not None:
+            print(f"timed out after {a.timeout}s waiting for: {failed_step}", file=sys.stderr)
         sys.exit(0 if value and not errors else 1)
     finally:
         b.close()

@@ -515,7 +515,9 @@ async fn the_dashboard_logs_in_with_a_password_in_a_real_browser() {
            q('#login-user').value = 'viewer'; q('#login-password').value = {password:?}; \
            q('#login-form').requestSubmit(); return false; }} \
          return q('#app').hidden === false && q('#whoami').textContent.includes('user:viewer') \
-           && q('#summary').textContent.includes('Agents') && q('#agents tbody').children.length === 1; }})()"
+           && (q('#p-agents .figure') || {{}}).textContent === '1 active' \
+           && q('#p-services').textContent.includes('Services') \
+           && q('#nav a[data-page=masters]').hidden && !q('#nav a[data-page=services]').hidden; }})()"
     );
     let ca = c.ca();
     wasmos_tests::run_client_script(

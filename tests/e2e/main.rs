@@ -6,6 +6,7 @@
 mod api;
 mod auth;
 mod chronos;
+mod dashboard;
 mod docker;
 mod isolation;
 mod marathon;

@@ -468,6 +468,22 @@ pub async fn run_client_script(script: &str, args: &[&str], ok: &str) {
     run_python("target/py", script, args, &[], ok).await;
 }
 
+/// Loads a page of the dashboard in headless Chromium with
+/// `tests/clients/browser.py` (its arguments: the URL, the expressions to
+/// wait for, options); returns the last expression's value as JSON once
+/// every expression became true with no page error.
+pub async fn browser(args: &[&str]) -> String {
+    run_python("target/py", "browser.py", args, &[], "").await
+}
+
+/// Where tests keep what people look at after a run (screenshots), under
+/// `target/test-artefacts/<what>`.
+pub fn artefacts(what: &str) -> PathBuf {
+    let dir = root().join("target/test-artefacts").join(what);
+    std::fs::create_dir_all(&dir).expect("create the artefacts dir");
+    dir
+}
+
 /// Runs `tests/clients/pymesos_scheduler.py` (or another pymesos script)
 /// with the Python `./dev test` installed pymesos for (`target/pymesos`:
 /// Debian's Python, whose packaged http-parser pymesos needs); returns its

@@ -97,6 +97,10 @@ pub struct MasterArgs {
     /// revive); Mesos' `--allocation_interval`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     allocation_interval_ms: u64,
+    /// How often the master samples the cluster for the dashboard's charts,
+    /// in seconds (it keeps a day of samples, also across restarts).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    history_interval_secs: u64,
     /// Threads serving the API and raft (default: one per core). Where
     /// several masters share a machine's cores, one each spends less CPU
     /// per write on handing work between threads (BENCHMARKS.md).
@@ -247,6 +251,10 @@ pub struct UpArgs {
     /// schedulers: loopback or a trusted network only.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     plain_listen: Option<SocketAddr>,
+    /// How often the master samples the cluster for the dashboard's charts,
+    /// in seconds (a day of samples is kept).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    history_interval_secs: u64,
     #[command(flatten)]
     tasks: TaskArgs,
 }
@@ -359,6 +367,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         heartbeat_interval_ms,
         agent_timeout_ms,
         allocation_interval_ms,
+        history_interval_secs,
         worker_threads: _,
     } = a;
     if heartbeat_interval_ms == 0 || agent_timeout_ms <= heartbeat_interval_ms {
@@ -430,6 +439,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
     c.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms);
     c.agent_timeout = Duration::from_millis(agent_timeout_ms);
     c.allocation_interval = Duration::from_millis(allocation_interval_ms);
+    c.history_interval = Duration::from_secs(history_interval_secs);
     Ok(c)
 }
 
@@ -698,6 +708,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         masters,
         insecure,
         plain_listen,
+        history_interval_secs,
         tasks,
     } = a;
     if plain_listen.is_some() && masters > 1 {
@@ -751,7 +762,16 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let ca_cert = tls.as_ref().map(|t| t.cert.clone());
     let plugin_key = local_plugin_key(&data_dir)?;
     if masters > 1 {
-        return up_replicated(masters, listen, &data_dir, tls.as_ref(), &plugin_key, agent).await;
+        return up_replicated(
+            masters,
+            listen,
+            &data_dir,
+            tls.as_ref(),
+            &plugin_key,
+            agent,
+            history_interval_secs,
+        )
+        .await;
     }
     eprintln!("wasmos up: starting the master and loading the bundled plugins…");
     let mconf = master_config(
@@ -776,6 +796,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: 2000,
             agent_timeout_ms: 10_000,
             allocation_interval_ms: 1000,
+            history_interval_secs,
             worker_threads: None,
         },
         ca_cert.as_deref(),
@@ -824,6 +845,7 @@ async fn up_replicated(
     tls: Option<&LocalTls>,
     plugin_key: &LocalPluginKey,
     agent: AgentArgs,
+    history_interval_secs: u64,
 ) -> anyhow::Result<()> {
     let addrs = local_master_addrs(n, listen, data_dir)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -866,6 +888,10 @@ async fn up_replicated(
             .args(["--id", &id.to_string()])
             .args(["--listen", &addr.to_string()])
             .args(["--peers", &peers])
+            .args([
+                "--history-interval-secs",
+                &history_interval_secs.to_string(),
+            ])
             .arg("--data-dir")
             .arg(&dir)
             .arg("--plugin-cache")

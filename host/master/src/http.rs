@@ -98,6 +98,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(protocol::paths::JOIN, post(join));
     let api = Router::new()
         .route(v1!("/cluster"), get(cluster))
+        .route(v1!("/history"), get(history))
         .route(v1!("/leader"), get(leader_info))
         .route(v1!("/masters"), get(masters).post(add_master))
         .route(v1!("/masters/{id}"), axum::routing::delete(remove_master))
@@ -718,6 +719,54 @@ async fn executor_exited(
 fn parse_id<T: std::str::FromStr<Err = wasmos_core::IdError>>(what: &str, s: &str) -> ApiResult<T> {
     s.parse()
         .map_err(|e| ApiError::BadRequest(format!("{what} id {s:?} is not valid: {e}")))
+}
+
+/// The dashboard's charts: this master's samples of the cluster (any
+/// master answers from its own ring), those after `since` (Unix seconds),
+/// merged down to at most `points` (default 720).
+async fn history(
+    State(n): NodeState,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<ApiJson<serde_json::Value>> {
+    for k in q.keys() {
+        if !matches!(k.as_str(), "since" | "points") {
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter {k:?} (known: since, points)"
+            )));
+        }
+    }
+    let since = match q.get("since") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "since must be a time in seconds since the Unix epoch, not {v:?}"
+                    ))
+                })?,
+        ),
+    };
+    let points = match q.get("points") {
+        None => 720,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|p| (1..=crate::history::MAX_POINTS).contains(p))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "points must be a whole number from 1 to {}, not {v:?}",
+                    crate::history::MAX_POINTS
+                ))
+            })?,
+    };
+    Ok(ApiJson(json!({
+        "master_id": n.store.node_id(),
+        "interval_secs": n.history.interval.as_secs_f64(),
+        "capacity": n.history.capacity(),
+        "samples": n.history.query(since, points),
+    })))
 }
 
 async fn cluster(Lead(l): Lead) -> ApiJson<ClusterView> {

@@ -35,6 +35,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod frameworks;
+pub mod history;
 pub mod http;
 pub mod launch;
 pub mod leader;
@@ -105,6 +106,9 @@ pub struct MasterConfig {
     pub plugin_call_deadline: Duration,
     /// The largest request body accepted.
     pub max_body: usize,
+    /// How often this master samples the cluster for the dashboard's
+    /// charts (a day of samples is kept).
+    pub history_interval: Duration,
 }
 
 impl MasterConfig {
@@ -131,6 +135,7 @@ impl MasterConfig {
             launch_timeout: Duration::from_secs(120),
             plugin_call_deadline: Duration::from_secs(2),
             max_body: 1 << 20,
+            history_interval: Duration::from_secs(10),
         }
     }
 }
@@ -276,6 +281,7 @@ pub async fn start_on(
         });
     }
     tokio::spawn(node.clone().warm_plugins(shutdown_rx.clone()));
+    tokio::spawn(node.clone().sample_history(shutdown_rx.clone()));
     let app = http::router(node.clone()).into_make_service_with_connect_info::<wasmos_tls::Peer>();
     let listener = match &node_tls {
         Some(t) => wasmos_tls::Listener::tls(listener, t.server()?)?,

@@ -64,6 +64,8 @@ pub struct Node {
     pub tls: Option<Arc<NodeTls>>,
     pub(crate) passwords: crate::auth::PasswordCache,
     pub(crate) audit: crate::auth::AuditLog,
+    /// The dashboard's charts: what this master sampled of the cluster.
+    pub history: crate::history::History,
 }
 
 impl std::fmt::Debug for Node {
@@ -103,8 +105,40 @@ impl Node {
             tls,
             passwords: Default::default(),
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
+            history: crate::history::History::open(
+                config.history_interval,
+                Some(config.data_dir.join("history.jsonl")),
+            ),
             config,
         }))
+    }
+
+    /// Samples the cluster into [`Node::history`] every interval, leader or
+    /// not (each master samples the state it has applied), until
+    /// `shutdown` is set.
+    pub(crate) async fn sample_history(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let interval = self.history.interval;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|v| *v) => return,
+            }
+            let now = crate::leader::now_secs();
+            // Ends since the last sample; after a long gap (a restart), one
+            // interval's worth, not everything since.
+            let since = self
+                .history
+                .last_t()
+                .map_or(now - interval.as_secs_f64(), |t| {
+                    t.max(now - 2.0 * interval.as_secs_f64())
+                });
+            let sample = self
+                .store
+                .read(|s| crate::history::Sample::of(s, now, since));
+            self.history.push(sample);
+        }
     }
 
     /// The leader this master runs, if it leads now.

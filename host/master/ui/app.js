@@ -1,242 +1,260 @@
-// The Wasmos dashboard. Reads /api/wasmos/v1 and re-reads on every event
-// from /api/wasmos/v1/events. No framework, no build step.
+// The Wasmos dashboard's core: API calls, the session, the router (one
+// page per `#/<page>[/<object>]`), the live event stream and the refresh
+// loop. Pages register themselves from pages.js. No framework, no build.
 "use strict";
 
 const API = "/api/wasmos/v1";
-const $ = (sel) => document.querySelector(sel);
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-const num = (x, d = 2) => (Math.round(x * 10 ** d) / 10 ** d).toString();
+const num = (x, d = 2) => (Math.round((x || 0) * 10 ** d) / 10 ** d).toString();
+const pct = (used, total) => (total > 0 ? (100 * used) / total : 0);
+const when = (v) => {
+  if (v === null || v === undefined || v === "") return "–";
+  const d = typeof v === "number" ? new Date(v * 1000) : new Date(v);
+  return isNaN(d) ? String(v) : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+};
+const ENDED = /FINISHED|FAILED|KILLED|ERROR|LOST|DROPPED|GONE/;
+const isLive = (state) => !ENDED.test(state);
+const enc = encodeURIComponent;
+
+// A request; JSON answers are parsed. Errors carry the server's message.
+async function call(method, path, body) {
+  const opts = { method, headers: {} };
+  if (body !== undefined) {
+    opts.headers["content-type"] = "application/json";
+    opts.body = typeof body === "string" ? body : JSON.stringify(body);
+  }
+  const r = await fetch(path, opts);
+  const text = await r.text();
+  let data = text;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+  return { ok: r.ok, status: r.status, data };
+}
 
 async function get(path) {
-  const r = await fetch(API + path);
-  if (!r.ok) throw new Error((await r.json().catch(() => ({}))).message || r.statusText);
-  return r.json();
+  const r = await call("GET", path);
+  if (!r.ok) throw new Error(errorText(r));
+  return r.data;
+}
+// The native API's paths.
+const native = (path) => get(API + path);
+
+// What went wrong, from an answer: Marathon's `message` and `details`,
+// the native API's `message`, or the status.
+function errorText(r) {
+  const d = r.data;
+  if (d && typeof d === "object") {
+    const details = Array.isArray(d.details) ? d.details.map((x) => `${x.path}: ${(x.errors || []).join(", ")}`).join("; ") : d.details || "";
+    return [d.message, details].filter(Boolean).join(" — ") || `HTTP ${r.status}`;
+  }
+  return (typeof d === "string" && d.trim()) || `HTTP ${r.status}`;
 }
 
-function bar(used, total) {
-  const pct = total > 0 ? Math.min(100, (100 * used) / total) : 0;
-  return `<div class="bar"><div style="width:${pct}%"></div></div>`;
+// Runs an action from a button: disabled meanwhile, the outcome shown in
+// the toast; refreshes the page after.
+async function act(button, what, fn) {
+  if (button) button.disabled = true;
+  try {
+    const r = await fn();
+    if (r && r.ok === false) throw new Error(errorText(r));
+    toast(`${what}: done`);
+    return r;
+  } catch (e) {
+    toast(`${what}: ${e.message}`, true);
+    return null;
+  } finally {
+    if (button) button.disabled = false;
+    refreshSoon();
+  }
 }
 
-function card(k, v, extra = "") {
-  return `<div class="card"><div class="k">${esc(k)}</div><div class="v">${v}</div>${extra}</div>`;
+let toastTimer = null;
+function toast(msg, bad = false) {
+  let t = $("#toast");
+  if (!t) {
+    t = document.createElement("div");
+    t.id = "toast";
+    t.setAttribute("role", "status");
+    document.body.append(t);
+  }
+  t.textContent = msg;
+  t.className = bad ? "bad" : "";
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, bad ? 8000 : 3000);
 }
 
-async function renderSummary() {
-  const c = await get("/cluster");
-  const running = c.tasks.TASK_RUNNING || 0;
-  const live = Object.entries(c.tasks).filter(([s]) => !/FINISHED|FAILED|KILLED|ERROR|LOST|DROPPED|GONE/.test(s)).reduce((a, [, n]) => a + n, 0);
-  $("#summary").innerHTML =
-    card("Agents", c.agents) +
-    card("Frameworks", c.frameworks) +
-    card("Tasks running", running, `<div class="dim">${live} live, ${Object.values(c.tasks).reduce((a, b) => a + b, 0)} known</div>`) +
-    card("CPUs", `${num(c.used.cpus)} / ${num(c.total.cpus)}`, bar(c.used.cpus, c.total.cpus)) +
-    card("Memory (MB)", `${num(c.used.mem, 0)} / ${num(c.total.mem, 0)}`, bar(c.used.mem, c.total.mem)) +
-    card("Offers out", c.offers);
-  $("#cluster-meta").textContent = `cluster ${c.cluster_id.slice(0, 8)} · term ${c.term} · log ${c.log_index} · v${c.version}`;
+// ---- who is signed in, and what they may read ------------------------------
+let Me = { management: false, rules: [] };
+// Whether the signed-in principal may read a whole area (a rule on it
+// with no prefix), so pages ask only for what they may see.
+function can(area) {
+  if (Me.management) return true;
+  const rules = (Me.rules || []).filter((r) => r.area === area && !r.prefix);
+  return rules.some((r) => r.access !== "deny") && !rules.some((r) => r.access === "deny");
 }
+// The area each page reads.
+const AREAS = { overview: "cluster", services: "apps", jobs: "jobs", tasks: "tasks", nodes: "cluster", plugins: "plugins", frameworks: "cluster", masters: "masters" };
 
-async function renderTasks() {
-  const showDone = $("#show-done").checked;
-  let tasks = await get("/tasks");
-  tasks.sort((a, b) => b.launched_at - a.launched_at);
-  if (!showDone) tasks = tasks.filter((t) => !/FINISHED|FAILED|KILLED|ERROR|LOST|DROPPED|GONE/.test(t.state));
-  const cmd = (c) => (c.shell || !c.arguments.length ? c.value : c.arguments.join(" "));
-  const detail = (s) => [s.message, s.exit_code != null ? `exit ${s.exit_code}` : ""].filter(Boolean).join(" · ");
-  const live = (s) => !/FINISHED|FAILED|KILLED|ERROR|LOST|DROPPED|GONE/.test(s);
-  $("#tasks tbody").innerHTML = tasks.map((t) => `
-    <tr class="clickable" data-task="${esc(t.id)}">
-      <td><code>${esc(t.id)}</code></td><td>${esc(t.framework_id)}</td>
-      <td class="state ${esc(t.state)}">${esc(t.state.replace("TASK_", ""))}</td>
-      <td>${esc(t.hostname || t.agent_id)}</td><td>${num(t.resources.cpus)}</td><td>${num(t.resources.mem, 0)}</td>
-      <td><code>${esc(cmd(t.command)).slice(0, 80)}</code></td><td>${esc(detail(t.status))}</td>
-      <td>${live(t.state) ? `<button class="danger" data-kill="${esc(t.id)}">kill</button>` : ""}</td>
-    </tr>`).join("") || `<tr><td colspan="9" class="dim">no tasks yet</td></tr>`;
+// ---- pages and the router ----------------------------------------------
+const Pages = {};
+// A page: `render(arg)` returns its skeleton's HTML (built once per visit,
+// so forms keep what is typed), `refresh(arg)` fills its live parts.
+function page(name, def) { Pages[name] = def; }
+
+let current = { name: null, arg: null };
+function route() {
+  let h = location.hash.replace(/^#/, "");
+  // Links of the one-page dashboard before: #job/<name>.
+  const old = h.match(/^job\/(.+)$/);
+  if (old) { location.replace(`#/jobs/${old[1]}`); return; }
+  if (!h.startsWith("/")) h = "/overview";
+  const [, name, ...rest] = h.split("/");
+  const arg = rest.length ? decodeURIComponent(rest.join("/")) : null;
+  const p = Pages[name] ? name : "overview";
+  current = { name: p, arg };
+  $$("#nav a").forEach((a) => a.classList.toggle("on", a.dataset.page === p));
+  const def = Pages[p];
+  document.title = `${def.title(arg)} · Wasmos`;
+  $("#page").dataset.page = p;
+  if (!can(AREAS[p])) {
+    $("#page").innerHTML = `<h2>${esc(def.title(arg))}</h2><p class="err">Your policy does not let you read the <code>${AREAS[p]}</code> area.
+      Ask an operator for a rule on it (<code>wasmos acl policy</code>), or sign in as someone else.</p>`;
+    return;
+  }
+  $("#page").innerHTML = def.render(arg);
+  if (def.mount) def.mount(arg);
+  refreshNow();
 }
+window.addEventListener("hashchange", () => { if (started) route(); });
 
-async function renderAgents() {
-  const agents = await get("/agents");
-  $("#agents tbody").innerHTML = agents.map((a) => `
-    <tr><td><code>${esc(a.id)}</code></td><td>${esc(a.hostname)}</td>
-      <td class="${a.connected ? "active" : "unreachable"}">${a.connected ? esc(a.state) : "disconnected"}</td>
-      <td>${num(a.used.cpus)} / ${num(a.resources.cpus)}${bar(a.used.cpus, a.resources.cpus)}</td>
-      <td>${num(a.used.mem, 0)} / ${num(a.resources.mem, 0)}${bar(a.used.mem, a.resources.mem)}</td>
-      <td>${num(a.used.disk, 0)} / ${num(a.resources.disk, 0)}</td><td>${a.tasks}</td>
-      <td>${Object.entries(a.attributes).map(([k, v]) => `<code>${esc(k)}:${esc(v)}</code>`).join(" ")}</td></tr>`).join("")
-    || `<tr><td colspan="8" class="dim">no agents registered</td></tr>`;
+let refreshing = false, again = false, refreshTimer = null;
+async function refreshNow() {
+  if (refreshing) { again = true; return; }
+  refreshing = true;
+  const { name, arg } = current;
+  if (!name || !can(AREAS[name])) { refreshing = false; return; }
+  try {
+    await Promise.all([Pages[name].refresh(arg), header()]);
+    const e = $("#page-error");
+    if (e) e.hidden = true;
+  } catch (e) {
+    let box = $("#page-error");
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "page-error";
+      box.className = "err";
+      $("#page").prepend(box);
+    }
+    box.hidden = false;
+    box.textContent = `Could not load this page: ${e.message}. It retries on the next event or in 10 s.`;
+  } finally {
+    refreshing = false;
+    if (again) { again = false; refreshSoon(); }
+  }
 }
-
-async function renderFrameworks() {
-  const fws = await get("/frameworks");
-  $("#frameworks tbody").innerHTML = fws.map((f) => `
-    <tr><td><code>${esc(f.id)}</code></td><td>${esc(f.kind.type)}</td>
-      <td class="${esc(f.health || "")}" title="${esc(f.last_error || "")}">${esc(f.health || (f.active ? "active" : "inactive"))}</td>
-      <td>${f.tasks}</td><td>${f.offers}${f.suppressed ? ' <span class="dim">(suppressed)</span>' : ""}</td></tr>`).join("");
-  const plugins = await get("/plugins");
-  $("#plugins tbody").innerHTML = plugins.map((p) => `
-    <tr><td><code>${esc(p.name)}</code></td><td>${esc(p.kind)}</td><td>${esc(p.version)}</td><td>${esc(p.source)}</td>
-      <td>${esc(p.signed_by || (p.source === "bundled" ? "(bundled)" : "unsigned"))}</td><td><code title="${esc(p.digest)}">${esc(p.digest.slice(7, 19))}</code></td></tr>`).join("");
-}
-
-// Jobs, from the chronos framework's own view (absent when it is not installed).
-const JOBS = "/frameworks/chronos";
-const when = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "–");
-let openJob = null;
-
-async function renderJobs() {
-  const r = await fetch(JOBS + "/jobs");
-  if (!r.ok) { $("#jobs-section").hidden = true; return; }
-  $("#jobs-section").hidden = false;
-  const { jobs } = await r.json();
-  $("#jobs tbody").innerHTML = jobs.map((j) => {
-    const sched = j.kind === "dependent" ? `after ${j.parents.map(esc).join(" + ")}` : `<code>${esc(j.schedule)}</code>${j.schedule_time_zone ? ` <span class="dim">${esc(j.schedule_time_zone)}</span>` : ""}`;
-    const last = j.last_run ? `<span class="${esc(j.last_run.result)}">${esc(j.last_run.result)}</span> <span class="dim">${esc(when(j.last_run.ended))}</span>` : '<span class="dim">never ran</span>';
-    return `<tr class="clickable" data-job="${esc(j.name)}"><td><code>${esc(j.name)}</code></td><td>${sched}</td>
-      <td>${j.disabled ? '<span class="dim">disabled</span>' : esc(when(j.next_run))}</td><td>${last}</td>
-      <td>${j.success_count} / <span class="${j.error_count ? "failed" : ""}">${j.error_count}</span></td>
-      <td class="${/running/.test(j.state) ? "running" : esc(j.state)}" title="${esc(j.waiting_for || "")}">${esc(j.state)}</td>
-      <td><button data-run-job="${esc(j.name)}"${j.disabled ? " disabled" : ""}>run now</button></td></tr>`;
-  }).join("") || `<tr><td colspan="7" class="dim">no jobs; add one with <code>wasmos job add FILE</code> or POST Chronos job JSON to /v1/scheduler/iso8601</td></tr>`;
-  const g = await (await fetch(JOBS + "/graph")).json().catch(() => ({}));
-  $("#job-graph").textContent = g.tree || "no jobs";
-  if (openJob) await renderJob(openJob);
-}
-
-async function renderJob(name) {
-  const r = await fetch(`${JOBS}/jobs/${encodeURIComponent(name)}`);
-  if (!r.ok) { $("#job-detail").hidden = true; openJob = null; return; }
-  const d = await r.json();
-  openJob = name;
-  $("#job-detail").hidden = false;
-  $("#job-name").textContent = name;
-  const s = d.stats;
-  $("#job-summary").textContent = s.count ? `· due → end median ${num(s.median_ms, 0)} ms, p99 ${num(s.p99_ms, 0)} ms over ${s.count} successes` : "";
-  const row = (run) => {
-    const a = run.attempts[run.attempts.length - 1] || {};
-    return `<tr><td><code>${esc(run.id)}</code></td><td>${esc(when(run.due))}</td><td>${esc(run.trigger)}</td>
-      <td class="${esc(run.state)}" title="${esc(run.message || "")}">${esc(run.state)}${run.message ? ` <span class="dim">${esc(run.message).slice(0, 60)}</span>` : ""}</td>
-      <td>${run.attempts.length}</td><td>${esc(when(run.started))}</td><td>${esc(when(run.ended))}</td><td>${a.exit_code ?? "–"}</td>
-      <td>${a.task_id ? `<a href="#" data-task="${esc(a.task_id)}"><code>${esc(a.task_id)}</code></a>` : "–"}</td></tr>`;
-  };
-  $("#job-runs tbody").innerHTML = [...d.active, ...d.history].map(row).join("") || `<tr><td colspan="9" class="dim">no runs yet</td></tr>`;
-}
-
-let refreshTimer = null;
 function refreshSoon() {
   if (refreshTimer) return;
-  refreshTimer = setTimeout(async () => {
-    refreshTimer = null;
-    await Promise.allSettled([renderSummary(), renderTasks(), renderAgents(), renderFrameworks(), renderJobs()]);
-  }, 150);
+  refreshTimer = setTimeout(() => { refreshTimer = null; refreshNow(); }, 250);
 }
 
+async function header() {
+  const c = await native("/cluster");
+  $("#cluster-meta").textContent = `cluster ${c.cluster_id.slice(0, 8)} · term ${c.term} · log ${c.log_index} · v${c.version}`;
+  Cache.cluster = c;
+}
+// The last answers of shared reads, for pages that show them again.
+const Cache = { cluster: null };
+
+// ---- the live event stream ------------------------------------------------
+const Events = [];
+const EVENT_KINDS = ["task_updated", "agent_added", "agent_reregistered", "agent_updated", "framework_added", "framework_removed",
+  "plugin_installed", "plugin_removed", "plugin_configured", "leader_elected", "lagged"];
+let stream = null;
 function connectEvents() {
-  const es = new EventSource(API + "/events");
-  const list = $("#events");
-  const note = (kind, data) => {
-    const li = document.createElement("li");
-    let what = "";
-    try {
-      const d = JSON.parse(data);
-      what = d.id ? `${d.id}${d.state ? " → " + d.state : ""}` : d.name || "";
-    } catch (_) {}
-    li.textContent = `${new Date().toLocaleTimeString()} ${kind} ${what}`;
-    list.prepend(li);
-    while (list.children.length > 200) list.lastChild.remove();
+  stream = new EventSource(API + "/events");
+  stream.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "pill ok"; refreshSoon(); };
+  stream.onerror = () => {
+    $("#conn").textContent = "reconnecting…";
+    $("#conn").className = "pill off";
+    // A stream refused for credentials (a session that ended): log in again.
+    fetch(API + "/whoami").then((r) => r.json()).then((me) => { if (!me.principal) showLogin("Your session ended; log in again."); }).catch(() => {});
   };
-  es.onopen = () => { $("#conn").textContent = "live"; $("#conn").className = "pill ok"; refreshSoon(); };
-  es.onerror = () => { $("#conn").textContent = "reconnecting…"; $("#conn").className = "pill off"; };
-  for (const kind of ["task_updated", "agent_added", "agent_reregistered", "agent_updated", "framework_added", "plugin_installed", "plugin_removed", "plugin_configured", "leader_elected", "lagged"]) {
-    es.addEventListener(kind, (e) => { note(kind, e.data); refreshSoon(); if (kind === "task_updated") refreshLogs(); });
+  for (const kind of EVENT_KINDS) {
+    stream.addEventListener(kind, (e) => {
+      let what = "";
+      try {
+        const d = JSON.parse(e.data);
+        what = d.id ? `${d.id}${d.state ? " → " + d.state : ""}` : d.name || "";
+      } catch (_) { /* no data */ }
+      Events.unshift({ at: new Date(), kind, what });
+      Events.length = Math.min(Events.length, 200);
+      refreshSoon();
+      if (kind === "task_updated") Logs.poll();
+    });
   }
 }
 
-// Task output, read from the task's sandbox through the master.
-let logs = { task: null, file: "stdout", offset: 0, timer: null };
-async function refreshLogs() {
-  if (!logs.task) return;
-  const r = await fetch(`${API}/tasks/${encodeURIComponent(logs.task)}/files/read?path=${logs.file}&offset=${logs.offset}`);
-  if (!r.ok) {
-    $("#logs-body").innerHTML = `<span class="err">${esc((await r.json().catch(() => ({}))).message || r.statusText)}</span>`;
-    return;
-  }
-  const text = await r.text();
-  if (text.length) {
-    $("#logs-body").textContent += text;
-    logs.offset += new TextEncoder().encode(text).length;
-    $("#logs-body").scrollTop = $("#logs-body").scrollHeight;
-  }
-}
-function openLogs(task, file = "stdout") {
-  logs = { ...logs, task, file, offset: 0 };
-  $("#logs").hidden = false;
-  $("#logs-task").textContent = task;
-  $("#logs-body").textContent = "";
-  document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("on", b.dataset.file === file));
-  clearInterval(logs.timer);
-  logs.timer = setInterval(refreshLogs, 1000);
-  refreshLogs();
-}
-
-document.addEventListener("click", async (e) => {
-  const kill = e.target.closest("[data-kill]");
-  if (kill) {
-    e.stopPropagation();
-    const r = await fetch(`${API}/tasks/${encodeURIComponent(kill.dataset.kill)}/kill`, { method: "POST" });
-    if (!r.ok) alert((await r.json().catch(() => ({}))).message || r.statusText);
-    return;
-  }
-  const runJob = e.target.closest("[data-run-job]");
-  if (runJob) {
-    e.stopPropagation();
-    const r = await fetch(`${JOBS}/jobs/${encodeURIComponent(runJob.dataset.runJob)}/runs`, { method: "POST" });
-    if (!r.ok) alert((await r.json().catch(() => ({}))).message || r.statusText);
-    location.hash = "job/" + encodeURIComponent(runJob.dataset.runJob);
-    refreshSoon();
-    return;
-  }
-  const job = e.target.closest("[data-job]");
-  if (job) { location.hash = "job/" + encodeURIComponent(job.dataset.job); return; }
-  const row = e.target.closest("[data-task]");
-  if (row) { e.preventDefault(); openLogs(row.dataset.task); }
-  const tab = e.target.closest(".tabs button");
-  if (tab && logs.task) openLogs(logs.task, tab.dataset.file);
-});
-// Deep links: #job/<name> opens a job's runs.
-function followHash() {
-  const m = location.hash.match(/^#job\/(.+)$/);
-  if (m) renderJob(decodeURIComponent(m[1])).then(() => $("#job-detail").scrollIntoView({ block: "nearest" }));
-  else { openJob = null; $("#job-detail").hidden = true; }
-}
-window.addEventListener("hashchange", followHash);
-$("#job-close").onclick = () => { location.hash = ""; };
-$("#logs-close").onclick = () => { $("#logs").hidden = true; clearInterval(logs.timer); logs.task = null; };
-$("#show-done").onchange = refreshSoon;
-
-$("#run").onsubmit = async (e) => {
-  e.preventDefault();
-  const body = { cmd: $("#run-cmd").value, cpus: parseFloat($("#run-cpus").value), mem: parseFloat($("#run-mem").value) };
-  const r = await fetch("/frameworks/exec/tasks", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-  const j = await r.json().catch(() => ({}));
-  $("#run-msg").innerHTML = r.ok ? `submitted <code>${esc(j.id)}</code>` : `<span class="err">${esc(j.message || r.statusText)}</span>`;
-  if (r.ok) { $("#run-cmd").value = ""; setTimeout(() => openLogs(j.id), 1500); }
+// ---- task output ------------------------------------------------------------
+// One viewer at a time, read from the task's sandbox through the master.
+const Logs = {
+  task: null, file: "stdout", offset: 0, timer: null,
+  html(task) {
+    return `<section class="logs" data-logs="${esc(task)}"><h3>Output of <code>${esc(task)}</code>
+      <span class="tabs"><button data-logfile="stdout" class="on">stdout</button><button data-logfile="stderr">stderr</button></span></h3>
+      <pre class="logs-body"></pre></section>`;
+  },
+  open(task, file = "stdout") {
+    clearInterval(this.timer);
+    Object.assign(this, { task, file, offset: 0 });
+    const box = $(".logs");
+    if (!box) return;
+    $$("[data-logfile]", box).forEach((b) => b.classList.toggle("on", b.dataset.logfile === file));
+    $(".logs-body", box).textContent = "";
+    this.timer = setInterval(() => this.poll(), 1000);
+    this.poll();
+  },
+  close() { clearInterval(this.timer); this.task = null; },
+  async poll() {
+    const body = $(".logs-body");
+    if (!this.task || !body) { this.close(); return; }
+    const { task, file, offset } = this;
+    const r = await fetch(`${API}/tasks/${enc(task)}/files/read?path=${file}&offset=${offset}`);
+    if (task !== this.task || file !== this.file) return;
+    if (!r.ok) {
+      const j = await r.json().catch(() => ({}));
+      body.innerHTML = `<span class="err">${esc(j.message || r.statusText)}</span>`;
+      return;
+    }
+    const text = await r.text();
+    if (text.length) {
+      body.textContent += text;
+      this.offset += new TextEncoder().encode(text).length;
+      body.scrollTop = body.scrollHeight;
+    }
+  },
 };
+document.addEventListener("click", (e) => {
+  const tab = e.target.closest("[data-logfile]");
+  if (tab && Logs.task) Logs.open(Logs.task, tab.dataset.logfile);
+});
 
-// Signed in (the session cookie, HttpOnly) or not: the login form first.
+// ---- signing in -----------------------------------------------------------------
 function showLogin(message) {
   $("#app").hidden = true;
   $("#login").hidden = false;
   $("#login-msg").innerHTML = message ? `<span class="err">${esc(message)}</span>` : "";
+  if (stream) { stream.close(); stream = null; }
 }
 
 $("#login-form").onsubmit = async (e) => {
   e.preventDefault();
   const token = $("#login-token").value;
   const body = token ? { token } : { user: $("#login-user").value, password: $("#login-password").value };
-  const r = await fetch(API + "/login", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const r = await call("POST", API + "/login", body);
   if (r.ok) { $("#login-password").value = ""; $("#login-token").value = ""; start(); return; }
-  const j = await r.json().catch(() => ({}));
-  showLogin(j.message || r.statusText);
+  showLogin(errorText(r));
 };
 
 $("#logout").onclick = async () => {
@@ -249,15 +267,17 @@ async function start() {
   const r = await fetch(API + "/whoami");
   const me = await r.json().catch(() => ({}));
   if (!me.principal) { showLogin(); return; }
-  $("#whoami").textContent = me.principal ? `signed in as ${me.principal}` : "";
+  Me = me;
+  $$("#nav a").forEach((a) => { a.hidden = !can(AREAS[a.dataset.page]); });
+  $("#whoami").textContent = `signed in as ${me.principal}`;
   $("#logout").hidden = false;
   $("#login").hidden = true;
   $("#app").hidden = false;
+  if (!stream) connectEvents();
   if (started) { refreshSoon(); return; }
   started = true;
-  connectEvents();
-  refreshSoon();
-  followHash();
+  route();
   setInterval(refreshSoon, 10000);
 }
-start();
+// Pages register first (pages.js loads after this file).
+window.addEventListener("DOMContentLoaded", start);
