@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod catalogue;
 mod chronos;
 mod dashboard;
 mod docker;

@@ -11,6 +11,7 @@ mod client;
 mod cluster;
 mod daemon;
 mod job;
+mod package;
 mod table;
 mod task;
 mod vars;
@@ -88,6 +89,9 @@ enum Command {
     /// Add, list, run and remove repeating and dependent jobs (Chronos).
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Search, install and uninstall packages from catalogue repositories.
+    #[command(subcommand)]
+    Package(package::PackageCommand),
     /// Check credentials and save them (with the master and CA) for later commands.
     Login(acl::LoginArgs),
     /// Who the CLI's credentials are, and what they may do.
@@ -239,6 +243,7 @@ fn main() -> ExitCode {
             Command::Var(c) => vars::run(c, &connect()?).await.map(|_| 0),
             Command::App(c) => app::run(c, &connect()?).await,
             Command::Job(c) => job::run(c, &connect()?).await,
+            Command::Package(c) => package::run(c, &connect()?).await.map(|_| 0),
             Command::Login(a) => acl::login(a, &connect()?, &master, ca_cert, cli.token.clone())
                 .await
                 .map(|_| 0),

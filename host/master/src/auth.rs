@@ -347,6 +347,19 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
     if path == "/master/redirect" || crate::mesos::is_legacy_read(path) {
         return Some((Area::Cluster, String::new(), Access::Read));
     }
+    // Cosmos' calls are all POSTs: what they change decides. Installing
+    // and uninstalling also need the area of what a package makes (the
+    // marathon plugin checks the app with the caller's rights).
+    if path == "/capabilities" {
+        return Some((Area::Packages, String::new(), Access::Read));
+    }
+    if let Some(op) = path.strip_prefix("/package/") {
+        let access = match op {
+            "install" | "uninstall" | "repository/add" | "repository/delete" => Access::Write,
+            _ => Access::Read,
+        };
+        return Some((Area::Packages, String::new(), access));
+    }
     // The objects as the handlers will see them: decoded.
     let decoded = percent_decode(path);
     let rest = decoded.strip_prefix("/api/wasmos/v1/")?;

@@ -139,6 +139,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/frameworks/{name}/{*rest}", any(framework_http))
         .merge(api)
         .merge(crate::mesos::routes())
+        .merge(crate::catalogue::routes())
         .merge(internal)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -1138,7 +1139,7 @@ async fn framework_http(
 
 /// A framework API request, once the principal may make it.
 #[allow(clippy::too_many_arguments)]
-async fn checked_framework(
+pub(crate) async fn checked_framework(
     Lead(l): Lead,
     p: &Principal,
     name: String,

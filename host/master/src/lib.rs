@@ -32,6 +32,7 @@ pub mod agent_client;
 pub mod agents;
 pub mod allocator;
 pub mod auth;
+pub mod catalogue;
 pub mod error;
 pub mod events;
 pub mod frameworks;

@@ -66,6 +66,8 @@ pub struct Node {
     pub(crate) audit: crate::auth::AuditLog,
     /// The dashboard's charts: what this master sampled of the cluster.
     pub history: crate::history::History,
+    /// Reads package repositories at https:// URLs (the public roots).
+    pub(crate) catalogue_http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Node {
@@ -105,6 +107,10 @@ impl Node {
             tls,
             passwords: Default::default(),
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
+            catalogue_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .build()?,
             history: crate::history::History::open(
                 config.history_interval,
                 Some(config.data_dir.join("history.jsonl")),

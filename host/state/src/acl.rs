@@ -33,10 +33,13 @@ pub enum Area {
     Acl,
     /// Roles' weights and quotas, by role name.
     Roles,
+    /// The package catalogue: its repositories (install and uninstall
+    /// need this and the area of what a package makes, e.g. apps).
+    Packages,
 }
 
 impl Area {
-    pub const ALL: [Area; 11] = [
+    pub const ALL: [Area; 12] = [
         Area::Cluster,
         Area::Tasks,
         Area::Files,
@@ -48,6 +51,7 @@ impl Area {
         Area::Vars,
         Area::Acl,
         Area::Roles,
+        Area::Packages,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Area {
             Area::Vars => "vars",
             Area::Acl => "acl",
             Area::Roles => "roles",
+            Area::Packages => "packages",
         }
     }
 }

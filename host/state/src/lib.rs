@@ -305,6 +305,16 @@ pub struct State {
     /// Roles with a weight or a quota (others weigh 1, with no quota).
     #[serde(default)]
     pub roles: BTreeMap<String, roles::RoleConfig>,
+    /// The package catalogue's repositories, first wins.
+    #[serde(default)]
+    pub package_repos: Vec<PackageRepo>,
+}
+
+/// A repository of packages: an index served at `uri`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRepo {
+    pub name: String,
+    pub uri: String,
 }
 
 /// Every change to the state. Append new variants at the end; never change
@@ -462,6 +472,20 @@ pub enum Command {
         agent_id: AgentId,
         /// Named by id and role (both must match).
         volumes: Vec<Volume>,
+    },
+    /// Adds a package repository at `index` (the end when `None`); its
+    /// name and URI must be new.
+    PackageRepoAdd {
+        repo: PackageRepo,
+        #[serde(default)]
+        index: Option<usize>,
+    },
+    /// Removes the package repository named `name` or at `uri`.
+    PackageRepoDelete {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        uri: Option<String>,
     },
 }
 
@@ -823,6 +847,38 @@ impl State {
             Command::CreateVolumes { agent_id, volumes } => self.create_volumes(agent_id, volumes),
             Command::DestroyVolumes { agent_id, volumes } => {
                 self.destroy_volumes(agent_id, volumes)
+            }
+            Command::PackageRepoAdd { repo, index } => {
+                if let Some(same) = self
+                    .package_repos
+                    .iter()
+                    .find(|r| r.name == repo.name || r.uri == repo.uri)
+                {
+                    return rejected(format!(
+                        "a repository named {:?} at {:?} is already present",
+                        same.name, same.uri
+                    ));
+                }
+                let at = index.unwrap_or(self.package_repos.len());
+                if at > self.package_repos.len() {
+                    return rejected(format!(
+                        "index {at} is past the end of the list ({} repositories)",
+                        self.package_repos.len()
+                    ));
+                }
+                self.package_repos.insert(at, repo);
+                Response::Ok
+            }
+            Command::PackageRepoDelete { name, uri } => {
+                let before = self.package_repos.len();
+                self.package_repos.retain(|r| {
+                    !(name.as_ref().is_some_and(|n| *n == r.name)
+                        || uri.as_ref().is_some_and(|u| *u == r.uri))
+                });
+                if self.package_repos.len() == before {
+                    return rejected("no such repository".to_string());
+                }
+                Response::Ok
             }
             Command::KvDelete { framework_id, key } => {
                 if let Some(ns) = self.kv.get_mut(&framework_id) {

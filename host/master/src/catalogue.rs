@@ -1,0 +1,1252 @@
+//! The package catalogue: Universe's idea, with the subset of Cosmos' API
+//! that `dcos package` and the DC/OS UI use (`/package/search`,
+//! `describe`, `list-versions`, `render`, `install`, `uninstall`, `list`,
+//! `/package/repository/list|add|delete`, `/capabilities`), their media
+//! types and error body.
+//!
+//! A repository is a Universe index (`{"packages": [...]}`, v3/v4/v5) at
+//! an `https://` URL or in a file (`file:///path/repo.json`), or a
+//! directory in Universe's source layout (`file:///dir` holding
+//! `packages/<L>/<name>/<release>/package.json`, `config.json`,
+//! `marathon.json.mustache`, `resource.json`). A package's Marathon
+//! template is rendered as Cosmos does (config defaults, then the user's
+//! options, validated against the config's JSON schema, then
+//! `resource`; strings JSON-escaped, no HTML escaping) and installed as
+//! a Marathon app through the marathon plugin, with the caller's rights,
+//! labelled `DCOS_PACKAGE_*` so that `list` and `uninstall` find it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+use wasmos_state::{Command, PackageRepo, Response as StateResponse};
+
+use crate::auth::Principal;
+use crate::http::Lead;
+use crate::node::Node;
+
+/// A Cosmos error: its type (Cosmos' class name), message, status, data.
+#[derive(Debug)]
+pub struct CosmosError {
+    pub kind: &'static str,
+    pub message: String,
+    pub status: StatusCode,
+    pub data: Option<Value>,
+}
+
+fn error(kind: &'static str, message: impl Into<String>) -> CosmosError {
+    CosmosError {
+        kind,
+        message: message.into(),
+        status: StatusCode::BAD_REQUEST,
+        data: None,
+    }
+}
+
+impl CosmosError {
+    fn status(mut self, s: StatusCode) -> Self {
+        self.status = s;
+        self
+    }
+    fn data(mut self, d: Value) -> Self {
+        self.data = Some(d);
+        self
+    }
+}
+
+const ERROR_TYPE: &str = "application/vnd.dcos.package.error+json;charset=utf-8;version=v1";
+
+impl IntoResponse for CosmosError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "type": self.kind, "message": self.message });
+        if let Some(d) = self.data {
+            body["data"] = d;
+        }
+        typed(self.status, ERROR_TYPE, &body)
+    }
+}
+
+fn typed(status: StatusCode, content_type: &str, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Cosmos' response media type for `<namespace>.<kind>`, at `version`.
+fn media(kind: &str, version: &str) -> String {
+    format!("application/vnd.dcos.{kind}-response+json;charset=utf-8;version={version}")
+}
+
+type CResult<T> = Result<T, CosmosError>;
+
+pub fn routes() -> Router<Arc<Node>> {
+    let mut r = Router::new().route("/capabilities", get(capabilities));
+    for op in [
+        "search",
+        "describe",
+        "list-versions",
+        "render",
+        "install",
+        "uninstall",
+        "list",
+        "repository/list",
+        "repository/add",
+        "repository/delete",
+    ] {
+        r = r.route(&format!("/package/{op}"), post(dispatch));
+    }
+    r
+}
+
+async fn capabilities() -> Response {
+    typed(
+        StatusCode::OK,
+        "application/vnd.dcos.capabilities+json;charset=utf-8;version=v1",
+        &json!({"capabilities": [{"name": "PACKAGE_MANAGEMENT"}]}),
+    )
+}
+
+/// What the caller's `Accept` asks of `kind`: the highest version of
+/// those we answer that it lists, or our default when it names none.
+fn version(headers: &HeaderMap, kind: &str, ours: &[&'static str]) -> CResult<&'static str> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let wanted = format!("application/vnd.dcos.{kind}-response+json");
+    if !accept.contains("application/vnd.dcos.") {
+        return Ok(ours[0]);
+    }
+    for v in ours {
+        if accept.split(',').any(|m| {
+            let m = m.trim();
+            m.starts_with(&wanted) && m.contains(&format!("version={v}"))
+        }) {
+            return Ok(v);
+        }
+    }
+    Err(error(
+        "NotAcceptable",
+        format!("Accept lists no version of {wanted} this server answers ({ours:?})"),
+    )
+    .status(StatusCode::NOT_ACCEPTABLE))
+}
+
+async fn dispatch(
+    Lead(l): Lead,
+    State(n): State<Arc<Node>>,
+    principal: Option<axum::Extension<Principal>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let op = uri.path().trim_start_matches("/package/").replace('/', ".");
+    let p = principal.map(|axum::Extension(p)| p);
+    match serve(&n, Lead(l), p.as_ref(), &op, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The request's JSON object (`{}` for an empty body).
+fn request(body: &[u8]) -> CResult<Map<String, Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(error(
+            "MalformedRequest",
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(error(
+            "MalformedRequest",
+            format!("the request body is not JSON: {e}"),
+        )),
+    }
+}
+
+fn string(req: &Map<String, Value>, key: &str) -> CResult<Option<String>> {
+    match req.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(error(
+            "MalformedRequest",
+            format!("{key} must be a string, not {other}"),
+        )),
+    }
+}
+
+fn required(req: &Map<String, Value>, key: &str) -> CResult<String> {
+    string(req, key)?.ok_or_else(|| error("MalformedRequest", format!("{key} is required")))
+}
+
+async fn serve(
+    n: &Node,
+    lead: Lead,
+    p: Option<&Principal>,
+    op: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> CResult<Response> {
+    let req = request(body)?;
+    let ns = format!("package.{op}");
+    let ok = |version: &str, v: Value| typed(StatusCode::OK, &media(&ns, version), &v);
+    match op {
+        "repository.list" => {
+            let v = version(headers, &ns, &["v1"])?;
+            Ok(ok(v, json!({ "repositories": repos(n) })))
+        }
+        "repository.add" => {
+            let v = version(headers, &ns, &["v1"])?;
+            let name = required(&req, "name")?;
+            let uri = required(&req, "uri")?;
+            let index = match req.get("index") {
+                None | Some(Value::Null) => None,
+                Some(i) => Some(i.as_u64().map(|i| i as usize).ok_or_else(|| {
+                    error(
+                        "MalformedRequest",
+                        format!("index must be a whole number, not {i}"),
+                    )
+                })?),
+            };
+            check_uri(&uri)?;
+            if name.trim().is_empty() {
+                return Err(error("MalformedRequest", "name must not be empty"));
+            }
+            // The repository must answer with an index before it is added.
+            fetch(n, &uri).await?;
+            let count = n.store.read(|s| s.package_repos.len());
+            if index.is_some_and(|i| i > count) {
+                return Err(error(
+                    "RepositoryAddIndexOutOfBounds",
+                    format!(
+                        "index {} is past the end of the list ({count} repositories)",
+                        index.unwrap_or(0)
+                    ),
+                )
+                .data(json!({"attempted": index, "max": count})));
+            }
+            let repo = PackageRepo {
+                name: name.clone(),
+                uri: uri.clone(),
+            };
+            match propose(&lead, Command::PackageRepoAdd { repo, index }).await? {
+                StateResponse::Ok => Ok(ok(v, json!({ "repositories": repos(n) }))),
+                StateResponse::Rejected { reason } => {
+                    Err(error("RepositoryAlreadyPresent", reason)
+                        .data(json!({"name": name, "uri": uri})))
+                }
+                other => Err(internal(other)),
+            }
+        }
+        "repository.delete" => {
+            let v = version(headers, &ns, &["v1"])?;
+            let name = string(&req, "name")?;
+            let uri = string(&req, "uri")?;
+            if name.is_none() && uri.is_none() {
+                return Err(error("RepoNameOrUriMissing", "name or uri is required"));
+            }
+            match propose(
+                &lead,
+                Command::PackageRepoDelete {
+                    name: name.clone(),
+                    uri: uri.clone(),
+                },
+            )
+            .await?
+            {
+                StateResponse::Ok => Ok(ok(v, json!({ "repositories": repos(n) }))),
+                StateResponse::Rejected { .. } => Err(error(
+                    "RepositoryNotPresent",
+                    format!(
+                        "no repository named {} or at {}",
+                        name.as_deref().unwrap_or("-"),
+                        uri.as_deref().unwrap_or("-")
+                    ),
+                )
+                .data(json!({"name": name, "uri": uri}))),
+                other => Err(internal(other)),
+            }
+        }
+        "search" => {
+            let v = version(headers, &ns, &["v1"])?;
+            let query = string(&req, "query")?.unwrap_or_default();
+            let all = catalogue(n).await?;
+            Ok(ok(v, json!({ "packages": search(&all, &query) })))
+        }
+        "describe" => {
+            let v = version(headers, &ns, &["v3", "v2"])?;
+            let (pkg, _) = resolve(n, &req).await?;
+            Ok(ok(
+                v,
+                if v == "v3" {
+                    json!({ "package": pkg })
+                } else {
+                    pkg
+                },
+            ))
+        }
+        "list-versions" => {
+            let v = version(headers, &ns, &["v1"])?;
+            let name = required(&req, "packageName")?;
+            let all = catalogue(n).await?;
+            let results: Map<String, Value> = all
+                .iter()
+                .filter(|e| e.name() == name)
+                .map(|e| (e.version().to_string(), json!(e.release().to_string())))
+                .collect();
+            if results.is_empty() {
+                return Err(not_found(&name));
+            }
+            Ok(ok(v, json!({ "results": results })))
+        }
+        "render" => {
+            let v = version(headers, &ns, &["v1"])?;
+            let (_, app) = rendered(n, &req).await?;
+            Ok(ok(v, json!({ "marathonJson": app })))
+        }
+        "install" => {
+            let v = version(headers, &ns, &["v2", "v1"])?;
+            let (pkg, app) = rendered(n, &req).await?;
+            let name = pkg["name"].as_str().unwrap_or_default().to_string();
+            let version_s = pkg["version"].as_str().unwrap_or_default().to_string();
+            let Some(app) = app else {
+                // A package with no app (a CLI-only one) installs nothing.
+                return Ok(ok(
+                    v,
+                    json!({"packageName": name, "packageVersion": version_s}),
+                ));
+            };
+            let app_id = app["id"].as_str().unwrap_or_default().to_string();
+            let (status, answer) = marathon(lead, p, Method::POST, "/v2/apps", &app).await?;
+            match status {
+                s if s.is_success() => {}
+                StatusCode::CONFLICT => {
+                    return Err(error(
+                        "PackageAlreadyInstalled",
+                        format!("{name} is already installed as {app_id}: uninstall it, or install it under another appId"),
+                    )
+                    .status(StatusCode::CONFLICT));
+                }
+                s => return Err(marathon_error(s, &answer)),
+            }
+            let mut out =
+                json!({"packageName": name, "packageVersion": version_s, "appId": app_id});
+            if v == "v2"
+                && let Some(notes) = pkg.get("postInstallNotes")
+            {
+                out["postInstallNotes"] = notes.clone();
+            }
+            Ok(typed(StatusCode::OK, &media(&ns, v), &out))
+        }
+        "list" => {
+            let v = version(headers, &ns, &["v1"])?;
+            let name = string(&req, "packageName")?;
+            let app_id = string(&req, "appId")?;
+            let mut out = Vec::new();
+            for app in installed(lead, p).await? {
+                let labels = &app["labels"];
+                let Some(pkg_name) = labels["DCOS_PACKAGE_NAME"].as_str() else {
+                    continue;
+                };
+                let id = app["id"].as_str().unwrap_or_default();
+                if name.as_deref().is_some_and(|n| n != pkg_name)
+                    || app_id.as_deref().is_some_and(|a| canonical(a) != id)
+                {
+                    continue;
+                }
+                let definition = labels["DCOS_PACKAGE_DEFINITION"]
+                    .as_str()
+                    .and_then(decode_definition)
+                    .unwrap_or_else(
+                        || json!({"name": pkg_name, "version": labels["DCOS_PACKAGE_VERSION"]}),
+                    );
+                out.push(
+                    json!({"appId": id, "packageInformation": {"packageDefinition": definition}}),
+                );
+            }
+            out.sort_by(|a, b| {
+                let k = |x: &Value| {
+                    (
+                        x["packageInformation"]["packageDefinition"]["name"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                        x["appId"].as_str().unwrap_or("").to_string(),
+                    )
+                };
+                k(a).cmp(&k(b))
+            });
+            Ok(ok(v, json!({ "packages": out })))
+        }
+        "uninstall" => {
+            let v = version(headers, &ns, &["v1"])?;
+            let name = required(&req, "packageName")?;
+            let app_id = string(&req, "appId")?;
+            let all = req.get("all").and_then(Value::as_bool).unwrap_or(false);
+            let apps: Vec<String> = installed(Lead(lead.0.clone()), p)
+                .await?
+                .iter()
+                .filter(|a| a["labels"]["DCOS_PACKAGE_NAME"].as_str() == Some(name.as_str()))
+                .filter_map(|a| a["id"].as_str().map(str::to_string))
+                .collect();
+            let targets: Vec<String> = match &app_id {
+                Some(id) => {
+                    let id = canonical(id);
+                    if !apps.contains(&id) {
+                        return Err(error(
+                            "UninstallNonExistentAppForPackage",
+                            format!("{name} is not installed as {id}"),
+                        )
+                        .data(json!({"packageName": name, "appId": id})));
+                    }
+                    vec![id]
+                }
+                None if apps.is_empty() => {
+                    return Err(
+                        error("PackageNotInstalled", format!("{name} is not installed"))
+                            .data(json!({"packageName": name})),
+                    );
+                }
+                None if apps.len() > 1 && !all => {
+                    return Err(error(
+                        "AmbiguousAppId",
+                        format!(
+                            "{name} is installed as {}: name one with appId, or uninstall all",
+                            apps.join(", ")
+                        ),
+                    )
+                    .data(json!({"packageName": name, "appIds": apps})));
+                }
+                None => apps,
+            };
+            let mut results = Vec::new();
+            for id in targets {
+                let (status, answer) = marathon(
+                    Lead(lead.0.clone()),
+                    p,
+                    Method::DELETE,
+                    &format!("/v2/apps{id}"),
+                    &Value::Null,
+                )
+                .await?;
+                if !status.is_success() {
+                    return Err(marathon_error(status, &answer));
+                }
+                results.push(json!({"packageName": name, "appId": id}));
+            }
+            Ok(ok(v, json!({ "results": results })))
+        }
+        other => {
+            Err(error("NotFound", format!("no /package/{other}")).status(StatusCode::NOT_FOUND))
+        }
+    }
+}
+
+/// The package a request names and the app it makes with the request's
+/// options and `appId`.
+async fn rendered(n: &Node, req: &Map<String, Value>) -> CResult<(Value, Option<Value>)> {
+    let (pkg, source) = resolve(n, req).await?;
+    let app = render(
+        &pkg,
+        &source,
+        req.get("options"),
+        string(req, "appId")?.as_deref(),
+    )?;
+    Ok((pkg, app))
+}
+
+fn internal(r: StateResponse) -> CosmosError {
+    error(
+        "InternalError",
+        format!("unexpected answer from the state: {r:?}"),
+    )
+    .status(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn propose(lead: &Lead, cmd: Command) -> CResult<StateResponse> {
+    lead.0.store.propose_one(cmd).await.map_err(|e| {
+        error(
+            "ServiceUnavailable",
+            format!("the change was not committed: {e}; try again"),
+        )
+        .status(StatusCode::SERVICE_UNAVAILABLE)
+    })
+}
+
+fn repos(n: &Node) -> Vec<Value> {
+    n.store.read(|s| {
+        s.package_repos
+            .iter()
+            .map(|r| json!({"name": r.name, "uri": r.uri}))
+            .collect()
+    })
+}
+
+fn check_uri(uri: &str) -> CResult<()> {
+    if uri.starts_with("https://") || uri.starts_with("http://") || uri.starts_with("file:///") {
+        Ok(())
+    } else {
+        Err(error(
+            "UnsupportedRepositoryUri",
+            format!("{uri}: a repository is at an https://, http:// or file:/// URI"),
+        ))
+    }
+}
+
+fn canonical(id: &str) -> String {
+    format!("/{}", id.trim_matches('/'))
+}
+
+fn not_found(name: &str) -> CosmosError {
+    error(
+        "PackageNotFound",
+        format!("no package named {name} in any repository"),
+    )
+    .data(json!({"packageName": name}))
+}
+
+// ---- repositories -------------------------------------------------------------
+
+/// One package of one repository, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub repo_index: usize,
+    pub source: String,
+    pub package: Value,
+}
+
+impl Entry {
+    fn name(&self) -> &str {
+        self.package["name"].as_str().unwrap_or("")
+    }
+    fn version(&self) -> &str {
+        self.package["version"].as_str().unwrap_or("")
+    }
+    fn release(&self) -> u64 {
+        release_of(&self.package)
+    }
+}
+
+fn release_of(p: &Value) -> u64 {
+    match &p["releaseVersion"] {
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        Value::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Every package of every repository, merged as Cosmos does: by name,
+/// then repository order, then release (newest first); a (name, version)
+/// seen in an earlier repository hides later ones.
+async fn catalogue(n: &Node) -> CResult<Vec<Entry>> {
+    let repos = n.store.read(|s| s.package_repos.clone());
+    let mut out: Vec<Entry> = Vec::new();
+    for (i, r) in repos.iter().enumerate() {
+        for p in fetch(n, &r.uri).await? {
+            let e = Entry {
+                repo_index: i,
+                source: r.uri.clone(),
+                package: p,
+            };
+            if !out
+                .iter()
+                .any(|x| x.name() == e.name() && x.version() == e.version())
+            {
+                out.push(e);
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.name(), a.repo_index, std::cmp::Reverse(a.release())).cmp(&(
+            b.name(),
+            b.repo_index,
+            std::cmp::Reverse(b.release()),
+        ))
+    });
+    Ok(out)
+}
+
+/// The packages of the index at `uri`.
+async fn fetch(n: &Node, uri: &str) -> CResult<Vec<Value>> {
+    let unreachable = |why: String| {
+        error(
+            "RepositoryUriConnection",
+            format!("cannot read the repository at {uri}: {why}"),
+        )
+    };
+    let index: Value = if let Some(path) = uri.strip_prefix("file://") {
+        let path = std::path::Path::new(path);
+        if path.is_dir() {
+            return source_layout(path).map_err(unreachable);
+        }
+        let text = tokio::fs::read(path)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        serde_json::from_slice(&text).map_err(|e| {
+            error(
+                "IndexNotFound",
+                format!("{uri} is not a repository index: {e}"),
+            )
+        })?
+    } else {
+        let r = n
+            .catalogue_http
+            .get(uri)
+            .header(
+                header::ACCEPT,
+                "application/vnd.dcos.universe.repo+json;charset=utf-8;version=v5,\
+                 application/vnd.dcos.universe.repo+json;charset=utf-8;version=v4,\
+                 application/vnd.dcos.universe.repo+json;charset=utf-8;version=v3,\
+                 application/json",
+            )
+            .send()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(unreachable(format!("HTTP {}", r.status())));
+        }
+        r.json().await.map_err(|e| {
+            error(
+                "IndexNotFound",
+                format!("{uri} is not a repository index: {e}"),
+            )
+        })?
+    };
+    let Some(packages) = index["packages"].as_array() else {
+        return Err(error(
+            "IndexNotFound",
+            format!("{uri} is not a repository index (no \"packages\" list)"),
+        ));
+    };
+    Ok(packages.clone())
+}
+
+/// Universe's source layout: `packages/<L>/<name>/<release>/` with
+/// `package.json` and the optional `config.json`, `resource.json` and
+/// `marathon.json.mustache`, made into index entries as Universe's build
+/// does.
+pub fn source_layout(dir: &std::path::Path) -> Result<Vec<Value>, String> {
+    let root = dir.join("packages");
+    let read_dir = |p: &std::path::Path| -> Result<Vec<std::path::PathBuf>, String> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .map_err(|e| format!("{}: {e}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let json_file = |p: std::path::PathBuf| -> Result<Option<Value>, String> {
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        }
+    };
+    let mut out = Vec::new();
+    for letter in read_dir(&root)? {
+        for pkg in read_dir(&letter)? {
+            for rev in read_dir(&pkg)? {
+                let release: u64 = rev
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "{}: a release directory is named by a number",
+                            rev.display()
+                        )
+                    })?;
+                let Some(mut p) = json_file(rev.join("package.json"))? else {
+                    return Err(format!("{}: no package.json", rev.display()));
+                };
+                p["releaseVersion"] = json!(release);
+                if let Some(c) = json_file(rev.join("config.json"))? {
+                    p["config"] = c;
+                }
+                if let Some(r) = json_file(rev.join("resource.json"))? {
+                    p["resource"] = r;
+                }
+                match std::fs::read(rev.join("marathon.json.mustache")) {
+                    Ok(t) => {
+                        p["marathon"] = json!({
+                            "v2AppMustacheTemplate": base64::engine::general_purpose::STANDARD.encode(t)
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("{}: {e}", rev.display())),
+                }
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Cosmos' search: all for an empty query; `*` as a wildcard (anchored);
+/// otherwise a case-insensitive substring of the name, description or a
+/// tag. One result per name, selected packages first.
+pub fn search(all: &[Entry], query: &str) -> Vec<Value> {
+    let q = query.to_lowercase();
+    let matches = |s: &str| {
+        let s = s.to_lowercase();
+        if q.contains('*') {
+            wildcard(&q, &s)
+        } else {
+            s.contains(&q)
+        }
+    };
+    let mut out: Vec<Value> = Vec::new();
+    for e in all {
+        let p = &e.package;
+        let hit = q.is_empty()
+            || matches(e.name())
+            || matches(p["description"].as_str().unwrap_or(""))
+            || p["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| matches(t.as_str().unwrap_or(""))));
+        if !hit {
+            continue;
+        }
+        if let Some(existing) = out.iter_mut().find(|x| x["name"] == e.name()) {
+            existing["versions"][e.version()] = json!(e.release().to_string());
+            continue;
+        }
+        let mut r = json!({
+            "name": e.name(),
+            "currentVersion": e.version(),
+            "versions": { e.version(): e.release().to_string() },
+            "description": p["description"],
+            "framework": p["framework"].as_bool().unwrap_or(false),
+            "tags": p["tags"].clone(),
+            "selected": p["selected"].as_bool().unwrap_or(false),
+        });
+        if let Some(images) = p["resource"].get("images") {
+            r["images"] = images.clone();
+        }
+        out.push(r);
+    }
+    out.sort_by(|a, b| {
+        (
+            !a["selected"].as_bool().unwrap_or(false),
+            a["name"].as_str(),
+        )
+            .cmp(&(
+                !b["selected"].as_bool().unwrap_or(false),
+                b["name"].as_str(),
+            ))
+    });
+    out
+}
+
+/// `pattern` with `*` for any run of characters, matched against all of `s`.
+fn wildcard(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = s;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    rest.is_empty()
+}
+
+/// The package a request names (`packageName`, optional
+/// `packageVersion`), and the URI of its repository.
+async fn resolve(n: &Node, req: &Map<String, Value>) -> CResult<(Value, String)> {
+    let name = required(req, "packageName")?;
+    let version = string(req, "packageVersion")?;
+    let all = catalogue(n).await?;
+    let mut of_name = all.into_iter().filter(|e| e.name() == name).peekable();
+    if of_name.peek().is_none() {
+        return Err(not_found(&name));
+    }
+    let found = match &version {
+        None => of_name.next(),
+        Some(v) => of_name.find(|e| e.version() == v),
+    };
+    found.map(|e| (e.package, e.source)).ok_or_else(|| {
+        error(
+            "VersionNotFound",
+            format!("{name} has no version {}", version.as_deref().unwrap_or("")),
+        )
+        .data(json!({"packageName": name, "packageVersion": version}))
+    })
+}
+
+// ---- rendering -----------------------------------------------------------------
+
+/// The defaults a JSON schema's `properties` give, nested as they are.
+pub fn defaults(schema: &Value) -> Value {
+    let mut out = Map::new();
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, p) in props {
+            if let Some(d) = p.get("default") {
+                out.insert(k.clone(), d.clone());
+            } else if p.get("properties").is_some() {
+                let nested = defaults(p);
+                if nested.as_object().is_some_and(|m| !m.is_empty()) {
+                    out.insert(k.clone(), nested);
+                }
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// `b` over `a`, objects merged key by key.
+pub fn merge(a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut out = x.clone();
+            for (k, v) in y {
+                let merged = match out.get(k) {
+                    Some(old) => merge(old, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (_, b) => b.clone(),
+    }
+}
+
+/// The Marathon app a package makes with `options` (`None`: the package
+/// has no app), labelled as Cosmos labels it.
+pub fn render(
+    pkg: &Value,
+    source: &str,
+    options: Option<&Value>,
+    app_id: Option<&str>,
+) -> CResult<Option<Value>> {
+    let user = match options {
+        None | Some(Value::Null) => json!({}),
+        Some(o @ Value::Object(_)) => o.clone(),
+        Some(other) => {
+            return Err(error(
+                "MalformedRequest",
+                format!("options must be a JSON object, not {other}"),
+            ));
+        }
+    };
+    let merged = match pkg.get("config") {
+        Some(schema) => {
+            let merged = merge(&defaults(schema), &user);
+            let validator = jsonschema::draft4::new(schema).map_err(|e| {
+                error(
+                    "InvalidPackage",
+                    format!("the package's config.json is not a JSON schema: {e}"),
+                )
+            })?;
+            let errors: Vec<Value> = validator
+                .iter_errors(&merged)
+                .map(|e| json!({"path": e.instance_path.to_string(), "message": e.to_string()}))
+                .collect();
+            if !errors.is_empty() {
+                let summary: Vec<String> = errors
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("/"),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                return Err(error(
+                    "JsonSchemaMismatch",
+                    format!("Options JSON failed validation: {}", summary.join("; ")),
+                )
+                .data(json!({ "errors": errors })));
+            }
+            merged
+        }
+        None if user.as_object().is_some_and(|m| !m.is_empty()) => {
+            return Err(error(
+                "OptionsNotAllowed",
+                "this package takes no options (it has no config.json)",
+            ));
+        }
+        None => json!({}),
+    };
+    let Some(template) = pkg["marathon"]["v2AppMustacheTemplate"].as_str() else {
+        return Ok(None);
+    };
+    let template = base64::engine::general_purpose::STANDARD
+        .decode(template)
+        .ok()
+        .and_then(|t| String::from_utf8(t).ok())
+        .ok_or_else(|| {
+            error(
+                "InvalidPackage",
+                "the package's Marathon template is not base64 of UTF-8",
+            )
+        })?;
+    let mut context = merged;
+    if let Some(r) = pkg.get("resource") {
+        context["resource"] = r.clone();
+    }
+    let text = mustache_render(&template, &context).map_err(|e| {
+        error(
+            "InvalidPackage",
+            format!("the package's Marathon template: {e}"),
+        )
+    })?;
+    let mut app: Value = serde_json::from_str(&text).map_err(|e| {
+        error(
+            "MarathonTemplateMustBeJsonObject",
+            format!("the rendered Marathon template is not JSON ({e}): {text}"),
+        )
+    })?;
+    if !app.is_object() {
+        return Err(error(
+            "MarathonTemplateMustBeJsonObject",
+            "the rendered Marathon template is not a JSON object",
+        ));
+    }
+    if let Some(id) = app_id {
+        app["id"] = json!(canonical(id));
+    }
+    let labels = match app.get("labels") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) if m.values().all(Value::is_string) => m.clone(),
+        Some(_) => {
+            return Err(error(
+                "InvalidLabelSchema",
+                "the rendered app's labels must map strings to strings",
+            ));
+        }
+    };
+    let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
+    let mut labels = labels;
+    labels.insert("DCOS_PACKAGE_NAME".into(), pkg["name"].clone());
+    labels.insert("DCOS_PACKAGE_VERSION".into(), pkg["version"].clone());
+    labels.insert("DCOS_PACKAGE_SOURCE".into(), json!(source));
+    labels.insert(
+        "DCOS_PACKAGE_OPTIONS".into(),
+        json!(b64(user.to_string().as_bytes())),
+    );
+    labels.insert(
+        "DCOS_PACKAGE_DEFINITION".into(),
+        json!(b64(definition(pkg).to_string().as_bytes())),
+    );
+    app["labels"] = Value::Object(labels);
+    Ok(Some(app))
+}
+
+/// Cosmos' `DCOS_PACKAGE_DEFINITION`: the package's JSON, gzipped, in an
+/// envelope naming its media type.
+fn definition(pkg: &Value) -> Value {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = gz.write_all(pkg.to_string().as_bytes());
+    let data = gz.finish().unwrap_or_default();
+    let version = match pkg["packagingVersion"].as_str() {
+        Some("4.0") => "v4",
+        Some("5.0") => "v5",
+        _ => "v3",
+    };
+    json!({
+        "metadata": {
+            "Content-Type": format!("application/vnd.dcos.universe.package+json;charset=utf-8;version={version}"),
+            "Content-Encoding": "gzip",
+        },
+        "data": base64::engine::general_purpose::STANDARD.encode(data),
+    })
+}
+
+fn decode_definition(label: &str) -> Option<Value> {
+    use std::io::Read;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let envelope: Value = serde_json::from_slice(&b64.decode(label).ok()?).ok()?;
+    let gz = b64.decode(envelope["data"].as_str()?).ok()?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut text)
+        .ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Renders a Mustache template as Cosmos does: no HTML escaping, string
+/// values JSON-escaped without their quotes (but strings directly in an
+/// array keep them), whole numbers without a fraction, booleans as
+/// `true`/`false`.
+pub fn mustache_render(template: &str, context: &Value) -> Result<String, String> {
+    let t = mustache::compile_str(&unescaped(template, context)).map_err(|e| e.to_string())?;
+    let data = to_data(context, false);
+    // The crate panics on values it cannot interpolate; a package's
+    // template must not take the master down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut out = Vec::new();
+        t.render_data(&mut out, &data).map(|()| out)
+    }))
+    .map_err(|_| "a tag interpolates a value that is not text (a list or an object?)".to_string())?
+    .map_err(|e| e.to_string())
+    .and_then(|out| String::from_utf8(out).map_err(|e| e.to_string()))
+}
+
+fn to_data(v: &Value, in_array: bool) -> mustache::Data {
+    use mustache::Data;
+    match v {
+        Value::Null => Data::Null,
+        Value::Bool(b) => Data::Bool(*b),
+        Value::Number(n) => Data::String(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 && !n.is_f64() => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        Value::String(s) => {
+            let quoted = Value::String(s.clone()).to_string();
+            Data::String(if in_array {
+                quoted
+            } else {
+                quoted[1..quoted.len() - 1].to_string()
+            })
+        }
+        Value::Array(a) => Data::Vec(a.iter().map(|x| to_data(x, true)).collect()),
+        Value::Object(m) => Data::Map(
+            m.iter()
+                .map(|(k, x)| (k.clone(), to_data(x, false)))
+                .collect(),
+        ),
+    }
+}
+
+/// The template with every escaping `{{name}}` made `{{&name}}` (the
+/// crate escapes HTML, which Cosmos does not), and a tag naming a boolean
+/// of the context written out (the crate cannot interpolate one).
+fn unescaped(template: &str, context: &Value) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 2..];
+        let sigil = rest.trim_start().chars().next();
+        if matches!(sigil, Some('#' | '^' | '/' | '!' | '>' | '&' | '{' | '=')) {
+            out.push_str("{{");
+            continue;
+        }
+        let Some(end) = rest.find("}}") else {
+            out.push_str("{{");
+            continue;
+        };
+        let name = rest[..end].trim();
+        let value = name.split('.').try_fold(context, |v, k| v.get(k));
+        match value {
+            Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+            _ => {
+                out.push_str("{{&");
+                out.push_str(&rest[..end]);
+                out.push_str("}}");
+            }
+        }
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+// ---- Marathon ----------------------------------------------------------------------
+
+/// A request to the marathon plugin with the caller's rights.
+async fn marathon(
+    lead: Lead,
+    p: Option<&Principal>,
+    method: Method,
+    path: &str,
+    body: &Value,
+) -> CResult<(StatusCode, Value)> {
+    let anyone = Principal::insecure();
+    let p = p.unwrap_or(&anyone);
+    let bytes = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let uri: Uri = path
+        .parse()
+        .map_err(|_| error("MalformedRequest", format!("bad app path {path}")))?;
+    let r = crate::http::checked_framework(
+        lead,
+        p,
+        "marathon".into(),
+        path.into(),
+        method,
+        uri,
+        headers,
+        bytes,
+    )
+    .await;
+    let status = r.status();
+    let body = axum::body::to_bytes(r.into_body(), 16 << 20)
+        .await
+        .map_err(|e| error("MarathonBadGateway", e.to_string()).status(StatusCode::BAD_GATEWAY))?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+fn marathon_error(status: StatusCode, answer: &Value) -> CosmosError {
+    let message = answer["message"]
+        .as_str()
+        .unwrap_or("Marathon refused the app");
+    let kind = match status.as_u16() {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "MarathonAppNotFound",
+        422 => "MarathonBadResponse",
+        s if s >= 500 => "MarathonGenericError",
+        _ => "MarathonBadResponse",
+    };
+    error(kind, format!("Marathon: {message}"))
+        .status(status)
+        .data(answer.clone())
+}
+
+/// Every Marathon app the caller may see.
+async fn installed(lead: Lead, p: Option<&Principal>) -> CResult<Vec<Value>> {
+    let (status, v) = marathon(lead, p, Method::GET, "/v2/apps", &Value::Null).await?;
+    if !status.is_success() {
+        return Err(marathon_error(status, &v));
+    }
+    Ok(v["apps"].as_array().cloned().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_render_json_escaped_and_unescaped_for_html() {
+        let t = r#"{"cmd": "{{svc.cmd}}", "n": {{svc.n}}, "f": {{svc.f}}, "on": {{svc.on}}{{#svc.extra}}, "x": "{{svc.extra}}"{{/svc.extra}}}"#;
+        let ctx = json!({"svc": {"cmd": "echo \"a<b>&c\"\n", "n": 2, "f": 0.5, "on": true}});
+        let out = mustache_render(t, &ctx).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["cmd"], "echo \"a<b>&c\"\n");
+        assert_eq!(v["n"], 2);
+        assert_eq!(v["f"], 0.5);
+        assert_eq!(v["on"], true);
+        assert!(v.get("x").is_none(), "{out}");
+    }
+
+    fn package() -> Value {
+        let template = r#"{"id": "/{{service.name}}", "cmd": "serve --port $PORT0 --greeting '{{service.greeting}}'", "cpus": {{service.cpus}}, "mem": 32, "instances": {{service.instances}}, "labels": {"team": "web"}}"#;
+        json!({
+            "packagingVersion": "4.0", "name": "hello", "version": "1.0.0", "releaseVersion": 0,
+            "description": "says hello", "tags": ["web", "demo"],
+            "config": {"type": "object", "properties": {"service": {"type": "object", "properties": {
+                "name": {"type": "string", "default": "hello"},
+                "greeting": {"type": "string", "default": "hi"},
+                "cpus": {"type": "number", "default": 0.1, "minimum": 0.01},
+                "instances": {"type": "integer", "default": 1, "minimum": 0}}}}},
+            "marathon": {"v2AppMustacheTemplate": base64::engine::general_purpose::STANDARD.encode(template)},
+        })
+    }
+
+    #[test]
+    fn a_package_renders_with_defaults_options_and_cosmos_labels() {
+        let app = render(
+            &package(),
+            "file:///repo",
+            Some(&json!({"service": {"instances": 3}})),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(app["id"], "/hello");
+        assert_eq!(app["instances"], 3);
+        assert_eq!(app["cpus"], 0.1);
+        let l = &app["labels"];
+        assert_eq!(l["team"], "web");
+        assert_eq!(l["DCOS_PACKAGE_NAME"], "hello");
+        assert_eq!(l["DCOS_PACKAGE_VERSION"], "1.0.0");
+        assert_eq!(l["DCOS_PACKAGE_SOURCE"], "file:///repo");
+        let opts = base64::engine::general_purpose::STANDARD
+            .decode(l["DCOS_PACKAGE_OPTIONS"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&opts).unwrap(),
+            json!({"service": {"instances": 3}})
+        );
+        let def = decode_definition(l["DCOS_PACKAGE_DEFINITION"].as_str().unwrap()).unwrap();
+        assert_eq!(def["name"], "hello");
+        let with_id = render(&package(), "x", None, Some("team/hi"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(with_id["id"], "/team/hi");
+    }
+
+    #[test]
+    fn options_that_break_the_schema_are_refused_with_each_error() {
+        let e = render(
+            &package(),
+            "x",
+            Some(&json!({"service": {"instances": -1, "cpus": "lots"}})),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, "JsonSchemaMismatch");
+        let errors = e.data.unwrap()["errors"].as_array().unwrap().clone();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(e.message.contains("/service/instances"), "{}", e.message);
+        let mut no_config = package();
+        no_config.as_object_mut().unwrap().remove("config");
+        let e = render(&no_config, "x", Some(&json!({"a": 1})), None).unwrap_err();
+        assert_eq!(e.kind, "OptionsNotAllowed");
+    }
+
+    #[test]
+    fn search_matches_names_descriptions_tags_and_wildcards() {
+        let e = |name: &str, version: &str, release: u64, selected: bool| Entry {
+            repo_index: 0,
+            source: String::new(),
+            package: json!({"name": name, "version": version, "releaseVersion": release,
+                            "description": format!("the {name} service"), "tags": ["demo"], "selected": selected}),
+        };
+        let all = vec![
+            e("hello", "2", 1, false),
+            e("hello", "1", 0, false),
+            e("web", "1", 0, true),
+        ];
+        let names = |q: &str| {
+            search(&all, q)
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(""), ["web", "hello"], "selected first");
+        assert_eq!(names("HELL"), ["hello"]);
+        assert_eq!(names("demo"), ["web", "hello"]);
+        assert_eq!(names("h*o"), ["hello"]);
+        assert!(names("zzz").is_empty());
+        let hello = &search(&all, "hello")[0];
+        assert_eq!(hello["versions"], json!({"2": "1", "1": "0"}));
+        assert_eq!(hello["currentVersion"], "2");
+    }
+}
