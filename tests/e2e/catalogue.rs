@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use wasmos_tests::{Cluster, DEADLINE, wait_for};
 
-fn catalogue() -> String {
+pub(crate) fn catalogue() -> String {
     let dir = wasmos_tests::root().join("examples/catalogue");
     format!("file://{}", dir.canonicalize().unwrap().display())
 }
@@ -239,4 +239,46 @@ async fn the_package_api_answers_with_cosmos_media_types_and_errors() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["packages"][0]["name"], "static-web", "{v}");
     assert_eq!(v["packages"][0]["versions"], json!({"1.0.0": "0"}));
+}
+
+/// The dashboard's Catalogue page installs a package with a form made
+/// from its options' schema: a value the schema forbids is shown by its
+/// field and installs nothing; then the app runs with what the form said.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_catalogue_page_installs_a_package_with_a_form_made_from_its_schema() {
+    use crate::dashboard::{browse, step};
+    let c = Cluster::up().await;
+    let (code, v) = c
+        .api
+        .post(
+            "/package/repository/add",
+            &json!({"name": "examples", "uri": catalogue()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    browse(
+        &c,
+        "catalogue/static-web",
+        &[
+            step(
+                "const n = q('[data-opt=\"/service/instances\"]'); if (!n) return false; \
+                 n.value = '-1'; q('[data-opt=\"/service/greeting\"]').value = 'from the form'; \
+                 q('[data-opt=\"/service/name\"]').value = 'formed'; q('#pkg-install').click(); return true;",
+            ),
+            step("return t('[data-error-for=\"/service/instances\"]').length > 0 && t('#pkg-errors').includes('JSON');"),
+            step(
+                "q('[data-opt=\"/service/instances\"]').value = '1'; q('#pkg-install').click(); return true;",
+            ),
+            step("return location.hash === '#/services/%2Fformed';"),
+        ],
+        false,
+        "catalogue-install",
+        &["HTTP 400 for"],
+    )
+    .await;
+    let (code, app) = c.api.get("/v2/apps/formed").await;
+    assert_eq!(code, 200, "{app}");
+    assert_eq!(app["app"]["env"]["GREETING"], "from the form", "{app}");
+    assert_eq!(app["app"]["instances"], 1);
+    assert_eq!(app["app"]["labels"]["DCOS_PACKAGE_NAME"], "static-web");
 }

@@ -11,7 +11,7 @@ use wasmos_tests::{Cluster, DEADLINE, wait_for};
 /// A step for `browser.py`: `body` runs in the page with `q(selector)`
 /// (the element) and `t(selector)` (its text) at hand, and returns true
 /// when the step is done.
-fn step(body: &str) -> String {
+pub(crate) fn step(body: &str) -> String {
     format!(
         "(() => {{ const q = (s) => document.querySelector(s); \
          const t = (s) => (q(s) || {{}}).textContent || ''; {body} }})()"
@@ -21,7 +21,7 @@ fn step(body: &str) -> String {
 /// Opens `#/<route>` signed in with the management token, waits for each
 /// step in turn, keeps a screenshot as `<shot>.png`; returns the last
 /// step's value. `expect` lists page errors the steps cause on purpose.
-async fn browse(
+pub(crate) async fn browse(
     c: &Cluster,
     route: &str,
     steps: &[String],
@@ -97,6 +97,14 @@ async fn every_page_shows_the_clusters_objects_on_a_desktop_and_a_phone() {
     let c = Cluster::up_with(dir, &["--history-interval-secs", "1"]).await;
     add_app(&c, "/prod/web", 1).await;
     add_job(&c, "nightly").await;
+    let (code, v) = c
+        .api
+        .post(
+            "/package/repository/add",
+            &json!({"name": "examples", "uri": crate::catalogue::catalogue()}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
     running(&c, "/prod/web", 1).await;
     // The master samples the cluster: its history shows the task running.
     wait_for("a sample with the task running", DEADLINE, || async {
@@ -139,6 +147,15 @@ async fn every_page_shows_the_clusters_objects_on_a_desktop_and_a_phone() {
         (
             "jobs/nightly".into(),
             "return t('#job-name') === 'nightly' && t('#job-runs').includes('no runs yet');".into(),
+        ),
+        (
+            "catalogue".into(),
+            "return t('#packages').includes('static-web') && t('#repos').includes('examples');".into(),
+        ),
+        (
+            "catalogue/static-web".into(),
+            "return !!q('[data-opt=\"/service/greeting\"]') && t('#pkg-facts').includes('static web server');"
+                .into(),
         ),
         (
             "tasks".into(),

@@ -95,7 +95,7 @@ function can(area) {
   return rules.some((r) => r.access !== "deny") && !rules.some((r) => r.access === "deny");
 }
 // The area each page reads.
-const AREAS = { overview: "cluster", services: "apps", jobs: "jobs", tasks: "tasks", nodes: "cluster", plugins: "plugins", frameworks: "cluster", masters: "masters" };
+const AREAS = { overview: "cluster", services: "apps", catalogue: "packages", jobs: "jobs", tasks: "tasks", nodes: "cluster", plugins: "plugins", frameworks: "cluster", masters: "masters" };
 
 // ---- pages and the router ----------------------------------------------
 const Pages = {};

@@ -650,3 +650,141 @@ page("masters", {
     $("#masters-note").textContent = (m.retired || []).length ? `Retired ids (never reused): ${m.retired.join(", ")}` : "";
   },
 });
+
+// ---- Catalogue (packages) ---------------------------------------------------------------
+const cosmos = (op, body = {}) => call("POST", `/package/${op}`, body);
+async function cosmosGet(op, body) {
+  const r = await cosmos(op, body);
+  if (!r.ok) throw new Error(errorText(r));
+  return r.data;
+}
+
+// A form for a JSON schema's properties: a fieldset per object, an input
+// per value (a select for an enum, a checkbox for a boolean), each named
+// by its JSON pointer and filled with its default.
+function schemaForm(schema, path = "") {
+  return Object.entries(schema.properties || {}).map(([k, p]) => {
+    const at = `${path}/${k}`;
+    if (p.type === "object" || p.properties) {
+      return `<fieldset><legend>${esc(k)}</legend>${p.description ? `<p class="dim small">${esc(p.description)}</p>` : ""}${schemaForm(p, at)}</fieldset>`;
+    }
+    const d = p.default;
+    let input;
+    if (Array.isArray(p.enum)) {
+      input = `<select data-opt="${esc(at)}" data-type="${esc(p.type || "string")}">${p.enum.map((v) => `<option${v === d ? " selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
+    } else if (p.type === "boolean") {
+      input = `<input type="checkbox" data-opt="${esc(at)}" data-type="boolean"${d ? " checked" : ""}>`;
+    } else {
+      const kind = p.type === "integer" || p.type === "number" ? "number" : "text";
+      input = `<input type="${kind}" ${kind === "number" ? `step="${p.type === "integer" ? 1 : "any"}"` : ""} data-opt="${esc(at)}" data-type="${esc(p.type || "string")}" value="${esc(d ?? "")}">`;
+    }
+    return `<label class="opt"><span>${esc(k)}${(schema.required || []).includes(k) ? " *" : ""}</span>${input}
+      <span class="dim small">${esc(p.description || "")}</span><span class="err small" data-error-for="${esc(at)}"></span></label>`;
+  }).join("");
+}
+
+// The options a schema form holds, as a nested object.
+function formOptions(root) {
+  const out = {};
+  for (const el of $$("[data-opt]", root)) {
+    const keys = el.dataset.opt.split("/").filter(Boolean);
+    let v;
+    if (el.dataset.type === "boolean") v = el.checked;
+    else if (el.dataset.type === "integer" || el.dataset.type === "number") {
+      if (el.value === "") continue;
+      v = Number(el.value);
+    } else v = el.value;
+    let o = out;
+    for (const k of keys.slice(0, -1)) o = o[k] = o[k] || {};
+    o[keys[keys.length - 1]] = v;
+  }
+  return out;
+}
+
+page("catalogue", {
+  title: (name) => (name ? `Package ${name}` : "Catalogue"),
+  render: (name) => (name ? `<h2><a href="#/catalogue">Catalogue</a> / <code>${esc(name)}</code> <span id="pkg-version"></span></h2>
+      <dl class="facts" id="pkg-facts"></dl>
+      <section class="editor"><h3>Install</h3><form id="pkg-form" class="schema"></form>
+        <label class="opt"><span>app id</span><input id="pkg-appid" placeholder="the package's own"></label>
+        <div id="pkg-errors" class="errors"></div>
+        <button id="pkg-review">Review</button> <button id="pkg-install">Install</button></section>
+      <h3>The app it makes</h3><pre id="pkg-render" class="graph">press Review</pre>` : `<h2>Catalogue <small>packages from the cluster's repositories</small></h2>
+    <div class="toolbar"><input id="pkg-query" type="search" placeholder="search by name, description or tag (* is a wildcard)"></div>
+    <div id="packages" class="tiles"></div>
+    <h3>Installed</h3><div class="scroll"><table id="installed"><thead><tr><th>Package</th><th>Version</th><th>App</th><th></th></tr></thead><tbody></tbody></table></div>
+    <h3>Repositories</h3><div class="scroll"><table id="repos"><thead><tr><th>#</th><th>Name</th><th>URI</th><th></th></tr></thead><tbody></tbody></table></div>
+    <form id="repo-add" class="toolbar"><input id="repo-name" placeholder="name" required><input id="repo-uri" placeholder="https://… or file:///…" required><button>Add repository</button></form>`),
+  mount(name) {
+    if (name) {
+      const options = () => formOptions($("#pkg-form"));
+      const body = () => ({ packageName: name, options: options(), appId: $("#pkg-appid").value || undefined });
+      const show = (r) => {
+        $$("[data-error-for]").forEach((x) => { x.textContent = ""; });
+        if (r.ok) { $("#pkg-errors").innerHTML = ""; return true; }
+        const errs = (r.data && r.data.data && r.data.data.errors) || [];
+        for (const e of errs) { const slot = $(`[data-error-for="${CSS.escape(e.path)}"]`); if (slot) slot.textContent = e.message; }
+        $("#pkg-errors").innerHTML = `<p class="err">${esc(errorText(r))}</p>`;
+        return false;
+      };
+      $("#pkg-review").onclick = async (e) => {
+        e.preventDefault();
+        const r = await cosmos("render", body());
+        if (show(r)) $("#pkg-render").textContent = JSON.stringify(r.data.marathonJson, null, 2);
+      };
+      $("#pkg-install").onclick = async (e) => {
+        e.preventDefault();
+        e.target.disabled = true;
+        const rendered = await cosmos("render", body());
+        if (!show(rendered)) { e.target.disabled = false; return; }
+        const r = await cosmos("install", body());
+        e.target.disabled = false;
+        if (!show(r)) return;
+        toast(`installed ${name} as ${r.data.appId}`);
+        location.hash = `#/services/${enc(r.data.appId)}`;
+      };
+      return;
+    }
+    $("#pkg-query").oninput = refreshSoon;
+    $("#repo-add").onsubmit = (e) => {
+      e.preventDefault();
+      act(e.submitter, `add repository ${$("#repo-name").value}`, () => cosmos("repository/add", { name: $("#repo-name").value, uri: $("#repo-uri").value }));
+    };
+    $("#repos").onclick = (e) => {
+      const b = e.target.closest("[data-repo]");
+      if (b && armed(b)) act(b, `remove repository ${b.dataset.repo}`, () => cosmos("repository/delete", { name: b.dataset.repo }));
+    };
+    $("#installed").onclick = (e) => {
+      const b = e.target.closest("[data-uninstall]");
+      if (b && armed(b)) act(b, `uninstall ${b.dataset.uninstall}`, () => cosmos("uninstall", { packageName: b.dataset.uninstall, appId: b.dataset.app }));
+    };
+  },
+  async refresh(name) {
+    if (name) {
+      const { package: p } = await cosmosGet("describe", { packageName: name });
+      $("#pkg-version").innerHTML = `<span class="pill">${esc(p.version)}</span>${p.selected ? ' <span class="pill ok">selected</span>' : ""}`;
+      const facts = [["Description", esc(p.description)], ["Maintainer", esc(p.maintainer || "–")], ["Tags", (p.tags || []).map((t) => `<code>${esc(t)}</code>`).join(" ")],
+        ["Release", esc(p.releaseVersion)], ["Framework", p.framework ? "yes" : "no"], ["Notes", esc(p.preInstallNotes || "–")]];
+      $("#pkg-facts").innerHTML = facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+      if (!$("#pkg-form").dataset.built) {
+        $("#pkg-form").dataset.built = "1";
+        $("#pkg-form").innerHTML = p.config ? schemaForm(p.config) : '<p class="dim">This package takes no options.</p>';
+      }
+      return;
+    }
+    const [found, installed, repos] = await Promise.all([
+      cosmosGet("search", { query: ($("#pkg-query") || {}).value || "" }), cosmosGet("list"), cosmosGet("repository/list"),
+    ]);
+    $("#packages").innerHTML = found.packages.map((p) => `<a class="tile" href="#/catalogue/${enc(p.name)}" data-package="${esc(p.name)}">
+      <b>${esc(p.name)}</b> <span class="dim">${esc(p.currentVersion)}</span>${p.selected ? ' <span class="pill ok">selected</span>' : ""}
+      <p>${esc(p.description)}</p><div>${(p.tags || []).map((t) => `<code>${esc(t)}</code>`).join(" ")}</div></a>`).join("")
+      || `<p class="dim">${repos.repositories.length ? "no package matches" : "no repositories yet: add one below (e.g. <code>file:///…/examples/catalogue</code>)"}</p>`;
+    $("#installed tbody").innerHTML = installed.packages.map((x) => {
+      const d = x.packageInformation.packageDefinition;
+      return `<tr><td>${link("catalogue", d.name)}</td><td>${esc(d.version)}</td><td>${link("services", x.appId)}</td>
+        <td><button class="danger" data-uninstall="${esc(d.name)}" data-app="${esc(x.appId)}">uninstall</button></td></tr>`;
+    }).join("") || empty(4, "none");
+    $("#repos tbody").innerHTML = repos.repositories.map((r, i) => `<tr><td>${i}</td><td>${esc(r.name)}</td><td><code>${esc(r.uri)}</code></td>
+      <td><button class="danger" data-repo="${esc(r.name)}">remove</button></td></tr>`).join("") || empty(4, "none");
+  },
+});
