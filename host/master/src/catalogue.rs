@@ -1155,6 +1155,17 @@ mod tests {
         assert!(v.get("x").is_none(), "{out}");
     }
 
+    #[test]
+    fn a_tag_naming_a_list_or_an_object_fails_the_render_without_a_panic() {
+        for ctx in [json!({"a": [1, 2]}), json!({"a": {"b": 1}})] {
+            let r = mustache_render("{\"x\": \"{{a}}\"}", &ctx);
+            assert!(r.is_err(), "{ctx}: {r:?}");
+        }
+        // In a section, the same values are what it iterates or enters.
+        let out = mustache_render("{{#a}}[{{.}}]{{/a}}", &json!({"a": [1, 2]})).unwrap();
+        assert_eq!(out, "[1][2]");
+    }
+
     fn package() -> Value {
         let template = r#"{"id": "/{{service.name}}", "cmd": "serve --port $PORT0 --greeting '{{service.greeting}}'", "cpus": {{service.cpus}}, "mem": 32, "instances": {{service.instances}}, "labels": {"team": "web"}}"#;
         json!({
