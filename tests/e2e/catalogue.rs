@@ -17,29 +17,44 @@ fn json_of(out: &wasmos_tests::Output) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
-/// A package installs from the example catalogue with options that the
-/// app it makes obeys (a greeting with quotes and markup arrives as
-/// written), lists, refuses a second install and options its schema
-/// forbids, and uninstalls.
+/// The example catalogue, pushed to a real OCI registry, is a
+/// repository: a package installs from it with options that the app it
+/// makes obeys (a greeting with quotes and markup arrives as written),
+/// lists, refuses a second install and options its schema forbids, and
+/// uninstalls.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_package_installs_from_a_repository_with_checked_options_and_uninstalls() {
+async fn a_package_installs_from_a_repository_in_an_oci_registry_with_checked_options_and_uninstalls()
+ {
     let c = Cluster::up().await;
+    let registry = wasmos_tests::Registry::start().await;
+    let reference = format!("oci+http://{}/catalogue/examples:1", registry.addr);
+    let dir = wasmos_tests::root().join("examples/catalogue");
+    let out = c
+        .cli(&["package", "repo", "push", dir.to_str().unwrap(), &reference])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("@sha256:"), "{out:?}");
     // A URI no repository can be at is refused, and nothing is added.
     let out = c
         .cli(&["package", "repo", "add", "bad", "ftp://example.com/repo"])
         .await;
     assert_ne!(out.code, Some(0), "{out:?}");
     assert!(out.stderr.contains("https://"), "{out:?}");
+    // A reference where the registry holds no index is refused.
+    let missing = format!("oci+http://{}/catalogue/none:1", registry.addr);
+    let out = c.cli(&["package", "repo", "add", "none", &missing]).await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("cannot read the repository"), "{out:?}");
     let repos = json_of(
-        &c.cli(&["package", "repo", "add", "examples", &catalogue(), "--json"])
+        &c.cli(&["package", "repo", "add", "examples", &reference, "--json"])
             .await,
     );
     assert_eq!(
         repos["repositories"],
-        json!([{"name": "examples", "uri": catalogue()}])
+        json!([{"name": "examples", "uri": reference}])
     );
     let out = c
-        .cli(&["package", "repo", "add", "again", &catalogue()])
+        .cli(&["package", "repo", "add", "again", &reference])
         .await;
     assert!(out.stderr.contains("already present"), "{out:?}");
 
@@ -103,7 +118,7 @@ async fn a_package_installs_from_a_repository_with_checked_options_and_uninstall
     })
     .await;
     assert_eq!(app["labels"]["DCOS_PACKAGE_NAME"], "static-web", "{app}");
-    assert_eq!(app["labels"]["DCOS_PACKAGE_SOURCE"], catalogue().as_str());
+    assert_eq!(app["labels"]["DCOS_PACKAGE_SOURCE"], reference.as_str());
     let port = app["tasks"][0]["ports"][0].as_u64().unwrap();
     let page = reqwest::get(format!("http://127.0.0.1:{port}/"))
         .await

@@ -558,7 +558,7 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
     }
 }
 
-fn registry_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn registry_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(300))

@@ -86,6 +86,13 @@ pub enum RepoCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a directory in Universe's source layout as an index to an
+    /// OCI registry (`oci://registry/repository[:tag]`, `oci+http://` for
+    /// one without TLS), for `repo add NAME oci://...`.
+    Push {
+        dir: std::path::PathBuf,
+        reference: String,
+    },
 }
 
 fn print_json(v: &Value) -> anyhow::Result<()> {
@@ -294,6 +301,7 @@ pub async fn run(cmd: PackageCommand, c: &Client) -> anyhow::Result<()> {
                         .await?,
                     json,
                 ),
+                RepoCommand::Push { dir, reference } => return push_repo(&dir, &reference).await,
             };
             if json {
                 return print_json(&v);
@@ -307,6 +315,29 @@ pub async fn run(cmd: PackageCommand, c: &Client) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `wasmos package repo push DIR REF`.
+async fn push_repo(dir: &std::path::Path, reference: &str) -> anyhow::Result<()> {
+    let r: wasmos_oci::Reference = reference.parse()?;
+    let packages = wasmos_master::catalogue::source_layout(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not a catalogue in Universe's source layout ({e})",
+            dir.display()
+        )
+    })?;
+    let index = serde_json::to_vec(&json!({ "packages": packages }))?;
+    eprintln!(
+        "pushing {} packages from {} to {r}…",
+        packages.len(),
+        dir.display()
+    );
+    let digest = wasmos_oci::push_index(&crate::cluster::registry_client()?, &r, &index).await?;
+    println!(
+        "pushed to {}; add it with `wasmos package repo add NAME {r}`",
+        r.pinned(&digest)
+    );
     Ok(())
 }
 

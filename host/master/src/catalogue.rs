@@ -5,7 +5,9 @@
 //! types and error body.
 //!
 //! A repository is a Universe index (`{"packages": [...]}`, v3/v4/v5) at
-//! an `https://` URL or in a file (`file:///path/repo.json`), or a
+//! an `https://` URL, in a file (`file:///path/repo.json`) or in an OCI
+//! registry (`oci://registry/repo:tag`, pushed by `wasmos package repo
+//! push`), or a
 //! directory in Universe's source layout (`file:///dir` holding
 //! `packages/<L>/<name>/<release>/package.json`, `config.json`,
 //! `marathon.json.mustache`, `resource.json`). A package's Marathon
@@ -493,12 +495,17 @@ fn repos(n: &Node) -> Vec<Value> {
 }
 
 fn check_uri(uri: &str) -> CResult<()> {
-    if uri.starts_with("https://") || uri.starts_with("http://") || uri.starts_with("file:///") {
+    if ["https://", "http://", "file:///", "oci://", "oci+http://"]
+        .iter()
+        .any(|p| uri.starts_with(p))
+    {
         Ok(())
     } else {
         Err(error(
             "UnsupportedRepositoryUri",
-            format!("{uri}: a repository is at an https://, http:// or file:/// URI"),
+            format!(
+                "{uri}: a repository is at an https://, http://, file:/// or oci:// (oci+http:// for a registry without TLS) URI"
+            ),
         ))
     }
 }
@@ -593,6 +600,19 @@ async fn fetch(n: &Node, uri: &str) -> CResult<Vec<Value>> {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         serde_json::from_slice(&text).map_err(|e| {
+            error(
+                "IndexNotFound",
+                format!("{uri} is not a repository index: {e}"),
+            )
+        })?
+    } else if uri.starts_with("oci://") || uri.starts_with("oci+http://") {
+        let r: wasmos_oci::Reference = uri
+            .parse()
+            .map_err(|e: wasmos_oci::OciError| error("UnsupportedRepositoryUri", e.to_string()))?;
+        let (bytes, _) = wasmos_oci::pull_index(&n.catalogue_http, &r)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
             error(
                 "IndexNotFound",
                 format!("{uri} is not a repository index: {e}"),

@@ -128,6 +128,7 @@ fn oci_error(e: wasmos_oci::OciError) -> ApiError {
         wasmos_oci::OciError::BadReference(_)
         | wasmos_oci::OciError::NotFound { .. }
         | wasmos_oci::OciError::NotAPlugin { .. }
+        | wasmos_oci::OciError::WrongArtifact { .. }
         | wasmos_oci::OciError::TooLarge { .. }
         | wasmos_oci::OciError::DigestMismatch { .. } => ApiError::BadRequest(e.to_string()),
         other => ApiError::BadGateway(other.to_string()),

@@ -58,6 +58,12 @@ pub enum OciError {
     },
     #[error("{reference} is not a Wasmos plugin artifact: {why}")]
     NotAPlugin { reference: String, why: String },
+    #[error("{reference} is not {kind}: {why}")]
+    WrongArtifact {
+        reference: String,
+        kind: &'static str,
+        why: String,
+    },
     #[error("{what} is over {max} bytes: refusing it")]
     TooLarge { what: String, max: u64 },
     #[error("{what} has digest {actual}, not {expected}: refusing it")]
@@ -363,59 +369,65 @@ async fn put_blob(
     Ok(d)
 }
 
-/// Pushes a plugin; returns the image manifest's digest.
-pub async fn push(
+/// An artifact of one layer: its config and layer media types, and what
+/// it is called in errors.
+struct Kind {
+    config: &'static str,
+    layer: &'static str,
+    name: &'static str,
+    max: u64,
+}
+
+const PLUGIN: Kind = Kind {
+    config: CONFIG_MEDIA_TYPE,
+    layer: LAYER_MEDIA_TYPE,
+    name: "a Wasmos plugin artifact",
+    max: MAX_COMPONENT,
+};
+
+/// The config media type of a package catalogue's index artifact.
+pub const INDEX_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasmos.catalogue.config.v1+json";
+/// Its one layer: a Universe repository index (JSON).
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.dcos.universe.repo+json";
+/// The largest index pulled.
+pub const MAX_INDEX: u64 = 32 << 20;
+
+const INDEX: Kind = Kind {
+    config: INDEX_CONFIG_MEDIA_TYPE,
+    layer: INDEX_MEDIA_TYPE,
+    name: "a package catalogue index",
+    max: MAX_INDEX,
+};
+
+/// Pushes an artifact of one layer under `tag`; returns the image
+/// manifest's digest.
+async fn push_artifact(
     client: &reqwest::Client,
     r: &Reference,
-    manifest: &PluginManifest,
-    component: &[u8],
+    tag: &str,
+    kind: &Kind,
+    config: &serde_json::Value,
+    layer: &[u8],
+    annotations: std::collections::BTreeMap<String, String>,
 ) -> Result<String, OciError> {
-    let tag = r.tag.clone().unwrap_or_else(|| manifest.version.clone());
-    let layer = put_blob(client, r, component).await?;
-    let config = serde_json::json!({
-        "created": rfc3339(SystemTime::now()),
-        "author": "wasmos",
-        "architecture": "wasm",
-        "os": "wasip2",
-        "layerDigests": [layer],
-        "component": {
-            "target": format!("wasmos:plugin/{}@{}", manifest.kind, manifest.world_version),
-            "exports": [],
-            "imports": [],
-        },
-    });
+    let layer_digest = put_blob(client, r, layer).await?;
+    let mut config = config.clone();
+    config["layerDigests"] = serde_json::json!([layer_digest]);
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
     let config_digest = put_blob(client, r, &config_bytes).await?;
-    let mut annotations = std::collections::BTreeMap::new();
-    annotations.insert(
-        PLUGIN_ANNOTATION.to_string(),
-        serde_json::to_string(manifest).unwrap_or_default(),
-    );
-    annotations.insert(
-        "org.opencontainers.image.title".into(),
-        manifest.name.clone(),
-    );
-    annotations.insert(
-        "org.opencontainers.image.version".into(),
-        manifest.version.clone(),
-    );
-    annotations.insert(
-        "org.opencontainers.image.description".into(),
-        manifest.description.clone(),
-    );
     let image = ImageManifest {
         schema_version: 2,
         media_type: Some(MANIFEST_MEDIA_TYPE.into()),
         config: Descriptor {
-            media_type: CONFIG_MEDIA_TYPE.into(),
+            media_type: kind.config.into(),
             digest: config_digest,
             size: config_bytes.len() as u64,
             annotations: Default::default(),
         },
         layers: vec![Descriptor {
-            media_type: LAYER_MEDIA_TYPE.into(),
-            digest: layer,
-            size: component.len() as u64,
+            media_type: kind.layer.into(),
+            digest: layer_digest,
+            size: layer.len() as u64,
             annotations: Default::default(),
         }],
         annotations,
@@ -432,11 +444,26 @@ pub async fn push(
     Ok(digest(&body))
 }
 
-/// Pulls a plugin, checking every digest.
-pub async fn pull(client: &reqwest::Client, r: &Reference) -> Result<Pulled, OciError> {
-    let not_plugin = |why: &str| OciError::NotAPlugin {
-        reference: r.to_string(),
-        why: why.to_string(),
+/// Pulls an artifact of one layer of `kind`, checking every digest;
+/// returns its image manifest, its layer and the manifest's digest.
+async fn pull_artifact(
+    client: &reqwest::Client,
+    r: &Reference,
+    kind: &Kind,
+) -> Result<(ImageManifest, Vec<u8>, String), OciError> {
+    let not_it = |why: &str| {
+        if kind.name == PLUGIN.name {
+            OciError::NotAPlugin {
+                reference: r.to_string(),
+                why: why.to_string(),
+            }
+        } else {
+            OciError::WrongArtifact {
+                reference: r.to_string(),
+                kind: kind.name,
+                why: why.to_string(),
+            }
+        }
     };
     let resp = client
         .get(format!("{}/manifests/{}", r.base(), r.manifest_ref()))
@@ -456,54 +483,128 @@ pub async fn pull(client: &reqwest::Client, r: &Reference) -> Result<Pulled, Oci
         });
     }
     let image: ImageManifest = serde_json::from_slice(&body)
-        .map_err(|e| not_plugin(&format!("not an OCI image manifest ({e})")))?;
-    if image.config.media_type != CONFIG_MEDIA_TYPE {
-        return Err(not_plugin(&format!(
-            "its config is {}, not {CONFIG_MEDIA_TYPE}",
-            image.config.media_type
+        .map_err(|e| not_it(&format!("not an OCI image manifest ({e})")))?;
+    if image.config.media_type != kind.config {
+        return Err(not_it(&format!(
+            "its config is {}, not {}",
+            image.config.media_type, kind.config
         )));
     }
     let [layer] = image.layers.as_slice() else {
-        return Err(not_plugin("a plugin artifact has exactly one layer"));
+        return Err(not_it("it must have exactly one layer"));
     };
-    if layer.media_type != LAYER_MEDIA_TYPE {
-        return Err(not_plugin(&format!(
-            "its layer is {}, not {LAYER_MEDIA_TYPE}",
-            layer.media_type
+    if layer.media_type != kind.layer {
+        return Err(not_it(&format!(
+            "its layer is {}, not {}",
+            layer.media_type, kind.layer
         )));
     }
-    if layer.size > MAX_COMPONENT {
-        return Err(not_plugin(&format!(
-            "its component is over {} MiB",
-            MAX_COMPONENT >> 20
-        )));
+    if layer.size > kind.max {
+        return Err(not_it(&format!("its layer is over {} MiB", kind.max >> 20)));
     }
-    let plugin_manifest: PluginManifest = image
+    let resp = client
+        .get(format!("{}/blobs/{}", r.base(), layer.digest))
+        .send()
+        .await
+        .map_err(|e| unreachable(r, e))?;
+    let bytes = read_limited(r, "layer", resp, kind.max).await?;
+    let actual = digest(&bytes);
+    if actual != layer.digest {
+        return Err(OciError::DigestMismatch {
+            what: "the layer".into(),
+            expected: layer.digest.clone(),
+            actual,
+        });
+    }
+    Ok((image, bytes, manifest_digest))
+}
+
+/// Pushes a plugin; returns the image manifest's digest.
+pub async fn push(
+    client: &reqwest::Client,
+    r: &Reference,
+    manifest: &PluginManifest,
+    component: &[u8],
+) -> Result<String, OciError> {
+    let tag = r.tag.clone().unwrap_or_else(|| manifest.version.clone());
+    let config = serde_json::json!({
+        "created": rfc3339(SystemTime::now()),
+        "author": "wasmos",
+        "architecture": "wasm",
+        "os": "wasip2",
+        "component": {
+            "target": format!("wasmos:plugin/{}@{}", manifest.kind, manifest.world_version),
+            "exports": [],
+            "imports": [],
+        },
+    });
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(
+        PLUGIN_ANNOTATION.to_string(),
+        serde_json::to_string(manifest).unwrap_or_default(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.title".into(),
+        manifest.name.clone(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.version".into(),
+        manifest.version.clone(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.description".into(),
+        manifest.description.clone(),
+    );
+    push_artifact(client, r, &tag, &PLUGIN, &config, component, annotations).await
+}
+
+/// Pulls a plugin, checking every digest.
+pub async fn pull(client: &reqwest::Client, r: &Reference) -> Result<Pulled, OciError> {
+    let (image, component, digest) = pull_artifact(client, r, &PLUGIN).await?;
+    let not_plugin = |why: &str| OciError::NotAPlugin {
+        reference: r.to_string(),
+        why: why.to_string(),
+    };
+    let manifest: PluginManifest = image
         .annotations
         .get(PLUGIN_ANNOTATION)
         .ok_or_else(|| not_plugin(&format!("no {PLUGIN_ANNOTATION} annotation")))
         .and_then(|m| {
             serde_json::from_str(m).map_err(|e| not_plugin(&format!("its plugin manifest: {e}")))
         })?;
-    let resp = client
-        .get(format!("{}/blobs/{}", r.base(), layer.digest))
-        .send()
-        .await
-        .map_err(|e| unreachable(r, e))?;
-    let component = read_limited(r, "component", resp, MAX_COMPONENT).await?;
-    let actual = digest(&component);
-    if actual != layer.digest {
-        return Err(OciError::DigestMismatch {
-            what: "the component".into(),
-            expected: layer.digest.clone(),
-            actual,
-        });
-    }
     Ok(Pulled {
-        manifest: plugin_manifest,
+        manifest,
         component,
-        digest: manifest_digest,
+        digest,
     })
+}
+
+/// Pushes a package catalogue's index (Universe repository JSON) under
+/// the reference's tag (`latest` without one); returns the manifest's
+/// digest.
+pub async fn push_index(
+    client: &reqwest::Client,
+    r: &Reference,
+    index: &[u8],
+) -> Result<String, OciError> {
+    let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+    let config = serde_json::json!({"created": rfc3339(SystemTime::now()), "author": "wasmos"});
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.title".into(),
+        "package catalogue".into(),
+    );
+    push_artifact(client, r, &tag, &INDEX, &config, index, annotations).await
+}
+
+/// Pulls a package catalogue's index, checking every digest; returns it
+/// and the manifest's digest.
+pub async fn pull_index(
+    client: &reqwest::Client,
+    r: &Reference,
+) -> Result<(Vec<u8>, String), OciError> {
+    let (_, index, digest) = pull_artifact(client, r, &INDEX).await?;
+    Ok((index, digest))
 }
 
 #[cfg(test)]
