@@ -2,7 +2,8 @@
 bearer token) and parses the answer with the Prometheus project's own
 Python parsers (PyPI `prometheus-client`): the OpenMetrics one, and the
 classic text format one for a scraper that asks for text/plain 0.0.4.
-Checks the families every master exports and that JSON clients still get
+Checks the families every master exports (gauges of the state, counters
+and histograms of what the master did) and that JSON clients still get
 JSON.
 
 Usage: prometheus_scrape.py MASTER_URL CA.PEM TOKEN AGENTS"""
@@ -39,9 +40,12 @@ for name in ["wasmos_master_leader", "wasmos_raft_term", "wasmos_raft_last_log_i
 
 
 def value(name, **labels):
-    for s in families[name].samples:
-        if all(s.labels.get(k) == v for k, v in labels.items()):
-            return s.value
+    """The first sample named `name` (a family's, or a counter's `_total`,
+    a histogram's `_count` or `_bucket`) with these labels."""
+    for f in families.values():
+        for s in f.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
     raise SystemExit(f"no sample {name} {labels}")
 
 
@@ -51,6 +55,24 @@ assert value("wasmos_agents", state="active") == agents
 assert value("wasmos_resources", resource="cpus", kind="total") > 0
 assert value("wasmos_frameworks", kind="plugin") >= 1
 assert value("wasmos_tasks", state="TASK_RUNNING") >= 1
+
+# What the leader did: counters (OpenMetrics names them without _total,
+# their samples with it) and histograms.
+for name, kind in [("wasmos_offers", "counter"), ("wasmos_task_launches", "counter"),
+                   ("wasmos_status_updates", "counter"), ("wasmos_plugin_call_failures", "counter"),
+                   ("wasmos_allocation_cycle_seconds", "histogram"),
+                   ("wasmos_raft_commit_seconds", "histogram"),
+                   ("wasmos_plugin_call_seconds", "histogram")]:
+    assert name in families, (name, sorted(families))
+    assert families[name].type == kind, (name, families[name].type)
+assert value("wasmos_offers_total") >= 1
+assert value("wasmos_task_launches_total", outcome="launched") >= 1
+assert value("wasmos_status_updates_total", state="TASK_RUNNING") >= 1
+assert value("wasmos_allocation_cycle_seconds_count") >= 1
+assert value("wasmos_raft_commit_seconds_count") >= 1
+# The app went through the marathon plugin: its calls were timed.
+assert value("wasmos_plugin_call_seconds_count", plugin="marathon") >= 1
+assert value("wasmos_plugin_call_seconds_bucket", plugin="marathon", le="+Inf") >= 1
 
 # A scraper of the classic text format gets it too.
 ctype, body = get("text/plain;version=0.0.4")

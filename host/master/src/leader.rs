@@ -40,6 +40,9 @@ pub fn now_secs() -> f64 {
 /// The leading master's context, shared by its loops and HTTP handlers.
 pub struct Leader {
     pub config: MasterConfig,
+    /// Counters and histograms of this master's leading (shared with the
+    /// node, so they outlive a term).
+    pub instruments: crate::metrics::Instruments,
     pub master_id: String,
     pub address: String,
     pub term: u64,
@@ -109,6 +112,7 @@ impl Leader {
         .build()?;
         let (ready, _) = watch::channel(false);
         let leader = Arc::new(Leader {
+            instruments: node.instruments.clone(),
             master_id: master_id.clone(),
             address: address.clone(),
             term,
@@ -313,6 +317,7 @@ impl Leader {
                 let mut events = Vec::new();
                 for (cmd, resp) in applied.commands().zip(&applied.responses) {
                     events.extend(events_for(cmd, resp, state));
+                    self.instruments.count(cmd, resp);
                     match (cmd, resp) {
                         (
                             Command::StatusUpdate { status },
@@ -393,6 +398,15 @@ impl Leader {
     /// One allocation cycle: rescind stale offers, make new ones, send them.
     pub fn allocate_once(&self) {
         let now = Instant::now();
+        let offered = self.allocate_and_offer(now);
+        self.instruments
+            .allocation_seconds
+            .observe(now.elapsed().as_secs_f64());
+        self.instruments.offers.inc_by(offered);
+    }
+
+    /// The body of [`Leader::allocate_once`]; returns how many offers it made.
+    fn allocate_and_offer(&self, now: Instant) -> u64 {
         let connected = self.agents.connected();
         let (inputs, live_agents) = self.store.read(|s| {
             let mut pools = s.pools_by_agent();
@@ -443,6 +457,7 @@ impl Leader {
             send_rescinds(&fws, rescinded);
             alloc.allocate(&inputs, now)
         };
+        let made = offers.len() as u64;
         let mut by_fw: BTreeMap<FrameworkId, Vec<wasmos_core::Offer>> = BTreeMap::new();
         for o in offers {
             by_fw.entry(o.framework_id.clone()).or_default().push(o);
@@ -457,6 +472,7 @@ impl Leader {
                     .decline(&fw, &ids, Some(Duration::ZERO), now);
             }
         }
+        made
     }
 
     /// Commits an operator's change to an agent's reservations or volumes:

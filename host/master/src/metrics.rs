@@ -6,15 +6,21 @@
 //! Every master answers for itself, leader or not: its raft view, and the
 //! cluster's replicated state as it has applied it (agents, frameworks,
 //! tasks by state, resources offered and held). The leader adds what only
-//! it knows (outstanding offers, connected agents).
+//! it knows (outstanding offers, connected agents). Counters and
+//! histograms accumulate in this master's process from its start:
+//! allocation cycles and offers, launches and status updates committed
+//! while it led, raft commit latency, plugin calls and failures.
 
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use wasmos_core::{AgentState, FrameworkKind, Resources, TaskState};
+use wasmos_state::{Command, Response};
 
 use crate::node::Node;
 
@@ -32,6 +38,57 @@ pub fn prometheus_type(accept: &str) -> Option<&'static str> {
 }
 
 type Labels = Vec<(String, String)>;
+
+/// What a master counts while it leads. Clones share the same series.
+#[derive(Debug, Clone)]
+pub struct Instruments {
+    /// Seconds per allocation cycle (rescinds, the allocator, sending).
+    pub allocation_seconds: Histogram,
+    /// Offers made to frameworks.
+    pub offers: Counter,
+    /// Tasks committed as launched or refused, by `outcome`.
+    pub launches: Family<Labels, Counter>,
+    /// Status updates applied, by the `state` they report.
+    pub status_updates: Family<Labels, Counter>,
+}
+
+impl Default for Instruments {
+    fn default() -> Self {
+        Instruments {
+            allocation_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 18)),
+            offers: Counter::default(),
+            launches: Family::default(),
+            status_updates: Family::default(),
+        }
+    }
+}
+
+impl Instruments {
+    /// Counts what a committed command did.
+    pub fn count(&self, cmd: &Command, resp: &Response) {
+        match (cmd, resp) {
+            (Command::LaunchTasks { .. }, Response::TasksLaunched { accepted, rejected }) => {
+                self.launches
+                    .get_or_create(&labels(&[("outcome", "launched")]))
+                    .inc_by(accepted.len() as u64);
+                self.launches
+                    .get_or_create(&labels(&[("outcome", "refused")]))
+                    .inc_by(rejected.len() as u64);
+            }
+            (
+                Command::StatusUpdate { status },
+                Response::Status {
+                    outcome: wasmos_state::StatusOutcome::Applied,
+                },
+            ) => {
+                self.status_updates
+                    .get_or_create(&labels(&[("state", status.state.as_str())]))
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -184,6 +241,42 @@ pub fn render(n: &Node) -> String {
             l.agents.connected().len() as f64,
         );
     }
+    let i = &n.instruments;
+    reg.register(
+        "allocation_cycle_seconds",
+        "Seconds per allocation cycle while this master led",
+        i.allocation_seconds.clone(),
+    );
+    reg.register(
+        "offers",
+        "Offers made to frameworks while this master led",
+        i.offers.clone(),
+    );
+    reg.register(
+        "task_launches",
+        "Tasks committed as launched, or refused, while this master led",
+        i.launches.clone(),
+    );
+    reg.register(
+        "status_updates",
+        "Task status updates applied while this master led, by state",
+        i.status_updates.clone(),
+    );
+    reg.register(
+        "raft_commit_seconds",
+        "Seconds from a proposal of this master to its commit",
+        n.store.commit_seconds(),
+    );
+    reg.register(
+        "plugin_call_seconds",
+        "Seconds per call into a plugin on this master",
+        n.runtime.calls.seconds.clone(),
+    );
+    reg.register(
+        "plugin_call_failures",
+        "Failed calls into a plugin on this master, by kind",
+        n.runtime.calls.failures.clone(),
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);

@@ -66,6 +66,8 @@ pub struct Node {
     pub(crate) audit: crate::auth::AuditLog,
     /// The dashboard's charts: what this master sampled of the cluster.
     pub history: crate::history::History,
+    /// Counters and histograms the leaders of this master record.
+    pub instruments: crate::metrics::Instruments,
     /// Reads package repositories at https:// URLs (the public roots).
     pub(crate) catalogue_http: reqwest::Client,
 }
@@ -107,6 +109,7 @@ impl Node {
             tls,
             passwords: Default::default(),
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
+            instruments: crate::metrics::Instruments::default(),
             catalogue_http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(30))

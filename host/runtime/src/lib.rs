@@ -120,6 +120,23 @@ pub enum LoadError {
     WrongWorld { world: String, message: String },
 }
 
+impl CallError {
+    /// A short name of what went wrong, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout { .. } => "timeout",
+            CallError::MemoryLimit { .. } => "memory_limit",
+            CallError::Trap { .. } => "trap",
+            CallError::Instantiate { .. } => "instantiate",
+            CallError::Init { .. } => "init",
+            CallError::ResponseTooLarge { .. } => "response_too_large",
+            CallError::Backoff { .. } => "backoff",
+            CallError::Failed { .. } => "failed",
+            CallError::Contract { .. } => "contract",
+        }
+    }
+}
+
 /// The longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
 
@@ -161,6 +178,8 @@ pub fn digest(bytes: &[u8]) -> String {
 pub struct PluginRuntime {
     engine: Engine,
     config: RuntimeConfig,
+    /// Calls and failures per plugin, for `/metrics`.
+    pub calls: CallMetrics,
     ticker_stop: Arc<AtomicBool>,
     cache_dir: Option<std::path::PathBuf>,
 }
@@ -212,6 +231,7 @@ impl PluginRuntime {
         Ok(PluginRuntime {
             engine,
             config,
+            calls: CallMetrics::default(),
             ticker_stop,
             cache_dir: None,
         })
@@ -476,6 +496,50 @@ impl FailureTracker {
         self.next_attempt
             .and_then(|t| t.checked_duration_since(Instant::now()))
             .filter(|d| !d.is_zero())
+    }
+}
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+type PluginLabels = Vec<(String, String)>;
+
+/// Plugin calls as Prometheus sees them: seconds per call by plugin, and
+/// failures by plugin and kind. Clones share the same series.
+#[derive(Debug, Clone)]
+pub struct CallMetrics {
+    pub seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    pub failures: Family<PluginLabels, Counter>,
+}
+
+impl Default for CallMetrics {
+    fn default() -> Self {
+        fn histogram() -> Histogram {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+        }
+        CallMetrics {
+            seconds: Family::new_with_constructor(histogram),
+            failures: Default::default(),
+        }
+    }
+}
+
+impl CallMetrics {
+    /// Records one call of `plugin` that took `seconds` and ended in
+    /// `failure` (a [`CallError`]'s kind) or not.
+    pub fn record(&self, plugin: &str, seconds: f64, failure: Option<&CallError>) {
+        self.seconds
+            .get_or_create(&vec![("plugin".into(), plugin.to_string())])
+            .observe(seconds);
+        if let Some(e) = failure {
+            self.failures
+                .get_or_create(&vec![
+                    ("plugin".into(), plugin.to_string()),
+                    ("kind".into(), e.kind().to_string()),
+                ])
+                .inc();
+        }
     }
 }
 

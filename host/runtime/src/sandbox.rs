@@ -199,6 +199,22 @@ impl<W: World> Sandbox<W> {
         f: impl FnOnce(&W::Bindings, &mut Store<W::Host>, bool) -> wasmtime::Result<R>,
         check: impl FnOnce(&R) -> Result<(), CallError>,
     ) -> Result<R, CallError> {
+        let started = std::time::Instant::now();
+        let r = self.call_unmeasured(deadline, f, check);
+        self.runtime.calls.record(
+            &self.name,
+            started.elapsed().as_secs_f64(),
+            r.as_ref().err(),
+        );
+        r
+    }
+
+    fn call_unmeasured<R>(
+        &mut self,
+        deadline: std::time::Duration,
+        f: impl FnOnce(&W::Bindings, &mut Store<W::Host>, bool) -> wasmtime::Result<R>,
+        check: impl FnOnce(&R) -> Result<(), CallError>,
+    ) -> Result<R, CallError> {
         if self.failures.health() == PluginHealth::Failed {
             return Err(CallError::Failed {
                 plugin: self.name.clone(),

@@ -203,6 +203,8 @@ pub struct Store {
     net: net::Network,
     /// Set (with why) when the cluster tells this master it was removed.
     removed: Arc<watch::Sender<Option<String>>>,
+    /// Seconds from a proposal to its commit and apply here.
+    commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl std::fmt::Debug for Store {
@@ -308,6 +310,9 @@ impl Store {
             leadership,
             net: network,
             removed: Arc::new(watch::channel(None).0),
+            commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+            ),
         })
     }
 
@@ -324,11 +329,23 @@ impl Store {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
+        let started = std::time::Instant::now();
         self.proposals
             .send(Proposal { commands, reply })
             .map_err(|_| StoreError::Stopped("the proposal queue is closed".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Stopped("the proposal was dropped".into()))?
+        let r = rx
+            .await
+            .map_err(|_| StoreError::Stopped("the proposal was dropped".into()))?;
+        if r.is_ok() {
+            self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        r
+    }
+
+    /// Seconds from proposals to their commit (a handle on the live
+    /// histogram, for `/metrics`).
+    pub fn commit_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.commit_seconds.clone()
     }
 
     /// Proposes one command.
