@@ -20,8 +20,8 @@ url, ca, token, agents = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 context = ssl.create_default_context(cafile=ca)
 
 
-def get(accept):
-    req = urllib.request.Request(url.rstrip("/") + "/metrics", headers={
+def get(accept, path="/metrics", base=url):
+    req = urllib.request.Request(base.rstrip("/") + path, headers={
         "Accept": accept, "Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, context=context, timeout=10) as r:
         return r.headers.get("Content-Type", ""), r.read().decode()
@@ -83,4 +83,26 @@ assert "wasmos_tasks" in {f.name for f in classic(body)}
 ctype, body = get("application/json")
 assert ctype.startswith("application/json"), ctype
 assert "gauges" in json.loads(body), body[:200]
+# Every daemon, as Prometheus' HTTP service discovery finds them: the
+# masters, and each agent through a master.
+_, body = get("application/json", "/api/wasmos/v1/prometheus/targets")
+groups = json.loads(body)
+assert any(g["labels"]["wasmos_role"] == "master" and g["targets"] for g in groups), groups
+agent_groups = [g for g in groups if g["labels"]["wasmos_role"] == "agent"]
+assert len(agent_groups) == agents, groups
+for g in agent_groups:
+    base = "https://" + g["targets"][0]
+    ctype, body = get(PROMETHEUS, g["labels"]["__metrics_path__"], base)
+    assert ctype.startswith("application/openmetrics-text"), ctype
+    families = {f.name: f for f in openmetrics(body)}
+    assert value("wasmos_agent_registered") == 1
+    assert value("wasmos_agent_tasks", state="TASK_RUNNING") >= 1
+    assert value("wasmos_agent_resources", resource="cpus", kind="total") > 0
+    assert value("wasmos_agent_resources", resource="cpus", kind="used") > 0
+    assert families["wasmos_agent_plugin_call_seconds"].type == "histogram"
+    # Without a Prometheus Accept: Mesos' agent metrics, as JSON.
+    ctype, body = get("application/json", g["labels"]["__metrics_path__"], base)
+    snapshot = json.loads(body)
+    assert snapshot["slave/tasks_running"] >= 1, snapshot
+    assert snapshot["slave/cpus_total"] > 0, snapshot
 print("prometheus scrape: ok", flush=True)

@@ -334,9 +334,10 @@ async fn variables_are_written_read_and_guarded_by_check_and_set() {
 
 /// `/metrics` answers Prometheus in its text format (parsed by the
 /// Prometheus project's own parsers) with a token that may read the
-/// cluster, and JSON clients as before.
+/// cluster, and JSON clients as before; the master's service discovery
+/// lists every daemon, agents scraped through the master.
 #[tokio::test(flavor = "multi_thread")]
-async fn prometheus_scrapes_the_masters_metrics_and_json_clients_keep_their_json() {
+async fn prometheus_scrapes_every_master_and_agent_and_json_clients_keep_their_json() {
     let c = Cluster::up().await;
     let (code, v) = c
         .api

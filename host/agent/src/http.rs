@@ -35,6 +35,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .route(protocol::paths::SHUTDOWN_EXECUTOR, post(shutdown_executor))
         .route(protocol::paths::TO_EXECUTOR, post(to_executor))
         .route("/api/wasmos/v1/state", get(state))
+        .route("/metrics", get(metrics))
         .route("/api/wasmos/v1/sandboxes/{task}/files/{op}", get(files_op))
         .route_layer(middleware::from_fn_with_state(
             agent.clone(),
@@ -173,6 +174,23 @@ async fn to_executor(
                 msg.executor_id
             ),
         )
+    }
+}
+
+/// Prometheus' text format when the scraper asks for it, else Mesos'
+/// agent metrics as JSON.
+async fn metrics(State(a): Shared, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match wasmos_core::protocol::prometheus_type(accept) {
+        Some(content_type) => (
+            [(axum::http::header::CONTENT_TYPE, content_type)],
+            crate::metrics::render(&a),
+        )
+            .into_response(),
+        None => Json(crate::metrics::snapshot_json(&a)).into_response(),
     }
 }
 

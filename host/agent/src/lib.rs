@@ -29,6 +29,7 @@ mod http;
 mod isolation;
 mod link;
 mod masters;
+mod metrics;
 pub mod native;
 mod plugins;
 pub mod resources;

@@ -34,6 +34,11 @@ pub(crate) struct Plugins {
 }
 
 impl Plugins {
+    /// The runtime's per-plugin call metrics (clones share the series).
+    pub(crate) fn call_metrics(&self) -> wasmos_runtime::CallMetrics {
+        self.runtime.calls.clone()
+    }
+
     pub(crate) fn new(runtime: PluginRuntime) -> Self {
         Plugins {
             runtime,

@@ -266,6 +266,19 @@ pub struct KillTask {
     pub grace_period_ms: Option<u64>,
 }
 
+/// The content type of a `/metrics` answer (masters' and agents'), for
+/// the `Accept` header of the request: `None` when the client wants JSON
+/// (it names no Prometheus type).
+pub fn prometheus_type(accept: &str) -> Option<&'static str> {
+    if accept.contains("application/openmetrics-text") {
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    } else if accept.contains("text/plain") && accept.contains("version=0.0.4") {
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

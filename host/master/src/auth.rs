@@ -365,7 +365,7 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
     let rest = decoded.strip_prefix("/api/wasmos/v1/")?;
     let (head, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let r = match head {
-        "cluster" | "history" | "leader" | "agents" | "frameworks" | "events" => {
+        "cluster" | "history" | "leader" | "agents" | "frameworks" | "events" | "prometheus" => {
             (Area::Cluster, String::new(), Access::Read)
         }
         "masters" => (Area::Masters, tail.to_string(), access),

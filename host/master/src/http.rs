@@ -104,6 +104,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(v1!("/masters/{id}"), axum::routing::delete(remove_master))
         .route(v1!("/agents"), get(agents))
         .route(v1!("/agents/{id}"), get(agent))
+        .route(v1!("/agents/{id}/metrics"), get(agent_metrics))
+        .route(v1!("/prometheus/targets"), get(prometheus_targets))
         .route(v1!("/frameworks"), get(frameworks))
         .route(v1!("/frameworks/{id}"), get(framework))
         .route(v1!("/tasks"), get(tasks))
@@ -950,42 +952,118 @@ async fn files(
         .store
         .read(|s| s.tasks.get(&id).map(|t| t.agent_id.clone()))
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    proxy_agent(
+        &l,
+        &agent,
+        &format!("/api/wasmos/v1/sandboxes/{id}/files/{op}{query}"),
+        &HeaderMap::new(),
+        &[header::CONTENT_TYPE.as_str(), "x-wasmos-file-size"],
+    )
+    .await
+}
+
+/// A GET of `path` on an agent, with `headers`, answered with the agent's
+/// status, body and the `keep` headers.
+async fn proxy_agent(
+    l: &Leader,
+    agent: &AgentId,
+    path: &str,
+    headers: &HeaderMap,
+    keep: &[&str],
+) -> ApiResult<Response> {
     let endpoint = l
         .agents
-        .endpoint(&agent)
+        .endpoint(agent)
         .or_else(|| {
             l.store
-                .read(|s| s.agents.get(&agent).map(|a| a.info.endpoint.clone()))
+                .read(|s| s.agents.get(agent).map(|a| a.info.endpoint.clone()))
         })
-        .ok_or_else(|| ApiError::Unavailable(format!("agent {agent} is unknown")))?;
-    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-    let url = format!(
-        "{}/api/wasmos/v1/sandboxes/{id}/files/{op}{query}",
-        endpoint.trim_end_matches('/')
-    );
+        .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))?;
+    let url = format!("{}{path}", endpoint.trim_end_matches('/'));
     let resp = l
         .http
         .get(&url)
+        .headers(headers.clone())
         .send()
         .await
         .map_err(|e| ApiError::BadGateway(format!("agent {agent} is unreachable: {e}")))?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut headers = HeaderMap::new();
-    for name in [header::CONTENT_TYPE.as_str(), "x-wasmos-file-size"] {
-        if let Some(v) = resp.headers().get(name)
+    let mut out = HeaderMap::new();
+    for name in keep {
+        if let Some(v) = resp.headers().get(*name)
             && let (Ok(n), Ok(v)) = (
-                header::HeaderName::try_from(name),
+                header::HeaderName::try_from(*name),
                 header::HeaderValue::from_bytes(v.as_bytes()),
             )
         {
-            headers.insert(n, v);
+            out.insert(n, v);
         }
     }
     let body = resp
         .bytes()
         .await
         .map_err(|e| ApiError::BadGateway(format!("reading from agent {agent}: {e}")))?;
-    Ok((status, headers, body).into_response())
+    Ok((status, out, body).into_response())
+}
+
+/// An agent's `/metrics`, through this master (the agent answers masters
+/// only): Prometheus' text format or JSON by `Accept`, as the agent
+/// chooses.
+async fn agent_metrics(
+    Lead(l): Lead,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let id: AgentId = parse_id("agent", &id)?;
+    let mut forward = HeaderMap::new();
+    if let Some(a) = headers.get(header::ACCEPT) {
+        forward.insert(header::ACCEPT, a.clone());
+    }
+    proxy_agent(
+        &l,
+        &id,
+        "/metrics",
+        &forward,
+        &[header::CONTENT_TYPE.as_str()],
+    )
+    .await
+}
+
+/// Prometheus' HTTP service discovery: the masters, and each agent's
+/// metrics path through this master.
+async fn prometheus_targets(State(n): NodeState) -> ApiJson<serde_json::Value> {
+    let host = |url: &str| {
+        url.split("://")
+            .nth(1)
+            .unwrap_or(url)
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let masters: Vec<String> = n.store.members().iter().map(|m| host(&m.addr)).collect();
+    let mut groups = vec![json!({
+        "targets": masters,
+        "labels": {"wasmos_role": "master"},
+    })];
+    let me = host(&n.url);
+    n.store.read(|s| {
+        for a in s
+            .agents
+            .values()
+            .filter(|a| a.state != wasmos_core::AgentState::Gone)
+        {
+            groups.push(json!({
+                "targets": [me],
+                "labels": {
+                    "wasmos_role": "agent",
+                    "agent_id": a.id,
+                    "hostname": a.info.hostname,
+                    "__metrics_path__": format!("/api/wasmos/v1/agents/{}/metrics", a.id),
+                },
+            }));
+        }
+    });
+    ApiJson(json!(groups))
 }
 
 async fn plugins(Lead(l): Lead) -> ApiJson<Vec<PluginView>> {

@@ -24,18 +24,7 @@ use wasmos_state::{Command, Response};
 
 use crate::node::Node;
 
-/// The content type of the answer, for the `Accept` header of a request
-/// to `/metrics`: `None` when the client wants JSON (no Prometheus type
-/// named).
-pub fn prometheus_type(accept: &str) -> Option<&'static str> {
-    if accept.contains("application/openmetrics-text") {
-        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
-    } else if accept.contains("text/plain") && accept.contains("version=0.0.4") {
-        Some("text/plain; version=0.0.4; charset=utf-8")
-    } else {
-        None
-    }
-}
+pub use wasmos_core::protocol::prometheus_type;
 
 type Labels = Vec<(String, String)>;
 
