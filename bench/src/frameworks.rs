@@ -173,15 +173,15 @@ fn task(id: &str, agent: &Value, cpus: f64) -> Value {
 
 /// A master with `agents` simulated agents of `cpus` each, their tasks
 /// lasting `lifetime`.
-struct Rig {
-    _dir: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub(crate) dir: tempfile::TempDir,
     _master: tokio::process::Child,
     _sims: SimAgents,
-    url: String,
-    http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) http: reqwest::Client,
 }
 
-async fn rig(
+pub(crate) async fn rig(
     bin: &Path,
     agents: usize,
     cpus: f64,
@@ -220,7 +220,7 @@ async fn rig(
     };
     let sims = SimAgents::start(&url, &pki, agents, resources, lifetime).await?;
     Ok(Rig {
-        _dir: dir,
+        dir,
         _master: master,
         _sims: sims,
         url,

@@ -16,6 +16,7 @@
 //! `wasmos-bench marathon`: Marathon deployments of many instances (`marathon.rs`).
 //! `wasmos-bench jobs`: Chronos jobs due every minute on simulated agents (`jobs.rs`, `sim.rs`).
 
+mod dashboard;
 mod etcd;
 mod frameworks;
 mod http1;
@@ -56,6 +57,8 @@ enum Command {
     Jobs(jobs::JobsArgs),
     /// External frameworks on the Mesos v1 scheduler API: launch round trip, offers/s to 100 frameworks, DRF convergence.
     Frameworks(frameworks::FrameworksArgs),
+    /// The dashboard's Overview in headless Chromium with 1,000 simulated agents and 10,000 tasks: first render, bytes per refresh.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,6 +173,13 @@ fn main() -> anyhow::Result<()> {
                     None => default_wasmos()?,
                 };
                 frameworks::run(a, bin).await
+            }
+            Command::Dashboard(a) => {
+                let bin = match a.wasmos.clone() {
+                    Some(b) => b,
+                    None => default_wasmos()?,
+                };
+                dashboard::run(a, bin).await
             }
         }
     })

@@ -116,7 +116,7 @@ pub async fn run(a: MarathonArgs, bin: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_agents(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn wait_agents(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let agents: Value = http
@@ -147,7 +147,7 @@ async fn wait_agents(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Res
 
 /// Posts an app of `n` sleeping tasks; returns (until all running, until its
 /// deployment is done).
-async fn deploy(
+pub(crate) async fn deploy(
     http: &reqwest::Client,
     url: &str,
     id: &str,

@@ -139,6 +139,9 @@ async function refreshNow() {
     await Promise.all([Pages[name].refresh(arg), header()]);
     const e = $("#page-error");
     if (e) e.hidden = true;
+    // For measurements (wasmos-bench dashboard): when the first page was
+    // whole, since navigation started.
+    if (!window.wasmosFirstRender) window.wasmosFirstRender = { page: name, ms: performance.now() };
   } catch (e) {
     let box = $("#page-error");
     if (!box) {
