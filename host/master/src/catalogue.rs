@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,6 +30,7 @@ use wasmos_state::{Command, PackageRepo, Response as StateResponse};
 
 use crate::auth::Principal;
 use crate::http::Lead;
+use crate::leader::Leader;
 use crate::node::Node;
 
 /// A Cosmos error: its type (Cosmos' class name), message, status, data.
@@ -144,7 +144,6 @@ fn version(headers: &HeaderMap, kind: &str, ours: &[&'static str]) -> CResult<&'
 
 async fn dispatch(
     Lead(l): Lead,
-    State(n): State<Arc<Node>>,
     principal: Option<axum::Extension<Principal>>,
     uri: Uri,
     headers: HeaderMap,
@@ -152,7 +151,8 @@ async fn dispatch(
 ) -> Response {
     let op = uri.path().trim_start_matches("/package/").replace('/', ".");
     let p = principal.map(|axum::Extension(p)| p);
-    match serve(&n, Lead(l), p.as_ref(), &op, &headers, &body).await {
+    let leader = l.clone();
+    match serve(&leader, Lead(l), p.as_ref(), &op, &headers, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -192,7 +192,7 @@ fn required(req: &Map<String, Value>, key: &str) -> CResult<String> {
 }
 
 async fn serve(
-    n: &Node,
+    n: &Leader,
     lead: Lead,
     p: Option<&Principal>,
     op: &str,
@@ -456,7 +456,7 @@ async fn serve(
 
 /// The package a request names and the app it makes with the request's
 /// options and `appId`.
-async fn rendered(n: &Node, req: &Map<String, Value>) -> CResult<(Value, Option<Value>)> {
+async fn rendered(n: &Leader, req: &Map<String, Value>) -> CResult<(Value, Option<Value>)> {
     let (pkg, source) = resolve(n, req).await?;
     let app = render(
         &pkg,
@@ -485,7 +485,7 @@ async fn propose(lead: &Lead, cmd: Command) -> CResult<StateResponse> {
     })
 }
 
-fn repos(n: &Node) -> Vec<Value> {
+fn repos(n: &Leader) -> Vec<Value> {
     n.store.read(|s| {
         s.package_repos
             .iter()
@@ -555,11 +555,11 @@ fn release_of(p: &Value) -> u64 {
 /// Every package of every repository, merged as Cosmos does: by name,
 /// then repository order, then release (newest first); a (name, version)
 /// seen in an earlier repository hides later ones.
-async fn catalogue(n: &Node) -> CResult<Vec<Entry>> {
+async fn catalogue(n: &Leader) -> CResult<Vec<Entry>> {
     let repos = n.store.read(|s| s.package_repos.clone());
     let mut out: Vec<Entry> = Vec::new();
     for (i, r) in repos.iter().enumerate() {
-        for p in fetch(n, &r.uri).await? {
+        for p in n.indexes.get(n, &r.uri).await?.iter().cloned() {
             let e = Entry {
                 repo_index: i,
                 source: r.uri.clone(),
@@ -583,8 +583,41 @@ async fn catalogue(n: &Node) -> CResult<Vec<Entry>> {
     Ok(out)
 }
 
+/// How long a repository's index is used before it is read again (the
+/// dashboard's Catalogue page asks on every refresh; an install renders,
+/// then installs).
+const INDEX_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// An index as read at an instant.
+type ReadIndex = (std::time::Instant, Arc<Vec<Value>>);
+
+/// Indexes read lately, by URI.
+#[derive(Debug, Default)]
+pub struct IndexCache {
+    read: std::sync::Mutex<std::collections::HashMap<String, ReadIndex>>,
+}
+
+impl IndexCache {
+    /// The packages of the index at `uri`, read again when older than
+    /// [`INDEX_TTL`].
+    async fn get(&self, n: &Leader, uri: &str) -> CResult<Arc<Vec<Value>>> {
+        let lock = || self.read.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, packages)) = lock().get(uri)
+            && at.elapsed() < INDEX_TTL
+        {
+            return Ok(packages.clone());
+        }
+        let packages = Arc::new(fetch(n, uri).await?);
+        lock().insert(
+            uri.to_string(),
+            (std::time::Instant::now(), packages.clone()),
+        );
+        Ok(packages)
+    }
+}
+
 /// The packages of the index at `uri`.
-async fn fetch(n: &Node, uri: &str) -> CResult<Vec<Value>> {
+async fn fetch(n: &Leader, uri: &str) -> CResult<Vec<Value>> {
     let unreachable = |why: String| {
         error(
             "RepositoryUriConnection",
@@ -609,7 +642,7 @@ async fn fetch(n: &Node, uri: &str) -> CResult<Vec<Value>> {
         let r: wasmos_oci::Reference = uri
             .parse()
             .map_err(|e: wasmos_oci::OciError| error("UnsupportedRepositoryUri", e.to_string()))?;
-        let (bytes, _) = wasmos_oci::pull_index(&n.catalogue_http, &r)
+        let (bytes, _) = wasmos_oci::pull_index(&n.registry, &r)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         serde_json::from_slice(&bytes).map_err(|e| {
@@ -620,7 +653,7 @@ async fn fetch(n: &Node, uri: &str) -> CResult<Vec<Value>> {
         })?
     } else {
         let r = n
-            .catalogue_http
+            .registry
             .get(uri)
             .header(
                 header::ACCEPT,
@@ -795,7 +828,7 @@ fn wildcard(pattern: &str, s: &str) -> bool {
 
 /// The package a request names (`packageName`, optional
 /// `packageVersion`), and the URI of its repository.
-async fn resolve(n: &Node, req: &Map<String, Value>) -> CResult<(Value, String)> {
+async fn resolve(n: &Leader, req: &Map<String, Value>) -> CResult<(Value, String)> {
     let name = required(req, "packageName")?;
     let version = string(req, "packageVersion")?;
     let all = catalogue(n).await?;

@@ -162,8 +162,11 @@ impl History {
             ring: Mutex::new(ring),
             file,
         };
-        let newest = h.lock().samples.back().map_or(0.0, |s| s.t);
-        h.trim(newest);
+        {
+            let mut ring = h.lock();
+            let newest = ring.samples.back().map_or(0.0, |s| s.t);
+            h.trim(&mut ring, newest);
+        }
         h
     }
 
@@ -184,10 +187,10 @@ impl History {
     /// Adds a sample (dropping the oldest past the capacity or the span)
     /// and appends it to the file.
     pub fn push(&self, s: Sample) {
-        self.lock().samples.push_back(s);
-        self.trim(s.t);
-        let Some(path) = &self.file else { return };
         let mut ring = self.lock();
+        ring.samples.push_back(s);
+        self.trim(&mut ring, s.t);
+        let Some(path) = &self.file else { return };
         ring.lines += 1;
         let result = if ring.lines > self.capacity + self.capacity / 4 + 16 {
             // Rewrite the file with what the ring holds, atomically.
@@ -201,8 +204,8 @@ impl History {
         }
     }
 
-    fn trim(&self, newest: f64) {
-        let mut ring = self.lock();
+    /// Drops samples past the capacity or older than a day before `newest`.
+    fn trim(&self, ring: &mut Ring, newest: f64) {
         let oldest = newest - SPAN.as_secs_f64();
         while ring.samples.len() > self.capacity
             || ring.samples.front().is_some_and(|s| s.t < oldest)

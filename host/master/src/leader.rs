@@ -56,6 +56,8 @@ pub struct Leader {
     /// For OCI registries: the system's trust roots, no certificate of
     /// ours, longer timeouts.
     pub registry: reqwest::Client,
+    /// Package repositories' indexes read lately (through `registry`).
+    pub indexes: crate::catalogue::IndexCache,
     pub runtime: PluginRuntime,
     /// Tasks whose launch is on its way to an agent.
     pub placement: Arc<PlacementService>,
@@ -125,6 +127,7 @@ impl Leader {
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(300))
                 .build()?,
+            indexes: Default::default(),
             runtime,
             placement,
             inflight: Mutex::new(HashSet::new()),

@@ -68,8 +68,6 @@ pub struct Node {
     pub history: crate::history::History,
     /// Counters and histograms the leaders of this master record.
     pub instruments: crate::metrics::Instruments,
-    /// Reads package repositories at https:// URLs (the public roots).
-    pub(crate) catalogue_http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Node {
@@ -110,10 +108,6 @@ impl Node {
             passwords: Default::default(),
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
             instruments: crate::metrics::Instruments::default(),
-            catalogue_http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(Duration::from_secs(30))
-                .build()?,
             history: crate::history::History::open(
                 config.history_interval,
                 Some(config.data_dir.join("history.jsonl")),

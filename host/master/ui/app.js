@@ -136,6 +136,8 @@ async function refreshNow() {
   const { name, arg } = current;
   if (!name || !can(AREAS[name])) { refreshing = false; return; }
   try {
+    // One read of /cluster per refresh, for the header and any page.
+    Cache.cluster = native("/cluster");
     await Promise.all([Pages[name].refresh(arg), header()]);
     const e = $("#page-error");
     if (e) e.hidden = true;
@@ -163,11 +165,10 @@ function refreshSoon() {
 }
 
 async function header() {
-  const c = await native("/cluster");
+  const c = await Cache.cluster;
   $("#cluster-meta").textContent = `cluster ${c.cluster_id.slice(0, 8)} · term ${c.term} · log ${c.log_index} · v${c.version}`;
-  Cache.cluster = c;
 }
-// The last answers of shared reads, for pages that show them again.
+// Reads shared by the header and the page within one refresh (promises).
 const Cache = { cluster: null };
 
 // ---- the live event stream ------------------------------------------------

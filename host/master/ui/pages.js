@@ -23,11 +23,11 @@ function armed(button) {
 }
 
 // Marathon's answers, with what the pages derive from them.
-async function marathonApps() {
+async function marathonApps(withDeployments = true) {
   const [apps, queue, deployments] = await Promise.all([
     get(`${MARATHON}/apps?embed=apps.counts&embed=apps.deployments&embed=apps.lastTaskFailure`),
     get(`${MARATHON}/queue`),
-    get(`${MARATHON}/deployments`),
+    withDeployments ? get(`${MARATHON}/deployments`) : [],
   ]);
   const delayed = new Set((queue.queue || []).filter((q) => q.delay && q.delay.overdue === false).map((q) => (q.app || {}).id));
   return { apps: apps.apps, delayed, deployments };
@@ -101,11 +101,11 @@ page("overview", {
     // What the principal may not read is left out, not asked for.
     const [, masters, plugins, agents, svc] = await Promise.all([
       loadHistory(), can("masters") ? native("/masters") : null, can("plugins") ? native("/plugins") : [],
-      native("/agents"), can("apps") ? marathonApps().catch(() => null) : "forbidden",
+      native("/agents"), can("apps") ? marathonApps(false).catch(() => null) : "forbidden",
     ]);
     const now = Date.now() / 1000, t0 = now - RANGES[Hist.span];
     // The charts end at the cluster as it is now; the figures are now's.
-    const c = await native("/cluster");
+    const c = await Cache.cluster;
     const r = (k) => [c.used[k] || 0, c.total[k] || 0];
     const tasks = (st) => c.tasks[st] || 0;
     const live = { t: now, cpus: r("cpus"), mem: r("mem"), disk: r("disk"), gpus: r("gpus"),
