@@ -10,6 +10,7 @@ const PLUGINS: &[&str] = &[
     "wasmos-test-misbehave-isolator",
     "wasmos-test-wrong-version",
     "wasmos-example-framework",
+    "wasmos-example-health-check",
 ];
 
 fn main() {

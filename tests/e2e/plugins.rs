@@ -510,45 +510,12 @@ async fn constraints_spread_tasks_and_an_unmeetable_one_waits_without_launching(
     assert!(t["hostname"] == "h1" || t["hostname"] == "h2", "{t}");
 }
 
-/// Runs an example's build script; the toolchains come from `./dev test`.
-fn build_example(dir: &str, out: &std::path::Path) {
-    let root = root();
-    let tools = root.join("target/tools/bin");
-    let path = format!(
-        "{}:{}",
-        tools.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let cpy = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| {
-        root.join("target/py/bin/componentize-py")
-            .display()
-            .to_string()
-    });
-    let status = std::process::Command::new(root.join("examples").join(dir).join("build.sh"))
-        .arg(out)
-        .env("PATH", path)
-        .env("COMPONENTIZE_PY", cpy)
-        .env(
-            "WASI_ADAPTER",
-            test_plugin("wasi_snapshot_preview1.reactor.wasm"),
-        )
-        .status()
-        .expect("run the build script");
-    assert!(
-        status.success(),
-        "examples/{dir}/build.sh failed; ./dev test installs what it needs (clang, wasi-libc, wit-bindgen, wasm-tools, componentize-py)"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn health_checks_written_in_python_and_c_run_beside_rust_ones() {
-    let dir = tempfile::tempdir().unwrap();
     let (py, c_) = (
-        dir.path().join("health-py.wasm"),
-        dir.path().join("health-c.wasm"),
+        wasmos_tests::example_component("health-check-python"),
+        wasmos_tests::example_component("health-check-c"),
     );
-    build_example("health-check-python", &py);
-    build_example("health-check-c", &c_);
 
     let c = Cluster::up().await;
     for (example, component) in [("health-check-python", &py), ("health-check-c", &c_)] {

@@ -1074,6 +1074,48 @@ pub fn test_plugin(file: &str) -> PathBuf {
     PathBuf::from(env!("WASMOS_TEST_PLUGINS")).join(file)
 }
 
+/// The component an example in another language builds (its
+/// `build.sh`, with the toolchains `./dev test` installs), built once per
+/// test process.
+pub fn example_component(dir: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<(tempfile::TempDir, Vec<String>)>> =
+        std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let (out_dir, done) =
+        built.get_or_insert_with(|| (tempfile::tempdir().expect("temp dir"), Vec::new()));
+    let out = out_dir.path().join(format!("{dir}.wasm"));
+    if done.iter().any(|d| d == dir) {
+        return out;
+    }
+    let root = root();
+    let path = format!(
+        "{}:{}",
+        root.join("target/tools/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cpy = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| {
+        root.join("target/py/bin/componentize-py")
+            .display()
+            .to_string()
+    });
+    let status = std::process::Command::new(root.join("examples").join(dir).join("build.sh"))
+        .arg(&out)
+        .env("PATH", path)
+        .env("COMPONENTIZE_PY", cpy)
+        .env(
+            "WASI_ADAPTER",
+            test_plugin("wasi_snapshot_preview1.reactor.wasm"),
+        )
+        .status()
+        .expect("run the build script");
+    assert!(
+        status.success(),
+        "examples/{dir}/build.sh failed; ./dev test installs what it needs (clang, wasi-libc, wit-bindgen, wasm-tools, componentize-py)"
+    );
+    done.push(dir.to_string());
+    out
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

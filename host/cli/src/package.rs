@@ -21,7 +21,7 @@ pub enum PackageCommand {
         name: String,
         #[arg(long)]
         package_version: Option<String>,
-        /// Print the Marathon app the package would make with these options, instead.
+        /// Print what the package would make with these options (its app, job, plugins), instead.
         #[arg(long, value_name = "FILE")]
         options: Option<std::path::PathBuf>,
         #[arg(long)]
@@ -178,7 +178,11 @@ pub async fn run(cmd: PackageCommand, c: &Client) -> anyhow::Result<()> {
                 let mut req = req;
                 req["options"] = read_options(options.as_deref())?.unwrap_or(json!({}));
                 let v: Value = c.post("/package/render", &req).await?;
-                return print_json(&v["marathonJson"]);
+                // Only an app: the app, as `dcos package describe --render` prints it.
+                return match v.as_object().map(|m| m.len()) {
+                    Some(1) if v.get("marathonJson").is_some() => print_json(&v["marathonJson"]),
+                    _ => print_json(&v),
+                };
             }
             let v: Value = c.post("/package/describe", &req).await?;
             let p = &v["package"];
@@ -214,24 +218,51 @@ pub async fn run(cmd: PackageCommand, c: &Client) -> anyhow::Result<()> {
             let req = json!({"packageName": name, "packageVersion": package_version,
                              "options": options, "appId": app_id});
             if !json {
-                eprintln!("checking {name}'s options and rendering its app…");
+                eprintln!("checking {name}'s options and rendering it…");
             }
             // Render first: options that do not fit fail before anything changes.
-            let _: Value = c.post("/package/render", &req).await?;
+            let plan: Value = c.post("/package/render", &req).await?;
             if !json {
-                eprintln!("installing {name}…");
+                let mut parts = Vec::new();
+                for p in plan["plugins"].as_array().into_iter().flatten() {
+                    parts.push(format!("plugin {}", text(&p["from"])));
+                }
+                if let Some(j) = plan["chronosJson"]["name"].as_str() {
+                    parts.push(format!("job {j}"));
+                }
+                if let Some(a) = plan["marathonJson"]["id"].as_str() {
+                    parts.push(format!("app {a}"));
+                }
+                if parts.is_empty() {
+                    eprintln!("installing {name} (it makes nothing to run)…");
+                } else {
+                    eprintln!("installing {name}: {}…", parts.join(", "));
+                }
             }
             let v: Value = c.post("/package/install", &req).await?;
             if json {
                 return print_json(&v);
             }
+            let mut made = Vec::new();
+            for p in v["plugins"].as_array().into_iter().flatten() {
+                made.push(format!("plugin {} (`wasmos plugin list`)", text(p)));
+            }
+            if let Some(j) = v["jobName"].as_str() {
+                made.push(format!("job {j} (`wasmos job list`)"));
+            }
+            if plan["marathonJson"].is_object()
+                && let Some(id) = v["appId"].as_str()
+            {
+                made.push(format!("app {id} (`wasmos app list` shows it deploying)"));
+            }
+            let what = format!(
+                "{} {}",
+                v["packageName"].as_str().unwrap_or(&name),
+                v["packageVersion"].as_str().unwrap_or("")
+            );
             match v["appId"].as_str() {
-                Some(id) => println!(
-                    "installed {} {} as app {id} (`wasmos app list` shows it deploying)",
-                    v["packageName"].as_str().unwrap_or(""),
-                    v["packageVersion"].as_str().unwrap_or("")
-                ),
-                None => println!("installed {name} (it makes no app)"),
+                Some(id) => println!("installed {what} as {id}: {}", made.join(", ")),
+                None => println!("installed {what} (it makes nothing to run)"),
             }
             if let Some(n) = v["postInstallNotes"].as_str() {
                 println!("{n}");
@@ -254,7 +285,7 @@ pub async fn run(cmd: PackageCommand, c: &Client) -> anyhow::Result<()> {
             }
             for r in v["results"].as_array().into_iter().flatten() {
                 println!(
-                    "uninstalled {} (app {})",
+                    "uninstalled {} (installed as {}) and everything it made",
                     r["packageName"].as_str().unwrap_or(""),
                     r["appId"].as_str().unwrap_or("")
                 );
@@ -270,10 +301,25 @@ pub async fn run(cmd: PackageCommand, c: &Client) -> anyhow::Result<()> {
             print_rows(
                 &v,
                 "packages",
-                &["NAME", "VERSION", "APP"],
+                &["NAME", "VERSION", "ID", "MADE"],
                 |_, p| {
                     let d = &p["packageInformation"]["packageDefinition"];
-                    vec![text(&d["name"]), text(&d["version"]), text(&p["appId"])]
+                    let parts = &p["parts"];
+                    let mut made: Vec<String> = parts["app"]
+                        .as_str()
+                        .map(|a| format!("app {a}"))
+                        .into_iter()
+                        .collect();
+                    made.extend(parts["job"].as_str().map(|j| format!("job {j}")));
+                    for plugin in parts["plugins"].as_array().into_iter().flatten() {
+                        made.push(format!("plugin {}", text(plugin)));
+                    }
+                    vec![
+                        text(&d["name"]),
+                        text(&d["version"]),
+                        text(&p["appId"]),
+                        made.join(", "),
+                    ]
                 },
                 "no packages installed; `wasmos package search` shows what can be",
             );

@@ -10,12 +10,23 @@
 //! push`), or a
 //! directory in Universe's source layout (`file:///dir` holding
 //! `packages/<L>/<name>/<release>/package.json`, `config.json`,
-//! `marathon.json.mustache`, `resource.json`). A package's Marathon
-//! template is rendered as Cosmos does (config defaults, then the user's
-//! options, validated against the config's JSON schema, then
-//! `resource`; strings JSON-escaped, no HTML escaping) and installed as
-//! a Marathon app through the marathon plugin, with the caller's rights,
-//! labelled `DCOS_PACKAGE_*` so that `list` and `uninstall` find it.
+//! `marathon.json.mustache`, `resource.json`, and Wasmos'
+//! `chronos.json.mustache` and `plugins.json.mustache`).
+//!
+//! A package makes any of a Marathon app (Universe's
+//! `marathon.v2AppMustacheTemplate`), a Chronos job
+//! (`chronos.v1JobMustacheTemplate`) and plugins
+//! (`plugins.v1PluginsMustacheTemplate`: a list of `{"from": REFERENCE,
+//! "config": {...}}`, a reference naming no registry being in the
+//! package's own OCI registry). Its templates are rendered as Cosmos
+//! renders the Marathon one (config defaults, then the user's options,
+//! validated against the config's JSON schema, then `resource`; strings
+//! JSON-escaped, no HTML escaping). An install is recorded in the
+//! replicated state before its parts are made — plugins (pulled, signed,
+//! checked), then the job and the app through the chronos and marathon
+//! plugins with the caller's rights — and removed whole if one fails; the
+//! app is labelled `DCOS_PACKAGE_*` as Cosmos labels it, and an app so
+//! labelled by someone else lists as an install too.
 
 use std::sync::Arc;
 
@@ -26,12 +37,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use serde_json::{Map, Value, json};
-use wasmos_state::{Command, PackageRepo, Response as StateResponse};
+use wasmos_state::acl::{Access, Area};
+use wasmos_state::{Command, PackageInstall, PackageRepo, PluginRecord, Response as StateResponse};
 
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::http::Lead;
 use crate::leader::Leader;
 use crate::node::Node;
+use crate::plugins::InstallRequest;
 
 /// A Cosmos error: its type (Cosmos' class name), message, status, data.
 #[derive(Debug)]
@@ -313,69 +327,32 @@ async fn serve(
         }
         "render" => {
             let v = version(headers, &ns, &["v1"])?;
-            let (_, app) = rendered(n, &req).await?;
-            Ok(ok(v, json!({ "marathonJson": app })))
+            let (_, _, parts) = rendered(n, &req).await?;
+            Ok(ok(v, parts.to_json()))
         }
         "install" => {
             let v = version(headers, &ns, &["v2", "v1"])?;
-            let (pkg, app) = rendered(n, &req).await?;
-            let name = pkg["name"].as_str().unwrap_or_default().to_string();
-            let version_s = pkg["version"].as_str().unwrap_or_default().to_string();
-            let Some(app) = app else {
-                // A package with no app (a CLI-only one) installs nothing.
-                return Ok(ok(
-                    v,
-                    json!({"packageName": name, "packageVersion": version_s}),
-                ));
-            };
-            let app_id = app["id"].as_str().unwrap_or_default().to_string();
-            let (status, answer) = marathon(lead, p, Method::POST, "/v2/apps", &app).await?;
-            match status {
-                s if s.is_success() => {}
-                StatusCode::CONFLICT => {
-                    return Err(error(
-                        "PackageAlreadyInstalled",
-                        format!("{name} is already installed as {app_id}: uninstall it, or install it under another appId"),
-                    )
-                    .status(StatusCode::CONFLICT));
-                }
-                s => return Err(marathon_error(s, &answer)),
-            }
+            let (pkg, source, parts) = rendered(n, &req).await?;
             let mut out =
-                json!({"packageName": name, "packageVersion": version_s, "appId": app_id});
+                install(n, &lead, p, &pkg, &source, parts, string(&req, "appId")?).await?;
             if v == "v2"
                 && let Some(notes) = pkg.get("postInstallNotes")
             {
                 out["postInstallNotes"] = notes.clone();
             }
-            Ok(typed(StatusCode::OK, &media(&ns, v), &out))
+            Ok(ok(v, out))
         }
         "list" => {
             let v = version(headers, &ns, &["v1"])?;
             let name = string(&req, "packageName")?;
-            let app_id = string(&req, "appId")?;
-            let mut out = Vec::new();
-            for app in installed(lead, p).await? {
-                let labels = &app["labels"];
-                let Some(pkg_name) = labels["DCOS_PACKAGE_NAME"].as_str() else {
-                    continue;
-                };
-                let id = app["id"].as_str().unwrap_or_default();
-                if name.as_deref().is_some_and(|n| n != pkg_name)
-                    || app_id.as_deref().is_some_and(|a| canonical(a) != id)
-                {
-                    continue;
-                }
-                let definition = labels["DCOS_PACKAGE_DEFINITION"]
-                    .as_str()
-                    .and_then(decode_definition)
-                    .unwrap_or_else(
-                        || json!({"name": pkg_name, "version": labels["DCOS_PACKAGE_VERSION"]}),
-                    );
-                out.push(
-                    json!({"appId": id, "packageInformation": {"packageDefinition": definition}}),
-                );
-            }
+            let app_id = string(&req, "appId")?.map(|a| canonical(&a));
+            let mut out: Vec<Value> = installs(n, &lead, p)
+                .await?
+                .iter()
+                .filter(|i| name.as_deref().is_none_or(|n| n == i.name))
+                .filter(|i| app_id.as_deref().is_none_or(|a| a == i.id))
+                .map(Install::to_json)
+                .collect();
             out.sort_by(|a, b| {
                 let k = |x: &Value| {
                     (
@@ -395,56 +372,52 @@ async fn serve(
             let name = required(&req, "packageName")?;
             let app_id = string(&req, "appId")?;
             let all = req.get("all").and_then(Value::as_bool).unwrap_or(false);
-            let apps: Vec<String> = installed(Lead(lead.0.clone()), p)
+            let of_name: Vec<Install> = installs(n, &lead, p)
                 .await?
-                .iter()
-                .filter(|a| a["labels"]["DCOS_PACKAGE_NAME"].as_str() == Some(name.as_str()))
-                .filter_map(|a| a["id"].as_str().map(str::to_string))
+                .into_iter()
+                .filter(|i| i.name == name)
                 .collect();
-            let targets: Vec<String> = match &app_id {
+            let ids: Vec<String> = of_name.iter().map(|i| i.id.clone()).collect();
+            let targets: Vec<Install> = match &app_id {
                 Some(id) => {
                     let id = canonical(id);
-                    if !apps.contains(&id) {
+                    let Some(i) = of_name.into_iter().find(|i| i.id == id) else {
                         return Err(error(
                             "UninstallNonExistentAppForPackage",
                             format!("{name} is not installed as {id}"),
                         )
                         .data(json!({"packageName": name, "appId": id})));
-                    }
-                    vec![id]
+                    };
+                    vec![i]
                 }
-                None if apps.is_empty() => {
+                None if of_name.is_empty() => {
                     return Err(
                         error("PackageNotInstalled", format!("{name} is not installed"))
                             .data(json!({"packageName": name})),
                     );
                 }
-                None if apps.len() > 1 && !all => {
+                None if of_name.len() > 1 && !all => {
                     return Err(error(
                         "AmbiguousAppId",
                         format!(
                             "{name} is installed as {}: name one with appId, or uninstall all",
-                            apps.join(", ")
+                            ids.join(", ")
                         ),
                     )
-                    .data(json!({"packageName": name, "appIds": apps})));
+                    .data(json!({"packageName": name, "appIds": ids})));
                 }
-                None => apps,
+                None => of_name,
             };
             let mut results = Vec::new();
-            for id in targets {
-                let (status, answer) = marathon(
-                    Lead(lead.0.clone()),
-                    p,
-                    Method::DELETE,
-                    &format!("/v2/apps{id}"),
-                    &Value::Null,
-                )
-                .await?;
-                if !status.is_success() {
-                    return Err(marathon_error(status, &answer));
+            for i in targets {
+                remove_parts(n, &lead, p, &i.parts).await?;
+                if i.recorded {
+                    match propose(&lead, Command::PackageUninstalled { id: i.id.clone() }).await? {
+                        StateResponse::Ok | StateResponse::Rejected { .. } => {}
+                        other => return Err(internal(other)),
+                    }
                 }
-                results.push(json!({"packageName": name, "appId": id}));
+                results.push(json!({"packageName": name, "appId": i.id}));
             }
             Ok(ok(v, json!({ "results": results })))
         }
@@ -454,17 +427,17 @@ async fn serve(
     }
 }
 
-/// The package a request names and the app it makes with the request's
-/// options and `appId`.
-async fn rendered(n: &Leader, req: &Map<String, Value>) -> CResult<(Value, Option<Value>)> {
+/// The package a request names, its repository, and what it makes with
+/// the request's options and `appId`.
+async fn rendered(n: &Leader, req: &Map<String, Value>) -> CResult<(Value, String, Rendered)> {
     let (pkg, source) = resolve(n, req).await?;
-    let app = render(
+    let parts = render(
         &pkg,
         &source,
         req.get("options"),
         string(req, "appId")?.as_deref(),
     )?;
-    Ok((pkg, app))
+    Ok((pkg, source, parts))
 }
 
 fn internal(r: StateResponse) -> CosmosError {
@@ -684,10 +657,27 @@ async fn fetch(n: &Leader, uri: &str) -> CResult<Vec<Value>> {
     Ok(packages.clone())
 }
 
+/// The template files of the source layout and where an index holds
+/// them (base64): Universe's Marathon app, and Wasmos' Chronos job and
+/// plugins.
+const TEMPLATES: [(&str, &str, &str); 3] = [
+    (
+        "marathon.json.mustache",
+        "marathon",
+        "v2AppMustacheTemplate",
+    ),
+    ("chronos.json.mustache", "chronos", "v1JobMustacheTemplate"),
+    (
+        "plugins.json.mustache",
+        "plugins",
+        "v1PluginsMustacheTemplate",
+    ),
+];
+
 /// Universe's source layout: `packages/<L>/<name>/<release>/` with
 /// `package.json` and the optional `config.json`, `resource.json` and
-/// `marathon.json.mustache`, made into index entries as Universe's build
-/// does.
+/// templates ([`TEMPLATES`]), made into index entries as Universe's
+/// build does.
 pub fn source_layout(dir: &std::path::Path) -> Result<Vec<Value>, String> {
     let root = dir.join("packages");
     let read_dir = |p: &std::path::Path| -> Result<Vec<std::path::PathBuf>, String> {
@@ -732,14 +722,16 @@ pub fn source_layout(dir: &std::path::Path) -> Result<Vec<Value>, String> {
                 if let Some(r) = json_file(rev.join("resource.json"))? {
                     p["resource"] = r;
                 }
-                match std::fs::read(rev.join("marathon.json.mustache")) {
-                    Ok(t) => {
-                        p["marathon"] = json!({
-                            "v2AppMustacheTemplate": base64::engine::general_purpose::STANDARD.encode(t)
-                        });
+                for (file, section, key) in TEMPLATES {
+                    match std::fs::read(rev.join(file)) {
+                        Ok(t) => {
+                            p[section] = json!({
+                                key: base64::engine::general_purpose::STANDARD.encode(t)
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(format!("{}: {e}", rev.join(file).display())),
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("{}: {e}", rev.display())),
                 }
                 out.push(p);
             }
@@ -887,14 +879,63 @@ pub fn merge(a: &Value, b: &Value) -> Value {
     }
 }
 
-/// The Marathon app a package makes with `options` (`None`: the package
-/// has no app), labelled as Cosmos labels it.
+/// What a package makes with a request's options: any of a Marathon app,
+/// a Chronos job and plugins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rendered {
+    /// The options as given (without the defaults), for the record.
+    pub options: Value,
+    /// The Marathon app, labelled as Cosmos labels it.
+    pub app: Option<Value>,
+    /// The Chronos job (Chronos' job JSON).
+    pub job: Option<Value>,
+    /// The plugins, each an OCI reference (resolved against the
+    /// repository's registry when it names none) and its configuration.
+    pub plugins: Vec<PluginPart>,
+}
+
+impl Rendered {
+    /// Whether the package makes nothing (a CLI-only one).
+    pub fn is_empty(&self) -> bool {
+        self.app.is_none() && self.job.is_none() && self.plugins.is_empty()
+    }
+
+    /// The render answer: Cosmos' `marathonJson`, and Wasmos' `chronosJson`
+    /// and `plugins`.
+    pub fn to_json(&self) -> Value {
+        let mut out = json!({});
+        if let Some(app) = &self.app {
+            out["marathonJson"] = app.clone();
+        }
+        if let Some(job) = &self.job {
+            out["chronosJson"] = job.clone();
+        }
+        if !self.plugins.is_empty() {
+            out["plugins"] = json!(self.plugins);
+        }
+        out
+    }
+}
+
+/// A plugin a package installs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginPart {
+    /// `oci://registry/repository:tag`, or `repository:tag` in the
+    /// package's own registry.
+    pub from: String,
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
+/// What a package makes with `options`: its templates rendered with the
+/// schema's defaults under the options, once the options fit the schema.
 pub fn render(
     pkg: &Value,
     source: &str,
     options: Option<&Value>,
     app_id: Option<&str>,
-) -> CResult<Option<Value>> {
+) -> CResult<Rendered> {
     let user = match options {
         None | Some(Value::Null) => json!({}),
         Some(o @ Value::Object(_)) => o.clone(),
@@ -945,7 +986,77 @@ pub fn render(
         }
         None => json!({}),
     };
-    let Some(template) = pkg["marathon"]["v2AppMustacheTemplate"].as_str() else {
+    let mut context = merged;
+    if let Some(r) = pkg.get("resource") {
+        context["resource"] = r.clone();
+    }
+    let mut out = Rendered {
+        options: user.clone(),
+        ..Rendered::default()
+    };
+    if let Some(mut app) = template(
+        pkg,
+        ("marathon", "v2AppMustacheTemplate"),
+        "Marathon app",
+        &context,
+    )? {
+        if !app.is_object() {
+            return Err(error(
+                "MarathonTemplateMustBeJsonObject",
+                "the rendered Marathon template is not a JSON object",
+            ));
+        }
+        if let Some(id) = app_id {
+            app["id"] = json!(canonical(id));
+        }
+        label(&mut app, pkg, source, &user)?;
+        out.app = Some(app);
+    }
+    if let Some(job) = template(
+        pkg,
+        ("chronos", "v1JobMustacheTemplate"),
+        "Chronos job",
+        &context,
+    )? {
+        if job["name"].as_str().is_none_or(str::is_empty) {
+            return Err(error(
+                "InvalidPackage",
+                "the rendered Chronos job is not a JSON object with a name",
+            ));
+        }
+        out.job = Some(job);
+    }
+    if let Some(plugins) = template(
+        pkg,
+        ("plugins", "v1PluginsMustacheTemplate"),
+        "plugins",
+        &context,
+    )? {
+        let parts: Vec<PluginPart> = serde_json::from_value(plugins).map_err(|e| {
+            error(
+                "InvalidPackage",
+                format!(
+                    "the rendered plugins are not a list of {{\"from\": REFERENCE, \"config\": {{...}}}}: {e}"
+                ),
+            )
+        })?;
+        for mut part in parts {
+            part.from = plugin_reference(&part.from, source)?;
+            out.plugins.push(part);
+        }
+    }
+    Ok(out)
+}
+
+/// The template at `pkg[section][key]` (base64 Mustache) rendered with
+/// `context`, as JSON; `None` when the package has none.
+fn template(
+    pkg: &Value,
+    (section, key): (&str, &str),
+    what: &str,
+    context: &Value,
+) -> CResult<Option<Value>> {
+    let Some(template) = pkg[section][key].as_str() else {
         return Ok(None);
     };
     let template = base64::engine::general_purpose::STANDARD
@@ -955,35 +1066,30 @@ pub fn render(
         .ok_or_else(|| {
             error(
                 "InvalidPackage",
-                "the package's Marathon template is not base64 of UTF-8",
+                format!("the package's {what} template is not base64 of UTF-8"),
             )
         })?;
-    let mut context = merged;
-    if let Some(r) = pkg.get("resource") {
-        context["resource"] = r.clone();
-    }
-    let text = mustache_render(&template, &context).map_err(|e| {
+    let text = mustache_render(&template, context).map_err(|e| {
         error(
             "InvalidPackage",
-            format!("the package's Marathon template: {e}"),
+            format!("the package's {what} template: {e}"),
         )
     })?;
-    let mut app: Value = serde_json::from_str(&text).map_err(|e| {
+    serde_json::from_str(&text).map(Some).map_err(|e| {
         error(
-            "MarathonTemplateMustBeJsonObject",
-            format!("the rendered Marathon template is not JSON ({e}): {text}"),
+            if section == "marathon" {
+                "MarathonTemplateMustBeJsonObject"
+            } else {
+                "InvalidPackage"
+            },
+            format!("the rendered {what} template is not JSON ({e}): {text}"),
         )
-    })?;
-    if !app.is_object() {
-        return Err(error(
-            "MarathonTemplateMustBeJsonObject",
-            "the rendered Marathon template is not a JSON object",
-        ));
-    }
-    if let Some(id) = app_id {
-        app["id"] = json!(canonical(id));
-    }
-    let labels = match app.get("labels") {
+    })
+}
+
+/// Labels an app as Cosmos does, so that its package is known from it.
+fn label(app: &mut Value, pkg: &Value, source: &str, user: &Value) -> CResult<()> {
+    let mut labels = match app.get("labels") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) if m.values().all(Value::is_string) => m.clone(),
         Some(_) => {
@@ -994,7 +1100,6 @@ pub fn render(
         }
     };
     let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
-    let mut labels = labels;
     labels.insert("DCOS_PACKAGE_NAME".into(), pkg["name"].clone());
     labels.insert("DCOS_PACKAGE_VERSION".into(), pkg["version"].clone());
     labels.insert("DCOS_PACKAGE_SOURCE".into(), json!(source));
@@ -1007,7 +1112,32 @@ pub fn render(
         json!(b64(definition(pkg).to_string().as_bytes())),
     );
     app["labels"] = Value::Object(labels);
-    Ok(Some(app))
+    Ok(())
+}
+
+/// A package's plugin reference as an OCI reference: one naming no
+/// registry (no `scheme://`) is in the registry of the package's OCI
+/// repository.
+pub fn plugin_reference(from: &str, source: &str) -> CResult<String> {
+    if from.contains("://") {
+        return Ok(from.to_string());
+    }
+    let Some((scheme, rest)) = source
+        .split_once("://")
+        .filter(|(s, _)| *s == "oci" || *s == "oci+http")
+    else {
+        return Err(error(
+            "InvalidPackage",
+            format!(
+                "the package's plugin {from} names no registry, which only a package from an OCI repository may do; this one comes from {source}: push the catalogue with `wasmos package repo push`, or name the plugin oci://REGISTRY/{from}"
+            ),
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    Ok(format!(
+        "{scheme}://{host}/{}",
+        from.trim_start_matches('/')
+    ))
 }
 
 /// Cosmos' `DCOS_PACKAGE_DEFINITION`: the package's JSON, gzipped, in an
@@ -1122,12 +1252,388 @@ fn unescaped(template: &str, context: &Value) -> String {
     out
 }
 
-// ---- Marathon ----------------------------------------------------------------------
+// ---- installs ----------------------------------------------------------------------
 
-/// A request to the marathon plugin with the caller's rights.
-async fn marathon(
-    lead: Lead,
+/// What an install made.
+#[derive(Debug, Clone, Default)]
+struct Parts {
+    app: Option<String>,
+    job: Option<String>,
+    plugins: Vec<String>,
+}
+
+/// A package installed: recorded in the state, or known only from an
+/// app's Cosmos labels (an app made through Marathon's API with them).
+struct Install {
+    id: String,
+    name: String,
+    definition: Value,
+    parts: Parts,
+    recorded: bool,
+}
+
+impl Install {
+    /// Cosmos' list entry, with what the install made.
+    fn to_json(&self) -> Value {
+        json!({
+            "appId": self.id,
+            "packageInformation": {"packageDefinition": self.definition},
+            "parts": {"app": self.parts.app, "job": self.parts.job, "plugins": self.parts.plugins},
+        })
+    }
+}
+
+/// Every install: the recorded ones, and the labelled apps the caller
+/// may see that no record names.
+async fn installs(n: &Leader, lead: &Lead, p: Option<&Principal>) -> CResult<Vec<Install>> {
+    let recorded: Vec<PackageInstall> = n
+        .store
+        .read(|s| s.package_installs.values().cloned().collect());
+    let mut out: Vec<Install> = recorded
+        .into_iter()
+        .map(|r| Install {
+            definition: serde_json::from_str(&r.package)
+                .unwrap_or_else(|_| json!({"name": r.name, "version": r.version})),
+            id: r.id,
+            name: r.name,
+            parts: Parts {
+                app: r.app,
+                job: r.job,
+                plugins: r.plugins,
+            },
+            recorded: true,
+        })
+        .collect();
+    let (status, v) = framework(lead, p, "marathon", Method::GET, "/v2/apps", &Value::Null).await?;
+    let apps = match status {
+        s if s.is_success() => v["apps"].as_array().cloned().unwrap_or_default(),
+        // No marathon plugin: no apps.
+        StatusCode::NOT_FOUND => Vec::new(),
+        s => return Err(marathon_error(s, &v)),
+    };
+    for app in apps {
+        let labels = &app["labels"];
+        let Some(name) = labels["DCOS_PACKAGE_NAME"].as_str() else {
+            continue;
+        };
+        let id = app["id"].as_str().unwrap_or_default().to_string();
+        if out
+            .iter()
+            .any(|i| i.parts.app.as_deref() == Some(id.as_str()))
+        {
+            continue;
+        }
+        let definition = labels["DCOS_PACKAGE_DEFINITION"]
+            .as_str()
+            .and_then(decode_definition)
+            .unwrap_or_else(|| json!({"name": name, "version": labels["DCOS_PACKAGE_VERSION"]}));
+        out.push(Install {
+            id: id.clone(),
+            name: name.to_string(),
+            definition,
+            parts: Parts {
+                app: Some(id),
+                ..Parts::default()
+            },
+            recorded: false,
+        });
+    }
+    Ok(out)
+}
+
+/// A refusal because something of that name exists.
+fn taken(message: String) -> CosmosError {
+    error("PackageAlreadyInstalled", message).status(StatusCode::CONFLICT)
+}
+
+/// Installs what a package makes. The install is recorded first, so that
+/// nothing it makes is ever unaccounted for; then its plugins, its job and
+/// its app (which may use them) are made. Everything is checked first
+/// (names free, plugins pulled, signed and linked, the caller's rights);
+/// if making a part still fails, what was made is removed and the record
+/// forgotten.
+async fn install(
+    n: &Leader,
+    lead: &Lead,
     p: Option<&Principal>,
+    pkg: &Value,
+    source: &str,
+    r: Rendered,
+    app_id: Option<String>,
+) -> CResult<Value> {
+    let name = pkg["name"].as_str().unwrap_or_default().to_string();
+    let version = pkg["version"].as_str().unwrap_or_default().to_string();
+    let mut out = json!({"packageName": name, "packageVersion": version});
+    if r.is_empty() {
+        // A CLI-only package installs nothing.
+        return Ok(out);
+    }
+    let id = match &r.app {
+        Some(app) => canonical(app["id"].as_str().unwrap_or_default()),
+        None => canonical(app_id.as_deref().unwrap_or(&name)),
+    };
+    if n.store.read(|s| s.package_installs.contains_key(&id)) {
+        return Err(taken(format!(
+            "{name} is already installed as {id}: uninstall it, or install it under another appId"
+        )));
+    }
+    if r.app.is_some() {
+        let (status, _) = framework(
+            lead,
+            p,
+            "marathon",
+            Method::GET,
+            &format!("/v2/apps{id}"),
+            &Value::Null,
+        )
+        .await?;
+        if status.is_success() {
+            return Err(taken(format!(
+                "{name} is already installed as {id} (an app of that id exists): uninstall it, or install it under another appId"
+            )));
+        }
+    }
+    let job = match &r.job {
+        None => None,
+        Some(job) => {
+            let job = job["name"].as_str().unwrap_or_default().to_string();
+            let (status, answer) = framework(
+                lead,
+                p,
+                "chronos",
+                Method::GET,
+                &format!("/v1/scheduler/job/{}", path_segment(&job)),
+                &Value::Null,
+            )
+            .await?;
+            match status {
+                StatusCode::OK => {
+                    return Err(taken(format!(
+                        "a Chronos job named {job} exists: remove it, or give the package another job name in its options"
+                    )));
+                }
+                // Chronos' "not found".
+                StatusCode::BAD_REQUEST => {}
+                s => return Err(framework_error("Chronos", s, &answer)),
+            }
+            Some(job)
+        }
+    };
+    let mut plugins: Vec<PluginRecord> = Vec::new();
+    for part in &r.plugins {
+        let record = n
+            .prepare_plugin(InstallRequest {
+                from: Some(part.from.clone()),
+                config: part.config.clone(),
+                ..InstallRequest::default()
+            })
+            .await
+            .map_err(|e| api_error(e, &format!("the package's plugin {}", part.from)))?;
+        let plugin = record.manifest.name.clone();
+        if let Some(p) = p {
+            p.check(Area::Plugins, &plugin, Access::Write)
+                .map_err(|e| api_error(e, "installing its plugins"))?;
+        }
+        if n.store.read(|s| s.plugins.contains_key(&plugin))
+            || plugins.iter().any(|r| r.manifest.name == plugin)
+        {
+            return Err(taken(format!(
+                "a plugin named {plugin} is installed: remove it (`wasmos plugin remove {plugin}`) before installing {name}"
+            )));
+        }
+        plugins.push(record);
+    }
+    let record = PackageInstall {
+        id: id.clone(),
+        name: name.clone(),
+        version,
+        source: source.to_string(),
+        options: r.options.to_string(),
+        package: pkg.to_string(),
+        app: r.app.as_ref().map(|_| id.clone()),
+        job: job.clone(),
+        plugins: plugins.iter().map(|r| r.manifest.name.clone()).collect(),
+        installed_at: crate::leader::now_secs() as u64,
+    };
+    match propose(
+        lead,
+        Command::PackageInstalled {
+            install: Box::new(record.clone()),
+        },
+    )
+    .await?
+    {
+        StateResponse::Ok => {}
+        StateResponse::Rejected { reason } => return Err(taken(reason)),
+        other => return Err(internal(other)),
+    }
+    let mut made = Parts::default();
+    if let Err(e) = make(n, lead, p, &r, plugins, &mut made).await {
+        tracing::warn!(package = %name, %id, error = %e.message, "install failed; removing what it made");
+        if let Err(undo) = remove_parts(n, lead, p, &made).await {
+            tracing::warn!(package = %name, %id, error = %undo.message, "could not remove what a failed install made");
+        }
+        if let Err(forget) = propose(lead, Command::PackageUninstalled { id }).await {
+            tracing::warn!(package = %name, error = %forget.message, "could not forget a failed install");
+        }
+        return Err(e);
+    }
+    tracing::info!(package = %name, %id, parts = ?record.parts(), "package installed");
+    out["appId"] = json!(id);
+    if let Some(job) = job {
+        out["jobName"] = json!(job);
+    }
+    if !record.plugins.is_empty() {
+        out["plugins"] = json!(record.plugins);
+    }
+    Ok(out)
+}
+
+/// Makes an install's parts, noting each in `made` once it exists.
+async fn make(
+    n: &Leader,
+    lead: &Lead,
+    p: Option<&Principal>,
+    r: &Rendered,
+    plugins: Vec<PluginRecord>,
+    made: &mut Parts,
+) -> CResult<()> {
+    for record in plugins {
+        let name = record.manifest.name.clone();
+        n.commit_plugin(record)
+            .await
+            .map_err(|e| api_error(e, &format!("plugin {name}")))?;
+        made.plugins.push(name);
+    }
+    if let Some(job) = &r.job {
+        let path = if job.get("parents").is_some_and(|p| !p.is_null()) {
+            "/v1/scheduler/dependency"
+        } else {
+            "/v1/scheduler/iso8601"
+        };
+        let (status, answer) = framework(lead, p, "chronos", Method::POST, path, job).await?;
+        if !status.is_success() {
+            return Err(framework_error("Chronos", status, &answer));
+        }
+        made.job = job["name"].as_str().map(str::to_string);
+    }
+    if let Some(app) = &r.app {
+        let (status, answer) =
+            framework(lead, p, "marathon", Method::POST, "/v2/apps", app).await?;
+        match status {
+            s if s.is_success() => {}
+            StatusCode::CONFLICT => {
+                return Err(taken(format!(
+                    "an app {} exists: uninstall it, or install under another appId",
+                    app["id"].as_str().unwrap_or_default()
+                )));
+            }
+            s => return Err(marathon_error(s, &answer)),
+        }
+        made.app = app["id"].as_str().map(str::to_string);
+    }
+    Ok(())
+}
+
+/// Removes an install's parts: its app, its job, then its plugins (a
+/// framework's tasks with it). A part already gone is fine.
+async fn remove_parts(
+    n: &Leader,
+    lead: &Lead,
+    p: Option<&Principal>,
+    parts: &Parts,
+) -> CResult<()> {
+    // Every right first: an uninstall the caller may not finish starts
+    // nothing.
+    if let Some(p) = p {
+        for plugin in &parts.plugins {
+            p.check(Area::Plugins, plugin, Access::Write)
+                .map_err(|e| api_error(e, "removing its plugins"))?;
+        }
+    }
+    if let Some(app) = &parts.app {
+        let (status, answer) = framework(
+            lead,
+            p,
+            "marathon",
+            Method::DELETE,
+            &format!("/v2/apps{app}"),
+            &Value::Null,
+        )
+        .await?;
+        if !status.is_success() && status != StatusCode::NOT_FOUND {
+            return Err(marathon_error(status, &answer));
+        }
+    }
+    if let Some(job) = &parts.job {
+        let (status, answer) = framework(
+            lead,
+            p,
+            "chronos",
+            Method::DELETE,
+            &format!("/v1/scheduler/job/{}", path_segment(job)),
+            &Value::Null,
+        )
+        .await?;
+        let gone = status == StatusCode::BAD_REQUEST
+            && answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not found"));
+        if !status.is_success() && !gone {
+            return Err(framework_error("Chronos", status, &answer));
+        }
+    }
+    for plugin in &parts.plugins {
+        match n.remove_plugin(plugin, true).await {
+            Ok(()) | Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(api_error(e, &format!("plugin {plugin}"))),
+        }
+    }
+    Ok(())
+}
+
+/// `s` as one path segment (`%`-escaped).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A master API error met on the way, in Cosmos' envelope.
+fn api_error(e: ApiError, during: &str) -> CosmosError {
+    let status = e.status();
+    let kind = match status.as_u16() {
+        400 => "InvalidPackage",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "PackageAlreadyInstalled",
+        503 => "ServiceUnavailable",
+        _ => "InternalError",
+    };
+    let message = match &e {
+        ApiError::Internal(_) => "internal error; see the master's log".to_string(),
+        other => other.to_string(),
+    };
+    if let ApiError::Internal(detail) = &e {
+        tracing::error!(%detail, during, "internal error installing a package");
+    }
+    error(kind, format!("{during}: {message}")).status(status)
+}
+
+// ---- frameworks ----------------------------------------------------------------------
+
+/// A request to a framework plugin's API with the caller's rights.
+async fn framework(
+    lead: &Lead,
+    p: Option<&Principal>,
+    name: &str,
     method: Method,
     path: &str,
     body: &Value,
@@ -1146,11 +1652,11 @@ async fn marathon(
     );
     let uri: Uri = path
         .parse()
-        .map_err(|_| error("MalformedRequest", format!("bad app path {path}")))?;
+        .map_err(|_| error("MalformedRequest", format!("bad path {path}")))?;
     let r = crate::http::checked_framework(
-        lead,
+        Lead(lead.0.clone()),
         p,
-        "marathon".into(),
+        name.into(),
         path.into(),
         method,
         uri,
@@ -1182,13 +1688,33 @@ fn marathon_error(status: StatusCode, answer: &Value) -> CosmosError {
         .data(answer.clone())
 }
 
-/// Every Marathon app the caller may see.
-async fn installed(lead: Lead, p: Option<&Principal>) -> CResult<Vec<Value>> {
-    let (status, v) = marathon(lead, p, Method::GET, "/v2/apps", &Value::Null).await?;
-    if !status.is_success() {
-        return Err(marathon_error(status, &v));
-    }
-    Ok(v["apps"].as_array().cloned().unwrap_or_default())
+/// A framework's refusal other than Marathon's.
+fn framework_error(which: &str, status: StatusCode, answer: &Value) -> CosmosError {
+    let message = answer["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{which} answered {status}"));
+    let kind = match status.as_u16() {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "ServiceUnavailable",
+        s if s >= 500 => "ServiceUnavailable",
+        _ => "InvalidPackage",
+    };
+    let hint = if status == StatusCode::NOT_FOUND {
+        format!(" (is the {} plugin installed?)", which.to_lowercase())
+    } else {
+        String::new()
+    };
+    error(kind, format!("{which}: {message}{hint}"))
+        .status(
+            if status.is_server_error() || status == StatusCode::NOT_FOUND {
+                StatusCode::BAD_GATEWAY
+            } else {
+                status
+            },
+        )
+        .data(answer.clone())
 }
 
 #[cfg(test)]
@@ -1242,6 +1768,7 @@ mod tests {
             None,
         )
         .unwrap()
+        .app
         .unwrap();
         assert_eq!(app["id"], "/hello");
         assert_eq!(app["instances"], 3);
@@ -1262,6 +1789,7 @@ mod tests {
         assert_eq!(def["name"], "hello");
         let with_id = render(&package(), "x", None, Some("team/hi"))
             .unwrap()
+            .app
             .unwrap();
         assert_eq!(with_id["id"], "/team/hi");
     }
@@ -1283,6 +1811,63 @@ mod tests {
         no_config.as_object_mut().unwrap().remove("config");
         let e = render(&no_config, "x", Some(&json!({"a": 1})), None).unwrap_err();
         assert_eq!(e.kind, "OptionsNotAllowed");
+    }
+
+    #[test]
+    fn a_package_of_several_parts_renders_its_job_and_plugins_from_its_registry() {
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let mut pkg = package();
+        pkg["chronos"] = json!({"v1JobMustacheTemplate": b64(
+            r#"{"name": "{{service.name}}-report", "schedule": "R/2026-01-01T00:00:00Z/PT1H", "command": "echo '{{service.greeting}}'"}"#
+        )});
+        pkg["plugins"] = json!({"v1PluginsMustacheTemplate": b64(
+            r#"[{"from": "plugins/check:1", "config": {"expect": "{{service.greeting}}"}},
+                {"from": "oci://elsewhere.example/x:2"}]"#
+        )});
+        let r = render(
+            &pkg,
+            "oci+http://127.0.0.1:5000/catalogue/examples:1",
+            Some(&json!({"service": {"greeting": "a \"b\""}})),
+            None,
+        )
+        .unwrap();
+        assert!(r.app.is_some());
+        let job = r.job.as_ref().unwrap();
+        assert_eq!(job["name"], "hello-report");
+        assert_eq!(job["command"], "echo 'a \"b\"'");
+        assert_eq!(
+            r.plugins,
+            vec![
+                PluginPart {
+                    from: "oci+http://127.0.0.1:5000/plugins/check:1".into(),
+                    config: [("expect".to_string(), "a \"b\"".to_string())].into(),
+                },
+                PluginPart {
+                    from: "oci://elsewhere.example/x:2".into(),
+                    config: Default::default(),
+                },
+            ]
+        );
+        let answer = r.to_json();
+        assert_eq!(answer["chronosJson"]["name"], "hello-report");
+        assert_eq!(answer["plugins"][1]["from"], "oci://elsewhere.example/x:2");
+        // A plugin in "the package's registry" needs a repository in one.
+        let e = render(&pkg, "file:///repo", None, None).unwrap_err();
+        assert_eq!(e.kind, "InvalidPackage");
+        assert!(
+            e.message.contains("wasmos package repo push"),
+            "{}",
+            e.message
+        );
+        // A job without a name, or plugins that are not a list: refused.
+        pkg["chronos"] =
+            json!({"v1JobMustacheTemplate": b64(r#"{"schedule": "R/2026-01-01T00:00:00Z/PT1H"}"#)});
+        let e = render(&pkg, "oci://r/c", None, None).unwrap_err();
+        assert!(e.message.contains("with a name"), "{}", e.message);
+        pkg.as_object_mut().unwrap().remove("chronos");
+        pkg["plugins"] = json!({"v1PluginsMustacheTemplate": b64(r#"{"from": "x"}"#)});
+        let e = render(&pkg, "oci://r/c", None, None).unwrap_err();
+        assert!(e.message.contains("not a list"), "{}", e.message);
     }
 
     #[test]

@@ -206,6 +206,13 @@ impl Leader {
 
     /// Installs (or upgrades) a plugin on the running cluster.
     pub async fn install_plugin(&self, req: InstallRequest) -> Result<PluginView, ApiError> {
+        let record = self.prepare_plugin(req).await?;
+        self.commit_plugin(record).await
+    }
+
+    /// A plugin checked for installing (pulled, its signature verified,
+    /// its component linked against its world), not yet recorded.
+    pub async fn prepare_plugin(&self, req: InstallRequest) -> Result<PluginRecord, ApiError> {
         let InstallRequest {
             manifest,
             component,
@@ -277,8 +284,7 @@ impl Leader {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
             .map_err(|e| ApiError::BadRequest(format!("plugin {} refused: {e}", manifest.name)))?;
-        let name = manifest.name.clone();
-        let record = PluginRecord {
+        Ok(PluginRecord {
             digest: wasmos_runtime::digest(&component),
             manifest,
             component: wasmos_core::bytes::Blob(component),
@@ -289,8 +295,15 @@ impl Leader {
             } else {
                 source
             },
-            signed_by: Some(signer.clone()),
-        };
+            signed_by: Some(signer),
+        })
+    }
+
+    /// Records a plugin [`Leader::prepare_plugin`] checked: every master
+    /// or agent that runs its kind starts it.
+    pub async fn commit_plugin(&self, record: PluginRecord) -> Result<PluginView, ApiError> {
+        let name = record.manifest.name.clone();
+        let signer = record.signed_by.clone().unwrap_or_default();
         match self
             .store
             .propose_one(Command::InstallPlugin {

@@ -709,10 +709,10 @@ page("catalogue", {
         <label class="opt"><span>app id</span><input id="pkg-appid" placeholder="the package's own"></label>
         <div id="pkg-errors" class="errors"></div>
         <button id="pkg-review">Review</button> <button id="pkg-install">Install</button></section>
-      <h3>The app it makes</h3><pre id="pkg-render" class="graph">press Review</pre>` : `<h2>Catalogue <small>packages from the cluster's repositories</small></h2>
+      <h3>What it makes</h3><pre id="pkg-render" class="graph">press Review</pre>` : `<h2>Catalogue <small>packages from the cluster's repositories</small></h2>
     <div class="toolbar"><input id="pkg-query" type="search" placeholder="search by name, description or tag (* is a wildcard)"></div>
     <div id="packages" class="tiles"></div>
-    <h3>Installed</h3><div class="scroll"><table id="installed"><thead><tr><th>Package</th><th>Version</th><th>App</th><th></th></tr></thead><tbody></tbody></table></div>
+    <h3>Installed</h3><div class="scroll"><table id="installed"><thead><tr><th>Package</th><th>Version</th><th>Installed as</th><th>Made</th><th></th></tr></thead><tbody></tbody></table></div>
     <h3>Repositories</h3><div class="scroll"><table id="repos"><thead><tr><th>#</th><th>Name</th><th>URI</th><th></th></tr></thead><tbody></tbody></table></div>
     <form id="repo-add" class="toolbar"><input id="repo-name" placeholder="name" required><input id="repo-uri" placeholder="https://… or file:///…" required><button>Add repository</button></form>`),
   mount(name) {
@@ -730,7 +730,7 @@ page("catalogue", {
       $("#pkg-review").onclick = async (e) => {
         e.preventDefault();
         const r = await cosmos("render", body());
-        if (show(r)) $("#pkg-render").textContent = JSON.stringify(r.data.marathonJson, null, 2);
+        if (show(r)) $("#pkg-render").textContent = JSON.stringify(r.data, null, 2);
       };
       $("#pkg-install").onclick = async (e) => {
         e.preventDefault();
@@ -741,7 +741,10 @@ page("catalogue", {
         e.target.disabled = false;
         if (!show(r)) return;
         toast(`installed ${name} as ${r.data.appId}`);
-        location.hash = `#/services/${enc(r.data.appId)}`;
+        // Where what it made is: its app, else its job, else its plugin.
+        const d = r.data;
+        location.hash = rendered.data.marathonJson ? `#/services/${enc(d.appId)}`
+          : d.jobName ? `#/jobs/${enc(d.jobName)}` : d.plugins ? `#/plugins/${enc(d.plugins[0])}` : "#/catalogue";
       };
       return;
     }
@@ -781,9 +784,12 @@ page("catalogue", {
       || `<p class="dim">${repos.repositories.length ? "no package matches" : "no repositories yet: add one below (e.g. <code>file:///…/examples/catalogue</code>)"}</p>`;
     $("#installed tbody").innerHTML = installed.packages.map((x) => {
       const d = x.packageInformation.packageDefinition;
-      return `<tr><td>${link("catalogue", d.name)}</td><td>${esc(d.version)}</td><td>${link("services", x.appId)}</td>
+      const parts = x.parts || { app: x.appId, plugins: [] };
+      const made = [parts.app && `app ${link("services", parts.app)}`, parts.job && `job ${link("jobs", parts.job)}`,
+        ...(parts.plugins || []).map((n) => `plugin ${link("plugins", n)}`)].filter(Boolean).join(", ");
+      return `<tr><td>${link("catalogue", d.name)}</td><td>${esc(d.version)}</td><td><code>${esc(x.appId)}</code></td><td>${made || "–"}</td>
         <td><button class="danger" data-uninstall="${esc(d.name)}" data-app="${esc(x.appId)}">uninstall</button></td></tr>`;
-    }).join("") || empty(4, "none");
+    }).join("") || empty(5, "none");
     $("#repos tbody").innerHTML = repos.repositories.map((r, i) => `<tr><td>${i}</td><td>${esc(r.name)}</td><td><code>${esc(r.uri)}</code></td>
       <td><button class="danger" data-repo="${esc(r.name)}">remove</button></td></tr>`).join("") || empty(4, "none");
   },

@@ -308,6 +308,46 @@ pub struct State {
     /// The package catalogue's repositories, first wins.
     #[serde(default)]
     pub package_repos: Vec<PackageRepo>,
+    /// Packages installed from the catalogue, by install id.
+    #[serde(default)]
+    pub package_installs: BTreeMap<String, PackageInstall>,
+}
+
+/// A package installed from the catalogue and the parts it made (each
+/// part belongs to one install).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageInstall {
+    /// The app's id, or `/<package name>` (or the id asked for) when the
+    /// package makes no app.
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    /// The repository it came from.
+    pub source: String,
+    /// The options given, as JSON text.
+    pub options: String,
+    /// The package as installed, as JSON text.
+    pub package: String,
+    /// The Marathon app it made.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// The Chronos job it made.
+    #[serde(default)]
+    pub job: Option<String>,
+    /// The plugins it installed.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    pub installed_at: u64,
+}
+
+impl PackageInstall {
+    /// Its parts, each named by kind (`app:/web`, `job:report`, `plugin:x`).
+    pub fn parts(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.app.iter().map(|a| format!("app:{a}")).collect();
+        out.extend(self.job.iter().map(|j| format!("job:{j}")));
+        out.extend(self.plugins.iter().map(|p| format!("plugin:{p}")));
+        out
+    }
 }
 
 /// A repository of packages: an index served at `uri`.
@@ -486,6 +526,15 @@ pub enum Command {
         name: Option<String>,
         #[serde(default)]
         uri: Option<String>,
+    },
+    /// Records a package install before its parts are made; its id must
+    /// be new and none of its parts another install's.
+    PackageInstalled {
+        install: Box<PackageInstall>,
+    },
+    /// Forgets the package install `id` (its parts are removed first).
+    PackageUninstalled {
+        id: String,
     },
 }
 
@@ -880,6 +929,26 @@ impl State {
                 }
                 Response::Ok
             }
+            Command::PackageInstalled { install } => {
+                if self.package_installs.contains_key(&install.id) {
+                    return rejected(format!("{} is already installed", install.id));
+                }
+                let parts = install.parts();
+                for other in self.package_installs.values() {
+                    if let Some(p) = other.parts().iter().find(|p| parts.contains(p)) {
+                        return rejected(format!(
+                            "{p} belongs to the install {} of {}",
+                            other.id, other.name
+                        ));
+                    }
+                }
+                self.package_installs.insert(install.id.clone(), *install);
+                Response::Ok
+            }
+            Command::PackageUninstalled { id } => match self.package_installs.remove(&id) {
+                Some(_) => Response::Ok,
+                None => rejected(format!("no package is installed as {id}")),
+            },
             Command::KvDelete { framework_id, key } => {
                 if let Some(ns) = self.kv.get_mut(&framework_id) {
                     ns.remove(&key);

@@ -1229,3 +1229,56 @@ fn a_task_group_is_recorded_whole_or_not_at_all() {
     assert!(!s.tasks.contains_key(&TaskId::new("g1").unwrap()));
     assert!(s.live_executors().is_empty());
 }
+
+#[test]
+fn a_package_install_owns_its_parts_until_it_is_uninstalled() {
+    let install = |id: &str, app: Option<&str>, job: Option<&str>, plugins: &[&str]| {
+        Command::PackageInstalled {
+            install: Box::new(PackageInstall {
+                id: id.into(),
+                name: "pkg".into(),
+                version: "1".into(),
+                source: "file:///c".into(),
+                options: "{}".into(),
+                package: "{}".into(),
+                app: app.map(str::to_string),
+                job: job.map(str::to_string),
+                plugins: plugins.iter().map(|p| p.to_string()).collect(),
+                installed_at: 1,
+            }),
+        }
+    };
+    let mut s = State::default();
+    assert_eq!(
+        s.apply(install("/web", Some("/web"), Some("report"), &["check"])),
+        Response::Ok
+    );
+    // The same id, or a part of it under another id: refused, unchanged.
+    for (cmd, why) in [
+        (install("/web", None, None, &[]), "already installed"),
+        (install("/other", None, Some("report"), &[]), "job:report"),
+        (
+            install("/other", None, None, &["x", "check"]),
+            "plugin:check",
+        ),
+    ] {
+        match s.apply(cmd) {
+            Response::Rejected { reason } => assert!(reason.contains(why), "{reason}"),
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+    assert_eq!(s.package_installs.len(), 1);
+    assert_eq!(
+        s.apply(Command::PackageUninstalled { id: "/web".into() }),
+        Response::Ok
+    );
+    assert!(matches!(
+        s.apply(Command::PackageUninstalled { id: "/web".into() }),
+        Response::Rejected { .. }
+    ));
+    // Its parts are free again.
+    assert_eq!(
+        s.apply(install("/other", None, Some("report"), &["check"])),
+        Response::Ok
+    );
+}
