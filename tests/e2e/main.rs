@@ -8,6 +8,7 @@ mod auth;
 mod catalogue;
 mod chronos;
 mod dashboard;
+mod dns;
 mod docker;
 mod isolation;
 mod marathon;

@@ -996,6 +996,15 @@ impl Cluster {
         self.dir.path().join("data/tls/ca.pem")
     }
 
+    /// Where `up`'s master serves DNS.
+    pub fn dns(&self) -> std::net::SocketAddr {
+        self.up
+            .announced("dns")
+            .expect("up announces its DNS")
+            .parse()
+            .expect("dns: HOST:PORT")
+    }
+
     /// The agent's own API, called as a master would (with a master
     /// certificate from the cluster CA).
     pub fn agent_api(&self) -> Api {
@@ -1114,6 +1123,54 @@ pub fn example_component(dir: &str) -> PathBuf {
     );
     done.push(dir.to_string());
     out
+}
+
+/// Asks the DNS server at `server` for `name`'s records of type `rtype`
+/// with hickory's DNS client over UDP (or TCP): the answer's code, its
+/// answers and its additional records.
+pub async fn dns_query(
+    server: std::net::SocketAddr,
+    name: &str,
+    rtype: hickory_proto::rr::RecordType,
+    tcp: bool,
+) -> (
+    hickory_proto::op::ResponseCode,
+    Vec<hickory_proto::rr::Record>,
+    Vec<hickory_proto::rr::Record>,
+) {
+    use hickory_net::client::{Client, ClientHandle};
+    use hickory_net::runtime::TokioRuntimeProvider;
+    let name = hickory_proto::rr::Name::from_ascii(name).expect("a DNS name");
+    let mut client = if tcp {
+        let (stream, sender) = hickory_net::tcp::TcpClientStream::new(
+            server,
+            None,
+            Some(std::time::Duration::from_secs(5)),
+            TokioRuntimeProvider::default(),
+        );
+        let stream = stream
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the DNS server at {server} over TCP: {e}"));
+        let (client, bg) = Client::<TokioRuntimeProvider>::new(stream, sender);
+        tokio::spawn(bg);
+        client
+    } else {
+        let conn =
+            hickory_net::udp::UdpClientStream::builder(server, TokioRuntimeProvider::default())
+                .build();
+        let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(conn);
+        tokio::spawn(bg);
+        client
+    };
+    let r = client
+        .query(name, hickory_proto::rr::DNSClass::IN, rtype)
+        .await
+        .unwrap_or_else(|e| panic!("the DNS server at {server} did not answer: {e}"));
+    (
+        r.metadata.response_code,
+        r.answers.clone(),
+        r.additionals.clone(),
+    )
 }
 
 /// The workspace root.

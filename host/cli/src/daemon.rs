@@ -101,6 +101,13 @@ pub struct MasterArgs {
     /// in seconds (it keeps a day of samples, also across restarts).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     history_interval_secs: u64,
+    /// Serve DNS (UDP and TCP) with Mesos-DNS' names for tasks, masters
+    /// and agents here, e.g. `0.0.0.0:53` (port 0: any free one).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub dns_listen: Option<SocketAddr>,
+    /// The DNS domain (`<task>.<framework>.<domain>`).
+    #[arg(long, default_value = "mesos", value_parser = parse_domain)]
+    pub dns_domain: String,
     /// Threads serving the API and raft (default: one per core). Where
     /// several masters share a machine's cores, one each spends less CPU
     /// per write on handing work between threads (BENCHMARKS.md).
@@ -255,8 +262,36 @@ pub struct UpArgs {
     /// in seconds (a day of samples is kept).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     history_interval_secs: u64,
+    /// Where the masters serve DNS (UDP and TCP; port 0: a free one, each
+    /// master its own); printed as `dns: HOST:PORT`.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+    dns_listen: SocketAddr,
+    /// The DNS domain (`<task>.<framework>.<domain>`).
+    #[arg(long, default_value = "mesos", value_parser = parse_domain)]
+    dns_domain: String,
     #[command(flatten)]
     tasks: TaskArgs,
+}
+
+/// A DNS domain: labels of letters, digits and `-`.
+fn parse_domain(s: &str) -> Result<String, String> {
+    let d = s.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 200
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(d)
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS domain (labels of letters, digits and -, e.g. mesos or cluster.example)"
+        ))
+    }
 }
 
 fn read_token(path: Option<&Path>) -> anyhow::Result<Option<String>> {
@@ -369,6 +404,8 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         allocation_interval_ms,
         history_interval_secs,
         worker_threads: _,
+        dns_listen,
+        dns_domain,
     } = a;
     if heartbeat_interval_ms == 0 || agent_timeout_ms <= heartbeat_interval_ms {
         bail!("--agent-timeout-ms must be longer than --heartbeat-interval-ms, and both above 0");
@@ -440,6 +477,8 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
     c.agent_timeout = Duration::from_millis(agent_timeout_ms);
     c.allocation_interval = Duration::from_millis(allocation_interval_ms);
     c.history_interval = Duration::from_secs(history_interval_secs);
+    c.dns_listen = dns_listen;
+    c.dns_domain = dns_domain;
     Ok(c)
 }
 
@@ -709,6 +748,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         insecure,
         plain_listen,
         history_interval_secs,
+        dns_listen,
+        dns_domain,
         tasks,
     } = a;
     if plain_listen.is_some() && masters > 1 {
@@ -769,7 +810,11 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             tls.as_ref(),
             &plugin_key,
             agent,
-            history_interval_secs,
+            EachMaster {
+                history_interval_secs,
+                dns_listen,
+                dns_domain: &dns_domain,
+            },
         )
         .await;
     }
@@ -798,6 +843,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             allocation_interval_ms: 1000,
             history_interval_secs,
             worker_threads: None,
+            dns_listen: Some(dns_listen),
+            dns_domain,
         },
         ca_cert.as_deref(),
     )?;
@@ -818,6 +865,9 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     announce(&format!("master: {}", master.url));
     announce(&format!("dashboard: {}/", master.url));
     announce(&format!("agent: {}", agent.url));
+    if let Some(d) = master.dns_addr {
+        announce(&format!("dns: {d}"));
+    }
     if let Some(p) = &master.plain_url {
         announce(&format!("plain: {p}"));
     }
@@ -845,9 +895,24 @@ async fn up_replicated(
     tls: Option<&LocalTls>,
     plugin_key: &LocalPluginKey,
     agent: AgentArgs,
-    history_interval_secs: u64,
+    each: EachMaster<'_>,
 ) -> anyhow::Result<()> {
+    let EachMaster {
+        history_interval_secs,
+        dns_listen,
+        dns_domain,
+    } = each;
     let addrs = local_master_addrs(n, listen, data_dir)?;
+    let mut dns = Vec::new();
+    for i in 0..n as u16 {
+        dns.push(match dns_listen.port() {
+            0 => free_dns_addr(dns_listen.ip())?,
+            p => SocketAddr::new(
+                dns_listen.ip(),
+                p.checked_add(i).context("--dns-listen port too high")?,
+            ),
+        });
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let peers: String = addrs
         .iter()
@@ -892,6 +957,8 @@ async fn up_replicated(
                 "--history-interval-secs",
                 &history_interval_secs.to_string(),
             ])
+            .args(["--dns-listen", &dns[i].to_string()])
+            .args(["--dns-domain", dns_domain])
             .arg("--data-dir")
             .arg(&dir)
             .arg("--plugin-cache")
@@ -946,6 +1013,9 @@ async fn up_replicated(
     announce(&format!("masters: {}", urls.join(",")));
     announce(&format!("dashboard: {}/", urls[0]));
     announce(&format!("agent: {}", agent.url));
+    for d in &dns {
+        announce(&format!("dns: {d}"));
+    }
     if let Some(t) = tls {
         announce_credentials(t)?;
     }
@@ -965,6 +1035,26 @@ async fn up_replicated(
 /// The masters' addresses of a local replicated cluster: those it was
 /// formed with (kept in the data dir), or new ones — consecutive ports from
 /// `listen`, or free ports when its port is 0.
+/// What `up --masters N` gives every master.
+struct EachMaster<'a> {
+    history_interval_secs: u64,
+    dns_listen: SocketAddr,
+    dns_domain: &'a str,
+}
+
+/// A port free for both UDP and TCP on `ip` (for a master started next).
+fn free_dns_addr(ip: std::net::IpAddr) -> anyhow::Result<SocketAddr> {
+    for _ in 0..20 {
+        let udp = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("cannot bind a DNS port on {ip}"))?;
+        let at = udp.local_addr()?;
+        if std::net::TcpListener::bind(at).is_ok() {
+            return Ok(at);
+        }
+    }
+    bail!("cannot find a port free for both UDP and TCP on {ip}; give --dns-listen")
+}
+
 fn local_master_addrs(
     n: u64,
     listen: SocketAddr,

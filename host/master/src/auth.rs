@@ -350,6 +350,13 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
     // Cosmos' calls are all POSTs: what they change decides. Installing
     // and uninstalling also need the area of what a package makes (the
     // marathon plugin checks the app with the caller's rights).
+    // Mesos-DNS' HTTP API: what the cluster's DNS answers.
+    if ["/v1/version", "/v1/config"].contains(&path)
+        || path.starts_with("/v1/hosts/")
+        || path.starts_with("/v1/services/")
+    {
+        return Some((Area::Cluster, String::new(), Access::Read));
+    }
     if path == "/capabilities" {
         return Some((Area::Packages, String::new(), Access::Read));
     }

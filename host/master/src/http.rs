@@ -142,6 +142,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(api)
         .merge(crate::mesos::routes())
         .merge(crate::catalogue::routes())
+        .merge(crate::dns::routes())
         .merge(internal)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -33,6 +33,7 @@ pub mod agents;
 pub mod allocator;
 pub mod auth;
 pub mod catalogue;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod frameworks;
@@ -110,6 +111,10 @@ pub struct MasterConfig {
     /// How often this master samples the cluster for the dashboard's
     /// charts (a day of samples is kept).
     pub history_interval: Duration,
+    /// Where to serve DNS (UDP and TCP; port 0: any free one), if at all.
+    pub dns_listen: Option<SocketAddr>,
+    /// The DNS domain (Mesos-DNS' default, `mesos`).
+    pub dns_domain: String,
 }
 
 impl MasterConfig {
@@ -137,6 +142,8 @@ impl MasterConfig {
             plugin_call_deadline: Duration::from_secs(2),
             max_body: 1 << 20,
             history_interval: Duration::from_secs(10),
+            dns_listen: None,
+            dns_domain: "mesos".into(),
         }
     }
 }
@@ -147,6 +154,8 @@ pub struct RunningMaster {
     pub addr: SocketAddr,
     /// Its advertised URL.
     pub url: String,
+    /// Where it serves DNS (`dns_listen`), once bound.
+    pub dns_addr: Option<SocketAddr>,
     /// The plaintext listener's base URL (`--plain-listen`).
     pub plain_url: Option<String>,
     pub node: Arc<Node>,
@@ -254,6 +263,14 @@ pub async fn start_on(
     .map_err(anyhow::Error::msg)?
     .with_cache(config.plugin_cache.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let dns_sockets = match config.dns_listen {
+        Some(a) => Some(dns::bind(a).await?),
+        None => None,
+    };
+    let dns_addr = dns_sockets
+        .as_ref()
+        .map(|(udp, _)| udp.local_addr())
+        .transpose()?;
     let node = Node::new(
         config,
         url.clone(),
@@ -261,7 +278,13 @@ pub async fn start_on(
         runtime,
         bundled,
         node_tls.clone(),
+        dns_addr,
     )?;
+    tokio::spawn(dns::follow(node.clone(), shutdown_rx.clone()));
+    if let Some((udp, tcp)) = dns_sockets {
+        dns::serve(node.clone(), udp, tcp, shutdown_rx.clone());
+        tracing::info!(addr = ?dns_addr, domain = %node.config.dns_domain, "serving DNS");
+    }
     tokio::spawn(node.clone().follow_leadership(shutdown_rx.clone()));
     if let Some(t) = &node_tls {
         tokio::spawn(t.clone().renew_loop(shutdown_rx.clone()));
@@ -314,6 +337,7 @@ pub async fn start_on(
     tracing::info!(%url, id = node.store.node_id(), "master is up");
     Ok(RunningMaster {
         addr,
+        dns_addr,
         url,
         plain_url,
         node,

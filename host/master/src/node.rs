@@ -68,6 +68,10 @@ pub struct Node {
     pub history: crate::history::History,
     /// Counters and histograms the leaders of this master record.
     pub instruments: crate::metrics::Instruments,
+    /// The DNS zone this master serves, kept current from its state.
+    pub dns: crate::dns::Served,
+    /// Where it serves DNS (`--dns-listen`), once bound.
+    pub dns_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Node {
@@ -87,6 +91,7 @@ impl Node {
         runtime: PluginRuntime,
         bundled: Vec<(PluginManifest, &'static [u8])>,
         tls: Option<Arc<NodeTls>>,
+        dns_addr: Option<std::net::SocketAddr>,
     ) -> anyhow::Result<Arc<Node>> {
         let proxy_http = crate::tls::with_tls(
             reqwest::Client::builder()
@@ -108,6 +113,8 @@ impl Node {
             passwords: Default::default(),
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
             instruments: crate::metrics::Instruments::default(),
+            dns: crate::dns::Served::default(),
+            dns_addr,
             history: crate::history::History::open(
                 config.history_interval,
                 Some(config.data_dir.join("history.jsonl")),
