@@ -1020,3 +1020,110 @@ async fn an_https_health_check_accepts_a_tasks_self_signed_certificate() {
     let msg = t["status"]["message"].as_str().unwrap_or("");
     assert!(msg.starts_with("HTTPS 200 from :"), "{t}");
 }
+
+/// An operator drains an agent with the CLI: nothing new goes there, its
+/// tasks are killed and Marathon runs them on the other agent, and it is
+/// DRAINED once none is left (the native API and Mesos' GET_AGENTS say
+/// so); reactivated, it takes tasks again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_agent_hands_its_tasks_to_another_and_comes_back_when_reactivated() {
+    let r = Racks::start(&[("h1", "r1"), ("h2", "r1")]).await;
+    let m = V2::new(&r.master.url);
+    m.wait_up().await;
+    let api = wasmos_tests::Api::new(&r.master.url);
+    let app = json!({"id": "/moved", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2,
+                     "constraints": [["hostname", "UNIQUE"]]});
+    assert_eq!(m.post("/v2/apps", &app).await.status, 201);
+    m.wait_deployed("/moved", 2, DEADLINE).await;
+    let (_, agents) = api.get("/api/wasmos/v1/agents").await;
+    let h1 = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["hostname"] == "h1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Bad input: refused, nothing changes.
+    let out = wasmos_tests::cli(&r.master.url, &["agent", "drain", "nobody-S9"]).await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("nobody-S9"), "{out:?}");
+    let (code, v) = api
+        .post(
+            &format!("/api/wasmos/v1/agents/{h1}/drain"),
+            &json!({"max_grace_period_secs": -1}),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+
+    // UNIQUE per host, two hosts, one drained: one task runs, the other
+    // waits; none is on h1.
+    let out = wasmos_tests::cli(
+        &r.master.url,
+        &["agent", "drain", &h1, "--max-grace-period", "1"],
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("is drained"), "{out:?}");
+    let (_, v) = api.get(&format!("/api/wasmos/v1/agents/{h1}")).await;
+    assert_eq!(v["drain"]["state"], "DRAINED", "{v}");
+    assert_eq!(v["deactivated"], true, "{v}");
+    assert_eq!(v["tasks"], 0, "{v}");
+    let (_, state) = api.post("/api/v1", &json!({"type": "GET_AGENTS"})).await;
+    let mesos_h1 = state["get_agents"]["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_info"]["hostname"] == "h1")
+        .cloned()
+        .unwrap();
+    assert_eq!(mesos_h1["deactivated"], true, "{mesos_h1}");
+    assert_eq!(mesos_h1["drain_info"]["state"], "DRAINED", "{mesos_h1}");
+    wait_for("Marathon to hold one task, on h2", DEADLINE, || async {
+        let tasks = m.app("/moved").await["tasks"].clone();
+        let tasks = tasks.as_array()?.clone();
+        (tasks.len() == 1 && tasks[0]["host"] == "h2").then_some(())
+    })
+    .await;
+    // A drain cannot be undone mid-way, but a drained agent comes back.
+    let out = wasmos_tests::cli(&r.master.url, &["agent", "reactivate", &h1]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let app = m.wait_deployed("/moved", 2, DEADLINE).await;
+    let hosts: BTreeSet<&str> = app["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["h1", "h2"]), "{app}");
+    let (_, v) = api.get(&format!("/api/wasmos/v1/agents/{h1}")).await;
+    assert_eq!(v["deactivated"], false, "{v}");
+    assert!(v["drain"].is_null(), "{v}");
+
+    // Batch work is let finish: nothing killed, drained once it ended.
+    assert_eq!(m.delete("/v2/apps/moved").await.status, 200);
+    let run = wasmos_tests::cli(
+        &r.master.url,
+        &[
+            "task",
+            "run",
+            "-d",
+            "--id",
+            "batch",
+            "--constraint",
+            "hostname:CLUSTER:h1",
+            "--",
+            "sleep",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    api.wait_task_state("batch", "TASK_RUNNING").await;
+    let out = wasmos_tests::cli(&r.master.url, &["agent", "drain", &h1, "--let-finish"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let (_, t) = api.get("/api/wasmos/v1/tasks/batch").await;
+    assert_eq!(t["state"], "TASK_FINISHED", "the drain waited for it: {t}");
+}

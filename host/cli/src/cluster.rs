@@ -123,6 +123,110 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `wasmos agent drain|deactivate|reactivate ID`.
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// Drain an agent for maintenance: no new tasks there, and its tasks
+    /// killed (each with its kill grace period) so that their frameworks
+    /// place them elsewhere; waits until none is left (DRAINED). A drain
+    /// cannot be cancelled: `reactivate` the agent once it is drained.
+    Drain {
+        id: String,
+        /// Cap every task's kill grace period at this many seconds.
+        #[arg(long, value_name = "SECS")]
+        max_grace_period: Option<f64>,
+        /// Mark the agent gone once drained (for good: it may not come back).
+        #[arg(long)]
+        mark_gone: bool,
+        /// Kill nothing: wait for its tasks to end on their own (batch work).
+        #[arg(long, conflicts_with = "max_grace_period")]
+        let_finish: bool,
+        /// Return once the drain has started.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop offering an agent's resources (its tasks keep running).
+    Deactivate {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a drained or deactivated agent back in service.
+    Reactivate {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn agent_action(c: &Client, a: AgentAction) -> anyhow::Result<()> {
+    let (id, op, body, json, wait) = match a {
+        AgentAction::Drain {
+            id,
+            max_grace_period,
+            mark_gone,
+            let_finish,
+            no_wait,
+            json,
+        } => {
+            if max_grace_period.is_some_and(|g| !g.is_finite() || g < 0.0) {
+                bail!("--max-grace-period must be 0 or more seconds");
+            }
+            (
+                id,
+                "drain",
+                serde_json::json!({"max_grace_period_secs": max_grace_period, "mark_gone": mark_gone, "let_finish": let_finish}),
+                json,
+                !no_wait,
+            )
+        }
+        AgentAction::Deactivate { id, json } => {
+            (id, "deactivate", serde_json::json!({}), json, false)
+        }
+        AgentAction::Reactivate { id, json } => {
+            (id, "reactivate", serde_json::json!({}), json, false)
+        }
+    };
+    let mut v: AgentView = c
+        .post(&format!("/api/wasmos/v1/agents/{id}/{op}"), &body)
+        .await?;
+    if wait {
+        let mut left = usize::MAX;
+        while v
+            .drain
+            .as_ref()
+            .is_some_and(|d| d.state == wasmos_state::DrainState::Draining)
+        {
+            if v.tasks != left && !json {
+                eprintln!("draining agent {id}: {} tasks left…", v.tasks);
+                left = v.tasks;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            v = c.get(&format!("/api/wasmos/v1/agents/{id}")).await?;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    match op {
+        "drain" if wait => println!(
+            "agent {id} is drained: nothing runs there; `wasmos agent reactivate {id}` puts it back in service"
+        ),
+        "drain" => println!(
+            "agent {id} is draining ({} tasks left); `wasmos agents` shows when it is drained",
+            v.tasks
+        ),
+        "deactivate" => println!(
+            "agent {id} is deactivated: its tasks run on, nothing new is placed there; `wasmos agent reactivate {id}` undoes it"
+        ),
+        _ => println!("agent {id} is back in service"),
+    }
+    Ok(())
+}
+
 pub async fn agents(c: &Client, json: bool) -> anyhow::Result<()> {
     let agents: Vec<AgentView> = c.get("/api/wasmos/v1/agents").await?;
     if json {
@@ -139,13 +243,15 @@ pub async fn agents(c: &Client, json: bool) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
-            let state = if a.connected {
-                serde_json::to_value(a.state)
+            let state = match (&a.drain, a.deactivated) {
+                (Some(d), _) if d.state == wasmos_state::DrainState::Draining => "draining".into(),
+                (Some(_), _) => "drained".into(),
+                (None, true) => "deactivated".into(),
+                _ if a.connected => serde_json::to_value(a.state)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            } else {
-                "disconnected".into()
+                    .unwrap_or_default(),
+                _ => "disconnected".into(),
             };
             let attrs: Vec<String> = a
                 .attributes

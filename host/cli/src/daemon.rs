@@ -121,8 +121,9 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1:5051", value_parser = parse_addr)]
     listen: SocketAddr,
     /// Where the agent keeps sandboxes and its identity.
-    #[arg(long)]
-    data_dir: PathBuf,
+    // An Option, so that `wasmos agent drain ID` parses without it.
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
     /// Where compiled plugins are cached (default: `plugin-cache` in the
     /// data dir). Daemons on one machine may share one, e.g. a master and
     /// an agent; only the daemons' user may be able to write to it, since
@@ -510,6 +511,7 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
         insecure,
         tasks,
     } = a;
+    let data_dir = data_dir.context("--data-dir is required: where the agent keeps sandboxes")?;
     let mut c = AgentConfig::new(master_urls(master)?, listen, data_dir);
     if let Some(dir) = plugin_cache {
         c.plugin_cache = dir;
@@ -789,7 +791,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let plugin_cache = Some(plugin_cache.unwrap_or_else(|| data_dir.join("plugin-cache")));
     let agent = AgentArgs {
         listen: agent_listen,
-        data_dir: data_dir.join("agent"),
+        data_dir: Some(data_dir.join("agent")),
         plugin_cache: plugin_cache.clone(),
         advertise: None,
         hostname: None,

@@ -55,12 +55,23 @@ struct Cli {
     command: Command,
 }
 
+/// `wasmos agent [OPTIONS]` runs an agent; `wasmos agent drain ID` (and
+/// `deactivate`, `reactivate`) acts on one.
+#[derive(Debug, clap::Args)]
+struct AgentCmd {
+    #[command(subcommand)]
+    action: Option<cluster::AgentAction>,
+    #[command(flatten)]
+    run: daemon::AgentArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a master.
     Master(daemon::MasterArgs),
-    /// Run an agent on this machine.
-    Agent(daemon::AgentArgs),
+    /// Run an agent on this machine; or drain, deactivate, reactivate one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Agent(AgentCmd),
     /// Run a one-machine cluster: a master, an agent, the bundled plugins.
     Up(daemon::UpArgs),
     /// Run, list, kill tasks and read their output.
@@ -170,7 +181,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(
         cli.command,
-        Command::Master(_) | Command::Agent(_) | Command::Up(_)
+        Command::Master(_) | Command::Agent(AgentCmd { action: None, .. }) | Command::Up(_)
     );
     init_logging(cli.log.as_deref(), daemon);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -229,7 +240,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Master(a) => daemon::master(a, cli.ca_cert.as_deref()).await.map(|_| 0),
-            Command::Agent(a) => daemon::agent(a, &master, cli.ca_cert.as_deref())
+            Command::Agent(AgentCmd {
+                action: Some(a), ..
+            }) => cluster::agent_action(&connect()?, a).await.map(|_| 0),
+            Command::Agent(a) => daemon::agent(a.run, &master, cli.ca_cert.as_deref())
                 .await
                 .map(|_| 0),
             Command::Up(a) => daemon::up(a).await.map(|_| 0),

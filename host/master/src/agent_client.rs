@@ -119,7 +119,7 @@ impl Leader {
         })
     }
 
-    async fn send_kill(
+    pub(crate) async fn send_kill(
         &self,
         endpoint: &str,
         task_id: &TaskId,

@@ -372,6 +372,9 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
     let rest = decoded.strip_prefix("/api/wasmos/v1/")?;
     let (head, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let r = match head {
+        // Draining, deactivating or reactivating an agent changes the
+        // cluster (as MARK_AGENT_GONE does).
+        "agents" if access == Access::Write => (Area::Cluster, String::new(), Access::Write),
         "cluster" | "history" | "leader" | "agents" | "frameworks" | "events" | "prometheus" => {
             (Area::Cluster, String::new(), Access::Read)
         }

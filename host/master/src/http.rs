@@ -105,6 +105,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(v1!("/agents"), get(agents))
         .route(v1!("/agents/{id}"), get(agent))
         .route(v1!("/agents/{id}/metrics"), get(agent_metrics))
+        .route(v1!("/agents/{id}/drain"), post(drain_agent))
+        .route(v1!("/agents/{id}/deactivate"), post(deactivate_agent))
+        .route(v1!("/agents/{id}/reactivate"), post(reactivate_agent))
         .route(v1!("/prometheus/targets"), get(prometheus_targets))
         .route(v1!("/frameworks"), get(frameworks))
         .route(v1!("/frameworks/{id}"), get(framework))
@@ -833,6 +836,14 @@ async fn agent(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<Agent
         .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
 }
 
+fn agent_view(l: &Leader, id: &AgentId) -> ApiResult<ApiJson<AgentView>> {
+    agent_views(l)
+        .into_iter()
+        .find(|a| &a.id == id)
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
+}
+
 fn framework_views(l: &Leader) -> Vec<FrameworkView> {
     let mut views: Vec<FrameworkView> = l.store.read(|s| {
         let used = s.used_by_framework();
@@ -1076,6 +1087,63 @@ async fn plugin(Lead(l): Lead, Path(name): Path<String>) -> ApiResult<ApiJson<Pl
     l.plugin_view(&name)
         .map(ApiJson)
         .ok_or_else(|| ApiError::NotFound(format!("no plugin {name}")))
+}
+
+/// `POST /api/wasmos/v1/agents/{id}/drain`: what DRAIN_AGENT takes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainRequest {
+    /// The longest any task's kill grace period may be, in seconds.
+    #[serde(default)]
+    max_grace_period_secs: Option<f64>,
+    /// Mark the agent gone once drained (for good).
+    #[serde(default)]
+    mark_gone: bool,
+    /// Leave its tasks to end on their own (batch work) instead of killing them.
+    #[serde(default)]
+    let_finish: bool,
+}
+
+async fn drain_agent(
+    Lead(l): Lead,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<ApiJson<AgentView>> {
+    let req: DrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the drain request: {e}")))?
+    };
+    if req
+        .max_grace_period_secs
+        .is_some_and(|g| !g.is_finite() || g < 0.0)
+    {
+        return Err(ApiError::BadRequest(
+            "max_grace_period_secs must be 0 or more".into(),
+        ));
+    }
+    let agent: AgentId = parse_id("agent", &id)?;
+    l.drain_agent(
+        &agent,
+        req.max_grace_period_secs,
+        req.mark_gone,
+        req.let_finish,
+    )
+    .await?;
+    agent_view(&l, &agent)
+}
+
+async fn deactivate_agent(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<AgentView>> {
+    let agent: AgentId = parse_id("agent", &id)?;
+    l.set_agent_active(&agent, false).await?;
+    agent_view(&l, &agent)
+}
+
+async fn reactivate_agent(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<AgentView>> {
+    let agent: AgentId = parse_id("agent", &id)?;
+    l.set_agent_active(&agent, true).await?;
+    agent_view(&l, &agent)
 }
 
 async fn install_plugin(

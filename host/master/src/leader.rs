@@ -63,6 +63,8 @@ pub struct Leader {
     pub placement: Arc<PlacementService>,
     pub inflight: Mutex<HashSet<TaskId>>,
     pub alloc_wakeup: Notify,
+    /// Tasks on draining agents this leader has asked their agents to kill.
+    drain_kills: Mutex<HashSet<TaskId>>,
     pub shutdown: watch::Receiver<bool>,
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// One external framework subscribes at a time (ids are handed out
@@ -132,6 +134,7 @@ impl Leader {
             placement,
             inflight: Mutex::new(HashSet::new()),
             alloc_wakeup: Notify::new(),
+            drain_kills: Mutex::new(HashSet::new()),
             shutdown,
             reconcile_lock: tokio::sync::Mutex::new(()),
             subscribe_lock: tokio::sync::Mutex::new(()),
@@ -395,6 +398,144 @@ impl Leader {
                 _ = shutdown.changed() => return,
             }
             self.allocate_once();
+            self.follow_drains().await;
+        }
+    }
+
+    /// Takes an agent out of service (DEACTIVATE_AGENT), or back in
+    /// (REACTIVATE_AGENT; refused while it drains). Its offers are
+    /// rescinded at once.
+    pub async fn set_agent_active(
+        &self,
+        agent_id: &AgentId,
+        active: bool,
+    ) -> Result<(), MasterError> {
+        let cmd = if active {
+            Command::ReactivateAgent {
+                agent_id: agent_id.clone(),
+            }
+        } else {
+            Command::DeactivateAgent {
+                agent_id: agent_id.clone(),
+            }
+        };
+        self.agent_change(agent_id, cmd).await
+    }
+
+    /// Drains an agent (DRAIN_AGENT): no more offers or launches there, and
+    /// its tasks are killed, each with its kill grace period (at most
+    /// `max_grace_period_secs`); once none lives it is DRAINED (and marked
+    /// gone if asked). Frameworks see their tasks killed and place them
+    /// elsewhere. With `let_finish` its tasks are left to end on their own. A drain cannot be cancelled; draining again changes its
+    /// settings.
+    pub async fn drain_agent(
+        &self,
+        agent_id: &AgentId,
+        max_grace_period_secs: Option<f64>,
+        mark_gone: bool,
+        let_finish: bool,
+    ) -> Result<(), MasterError> {
+        self.agent_change(
+            agent_id,
+            Command::DrainAgent {
+                agent_id: agent_id.clone(),
+                max_grace_period_secs,
+                mark_gone,
+                let_finish,
+                now: now_secs(),
+            },
+        )
+        .await
+    }
+
+    async fn agent_change(&self, agent_id: &AgentId, cmd: Command) -> Result<(), MasterError> {
+        match self.store.propose_one(cmd).await? {
+            Response::Ok => {
+                tracing::info!(agent = %agent_id, "agent service state changed");
+                self.alloc_wakeup.notify_one();
+                Ok(())
+            }
+            Response::Rejected { reason } if reason.starts_with("unknown agent") => {
+                Err(MasterError::NotFound(reason))
+            }
+            Response::Rejected { reason } => Err(MasterError::Conflict(reason)),
+            other => Err(MasterError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Kills what still lives on draining agents (once per task and
+    /// leader: a new leader asks again), and records an agent drained once
+    /// nothing lives there (marking it gone if the drain asked).
+    async fn follow_drains(self: &Arc<Self>) {
+        let (to_kill, drained) = self.store.read(|s| {
+            let mut to_kill = Vec::new();
+            let mut drained = Vec::new();
+            for a in s.agents.values() {
+                let Some(d) = &a.drain else { continue };
+                if d.state != wasmos_state::DrainState::Draining {
+                    continue;
+                }
+                let mut live = 0;
+                for t in s.live_tasks_on(&a.id) {
+                    live += 1;
+                    if d.let_finish {
+                        continue;
+                    }
+                    let grace = t.spec.kill_grace_ms();
+                    let grace = d
+                        .max_grace_period_secs
+                        .map_or(grace, |m| grace.min((m * 1000.0) as u64));
+                    to_kill.push((a.id.clone(), t.spec.task_id.clone(), grace));
+                }
+                if live == 0 {
+                    drained.push((a.id.clone(), d.mark_gone));
+                }
+            }
+            (to_kill, drained)
+        });
+        for (agent_id, task_id, grace) in to_kill {
+            if !self
+                .drain_kills
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(task_id.clone())
+            {
+                continue;
+            }
+            let Some(endpoint) = self.agent_endpoint(&agent_id) else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                tracing::info!(agent = %agent_id, task = %task_id, grace_ms = grace, "draining: killing a task");
+                if let Err(e) = me.send_kill(&endpoint, &task_id, grace).await {
+                    tracing::warn!(agent = %agent_id, task = %task_id, error = %e, "draining: the agent did not take the kill; asking again");
+                    me.drain_kills
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&task_id);
+                }
+            });
+        }
+        for (agent_id, mark_gone) in drained {
+            match self
+                .store
+                .propose_one(Command::AgentDrained {
+                    agent_id: agent_id.clone(),
+                })
+                .await
+            {
+                Ok(Response::Ok) => {
+                    tracing::info!(agent = %agent_id, "agent drained");
+                    if mark_gone && let Err(e) = self.mark_gone(&agent_id).await {
+                        tracing::warn!(agent = %agent_id, error = %e, "cannot mark the drained agent gone");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(agent = %agent_id, error = %e, "cannot record the agent drained")
+                }
+            }
         }
     }
 
@@ -416,7 +557,9 @@ impl Leader {
             let agents: Vec<AgentSlot> = s
                 .agents
                 .values()
-                .filter(|a| a.state == AgentState::Active && connected.contains(&a.id))
+                .filter(|a| {
+                    a.state == AgentState::Active && !a.deactivated && connected.contains(&a.id)
+                })
                 .map(|a| AgentSlot {
                     id: a.id.clone(),
                     hostname: a.info.hostname.clone(),

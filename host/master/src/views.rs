@@ -91,6 +91,12 @@ pub struct AgentView {
     /// Persistent volumes on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<wasmos_core::Volume>,
+    /// Out of service: no offers, no launches (drained, or deactivated).
+    #[serde(default)]
+    pub deactivated: bool,
+    /// Its draining, if it was drained: `state` DRAINING or DRAINED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<wasmos_state::DrainInfo>,
 }
 
 impl AgentView {
@@ -109,6 +115,8 @@ impl AgentView {
             version: a.info.version.clone(),
             reserved: a.reserved(),
             volumes: a.volumes.values().cloned().collect(),
+            deactivated: a.deactivated,
+            drain: a.drain.clone(),
         }
     }
 }

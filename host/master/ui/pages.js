@@ -486,6 +486,7 @@ const agentStatus = (a) => (!a.connected && a.state === "active" ? "disconnected
 page("nodes", {
   title: (id) => (id ? `Node ${id}` : "Nodes"),
   render: (id) => (id ? `<h2><a href="#/nodes">Nodes</a> / <code>${esc(id)}</code> <span id="node-state"></span></h2>
+      <div class="toolbar" id="node-actions"></div>
       <dl class="facts" id="node-facts"></dl><div class="cards" id="node-res"></div>
       <h3>Tasks on it</h3><div class="scroll"><table id="node-tasks"><thead><tr>${TASK_HEAD}</tr></thead><tbody></tbody></table></div>` : `<h2>Nodes
       <span class="seg" id="nodes-view"><button data-view="list">list</button><button data-view="grid">grid</button></span>
@@ -493,7 +494,14 @@ page("nodes", {
     <div id="nodes-list" class="scroll"><table id="agents"><thead><tr><th>Host</th><th>Status</th><th>Tasks</th><th>CPU</th><th>Mem</th><th>Disk</th><th>GPU</th><th>Attributes</th><th>Drain</th></tr></thead><tbody></tbody></table></div>
     <div id="nodes-grid" class="dials" hidden></div>`),
   mount(id) {
-    if (id) return;
+    if (id) {
+      $("#node-actions").onclick = (e) => {
+        const b = e.target.closest("[data-node-op]");
+        if (!b || (b.classList.contains("danger") && !armed(b))) return;
+        act(b, `${b.dataset.nodeOp} ${id}`, () => call("POST", `${API}/agents/${enc(id)}/${b.dataset.nodeOp}`, {}));
+      };
+      return;
+    }
     const sync = () => {
       $$("#nodes-view button").forEach((b) => b.classList.toggle("on", b.dataset.view === Nodes.view));
       $$("#nodes-res button").forEach((b) => b.classList.toggle("on", b.dataset.res === Nodes.resource));
@@ -520,7 +528,11 @@ page("nodes", {
         ["Registered", esc(when(a.registered_at))], ["Attributes", Object.entries(a.attributes).map(([k, v]) => `<code>${esc(k)}:${esc(v)}</code>`).join(" ") || "–"],
         ["Reserved", Object.entries(a.reserved || {}).map(([role, r]) => `<code>${esc(role)}</code>: ${num(r.cpus)} cpus, ${mem(r.mem)}`).join("; ") || "–"],
         ["Volumes", (a.volumes || []).map((v) => `<code>${esc(v.id || v.persistence_id || JSON.stringify(v))}</code>`).join(" ") || "–"],
-        ["Drain", "not draining"]];
+        ["Drain", drainText(a)]];
+      const draining = a.drain && a.drain.state === "DRAINING";
+      $("#node-actions").innerHTML = draining ? '<span class="dim">draining: its tasks are being killed; a drain cannot be cancelled</span>'
+        : a.deactivated ? '<button data-node-op="reactivate">Reactivate</button>'
+          : '<button class="danger" data-node-op="drain">Drain</button> <button data-node-op="deactivate">Deactivate</button>';
       $("#node-facts").innerHTML = facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
       $("#node-res").innerHTML = ["cpus", "mem", "disk", "gpus"].map((r) => `<div class="card"><div class="k">${r}</div><div class="v">${cell(a, r)}</div></div>`).join("");
       const tasks = await native(`/tasks?agent=${enc(id)}&active=true`);
@@ -532,7 +544,7 @@ page("nodes", {
       $("#agents tbody").innerHTML = agents.map((a) => `<tr><td>${link("nodes", a.id, a.hostname)} <div class="dim small">${esc(a.id)}</div></td>
         <td class="${a.connected ? "active" : "unreachable"}">${esc(agentStatus(a))}</td><td>${a.tasks}</td>
         <td>${cell(a, "cpus")}</td><td>${cell(a, "mem")}</td><td>${cell(a, "disk")}</td><td>${cell(a, "gpus")}</td>
-        <td>${Object.entries(a.attributes).map(([k, v]) => `<code>${esc(k)}:${esc(v)}</code>`).join(" ")}</td><td class="dim">–</td></tr>`).join("")
+        <td>${Object.entries(a.attributes).map(([k, v]) => `<code>${esc(k)}:${esc(v)}</code>`).join(" ")}</td><td class="drain">${drainText(a)}</td></tr>`).join("")
         || empty(9, "no agents registered: start one with <code>wasmos agent --master URL</code>");
     } else {
       const r = Nodes.resource;
@@ -542,6 +554,12 @@ page("nodes", {
     }
   },
 });
+
+// An agent's service state: draining or drained (since when), deactivated, or in service.
+function drainText(a) {
+  if (a.drain) return `${a.drain.state === "DRAINING" ? "draining" : "drained"} <span class="dim">since ${esc(when(a.drain.started_at))}</span>`;
+  return a.deactivated ? "deactivated" : '<span class="dim">–</span>';
+}
 
 // ---- Plugins ---------------------------------------------------------------------------------
 page("plugins", {

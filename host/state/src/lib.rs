@@ -66,6 +66,36 @@ pub struct AgentRecord {
     /// Persistent volumes by persistence id (unique on the agent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, Volume>,
+    /// Taken out of service (DEACTIVATE_AGENT, or while draining): no
+    /// offers, no launches, until reactivated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
+    /// Being drained (DRAIN_AGENT), or drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainInfo>,
+}
+
+/// An agent's draining: its tasks are killed (each with its kill grace
+/// period, at most `max_grace_period_secs`); drained once none lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainInfo {
+    pub state: DrainState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_grace_period_secs: Option<f64>,
+    /// Marked gone once drained.
+    #[serde(default)]
+    pub mark_gone: bool,
+    /// Its tasks are left to end on their own instead of being killed.
+    #[serde(default)]
+    pub let_finish: bool,
+    pub started_at: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DrainState {
+    Draining,
+    Drained,
 }
 
 /// What is free on an agent by the state's account (tasks that have not
@@ -536,6 +566,29 @@ pub enum Command {
     PackageUninstalled {
         id: String,
     },
+    /// Takes an agent out of service: no offers, no launches.
+    DeactivateAgent {
+        agent_id: AgentId,
+    },
+    /// Puts an agent back in service (refused while it drains).
+    ReactivateAgent {
+        agent_id: AgentId,
+    },
+    /// Starts draining an agent: deactivated, its tasks to be killed.
+    DrainAgent {
+        agent_id: AgentId,
+        #[serde(default)]
+        max_grace_period_secs: Option<f64>,
+        #[serde(default)]
+        mark_gone: bool,
+        #[serde(default)]
+        let_finish: bool,
+        now: f64,
+    },
+    /// A draining agent has no live task left.
+    AgentDrained {
+        agent_id: AgentId,
+    },
 }
 
 /// What applying a status update did (the master's answer to the agent).
@@ -945,6 +998,79 @@ impl State {
                 self.package_installs.insert(install.id.clone(), *install);
                 Response::Ok
             }
+            Command::DeactivateAgent { agent_id } => match self.agents.get_mut(&agent_id) {
+                Some(a) if a.state == AgentState::Gone => {
+                    rejected(format!("agent {agent_id} was marked gone"))
+                }
+                Some(a) => {
+                    a.deactivated = true;
+                    Response::Ok
+                }
+                None => rejected(format!("unknown agent {agent_id}")),
+            },
+            Command::ReactivateAgent { agent_id } => match self.agents.get_mut(&agent_id) {
+                Some(a) if a.state == AgentState::Gone => {
+                    rejected(format!("agent {agent_id} was marked gone"))
+                }
+                Some(a)
+                    if a.drain
+                        .as_ref()
+                        .is_some_and(|d| d.state == DrainState::Draining) =>
+                {
+                    rejected(format!(
+                        "agent {agent_id} is draining: a drain cannot be cancelled; reactivate it once it is drained"
+                    ))
+                }
+                Some(a) => {
+                    a.deactivated = false;
+                    a.drain = None;
+                    Response::Ok
+                }
+                None => rejected(format!("unknown agent {agent_id}")),
+            },
+            Command::DrainAgent {
+                agent_id,
+                max_grace_period_secs,
+                mark_gone,
+                let_finish,
+                now,
+            } => match self.agents.get_mut(&agent_id) {
+                Some(a) if a.state == AgentState::Gone => {
+                    rejected(format!("agent {agent_id} was marked gone"))
+                }
+                Some(_)
+                    if max_grace_period_secs
+                        .is_some_and(|g| !(0.0..=31_536_000.0).contains(&g)) =>
+                {
+                    rejected("max_grace_period must be between 0 and a year")
+                }
+                Some(a) => {
+                    a.deactivated = true;
+                    a.drain = Some(DrainInfo {
+                        state: DrainState::Draining,
+                        max_grace_period_secs,
+                        mark_gone,
+                        let_finish,
+                        started_at: a.drain.as_ref().map_or(now, |d| d.started_at),
+                    });
+                    Response::Ok
+                }
+                None => rejected(format!("unknown agent {agent_id}")),
+            },
+            Command::AgentDrained { agent_id } => {
+                let live = self.live_tasks_on(&agent_id).count();
+                match self.agents.get_mut(&agent_id) {
+                    Some(a) if live == 0 => match &mut a.drain {
+                        Some(d) => {
+                            d.state = DrainState::Drained;
+                            Response::Ok
+                        }
+                        None => rejected(format!("agent {agent_id} is not draining")),
+                    },
+                    Some(_) => rejected(format!("agent {agent_id} still runs {live} tasks")),
+                    None => rejected(format!("unknown agent {agent_id}")),
+                }
+            }
             Command::PackageUninstalled { id } => match self.package_installs.remove(&id) {
                 Some(_) => Response::Ok,
                 None => rejected(format!("no package is installed as {id}")),
@@ -1034,6 +1160,8 @@ impl State {
                     principal: principal.clone(),
                     reservations: RoleResources::new(),
                     volumes: BTreeMap::new(),
+                    deactivated: false,
+                    drain: None,
                 });
             rec.info = info;
             if principal.is_some() {
@@ -1067,6 +1195,8 @@ impl State {
                 principal,
                 reservations: RoleResources::new(),
                 volumes: BTreeMap::new(),
+                deactivated: false,
+                drain: None,
             },
         );
         Response::AgentRegistered {
@@ -1274,6 +1404,11 @@ impl State {
             Some(_) => {}
         }
         match self.agents.get(&agent_id) {
+            Some(a) if a.deactivated => {
+                return rejected(format!(
+                    "agent {agent_id} is deactivated (drained or in maintenance)"
+                ));
+            }
             Some(a) if a.state == AgentState::Active => {}
             Some(_) => return rejected(format!("agent {agent_id} is not active")),
             None => return rejected(format!("unknown agent {agent_id}")),

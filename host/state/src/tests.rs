@@ -1282,3 +1282,82 @@ fn a_package_install_owns_its_parts_until_it_is_uninstalled() {
         Response::Ok
     );
 }
+
+#[test]
+fn a_draining_agent_takes_no_launch_is_drained_only_when_empty_and_cannot_be_reactivated_before() {
+    let (mut s, agent) = with_task();
+    let launch = |s: &mut State, id: &str| {
+        s.apply(Command::LaunchTasks {
+            framework_id: fw(),
+            agent_id: agent.clone(),
+            tasks: vec![spec(id)],
+            staging_uuids: vec![uuid(900)],
+            now: 2.0,
+        })
+    };
+    assert_eq!(
+        s.apply(Command::DrainAgent {
+            agent_id: agent.clone(),
+            max_grace_period_secs: Some(-1.0),
+            mark_gone: false,
+            let_finish: false,
+            now: 2.0,
+        }),
+        Response::Rejected {
+            reason: "max_grace_period must be between 0 and a year".into()
+        }
+    );
+    assert!(
+        s.agents[&agent].drain.is_none(),
+        "a refused drain changes nothing"
+    );
+    assert_eq!(
+        s.apply(Command::DrainAgent {
+            agent_id: agent.clone(),
+            max_grace_period_secs: Some(5.0),
+            mark_gone: false,
+            let_finish: false,
+            now: 2.0,
+        }),
+        Response::Ok
+    );
+    assert!(s.agents[&agent].deactivated);
+    assert!(matches!(launch(&mut s, "t2"), Response::Rejected { .. }));
+    // t1 still lives: not drained, and the drain cannot be cancelled.
+    assert!(matches!(
+        s.apply(Command::AgentDrained {
+            agent_id: agent.clone()
+        }),
+        Response::Rejected { .. }
+    ));
+    assert!(matches!(
+        s.apply(Command::ReactivateAgent {
+            agent_id: agent.clone()
+        }),
+        Response::Rejected { .. }
+    ));
+    let mut killed = status("t1", TaskState::Killed, 901);
+    killed.agent_id = Some(agent.clone());
+    s.apply(Command::StatusUpdate { status: killed });
+    assert_eq!(
+        s.apply(Command::AgentDrained {
+            agent_id: agent.clone()
+        }),
+        Response::Ok
+    );
+    assert_eq!(
+        s.agents[&agent].drain.as_ref().map(|d| d.state),
+        Some(DrainState::Drained)
+    );
+    assert_eq!(
+        s.apply(Command::ReactivateAgent {
+            agent_id: agent.clone()
+        }),
+        Response::Ok
+    );
+    assert!(!s.agents[&agent].deactivated && s.agents[&agent].drain.is_none());
+    assert!(matches!(
+        launch(&mut s, "t2"),
+        Response::TasksLaunched { .. }
+    ));
+}

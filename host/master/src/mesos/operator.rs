@@ -222,10 +222,32 @@ fn legacy_agent(a: &AgentSnap) -> Value {
         "unreserved_resources": legacy_resources(&a.rec.info.resources.saturating_sub(&wasmos_core::reservation::total(&reserved))),
         "reserved_resources_full": reserved_full(&a.rec),
         "active": a.rec.state == AgentState::Active && a.connected,
-        "deactivated": false,
+        "deactivated": a.rec.deactivated,
+        "drain_info": drain_info(&a.rec),
         "version": a.rec.info.version,
         "capabilities": [],
     })
+}
+
+/// Mesos' `DrainInfo` of an agent being drained or drained (null
+/// otherwise).
+fn drain_info(a: &wasmos_state::AgentRecord) -> Value {
+    match &a.drain {
+        None => Value::Null,
+        Some(d) => {
+            let mut config = json!({"mark_gone": d.mark_gone});
+            if let Some(g) = d.max_grace_period_secs {
+                config["max_grace_period"] = json!({"nanoseconds": (g * 1e9) as i64});
+            }
+            json!({
+                "state": match d.state {
+                    wasmos_state::DrainState::Draining => "DRAINING",
+                    wasmos_state::DrainState::Drained => "DRAINED",
+                },
+                "config": config,
+            })
+        }
+    }
 }
 
 /// An agent's reservations by role, each role's resources and volumes in
@@ -689,7 +711,8 @@ pub(super) fn v1_agent(a: &AgentSnap) -> Value {
             "attributes": attributes,
         },
         "active": a.rec.state == AgentState::Active && a.connected,
-        "deactivated": false,
+        "deactivated": a.rec.deactivated,
+        "drain_info": drain_info(&a.rec),
         "version": a.rec.info.version,
         "pid": agent_pid(&a.rec),
         "registered_time": nanos(a.rec.registered_at),
@@ -898,6 +921,9 @@ pub async fn endpoint(
             | "CREATE_VOLUMES"
             | "DESTROY_VOLUMES"
             | "MARK_AGENT_GONE"
+            | "DRAIN_AGENT"
+            | "DEACTIVATE_AGENT"
+            | "REACTIVATE_AGENT"
     ) && let Err(e) = principal.check(Area::Cluster, "", Access::Read)
     {
         return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
@@ -1070,6 +1096,47 @@ pub async fn endpoint(
                 Err(e) => crate::error::ApiError::from(e).into_response(),
             }
         }
+        "DRAIN_AGENT" | "DEACTIVATE_AGENT" | "REACTIVATE_AGENT" => {
+            let key = kind.to_ascii_lowercase();
+            let Some(agent) = call[&key]["agent_id"]["value"]
+                .as_str()
+                .and_then(|a| AgentId::new(a.to_string()).ok())
+            else {
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "Failed to validate master::Call: Expecting '{key}.agent_id' to be present"
+                    ),
+                );
+            };
+            if let Err(e) = principal.check(Area::Cluster, "", Access::Write) {
+                return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
+            }
+            let done = match kind {
+                "DRAIN_AGENT" => {
+                    let grace = match &call[&key]["max_grace_period"] {
+                        Value::Null => None,
+                        g => match g["nanoseconds"].as_i64() {
+                            Some(ns) if ns >= 0 => Some(ns as f64 / 1e9),
+                            _ => {
+                                return fail(
+                                    StatusCode::BAD_REQUEST,
+                                    "Failed to validate master::Call: 'drain_agent.max_grace_period' must hold non-negative 'nanoseconds'",
+                                );
+                            }
+                        },
+                    };
+                    let mark_gone = call[&key]["mark_gone"].as_bool().unwrap_or(false);
+                    l.drain_agent(&agent, grace, mark_gone, false).await
+                }
+                "DEACTIVATE_AGENT" => l.set_agent_active(&agent, false).await,
+                _ => l.set_agent_active(&agent, true).await,
+            };
+            match done {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => crate::error::ApiError::from(e).into_response(),
+            }
+        }
         "SET_QUOTA"
         | "REMOVE_QUOTA"
         | "GROW_VOLUME"
@@ -1080,9 +1147,6 @@ pub async fn endpoint(
         | "UPDATE_MAINTENANCE_SCHEDULE"
         | "START_MAINTENANCE"
         | "STOP_MAINTENANCE"
-        | "DRAIN_AGENT"
-        | "DEACTIVATE_AGENT"
-        | "REACTIVATE_AGENT"
         | "GET_LOGGING_LEVEL"
         | "SET_LOGGING_LEVEL"
         | "LIST_FILES"
