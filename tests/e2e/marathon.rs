@@ -1127,3 +1127,96 @@ async fn a_drained_agent_hands_its_tasks_to_another_and_comes_back_when_reactiva
     let (_, t) = api.get("/api/wasmos/v1/tasks/batch").await;
     assert_eq!(t["state"], "TASK_FINISHED", "the drain waited for it: {t}");
 }
+
+/// Mesos' maintenance primitives through the operator API: a schedule
+/// puts a machine in DRAINING; START_MAINTENANCE takes it DOWN (its task
+/// ends, Marathon keeps the app on the other machine, nothing is placed
+/// there); STOP_MAINTENANCE brings it up and the app spreads again. Bad
+/// schedules and calls are refused and change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_machine_goes_down_for_maintenance_and_comes_back_up() {
+    let r = Racks::start(&[("h1", "r1"), ("h2", "r1")]).await;
+    let m = V2::new(&r.master.url);
+    m.wait_up().await;
+    let api = wasmos_tests::Api::new(&r.master.url);
+    let call = |body: Value| {
+        let api = &api;
+        async move { api.post("/api/v1", &body).await }
+    };
+    let app = json!({"id": "/kept", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2,
+                     "constraints": [["hostname", "UNIQUE"]]});
+    assert_eq!(m.post("/v2/apps", &app).await.status, 201);
+    m.wait_deployed("/kept", 2, DEADLINE).await;
+
+    let window = |hosts: &[&str]| {
+        json!({"machine_ids": hosts.iter().map(|h| json!({"hostname": h})).collect::<Vec<_>>(),
+               "unavailability": {"start": {"nanoseconds": 1_700_000_000_000_000_000i64},
+                                  "duration": {"nanoseconds": 3_600_000_000_000i64}}})
+    };
+    let update = |windows: Vec<Value>| {
+        json!({"type": "UPDATE_MAINTENANCE_SCHEDULE",
+               "update_maintenance_schedule": {"schedule": {"windows": windows}}})
+    };
+    // A machine in two windows: refused, the schedule stays empty.
+    let (code, v) = call(update(vec![window(&["h1"]), window(&["h1"])])).await;
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = call(update(vec![window(&["h1"])])).await;
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = call(json!({"type": "GET_MAINTENANCE_SCHEDULE"})).await;
+    assert_eq!(
+        v["get_maintenance_schedule"]["schedule"]["windows"][0]["machine_ids"],
+        json!([{"hostname": "h1"}]),
+        "{v}"
+    );
+    let (_, v) = call(json!({"type": "GET_MAINTENANCE_STATUS"})).await;
+    assert_eq!(
+        v["get_maintenance_status"]["status"]["draining_machines"][0]["id"],
+        json!({"hostname": "h1"}),
+        "{v}"
+    );
+    // Only a scheduled machine goes down.
+    let (code, v) = call(json!({"type": "START_MAINTENANCE",
+                                "start_maintenance": {"machines": [{"hostname": "h2"}]}}))
+    .await;
+    assert_eq!(code, 400, "{v}");
+
+    let (code, v) = call(json!({"type": "START_MAINTENANCE",
+                                "start_maintenance": {"machines": [{"hostname": "h1"}]}}))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    wait_for("Marathon to hold one task, on h2", DEADLINE, || async {
+        let tasks = m.app("/kept").await["tasks"].clone();
+        let tasks = tasks.as_array()?.clone();
+        (tasks.len() == 1 && tasks[0]["host"] == "h2").then_some(())
+    })
+    .await;
+    let (_, v) = call(json!({"type": "GET_MAINTENANCE_STATUS"})).await;
+    assert_eq!(
+        v["get_maintenance_status"]["status"]["down_machines"],
+        json!([{"hostname": "h1"}]),
+        "{v}"
+    );
+    // A machine that is down cannot leave the schedule.
+    let (code, v) = call(update(vec![])).await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v["message"].as_str().unwrap_or("").contains("down"), "{v}");
+
+    let (code, v) = call(json!({"type": "STOP_MAINTENANCE",
+                                "stop_maintenance": {"machines": [{"hostname": "h1"}]}}))
+    .await;
+    assert_eq!(code, 200, "{v}");
+    let app = m.wait_deployed("/kept", 2, DEADLINE).await;
+    let hosts: BTreeSet<&str> = app["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["h1", "h2"]), "{app}");
+    let (_, v) = call(json!({"type": "GET_MAINTENANCE_SCHEDULE"})).await;
+    assert_eq!(
+        v["get_maintenance_schedule"]["schedule"]["windows"],
+        json!([]),
+        "a machine brought up leaves the schedule: {v}"
+    );
+}

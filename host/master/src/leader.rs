@@ -448,6 +448,85 @@ impl Leader {
         .await
     }
 
+    /// Replaces the maintenance schedule (UPDATE_MAINTENANCE_SCHEDULE).
+    pub async fn update_maintenance(
+        &self,
+        windows: Vec<wasmos_state::MaintenanceWindow>,
+    ) -> Result<(), MasterError> {
+        self.maintenance_change(Command::UpdateMaintenanceSchedule { windows })
+            .await
+    }
+
+    /// Takes scheduled machines down (START_MAINTENANCE): their agents get
+    /// no offers and may not register, and their tasks end as for an agent
+    /// marked gone (TASK_GONE_BY_OPERATOR, or TASK_LOST for frameworks that
+    /// are not partition aware), the agents asked to kill them.
+    pub async fn start_maintenance(
+        self: &Arc<Self>,
+        machines: Vec<wasmos_state::MachineId>,
+    ) -> Result<(), MasterError> {
+        self.maintenance_change(Command::StartMaintenance {
+            machines: machines.clone(),
+        })
+        .await?;
+        let now = now_secs();
+        let (updates, kills) = self.store.read(|s| {
+            let mut updates = Vec::new();
+            let mut kills = Vec::new();
+            for a in s.agents.values() {
+                if !machines.iter().any(|m| m.holds(&a.info)) {
+                    continue;
+                }
+                updates.extend(ended_on_agent(
+                    s,
+                    &a.id,
+                    TaskState::GoneByOperator,
+                    Reason::ReasonAgentRemovedByOperator,
+                    &format!("machine {} is down for maintenance", a.info.hostname),
+                    now,
+                ));
+                kills.extend(
+                    s.live_tasks_on(&a.id)
+                        .map(|t| (a.id.clone(), t.spec.task_id.clone())),
+                );
+            }
+            (updates, kills)
+        });
+        if !updates.is_empty() {
+            self.store.propose(updates).await?;
+        }
+        for (agent_id, task_id) in kills {
+            let (me, endpoint) = (self.clone(), self.agent_endpoint(&agent_id));
+            tokio::spawn(async move {
+                if let Err(e) = me.kill_on_agent(endpoint, &task_id).await {
+                    tracing::info!(task = %task_id, error = %e, "could not ask an agent going down to kill a task");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Brings machines up again (STOP_MAINTENANCE): out of the schedule,
+    /// their agents may register and take tasks.
+    pub async fn stop_maintenance(
+        &self,
+        machines: Vec<wasmos_state::MachineId>,
+    ) -> Result<(), MasterError> {
+        self.maintenance_change(Command::StopMaintenance { machines })
+            .await
+    }
+
+    async fn maintenance_change(&self, cmd: Command) -> Result<(), MasterError> {
+        match self.store.propose_one(cmd).await? {
+            Response::Ok => {
+                self.alloc_wakeup.notify_one();
+                Ok(())
+            }
+            Response::Rejected { reason } => Err(MasterError::Invalid(reason)),
+            other => Err(MasterError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     async fn agent_change(&self, agent_id: &AgentId, cmd: Command) -> Result<(), MasterError> {
         match self.store.propose_one(cmd).await? {
             Response::Ok => {
@@ -558,7 +637,10 @@ impl Leader {
                 .agents
                 .values()
                 .filter(|a| {
-                    a.state == AgentState::Active && !a.deactivated && connected.contains(&a.id)
+                    a.state == AgentState::Active
+                        && !a.deactivated
+                        && !s.machine_down(&a.info)
+                        && connected.contains(&a.id)
                 })
                 .map(|a| AgentSlot {
                     id: a.id.clone(),

@@ -97,6 +97,9 @@ pub struct AgentView {
     /// Its draining, if it was drained: `state` DRAINING or DRAINED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<wasmos_state::DrainInfo>,
+    /// Its machine's maintenance mode: UP, DRAINING (scheduled) or DOWN.
+    #[serde(default)]
+    pub maintenance: String,
 }
 
 impl AgentView {
@@ -117,6 +120,7 @@ impl AgentView {
             volumes: a.volumes.values().cloned().collect(),
             deactivated: a.deactivated,
             drain: a.drain.clone(),
+            maintenance: state.machine_mode(&a.info).to_string(),
         }
     }
 }

@@ -557,8 +557,10 @@ page("nodes", {
 
 // An agent's service state: draining or drained (since when), deactivated, or in service.
 function drainText(a) {
+  if (a.maintenance === "DOWN") return "machine down for maintenance";
   if (a.drain) return `${a.drain.state === "DRAINING" ? "draining" : "drained"} <span class="dim">since ${esc(when(a.drain.started_at))}</span>`;
-  return a.deactivated ? "deactivated" : '<span class="dim">–</span>';
+  if (a.deactivated) return "deactivated";
+  return a.maintenance === "DRAINING" ? "maintenance scheduled" : '<span class="dim">–</span>';
 }
 
 // ---- Plugins ---------------------------------------------------------------------------------

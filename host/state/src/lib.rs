@@ -341,6 +341,58 @@ pub struct State {
     /// Packages installed from the catalogue, by install id.
     #[serde(default)]
     pub package_installs: BTreeMap<String, PackageInstall>,
+    /// Mesos' maintenance schedule: windows of machines' unavailability.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
+    /// Machines an operator took down (START_MAINTENANCE): their agents
+    /// are out, and may not register until the machine is up again.
+    #[serde(default)]
+    pub machines_down: std::collections::BTreeSet<MachineId>,
+}
+
+/// A machine, by host name, address or both (Mesos' MachineID).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MachineId {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+impl MachineId {
+    /// Whether the agent runs on this machine: its host name (any case)
+    /// and the address in its endpoint, each where given.
+    pub fn holds(&self, a: &AgentInfo) -> bool {
+        let host_ok = self
+            .hostname
+            .as_deref()
+            .is_none_or(|h| h.eq_ignore_ascii_case(&a.hostname));
+        let ip_ok = self
+            .ip
+            .as_deref()
+            .is_none_or(|ip| endpoint_host(&a.endpoint) == Some(ip));
+        (self.hostname.is_some() || self.ip.is_some()) && host_ok && ip_ok
+    }
+}
+
+/// The host of `scheme://host:port/...`.
+fn endpoint_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next();
+    }
+    authority.split(':').next()
+}
+
+/// When machines will be unavailable (Mesos' maintenance window).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    pub machines: Vec<MachineId>,
+    /// The start of the unavailability, ns since the epoch.
+    pub start_ns: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<i64>,
 }
 
 /// A package installed from the catalogue and the parts it made (each
@@ -589,6 +641,18 @@ pub enum Command {
     AgentDrained {
         agent_id: AgentId,
     },
+    /// Replaces the maintenance schedule (an empty one cancels it).
+    UpdateMaintenanceSchedule {
+        windows: Vec<MaintenanceWindow>,
+    },
+    /// Takes scheduled machines down.
+    StartMaintenance {
+        machines: Vec<MachineId>,
+    },
+    /// Brings machines that are down up again (and out of the schedule).
+    StopMaintenance {
+        machines: Vec<MachineId>,
+    },
 }
 
 /// What applying a status update did (the master's answer to the agent).
@@ -622,6 +686,15 @@ pub enum Response {
     Conflict {
         reason: String,
     },
+}
+
+fn machine_name(m: &MachineId) -> String {
+    match (&m.hostname, &m.ip) {
+        (Some(h), Some(ip)) => format!("{h} ({ip})"),
+        (Some(h), None) => h.clone(),
+        (None, Some(ip)) => ip.clone(),
+        (None, None) => "(unnamed)".into(),
+    }
 }
 
 fn rejected(reason: impl Into<String>) -> Response {
@@ -1071,6 +1144,69 @@ impl State {
                     None => rejected(format!("unknown agent {agent_id}")),
                 }
             }
+            Command::UpdateMaintenanceSchedule { windows } => {
+                let mut seen = std::collections::BTreeSet::new();
+                for w in &windows {
+                    if w.machines.is_empty() {
+                        return rejected("a maintenance window needs at least one machine");
+                    }
+                    if w.duration_ns.is_some_and(|d| d < 0) {
+                        return rejected("a window's duration must not be negative");
+                    }
+                    for m in &w.machines {
+                        if m.hostname.as_deref().is_none_or(str::is_empty)
+                            && m.ip.as_deref().is_none_or(str::is_empty)
+                        {
+                            return rejected("a machine needs a hostname or an ip");
+                        }
+                        if !seen.insert(m.clone()) {
+                            return rejected(format!(
+                                "machine {} appears in more than one window",
+                                machine_name(m)
+                            ));
+                        }
+                    }
+                }
+                if let Some(m) = self.machines_down.iter().find(|m| !seen.contains(*m)) {
+                    return rejected(format!(
+                        "machine {} is down for maintenance: it cannot leave the schedule until STOP_MAINTENANCE brings it up",
+                        machine_name(m)
+                    ));
+                }
+                self.maintenance = windows;
+                Response::Ok
+            }
+            Command::StartMaintenance { machines } => {
+                if machines.is_empty() {
+                    return rejected("name at least one machine");
+                }
+                for m in &machines {
+                    if !self.maintenance.iter().any(|w| w.machines.contains(m)) {
+                        return rejected(format!(
+                            "machine {} is not in the maintenance schedule",
+                            machine_name(m)
+                        ));
+                    }
+                }
+                self.machines_down.extend(machines);
+                Response::Ok
+            }
+            Command::StopMaintenance { machines } => {
+                if machines.is_empty() {
+                    return rejected("name at least one machine");
+                }
+                if let Some(m) = machines.iter().find(|m| !self.machines_down.contains(*m)) {
+                    return rejected(format!("machine {} is not down", machine_name(m)));
+                }
+                for m in &machines {
+                    self.machines_down.remove(m);
+                }
+                for w in &mut self.maintenance {
+                    w.machines.retain(|m| !machines.contains(m));
+                }
+                self.maintenance.retain(|w| !w.machines.is_empty());
+                Response::Ok
+            }
             Command::PackageUninstalled { id } => match self.package_installs.remove(&id) {
                 Some(_) => Response::Ok,
                 None => rejected(format!("no package is installed as {id}")),
@@ -1130,6 +1266,12 @@ impl State {
         principal: Option<String>,
         now: f64,
     ) -> Response {
+        if self.machine_down(&info) {
+            return rejected(format!(
+                "machine {} is down for maintenance; its agents may register once STOP_MAINTENANCE brings it up",
+                info.hostname
+            ));
+        }
         if let Some(id) = agent_id {
             if self
                 .agents
@@ -1409,6 +1551,11 @@ impl State {
                     "agent {agent_id} is deactivated (drained or in maintenance)"
                 ));
             }
+            Some(a) if self.machine_down(&a.info) => {
+                return rejected(format!(
+                    "agent {agent_id} is on a machine down for maintenance"
+                ));
+            }
             Some(a) if a.state == AgentState::Active => {}
             Some(_) => return rejected(format!("agent {agent_id} is not active")),
             None => return rejected(format!("unknown agent {agent_id}")),
@@ -1677,6 +1824,26 @@ impl State {
     }
 
     /// Tasks on `agent` that have not ended.
+    /// Whether the agent with `info` is on a machine down for maintenance.
+    pub fn machine_down(&self, info: &AgentInfo) -> bool {
+        self.machines_down.iter().any(|m| m.holds(info))
+    }
+
+    /// The maintenance mode of a machine: DOWN, DRAINING (scheduled) or UP.
+    pub fn machine_mode(&self, info: &AgentInfo) -> &'static str {
+        if self.machine_down(info) {
+            "DOWN"
+        } else if self
+            .maintenance
+            .iter()
+            .any(|w| w.machines.iter().any(|m| m.holds(info)))
+        {
+            "DRAINING"
+        } else {
+            "UP"
+        }
+    }
+
     pub fn live_tasks_on<'a>(&'a self, agent: &'a AgentId) -> impl Iterator<Item = &'a TaskRecord> {
         self.tasks
             .values()

@@ -1361,3 +1361,92 @@ fn a_draining_agent_takes_no_launch_is_drained_only_when_empty_and_cannot_be_rea
         Response::TasksLaunched { .. }
     ));
 }
+
+#[test]
+fn a_machine_down_for_maintenance_takes_no_agent_and_no_launch_until_it_is_up() {
+    let (mut s, agent) = with_task();
+    let h1 = MachineId {
+        hostname: Some("H1".into()),
+        ip: None,
+    };
+    let window = |m: Vec<MachineId>| MaintenanceWindow {
+        machines: m,
+        start_ns: 0,
+        duration_ns: Some(1),
+    };
+    // Not scheduled: it cannot go down.
+    assert!(matches!(
+        s.apply(Command::StartMaintenance {
+            machines: vec![h1.clone()]
+        }),
+        Response::Rejected { .. }
+    ));
+    // A machine in two windows, or with no name: refused.
+    for bad in [
+        vec![window(vec![h1.clone()]), window(vec![h1.clone()])],
+        vec![window(vec![MachineId {
+            hostname: None,
+            ip: None,
+        }])],
+    ] {
+        assert!(matches!(
+            s.apply(Command::UpdateMaintenanceSchedule { windows: bad }),
+            Response::Rejected { .. }
+        ));
+    }
+    assert!(s.maintenance.is_empty());
+    assert_eq!(
+        s.apply(Command::UpdateMaintenanceSchedule {
+            windows: vec![window(vec![h1.clone()])]
+        }),
+        Response::Ok
+    );
+    assert_eq!(s.machine_mode(&agent_info()), "DRAINING");
+    assert_eq!(
+        s.apply(Command::StartMaintenance {
+            machines: vec![h1.clone()]
+        }),
+        Response::Ok
+    );
+    assert_eq!(s.machine_mode(&agent_info()), "DOWN");
+    let launch = s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: agent.clone(),
+        tasks: vec![spec("t9")],
+        staging_uuids: vec![uuid(990)],
+        now: 2.0,
+    });
+    assert!(matches!(launch, Response::Rejected { .. }), "{launch:?}");
+    let again = s.apply(Command::RegisterAgent {
+        agent_id: Some(agent.clone()),
+        info: agent_info(),
+        principal: None,
+        now: 3.0,
+    });
+    assert!(matches!(again, Response::Rejected { .. }), "{again:?}");
+    // It stays in the schedule while down.
+    assert!(matches!(
+        s.apply(Command::UpdateMaintenanceSchedule { windows: vec![] }),
+        Response::Rejected { .. }
+    ));
+    assert_eq!(
+        s.apply(Command::StopMaintenance {
+            machines: vec![h1.clone()]
+        }),
+        Response::Ok
+    );
+    assert_eq!(s.machine_mode(&agent_info()), "UP");
+    assert!(
+        s.maintenance.is_empty(),
+        "brought up, it leaves the schedule"
+    );
+    assert!(matches!(
+        s.apply(Command::RegisterAgent {
+            agent_id: Some(agent),
+            info: agent_info(),
+            principal: None,
+            now: 4.0,
+        }),
+        Response::AgentRegistered { .. }
+    ));
+}

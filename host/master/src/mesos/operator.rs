@@ -229,6 +229,100 @@ fn legacy_agent(a: &AgentSnap) -> Value {
     })
 }
 
+/// Mesos' MachineIDs from JSON.
+fn parse_machines(v: &Value) -> Result<Vec<wasmos_state::MachineId>, String> {
+    let list = v.as_array().ok_or("expected a list of {hostname, ip}")?;
+    list.iter()
+        .map(|m| {
+            let field = |k: &str| match &m[k] {
+                Value::Null => Ok(None),
+                Value::String(s) if !s.is_empty() => Ok(Some(s.clone())),
+                other => Err(format!("{k} must be a non-empty string, not {other}")),
+            };
+            let id = wasmos_state::MachineId {
+                hostname: field("hostname")?,
+                ip: field("ip")?,
+            };
+            if id.hostname.is_none() && id.ip.is_none() {
+                return Err("a machine needs a hostname or an ip".into());
+            }
+            Ok(id)
+        })
+        .collect()
+}
+
+/// Mesos' maintenance Schedule from JSON.
+fn parse_schedule(v: &Value) -> Result<Vec<wasmos_state::MaintenanceWindow>, String> {
+    let windows = match &v["windows"] {
+        Value::Null => return Ok(Vec::new()),
+        w => w.as_array().ok_or("schedule.windows must be a list")?,
+    };
+    windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let machines = parse_machines(&w["machine_ids"])
+                .map_err(|e| format!("schedule.windows[{i}].machine_ids: {e}"))?;
+            let ns = |d: &Value| d["nanoseconds"].as_i64();
+            let start_ns = ns(&w["unavailability"]["start"]).ok_or(format!(
+                "schedule.windows[{i}].unavailability.start.nanoseconds is required"
+            ))?;
+            let duration_ns = match &w["unavailability"]["duration"] {
+                Value::Null => None,
+                d => Some(ns(d).ok_or(format!(
+                    "schedule.windows[{i}].unavailability.duration must hold nanoseconds"
+                ))?),
+            };
+            Ok(wasmos_state::MaintenanceWindow {
+                machines,
+                start_ns,
+                duration_ns,
+            })
+        })
+        .collect()
+}
+
+fn machine_json(m: &wasmos_state::MachineId) -> Value {
+    let mut v = json!({});
+    if let Some(h) = &m.hostname {
+        v["hostname"] = json!(h);
+    }
+    if let Some(ip) = &m.ip {
+        v["ip"] = json!(ip);
+    }
+    v
+}
+
+fn schedule_json(windows: &[wasmos_state::MaintenanceWindow]) -> Value {
+    let windows: Vec<Value> = windows
+        .iter()
+        .map(|w| {
+            let mut unavailability = json!({"start": {"nanoseconds": w.start_ns}});
+            if let Some(d) = w.duration_ns {
+                unavailability["duration"] = json!({"nanoseconds": d});
+            }
+            json!({
+                "machine_ids": w.machines.iter().map(machine_json).collect::<Vec<_>>(),
+                "unavailability": unavailability,
+            })
+        })
+        .collect();
+    json!({ "windows": windows })
+}
+
+/// Mesos' ClusterStatus: scheduled machines not yet down are draining.
+fn maintenance_status(s: &wasmos_state::State) -> Value {
+    let draining: Vec<Value> = s
+        .maintenance
+        .iter()
+        .flat_map(|w| w.machines.iter())
+        .filter(|m| !s.machines_down.contains(*m))
+        .map(|m| json!({"id": machine_json(m), "statuses": []}))
+        .collect();
+    let down: Vec<Value> = s.machines_down.iter().map(machine_json).collect();
+    json!({"draining_machines": draining, "down_machines": down})
+}
+
 /// Mesos' `DrainInfo` of an agent being drained or drained (null
 /// otherwise).
 fn drain_info(a: &wasmos_state::AgentRecord) -> Value {
@@ -924,6 +1018,9 @@ pub async fn endpoint(
             | "DRAIN_AGENT"
             | "DEACTIVATE_AGENT"
             | "REACTIVATE_AGENT"
+            | "UPDATE_MAINTENANCE_SCHEDULE"
+            | "START_MAINTENANCE"
+            | "STOP_MAINTENANCE"
     ) && let Err(e) = principal.check(Area::Cluster, "", Access::Read)
     {
         return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
@@ -1137,20 +1234,48 @@ pub async fn endpoint(
                 Err(e) => crate::error::ApiError::from(e).into_response(),
             }
         }
-        "SET_QUOTA"
-        | "REMOVE_QUOTA"
-        | "GROW_VOLUME"
-        | "SHRINK_VOLUME"
-        | "GET_OPERATIONS"
-        | "GET_MAINTENANCE_STATUS"
-        | "GET_MAINTENANCE_SCHEDULE"
-        | "UPDATE_MAINTENANCE_SCHEDULE"
-        | "START_MAINTENANCE"
-        | "STOP_MAINTENANCE"
-        | "GET_LOGGING_LEVEL"
-        | "SET_LOGGING_LEVEL"
-        | "LIST_FILES"
-        | "READ_FILE" => fail(
+        "GET_MAINTENANCE_SCHEDULE" => answer(
+            "get_maintenance_schedule",
+            json!({"schedule": l.store.read(|s| schedule_json(&s.maintenance))}),
+        ),
+        "GET_MAINTENANCE_STATUS" => answer(
+            "get_maintenance_status",
+            json!({"status": l.store.read(maintenance_status)}),
+        ),
+        "UPDATE_MAINTENANCE_SCHEDULE" | "START_MAINTENANCE" | "STOP_MAINTENANCE" => {
+            if let Err(e) = principal.check(Area::Cluster, "", Access::Write) {
+                return fail(StatusCode::FORBIDDEN, format!("{kind}: {e}"));
+            }
+            let key = kind.to_ascii_lowercase();
+            let done = if kind == "UPDATE_MAINTENANCE_SCHEDULE" {
+                match parse_schedule(&call[&key]["schedule"]) {
+                    Ok(windows) => l.update_maintenance(windows).await,
+                    Err(why) => {
+                        return fail(
+                            StatusCode::BAD_REQUEST,
+                            format!("Failed to validate master::Call: {why}"),
+                        );
+                    }
+                }
+            } else {
+                match parse_machines(&call[&key]["machines"]) {
+                    Ok(m) if kind == "START_MAINTENANCE" => l.start_maintenance(m).await,
+                    Ok(m) => l.stop_maintenance(m).await,
+                    Err(why) => {
+                        return fail(
+                            StatusCode::BAD_REQUEST,
+                            format!("Failed to validate master::Call: {key}.machines: {why}"),
+                        );
+                    }
+                }
+            };
+            match done {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => crate::error::ApiError::from(e).into_response(),
+            }
+        }
+        "SET_QUOTA" | "REMOVE_QUOTA" | "GROW_VOLUME" | "SHRINK_VOLUME" | "GET_OPERATIONS"
+        | "GET_LOGGING_LEVEL" | "SET_LOGGING_LEVEL" | "LIST_FILES" | "READ_FILE" => fail(
             StatusCode::NOT_IMPLEMENTED,
             format!("{kind} is not supported by this cluster yet"),
         ),
