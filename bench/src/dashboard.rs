@@ -78,10 +78,7 @@ async fn load(url: &str, ca: &Path, token: &str, tasks: u32) -> anyhow::Result<(
     ))
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
+use crate::stats::median;
 
 /// Bytes and milliseconds of one GET.
 async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64)> {

@@ -42,6 +42,12 @@ pub struct LaunchArgs {
     /// HTTP), to see what TLS costs.
     #[arg(long)]
     insecure_too: bool,
+    /// With --insecure-too: run the TLS and --insecure clusters side by
+    /// side and measure them in this many pairs, alternating which goes
+    /// first (drift on the machine then hits both alike); prints each
+    /// pair's ratios and their medians. Native paths only.
+    #[arg(long, default_value_t = 0)]
+    pairs: usize,
 }
 
 const STAMP_C: &str = r#"#include <stdio.h>
@@ -94,6 +100,9 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
     let base = tempfile::tempdir_in("/var/tmp")?;
     eprintln!("data under {}", base.path().display());
     let stamp = build_stamp(base.path())?;
+    if a.insecure_too && a.pairs > 0 {
+        return tls_pairs(&a, &wasmos_bin, base.path(), &stamp).await;
+    }
     let mut rows: Vec<(String, Latencies, Option<f64>)> = Vec::new();
 
     let stamp_s = stamp.display().to_string();
@@ -272,6 +281,149 @@ pub async fn run(a: LaunchArgs, wasmos_bin: PathBuf) -> anyhow::Result<()> {
                 ar / rr
             );
         }
+    }
+    Ok(())
+}
+
+/// One side of a pair: p50 latency (ms) at concurrency 1 and the rate of a
+/// burst (launches/s).
+type Side = (f64, f64);
+
+/// `--insecure-too --pairs N`: TLS and --insecure side by side, each path
+/// measured N times per mode in alternating order.
+async fn tls_pairs(
+    a: &LaunchArgs,
+    wasmos_bin: &Path,
+    base: &Path,
+    stamp: &Path,
+) -> anyhow::Result<()> {
+    let native = json!({"argv": [stamp.display().to_string()], "cpus": 1, "mem": 32});
+    eprintln!("== starting a TLS and an --insecure cluster, side by side");
+    let tls_up = Up::start(wasmos_bin, &base.join("up-tls"), false, true).await?;
+    let plain_up = Up::start(wasmos_bin, &base.join("up-plain"), false, false).await?;
+    tls_up.burst("warm", 10, &native).await?;
+    plain_up.burst("warm", 10, &native).await?;
+    let warm = tls_up.get("/api/wasmos/v1/tasks/warm-0").await?;
+    let template = json!({
+        "task_id": "x", "name": "x",
+        "resources": warm["resources"], "command": warm["command"], "labels": warm["labels"],
+    });
+    eprintln!("== and an agent behind a stand-in master for each");
+    let pki = std::sync::Arc::new(crate::pki::Pki::create(&base.join("stand-in-tls"))?);
+    let tls_master = stand_in_master(Some(pki.clone())).await?;
+    let plain_master = stand_in_master(None).await?;
+    let (tls_dir, plain_dir) = (base.join("agent-tls"), base.join("agent-plain"));
+    let (_tls_agent, tls_agent_url) =
+        start_agent(wasmos_bin, &tls_dir, &tls_master, Some(&pki)).await?;
+    let (_plain_agent, plain_agent_url) =
+        start_agent(wasmos_bin, &plain_dir, &plain_master, None).await?;
+    let tls_http = pki
+        .client_as(
+            pki.keys(wasmos_tls::Identity::Master(1))?,
+            wasmos_tls::Expect::Agent,
+        )?
+        .build()?;
+    let plain_http = reqwest::Client::new();
+    let direct_side = |tls: bool, tag: String| {
+        let (http, url, dir) = if tls {
+            (&tls_http, &tls_agent_url, tls_dir.join("sandboxes"))
+        } else {
+            (&plain_http, &plain_agent_url, plain_dir.join("sandboxes"))
+        };
+        let template = template.clone();
+        async move {
+            let (mut one, _) =
+                direct(http, url, &dir, &format!("{tag}-1"), a.count, 1, &template).await?;
+            let (_, rate16) = direct(
+                http,
+                url,
+                &dir,
+                &format!("{tag}-16"),
+                a.count,
+                16,
+                &template,
+            )
+            .await?;
+            anyhow::Ok((one.percentile(50.0), rate16))
+        }
+    };
+    let master_side = |tls: bool, tag: String| {
+        let up = if tls { &tls_up } else { &plain_up };
+        let native = native.clone();
+        async move {
+            let mut one = Latencies::default();
+            for i in 0..a.count {
+                let (l, _) = up.burst(&format!("{tag}-1-{i}"), 1, &native).await?;
+                one.extend(l);
+            }
+            let (_, rate) = up.burst(&format!("{tag}-b"), a.count, &native).await?;
+            anyhow::Ok((one.percentile(50.0), rate))
+        }
+    };
+    direct_side(true, "dwarm-t".into()).await?;
+    direct_side(false, "dwarm-p".into()).await?;
+    let mut master_pairs: Vec<(Side, Side)> = Vec::new();
+    let mut direct_pairs: Vec<(Side, Side)> = Vec::new();
+    for pair in 0..a.pairs {
+        let tls_first = pair % 2 == 0;
+        eprintln!(
+            "== pair {}/{} ({} first)",
+            pair + 1,
+            a.pairs,
+            if tls_first { "TLS" } else { "--insecure" }
+        );
+        let mut m = [(0.0, 0.0); 2];
+        let mut d = [(0.0, 0.0); 2];
+        for (k, tls) in [(0, tls_first), (1, !tls_first)] {
+            let mode = if tls { "t" } else { "p" };
+            m[k] = master_side(tls, format!("m{pair}{mode}")).await?;
+            d[k] = direct_side(tls, format!("d{pair}{mode}")).await?;
+        }
+        let (ti, pi) = if tls_first { (0, 1) } else { (1, 0) };
+        master_pairs.push((m[ti], m[pi]));
+        direct_pairs.push((d[ti], d[pi]));
+    }
+    tls_up.stop().await;
+    plain_up.stop().await;
+    println!(
+        "\n### Native launch, TLS + auth against --insecure, side by side, {} pairs in alternating order ({} launches per measurement)\n",
+        a.pairs, a.count
+    );
+    println!(
+        "| path | TLS p50 ms (median) | --insecure p50 ms (median) | median p50 ratio (TLS/insecure) | TLS rate/s (median) | --insecure rate/s (median) | median rate ratio (TLS/insecure) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, pairs) in [
+        (
+            "through the master and `exec` (TASK_STARTING → exec'd; rate of a burst)",
+            &master_pairs,
+        ),
+        (
+            "straight to an agent's API (post → exec'd at concurrency 1; rate at concurrency 16)",
+            &direct_pairs,
+        ),
+    ] {
+        let col = |f: &dyn Fn(&(Side, Side)) -> f64| {
+            let mut v: Vec<f64> = pairs.iter().map(f).collect();
+            crate::stats::median(&mut v)
+        };
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |",
+            col(&|p| p.0.0),
+            col(&|p| p.1.0),
+            col(&|p| p.0.0 / p.1.0),
+            col(&|p| p.0.1),
+            col(&|p| p.1.1),
+            col(&|p| p.0.1 / p.1.1),
+        );
+        let each: Vec<String> = pairs
+            .iter()
+            .map(|p| format!("{:.2}/{:.2}", p.0.0 / p.1.0, p.0.1 / p.1.1))
+            .collect();
+        eprintln!(
+            "   {name}: per pair (p50 ratio/rate ratio) {}",
+            each.join(", ")
+        );
     }
     Ok(())
 }

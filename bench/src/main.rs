@@ -434,14 +434,7 @@ async fn tls_pairs(bin: &Path, base: &Path, a: &MastersArgs) -> anyhow::Result<(
     Ok(())
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
+use stats::median;
 
 /// Closed-loop writers at each client count.
 async fn throughput<S: System>(s: &S, a: &MastersArgs) -> anyhow::Result<Vec<Row>> {

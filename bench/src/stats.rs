@@ -2,6 +2,17 @@
 
 use std::time::Duration;
 
+/// The median of `v` (the mean of the middle two for an even count; 0
+/// for none).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Latency samples.
 #[derive(Debug, Default, Clone)]
 pub struct Latencies {

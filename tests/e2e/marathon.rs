@@ -1219,4 +1219,31 @@ async fn a_machine_goes_down_for_maintenance_and_comes_back_up() {
         json!([]),
         "a machine brought up leaves the schedule: {v}"
     );
+
+    // Mesos' legacy endpoints do the same.
+    let (code, v) = api
+        .post(
+            "/master/maintenance/schedule",
+            &json!({"windows": [window(&["h2"])]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = api.get("/maintenance/schedule").await;
+    assert_eq!(
+        v["windows"][0]["machine_ids"],
+        json!([{"hostname": "h2"}]),
+        "{v}"
+    );
+    let (code, v) = api.post("/machine/down", &json!({"hostname": "h2"})).await;
+    assert_eq!(code, 400, "not a list: {v}");
+    let (code, v) = api
+        .post("/machine/down", &json!([{"hostname": "h2"}]))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = api.get("/master/maintenance/status").await;
+    assert_eq!(v["down_machines"], json!([{"hostname": "h2"}]), "{v}");
+    let (code, v) = api.post("/machine/up", &json!([{"hostname": "h2"}])).await;
+    assert_eq!(code, 200, "{v}");
+    let (_, v) = api.get("/maintenance/status").await;
+    assert_eq!(v, json!({"draining_machines": [], "down_machines": []}));
 }

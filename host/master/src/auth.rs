@@ -344,6 +344,14 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
     } else {
         Access::Write
     };
+    // Mesos' legacy maintenance endpoints: reading them, or changing the
+    // schedule and machines' modes (as the operator calls do).
+    let legacy = path.strip_prefix("/master").unwrap_or(path);
+    if matches!(legacy, "/machine/down" | "/machine/up")
+        || (legacy == "/maintenance/schedule" && access == Access::Write)
+    {
+        return Some((Area::Cluster, String::new(), Access::Write));
+    }
     if path == "/master/redirect" || crate::mesos::is_legacy_read(path) {
         return Some((Area::Cluster, String::new(), Access::Read));
     }

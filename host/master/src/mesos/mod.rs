@@ -39,6 +39,22 @@ pub fn routes() -> Router<Arc<Node>> {
     ] {
         r = r.route(p, get(operator::state));
     }
+    for prefix in ["", "/master"] {
+        r = r
+            .route(
+                &format!("{prefix}/maintenance/schedule"),
+                get(operator::maintenance_schedule).post(operator::maintenance_schedule),
+            )
+            .route(
+                &format!("{prefix}/maintenance/status"),
+                get(operator::maintenance_status_legacy),
+            )
+            .route(
+                &format!("{prefix}/machine/down"),
+                post(operator::machine_down),
+            )
+            .route(&format!("{prefix}/machine/up"), post(operator::machine_up));
+    }
     for p in ["/master/slaves", "/slaves"] {
         r = r.route(p, get(operator::slaves));
     }
@@ -66,6 +82,10 @@ pub fn is_legacy_read(path: &str) -> bool {
             | "/master/roles"
             | "/master/flags"
             | "/metrics/snapshot"
+            | "/maintenance/schedule"
+            | "/master/maintenance/schedule"
+            | "/maintenance/status"
+            | "/master/maintenance/status"
     )
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use wasmos_core::{
@@ -537,6 +537,69 @@ pub async fn frameworks(Lead(l): Lead, Query(q): Query<Filter>) -> Response {
         "completed_frameworks": done.into_iter().map(legacy_framework).collect::<Vec<_>>(),
         "unregistered_frameworks": [],
     }))
+}
+
+/// `/maintenance/schedule`: the schedule (GET) or a new one (POST, the
+/// schedule's JSON; an empty one cancels it).
+pub async fn maintenance_schedule(Lead(l): Lead, method: Method, body: Bytes) -> Response {
+    if method == Method::GET {
+        return json_response(&l.store.read(|s| schedule_json(&s.maintenance)));
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse the schedule: {e}"),
+            );
+        }
+    };
+    match parse_schedule(&v) {
+        Ok(windows) => match l.update_maintenance(windows).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => crate::error::ApiError::from(e).into_response(),
+        },
+        Err(why) => fail(StatusCode::BAD_REQUEST, why),
+    }
+}
+
+/// `GET /maintenance/status`: draining and down machines.
+pub async fn maintenance_status_legacy(Lead(l): Lead) -> Response {
+    json_response(&l.store.read(maintenance_status))
+}
+
+/// `POST /machine/down` and `/machine/up`: a JSON list of machines.
+pub async fn machine_down(Lead(l): Lead, body: Bytes) -> Response {
+    machines_call(&l, &body, true).await
+}
+
+pub async fn machine_up(Lead(l): Lead, body: Bytes) -> Response {
+    machines_call(&l, &body, false).await
+}
+
+async fn machines_call(l: &Arc<Leader>, body: &[u8], down: bool) -> Response {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse the machines: {e}"),
+            );
+        }
+    };
+    let machines = match parse_machines(&v) {
+        Ok(m) => m,
+        Err(why) => return fail(StatusCode::BAD_REQUEST, why),
+    };
+    let done = if down {
+        l.start_maintenance(machines).await
+    } else {
+        l.stop_maintenance(machines).await
+    };
+    match done {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => crate::error::ApiError::from(e).into_response(),
+    }
 }
 
 /// `/master/slaves[?slave_id=]` (and `/slaves`).
