@@ -50,11 +50,18 @@ MODE:
             (executorLost). A task naming the same executor id with another
             command is refused. `framework: ID` is printed while the
             executor runs.
+  maintenance
+            run one long task; once subscribed with it running, print
+            `framework: ID`; wait for an inverse offer for its agent (its
+            machine scheduled for maintenance) and accept it, and for an offer
+            carrying its `unavailability`; then write what they said as JSON
+            to the file $DONE and keep running.
   group     LAUNCH_GROUP to the default executor: a group whose tasks both
             finish, a group where one task fails and the other is killed for
             it, and an invalid group refused whole (REASON_TASK_GROUP_INVALID).
 """
 
+import json
 import os
 import sys
 import threading
@@ -604,7 +611,66 @@ def group():
     print("pymesos group: ok", flush=True)
 
 
+class Maintained(Scheduler):
+    """One long task; inverse offers accepted; offers' unavailability kept."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.registered_id = None
+        self.launched = False
+        self.running = False
+        self.inverse = []
+        self.unavailable = []
+
+    def registered(self, driver, framework_id, master_info):
+        self.registered_id = framework_id.value
+
+    def resourceOffers(self, driver, offers):
+        with self.lock:
+            for offer in offers:
+                if offer.get("unavailability"):
+                    self.unavailable.append(offer.unavailability.start.nanoseconds)
+                if self.launched:
+                    driver.declineOffer(offer.id, filters=dict(refuse_seconds=1))
+                    continue
+                self.launched = True
+                t = Dict()
+                t.task_id.value = "py-maintained"
+                t.agent_id.value = offer.agent_id.value
+                t.name = "py-maintained"
+                t.command.value = "sleep 600"
+                t.resources = resources(0.1, 32)
+                driver.launchTasks(offer.id, [t], filters=dict(refuse_seconds=1))
+
+    def inverseOffers(self, driver, offers):
+        with self.lock:
+            self.inverse.extend(offers)
+        driver.acceptInverseOffers([o.id for o in offers])
+
+    def statusUpdate(self, driver, update):
+        if update.task_id.value == "py-maintained" and update.state == "TASK_RUNNING":
+            self.running = True
+
+
+def maintenance():
+    sched = Maintained()
+    driver_for(sched, framework("pymesos-maintained"))
+    wait("SUBSCRIBED", lambda: sched.registered_id is not None)
+    wait("py-maintained TASK_RUNNING", lambda: sched.running, 90)
+    print(f"framework: {sched.registered_id}", flush=True)
+    wait("an inverse offer", lambda: sched.inverse, 90)
+    wait("an offer with its unavailability", lambda: sched.unavailable, 90)
+    o = sched.inverse[0]
+    with open(os.environ["DONE"] + ".tmp", "w") as f:
+        json.dump({"agent": o.agent_id.value, "framework": o.framework_id.value,
+                   "start": o.unavailability.start.nanoseconds,
+                   "offer_start": sched.unavailable[0]}, f)
+    os.rename(os.environ["DONE"] + ".tmp", os.environ["DONE"])
+    while True:
+        time.sleep(1)
+
+
 {"tour": tour, "start": start, "resume": resume, "greedy": greedy,
  "stateful": stateful, "stateful-write": lambda: stateful("write"),
  "stateful-read": lambda: stateful("read"), "reserved": reserved,
- "executor": executor, "group": group}[mode]()
+ "executor": executor, "group": group, "maintenance": maintenance}[mode]()

@@ -1321,3 +1321,57 @@ async fn a_pymesos_executor_and_its_task_survive_a_restart_of_their_agent() {
         Some("TASK_KILLED")
     );
 }
+
+/// A pymesos framework running a task on a machine that an operator
+/// schedules for maintenance gets an inverse offer saying when, and offers
+/// from that machine carry the same unavailability; it accepts, and
+/// GET_MAINTENANCE_STATUS shows its answer.
+#[tokio::test]
+async fn a_pymesos_framework_gets_inverse_offers_for_a_machine_scheduled_for_maintenance() {
+    let (c, plain, password) = cluster(tempfile::tempdir().unwrap(), "127.0.0.1:0").await;
+    let done = c.dir.path().join("maintained.json");
+    let (_fw, fid) = wasmos_tests::spawn_pymesos(
+        SCRIPT,
+        &["maintenance", &plain, "pyfw", &password],
+        &[("DONE", done.display().to_string())],
+    )
+    .await;
+    let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
+    let host = agents[0]["hostname"].as_str().unwrap().to_string();
+    let agent_id = agents[0]["id"].as_str().unwrap().to_string();
+    let start: i64 = 4_102_444_800_000_000_000; // 2100-01-01
+    let (code, v) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "UPDATE_MAINTENANCE_SCHEDULE", "update_maintenance_schedule": {"schedule": {"windows": [
+                {"machine_ids": [{"hostname": host}],
+                 "unavailability": {"start": {"nanoseconds": start}, "duration": {"nanoseconds": 3_600_000_000_000i64}}}]}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let said: Value = wait_for(
+        "the framework to answer its inverse offer",
+        DEADLINE,
+        || async {
+            let text = std::fs::read_to_string(&done).ok()?;
+            serde_json::from_str(&text).ok()
+        },
+    )
+    .await;
+    assert_eq!(said["agent"], agent_id.as_str(), "{said}");
+    assert_eq!(said["framework"], fid.as_str(), "{said}");
+    assert_eq!(said["start"], start, "{said}");
+    assert_eq!(said["offer_start"], start, "{said}");
+    let status = wait_for("its answer in the maintenance status", DEADLINE, || async {
+        let (_, v) = c
+            .api
+            .post("/api/v1", &json!({"type": "GET_MAINTENANCE_STATUS"}))
+            .await;
+        let s =
+            v["get_maintenance_status"]["status"]["draining_machines"][0]["statuses"][0].clone();
+        (s["status"] == "ACCEPT").then_some(s)
+    })
+    .await;
+    assert_eq!(status["framework_id"]["value"], fid.as_str(), "{status}");
+}

@@ -52,6 +52,12 @@ pub enum FrameworkMsg {
     Reconfigure(BTreeMap<String, String>),
     /// Offers withdrawn (timed out, or their agent went away).
     Rescind(Vec<wasmos_core::OfferId>),
+    /// Inverse offers (Mesos' JSON) for an external framework: give back
+    /// what runs on machines scheduled for maintenance.
+    InverseOffers(Vec<serde_json::Value>),
+    /// Inverse offers withdrawn (their machine left the schedule or went
+    /// down), by id.
+    RescindInverse(Vec<String>),
 }
 
 /// The leader's handle on a running framework actor: a plugin's, or an
@@ -333,7 +339,11 @@ impl Actor {
                 tracing::info!(framework = %self.id, "framework reconfigured; its instance restarts");
             }
             // A plugin's offers are void with the call that carried them.
-            FrameworkMsg::Rescind(_) => {}
+            // Plugin frameworks get no inverse offers (their world has no
+            // call for them yet).
+            FrameworkMsg::Rescind(_)
+            | FrameworkMsg::InverseOffers(_)
+            | FrameworkMsg::RescindInverse(_) => {}
         }
     }
 

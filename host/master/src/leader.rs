@@ -38,6 +38,16 @@ pub fn now_secs() -> f64 {
 }
 
 /// The leading master's context, shared by its loops and HTTP handlers.
+/// An inverse offer made to an external framework, and its answer.
+#[derive(Debug, Clone)]
+pub struct InverseOffer {
+    pub framework: FrameworkId,
+    pub agent: AgentId,
+    pub machine: wasmos_state::MachineId,
+    /// ACCEPT or DECLINE, and when.
+    pub answer: Option<(&'static str, f64)>,
+}
+
 pub struct Leader {
     pub config: MasterConfig,
     /// Counters and histograms of this master's leading (shared with the
@@ -65,6 +75,9 @@ pub struct Leader {
     pub alloc_wakeup: Notify,
     /// Tasks on draining agents this leader has asked their agents to kill.
     drain_kills: Mutex<HashSet<TaskId>>,
+    /// Inverse offers this leader made, by id (Mesos keeps them in the
+    /// master's memory too: a new leader makes them again).
+    pub(crate) inverse_offers: Mutex<BTreeMap<String, InverseOffer>>,
     pub shutdown: watch::Receiver<bool>,
     pub(crate) reconcile_lock: tokio::sync::Mutex<()>,
     /// One external framework subscribes at a time (ids are handed out
@@ -135,6 +148,7 @@ impl Leader {
             inflight: Mutex::new(HashSet::new()),
             alloc_wakeup: Notify::new(),
             drain_kills: Mutex::new(HashSet::new()),
+            inverse_offers: Mutex::new(BTreeMap::new()),
             shutdown,
             reconcile_lock: tokio::sync::Mutex::new(()),
             subscribe_lock: tokio::sync::Mutex::new(()),
@@ -399,6 +413,7 @@ impl Leader {
             }
             self.allocate_once();
             self.follow_drains().await;
+            self.follow_maintenance();
         }
     }
 
@@ -446,6 +461,100 @@ impl Leader {
             },
         )
         .await
+    }
+
+    /// Makes inverse offers to external frameworks for what they run on
+    /// machines scheduled for maintenance (once per framework and agent),
+    /// and rescinds those whose machine left the schedule or went down.
+    fn follow_maintenance(&self) {
+        let (wanted, windows) = self.store.read(|s| {
+            let mut wanted: BTreeMap<(FrameworkId, AgentId), wasmos_state::MachineId> =
+                BTreeMap::new();
+            let mut windows = BTreeMap::new();
+            for w in &s.maintenance {
+                for m in &w.machines {
+                    if s.machines_down.contains(m) {
+                        continue;
+                    }
+                    for a in s.agents.values().filter(|a| m.holds(&a.info)) {
+                        windows.insert(a.id.clone(), (w.start_ns, w.duration_ns));
+                        for t in s.live_tasks_on(&a.id) {
+                            let external = s.frameworks.get(&t.framework_id).is_some_and(|f| {
+                                matches!(f.info.kind, wasmos_core::FrameworkKind::External)
+                            });
+                            if external {
+                                wanted.insert((t.framework_id.clone(), a.id.clone()), m.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            (wanted, windows)
+        });
+        let fws = self.frameworks_read();
+        let mut made = self
+            .inverse_offers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let stale: Vec<String> = made
+            .iter()
+            .filter(|(_, o)| !wanted.contains_key(&(o.framework.clone(), o.agent.clone())))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some(o) = made.remove(&id)
+                && let Some(h) = fws.get(&o.framework)
+            {
+                h.try_send(FrameworkMsg::RescindInverse(vec![id]));
+            }
+        }
+        for ((fw, agent), machine) in wanted {
+            if made.values().any(|o| o.framework == fw && o.agent == agent) {
+                continue;
+            }
+            let Some(h) = fws.get(&fw) else { continue };
+            let id = format!("{agent}-I{}", Uuid::new_v4().simple());
+            let (start_ns, duration_ns) = windows.get(&agent).copied().unwrap_or((0, None));
+            let mut unavailability = serde_json::json!({"start": {"nanoseconds": start_ns}});
+            if let Some(d) = duration_ns {
+                unavailability["duration"] = serde_json::json!({"nanoseconds": d});
+            }
+            let offer = serde_json::json!({
+                "id": {"value": id},
+                "framework_id": {"value": fw.to_string()},
+                "agent_id": {"value": agent.to_string()},
+                "unavailability": unavailability,
+                "resources": [],
+            });
+            if h.try_send(FrameworkMsg::InverseOffers(vec![offer])) {
+                tracing::info!(framework = %fw, %agent, inverse_offer = %id, "inverse offer made");
+                made.insert(
+                    id,
+                    InverseOffer {
+                        framework: fw,
+                        agent,
+                        machine,
+                        answer: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A framework's answer to its inverse offers (ACCEPT_INVERSE_OFFERS or
+    /// DECLINE_INVERSE_OFFERS): advisory, shown in the maintenance status.
+    pub fn answer_inverse_offers(&self, fw: &FrameworkId, ids: &[String], accept: bool) {
+        let mut made = self
+            .inverse_offers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if let Some(o) = made.get_mut(id)
+                && &o.framework == fw
+            {
+                o.answer = Some((if accept { "ACCEPT" } else { "DECLINE" }, now_secs()));
+            }
+        }
     }
 
     /// Replaces the maintenance schedule (UPDATE_MAINTENANCE_SCHEDULE).

@@ -310,16 +310,38 @@ fn schedule_json(windows: &[wasmos_state::MaintenanceWindow]) -> Value {
     json!({ "windows": windows })
 }
 
-/// Mesos' ClusterStatus: scheduled machines not yet down are draining.
-fn maintenance_status(s: &wasmos_state::State) -> Value {
-    let draining: Vec<Value> = s
-        .maintenance
+/// Mesos' ClusterStatus: scheduled machines not yet down are draining,
+/// each with the answers to the inverse offers made for it.
+fn maintenance_status(l: &Leader) -> Value {
+    let made: Vec<crate::leader::InverseOffer> = l
+        .inverse_offers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let s = l
+        .store
+        .read(|s| (s.maintenance.clone(), s.machines_down.clone()));
+    let (maintenance, machines_down) = (&s.0, &s.1);
+    let draining: Vec<Value> = maintenance
         .iter()
         .flat_map(|w| w.machines.iter())
-        .filter(|m| !s.machines_down.contains(*m))
-        .map(|m| json!({"id": machine_json(m), "statuses": []}))
+        .filter(|m| !machines_down.contains(*m))
+        .map(|m| {
+            let statuses: Vec<Value> = made
+                .iter()
+                .filter(|o| &o.machine == m)
+                .map(|o| {
+                    let (status, at) = o.answer.unwrap_or(("UNKNOWN", 0.0));
+                    json!({"framework_id": {"value": o.framework.to_string()}, "status": status,
+                           "timestamp": {"nanoseconds": (at * 1e9) as i64}})
+                })
+                .collect();
+            json!({"id": machine_json(m), "statuses": statuses})
+        })
         .collect();
-    let down: Vec<Value> = s.machines_down.iter().map(machine_json).collect();
+    let down: Vec<Value> = machines_down.iter().map(machine_json).collect();
     json!({"draining_machines": draining, "down_machines": down})
 }
 
@@ -565,7 +587,7 @@ pub async fn maintenance_schedule(Lead(l): Lead, method: Method, body: Bytes) ->
 
 /// `GET /maintenance/status`: draining and down machines.
 pub async fn maintenance_status_legacy(Lead(l): Lead) -> Response {
-    json_response(&l.store.read(maintenance_status))
+    json_response(&maintenance_status(&l))
 }
 
 /// `POST /machine/down` and `/machine/up`: a JSON list of machines.
@@ -1303,7 +1325,7 @@ pub async fn endpoint(
         ),
         "GET_MAINTENANCE_STATUS" => answer(
             "get_maintenance_status",
-            json!({"status": l.store.read(maintenance_status)}),
+            json!({"status": maintenance_status(&l)}),
         ),
         "UPDATE_MAINTENANCE_SCHEDULE" | "START_MAINTENANCE" | "STOP_MAINTENANCE" => {
             if let Err(e) = principal.check(Area::Cluster, "", Access::Write) {

@@ -361,7 +361,34 @@ impl Actor {
                             v1::ReservationFormat::of(&f.info)
                         })
                 });
-                let list: Vec<Value> = offers.iter().map(|o| v1::offer_json(o, format)).collect();
+                let mut list: Vec<Value> =
+                    offers.iter().map(|o| v1::offer_json(o, format)).collect();
+                // Offers from machines scheduled for maintenance say when
+                // they go (Mesos' `unavailability`).
+                let windows: Vec<Option<(i64, Option<i64>)>> = self.leader.store.read(|s| {
+                    offers
+                        .iter()
+                        .map(|o| {
+                            let a = s.agents.get(&o.agent_id)?;
+                            s.maintenance
+                                .iter()
+                                .find(|w| {
+                                    w.machines
+                                        .iter()
+                                        .any(|m| m.holds(&a.info) && !s.machines_down.contains(m))
+                                })
+                                .map(|w| (w.start_ns, w.duration_ns))
+                        })
+                        .collect()
+                });
+                for (v, w) in list.iter_mut().zip(windows) {
+                    if let Some((start, duration)) = w {
+                        v["unavailability"] = json!({"start": {"nanoseconds": start}});
+                        if let Some(d) = duration {
+                            v["unavailability"]["duration"] = json!({"nanoseconds": d});
+                        }
+                    }
+                }
                 if !self
                     .link
                     .send(&json!({"type": "OFFERS", "offers": {"offers": list}}))
@@ -373,6 +400,16 @@ impl Actor {
                         Some(Duration::ZERO),
                         Instant::now(),
                     );
+                }
+            }
+            FrameworkMsg::InverseOffers(offers) => {
+                self.link.send(&json!({"type": "INVERSE_OFFERS",
+                                       "inverse_offers": {"inverse_offers": offers}}));
+            }
+            FrameworkMsg::RescindInverse(ids) => {
+                for id in ids {
+                    self.link.send(&json!({"type": "RESCIND_INVERSE_OFFER",
+                                           "rescind_inverse_offer": {"inverse_offer_id": v1::id(&id)}}));
                 }
             }
             FrameworkMsg::Rescind(ids) => {
@@ -660,14 +697,22 @@ pub async fn endpoint(
             Some(u) => calls.update(u).await,
             None => missing("update_framework"),
         },
-        // Accepted and ignored: no operations with feedback, no
-        // maintenance, and the allocator reads no requests (neither does
-        // Mesos').
-        "REQUEST"
-        | "ACCEPT_INVERSE_OFFERS"
-        | "DECLINE_INVERSE_OFFERS"
-        | "RECONCILE_OPERATIONS"
-        | "ACKNOWLEDGE_OPERATION_STATUS" => accepted(),
+        "ACCEPT_INVERSE_OFFERS" | "DECLINE_INVERSE_OFFERS" => {
+            let accept = kind == "ACCEPT_INVERSE_OFFERS";
+            let Some(ids) = (if accept {
+                call.accept_inverse_offers
+            } else {
+                call.decline_inverse_offers
+            }) else {
+                return missing(&kind.to_ascii_lowercase());
+            };
+            let ids: Vec<String> = ids.inverse_offer_ids.into_iter().map(|i| i.value).collect();
+            l.answer_inverse_offers(&fid, &ids, accept);
+            accepted()
+        }
+        // Accepted and ignored: no operations with feedback, and the
+        // allocator reads no requests (neither does Mesos').
+        "REQUEST" | "RECONCILE_OPERATIONS" | "ACKNOWLEDGE_OPERATION_STATUS" => accepted(),
         "UNKNOWN" => fail(
             StatusCode::NOT_IMPLEMENTED,
             "Received an unexpected UNKNOWN call",

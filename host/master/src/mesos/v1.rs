@@ -59,6 +59,17 @@ pub struct Call {
     pub message: Option<Value>,
     pub request: Option<Value>,
     pub update_framework: Option<Subscribe>,
+    pub accept_inverse_offers: Option<InverseOfferIds>,
+    pub decline_inverse_offers: Option<InverseOfferIds>,
+}
+
+/// `Call.AcceptInverseOffers` / `DeclineInverseOffers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct InverseOfferIds {
+    #[serde(deserialize_with = "nullable")]
+    pub inverse_offer_ids: Vec<Id>,
+    pub filters: Option<Filters>,
 }
 
 #[derive(Debug, Default, Deserialize)]
