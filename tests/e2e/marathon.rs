@@ -1246,4 +1246,26 @@ async fn a_machine_goes_down_for_maintenance_and_comes_back_up() {
     assert_eq!(code, 200, "{v}");
     let (_, v) = api.get("/maintenance/status").await;
     assert_eq!(v, json!({"draining_machines": [], "down_machines": []}));
+
+    // And the CLI, as an operator drives it.
+    let cli = |args: &'static [&'static str]| wasmos_tests::cli(&r.master.url, args);
+    let out = cli(&["maintenance", "schedule", "h2", "--start", "yesterday"]).await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("--start"), "{out:?}");
+    let out = cli(&["maintenance", "schedule", "h2", "--duration", "2h"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = cli(&["maintenance", "status"]).await;
+    assert!(
+        out.stdout.contains("h2") && out.stdout.contains("DRAINING"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("2h"), "{out:?}");
+    let out = cli(&["maintenance", "down", "h2"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = cli(&["maintenance", "status"]).await;
+    assert!(out.stdout.contains("DOWN"), "{out:?}");
+    let out = cli(&["maintenance", "up", "h2"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let out = cli(&["maintenance", "status"]).await;
+    assert!(out.stderr.contains("no machine is scheduled"), "{out:?}");
 }

@@ -11,6 +11,7 @@ mod client;
 mod cluster;
 mod daemon;
 mod job;
+mod maintenance;
 mod package;
 mod table;
 mod task;
@@ -81,6 +82,9 @@ enum Command {
     Agents(ListArgs),
     /// List the frameworks.
     Frameworks(ListArgs),
+    /// Mesos' maintenance: schedule machines, take them down, bring them up.
+    #[command(subcommand)]
+    Maintenance(maintenance::MaintenanceCommand),
     /// List roles (weights, quotas, what their frameworks hold); `roles set` changes one.
     Roles(cluster::RolesArgs),
     /// List roles' quotas, or set one: `quota ROLE --guarantee cpus:2 --limit cpus:8`.
@@ -250,6 +254,7 @@ fn main() -> ExitCode {
             Command::Task(c) => task::run(c, &connect()?).await,
             Command::Agents(a) => cluster::agents(&connect()?, a.json).await.map(|_| 0),
             Command::Frameworks(a) => cluster::frameworks(&connect()?, a.json).await.map(|_| 0),
+            Command::Maintenance(m) => maintenance::run(m, &connect()?).await.map(|_| 0),
             Command::Roles(a) => cluster::roles(a, &connect()?).await.map(|_| 0),
             Command::Quota(a) => cluster::quota(a, &connect()?).await.map(|_| 0),
             Command::Plugin(c) => cluster::plugin(c, &connect()?).await.map(|_| 0),

@@ -889,7 +889,11 @@ fn health_spec(h: &app::HealthCheckDef) -> HealthCheck {
         interval_seconds: h.interval_seconds,
         timeout_seconds: h.timeout_seconds,
         grace_period_seconds: h.grace_period_seconds,
-        max_consecutive_failures: h.max_consecutive_failures,
+        // Marathon: 0 means the task is never killed for failing its check.
+        max_consecutive_failures: match h.max_consecutive_failures {
+            0 => u32::MAX,
+            n => n,
+        },
     }
 }
 
@@ -1333,6 +1337,17 @@ mod tests {
         order_for_kill(&mut v, "OLDEST_FIRST");
         let ids: Vec<&str> = v.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn a_health_check_with_no_failure_limit_never_kills_its_task() {
+        let def = |n: u32| -> app::HealthCheckDef {
+            serde_json::from_value(serde_json::json!({"protocol": "COMMAND",
+                "command": {"value": "false"}, "maxConsecutiveFailures": n}))
+            .unwrap()
+        };
+        assert_eq!(health_spec(&def(0)).max_consecutive_failures, u32::MAX);
+        assert_eq!(health_spec(&def(3)).max_consecutive_failures, 3);
     }
 
     #[test]
