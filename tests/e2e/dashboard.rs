@@ -368,3 +368,43 @@ async fn the_history_of_the_charts_outlives_a_restart_of_the_master() {
     )
     .await;
 }
+
+/// The Nodes page shows an agent taken out of service, and its node page
+/// puts it back (the Reactivate action).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nodes_page_shows_a_deactivated_agent_and_reactivates_it() {
+    let c = Cluster::up().await;
+    let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
+    let id = agents[0]["id"].as_str().unwrap().to_string();
+    let (code, v) = c
+        .api
+        .post(
+            &format!("/api/wasmos/v1/agents/{id}/deactivate"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    browse(
+        &c,
+        "nodes",
+        &[step("return t('#agents .drain').includes('deactivated');")],
+        false,
+        "nodes-deactivated",
+        &[],
+    )
+    .await;
+    browse(
+        &c,
+        &format!("nodes/{id}"),
+        &[
+            step("const b = q('[data-node-op=\"reactivate\"]'); if (!b) return false; b.click(); return true;"),
+            step("return !!q('[data-node-op=\"drain\"]') && t('#node-facts').includes('Drain');"),
+        ],
+        false,
+        "node-reactivated",
+        &[],
+    )
+    .await;
+    let (_, v) = c.api.get(&format!("/api/wasmos/v1/agents/{id}")).await;
+    assert_eq!(v["deactivated"], false, "{v}");
+}
