@@ -1021,6 +1021,30 @@ async fn an_https_health_check_accepts_a_tasks_self_signed_certificate() {
     assert!(msg.starts_with("HTTPS 200 from :"), "{t}");
 }
 
+/// The hosts an app's tasks run on.
+fn hosts_of(app: &Value) -> BTreeSet<&str> {
+    app["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["host"].as_str())
+        .collect()
+}
+
+/// Waits until Marathon holds exactly one task of `app`, on `host`.
+async fn wait_only_on(m: &V2, app: &str, host: &str) {
+    wait_for(
+        &format!("Marathon to hold one task of {app}, on {host}"),
+        DEADLINE,
+        || async {
+            let tasks = m.app(app).await["tasks"].clone();
+            let tasks = tasks.as_array()?.clone();
+            (tasks.len() == 1 && tasks[0]["host"] == host).then_some(())
+        },
+    )
+    .await;
+}
+
 /// An operator drains an agent with the CLI: nothing new goes there, its
 /// tasks are killed and Marathon runs them on the other agent, and it is
 /// DRAINED once none is left (the native API and Mesos' GET_AGENTS say
@@ -1081,23 +1105,12 @@ async fn a_drained_agent_hands_its_tasks_to_another_and_comes_back_when_reactiva
         .unwrap();
     assert_eq!(mesos_h1["deactivated"], true, "{mesos_h1}");
     assert_eq!(mesos_h1["drain_info"]["state"], "DRAINED", "{mesos_h1}");
-    wait_for("Marathon to hold one task, on h2", DEADLINE, || async {
-        let tasks = m.app("/moved").await["tasks"].clone();
-        let tasks = tasks.as_array()?.clone();
-        (tasks.len() == 1 && tasks[0]["host"] == "h2").then_some(())
-    })
-    .await;
+    wait_only_on(&m, "/moved", "h2").await;
     // A drain cannot be undone mid-way, but a drained agent comes back.
     let out = wasmos_tests::cli(&r.master.url, &["agent", "reactivate", &h1]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let app = m.wait_deployed("/moved", 2, DEADLINE).await;
-    let hosts: BTreeSet<&str> = app["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["host"].as_str().unwrap())
-        .collect();
-    assert_eq!(hosts, BTreeSet::from(["h1", "h2"]), "{app}");
+    assert_eq!(hosts_of(&app), BTreeSet::from(["h1", "h2"]), "{app}");
     let (_, v) = api.get(&format!("/api/wasmos/v1/agents/{h1}")).await;
     assert_eq!(v["deactivated"], false, "{v}");
     assert!(v["drain"].is_null(), "{v}");
@@ -1184,12 +1197,7 @@ async fn a_machine_goes_down_for_maintenance_and_comes_back_up() {
                                 "start_maintenance": {"machines": [{"hostname": "h1"}]}}))
     .await;
     assert_eq!(code, 200, "{v}");
-    wait_for("Marathon to hold one task, on h2", DEADLINE, || async {
-        let tasks = m.app("/kept").await["tasks"].clone();
-        let tasks = tasks.as_array()?.clone();
-        (tasks.len() == 1 && tasks[0]["host"] == "h2").then_some(())
-    })
-    .await;
+    wait_only_on(&m, "/kept", "h2").await;
     let (_, v) = call(json!({"type": "GET_MAINTENANCE_STATUS"})).await;
     assert_eq!(
         v["get_maintenance_status"]["status"]["down_machines"],
@@ -1206,13 +1214,7 @@ async fn a_machine_goes_down_for_maintenance_and_comes_back_up() {
     .await;
     assert_eq!(code, 200, "{v}");
     let app = m.wait_deployed("/kept", 2, DEADLINE).await;
-    let hosts: BTreeSet<&str> = app["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["host"].as_str().unwrap())
-        .collect();
-    assert_eq!(hosts, BTreeSet::from(["h1", "h2"]), "{app}");
+    assert_eq!(hosts_of(&app), BTreeSet::from(["h1", "h2"]), "{app}");
     let (_, v) = call(json!({"type": "GET_MAINTENANCE_SCHEDULE"})).await;
     assert_eq!(
         v["get_maintenance_schedule"]["schedule"]["windows"],
