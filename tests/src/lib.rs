@@ -890,7 +890,96 @@ pub fn own_ports(with: &str) -> String {
 pub struct Cluster {
     pub up: Daemon,
     pub api: Api,
-    pub dir: tempfile::TempDir,
+    pub dir: TaskDir,
+}
+
+/// A test's temp dir holding agents' data. Dropped, it first kills the
+/// native tasks still running from it: an agent killed with SIGKILL leaves
+/// its tasks running (so that a restarted agent recovers them), and left
+/// alive past the test they would hold ports that later tests' agents
+/// offer again (own_ports cycles through the range).
+pub struct TaskDir(tempfile::TempDir);
+
+impl TaskDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl From<tempfile::TempDir> for TaskDir {
+    fn from(d: tempfile::TempDir) -> TaskDir {
+        TaskDir(d)
+    }
+}
+
+impl Drop for TaskDir {
+    fn drop(&mut self) {
+        reap_tasks(self.0.path());
+    }
+}
+
+/// Kills the native tasks whose checkpoints lie under `dir`: each task's
+/// init (which ends its pid namespace) and its supervisor, once checked to
+/// be the process the checkpoint names (its start time).
+pub fn reap_tasks(dir: &Path) {
+    fn checkpoints(d: &Path, depth: u32, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name();
+            match name.to_str() {
+                Some("checkpoint") => out.push(e.path()),
+                Some("sandboxes" | "volumes" | "plugin-cache" | "raft") => {}
+                _ if depth > 0 => checkpoints(&e.path(), depth - 1, out),
+                _ => {}
+            }
+        }
+    }
+    fn start_time(pid: u64) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 22, counted after the command's closing parenthesis.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(19)?
+            .parse()
+            .ok()
+    }
+    let mut dirs = Vec::new();
+    checkpoints(dir, 4, &mut dirs);
+    for cp in dirs {
+        let Ok(tasks) = std::fs::read_dir(&cp) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(t.path().join("supervisor.json")) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let (Some(sup), Some(start), Some(init)) = (
+                rec["supervisor_pid"].as_u64(),
+                rec["supervisor_start"].as_u64(),
+                rec["init_pid"].as_u64(),
+            ) else {
+                continue;
+            };
+            if start_time(sup) != Some(start) {
+                continue;
+            }
+            for pid in [init, sup] {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -900,21 +989,22 @@ impl Cluster {
     }
 
     /// Starts `up` on an existing data dir (to test recovery).
-    pub async fn up_in(dir: tempfile::TempDir) -> Cluster {
+    pub async fn up_in(dir: impl Into<TaskDir>) -> Cluster {
         Self::up_with(dir, &[]).await
     }
 
     /// Starts `up` with extra options on a data dir.
-    pub async fn up_with(dir: tempfile::TempDir, extra: &[&str]) -> Cluster {
+    pub async fn up_with(dir: impl Into<TaskDir>, extra: &[&str]) -> Cluster {
         Self::up_with_env(dir, extra, &[]).await
     }
 
     /// Starts `up` with extra options and environment variables.
     pub async fn up_with_env(
-        dir: tempfile::TempDir,
+        dir: impl Into<TaskDir>,
         extra: &[&str],
         env: &[(&str, String)],
     ) -> Cluster {
+        let dir: TaskDir = dir.into();
         let data = dir.path().join("data");
         let data = data.to_str().expect("utf-8 temp path").to_string();
         // Tests' own files for file:// fetches; nothing else of the
@@ -1015,7 +1105,7 @@ impl Cluster {
     }
 
     /// Stops `up` with Ctrl-C and hands back its data dir.
-    pub async fn stop(mut self) -> (Option<i32>, tempfile::TempDir) {
+    pub async fn stop(mut self) -> (Option<i32>, TaskDir) {
         let code = self.up.interrupt().await;
         (code, self.dir)
     }
@@ -1633,7 +1723,7 @@ impl Drop for DockerJanitor {
 pub struct Racks {
     pub master: Daemon,
     pub agents: Vec<Daemon>,
-    pub dir: tempfile::TempDir,
+    pub dir: TaskDir,
 }
 
 impl Racks {
@@ -1645,7 +1735,7 @@ impl Racks {
 
     /// As `start`, with extra options for the master.
     pub async fn start_with(hosts: &[(&str, &str)], master_extra: &[&str]) -> Racks {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = TaskDir::from(tempfile::tempdir().expect("temp dir"));
         let port = free_port();
         let mdata = dir.path().join("master");
         let listen = format!("127.0.0.1:{port}");
