@@ -12,8 +12,8 @@ pub mod bindings {
         default_bindings_module: "wasmos_sdk::isolator::bindings",
         runtime_path: "wasmos_sdk::rt",
         with: {
-            "wasmos:plugin/types@0.4.0": crate::framework::bindings::wasmos::plugin::types,
-            "wasmos:plugin/log@0.4.0": crate::framework::bindings::wasmos::plugin::log,
+            "wasmos:plugin/types@0.5.0": crate::framework::bindings::wasmos::plugin::types,
+            "wasmos:plugin/log@0.5.0": crate::framework::bindings::wasmos::plugin::log,
         },
     });
 }

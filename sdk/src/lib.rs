@@ -49,4 +49,4 @@ pub mod offers;
 pub mod placement;
 
 /// The `wasmos:plugin` package version this SDK builds against.
-pub const WORLD_VERSION: &str = "0.4.0";
+pub const WORLD_VERSION: &str = "0.5.0";

@@ -38,6 +38,12 @@ pub struct Need {
     /// Whose resources it may take (the task spec's `accepted-roles`): `*`
     /// for unreserved, a role for its reservations. Empty: any.
     pub roles: Vec<String>,
+    /// Persistent volumes (by id) the task uses again: only an offer that
+    /// holds them all fits.
+    pub volumes: Vec<String>,
+    /// Unreserved disk the task's new persistent volumes take (the master
+    /// reserves it for the framework's role), besides `disk`.
+    pub new_volumes_mb: f64,
 }
 
 impl Need {
@@ -81,6 +87,8 @@ pub enum Shortfall {
     Constraints,
     /// The offer already holds as many tasks as the packer places on one.
     Full,
+    /// The offer lacks a persistent volume the task uses again.
+    Volumes,
 }
 
 impl Shortfall {
@@ -94,6 +102,7 @@ impl Shortfall {
             Shortfall::Ports => "InsufficientPorts",
             Shortfall::Constraints => "UnfulfilledConstraint",
             Shortfall::Full => "MaxInstancesPerOffer",
+            Shortfall::Volumes => "NoCorrespondingReservationFound",
         }
     }
 }
@@ -115,7 +124,7 @@ impl NoFit {
     /// The shortfall most offers had (the first in [`Shortfall`] order on
     /// a tie), if any offer was looked at.
     pub fn main_shortfall(&self) -> Option<Shortfall> {
-        let mut counts = [0usize; 7];
+        let mut counts = [0usize; 8];
         for s in &self.shortfalls {
             counts[*s as usize] += 1;
         }
@@ -127,6 +136,7 @@ impl NoFit {
             Shortfall::Ports,
             Shortfall::Constraints,
             Shortfall::Full,
+            Shortfall::Volumes,
         ];
         all.into_iter()
             .filter(|s| counts[*s as usize] > 0)
@@ -181,6 +191,11 @@ impl fmt::Display for NoFit {
                 None => write!(f, "constraints not met"),
             },
             Some(Shortfall::Full) => write!(f, "every offer of this round is full"),
+            Some(Shortfall::Volumes) => write!(
+                f,
+                "no offer holds the persistent volume(s) {} (their agent has not offered them)",
+                self.need.volumes.join(", ")
+            ),
         }
     }
 }
@@ -220,6 +235,8 @@ struct Left {
     ports: Vec<PortRange>,
     /// The reserved part of the scalars, by role: [cpus, mem, disk] and gpus.
     reserved: Vec<(String, [f64; 3], u32)>,
+    /// Ids of the persistent volumes offered and not yet taken.
+    volumes: Vec<String>,
     specs: Vec<TaskSpec>,
     /// Tasks placed on it so far.
     placed: usize,
@@ -271,8 +288,14 @@ impl Left {
         }
         self.cpus -= need.cpus;
         self.mem -= need.mem;
-        self.disk -= need.disk;
+        self.disk -= need.disk + need.new_volumes_mb;
         self.gpus -= need.gpus;
+        self.volumes.retain(|v| !need.volumes.contains(v));
+    }
+
+    /// Unreserved disk left (what new volumes are made of).
+    fn unreserved_disk(&self) -> f64 {
+        self.disk - self.reserved.iter().map(|(_, s, _)| s[2]).sum::<f64>()
     }
 }
 
@@ -341,6 +364,7 @@ impl Packer {
                             (r.role.clone(), [x.cpus, x.mem, x.disk], x.gpus)
                         })
                         .collect(),
+                    volumes: o.volumes.iter().map(|v| v.id.clone()).collect(),
                     specs: Vec::new(),
                     placed: 0,
                 })
@@ -407,6 +431,12 @@ impl Packer {
                 Some(Shortfall::Gpus)
             } else if take_ports(&mut l.ports.clone(), &need.ports).is_none() {
                 Some(Shortfall::Ports)
+            } else if need.volumes.iter().any(|v| !l.volumes.contains(v)) {
+                Some(Shortfall::Volumes)
+            } else if need.new_volumes_mb > 0.0
+                && need.new_volumes_mb + need.disk > l.unreserved_disk() + EPSILON
+            {
+                Some(Shortfall::Disk)
             } else {
                 None
             };
@@ -578,6 +608,7 @@ pub fn take_ports(free: &mut Vec<PortRange>, wants: &[Option<u16>]) -> Option<Ve
 mod tests {
     use super::*;
     use crate::framework::bindings::wasmos::plugin::placement_types::Constraint;
+    use crate::framework::bindings::wasmos::plugin::types::OfferedVolume;
 
     fn offer(id: &str, cpus: f64, mem: f64, ports: &[(u16, u16)]) -> Offer {
         Offer {
@@ -596,6 +627,7 @@ mod tests {
             },
             attributes: Vec::new(),
             reserved: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
@@ -627,6 +659,7 @@ mod tests {
             fetch: Vec::new(),
             readiness_check: None,
             accepted_roles: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
@@ -675,6 +708,40 @@ mod tests {
         p.place_with(&roles(&["*"], 0.25), None, no_placement)
             .unwrap();
         assert!(p.place_with(&roles(&[], 0.01), None, no_placement).is_err());
+    }
+
+    #[test]
+    fn a_task_reusing_volumes_goes_only_where_they_are_offered_and_new_ones_take_unreserved_disk() {
+        let mut b = offer("b", 1.0, 100.0, &[]);
+        b.volumes = vec![OfferedVolume {
+            id: "db.data.1".into(),
+            role: "db".into(),
+            size_mb: 10.0,
+            container_path: "data".into(),
+        }];
+        let offers = [offer("a", 1.0, 100.0, &[]), b];
+        let mut p = Packer::new(&offers);
+        let again = Need {
+            volumes: vec!["db.data.1".into()],
+            ..need(0.1, 10.0, 0)
+        };
+        assert_eq!(p.place_with(&again, None, no_placement).unwrap().offer, 1);
+        // Taken: no second task gets it.
+        let err = p.place_with(&again, None, no_placement).unwrap_err();
+        assert_eq!(err.main_shortfall(), Some(Shortfall::Volumes));
+        assert_eq!(
+            Shortfall::Volumes.marathon_name(),
+            "NoCorrespondingReservationFound"
+        );
+        // 100 MB of disk per offer: a new 60 MB volume fits once on each.
+        let fresh = Need {
+            new_volumes_mb: 60.0,
+            ..need(0.1, 10.0, 0)
+        };
+        assert_eq!(p.place_with(&fresh, None, no_placement).unwrap().offer, 0);
+        assert_eq!(p.place_with(&fresh, None, no_placement).unwrap().offer, 1);
+        let err = p.place_with(&fresh, None, no_placement).unwrap_err();
+        assert_eq!(err.main_shortfall(), Some(Shortfall::Disk));
     }
 
     #[test]

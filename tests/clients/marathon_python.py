@@ -21,6 +21,7 @@ collections.Iterable = collections.abc.Iterable
 from marathon import MarathonClient
 from marathon.exceptions import NotFoundError
 from marathon.models import MarathonApp, MarathonConstraint, MarathonGroup, MarathonHealthCheck
+from marathon.models.container import MarathonContainer, MarathonContainerVolume
 
 from marathon.exceptions import MarathonHttpError
 
@@ -129,6 +130,17 @@ assert type(first).__name__ == "MarathonEventStreamAttached", first
 
 c.delete_app("mp-web", force=True)
 wait("the app removed", lambda: c.list_apps() == [])
+
+# Volumes go through the client's strict models both ways (mode as sent,
+# upper case; the container without an image runs on the host).
+c.create_app("mp-vol", MarathonApp(
+    cmd="sleep 600", cpus=0.05, mem=16, instances=0,
+    container=MarathonContainer(type="MESOS", volumes=[
+        MarathonContainerVolume(container_path="logs", host_path="/var/log/mp", mode="RO")])))
+vol = c.get_app("mp-vol").container.volumes[0]
+assert (vol.container_path, vol.host_path, vol.mode) == ("logs", "/var/log/mp", "RO"), vol
+c.delete_app("mp-vol", force=True)
+wait("the volume app removed", lambda: c.list_apps() == [])
 
 # Groups: a tree of apps with relative ids and inherited dependencies.
 c.create_group(MarathonGroup(

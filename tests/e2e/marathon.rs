@@ -1271,3 +1271,334 @@ async fn a_machine_goes_down_for_maintenance_and_comes_back_up() {
     let out = cli(&["maintenance", "status"]).await;
     assert!(out.stderr.contains("no machine is scheduled"), "{out:?}");
 }
+
+/// The persistence ids of the volumes the master's `/slaves` lists for
+/// `role` on the first agent, and whether any disk is reserved for it.
+async fn volumes_of(c: &Cluster, role: &str) -> (Vec<String>, bool) {
+    let (code, v) = c.api.get("/slaves").await;
+    assert_eq!(code, 200, "{v}");
+    let list = v["slaves"][0]["reserved_resources_full"][role]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ids = list
+        .iter()
+        .filter_map(|r| r["disk"]["persistence"]["id"].as_str())
+        .map(str::to_string)
+        .collect();
+    (ids, list.iter().any(|r| r["name"] == "disk"))
+}
+
+/// The stdout of a task, read through the master.
+async fn stdout_of(c: &Cluster, task: &str) -> String {
+    let (code, out) = c
+        .api
+        .text(&format!(
+            "/api/wasmos/v1/tasks/{task}/files/read?path=stdout"
+        ))
+        .await;
+    assert_eq!(code, 200, "{out}");
+    out
+}
+
+/// Waits until the app runs one task other than `not`, and returns it
+/// once its stdout has a line.
+async fn next_task(c: &Cluster, m: &V2, app: &str, not: &[String]) -> (String, String) {
+    wait_for(
+        &format!("a new task of {app} to run and write"),
+        DEADLINE,
+        || async {
+            let a = m.app(app).await;
+            let t = a["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["state"] == "TASK_RUNNING" && !not.iter().any(|n| t["id"] == **n))?
+                .clone();
+            let id = t["id"].as_str()?.to_string();
+            let out = stdout_of(c, &id).await;
+            out.contains("seen:").then_some((id, out))
+        },
+    )
+    .await
+}
+
+/// A stateful app (a persistent volume: Marathon's resident app) keeps its
+/// data: a replacement task after a kill, and a task after a restart, find
+/// what the earlier ones wrote, on the same volume; without a role to
+/// reserve its disk for, the app is refused; deleting the app destroys the
+/// volume and gives its disk back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stateful_apps_data_survives_its_tasks_restarts_and_goes_with_the_app() {
+    let c = Cluster::up().await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    let app = json!({
+        "id": "/db",
+        "cmd": "echo seen: $(cat data/log 2>/dev/null); echo $MESOS_TASK_ID >> data/log; exec sleep 600",
+        "cpus": 0.1, "mem": 32,
+        "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "data", "mode": "RW", "persistent": {"size": 16}}
+        ]}
+    });
+    let r = m.post("/v2/apps", &app).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.to_string().contains("mesos_role"), "{}", r.body);
+    assert_eq!(m.get("/v2/apps/db").await.status, 404);
+    // A nested path and a growing restart are refused too.
+    let mut bad = app.clone();
+    bad["container"]["volumes"][0]["containerPath"] = json!("var/data");
+    bad["upgradeStrategy"] = json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5});
+    let r = m.post("/v2/apps", &bad).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let paths: Vec<&str> = r.body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&"/container/volumes(0)/containerPath")
+            && paths.contains(&"/upgradeStrategy/maximumOverCapacity"),
+        "{}",
+        r.body
+    );
+
+    let out = c
+        .cli(&["plugin", "config", "marathon", "mesos_role=db"])
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    wait_for("marathon to run in role db", DEADLINE, || async {
+        (m.get("/v2/info").await.body["marathon_config"]["mesos_role"] == "db").then_some(())
+    })
+    .await;
+    let r = m.post("/v2/apps", &app).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        r.body["upgradeStrategy"]["maximumOverCapacity"], 0,
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["unreachableStrategy"], "disabled", "{}", r.body);
+    let (first, out) = next_task(&c, &m, "db", &[]).await;
+    assert_eq!(out.trim(), "seen:", "a new volume is empty");
+    let a = m.app("db").await;
+    let local = a["tasks"][0]["localVolumes"].clone();
+    assert_eq!(local[0]["containerPath"], "data", "{a}");
+    let pid = local[0]["persistenceId"].as_str().unwrap().to_string();
+    let (ids, _) = volumes_of(&c, "db").await;
+    assert_eq!(ids, vec![pid.clone()], "the master lists the volume");
+
+    // Killed, the task is replaced on its volume.
+    let r = m.delete(&format!("/v2/apps/db/tasks/{first}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (second, out) = next_task(&c, &m, "db", std::slice::from_ref(&first)).await;
+    assert!(out.contains(&first), "the replacement sees {first}: {out}");
+
+    // Restarted, the app's new task finds both.
+    let r = m.post("/v2/apps/db/restart", &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_, out) = next_task(&c, &m, "db", &[first.clone(), second.clone()]).await;
+    assert!(out.contains(&first) && out.contains(&second), "{out}");
+    let a = m.app("db").await;
+    assert_eq!(
+        a["tasks"][0]["localVolumes"][0]["persistenceId"],
+        pid.as_str()
+    );
+
+    // Deleted, the app's volume goes and its disk is unreserved.
+    let r = m.delete("/v2/apps/db").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(
+        "the volume destroyed and its disk unreserved",
+        DEADLINE,
+        || async { (volumes_of(&c, "db").await == (vec![], false)).then_some(()) },
+    )
+    .await;
+}
+
+/// Host volumes mount an agent's directory into a task, only beneath the
+/// directories the agent allows (`--host-volumes`); a path elsewhere fails
+/// the task with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_volume_mounts_an_allowed_directory_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("app")).unwrap();
+    std::fs::write(shared.join("app/in"), "hello from the host\n").unwrap();
+    // Tasks run as the agent's unprivileged task user.
+    use std::os::unix::fs::PermissionsExt as _;
+    for p in [dir.path().to_path_buf(), shared.clone(), shared.join("app")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let allowed = shared.to_str().unwrap().to_string();
+    let c = Cluster::up_with(dir, &["--host-volumes", &allowed]).await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    let app = json!({
+        "id": "/reader",
+        "cmd": "echo seen: $(cat host/in); echo written > host/out; exec sleep 600",
+        "cpus": 0.1, "mem": 32,
+        "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "host", "hostPath": format!("{allowed}/app"), "mode": "RW"}
+        ]}
+    });
+    let r = m.post("/v2/apps", &app).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (_, out) = next_task(&c, &m, "reader", &[]).await;
+    assert!(out.contains("hello from the host"), "{out}");
+    wait_for("the task's file on the host", DEADLINE, || async {
+        std::fs::read_to_string(format!("{allowed}/app/out"))
+            .ok()
+            .filter(|s| s == "written\n")
+    })
+    .await;
+
+    let elsewhere = json!({
+        "id": "/snoop", "cmd": "cat etc/passwd; sleep 600", "cpus": 0.1, "mem": 32,
+        "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "etc", "hostPath": "/etc", "mode": "RO"}
+        ]}
+    });
+    let r = m.post("/v2/apps", &elsewhere).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let failure = wait_for(
+        "the task outside the allowed directory to fail",
+        DEADLINE,
+        || async {
+            let a = m.app("snoop").await;
+            let f = a["lastTaskFailure"].clone();
+            f["message"].as_str().is_some().then_some(f)
+        },
+    )
+    .await;
+    assert_eq!(failure["state"], "TASK_FAILED", "{failure}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("not beneath a directory this agent allows host volumes from"),
+        "{failure}"
+    );
+}
+
+/// Removes a Docker volume when dropped (after the containers using it).
+struct VolumeJanitor(String);
+
+impl Drop for VolumeJanitor {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// A Docker app's external volume (provider dvdi: a Docker named volume,
+/// here of the `local` driver bound to a directory) outlives its
+/// containers: after a restart the new container reads what the old one
+/// wrote, and Docker made the volume with the driver and options asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_apps_named_volume_outlives_its_containers() {
+    let image = wasmos_tests::busybox_image();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("volume-store");
+    std::fs::create_dir_all(&store).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let janitor = wasmos_tests::DockerJanitor(dir.path().to_path_buf());
+    let name = format!(
+        "wasmos-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let c = Cluster::up_with(dir, &["--docker", "on"]).await;
+    let m = V2::new(&c.up.url);
+    m.wait_up().await;
+    let app = json!({
+        "id": "/dv",
+        "cmd": "echo seen: $(cat /vol/log 2>/dev/null); echo $MESOS_TASK_ID >> /vol/log; exec sleep 600",
+        "cpus": 0.1, "mem": 32,
+        "container": {"type": "DOCKER", "docker": {"image": image}, "volumes": [
+            {"containerPath": "/vol", "mode": "RW", "external": {
+                "name": name, "provider": "dvdi",
+                "options": {"dvdi/driver": "local", "type": "none", "o": "bind",
+                            "device": store.to_str().unwrap()}}}
+        ]}
+    });
+    let r = m.post("/v2/apps", &app).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let _volume = VolumeJanitor(name.clone());
+    let (first, out) = next_task(&c, &m, "dv", &[]).await;
+    assert_eq!(out.trim(), "seen:", "{out}");
+    let r = m.post("/v2/apps/dv/restart", &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_, out) = next_task(&c, &m, "dv", std::slice::from_ref(&first)).await;
+    assert!(
+        out.contains(&first),
+        "the new container sees {first}: {out}"
+    );
+    let inspect = std::process::Command::new("docker")
+        .args(["volume", "inspect", &name])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{inspect:?}");
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v[0]["Driver"], "local", "{v}");
+    assert_eq!(v[0]["Options"]["o"], "bind", "{v}");
+    // The containers go before the volume can.
+    drop(c);
+    drop(janitor);
+}
+
+/// Draining an agent moves a Marathon app off it without an outage: the
+/// master leaves Marathon's task there during the hand-off window, and
+/// Marathon starts the replacement on the other agent and kills the old
+/// task only once the new one is healthy (minimumHealthCapacity 1 of 1),
+/// well before the window (the default, 300 s) ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_an_agent_moves_a_marathon_app_without_dropping_below_its_health_capacity() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let r = Racks::start(&[("h1", "r1"), ("h2", "r1")]).await;
+    let m = V2::new(&r.master.url);
+    m.wait_up().await;
+    let api = wasmos_tests::Api::new(&r.master.url);
+    let app = json!({"id": "/steady",
+        "cmd": "exec python3 -m http.server --bind 127.0.0.1 $PORT0", "cpus": 0.1, "mem": 64,
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "gracePeriodSeconds": 30,
+                          "intervalSeconds": 1, "timeoutSeconds": 2}]});
+    assert_eq!(m.post("/v2/apps", &app).await.status, 201);
+    let a = m.wait_deployed("/steady", 1, DEADLINE).await;
+    let from = a["tasks"][0]["host"].as_str().unwrap().to_string();
+    let to = if from == "h1" { "h2" } else { "h1" };
+    let agent = a["tasks"][0]["slaveId"].as_str().unwrap().to_string();
+    let (code, v) = api
+        .post(&format!("/api/wasmos/v1/agents/{agent}/drain"), &json!({}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let fewest = Arc::new(AtomicUsize::new(usize::MAX));
+    wait_for(&format!("{from} to be drained"), DEADLINE, || {
+        let fewest = fewest.clone();
+        let (m, api, agent) = (&m, &api, &agent);
+        async move {
+            let app = m.app("steady").await;
+            let healthy = app["tasks"]
+                .as_array()
+                .map_or(0, |ts| ts.iter().filter(|t| healthy(&app, t)).count());
+            fewest.fetch_min(healthy, Ordering::SeqCst);
+            let (_, v) = api.get(&format!("/api/wasmos/v1/agents/{agent}")).await;
+            (v["drain"]["state"] == "DRAINED").then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        fewest.load(Ordering::SeqCst),
+        1,
+        "the app always had its one healthy task"
+    );
+    wait_only_on(&m, "/steady", to).await;
+    let a = m.wait_deployed("/steady", 1, DEADLINE).await;
+    assert_eq!(hosts_of(&a), BTreeSet::from([to]), "{a}");
+}

@@ -192,7 +192,7 @@ async fn plugins_that_do_not_fit_are_refused_at_install_and_change_nothing() {
     assert_eq!(wrong.code, Some(1), "{wrong:?}");
     assert!(
         wrong.stderr.contains("wasmos:plugin@9.0.0")
-            && wrong.stderr.contains("@0.4.0")
+            && wrong.stderr.contains("@0.5.0")
             && wrong.stderr.contains("rebuild"),
         "{}",
         wrong.stderr
@@ -203,7 +203,7 @@ async fn plugins_that_do_not_fit_are_refused_at_install_and_change_nothing() {
     let toml = dir.path().join("plugin.toml");
     std::fs::write(
         &toml,
-        "name = \"liar\"\nversion = \"1.0.0\"\nkind = \"placement\"\nworld_version = \"0.4.0\"\noperators = [\"NEAR\"]\n",
+        "name = \"liar\"\nversion = \"1.0.0\"\nkind = \"placement\"\nworld_version = \"0.5.0\"\noperators = [\"NEAR\"]\n",
     )
     .unwrap();
     let liar = c

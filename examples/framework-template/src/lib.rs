@@ -65,6 +65,7 @@ impl Framework for Hello {
                 fetch: Vec::new(),
                 readiness_check: None,
                 accepted_roles: Vec::new(),
+                volumes: Vec::new(),
             };
             match driver::launch(&[offer.id], &[task], None) {
                 Ok(()) => {

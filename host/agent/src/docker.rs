@@ -26,7 +26,10 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions,
+    MountVolumeOptionsDriverConfig, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions,
@@ -44,6 +47,16 @@ use crate::native::{Recovered, TaskRecord, read_json, write_json_atomic};
 
 /// Where the task's sandbox is mounted in its container (Mesos' path).
 pub const SANDBOX_MOUNT: &str = "/mnt/mesos/sandbox";
+
+/// Where a volume goes in a container: an absolute path as is, a relative
+/// one below the sandbox.
+fn container_target(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{SANDBOX_MOUNT}/{path}")
+    }
+}
 /// Labels on every container this agent starts.
 pub const LABEL_TASK: &str = "wasmos.task-id";
 pub const LABEL_FRAMEWORK: &str = "wasmos.framework-id";
@@ -257,10 +270,33 @@ impl DockerContainerizer {
                         ..Default::default()
                     })
                     .chain(spec.volumes.iter().map(|v| Mount {
-                        target: Some(format!("{SANDBOX_MOUNT}/{}", v.container_path)),
+                        target: Some(container_target(&v.container_path)),
                         source: Some(v.host.display().to_string()),
                         typ: Some(MountType::BIND),
                         read_only: Some(v.read_only),
+                        ..Default::default()
+                    }))
+                    .chain(d.volumes.iter().map(|v| Mount {
+                        target: Some(container_target(&v.container_path)),
+                        source: Some(v.name.clone()),
+                        typ: Some(MountType::VOLUME),
+                        read_only: Some(v.read_only),
+                        volume_options: Some(MountVolumeOptions {
+                            driver_config: Some(MountVolumeOptionsDriverConfig {
+                                name: Some(if v.driver.is_empty() {
+                                    "local".to_string()
+                                } else {
+                                    v.driver.clone()
+                                }),
+                                options: (!v.options.is_empty()).then(|| {
+                                    v.options
+                                        .iter()
+                                        .map(|(k, v)| (k.clone(), v.clone()))
+                                        .collect()
+                                }),
+                            }),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }))
                     .collect(),

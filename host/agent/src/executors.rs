@@ -602,6 +602,7 @@ impl Agent {
             group: None,
             task_info: None,
             accepted_roles: Vec::new(),
+            host_volumes: Vec::new(),
         };
         let mut c = self.container_spec(&key.0, &as_task, sandbox.clone());
         c.env

@@ -110,6 +110,9 @@ pub struct AgentConfig {
     pub sandbox_gc_age: Duration,
     /// Directories `file://` fetches may read from (none: refused).
     pub fetch_allow: Vec<PathBuf>,
+    /// Directories whose contents tasks may mount as host volumes (none:
+    /// refused).
+    pub host_volumes: Vec<PathBuf>,
     /// The OS user command tasks that name none run as (an unprivileged
     /// one); Docker tasks keep their image's user.
     pub task_user: String,
@@ -137,6 +140,7 @@ impl AgentConfig {
             disk_watch_interval: Duration::from_secs(5),
             sandbox_gc_age: Duration::from_secs(7 * 24 * 3600),
             fetch_allow: Vec::new(),
+            host_volumes: Vec::new(),
             task_user: "nobody".into(),
         }
     }

@@ -215,9 +215,13 @@ impl Agent {
                     }
                     Ok(())
                 });
-                let fetched = match checked.and_then(|()| self.prepare_volumes(&spec)) {
+                let prepared = checked
+                    .and_then(|()| self.prepare_volumes(&spec))
+                    .and_then(|()| self.host_volumes(&spec, &sandbox));
+                let fetched = match prepared {
                     Err(why) => Err(why),
-                    Ok(()) => {
+                    Ok(binds) => {
+                        c.volumes.extend(binds);
                         crate::fetch::fetch_all(&spec, &sandbox, &self.config.fetch_allow).await
                     }
                 };
@@ -569,6 +573,82 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// The task's host volumes as binds, each checked against the agent's
+    /// `--host-volumes` directories (after symbolic links are resolved). A
+    /// Docker task's relative host path is a directory of its sandbox, or
+    /// the directory of its persistent volume mounted at that path.
+    fn host_volumes(
+        &self,
+        spec: &TaskSpec,
+        sandbox: &std::path::Path,
+    ) -> Result<Vec<crate::containerizer::VolumeBind>, String> {
+        let docker = spec.container.is_some();
+        let mut binds = Vec::new();
+        for v in &spec.host_volumes {
+            let host = if v.host_path.starts_with('/') {
+                let real = std::fs::canonicalize(&v.host_path).map_err(|e| {
+                    format!(
+                        "host volume {}: {e}; make it on the agent first",
+                        v.host_path
+                    )
+                })?;
+                let allowed = self
+                    .config
+                    .host_volumes
+                    .iter()
+                    .any(|dir| std::fs::canonicalize(dir).is_ok_and(|d| real.starts_with(d)));
+                if !allowed {
+                    return Err(if self.config.host_volumes.is_empty() {
+                        format!(
+                            "host volume {}: this agent allows no host volumes; start it with --host-volumes DIR to let tasks mount directories beneath DIR",
+                            v.host_path
+                        )
+                    } else {
+                        let dirs: Vec<String> = self
+                            .config
+                            .host_volumes
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect();
+                        format!(
+                            "host volume {} is not beneath a directory this agent allows host volumes from ({})",
+                            v.host_path,
+                            dirs.join(", ")
+                        )
+                    });
+                }
+                if !docker && !real.is_dir() {
+                    return Err(format!(
+                        "host volume {} is not a directory (a task on the host mounts directories)",
+                        v.host_path
+                    ));
+                }
+                real
+            } else if let Some(m) = spec
+                .volumes
+                .iter()
+                .find(|m| m.container_path == v.host_path)
+            {
+                self.volume_dir(m)
+            } else {
+                let dir = crate::containerizer::volume_target(sandbox, &v.host_path, true)
+                    .map_err(|e| format!("host volume {}: {e}", v.host_path))?;
+                if let Some(user) = &spec.command.user
+                    && let Ok(Some(u)) = nix::unistd::User::from_name(user)
+                {
+                    let _ = nix::unistd::chown(&dir, Some(u.uid), Some(u.gid));
+                }
+                dir
+            };
+            binds.push(crate::containerizer::VolumeBind {
+                host,
+                container_path: v.container_path.clone(),
+                read_only: v.read_only,
+            });
+        }
+        Ok(binds)
     }
 
     /// Deletes the data of persistent volumes this agent no longer holds

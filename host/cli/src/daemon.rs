@@ -97,6 +97,12 @@ pub struct MasterArgs {
     /// revive); Mesos' `--allocation_interval`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     allocation_interval_ms: u64,
+    /// How long Marathon, Chronos and other framework plugins get to move
+    /// their tasks off a draining agent (starting replacements elsewhere
+    /// first) before the master kills what is left there, when the drain
+    /// names no --max-grace-period; in seconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    drain_handoff_secs: u64,
     /// How often the master samples the cluster for the dashboard's charts,
     /// in seconds (it keeps a day of samples, also across restarts).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -187,6 +193,11 @@ pub struct TaskArgs {
     /// it becomes readable by any task.
     #[arg(long = "fetch-allow", value_name = "DIR", value_parser = parse_fetch_dir)]
     fetch_allow: Vec<PathBuf>,
+    /// A directory whose contents tasks may mount as host volumes
+    /// (Marathon's `hostPath`; repeat for more; none by default: host
+    /// volumes are refused). Tasks read and write there as their user.
+    #[arg(long = "host-volumes", value_name = "DIR", value_parser = parse_fetch_dir)]
+    host_volumes: Vec<PathBuf>,
     /// The OS user command tasks that name none run as (default nobody:
     /// never the agent's own user). Running as another user, root
     /// included, needs a policy that lists it (`run_as`).
@@ -403,6 +414,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         heartbeat_interval_ms,
         agent_timeout_ms,
         allocation_interval_ms,
+        drain_handoff_secs,
         history_interval_secs,
         worker_threads: _,
         dns_listen,
@@ -477,6 +489,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
     c.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms);
     c.agent_timeout = Duration::from_millis(agent_timeout_ms);
     c.allocation_interval = Duration::from_millis(allocation_interval_ms);
+    c.drain_handoff = Duration::from_secs(drain_handoff_secs);
     c.history_interval = Duration::from_secs(history_interval_secs);
     c.dns_listen = dns_listen;
     c.dns_domain = dns_domain;
@@ -555,6 +568,7 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
         disk_watch_interval_ms,
         sandbox_gc_age_secs,
         fetch_allow,
+        host_volumes,
         task_user,
     } = tasks;
     c.containerizer = containerizer;
@@ -564,6 +578,7 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
     c.disk_watch_interval = Duration::from_millis(disk_watch_interval_ms);
     c.sandbox_gc_age = Duration::from_secs(sandbox_gc_age_secs);
     c.fetch_allow = fetch_allow;
+    c.host_volumes = host_volumes;
     c.task_user = task_user;
     Ok(c)
 }
@@ -843,6 +858,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: 2000,
             agent_timeout_ms: 10_000,
             allocation_interval_ms: 1000,
+            drain_handoff_secs: 300,
             history_interval_secs,
             worker_threads: None,
             dns_listen: Some(dns_listen),

@@ -38,6 +38,68 @@ pub struct DockerInfo {
     pub port_mappings: Vec<PortMapping>,
     #[serde(default)]
     pub force_pull_image: bool,
+    /// Docker named volumes mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<DockerVolume>,
+}
+
+/// A Docker named volume, made by its driver if it does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerVolume {
+    pub name: String,
+    /// The volume driver (`local` when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Absolute: inside the container. Relative: below the sandbox.
+    pub container_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A Docker volume or driver name: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+fn check_docker_name(name: &str, what: &str, max: usize) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "docker volume {what} {name:?} must be 1-{max} letters, digits, `_`, `.` or `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+impl DockerVolume {
+    pub fn validate(&self) -> Result<(), String> {
+        check_docker_name(&self.name, "name", 255)?;
+        if !self.driver.is_empty() {
+            check_docker_name(&self.driver, "driver", 64)?;
+        }
+        if self.options.len() > 32
+            || self
+                .options
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 255 || v.len() > 4096)
+        {
+            return Err(format!(
+                "docker volume {}: at most 32 options, keys of 1-255 bytes and values up to 4 KiB",
+                self.name
+            ));
+        }
+        if self.container_path.starts_with('/') {
+            crate::task::check_absolute(&self.container_path, "container_path")
+        } else {
+            crate::reservation::check_container_path(&self.container_path)
+        }
+        .map_err(|e| format!("docker volume {}: {e}", self.name))
+    }
 }
 
 /// The network a Docker task joins.
@@ -101,6 +163,9 @@ impl DockerInfo {
                 self.port_mappings.len()
             ));
         }
+        for v in &self.volumes {
+            v.validate()?;
+        }
         for m in &self.port_mappings {
             if m.container_port == 0 {
                 return Err("docker port mapping container_port must be 1-65535".into());
@@ -126,6 +191,7 @@ mod tests {
             network: DockerNetwork::Host,
             port_mappings: vec![],
             force_pull_image: false,
+            volumes: vec![],
         }
     }
 

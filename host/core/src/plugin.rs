@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The version of the `wasmos:plugin` WIT package this host serves.
-pub const WORLD_VERSION: &str = "0.4.0";
+pub const WORLD_VERSION: &str = "0.5.0";
 
 /// The four plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -245,12 +245,11 @@ mod tests {
 
     #[test]
     fn incompatible_world_versions_are_refused_with_a_hint() {
-        // 0.3 plugins predate offers' reserved parts and tasks' accepted
-        // roles.
-        let err = manifest("exec", "0.3.0").validate().unwrap_err();
+        // 0.4 plugins predate offers' volumes and tasks' volumes.
+        let err = manifest("exec", "0.4.0").validate().unwrap_err();
         assert!(err.to_string().contains("rebuild"), "{err}");
-        assert!(manifest("exec", "0.5.0").validate().is_err());
-        assert!(manifest("exec", "0.4.7").validate().is_ok());
+        assert!(manifest("exec", "0.6.0").validate().is_err());
+        assert!(manifest("exec", "0.5.7").validate().is_ok());
         assert!(manifest("exec", "1.1.0").validate().is_err());
     }
 

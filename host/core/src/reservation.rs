@@ -224,6 +224,11 @@ pub struct VolumeMount {
     /// The volume's uuid (filled in by the master from its record).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uuid: String,
+    /// A framework plugin's persistent volume: its size, for the master to
+    /// reserve and create the volume with when the agent has none of this
+    /// id (cleared once the master has decided).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_mb: Option<Scalar>,
 }
 
 impl VolumeMount {
@@ -234,13 +239,28 @@ impl VolumeMount {
 
     pub fn validate(&self) -> Result<(), String> {
         check_volume_id(&self.id)?;
-        check_reservation_role(&self.role)?;
+        // A plugin's request names no role: the master gives it its
+        // framework's before the launch goes anywhere.
+        if !(self.role.is_empty() && self.create_mb.is_some()) {
+            check_reservation_role(&self.role)?;
+        }
         if !self.uuid.is_empty() {
             check_volume_uuid(&self.uuid)?;
+        }
+        if let Some(mb) = self.create_mb
+            && (mb.is_zero() || mb.as_f64() > MAX_VOLUME_MB)
+        {
+            return Err(format!(
+                "volume {}: its size must be above 0 and at most {MAX_VOLUME_MB} MB, got {mb}",
+                self.id
+            ));
         }
         check_container_path(&self.container_path)
     }
 }
+
+/// The largest persistent volume a framework plugin may ask for (1 PiB).
+pub const MAX_VOLUME_MB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 /// A persistence id: letters, digits, `-`, `_` and `.`, not starting with
 /// `.` (it names a directory on the agent).
@@ -260,15 +280,17 @@ pub fn check_volume_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `path` is `/`-separated segments, none empty, `.` or `..`,
+/// and without control characters.
+pub fn plain_segments(path: &str) -> bool {
+    path.split('/')
+        .all(|s| !s.is_empty() && s != "." && s != "..")
+        && !path.chars().any(char::is_control)
+}
+
 /// A volume's `container_path`: relative, inside the sandbox, no `..`.
 pub fn check_container_path(path: &str) -> Result<(), String> {
-    let ok = !path.is_empty()
-        && path.len() <= 255
-        && !path.starts_with('/')
-        && path
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..")
-        && !path.chars().any(char::is_control);
+    let ok = path.len() <= 255 && !path.starts_with('/') && plain_segments(path);
     if ok {
         Ok(())
     } else {
@@ -383,6 +405,7 @@ mod tests {
             container_path: "data".into(),
             read_only: false,
             uuid: "ab".repeat(16),
+            create_mb: None,
         };
         assert_eq!(m.dir_name(), format!("v1.{}", "ab".repeat(16)));
         assert!(check_volume_uuid(&m.uuid).is_ok());

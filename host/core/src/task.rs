@@ -379,6 +379,69 @@ pub struct TaskSpec {
     /// reserved parts the master assigns (framework plugins').
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accepted_roles: Vec<String>,
+    /// Directories of the agent's host mounted into the task (Marathon's
+    /// `hostPath` volumes); the agent mounts only what its policy allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_volumes: Vec<HostVolume>,
+}
+
+/// A directory of the agent's host mounted into a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostVolume {
+    /// Absolute: a directory of the host, under one of the agent's
+    /// `--host-volumes` prefixes. Relative (Docker tasks only): a
+    /// directory of the sandbox, such as a persistent volume's path.
+    pub host_path: String,
+    /// Relative: below the sandbox. Absolute: inside a Docker task's
+    /// container.
+    pub container_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl HostVolume {
+    /// Checks the paths' form (not the agent's policy); `docker`: the task
+    /// runs in a Docker container.
+    pub fn validate(&self, docker: bool) -> Result<(), String> {
+        if self.host_path.starts_with('/') {
+            check_absolute(&self.host_path, "host_path")?;
+        } else if docker {
+            crate::reservation::check_container_path(&self.host_path)
+                .map_err(|e| format!("host_path: {e}"))?;
+        } else {
+            return Err(format!(
+                "host_path {:?} must be an absolute path (a relative one is for Docker tasks)",
+                self.host_path
+            ));
+        }
+        if self.container_path.starts_with('/') {
+            if !docker {
+                return Err(format!(
+                    "container_path {:?} must be relative to the sandbox: a task on the host sees the host's own filesystem",
+                    self.container_path
+                ));
+            }
+            check_absolute(&self.container_path, "container_path")
+        } else {
+            crate::reservation::check_container_path(&self.container_path)
+        }
+    }
+}
+
+/// An absolute path without `.`, `..` or empty segments.
+pub fn check_absolute(path: &str, what: &str) -> Result<(), String> {
+    let ok = path.len() <= 4096
+        && path
+            .strip_prefix('/')
+            .is_some_and(crate::reservation::plain_segments);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {path:?} must be an absolute path without `.`, `..` or empty segments"
+        ))
+    }
 }
 
 /// Which executor runs a task.
@@ -706,9 +769,33 @@ impl TaskSpec {
                 "a task may use at most {MAX_VOLUMES} volumes"
             )));
         }
+        let docker = self.container.as_ref().and_then(|c| c.docker());
+        let named = docker.map_or(0, |d| d.volumes.len());
+        if self.volumes.len() + self.host_volumes.len() + named > MAX_VOLUMES {
+            return Err(invalid(format!(
+                "a task may use at most {MAX_VOLUMES} volumes"
+            )));
+        }
         let mut paths = std::collections::BTreeSet::new();
         for v in &self.volumes {
             v.validate().map_err(invalid)?;
+            if !paths.insert(v.container_path.as_str()) {
+                return Err(invalid(format!(
+                    "two volumes are mounted at {}",
+                    v.container_path
+                )));
+            }
+        }
+        for v in &self.host_volumes {
+            v.validate(docker.is_some()).map_err(invalid)?;
+            if !paths.insert(v.container_path.as_str()) {
+                return Err(invalid(format!(
+                    "two volumes are mounted at {}",
+                    v.container_path
+                )));
+            }
+        }
+        for v in docker.iter().flat_map(|d| &d.volumes) {
             if !paths.insert(v.container_path.as_str()) {
                 return Err(invalid(format!(
                     "two volumes are mounted at {}",
@@ -770,6 +857,7 @@ mod tests {
             group: None,
             task_info: None,
             accepted_roles: Vec::new(),
+            host_volumes: Vec::new(),
         }
     }
 

@@ -991,6 +991,7 @@ mod tests {
             group: None,
             task_info: None,
             accepted_roles: Vec::new(),
+            host_volumes: Vec::new(),
         }
     }
 
@@ -1415,6 +1416,7 @@ mod tests {
             container_path: "data".into(),
             read_only: false,
             uuid: String::new(),
+            create_mb: None,
         });
         let reserve = OfferOp::Reserve {
             role: "db".into(),

@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
-use wasmos_core::{FrameworkId, Offer, TaskId, TaskStatus};
+use wasmos_core::{AgentId, FrameworkId, Offer, TaskId, TaskStatus};
 use wasmos_runtime::framework::{
     DriverAction, Effects, FrameworkInstance, HttpRequest, HttpResponse, KvOp, KvSource,
 };
@@ -146,6 +146,20 @@ impl KvSource for StoreKv {
                         .collect()
                 })
                 .unwrap_or_default()
+        })
+    }
+
+    fn draining_agents(&self) -> Vec<AgentId> {
+        self.0.read(|s| {
+            s.agents
+                .values()
+                .filter(|a| {
+                    a.drain.as_ref().is_some_and(|d| {
+                        d.state == wasmos_state::DrainState::Draining && !d.let_finish
+                    })
+                })
+                .map(|a| a.id.clone())
+                .collect()
         })
     }
 }
@@ -444,6 +458,7 @@ impl Actor {
             .collect();
         let mut batch = LaunchBatch::default();
         let mut kills: Vec<TaskId> = Vec::new();
+        let mut destroys: Vec<(AgentId, Vec<String>)> = Vec::new();
         for action in effects.actions {
             match action {
                 DriverAction::Launch {
@@ -466,6 +481,10 @@ impl Actor {
                     leader.alloc_wakeup.notify_one();
                 }
                 DriverAction::Suppress => leader.allocator().suppress(&self.id),
+                DriverAction::DestroyVolumes {
+                    agent_id,
+                    volume_ids,
+                } => destroys.push((agent_id, volume_ids)),
             }
         }
         cmds.extend(
@@ -506,6 +525,11 @@ impl Actor {
                     tracing::warn!(%task, error = %e, "kill failed");
                 }
             });
+        }
+        for (agent, ids) in destroys {
+            let l = leader.clone();
+            let fw = self.id.clone();
+            tokio::spawn(async move { l.destroy_framework_volumes(&fw, &agent, &ids).await });
         }
         if !self.ephemeral.is_empty() {
             self.wake.notify_one();

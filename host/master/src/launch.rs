@@ -111,7 +111,10 @@ impl LaunchBatch {
             }
             _ => false,
         });
-        let (taken, role, executors) = leader.store.read(|s| {
+        let agent = offer_ids
+            .first()
+            .and_then(|o| leader.allocator().offer_agent(o));
+        let (taken, role, executors, agent_volumes) = leader.store.read(|s| {
             let executors: BTreeMap<(AgentId, ExecutorId), ExecutorSpec> = if with_executors {
                 s.live_executors()
                     .into_iter()
@@ -130,8 +133,15 @@ impl LaunchBatch {
                 .frameworks
                 .get(framework)
                 .map_or_else(|| "*".to_string(), |f| f.info.role.clone());
-            (taken, role, executors)
+            let agent_volumes = agent
+                .as_ref()
+                .and_then(|a| s.agents.get(a))
+                .map(|a| a.volumes.clone())
+                .unwrap_or_default();
+            (taken, role, executors, agent_volumes)
         });
+        let mut ops = ops;
+        let creating = self.resolve_volumes(&role, &agent_volumes, agent.as_ref(), &mut ops, now);
         let refuse = refuse_duration(refuse_seconds);
         let accepted = leader.allocator().accept(
             framework,
@@ -145,7 +155,14 @@ impl LaunchBatch {
         );
         match accepted {
             Ok(acc) => {
-                for (id, why) in acc.refused {
+                for (id, mut why) in acc.refused {
+                    // A task whose new volume could not be made: say why.
+                    if creating.contains(&id) && !acc.dropped.is_empty() {
+                        why = format!(
+                            "{why}; making its persistent volume failed: {}",
+                            acc.dropped.join("; ")
+                        );
+                    }
                     let reason = if grouped.contains(&id) {
                         Reason::ReasonTaskGroupInvalid
                     } else {
@@ -205,6 +222,9 @@ impl LaunchBatch {
             }
             Err(e) => {
                 for id in ids {
+                    if self.refused.iter().any(|r| r.task_id == id) {
+                        continue;
+                    }
                     self.refused.push(master_status(
                         &id,
                         None,
@@ -216,6 +236,109 @@ impl LaunchBatch {
                 }
             }
         }
+    }
+
+    /// Decides, for the persistent volumes framework plugins' tasks ask
+    /// for, whether each is the agent's volume of that id (used as is: the
+    /// allocator checks it is offered) or a new one: then the launch first
+    /// reserves its disk for the framework's role and creates it, in the
+    /// same ACCEPT (Mesos' RESERVE, CREATE, LAUNCH). Tasks that cannot
+    /// have theirs are refused here. Returns the tasks making volumes.
+    fn resolve_volumes(
+        &mut self,
+        role: &str,
+        agent_volumes: &BTreeMap<String, wasmos_core::Volume>,
+        agent: Option<&AgentId>,
+        ops: &mut Vec<OfferOp>,
+        now: f64,
+    ) -> BTreeSet<TaskId> {
+        let mut creates: Vec<wasmos_core::Volume> = Vec::new();
+        let mut creating = BTreeSet::new();
+        let mut refused = Vec::new();
+        for op in ops.iter_mut() {
+            let OfferOp::LaunchReservedFirst(tasks) = op else {
+                continue;
+            };
+            tasks.retain_mut(|t| {
+                let mut why = None;
+                let mut mine: Vec<wasmos_core::Volume> = Vec::new();
+                for m in &mut t.volumes {
+                    let Some(mb) = m.create_mb.take() else {
+                        continue;
+                    };
+                    if role == "*" {
+                        why = Some(format!(
+                            "persistent volume {} needs disk reserved for a role, and this framework's role is * (give it a role: its mesos_role setting)",
+                            m.id
+                        ));
+                        break;
+                    }
+                    m.role = role.to_string();
+                    match agent_volumes.get(&m.id) {
+                        Some(v) if v.role == role => {}
+                        Some(v) => {
+                            why = Some(format!(
+                                "volume {} on this agent belongs to role {}",
+                                m.id, v.role
+                            ));
+                            break;
+                        }
+                        None if creates.iter().chain(&mine).any(|c| c.id == m.id) => {
+                            why = Some(format!(
+                                "volume {} is made by another task of this launch",
+                                m.id
+                            ));
+                            break;
+                        }
+                        None => mine.push(wasmos_core::Volume {
+                            id: m.id.clone(),
+                            role: role.to_string(),
+                            disk: mb,
+                            container_path: m.container_path.clone(),
+                            principal: None,
+                            uuid: String::new(),
+                        }),
+                    }
+                }
+                match why {
+                    Some(why) => {
+                        refused.push((t.task_id.clone(), why));
+                        false
+                    }
+                    None => {
+                        if !mine.is_empty() {
+                            creating.insert(t.task_id.clone());
+                            creates.append(&mut mine);
+                        }
+                        true
+                    }
+                }
+            });
+        }
+        for (id, why) in refused {
+            self.refused.push(master_status(
+                &id,
+                agent,
+                TaskState::Error,
+                Reason::ReasonTaskInvalid,
+                why,
+                now,
+            ));
+        }
+        if !creates.is_empty() {
+            let disk = creates.iter().fold(wasmos_core::Scalar::ZERO, |sum, v| {
+                sum.saturating_add(v.disk)
+            });
+            let reserve = OfferOp::Reserve {
+                role: role.to_string(),
+                resources: wasmos_core::Resources {
+                    disk,
+                    ..Default::default()
+                },
+            };
+            ops.splice(0..0, [reserve, OfferOp::Create(creates)]);
+        }
+        creating
     }
 
     /// A task refused before it reached the allocator (e.g. a Mesos

@@ -655,6 +655,7 @@ impl Leader {
     /// leader: a new leader asks again), and records an agent drained once
     /// nothing lives there (marking it gone if the drain asked).
     async fn follow_drains(self: &Arc<Self>) {
+        let now = now_secs();
         let (to_kill, drained) = self.store.read(|s| {
             let mut to_kill = Vec::new();
             let mut drained = Vec::new();
@@ -663,10 +664,23 @@ impl Leader {
                 if d.state != wasmos_state::DrainState::Draining {
                     continue;
                 }
+                // Framework plugins (Marathon, Chronos) get a hand-off
+                // window to start replacements elsewhere and stop their
+                // tasks here themselves (`driver.draining-agents`).
+                let handoff = d
+                    .max_grace_period_secs
+                    .unwrap_or(self.config.drain_handoff.as_secs_f64());
+                let handing_off = now < d.started_at + handoff;
                 let mut live = 0;
                 for t in s.live_tasks_on(&a.id) {
                     live += 1;
                     if d.let_finish {
+                        continue;
+                    }
+                    let plugin = s.frameworks.get(&t.framework_id).is_some_and(|f| {
+                        matches!(f.info.kind, wasmos_core::FrameworkKind::Plugin { .. })
+                    });
+                    if plugin && handing_off {
                         continue;
                     }
                     let grace = t.spec.kill_grace_ms();
@@ -834,6 +848,61 @@ impl Leader {
         self.allocator().resume_agent(agent);
         self.alloc_wakeup.notify_one();
         result
+    }
+
+    /// A framework plugin's `destroy-volumes`: its role's volumes of those
+    /// ids on the agent are destroyed and their disk unreserved, one volume
+    /// at a time (one in use stays, logged). Ids the agent does not hold
+    /// for the role are ignored.
+    pub async fn destroy_framework_volumes(
+        &self,
+        framework: &FrameworkId,
+        agent: &AgentId,
+        ids: &[String],
+    ) {
+        let (role, volumes) = self.store.read(|s| {
+            let role = s
+                .frameworks
+                .get(framework)
+                .map_or_else(|| "*".to_string(), |f| f.info.role.clone());
+            let volumes: Vec<wasmos_core::Volume> = s
+                .agents
+                .get(agent)
+                .map(|a| {
+                    ids.iter()
+                        .filter_map(|id| a.volumes.get(id))
+                        .filter(|v| v.role == role)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            (role, volumes)
+        });
+        for v in volumes {
+            let cmds = vec![
+                Command::DestroyVolumes {
+                    agent_id: agent.clone(),
+                    volumes: vec![v.clone()],
+                },
+                Command::UnreserveResources {
+                    agent_id: agent.clone(),
+                    role: role.clone(),
+                    resources: v.resources(),
+                },
+            ];
+            match self.change_agent(agent, cmds).await {
+                Ok(resps) => {
+                    if let Some(Response::Rejected { reason }) = resps.first() {
+                        tracing::warn!(framework = %framework, %agent, volume = %v.id, "volume not destroyed: {reason}");
+                    } else {
+                        tracing::info!(framework = %framework, %agent, volume = %v.id, "volume destroyed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(framework = %framework, %agent, volume = %v.id, error = %e, "volume not destroyed")
+                }
+            }
+        }
     }
 
     /// Expires silent agents (framework actors tick themselves).

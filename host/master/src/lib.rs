@@ -115,6 +115,10 @@ pub struct MasterConfig {
     pub dns_listen: Option<SocketAddr>,
     /// The DNS domain (Mesos-DNS' default, `mesos`).
     pub dns_domain: String,
+    /// How long framework plugins get to move their tasks off a draining
+    /// agent before the master kills them, when the drain names no max
+    /// grace period.
+    pub drain_handoff: Duration,
 }
 
 impl MasterConfig {
@@ -144,6 +148,7 @@ impl MasterConfig {
             history_interval: Duration::from_secs(10),
             dns_listen: None,
             dns_domain: "mesos".into(),
+            drain_handoff: Duration::from_secs(300),
         }
     }
 }

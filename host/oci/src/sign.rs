@@ -586,7 +586,7 @@ mod tests {
         let key = SigningKey::generate().unwrap();
         let keys = vec![("ops".to_string(), key.public())];
         let manifest: PluginManifest = serde_json::from_value(serde_json::json!({
-            "name": "guard", "version": "1.0.0", "kind": "isolator", "world_version": "0.4.0",
+            "name": "guard", "version": "1.0.0", "kind": "isolator", "world_version": "0.5.0",
             "config": {"mode": "strict"}
         }))
         .unwrap();

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use wasmos_core::container::{ContainerInfo, DockerInfo, DockerNetwork, PortMapping};
+use wasmos_core::container::{ContainerInfo, DockerInfo, DockerNetwork, DockerVolume, PortMapping};
+use wasmos_core::task::HostVolume;
 use wasmos_core::{
     CommandSpec, HealthCheckSpec, Offer, PortRange, PortSet, Resources, Scalar, TaskId, TaskSpec,
-    TaskState, TaskStatus,
+    TaskState, TaskStatus, VolumeMount,
 };
 
 use crate::bindings::types as wit;
@@ -90,16 +91,59 @@ fn container_from_wit(c: wit::Container) -> ContainerInfo {
                     })
                     .collect(),
                 force_pull_image: d.force_pull_image,
+                volumes: Vec::new(),
             },
         },
     }
+}
+
+/// A plugin task's volumes, sorted into the task spec: persistent ones
+/// (their role and whether to create them decided by the master), host
+/// paths, and Docker named volumes (into the Docker container).
+fn volumes_from_wit(spec: &mut TaskSpec, volumes: Vec<wit::Volume>) -> Result<(), String> {
+    for v in volumes {
+        match v.source {
+            wit::VolumeSource::Persistent(p) => spec.volumes.push(VolumeMount {
+                create_mb: Some(
+                    Scalar::from_f64("volume size", p.size_mb)
+                        .map_err(|e| format!("volume {}: {e}", p.id))?,
+                ),
+                id: p.id,
+                role: String::new(),
+                container_path: v.container_path,
+                read_only: v.read_only,
+                uuid: String::new(),
+            }),
+            wit::VolumeSource::Host(host_path) => spec.host_volumes.push(HostVolume {
+                host_path,
+                container_path: v.container_path,
+                read_only: v.read_only,
+            }),
+            wit::VolumeSource::Docker(d) => {
+                let Some(ContainerInfo::Docker { docker }) = spec.container.as_mut() else {
+                    return Err(format!(
+                        "task {}: docker volume {} needs a Docker container",
+                        spec.task_id, d.name
+                    ));
+                };
+                docker.volumes.push(DockerVolume {
+                    name: d.name,
+                    driver: d.driver,
+                    options: pairs_from_wit(d.options),
+                    container_path: v.container_path,
+                    read_only: v.read_only,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A task a plugin wants launched, checked as the master would.
 pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
     let task_id =
         TaskId::new(t.task_id.clone()).map_err(|e| format!("task id {:?}: {e}", t.task_id))?;
-    let spec = TaskSpec {
+    let mut spec = TaskSpec {
         resources: resources_from_wit(t.resources).map_err(|e| format!("task {task_id}: {e}"))?,
         name: t.name,
         command: CommandSpec {
@@ -130,8 +174,10 @@ pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
         group: None,
         task_info: None,
         accepted_roles: t.accepted_roles,
+        host_volumes: Vec::new(),
         task_id,
     };
+    volumes_from_wit(&mut spec, t.volumes)?;
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)
 }
@@ -152,6 +198,16 @@ pub(crate) fn offer_to_wit(o: &Offer) -> wit::Offer {
             .map(|(role, r)| wit::RoleResources {
                 role: role.clone(),
                 resources: resources_to_wit(r),
+            })
+            .collect(),
+        volumes: o
+            .volumes
+            .iter()
+            .map(|v| wit::OfferedVolume {
+                id: v.id.clone(),
+                role: v.role.clone(),
+                size_mb: v.disk.as_f64(),
+                container_path: v.container_path.clone(),
             })
             .collect(),
     }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use wasmos_core::{FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskStatus, limits};
+use wasmos_core::{AgentId, FrameworkId, Offer, OfferId, TaskId, TaskSpec, TaskStatus, limits};
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf};
 
@@ -31,6 +31,11 @@ pub trait KvSource: Send + Sync {
     fn get(&self, namespace: &FrameworkId, key: &str) -> Option<Vec<u8>>;
     /// Keys starting with `prefix`, in byte order.
     fn keys(&self, namespace: &FrameworkId, prefix: &str) -> Vec<String>;
+    /// The agents being drained with their tasks to be killed (a
+    /// framework's `driver.draining-agents`).
+    fn draining_agents(&self) -> Vec<AgentId> {
+        Vec::new()
+    }
 }
 
 /// A change to the framework's key-value namespace.
@@ -57,6 +62,11 @@ pub enum DriverAction {
     },
     Revive,
     Suppress,
+    /// Destroy persistent volumes of the framework's role on an agent.
+    DestroyVolumes {
+        agent_id: AgentId,
+        volume_ids: Vec<String>,
+    },
 }
 
 /// What a successful call asks the host to commit and do.
@@ -256,6 +266,31 @@ impl driver::Host for FrameworkHost {
 
     fn suppress(&mut self) {
         let _ = self.push_action(DriverAction::Suppress);
+    }
+
+    fn draining_agents(&mut self) -> Vec<String> {
+        self.kv
+            .draining_agents()
+            .into_iter()
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    fn destroy_volumes(&mut self, agent_id: String, volume_ids: Vec<String>) {
+        // Ids that cannot name a volume name none this agent holds.
+        let Ok(agent_id) = agent_id.parse::<AgentId>() else {
+            return;
+        };
+        let volume_ids: Vec<String> = volume_ids
+            .into_iter()
+            .filter(|id| wasmos_core::reservation::check_volume_id(id).is_ok())
+            .collect();
+        if !volume_ids.is_empty() {
+            let _ = self.push_action(DriverAction::DestroyVolumes {
+                agent_id,
+                volume_ids,
+            });
+        }
     }
 }
 

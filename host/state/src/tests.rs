@@ -39,6 +39,7 @@ fn spec(id: &str) -> TaskSpec {
         group: None,
         task_info: None,
         accepted_roles: Vec::new(),
+        host_volumes: Vec::new(),
     }
 }
 
@@ -553,7 +554,7 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
                     name: "p".into(),
                     version: "1.0.0".into(),
                     kind: wasmos_core::PluginKind::Placement,
-                    world_version: "0.4.0".into(),
+                    world_version: "0.5.0".into(),
                     description: String::new(),
                     capabilities: vec![],
                     config: [("k".to_string(), "v".to_string())].into(),
@@ -1041,6 +1042,7 @@ fn volumes_come_from_reserved_disk_and_a_used_one_cannot_be_destroyed() {
         container_path: "data".into(),
         read_only: false,
         uuid: String::new(),
+        create_mb: None,
     });
     let mut t3 = t.clone();
     t3.task_id = TaskId::new("t3").unwrap();

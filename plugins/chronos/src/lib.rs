@@ -463,6 +463,7 @@ impl Chronos {
                 .collect(),
             readiness_check: None,
             accepted_roles: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
@@ -1087,6 +1088,7 @@ impl Framework for Chronos {
                 gpus: 0,
                 ports: Vec::new(),
                 roles: Vec::new(),
+                ..Need::default()
             };
             let placement = (!job.def.constraints.is_empty()).then(|| Placement {
                 group: key.0.clone(),

@@ -288,6 +288,7 @@ impl ExecTask {
             fetch: Vec::new(),
             readiness_check: None,
             accepted_roles: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 
@@ -299,6 +300,7 @@ impl ExecTask {
             gpus: self.gpus,
             ports: Need::any_ports(self.ports as usize),
             roles: Vec::new(),
+            ..Need::default()
         }
     }
 

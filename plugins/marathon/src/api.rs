@@ -345,7 +345,17 @@ impl Marathon {
             "state": t.state,
             "stagedAt": time::format_ms(t.staged_at),
             "version": t.version,
-            "localVolumes": [],
+            "localVolumes": t
+                .slot
+                .as_ref()
+                .and_then(|id| self.slots.get(id))
+                .map(|s| {
+                    s.volumes
+                        .iter()
+                        .map(|v| json!({"containerPath": v.container_path, "persistenceId": v.persistence_id}))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
             "role": self.role,
         });
         if let Some(s) = t.started_at {
@@ -1027,6 +1037,25 @@ fn kill(m: &mut Marathon, req: &Request, by_app: BTreeMap<String, Vec<String>>) 
                 // Killed but still wanted: replaced once it has ended.
                 driver::kill(&t.id);
                 t.kill_sent = true;
+            }
+            // A resident task's volumes go with it: at once when it has
+            // ended, else once it has (it is kept until then).
+            let busy_slot = t
+                .slot
+                .clone()
+                .and_then(|id| m.slots.get(&id).cloned())
+                .filter(|_| wipe);
+            if let Some(slot) = busy_slot {
+                if m.slot_busy(&slot) {
+                    m.save_slot(crate::model::Slot {
+                        wiping: true,
+                        ..slot
+                    });
+                    m.save_task(&t);
+                    m.tasks.insert(tid, t);
+                    continue;
+                }
+                m.destroy_slot(&slot.id);
             }
             if wipe {
                 m.forget_task(&tid);

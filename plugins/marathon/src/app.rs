@@ -257,6 +257,219 @@ pub struct VersionInfo {
     pub last_config_change_at: String,
 }
 
+/// One of `container.volumes`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeDef {
+    /// A local persistent volume (`persistent.size` MiB of reserved disk).
+    Persistent {
+        container_path: String,
+        size_mb: f64,
+    },
+    /// A directory of the agent (`hostPath`); for a Docker container a
+    /// relative one is a directory of the sandbox.
+    Host {
+        container_path: String,
+        host_path: String,
+        read_only: bool,
+    },
+    /// A Docker named volume (`external`, provider `dvdi`).
+    External {
+        container_path: String,
+        name: String,
+        driver: String,
+        options: BTreeMap<String, String>,
+        read_only: bool,
+    },
+}
+
+/// Checks `container.volumes`, writing each back in its full form (`mode`
+/// always set, as Marathon does). `docker`: the app runs in a Docker
+/// container.
+fn parse_volumes(volumes: &mut [Value], docker: bool, errs: &mut Vec<Invalid>) -> Vec<VolumeDef> {
+    let mut out = Vec::new();
+    let mut paths: Vec<String> = Vec::new();
+    for (i, v) in volumes.iter_mut().enumerate() {
+        let at = |f: &str| format!("/container/volumes({i}){f}");
+        let Some(o) = v.as_object_mut() else {
+            errs.push(Invalid::new(&at(""), "error.expected.jsobject"));
+            continue;
+        };
+        let Some(container_path) = o
+            .get("containerPath")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+        else {
+            errs.push(Invalid::new(&at("/containerPath"), "must not be empty"));
+            continue;
+        };
+        if paths.contains(&container_path) {
+            errs.push(Invalid::new(
+                &at("/containerPath"),
+                "volumes must have unique container paths",
+            ));
+        }
+        paths.push(container_path.clone());
+        let mode = match o.get("mode") {
+            None => "RW".to_string(),
+            Some(Value::String(m)) if m.eq_ignore_ascii_case("RW") => "RW".into(),
+            Some(Value::String(m)) if m.eq_ignore_ascii_case("RO") => "RO".into(),
+            Some(_) => {
+                errs.push(Invalid::new(&at("/mode"), "must be RW or RO"));
+                "RW".into()
+            }
+        };
+        o.insert("mode".into(), json!(mode));
+        let read_only = mode == "RO";
+        let kinds = ["persistent", "hostPath", "external", "secret"]
+            .iter()
+            .filter(|k| o.get(**k).is_some_and(|v| !v.is_null()))
+            .count();
+        if kinds != 1 {
+            errs.push(Invalid::new(
+                &at(""),
+                "a volume has exactly one of persistent, hostPath or external",
+            ));
+            continue;
+        }
+        let relative_single = !container_path.contains('/')
+            && container_path != "."
+            && container_path != ".."
+            && !container_path.chars().any(char::is_control);
+        if o.get("secret").is_some() {
+            errs.push(Invalid::new(
+                &at("/secret"),
+                "secret volumes are not supported yet",
+            ));
+        } else if let Some(p) = o.get("persistent") {
+            let size = p.get("size").and_then(Value::as_f64);
+            match size {
+                Some(n) if n.is_finite() && n > 0.0 && n.fract() == 0.0 => {}
+                _ => errs.push(Invalid::new(
+                    &at("/persistent/size"),
+                    "must be a whole number of MiB above 0",
+                )),
+            }
+            match p.get("type").and_then(Value::as_str) {
+                None | Some("root") => {}
+                Some(t) => errs.push(Invalid::new(
+                    &at("/persistent/type"),
+                    format!(
+                        "{t} disks are not supported: volumes are made of the agents' root disk"
+                    ),
+                )),
+            }
+            if read_only {
+                errs.push(Invalid::new(&at("/mode"), "a persistent volume is RW"));
+            }
+            if !relative_single {
+                errs.push(Invalid::new(
+                    &at("/containerPath"),
+                    "a persistent volume's containerPath is one directory name below the sandbox (e.g. data), without /",
+                ));
+            }
+            out.push(VolumeDef::Persistent {
+                container_path,
+                size_mb: size.unwrap_or(0.0),
+            });
+        } else if let Some(h) = o.get("hostPath") {
+            let Some(host_path) = h.as_str().filter(|h| !h.is_empty()).map(str::to_string) else {
+                errs.push(Invalid::new(&at("/hostPath"), "must be a non-empty string"));
+                continue;
+            };
+            let abs_ok = |p: &str| {
+                p.len() > 1
+                    && p[1..]
+                        .split('/')
+                        .all(|s| !s.is_empty() && s != "." && s != "..")
+            };
+            let rel_ok = |p: &str| p.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+            let host_ok = if host_path.starts_with('/') {
+                abs_ok(&host_path)
+            } else {
+                docker && rel_ok(&host_path)
+            };
+            if !host_ok {
+                errs.push(Invalid::new(
+                    &at("/hostPath"),
+                    if docker {
+                        "must be an absolute path of the agent, or a directory of the sandbox, without . or .."
+                    } else {
+                        "must be an absolute path of the agent, without . or .."
+                    },
+                ));
+            }
+            let cp_ok = if container_path.starts_with('/') {
+                docker && abs_ok(&container_path)
+            } else {
+                rel_ok(&container_path)
+            };
+            if !cp_ok {
+                errs.push(Invalid::new(
+                    &at("/containerPath"),
+                    if docker {
+                        "must be a path without . or .."
+                    } else {
+                        "must be relative to the sandbox, without . or .. (a task on the host sees the host's own filesystem)"
+                    },
+                ));
+            }
+            out.push(VolumeDef::Host {
+                container_path,
+                host_path,
+                read_only,
+            });
+        } else if let Some(e) = o.get("external") {
+            if !docker {
+                errs.push(Invalid::new(
+                    &at("/external"),
+                    "external volumes are Docker volumes here: they need a DOCKER container",
+                ));
+            }
+            let name = e
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if name.is_empty() {
+                errs.push(Invalid::new(&at("/external/name"), "must not be empty"));
+            }
+            match e.get("provider").and_then(Value::as_str) {
+                None | Some("dvdi") => {}
+                Some(p) => errs.push(Invalid::new(
+                    &at("/external/provider"),
+                    format!("provider {p} is not supported; use dvdi (a Docker volume driver)"),
+                )),
+            }
+            let mut options: BTreeMap<String, String> = BTreeMap::new();
+            if let Some(m) = e.get("options").and_then(Value::as_object) {
+                for (k, v) in m {
+                    match v.as_str() {
+                        Some(v) => {
+                            options.insert(k.clone(), v.to_string());
+                        }
+                        None => errs.push(Invalid::new(
+                            &at(&format!("/external/options/{k}")),
+                            "must be a string",
+                        )),
+                    }
+                }
+            }
+            let driver = options
+                .remove("dvdi/driver")
+                .unwrap_or_else(|| "local".to_string());
+            out.push(VolumeDef::External {
+                container_path,
+                name,
+                driver,
+                options,
+                read_only,
+            });
+        }
+    }
+    out
+}
+
 /// An app, as stored and as served (minus what GET embeds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
@@ -295,6 +508,8 @@ pub struct App {
     pub readiness_checks: Vec<ReadinessCheck>,
     /// The index of the port the readiness check names.
     pub readiness_port: Option<usize>,
+    /// `container.volumes`, checked.
+    pub volumes: Vec<VolumeDef>,
     pub version: String,
     pub version_info: Option<VersionInfo>,
 }
@@ -355,6 +570,13 @@ impl App {
                 self.role
             ),
         )])
+    }
+
+    /// Whether it has persistent volumes (its tasks are resident).
+    pub fn resident(&self) -> bool {
+        self.volumes
+            .iter()
+            .any(|v| matches!(v, VolumeDef::Persistent { .. }))
     }
 
     /// The roles whose resources its tasks may take:
@@ -548,6 +770,7 @@ impl App {
             }
         }
         let mut container = container;
+        let mut volumes = Vec::new();
         if let Some(c) = &mut container {
             if !matches!(c.kind.as_str(), "DOCKER" | "MESOS") {
                 errs.push(Invalid::new("/container/type", "must be DOCKER or MESOS"));
@@ -556,18 +779,17 @@ impl App {
                 Some(d) if d.image.trim().is_empty() => {
                     errs.push(Invalid::new("/container/docker/image", "must not be empty"))
                 }
+                // A MESOS container without an image runs on the host
+                // (with its volumes).
+                None if c.kind == "MESOS" => {}
                 None => errs.push(Invalid::new(
                     "/container/docker",
                     "a container needs docker.image (an image the agents' Docker engine has or can pull)",
                 )),
                 _ => {}
             }
-            if !c.volumes.is_empty() {
-                errs.push(Invalid::new(
-                    "/container/volumes",
-                    "volumes are not supported yet",
-                ));
-            }
+            let docker = c.docker.is_some();
+            volumes = parse_volumes(&mut c.volumes, docker, &mut errs);
             // Legacy docker.portMappings move to container.portMappings.
             let legacy_maps = o
                 .get("container")
@@ -601,7 +823,7 @@ impl App {
                 "portMappings are not allowed with host-networking",
             ));
         }
-        if container.is_none() && network_mode != "host" {
+        if container.as_ref().is_none_or(|c| c.docker.is_none()) && network_mode != "host" {
             errs.push(Invalid::new(
                 "/networks",
                 "bridge networking needs a Docker container",
@@ -774,6 +996,44 @@ impl App {
                 .iter()
                 .position(|n| n.as_deref() == Some(r.port_name.as_str()))
         });
+        // Apps with persistent volumes (Marathon's resident apps) restart
+        // in place: their tasks are killed before replacements start on
+        // the volumes, and an unreachable one is waited for.
+        let resident = volumes
+            .iter()
+            .any(|v| matches!(v, VolumeDef::Persistent { .. }));
+        let mut upgrade_strategy = upgrade_strategy;
+        let mut unreachable = unreachable;
+        if resident {
+            if role == "*" {
+                errs.push(Invalid::new(
+                    "/container/volumes",
+                    "persistent volumes take disk reserved for the app's role, and this app's role is *: give Marathon a role (wasmos plugin configure marathon mesos_role=ROLE) and the app that role",
+                ));
+            }
+            if o.get("upgradeStrategy").is_none_or(Value::is_null) {
+                upgrade_strategy = UpgradeStrategy {
+                    minimum_health_capacity: 0.5,
+                    maximum_over_capacity: 0.0,
+                };
+            } else {
+                if upgrade_strategy.maximum_over_capacity > 0.0 {
+                    errs.push(Invalid::new(
+                        "/upgradeStrategy/maximumOverCapacity",
+                        "must be 0 for an app with persistent volumes (a new task takes over an old one's volume)",
+                    ));
+                }
+                if upgrade_strategy.minimum_health_capacity > 0.5 {
+                    errs.push(Invalid::new(
+                        "/upgradeStrategy/minimumHealthCapacity",
+                        "must be at most 0.5 for an app with persistent volumes",
+                    ));
+                }
+            }
+            if o.get("unreachableStrategy").is_none_or(Value::is_null) {
+                unreachable = Unreachable::Disabled;
+            }
+        }
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -809,6 +1069,7 @@ impl App {
             fetch,
             readiness_checks,
             readiness_port,
+            volumes,
             version: String::new(),
             version_info: None,
         })
@@ -1297,5 +1558,82 @@ mod tests {
             assert_eq!(errs[0].path, "/acceptedResourceRoles", "{errs:?}");
         }
         set_framework_role("*");
+    }
+
+    #[test]
+    fn volumes_are_checked_and_written_back_in_full() {
+        let v = json!({"cmd": "x", "role": "db", "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "data", "persistent": {"size": 64}},
+            {"containerPath": "logs", "hostPath": "/var/log/app", "mode": "ro"}]}});
+        let a = App::from_json("/x", &v).unwrap();
+        assert!(a.resident());
+        // A resident app restarts in place and waits for its agent.
+        assert_eq!(a.upgrade_strategy.minimum_health_capacity, 0.5);
+        assert_eq!(a.upgrade_strategy.maximum_over_capacity, 0.0);
+        assert_eq!(a.unreachable, Unreachable::Disabled);
+        assert_eq!(
+            a.volumes[1],
+            VolumeDef::Host {
+                container_path: "logs".into(),
+                host_path: "/var/log/app".into(),
+                read_only: true
+            }
+        );
+        let out = a.to_json();
+        assert_eq!(out["container"]["volumes"][0]["mode"], "RW");
+        assert_eq!(out["container"]["volumes"][1]["mode"], "RO");
+        let docker = json!({"container": {"type": "DOCKER", "docker": {"image": "busybox"}, "volumes": [
+            {"containerPath": "/var/lib/db", "external": {"name": "dbdata", "provider": "dvdi",
+             "options": {"dvdi/driver": "rexray", "size": "5"}}}]}});
+        let d = App::from_json("/y", &docker).unwrap();
+        assert!(!d.resident());
+        assert_eq!(
+            d.volumes[0],
+            VolumeDef::External {
+                container_path: "/var/lib/db".into(),
+                name: "dbdata".into(),
+                driver: "rexray".into(),
+                options: [("size".to_string(), "5".to_string())].into(),
+                read_only: false
+            }
+        );
+
+        let bad = json!({"cmd": "x", "role": "*", "container": {"type": "MESOS", "volumes": [
+            {"containerPath": "a/b", "persistent": {"size": 0, "type": "mount"}},
+            {"containerPath": "/abs", "hostPath": "rel"},
+            {"containerPath": "c", "external": {"name": "v"}},
+            {"containerPath": "d", "secret": "s"},
+            {"containerPath": "e"},
+            {"containerPath": "c", "hostPath": "/srv", "mode": "RX"}]}});
+        let errs = App::from_json("/x", &bad).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "/container/volumes(0)/containerPath",
+            "/container/volumes(0)/persistent/size",
+            "/container/volumes(0)/persistent/type",
+            "/container/volumes(1)/hostPath",
+            "/container/volumes(1)/containerPath",
+            "/container/volumes(2)/external",
+            "/container/volumes(3)/secret",
+            "/container/volumes(4)",
+            "/container/volumes(5)/containerPath",
+            "/container/volumes(5)/mode",
+            "/container/volumes",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        let over = json!({"cmd": "x", "role": "db",
+            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5},
+            "container": {"type": "MESOS", "volumes": [
+                {"containerPath": "data", "persistent": {"size": 1}}]}});
+        let errs = App::from_json("/x", &over).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/upgradeStrategy/maximumOverCapacity",
+                "/upgradeStrategy/minimumHealthCapacity"
+            ]
+        );
     }
 }

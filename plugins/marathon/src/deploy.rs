@@ -126,12 +126,25 @@ pub struct Rolling {
 /// Marathon's bounds for replacing `n` instances: at least `min_healthy`
 /// healthy at all times, at most `max_capacity` instances alive.
 /// `healthy_now` is the healthy count (old and new) when computed.
-pub fn rolling(n: u32, min_health: f64, max_over: f64, healthy_now: u32) -> Rolling {
-    let min_healthy = (f64::from(n) * min_health - 1e-9).ceil().max(0.0) as u32;
+/// `resident`: the instances keep their volumes, so a new one can start
+/// only where an old one ended.
+pub fn rolling(
+    n: u32,
+    min_health: f64,
+    max_over: f64,
+    healthy_now: u32,
+    resident: bool,
+) -> Rolling {
+    let mut min_healthy = (f64::from(n) * min_health - 1e-9).ceil().max(0.0) as u32;
     let mut max_capacity = (f64::from(n) * (1.0 + max_over) + 1e-9).floor() as u32;
     if min_healthy == max_capacity && max_capacity <= healthy_now {
-        // One surplus instance, or no progress would ever be possible.
-        max_capacity += 1;
+        // No progress would ever be possible: one surplus instance, or,
+        // for resident ones, one killed first.
+        if resident {
+            min_healthy = min_healthy.saturating_sub(1);
+        } else {
+            max_capacity += 1;
+        }
     }
     Rolling {
         min_healthy,
@@ -184,7 +197,7 @@ mod tests {
     fn bounds_follow_marathons_worked_examples() {
         // Defaults, n=3: min 3, max 6.
         assert_eq!(
-            rolling(3, 1.0, 1.0, 3),
+            rolling(3, 1.0, 1.0, 3, false),
             Rolling {
                 min_healthy: 3,
                 max_capacity: 6
@@ -192,7 +205,7 @@ mod tests {
         );
         // n=4, {0.5, 0}: min 2, max 4.
         assert_eq!(
-            rolling(4, 0.5, 0.0, 4),
+            rolling(4, 0.5, 0.0, 4, false),
             Rolling {
                 min_healthy: 2,
                 max_capacity: 4
@@ -200,17 +213,25 @@ mod tests {
         );
         // n=1, {1, 0}: max bumped to 2.
         assert_eq!(
-            rolling(1, 1.0, 0.0, 1),
+            rolling(1, 1.0, 0.0, 1, false),
             Rolling {
                 min_healthy: 1,
                 max_capacity: 2
+            }
+        );
+        // A resident one, n=1, {0.5, 0}: the old one goes first.
+        assert_eq!(
+            rolling(1, 0.5, 0.0, 1, true),
+            Rolling {
+                min_healthy: 0,
+                max_capacity: 1
             }
         );
     }
 
     #[test]
     fn half_capacity_kills_two_old_then_replaces_as_they_end() {
-        let b = rolling(4, 0.5, 0.0, 4);
+        let b = rolling(4, 0.5, 0.0, 4, false);
         // Four healthy old instances, nothing new yet.
         let s = rolling_step(4, b, 4, 0, 4, 0);
         assert_eq!(
@@ -242,7 +263,7 @@ mod tests {
 
     #[test]
     fn default_strategy_starts_all_new_before_killing() {
-        let b = rolling(3, 1.0, 1.0, 3);
+        let b = rolling(3, 1.0, 1.0, 3, false);
         let s = rolling_step(3, b, 3, 0, 3, 0);
         assert_eq!(
             s,

@@ -28,9 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 use wasmos_sdk::framework::{
-    Command, Container, DockerInfo, DockerNetwork, FetchUri, Framework, HealthCheck, KeyValue,
-    Offer, OfferInterest, PortMapping, PortRange, Request, Resources, Response, Rule, TaskSpec,
-    TaskStatus, driver, is_terminal, state_name,
+    Command, Container, DockerInfo, DockerNetwork, DockerVolume, FetchUri, Framework, HealthCheck,
+    KeyValue, Offer, OfferInterest, PersistentVolume, PortMapping, PortRange, Request, Resources,
+    Response, Rule, TaskSpec, TaskStatus, Volume, VolumeSource, driver, is_terminal, state_name,
 };
 use wasmos_sdk::offers::{Need, Packer, Placement};
 use wasmos_sdk::{kv, log};
@@ -38,8 +38,8 @@ use wasmos_sdk::{kv, log};
 use crate::app::App;
 use crate::deploy::{ActionKind, rolling, rolling_step};
 use crate::model::{
-    APP_PREFIX, AppRecord, AppState, DEP_PREFIX, Delay, Deployment, Instance, SEQ_KEY, TASK_PREFIX,
-    VER_PREFIX,
+    APP_PREFIX, AppRecord, AppState, DEP_PREFIX, Delay, Deployment, Instance, LocalVolume, SEQ_KEY,
+    SLOT_PREFIX, Slot, TASK_PREFIX, VER_PREFIX,
 };
 
 /// Offers declined while launches wait but nothing fits come back this soon.
@@ -82,6 +82,11 @@ pub struct Marathon {
     next_event: u64,
     /// Groups created explicitly (`grp/<id>`), possibly empty.
     groups: BTreeMap<String, groups::GroupRecord>,
+    /// Resident instances' places, by slot id.
+    slots: BTreeMap<String, Slot>,
+    /// Agents being drained (their tasks move elsewhere), as of the last
+    /// `drive`.
+    draining: BTreeSet<String>,
 }
 
 /// Events kept for streams that fall behind.
@@ -147,6 +152,39 @@ impl Marathon {
     fn forget_task(&mut self, id: &str) {
         self.tasks.remove(id);
         kv::delete(&format!("{TASK_PREFIX}{id}"));
+    }
+
+    fn save_slot(&mut self, slot: Slot) {
+        put(&format!("{SLOT_PREFIX}{}", slot.id), &slot);
+        self.slots.insert(slot.id.clone(), slot);
+    }
+
+    /// Destroys a slot's volumes (on its agent, through the master) and
+    /// forgets it.
+    fn destroy_slot(&mut self, id: &str) {
+        if let Some(slot) = self.slots.remove(id) {
+            let ids: Vec<String> = slot
+                .volumes
+                .iter()
+                .map(|v| v.persistence_id.clone())
+                .collect();
+            log::info(&format!(
+                "destroying the volumes of {} on {}: {}",
+                slot.app_id,
+                slot.host,
+                ids.join(", ")
+            ));
+            driver::destroy_volumes(&slot.agent_id, &ids);
+            kv::delete(&format!("{SLOT_PREFIX}{id}"));
+        }
+    }
+
+    /// Whether a slot's task is still alive.
+    fn slot_busy(&self, slot: &Slot) -> bool {
+        slot.task
+            .as_ref()
+            .and_then(|t| self.tasks.get(t))
+            .is_some_and(|t| !t.is_terminal())
     }
 
     fn save_deployment(&self, d: &Deployment) {
@@ -293,6 +331,7 @@ impl Marathon {
     /// Moves deployments forward, then brings every app's tasks toward its
     /// target. Called at the end of every call into the framework.
     fn drive(&mut self) {
+        self.draining = driver::draining_agents().into_iter().collect();
         let mut ids: Vec<(u64, String)> = self
             .deployments
             .values()
@@ -433,6 +472,16 @@ impl Marathon {
                 for t in left {
                     self.forget_task(&t);
                 }
+                // A deleted app's volumes go, and their disk is unreserved.
+                let slots: Vec<String> = self
+                    .slots
+                    .values()
+                    .filter(|s| s.app_id == app_id)
+                    .map(|s| s.id.clone())
+                    .collect();
+                for id in slots {
+                    self.destroy_slot(&id);
+                }
                 log::info(&format!("app {app_id} removed"));
             }
             _ => {}
@@ -456,11 +505,20 @@ impl Marathon {
             .filter(|i| i.is_active(inactive, t))
             .cloned()
             .collect();
-        if a.rec.restarting {
-            let cfg = a.config_version();
+        // Tasks to replace: of an older config during a restart, and on
+        // agents being drained (replaced elsewhere first, within the
+        // upgrade strategy's bounds, as a restart does).
+        let cfg = a.config_version();
+        let stale = |i: &Instance| {
+            (a.rec.restarting && i.config != cfg)
+                || i.agent_id
+                    .as_ref()
+                    .is_some_and(|x| self.draining.contains(x))
+        };
+        if a.rec.restarting || active.iter().any(stale) {
             let alive = self.app_tasks(app_id).filter(|i| !i.is_terminal()).count() as u32;
             let (mut new, old): (Vec<Instance>, Vec<Instance>) =
-                active.into_iter().partition(|i| i.config == cfg);
+                active.into_iter().partition(|i| !stale(i));
             let healthy_old: Vec<&Instance> =
                 old.iter().filter(|i| i.is_healthy(checked)).collect();
             let healthy_new = new.iter().filter(|i| i.is_healthy(checked)).count() as u32;
@@ -469,6 +527,7 @@ impl Marathon {
                 a.app.upgrade_strategy.minimum_health_capacity,
                 a.app.upgrade_strategy.maximum_over_capacity,
                 healthy_old.len() as u32 + healthy_new,
+                a.app.resident(),
             );
             let step = rolling_step(
                 target,
@@ -552,6 +611,80 @@ impl Marathon {
     }
 }
 
+/// A volume of the app as the task mounts it; a persistent one is the
+/// slot's volume at that path.
+fn task_volume(v: &app::VolumeDef, slot: Option<&Slot>) -> Option<Volume> {
+    use app::VolumeDef as V;
+    Some(match v {
+        V::Persistent { container_path, .. } => {
+            let l = slot?
+                .volumes
+                .iter()
+                .find(|l| &l.container_path == container_path)?;
+            Volume {
+                container_path: l.container_path.clone(),
+                read_only: false,
+                source: VolumeSource::Persistent(PersistentVolume {
+                    id: l.persistence_id.clone(),
+                    size_mb: l.size_mb,
+                }),
+            }
+        }
+        V::Host {
+            container_path,
+            host_path,
+            read_only,
+        } => Volume {
+            container_path: container_path.clone(),
+            read_only: *read_only,
+            source: VolumeSource::Host(host_path.clone()),
+        },
+        V::External {
+            container_path,
+            name,
+            driver,
+            options,
+            read_only,
+        } => Volume {
+            container_path: container_path.clone(),
+            read_only: *read_only,
+            source: VolumeSource::Docker(DockerVolume {
+                name: name.clone(),
+                driver: driver.clone(),
+                options: options
+                    .iter()
+                    .map(|(k, v)| KeyValue {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+            }),
+        },
+    })
+}
+
+/// A new persistence id: the app, the volume's path and a uuid, in the
+/// characters a persistence id may hold.
+fn persistence_id(app_id: &str, container_path: &str, uuid: &str) -> String {
+    let clean = |s: &str, max: usize| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(max)
+            .collect()
+    };
+    format!(
+        "{}.{}.{uuid}",
+        clean(&ids::task_prefix(app_id), 48),
+        clean(container_path, 32)
+    )
+}
+
 /// Marathon's instance condition for a task state.
 fn condition(state: &str) -> &'static str {
     match state {
@@ -613,8 +746,15 @@ fn order_for_kill(tasks: &mut Vec<&Instance>, selection: &str) {
 }
 
 impl Marathon {
-    /// The task spec of a new instance of `a` on `host_ports`.
-    fn spec(&self, a: &AppState, task_id: &str, host_ports: &[u16]) -> TaskSpec {
+    /// The task spec of a new instance of `a` on `host_ports` (and, for a
+    /// resident one, on its slot's volumes).
+    fn spec(
+        &self,
+        a: &AppState,
+        task_id: &str,
+        host_ports: &[u16],
+        slot: Option<&Slot>,
+    ) -> TaskSpec {
         let app = &a.app;
         let (shell, value, arguments) = match (&app.cmd, app.args.is_empty()) {
             (Some(cmd), _) => (true, cmd.clone(), Vec::new()),
@@ -747,6 +887,11 @@ impl Marathon {
                 .first()
                 .map(|r| readiness_spec(r, app.readiness_port.unwrap_or(0))),
             accepted_roles: app.accepted_roles(),
+            volumes: app
+                .volumes
+                .iter()
+                .filter_map(|v| task_volume(v, slot))
+                .collect(),
         }
     }
 
@@ -772,6 +917,112 @@ impl Marathon {
     }
 
     /// Where an app's active tasks run: (agent id, count).
+    /// A slot's task changed: a started task confirms its volumes; a task
+    /// that never started on a new slot leaves it (its volumes may never
+    /// have been made); a wiped slot goes once its task has ended.
+    fn slot_status(&mut self, slot_id: &str, task_id: &str, state: &str) {
+        let Some(mut slot) = self.slots.get(slot_id).cloned() else {
+            return;
+        };
+        if slot.task.as_deref() != Some(task_id) {
+            return;
+        }
+        match state {
+            "TASK_STARTING" | "TASK_RUNNING" if !slot.confirmed => {
+                slot.confirmed = true;
+                self.save_slot(slot);
+            }
+            "TASK_ERROR" | "TASK_DROPPED" if !slot.confirmed => self.destroy_slot(slot_id),
+            s if slot.wiping && model::terminal_state(s) => self.destroy_slot(slot_id),
+            _ => {}
+        }
+    }
+
+    /// Places a resident instance: on a free slot of its app whose
+    /// volumes an offer holds (its agent), or, while the app has fewer
+    /// slots than instances, on a new slot whose volumes the master makes
+    /// from unreserved disk. None: it waits (for its slot's agent).
+    fn resident_place(
+        &self,
+        a: &AppState,
+        need: &Need,
+        placement: &Placement,
+        packer: &mut Packer,
+        placed: &[(usize, Instance, Option<Slot>)],
+    ) -> Option<(wasmos_sdk::offers::Fit, Slot)> {
+        let app_id = &a.app.id;
+        let taken: BTreeSet<&str> = placed
+            .iter()
+            .filter_map(|(_, _, s)| s.as_ref().map(|s| s.id.as_str()))
+            .collect();
+        let mine: Vec<&Slot> = self
+            .slots
+            .values()
+            .filter(|s| &s.app_id == app_id && !s.wiping)
+            .collect();
+        for slot in mine
+            .iter()
+            .filter(|s| !taken.contains(s.id.as_str()) && !self.slot_busy(s))
+        {
+            let pinned = Need {
+                volumes: slot
+                    .volumes
+                    .iter()
+                    .map(|v| v.persistence_id.clone())
+                    .collect(),
+                ..need.clone()
+            };
+            // Its agent was chosen under the app's constraints already.
+            if let Ok(fit) = packer.place(&pinned, None) {
+                return Some((fit, (*slot).clone()));
+            }
+        }
+        let new_here = placed
+            .iter()
+            .filter(|(_, i, s)| {
+                &i.app_id == app_id && s.as_ref().is_some_and(|s| !self.slots.contains_key(&s.id))
+            })
+            .count();
+        if mine.len() + new_here >= a.rec.target as usize {
+            return None;
+        }
+        let volumes: Vec<LocalVolume> = a
+            .app
+            .volumes
+            .iter()
+            .filter_map(|v| match v {
+                app::VolumeDef::Persistent {
+                    container_path,
+                    size_mb,
+                } => Some((container_path.clone(), *size_mb)),
+                _ => None,
+            })
+            .map(|(container_path, size_mb)| LocalVolume {
+                persistence_id: persistence_id(app_id, &container_path, &self.new_uuid()),
+                container_path,
+                size_mb,
+            })
+            .collect();
+        let fresh = Need {
+            new_volumes_mb: volumes.iter().map(|v| v.size_mb).sum(),
+            ..need.clone()
+        };
+        let fit = packer.place(&fresh, Some(placement)).ok()?;
+        Some((
+            fit,
+            Slot {
+                id: self.new_uuid(),
+                app_id: app_id.clone(),
+                agent_id: String::new(),
+                host: String::new(),
+                volumes,
+                task: None,
+                confirmed: false,
+                wiping: false,
+            },
+        ))
+    }
+
     fn placed(&self, app_id: &str) -> Vec<(String, u32)> {
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
         for t in self
@@ -963,6 +1214,12 @@ impl Framework for Marathon {
                     Some((id, kv::get_json::<groups::GroupRecord>(k)?))
                 })
                 .collect(),
+            slots: kv::keys(SLOT_PREFIX)
+                .iter()
+                .filter_map(|k| kv::get_json::<Slot>(k))
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            draining: BTreeSet::new(),
         };
         log::info(&format!(
             "marathon: {} apps, {} tasks, {} deployments in progress",
@@ -978,8 +1235,9 @@ impl Framework for Marathon {
         self.drive();
         let t = now();
         let mut packer = Packer::new(&offers).limit_per_offer(self.max_per_offer);
-        // New instances by the offer they were placed on.
-        let mut placed: Vec<(usize, Instance)> = Vec::new();
+        // New instances by the offer they were placed on, with the slot a
+        // resident one runs on.
+        let mut placed: Vec<(usize, Instance, Option<Slot>)> = Vec::new();
         let wanting: Vec<(String, u32)> = self.need.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for (app_id, count) in wanting {
             let Some(a) = self.apps.get(&app_id).cloned() else {
@@ -995,6 +1253,7 @@ impl Framework for Marathon {
                 gpus: a.app.gpus,
                 ports: Self::wanted_ports(&a.app),
                 roles: a.app.accepted_roles(),
+                ..Need::default()
             };
             let placement = Placement {
                 group: app_id.clone(),
@@ -1011,8 +1270,26 @@ impl Framework for Marathon {
                     let s = self.offer_stats.entry(app_id.clone()).or_default();
                     s.processed += offers.len() as u64;
                 }
-                let fit = match packer.place(&need, Some(&placement)) {
-                    Ok(fit) => fit,
+                let resident = if a.app.resident() {
+                    match self.resident_place(&a, &need, &placement, &mut packer, &placed) {
+                        Some(found) => Some(found),
+                        None => {
+                            self.note_reason(&app_id, "NoCorrespondingReservationFound");
+                            let s = self.offer_stats.entry(app_id.clone()).or_default();
+                            s.unused += 1;
+                            s.last_unused_ms = Some(t);
+                            break;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let placed_on = match resident {
+                    Some((fit, slot)) => Ok((fit, Some(slot))),
+                    None => packer.place(&need, Some(&placement)).map(|f| (f, None)),
+                };
+                let (fit, slot) = match placed_on {
+                    Ok(found) => found,
                     Err(no) => {
                         if let Some(why) = no
                             .constraint
@@ -1035,7 +1312,16 @@ impl Framework for Marathon {
                     ids::task_prefix(&app_id),
                     self.new_uuid()
                 );
-                packer.add(fit.offer, self.spec(&a, &task_id, &fit.ports));
+                let slot = slot.map(|mut sl| {
+                    sl.task = Some(task_id.clone());
+                    sl.agent_id = packer.agent_id(fit.offer).to_string();
+                    sl.host = packer.hostname(fit.offer).to_string();
+                    sl
+                });
+                packer.add(
+                    fit.offer,
+                    self.spec(&a, &task_id, &fit.ports, slot.as_ref()),
+                );
                 placed.push((
                     fit.offer,
                     Instance {
@@ -1059,7 +1345,9 @@ impl Framework for Marathon {
                         last_failure: None,
                         consecutive_failures: 0,
                         message: None,
+                        slot: slot.as_ref().map(|sl| sl.id.clone()),
                     },
+                    slot,
                 ));
                 let s = self.offer_stats.entry(app_id.clone()).or_default();
                 s.last_used_ms = Some(t);
@@ -1085,10 +1373,13 @@ impl Framework for Marathon {
             let offer = offers.iter().position(|o| o.id == launch.offer_id);
             match launch.send_refusing(refuse) {
                 Ok(()) => {
-                    for (_, i) in placed.iter().filter(|(at, _)| Some(*at) == offer) {
+                    for (_, i, slot) in placed.iter().filter(|(at, _, _)| Some(*at) == offer) {
                         log::info(&format!("launching {} on {}", i.id, launch.hostname));
                         self.save_task(i);
                         self.tasks.insert(i.id.clone(), i.clone());
+                        if let Some(sl) = slot {
+                            self.save_slot(sl.clone());
+                        }
                     }
                 }
                 Err(e) => log::error(&format!("launch refused: {e}")),
@@ -1197,6 +1488,9 @@ impl Framework for Marathon {
                     "healthy": t.healthy,
                 }),
             );
+        }
+        if let Some(slot_id) = t.slot.clone() {
+            self.slot_status(&slot_id, &t.id, &state);
         }
         if is_terminal(update.state) {
             if let Some(a) = self.apps.get_mut(&t.app_id) {
@@ -1322,6 +1616,7 @@ mod tests {
             last_failure: None,
             consecutive_failures: 0,
             message: None,
+            slot: None,
         }
     }
 

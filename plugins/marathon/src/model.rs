@@ -14,6 +14,38 @@ pub const TASK_PREFIX: &str = "task/";
 pub const DEP_PREFIX: &str = "dep/";
 pub const VER_PREFIX: &str = "ver/";
 pub const SEQ_KEY: &str = "seq";
+pub const SLOT_PREFIX: &str = "slot/";
+
+/// A resident instance's place (Marathon's reservation): the agent and
+/// the persistent volumes its tasks run on, kept when a task ends so that
+/// the next one finds the data, until the app is deleted or the task is
+/// wiped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Slot {
+    pub id: String,
+    pub app_id: String,
+    pub agent_id: String,
+    pub host: String,
+    pub volumes: Vec<LocalVolume>,
+    /// The task running on it, if any (a task no longer known has ended).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// A task of it has started: its volumes exist.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// Wiped: its volumes are destroyed once its task has ended.
+    #[serde(default)]
+    pub wiping: bool,
+}
+
+/// A persistent volume of a slot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalVolume {
+    pub container_path: String,
+    pub persistence_id: String,
+    pub size_mb: f64,
+}
 
 /// The backoff of an app's launches after failures.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -123,21 +155,29 @@ pub struct Instance {
     pub consecutive_failures: u32,
     #[serde(default)]
     pub message: Option<String>,
+    /// The slot of a resident instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+}
+
+/// Whether a task in `state` (Mesos' name) has ended.
+pub fn terminal_state(state: &str) -> bool {
+    matches!(
+        state,
+        "TASK_FINISHED"
+            | "TASK_FAILED"
+            | "TASK_KILLED"
+            | "TASK_ERROR"
+            | "TASK_LOST"
+            | "TASK_DROPPED"
+            | "TASK_GONE"
+            | "TASK_GONE_BY_OPERATOR"
+    )
 }
 
 impl Instance {
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "TASK_FINISHED"
-                | "TASK_FAILED"
-                | "TASK_KILLED"
-                | "TASK_ERROR"
-                | "TASK_LOST"
-                | "TASK_DROPPED"
-                | "TASK_GONE"
-                | "TASK_GONE_BY_OPERATOR"
-        )
+        terminal_state(&self.state)
     }
 
     /// Counted as one of the app's instances: wanted, not ended, and not

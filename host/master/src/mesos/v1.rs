@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use wasmos_core::container::{ContainerInfo, DockerInfo, DockerNetwork, PortMapping};
 use wasmos_core::reservation::{self, RoleResources, Volume, VolumeMount, check_reservation_role};
 use wasmos_core::resources::{PortRange, PortSet, Scalar};
-use wasmos_core::task::FetchUri;
+use wasmos_core::task::{FetchUri, HostVolume};
 use wasmos_core::{
     AgentId, CommandSpec, ExecutorId, ExecutorKind, ExecutorSpec, HealthCheckSpec, Offer,
     Resources, TaskId, TaskSpec, TaskStatus,
@@ -469,6 +469,7 @@ impl ResourceList {
                 container_path: v.container_path.clone(),
                 read_only: *ro,
                 uuid: String::new(),
+                create_mb: None,
             })
             .collect()
     }
@@ -839,9 +840,16 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
     let fetch = uris(command_info)?;
     let list = resource_list(&t.resources)?;
     let resources = list.all.clone();
-    let container = match &t.container {
-        None => None,
-        Some(c) => container(c, &resources)?,
+    let (container, host_volumes) = match &t.container {
+        None => (None, Vec::new()),
+        Some(c) => {
+            let (host, named) = container_volumes(c)?;
+            let mut container = container(c, &resources)?;
+            if let Some(ContainerInfo::Docker { docker }) = container.as_mut() {
+                docker.volumes = named;
+            }
+            (container, host)
+        }
     };
     if container.is_none() && command.value.is_empty() {
         return Err("command.value is required".into());
@@ -869,6 +877,7 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
         group: None,
         task_info: None,
         accepted_roles: Vec::new(),
+        host_volumes,
     })
 }
 
@@ -903,6 +912,7 @@ fn custom_executor_task(
         group: None,
         task_info: None,
         accepted_roles: Vec::new(),
+        host_volumes: Vec::new(),
     })
 }
 
@@ -1107,10 +1117,82 @@ fn command(c: &CommandInfo) -> Result<CommandSpec, String> {
     })
 }
 
-fn container(c: &ContainerInfoV1, resources: &Resources) -> Result<Option<ContainerInfo>, String> {
-    if !c.volumes.is_empty() {
-        return Err("container volumes are not supported by this cluster yet".into());
+/// A ContainerInfo's volumes: host paths (`host_path`, or a `HOST_PATH`
+/// source) and Docker volumes (`DOCKER_VOLUME`, DOCKER containers only).
+fn container_volumes(
+    c: &ContainerInfoV1,
+) -> Result<(Vec<HostVolume>, Vec<wasmos_core::container::DockerVolume>), String> {
+    let docker = c.kind.as_deref() == Some("DOCKER");
+    let mut host = Vec::new();
+    let mut named = Vec::new();
+    for (i, v) in c.volumes.iter().enumerate() {
+        let at = format!("container.volumes[{i}]");
+        let container_path = v["container_path"]
+            .as_str()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("{at}.container_path is required"))?
+            .to_string();
+        let read_only = match v["mode"].as_str() {
+            None | Some("RW") => false,
+            Some("RO") => true,
+            Some(m) => return Err(format!("{at}.mode {m} is neither RW nor RO")),
+        };
+        let source = &v["source"];
+        match (v["host_path"].as_str(), source["type"].as_str()) {
+            (legacy @ Some(_), None) | (legacy @ None, Some("HOST_PATH")) => {
+                let path = match legacy {
+                    Some(path) => path,
+                    None => source["host_path"]["path"]
+                        .as_str()
+                        .ok_or_else(|| format!("{at}.source.host_path.path is required"))?,
+                };
+                host.push(HostVolume {
+                    host_path: path.to_string(),
+                    container_path,
+                    read_only,
+                });
+            }
+            (None, Some("DOCKER_VOLUME")) if docker => {
+                let d = &source["docker_volume"];
+                let options = d["driver_options"]["parameter"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        Some((
+                            p["key"].as_str()?.to_string(),
+                            p["value"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect();
+                named.push(wasmos_core::container::DockerVolume {
+                    name: d["name"]
+                        .as_str()
+                        .ok_or_else(|| format!("{at}.source.docker_volume.name is required"))?
+                        .to_string(),
+                    driver: d["driver"].as_str().unwrap_or("").to_string(),
+                    options,
+                    container_path,
+                    read_only,
+                });
+            }
+            (None, Some("DOCKER_VOLUME")) => {
+                return Err(format!("{at}: DOCKER_VOLUME needs a DOCKER container"));
+            }
+            (_, Some(other)) => {
+                return Err(format!(
+                    "{at}: volume source {other} is not supported (HOST_PATH and DOCKER_VOLUME are)"
+                ));
+            }
+            (None, None) => {
+                return Err(format!("{at} needs host_path or a source"));
+            }
+        }
     }
+    Ok((host, named))
+}
+
+fn container(c: &ContainerInfoV1, resources: &Resources) -> Result<Option<ContainerInfo>, String> {
     if !c.network_infos.is_empty() {
         return Err("container network_infos are not supported; use docker.network".into());
     }
@@ -1165,6 +1247,7 @@ fn container(c: &ContainerInfoV1, resources: &Resources) -> Result<Option<Contai
                     network,
                     port_mappings,
                     force_pull_image: d.force_pull_image.unwrap_or(false),
+                    volumes: Vec::new(),
                 },
             }))
         }
@@ -1427,6 +1510,7 @@ mod tests {
                 container_path: "data".into(),
                 read_only: true,
                 uuid: String::new(),
+                create_mb: None,
             }]
         );
         // A volume on unreserved disk, or refined reservations, are refused.
@@ -1532,6 +1616,53 @@ mod tests {
         let d = d.docker().unwrap();
         assert_eq!(d.port_mappings[0].container_port, 80);
         assert_eq!(d.port_mappings[1].container_port, 81);
+    }
+
+    #[test]
+    fn container_volumes_become_host_and_docker_volumes() {
+        let base = |container: Value| {
+            json!({"name": "w", "task_id": {"value": "w"}, "agent_id": {"value": "a"},
+                "resources": [{"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}],
+                "command": {"value": "true"}, "container": container})
+        };
+        let spec = task(base(
+            json!({"type": "DOCKER", "docker": {"image": "busybox"}, "volumes": [
+            {"container_path": "/etc/app", "host_path": "/srv/app", "mode": "RO"},
+            {"container_path": "logs", "mode": "RW",
+             "source": {"type": "HOST_PATH", "host_path": {"path": "/var/log/app"}}},
+            {"container_path": "/data", "mode": "RW", "source": {"type": "DOCKER_VOLUME",
+             "docker_volume": {"driver": "local", "name": "appdata",
+              "driver_options": {"parameter": [{"key": "o", "value": "bind"}]}}}}]}),
+        ))
+        .unwrap();
+        assert_eq!(spec.host_volumes.len(), 2);
+        assert!(spec.host_volumes[0].read_only);
+        assert_eq!(spec.host_volumes[1].host_path, "/var/log/app");
+        let d = spec.container.as_ref().unwrap().docker().unwrap();
+        assert_eq!(d.volumes[0].name, "appdata");
+        assert_eq!(d.volumes[0].options["o"], "bind");
+        // A task on the host mounts below its sandbox; a Docker volume
+        // needs Docker; other sources are refused by name.
+        for (bad, why) in [
+            (
+                json!({"type": "MESOS", "volumes": [{"container_path": "/etc", "host_path": "/srv"}]}),
+                "relative",
+            ),
+            (
+                json!({"type": "MESOS", "volumes": [{"container_path": "d", "source": {"type": "DOCKER_VOLUME", "docker_volume": {"name": "x"}}}]}),
+                "DOCKER container",
+            ),
+            (
+                json!({"type": "MESOS", "volumes": [{"container_path": "d", "source": {"type": "SANDBOX_PATH"}}]}),
+                "SANDBOX_PATH",
+            ),
+        ] {
+            // (A spec's form is checked with the offers, by validate.)
+            let err = task(base(bad))
+                .and_then(|t| t.validate().map_err(|e| e.to_string()))
+                .unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]
