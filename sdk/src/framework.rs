@@ -16,9 +16,9 @@ pub mod bindings {
 pub use bindings::wasmos::plugin::placement_service;
 pub use bindings::wasmos::plugin::placement_types::Constraint;
 pub use bindings::wasmos::plugin::types::{
-    Command, Container, DockerInfo, DockerNetwork, DockerVolume, FetchUri, HealthCheck,
-    HttpRequest, HttpResponse, KeyValue, Offer, OfferedVolume, PersistentVolume, PortMapping,
-    PortRange, Resources, TaskSpec, TaskState, TaskStatus, Volume, VolumeSource,
+    Command, Container, DiscoveryPort, DockerInfo, DockerNetwork, DockerVolume, FetchUri,
+    HealthCheck, HttpRequest, HttpResponse, KeyValue, Offer, OfferedVolume, PersistentVolume,
+    PortMapping, PortRange, Resources, TaskSpec, TaskState, TaskStatus, Volume, VolumeSource,
 };
 pub use bindings::wasmos::plugin::{driver, placement_service::Rule};
 

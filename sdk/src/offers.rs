@@ -660,6 +660,7 @@ mod tests {
             readiness_check: None,
             accepted_roles: Vec::new(),
             volumes: Vec::new(),
+            discovery: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ mod dashboard;
 mod dns;
 mod docker;
 mod isolation;
+mod lb;
 mod marathon;
 mod masters;
 mod mesos;

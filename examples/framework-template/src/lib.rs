@@ -66,6 +66,7 @@ impl Framework for Hello {
                 readiness_check: None,
                 accepted_roles: Vec::new(),
                 volumes: Vec::new(),
+                discovery: Vec::new(),
             };
             match driver::launch(&[offer.id], &[task], None) {
                 Ok(()) => {

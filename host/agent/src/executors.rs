@@ -603,6 +603,7 @@ impl Agent {
             task_info: None,
             accepted_roles: Vec::new(),
             host_volumes: Vec::new(),
+            discovery: Vec::new(),
         };
         let mut c = self.container_spec(&key.0, &as_task, sandbox.clone());
         c.env

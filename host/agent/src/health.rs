@@ -57,6 +57,11 @@ impl Agent {
     }
 
     fn health_update(&self, framework_id: &FrameworkId, id: &TaskId, r: &CheckResult) {
+        // A check that ends after a kill began reports nothing (the task
+        // may be TASK_KILLING by now).
+        if !self.is_running(id) {
+            return;
+        }
         let mut s = self.status_of(id, TaskState::Running);
         s.healthy = Some(r.healthy);
         s.reason = Some(Reason::ReasonTaskHealthCheckStatusUpdated);
@@ -65,6 +70,11 @@ impl Agent {
     }
 
     fn ready_update(&self, framework_id: &FrameworkId, id: &TaskId, r: &CheckResult) {
+        // A check that ends after a kill began reports nothing (the task
+        // may be TASK_KILLING by now).
+        if !self.is_running(id) {
+            return;
+        }
         let mut s = self.status_of(id, TaskState::Running);
         s.ready = Some(r.healthy);
         s.reason = Some(Reason::ReasonTaskCheckStatusUpdated);

@@ -126,7 +126,7 @@ async fn kill(State(a): Shared, body: Result<Json<KillTask>, JsonRejection>) -> 
         .grace_period_ms
         .unwrap_or(wasmos_core::task::DEFAULT_KILL_GRACE_MS)
         .min(wasmos_core::task::MAX_KILL_GRACE_MS);
-    match a.kill(&msg.task_id, grace) {
+    match a.kill_reporting(&msg.task_id, grace, msg.killing) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(KillError::Unknown) => error(
             StatusCode::NOT_FOUND,

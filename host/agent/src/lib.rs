@@ -32,6 +32,7 @@ mod masters;
 mod metrics;
 pub mod native;
 mod plugins;
+mod proxy;
 pub mod resources;
 mod tasks;
 pub mod tls;
@@ -113,6 +114,10 @@ pub struct AgentConfig {
     /// Directories whose contents tasks may mount as host volumes (none:
     /// refused).
     pub host_volumes: Vec<PathBuf>,
+    /// Run the layer-4 load balancer (virtual IPs, service ports).
+    pub proxy: bool,
+    /// Where the load balancer listens for Marathon's service ports.
+    pub service_port_listen: std::net::IpAddr,
     /// The OS user command tasks that name none run as (an unprivileged
     /// one); Docker tasks keep their image's user.
     pub task_user: String,
@@ -141,6 +146,8 @@ impl AgentConfig {
             sandbox_gc_age: Duration::from_secs(7 * 24 * 3600),
             fetch_allow: Vec::new(),
             host_volumes: Vec::new(),
+            proxy: true,
+            service_port_listen: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             task_user: "nobody".into(),
         }
     }
@@ -431,6 +438,9 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     tokio::spawn(agent.clone().disk_loop());
     tokio::spawn(agent.clone().sandbox_gc_loop());
     tokio::spawn(agent.clone().send_updates());
+    if agent.config.proxy {
+        tokio::spawn(agent.clone().proxy_loop());
+    }
     let app = http::router(agent.clone()).into_make_service_with_connect_info::<wasmos_tls::Peer>();
     let listener = match (&agent.config.tls, keys) {
         (Some(t), Some((keys, hosts))) => {

@@ -696,6 +696,18 @@ impl Agent {
     /// Kills a task: SIGTERM to its process group, SIGKILL after the grace
     /// period. An unknown task is barred from launching later.
     pub(crate) fn kill(self: &Arc<Self>, id: &TaskId, grace_ms: u64) -> Result<(), KillError> {
+        self.kill_reporting(id, grace_ms, false)
+    }
+
+    /// [`Self::kill`]; with `killing`, a running task is first reported
+    /// TASK_KILLING (load balancers and DNS drop it before it stops).
+    pub(crate) fn kill_reporting(
+        self: &Arc<Self>,
+        id: &TaskId,
+        grace_ms: u64,
+        killing: bool,
+    ) -> Result<(), KillError> {
+        let mut report_killing = None;
         let signal = {
             let mut tasks = self.lock_tasks();
             let Some(t) = tasks.get_mut(id) else {
@@ -718,8 +730,15 @@ impl Agent {
                 self.kill_executor_task(id, &key, grace_ms);
                 return Ok(());
             }
+            if killing && t.signal.is_some() && t.state == TaskState::Running {
+                t.state = TaskState::Killing;
+                report_killing = Some(t.framework_id.clone());
+            }
             t.signal.clone()
         };
+        if let Some(framework_id) = report_killing {
+            self.queue_update(&framework_id, self.status_of(id, TaskState::Killing));
+        }
         // Not started yet: `run` sees kill_requested once it has a process.
         let Some(signal) = signal else { return Ok(()) };
         tracing::info!(task = %id, grace_ms, "killing task");

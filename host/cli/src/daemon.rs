@@ -198,6 +198,14 @@ pub struct TaskArgs {
     /// volumes are refused). Tasks read and write there as their user.
     #[arg(long = "host-volumes", value_name = "DIR", value_parser = parse_fetch_dir)]
     host_volumes: Vec<PathBuf>,
+    /// The agent's layer-4 load balancer for virtual IPs (`VIP_0` labels)
+    /// and Marathon's service ports: on or off.
+    #[arg(long, default_value = "on", value_parser = parse_on_off)]
+    proxy: bool,
+    /// Where the load balancer listens for Marathon's service ports (all
+    /// interfaces by default).
+    #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
+    service_port_listen: std::net::IpAddr,
     /// The OS user command tasks that name none run as (default nobody:
     /// never the agent's own user). Running as another user, root
     /// included, needs a policy that lists it (`run_as`).
@@ -215,6 +223,14 @@ fn parse_fetch_dir(s: &str) -> Result<PathBuf, String> {
         ));
     }
     Ok(p)
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is not on or off")),
+    }
 }
 
 fn parse_docker(s: &str) -> Result<wasmos_agent::DockerChoice, String> {
@@ -569,6 +585,8 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
         sandbox_gc_age_secs,
         fetch_allow,
         host_volumes,
+        proxy,
+        service_port_listen,
         task_user,
     } = tasks;
     c.containerizer = containerizer;
@@ -579,6 +597,8 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
     c.sandbox_gc_age = Duration::from_secs(sandbox_gc_age_secs);
     c.fetch_allow = fetch_allow;
     c.host_volumes = host_volumes;
+    c.proxy = proxy;
+    c.service_port_listen = service_port_listen;
     c.task_user = task_user;
     Ok(c)
 }

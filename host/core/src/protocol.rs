@@ -36,6 +36,31 @@ pub mod paths {
     pub const FROM_EXECUTOR: &str = "/internal/v1/executor-message";
     /// Master: an executor ended.
     pub const EXECUTOR_EXITED: &str = "/internal/v1/executor-exited";
+    /// Master: the load balancer's table (`?after=<version>` waits for a
+    /// newer one).
+    pub const PROXY: &str = "/internal/v1/proxy";
+}
+
+/// What every agent's layer-4 load balancer serves: virtual IPs and
+/// Marathon's service ports, each with the tasks connections go to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyTable {
+    /// Changes whenever the services do (a hash of them).
+    pub version: u64,
+    pub services: Vec<ProxyService>,
+}
+
+/// One address the load balancer listens on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProxyService {
+    /// `vip /name:port`, `vip 1.2.3.4:port` or `service port N`.
+    pub name: String,
+    /// Where to listen: a virtual IP, or none for the agent's service-port
+    /// address.
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub port: u16,
+    /// The running (and, if checked, healthy) tasks' host:port.
+    pub backends: Vec<std::net::SocketAddr>,
 }
 
 /// What the master did with a status update.
@@ -264,6 +289,10 @@ pub struct KillTask {
     pub task_id: TaskId,
     #[serde(default)]
     pub grace_period_ms: Option<u64>,
+    /// Report TASK_KILLING when the kill starts (frameworks that know the
+    /// state: plugins, and schedulers with TASK_KILLING_STATE).
+    #[serde(default)]
+    pub killing: bool,
 }
 
 /// The content type of a `/metrics` answer (masters' and agents'), for

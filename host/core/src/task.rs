@@ -383,6 +383,49 @@ pub struct TaskSpec {
     /// `hostPath` volumes); the agent mounts only what its policy allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_volumes: Vec<HostVolume>,
+    /// Its ports as service discovery and the load balancer see them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discovery: Vec<DiscoveryPort>,
+}
+
+/// One of a task's ports for service discovery (Mesos' DiscoveryInfo
+/// port) and the agents' load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryPort {
+    /// One of the task's host ports.
+    pub number: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// `VIP_<n>`: `/name:port` (a named virtual IP) or `ip:port`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Marathon's service port, forwarded by every agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_port: Option<u16>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+impl DiscoveryPort {
+    /// The virtual IPs it is behind: (`/name` or an address, the VIP's
+    /// port), from its `VIP_<n>` labels.
+    pub fn vips(&self) -> Vec<(String, u16)> {
+        self.labels
+            .iter()
+            .filter(|(k, _)| k.starts_with("VIP_"))
+            .filter_map(|(_, v)| {
+                let (name, port) = v.rsplit_once(':')?;
+                let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+                let name = name.trim();
+                (!name.is_empty() && name.len() <= 253).then(|| (name.to_string(), port))
+            })
+            .collect()
+    }
 }
 
 /// A directory of the agent's host mounted into a task.
@@ -795,6 +838,33 @@ impl TaskSpec {
                 )));
             }
         }
+        if self.discovery.len() > 64 {
+            return Err(invalid("a task may list at most 64 discovery ports".into()));
+        }
+        for d in &self.discovery {
+            if !self.resources.ports.contains_port(d.number) {
+                return Err(invalid(format!(
+                    "discovery port {} is not one of the task's ports",
+                    d.number
+                )));
+            }
+            if d.protocol != "tcp" && d.protocol != "udp" {
+                return Err(invalid(format!(
+                    "discovery port {} protocol must be tcp or udp",
+                    d.number
+                )));
+            }
+            if d.labels.len() > 32
+                || d.labels
+                    .iter()
+                    .any(|(k, v)| k.len() > 255 || v.len() > 1024)
+            {
+                return Err(invalid(format!(
+                    "discovery port {}: at most 32 labels, keys up to 255 bytes and values up to 1 KiB",
+                    d.number
+                )));
+            }
+        }
         for v in docker.iter().flat_map(|d| &d.volumes) {
             if !paths.insert(v.container_path.as_str()) {
                 return Err(invalid(format!(
@@ -858,6 +928,7 @@ mod tests {
             task_info: None,
             accepted_roles: Vec::new(),
             host_volumes: Vec::new(),
+            discovery: Vec::new(),
         }
     }
 
@@ -926,5 +997,27 @@ mod tests {
         });
         s.command.env.insert("A=B".into(), "x".into());
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_discovery_ports_vip_labels_name_its_virtual_ips() {
+        let d = DiscoveryPort {
+            number: 31000,
+            name: Some("http".into()),
+            protocol: "tcp".into(),
+            labels: [
+                ("VIP_0".to_string(), "/prod/web:80".to_string()),
+                ("VIP_1".to_string(), "10.0.0.7:443".to_string()),
+                ("VIP_2".to_string(), "no-port".to_string()),
+                ("VIP_3".to_string(), "/x:0".to_string()),
+                ("team".to_string(), "a:1".to_string()),
+            ]
+            .into(),
+            service_port: None,
+        };
+        assert_eq!(
+            d.vips(),
+            vec![("/prod/web".to_string(), 80), ("10.0.0.7".to_string(), 443)]
+        );
     }
 }

@@ -125,10 +125,25 @@ impl Leader {
         task_id: &TaskId,
         grace_ms: u64,
     ) -> Result<reqwest::Response, reqwest::Error> {
+        // Mesos reports TASK_KILLING only to frameworks that know it.
+        let killing = self.store.read(|s| {
+            s.tasks
+                .get(task_id)
+                .and_then(|t| s.frameworks.get(&t.framework_id))
+                .is_some_and(|f| match f.info.kind {
+                    wasmos_core::FrameworkKind::Plugin { .. } => true,
+                    wasmos_core::FrameworkKind::External => f
+                        .info
+                        .capabilities
+                        .iter()
+                        .any(|c| c == "TASK_KILLING_STATE"),
+                })
+        });
         let msg = KillTask {
             term: self.term,
             task_id: task_id.clone(),
             grace_period_ms: Some(grace_ms),
+            killing,
         };
         self.http
             .post(format!("{endpoint}{}", protocol::paths::KILL))

@@ -992,6 +992,7 @@ mod tests {
             task_info: None,
             accepted_roles: Vec::new(),
             host_volumes: Vec::new(),
+            discovery: Vec::new(),
         }
     }
 

@@ -219,15 +219,11 @@ pub fn build(state: &ClusterState, src: &Sources<'_>) -> Zone {
         .iter()
         .find(|(id, _)| src.leader == Some(*id))
         .map(|(_, u)| u.clone());
-    let mut agent_ip = BTreeMap::new();
-    for (id, a) in &state.agents {
-        if a.state != wasmos_core::AgentState::Active {
-            continue;
-        }
-        let Some(ip) = ipv4_of(&a.info.endpoint).or_else(|| ipv4_of(&a.info.hostname)) else {
+    let agent_ip = agent_ips(state);
+    for (id, &ip) in &agent_ip {
+        let Some(a) = state.agents.get(id) else {
             continue;
         };
-        agent_ip.insert(id.clone(), ip);
         z.add(format!("slave.{d}"), Rec::A(ip));
         if let Some(port) = port_of(&a.info.endpoint) {
             z.add(
@@ -332,6 +328,20 @@ pub fn build(state: &ClusterState, src: &Sources<'_>) -> Zone {
 
 // ---- the server ------------------------------------------------------------------
 
+/// The addresses of the active agents (of their endpoint, else their
+/// hostname).
+pub fn agent_ips(state: &ClusterState) -> BTreeMap<wasmos_core::AgentId, Ipv4Addr> {
+    state
+        .agents
+        .iter()
+        .filter(|(_, a)| a.state == wasmos_core::AgentState::Active)
+        .filter_map(|(id, a)| {
+            let ip = ipv4_of(&a.info.endpoint).or_else(|| ipv4_of(&a.info.hostname))?;
+            Some((id.clone(), ip))
+        })
+        .collect()
+}
+
 /// The zone being served, swapped whole on each rebuild.
 #[derive(Debug, Default)]
 pub struct Served {
@@ -357,19 +367,28 @@ pub fn rebuild(node: &Node, serial: u32) {
         .into_iter()
         .map(|m| (m.id, m.addr))
         .collect();
-    let zone = node.store.read(|s| {
-        build(
-            s,
-            &Sources {
-                domain: &node.config.dns_domain,
-                masters,
-                leader,
-                this_master: ipv4_of(&node.url),
-                serial,
-            },
+    let (mut zone, (table, vips)) = node.store.read(|s| {
+        (
+            build(
+                s,
+                &Sources {
+                    domain: &node.config.dns_domain,
+                    masters,
+                    leader,
+                    this_master: ipv4_of(&node.url),
+                    serial,
+                },
+            ),
+            crate::l4lb::build(s, &agent_ips(s)),
         )
     });
+    // Named VIPs: `<name>.<framework>.l4lb.<domain>`.
+    for (name, ip) in vips {
+        let n = format!("{name}.l4lb.{}", zone.domain);
+        zone.add(n, Rec::A(ip));
+    }
     node.dns.set(zone);
+    node.lb.set(table);
 }
 
 /// Keeps the zone current: rebuilt after applied changes (at most every

@@ -84,6 +84,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(protocol::paths::FROM_EXECUTOR, post(from_executor))
         .route(protocol::paths::EXECUTOR_EXITED, post(executor_exited))
         .route(protocol::paths::PLUGINS, get(agent_plugins))
+        .route(protocol::paths::PROXY, get(proxy_table))
         .route("/internal/v1/plugins/{name}", get(agent_plugin_component))
         .route(protocol::paths::RENEW, post(renew))
         .route_layer(middleware::from_fn_with_state(node.clone(), require_agent));
@@ -1192,6 +1193,23 @@ async fn configure_plugin(
         .map_err(|e| ApiError::Forbidden(format!("mesos_role {role}: {e}")))?;
     }
     l.configure_plugin(&name, changes).await.map(ApiJson)
+}
+
+/// The load balancer's table; with `after`, once it differs from that
+/// version (waiting up to 8 s: agents long-poll).
+async fn proxy_table(
+    State(node): NodeState,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiJson<protocol::ProxyTable> {
+    let table = match q.get("after").and_then(|v| v.parse::<u64>().ok()) {
+        Some(after) => {
+            node.lb
+                .newer_than(after, std::time::Duration::from_secs(8))
+                .await
+        }
+        None => node.lb.get(),
+    };
+    ApiJson((*table).clone())
 }
 
 async fn agent_plugins(Lead(l): Lead) -> ApiJson<Vec<protocol::AgentPlugin>> {

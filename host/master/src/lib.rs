@@ -39,6 +39,7 @@ pub mod events;
 pub mod frameworks;
 pub mod history;
 pub mod http;
+pub mod l4lb;
 pub mod launch;
 pub mod leader;
 pub mod mesos;

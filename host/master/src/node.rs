@@ -70,6 +70,8 @@ pub struct Node {
     pub instruments: crate::metrics::Instruments,
     /// The DNS zone this master serves, kept current from its state.
     pub dns: crate::dns::Served,
+    /// The agents' load-balancer table, rebuilt with the zone.
+    pub lb: crate::l4lb::Served,
     /// Where it serves DNS (`--dns-listen`), once bound.
     pub dns_addr: Option<std::net::SocketAddr>,
 }
@@ -114,6 +116,7 @@ impl Node {
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
             instruments: crate::metrics::Instruments::default(),
             dns: crate::dns::Served::default(),
+            lb: crate::l4lb::Served::default(),
             dns_addr,
             history: crate::history::History::open(
                 config.history_interval,

@@ -175,6 +175,17 @@ pub(crate) fn task_from_wit(t: wit::TaskSpec) -> Result<TaskSpec, String> {
         task_info: None,
         accepted_roles: t.accepted_roles,
         host_volumes: Vec::new(),
+        discovery: t
+            .discovery
+            .into_iter()
+            .map(|d| wasmos_core::task::DiscoveryPort {
+                number: d.number,
+                name: d.name,
+                protocol: d.protocol,
+                labels: pairs_from_wit(d.labels),
+                service_port: d.service_port,
+            })
+            .collect(),
         task_id,
     };
     volumes_from_wit(&mut spec, t.volumes)?;

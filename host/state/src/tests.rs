@@ -40,6 +40,7 @@ fn spec(id: &str) -> TaskSpec {
         task_info: None,
         accepted_roles: Vec::new(),
         host_volumes: Vec::new(),
+        discovery: Vec::new(),
     }
 }
 

@@ -464,6 +464,7 @@ impl Chronos {
             readiness_check: None,
             accepted_roles: Vec::new(),
             volumes: Vec::new(),
+            discovery: Vec::new(),
         }
     }
 

@@ -289,6 +289,7 @@ impl ExecTask {
             readiness_check: None,
             accepted_roles: Vec::new(),
             volumes: Vec::new(),
+            discovery: Vec::new(),
         }
     }
 

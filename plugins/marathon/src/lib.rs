@@ -28,9 +28,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 use wasmos_sdk::framework::{
-    Command, Container, DockerInfo, DockerNetwork, DockerVolume, FetchUri, Framework, HealthCheck,
-    KeyValue, Offer, OfferInterest, PersistentVolume, PortMapping, PortRange, Request, Resources,
-    Response, Rule, TaskSpec, TaskStatus, Volume, VolumeSource, driver, is_terminal, state_name,
+    Command, Container, DiscoveryPort, DockerInfo, DockerNetwork, DockerVolume, FetchUri,
+    Framework, HealthCheck, KeyValue, Offer, OfferInterest, PersistentVolume, PortMapping,
+    PortRange, Request, Resources, Response, Rule, TaskSpec, TaskStatus, Volume, VolumeSource,
+    driver, is_terminal, state_name,
 };
 use wasmos_sdk::offers::{Need, Packer, Placement};
 use wasmos_sdk::{kv, log};
@@ -891,6 +892,40 @@ impl Marathon {
                 .volumes
                 .iter()
                 .filter_map(|v| task_volume(v, slot))
+                .collect(),
+            discovery: host_ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let (name, protocol, labels) = if app.network_mode == "host" {
+                        app.port_definitions
+                            .get(i)
+                            .map(|d| (d.name.clone(), d.protocol.clone(), d.labels.clone()))
+                            .unwrap_or_default()
+                    } else {
+                        app.container
+                            .as_ref()
+                            .and_then(|c| c.port_mappings.get(i))
+                            .map(|m| (m.name.clone(), m.protocol.clone(), m.labels.clone()))
+                            .unwrap_or_default()
+                    };
+                    DiscoveryPort {
+                        number: *p,
+                        name,
+                        protocol: match protocol.split(',').next() {
+                            Some(p) if !p.is_empty() => p.to_string(),
+                            _ => "tcp".to_string(),
+                        },
+                        labels: labels
+                            .into_iter()
+                            .map(|(key, value)| KeyValue { key, value })
+                            .collect(),
+                        service_port: service
+                            .get(i)
+                            .filter(|s| **s != 0)
+                            .and_then(|s| u16::try_from(*s).ok()),
+                    }
+                })
                 .collect(),
         }
     }

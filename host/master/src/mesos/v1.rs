@@ -266,6 +266,7 @@ pub struct TaskInfo {
     pub kill_policy: Option<KillPolicy>,
     pub labels: Option<Labels>,
     pub data: Option<String>,
+    pub discovery: Option<Value>,
 }
 
 /// `mesos.v1.Resource`.
@@ -878,7 +879,42 @@ pub fn task_spec(t: &TaskInfo, framework_user: &str) -> Result<TaskSpec, String>
         task_info: None,
         accepted_roles: Vec::new(),
         host_volumes,
+        discovery: discovery(t),
     })
+}
+
+/// A TaskInfo's `discovery.ports` (their `VIP_<n>` labels put a port behind
+/// a virtual IP).
+fn discovery(t: &TaskInfo) -> Vec<wasmos_core::task::DiscoveryPort> {
+    let Some(ports) = t
+        .discovery
+        .as_ref()
+        .and_then(|d| d["ports"]["ports"].as_array())
+    else {
+        return Vec::new();
+    };
+    ports
+        .iter()
+        .filter_map(|p| {
+            Some(wasmos_core::task::DiscoveryPort {
+                number: u16::try_from(p["number"].as_u64()?).ok()?,
+                name: p["name"].as_str().map(str::to_string),
+                protocol: p["protocol"].as_str().unwrap_or("tcp").to_ascii_lowercase(),
+                labels: p["labels"]["labels"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| {
+                        Some((
+                            l["key"].as_str()?.to_string(),
+                            l["value"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect(),
+                service_port: None,
+            })
+        })
+        .collect()
 }
 
 /// A task its custom executor runs: the agent keeps its resources and
@@ -913,6 +949,7 @@ fn custom_executor_task(
         task_info: None,
         accepted_roles: Vec::new(),
         host_volumes: Vec::new(),
+        discovery: Vec::new(),
     })
 }
 
