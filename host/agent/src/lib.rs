@@ -118,6 +118,11 @@ pub struct AgentConfig {
     pub proxy: bool,
     /// Where the load balancer listens for Marathon's service ports.
     pub service_port_listen: std::net::IpAddr,
+    /// Where the HTTP edge (marathon-lb's virtual hosts) listens, if this
+    /// is an edge agent.
+    pub edge_listen: Option<SocketAddr>,
+    /// The `HAPROXY_GROUP`s the edge serves.
+    pub edge_groups: Vec<String>,
     /// The OS user command tasks that name none run as (an unprivileged
     /// one); Docker tasks keep their image's user.
     pub task_user: String,
@@ -148,6 +153,8 @@ impl AgentConfig {
             host_volumes: Vec::new(),
             proxy: true,
             service_port_listen: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            edge_listen: None,
+            edge_groups: vec!["external".into()],
             task_user: "nobody".into(),
         }
     }

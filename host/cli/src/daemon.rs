@@ -206,6 +206,14 @@ pub struct TaskArgs {
     /// interfaces by default).
     #[arg(long, default_value = "0.0.0.0", value_name = "IP")]
     service_port_listen: std::net::IpAddr,
+    /// Make this an edge agent: serve Marathon apps' virtual hosts
+    /// (marathon-lb's HAPROXY_GROUP and HAPROXY_0_VHOST labels) over HTTP
+    /// here, e.g. 0.0.0.0:80.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    edge_listen: Option<SocketAddr>,
+    /// A HAPROXY_GROUP the edge serves (repeat for more; default external).
+    #[arg(long = "edge-group", value_name = "NAME", default_value = "external")]
+    edge_groups: Vec<String>,
     /// The OS user command tasks that name none run as (default nobody:
     /// never the agent's own user). Running as another user, root
     /// included, needs a policy that lists it (`run_as`).
@@ -587,6 +595,8 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
         host_volumes,
         proxy,
         service_port_listen,
+        edge_listen,
+        edge_groups,
         task_user,
     } = tasks;
     c.containerizer = containerizer;
@@ -599,6 +609,8 @@ fn agent_config(a: AgentArgs, master: &str, ca_cert: Option<&Path>) -> anyhow::R
     c.host_volumes = host_volumes;
     c.proxy = proxy;
     c.service_port_listen = service_port_listen;
+    c.edge_listen = edge_listen;
+    c.edge_groups = edge_groups;
     c.task_user = task_user;
     Ok(c)
 }

@@ -45,9 +45,22 @@ pub mod paths {
 /// Marathon's service ports, each with the tasks connections go to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyTable {
-    /// Changes whenever the services do (a hash of them).
+    /// Changes whenever the services or routes do (a hash of them).
     pub version: u64,
     pub services: Vec<ProxyService>,
+    /// The HTTP edge's routes (marathon-lb's labels).
+    #[serde(default)]
+    pub http: Vec<HttpRoute>,
+}
+
+/// A virtual host of the HTTP edge: requests whose `Host` is `vhost`, on
+/// edge agents of `group`, go to the backends.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HttpRoute {
+    pub group: String,
+    /// Lower case, without a port.
+    pub vhost: String,
+    pub backends: Vec<std::net::SocketAddr>,
 }
 
 /// One address the load balancer listens on.

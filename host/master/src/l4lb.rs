@@ -11,14 +11,18 @@
 //!   address (`--service-port-listen`, all interfaces by default);
 //! - the backends are the tasks' host ports, of running tasks only, and of
 //!   healthy ones when the task has a health check: a task being killed
-//!   (TASK_KILLING), unhealthy or gone is out of the next table.
+//!   (TASK_KILLING), unhealthy or gone is out of the next table;
+//! - the HTTP edge's routes follow marathon-lb's labels on the task (an
+//!   app's labels): `HAPROXY_GROUP` (comma-separated groups; edge agents
+//!   serve theirs, `external` by default) and `HAPROXY_<n>_VHOST`
+//!   (comma-separated host names) for the task's n-th port.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use sha1::Digest;
 use wasmos_core::TaskState;
-use wasmos_core::protocol::{ProxyService, ProxyTable};
+use wasmos_core::protocol::{HttpRoute, ProxyService, ProxyTable};
 use wasmos_state::State as ClusterState;
 
 /// Where named VIPs get their addresses: 127.77.0.0/16.
@@ -56,13 +60,45 @@ pub fn build(
     let mut vips: BTreeMap<(String, u16), BTreeSet<SocketAddr>> = BTreeMap::new();
     let mut framework_of: BTreeMap<String, String> = BTreeMap::new();
     let mut service_ports: BTreeMap<u16, BTreeSet<SocketAddr>> = BTreeMap::new();
+    let mut routes: BTreeMap<(String, String), BTreeSet<SocketAddr>> = BTreeMap::new();
     for t in state.tasks.values() {
-        if t.spec.discovery.is_empty() {
-            continue;
-        }
         let serving = t.state() == TaskState::Running
             && (t.spec.health_check.is_none() || t.status().healthy == Some(true));
         let ip = agent_ip.get(&t.agent_id).copied();
+        if let Some(groups) = t.spec.labels.get("HAPROXY_GROUP") {
+            let ports: Vec<u16> = t.spec.resources.ports.ports().collect();
+            for (key, hosts) in &t.spec.labels {
+                let Some(n) = key
+                    .strip_prefix("HAPROXY_")
+                    .and_then(|k| k.strip_suffix("_VHOST"))
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                // The n-th port as the task's discovery lists it, else
+                // its n-th host port.
+                let Some(port) = t
+                    .spec
+                    .discovery
+                    .get(n)
+                    .map(|d| d.number)
+                    .or_else(|| ports.get(n).copied())
+                else {
+                    continue;
+                };
+                let backend = ip
+                    .filter(|_| serving)
+                    .map(|ip| SocketAddr::from((ip, port)));
+                for g in groups.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+                    for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                        routes
+                            .entry((g.to_string(), h.to_ascii_lowercase()))
+                            .or_default()
+                            .extend(backend);
+                    }
+                }
+            }
+        }
         let fw = state
             .frameworks
             .get(&t.framework_id)
@@ -114,7 +150,15 @@ pub fn build(
         )
         .collect();
     services.sort();
-    let digest = sha1::Sha1::digest(serde_json::to_vec(&services).unwrap_or_default());
+    let http: Vec<HttpRoute> = routes
+        .into_iter()
+        .map(|((group, vhost), backends)| HttpRoute {
+            group,
+            vhost,
+            backends: backends.into_iter().collect(),
+        })
+        .collect();
+    let digest = sha1::Sha1::digest(serde_json::to_vec(&(&services, &http)).unwrap_or_default());
     let version = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
     let dns = named
         .into_iter()
@@ -124,7 +168,14 @@ pub fn build(
             (!label.is_empty() && !fw.is_empty()).then(|| (format!("{label}.{fw}"), ip))
         })
         .collect();
-    (ProxyTable { version, services }, dns)
+    (
+        ProxyTable {
+            version,
+            services,
+            http,
+        },
+        dns,
+    )
 }
 
 /// The table this master serves to agents, swapped whole on each rebuild;
