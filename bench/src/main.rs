@@ -22,6 +22,7 @@ mod frameworks;
 mod http1;
 mod jobs;
 mod launch;
+mod lb;
 mod marathon;
 mod pki;
 mod sim;
@@ -59,6 +60,11 @@ enum Command {
     Frameworks(frameworks::FrameworksArgs),
     /// The dashboard's Overview in headless Chromium with 1,000 simulated agents and 10,000 tasks: first render, bytes per refresh.
     Dashboard(dashboard::DashboardArgs),
+    /// The agents' load balancer (a Marathon app's VIP) vs Debian's haproxy and a direct connection: latency and connections/s.
+    Lb(lb::LbArgs),
+    /// (Used by `lb`.) A minimal HTTP/1.0 server: the backend task.
+    #[command(hide = true)]
+    LbBackend(lb::BackendArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,6 +187,14 @@ fn main() -> anyhow::Result<()> {
                 };
                 dashboard::run(a, bin).await
             }
+            Command::Lb(a) => {
+                let bin = match a.wasmos.clone() {
+                    Some(b) => b,
+                    None => default_wasmos()?,
+                };
+                lb::run(a, bin).await
+            }
+            Command::LbBackend(a) => lb::backend(a).await,
         }
     })
 }
