@@ -1552,19 +1552,12 @@ async fn a_docker_apps_named_volume_outlives_its_containers() {
     drop(janitor);
 }
 
-/// Draining an agent moves a Marathon app off it without an outage: the
-/// master leaves Marathon's task there during the hand-off window, and
-/// Marathon starts the replacement on the other agent and kills the old
-/// task only once the new one is healthy (minimumHealthCapacity 1 of 1),
-/// well before the window (the default, 300 s) ends.
-#[tokio::test(flavor = "multi_thread")]
-async fn draining_an_agent_moves_a_marathon_app_without_dropping_below_its_health_capacity() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// Deploys `/steady` (one task, HTTP health check) on two racks; returns
+/// the racks, the app's host and agent, and the other host.
+async fn steady_app() -> (Racks, V2, String, String, &'static str) {
     let r = Racks::start(&[("h1", "r1"), ("h2", "r1")]).await;
     let m = V2::new(&r.master.url);
     m.wait_up().await;
-    let api = wasmos_tests::Api::new(&r.master.url);
     let app = json!({"id": "/steady",
         "cmd": "exec python3 -m http.server --bind 127.0.0.1 $PORT0", "cpus": 0.1, "mem": 64,
         "healthChecks": [{"protocol": "HTTP", "path": "/", "gracePeriodSeconds": 30,
@@ -1574,22 +1567,29 @@ async fn draining_an_agent_moves_a_marathon_app_without_dropping_below_its_healt
     let from = a["tasks"][0]["host"].as_str().unwrap().to_string();
     let to = if from == "h1" { "h2" } else { "h1" };
     let agent = a["tasks"][0]["slaveId"].as_str().unwrap().to_string();
-    let (code, v) = api
-        .post(&format!("/api/wasmos/v1/agents/{agent}/drain"), &json!({}))
-        .await;
-    assert_eq!(code, 200, "{v}");
+    (r, m, from, agent, to)
+}
+
+/// Waits until `done`, sampling `/steady`'s healthy tasks meanwhile;
+/// asserts there was always one.
+async fn always_one_healthy<F, Fut>(m: &V2, what: &str, done: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let fewest = Arc::new(AtomicUsize::new(usize::MAX));
-    wait_for(&format!("{from} to be drained"), DEADLINE, || {
+    wait_for(what, DEADLINE, || {
         let fewest = fewest.clone();
-        let (m, api, agent) = (&m, &api, &agent);
+        let done = &done;
         async move {
             let app = m.app("steady").await;
             let healthy = app["tasks"]
                 .as_array()
                 .map_or(0, |ts| ts.iter().filter(|t| healthy(&app, t)).count());
             fewest.fetch_min(healthy, Ordering::SeqCst);
-            let (_, v) = api.get(&format!("/api/wasmos/v1/agents/{agent}")).await;
-            (v["drain"]["state"] == "DRAINED").then_some(())
+            done().await.then_some(())
         }
     })
     .await;
@@ -1598,7 +1598,66 @@ async fn draining_an_agent_moves_a_marathon_app_without_dropping_below_its_healt
         1,
         "the app always had its one healthy task"
     );
+}
+
+/// Draining an agent moves a Marathon app off it without an outage: the
+/// master leaves Marathon's task there during the hand-off window, and
+/// Marathon starts the replacement on the other agent and kills the old
+/// task only once the new one is healthy (minimumHealthCapacity 1 of 1),
+/// well before the window (the default, 300 s) ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_an_agent_moves_a_marathon_app_without_dropping_below_its_health_capacity() {
+    let (r, m, from, agent, to) = steady_app().await;
+    let api = wasmos_tests::Api::new(&r.master.url);
+    let (code, v) = api
+        .post(&format!("/api/wasmos/v1/agents/{agent}/drain"), &json!({}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    always_one_healthy(&m, &format!("{from} to be drained"), || async {
+        let (_, v) = api.get(&format!("/api/wasmos/v1/agents/{agent}")).await;
+        v["drain"]["state"] == "DRAINED"
+    })
+    .await;
     wait_only_on(&m, "/steady", to).await;
+    let a = m.wait_deployed("/steady", 1, DEADLINE).await;
+    assert_eq!(hosts_of(&a), BTreeSet::from([to]), "{a}");
+}
+
+/// A machine entering its maintenance window (scheduled, not yet down)
+/// has Marathon move its tasks first, replacement healthy before the old
+/// task goes; the machine then goes down with nothing of the app on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_maintenance_window_has_marathon_move_an_app_before_the_machine_goes_down() {
+    let (r, m, from, _, to) = steady_app().await;
+    let api = wasmos_tests::Api::new(&r.master.url);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let (code, v) = api
+        .post(
+            "/api/v1",
+            &json!({"type": "UPDATE_MAINTENANCE_SCHEDULE",
+                "update_maintenance_schedule": {"schedule": {"windows": [
+                    {"machine_ids": [{"hostname": from}],
+                     "unavailability": {"start": {"nanoseconds": now_ns},
+                                        "duration": {"nanoseconds": 3_600_000_000_000i64}}}]}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    always_one_healthy(&m, &format!("the app to leave {from}"), || async {
+        let a = m.app("steady").await;
+        hosts_of(&a) == BTreeSet::from([to]) && a["tasks"].as_array().is_some_and(|t| t.len() == 1)
+    })
+    .await;
+    let (code, v) = api
+        .post(
+            "/api/v1",
+            &json!({"type": "START_MAINTENANCE",
+                    "start_maintenance": {"machines": [{"hostname": from}]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
     let a = m.wait_deployed("/steady", 1, DEADLINE).await;
     assert_eq!(hosts_of(&a), BTreeSet::from([to]), "{a}");
 }

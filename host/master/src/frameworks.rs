@@ -150,13 +150,24 @@ impl KvSource for StoreKv {
     }
 
     fn draining_agents(&self) -> Vec<AgentId> {
+        let now_ns = (now_secs() * 1e9) as i64;
         self.0.read(|s| {
             s.agents
                 .values()
                 .filter(|a| {
-                    a.drain.as_ref().is_some_and(|d| {
+                    let drained = a.drain.as_ref().is_some_and(|d| {
                         d.state == wasmos_state::DrainState::Draining && !d.let_finish
-                    })
+                    });
+                    // A machine in its maintenance window, not yet down:
+                    // its tasks should move before it goes down.
+                    let in_window = !s.machine_down(&a.info)
+                        && s.maintenance.iter().any(|w| {
+                            w.start_ns <= now_ns
+                                && w.duration_ns
+                                    .is_none_or(|d| now_ns < w.start_ns.saturating_add(d))
+                                && w.machines.iter().any(|m| m.holds(&a.info))
+                        });
+                    drained || in_window
                 })
                 .map(|a| a.id.clone())
                 .collect()

@@ -1268,6 +1268,15 @@ impl Framework for Marathon {
 
     fn offers(&mut self, offers: Vec<Offer>) {
         self.drive();
+        // Nothing new goes to an agent its tasks are moving off (a machine
+        // in its maintenance window still offers).
+        let (offers, leaving): (Vec<Offer>, Vec<Offer>) = offers
+            .into_iter()
+            .partition(|o| !self.draining.contains(&o.agent_id));
+        if !leaving.is_empty() {
+            let ids: Vec<String> = leaving.into_iter().map(|o| o.id).collect();
+            driver::decline(&ids, Some(REFUSE_WHILE_WAITING));
+        }
         let t = now();
         let mut packer = Packer::new(&offers).limit_per_offer(self.max_per_offer);
         // New instances by the offer they were placed on, with the slot a
