@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::launch::spawn_daemon;
 use crate::stats::{Latencies, median};
 
 #[derive(Debug, clap::Args)]
@@ -138,39 +137,14 @@ pub async fn run(a: LbArgs, bin: PathBuf) -> anyhow::Result<()> {
         a.haproxy.display()
     );
     let me = std::env::current_exe()?;
-    std::fs::create_dir_all("/var/tmp")?;
-    let base = tempfile::tempdir_in("/var/tmp")?;
-    eprintln!("data under {}", base.path().display());
-    let pki = crate::pki::Pki::create(&base.path().join("tls"))?;
-    let mut margs = vec![
-        "master".to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-    ];
-    margs.extend(pki.master_args());
-    let margs: Vec<&str> = margs.iter().map(String::as_str).collect();
-    let (_master, url) = spawn_daemon(&bin, &margs, &base.path().join("master"), "master").await?;
-    let agent_tls = pki.agent_args();
-    let args = [
-        "agent",
-        "--master",
-        &url,
-        "--listen",
-        "127.0.0.1:0",
-        "--containerizer",
+    let c = crate::marathon::BenchCluster::start(
+        &bin,
+        1,
         "process",
-        "--docker",
-        "off",
-        "--service-port-listen",
-        "127.0.0.1",
-    ];
-    let args: Vec<&str> = args
-        .into_iter()
-        .chain(agent_tls.iter().map(String::as_str))
-        .collect();
-    let (_agent, _) = spawn_daemon(&bin, &args, &base.path().join("agent"), "agent").await?;
-    let http = pki.client()?.timeout(Duration::from_secs(30)).build()?;
-    crate::marathon::wait_agents(&http, &url, 1).await?;
+        &["--service-port-listen", "127.0.0.1"],
+    )
+    .await?;
+    let (url, http) = (c.url.clone(), c.http.clone());
     let app = json!({
         "id": "/lbbench", "instances": 3, "cpus": 0.1, "mem": 32,
         "cmd": format!("exec {} lb-backend --port $PORT0", me.display()),
@@ -225,7 +199,7 @@ pub async fn run(a: LbArgs, bin: PathBuf) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let hport = free_port()?;
-    let cfg = base.path().join("haproxy.cfg");
+    let cfg = c.base.path().join("haproxy.cfg");
     let servers: String = backends
         .iter()
         .enumerate()

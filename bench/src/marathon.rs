@@ -36,49 +36,14 @@ pub async fn run(a: MarathonArgs, bin: PathBuf) -> anyhow::Result<()> {
         "{} is missing: build it with `cargo build --release -p wasmos`, or pass --wasmos",
         bin.display()
     );
-    std::fs::create_dir_all("/var/tmp")?;
-    let base = tempfile::tempdir_in("/var/tmp")?;
-    eprintln!("data under {}", base.path().display());
-    let pki = crate::pki::Pki::create(&base.path().join("tls"))?;
-    let mut margs = vec![
-        "master".to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-    ];
-    margs.extend(pki.master_args());
-    let margs: Vec<&str> = margs.iter().map(String::as_str).collect();
-    let (_master, url) = spawn_daemon(&bin, &margs, &base.path().join("master"), "master").await?;
-    let agent_tls = pki.agent_args();
-    let mut agents = Vec::new();
-    for i in 0..a.agents {
-        let host = format!("agent-{i}");
-        let args = [
-            "agent",
-            "--master",
-            &url,
-            "--listen",
-            "127.0.0.1:0",
-            "--hostname",
-            &host,
-            "--containerizer",
-            &a.containerizer,
-            "--docker",
-            "off",
-            "--resources",
-            "cpus:64;mem:65536",
-        ];
-        let args: Vec<&str> = args
-            .into_iter()
-            .chain(agent_tls.iter().map(String::as_str))
-            .collect();
-        agents.push(
-            spawn_daemon(&bin, &args, &base.path().join(&host), "agent")
-                .await?
-                .0,
-        );
-    }
-    let http = pki.client()?.timeout(Duration::from_secs(30)).build()?;
-    wait_agents(&http, &url, a.agents).await?;
+    let c = BenchCluster::start(
+        &bin,
+        a.agents,
+        &a.containerizer,
+        &["--resources", "cpus:64;mem:65536"],
+    )
+    .await?;
+    let (url, http) = (c.url.clone(), c.http.clone());
     eprintln!(
         "master {url}, {} agents ({} containerizer)",
         a.agents, a.containerizer
@@ -112,8 +77,81 @@ pub async fn run(a: MarathonArgs, bin: PathBuf) -> anyhow::Result<()> {
         );
     }
     println!("\nMarathon (published): 500 instances in 14.2 s on 189 agents, ≈ 35 tasks/s.");
-    drop(agents);
+    drop(c);
     Ok(())
+}
+
+/// A master and agents (separate processes on this machine, with the
+/// cluster's TLS) under a temp dir in /var/tmp, Marathon answering.
+pub(crate) struct BenchCluster {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub base: tempfile::TempDir,
+    _master: tokio::process::Child,
+    _agents: Vec<tokio::process::Child>,
+}
+
+impl BenchCluster {
+    /// Starts the master and `agents` agents (`agent-<i>`) with the
+    /// containerizer and `extra` agent options, and waits until they are
+    /// connected and Marathon answers.
+    pub async fn start(
+        bin: &std::path::Path,
+        agents: usize,
+        containerizer: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<BenchCluster> {
+        std::fs::create_dir_all("/var/tmp")?;
+        let base = tempfile::tempdir_in("/var/tmp")?;
+        eprintln!("data under {}", base.path().display());
+        let pki = crate::pki::Pki::create(&base.path().join("tls"))?;
+        let mut margs = vec![
+            "master".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        margs.extend(pki.master_args());
+        let margs: Vec<&str> = margs.iter().map(String::as_str).collect();
+        let (master, url) =
+            spawn_daemon(bin, &margs, &base.path().join("master"), "master").await?;
+        let agent_tls = pki.agent_args();
+        let mut children = Vec::new();
+        for i in 0..agents {
+            let host = format!("agent-{i}");
+            let args = [
+                "agent",
+                "--master",
+                &url,
+                "--listen",
+                "127.0.0.1:0",
+                "--hostname",
+                &host,
+                "--containerizer",
+                containerizer,
+                "--docker",
+                "off",
+            ];
+            let args: Vec<&str> = args
+                .into_iter()
+                .chain(extra.iter().copied())
+                .chain(agent_tls.iter().map(String::as_str))
+                .collect();
+            children.push(
+                spawn_daemon(bin, &args, &base.path().join(&host), "agent")
+                    .await?
+                    .0,
+            );
+        }
+        let http = pki.client()?.timeout(Duration::from_secs(30)).build()?;
+        wait_agents(&http, &url, agents).await?;
+        Ok(BenchCluster {
+            url,
+            http,
+            base,
+            _master: master,
+            _agents: children,
+        })
+    }
 }
 
 pub(crate) async fn wait_agents(http: &reqwest::Client, url: &str, n: usize) -> anyhow::Result<()> {
