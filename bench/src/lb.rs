@@ -7,7 +7,8 @@
 //! Each round measures, for each target, the round trip of one request on
 //! a new connection (sequential), then connections per second with
 //! `--clients` concurrent clients; rounds alternate which balancer goes
-//! first, and the report gives the median of the rounds.
+//! first, and the report gives the median of the rounds. Then it scales
+//! the app up one task at a time and times how soon DNS names the new task.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ pub struct LbArgs {
     /// Rounds (each measures every target; the report gives medians).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Scale-ups after the rounds, each timing how soon DNS names the new
+    /// task.
+    #[arg(long, default_value_t = 5)]
+    scales: usize,
     /// The haproxy binary (Debian: `apt-get install haproxy`).
     #[arg(long, default_value = "/usr/sbin/haproxy")]
     haproxy: PathBuf,
@@ -281,6 +286,67 @@ pub async fn run(a: LbArgs, bin: PathBuf) -> anyhow::Result<()> {
         mrate[1] / mrate[2],
         a.rounds
     );
+    // How soon DNS follows a scale: from the moment Marathon reports the
+    // new task running to the moment the SRV name lists it.
+    let mut follow = Vec::new();
+    for step in 0..a.scales {
+        let n = 4 + step;
+        let r = http
+            .put(format!("{url}/v2/apps/lbbench"))
+            .json(&json!({"instances": n}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "scale: {}", r.text().await?);
+        let (mut running_at, mut named_at) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (r, d) = loop {
+            if let (Some(r), Some(d)) = (running_at, named_at) {
+                break (r, d);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the scale to {n} did not show");
+            let now = Instant::now();
+            if running_at.is_none() {
+                let v: Value = http
+                    .get(format!("{url}/v2/apps/lbbench?embed=app.counts"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if v["app"]["tasksRunning"].as_u64() == Some(n as u64) {
+                    running_at = Some(now);
+                }
+            }
+            if named_at.is_none() {
+                let v: Value = http
+                    .get(format!("{url}/v1/services/_lbbench._tcp.marathon.mesos"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if v.as_array().is_some_and(|l| l.len() == n) {
+                    named_at = Some(now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let ms = if d >= r {
+            d.duration_since(r).as_secs_f64() * 1e3
+        } else {
+            -(r.duration_since(d).as_secs_f64() * 1e3)
+        };
+        eprintln!(
+            "   scale to {n}: DNS lists the new task {ms:+.0} ms after Marathon reports it running"
+        );
+        follow.push(ms);
+    }
+    if !follow.is_empty() {
+        println!(
+            "DNS after a scale: the new task is named {:+.0} ms (median of {}; max {:+.0}) after Marathon reports it running (zone rebuilt at most every 200 ms).",
+            median(&mut follow.clone()),
+            follow.len(),
+            follow.iter().copied().fold(f64::MIN, f64::max)
+        );
+    }
     let _ = http.delete(format!("{url}/v2/apps/lbbench")).send().await;
     Ok(())
 }
