@@ -149,6 +149,20 @@ pub async fn run(a: LbArgs, bin: PathBuf) -> anyhow::Result<()> {
         &["--service-port-listen", "127.0.0.1"],
     )
     .await?;
+    // The backend tasks go whatever happens (plain processes would outlive
+    // the agent).
+    let result = measure(&a, &c, &me).await;
+    if let Err(e) = crate::marathon::remove(&c.http, &c.url, "/lbbench").await {
+        eprintln!("cannot remove the backend app: {e}");
+    }
+    result
+}
+
+async fn measure(
+    a: &LbArgs,
+    c: &crate::marathon::BenchCluster,
+    me: &std::path::Path,
+) -> anyhow::Result<()> {
     let (url, http) = (c.url.clone(), c.http.clone());
     let app = json!({
         "id": "/lbbench", "instances": 3, "cpus": 0.1, "mem": 32,
@@ -213,7 +227,7 @@ pub async fn run(a: LbArgs, bin: PathBuf) -> anyhow::Result<()> {
     std::fs::write(
         &cfg,
         format!(
-            "global\n    maxconn 20000\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\nfrontend f\n    bind 127.0.0.1:{hport}\n    default_backend b\n\nbackend b\n    balance roundrobin\n{servers}"
+            "global\n    maxconn 4096\n\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\nfrontend f\n    bind 127.0.0.1:{hport}\n    default_backend b\n\nbackend b\n    balance roundrobin\n{servers}"
         ),
     )?;
     let _haproxy = tokio::process::Command::new(&a.haproxy)
@@ -347,6 +361,5 @@ pub async fn run(a: LbArgs, bin: PathBuf) -> anyhow::Result<()> {
             follow.iter().copied().fold(f64::MIN, f64::max)
         );
     }
-    let _ = http.delete(format!("{url}/v2/apps/lbbench")).send().await;
     Ok(())
 }

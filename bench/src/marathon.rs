@@ -233,7 +233,7 @@ pub(crate) async fn deploy(
     }
 }
 
-async fn remove(http: &reqwest::Client, url: &str, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn remove(http: &reqwest::Client, url: &str, id: &str) -> anyhow::Result<()> {
     http.delete(format!("{url}/v2/apps{id}")).send().await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
