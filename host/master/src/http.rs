@@ -155,7 +155,54 @@ pub fn router(node: Arc<Node>) -> Router {
         ))
         .layer(tower::util::MapResponseLayer::new(close_after_unread_body))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(max_body, refuse_oversized))
         .with_state(node)
+}
+
+/// The most an oversized body is read (and dropped) before its 413.
+const MAX_DRAIN: usize = 16 << 20;
+
+/// A body whose `Content-Length` is over its route's limit is refused with
+/// a 413 at once, after reading and dropping it (up to [`MAX_DRAIN`], for
+/// 5 s at most): closing on unread data would reset the connection, and
+/// a client still sending would lose the answer.
+async fn refuse_oversized(
+    State(max_body): State<usize>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let limit = if path.starts_with("/raft/") {
+        MAX_RAFT_BODY
+    } else if path == v1!("/plugins") {
+        crate::plugins::MAX_COMPONENT / 3 * 4 + (1 << 20)
+    } else {
+        max_body
+    };
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = length.filter(|l| *l > limit as u64) else {
+        return next.run(req).await;
+    };
+    let body = req.into_body();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        axum::body::to_bytes(body, MAX_DRAIN),
+    )
+    .await;
+    let mut resp = ApiError::Rejection {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("the request body ({length} bytes) is larger than the {limit}-byte limit"),
+    }
+    .into_response();
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// Raft entries carry plugin components; snapshots carry all of them.
