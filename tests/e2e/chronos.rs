@@ -418,21 +418,33 @@ async fn a_schedule_in_a_time_zone_runs_at_the_matching_utc_instant() {
     );
 }
 
+/// A Docker job runs in its image, with an agent directory (beneath the
+/// agent's --host-volumes) mounted where its container.volumes say.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_job_runs_in_its_image() {
     let image = busybox_image();
     let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let shared = shared.to_str().unwrap().to_string();
     let _janitor = DockerJanitor(dir.path().to_path_buf());
-    let c = Cluster::up_with(dir, &["--docker", "on"]).await;
+    let c = Cluster::up_with(dir, &["--docker", "on", "--host-volumes", &shared]).await;
     wait_chronos(&c.api).await;
     add(
         &c.api,
         json!({"name": "boxed", "mem": 32, "schedule": "R1//PT1H",
-               "command": "echo in-image $MESOS_SANDBOX $CHRONOS_JOB_NAME; ls /bin/busybox",
-               "container": {"type": "DOCKER", "image": image, "network": "HOST"}}),
+               "command": "echo in-image $MESOS_SANDBOX $CHRONOS_JOB_NAME; ls /bin/busybox; echo from-chronos > /data/out",
+               "container": {"type": "DOCKER", "image": image, "network": "HOST",
+                             "volumes": [{"hostPath": format!("{shared}/"), "containerPath": "/data", "mode": "RW"}]}}),
     )
     .await;
     wait_count(&c.api, "boxed", "successCount", 1).await;
+    assert_eq!(
+        std::fs::read_to_string(format!("{shared}/out")).unwrap(),
+        "from-chronos\n"
+    );
     let (_, tasks) = c.api.get("/api/wasmos/v1/tasks?framework=chronos").await;
     let id = tasks.as_array().unwrap()[0]["id"]
         .as_str()

@@ -38,6 +38,18 @@ pub struct Container {
     /// `HOST` or `BRIDGE`.
     pub network: String,
     pub force_pull_image: bool,
+    /// Directories of the agent mounted into the container.
+    #[serde(default)]
+    pub volumes: Vec<HostVolume>,
+}
+
+/// One of `container.volumes`: an agent's directory (`hostPath`, mounted
+/// only beneath the agent's `--host-volumes`) at `containerPath`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostVolume {
+    pub host_path: String,
+    pub container_path: String,
+    pub read_only: bool,
 }
 
 /// A job as its owner defined it (server-kept counters live elsewhere).
@@ -430,7 +442,11 @@ impl JobDef {
                 "container",
                 json!({
                     "type": "DOCKER", "image": c.image, "network": c.network,
-                    "networkInfos": [], "volumes": [], "forcePullImage": c.force_pull_image,
+                    "networkInfos": [], "forcePullImage": c.force_pull_image,
+                    "volumes": c.volumes.iter().map(|v| json!({
+                        "hostPath": v.host_path, "containerPath": v.container_path,
+                        "mode": if v.read_only { "RO" } else { "RW" },
+                    })).collect::<Vec<_>>(),
                     "parameters": [],
                 }),
             );
@@ -534,18 +550,71 @@ fn parse_container(v: &Value) -> Result<Option<Container>, String> {
             "container.network {network}: use HOST or BRIDGE (user networks are not supported yet)"
         ));
     }
-    for unsupported in ["volumes", "parameters", "networkInfos"] {
+    for unsupported in ["parameters", "networkInfos"] {
         if get(unsupported).as_array().is_some_and(|a| !a.is_empty()) {
             return Err(format!(
                 "container.{unsupported} is not supported yet; remove it (a job's files can come through fetch)"
             ));
         }
     }
+    let volumes = match get("volumes") {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_volume(i, v))
+            .collect::<Result<Vec<_>, String>>()?,
+        _ => return Err("container.volumes must be a list".into()),
+    };
     Ok(Some(Container {
         image,
         network,
         force_pull_image: flag(get("forcePullImage"), "container.forcePullImage")?.unwrap_or(false),
+        volumes,
     }))
+}
+
+/// `{"hostPath", "containerPath", "mode"}` (mode RW or RO, any case; RW
+/// when absent). External volumes are refused.
+fn parse_volume(i: usize, v: &Value) -> Result<HostVolume, String> {
+    let at = format!("container.volumes[{i}]");
+    if v.get("external").is_some_and(|e| !e.is_null()) {
+        return Err(format!(
+            "{at}: external volumes are not supported; mount an agent directory with hostPath"
+        ));
+    }
+    let path = |k: &str| -> Result<String, String> {
+        let p = v
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("{at}.{k} is required"))?;
+        let segments_ok = p
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .all(|s| s != "." && s != "..");
+        if !segments_ok {
+            return Err(format!("{at}.{k} {p:?} must not hold . or .."));
+        }
+        // Trailing slashes (`/logs/`) are the directory itself.
+        Ok(if p.len() > 1 {
+            p.trim_end_matches('/').to_string()
+        } else {
+            p.to_string()
+        })
+    };
+    let read_only = match v.get("mode").and_then(Value::as_str) {
+        None => false,
+        Some(m) if m.eq_ignore_ascii_case("RW") => false,
+        Some(m) if m.eq_ignore_ascii_case("RO") => true,
+        Some(m) => return Err(format!("{at}.mode {m:?} must be RW or RO")),
+    };
+    Ok(HostVolume {
+        host_path: path("hostPath")?,
+        container_path: path("containerPath")?,
+        read_only,
+    })
 }
 
 fn parse_constraints(v: &Value) -> Result<Vec<[String; 3]>, String> {
@@ -742,7 +811,42 @@ mod tests {
             Endpoint::Iso8601,
         )
         .unwrap_err();
-        assert!(e.contains("volumes"), "{e}");
+        assert!(e.contains("container.volumes[0].containerPath"), "{e}");
+        for (bad, why) in [
+            (
+                json!({"hostPath": "/a", "containerPath": "/b", "mode": "RX"}),
+                "mode",
+            ),
+            (
+                json!({"hostPath": "/a/../etc", "containerPath": "/b"}),
+                "..",
+            ),
+            (
+                json!({"containerPath": "/b", "external": {"name": "v"}}),
+                "external",
+            ),
+        ] {
+            let e = parse(
+                json!({"name": "j", "command": "x", "container": {"image": "b", "volumes": [bad]}}),
+                Endpoint::Iso8601,
+            )
+            .unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let j = parse(
+            json!({"name": "j", "command": "x", "container": {"image": "b", "volumes": [
+                {"hostPath": "/logs/", "containerPath": "/var/log/", "mode": "ro"}]}}),
+            Endpoint::Iso8601,
+        )
+        .unwrap();
+        assert_eq!(
+            j.container.unwrap().volumes,
+            vec![HostVolume {
+                host_path: "/logs".into(),
+                container_path: "/var/log".into(),
+                read_only: true
+            }]
+        );
         assert!(parse(json!({"name": "j", "command": " "}), Endpoint::Iso8601).is_err());
     }
 

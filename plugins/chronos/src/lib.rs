@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use wasmos_sdk::framework::{
     Command, Container, DockerInfo, DockerNetwork, FetchUri, Framework, KeyValue, Offer,
-    OfferInterest, Request, Resources, Response, Rule, TaskSpec, TaskState, TaskStatus, driver,
-    is_terminal, state_name,
+    OfferInterest, Request, Resources, Response, Rule, TaskSpec, TaskState, TaskStatus, Volume,
+    VolumeSource, driver, is_terminal, state_name,
 };
 use wasmos_sdk::offers::{Need, Packer, Placement};
 use wasmos_sdk::placement::Constraint;
@@ -463,7 +463,16 @@ impl Chronos {
                 .collect(),
             readiness_check: None,
             accepted_roles: Vec::new(),
-            volumes: Vec::new(),
+            volumes: def
+                .container
+                .iter()
+                .flat_map(|c| &c.volumes)
+                .map(|v| Volume {
+                    container_path: v.container_path.clone(),
+                    read_only: v.read_only,
+                    source: VolumeSource::Host(v.host_path.clone()),
+                })
+                .collect(),
             discovery: Vec::new(),
         }
     }
