@@ -169,16 +169,7 @@ async fn measure(
         "cmd": format!("exec {} lb-backend --port $PORT0", me.display()),
         "portDefinitions": [{"port": 0, "labels": {"VIP_0": "/lbbench:18080"}}]
     });
-    let r = http
-        .post(format!("{url}/v2/apps"))
-        .json(&app)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        r.status().is_success(),
-        "POST /v2/apps: {}",
-        r.text().await?
-    );
+    crate::marathon::post_app(&http, &url, &app).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let backends: Vec<SocketAddr> = loop {
         let v: Value = http

@@ -196,16 +196,7 @@ pub(crate) async fn deploy(
         "portDefinitions": [],
     });
     let start = Instant::now();
-    let r = http
-        .post(format!("{url}/v2/apps"))
-        .json(&app)
-        .send()
-        .await?;
-    anyhow::ensure!(
-        r.status().as_u16() == 201,
-        "POST /v2/apps: {}",
-        r.text().await?
-    );
+    post_app(http, url, &app).await?;
     let mut running_at = None;
     let deadline = start + Duration::from_secs(600);
     loop {
@@ -231,6 +222,17 @@ pub(crate) async fn deploy(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `POST /v2/apps`, which must create the app.
+pub(crate) async fn post_app(http: &reqwest::Client, url: &str, app: &Value) -> anyhow::Result<()> {
+    let r = http.post(format!("{url}/v2/apps")).json(app).send().await?;
+    anyhow::ensure!(
+        r.status().as_u16() == 201,
+        "POST /v2/apps: {}",
+        r.text().await?
+    );
+    Ok(())
 }
 
 pub(crate) async fn remove(http: &reqwest::Client, url: &str, id: &str) -> anyhow::Result<()> {

@@ -109,6 +109,32 @@ pub fn state_name(state: TaskState) -> &'static str {
     }
 }
 
+/// Every task state, in Mesos' order.
+pub const TASK_STATES: [TaskState; 14] = [
+    TaskState::Staging,
+    TaskState::Starting,
+    TaskState::Running,
+    TaskState::Killing,
+    TaskState::Finished,
+    TaskState::Failed,
+    TaskState::Killed,
+    TaskState::Error,
+    TaskState::Lost,
+    TaskState::Dropped,
+    TaskState::Unreachable,
+    TaskState::Gone,
+    TaskState::GoneByOperator,
+    TaskState::Unknown,
+];
+
+/// Whether the state Mesos names `name` (e.g. `TASK_KILLED`) is terminal;
+/// for frameworks that keep states by name.
+pub fn is_terminal_name(name: &str) -> bool {
+    TASK_STATES
+        .iter()
+        .any(|s| state_name(*s) == name && is_terminal(*s))
+}
+
 /// Asks the master for offers only while the framework has something to
 /// launch: `revive` when it starts wanting, `suppress` when it stops, and
 /// nothing while that does not change.

@@ -180,18 +180,17 @@ async fn serve(listener: TcpListener, backends: Backends) {
     }
 }
 
-/// Connects the client to the first backend that answers, starting at the
-/// `first`-th (round-robin), and copies both ways until either side ends.
-async fn forward(mut client: TcpStream, backends: Arc<Vec<SocketAddr>>, first: usize) {
+/// A connection to the first backend that accepts one, starting at the
+/// `first`-th (round-robin); a backend that refuses or does not answer
+/// within [`CONNECT_TIMEOUT`] is passed over.
+async fn connect_any(backends: &[SocketAddr], first: usize) -> Option<TcpStream> {
     let n = backends.len();
     for i in 0..n {
         let b = backends[(first + i) % n];
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(b)).await {
-            Ok(Ok(mut up)) => {
-                let _ = client.set_nodelay(true);
+            Ok(Ok(up)) => {
                 let _ = up.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-                return;
+                return Some(up);
             }
             Ok(Err(e)) => {
                 tracing::debug!(backend = %b, error = %e, "load balancer: backend refused; trying the next")
@@ -201,7 +200,16 @@ async fn forward(mut client: TcpStream, backends: Arc<Vec<SocketAddr>>, first: u
             }
         }
     }
-    // No backend: the client's connection closes.
+    None
+}
+
+/// Connects the client to a backend ([`connect_any`]) and copies both ways
+/// until either side ends; with no backend the client's connection closes.
+async fn forward(mut client: TcpStream, backends: Arc<Vec<SocketAddr>>, first: usize) {
+    if let Some(mut up) = connect_any(&backends, first).await {
+        let _ = client.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+    }
 }
 
 async fn serve_edge(listener: TcpListener, routes: Routes) {
@@ -284,21 +292,13 @@ async fn edge_request(
             .await;
         return;
     };
-    let n = backends.len();
-    for i in 0..n {
-        let b = backends[(first + i) % n];
-        let Ok(Ok(mut up)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(b)).await
-        else {
-            continue;
-        };
-        let _ = up.set_nodelay(true);
+    if let Some(mut up) = connect_any(backends, first).await {
         let mut sent = forwarded(&head[..end], peer);
         sent.extend_from_slice(&head[end..]);
-        if up.write_all(&sent).await.is_err() {
-            continue;
+        if up.write_all(&sent).await.is_ok() {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            return;
         }
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-        return;
     }
     let _ = client
         .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")

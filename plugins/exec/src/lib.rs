@@ -260,7 +260,7 @@ impl ExecTask {
     }
 
     fn is_finished(&self) -> bool {
-        !self.is_queued() && terminal_name(&self.state)
+        !self.is_queued() && wasmos_sdk::framework::is_terminal_name(&self.state)
     }
 
     fn spec(&self, ports: Vec<PortRange>) -> TaskSpec {
@@ -340,20 +340,6 @@ fn pairs(m: &BTreeMap<String, String>) -> Vec<KeyValue> {
             value: v.clone(),
         })
         .collect()
-}
-
-fn terminal_name(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-            | "TASK_GONE_BY_OPERATOR"
-    )
 }
 
 /// The same rule the master applies to task ids.

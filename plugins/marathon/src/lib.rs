@@ -968,7 +968,9 @@ impl Marathon {
                 self.save_slot(slot);
             }
             "TASK_ERROR" | "TASK_DROPPED" if !slot.confirmed => self.destroy_slot(slot_id),
-            s if slot.wiping && model::terminal_state(s) => self.destroy_slot(slot_id),
+            s if slot.wiping && wasmos_sdk::framework::is_terminal_name(s) => {
+                self.destroy_slot(slot_id)
+            }
             _ => {}
         }
     }

@@ -160,24 +160,9 @@ pub struct Instance {
     pub slot: Option<String>,
 }
 
-/// Whether a task in `state` (Mesos' name) has ended.
-pub fn terminal_state(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-            | "TASK_GONE_BY_OPERATOR"
-    )
-}
-
 impl Instance {
     pub fn is_terminal(&self) -> bool {
-        terminal_state(&self.state)
+        wasmos_sdk::framework::is_terminal_name(&self.state)
     }
 
     /// Counted as one of the app's instances: wanted, not ended, and not
