@@ -682,10 +682,15 @@ async fn a_command_health_check_runs_where_the_task_runs_and_failing_it_replaces
     let app = json!({
         "id": "/cmd", "cmd": "touch ok; sleep 4; rm ok; exec sleep 600",
         "cpus": 0.1, "mem": 32, "portDefinitions": [],
+        // A root task (the management token may ask for one): its check
+        // runs as root too, but with no capability the task lacks.
+        "user": "root",
         "healthChecks": [{
             "protocol": "COMMAND",
-            // The check, like the task, cannot gain privileges (no_new_privs).
-            "command": {"value": "grep -q 'NoNewPrivs:.*1' /proc/self/status || { echo privileges can grow; exit 4; }; test -e \"$MESOS_SANDBOX/ok\" || { echo no ok in $PWD; exit 3; }"},
+            // The check, like the task, cannot gain privileges
+            // (no_new_privs) and holds only Docker's default capabilities
+            // (not the agent's CAP_SYS_ADMIN and the rest).
+            "command": {"value": "grep -q 'NoNewPrivs:.*1' /proc/self/status || { echo privileges can grow; exit 4; }; grep -q 'CapBnd:.*00000000a80425fb' /proc/self/status || { grep CapBnd /proc/self/status; exit 5; }; test -e \"$MESOS_SANDBOX/ok\" || { echo no ok in $PWD; exit 3; }"},
             "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 5,
             "maxConsecutiveFailures": 2
         }]

@@ -175,6 +175,10 @@ fn main() -> ExitCode {
     if args.next().is_some_and(|a| a == "supervise") {
         match args.next() {
             Some(flag) if flag == "--serve" => wasmos_agent::native::supervisor::serve(),
+            Some(flag) if flag == "--enter" => {
+                let rest: Vec<std::ffi::OsString> = args.collect();
+                wasmos_agent::native::supervisor::enter(&rest)
+            }
             Some(dir) => wasmos_agent::native::supervisor::main(std::path::Path::new(&dir)),
             None => {
                 eprintln!("error: supervise needs the task's checkpoint directory");

@@ -215,7 +215,7 @@ fn init_pidfd(rec: &SupervisorRecord) -> Option<OwnedFd> {
     (parent_pid(rec.init_pid) == Some(rec.supervisor_pid)).then_some(fd)
 }
 
-fn launched(dir: PathBuf, rec: &SupervisorRecord) -> Launched {
+fn launched(bin: &Path, dir: PathBuf, rec: &SupervisorRecord) -> Launched {
     use std::os::fd::AsRawFd as _;
     let launch_path = dir.join("launch.json");
     let sup = rec.supervisor_pid;
@@ -250,31 +250,34 @@ fn launched(dir: PathBuf, rec: &SupervisorRecord) -> Launched {
         pid: rec.init_pid,
         exit,
         signal,
-        exec: read_json::<LaunchSpec>(&launch_path).map(|l| namespace_executor(rec.init_pid, l)),
+        exec: read_json::<LaunchSpec>(&launch_path)
+            .map(|l| namespace_executor(bin.to_path_buf(), rec.init_pid, l)),
     }
 }
 
-/// Commands inside a native task: `nsenter` into its init's mount, uts,
-/// ipc, net and pid namespaces, with the task's environment and user, in
-/// its sandbox.
-fn namespace_executor(init_pid: u32, launch: LaunchSpec) -> crate::containerizer::Executor {
+/// Commands inside a native task: `wasmos supervise --enter` joins its
+/// init's mount, uts, ipc, net and pid namespaces and runs the command
+/// with the task's environment and user, in its sandbox, with no more
+/// capabilities than the task has (never the agent's full set).
+fn namespace_executor(
+    bin: PathBuf,
+    init_pid: u32,
+    launch: LaunchSpec,
+) -> crate::containerizer::Executor {
     let ids = launch.user.as_ref().and_then(|u| {
         nix::unistd::User::from_name(u)
             .ok()
             .flatten()
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
     });
+    let (uid, gid) = ids.map_or(("-".to_string(), "-".to_string()), |(u, g)| {
+        (u.to_string(), g.to_string())
+    });
     Arc::new(move |command: String, timeout| {
-        let mut cmd = tokio::process::Command::new("nsenter");
-        cmd.arg("--target")
-            .arg(init_pid.to_string())
-            .args(["--mount", "--uts", "--ipc", "--net", "--pid"])
-            .arg(format!("--wd={}", launch.sandbox.display()));
-        if let Some((uid, gid)) = ids {
-            cmd.arg(format!("--setuid={uid}"))
-                .arg(format!("--setgid={gid}"));
-        }
-        cmd.args(["--", "/bin/sh", "-c"])
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["supervise", "--enter", &init_pid.to_string()])
+            .arg(&launch.sandbox)
+            .args([&uid, &gid])
             .arg(command)
             .env_clear()
             .envs(launch.env.iter().cloned());
@@ -374,7 +377,7 @@ impl NativeContainerizer {
                 match &sup {
                     Some(s) if supervisor_alive(s) => Recovered {
                         record,
-                        running: Some(launched(dir.clone(), s)),
+                        running: Some(launched(&self.config.supervisor_bin, dir.clone(), s)),
                         ended: None,
                     },
                     _ => {
@@ -497,7 +500,7 @@ impl NativeContainerizer {
                 "the task supervisor answered {line:?} but recorded nothing"
             ))
         })?;
-        Ok(launched(dir, &rec))
+        Ok(launched(&self.config.supervisor_bin, dir, &rec))
     }
 }
 
@@ -686,7 +689,7 @@ mod tests {
         };
         assert!(init_pidfd(&rec).is_none());
         let (sig, exit) = {
-            let l = launched(std::env::temp_dir(), &rec);
+            let l = launched(Path::new("wasmos"), std::env::temp_dir(), &rec);
             (l.signal, l.exit)
         };
         drop(exit);

@@ -668,18 +668,9 @@ fn exec_task(
         }
         // The bounding set is what an exec as root gains: only the
         // capabilities a Docker container gets by default are left (a task
-        // of another user loses them all at setuid anyway). EINVAL: past
-        // the kernel's last capability.
-        for cap in 0..64 {
-            if TASK_CAPS & (1u64 << cap) == 0
-                && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0
-                && errno() != libc::EINVAL
-            {
-                fail(&mut exec_err, errno());
-            }
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-            fail(&mut exec_err, errno());
+        // of another user loses them all at setuid anyway).
+        if let Err(e) = drop_capabilities() {
+            fail(&mut exec_err, e);
         }
         if let Some((uid, gid)) = p.ids
             && (libc::setgroups(0, std::ptr::null()) < 0
@@ -695,4 +686,121 @@ fn exec_task(
         );
         fail(&mut exec_err, errno())
     }
+}
+
+/// `wasmos supervise --enter PID DIR UID GID COMMAND`: runs `/bin/sh -c
+/// COMMAND` inside the native task whose init is `PID` (its mount, uts,
+/// ipc, net and pid namespaces), in `DIR`, as `UID`/`GID` (`-`: stay
+/// root), with the environment this process was given and no more
+/// privilege than the task itself: the same capability bounding set and
+/// `no_new_privs`. COMMAND health checks and `exec` run this way; exits
+/// with the command's status. Single-threaded (setns of a mount namespace
+/// needs it).
+pub fn enter(args: &[std::ffi::OsString]) -> ! {
+    match enter_exit_code(args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("cannot enter the task: {e}");
+            std::process::exit(126)
+        }
+    }
+}
+
+fn enter_exit_code(args: &[std::ffi::OsString]) -> Result<i32, String> {
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    let [pid, dir, uid, gid, command] = args else {
+        return Err("usage: wasmos supervise --enter PID DIR UID|- GID|- COMMAND".into());
+    };
+    let text = |s: &std::ffi::OsString| s.to_str().map(str::to_string);
+    let pid: u32 = text(pid)
+        .and_then(|p| p.parse().ok())
+        .ok_or("PID must be a number")?;
+    let id = |s: &std::ffi::OsString, what: &str| -> Result<Option<u32>, String> {
+        match text(s).as_deref() {
+            Some("-") => Ok(None),
+            Some(n) => n
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{what} must be a number or -")),
+            None => Err(format!("{what} must be a number or -")),
+        }
+    };
+    let ids = match (id(uid, "UID")?, id(gid, "GID")?) {
+        (Some(u), Some(g)) => Some((u, g)),
+        (None, None) => None,
+        _ => return Err("give both UID and GID, or neither".into()),
+    };
+    // Every namespace is opened before any is entered (after the mount
+    // namespace, /proc may be the task's).
+    let kinds = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut fds = Vec::new();
+    for (name, flag) in kinds {
+        let path = format!("/proc/{pid}/ns/{name}");
+        let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        fds.push((f, flag, name));
+    }
+    for (f, flag, name) in &fds {
+        nix::sched::setns(f, *flag).map_err(|e| format!("joining the {name} namespace: {e}"))?;
+    }
+    let dir = CString::new(dir.as_encoded_bytes()).map_err(|_| "DIR has a NUL byte")?;
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only async-signal-safe system calls on values prepared before.
+    unsafe {
+        cmd.pre_exec(move || {
+            let last = || std::io::Error::last_os_error();
+            if libc::chdir(dir.as_ptr()) < 0 {
+                return Err(last());
+            }
+            drop_capabilities().map_err(std::io::Error::from_raw_os_error)?;
+            if let Some((uid, gid)) = ids
+                && (libc::setgroups(0, std::ptr::null()) < 0
+                    || libc::setgid(gid) < 0
+                    || libc::setuid(uid) < 0)
+            {
+                return Err(last());
+            }
+            Ok(())
+        });
+    }
+    // The command is forked from here, so it is born in the task's pid
+    // namespace.
+    let status = cmd
+        .status()
+        .map_err(|e| format!("running /bin/sh in the task: {e}"))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Cuts the capability bounding set to [`TASK_CAPS`] and sets
+/// `no_new_privs`; the errno of the first failure.
+///
+/// # Safety
+/// Plain `prctl` calls: safe between fork and exec.
+unsafe fn drop_capabilities() -> Result<(), i32> {
+    let errno = || nix::errno::Errno::last_raw();
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        // EINVAL: past the kernel's last capability.
+        for cap in 0..64 {
+            if TASK_CAPS & (1u64 << cap) == 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) < 0
+                && errno() != libc::EINVAL
+            {
+                return Err(errno());
+            }
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
 }
