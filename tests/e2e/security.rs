@@ -386,3 +386,115 @@ async fn certificates_rotate_before_they_expire() {
     })
     .await;
 }
+
+/// The leader dials each agent by the name of the certificate it
+/// registered with: an agent record pointing at another agent's address
+/// gets no answer from that other agent (the handshake refuses its
+/// certificate), so one agent cannot take another's calls. Marking an
+/// agent gone revokes its certificate: every agent endpoint refuses it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_talks_only_to_the_agent_a_certificate_names_and_gone_agents_certificates_are_revoked()
+ {
+    let c = Cluster::up().await;
+    let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
+    let victim_endpoint = agents[0]["endpoint"].as_str().unwrap().to_string();
+
+    // A joined intruder registers an agent of its own whose endpoint is
+    // the victim's address.
+    let token = std::fs::read_to_string(c.dir.path().join("data/join-token")).unwrap();
+    let (csr, key) = wasmos_tls::Credential::request().unwrap();
+    let joined: Value = wasmos_tests::tls_client(&c.ca(), None)
+        .build()
+        .unwrap()
+        .post(format!("{}/internal/v1/join", c.up.url))
+        .bearer_auth(token.trim())
+        .json(&json!({"csr": csr, "hosts": ["127.0.0.1"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cert = joined["certificate"].as_str().expect("a certificate");
+    let identity = format!("{cert}{key}");
+    let intruder = Api::with_identity(&c.up.url, identity.as_bytes());
+    let info = json!({"hostname": "intruder", "endpoint": victim_endpoint,
+        "resources": {"cpus": 4.0, "mem": 4096.0, "disk": 4096.0}, "attributes": {},
+        "boot_id": "x", "version": "0"});
+    let (code, registered) = intruder
+        .post("/internal/v1/agents/register", &json!({"info": info}))
+        .await;
+    assert_eq!(code, 200, "{registered}");
+    let intruder_id = registered["agent_id"].as_str().unwrap().to_string();
+
+    // A task placed on the intruder's agent: the leader's calls for it go
+    // to the victim's address, where the victim's certificate answers.
+    let run = c
+        .cli(&[
+            "task",
+            "run",
+            "--detach",
+            "--constraint",
+            "hostname:LIKE:intruder",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let task = run.stdout.trim().to_string();
+    let refused = wait_for(
+        "the leader refusing the victim's answer",
+        DEADLINE,
+        || async {
+            let (code, body) = c
+                .api
+                .get(&format!("/api/wasmos/v1/tasks/{task}/files/browse"))
+                .await;
+            (code != 404 || !body["message"].as_str().unwrap_or("").contains("no task"))
+                .then_some((code, body))
+        },
+    )
+    .await;
+    assert_eq!(refused.0, 502, "{}", refused.1);
+    assert!(
+        refused.1["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not agent")),
+        "{}",
+        refused.1
+    );
+    // The victim never ran it: its agent knows no such task.
+    let (_, state) = c.agent_api().get("/api/wasmos/v1/state").await;
+    assert!(
+        !state.to_string().contains(&task),
+        "the victim's agent took the intruder's launch: {state}"
+    );
+
+    // Gone is final, and so is the certificate.
+    let (code, body) = c
+        .api
+        .post(
+            "/api/v1",
+            &json!({"type": "MARK_AGENT_GONE", "mark_agent_gone": {"agent_id": {"value": intruder_id}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    for (path, body) in [
+        (
+            "/internal/v1/agents/heartbeat",
+            json!({"agent_id": intruder_id}),
+        ),
+        ("/internal/v1/renew", json!({"csr": csr, "hosts": []})),
+        ("/internal/v1/agents/register", json!({"info": info})),
+    ] {
+        let (code, answer) = intruder.post(path, &body).await;
+        assert_eq!(code, 403, "{path}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("revoked")),
+            "{path}: {answer}"
+        );
+    }
+}

@@ -69,7 +69,7 @@ impl Leader {
                             break Err(format!("agent {agent_id} refused the launch: {body}"));
                         }
                         Ok(r) => format!("agent answered {}", r.status()),
-                        Err(e) => format!("agent unreachable: {e}"),
+                        Err(e) => format!("agent unreachable: {}", crate::error::with_causes(&e)),
                     },
                 };
                 if *me.shutdown.borrow() {
@@ -109,13 +109,22 @@ impl Leader {
         });
     }
 
+    /// The base URL to call `agent` at. With TLS, its host is the name of
+    /// the certificate the agent registered with (resolved to its address
+    /// by `agent_names`), so a connection to it is refused unless that
+    /// very agent answers — not any agent the CA certified.
     pub(crate) fn agent_endpoint(&self, agent: &AgentId) -> Option<String> {
-        self.agents.endpoint(agent).or_else(|| {
-            self.store.read(|s| {
-                s.agents
-                    .get(agent)
-                    .map(|a| a.info.endpoint.trim_end_matches('/').to_string())
-            })
+        let (principal, recorded) = self.store.read(|s| {
+            s.agents
+                .get(agent)
+                .map(|a| (a.principal.clone(), a.info.endpoint.clone()))
+                .unzip()
+        });
+        let endpoint = self.agents.endpoint(agent).or(recorded)?;
+        let endpoint = endpoint.trim_end_matches('/');
+        Some(match principal.flatten() {
+            Some(p) => self.agent_names.url_for(&p, endpoint),
+            None => endpoint.to_string(),
         })
     }
 

@@ -577,6 +577,12 @@ async fn require_agent(State(n): NodeState, mut req: Request, next: Next) -> Res
     if n.tls.is_some() {
         match peer_identity(&req) {
             Some(Identity::Agent(name)) => {
+                if let Some(agent) = n.store.read(|s| s.revoked_agents.get(&name).cloned()) {
+                    return ApiError::Forbidden(format!(
+                        "this certificate was revoked when agent {agent} was marked gone; a machine that returns must join as a new agent (a fresh --data-dir and the join token)"
+                    ))
+                    .into_response();
+                }
                 req.extensions_mut().insert(AgentName(name));
             }
             _ => {
@@ -1033,12 +1039,7 @@ async fn proxy_agent(
     keep: &[&str],
 ) -> ApiResult<Response> {
     let endpoint = l
-        .agents
-        .endpoint(agent)
-        .or_else(|| {
-            l.store
-                .read(|s| s.agents.get(agent).map(|a| a.info.endpoint.clone()))
-        })
+        .agent_endpoint(agent)
         .ok_or_else(|| ApiError::NotFound(format!("no agent {agent}")))?;
     let url = format!("{}{path}", endpoint.trim_end_matches('/'));
     let resp = l
@@ -1047,7 +1048,12 @@ async fn proxy_agent(
         .headers(headers.clone())
         .send()
         .await
-        .map_err(|e| ApiError::BadGateway(format!("agent {agent} is unreachable: {e}")))?;
+        .map_err(|e| {
+            ApiError::BadGateway(format!(
+                "agent {agent} is unreachable: {}",
+                crate::error::with_causes(&e)
+            ))
+        })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out = HeaderMap::new();
     for name in keep {

@@ -61,8 +61,11 @@ pub struct Leader {
     pub agents: AgentLinks,
     pub frameworks: std::sync::RwLock<BTreeMap<FrameworkId, FrameworkHandle>>,
     pub events: EventHub,
-    /// To agents: TLS with this master's certificate, agents' verified.
+    /// To agents: TLS with this master's certificate, agents' verified
+    /// (each dialled by its certificate's name, see [`Leader::agent_endpoint`]).
     pub http: reqwest::Client,
+    /// Where agents' certificate names are (the DNS of `http`).
+    pub agent_names: crate::tls::AgentNames,
     /// For OCI registries: the system's trust roots, no certificate of
     /// ours, longer timeouts.
     pub registry: reqwest::Client,
@@ -119,10 +122,12 @@ impl Leader {
         let applied = store.subscribe();
         let runtime = node.runtime.clone();
         let placement = PlacementService::new(&runtime);
+        let agent_names = crate::tls::AgentNames::default();
         let http = crate::tls::with_tls(
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(15)),
+                .timeout(Duration::from_secs(15))
+                .dns_resolver(Arc::new(agent_names.clone())),
             node.tls.as_deref(),
             wasmos_tls::Expect::Agent,
         )?
@@ -138,6 +143,7 @@ impl Leader {
             frameworks: Default::default(),
             events: EventHub::default(),
             http,
+            agent_names,
             registry: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .timeout(Duration::from_secs(300))

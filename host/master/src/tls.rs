@@ -152,3 +152,73 @@ pub fn with_tls(
         None => builder,
     })
 }
+
+/// The addresses of agents' names (`wasmos_tls::agent_host`): the leader
+/// dials an agent by a name made from its certificate's principal, so the
+/// handshake accepts only that agent's certificate, and this table (filled
+/// from the agents' registered endpoints as they are dialled) tells where
+/// the name is. Other names resolve through the system.
+#[derive(Debug, Default, Clone)]
+pub struct AgentNames {
+    hosts: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+}
+
+impl AgentNames {
+    /// The URL to reach the agent registered at `endpoint` whose
+    /// certificate names `principal`: its host replaced by the agent's
+    /// name (recorded here). `endpoint` unchanged when it is not HTTPS.
+    pub fn url_for(&self, principal: &str, endpoint: &str) -> String {
+        let endpoint = endpoint.trim_end_matches('/');
+        let Ok(mut url) = reqwest::Url::parse(endpoint) else {
+            return endpoint.to_string();
+        };
+        let Some(host) = url.host_str() else {
+            return endpoint.to_string();
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = wasmos_tls::agent_host(principal);
+        if url.scheme() != "https" || url.set_host(Some(&name)).is_err() {
+            return endpoint.to_string();
+        }
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(principal.to_string(), host);
+        url.as_str().trim_end_matches('/').to_string()
+    }
+
+    fn host_of(&self, name: &str) -> Option<String> {
+        let principal = wasmos_tls::agent_of_host(name)?;
+        self.hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(principal)
+            .cloned()
+    }
+}
+
+impl reqwest::dns::Resolve for AgentNames {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let wanted = name.as_str().to_string();
+        let host = match self.host_of(&wanted) {
+            Some(h) => Ok(h),
+            None if wasmos_tls::agent_of_host(&wanted).is_some() => Err(format!(
+                "{wanted}: no agent with this certificate name has registered with this master"
+            )),
+            None => Ok(wanted),
+        };
+        Box::pin(async move {
+            let host =
+                host.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
+            // The connector puts the URL's port on every address.
+            let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, 0)],
+                Err(_) => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}

@@ -348,6 +348,10 @@ pub struct State {
     /// are out, and may not register until the machine is up again.
     #[serde(default)]
     pub machines_down: std::collections::BTreeSet<MachineId>,
+    /// Agent certificates no longer honoured, by the principal they name:
+    /// those of agents marked gone (the agent they were issued to).
+    #[serde(default)]
+    pub revoked_agents: BTreeMap<String, AgentId>,
 }
 
 /// A machine, by host name, address or both (Mesos' MachineID).
@@ -741,6 +745,12 @@ impl State {
                 }
                 Some(a) => {
                     a.state = state;
+                    // Gone is final: so is the agent's certificate.
+                    if state == AgentState::Gone
+                        && let Some(p) = &a.principal
+                    {
+                        self.revoked_agents.insert(p.clone(), agent_id);
+                    }
                     Response::Ok
                 }
                 None => rejected(format!("unknown agent {agent_id}")),

@@ -51,6 +51,22 @@ pub const CA_KEY: &str = "ca.key";
 /// only the host name.
 pub const AGENT_NAME: &str = "agent.wasmos.internal";
 
+/// The name a client dials to reach the agent whose certificate names
+/// `principal` (`<principal>.agent.wasmos.internal`): a client that dials
+/// it accepts that agent's certificate and no other agent's. The name
+/// resolves only through the dialler's own table (the master maps it to
+/// the agent's registered address).
+pub fn agent_host(principal: &str) -> String {
+    format!("{principal}.{AGENT_NAME}")
+}
+
+/// The principal an [`agent_host`] name is for.
+pub fn agent_of_host(host: &str) -> Option<&str> {
+    host.strip_suffix(AGENT_NAME)?
+        .strip_suffix('.')
+        .filter(|p| !p.is_empty() && !p.contains('.'))
+}
+
 /// How long a CA made by [`Authority::create`] is valid.
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates start this long before they are made (clocks differ).
@@ -596,7 +612,16 @@ impl ServerCertVerifier for RoleVerifier {
             }
             // Agents' certificates name no host: the chain is checked for
             // the one name they all carry, whatever address was dialled.
-            (Some(Identity::Agent(_)), Expect::Agent) => {
+            // Dialled by an agent's own name, only that agent will do.
+            (Some(Identity::Agent(found)), Expect::Agent) => {
+                if let ServerName::DnsName(dialled) = server_name
+                    && let Some(wanted) = agent_of_host(dialled.as_ref())
+                    && wanted != found
+                {
+                    return Err(rustls::Error::General(format!(
+                        "the server's certificate names agent {found}, not agent {wanted}, whom this connection is for"
+                    )));
+                }
                 let name = ServerName::try_from(AGENT_NAME)
                     .map_err(|e| rustls::Error::General(e.to_string()))?;
                 self.inner

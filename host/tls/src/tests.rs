@@ -132,9 +132,18 @@ async fn serve(trust: &Trust, keys: Keys) -> Server {
 }
 
 async fn connect(config: rustls::ClientConfig, addr: SocketAddr) -> std::io::Result<String> {
+    connect_as(config, addr, "127.0.0.1").await
+}
+
+/// Connects to `addr` dialling the name `host`.
+async fn connect_as(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+    host: &str,
+) -> std::io::Result<String> {
     let tcp = TcpStream::connect(addr).await?;
     let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
         .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
@@ -176,6 +185,22 @@ async fn daemons_know_each_other_by_certificate_and_refuse_other_cas() {
     let agent_server = serve(&trust, agent.clone()).await;
     let c = client_config(&trust, Expect::Agent, Some(master.clone())).unwrap();
     assert_eq!(connect(c, agent_server.addr).await.unwrap(), "hello");
+    // Dialled by an agent's own name, that agent's certificate passes and
+    // another agent's does not (one agent cannot answer for another).
+    let c = client_config(&trust, Expect::Agent, Some(master.clone())).unwrap();
+    assert_eq!(
+        connect_as(c.clone(), agent_server.addr, &agent_host("a"))
+            .await
+            .unwrap(),
+        "hello"
+    );
+    let e = connect_as(c, agent_server.addr, &agent_host("b"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("names agent a, not agent b"), "{e}");
+    assert_eq!(agent_of_host(&agent_host("b")), Some("b"));
+    assert_eq!(agent_of_host(AGENT_NAME), None);
+    assert_eq!(agent_of_host("x.y.agent.wasmos.internal"), None);
     // ... and no agent certificate passes for a master's host name.
     let c = client_config(&trust, Expect::Master, None).unwrap();
     assert!(connect(c, agent_server.addr).await.is_err());
