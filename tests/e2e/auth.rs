@@ -232,7 +232,8 @@ async fn a_policy_limits_apps_and_variables_to_its_prefix() {
     for (method, path) in [
         (Method::PUT, "/v2/apps/team-b/db"),
         (Method::DELETE, "/v2/apps/team-b/db"),
-        (Method::GET, "/v2/apps"),
+        (Method::GET, "/v2/apps/team-b/db"),
+        (Method::GET, "/v2/events"),
         (Method::PUT, "/v2/apps/team-a/../team-b/db"),
         (
             Method::PUT,
@@ -251,6 +252,24 @@ async fn a_policy_limits_apps_and_variables_to_its_prefix() {
         !apps.to_string().contains("sneaky"),
         "nothing was made outside the prefix: {apps}"
     );
+    // Listings show what the prefix allows, and nothing else.
+    let (code, apps) = a.get("/v2/apps").await;
+    assert_eq!(code, 200, "{apps}");
+    let ids: Vec<&str> = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["/team-a/web"], "{apps}");
+    let (code, root) = a.get("/v2/groups").await;
+    assert_eq!(code, 200, "{root}");
+    assert!(
+        root.to_string().contains("/team-a/web") && !root.to_string().contains("team-b"),
+        "{root}"
+    );
+    let (code, info) = a.get("/v2/info").await;
+    assert_eq!(code, 200, "{info}");
     let (code, v) = a.send(Method::DELETE, "/v2/apps/team-a/web", None).await;
     assert_eq!(code, 200, "{v}");
     // Variables: its prefix only, listing included.
@@ -269,12 +288,29 @@ async fn a_policy_limits_apps_and_variables_to_its_prefix() {
         .await;
     assert_eq!(code, 403);
     assert_eq!(a.get("/api/wasmos/v1/vars?prefix=team-a/").await.0, 200);
-    assert_eq!(a.get("/api/wasmos/v1/vars").await.0, 403);
-    assert_eq!(
-        a.get("/api/wasmos/v1/vars?prefix=team-a/&prefix=").await.0,
-        403,
-        "a second prefix does not widen the listing"
-    );
+    // A wider listing shows only what the prefix allows.
+    let (code, _) = c
+        .api
+        .put(
+            "/api/wasmos/v1/vars/team-b/other",
+            &json!({"items": {"url": "y"}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    for path in [
+        "/api/wasmos/v1/vars",
+        "/api/wasmos/v1/vars?prefix=team-a/&prefix=",
+    ] {
+        let (code, vars) = a.get(path).await;
+        assert_eq!(code, 200, "{path}: {vars}");
+        let paths: Vec<&str> = vars
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["path"].as_str())
+            .collect();
+        assert_eq!(paths, ["team-a/db"], "{path}: {vars}");
+    }
     assert_eq!(
         a.get("/api/wasmos/v1/vars/team-a/%2e%2e/team-b/db").await.0,
         403

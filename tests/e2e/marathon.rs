@@ -1666,3 +1666,31 @@ async fn a_maintenance_window_has_marathon_move_an_app_before_the_machine_goes_d
     let a = m.wait_deployed("/steady", 1, DEADLINE).await;
     assert_eq!(hosts_of(&a), BTreeSet::from([to]), "{a}");
 }
+
+/// marathon-python against a master that is not the leader: calls are
+/// forwarded, and the event stream is relayed from the leader instead of
+/// redirected (python-requests follows a redirect to another host without
+/// the credentials it was given, and the stream would get a 401).
+#[tokio::test(flavor = "multi_thread")]
+async fn marathon_python_reads_the_event_stream_through_a_follower() {
+    let dir = tempfile::tempdir().unwrap();
+    let ms = Masters::start(3, dir.path()).await;
+    let (leader, _) = ms.wait_leader(&[1, 2, 3], None).await;
+    let _agent = ms.start_agent(dir.path()).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    V2::new(&ms.url(leader)).wait_up().await;
+    let api = wasmos_tests::Api::new(&ms.url(leader));
+    let rules = json!([{"area": "apps", "access": "write"}]);
+    let password = wasmos_tests::user_with(&api, "watcher", rules).await;
+    wasmos_tests::run_client_script(
+        "marathon_follower.py",
+        &[
+            &ms.url(follower),
+            ms.ca().to_str().unwrap(),
+            "watcher",
+            &password,
+        ],
+        "marathon-python follower: ok",
+    )
+    .await;
+}

@@ -99,6 +99,129 @@ impl Principal {
     }
 }
 
+impl Principal {
+    /// For a read of a whole collection of `area`: `Ok(false)` to show all
+    /// of it, `Ok(true)` to show only what the principal may read (its
+    /// grants cover part of the area), 403 when they cover none.
+    pub fn listing(&self, area: Area) -> Result<bool, ApiError> {
+        if self.grants.whole(area, Access::Read) {
+            Ok(false)
+        } else if self.grants.some(area, Access::Read) {
+            Ok(true)
+        } else {
+            self.check(area, "", Access::Read).map(|()| false)
+        }
+    }
+}
+
+/// A listing's body with only the objects `visible` allows, for a
+/// principal who may read part of an area; `None` when the answer is not a
+/// listing this knows how to cut (then the principal needs the whole
+/// area). `framework` is the plugin that answered (empty: the native API).
+pub fn visible_listing(
+    framework: &str,
+    path: &str,
+    body: &[u8],
+    visible: &dyn Fn(&str) -> bool,
+) -> Option<Vec<u8>> {
+    use serde_json::Value;
+    let by = |key: &'static str| {
+        move |v: &Value| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .is_some_and(visible)
+        }
+    };
+    let path = path.trim_end_matches('/');
+    if framework == "chronos" && matches!(path, "/scheduler/graph/csv" | "/v1/scheduler/graph/csv")
+    {
+        // `node,<job>,<last>,<state>` lines.
+        let text = std::str::from_utf8(body).ok()?;
+        let kept: String = text
+            .lines()
+            .filter(|l| l.split(',').nth(1).is_some_and(visible))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        return Some(kept.into_bytes());
+    }
+    // Marathon's facts about itself name no app.
+    if framework == "marathon" && matches!(path, "/v2/info" | "/v2/leader") {
+        return Some(body.to_vec());
+    }
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    match (framework, path) {
+        ("marathon", "/v2/apps") => retain(v.get_mut("apps")?, by("id"))?,
+        ("marathon", "/v2/tasks") => retain(v.get_mut("tasks")?, by("appId"))?,
+        ("marathon", "/v2/queue") => retain(v.get_mut("queue")?, |q| {
+            ["app", "pod"]
+                .iter()
+                .filter_map(|k| q[*k]["id"].as_str())
+                .any(visible)
+        })?,
+        // A deployment shows only when every app it touches does.
+        ("marathon", "/v2/deployments") => retain(&mut v, |d| {
+            d["affectedApps"]
+                .as_array()
+                .is_some_and(|apps| apps.iter().all(|a| a.as_str().is_some_and(visible)))
+        })?,
+        ("marathon", "/v2/groups") => {
+            v = visible_group(v, visible).unwrap_or_else(|| {
+                serde_json::json!({
+                    "id": "/", "apps": [], "groups": [], "pods": [], "dependencies": []
+                })
+            });
+        }
+        (
+            "chronos",
+            "/scheduler/jobs"
+            | "/v1/scheduler/jobs"
+            | "/scheduler/jobs/search"
+            | "/v1/scheduler/jobs/search",
+        ) => retain(&mut v, by("name"))?,
+        // The native API's collections: arrays of objects named by `id`
+        // (tasks), `name` (plugins, roles) or `path` (vars).
+        ("", _) => retain(&mut v, |o| {
+            ["id", "name", "path"]
+                .iter()
+                .find_map(|k| o[*k].as_str())
+                .is_some_and(visible)
+        })?,
+        _ => return None,
+    }
+    serde_json::to_vec(&v).ok()
+}
+
+/// Keeps the items of a JSON array that `keep` allows; `None` if `v` is
+/// not an array.
+fn retain(v: &mut serde_json::Value, keep: impl Fn(&serde_json::Value) -> bool) -> Option<()> {
+    v.as_array_mut()?.retain(|i| keep(i));
+    Some(())
+}
+
+/// A Marathon group with only the visible apps, and the subgroups that
+/// hold some (or are visible themselves); `None` when nothing is left.
+fn visible_group(
+    mut g: serde_json::Value,
+    visible: &dyn Fn(&str) -> bool,
+) -> Option<serde_json::Value> {
+    let id = g["id"].as_str().unwrap_or("/").to_string();
+    if let Some(apps) = g.get_mut("apps").and_then(|a| a.as_array_mut()) {
+        apps.retain(|a| a["id"].as_str().is_some_and(visible));
+    }
+    if let Some(pods) = g.get_mut("pods").and_then(|a| a.as_array_mut()) {
+        pods.retain(|a| a["id"].as_str().is_some_and(visible));
+    }
+    if let Some(groups) = g.get_mut("groups").and_then(|a| a.as_array_mut()) {
+        let kept: Vec<serde_json::Value> = std::mem::take(groups)
+            .into_iter()
+            .filter_map(|sub| visible_group(sub, visible))
+            .collect();
+        *groups = kept;
+    }
+    let empty = |k: &str| g[k].as_array().is_none_or(|a| a.is_empty());
+    (id == "/" || visible(&id) || !(empty("apps") && empty("groups") && empty("pods"))).then_some(g)
+}
+
 pub fn forbidden(message: String) -> Response {
     (
         StatusCode::FORBIDDEN,
@@ -552,19 +675,26 @@ pub fn canonical(id: &str) -> String {
 }
 
 /// Checks a framework API request against the principal's grants.
+///
+/// `Ok(Some(area))`: a read of a whole collection by a principal who may
+/// read part of it; the answer is to be cut to what they may see
+/// ([`visible_listing`]).
 pub fn check_framework(
     p: &Principal,
     framework: &str,
     method: &Method,
     path: &str,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<Option<Area>, ApiError> {
     let access = if matches!(*method, Method::GET | Method::HEAD) {
         Access::Read
     } else {
         Access::Write
     };
     let (area, objects) = framework_objects(framework, path, body, access == Access::Write);
+    if access == Access::Read && objects == [""] {
+        return Ok(p.listing(area)?.then_some(area));
+    }
     for o in objects {
         p.check(area, &o, access)?;
     }
@@ -578,7 +708,7 @@ pub fn check_framework(
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The OS users a framework request asks its tasks to run as: Marathon
@@ -632,19 +762,62 @@ pub async fn middleware(State(n): State<Arc<Node>>, mut req: Request, next: Next
         drain(req).await;
         return unauthorized();
     };
+    let mut cut = None;
     if let Some((area, object, access)) = required(&method, &path, req.uri().query().unwrap_or(""))
-        && let Err(r) = principal.check(area, &object, access)
     {
-        audit(&n, &principal, &method, &path, StatusCode::FORBIDDEN);
-        drain(req).await;
-        return r.into_response();
+        let allowed = if access == Access::Read && object.is_empty() {
+            principal
+                .listing(area)
+                .map(|part| cut = part.then_some(area))
+        } else {
+            principal.check(area, &object, access)
+        };
+        if let Err(r) = allowed {
+            audit(&n, &principal, &method, &path, StatusCode::FORBIDDEN);
+            drain(req).await;
+            return r.into_response();
+        }
     }
     req.extensions_mut().insert(principal.clone());
     let resp = next.run(req).await;
+    let resp = match cut {
+        Some(area) => cut_listing(&principal, area, "", &path, resp).await,
+        None => resp,
+    };
     if !matches!(method, Method::GET | Method::HEAD) || resp.status() == StatusCode::FORBIDDEN {
         audit(&n, &principal, &method, &path, resp.status());
     }
     resp
+}
+
+/// A successful listing cut to what `p` may read of `area`; 403 (as if
+/// the whole area had been asked for) when it is not a listing that can be
+/// cut.
+pub async fn cut_listing(
+    p: &Principal,
+    area: Area,
+    framework: &str,
+    path: &str,
+    resp: Response,
+) -> Response {
+    if resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return ApiError::BadGateway("the listing could not be read".into()).into_response();
+    };
+    let visible = |o: &str| p.grants.allows(area, o, Access::Read);
+    match visible_listing(framework, path, &bytes, &visible) {
+        Some(cut) => {
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(cut))
+        }
+        None => match p.check(area, "", Access::Read) {
+            Err(e) => e.into_response(),
+            Ok(()) => Response::from_parts(parts, axum::body::Body::from(bytes)),
+        },
+    }
 }
 
 /// Reads a refused request's body (up to the usual limit), so that the
@@ -732,6 +905,66 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cut(framework: &str, path: &str, body: &str) -> Option<String> {
+        let visible = |id: &str| id.starts_with("/a/") || id.starts_with("a-");
+        visible_listing(framework, path, body.as_bytes(), &visible)
+            .map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn listings_keep_only_what_the_principal_may_read() {
+        let apps = r#"{"apps":[{"id":"/a/web"},{"id":"/b/db"}]}"#;
+        assert_eq!(
+            cut("marathon", "/v2/apps/", apps).unwrap(),
+            r#"{"apps":[{"id":"/a/web"}]}"#
+        );
+        let tasks = r#"{"tasks":[{"appId":"/b/db"},{"appId":"/a/web"}]}"#;
+        assert_eq!(
+            cut("marathon", "/v2/tasks", tasks).unwrap(),
+            r#"{"tasks":[{"appId":"/a/web"}]}"#
+        );
+        // A deployment shows only if every app it touches may be seen.
+        let deps = r#"[{"affectedApps":["/a/web"]},{"affectedApps":["/a/web","/b/db"]}]"#;
+        assert_eq!(
+            cut("marathon", "/v2/deployments", deps).unwrap(),
+            r#"[{"affectedApps":["/a/web"]}]"#
+        );
+        let queue = r#"{"queue":[{"app":{"id":"/b/db"}},{"pod":{"id":"/a/p"}}]}"#;
+        assert_eq!(
+            cut("marathon", "/v2/queue", queue).unwrap(),
+            r#"{"queue":[{"pod":{"id":"/a/p"}}]}"#
+        );
+        let root = r#"{"id":"/","apps":[{"id":"/top"}],"groups":[
+            {"id":"/a","apps":[{"id":"/a/web"}],"groups":[]},
+            {"id":"/b","apps":[{"id":"/b/db"}],"groups":[]}]}"#;
+        let g: serde_json::Value =
+            serde_json::from_str(&cut("marathon", "/v2/groups", root).unwrap()).unwrap();
+        assert_eq!(g["apps"], serde_json::json!([]));
+        assert_eq!(g["groups"].as_array().unwrap().len(), 1, "{g}");
+        assert_eq!(g["groups"][0]["apps"][0]["id"], "/a/web");
+        // Chronos: jobs by name, the CSV graph by its second field.
+        let jobs = r#"[{"name":"a-1"},{"name":"b-1"}]"#;
+        assert_eq!(
+            cut("chronos", "/scheduler/jobs", jobs).unwrap(),
+            r#"[{"name":"a-1"}]"#
+        );
+        let csv = "node,a-1,success,idle\nnode,b-1,failure,idle\n";
+        assert_eq!(
+            cut("chronos", "/v1/scheduler/graph/csv", csv).unwrap(),
+            "node,a-1,success,idle\n"
+        );
+        // The native API's arrays by id, name or path.
+        let native = r#"[{"id":"a-t"},{"name":"b"},{"path":"a-v"}]"#;
+        assert_eq!(
+            cut("", "/api/wasmos/v1/tasks", native).unwrap(),
+            r#"[{"id":"a-t"},{"path":"a-v"}]"#
+        );
+        // What cannot be cut is not shown at all.
+        assert_eq!(cut("marathon", "/v2/pods", "[]"), None);
+        assert_eq!(cut("chronos", "/scheduler/graph/dot", "digraph{}"), None);
+        assert_eq!(cut("", "/api/wasmos/v1/cluster", "{}"), None);
+    }
 
     #[test]
     fn ids_resolve_dot_segments_and_percent_escapes_as_marathon_would() {

@@ -453,13 +453,23 @@ async fn not_found(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    if let Err(r) = crate::auth::check_framework(&principal, &name, &method, uri.path(), &body) {
-        return r.into_response();
+    let cut = match crate::auth::check_framework(&principal, &name, &method, uri.path(), &body) {
+        Ok(cut) => cut,
+        Err(r) => return r.into_response(),
+    };
+    // The leader cuts listings (a forwarded request is checked again
+    // there); a stream of everything cannot be cut.
+    if is_stream
+        && let Some(area) = cut
+        && let Err(e) = principal.check(area, "", Access::Read)
+    {
+        return e.into_response();
     }
     let Some(l) = n.leader() else {
-        // Event streams go to the leader by redirect; the rest is forwarded.
-        return if is_stream {
-            n.redirect(&uri)
+        // Forwarded to the leader, event streams included (relayed for as
+        // long as they last).
+        return if is_stream && method == Method::GET {
+            n.proxy_stream(&uri, &headers).await
         } else {
             n.proxy(&method, &uri, &headers, body).await
         };
@@ -478,9 +488,25 @@ async fn not_found(
         let query = uri.query().unwrap_or("").to_string();
         return event_stream(l, name, path, query, forwarded);
     }
-    match serve_framework(Lead(l), &principal, name, path, method, uri, headers, body).await {
+    let listing = path.clone();
+    let resp = match serve_framework(
+        Lead(l),
+        &principal,
+        name.clone(),
+        path,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => return e.into_response(),
+    };
+    match cut {
+        Some(area) => crate::auth::cut_listing(&principal, area, &name, &listing, resp).await,
+        None => resp,
     }
 }
 
@@ -1367,12 +1393,19 @@ pub(crate) async fn checked_framework(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = crate::auth::check_framework(p, &name, &method, &path, &body) {
-        return r.into_response();
-    }
-    match serve_framework(Lead(l), p, name, path, method, uri, headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let cut = match crate::auth::check_framework(p, &name, &method, &path, &body) {
+        Ok(cut) => cut,
+        Err(r) => return r.into_response(),
+    };
+    let listing = path.clone();
+    let resp =
+        match serve_framework(Lead(l), p, name.clone(), path, method, uri, headers, body).await {
+            Ok(r) => r,
+            Err(e) => return e.into_response(),
+        };
+    match cut {
+        Some(area) => crate::auth::cut_listing(p, area, &name, &listing, resp).await,
+        None => resp,
     }
 }
 

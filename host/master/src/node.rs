@@ -98,8 +98,7 @@ impl Node {
         let proxy_http = crate::tls::with_tls(
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(PROXY_TIMEOUT),
+                .connect_timeout(Duration::from_secs(2)),
             tls.as_deref(),
             wasmos_tls::Expect::Master,
         )?
@@ -269,6 +268,28 @@ impl Node {
         headers: &axum::http::HeaderMap,
         body: axum::body::Bytes,
     ) -> Response {
+        self.forward(method, uri, headers, body, false).await
+    }
+
+    /// Relays a framework's event stream (`/v2/events`) from the leader
+    /// for as long as both ends keep it open, so that a client connected
+    /// to a follower gets the events without following a redirect (which
+    /// python-requests does without the credentials it was given when the
+    /// host changes).
+    pub async fn proxy_stream(&self, uri: &Uri, headers: &axum::http::HeaderMap) -> Response {
+        let body = axum::body::Bytes::new();
+        self.forward(&axum::http::Method::GET, uri, headers, body, true)
+            .await
+    }
+
+    async fn forward(
+        &self,
+        method: &axum::http::Method,
+        uri: &Uri,
+        headers: &axum::http::HeaderMap,
+        body: axum::body::Bytes,
+        stream: bool,
+    ) -> Response {
         let Some((id, addr)) = self.other_leader() else {
             return self.redirect(uri);
         };
@@ -281,6 +302,9 @@ impl Node {
             return self.redirect(uri);
         };
         let mut req = self.proxy_http.request(m, &url).body(body);
+        if !stream {
+            req = req.timeout(PROXY_TIMEOUT);
+        }
         for (k, v) in headers {
             if !HOP_BY_HOP.contains(&k.as_str()) {
                 req = req.header(k.as_str(), v.as_bytes());
@@ -318,6 +342,12 @@ impl Node {
             {
                 out.append(k, v);
             }
+        }
+        if stream {
+            let mut r =
+                (status, axum::body::Body::from_stream(resp.bytes_stream())).into_response();
+            r.headers_mut().extend(out);
+            return r;
         }
         let bytes = match resp.bytes().await {
             Ok(b) => b,

@@ -276,6 +276,27 @@ impl Grants {
         granted
     }
 
+    /// Whether `access` covers every object of `area`: granted for all of
+    /// it, and no rule of the area denies a part.
+    pub fn whole(&self, area: Area, access: Access) -> bool {
+        self.management
+            || (self.allows(area, "", access)
+                && !self
+                    .rules
+                    .iter()
+                    .any(|r| r.area == area && r.access == Access::Deny))
+    }
+
+    /// Whether `access` covers some objects of `area` (a listing of it then
+    /// shows those).
+    pub fn some(&self, area: Area, access: Access) -> bool {
+        self.management
+            || self
+                .rules
+                .iter()
+                .any(|r| r.area == area && r.access != Access::Deny && r.access >= access)
+    }
+
     /// Whether tasks may run as OS user `user`.
     pub fn may_run_as(&self, user: &str) -> bool {
         self.management || self.run_as.iter().any(|u| u == "*" || u == user)

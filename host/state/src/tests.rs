@@ -787,6 +787,18 @@ mod acl_rules {
         assert!(g.allows(Area::Apps, "/team-b/web", Access::Read));
         assert!(!g.allows(Area::Apps, "/team-a/secret/db", Access::Read));
         assert!(Grants::all().allows(Area::Acl, "", Access::Write));
+        // A listing shows all of an area only without a deny in it.
+        assert!(!g.whole(Area::Apps, Access::Read));
+        assert!(g.some(Area::Apps, Access::Write));
+        assert!(!g.some(Area::Jobs, Access::Read));
+        let only_a = Grants {
+            rules: vec![rule(Area::Apps, "/team-a/", Access::Read)],
+            ..Default::default()
+        };
+        assert!(!only_a.whole(Area::Apps, Access::Read));
+        assert!(only_a.some(Area::Apps, Access::Read));
+        assert!(!only_a.some(Area::Apps, Access::Write));
+        assert!(Grants::all().whole(Area::Apps, Access::Read));
     }
 
     #[test]
