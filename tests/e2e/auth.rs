@@ -364,6 +364,33 @@ async fn tokens_expire_and_revoked_tokens_stop_working_at_once() {
         &format!("Bearer {}", session["token"].as_str().unwrap()),
     );
     assert_eq!(as_session.get("/api/wasmos/v1/acl/users").await.0, 403);
+    // Sessions are listed apart from tokens, with what they were made
+    // from, never their secret.
+    let (code, sessions) = c.api.get("/api/wasmos/v1/acl/tokens?sessions=true").await;
+    assert_eq!(code, 200, "{sessions}");
+    let limited_accessor = limited["accessor"].as_str().unwrap();
+    let listed = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["session_of"] == format!("token:{limited_accessor}").as_str())
+        .unwrap_or_else(|| panic!("the session is listed: {sessions}"));
+    assert_eq!(listed["name"], "token:limited", "{listed}");
+    assert!(
+        !sessions
+            .to_string()
+            .contains(session["token"].as_str().unwrap()),
+        "{sessions}"
+    );
+    let (_, tokens) = c.api.get("/api/wasmos/v1/acl/tokens").await;
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["session"].is_null()),
+        "the token list holds no session: {tokens}"
+    );
 
     let (_, short) = make("short", Some(2.0)).await;
     let (accessor, revoked) = make("revoked", None).await;

@@ -206,11 +206,15 @@ pub enum TokenCommand {
         #[arg(long)]
         expires_in: Option<f64>,
     },
+    /// List the tokens; with --sessions, the live login sessions (of the
+    /// dashboard and `POST /login`) instead.
     List {
         #[arg(long)]
         json: bool,
+        #[arg(long)]
+        sessions: bool,
     },
-    /// Revoke a token by its accessor id.
+    /// Revoke a token (or a login session) by its accessor id.
     Revoke { accessor: String },
 }
 
@@ -285,8 +289,10 @@ pub async fn run(cmd: AclCommand, c: &Client) -> anyhow::Result<()> {
                 v["accessor"].as_str().unwrap_or("")
             );
         }
-        AclCommand::Token(TokenCommand::List { json }) => {
-            let v: Value = c.get("/api/wasmos/v1/acl/tokens").await?;
+        AclCommand::Token(TokenCommand::List { json, sessions }) => {
+            let v: Value = c
+                .get(&format!("/api/wasmos/v1/acl/tokens?sessions={sessions}"))
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
@@ -311,14 +317,16 @@ pub async fn run(cmd: AclCommand, c: &Client) -> anyhow::Result<()> {
                                 .join(",")
                         },
                         ts(&t["expires_at"]),
-                        t["created_by"].as_str().unwrap_or("").to_string(),
+                        t["session_of"]
+                            .as_str()
+                            .or(t["created_by"].as_str())
+                            .unwrap_or("")
+                            .to_string(),
                     ]
                 })
                 .collect();
-            table::print(
-                &["ACCESSOR", "NAME", "POLICIES", "EXPIRES", "CREATED BY"],
-                &rows,
-            );
+            let last = if sessions { "SESSION OF" } else { "CREATED BY" };
+            table::print(&["ACCESSOR", "NAME", "POLICIES", "EXPIRES", last], &rows);
         }
         AclCommand::Token(TokenCommand::Revoke { accessor }) => {
             c.send_no_content(

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -83,6 +83,12 @@ struct TokenView {
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<f64>,
     created_by: String,
+    /// A login session (listed with `?sessions=true`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    session: bool,
+    /// What a session was made from: `token:<accessor>` or `user:<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_of: Option<String>,
 }
 
 impl From<&TokenRecord> for TokenView {
@@ -95,6 +101,8 @@ impl From<&TokenRecord> for TokenView {
             created_at: t.created_at,
             expires_at: t.expires_at,
             created_by: t.created_by.clone(),
+            session: t.session,
+            session_of: t.parent.clone(),
         }
     }
 }
@@ -146,16 +154,35 @@ async fn bootstrap(Lead(l): Lead) -> ApiResult<(StatusCode, ApiJson<serde_json::
     ))
 }
 
-async fn list_tokens(Lead(l): Lead) -> ApiJson<Vec<TokenView>> {
+/// The operator's tokens; with `?sessions=true`, the live login sessions
+/// instead (revoked like tokens, by accessor).
+async fn list_tokens(
+    Lead(l): Lead,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<ApiJson<Vec<TokenView>>> {
+    if let Some(k) = q.keys().find(|k| *k != "sessions") {
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter {k:?} (known: sessions)"
+        )));
+    }
+    let sessions = match q.get("sessions").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "sessions must be true or false, not {other:?}"
+            )));
+        }
+    };
     let now = now_secs();
-    ApiJson(l.store.read(|s| {
+    Ok(ApiJson(l.store.read(|s| {
         s.acl
             .tokens
             .values()
-            .filter(|t| !t.session && !t.expired(now))
+            .filter(|t| t.session == sessions && !t.expired(now))
             .map(TokenView::from)
             .collect()
-    }))
+    })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -126,11 +126,7 @@ pub fn visible_listing(
 ) -> Option<Vec<u8>> {
     use serde_json::Value;
     let by = |key: &'static str| {
-        move |v: &Value| {
-            v.get(key)
-                .and_then(Value::as_str)
-                .is_some_and(visible)
-        }
+        move |v: &Value| v.get(key).and_then(Value::as_str).is_some_and(visible)
     };
     let path = path.trim_end_matches('/');
     if framework == "chronos" && matches!(path, "/scheduler/graph/csv" | "/v1/scheduler/graph/csv")

@@ -208,6 +208,9 @@ pub struct Acl {
 
 /// The most tokens, users or policies a cluster keeps.
 pub const MAX_ACL_OBJECTS: usize = 10_000;
+/// Live login sessions a principal keeps at most: a new login ends the
+/// oldest beyond it (logins cannot fill the token table).
+pub const MAX_SESSIONS_PER_PRINCIPAL: usize = 16;
 
 /// Checks a name of a token, user or policy.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {

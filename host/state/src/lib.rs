@@ -875,6 +875,22 @@ impl State {
                 }
                 let now = token.created_at;
                 self.acl.tokens.retain(|_, t| !t.expired(now));
+                if token.session {
+                    // The principal's oldest sessions end to make room.
+                    let mut mine: Vec<(f64, String)> = self
+                        .acl
+                        .tokens
+                        .values()
+                        .filter(|t| t.session && t.name == token.name)
+                        .map(|t| (t.created_at, t.accessor.clone()))
+                        .collect();
+                    mine.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+                    let excess = (mine.len() + 1).saturating_sub(acl::MAX_SESSIONS_PER_PRINCIPAL);
+                    for (_, accessor) in mine.into_iter().take(excess) {
+                        self.acl.tokens.retain(|_, t| t.accessor != accessor);
+                        self.end_sessions_of(&format!("token:{accessor}"));
+                    }
+                }
                 if self.acl.tokens.len() >= acl::MAX_ACL_OBJECTS {
                     return rejected(format!(
                         "the cluster holds {} tokens already; revoke some",

@@ -942,6 +942,42 @@ fn sessions_end_with_the_token_or_user_they_were_made_from() {
     assert!(s.acl.token("sha256:s3", 2.0).is_none());
 }
 
+#[test]
+fn a_principal_keeps_a_bounded_number_of_sessions_and_the_oldest_end_first() {
+    use crate::acl::{MAX_SESSIONS_PER_PRINCIPAL, TokenRecord};
+    let session = |n: usize, name: &str| TokenRecord {
+        accessor: format!("{name}-{n}"),
+        secret_hash: format!("sha256:{name}-{n}"),
+        name: name.into(),
+        management: false,
+        policies: vec![],
+        created_at: n as f64,
+        expires_at: Some(1e9),
+        created_by: name.into(),
+        session: true,
+        parent: Some(format!("user:{name}")),
+    };
+    let mut s = State::default();
+    for n in 0..MAX_SESSIONS_PER_PRINCIPAL + 3 {
+        let t = session(n, "ann");
+        assert_eq!(s.apply(Command::AclTokenCreate { token: t }), Response::Ok);
+    }
+    assert_eq!(
+        s.apply(Command::AclTokenCreate {
+            token: session(0, "bob")
+        }),
+        Response::Ok
+    );
+    let live = |s: &State, name: &str| s.acl.tokens.values().filter(|t| t.name == name).count();
+    assert_eq!(live(&s, "ann"), MAX_SESSIONS_PER_PRINCIPAL);
+    assert_eq!(live(&s, "bob"), 1, "another principal's sessions stay");
+    assert!(
+        s.acl.token("sha256:ann-2", 1.0).is_none(),
+        "the oldest ended"
+    );
+    assert!(s.acl.token("sha256:ann-3", 1.0).is_some());
+}
+
 fn volume(id: &str, role: &str, disk: u64) -> Volume {
     Volume {
         id: id.into(),
