@@ -614,6 +614,53 @@ async fn the_dashboard_logs_in_with_a_password_in_a_real_browser() {
         "true",
     )
     .await;
+    // A session that ends mid-use (here: ended by its own logout, behind
+    // the page's back) brings the login form back with a word on why; the
+    // dashboard's calls get no Basic challenge, which would make a browser
+    // open its own password dialog over the page.
+    let login = format!(
+        "(() => {{ const q = (s) => document.querySelector(s); \
+         if (!q('#login').hidden && !window.__tried) {{ window.__tried = 1; \
+           q('#login-user').value = 'viewer'; q('#login-password').value = {password:?}; \
+           q('#login-form').requestSubmit(); return false; }} \
+         return q('#app').hidden === false && q('#whoami').textContent.includes('user:viewer'); }})()"
+    );
+    let end = "(() => { if (!window.__ended) { window.__ended = 1; \
+           if (stream) { stream.close(); stream = null; } \
+           fetch(API + '/logout', { method: 'POST' }) \
+             .then(() => fetch(API + '/cluster', { headers: { 'x-wasmos-dashboard': '1' } })) \
+             .then((r) => { window.__status = r.status; window.__challenge = r.headers.get('www-authenticate'); refreshSoon(); }); \
+           return false; } \
+         return window.__status === 401 && window.__challenge === null; })()";
+    let again = "(() => { const q = (s) => document.querySelector(s); \
+         return !q('#login').hidden && q('#app').hidden && q('#login-msg').textContent.includes('session ended'); })()";
+    wasmos_tests::run_client_script(
+        "browser.py",
+        &[
+            &page,
+            &login,
+            "--then",
+            end,
+            "--then",
+            again,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--expect-error",
+            "HTTP 401 for",
+        ],
+        "true",
+    )
+    .await;
+    // Other clients still get the challenge chronos-python waits for.
+    let r = wasmos_tests::tls_client(&ca, None)
+        .build()
+        .unwrap()
+        .get(format!("{}/api/wasmos/v1/cluster", c.up.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
 }
 
 /// A task that names no user runs as the agents' unprivileged task user;

@@ -424,6 +424,13 @@ fn dummy_hash() -> &'static str {
 }
 
 /// 401 with what to do, and the Basic challenge.
+/// What the dashboard's scripts send with every call they make.
+pub const DASHBOARD_HEADER: &str = "x-wasmos-dashboard";
+
+fn from_dashboard(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(DASHBOARD_HEADER)
+}
+
 pub fn unauthorized() -> Response {
     let mut r = (
         StatusCode::UNAUTHORIZED,
@@ -755,8 +762,15 @@ pub async fn middleware(State(n): State<Arc<Node>>, mut req: Request, next: Next
         return next.run(req).await;
     }
     let Some(principal) = authenticate_headers(&n, req.headers()).await else {
+        let page = from_dashboard(req.headers());
         drain(req).await;
-        return unauthorized();
+        let mut r = unauthorized();
+        if page {
+            // The dashboard shows its login form itself; a challenge would
+            // make the browser pop up its own password dialog instead.
+            r.headers_mut().remove(header::WWW_AUTHENTICATE);
+        }
+        return r;
     };
     let mut cut = None;
     if let Some((area, object, access)) = required(&method, &path, req.uri().query().unwrap_or(""))

@@ -19,8 +19,10 @@ const isLive = (state) => !ENDED.test(state);
 const enc = encodeURIComponent;
 
 // A request; JSON answers are parsed. Errors carry the server's message.
+// A 401 (the session ended or was revoked) brings back the login form;
+// the header spares the browser's own password dialog.
 async function call(method, path, body) {
-  const opts = { method, headers: {} };
+  const opts = { method, headers: { "x-wasmos-dashboard": "1" } };
   if (body !== undefined) {
     opts.headers["content-type"] = "application/json";
     opts.body = typeof body === "string" ? body : JSON.stringify(body);
@@ -29,6 +31,7 @@ async function call(method, path, body) {
   const text = await r.text();
   let data = text;
   try { data = text ? JSON.parse(text) : null; } catch (_) { /* not JSON */ }
+  if (r.status === 401 && Me && !path.endsWith("/login")) showLogin("Your session ended; log in again.");
   return { ok: r.ok, status: r.status, data };
 }
 
@@ -224,8 +227,10 @@ const Logs = {
     const body = $(".logs-body");
     if (!this.task || !body) { this.close(); return; }
     const { task, file, offset } = this;
-    const r = await fetch(`${API}/tasks/${enc(task)}/files/read?path=${file}&offset=${offset}`);
+    const r = await fetch(`${API}/tasks/${enc(task)}/files/read?path=${file}&offset=${offset}`,
+      { headers: { "x-wasmos-dashboard": "1" } });
     if (task !== this.task || file !== this.file) return;
+    if (r.status === 401) { this.close(); showLogin("Your session ended; log in again."); return; }
     if (!r.ok) {
       const j = await r.json().catch(() => ({}));
       body.innerHTML = `<span class="err">${esc(j.message || r.statusText)}</span>`;
