@@ -287,3 +287,23 @@ async fn plaintext_http_on_a_tls_port_is_told_to_use_https() {
     // Nothing was served.
     assert!(server.peers.try_recv().is_err());
 }
+
+#[tokio::test]
+async fn daemons_agree_on_aes_128_gcm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path());
+    let trust = ca.trust().unwrap();
+    let hosts = vec!["127.0.0.1".to_string()];
+    let master = Keys::new(ca.issue(&Identity::Master(1), &hosts, DAY).unwrap()).unwrap();
+    let server = serve(&trust, master).await;
+    let c = client_config(&trust, Expect::Master, None).unwrap();
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let s = tokio_rustls::TlsConnector::from(Arc::new(c))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_ref().1.negotiated_cipher_suite().map(|c| c.suite()),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+}
