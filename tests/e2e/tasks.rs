@@ -341,3 +341,82 @@ async fn tasks_run_with_no_new_privileges_in_every_containerizer_and_native_ones
         }
     }
 }
+
+/// Under `ip netns exec`, which remounts /sys, no cgroup hierarchy is
+/// mounted: an agent asked for the native containerizer says so and what
+/// to do, and exits (it used to panic inside cgroups-rs); under `auto` it
+/// runs tasks as plain processes with a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_without_cgroups_says_so_instead_of_panicking() {
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let ns = Netns(format!("wasmos-nocg-{}", std::process::id()));
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap();
+    assert!(made.success(), "ip netns add {}", ns.0);
+    let run = |containerizer: &'static str| {
+        let ns = ns.0.clone();
+        async move {
+            let data = tempfile::tempdir().unwrap();
+            let mut child = tokio::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(wasmos_tests::wasmos_bin())
+                .args(["agent", "--insecure", "--master", "http://127.0.0.1:1"])
+                .args(["--listen", "127.0.0.1:0", "--containerizer", containerizer])
+                .arg("--data-dir")
+                .arg(data.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let mut err = child.stderr.take().unwrap();
+            let mut text = String::new();
+            // Native: the agent ends by itself. Auto: it keeps running (no
+            // master to reach); what it said at start is enough.
+            let read = async {
+                use tokio::io::AsyncReadExt as _;
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = err.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if text.contains("without isolation") {
+                        break;
+                    }
+                }
+            };
+            tokio::time::timeout(DEADLINE, read)
+                .await
+                .expect("the agent says what it does");
+            let _ = child.start_kill();
+            let status = child.wait().await.unwrap();
+            (status.code(), text)
+        }
+    };
+    let (code, text) = run("native").await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("--containerizer native: no cgroup filesystem is mounted")
+            && text.contains("nsenter --net="),
+        "{text}"
+    );
+    let (_, text) = run("auto").await;
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("tasks run as plain processes, without isolation"),
+        "{text}"
+    );
+}

@@ -49,6 +49,12 @@ fn weight(shares: u64) -> u64 {
 
 /// Whether this host has the controllers a task cgroup needs, writable.
 pub fn available() -> Result<(), String> {
+    // cgroups-rs panics when no hierarchy is mounted: look first.
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+    if !has_cgroup_mount(&info) {
+        return Err("no cgroup filesystem is mounted where the agent runs (under `ip netns exec`, which remounts /sys, /sys/fs/cgroup is empty): start it with `nsenter --net=/run/netns/NAME`, which keeps the host's mounts, or use --containerizer process".into());
+    }
     let h = hierarchies::auto();
     let root = h.root();
     if h.v2() {
@@ -67,6 +73,15 @@ pub fn available() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether a mountinfo table lists a cgroup (v1) or cgroup2 filesystem.
+fn has_cgroup_mount(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        l.split_once(" - ")
+            .and_then(|(_, fs)| fs.split_whitespace().next())
+            .is_some_and(|t| t == "cgroup" || t == "cgroup2")
+    })
 }
 
 /// A task's cgroup.
@@ -260,5 +275,21 @@ mod tests {
         assert_eq!(weight(2), 1);
         assert_eq!(weight(1024), 39);
         assert_eq!(weight(262_144), 10_000);
+    }
+
+    #[test]
+    fn cgroup_mounts_are_found_by_filesystem_type() {
+        let hybrid = "35 24 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      36 35 0:31 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert!(has_cgroup_mount(hybrid));
+        let v1 = "40 35 0:35 / /sys/fs/cgroup/cpu rw shared:9 - cgroup cgroup rw,cpu\n";
+        assert!(has_cgroup_mount(v1));
+        // `ip netns exec`: a fresh sysfs, nothing under it.
+        let netns = "22 1 0:20 / /sys rw - sysfs none rw\n23 1 0:5 / /dev rw - devtmpfs udev rw\n";
+        assert!(!has_cgroup_mount(netns));
+        // A path named cgroup is not a cgroup filesystem.
+        assert!(!has_cgroup_mount(
+            "50 1 0:40 / /cgroup rw - tmpfs cgroup rw\n"
+        ));
     }
 }
