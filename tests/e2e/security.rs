@@ -226,16 +226,10 @@ async fn a_daemon_with_a_certificate_from_another_ca_is_refused() {
     assert_eq!(c.agent_api().get("/api/wasmos/v1/state").await.0, 200);
 }
 
-/// The agent certificate a (second) joined agent holds cannot speak for the
-/// first agent: not to register as it, heartbeat for it, or report its
-/// tasks.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_agent_presenting_another_agents_id_is_refused() {
-    let c = Cluster::up().await;
-    let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
-    let victim = agents[0]["id"].as_str().unwrap().to_string();
-
-    // Join as a new agent would, with the join token.
+/// Joins `c` as a new agent would, with the join token: an API client
+/// presenting the certificate the masters issued, and the signing request
+/// it was issued for.
+async fn join(c: &Cluster) -> (Api, String) {
     let token = std::fs::read_to_string(c.dir.path().join("data/join-token")).unwrap();
     let (csr, key) = wasmos_tls::Credential::request().unwrap();
     let joined: Value = wasmos_tests::tls_client(&c.ca(), None)
@@ -252,7 +246,19 @@ async fn an_agent_presenting_another_agents_id_is_refused() {
         .unwrap();
     let cert = joined["certificate"].as_str().expect("a certificate");
     let identity = format!("{cert}{key}");
-    let intruder = Api::with_identity(&c.up.url, identity.as_bytes());
+    (Api::with_identity(&c.up.url, identity.as_bytes()), csr)
+}
+
+/// The agent certificate a (second) joined agent holds cannot speak for the
+/// first agent: not to register as it, heartbeat for it, or report its
+/// tasks.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_presenting_another_agents_id_is_refused() {
+    let c = Cluster::up().await;
+    let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
+    let victim = agents[0]["id"].as_str().unwrap().to_string();
+
+    let (intruder, _) = join(&c).await;
 
     let info = json!({"hostname": "intruder", "endpoint": "https://127.0.0.1:9",
         "resources": {}, "attributes": {}, "boot_id": "x", "version": "0"});
@@ -401,23 +407,7 @@ async fn the_leader_talks_only_to_the_agent_a_certificate_names_and_gone_agents_
 
     // A joined intruder registers an agent of its own whose endpoint is
     // the victim's address.
-    let token = std::fs::read_to_string(c.dir.path().join("data/join-token")).unwrap();
-    let (csr, key) = wasmos_tls::Credential::request().unwrap();
-    let joined: Value = wasmos_tests::tls_client(&c.ca(), None)
-        .build()
-        .unwrap()
-        .post(format!("{}/internal/v1/join", c.up.url))
-        .bearer_auth(token.trim())
-        .json(&json!({"csr": csr, "hosts": ["127.0.0.1"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cert = joined["certificate"].as_str().expect("a certificate");
-    let identity = format!("{cert}{key}");
-    let intruder = Api::with_identity(&c.up.url, identity.as_bytes());
+    let (intruder, csr) = join(&c).await;
     let info = json!({"hostname": "intruder", "endpoint": victim_endpoint,
         "resources": {"cpus": 4.0, "mem": 4096.0, "disk": 4096.0}, "attributes": {},
         "boot_id": "x", "version": "0"});
