@@ -123,6 +123,16 @@ async fn every_api_area_answers_401_with_a_basic_challenge_without_valid_credent
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+    // Twenty wrong passwords in a minute lock the name: alice's right one
+    // is not even checked now, and the answer is a wrong password's.
+    let mut wrong = Value::Null;
+    for _ in 0..20 {
+        wrong = alice_wrong.get("/api/wasmos/v1/cluster").await.1;
+    }
+    let alice = Api::with_authorization(&c.up.url, &basic("alice", "alice-password-1"));
+    let (code, v) = alice.get("/api/wasmos/v1/cluster").await;
+    assert_eq!(code, 401, "{v}");
+    assert_eq!(v, wrong, "a locked name looks like a wrong password");
     let after = c.api.get("/api/wasmos/v1/cluster").await.1["log_index"].clone();
     // Two ACL writes (alice's policy and user), nothing else.
     assert_eq!(

@@ -257,6 +257,70 @@ fn verify_password(password: &str, phc: &str) -> bool {
     })
 }
 
+/// Failed password checks within [`PasswordGuard::WINDOW`] by user name,
+/// known or not. A name with [`PasswordGuard::MAX_FAILURES`] of them has no
+/// password checked until the oldest ages out: guessing one account's
+/// password costs a minute per 20 tries (per master), and a locked name is
+/// answered exactly as a wrong password is, so it tells nothing about which
+/// names exist. Tokens are not limited (they cannot be guessed).
+#[derive(Default)]
+pub struct PasswordGuard {
+    failures: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+}
+
+impl PasswordGuard {
+    pub const MAX_FAILURES: usize = 20;
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    /// Names tracked at most (the oldest are forgotten beyond it).
+    const MAX_NAMES: usize = 10_000;
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, std::collections::VecDeque<Instant>>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `user`'s passwords are not to be checked now.
+    pub fn locked(&self, user: &str, now: Instant) -> bool {
+        let mut m = self.lock();
+        let Some(q) = m.get_mut(user) else {
+            return false;
+        };
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Self::WINDOW)
+        {
+            q.pop_front();
+        }
+        q.len() >= Self::MAX_FAILURES
+    }
+
+    /// Records a failed check; true when it locks the name.
+    pub fn failed(&self, user: &str, now: Instant) -> bool {
+        let mut m = self.lock();
+        if m.len() >= Self::MAX_NAMES && !m.contains_key(user) {
+            m.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.duration_since(*t) < Self::WINDOW)
+            });
+            if m.len() >= Self::MAX_NAMES {
+                return false;
+            }
+        }
+        let q = m.entry(user.to_string()).or_default();
+        q.push_back(now);
+        while q.len() > Self::MAX_FAILURES {
+            q.pop_front();
+        }
+        q.len() == Self::MAX_FAILURES
+    }
+
+    /// A right password clears the name's failures.
+    pub fn succeeded(&self, user: &str) {
+        self.lock().remove(user);
+    }
+}
+
 /// Recently verified passwords (by a hash of user, password and the stored
 /// hash), so that clients sending Basic credentials on every request do not
 /// pay for Argon2 every time. A changed password changes the stored hash.
@@ -362,6 +426,10 @@ pub async fn authenticate_headers(n: &Node, headers: &HeaderMap) -> Option<Princ
             if let Some(p) = token_principal(n, &password) {
                 return Some(p);
             }
+            let now = Instant::now();
+            if n.password_guard.locked(&user, now) {
+                return None;
+            }
             let found = n.store.read(|s| {
                 s.acl
                     .users
@@ -380,8 +448,16 @@ pub async fn authenticate_headers(n: &Node, headers: &HeaderMap) -> Option<Princ
                 .await
                 .unwrap_or(false);
             if !(ok && known) {
+                if n.password_guard.failed(&user, now) {
+                    tracing::warn!(
+                        user = %user,
+                        "{} wrong passwords for this name within a minute: its passwords are not checked until they age out",
+                        PasswordGuard::MAX_FAILURES
+                    );
+                }
                 return None;
             }
+            n.password_guard.succeeded(&user);
             Some(Principal {
                 name: format!("user:{user}"),
                 grants: Arc::new(n.store.read(|s| s.acl.grants(false, &policies))),
@@ -915,6 +991,25 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twenty_wrong_passwords_lock_a_name_for_a_minute() {
+        let g = PasswordGuard::default();
+        let t0 = Instant::now();
+        for i in 0..PasswordGuard::MAX_FAILURES {
+            assert!(!g.locked("alice", t0), "locked after {i}");
+            let locks = g.failed("alice", t0 + Duration::from_millis(i as u64));
+            assert_eq!(locks, i + 1 == PasswordGuard::MAX_FAILURES);
+        }
+        assert!(g.locked("alice", t0 + Duration::from_secs(1)));
+        assert!(!g.locked("bob", t0), "other names are not locked");
+        // The oldest failure ages out: one more try.
+        assert!(!g.locked("alice", t0 + PasswordGuard::WINDOW));
+        // A right password clears the count.
+        g.failed("bob", t0);
+        g.succeeded("bob");
+        assert!(g.lock().get("bob").is_none());
+    }
 
     fn cut(framework: &str, path: &str, body: &str) -> Option<String> {
         let visible = |id: &str| id.starts_with("/a/") || id.starts_with("a-");

@@ -63,6 +63,7 @@ pub struct Node {
     /// This master's certificate and the cluster CA (`None`: --insecure).
     pub tls: Option<Arc<NodeTls>>,
     pub(crate) passwords: crate::auth::PasswordCache,
+    pub(crate) password_guard: crate::auth::PasswordGuard,
     pub(crate) audit: crate::auth::AuditLog,
     /// The dashboard's charts: what this master sampled of the cluster.
     pub history: crate::history::History,
@@ -112,6 +113,7 @@ impl Node {
             proxy_http,
             tls,
             passwords: Default::default(),
+            password_guard: Default::default(),
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
             instruments: crate::metrics::Instruments::default(),
             dns: crate::dns::Served::default(),
