@@ -573,6 +573,42 @@ async fn health_checks_written_in_python_and_c_run_beside_rust_ones() {
             "{msg}"
         );
     }
+    // The Python library turns a bad parameter into an unhealthy verdict
+    // with the reason (here: a port index the task does not have).
+    let run = c
+        .cli(&[
+            "task",
+            "run",
+            "-d",
+            "--id",
+            "py-no-port",
+            "--ports",
+            "1",
+            "--health-plugin",
+            "health-tcp-py",
+            "--health-config",
+            "port-index=3",
+            "--health-delay",
+            "0",
+            "--health-interval",
+            "0.5",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    wait_for(
+        "the portless task found unhealthy, with why",
+        std::time::Duration::from_secs(90),
+        || async {
+            let (_, t) = c.api.get("/api/wasmos/v1/tasks/py-no-port").await;
+            let why = t["status"]["message"].as_str().unwrap_or("");
+            (t["status"]["healthy"] == false && why.contains("has no port at index 3 (it has 1)"))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
