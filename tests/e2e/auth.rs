@@ -564,6 +564,19 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A browser.py expression: fills the dashboard's login form as `viewer`
+/// with `password` once it shows, then is `then` (where `q` is
+/// `document.querySelector`).
+fn sign_in(password: &str, then: &str) -> String {
+    format!(
+        "(() => {{ const q = (s) => document.querySelector(s); \
+         if (!q('#login').hidden && !window.__tried) {{ window.__tried = 1; \
+           q('#login-user').value = 'viewer'; q('#login-password').value = {password:?}; \
+           q('#login-form').requestSubmit(); return false; }} \
+         return {then}; }})()"
+    )
+}
+
 /// The dashboard in headless Chromium: the login form, a user's password,
 /// then the dashboard's data; logging out ends the session.
 #[tokio::test(flavor = "multi_thread")]
@@ -582,15 +595,12 @@ async fn the_dashboard_logs_in_with_a_password_in_a_real_browser() {
     .await;
     let page = format!("{}/", c.up.url);
     // Fills the form once it shows, then waits for the signed-in dashboard.
-    let script = format!(
-        "(() => {{ const q = (s) => document.querySelector(s); \
-         if (!q('#login').hidden && !window.__tried) {{ window.__tried = 1; \
-           q('#login-user').value = 'viewer'; q('#login-password').value = {password:?}; \
-           q('#login-form').requestSubmit(); return false; }} \
-         return q('#app').hidden === false && q('#whoami').textContent.includes('user:viewer') \
-           && (q('#p-agents .figure') || {{}}).textContent === '1 active' \
+    let script = sign_in(
+        &password,
+        "q('#app').hidden === false && q('#whoami').textContent.includes('user:viewer') \
+           && (q('#p-agents .figure') || {}).textContent === '1 active' \
            && q('#p-services').textContent.includes('Services') \
-           && q('#nav a[data-page=masters]').hidden && !q('#nav a[data-page=services]').hidden; }})()"
+           && q('#nav a[data-page=masters]').hidden && !q('#nav a[data-page=services]').hidden",
     );
     let ca = c.ca();
     wasmos_tests::run_client_script(
@@ -606,11 +616,10 @@ async fn the_dashboard_logs_in_with_a_password_in_a_real_browser() {
         "sessions are not listed as tokens: {tokens}"
     );
     // A wrong password shows the error on the form and signs nobody in.
-    let script = "(() => { const q = (s) => document.querySelector(s); \
-         if (!q('#login').hidden && !window.__tried) { window.__tried = 1; \
-           q('#login-user').value = 'viewer'; q('#login-password').value = 'wrong-password'; \
-           q('#login-form').requestSubmit(); return false; } \
-         return window.__tried === 1 && q('#login-msg').textContent.includes('wrong') && q('#app').hidden; })()";
+    let script = &sign_in(
+        "wrong-password",
+        "window.__tried === 1 && q('#login-msg').textContent.includes('wrong') && q('#app').hidden",
+    );
     wasmos_tests::run_client_script(
         "browser.py",
         &[
@@ -628,12 +637,9 @@ async fn the_dashboard_logs_in_with_a_password_in_a_real_browser() {
     // the page's back) brings the login form back with a word on why; the
     // dashboard's calls get no Basic challenge, which would make a browser
     // open its own password dialog over the page.
-    let login = format!(
-        "(() => {{ const q = (s) => document.querySelector(s); \
-         if (!q('#login').hidden && !window.__tried) {{ window.__tried = 1; \
-           q('#login-user').value = 'viewer'; q('#login-password').value = {password:?}; \
-           q('#login-form').requestSubmit(); return false; }} \
-         return q('#app').hidden === false && q('#whoami').textContent.includes('user:viewer'); }})()"
+    let login = sign_in(
+        &password,
+        "q('#app').hidden === false && q('#whoami').textContent.includes('user:viewer')",
     );
     let end = "(() => { if (!window.__ended) { window.__ended = 1; \
            if (stream) { stream.close(); stream = null; } \

@@ -488,11 +488,11 @@ async fn not_found(
         let query = uri.query().unwrap_or("").to_string();
         return event_stream(l, name, path, query, forwarded);
     }
-    let listing = path.clone();
-    let resp = match serve_framework(
+    serve_framework(
         Lead(l),
         &principal,
-        name.clone(),
+        cut,
+        name,
         path,
         method,
         uri,
@@ -500,14 +500,6 @@ async fn not_found(
         body,
     )
     .await
-    {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    match cut {
-        Some(area) => crate::auth::cut_listing(&principal, area, &name, &listing, resp).await,
-        None => resp,
-    }
 }
 
 /// `/ping` and `/metrics`, which several frameworks may declare: the master
@@ -1397,16 +1389,7 @@ pub(crate) async fn checked_framework(
         Ok(cut) => cut,
         Err(r) => return r.into_response(),
     };
-    let listing = path.clone();
-    let resp =
-        match serve_framework(Lead(l), p, name.clone(), path, method, uri, headers, body).await {
-            Ok(r) => r,
-            Err(e) => return e.into_response(),
-        };
-    match cut {
-        Some(area) => crate::auth::cut_listing(p, area, &name, &listing, resp).await,
-        None => resp,
-    }
+    serve_framework(Lead(l), p, cut, name, path, method, uri, headers, body).await
 }
 
 /// The headers a framework plugin sees: the request's, without
@@ -1429,16 +1412,19 @@ fn plugin_headers(headers: &HeaderMap, p: &Principal) -> Vec<(String, String)> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Calls the framework plugin `name` with a checked request; `cut`: the
+/// answer is a listing to cut to what `p` may read of that area.
 async fn serve_framework(
     Lead(l): Lead,
     p: &Principal,
+    cut: Option<Area>,
     name: String,
     path: String,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Response> {
+) -> Response {
     let req = HttpRequest {
         method: method.to_string(),
         path,
@@ -1446,7 +1432,15 @@ async fn serve_framework(
         headers: plugin_headers(&headers, p),
         body: body.to_vec(),
     };
-    Ok(into_response(call_framework(&l, &name, req).await?))
+    let listing = cut.map(|area| (area, req.path.clone()));
+    let resp = match call_framework(&l, &name, req).await {
+        Ok(r) => into_response(r),
+        Err(e) => return e.into_response(),
+    };
+    match listing {
+        Some((area, path)) => crate::auth::cut_listing(p, area, &name, &path, resp).await,
+        None => resp,
+    }
 }
 
 /// One request to a framework plugin's HTTP handler.
