@@ -126,9 +126,10 @@ async fn a_fork_bomb_is_capped_by_the_pids_limit_and_can_be_killed() {
             "--",
             "sh",
             "-c",
-            // At the limit forks fail and the tree can die out: start it
-            // again, for as long as the task lives.
-            "b() { b & b & wait; }; while :; do b; done",
+            // At the limit forks fail, and a shell whose fork fails exits:
+            // a subshell keeps starting the tree again while the task
+            // itself is a sleep that never forks.
+            "b() { b & b & wait; }; (while :; do b; done) 2>/dev/null & exec sleep 600",
         ],
     )
     .await;
