@@ -178,7 +178,9 @@ async fn every_page_shows_the_clusters_objects_on_a_desktop_and_a_phone() {
         ),
         (
             "plugins/marathon".into(),
-            "return t('#plugin-facts').includes('sha256:') && t('#plugin-facts').includes('framework');"
+            "return t('#plugin-facts').includes('sha256:') && t('#plugin-facts').includes('framework') \
+             && t('#plugin-stats').includes('p99') && t('#plugin-stats').includes('built') \
+             && t('#plugin-log').includes('deployment');"
                 .into(),
         ),
         (

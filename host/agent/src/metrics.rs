@@ -119,6 +119,7 @@ pub(crate) fn render(a: &Agent) -> String {
         "Failed calls into a plugin on this agent, by kind",
         calls.failures,
     );
+    a.plugins.observed().register(&mut reg);
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);

@@ -31,6 +31,8 @@ pub(crate) struct Plugins {
     fingerprint: Mutex<String>,
     entries: Mutex<BTreeMap<String, Entry>>,
     sync_lock: tokio::sync::Mutex<()>,
+    /// The last log line of each plugin sent with a heartbeat.
+    logs_sent: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Plugins {
@@ -39,10 +41,16 @@ impl Plugins {
         self.runtime.calls.clone()
     }
 
+    /// What the runtime saw of each plugin (clones share it).
+    pub(crate) fn observed(&self) -> wasmos_runtime::observe::Observed {
+        self.runtime.observed.clone()
+    }
+
     pub(crate) fn new(runtime: PluginRuntime) -> Self {
         Plugins {
             runtime,
             fingerprint: Mutex::new(String::new()),
+            logs_sent: Mutex::new(BTreeMap::new()),
             entries: Mutex::new(BTreeMap::new()),
             sync_lock: tokio::sync::Mutex::new(()),
         }
@@ -86,18 +94,38 @@ impl Plugins {
 }
 
 impl Agent {
-    /// Each plugin's health, for heartbeats.
+    /// Each plugin's health, figures and new log lines, for heartbeats.
     pub(crate) fn plugin_reports(&self) -> Vec<protocol::PluginReport> {
+        let observed = self.plugins.observed();
+        let mut sent = self
+            .plugins
+            .logs_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         self.plugins
             .report()
             .into_iter()
-            .map(|(name, health, last_error)| protocol::PluginReport {
-                name,
-                health: serde_json::to_value(health)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                last_error,
+            .map(|(name, health, last_error)| {
+                let after = sent.get(&name).copied().unwrap_or(0);
+                // The newest lines when there are more than fit.
+                let mut logs = observed.logs_after(&name, after, usize::MAX);
+                let skip = logs
+                    .len()
+                    .saturating_sub(protocol::MAX_LOG_LINES_PER_HEARTBEAT);
+                logs.drain(..skip);
+                if let Some(last) = logs.last() {
+                    sent.insert(name.clone(), last.seq);
+                }
+                protocol::PluginReport {
+                    stats: observed.stats(&name),
+                    health: serde_json::to_value(health)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    name,
+                    last_error,
+                    logs,
+                }
             })
             .collect()
     }

@@ -29,6 +29,58 @@ impl fmt::Display for PluginKind {
     }
 }
 
+/// What a host saw of a plugin since it started: calls and their
+/// latencies, failures by kind, instances built, memory high-water.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginStats {
+    pub calls: u64,
+    /// Failed calls by kind (`trap`, `timeout`, `memory_limit`, `init`, ...).
+    #[serde(default)]
+    pub failures: BTreeMap<String, u64>,
+    /// Latency percentiles of the recent calls (the last 1,024), in ms.
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Instances built: the first, then one per restart (after a failed
+    /// call, a new configuration or version, a failover).
+    pub instances: u64,
+    /// The most linear memory one of its instances has had, in bytes.
+    pub memory_high_water: u64,
+}
+
+impl PluginStats {
+    /// Adds another host's figures: counts add up; for latencies and
+    /// memory, the worst host's.
+    pub fn merge(&mut self, other: &PluginStats) {
+        self.calls += other.calls;
+        for (k, n) in &other.failures {
+            *self.failures.entry(k.clone()).or_default() += n;
+        }
+        self.p50_ms = self.p50_ms.max(other.p50_ms);
+        self.p90_ms = self.p90_ms.max(other.p90_ms);
+        self.p99_ms = self.p99_ms.max(other.p99_ms);
+        self.max_ms = self.max_ms.max(other.max_ms);
+        self.instances += other.instances;
+        self.memory_high_water = self.memory_high_water.max(other.memory_high_water);
+    }
+}
+
+/// A line a plugin logged through its `log` import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginLogLine {
+    /// Increases by one per line on the host that keeps the lines.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    pub message: String,
+    /// The agent that ran the plugin (isolators and health checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
 /// Why a manifest is not acceptable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ManifestError {

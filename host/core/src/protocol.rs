@@ -199,14 +199,24 @@ pub struct Heartbeat {
 }
 
 /// A plugin's health on one agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginReport {
     pub name: String,
     /// `healthy`, `degraded` or `failed`.
     pub health: String,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Its figures on this agent since the agent started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::plugin::PluginStats>,
+    /// Lines it logged since the last heartbeat (at most
+    /// [`MAX_LOG_LINES_PER_HEARTBEAT`]; more are skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<crate::plugin::PluginLogLine>,
 }
+
+/// The most log lines of one plugin a heartbeat carries.
+pub const MAX_LOG_LINES_PER_HEARTBEAT: usize = 200;
 
 /// Master → agent: the reply to [`Heartbeat`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,6 +23,8 @@ struct Link {
 #[derive(Debug, Default)]
 pub struct AgentLinks {
     links: Mutex<HashMap<AgentId, Link>>,
+    /// What the agents' plugins logged, as their heartbeats carried it.
+    pub plugin_logs: wasmos_runtime::observe::Observed,
 }
 
 impl AgentLinks {
@@ -43,15 +45,42 @@ impl AgentLinks {
     }
 
     /// Records a heartbeat; false when the agent must register first.
-    pub fn heartbeat(&self, id: &AgentId, now: Instant, plugins: Vec<PluginReport>) -> bool {
+    pub fn heartbeat(&self, id: &AgentId, now: Instant, mut plugins: Vec<PluginReport>) -> bool {
         match self.lock().get_mut(id) {
             Some(l) => {
                 l.last_seen = now;
+                for p in &mut plugins {
+                    for line in std::mem::take(&mut p.logs) {
+                        self.plugin_logs.log_from(
+                            &p.name,
+                            &line.level,
+                            &line.message,
+                            line.at_ms,
+                            Some(id.as_str()),
+                        );
+                    }
+                }
                 l.plugins = plugins;
                 true
             }
             None => false,
         }
+    }
+
+    /// A plugin's figures summed over the connected agents.
+    pub fn plugin_stats(&self, name: &str) -> Option<wasmos_core::plugin::PluginStats> {
+        let links = self.lock();
+        let mut found = links
+            .values()
+            .filter_map(|l| l.plugins.iter().find(|p| p.name == name))
+            .filter_map(|p| p.stats.as_ref())
+            .peekable();
+        found.peek()?;
+        let mut total = wasmos_core::plugin::PluginStats::default();
+        for s in found {
+            total.merge(s);
+        }
+        Some(total)
     }
 
     /// A plugin's health across the connected agents: the worst, with the

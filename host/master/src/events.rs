@@ -95,6 +95,10 @@ pub fn events_for(cmd: &Command, resp: &Response, state: &State) -> Vec<Event> {
             kind: "plugin_removed",
             data: json!({ "name": name }),
         }],
+        (Command::RollbackPlugin { name }, Response::Ok) => vec![Event {
+            kind: "plugin_rolled_back",
+            data: json!({ "name": name }),
+        }],
         (Command::ConfigurePlugin { name, .. }, Response::Ok) => vec![Event {
             kind: "plugin_configured",
             data: json!({ "name": name }),

@@ -129,6 +129,8 @@ pub fn router(node: Arc<Node>) -> Router {
             v1!("/plugins/{name}/config"),
             axum::routing::patch(configure_plugin),
         )
+        .route(v1!("/plugins/{name}/rollback"), post(rollback_plugin))
+        .route(v1!("/plugins/{name}/logs"), get(plugin_logs))
         .route(v1!("/events"), get(events))
         .merge(crate::vars::routes())
         .merge(crate::acl::routes())
@@ -1242,6 +1244,58 @@ async fn remove_plugin(
     };
     l.remove_plugin(&name, force).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A plugin's log lines after `after` (a line's `seq`); with `wait`
+/// (seconds, up to 30), waits that long for one when there is none yet;
+/// with `tail`, only the last so many.
+async fn plugin_logs(
+    Lead(l): Lead,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<ApiJson<Vec<wasmos_core::plugin::PluginLogLine>>> {
+    let number = |key: &str| -> Result<Option<u64>, ApiError> {
+        q.get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!("{key} must be a whole number, not {v:?}"))
+                })
+            })
+            .transpose()
+    };
+    let after = number("after")?.unwrap_or(0);
+    let tail = number("tail")?;
+    let wait = number("wait")?.unwrap_or(0);
+    if wait > 30 {
+        return Err(ApiError::BadRequest("wait is at most 30 seconds".into()));
+    }
+    let kind = l
+        .plugin_view(&name)
+        .map(|v| v.kind)
+        .ok_or_else(|| ApiError::NotFound(format!("no plugin {name}")))?;
+    let source = l.plugin_log_source(kind);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let logged = source.logged();
+        tokio::pin!(logged);
+        logged.as_mut().enable();
+        let mut lines = source.logs_after(&name, after, wasmos_runtime::observe::LOG_LINES);
+        if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+            if let Some(n) = tail {
+                let skip = lines.len().saturating_sub(n as usize);
+                lines.drain(..skip);
+            }
+            return Ok(ApiJson(lines));
+        }
+        let _ = tokio::time::timeout_at(deadline, logged).await;
+    }
+}
+
+async fn rollback_plugin(
+    Lead(l): Lead,
+    Path(name): Path<String>,
+) -> ApiResult<ApiJson<PluginView>> {
+    l.rollback_plugin(&name).await.map(ApiJson)
 }
 
 async fn configure_plugin(

@@ -373,6 +373,7 @@ impl Leader {
                         }
                         (Command::InstallPlugin { .. }, Response::Ok)
                         | (Command::RemovePlugin { .. }, Response::Ok)
+                        | (Command::RollbackPlugin { .. }, Response::Ok)
                         | (Command::ConfigurePlugin { .. }, Response::Ok) => plugins_changed = true,
                         _ => {}
                     }

@@ -266,6 +266,7 @@ pub fn render(n: &Node) -> String {
         "Failed calls into a plugin on this master, by kind",
         n.runtime.calls.failures.clone(),
     );
+    n.runtime.observed.register(&mut reg);
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);

@@ -361,6 +361,30 @@ impl Leader {
         }
     }
 
+    /// Puts back the version a plugin had before its last upgrade; the
+    /// replaced version becomes the one a next rollback returns to.
+    pub async fn rollback_plugin(&self, name: &str) -> Result<PluginView, ApiError> {
+        match self
+            .store
+            .propose_one(Command::RollbackPlugin {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            Response::Ok => {}
+            Response::Rejected { reason } if reason.starts_with("no plugin named") => {
+                return Err(ApiError::NotFound(reason));
+            }
+            Response::Rejected { reason } => return Err(ApiError::Conflict(reason)),
+            other => return Err(ApiError::Internal(format!("unexpected {other:?}"))),
+        }
+        let v = self
+            .plugin_view(name)
+            .ok_or_else(|| ApiError::Internal("rolled back plugin vanished".into()))?;
+        tracing::info!(plugin = %name, version = %v.version, "plugin rolled back");
+        Ok(v)
+    }
+
     /// Sets (`Some`) or clears (`None`) configuration overrides.
     pub async fn configure_plugin(
         &self,
@@ -401,9 +425,11 @@ impl Leader {
     /// A plugin as the API shows it, with its health where this master
     /// runs it.
     pub fn plugin_view(&self, name: &str) -> Option<PluginView> {
-        let mut v = self
-            .store
-            .read(|s| s.plugins.get(name).map(PluginView::new))?;
+        let mut v = self.store.read(|s| {
+            s.plugins
+                .get(name)
+                .map(|p| PluginView::new(p, s.previous_plugins.get(name)))
+        })?;
         let health = match v.kind {
             PluginKind::Framework => FrameworkId::new(name)
                 .ok()
@@ -423,7 +449,21 @@ impl Leader {
                 .and_then(|x| x.as_str().map(String::from));
             v.last_error = last_error;
         }
+        v.stats = match v.kind {
+            PluginKind::Framework | PluginKind::Placement => self.runtime.observed.stats(name),
+            PluginKind::Isolator | PluginKind::HealthCheck => self.agents.plugin_stats(name),
+        };
         Some(v)
+    }
+
+    /// Where the log lines of a plugin of `kind` are kept on this leader:
+    /// its own for frameworks and placement plugins, what the agents'
+    /// heartbeats carried for isolators and health checks.
+    pub fn plugin_log_source(&self, kind: PluginKind) -> &wasmos_runtime::observe::Observed {
+        match kind {
+            PluginKind::Framework | PluginKind::Placement => &self.runtime.observed,
+            PluginKind::Isolator | PluginKind::HealthCheck => &self.agents.plugin_logs,
+        }
     }
 
     /// The plugins agents run, and their fingerprint.

@@ -196,10 +196,19 @@ pub struct PluginView {
     /// the binary).
     #[serde(default)]
     pub signed_by: Option<String>,
+    /// The version before the last upgrade, which `rollback` puts back.
+    #[serde(default)]
+    pub previous_version: Option<String>,
+    /// Calls, latencies, failures, restarts and memory: on the leader for
+    /// frameworks and placement plugins, summed over the agents for
+    /// isolators and health checks; since each host started.
+    #[serde(default)]
+    pub stats: Option<wasmos_core::plugin::PluginStats>,
 }
 
 impl PluginView {
-    pub fn new(p: &PluginRecord) -> Self {
+    /// `p`, with `previous` the record a rollback would put back.
+    pub fn new(p: &PluginRecord, previous: Option<&PluginRecord>) -> Self {
         PluginView {
             name: p.manifest.name.clone(),
             version: p.manifest.version.clone(),
@@ -215,6 +224,8 @@ impl PluginView {
             http_prefixes: p.manifest.http_prefixes.clone(),
             health: None,
             last_error: None,
+            previous_version: previous.map(|q| q.manifest.version.clone()),
+            stats: None,
         }
     }
 }

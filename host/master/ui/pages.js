@@ -568,13 +568,22 @@ page("plugins", {
   title: (name) => (name ? `Plugin ${name}` : "Plugins"),
   render: (name) => (name ? `<h2><a href="#/plugins">Plugins</a> / <code>${esc(name)}</code> <span id="plugin-health"></span></h2>
       <dl class="facts" id="plugin-facts"></dl>
+      <div class="toolbar" id="plugin-versions" hidden><button id="plugin-rollback"></button> <span id="plugin-rollback-msg"></span></div>
+      <h3>Calls <small>since each host that runs it started</small></h3><dl class="facts" id="plugin-stats"></dl>
       <h3>Configuration</h3><form id="plugin-config" class="kv"></form>
-      <div class="toolbar"><button id="plugin-add">Add a key</button><button id="plugin-save">Save</button> <span id="plugin-msg"></span></div>` : `<h2>Plugins <small>WebAssembly components: frameworks, isolators, placement, health checks</small></h2>
+      <div class="toolbar"><button id="plugin-add">Add a key</button><button id="plugin-save">Save</button> <span id="plugin-msg"></span></div>
+      <h3>Log <small>the last lines it wrote through <code>log</code></small></h3><div class="logs"><pre id="plugin-log"></pre></div>` : `<h2>Plugins <small>WebAssembly components: frameworks, isolators, placement, health checks</small></h2>
     <div class="scroll"><table id="plugins"><thead><tr><th>Name</th><th>Kind</th><th>Version</th><th>World</th><th>Digest</th><th>Signed by</th><th>Health</th><th>Last error</th></tr></thead><tbody></tbody></table></div>
     <p class="dim">Install with <code>wasmos plugin install oci://REGISTRY/REPO:TAG</code> (signed by a trusted key).</p>`),
   mount(name) {
     if (!name) return;
     PluginPage.loaded = false;
+    PluginPage.after = 0;
+    $("#plugin-rollback").onclick = async (e) => {
+      const r = await act(e.target, `roll ${name} back`, () => call("POST", `${API}/plugins/${enc(name)}/rollback`, {}));
+      $("#plugin-rollback-msg").textContent = r ? `now ${r.version}` : "";
+      if (r) PluginPage.loaded = false;
+    };
     $("#plugin-add").onclick = () => $("#plugin-config").insertAdjacentHTML("beforeend", kvRow("", ""));
     $("#plugin-config").onclick = (e) => { const x = e.target.closest("[data-remove]"); if (x) { e.preventDefault(); x.closest(".row").classList.toggle("removed"); } };
     $("#plugin-save").onclick = async (e) => {
@@ -604,6 +613,22 @@ page("plugins", {
         ["Signed by", esc(p.signed_by || (p.source === "bundled" ? "(bundled with wasmos)" : "unsigned"))], ["Installed", esc(when(p.installed_at))],
         ["HTTP", (p.http_prefixes || []).map((x) => `<code>${esc(x)}</code>`).join(" ") || "–"], ["Last error", p.last_error ? `<span class="err">${esc(p.last_error)}</span>` : "–"]];
       $("#plugin-facts").innerHTML = facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+      $("#plugin-versions").hidden = !p.previous_version;
+      if (p.previous_version) $("#plugin-rollback").textContent = `Roll back to ${p.previous_version}`;
+      const st = p.stats;
+      const failed = st ? Object.entries(st.failures || {}).map(([k, n]) => `${esc(k)} ${num(n, 0)}`).join(", ") : "";
+      $("#plugin-stats").innerHTML = (st ? [["Calls", num(st.calls, 0)],
+        ["Latency", `p50 ${num(st.p50_ms, 2)} ms · p90 ${num(st.p90_ms, 2)} ms · p99 ${num(st.p99_ms, 2)} ms · max ${num(st.max_ms, 2)} ms`],
+        ["Failures", failed ? `<span class="err">${failed}</span>` : "none"], ["Instances", `${num(st.instances, 0)} built (${num(Math.max(st.instances - 1, 0), 0)} restarts)`],
+        ["Memory", `${num(st.memory_high_water / 1048576, 1)} MiB at most`]] : [["Calls", "none yet"]]).map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+      const lines = await native(`/plugins/${enc(name)}/logs?after=${PluginPage.after}${PluginPage.after ? "" : "&tail=200"}`);
+      if (lines.length) {
+        PluginPage.after = lines[lines.length - 1].seq;
+        const pre = $("#plugin-log");
+        pre.textContent += lines.map((l) => `${new Date(l.at_ms).toISOString()} ${l.level.toUpperCase().padEnd(5)} ${l.agent ? `[agent ${l.agent}] ` : ""}${l.message}\n`).join("");
+        const kept = pre.textContent.split("\n");
+        if (kept.length > 500) pre.textContent = kept.slice(-500).join("\n");
+      }
       if (!PluginPage.loaded) {
         PluginPage.loaded = true;
         PluginPage.config = p.config;
@@ -621,7 +646,7 @@ page("plugins", {
     }).join("");
   },
 });
-const PluginPage = { loaded: false, config: {} };
+const PluginPage = { loaded: false, config: {}, after: 0 };
 const kvRow = (k, v) => `<div class="row"><input class="k" value="${esc(k)}" placeholder="key"${k ? " readonly" : ""}><input class="v" value="${esc(v)}" placeholder="value"><button data-remove title="remove this key">×</button></div>`;
 
 // ---- Frameworks ------------------------------------------------------------------------------------------

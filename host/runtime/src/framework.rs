@@ -158,7 +158,7 @@ impl placement_types::Host for FrameworkHost {}
 
 impl log::Host for FrameworkHost {
     fn log(&mut self, level: log::Level, message: String) {
-        crate::plugin_log(&self.common.plugin, level, message);
+        self.common.log(level, message);
     }
 }
 

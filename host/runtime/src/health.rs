@@ -85,7 +85,7 @@ impl ht::Host for HealthHost {}
 
 impl log::Host for HealthHost {
     fn log(&mut self, level: log::Level, message: String) {
-        crate::plugin_log(&self.common.plugin, level, message);
+        self.common.log(level, message);
     }
 }
 

@@ -106,7 +106,7 @@ impl it::Host for IsolatorHost {}
 
 impl log::Host for IsolatorHost {
     fn log(&mut self, level: log::Level, message: String) {
-        crate::plugin_log(&self.common.plugin, level, message);
+        self.common.log(level, message);
     }
 }
 

@@ -28,6 +28,7 @@ mod convert;
 pub mod framework;
 pub mod health;
 pub mod isolator;
+pub mod observe;
 pub mod placement;
 mod sandbox;
 
@@ -140,8 +141,14 @@ impl CallError {
 /// The longest log line a plugin may write; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
 
-/// Writes a plugin's log line to the host's log, tagged with its name.
-pub(crate) fn plugin_log(plugin: &str, level: bindings::log::Level, mut message: String) {
+/// Writes a plugin's log line to the host's log, tagged with its name,
+/// and keeps it in `observed` (for `wasmos plugin logs`).
+pub(crate) fn plugin_log(
+    observed: Option<&observe::Observed>,
+    plugin: &str,
+    level: bindings::log::Level,
+    mut message: String,
+) {
     use bindings::log::Level;
     if message.len() > MAX_LOG_LINE {
         let mut cut = MAX_LOG_LINE;
@@ -150,6 +157,16 @@ pub(crate) fn plugin_log(plugin: &str, level: bindings::log::Level, mut message:
         }
         message.truncate(cut);
         message.push('…');
+    }
+    if let Some(o) = observed {
+        let name = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        o.log(plugin, name, &message, now_ms());
     }
     match level {
         Level::Trace => tracing::trace!(target: "wasmos::plugin", plugin, "{message}"),
@@ -180,6 +197,8 @@ pub struct PluginRuntime {
     config: RuntimeConfig,
     /// Calls and failures per plugin, for `/metrics`.
     pub calls: CallMetrics,
+    /// Per plugin: figures and log lines, for `plugin show` and `logs`.
+    pub observed: observe::Observed,
     ticker_stop: Arc<AtomicBool>,
     cache_dir: Option<std::path::PathBuf>,
 }
@@ -232,6 +251,7 @@ impl PluginRuntime {
             engine,
             config,
             calls: CallMetrics::default(),
+            observed: observe::Observed::default(),
             ticker_stop,
             cache_dir: None,
         })
@@ -385,6 +405,8 @@ fn check_world_version(engine: &Engine, component: &Component) -> Result<(), Loa
 pub(crate) struct Limiter {
     memory_limit: usize,
     pub(crate) denied: bool,
+    /// The most linear memory granted to a memory of the instance.
+    pub(crate) high_water: usize,
 }
 
 impl Limiter {
@@ -392,6 +414,7 @@ impl Limiter {
         Limiter {
             memory_limit,
             denied: false,
+            high_water: 0,
         }
     }
 }
@@ -407,6 +430,7 @@ impl ResourceLimiter for Limiter {
             self.denied = true;
             return Ok(false);
         }
+        self.high_water = self.high_water.max(desired);
         Ok(true)
     }
 

@@ -180,7 +180,7 @@ impl pt::Host for PlacementHost {}
 
 impl log::Host for PlacementHost {
     fn log(&mut self, level: log::Level, message: String) {
-        crate::plugin_log(&self.common.plugin, level, message);
+        self.common.log(level, message);
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) fn empty_wasi(stderr: Tail) -> WasiCtx {
 /// Per-store state common to all worlds.
 pub struct Common {
     pub(crate) plugin: String,
+    /// Where log lines are kept (set when a sandbox builds the instance).
+    observed: Option<crate::observe::Observed>,
     stderr: Tail,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -36,6 +38,7 @@ impl Common {
         let stderr = Tail::default();
         Common {
             plugin: plugin.to_string(),
+            observed: None,
             wasi: empty_wasi(stderr.clone()),
             stderr,
             table: ResourceTable::new(),
@@ -64,6 +67,11 @@ macro_rules! wasi_view {
 pub(crate) use wasi_view;
 
 impl Common {
+    /// A line the plugin logs.
+    pub(crate) fn log(&self, level: crate::bindings::log::Level, message: String) {
+        crate::plugin_log(self.observed.as_ref(), &self.plugin, level, message);
+    }
+
     pub(crate) fn wasi_view(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -201,10 +209,14 @@ impl<W: World> Sandbox<W> {
     ) -> Result<R, CallError> {
         let started = std::time::Instant::now();
         let r = self.call_unmeasured(deadline, f, check);
-        self.runtime.calls.record(
+        let seconds = started.elapsed().as_secs_f64();
+        self.runtime
+            .calls
+            .record(&self.name, seconds, r.as_ref().err());
+        self.runtime.observed.call(
             &self.name,
-            started.elapsed().as_secs_f64(),
-            r.as_ref().err(),
+            seconds * 1000.0,
+            r.as_ref().err().map(CallError::kind),
         );
         r
     }
@@ -246,7 +258,10 @@ impl<W: World> Sandbox<W> {
         }
         store.data_mut().common().limiter.denied = false;
         store.data_mut().common().stderr.clear();
-        let outcome = match f(bindings, store, fresh) {
+        let result = f(bindings, store, fresh);
+        let high_water = store.data_mut().common().limiter.high_water;
+        self.runtime.observed.memory(&self.name, high_water as u64);
+        let outcome = match result {
             Ok(r) => check(&r).map(|()| r),
             Err(e) => {
                 let common = store.data_mut().common();
@@ -303,7 +318,8 @@ impl<W: World> Sandbox<W> {
 
     fn instantiate(&mut self) -> Result<(Store<W::Host>, W::Bindings), CallError> {
         let cfg = self.runtime.config().clone();
-        let host = self.world.new_host(&self.name, cfg.memory_limit);
+        let mut host = self.world.new_host(&self.name, cfg.memory_limit);
+        host.common().observed = Some(self.runtime.observed.clone());
         let mut store = Store::new(self.runtime.engine(), host);
         store.limiter(|h| &mut h.common().limiter);
         if self.runtime.epochs() {
@@ -328,7 +344,12 @@ impl<W: World> Sandbox<W> {
             }
         };
         match self.world.init(&bindings, &mut store, &self.config) {
-            Ok(Ok(())) => Ok((store, bindings)),
+            Ok(Ok(())) => {
+                self.runtime.observed.instance(&self.name);
+                let high_water = store.data_mut().common().limiter.high_water;
+                self.runtime.observed.memory(&self.name, high_water as u64);
+                Ok((store, bindings))
+            }
             Ok(Err(message)) => Err(CallError::Init {
                 plugin: self.name.clone(),
                 message,
@@ -354,21 +375,43 @@ impl Tail {
         b.drain(..extra);
     }
 
-    /// The last line that says why the plugin panicked, if any.
+    /// What the plugin said about why it failed, if anything: a Rust
+    /// panic's message, or the exception that ended a Python traceback
+    /// (componentize-py prints it before trapping), with where it was
+    /// raised.
     pub(crate) fn panic_message(&self) -> Option<String> {
         let mut b = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let text = String::from_utf8_lossy(b.make_contiguous()).into_owned();
         let lines: Vec<&str> = text.lines().collect();
-        let at = lines.iter().rposition(|l| l.contains("panicked at"))?;
-        // Rust prints "thread '...' panicked at FILE:LINE:COL:" then the
-        // message on the next line.
-        let msg = lines
-            .get(at + 1)
-            .map(|m| m.trim())
-            .filter(|m| !m.is_empty());
-        Some(match msg {
-            Some(m) => format!("{} ({})", m, lines[at].trim().trim_end_matches(':')),
-            None => lines[at].trim().to_string(),
+        if let Some(at) = lines.iter().rposition(|l| l.contains("panicked at")) {
+            // Rust prints "thread '...' panicked at FILE:LINE:COL:" then the
+            // message on the next line.
+            let msg = lines
+                .get(at + 1)
+                .map(|m| m.trim())
+                .filter(|m| !m.is_empty());
+            return Some(match msg {
+                Some(m) => format!("{} ({})", m, lines[at].trim().trim_end_matches(':')),
+                None => lines[at].trim().to_string(),
+            });
+        }
+        let at = lines
+            .iter()
+            .rposition(|l| l.starts_with("Traceback (most recent call last)"))?;
+        let tail = &lines[at + 1..];
+        // The exception is the last line that is not indented; where it
+        // was raised, the last `File "...", line N, in f` above it.
+        let exception = tail
+            .iter()
+            .rposition(|l| !l.is_empty() && !l.starts_with(' '))?;
+        let place = tail[..exception]
+            .iter()
+            .rev()
+            .find(|l| l.trim_start().starts_with("File "))
+            .map(|l| l.trim());
+        Some(match place {
+            Some(p) => format!("{} ({p})", tail[exception].trim()),
+            None => tail[exception].trim().to_string(),
         })
     }
 
@@ -455,5 +498,15 @@ mod tests {
         assert!(t.0.lock().unwrap().len() <= super::TAIL);
         t.clear();
         assert_eq!(t.panic_message(), None);
+    }
+
+    #[test]
+    fn a_python_exception_is_the_reason_with_where_it_was_raised() {
+        let t = Tail::default();
+        t.push(b"Traceback (most recent call last):\n  File \"/app.py\", line 40, in offers\n    job = self.queued()[0]\n          ~~~~~~~~~~~~~^^^\nIndexError: list index out of range\n");
+        assert_eq!(
+            t.panic_message().as_deref(),
+            Some("IndexError: list index out of range (File \"/app.py\", line 40, in offers)")
+        );
     }
 }

@@ -315,6 +315,10 @@ pub struct State {
     /// Terminal tasks whose updates are all acknowledged, oldest first.
     pub completed: VecDeque<TaskId>,
     pub plugins: BTreeMap<String, PluginRecord>,
+    /// The version each plugin had before its last upgrade, for
+    /// `rollback` (which swaps the two).
+    #[serde(default)]
+    pub previous_plugins: BTreeMap<String, PluginRecord>,
     pub kv: BTreeMap<FrameworkId, BTreeMap<String, Blob>>,
     /// Bundled plugins ever installed, so that one an operator removed is
     /// not installed again on the next start.
@@ -505,6 +509,11 @@ pub enum Command {
         record: Box<PluginRecord>,
     },
     RemovePlugin {
+        name: String,
+    },
+    /// Puts back the version a plugin had before its last upgrade (and
+    /// keeps the replaced one, so a second rollback undoes the first).
+    RollbackPlugin {
         name: String,
     },
     /// Replaces a plugin's configuration overrides.
@@ -1265,16 +1274,56 @@ impl State {
                         ));
                     }
                 }
+                if let Some(old) = self.plugins.get(&name)
+                    && old.manifest.kind != record.manifest.kind
+                {
+                    return rejected(format!(
+                        "plugin {name} is a {} plugin; a new version must be one too (or remove {name} first)",
+                        old.manifest.kind
+                    ));
+                }
                 if record.source == "bundled" {
                     self.bundled_seen.insert(name.clone());
                 }
-                self.plugins.insert(name, *record);
+                if let Some(old) = self.plugins.insert(name.clone(), *record) {
+                    let new = &self.plugins[&name];
+                    if old.digest != new.digest || old.manifest != new.manifest {
+                        self.previous_plugins.insert(name, old);
+                    }
+                }
                 Response::Ok
             }
             Command::RemovePlugin { name } => match self.plugins.remove(&name) {
-                Some(_) => Response::Ok,
+                Some(_) => {
+                    self.previous_plugins.remove(&name);
+                    Response::Ok
+                }
                 None => rejected(format!("no plugin named {name}")),
             },
+            Command::RollbackPlugin { name } => {
+                if !self.plugins.contains_key(&name) {
+                    return rejected(format!("no plugin named {name}"));
+                }
+                let Some(previous) = self.previous_plugins.remove(&name) else {
+                    return rejected(format!(
+                        "plugin {name} has no earlier version to roll back to (it was not upgraded since it was installed)"
+                    ));
+                };
+                if !wasmos_core::plugin::world_compatible(&previous.manifest.world_version) {
+                    let why = format!(
+                        "plugin {name}'s earlier version {} targets world {}, which this cluster no longer serves",
+                        previous.manifest.version, previous.manifest.world_version
+                    );
+                    self.previous_plugins.insert(name, previous);
+                    return rejected(why);
+                }
+                let Some(current) = self.plugins.remove(&name) else {
+                    return rejected(format!("no plugin named {name}"));
+                };
+                self.plugins.insert(name.clone(), previous);
+                self.previous_plugins.insert(name, current);
+                Response::Ok
+            }
             Command::ConfigurePlugin { name, config } => match self.plugins.get_mut(&name) {
                 Some(p) => {
                     p.config = config;

@@ -377,6 +377,87 @@ fn a_removed_framework_stays_removed_and_cannot_register_again() {
     assert_eq!(s.frameworks[&fw()].removed_at, Some(9.0));
 }
 
+fn plugin(name: &str, version: &str, kind: wasmos_core::PluginKind, digest: &str) -> Command {
+    Command::InstallPlugin {
+        record: Box::new(PluginRecord {
+            manifest: PluginManifest {
+                name: name.into(),
+                version: version.into(),
+                kind,
+                world_version: "0.5.0".into(),
+                description: String::new(),
+                capabilities: vec![],
+                config: Default::default(),
+                http_prefixes: vec![],
+                event_streams: vec![],
+                operators: vec![],
+                tick_ms: None,
+            },
+            digest: digest.into(),
+            component: wasmos_core::bytes::Blob(vec![0, 97, 115, 109]),
+            config: Default::default(),
+            installed_at: 1.0,
+            source: "upload".into(),
+            signed_by: Some("ops".into()),
+        }),
+    }
+}
+
+#[test]
+fn an_upgrade_keeps_the_version_it_replaced_and_rollback_swaps_them() {
+    use wasmos_core::PluginKind::{Framework, Placement};
+    let mut s = State::default();
+    let version = |s: &State| s.plugins["q"].manifest.version.clone();
+    let rejected = |r: Response| match r {
+        Response::Rejected { reason } => reason,
+        other => panic!("not rejected: {other:?}"),
+    };
+    assert_eq!(
+        s.apply(plugin("q", "1", Framework, "sha256:01")),
+        Response::Ok
+    );
+    let why = rejected(s.apply(Command::RollbackPlugin { name: "q".into() }));
+    assert!(why.contains("no earlier version"), "{why}");
+    // The same version again is no upgrade: nothing to roll back to.
+    assert_eq!(
+        s.apply(plugin("q", "1", Framework, "sha256:01")),
+        Response::Ok
+    );
+    assert!(s.previous_plugins.is_empty());
+    assert_eq!(
+        s.apply(plugin("q", "2", Framework, "sha256:02")),
+        Response::Ok
+    );
+    assert_eq!(s.previous_plugins["q"].manifest.version, "1");
+    // Another world under the same name is refused, and changes nothing.
+    let why = rejected(s.apply(plugin("q", "3", Placement, "sha256:03")));
+    assert!(why.contains("is a framework plugin"), "{why}");
+    assert_eq!(version(&s), "2");
+    assert_eq!(
+        s.apply(Command::RollbackPlugin { name: "q".into() }),
+        Response::Ok
+    );
+    assert_eq!(version(&s), "1");
+    assert_eq!(s.previous_plugins["q"].manifest.version, "2");
+    assert_eq!(
+        s.apply(Command::RollbackPlugin { name: "q".into() }),
+        Response::Ok
+    );
+    assert_eq!(version(&s), "2");
+    let why = rejected(s.apply(Command::RollbackPlugin {
+        name: "nope".into(),
+    }));
+    assert!(why.contains("no plugin named nope"), "{why}");
+    assert_eq!(
+        s.apply(Command::RemovePlugin { name: "q".into() }),
+        Response::Ok
+    );
+    assert!(
+        s.previous_plugins.is_empty(),
+        "removal forgets both versions"
+    );
+}
+
 #[test]
 fn oversized_kv_values_are_refused() {
     let (mut s, _) = with_task();
@@ -576,6 +657,7 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
             name: "p".into(),
             config: [("k".to_string(), "w".to_string())].into(),
         },
+        Command::RollbackPlugin { name: "p".into() },
         Command::RemovePlugin { name: "p".into() },
         Command::VarSet {
             path: "a/b".into(),
