@@ -243,7 +243,14 @@ async fn jobs_plugins_and_packages_of_several_parts_install_and_uninstall_whole(
     // Plugins in C and Python: one command each, pulled from the
     // package's own registry, pinned and signed.
     for name in ["health-tcp-c", "health-tcp-py"] {
-        let out = c.cli(&["package", "install", name]).await;
+        // The master compiles the 18 MB Python component before it
+        // answers, on a machine busy with the rest of the suite.
+        let out = wasmos_tests::cli_within(
+            &c.up.url,
+            &["package", "install", name],
+            std::time::Duration::from_secs(300),
+        )
+        .await;
         assert_eq!(out.code, Some(0), "{out:?}");
         assert!(
             out.stderr.contains(&format!(

@@ -17,5 +17,6 @@ mod masters;
 mod mesos;
 mod plugins;
 mod reliability;
+mod sdk;
 mod security;
 mod tasks;

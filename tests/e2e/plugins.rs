@@ -248,15 +248,7 @@ async fn a_misbehaving_isolator_fails_launches_not_the_agent() {
         .await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let agent = c.agent_api();
-    wait_for("the agent to load the isolator", DEADLINE, || async {
-        let (_, st) = agent.get("/api/wasmos/v1/state").await;
-        st["plugins"]
-            .as_array()?
-            .iter()
-            .any(|p| p["name"] == "misbehave-isolator")
-            .then_some(())
-    })
-    .await;
+    wasmos_tests::wait_agent_plugin(&agent, "misbehave-isolator").await;
 
     let trap = c
         .cli(&[

@@ -78,6 +78,23 @@ pub fn register_signing_key(url: &str, key: &Path) {
     s.push((a, key.to_path_buf()));
 }
 
+/// A plugin signing key pair under `dir` (`plugin-signing.key`, `.pub`),
+/// made once, for masters started with `--bootstrap-plugin-key <pub>`:
+/// returns (private key, `--bootstrap-plugin-key` value).
+pub fn plugin_signing_key(dir: &Path) -> (PathBuf, String) {
+    let (private, public) = (
+        dir.join("plugin-signing.key"),
+        dir.join("plugin-signing.pub"),
+    );
+    if !private.exists() {
+        let key = wasmos_oci::sign::SigningKey::generate().expect("a signing key");
+        wasmos_tls::write_private(&private, &key.private_pem()).expect("write the signing key");
+        std::fs::write(&public, key.public().to_pem()).expect("write the public key");
+    }
+    let public = public.to_str().expect("utf-8 temp path").to_string();
+    (private, public)
+}
+
 /// The signing key registered for the master at `url`.
 pub fn signing_key_for(url: &str) -> Option<PathBuf> {
     let a = authority_of(url);
@@ -432,28 +449,38 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// `wasmos --master <master> <args>` with the CA, token and signing key
+/// registered for `master`, not started.
+pub fn cli_command(master: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(wasmos_bin());
+    if let Some(ca) = ca_for(master) {
+        c.env("WASMOS_CACERT", ca);
+    }
+    if let Some(t) = token_for(master) {
+        c.env("WASMOS_TOKEN", t);
+    }
+    if let Some(k) = signing_key_for(master) {
+        c.env("WASMOS_SIGNING_KEY", k);
+    }
+    c.arg("--master")
+        .arg(master)
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
 /// Runs `wasmos --master <master> <args>` to completion (bounded).
 pub async fn cli(master: &str, args: &[&str]) -> Output {
-    let out = tokio::time::timeout(Duration::from_secs(120), {
-        let mut c = Command::new(wasmos_bin());
-        if let Some(ca) = ca_for(master) {
-            c.env("WASMOS_CACERT", ca);
-        }
-        if let Some(t) = token_for(master) {
-            c.env("WASMOS_TOKEN", t);
-        }
-        if let Some(k) = signing_key_for(master) {
-            c.env("WASMOS_SIGNING_KEY", k);
-        }
-        c.arg("--master")
-            .arg(master)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-    })
-    .await
-    .unwrap_or_else(|_| panic!("wasmos {args:?} did not finish"))
-    .expect("run wasmos");
+    cli_within(master, args, Duration::from_secs(120)).await
+}
+
+/// [`cli`] with a bound of its own (installing an 18 MB Python plugin
+/// compiles it first, on a machine busy with the rest of the suite).
+pub async fn cli_within(master: &str, args: &[&str], within: Duration) -> Output {
+    let out = tokio::time::timeout(within, cli_command(master, args).output())
+        .await
+        .unwrap_or_else(|_| panic!("wasmos {args:?} did not finish"))
+        .expect("run wasmos");
     Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -869,6 +896,20 @@ impl Api {
     }
 }
 
+/// Waits until the agent behind `agent` (its own API) has loaded the
+/// plugin `name`.
+pub async fn wait_agent_plugin(agent: &Api, name: &str) {
+    wait_for(&format!("the agent to load {name}"), DEADLINE, || async {
+        let (_, st) = agent.get("/api/wasmos/v1/state").await;
+        st["plugins"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == name)
+            .then_some(())
+    })
+    .await;
+}
+
 /// A one-machine cluster (`wasmos up`) in a temp dir.
 /// `--resources` for an agent a test starts: a window of the default port
 /// range of its own. Tests run in parallel on one host network; two agents
@@ -1173,6 +1214,27 @@ pub fn test_plugin(file: &str) -> PathBuf {
     PathBuf::from(env!("WASMOS_TEST_PLUGINS")).join(file)
 }
 
+/// `cmd` with the toolchains `./dev test` installs for plugins in other
+/// languages: wit-bindgen and wasm-tools on its PATH, componentize-py, and
+/// the WASI preview1 adapter.
+pub fn plugin_toolchains(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    let root = root();
+    let path = format!(
+        "{}:{}",
+        root.join("target/tools/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cpy = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| {
+        root.join("target/py/bin/componentize-py")
+            .display()
+            .to_string()
+    });
+    cmd.env("PATH", path).env("COMPONENTIZE_PY", cpy).env(
+        "WASI_ADAPTER",
+        test_plugin("wasi_snapshot_preview1.reactor.wasm"),
+    )
+}
+
 /// The component an example in another language builds (its
 /// `build.sh`, with the toolchains `./dev test` installs), built once per
 /// test process.
@@ -1186,27 +1248,12 @@ pub fn example_component(dir: &str) -> PathBuf {
     if done.iter().any(|d| d == dir) {
         return out;
     }
-    let root = root();
-    let path = format!(
-        "{}:{}",
-        root.join("target/tools/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let cpy = std::env::var("COMPONENTIZE_PY").unwrap_or_else(|_| {
-        root.join("target/py/bin/componentize-py")
-            .display()
-            .to_string()
-    });
-    let status = std::process::Command::new(root.join("examples").join(dir).join("build.sh"))
-        .arg(&out)
-        .env("PATH", path)
-        .env("COMPONENTIZE_PY", cpy)
-        .env(
-            "WASI_ADAPTER",
-            test_plugin("wasi_snapshot_preview1.reactor.wasm"),
-        )
-        .status()
-        .expect("run the build script");
+    let status = plugin_toolchains(&mut std::process::Command::new(
+        root().join("examples").join(dir).join("build.sh"),
+    ))
+    .arg(&out)
+    .status()
+    .expect("run the build script");
     assert!(
         status.success(),
         "examples/{dir}/build.sh failed; ./dev test installs what it needs (clang, wasi-libc, wit-bindgen, wasm-tools, componentize-py)"
@@ -1443,6 +1490,8 @@ impl Masters {
             .to_string();
         let management = bootstrap_token_file(&self.dir);
         register(&self.url(id), &self.ca(), Some(TEST_TOKEN));
+        let (signing_key, plugin_key) = plugin_signing_key(&self.dir);
+        register_signing_key(&self.url(id), &signing_key);
         let mut args: Vec<&str> = vec![
             "master",
             "--id",
@@ -1459,6 +1508,8 @@ impl Masters {
             &token,
             "--bootstrap-token-file",
             &management,
+            "--bootstrap-plugin-key",
+            &plugin_key,
             // Several clusters share two cores while the suite runs: with
             // the 150 ms default a starved heartbeat starts an election.
             "--election-timeout-ms",
@@ -1743,6 +1794,7 @@ impl Racks {
         std::fs::write(&token, "racks-join-token").expect("write the join token");
         let token = token.to_str().expect("utf-8 temp path").to_string();
         let management = bootstrap_token_file(dir.path());
+        let (signing_key, plugin_key) = plugin_signing_key(dir.path());
         let mut args = vec![
             "master",
             "--listen",
@@ -1753,12 +1805,15 @@ impl Racks {
             &token,
             "--bootstrap-token-file",
             &management,
+            "--bootstrap-plugin-key",
+            &plugin_key,
         ];
         args.extend_from_slice(master_extra);
         let master = Daemon::start("master", &args, "master", dir.path()).await;
         // The master made the cluster CA in its data dir.
         let ca = mdata.join("tls/ca.pem");
         register(&master.url, &ca, Some(TEST_TOKEN));
+        register_signing_key(&master.url, &signing_key);
         let ca = ca.to_str().expect("utf-8 temp path").to_string();
         let mut agents = Vec::new();
         for (host, rack) in hosts {

@@ -161,6 +161,31 @@ impl Client {
         path: &str,
         make: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ClientError> {
+        let (resp, _) = self.route(path, make).await?;
+        self.checked(resp).await
+    }
+
+    /// A client that sends everything to the leader the masters name now
+    /// (for large uploads: a follower answers its redirect before it has
+    /// read the body, and the connection closes under the upload).
+    pub async fn at_leader(&self) -> Result<Client, ClientError> {
+        let path = "/api/wasmos/v1/plugins";
+        let (resp, base) = self
+            .route(path, |b| self.http.get(format!("{b}{path}")))
+            .await?;
+        self.checked(resp).await?;
+        Ok(Client {
+            bases: vec![base],
+            ..self.clone()
+        })
+    }
+
+    /// [`Client::send`]'s routing: the response, and the master that gave it.
+    async fn route(
+        &self,
+        path: &str,
+        make: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, String), ClientError> {
         let deadline = std::time::Instant::now() + ELECTION_PATIENCE;
         let n = self.bases.len().max(1);
         let mut next = 0usize;
@@ -232,6 +257,11 @@ impl Client {
                 Ok(r) => break r,
             }
         };
+        Ok((resp, base))
+    }
+
+    /// The response if it is a success, else its error as the API said it.
+    async fn checked(&self, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -15,6 +15,26 @@ use crate::table;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Start a plugin: a directory NAME (or --dir) with the manifest,
+    /// starting code for the world, a build script, a test and the WIT
+    /// contract with the language's Wasmos library. No cluster needed.
+    New {
+        name: String,
+        /// The plugin's world.
+        #[arg(long, value_enum)]
+        kind: crate::scaffold::Kind,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+        /// Where (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build a plugin made by `plugin new` (its build.sh) into NAME.wasm,
+    /// beside its plugin.toml, where `plugin install DIR` finds it.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// List installed plugins.
     List {
         #[arg(long)]
@@ -92,6 +112,28 @@ pub enum PluginCommand {
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
+    /// A plugin in detail: its manifest, health, and what its hosts saw of
+    /// it (calls, latency percentiles, failures by kind, restarts, memory).
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The lines a plugin logged through its `log` import (the last
+    /// thousand its hosts kept: the leader for frameworks and placement
+    /// plugins, the agents for isolators and health checks).
+    Logs {
+        name: String,
+        /// Keep printing new lines as they come (Ctrl-C stops).
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines kept.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+    },
+    /// Put back the version a plugin had before its last upgrade (its
+    /// framework state and tasks stay); again, to undo the rollback.
+    Rollback { name: String },
     /// Remove a plugin from the cluster.
     Remove {
         name: String,
@@ -425,6 +467,14 @@ fn mib(n: usize) -> String {
 
 pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
     match cmd {
+        // (main.rs runs these two before connecting: they need no cluster.)
+        PluginCommand::New {
+            name,
+            kind,
+            lang,
+            dir,
+        } => crate::scaffold::new(&name, kind, lang, dir.as_deref()),
+        PluginCommand::Build { dir } => crate::scaffold::build(&dir),
         PluginCommand::List { json } => {
             let plugins: Vec<PluginView> = c.get("/api/wasmos/v1/plugins").await?;
             if json {
@@ -498,6 +548,7 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                     "installed {} {} ({}) from {}",
                     v.name, v.version, v.kind, v.source
                 );
+                upgrade_hint(&v);
                 return Ok(());
             }
             let (manifest, bytes, cpath) = read_plugin(Path::new(&path), component, manifest)?;
@@ -518,7 +569,13 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                 source: cpath.display().to_string(),
                 signature,
             };
-            let v: PluginView = c.post("/api/wasmos/v1/plugins", &req).await?;
+            // Straight to the leader: a follower's redirect would come
+            // before the upload was read.
+            let v: PluginView = c
+                .at_leader()
+                .await?
+                .post("/api/wasmos/v1/plugins", &req)
+                .await?;
             println!(
                 "installed {} {} ({}), {}, signed by {}",
                 v.name,
@@ -527,6 +584,57 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
                 v.digest,
                 v.signed_by.as_deref().unwrap_or("-")
             );
+            upgrade_hint(&v);
+            Ok(())
+        }
+        PluginCommand::Show { name, json } => {
+            let v: PluginView = c.get(&format!("/api/wasmos/v1/plugins/{name}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            print!("{}", show_plugin(&v));
+            Ok(())
+        }
+        PluginCommand::Logs { name, follow, tail } => {
+            let mut after = 0u64;
+            let mut first = true;
+            loop {
+                let mut path = format!("/api/wasmos/v1/plugins/{name}/logs?after={after}");
+                if first && let Some(n) = tail {
+                    path.push_str(&format!("&tail={n}"));
+                }
+                if follow && !first {
+                    path.push_str("&wait=25");
+                }
+                let lines: Vec<wasmos_core::plugin::PluginLogLine> = c.get(&path).await?;
+                for l in &lines {
+                    println!("{}", log_line(l));
+                    after = after.max(l.seq);
+                }
+                if !follow {
+                    return Ok(());
+                }
+                first = false;
+            }
+        }
+        PluginCommand::Rollback { name } => {
+            let v: PluginView = c
+                .post(
+                    &format!("/api/wasmos/v1/plugins/{name}/rollback"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            println!(
+                "rolled {} back to {} ({}, {})",
+                v.name, v.version, v.kind, v.digest
+            );
+            if let Some(prev) = &v.previous_version {
+                eprintln!(
+                    "`wasmos plugin rollback {}` again returns to {prev}",
+                    v.name
+                );
+            }
             Ok(())
         }
         PluginCommand::Sign {
@@ -661,6 +769,96 @@ pub async fn plugin(cmd: PluginCommand, c: &Client) -> anyhow::Result<()> {
             println!("removed {name}");
             Ok(())
         }
+    }
+}
+
+/// `plugin show`'s text.
+fn show_plugin(v: &PluginView) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} {} ({})", v.name, v.version, v.kind);
+    if !v.description.is_empty() {
+        let _ = writeln!(out, "  {}", v.description);
+    }
+    let _ = writeln!(
+        out,
+        "health:   {}",
+        v.health.as_deref().unwrap_or("not running")
+    );
+    if let Some(e) = &v.last_error {
+        let _ = writeln!(out, "last error: {e}");
+    }
+    let _ = writeln!(out, "digest:   {} ({})", v.digest, mib(v.size));
+    let _ = writeln!(out, "source:   {}", v.source);
+    let _ = writeln!(
+        out,
+        "signed by: {}",
+        v.signed_by.as_deref().unwrap_or("(bundled)")
+    );
+    if let Some(p) = &v.previous_version {
+        let _ = writeln!(out, "previous: {p} (`wasmos plugin rollback {}`)", v.name);
+    }
+    for (k, val) in &v.config {
+        let _ = writeln!(out, "config:   {k}={val}");
+    }
+    match &v.stats {
+        None => {
+            let _ = writeln!(out, "calls:    none yet");
+        }
+        Some(s) => {
+            let _ = writeln!(
+                out,
+                "calls:    {} (p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+                s.calls, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+            );
+            let failed: Vec<String> = s.failures.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(
+                out,
+                "failures: {}",
+                if failed.is_empty() {
+                    "none".to_string()
+                } else {
+                    failed.join(", ")
+                }
+            );
+            let _ = writeln!(
+                out,
+                "restarts: {} ({} instances built)",
+                s.instances.saturating_sub(1),
+                s.instances
+            );
+            let _ = writeln!(
+                out,
+                "memory:   {} at most",
+                mib(s.memory_high_water as usize)
+            );
+        }
+    }
+    out
+}
+
+/// One log line as `plugin logs` prints it.
+fn log_line(l: &wasmos_core::plugin::PluginLogLine) -> String {
+    let at = jiff::Timestamp::from_millisecond(l.at_ms as i64)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|_| l.at_ms.to_string());
+    match &l.agent {
+        Some(a) => format!(
+            "{at} {:5} [agent {a}] {}",
+            l.level.to_uppercase(),
+            l.message
+        ),
+        None => format!("{at} {:5} {}", l.level.to_uppercase(), l.message),
+    }
+}
+
+/// After an install: what it replaced, and how to undo it.
+fn upgrade_hint(v: &PluginView) {
+    if let Some(prev) = &v.previous_version {
+        eprintln!(
+            "it replaced version {prev}; `wasmos plugin rollback {}` puts that back",
+            v.name
+        );
     }
 }
 

@@ -13,6 +13,7 @@ mod daemon;
 mod job;
 mod maintenance;
 mod package;
+mod scaffold;
 mod table;
 mod task;
 mod vars;
@@ -261,6 +262,15 @@ fn main() -> ExitCode {
             Command::Maintenance(m) => maintenance::run(m, &connect()?).await.map(|_| 0),
             Command::Roles(a) => cluster::roles(a, &connect()?).await.map(|_| 0),
             Command::Quota(a) => cluster::quota(a, &connect()?).await.map(|_| 0),
+            Command::Plugin(cluster::PluginCommand::New {
+                name,
+                kind,
+                lang,
+                dir,
+            }) => scaffold::new(&name, kind, lang, dir.as_deref()).map(|_| 0),
+            Command::Plugin(cluster::PluginCommand::Build { dir }) => {
+                scaffold::build(&dir).map(|_| 0)
+            }
             Command::Plugin(c) => cluster::plugin(c, &connect()?).await.map(|_| 0),
             Command::Masters(c) => cluster::masters(c, &connect()?).await.map(|_| 0),
             Command::Var(c) => vars::run(c, &connect()?).await.map(|_| 0),

@@ -14,7 +14,7 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import health_types, probe
 
-from . import Config, config_of
+from . import Config, config_of, start
 
 __all__ = [
     "HealthCheck",
@@ -129,12 +129,7 @@ def export(cls: Type[HealthCheck]) -> type:
 
     class _World(wit_world.WitWorld):
         def init(self, config) -> None:
-            plugin = cls()
-            try:
-                plugin.init(config_of(config))
-            except ValueError as e:
-                raise Err(str(e)) from None
-            holder[:] = [plugin]
+            holder[:] = [start(cls, config)]
 
         def check(self, target) -> Result:
             if not holder:

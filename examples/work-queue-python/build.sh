@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds this Python framework into a component, with the library in
+# sdk/python.
+#   ./build.sh [OUT.wasm]
+# Needs componentize-py (pip install componentize-py==0.25.1), or set
+# COMPONENTIZE_PY to its path.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${1:-$here/work-queue.wasm}"
+exec "$here/../../sdk/python/build.sh" framework "$here" app "$out"
