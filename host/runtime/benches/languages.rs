@@ -95,6 +95,8 @@ fn languages(c: &mut Criterion) {
         let comp = rt.compile(&bytes).unwrap_or_else(|e| panic!("{lang}: {e}"));
         let mut inst = PlacementInstance::new(&rt, "avoid", &comp, Default::default())
             .unwrap_or_else(|e| panic!("{lang}: {e}"));
+        // Throughput: instances (then calls, then candidates) per second.
+        g.throughput(Throughput::Elements(1));
         g.bench_function(BenchmarkId::new("instantiate+init", &lang), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
