@@ -1339,12 +1339,21 @@ pub struct Masters {
     /// The cluster CA (`ca.pem`, `ca.key`) every master is given.
     pub tls: PathBuf,
     join_token: PathBuf,
+    /// Every master's `--election-timeout-ms`.
+    election_timeout_ms: String,
 }
 
 impl Masters {
     /// Starts `n` masters with ids 1..=n under `dir`, with one cluster CA
     /// and join token.
     pub async fn start(n: usize, dir: &Path) -> Masters {
+        Self::start_with_election_timeout(n, dir, 400).await
+    }
+
+    /// [`Masters::start`] with another election timeout (for a test whose
+    /// raft entries are large: an 18 MB plugin is one entry, and heartbeats
+    /// wait behind it).
+    pub async fn start_with_election_timeout(n: usize, dir: &Path, ms: u64) -> Masters {
         let net = 20
             + (std::process::id() % 100)
             + NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1372,6 +1381,7 @@ impl Masters {
             dir: dir.to_path_buf(),
             tls,
             join_token,
+            election_timeout_ms: ms.to_string(),
         };
         let peers = m.peers();
         for id in 1..=n as u64 {
@@ -1492,6 +1502,7 @@ impl Masters {
         register(&self.url(id), &self.ca(), Some(TEST_TOKEN));
         let (signing_key, plugin_key) = plugin_signing_key(&self.dir);
         register_signing_key(&self.url(id), &signing_key);
+        let election_timeout = self.election_timeout_ms.clone();
         let mut args: Vec<&str> = vec![
             "master",
             "--id",
@@ -1513,7 +1524,7 @@ impl Masters {
             // Several clusters share two cores while the suite runs: with
             // the 150 ms default a starved heartbeat starts an election.
             "--election-timeout-ms",
-            "400",
+            &election_timeout,
         ];
         args.extend_from_slice(extra);
         let d = Daemon::start(&format!("master-{id}"), &args, "master", &self.dir).await;
