@@ -6,7 +6,8 @@
 # lld, wasi-libc and libclang-rt-14-dev-wasm32 (apt-get install clang lld
 # wasi-libc libclang-rt-14-dev-wasm32), wit-bindgen-cli 0.63 and
 # wasm-tools 1.263 from crates.io (cargo install --locked
-# wit-bindgen-cli@0.63.0 wasm-tools@1.263.0), and the WASI preview1
+# --no-default-features --features c wit-bindgen-cli@0.63.0, and
+# --features component,validate wasm-tools@1.263.0), and the WASI preview1
 # adapter in $WASI_ADAPTER (wasi_snapshot_preview1.reactor.wasm, from the
 # wasi-preview1-component-adapter-provider crate). ./dev test sets all of
 # this up. WIT_DIR: the contract's directory (default: wit/ of this repository).

@@ -4,7 +4,7 @@ library only). Fails on a page exception, a console error, a failed request
 or a response of 400 or more, and when the deadline passes first.
 
 Usage: browser.py URL EXPRESSION [--then EXPRESSION ...] [--ca CA.PEM] [--width 1280]
-                  [--height 900] [--mobile] [--timeout 30] [--png out.png]
+                  [--height 900] [--mobile] [--timeout 60] [--png out.png]
 Each `--then` expression is waited for after the one before became true (an
 expression may act on the page, e.g. click, once what it needs is there,
 and return true). Prints the last expression's last value; exit 0 when
@@ -92,7 +92,7 @@ class Browser:
             else:
                 self.events.append(m)
 
-    def call(self, method, params=None, timeout=20.0):
+    def call(self, method, params=None, timeout=60.0):
         self.next_id += 1
         mid = self.next_id
         msg = {"id": mid, "method": method, "params": params or {}}
@@ -136,7 +136,7 @@ def main():
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=900)
     ap.add_argument("--mobile", action="store_true")
-    ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--png")
     ap.add_argument("--ca", help="the cluster CA's certificate (PEM)")
     ap.add_argument("--session", help="a token to hold as the dashboard's session cookie")

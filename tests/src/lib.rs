@@ -410,13 +410,30 @@ impl Daemon {
     }
 }
 
+/// Lines of a daemon's log printed when a test fails.
+const LOG_TAIL: usize = 40;
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "----- log of {} -----\n{}\n----- end of {} -----",
+            // The whole log goes to a file; the output keeps its end only,
+            // so that the failure printed before it stays in view of a CI
+            // excerpt, which shows the end of the output.
+            let log = self.log();
+            let kept = artefacts("daemon-logs").join(format!(
+                "{}-{}.log",
                 self.name,
-                self.log(),
+                self.child.as_ref().and_then(|c| c.id()).unwrap_or(0)
+            ));
+            let _ = std::fs::write(&kept, &log);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+            eprintln!(
+                "----- last {} of {} lines of the log of {} (all in {}) -----\n{tail}\n----- end of {} -----",
+                LOG_TAIL.min(lines.len()),
+                lines.len(),
+                self.name,
+                kept.display(),
                 self.name
             );
         }

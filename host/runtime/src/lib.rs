@@ -201,6 +201,8 @@ pub struct PluginRuntime {
     pub observed: observe::Observed,
     ticker_stop: Arc<AtomicBool>,
     cache_dir: Option<std::path::PathBuf>,
+    /// Components this runtime compiled (not loaded from the cache).
+    compiled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -254,6 +256,7 @@ impl PluginRuntime {
             observed: observe::Observed::default(),
             ticker_stop,
             cache_dir: None,
+            compiled: Arc::default(),
         })
     }
 
@@ -270,6 +273,12 @@ impl PluginRuntime {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// How many components this runtime (and its clones) compiled rather
+    /// than found in the cache.
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
     }
 
     /// Compiles a component (or loads it from the cache) after checking
@@ -293,8 +302,11 @@ impl PluginRuntime {
     fn compile_here(&self, bytes: &[u8]) -> Result<Component, LoadError> {
         let component = match &self.cache_dir {
             Some(dir) => self.compile_cached(dir, bytes)?,
-            None => Component::new(&self.engine, bytes)
-                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
+            None => {
+                self.compiled.fetch_add(1, Ordering::Relaxed);
+                Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?
+            }
         };
         check_world_version(&self.engine, &component)?;
         Ok(component)
@@ -306,14 +318,36 @@ impl PluginRuntime {
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let name = format!("{}-{:016x}.cwasm", &digest(bytes)[7..], h.finish());
         let path = dir.join(name);
-        if path.exists() {
-            match load_precompiled(&self.engine, &path) {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cached component unusable; compiling again")
-                }
+        let cached = |path: &std::path::Path| {
+            if !path.exists() {
+                return None;
             }
+            load_precompiled(&self.engine, path)
+                .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "cached component unusable; compiling again"))
+                .ok()
+        };
+        if let Some(c) = cached(&path) {
+            return Ok(c);
         }
+        // Daemons sharing the cache that load one component at once (the
+        // masters of a cluster on one machine, at an install) compile it
+        // once: the others wait on this lock, then find it cached. Without
+        // the lock (it cannot be made) each compiles for itself.
+        let _compiling = std::fs::create_dir_all(dir)
+            .and_then(|_| {
+                std::fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path.with_extension("lock"))
+            })
+            .and_then(|f| f.lock().map(|()| f))
+            .inspect_err(|e| tracing::debug!(dir = %dir.display(), error = %e, "compiling without the cache's lock"))
+            .ok();
+        if let Some(c) = cached(&path) {
+            return Ok(c);
+        }
+        self.compiled.fetch_add(1, Ordering::Relaxed);
         let compiled = self
             .engine
             .precompile_component(bytes)

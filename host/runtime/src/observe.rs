@@ -36,14 +36,21 @@ pub struct Observed {
 impl Observed {
     fn with<R>(&self, plugin: &str, f: impl FnOnce(&mut Entry) -> R) -> R {
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // Every plugin call comes here: the name is allocated only the
+        // first time a plugin is seen.
+        if let Some(entry) = e.get_mut(plugin) {
+            return f(entry);
+        }
         f(e.entry(plugin.to_string()).or_default())
     }
 
     /// One call that took `ms`, failed with `failure` (a
-    /// [`crate::CallError`]'s kind) or not.
-    pub fn call(&self, plugin: &str, ms: f64, failure: Option<&str>) {
+    /// [`crate::CallError`]'s kind) or not, with its instance's linear
+    /// memory at `memory` bytes after it (one lock for both).
+    pub fn call(&self, plugin: &str, ms: f64, failure: Option<&str>, memory: u64) {
         self.with(plugin, |e| {
             e.calls += 1;
+            e.high_water = e.high_water.max(memory);
             if e.recent.len() == RECENT_CALLS {
                 e.recent.pop_front();
             }
@@ -197,9 +204,9 @@ mod tests {
     fn percentiles_come_from_the_recent_calls_and_failures_count_by_kind() {
         let o = Observed::default();
         for ms in 1..=100 {
-            o.call("p", ms as f64, (ms % 50 == 0).then_some("trap"));
+            o.call("p", ms as f64, (ms % 50 == 0).then_some("trap"), 0);
         }
-        o.call("p", 5.0, Some("timeout"));
+        o.call("p", 5.0, Some("timeout"), 3 << 20);
         o.instance("p");
         o.instance("p");
         o.memory("p", 2 << 20);
@@ -209,10 +216,14 @@ mod tests {
         assert_eq!(s.failures["trap"], 2);
         assert_eq!(s.failures["timeout"], 1);
         assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (50.0, 99.0, 100.0));
-        assert_eq!((s.instances, s.memory_high_water), (2, 2 << 20));
+        assert_eq!(
+            (s.instances, s.memory_high_water),
+            (2, 3 << 20),
+            "the high-water is the most seen by a call or an instance"
+        );
         assert!(o.stats("other").is_none());
         for ms in 0..RECENT_CALLS {
-            o.call("p", 1000.0 + ms as f64, None);
+            o.call("p", 1000.0 + ms as f64, None, 0);
         }
         assert!(o.stats("p").unwrap().p50_ms >= 1000.0, "old calls age out");
     }

@@ -134,6 +134,8 @@ pub(crate) struct Sandbox<W: World> {
     config: Vec<(String, String)>,
     live: Option<(Store<W::Host>, W::Bindings)>,
     failures: FailureTracker,
+    /// The linear memory of the instance the last call ran in, in bytes.
+    memory: u64,
 }
 
 impl<W: World> Sandbox<W> {
@@ -150,6 +152,7 @@ impl<W: World> Sandbox<W> {
             config: config.into_iter().collect(),
             live: None,
             failures: FailureTracker::new(runtime.config().max_consecutive_failures),
+            memory: 0,
         }
     }
 
@@ -208,6 +211,7 @@ impl<W: World> Sandbox<W> {
         check: impl FnOnce(&R) -> Result<(), CallError>,
     ) -> Result<R, CallError> {
         let started = std::time::Instant::now();
+        self.memory = 0;
         let r = self.call_unmeasured(deadline, f, check);
         let seconds = started.elapsed().as_secs_f64();
         self.runtime
@@ -217,6 +221,7 @@ impl<W: World> Sandbox<W> {
             &self.name,
             seconds * 1000.0,
             r.as_ref().err().map(CallError::kind),
+            self.memory,
         );
         r
     }
@@ -259,8 +264,7 @@ impl<W: World> Sandbox<W> {
         store.data_mut().common().limiter.denied = false;
         store.data_mut().common().stderr.clear();
         let result = f(bindings, store, fresh);
-        let high_water = store.data_mut().common().limiter.high_water;
-        self.runtime.observed.memory(&self.name, high_water as u64);
+        self.memory = store.data_mut().common().limiter.high_water as u64;
         let outcome = match result {
             Ok(r) => check(&r).map(|()| r),
             Err(e) => {

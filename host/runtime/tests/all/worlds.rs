@@ -245,9 +245,10 @@ fn http_and_tcp_checks_reach_the_task_and_only_the_task() {
 
 /// Regression: threads compiling one component at once shared a temporary
 /// cache file, so one truncated the file another had renamed into place and
-/// mapped, and the daemon died of SIGBUS.
+/// mapped, and the daemon died of SIGBUS. And they compile it once: the
+/// others wait for the first, then load what it cached.
 #[test]
-fn concurrent_compiles_of_one_component_share_the_cache_safely() {
+fn concurrent_compiles_of_one_component_share_the_cache_safely_and_compile_once() {
     let (_, bytes) = bundled("health-tcp");
     for _ in 0..4 {
         let dir = tempfile::tempdir().unwrap();
@@ -265,9 +266,29 @@ fn concurrent_compiles_of_one_component_share_the_cache_safely() {
         for t in threads {
             t.join().unwrap().unwrap();
         }
-        let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
-        assert_eq!(cached.len(), 1, "one cached artifact, no temporaries left");
-        // And the cached artifact loads.
+        assert_eq!(
+            rt.compiled(),
+            1,
+            "one compiled it, the others waited and loaded it"
+        );
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names.iter().filter(|n| n.ends_with(".cwasm")).count(),
+            1,
+            "one cached artifact: {names:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .all(|n| n.ends_with(".cwasm") || n.ends_with(".lock")),
+            "no temporaries left: {names:?}"
+        );
+        // And the cached artifact loads, without compiling again.
         rt.compile(bytes).unwrap();
+        assert_eq!(rt.compiled(), 1);
     }
 }
