@@ -175,10 +175,39 @@ fn task(id: &str, agent: &Value, cpus: f64) -> Value {
 /// lasting `lifetime`.
 pub(crate) struct Rig {
     pub(crate) dir: tempfile::TempDir,
-    _master: tokio::process::Child,
-    _sims: SimAgents,
+    master: tokio::process::Child,
+    /// The master's arguments, to start it again.
+    args: Vec<String>,
+    pub(crate) sims: SimAgents,
     pub(crate) url: String,
     pub(crate) http: reqwest::Client,
+}
+
+impl Rig {
+    /// The master's process id.
+    pub(crate) fn master_pid(&self) -> Option<u32> {
+        self.master.id()
+    }
+
+    /// Stops the master as an operator would (SIGINT) and starts it again
+    /// on its data dir; returns its new URL (the simulated agents keep the
+    /// old one).
+    pub(crate) async fn restart_master(&mut self, bin: &Path) -> anyhow::Result<String> {
+        if let Some(pid) = self.master.id() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGINT,
+            )?;
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.master.wait())
+            .await
+            .context("the master did not stop within 60 s of SIGINT")??;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let (master, url) =
+            spawn_daemon(bin, &args, &self.dir.path().join("master"), "master").await?;
+        self.master = master;
+        Ok(url)
+    }
 }
 
 pub(crate) async fn rig(
@@ -187,6 +216,20 @@ pub(crate) async fn rig(
     cpus: f64,
     lifetime: Duration,
     interval_ms: u64,
+) -> anyhow::Result<Rig> {
+    rig_with(bin, agents, cpus, lifetime, interval_ms, &[], async |_| {}).await
+}
+
+/// [`rig`] with more master arguments; `started` sees the master's pid
+/// before any agent registers.
+pub(crate) async fn rig_with(
+    bin: &Path,
+    agents: usize,
+    cpus: f64,
+    lifetime: Duration,
+    interval_ms: u64,
+    extra: &[String],
+    started: impl AsyncFnOnce(Option<u32>),
 ) -> anyhow::Result<Rig> {
     std::fs::create_dir_all("/var/tmp")?;
     let mut dir = tempfile::tempdir_in("/var/tmp")?;
@@ -203,8 +246,10 @@ pub(crate) async fn rig(
         interval_ms.to_string(),
     ];
     args.extend(pki.master_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (master, url) = spawn_daemon(bin, &args, &dir.path().join("master"), "master").await?;
+    args.extend(extra.iter().cloned());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (master, url) = spawn_daemon(bin, &argv, &dir.path().join("master"), "master").await?;
+    started(master.id()).await;
     // No overall timeout: a subscription's answer never ends (calls set
     // their own).
     let http = pki
@@ -221,8 +266,9 @@ pub(crate) async fn rig(
     let sims = SimAgents::start(&url, &pki, agents, resources, lifetime).await?;
     Ok(Rig {
         dir,
-        _master: master,
-        _sims: sims,
+        master,
+        args,
+        sims,
         url,
         http,
     })

@@ -25,6 +25,7 @@ mod launch;
 mod lb;
 mod marathon;
 mod pki;
+mod scale;
 mod sim;
 mod stats;
 mod wasmos;
@@ -62,6 +63,8 @@ enum Command {
     Dashboard(dashboard::DashboardArgs),
     /// The agents' load balancer (a Marathon app's VIP) vs Debian's haproxy and a direct connection: latency and connections/s.
     Lb(lb::LbArgs),
+    /// One master at cluster scale: 10,000 simulated agents and 100,000 Marathon tasks — memory per agent and task, allocation cycle (B1), full state (B10), restart.
+    Scale(scale::ScaleArgs),
     /// (Used by `lb`.) A minimal HTTP/1.0 server: the backend task.
     #[command(hide = true)]
     LbBackend(lb::BackendArgs),
@@ -193,6 +196,13 @@ fn main() -> anyhow::Result<()> {
                     None => default_wasmos()?,
                 };
                 lb::run(a, bin).await
+            }
+            Command::Scale(a) => {
+                let bin = match a.wasmos.clone() {
+                    Some(b) => b,
+                    None => default_wasmos()?,
+                };
+                scale::run(a, bin).await
             }
             Command::LbBackend(a) => lb::backend(a).await,
         }

@@ -82,7 +82,10 @@ impl SimAgents {
             http: pki
                 .client_as(keys.clone(), wasmos_tls::Expect::Master)?
                 .timeout(Duration::from_secs(10))
-                .pool_max_idle_per_host(256)
+                // A real agent keeps its connection to the master: so may
+                // each simulated one (with fewer kept, the master spent its
+                // time in TLS handshakes at 10,000 agents).
+                .pool_max_idle_per_host(n.max(256))
                 .build()?,
             ids: Mutex::new(vec![None; n]),
             terms: Mutex::new(vec![0; n]),

@@ -1052,7 +1052,7 @@ fn kill(m: &mut Marathon, req: &Request, by_app: BTreeMap<String, Vec<String>>) 
                         ..slot
                     });
                     m.save_task(&t);
-                    m.tasks.insert(tid, t);
+                    m.put_task(t);
                     continue;
                 }
                 m.destroy_slot(&slot.id);
@@ -1061,7 +1061,7 @@ fn kill(m: &mut Marathon, req: &Request, by_app: BTreeMap<String, Vec<String>>) 
                 m.forget_task(&tid);
             } else {
                 m.save_task(&t);
-                m.tasks.insert(tid, t);
+                m.put_task(t);
             }
         }
         if scale

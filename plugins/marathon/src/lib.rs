@@ -61,6 +61,9 @@ struct OfferStats {
 pub struct Marathon {
     apps: BTreeMap<String, AppState>,
     tasks: BTreeMap<String, Instance>,
+    /// The ids of each app's tasks in `tasks` (kept by `put_task` and
+    /// `forget_task`): reconciling an app reads its own tasks, not all.
+    by_app: BTreeMap<String, BTreeSet<String>>,
     deployments: BTreeMap<String, Deployment>,
     /// Launches each app needs now (computed by `reconcile`).
     need: BTreeMap<String, u32>,
@@ -151,8 +154,24 @@ impl Marathon {
     }
 
     fn forget_task(&mut self, id: &str) {
-        self.tasks.remove(id);
+        if let Some(t) = self.tasks.remove(id)
+            && let Some(ids) = self.by_app.get_mut(&t.app_id)
+        {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_app.remove(&t.app_id);
+            }
+        }
         kv::delete(&format!("{TASK_PREFIX}{id}"));
+    }
+
+    /// Keeps a task in memory (not in `kv`: see `save_task`).
+    fn put_task(&mut self, t: Instance) {
+        self.by_app
+            .entry(t.app_id.clone())
+            .or_default()
+            .insert(t.id.clone());
+        self.tasks.insert(t.id.clone(), t);
     }
 
     fn save_slot(&mut self, slot: Slot) {
@@ -240,7 +259,11 @@ impl Marathon {
     }
 
     fn app_tasks<'a>(&'a self, app_id: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
-        self.tasks.values().filter(move |t| t.app_id == app_id)
+        self.by_app
+            .get(app_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
     }
 
     /// Deployments that touch an app.
@@ -346,6 +369,23 @@ impl Marathon {
         for id in app_ids {
             self.reconcile(&id);
         }
+        self.want_offers();
+    }
+
+    /// [`Self::drive`] for what one app's change can move: the deployments
+    /// that touch it, and it.
+    fn drive_app(&mut self, app_id: &str) {
+        let mut ids: Vec<(u64, String)> = self
+            .deployments
+            .values()
+            .filter(|d| d.affected.iter().any(|a| a == app_id))
+            .map(|d| (d.seq, d.id.clone()))
+            .collect();
+        ids.sort();
+        for (_, id) in ids {
+            self.advance(&id);
+        }
+        self.reconcile(app_id);
         self.want_offers();
     }
 
@@ -582,7 +622,7 @@ impl Marathon {
                 log::info(&format!("killing {id} ({})", app_id));
                 kill_instance(&mut i);
                 self.save_task(&i);
-                self.tasks.insert(id, i);
+                self.put_task(i);
             }
         }
         if need > 0 {
@@ -1215,11 +1255,18 @@ impl Framework for Marathon {
                 Err(e) => log::error(&e),
             }
         }
-        let tasks = kv::keys(TASK_PREFIX)
+        let tasks: BTreeMap<String, Instance> = kv::keys(TASK_PREFIX)
             .iter()
             .filter_map(|k| kv::get_json::<Instance>(k))
             .map(|t| (t.id.clone(), t))
             .collect();
+        let mut by_app: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for t in tasks.values() {
+            by_app
+                .entry(t.app_id.clone())
+                .or_default()
+                .insert(t.id.clone());
+        }
         let deployments = kv::keys(DEP_PREFIX)
             .iter()
             .filter_map(|k| kv::get_json::<Deployment>(k))
@@ -1228,6 +1275,7 @@ impl Framework for Marathon {
         let mut m = Marathon {
             apps,
             tasks,
+            by_app,
             deployments,
             need: BTreeMap::new(),
             waiting_since: BTreeMap::new(),
@@ -1422,7 +1470,7 @@ impl Framework for Marathon {
                     for (_, i, slot) in placed.iter().filter(|(at, _, _)| Some(*at) == offer) {
                         log::info(&format!("launching {} on {}", i.id, launch.hostname));
                         self.save_task(i);
-                        self.tasks.insert(i.id.clone(), i.clone());
+                        self.put_task(i.clone());
                         if let Some(sl) = slot {
                             self.save_slot(sl.clone());
                         }
@@ -1578,9 +1626,12 @@ impl Framework for Marathon {
             self.forget_task(&update.task_id);
         } else {
             self.save_task(&t);
-            self.tasks.insert(t.id.clone(), t);
+            self.put_task(t.clone());
         }
-        self.drive();
+        // Only this app moves: driving every app on every update made a
+        // batch of updates cost (updates × every task), which at 17,000
+        // tasks outran the call deadline (wasmos-bench scale).
+        self.drive_app(&t.app_id);
     }
 
     fn tick(&mut self, now_ms: u64) {
