@@ -353,19 +353,27 @@ fn kill_instance(t: &mut Instance) {
 
 impl Marathon {
     /// Moves deployments forward, then brings every app's tasks toward its
-    /// target. Called at the end of every call into the framework.
+    /// target. Called after the calls that can change any app (a tick, an
+    /// API write).
     fn drive(&mut self) {
         self.draining = driver::draining_agents().into_iter().collect();
-        let mut ids: Vec<(u64, String)> = self
-            .deployments
-            .values()
-            .map(|d| (d.seq, d.id.clone()))
-            .collect();
-        ids.sort();
-        for (_, id) in ids {
-            self.advance(&id);
-        }
+        self.advance_deployments(None);
         let app_ids: Vec<String> = self.apps.keys().cloned().collect();
+        for id in app_ids {
+            self.reconcile(&id);
+        }
+        self.want_offers();
+    }
+
+    /// [`Self::drive`] for what offers can move: the deployments, and the
+    /// apps waiting to launch. The others change only with their tasks'
+    /// updates (`drive_app`), the API and the clock (`drive`): reconciling
+    /// every app around every round of offers made a launch cost more the
+    /// more tasks ran (`wasmos-bench scale`).
+    fn drive_waiting(&mut self) {
+        self.draining = driver::draining_agents().into_iter().collect();
+        self.advance_deployments(None);
+        let app_ids: Vec<String> = self.need.keys().cloned().collect();
         for id in app_ids {
             self.reconcile(&id);
         }
@@ -375,18 +383,24 @@ impl Marathon {
     /// [`Self::drive`] for what one app's change can move: the deployments
     /// that touch it, and it.
     fn drive_app(&mut self, app_id: &str) {
+        self.advance_deployments(Some(app_id));
+        self.reconcile(app_id);
+        self.want_offers();
+    }
+
+    /// Advances the deployments (those touching `app_id`, or all), oldest
+    /// first.
+    fn advance_deployments(&mut self, app_id: Option<&str>) {
         let mut ids: Vec<(u64, String)> = self
             .deployments
             .values()
-            .filter(|d| d.affected.iter().any(|a| a == app_id))
+            .filter(|d| app_id.is_none_or(|app| d.affected.iter().any(|a| a == app)))
             .map(|d| (d.seq, d.id.clone()))
             .collect();
         ids.sort();
         for (_, id) in ids {
             self.advance(&id);
         }
-        self.reconcile(app_id);
-        self.want_offers();
     }
 
     /// Applies and checks the current step of one deployment, step after
@@ -529,22 +543,19 @@ impl Marathon {
         }
     }
 
-    /// Kills surplus tasks of an app and records how many launches it needs.
-    fn reconcile(&mut self, app_id: &str) {
-        let Some(a) = self.apps.get(app_id) else {
-            self.need.remove(app_id);
-            return;
-        };
-        let t = now();
+    /// What reconciling an app does: the tasks to kill, and how many to
+    /// launch (`None`: no such app). Reads only, and copies no task: an app
+    /// of many tasks is reconciled often.
+    fn plan(&self, app_id: &str, t: u64) -> Option<(Vec<String>, u32)> {
+        let a = self.apps.get(app_id)?;
         let checked = model::Checks::of(&a.app);
         let inactive = inactive_after_ms(&a.app);
         let target = a.rec.target;
         let mut to_kill: Vec<String> = Vec::new();
         let need;
-        let mut active: Vec<Instance> = self
+        let active: Vec<&Instance> = self
             .app_tasks(app_id)
             .filter(|i| i.is_active(inactive, t))
-            .cloned()
             .collect();
         // Tasks to replace: of an older config during a restart, and on
         // agents being drained (replaced elsewhere first, within the
@@ -556,12 +567,15 @@ impl Marathon {
                     .as_ref()
                     .is_some_and(|x| self.draining.contains(x))
         };
-        if a.rec.restarting || active.iter().any(stale) {
+        if a.rec.restarting || active.iter().any(|i| stale(i)) {
             let alive = self.app_tasks(app_id).filter(|i| !i.is_terminal()).count() as u32;
-            let (mut new, old): (Vec<Instance>, Vec<Instance>) =
+            let (new, old): (Vec<&Instance>, Vec<&Instance>) =
                 active.into_iter().partition(|i| !stale(i));
-            let healthy_old: Vec<&Instance> =
-                old.iter().filter(|i| i.is_healthy(checked)).collect();
+            let healthy_old: Vec<&Instance> = old
+                .iter()
+                .copied()
+                .filter(|i| i.is_healthy(checked))
+                .collect();
             let healthy_new = new.iter().filter(|i| i.is_healthy(checked)).count() as u32;
             let bounds = rolling(
                 target,
@@ -584,7 +598,7 @@ impl Marathon {
                     .filter(|i| !i.is_healthy(checked))
                     .map(|i| i.id.clone()),
             );
-            let mut healthy_old: Vec<&Instance> = healthy_old;
+            let mut healthy_old = healthy_old;
             order_for_kill(&mut healthy_old, &a.app.kill_selection);
             to_kill.extend(
                 healthy_old
@@ -594,27 +608,35 @@ impl Marathon {
             );
             // More new tasks than wanted (scaled down during a restart).
             if new.len() as u32 > target {
-                let mut refs: Vec<&Instance> = new.iter().collect();
+                let mut refs = new.clone();
                 order_for_kill(&mut refs, &a.app.kill_selection);
                 let surplus: Vec<String> = refs
                     .iter()
                     .take(new.len() - target as usize)
                     .map(|i| i.id.clone())
                     .collect();
-                new.retain(|i| !surplus.contains(&i.id));
                 to_kill.extend(surplus);
             }
             need = step.launch;
         } else if active.len() as u32 > target {
             let surplus = active.len() - target as usize;
-            let mut refs: Vec<&Instance> = active.iter().collect();
+            let mut refs = active;
             order_for_kill(&mut refs, &a.app.kill_selection);
             to_kill.extend(refs.iter().take(surplus).map(|i| i.id.clone()));
-            active.clear();
             need = 0;
         } else {
             need = target - active.len() as u32;
         }
+        Some((to_kill, need))
+    }
+
+    /// Kills surplus tasks of an app and records how many launches it needs.
+    fn reconcile(&mut self, app_id: &str) {
+        let t = now();
+        let Some((to_kill, need)) = self.plan(app_id, t) else {
+            self.need.remove(app_id);
+            return;
+        };
         for id in to_kill {
             if let Some(mut i) = self.tasks.get(&id).cloned()
                 && (i.goal_running || !i.kill_sent)
@@ -1255,18 +1277,6 @@ impl Framework for Marathon {
                 Err(e) => log::error(&e),
             }
         }
-        let tasks: BTreeMap<String, Instance> = kv::keys(TASK_PREFIX)
-            .iter()
-            .filter_map(|k| kv::get_json::<Instance>(k))
-            .map(|t| (t.id.clone(), t))
-            .collect();
-        let mut by_app: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for t in tasks.values() {
-            by_app
-                .entry(t.app_id.clone())
-                .or_default()
-                .insert(t.id.clone());
-        }
         let deployments = kv::keys(DEP_PREFIX)
             .iter()
             .filter_map(|k| kv::get_json::<Deployment>(k))
@@ -1274,8 +1284,8 @@ impl Framework for Marathon {
             .collect();
         let mut m = Marathon {
             apps,
-            tasks,
-            by_app,
+            tasks: BTreeMap::new(),
+            by_app: BTreeMap::new(),
             deployments,
             need: BTreeMap::new(),
             waiting_since: BTreeMap::new(),
@@ -1306,6 +1316,12 @@ impl Framework for Marathon {
                 .collect(),
             draining: BTreeSet::new(),
         };
+        for t in kv::keys(TASK_PREFIX)
+            .iter()
+            .filter_map(|k| kv::get_json::<Instance>(k))
+        {
+            m.put_task(t);
+        }
         log::info(&format!(
             "marathon: {} apps, {} tasks, {} deployments in progress",
             m.apps.len(),
@@ -1317,7 +1333,7 @@ impl Framework for Marathon {
     }
 
     fn offers(&mut self, offers: Vec<Offer>) {
-        self.drive();
+        self.drive_waiting();
         // Nothing new goes to an agent its tasks are moving off (a machine
         // in its maintenance window still offers).
         let (offers, leaving): (Vec<Offer>, Vec<Offer>) = offers
@@ -1480,7 +1496,7 @@ impl Framework for Marathon {
             }
         }
         // Launches that still wait (nothing fit) want offers back soon.
-        self.drive();
+        self.drive_waiting();
         if !packed.unused.is_empty() {
             let refuse = if self.need.is_empty() {
                 REFUSE_IDLE
@@ -1586,6 +1602,7 @@ impl Framework for Marathon {
         if let Some(slot_id) = t.slot.clone() {
             self.slot_status(&slot_id, &t.id, &state);
         }
+        let app_id = t.app_id.clone();
         if is_terminal(update.state) {
             if let Some(a) = self.apps.get_mut(&t.app_id) {
                 if t.goal_running
@@ -1626,12 +1643,12 @@ impl Framework for Marathon {
             self.forget_task(&update.task_id);
         } else {
             self.save_task(&t);
-            self.put_task(t.clone());
+            self.put_task(t);
         }
         // Only this app moves: driving every app on every update made a
         // batch of updates cost (updates × every task), which at 17,000
         // tasks outran the call deadline (wasmos-bench scale).
-        self.drive_app(&t.app_id);
+        self.drive_app(&app_id);
     }
 
     fn tick(&mut self, now_ms: u64) {
