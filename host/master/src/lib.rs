@@ -259,7 +259,7 @@ pub async fn start_on(
         bind_ip: (!addr.ip().is_unspecified()).then_some(addr.ip()),
         election_timeout: config.election_timeout,
         heartbeat_interval: config.election_timeout / 3,
-        snapshot_every: 5000,
+        ..StoreConfig::single(&config.data_dir, &url)
     })
     .await?;
     let runtime = wasmos_runtime::PluginRuntime::new(wasmos_runtime::RuntimeConfig {

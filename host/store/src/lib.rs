@@ -129,8 +129,13 @@ pub struct StoreConfig {
     /// `[election_timeout, 1.5 × election_timeout]` starts an election.
     pub election_timeout: Duration,
     pub heartbeat_interval: Duration,
-    /// Snapshot (and compact the log) after this many entries.
+    /// Snapshot (and compact the log) once the log since the last snapshot
+    /// holds as many bytes as that snapshot (so that snapshotting costs at
+    /// most as much as the writes did, whatever the state's size) and at
+    /// least `snapshot_min_bytes`; or after `snapshot_every` entries,
+    /// whichever comes first.
     pub snapshot_every: u64,
+    pub snapshot_min_bytes: u64,
 }
 
 impl StoreConfig {
@@ -145,7 +150,8 @@ impl StoreConfig {
             bind_ip: None,
             election_timeout: Duration::from_millis(150),
             heartbeat_interval: Duration::from_millis(50),
-            snapshot_every: 5000,
+            snapshot_every: 100_000,
+            snapshot_min_bytes: 16 << 20,
         }
     }
 
@@ -169,9 +175,10 @@ impl StoreConfig {
             enable_leader_restore: Some(false),
             // Snapshots carry plugin components: give them time to travel.
             install_snapshot_timeout: 60_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            // `snapshot_policy` below decides.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 1000,
-            replication_lag_threshold: self.snapshot_every.max(1) * 2,
+            replication_lag_threshold: self.snapshot_every.clamp(1, 5000) * 2,
             // Entries carry batches (and plugin components): keep each
             // replication request a sane size.
             max_payload_entries: 64,
@@ -245,13 +252,13 @@ impl Store {
             .map_err(|e| open_err(e.to_string()))?
             .map_err(|e| open_err(format!("{e} (is another master using this data dir?)")))?;
         let db = Arc::new(db);
-        let log_store = log::LogStore::new(db.clone());
-        let state_machine = sm::StateMachine::open(db).map_err(|e| {
+        let state_machine = sm::StateMachine::open(db.clone()).map_err(|e| {
             open_err(format!(
                 "the snapshot is damaged ({e}); restore the data dir from a backup, or remove this master and add it back under a new id"
             ))
         })?;
         let shared = state_machine.shared.clone();
+        let log_store = log::LogStore::new(db, shared.log_bytes.clone());
         let network = net::Network::new(config.tls.clone(), config.bind_ip).map_err(open_err)?;
         let raft = Raft::new(
             config.node_id,
@@ -302,6 +309,12 @@ impl Store {
         tokio::spawn(watch_leadership(raft.clone(), config.node_id, tx));
         let (proposals, rx) = mpsc::unbounded_channel();
         tokio::spawn(batcher(raft.clone(), rx));
+        tokio::spawn(snapshot_policy(
+            raft.clone(),
+            shared.clone(),
+            config.snapshot_every.max(1),
+            config.snapshot_min_bytes,
+        ));
         Ok(Store {
             raft,
             node_id: config.node_id,
@@ -740,6 +753,53 @@ async fn watch_leadership(raft: Raft, me: u64, tx: watch::Sender<Leadership>) {
 
 /// Packs queued proposals into raft entries, keeping up to
 /// [`MAX_IN_FLIGHT`] entries in flight.
+/// Whether to snapshot, `entries` and `bytes` of log after one of `last`
+/// bytes (see [`StoreConfig::snapshot_every`]).
+fn snapshot_due(entries: u64, bytes: u64, last: u64, every: u64, min_bytes: u64) -> bool {
+    entries > 0 && (entries >= every || bytes >= last.max(min_bytes))
+}
+
+/// When to snapshot: once the log since the last snapshot holds as many
+/// bytes as that snapshot did (at least `min_bytes`), or `every` entries.
+/// By entries alone (every 5,000 once), a master of 100,000 tasks rewrote
+/// its whole state every few seconds while they launched.
+async fn snapshot_policy(raft: Raft, shared: Arc<sm::Shared>, every: u64, min_bytes: u64) {
+    let metrics = raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (entries, stopped) = {
+            let m = metrics.borrow_watched();
+            let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+            let snapshot = m.snapshot.as_ref().map_or(0, |l| l.index);
+            (applied.saturating_sub(snapshot), m.running_state.is_err())
+        };
+        if stopped {
+            return;
+        }
+        let bytes = shared.log_bytes.load(Ordering::Relaxed);
+        let last = shared.snapshot_bytes.load(Ordering::Relaxed);
+        if snapshot_due(entries, bytes, last, every, min_bytes) {
+            tracing::debug!(entries, bytes, "snapshotting");
+            // Counted again from the snapshot on (the builder resets it).
+            shared.log_bytes.store(0, Ordering::Relaxed);
+            let before = metrics.borrow_watched().snapshot.as_ref().map(|l| l.index);
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+            // One at a time: wait until it is made (or a minute passed).
+            let _ = raft
+                .wait(Some(Duration::from_secs(60)))
+                .metrics(
+                    |m| m.snapshot.as_ref().map(|l| l.index) != before,
+                    "the snapshot",
+                )
+                .await;
+        }
+    }
+}
+
 async fn batcher(raft: Raft, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::OptionalSend;
@@ -230,15 +231,19 @@ pub struct LogStore {
     /// the next append.
     committed: Arc<Mutex<Option<LogId>>>,
     tail: Arc<Mutex<Tail>>,
+    appended: Arc<AtomicU64>,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
+    /// `appended` counts the bytes of every entry appended (for the
+    /// snapshot policy).
+    pub(crate) fn new(db: Arc<Database>, appended: Arc<AtomicU64>) -> Self {
         LogStore {
             writer: Writer::start(&db),
             db,
             committed: Arc::default(),
             tail: Arc::default(),
+            appended,
         }
     }
 
@@ -414,6 +419,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // on meanwhile (the leader counts itself towards a majority only
         // once `callback` says they are durable here).
         let encoded: io::Result<Vec<(u64, Vec<u8>)>> = encoded.map(|entries| {
+            let bytes: usize = entries.iter().map(|(_, b)| b.len()).sum();
+            self.appended.fetch_add(bytes as u64, Ordering::Relaxed);
             let mut tail = self.tail();
             entries
                 .into_iter()
@@ -550,7 +557,7 @@ mod tail_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft.redb");
         let db = Arc::new(Database::create(&path).unwrap());
-        let store = LogStore::new(db.clone());
+        let store = LogStore::new(db.clone(), Arc::default());
         // Many writes of one key queued back to back (several share a
         // transaction): the last one submitted is the one that stays.
         let mut replies = Vec::new();
@@ -585,7 +592,7 @@ mod tail_tests {
     async fn after_a_failed_write_nothing_more_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("raft.redb")).unwrap());
-        let store = LogStore::new(db.clone());
+        let store = LogStore::new(db.clone(), Arc::default());
         store
             .write(|txn| LogStore::put_meta_in(txn, "a", b"1"))
             .await

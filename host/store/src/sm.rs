@@ -52,6 +52,11 @@ impl Applied {
 pub(crate) struct Shared {
     pub(crate) state: RwLock<State>,
     pub(crate) last_index: AtomicU64,
+    /// Bytes of log appended here since the last snapshot was made or
+    /// installed (the log store adds, snapshots reset).
+    pub(crate) log_bytes: Arc<AtomicU64>,
+    /// The size of the latest snapshot.
+    pub(crate) snapshot_bytes: AtomicU64,
     pub(crate) subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<Applied>>>>,
 }
 
@@ -73,14 +78,21 @@ pub struct StateMachine {
 impl StateMachine {
     /// Loads the newest snapshot from `db`, if any.
     pub(crate) fn open(db: Arc<Database>) -> io::Result<StateMachine> {
-        let (state, applied, membership) = match read_snapshot(&db)? {
+        let (state, applied, membership, size) = match read_snapshot(&db)? {
             Some((meta, data)) => {
                 let snap = StateSnapshot::decode(&data).map_err(io_err)?;
-                (snap.state, meta.last_log_id, meta.last_membership)
+                (
+                    snap.state,
+                    meta.last_log_id,
+                    meta.last_membership,
+                    data.len(),
+                )
             }
-            None => (State::default(), None, StoredMembership::default()),
+            None => (State::default(), None, StoredMembership::default(), 0),
         };
         let shared = Arc::new(Shared {
+            log_bytes: Arc::default(),
+            snapshot_bytes: AtomicU64::new(size as u64),
             last_index: AtomicU64::new(applied.as_ref().map_or(0, |l| l.index)),
             state: RwLock::new(state),
             subscribers: Mutex::new(Vec::new()),
@@ -140,6 +152,7 @@ async fn write_snapshot(db: Arc<Database>, meta: SnapshotMeta, data: Vec<u8>) ->
 /// Builds a snapshot of the state as it was when the builder was made.
 pub struct SnapshotBuilder {
     db: Arc<Database>,
+    shared: Arc<Shared>,
     state: State,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -166,6 +179,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
         };
         write_snapshot(self.db.clone(), meta.clone(), data.clone()).await?;
+        self.shared
+            .snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         tracing::debug!(last_index, bytes = data.len(), "snapshot written");
         Ok(Snapshot {
             meta,
@@ -231,8 +247,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // What is appended from now on counts towards the next snapshot.
+        self.shared.log_bytes.store(0, Ordering::Relaxed);
         SnapshotBuilder {
             db: self.db.clone(),
+            shared: self.shared.clone(),
             state: self
                 .shared
                 .state
@@ -251,7 +270,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let snap = StateSnapshot::decode(&data).map_err(io_err)?;
+        let size = data.len() as u64;
         write_snapshot(self.db.clone(), meta.clone(), data).await?;
+        self.shared.snapshot_bytes.store(size, Ordering::Relaxed);
+        self.shared.log_bytes.store(0, Ordering::Relaxed);
         *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = snap.state;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

@@ -42,7 +42,8 @@ impl StoreBuilder<TypeConfig, log::LogStore, sm::StateMachine, tempfile::TempDir
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::create(dir.path().join("raft.redb")).unwrap());
         let sm = sm::StateMachine::open(db.clone()).unwrap();
-        Ok((dir, log::LogStore::new(db), sm))
+        let appended = sm.shared.log_bytes.clone();
+        Ok((dir, log::LogStore::new(db, appended), sm))
     }
 }
 
@@ -152,6 +153,62 @@ async fn snapshots_compact_the_log_and_a_restart_replays_the_rest() {
     let store = open_single(dir.path(), 3).await;
     store.ensure_linearizable().await.unwrap();
     assert_eq!(store.read(|s| s.kv["f"].len()), 25);
+}
+
+/// Snapshots follow the bytes written: the first once the log holds
+/// `snapshot_min_bytes`, the next only once it holds as much again as that
+/// snapshot, however many entries that takes (up to `snapshot_every`).
+#[test]
+fn a_snapshot_is_due_once_the_log_outweighs_the_last_one() {
+    let (every, min) = (100_000, 64 << 10);
+    let due = |entries, bytes, last| snapshot_due(entries, bytes, last, every, min);
+    assert!(!due(0, 1 << 30, 0), "nothing new since the last one");
+    assert!(!due(5, 40 << 10, 0), "under snapshot_min_bytes");
+    assert!(due(10, 80 << 10, 0));
+    assert!(
+        !due(5_000, 50 << 10, 80 << 10),
+        "under the last snapshot's size"
+    );
+    assert!(due(5_000, 90 << 10, 80 << 10));
+    assert!(!due(99_999, 1, 1 << 30));
+    assert!(due(100_000, 1, 1 << 30), "snapshot_every entries");
+}
+
+/// The policy runs: a store whose log outgrows `snapshot_min_bytes` makes
+/// a snapshot by itself and counts the log from it on.
+#[tokio::test]
+async fn a_store_snapshots_by_itself_once_its_log_is_big_enough() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::single(dir.path(), "http://127.0.0.1:1");
+    cfg.snapshot_min_bytes = 64 << 10;
+    let store = Store::open(cfg).await.unwrap();
+    let mut l = store.leadership();
+    tokio::time::timeout(Duration::from_secs(10), l.wait_for(|l| l.is_me))
+        .await
+        .expect("a single master elects itself")
+        .unwrap();
+    for i in 0..10 {
+        let big = Command::KvSet {
+            framework_id: "f".parse().unwrap(),
+            key: format!("big{i}"),
+            value: wasmos_core::bytes::Blob(vec![7; 8 << 10]),
+        };
+        store.propose_one(big).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.raft.metrics().borrow_watched().snapshot.is_none() {
+        assert!(Instant::now() < deadline, "no snapshot after 80 KiB of log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let size = store.shared.snapshot_bytes.load(Ordering::Relaxed);
+    assert!(
+        size >= 80 << 10,
+        "the snapshot holds the values: {size} bytes"
+    );
+    assert!(
+        store.shared.log_bytes.load(Ordering::Relaxed) < size,
+        "the log is counted from the snapshot on"
+    );
 }
 
 #[tokio::test]
