@@ -229,14 +229,9 @@ fn events(m: &Marathon, req: &Request) -> Response {
 /// Marathon's `/metrics` shape, with this framework's gauges and counters.
 fn metrics(m: &Marathon) -> Value {
     let gauge = |v: usize| json!({ "value": v });
-    let running = m
-        .tasks
-        .values()
-        .filter(|t| t.state == "TASK_RUNNING")
-        .count();
+    let running = m.all_tasks().filter(|t| t.state == "TASK_RUNNING").count();
     let staged = m
-        .tasks
-        .values()
+        .all_tasks()
         .filter(|t| matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING"))
         .count();
     json!({
@@ -988,8 +983,7 @@ fn list_tasks(m: &Marathon, req: &Request) -> Response {
         .map(|s| format!("TASK_{}", s.to_ascii_uppercase()))
         .collect();
     let tasks: Vec<Value> = m
-        .tasks
-        .values()
+        .all_tasks()
         .filter(|t| wanted.is_empty() || wanted.contains(&t.state))
         .map(|t| m.task_json(t))
         .collect();
@@ -1026,7 +1020,7 @@ fn kill(m: &mut Marathon, req: &Request, by_app: BTreeMap<String, Vec<String>>) 
     for (app_id, task_ids) in by_app {
         let mut n = 0;
         for tid in task_ids {
-            let Some(mut t) = m.tasks.get(&tid).cloned() else {
+            let Some(mut t) = m.task(&tid).cloned() else {
                 continue;
             };
             killed.push(m.task_json(&t));
@@ -1089,7 +1083,7 @@ fn kill_app_tasks(m: &mut Marathon, req: &Request, id: &str, task: Option<&str>)
     let host = params(req, "host").first().cloned();
     let ids: Vec<String> = match task {
         Some(t) => {
-            if m.tasks.get(t).is_none_or(|x| x.app_id != id) {
+            if m.task(t).is_none_or(|x| x.app_id != id) {
                 return error(404, &format!("Task '{t}' does not exist"));
             }
             vec![t.to_string()]
@@ -1128,17 +1122,19 @@ fn delete_tasks(m: &mut Marathon, req: &Request) -> Response {
     let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for v in list {
         let id = v.as_str().unwrap_or("");
-        let Some(app) = ids::app_of_task(id) else {
+        if ids::app_of_task(id).is_none() {
             return error(
                 400,
                 &format!(
                     "Invalid task id '{id}'. [a task id names its app: <app>.instance-<uuid>._app.<n>]"
                 ),
             );
-        };
-        if m.tasks.contains_key(id) {
-            let app = m.tasks.get(id).map(|t| t.app_id.clone()).unwrap_or(app);
-            by_app.entry(app).or_default().push(id.to_string());
+        }
+        if let Some(t) = m.task(id) {
+            by_app
+                .entry(t.app_id.clone())
+                .or_default()
+                .push(id.to_string());
         }
     }
     kill(m, req, by_app)

@@ -24,7 +24,7 @@ mod ids;
 mod model;
 mod time;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::json;
 use wasmos_sdk::framework::{
@@ -60,10 +60,13 @@ struct OfferStats {
 
 pub struct Marathon {
     apps: BTreeMap<String, AppState>,
-    tasks: BTreeMap<String, Instance>,
-    /// The ids of each app's tasks in `tasks` (kept by `put_task` and
-    /// `forget_task`): reconciling an app reads its own tasks, not all.
-    by_app: BTreeMap<String, BTreeSet<String>>,
+    /// Every task, by app and id (kept by `put_task` and `forget_task`):
+    /// reconciling an app reads its own tasks in place. An app's tasks are
+    /// read on every update of one of them, so that read must not cost a
+    /// lookup per task among all of them (`wasmos-bench scale`).
+    by_app: BTreeMap<String, BTreeMap<String, Instance>>,
+    /// Each task's app.
+    app_of: HashMap<String, String>,
     deployments: BTreeMap<String, Deployment>,
     /// Launches each app needs now (computed by `reconcile`).
     need: BTreeMap<String, u32>,
@@ -154,12 +157,12 @@ impl Marathon {
     }
 
     fn forget_task(&mut self, id: &str) {
-        if let Some(t) = self.tasks.remove(id)
-            && let Some(ids) = self.by_app.get_mut(&t.app_id)
+        if let Some(app) = self.app_of.remove(id)
+            && let Some(tasks) = self.by_app.get_mut(&app)
         {
-            ids.remove(id);
-            if ids.is_empty() {
-                self.by_app.remove(&t.app_id);
+            tasks.remove(id);
+            if tasks.is_empty() {
+                self.by_app.remove(&app);
             }
         }
         kv::delete(&format!("{TASK_PREFIX}{id}"));
@@ -167,11 +170,26 @@ impl Marathon {
 
     /// Keeps a task in memory (not in `kv`: see `save_task`).
     fn put_task(&mut self, t: Instance) {
+        if let Some(before) = self.app_of.insert(t.id.clone(), t.app_id.clone())
+            && before != t.app_id
+            && let Some(tasks) = self.by_app.get_mut(&before)
+        {
+            tasks.remove(&t.id);
+        }
         self.by_app
             .entry(t.app_id.clone())
             .or_default()
-            .insert(t.id.clone());
-        self.tasks.insert(t.id.clone(), t);
+            .insert(t.id.clone(), t);
+    }
+
+    /// A task by id.
+    pub(crate) fn task(&self, id: &str) -> Option<&Instance> {
+        self.by_app.get(self.app_of.get(id)?)?.get(id)
+    }
+
+    /// Every task, by app and id.
+    pub(crate) fn all_tasks(&self) -> impl Iterator<Item = &Instance> {
+        self.by_app.values().flat_map(BTreeMap::values)
     }
 
     fn save_slot(&mut self, slot: Slot) {
@@ -203,7 +221,7 @@ impl Marathon {
     fn slot_busy(&self, slot: &Slot) -> bool {
         slot.task
             .as_ref()
-            .and_then(|t| self.tasks.get(t))
+            .and_then(|t| self.task(t))
             .is_some_and(|t| !t.is_terminal())
     }
 
@@ -262,8 +280,7 @@ impl Marathon {
         self.by_app
             .get(app_id)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .flat_map(BTreeMap::values)
     }
 
     /// Deployments that touch an app.
@@ -638,7 +655,7 @@ impl Marathon {
             return;
         };
         for id in to_kill {
-            if let Some(mut i) = self.tasks.get(&id).cloned()
+            if let Some(mut i) = self.task(&id).cloned()
                 && (i.goal_running || !i.kill_sent)
             {
                 log::info(&format!("killing {id} ({})", app_id));
@@ -1284,8 +1301,8 @@ impl Framework for Marathon {
             .collect();
         let mut m = Marathon {
             apps,
-            tasks: BTreeMap::new(),
             by_app: BTreeMap::new(),
+            app_of: HashMap::new(),
             deployments,
             need: BTreeMap::new(),
             waiting_since: BTreeMap::new(),
@@ -1325,7 +1342,7 @@ impl Framework for Marathon {
         log::info(&format!(
             "marathon: {} apps, {} tasks, {} deployments in progress",
             m.apps.len(),
-            m.tasks.len(),
+            m.app_of.len(),
             m.deployments.len()
         ));
         m.drive();
@@ -1508,7 +1525,7 @@ impl Framework for Marathon {
     }
 
     fn status(&mut self, update: TaskStatus) {
-        let Some(mut t) = self.tasks.get(&update.task_id).cloned() else {
+        let Some(mut t) = self.task(&update.task_id).cloned() else {
             if !is_terminal(update.state) && ids::app_of_task(&update.task_id).is_some() {
                 log::warn(&format!(
                     "status {} for unknown task {}; killing it",
@@ -1655,7 +1672,7 @@ impl Framework for Marathon {
         // Unreachable tasks past the app's expunge time are forgotten (and
         // killed should they come back).
         let mut expunge = Vec::new();
-        for t in self.tasks.values() {
+        for t in self.all_tasks() {
             let Some(since) = t.unreachable_since else {
                 continue;
             };
