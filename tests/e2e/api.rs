@@ -1,7 +1,7 @@
 //! The native API and the CLI's behaviour on bad input.
 
 use serde_json::json;
-use wasmos_tests::{Cluster, cli};
+use wasmos_tests::{Cluster, DEADLINE, cli};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_a_4xx_with_a_message_and_change_nothing() {
@@ -82,6 +82,11 @@ async fn bad_requests_get_a_4xx_with_a_message_and_change_nothing() {
             "bad state filter",
             400,
             api.get("/api/wasmos/v1/tasks?state=RUNNING").await,
+        ),
+        (
+            "a page of no tasks",
+            400,
+            api.get("/api/wasmos/v1/tasks?per_page=0").await,
         ),
         (
             "unknown endpoint",
@@ -379,4 +384,56 @@ async fn prometheus_scrapes_every_master_and_agent_and_json_clients_keep_their_j
         "prometheus scrape: ok",
     )
     .await;
+}
+
+/// The native task list comes a page at a time, as Nomad's lists do: at
+/// most `per_page` tasks in id order, the next page's first id in
+/// `X-Wasmos-Next-Token`; the pages together are the whole list, each task
+/// once, and filters apply within pages.
+#[tokio::test]
+async fn the_task_list_pages_through_every_task_once() {
+    let c = Cluster::up().await;
+    let (code, v) = c
+        .api
+        .post(
+            "/v2/apps",
+            &json!({"id": "/paged", "cmd": "sleep 600", "cpus": 0.01, "mem": 8, "instances": 5}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let all = wasmos_tests::wait_for("five running tasks", DEADLINE, || async {
+        let (_, t) = c.api.get("/api/wasmos/v1/tasks?state=TASK_RUNNING").await;
+        let ids: Vec<String> = t
+            .as_array()?
+            .iter()
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect();
+        (ids.len() == 5).then_some(ids)
+    })
+    .await;
+    let mut paged = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &next {
+            None => "/api/wasmos/v1/tasks?state=TASK_RUNNING&per_page=2".to_string(),
+            Some(t) => format!("/api/wasmos/v1/tasks?state=TASK_RUNNING&per_page=2&next_token={t}"),
+        };
+        let (code, headers, page) = c.api.get_with_headers(&path).await;
+        assert_eq!(code, 200, "{page}");
+        let page = page.as_array().unwrap();
+        assert!(!page.is_empty() && page.len() <= 2, "{page:?}");
+        paged.extend(page.iter().map(|t| t["id"].as_str().unwrap().to_string()));
+        pages += 1;
+        next = headers
+            .get("x-wasmos-next-token")
+            .map(|v| v.to_str().unwrap().to_string());
+        if next.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3, "5 tasks by 2: {paged:?}");
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(paged, sorted, "every task once, in id order");
 }

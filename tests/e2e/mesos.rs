@@ -314,6 +314,9 @@ async fn get_state_and_master_state_agree_with_the_native_api() {
     let tasks = tasks["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     assert_eq!(tasks[0]["id"], "py-survivor");
+    // `/master/state` keeps each task's JSON between answers: it is the
+    // one `/master/tasks` makes afresh.
+    assert_eq!(&tasks[0], t, "/master/tasks and /master/state");
 
     // The operator API (v1 JSON).
     let (code, got) = c.api.post("/api/v1", &json!({"type": "GET_STATE"})).await;
@@ -379,6 +382,27 @@ async fn get_state_and_master_state_agree_with_the_native_api() {
     c.api.wait_task_state("py-survivor", "TASK_KILLED").await;
     let fw = framework_named(&c.api, "pymesos-failover").await;
     assert!(fw["removed_at"].is_number(), "{fw}");
+    // The task's kept JSON followed its end: the removed framework is
+    // listed with it among its completed tasks, statuses and all.
+    let (_, state) = c.api.get("/master/state").await;
+    let fw = state["completed_frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == fid.as_str())
+        .unwrap_or_else(|| panic!("{fid} among the completed frameworks of {state}"));
+    assert_eq!(fw["tasks"], json!([]), "{fw}");
+    let t = &fw["completed_tasks"][0];
+    assert_eq!(t["id"], "py-survivor", "{fw}");
+    assert_eq!(t["state"], "TASK_KILLED", "{t}");
+    let states: Vec<&Value> = t["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["state"])
+        .collect();
+    assert_eq!(states.last().copied(), Some(&json!("TASK_KILLED")), "{t}");
+    assert!(states.contains(&&json!("TASK_RUNNING")), "{t}");
 }
 
 /// A framework speaking protobuf (the tests' generated Mesos messages):

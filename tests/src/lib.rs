@@ -820,6 +820,14 @@ impl Api {
         Self::json_of(self.exec(path, |u| self.http.get(u)).await).await
     }
 
+    /// GET, with the answer's headers.
+    pub async fn get_with_headers(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self.exec(path, |u| self.http.get(u)).await;
+        let headers = r.as_ref().map(|r| r.headers().clone()).unwrap_or_default();
+        let (code, v) = Self::json_of(r).await;
+        (code, headers, v)
+    }
+
     /// POST a raw body with a content type.
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         let r = self

@@ -666,6 +666,35 @@ impl FetchUri {
 }
 
 impl TaskSpec {
+    /// A task that runs `command` in a shell with `resources`, named by its
+    /// id, and nothing else set.
+    pub fn shell(task_id: TaskId, command: &str, resources: Resources) -> TaskSpec {
+        TaskSpec {
+            name: task_id.to_string(),
+            task_id,
+            resources,
+            command: CommandSpec {
+                shell: true,
+                value: command.into(),
+                ..Default::default()
+            },
+            labels: BTreeMap::new(),
+            kill_grace_period_ms: None,
+            health_check: None,
+            container: None,
+            fetch: Vec::new(),
+            readiness_check: None,
+            reserved: Default::default(),
+            volumes: Vec::new(),
+            executor: None,
+            group: None,
+            task_info: None,
+            accepted_roles: Vec::new(),
+            host_volumes: Vec::new(),
+            discovery: Vec::new(),
+        }
+    }
+
     /// Checks what can be checked without the cluster's state.
     pub fn validate(&self) -> Result<(), TaskSpecError> {
         let id = || self.task_id.clone();
@@ -911,24 +940,12 @@ mod tests {
 
     fn spec(cmd: CommandSpec) -> TaskSpec {
         TaskSpec {
-            task_id: TaskId::new("t").unwrap(),
-            name: "t".into(),
-            resources: Resources::cpus_mem(0.1, 32.0).unwrap(),
             command: cmd,
-            labels: BTreeMap::new(),
-            kill_grace_period_ms: None,
-            health_check: None,
-            container: None,
-            fetch: Vec::new(),
-            readiness_check: None,
-            reserved: Default::default(),
-            volumes: Vec::new(),
-            executor: None,
-            group: None,
-            task_info: None,
-            accepted_roles: Vec::new(),
-            host_volumes: Vec::new(),
-            discovery: Vec::new(),
+            ..TaskSpec::shell(
+                TaskId::new("t").unwrap(),
+                "",
+                Resources::cpus_mem(0.1, 32.0).unwrap(),
+            )
         }
     }
 

@@ -959,17 +959,34 @@ async fn framework(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<F
         .ok_or_else(|| ApiError::NotFound(format!("no framework {id}")))
 }
 
-async fn tasks(
-    Lead(l): Lead,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<ApiJson<Vec<TaskView>>> {
+async fn tasks(Lead(l): Lead, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     for k in q.keys() {
-        if !matches!(k.as_str(), "state" | "framework" | "agent" | "active") {
+        if !matches!(
+            k.as_str(),
+            "state" | "framework" | "agent" | "active" | "per_page" | "next_token"
+        ) {
             return Err(ApiError::BadRequest(format!(
-                "unknown query parameter {k:?} (known: state, framework, agent, active)"
+                "unknown query parameter {k:?} (known: state, framework, agent, active, per_page, next_token)"
             )));
         }
     }
+    // Pages, as Nomad's lists have them: at most `per_page` tasks in id
+    // order from `next_token` on; the header names the next page's first.
+    let per_page = match q.get("per_page") {
+        None => usize::MAX,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "per_page must be a positive number, not {n:?}"
+                )));
+            }
+        },
+    };
+    let from: Option<TaskId> = q
+        .get("next_token")
+        .map(|t| parse_id("next_token", t))
+        .transpose()?;
     let state: Option<TaskState> = match q.get("state") {
         Some(s) => Some(serde_json::from_value(json!(s)).map_err(|_| {
             ApiError::BadRequest(format!(
@@ -990,16 +1007,33 @@ async fn tasks(
     };
     let fw = q.get("framework");
     let agent = q.get("agent");
-    Ok(ApiJson(l.store.read(|s| {
-        s.tasks
-            .values()
+    let (page, next) = l.store.read(|s| {
+        let mut matching = s
+            .tasks
+            .range((
+                from.clone()
+                    .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(_, t)| t)
             .filter(|t| state.is_none_or(|st| t.state() == st))
             .filter(|t| active.is_none_or(|a| a != t.state().is_terminal()))
             .filter(|t| fw.is_none_or(|f| t.framework_id.as_str() == f))
-            .filter(|t| agent.is_none_or(|a| t.agent_id.as_str() == a))
+            .filter(|t| agent.is_none_or(|a| t.agent_id.as_str() == a));
+        let page: Vec<TaskView> = matching
+            .by_ref()
+            .take(per_page)
             .map(|t| TaskView::new(t, s))
-            .collect()
-    })))
+            .collect();
+        (page, matching.next().map(|t| t.spec.task_id.clone()))
+    });
+    let mut r = ApiJson(page).into_response();
+    if let Some(next) = next
+        && let Ok(v) = axum::http::HeaderValue::from_str(next.as_str())
+    {
+        r.headers_mut().insert("x-wasmos-next-token", v);
+    }
+    Ok(r)
 }
 
 async fn task(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<TaskView>> {

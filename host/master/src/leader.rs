@@ -75,6 +75,10 @@ pub struct Leader {
     /// Tasks whose launch is on its way to an agent.
     pub placement: Arc<PlacementService>,
     pub inflight: Mutex<HashSet<TaskId>>,
+    /// Tasks' JSON as `/master/state` gives it, kept between answers.
+    pub task_json: crate::mesos::state_json::TaskJson,
+    /// Agents' pools and frameworks' use, kept between allocation cycles.
+    pub(crate) usage_memo: Mutex<wasmos_state::usage::UsageMemo>,
     pub alloc_wakeup: Notify,
     /// Tasks on draining agents this leader has asked their agents to kill.
     drain_kills: Mutex<HashSet<TaskId>>,
@@ -152,6 +156,8 @@ impl Leader {
             runtime,
             placement,
             inflight: Mutex::new(HashSet::new()),
+            task_json: Default::default(),
+            usage_memo: Default::default(),
             alloc_wakeup: Notify::new(),
             drain_kills: Mutex::new(HashSet::new()),
             inverse_offers: Mutex::new(BTreeMap::new()),
@@ -758,11 +764,18 @@ impl Leader {
         self.instruments.offers.inc_by(offered);
     }
 
+    /// What live tasks hold in `s` (this leader's state), recomputed only
+    /// where it changed since the last call (`wasmos_state::usage`).
+    pub(crate) fn usage(&self, s: &wasmos_state::State) -> wasmos_state::usage::Usage {
+        s.usage(&mut self.usage_memo.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The body of [`Leader::allocate_once`]; returns how many offers it made.
     fn allocate_and_offer(&self, now: Instant) -> u64 {
         let connected = self.agents.connected();
         let (inputs, live_agents) = self.store.read(|s| {
-            let mut pools = s.pools_by_agent();
+            let usage = self.usage(s);
+            let mut pools = usage.pools;
             let agents: Vec<AgentSlot> = s
                 .agents
                 .values()
@@ -784,7 +797,7 @@ impl Leader {
             (
                 Inputs {
                     agents,
-                    used_by_framework: s.used_by_framework(),
+                    used_by_framework: usage.by_framework,
                     frameworks: Vec::new(),
                     framework_roles: s
                         .frameworks

@@ -34,6 +34,7 @@ pub use wasmos_core::limits::{MAX_KV_KEY, MAX_KV_VALUE};
 pub mod acl;
 pub mod codec;
 pub mod roles;
+pub mod usage;
 pub mod vars;
 
 /// The master that leads a term.
@@ -312,6 +313,9 @@ pub struct State {
     pub next_agent: u64,
     pub frameworks: BTreeMap<FrameworkId, FrameworkRecord>,
     pub tasks: BTreeMap<TaskId, TaskRecord>,
+    /// The live tasks on each agent (derived from `tasks`; see `usage`).
+    #[serde(skip)]
+    pub(crate) live: usage::LiveIndex,
     /// Terminal tasks whose updates are all acknowledged, oldest first.
     pub completed: VecDeque<TaskId>,
     pub plugins: BTreeMap<String, PluginRecord>,
@@ -1752,17 +1756,20 @@ impl State {
             if let Some(e) = new_executor {
                 executors.insert(e.executor_id.clone(), e);
             }
-            self.tasks.insert(
-                id.clone(),
-                TaskRecord {
-                    spec,
-                    framework_id: framework_id.clone(),
-                    agent_id: agent_id.clone(),
-                    statuses: vec![staging],
-                    pending: VecDeque::new(),
-                    launched_at: now,
-                },
-            );
+            let task = TaskRecord {
+                spec,
+                framework_id: framework_id.clone(),
+                agent_id: agent_id.clone(),
+                statuses: vec![staging],
+                pending: VecDeque::new(),
+                launched_at: now,
+            };
+            self.live.update(&task);
+            if let Some(old) = self.tasks.insert(id.clone(), task)
+                && old.agent_id != agent_id
+            {
+                self.live.remove(&old);
+            }
             accepted.push(id);
         }
         // A task group launches whole or not at all.
@@ -1778,7 +1785,9 @@ impl State {
                 let Some(why) = groups.get(id).and_then(|g| failed_groups.get(g)) else {
                     return true;
                 };
-                self.tasks.remove(id);
+                if let Some(t) = self.tasks.remove(id) {
+                    self.live.remove(&t);
+                }
                 rejected_tasks.push((id.clone(), format!("its task group cannot launch: {why}")));
                 false
             });
@@ -1815,6 +1824,7 @@ impl State {
             let extra = task.statuses.len() - MAX_STATUS_HISTORY;
             task.statuses.drain(..extra);
         }
+        self.live.update(task);
         self.retire_if_done(&task_id);
         StatusOutcome::Applied
     }
@@ -1862,8 +1872,10 @@ impl State {
         }
         self.completed.push_back(task_id.clone());
         while self.completed.len() > MAX_COMPLETED_TASKS {
-            if let Some(old) = self.completed.pop_front() {
-                self.tasks.remove(&old);
+            if let Some(old) = self.completed.pop_front()
+                && let Some(t) = self.tasks.remove(&old)
+            {
+                self.live.remove(&t);
             }
         }
     }
@@ -1949,13 +1961,13 @@ fn executors_among<'a>(
 /// Counts each executor once in a pass over live tasks: an executor's
 /// resources are held once, however many of its tasks run.
 #[derive(Default)]
-struct ExecutorsSeen<'a> {
+pub(crate) struct ExecutorsSeen<'a> {
     seen: std::collections::HashSet<(&'a AgentId, &'a FrameworkId, &'a ExecutorId)>,
 }
 
 impl<'a> ExecutorsSeen<'a> {
     /// The task's executor, the first time a task of it is seen.
-    fn first(&mut self, t: &'a TaskRecord) -> Option<&'a ExecutorSpec> {
+    pub(crate) fn first(&mut self, t: &'a TaskRecord) -> Option<&'a ExecutorSpec> {
         let e = t.spec.executor.as_ref()?;
         self.seen
             .insert((&t.agent_id, &t.framework_id, &e.executor_id))

@@ -18,30 +18,11 @@ fn fw() -> FrameworkId {
 }
 
 fn spec(id: &str) -> TaskSpec {
-    TaskSpec {
-        task_id: TaskId::new(id).unwrap(),
-        name: id.into(),
-        resources: Resources::cpus_mem(0.5, 64.0).unwrap(),
-        command: CommandSpec {
-            shell: true,
-            value: "true".into(),
-            ..Default::default()
-        },
-        labels: Default::default(),
-        kill_grace_period_ms: None,
-        health_check: None,
-        container: None,
-        fetch: Vec::new(),
-        readiness_check: None,
-        reserved: Default::default(),
-        volumes: Vec::new(),
-        executor: None,
-        group: None,
-        task_info: None,
-        accepted_roles: Vec::new(),
-        host_volumes: Vec::new(),
-        discovery: Vec::new(),
-    }
+    TaskSpec::shell(
+        TaskId::new(id).unwrap(),
+        "true",
+        Resources::cpus_mem(0.5, 64.0).unwrap(),
+    )
 }
 
 fn uuid(n: u128) -> uuid::Uuid {
@@ -1582,4 +1563,89 @@ fn a_machine_down_for_maintenance_takes_no_agent_and_no_launch_until_it_is_up() 
         }),
         Response::AgentRegistered { .. }
     ));
+}
+
+/// The allocator's kept usage (`State::usage`) is what a pass over every
+/// task gives, after every kind of change: launches (with an executor),
+/// updates, endings, retirement, a reservation, a second agent, and a state
+/// read back from a snapshot.
+#[test]
+fn kept_usage_matches_a_full_pass_after_every_change() {
+    let (mut s, a1) = with_task();
+    let mut memo = crate::usage::UsageMemo::default();
+    let check = |s: &State, memo: &mut crate::usage::UsageMemo, after: &str| {
+        let u = s.usage(memo);
+        assert_eq!(u.pools, s.pools_by_agent(), "pools after {after}");
+        assert_eq!(u.by_agent, s.used_by_agent(), "agents' use after {after}");
+        assert_eq!(
+            u.by_framework,
+            s.used_by_framework(),
+            "frameworks' use after {after}"
+        );
+    };
+    check(&s, &mut memo, "the first launch");
+    let Response::AgentRegistered { agent_id: a2, .. } = s.apply(Command::RegisterAgent {
+        agent_id: None,
+        info: AgentInfo {
+            hostname: "h2".into(),
+            boot_id: "b2".into(),
+            ..agent_info()
+        },
+        principal: None,
+        now: 1.0,
+    }) else {
+        panic!("agent not registered")
+    };
+    check(&s, &mut memo, "a second agent");
+    let mut n = 10_000;
+    let mut launch = |s: &mut State, agent: &AgentId, tasks: Vec<TaskSpec>| {
+        n += 10;
+        s.apply(Command::LaunchTasks {
+            framework_id: fw(),
+            agent_id: agent.clone(),
+            staging_uuids: (0..tasks.len() as u128).map(|i| uuid(n + i)).collect(),
+            tasks,
+            now: 3.0,
+        })
+    };
+    launch(&mut s, &a2, vec![by_executor("x1", "./run"), spec("p1")]);
+    check(&s, &mut memo, "launches on the second agent");
+    launch(&mut s, &a1, vec![by_executor("x2", "./run")]);
+    check(&s, &mut memo, "an executor's task on the first");
+    let mut m = 20_000;
+    let mut update = |s: &mut State, id: &str, state: TaskState| {
+        m += 1;
+        s.apply(Command::StatusUpdate {
+            status: status(id, state, m),
+        });
+        m
+    };
+    update(&mut s, "x1", TaskState::Running);
+    check(&s, &mut memo, "RUNNING");
+    let u = update(&mut s, "x1", TaskState::Finished);
+    check(&s, &mut memo, "the executor's only task ending");
+    s.apply(Command::AcknowledgeStatus {
+        task_id: TaskId::new("x1").unwrap(),
+        uuid: uuid(u),
+    });
+    check(&s, &mut memo, "its retirement");
+    assert_eq!(
+        s.apply(Command::ReserveResources {
+            agent_id: a2.clone(),
+            role: "db".into(),
+            resources: "cpus:1;mem:256".parse().unwrap(),
+        }),
+        Response::Ok
+    );
+    check(&s, &mut memo, "a reservation");
+    update(&mut s, "t1", TaskState::Failed);
+    update(&mut s, "x2", TaskState::Lost);
+    check(&s, &mut memo, "every task of the first agent ending");
+    // The same task id again, now on the second agent.
+    launch(&mut s, &a2, vec![spec("t1")]);
+    check(&s, &mut memo, "a task id launched again elsewhere");
+    let copy: State =
+        serde_json::from_value(serde_json::to_value(&s).unwrap()).expect("the state reads back");
+    check(&copy, &mut memo, "reading the state back");
+    check(&s, &mut memo, "going back to the first copy");
 }

@@ -15,6 +15,7 @@ pub mod operator;
 mod operator_stream;
 pub mod proto;
 pub mod scheduler;
+pub mod state_json;
 pub mod v1;
 
 /// The Mesos routes, under both the bare and the `/master` prefix (as the

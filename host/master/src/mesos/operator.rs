@@ -19,6 +19,7 @@ use wasmos_core::{
     TaskState,
 };
 use wasmos_state::acl::{Access, Area};
+use wasmos_state::usage::Usage;
 use wasmos_state::{AgentRecord, FrameworkRecord, TaskRecord};
 
 use super::scheduler::{master_info, teardown};
@@ -42,9 +43,9 @@ fn json_response(v: &Value) -> Response {
 /// One agent as the leader sees it now.
 pub(super) struct AgentSnap {
     pub(super) rec: AgentRecord,
-    used: Resources,
-    offered: Resources,
-    connected: bool,
+    pub(super) used: Resources,
+    pub(super) offered: Resources,
+    pub(super) connected: bool,
 }
 
 /// One framework as the leader sees it now.
@@ -65,61 +66,110 @@ pub(super) struct Snap {
     pub(super) frameworks: Vec<FrameworkSnap>,
 }
 
-pub(super) fn snapshot(l: &Leader) -> Snap {
-    let connected = l.agents.connected();
-    let offers = l.allocator().offers();
-    // A framework is active (offered to) exactly while it is connected:
-    // a plugin always, an external framework while subscribed.
-    let active: BTreeMap<FrameworkId, bool> = l
-        .frameworks_read()
-        .iter()
-        .map(|(id, h)| (id.clone(), h.is_active()))
-        .collect();
-    l.store.read(|s| {
-        let used_a = s.used_by_agent();
-        let used_f = s.used_by_framework();
-        let agents = s
-            .agents
+/// What a snapshot reads from the leader's memory, outside the state's
+/// lock: connections, offers, and which frameworks are connected.
+pub(super) struct Live {
+    connected: std::collections::HashSet<AgentId>,
+    offers: Vec<Offer>,
+    active: BTreeMap<FrameworkId, bool>,
+}
+
+impl Live {
+    pub(super) fn of(l: &Leader) -> Live {
+        // A framework is active (offered to) exactly while it is connected:
+        // a plugin always, an external framework while subscribed.
+        Live {
+            connected: l.agents.connected(),
+            offers: l.allocator().offers(),
+            active: l
+                .frameworks_read()
+                .iter()
+                .map(|(id, h)| (id.clone(), h.is_active()))
+                .collect(),
+        }
+    }
+
+    /// What is offered of each agent.
+    pub(super) fn offered(&self) -> std::collections::HashMap<&AgentId, Resources> {
+        let mut offered: std::collections::HashMap<&AgentId, Resources> = Default::default();
+        for o in &self.offers {
+            let e = offered.entry(&o.agent_id).or_default();
+            *e = e.add(&o.resources);
+        }
+        offered
+    }
+
+    /// Whether an agent is connected.
+    pub(super) fn connected(&self, agent: &AgentId) -> bool {
+        self.connected.contains(agent)
+    }
+
+    /// Every agent, with what its tasks use and what is offered of it.
+    pub(super) fn agents(&self, s: &wasmos_state::State, used: &Usage) -> Vec<AgentSnap> {
+        let used = &used.by_agent;
+        let offered = self.offered();
+        s.agents
             .values()
             .map(|a| AgentSnap {
                 rec: a.clone(),
-                used: used_a.get(&a.id).cloned().unwrap_or_default(),
-                offered: offers
-                    .iter()
-                    .filter(|o| o.agent_id == a.id)
-                    .fold(Resources::default(), |acc, o| acc.add(&o.resources)),
-                connected: connected.contains(&a.id),
+                used: used.get(&a.id).cloned().unwrap_or_default(),
+                offered: offered.get(&a.id).cloned().unwrap_or_default(),
+                connected: self.connected.contains(&a.id),
             })
-            .collect();
-        let frameworks = s
-            .frameworks
+            .collect()
+    }
+
+    /// Every framework with its offers and what its tasks use, without its
+    /// tasks.
+    pub(super) fn frameworks(&self, s: &wasmos_state::State, used: &Usage) -> Vec<FrameworkSnap> {
+        let used = &used.by_framework;
+        s.frameworks
             .values()
             .map(|f| {
-                let mine: Vec<Offer> = offers
+                let mine: Vec<Offer> = self
+                    .offers
                     .iter()
                     .filter(|o| o.framework_id == f.id)
                     .cloned()
                     .collect();
-                let active = f.removed_at.is_none() && active.get(&f.id).copied().unwrap_or(false);
-                let (tasks, completed): (Vec<TaskRecord>, Vec<TaskRecord>) = s
-                    .tasks
-                    .values()
-                    .filter(|t| t.framework_id == f.id)
-                    .cloned()
-                    .partition(|t| !t.state().is_terminal());
                 FrameworkSnap {
                     rec: f.clone(),
-                    active,
-                    used: used_f.get(&f.id).cloned().unwrap_or_default(),
+                    active: f.removed_at.is_none()
+                        && self.active.get(&f.id).copied().unwrap_or(false),
+                    used: used.get(&f.id).cloned().unwrap_or_default(),
                     offered: mine
                         .iter()
                         .fold(Resources::default(), |acc, o| acc.add(&o.resources)),
                     offers: mine,
-                    tasks,
-                    completed,
+                    tasks: Vec::new(),
+                    completed: Vec::new(),
                 }
             })
+            .collect()
+    }
+}
+
+pub(super) fn snapshot(l: &Leader) -> Snap {
+    let live = Live::of(l);
+    l.store.read(|s| {
+        let used = l.usage(s);
+        let agents = live.agents(s, &used);
+        let mut frameworks = live.frameworks(s, &used);
+        // One pass over the tasks (not one per framework).
+        let at: std::collections::HashMap<FrameworkId, usize> = frameworks
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.rec.id.clone(), i))
             .collect();
+        for t in s.tasks.values() {
+            if let Some(f) = at.get(&t.framework_id).map(|i| &mut frameworks[*i]) {
+                if t.state().is_terminal() {
+                    f.completed.push(t.clone());
+                } else {
+                    f.tasks.push(t.clone());
+                }
+            }
+        }
         Snap { agents, frameworks }
     })
 }
@@ -163,7 +213,7 @@ fn legacy_resources(r: &Resources) -> Value {
     v
 }
 
-fn legacy_task(t: &TaskRecord) -> Value {
+pub(super) fn legacy_task(t: &TaskRecord) -> Value {
     let statuses: Vec<Value> = t
         .statuses
         .iter()
@@ -204,7 +254,7 @@ fn labels(l: &BTreeMap<String, String>) -> Vec<Value> {
         .collect()
 }
 
-fn legacy_agent(a: &AgentSnap) -> Value {
+pub(super) fn legacy_agent(a: &AgentSnap) -> Value {
     let (_, port) = host_port(&a.rec.info.endpoint);
     let reserved = a.rec.reserved();
     json!({
@@ -389,7 +439,7 @@ fn reserved_full(a: &AgentRecord) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-fn legacy_framework(f: &FrameworkSnap) -> Value {
+pub(super) fn legacy_framework(f: &FrameworkSnap) -> Value {
     let i = &f.rec.info;
     let mut v = json!({
         "id": f.rec.id,
@@ -424,12 +474,10 @@ fn legacy_framework(f: &FrameworkSnap) -> Value {
     v
 }
 
-fn legacy_state(l: &Leader, snap: &Snap) -> Value {
+/// `activated` and `unreachable` count agents; `state_json` adds the agents
+/// themselves (`slaves`) and the frameworks.
+pub(super) fn legacy_state_head(l: &Leader, activated: usize, unreachable: usize) -> Value {
     let (host, port) = host_port(&l.address);
-    let (frameworks, completed): (Vec<&FrameworkSnap>, Vec<&FrameworkSnap>) = snap
-        .frameworks
-        .iter()
-        .partition(|f| f.rec.removed_at.is_none());
     json!({
         "version": MESOS_VERSION,
         "build_date": "",
@@ -441,16 +489,13 @@ fn legacy_state(l: &Leader, snap: &Snap) -> Value {
         "pid": master_pid(l),
         "hostname": host,
         "capabilities": [],
-        "activated_slaves": snap.agents.iter().filter(|a| a.rec.state == AgentState::Active && a.connected).count(),
+        "activated_slaves": activated,
         "deactivated_slaves": 0,
-        "unreachable_slaves": snap.agents.iter().filter(|a| a.rec.state == AgentState::Unreachable).count(),
+        "unreachable_slaves": unreachable,
         "leader": master_pid(l),
         "leader_info": {"id": l.master_id, "pid": master_pid(l), "port": port, "hostname": host},
         "flags": flags(l),
-        "slaves": snap.agents.iter().filter(|a| a.rec.state != AgentState::Gone).map(legacy_agent).collect::<Vec<_>>(),
         "recovered_slaves": [],
-        "frameworks": frameworks.into_iter().map(legacy_framework).collect::<Vec<_>>(),
-        "completed_frameworks": completed.into_iter().map(legacy_framework).collect::<Vec<_>>(),
         "orphan_tasks": [],
         "unregistered_frameworks": [],
     })
@@ -470,8 +515,22 @@ fn flags(l: &Leader) -> Value {
 
 /// `/master/state` (and `/state`, `/master/state.json`, `/state.json`).
 pub async fn state(Lead(l): Lead) -> Response {
-    let snap = snapshot(&l);
-    json_response(&legacy_state(&l, &snap))
+    let body = tokio::task::spawn_blocking(move || super::state_json::legacy_state(&l))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let len = body.len;
+    let chunks = futures::stream::iter(
+        body.into_chunks()
+            .map(|c| Ok::<_, std::convert::Infallible>(Bytes::from(c))),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 /// `/master/state-summary`.
@@ -484,26 +543,35 @@ pub async fn state_summary(Lead(l): Lead) -> Response {
         }
         c
     };
+    // Per agent, one pass over the tasks: its tasks by state, and the
+    // frameworks with live tasks on it.
+    let mut on: std::collections::HashMap<&AgentId, (BTreeMap<&'static str, usize>, Vec<String>)> =
+        Default::default();
+    for f in &snap.frameworks {
+        for t in f.tasks.iter().chain(&f.completed) {
+            *on.entry(&t.agent_id)
+                .or_default()
+                .0
+                .entry(t.state().as_str())
+                .or_default() += 1;
+        }
+        let mut agents: Vec<&AgentId> = f.tasks.iter().map(|t| &t.agent_id).collect();
+        agents.sort();
+        agents.dedup();
+        for a in agents {
+            on.entry(a).or_default().1.push(f.rec.id.to_string());
+        }
+    }
     let slaves: Vec<Value> = snap
         .agents
         .iter()
         .map(|a| {
             let mut v = legacy_agent(a);
-            let mut tasks = snap
-                .frameworks
-                .iter()
-                .flat_map(|f| f.tasks.iter().chain(&f.completed))
-                .filter(|t| t.agent_id == a.rec.id);
-            for (k, n) in count(&mut tasks) {
+            let (counts, frameworks) = on.remove(&a.rec.id).unwrap_or_default();
+            for (k, n) in counts {
                 v[k] = json!(n);
             }
-            v["framework_ids"] = json!(
-                snap.frameworks
-                    .iter()
-                    .filter(|f| f.tasks.iter().any(|t| t.agent_id == a.rec.id))
-                    .map(|f| f.rec.id.to_string())
-                    .collect::<Vec<_>>()
-            );
+            v["framework_ids"] = json!(frameworks);
             v
         })
         .collect();
@@ -1017,21 +1085,27 @@ fn legacy_executors(f: &FrameworkSnap) -> Vec<Value> {
                 })
                 .map(legacy_task)
                 .collect();
-            let mut v = json!({
-                "executor_id": e.executor_id,
-                "name": e.name,
-                "framework_id": f.rec.id,
-                "slave_id": a,
-                "type": match e.kind { ExecutorKind::Default => "DEFAULT", ExecutorKind::Custom => "CUSTOM" },
-                "resources": legacy_resources(&e.resources),
-                "tasks": tasks,
-            });
-            if let Some(c) = &e.command {
-                v["command"] = json!({"value": c.value, "shell": c.shell, "argv": c.arguments});
-            }
+            let mut v = legacy_executor(&f.rec.id, a, e);
+            v["tasks"] = json!(tasks);
             v
         })
         .collect()
+}
+
+/// One executor in the legacy endpoints' shape, without its tasks.
+pub(super) fn legacy_executor(framework: &FrameworkId, agent: &AgentId, e: &ExecutorSpec) -> Value {
+    let mut v = json!({
+        "executor_id": e.executor_id,
+        "name": e.name,
+        "framework_id": framework,
+        "slave_id": agent,
+        "type": match e.kind { ExecutorKind::Default => "DEFAULT", ExecutorKind::Custom => "CUSTOM" },
+        "resources": legacy_resources(&e.resources),
+    });
+    if let Some(c) = &e.command {
+        v["command"] = json!({"value": c.value, "shell": c.shell, "argv": c.arguments});
+    }
+    v
 }
 
 /// GET_STATE's answer (and the operator stream's first event).
