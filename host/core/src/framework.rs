@@ -43,3 +43,24 @@ pub struct FrameworkInfo {
 fn default_role() -> String {
     "*".into()
 }
+
+impl FrameworkInfo {
+    /// A framework plugin named `name`, in `role`: partition aware, no user
+    /// of its own, its tasks never kept for a failover.
+    pub fn plugin(name: &str, role: &str) -> FrameworkInfo {
+        FrameworkInfo {
+            name: name.to_string(),
+            kind: FrameworkKind::Plugin {
+                plugin: name.to_string(),
+            },
+            user: String::new(),
+            role: role.to_string(),
+            principal: None,
+            partition_aware: true,
+            failover_timeout_secs: 0.0,
+            hostname: None,
+            webui_url: None,
+            capabilities: Vec::new(),
+        }
+    }
+}

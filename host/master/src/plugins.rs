@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasmos_core::protocol::{AgentPlugin, plugins_fingerprint};
-use wasmos_core::{
-    AgentState, FrameworkId, FrameworkInfo, FrameworkKind, PluginKind, PluginManifest,
-};
+use wasmos_core::{AgentState, FrameworkId, FrameworkInfo, PluginKind, PluginManifest};
 use wasmos_runtime::placement::PlacementAgent;
 use wasmos_runtime::{LoadError, PluginRuntime};
 use wasmos_state::{Command, PluginRecord, Response};
@@ -639,20 +637,7 @@ impl Leader {
 
 /// A framework plugin as the state records it.
 fn plugin_framework_info(record: &wasmos_state::PluginRecord) -> FrameworkInfo {
-    FrameworkInfo {
-        name: record.manifest.name.clone(),
-        kind: FrameworkKind::Plugin {
-            plugin: record.manifest.name.clone(),
-        },
-        user: String::new(),
-        role: plugin_role(record),
-        principal: None,
-        partition_aware: true,
-        failover_timeout_secs: 0.0,
-        hostname: None,
-        webui_url: None,
-        capabilities: Vec::new(),
-    }
+    FrameworkInfo::plugin(&record.manifest.name, &plugin_role(record))
 }
 
 /// A framework plugin's role: its `mesos_role` configuration (Marathon's

@@ -1,5 +1,5 @@
 use super::*;
-use wasmos_core::{CommandSpec, FrameworkKind, Source};
+use wasmos_core::{CommandSpec, Source};
 
 fn agent_info() -> AgentInfo {
     AgentInfo {
@@ -71,20 +71,7 @@ fn with_task() -> (State, AgentId) {
     };
     s.apply(Command::RegisterFramework {
         framework_id: fw(),
-        info: FrameworkInfo {
-            name: "exec".into(),
-            kind: FrameworkKind::Plugin {
-                plugin: "exec".into(),
-            },
-            user: String::new(),
-            role: "*".into(),
-            principal: None,
-            partition_aware: true,
-            failover_timeout_secs: 0.0,
-            hostname: None,
-            webui_url: None,
-            capabilities: Vec::new(),
-        },
+        info: FrameworkInfo::plugin("exec", "*"),
         now: 1.0,
     });
     let r = s.apply(Command::LaunchTasks {
