@@ -195,11 +195,12 @@ async fn a_store_snapshots_by_itself_once_its_log_is_big_enough() {
         };
         store.propose_one(big).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.raft.metrics().borrow_watched().snapshot.is_none() {
-        assert!(Instant::now() < deadline, "no snapshot after 80 KiB of log");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    store
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some(), "a snapshot after 80 KiB of log")
+        .await
+        .expect("no snapshot after 80 KiB of log within 10 s");
     let size = store.shared.snapshot_bytes.load(Ordering::Relaxed);
     assert!(
         size >= 80 << 10,

@@ -373,13 +373,7 @@ impl Marathon {
     /// target. Called after the calls that can change any app (a tick, an
     /// API write).
     fn drive(&mut self) {
-        self.draining = driver::draining_agents().into_iter().collect();
-        self.advance_deployments(None);
-        let app_ids: Vec<String> = self.apps.keys().cloned().collect();
-        for id in app_ids {
-            self.reconcile(&id);
-        }
-        self.want_offers();
+        self.drive_some(true);
     }
 
     /// [`Self::drive`] for what offers can move: the deployments, and the
@@ -388,9 +382,19 @@ impl Marathon {
     /// every app around every round of offers made a launch cost more the
     /// more tasks ran (`wasmos-bench scale`).
     fn drive_waiting(&mut self) {
+        self.drive_some(false);
+    }
+
+    /// Advances every deployment, then reconciles every app (`all`) or
+    /// those waiting to launch.
+    fn drive_some(&mut self, all: bool) {
         self.draining = driver::draining_agents().into_iter().collect();
         self.advance_deployments(None);
-        let app_ids: Vec<String> = self.need.keys().cloned().collect();
+        let app_ids: Vec<String> = if all {
+            self.apps.keys().cloned().collect()
+        } else {
+            self.need.keys().cloned().collect()
+        };
         for id in app_ids {
             self.reconcile(&id);
         }

@@ -81,11 +81,7 @@ impl<P> Default for Tasks<P> {
 
 impl Tasks<Part> {
     fn resolve(self, fresh: &[Arc<str>]) -> Tasks<Arc<str>> {
-        let one = |p: Part| match p {
-            Part::Kept(j) => j,
-            Part::Todo(i) => fresh[i].clone(),
-        };
-        let all = |v: Vec<Part>| v.into_iter().map(one).collect();
+        let all = |v: Vec<Part>| resolve(v, fresh);
         Tasks {
             live: all(self.live),
             ended: all(self.ended),
@@ -96,6 +92,17 @@ impl Tasks<Part> {
                 .collect(),
         }
     }
+}
+
+/// The JSON of each part: kept, or made (`fresh`, by todo index).
+fn resolve(parts: Vec<Part>, fresh: &[Arc<str>]) -> Vec<Arc<str>> {
+    parts
+        .into_iter()
+        .map(|p| match p {
+            Part::Kept(j) => j,
+            Part::Todo(i) => fresh[i].clone(),
+        })
+        .collect()
 }
 
 /// The body of `/master/state`.
@@ -234,15 +241,6 @@ pub(super) fn legacy_state(l: &Leader) -> Pieces {
             kept.agents.retain(|_, e| e.used >= generation);
         }
     }
-    let resolve = |parts: Vec<Part>, fresh: &[Arc<str>]| -> Vec<Arc<str>> {
-        parts
-            .into_iter()
-            .map(|p| match p {
-                Part::Kept(j) => j,
-                Part::Todo(i) => fresh[i].clone(),
-            })
-            .collect()
-    };
     let agents = resolve(read.agents, &fresh_agents);
     let tasks: Vec<Tasks<Arc<str>>> = read.tasks.into_iter().map(|t| t.resolve(&fresh)).collect();
     write(l, read.counts, &agents, &read.frameworks, &tasks)
