@@ -18,7 +18,7 @@
 use std::fmt;
 
 use crate::framework::bindings::wasmos::plugin::placement_service::{
-    self, Candidate, Request, Rule, Verdict,
+    self, Candidate, Decision, Judged, Request, Rule, Verdict,
 };
 use crate::framework::bindings::wasmos::plugin::types::{Offer, PortRange, Resources, TaskSpec};
 
@@ -141,6 +141,28 @@ impl NoFit {
         all.into_iter()
             .filter(|s| counts[*s as usize] > 0)
             .max_by(|a, b| counts[*a as usize].cmp(&counts[*b as usize]).then(b.cmp(a)))
+    }
+}
+
+impl NoFit {
+    /// What would make the task fit, after [`NoFit`]'s sentence.
+    pub fn hint(&self) -> &'static str {
+        match self.main_shortfall() {
+            None => "",
+            Some(Shortfall::Cpus | Shortfall::Mem | Shortfall::Disk | Shortfall::Gpus) => {
+                "; it fits once an agent has that much free: stop or scale down other work, add an agent, or ask for less"
+            }
+            Some(Shortfall::Ports) => {
+                "; it fits once an agent has the ports free: stop what holds them, or ask for any port (0)"
+            }
+            Some(Shortfall::Constraints) => {
+                "; it fits once an agent with room meets the rules: add or free such an agent, or relax the constraint"
+            }
+            Some(Shortfall::Full) => "; the next round of offers places it",
+            Some(Shortfall::Volumes) => {
+                "; it fits once the volume's agent is back and offers it again"
+            }
+        }
     }
 }
 
@@ -307,7 +329,19 @@ pub struct Packer {
     per_offer: usize,
     /// Tasks placed in this batch: (group, agent id).
     placed_now: Vec<(String, String)>,
+    /// The decision of the last successful `place`, and its offer, until
+    /// `add` names the task.
+    pending: Option<(usize, Decision)>,
+    /// Decisions of this batch: placed tasks, and the last refusal of
+    /// each group still waiting.
+    decisions: Vec<Decision>,
 }
+
+/// How many candidates a decision samples besides the chosen one: the best
+/// others, then a few of those each reason ruled out.
+const SAMPLE_BEST: usize = 4;
+const SAMPLE_PER_REASON: usize = 2;
+const SAMPLE_MAX: usize = 24;
 
 /// The tasks to launch on one offer.
 #[derive(Debug, Clone)]
@@ -340,6 +374,9 @@ impl Launch {
 pub struct Packed {
     pub launches: Vec<Launch>,
     pub unused: Vec<String>,
+    /// Why each task went where it did, and why each waiting group fits
+    /// nowhere ([`Packer::finish`] has sent them to the host).
+    pub decisions: Vec<Decision>,
 }
 
 impl Packer {
@@ -371,6 +408,8 @@ impl Packer {
                 .collect(),
             per_offer: usize::MAX,
             placed_now: Vec::new(),
+            pending: None,
+            decisions: Vec::new(),
         }
     }
 
@@ -446,6 +485,7 @@ impl Packer {
             }
         }
         let mut constraint = None;
+        let mut judged: Option<Vec<Verdict>> = None;
         let chosen = match placement.filter(|p| !p.rules.is_empty()) {
             _ if fitting.is_empty() => None,
             None => fitting.first().copied(),
@@ -477,6 +517,7 @@ impl Packer {
                         if best.is_none() {
                             constraint = verdicts.iter().find_map(|v| v.reason.clone());
                         }
+                        judged = Some(verdicts);
                         best
                     }
                     Ok(verdicts) => {
@@ -494,6 +535,15 @@ impl Packer {
                 }
             }
         };
+        let decision = self.decide(
+            need,
+            placement,
+            &shortfalls,
+            &fitting,
+            judged.as_deref(),
+            chosen,
+            constraint.as_deref(),
+        );
         let Some(i) = chosen else {
             for i in fitting {
                 shortfalls[i] = Some(Shortfall::Constraints);
@@ -506,13 +556,16 @@ impl Packer {
                     m.3.max(l.gpus),
                 )
             });
-            return Err(NoFit {
+            let no_fit = NoFit {
                 shortfalls: shortfalls.into_iter().flatten().collect(),
                 constraint,
                 need: Box::new(need.clone()),
                 most,
-            });
+            };
+            self.refused(decision, &no_fit);
+            return Err(no_fit);
         };
+        self.pending = Some((i, decision));
         let l = &mut self.left[i];
         let ports = take_ports(&mut l.ports, &need.ports).unwrap_or_default();
         l.take(need);
@@ -540,14 +593,180 @@ impl Packer {
 
     /// Records the spec of a task placed on offer `offer`.
     pub fn add(&mut self, offer: usize, spec: TaskSpec) {
+        if let Some((at, mut d)) = self.pending.take()
+            && at == offer
+        {
+            // Placed: whatever its group waited for before is moot.
+            self.decisions
+                .retain(|x| x.task_id.is_some() || x.group != d.group);
+            d.task_id = Some(spec.task_id.clone());
+            self.decisions.push(d);
+        }
         if let Some(l) = self.left.get_mut(offer) {
             l.specs.push(spec);
         }
     }
 
-    /// The launches, one per offer with tasks, and the unused offers.
+    /// The decision record of one `place`: what was looked at, what ruled
+    /// each offer out, and what was chosen.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        need: &Need,
+        placement: Option<&Placement>,
+        shortfalls: &[Option<Shortfall>],
+        fitting: &[usize],
+        verdicts: Option<&[Verdict]>,
+        chosen: Option<usize>,
+        failed: Option<&str>,
+    ) -> Decision {
+        // What ruled offer `i` out, if anything: a shortfall, else the
+        // placement plugins' verdict (or their failure).
+        let verdict_of = |i: usize| -> Option<&Verdict> {
+            let k = fitting.binary_search(&i).ok()?;
+            verdicts?.get(k)
+        };
+        let reason_of = |i: usize| -> Option<&str> {
+            if let Some(s) = shortfalls[i] {
+                return Some(s.marathon_name());
+            }
+            match verdict_of(i) {
+                Some(v) if !v.fits => Some(v.reason.as_deref().unwrap_or("UnfulfilledConstraint")),
+                Some(_) => None,
+                None if chosen.is_none() && verdicts.is_none() => failed,
+                None => None,
+            }
+        };
+        let judge = |i: usize, refused: Option<&str>| -> Judged {
+            let l = &self.left[i];
+            let refused = refused.map(|r| match shortfalls[i] {
+                Some(Shortfall::Cpus) => format!("{r}: {} cpus free", round(l.cpus)),
+                Some(Shortfall::Mem) => format!("{r}: {} MB free", round(l.mem)),
+                Some(Shortfall::Disk) => format!("{r}: {} MB of disk free", round(l.disk)),
+                Some(Shortfall::Gpus) => format!("{r}: {} GPUs free", l.gpus),
+                _ => r.to_string(),
+            });
+            Judged {
+                agent_id: l.agent_id.clone(),
+                hostname: l.hostname.clone(),
+                refused,
+                score: verdict_of(i).map_or(0.0, |v| v.score),
+            }
+        };
+        let mut refusals: Vec<(&str, u32)> = Vec::new();
+        let mut candidates: Vec<Judged> = chosen.map(|i| judge(i, None)).into_iter().collect();
+        // The best others.
+        let mut able: Vec<usize> = fitting
+            .iter()
+            .copied()
+            .filter(|i| Some(*i) != chosen && reason_of(*i).is_none())
+            .collect();
+        if verdicts.is_some() {
+            able.sort_by(|a, b| {
+                let score = |i: usize| verdict_of(i).map_or(0.0, |v| v.score);
+                score(*b).total_cmp(&score(*a)).then(a.cmp(b))
+            });
+        }
+        candidates.extend(able.iter().take(SAMPLE_BEST).map(|i| judge(*i, None)));
+        for i in 0..self.left.len() {
+            let Some(reason) = reason_of(i) else {
+                continue;
+            };
+            let seen = match refusals.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n as usize
+                }
+                None => {
+                    refusals.push((reason, 1));
+                    1
+                }
+            };
+            if seen <= SAMPLE_PER_REASON && candidates.len() < SAMPLE_MAX {
+                candidates.push(judge(i, Some(reason)));
+            }
+        }
+        refusals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let offers = self.left.len() as u32;
+        let summary = match chosen {
+            Some(i) => {
+                let l = &self.left[i];
+                let mut s = if offers == 1 {
+                    format!("placed on {}: the one offer looked at had room", l.hostname)
+                } else {
+                    format!(
+                        "placed on {}: {} of {offers} offers could take it",
+                        l.hostname,
+                        able.len() + 1
+                    )
+                };
+                if let Some(v) = verdict_of(i) {
+                    s.push_str(&format!(", and it scored best ({})", round(v.score)));
+                } else if offers > 1 && able.is_empty() {
+                    s.push_str(", the only one");
+                } else if offers > 1 {
+                    s.push_str(", and it came first");
+                }
+                if !refusals.is_empty() {
+                    let top: Vec<String> = refusals
+                        .iter()
+                        .take(3)
+                        .map(|(r, n)| format!("{n} {r}"))
+                        .collect();
+                    s.push_str(&format!("; ruled out: {}", top.join(", ")));
+                }
+                s
+            }
+            // Filled in by `refused`, which knows the NoFit.
+            None => String::new(),
+        };
+        Decision {
+            task_id: None,
+            group: placement.map(|p| p.group.clone()).unwrap_or_default(),
+            resources: need.resources(),
+            rules: placement.map(|p| p.rules.clone()).unwrap_or_default(),
+            offers,
+            refusals: refusals
+                .into_iter()
+                .map(|(r, n)| (r.to_string(), n))
+                .collect(),
+            candidates,
+            chosen: chosen.map(|i| self.left[i].agent_id.clone()),
+            summary,
+        }
+    }
+
+    /// Keeps a refusal as its group's latest (a group without a name, as
+    /// a task placed without [`Placement`], is not kept).
+    fn refused(&mut self, mut d: Decision, why: &NoFit) {
+        if d.group.is_empty() {
+            return;
+        }
+        d.summary = format!("{why}{}", why.hint());
+        self.decisions
+            .retain(|x| x.task_id.is_some() || x.group != d.group);
+        self.decisions.push(d);
+    }
+
+    /// The launches, one per offer with tasks, and the unused offers; the
+    /// batch's decisions go to the host (`placement-service.explain`),
+    /// where `wasmos task why` finds them.
     pub fn finish(self) -> Packed {
-        let mut packed = Packed::default();
+        let packed = self.finish_quietly();
+        // Even with none: the host then knows nothing of this framework
+        // waits.
+        if cfg!(target_arch = "wasm32") {
+            placement_service::explain(&packed.decisions);
+        }
+        packed
+    }
+
+    /// [`Packer::finish`] without telling the host (tests).
+    pub fn finish_quietly(self) -> Packed {
+        let mut packed = Packed {
+            decisions: self.decisions,
+            ..Packed::default()
+        };
         for l in self.left {
             if l.specs.is_empty() {
                 packed.unused.push(l.offer_id);
@@ -811,12 +1030,10 @@ mod tests {
         assert_eq!(err.to_string(), "no offer has 2 free ports");
     }
 
-    #[test]
-    fn constraints_see_the_tasks_placed_earlier_in_the_batch() {
-        let offers = [offer("a", 4.0, 400.0, &[]), offer("b", 4.0, 400.0, &[])];
-        let mut p = Packer::new(&offers);
-        let placement = Placement {
-            group: "web".into(),
+    /// `[hostname, UNIQUE]` for `group`, which has a task on `on`.
+    fn unique_placement(group: &str, on: &str) -> Placement {
+        Placement {
+            group: group.into(),
             rules: vec![Rule {
                 constraint: Constraint {
                     field: "hostname".into(),
@@ -825,21 +1042,35 @@ mod tests {
                 },
                 plugin: None,
             }],
-            placed: vec![("agent-x".into(), 1)],
-        };
-        // A stand-in for UNIQUE: an agent fits when the group has no task there.
-        let unique = |r: &Request, c: &[Candidate]| -> Result<Vec<Verdict>, String> {
+            placed: vec![(on.into(), 1)],
+        }
+    }
+
+    /// A stand-in for UNIQUE: an agent fits when the group has no task
+    /// there; `preferred` scores 2, the others 1.
+    fn unique_preferring(
+        preferred: &'static str,
+    ) -> impl Fn(&Request, &[Candidate]) -> Result<Vec<Verdict>, String> + Copy {
+        move |r: &Request, c: &[Candidate]| {
             Ok(c.iter()
                 .map(|c| {
                     let taken = r.placed.iter().any(|(a, n)| *a == c.agent_id && *n > 0);
                     Verdict {
                         fits: !taken,
-                        score: 0.0,
-                        reason: taken.then(|| "hostname UNIQUE not met".to_string()),
+                        score: if c.agent_id == preferred { 2.0 } else { 1.0 },
+                        reason: taken.then(|| "constraints: [hostname, UNIQUE] not met".into()),
                     }
                 })
                 .collect())
-        };
+        }
+    }
+
+    #[test]
+    fn constraints_see_the_tasks_placed_earlier_in_the_batch() {
+        let offers = [offer("a", 4.0, 400.0, &[]), offer("b", 4.0, 400.0, &[])];
+        let mut p = Packer::new(&offers);
+        let placement = unique_placement("web", "agent-x");
+        let unique = unique_preferring("none");
         let n = need(0.1, 1.0, 0);
         assert_eq!(p.place_with(&n, Some(&placement), unique).unwrap().offer, 0);
         assert_eq!(p.place_with(&n, Some(&placement), unique).unwrap().offer, 1);
@@ -848,7 +1079,7 @@ mod tests {
             err.shortfalls,
             [Shortfall::Constraints, Shortfall::Constraints]
         );
-        assert_eq!(err.to_string(), "hostname UNIQUE not met");
+        assert_eq!(err.to_string(), "constraints: [hostname, UNIQUE] not met");
         let failing = |_: &Request, _: &[Candidate]| -> Result<Vec<Verdict>, String> {
             Err("no plugin for operator UNIQUE".into())
         };
@@ -858,6 +1089,94 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "placement failed: no plugin for operator UNIQUE"
+        );
+    }
+
+    #[test]
+    fn every_placement_and_refusal_is_explained_with_the_reason_each_offer_was_ruled_out() {
+        let offers = [
+            offer("small", 0.2, 400.0, &[]),
+            offer("a", 4.0, 400.0, &[]),
+            offer("b", 4.0, 400.0, &[]),
+            offer("c", 4.0, 400.0, &[]),
+        ];
+        let mut p = Packer::new(&offers);
+        let placement = unique_placement("/web", "agent-a");
+        let unique = unique_preferring("agent-c");
+        let n = need(1.0, 1.0, 0);
+        // A refusal first (nothing placed yet would not be: the group is
+        // refused before, then placed: the refusal is dropped).
+        let too_big = need(100.0, 1.0, 0);
+        assert!(p.place_with(&too_big, Some(&placement), unique).is_err());
+        let fit = p.place_with(&n, Some(&placement), unique).unwrap();
+        assert_eq!(fit.offer, 3, "c scores best");
+        p.add(fit.offer, spec("t1"));
+        let fit = p.place_with(&n, Some(&placement), unique).unwrap();
+        assert_eq!(fit.offer, 2);
+        p.add(fit.offer, spec("t2"));
+        // Nowhere left: a, b and c hold the group, small lacks cpus.
+        assert!(p.place_with(&n, Some(&placement), unique).is_err());
+        // A second refusal of the group replaces the first.
+        assert!(p.place_with(&n, Some(&placement), unique).is_err());
+        let packed = p.finish_quietly();
+        let ds = &packed.decisions;
+        assert_eq!(ds.len(), 3, "{ds:#?}");
+        let first = &ds[0];
+        assert_eq!(first.task_id.as_deref(), Some("t1"));
+        assert_eq!(first.chosen.as_deref(), Some("agent-c"));
+        assert_eq!(first.offers, 4);
+        assert_eq!(
+            first.refusals,
+            [
+                ("InsufficientCpus".to_string(), 1),
+                ("constraints: [hostname, UNIQUE] not met".to_string(), 1)
+            ]
+        );
+        let verdicts: Vec<(&str, Option<&str>, f64)> = first
+            .candidates
+            .iter()
+            .map(|c| (c.hostname.as_str(), c.refused.as_deref(), c.score))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                ("host-c", None, 2.0),
+                ("host-b", None, 1.0),
+                ("host-small", Some("InsufficientCpus: 0.2 cpus free"), 0.0),
+                (
+                    "host-a",
+                    Some("constraints: [hostname, UNIQUE] not met"),
+                    1.0
+                ),
+            ]
+        );
+        assert!(
+            first.summary.starts_with(
+                "placed on host-c: 2 of 4 offers could take it, and it scored best (2)"
+            ),
+            "{}",
+            first.summary
+        );
+        assert_eq!(ds[1].task_id.as_deref(), Some("t2"));
+        let waiting = &ds[2];
+        assert_eq!(
+            (waiting.task_id.as_ref(), waiting.chosen.as_ref()),
+            (None, None)
+        );
+        assert_eq!(waiting.group, "/web");
+        assert_eq!(
+            waiting.refusals,
+            [
+                ("constraints: [hostname, UNIQUE] not met".to_string(), 3),
+                ("InsufficientCpus".to_string(), 1)
+            ]
+        );
+        assert!(
+            waiting
+                .summary
+                .starts_with("constraints: [hostname, UNIQUE] not met; it fits once"),
+            "{}",
+            waiting.summary
         );
     }
 

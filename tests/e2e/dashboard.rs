@@ -105,7 +105,17 @@ async fn every_page_shows_the_clusters_objects_on_a_desktop_and_a_phone() {
         )
         .await;
     assert_eq!(code, 200, "{v}");
-    running(&c, "/prod/web", 1).await;
+    let web = running(&c, "/prod/web", 1).await;
+    let web_task = web["app"]["tasks"][0]["id"].as_str().unwrap().to_string();
+    // An app no agent can hold: its page says why it waits.
+    let (code, v) = c
+        .api
+        .post(
+            "/v2/apps",
+            &json!({"id": "/prod/huge", "cmd": "sleep 600", "cpus": 1000, "mem": 32, "instances": 1}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
     // The master samples the cluster: its history shows the task running.
     wait_for("a sample with the task running", DEADLINE, || async {
         let (_, h) = c.api.get("/api/wasmos/v1/history").await;
@@ -139,6 +149,19 @@ async fn every_page_shows_the_clusters_objects_on_a_desktop_and_a_phone() {
             "return t('#app-summary').includes('1 / 1') && !!q('#app-tasks [data-kill]') \
              && q('#app-json').value.includes('sleep 600');"
                 .into(),
+        ),
+        (
+            "services/%2Fprod%2Fhuge".into(),
+            "return t('#app-waiting').includes('Why it waits') && t('#app-waiting').includes('no offer has 1000 cpus free') \
+             && t('#app-waiting').includes('InsufficientCpus');"
+                .into(),
+        ),
+        (
+            format!("tasks/{web_task}"),
+            format!(
+                "return t('#task-placement').includes('placed on {host}') && t('#task-placement').includes('chosen') \
+                 && !!q('#task-placement table.placement tr.chosen');"
+            ),
         ),
         (
             "jobs".into(),

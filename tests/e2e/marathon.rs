@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wasmos_tests::{Cluster, DEADLINE, Masters, Racks, wait_for};
+use wasmos_tests::{Cluster, DEADLINE, Masters, Racks, cli, wait_for};
 
 /// A client of `/v2` that also sees response headers.
 struct V2 {
@@ -337,14 +337,18 @@ async fn a_crashing_app_is_relaunched_with_backoff_and_its_failure_is_shown() {
     .await;
 }
 
+/// Also: every placement is explained (`/api/wasmos/v1/tasks/{id}/placement`,
+/// `wasmos task why`), naming the rule that ruled out each other agent, and
+/// so is the instance that waits (`wasmos app why`), until it no longer
+/// does.
 #[tokio::test(flavor = "multi_thread")]
 async fn unique_hostnames_spread_an_app_and_an_unmeetable_instance_waits_in_the_queue() {
-    let r = Racks::start(&[("h1", "r1"), ("h2", "r1")]).await;
+    let r = Racks::start(&[("h1", "r1"), ("h2", "r1"), ("h3", "r2")]).await;
     let m = V2::new(&r.master.url);
     m.wait_up().await;
     let app = json!({
         "id": "/spread", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 3,
-        "constraints": [["hostname", "UNIQUE"]]
+        "constraints": [["hostname", "UNIQUE"], ["rack", "LIKE", "r1"]]
     });
     let created = m.post("/v2/apps", &app).await;
     assert_eq!(created.status, 201, "{}", created.body);
@@ -365,6 +369,44 @@ async fn unique_hostnames_spread_an_app_and_an_unmeetable_instance_waits_in_the_
         .map(|t| t["host"].as_str().unwrap())
         .collect();
     assert_eq!(hosts, BTreeSet::from(["h1", "h2"]));
+    // Each task's decision names where it went and why h3 could not take
+    // it (with h1 and h2 both free, h3 is the one every decision rules out).
+    let api = wasmos_tests::Api::new(&r.master.url);
+    for t in app["tasks"].as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        let (code, d) = api
+            .get(&format!("/api/wasmos/v1/tasks/{id}/placement"))
+            .await;
+        assert_eq!(code, 200, "{d}");
+        assert_eq!(d["chosen"], t["slaveId"], "{d}");
+        assert_eq!(d["explained"], true, "{d}");
+        assert_eq!(d["group"], "/spread", "{d}");
+        let chosen = &d["candidates"][0];
+        assert_eq!(
+            (&chosen["hostname"], &chosen["refused"]),
+            (&t["host"], &Value::Null),
+            "{d}"
+        );
+        let h3 = d["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["hostname"] == "h3")
+            .unwrap_or_else(|| panic!("h3 is among the candidates: {d}"));
+        assert_eq!(
+            h3["refused"], "constraints: [rack, LIKE, r1] not met",
+            "{d}"
+        );
+    }
+    let first = app["tasks"][0]["id"].as_str().unwrap();
+    let why = cli(&r.master.url, &["task", "why", first]).await;
+    assert_eq!(why.code, Some(0), "{why:?}");
+    assert!(
+        why.stdout.contains("chosen") && why.stdout.contains("[rack, LIKE, r1] not met"),
+        "{why:?}"
+    );
+    let (code, none) = api.get("/api/wasmos/v1/tasks/no-such-task/placement").await;
+    assert_eq!(code, 404, "{none}");
     // The third cannot be placed: it waits, with the reason, and the
     // deployment stays open.
     let item = wait_for("the third instance in the queue", DEADLINE, || async {
@@ -405,6 +447,38 @@ async fn unique_hostnames_spread_an_app_and_an_unmeetable_instance_waits_in_the_
         2,
         "nothing launched wrongly"
     );
+    // Why it waits: each agent ruled out by the rule it breaks, and what
+    // would make it fit.
+    let why = cli(&r.master.url, &["app", "why", "spread"]).await;
+    assert_eq!(why.code, Some(0), "{why:?}");
+    for needle in [
+        "/spread (waiting) of framework marathon",
+        "] not met",
+        "it fits once an agent with room meets the rules",
+    ] {
+        assert!(why.stdout.contains(needle), "{needle}: {why:?}");
+    }
+    // A round of offers may hold some agents' offers only: across rounds,
+    // each agent is ruled out by the rule it breaks, and only by it.
+    let seen: std::sync::Mutex<BTreeSet<(String, String)>> = Default::default();
+    wait_for("every agent ruled out by its rule", DEADLINE, || async {
+        let (_, w) = api
+            .get("/api/wasmos/v1/frameworks/marathon/waiting?group=/spread")
+            .await;
+        for c in w[0]["candidates"].as_array()? {
+            let host = c["hostname"].as_str()?.to_string();
+            let why = c["refused"].as_str()?.to_string();
+            let rule = if host == "h3" {
+                "[rack, LIKE, r1]"
+            } else {
+                "[hostname, UNIQUE]"
+            };
+            assert_eq!(why, format!("constraints: {rule} not met"), "{w}");
+            seen.lock().unwrap().insert((host, why));
+        }
+        (seen.lock().unwrap().len() == 3).then_some(())
+    })
+    .await;
     // Scaling to what fits completes the deployment (forced: it is locked).
     let fit = m
         .put("/v2/apps/spread?force=true", &json!({"instances": 2}))
@@ -412,6 +486,14 @@ async fn unique_hostnames_spread_an_app_and_an_unmeetable_instance_waits_in_the_
     assert_eq!(fit.status, 200, "{}", fit.body);
     m.wait_deployed("/spread", 2, DEADLINE).await;
     assert_eq!(m.get("/v2/queue").await.body, json!({"queue": []}));
+    // Nothing waits any more, and nothing says it does.
+    wait_for("the refusal to be dropped", DEADLINE, || async {
+        let (_, w) = api.get("/api/wasmos/v1/frameworks/marathon/waiting").await;
+        (w.as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let why = cli(&r.master.url, &["app", "why", "/spread"]).await;
+    assert!(why.stdout.contains("is not waiting"), "{why:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -59,6 +59,19 @@ async fn a_pymesos_framework_launches_acknowledges_reconciles_and_kills_tasks() 
     let (_, t) = c.api.get("/api/wasmos/v1/tasks/py-done").await;
     assert_eq!(t["state"], "TASK_FINISHED", "{t}");
     assert_eq!(t["framework_id"], fw["id"], "{t}");
+    // A framework that does not explain its placements: only its choice
+    // is on record, and said to be.
+    let (code, p) = c.api.get("/api/wasmos/v1/tasks/py-done/placement").await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(
+        (&p["explained"], &p["chosen"], &p["framework_id"]),
+        (&Value::Bool(false), &t["agent_id"], &fw["id"]),
+        "{p}"
+    );
+    assert!(
+        p["summary"].as_str().unwrap().contains("gave no reasons"),
+        "{p}"
+    );
     let (_, t) = c.api.get("/api/wasmos/v1/tasks/py-long").await;
     assert_eq!(t["state"], "TASK_KILLED", "{t}");
     // The refused task never entered the state.

@@ -51,6 +51,14 @@ pub enum AppCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Why an app waits: what ruled out each agent its last round of
+    /// offers came from, and what would make it fit (`wasmos task why`
+    /// says why a running task went where it did).
+    Why {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop an app's tasks and remove it.
     Remove {
         id: String,
@@ -104,6 +112,20 @@ pub async fn run(cmd: AppCommand, c: &Client) -> anyhow::Result<u8> {
                 .await
                 .map_err(|e| not_found_hint(e, &id))?;
             follow(c, &id, &dr, no_wait, &format!("restarting {id}")).await
+        }
+        AppCommand::Why { id, json } => {
+            let app: Value = c
+                .get(&app_path(&id))
+                .await
+                .map_err(|e| not_found_hint(e, &id))?;
+            let app_id = app["app"]["id"].as_str().unwrap_or(&id).to_string();
+            if !crate::task::why_waiting(c, "marathon", &app_id, json).await? && !json {
+                println!(
+                    "{app_id} is not waiting for a place: each of its tasks runs where `wasmos task why TASK` says \
+                     (`wasmos app show {app_id}` lists them)"
+                );
+            }
+            Ok(0)
         }
         AppCommand::Remove { id, no_wait } => {
             let dr: Value = c

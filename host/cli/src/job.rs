@@ -41,6 +41,13 @@ pub enum JobCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Why a job's queued run waits: what ruled out each agent its last
+    /// round of offers came from, and what would make it fit.
+    Why {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Kill a job's running tasks (queued runs stay queued).
     Kill { name: String },
     /// Remove a job; its children are re-linked as Chronos does.
@@ -82,6 +89,19 @@ pub async fn run(cmd: JobCommand, c: &Client) -> anyhow::Result<u8> {
             arguments,
             wait,
         } => run_now(c, &name, arguments.as_deref(), wait).await,
+        JobCommand::Why { name, json } => {
+            let _: Value = c
+                .get(&format!("/frameworks/chronos/jobs/{}", path_name(&name)))
+                .await
+                .map_err(|e| not_found_hint(e, &name))?;
+            if !crate::task::why_waiting(c, "chronos", &name, json).await? && !json {
+                println!(
+                    "no run of {name} is waiting for a place (`wasmos job show {name}` shows its runs; \
+                     `wasmos task why TASK` says why one ran where it did)"
+                );
+            }
+            Ok(0)
+        }
         JobCommand::Kill { name } => {
             delete(c, "task/kill", &name).await?;
             println!("kill sent to the running tasks of {name}");

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wasmos_core::{TaskState, TaskStatus};
+use wasmos_master::placements::Record;
 use wasmos_master::views::TaskView;
 
 use crate::client::{Client, ClientError, is_not_found};
@@ -31,6 +32,15 @@ pub enum TaskCommand {
     },
     /// Show one task and its status history.
     Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a task runs where it does: the agents its framework looked at,
+    /// what ruled each out (a shortfall, a placement plugin's rule), the
+    /// scores and the choice. For a queued `exec` task, why it fits
+    /// nowhere yet and what would make it fit.
+    Why {
         id: String,
         #[arg(long)]
         json: bool,
@@ -179,6 +189,7 @@ pub async fn run(cmd: TaskCommand, c: &Client) -> anyhow::Result<u8> {
         TaskCommand::Run(a) => run_task(*a, c).await,
         TaskCommand::List { json, all } => list(c, json, all).await.map(|_| 0),
         TaskCommand::Show { id, json } => show(c, &id, json).await.map(|_| 0),
+        TaskCommand::Why { id, json } => why(c, &id, json).await.map(|_| 0),
         TaskCommand::Kill { id } => kill(c, &id).await.map(|_| 0),
         TaskCommand::Logs { id, follow, stderr } => {
             logs(c, &id, follow, if stderr { "stderr" } else { "stdout" })
@@ -612,6 +623,111 @@ async fn show(c: &Client, id: &str, as_json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn why(c: &Client, id: &str, as_json: bool) -> anyhow::Result<()> {
+    let r: Record = c
+        .get(&format!("/api/wasmos/v1/tasks/{id}/placement"))
+        .await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_placement(&r);
+    }
+    Ok(())
+}
+
+/// A placement decision for people: the sentence, what was asked, what
+/// ruled offers out, and the sampled agents.
+pub(crate) fn print_placement(r: &Record) {
+    let what = match &r.task_id {
+        Some(t) => format!("task {t}"),
+        None => format!("{} (waiting)", r.group),
+    };
+    println!(
+        "{what} of framework {}, decided {} ago",
+        r.framework_id,
+        table::age(now() - r.at)
+    );
+    println!("  {}", r.summary);
+    if r.task_id.is_some() && !r.group.is_empty() {
+        println!("group:      {}", r.group);
+    }
+    println!(
+        "needs:      {} cpus, {} MB mem, {} MB disk{}",
+        table::num(r.resources.cpus.as_f64()),
+        table::num(r.resources.mem.as_f64()),
+        table::num(r.resources.disk.as_f64()),
+        if r.resources.gpus > 0 {
+            format!(", {} GPUs", r.resources.gpus)
+        } else {
+            String::new()
+        }
+    );
+    if !r.rules.is_empty() {
+        println!("rules:      {}", r.rules.join(", "));
+    }
+    println!("offers:     {} looked at", r.offers);
+    if !r.explained {
+        return;
+    }
+    if !r.refusals.is_empty() {
+        println!("ruled out:");
+        for x in &r.refusals {
+            println!("  {:>6}  {}", x.offers, x.reason);
+        }
+    }
+    println!();
+    let rows: Vec<Vec<String>> = r
+        .candidates
+        .iter()
+        .map(|c| {
+            let verdict = match (&c.refused, Some(&c.agent_id) == r.chosen.as_ref()) {
+                (_, true) => "chosen".to_string(),
+                (Some(why), _) => why.clone(),
+                (None, _) => "could take it".to_string(),
+            };
+            vec![
+                c.hostname.clone(),
+                c.agent_id.clone(),
+                table::num(c.score),
+                verdict,
+            ]
+        })
+        .collect();
+    table::print(&["HOST", "AGENT", "SCORE", "VERDICT"], &rows);
+    let shown = r.candidates.len() as u32;
+    if r.offers > shown {
+        println!(
+            "({} more offers not shown: counted above)",
+            r.offers - shown
+        );
+    }
+}
+
+/// Why a framework's app, job or group waits: its latest refusal.
+pub(crate) async fn why_waiting(
+    c: &Client,
+    framework: &str,
+    group: &str,
+    as_json: bool,
+) -> anyhow::Result<bool> {
+    let records: Vec<Record> = c
+        .get(&format!(
+            "/api/wasmos/v1/frameworks/{framework}/waiting?group={}",
+            crate::vars::urlencode(group)
+        ))
+        .await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    }
+    let Some(r) = records.first() else {
+        return Ok(false);
+    };
+    if !as_json {
+        print_placement(r);
+    }
+    Ok(true)
 }
 
 async fn kill(c: &Client, id: &str) -> anyhow::Result<()> {

@@ -446,7 +446,15 @@ impl Actor {
     /// Commits a call's effects and acknowledgements as one entry (its
     /// launches through the master's one launch path), then carries out
     /// what needs the commit first. False if nothing could be committed.
-    async fn commit(&mut self, effects: Effects, acks: Vec<(TaskId, Uuid)>) -> bool {
+    async fn commit(&mut self, mut effects: Effects, acks: Vec<(TaskId, Uuid)>) -> bool {
+        // Kept before the launches they explain are committed (a launch
+        // without one gets the bare facts).
+        self.leader.placements.record(
+            &self.id,
+            crate::leader::now_secs(),
+            std::mem::take(&mut effects.decisions),
+            effects.explained,
+        );
         if effects.is_empty() && acks.is_empty() {
             return true;
         }
@@ -491,7 +499,13 @@ impl Actor {
                     leader.allocator().revive(&self.id);
                     leader.alloc_wakeup.notify_one();
                 }
-                DriverAction::Suppress => leader.allocator().suppress(&self.id),
+                DriverAction::Suppress => {
+                    leader.allocator().suppress(&self.id);
+                    // Asking for no offers: nothing of it waits for a place.
+                    leader
+                        .placements
+                        .record(&self.id, crate::leader::now_secs(), Vec::new(), true);
+                }
                 DriverAction::DestroyVolumes {
                     agent_id,
                     volume_ids,

@@ -112,9 +112,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(v1!("/prometheus/targets"), get(prometheus_targets))
         .route(v1!("/frameworks"), get(frameworks))
         .route(v1!("/frameworks/{id}"), get(framework))
+        .route(v1!("/frameworks/{id}/waiting"), get(framework_waiting))
         .route(v1!("/tasks"), get(tasks))
         .route(v1!("/tasks/{id}"), get(task))
         .route(v1!("/tasks/{id}/kill"), post(kill))
+        .route(v1!("/tasks/{id}/placement"), get(task_placement))
         .route(v1!("/tasks/{id}/files/{op}"), get(files))
         .route(
             v1!("/plugins"),
@@ -1042,6 +1044,52 @@ async fn task(Lead(l): Lead, Path(id): Path<String>) -> ApiResult<ApiJson<TaskVi
         .read(|s| s.tasks.get(&id).map(|t| TaskView::new(t, s)))
         .map(ApiJson)
         .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))
+}
+
+/// Why a task went where it did (or, for a queued `exec` task, why it
+/// fits nowhere yet).
+async fn task_placement(
+    Lead(l): Lead,
+    Path(id): Path<String>,
+) -> ApiResult<ApiJson<crate::placements::Record>> {
+    let id: TaskId = parse_id("task", &id)?;
+    match l.placements.task(id.as_str()) {
+        Some(r) => Ok(ApiJson((*r).clone())),
+        None => Err(ApiError::NotFound(format!(
+            "no placement decision is kept for task {id}: the leading master keeps those of the newest {} launches it made itself \
+             (a task launched before it led, or long ago, has none); a task that waits is explained under its app, job or group \
+             (GET /api/wasmos/v1/frameworks/FRAMEWORK/waiting)",
+            crate::placements::Placements::TASKS
+        ))),
+    }
+}
+
+/// Why a framework's waiting groups (apps, jobs) fit nowhere now, newest
+/// first; `?group=` for one.
+async fn framework_waiting(
+    Lead(l): Lead,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<ApiJson<Vec<crate::placements::Record>>> {
+    if let Some(k) = q.keys().find(|k| k.as_str() != "group") {
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter {k:?} (known: group)"
+        )));
+    }
+    let id: FrameworkId = parse_id("framework", &id)?;
+    let known = l.store.read(|s| s.frameworks.contains_key(&id));
+    if !known {
+        return Err(ApiError::NotFound(format!(
+            "no framework {id} (GET /api/wasmos/v1/frameworks lists them)"
+        )));
+    }
+    Ok(ApiJson(
+        l.placements
+            .waiting(id.as_str(), q.get("group").map(String::as_str))
+            .into_iter()
+            .map(|r| (*r).clone())
+            .collect(),
+    ))
 }
 
 async fn kill(

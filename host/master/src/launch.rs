@@ -444,13 +444,26 @@ impl Leader {
                         ));
                     }
                     // As recorded (the state names each volume's directory).
-                    let go: Vec<TaskSpec> = self.store.read(|s| {
-                        tasks
+                    let (go, hostname): (Vec<TaskSpec>, String) = self.store.read(|s| {
+                        let go = tasks
                             .iter()
                             .filter(|t| accepted.contains(&t.task_id))
                             .filter_map(|t| s.tasks.get(&t.task_id).map(|r| r.spec.clone()))
-                            .collect()
+                            .collect();
+                        let host = s.agents.get(&agent).map(|a| a.info.hostname.clone());
+                        (go, host.unwrap_or_default())
                     });
+                    self.placements.record_unexplained(
+                        framework,
+                        now,
+                        go.iter().map(|t| crate::placements::Unexplained {
+                            task_id: t.task_id.to_string(),
+                            group: t.name.clone(),
+                            agent_id: agent.to_string(),
+                            hostname: hostname.clone(),
+                            resources: t.resources.clone(),
+                        }),
+                    );
                     self.send_launch(framework.clone(), agent, go);
                 }
                 Response::Rejected { reason } => {

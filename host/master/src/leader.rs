@@ -75,6 +75,8 @@ pub struct Leader {
     /// Tasks whose launch is on its way to an agent.
     pub placement: Arc<PlacementService>,
     pub inflight: Mutex<HashSet<TaskId>>,
+    /// Why tasks went where they did (bounded, this leader's only).
+    pub placements: crate::placements::Placements,
     /// Tasks' JSON as `/master/state` gives it, kept between answers.
     pub task_json: crate::mesos::state_json::TaskJson,
     /// Agents' pools and frameworks' use, kept between allocation cycles.
@@ -156,6 +158,7 @@ impl Leader {
             runtime,
             placement,
             inflight: Mutex::new(HashSet::new()),
+            placements: Default::default(),
             task_json: Default::default(),
             usage_memo: Default::default(),
             alloc_wakeup: Notify::new(),

@@ -45,6 +45,7 @@ pub mod leader;
 pub mod mesos;
 pub mod metrics;
 pub mod node;
+pub mod placements;
 pub mod plugins;
 pub mod roles;
 pub mod tls;

@@ -264,7 +264,7 @@ function appSkeleton(id) {
     <h3>Tasks</h3>
     <div class="scroll"><table id="app-tasks"><thead><tr><th>ID</th><th>State</th><th>Host</th><th>Ports</th><th>Health</th><th>Started</th><th></th></tr></thead><tbody></tbody></table></div>
     <div id="app-logs"></div>
-    <div id="app-failure"></div>
+    <div id="app-waiting"></div><div id="app-failure"></div>
     <h3>Configuration</h3>
     <section class="editor"><textarea id="app-json" spellcheck="false" rows="14"></textarea><div id="app-errors" class="errors"></div>
     <button id="app-save">Save and deploy</button> <button id="app-reload">Discard changes</button></section>`;
@@ -341,6 +341,11 @@ async function appRefresh(id) {
       <td>${health}</td><td>${esc(when(t.startedAt || t.stagedAt))}</td>
       <td><button data-logs-of="${esc(t.id)}">logs</button> <button class="danger" data-kill="${esc(t.id)}">kill</button></td></tr>`;
   }).join("") || empty(7, app.instances ? "no tasks yet (waiting for offers)" : "suspended: scale up to run it");
+  // Why instances wait: the framework's last refusal for the app.
+  const waiting = (app.tasksRunning || 0) + (app.tasksStaged || 0) < app.instances
+    ? await call("GET", `${API}/frameworks/marathon/waiting?group=${enc(app.id)}`) : null;
+  const w = waiting && waiting.ok && waiting.data[0];
+  $("#app-waiting").innerHTML = w ? `<h3>Why it waits</h3>${placementHtml(w)}` : "";
   const f = app.lastTaskFailure;
   $("#app-failure").innerHTML = f ? `<h3>Last task failure</h3><p><span class="failed">${esc(f.state)}</span> ${esc(when(f.timestamp))} on ${esc(f.host)}: ${esc(f.message)}</p>` : "";
   if (AppPage.loaded !== app.version) {
@@ -435,12 +440,28 @@ document.addEventListener("click", (e) => {
   const k = e.target.closest("[data-kill-task]");
   if (k) act(k, `kill ${k.dataset.killTask}`, () => call("POST", `${API}/tasks/${enc(k.dataset.killTask)}/kill`));
 });
+// A placement decision: the sentence, what ruled offers out, the sampled
+// agents with their verdicts and scores.
+function placementHtml(r) {
+  const ruled = (r.refusals || []).map((x) => `<li><b>${x.offers}</b> ${esc(x.reason)}</li>`).join("");
+  const rows = (r.candidates || []).map((c) => {
+    const chosen = c.agent_id === r.chosen;
+    const verdict = chosen ? '<span class="healthy">chosen</span>' : c.refused ? `<span class="failed">${esc(c.refused)}</span>` : "could take it";
+    return `<tr${chosen ? ' class="chosen"' : ""}><td>${link("nodes", c.agent_id, c.hostname || c.agent_id)}</td><td>${num(c.score)}</td><td>${verdict}</td></tr>`;
+  }).join("");
+  return `<p class="summary">${esc(r.summary)}</p>
+    <p class="dim">${esc(r.framework_id)} decided ${esc(when(r.at))}: ${r.offers} offer(s) looked at${(r.rules || []).length ? `; rules ${r.rules.map((x) => `<code>${esc(x)}</code>`).join(" ")}` : ""}</p>
+    ${ruled ? `<ul class="ruled">${ruled}</ul>` : ""}
+    ${rows ? `<div class="scroll"><table class="placement"><thead><tr><th>Agent</th><th>Score</th><th>Verdict</th></tr></thead><tbody>${rows}</tbody></table></div>` : ""}`;
+}
+
 const TASK_HEAD = "<th>ID</th><th>Framework</th><th>State</th><th>Agent</th><th>CPU</th><th>Mem</th><th>Command</th><th>Detail</th><th></th>";
 
 page("tasks", {
   title: (id) => (id ? `Task ${id}` : "Tasks"),
   render: (id) => (id ? `<h2><a href="#/tasks">Tasks</a> / <code>${esc(id)}</code> <span id="task-state"></span></h2>
       <div class="toolbar" id="task-actions"></div><dl class="facts" id="task-facts"></dl>
+      <h3>Placement</h3><div id="task-placement"></div>
       <h3>Status updates</h3><div class="scroll"><table id="task-statuses"><thead><tr><th>When</th><th>State</th><th>Source</th><th>Reason</th><th>Message</th></tr></thead><tbody></tbody></table></div>
       ${Logs.html(id)}` : `<h2>Tasks</h2>
     <form id="run" class="toolbar"><input id="run-cmd" placeholder="run a shell command through exec, e.g. echo hello; sleep 5" required>
@@ -472,6 +493,8 @@ page("tasks", {
       $("#task-facts").innerHTML = facts.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
       $("#task-statuses tbody").innerHTML = [...t.statuses].reverse().map((s) => `<tr><td>${esc(when(s.timestamp))}</td><td>${stateCell(s.state)}</td>
         <td>${esc(s.source)}</td><td>${esc(s.reason || "")}</td><td>${esc(statusText(s))}</td></tr>`).join("");
+      const p = await call("GET", `${API}/tasks/${enc(id)}/placement`);
+      $("#task-placement").innerHTML = p.ok ? placementHtml(p.data) : `<p class="dim">${esc(errorText(p))}</p>`;
       return;
     }
     let tasks = await native($("#show-done").checked ? "/tasks" : "/tasks?active=true");

@@ -18,7 +18,7 @@ use crate::bindings::framework::wasmos::plugin::{driver, placement_service, stat
 use crate::bindings::framework::{Framework, FrameworkPre};
 use crate::bindings::{clock, log, placement_types, types as wit};
 use crate::convert::{config_to_wit, offer_to_wit, pairs_to_wit, status_to_wit, task_from_wit};
-use crate::placement::{AgentRef, PlacementEvaluator, Rule, Verdict};
+use crate::placement::{AgentRef, Decision, Judged, PlacementEvaluator, Rule, Verdict};
 use crate::sandbox::{Common, HostData, Sandbox, World, link, wasi_view};
 use crate::{CallError, LoadError, PluginHealth, PluginRuntime};
 
@@ -74,9 +74,15 @@ pub enum DriverAction {
 pub struct Effects {
     pub kv: Vec<KvOp>,
     pub actions: Vec<DriverAction>,
+    /// Placement decisions to keep for operators (not replicated).
+    pub decisions: Vec<Decision>,
+    /// Whether the call explained its placements at all: its refusals are
+    /// then all of the framework's groups that wait.
+    pub explained: bool,
 }
 
 impl Effects {
+    /// Nothing to commit (decisions are not committed).
     pub fn is_empty(&self) -> bool {
         self.kv.is_empty() && self.actions.is_empty()
     }
@@ -110,6 +116,8 @@ pub struct FrameworkHost {
     overlay: BTreeMap<String, Option<Vec<u8>>>,
     overlay_bytes: usize,
     actions: Vec<DriverAction>,
+    decisions: Vec<Decision>,
+    explained: bool,
 }
 
 wasi_view!(FrameworkHost);
@@ -123,6 +131,8 @@ impl HostData for FrameworkHost {
         self.overlay.clear();
         self.overlay_bytes = 0;
         self.actions.clear();
+        self.decisions.clear();
+        self.explained = false;
     }
 }
 
@@ -139,6 +149,8 @@ impl FrameworkHost {
         Effects {
             kv,
             actions: std::mem::take(&mut self.actions),
+            decisions: std::mem::take(&mut self.decisions),
+            explained: std::mem::take(&mut self.explained),
         }
     }
 
@@ -346,6 +358,55 @@ impl placement_service::Host for FrameworkHost {
             )
             .collect())
     }
+
+    fn explain(&mut self, decisions: Vec<placement_service::Decision>) {
+        self.explained = true;
+        let room = MAX_ACTIONS.saturating_sub(self.decisions.len());
+        if decisions.len() > room {
+            self.common.log(
+                log::Level::Warn,
+                format!(
+                    "{} placement decisions dropped: at most {MAX_ACTIONS} are kept per call",
+                    decisions.len() - room
+                ),
+            );
+        }
+        for d in decisions.into_iter().take(room) {
+            let resources = crate::convert::resources_from_wit(d.resources).unwrap_or_default();
+            let rules = rules_from_wit(d.rules)
+                .into_iter()
+                .map(|r| match &r.plugin {
+                    Some(p) => format!("{r} by {p}"),
+                    None => r.to_string(),
+                })
+                .collect();
+            let candidates = d
+                .candidates
+                .into_iter()
+                .take(Decision::MAX_CANDIDATES)
+                .map(|c| Judged {
+                    agent_id: c.agent_id,
+                    hostname: c.hostname,
+                    refused: c.refused,
+                    score: c.score,
+                })
+                .collect();
+            self.decisions.push(
+                Decision {
+                    task_id: d.task_id,
+                    group: d.group,
+                    resources,
+                    rules,
+                    offers: d.offers,
+                    refusals: d.refusals,
+                    candidates,
+                    chosen: d.chosen,
+                    summary: d.summary,
+                }
+                .bounded(),
+            );
+        }
+    }
 }
 
 fn parse_offer_ids(ids: Vec<String>) -> Result<Vec<OfferId>, String> {
@@ -382,6 +443,8 @@ impl World for FrameworkWorld {
             overlay: BTreeMap::new(),
             overlay_bytes: 0,
             actions: Vec::new(),
+            decisions: Vec::new(),
+            explained: false,
         }
     }
 

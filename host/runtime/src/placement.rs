@@ -62,6 +62,84 @@ pub struct Verdict {
     pub reason: Option<String>,
 }
 
+/// One agent a framework looked at for a task, and what became of it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Judged {
+    pub agent_id: String,
+    pub hostname: String,
+    /// Why it could not take the task; None if it could.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    pub score: f64,
+}
+
+/// Why a framework placed a task where it did, or why one fits nowhere
+/// (its `placement-service.explain`), as the host keeps it: bounded by
+/// [`Decision::bounded`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Decision {
+    /// None for a refusal: the group waits.
+    pub task_id: Option<String>,
+    pub group: String,
+    pub resources: Resources,
+    /// The rules as `[field, OPERATOR, value]`, with the plugin named
+    /// when the framework chose one.
+    pub rules: Vec<String>,
+    pub offers: u32,
+    /// Offers ruled out, by reason, most first.
+    pub refusals: Vec<(String, u32)>,
+    pub candidates: Vec<Judged>,
+    pub chosen: Option<String>,
+    pub summary: String,
+}
+
+impl Decision {
+    /// At most this many sampled candidates and refusal reasons.
+    pub const MAX_CANDIDATES: usize = 32;
+    /// Longest kept string, in bytes.
+    pub const MAX_TEXT: usize = 1024;
+
+    /// Cuts what a plugin sent to the host's bounds: a decision is a
+    /// diagnostic, so too much is trimmed rather than refused.
+    pub fn bounded(mut self) -> Decision {
+        fn cut(s: &mut String) {
+            if s.len() > Decision::MAX_TEXT {
+                let mut end = Decision::MAX_TEXT;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+                s.push('…');
+            }
+        }
+        self.candidates.truncate(Self::MAX_CANDIDATES);
+        self.refusals.truncate(Self::MAX_CANDIDATES);
+        self.rules.truncate(Self::MAX_CANDIDATES);
+        self.refusals
+            .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for t in [&mut self.group, &mut self.summary]
+            .into_iter()
+            .chain(self.task_id.as_mut())
+            .chain(self.chosen.as_mut())
+            .chain(self.rules.iter_mut())
+            .chain(self.refusals.iter_mut().map(|r| &mut r.0))
+        {
+            cut(t);
+        }
+        for c in &mut self.candidates {
+            cut(&mut c.agent_id);
+            cut(&mut c.hostname);
+            if let Some(r) = c.refused.as_mut() {
+                cut(r);
+            }
+            if !c.score.is_finite() {
+                c.score = 0.0;
+            }
+        }
+        self
+    }
+}
+
 /// Answers frameworks' placement questions.
 pub trait PlacementEvaluator: Send + Sync {
     /// Checks rules before use.
@@ -631,18 +709,60 @@ impl PlacementEvaluator for PlacementService {
             let (fits, scores) = inst
                 .filter_score(&table, &task, &wit_candidates)
                 .map_err(|e| format!("placement plugin {name} failed: {e}"))?;
+            let blame = blame(&mut inst, &table, &task, &rules, &wit_candidates, &fits);
             for (k, pos) in positions.iter().enumerate() {
                 let v = &mut verdicts[*pos];
                 v.score += scores[k];
                 if !fits[k] && v.fits {
                     v.fits = false;
-                    let list: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+                    let list: Vec<String> = match blame.get(&k) {
+                        Some(rule) => vec![rule.to_string()],
+                        None => rules.iter().map(|r| r.to_string()).collect(),
+                    };
                     v.reason = Some(format!("{name}: {} not met", list.join(", ")));
                 }
             }
         }
         Ok(verdicts)
     }
+}
+
+/// Which of a plugin's rules refused each refused candidate (by position
+/// in `candidates`), when it evaluates several: each rule is asked alone
+/// about the refused ones, in order, and the first that refuses one is
+/// named. A candidate only the rules together refuse is not in the map.
+fn blame<'r>(
+    inst: &mut PlacementInstance,
+    table: &AgentTable,
+    task: &pt::PlacementTask,
+    rules: &[&'r Rule],
+    candidates: &[pt::Candidate],
+    fits: &[bool],
+) -> HashMap<usize, &'r Rule> {
+    let mut out = HashMap::new();
+    let refused: Vec<usize> = (0..candidates.len()).filter(|k| !fits[*k]).collect();
+    if rules.len() < 2 || refused.is_empty() {
+        return out;
+    }
+    let subset: Vec<pt::Candidate> = refused.iter().map(|k| candidates[*k]).collect();
+    for rule in rules {
+        let alone = pt::PlacementTask {
+            constraints: constraints_to_wit(&[*rule]),
+            ..task.clone()
+        };
+        let Ok(fits) = inst.filter(table, &alone, &subset) else {
+            break;
+        };
+        for (j, ok) in fits.iter().enumerate() {
+            if !ok {
+                out.entry(refused[j]).or_insert(*rule);
+            }
+        }
+        if out.len() == refused.len() {
+            break;
+        }
+    }
+    out
 }
 
 /// A service with no plugins: every rule is refused. For hosts (and tests)

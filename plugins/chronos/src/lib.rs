@@ -1100,12 +1100,14 @@ impl Framework for Chronos {
                 roles: Vec::new(),
                 ..Need::default()
             };
-            let placement = (!job.def.constraints.is_empty()).then(|| Placement {
+            // Always named, so that a run which fits nowhere is explained
+            // under its job (rules or none).
+            let placement = Placement {
                 group: key.0.clone(),
                 rules: Self::rules(&job.def),
                 placed: Vec::new(),
-            });
-            match packer.place(&need, placement.as_ref()) {
+            };
+            match packer.place(&need, Some(&placement)) {
                 Ok(fit) => {
                     let spec = self.spec(run, &job.def);
                     placed.insert(spec.task_id.clone(), key.clone());

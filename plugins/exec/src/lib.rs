@@ -669,12 +669,18 @@ impl Framework for Exec {
             let Some(t) = self.tasks.get(&id).cloned() else {
                 continue;
             };
-            let placement = (!t.constraints.is_empty()).then(|| Placement {
+            // Always named, so that a task which fits nowhere is explained
+            // under its group (its id when it has none).
+            let placement = Placement {
                 group: t.group_name().to_string(),
+                placed: if t.constraints.is_empty() {
+                    Vec::new()
+                } else {
+                    self.placed(t.group_name())
+                },
                 rules: t.rules(),
-                placed: self.placed(t.group_name()),
-            });
-            match packer.place(&t.need(), placement.as_ref()) {
+            };
+            match packer.place(&t.need(), Some(&placement)) {
                 Ok(fit) => {
                     packer.add(fit.offer, t.spec(fit.port_ranges()));
                 }

@@ -122,6 +122,37 @@ fn constraints_place_through_the_service_and_follow_agent_changes() {
     );
 }
 
+/// With several rules, a refused agent's reason names the one rule that
+/// refused it (each is asked alone), not the whole list.
+#[test]
+fn a_refusal_names_the_rule_that_made_it() {
+    let svc = service();
+    let res = Resources::cpus_mem(0.1, 32.0).unwrap();
+    let rules = [
+        rule("rack", "LIKE", Some("r1")),
+        rule("hostname", "UNIQUE", None),
+    ];
+    let v = svc
+        .evaluate(
+            "web",
+            &rules,
+            &res,
+            &[("a1".into(), 1)],
+            &cands(&["a1", "a2", "a3"]),
+        )
+        .unwrap();
+    let reasons: Vec<Option<&str>> = v.iter().map(|v| v.reason.as_deref()).collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("constraints: [hostname, UNIQUE] not met"),
+            None,
+            Some("constraints: [rack, LIKE, r1] not met"),
+        ],
+        "{v:?}"
+    );
+}
+
 #[test]
 fn bad_rules_are_refused_with_a_reason() {
     let svc = service();
