@@ -11,6 +11,7 @@ const PLUGINS: &[&str] = &[
     "wasmos-test-wrong-version",
     "wasmos-example-framework",
     "wasmos-example-health-check",
+    "wasmos-example-placement",
 ];
 
 fn main() {

@@ -155,6 +155,14 @@ impl NoFit {
             Some(Shortfall::Ports) => {
                 "; it fits once an agent has the ports free: stop what holds them, or ask for any port (0)"
             }
+            Some(Shortfall::Constraints)
+                if self
+                    .constraint
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("placement failed")) =>
+            {
+                "; install the placement plugin the rule needs (`wasmos plugin list` shows those installed), or change the rule"
+            }
             Some(Shortfall::Constraints) => {
                 "; it fits once an agent with room meets the rules: add or free such an agent, or relax the constraint"
             }

@@ -19,4 +19,5 @@ mod plugins;
 mod reliability;
 mod sdk;
 mod security;
+mod simulate;
 mod tasks;

@@ -426,7 +426,7 @@ fn only_file(dir: &Path, ext: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Finds the manifest and the component from what the user gave.
-fn locate(
+pub(crate) fn locate(
     path: &Path,
     component: Option<PathBuf>,
     manifest: Option<PathBuf>,

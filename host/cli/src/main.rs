@@ -14,6 +14,7 @@ mod job;
 mod maintenance;
 mod package;
 mod scaffold;
+mod simulate;
 mod table;
 mod task;
 mod vars;
@@ -115,6 +116,11 @@ enum Command {
     /// Tokens, policies and users.
     #[command(subcommand)]
     Acl(acl::AclCommand),
+    /// Try placement plugins and a workload on a simulated cluster, offline
+    /// and in virtual time: the real allocator, placement plugins and
+    /// Marathon; reports placements, utilisation, fragmentation and why
+    /// anything waits.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -192,7 +198,9 @@ fn main() -> ExitCode {
         cli.command,
         Command::Master(_) | Command::Agent(AgentCmd { action: None, .. }) | Command::Up(_)
     );
-    init_logging(cli.log.as_deref(), daemon);
+    // A simulation's plugins log every refusal; its report says why.
+    let quiet = matches!(cli.command, Command::Simulate(_)).then_some("error");
+    init_logging(cli.log.as_deref().or(quiet), daemon);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if let Command::Master(a) = &cli.command
@@ -272,6 +280,7 @@ fn main() -> ExitCode {
                 scaffold::build(&dir).map(|_| 0)
             }
             Command::Plugin(c) => cluster::plugin(c, &connect()?).await.map(|_| 0),
+            Command::Simulate(a) => tokio::task::block_in_place(|| simulate::run(a)),
             Command::Masters(c) => cluster::masters(c, &connect()?).await.map(|_| 0),
             Command::Var(c) => vars::run(c, &connect()?).await.map(|_| 0),
             Command::App(c) => app::run(c, &connect()?).await,

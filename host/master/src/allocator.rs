@@ -62,6 +62,46 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// What a cycle works from in state `s`, given what its live tasks
+    /// hold (`usage`): the agents that are active, not deactivated, not on
+    /// a machine that is down, and `connected`; every framework's role.
+    /// No framework is ready yet: the caller names them.
+    pub fn from_state(
+        s: &wasmos_state::State,
+        usage: wasmos_state::usage::Usage,
+        connected: impl Fn(&AgentId) -> bool,
+    ) -> Inputs {
+        let mut pools = usage.pools;
+        let agents: Vec<AgentSlot> = s
+            .agents
+            .values()
+            .filter(|a| {
+                a.state == wasmos_core::AgentState::Active
+                    && !a.deactivated
+                    && !s.machine_down(&a.info)
+                    && connected(&a.id)
+            })
+            .map(|a| AgentSlot {
+                id: a.id.clone(),
+                hostname: a.info.hostname.clone(),
+                total: a.info.resources.clone(),
+                attributes: a.info.attributes.clone(),
+                free: pools.remove(&a.id).unwrap_or_default(),
+            })
+            .collect();
+        Inputs {
+            agents,
+            used_by_framework: usage.by_framework,
+            frameworks: Vec::new(),
+            framework_roles: s
+                .frameworks
+                .values()
+                .map(|f| (f.id.clone(), f.info.role.clone()))
+                .collect(),
+            roles: s.roles.clone(),
+        }
+    }
+
     /// A framework's role (`*` when it names none).
     fn role_of(&self, f: &FrameworkId) -> &str {
         self.framework_roles.get(f).map_or("*", String::as_str)

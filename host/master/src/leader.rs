@@ -23,7 +23,7 @@ use wasmos_store::{Applied, Store};
 
 use crate::MasterConfig;
 use crate::agents::AgentLinks;
-use crate::allocator::{AgentSlot, Allocator, Inputs};
+use crate::allocator::{Allocator, Inputs};
 use crate::error::MasterError;
 use crate::events::{EventHub, events_for};
 use crate::frameworks::{FrameworkHandle, FrameworkMsg};
@@ -777,40 +777,9 @@ impl Leader {
     fn allocate_and_offer(&self, now: Instant) -> u64 {
         let connected = self.agents.connected();
         let (inputs, live_agents) = self.store.read(|s| {
-            let usage = self.usage(s);
-            let mut pools = usage.pools;
-            let agents: Vec<AgentSlot> = s
-                .agents
-                .values()
-                .filter(|a| {
-                    a.state == AgentState::Active
-                        && !a.deactivated
-                        && !s.machine_down(&a.info)
-                        && connected.contains(&a.id)
-                })
-                .map(|a| AgentSlot {
-                    id: a.id.clone(),
-                    hostname: a.info.hostname.clone(),
-                    total: a.info.resources.clone(),
-                    attributes: a.info.attributes.clone(),
-                    free: pools.remove(&a.id).unwrap_or_default(),
-                })
-                .collect();
-            let live: HashSet<AgentId> = agents.iter().map(|a| a.id.clone()).collect();
-            (
-                Inputs {
-                    agents,
-                    used_by_framework: usage.by_framework,
-                    frameworks: Vec::new(),
-                    framework_roles: s
-                        .frameworks
-                        .values()
-                        .map(|f| (f.id.clone(), f.info.role.clone()))
-                        .collect(),
-                    roles: s.roles.clone(),
-                },
-                live,
-            )
+            let inputs = Inputs::from_state(s, self.usage(s), |a| connected.contains(a));
+            let live: HashSet<AgentId> = inputs.agents.iter().map(|a| a.id.clone()).collect();
+            (inputs, live)
         });
         let fws = self.frameworks_read();
         let ready: HashSet<FrameworkId> = fws

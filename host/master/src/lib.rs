@@ -48,6 +48,7 @@ pub mod node;
 pub mod placements;
 pub mod plugins;
 pub mod roles;
+pub mod simulate;
 pub mod tls;
 pub mod trust;
 mod ui;

@@ -113,6 +113,7 @@ pub struct FrameworkHost {
     namespace: FrameworkId,
     kv: Arc<dyn KvSource>,
     placement: Arc<dyn PlacementEvaluator>,
+    clock: Option<Clock>,
     overlay: BTreeMap<String, Option<Vec<u8>>>,
     overlay_bytes: usize,
     actions: Vec<DriverAction>,
@@ -176,7 +177,10 @@ impl log::Host for FrameworkHost {
 
 impl clock::Host for FrameworkHost {
     fn now_ms(&mut self) -> u64 {
-        crate::now_ms()
+        match &self.clock {
+            Some(c) => c(),
+            None => crate::now_ms(),
+        }
     }
 }
 
@@ -422,12 +426,17 @@ fn check_refuse(refuse: Option<f64>) -> Result<(), String> {
     }
 }
 
+/// What a framework's `clock.now-ms` reads: milliseconds since the Unix
+/// epoch; a simulation gives its virtual time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The framework world, as the sandbox needs it.
 pub(crate) struct FrameworkWorld {
     pre: FrameworkPre<FrameworkHost>,
     namespace: FrameworkId,
     kv: Arc<dyn KvSource>,
     placement: Arc<dyn PlacementEvaluator>,
+    clock: Option<Clock>,
 }
 
 impl World for FrameworkWorld {
@@ -440,6 +449,7 @@ impl World for FrameworkWorld {
             namespace: self.namespace.clone(),
             kv: self.kv.clone(),
             placement: self.placement.clone(),
+            clock: self.clock.clone(),
             overlay: BTreeMap::new(),
             overlay_bytes: 0,
             actions: Vec::new(),
@@ -506,11 +516,30 @@ impl FrameworkInstance {
         kv: Arc<dyn KvSource>,
         placement: Arc<dyn PlacementEvaluator>,
     ) -> Result<FrameworkInstance, LoadError> {
+        Self::with_clock(
+            runtime, name, namespace, component, config, kv, placement, None,
+        )
+    }
+
+    /// [`FrameworkInstance::new`] whose `clock` import reads `clock`
+    /// instead of the system's (a simulation's virtual time).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_clock(
+        runtime: &PluginRuntime,
+        name: &str,
+        namespace: FrameworkId,
+        component: &Component,
+        config: BTreeMap<String, String>,
+        kv: Arc<dyn KvSource>,
+        placement: Arc<dyn PlacementEvaluator>,
+        clock: Option<Clock>,
+    ) -> Result<FrameworkInstance, LoadError> {
         let world = FrameworkWorld {
             pre: pre(runtime, component)?,
             namespace,
             kv,
             placement,
+            clock,
         };
         Ok(FrameworkInstance {
             sandbox: Sandbox::new(runtime, name, world, config),

@@ -694,6 +694,7 @@ fn posted(m: &mut Marathon, req: &Request, id: &str) {
 fn app_from(id: &str, body: &Value) -> Result<App, Response> {
     App::from_json(id, body)
         .and_then(|a| a.check_role().map(|()| a))
+        .and_then(|a| a.check_constraints().map(|()| a))
         .map_err(|errs| Response::json(422, &invalid_body(&errs)))
 }
 

@@ -572,6 +572,23 @@ impl App {
         )])
     }
 
+    /// A new or changed app's constraints must be ones the installed
+    /// placement plugins evaluate and accept (Marathon refuses an unknown
+    /// operator with 422; here the placement plugins decide what is
+    /// known). Apps already stored keep theirs if a plugin goes away.
+    pub fn check_constraints(&self) -> Result<(), Vec<Invalid>> {
+        if self.constraints.is_empty() || !cfg!(target_arch = "wasm32") {
+            return Ok(());
+        }
+        let rules: Vec<wasmos_sdk::framework::Rule> = self
+            .constraints
+            .iter()
+            .filter_map(|c| wasmos_sdk::framework::Rule::from_marathon(c).ok())
+            .collect();
+        wasmos_sdk::framework::placement_service::validate(&rules)
+            .map_err(|why| vec![Invalid::new("/constraints", why)])
+    }
+
     /// Whether it has persistent volumes (its tasks are resident).
     pub fn resident(&self) -> bool {
         self.volumes

@@ -128,6 +128,7 @@ fn walk(
             }
             let mut app = App::from_json(&app_id, &app::writable(a))
                 .and_then(|a| a.check_role().map(|()| a))
+                .and_then(|a| a.check_constraints().map(|()| a))
                 .map_err(|errs| {
                     let errs: Vec<Invalid> = errs
                         .into_iter()
