@@ -340,14 +340,17 @@ pub struct Packer {
     /// The decision of the last successful `place`, and its offer, until
     /// `add` names the task.
     pending: Option<(usize, Decision)>,
-    /// Decisions of this batch: placed tasks, and the last refusal of
-    /// each group still waiting.
+    /// Decisions of the tasks placed in this batch.
     decisions: Vec<Decision>,
+    /// The last refusal of each group still waiting (None: it was placed
+    /// since), and where each group's is.
+    refusals: Vec<Option<Decision>>,
+    refusal_at: std::collections::HashMap<String, usize>,
 }
 
 /// How many candidates a decision samples besides the chosen one: the best
 /// others, then a few of those each reason ruled out.
-const SAMPLE_BEST: usize = 4;
+const SAMPLE_BEST: usize = 3;
 const SAMPLE_PER_REASON: usize = 2;
 const SAMPLE_MAX: usize = 24;
 
@@ -418,6 +421,8 @@ impl Packer {
             placed_now: Vec::new(),
             pending: None,
             decisions: Vec::new(),
+            refusals: Vec::new(),
+            refusal_at: std::collections::HashMap::new(),
         }
     }
 
@@ -605,8 +610,9 @@ impl Packer {
             && at == offer
         {
             // Placed: whatever its group waited for before is moot.
-            self.decisions
-                .retain(|x| x.task_id.is_some() || x.group != d.group);
+            if let Some(i) = self.refusal_at.remove(&d.group) {
+                self.refusals[i] = None;
+            }
             d.task_id = Some(spec.task_id.clone());
             self.decisions.push(d);
         }
@@ -630,10 +636,15 @@ impl Packer {
     ) -> Decision {
         // What ruled offer `i` out, if anything: a shortfall, else the
         // placement plugins' verdict (or their failure).
-        let verdict_of = |i: usize| -> Option<&Verdict> {
-            let k = fitting.binary_search(&i).ok()?;
-            verdicts?.get(k)
-        };
+        // Offer index → its verdict, when the placement plugins judged it.
+        let mut verdict_at: Vec<Option<&Verdict>> = Vec::new();
+        if let Some(vs) = verdicts {
+            verdict_at.resize(self.left.len(), None);
+            for (k, &i) in fitting.iter().enumerate() {
+                verdict_at[i] = vs.get(k);
+            }
+        }
+        let verdict_of = |i: usize| -> Option<&Verdict> { verdict_at.get(i).copied().flatten() };
         let reason_of = |i: usize| -> Option<&str> {
             if let Some(s) = shortfalls[i] {
                 return Some(s.marathon_name());
@@ -670,10 +681,16 @@ impl Packer {
             .filter(|i| Some(*i) != chosen && reason_of(*i).is_none())
             .collect();
         if verdicts.is_some() {
-            able.sort_by(|a, b| {
+            // Only the best few are shown: select them, then order those.
+            let better = |a: &usize, b: &usize| {
                 let score = |i: usize| verdict_of(i).map_or(0.0, |v| v.score);
                 score(*b).total_cmp(&score(*a)).then(a.cmp(b))
-            });
+            };
+            if able.len() > SAMPLE_BEST {
+                able.select_nth_unstable_by(SAMPLE_BEST, better);
+            }
+            let top = able.len().min(SAMPLE_BEST);
+            able[..top].sort_by(better);
         }
         candidates.extend(able.iter().take(SAMPLE_BEST).map(|i| judge(*i, None)));
         for i in 0..self.left.len() {
@@ -747,13 +764,43 @@ impl Packer {
     /// Keeps a refusal as its group's latest (a group without a name, as
     /// a task placed without [`Placement`], is not kept).
     fn refused(&mut self, mut d: Decision, why: &NoFit) {
+        d.summary = format!("{why}{}", why.hint());
+        self.keep_refusal(d);
+    }
+
+    fn keep_refusal(&mut self, d: Decision) {
         if d.group.is_empty() {
             return;
         }
-        d.summary = format!("{why}{}", why.hint());
-        self.decisions
-            .retain(|x| x.task_id.is_some() || x.group != d.group);
-        self.decisions.push(d);
+        match self.refusal_at.get(&d.group) {
+            Some(&i) => self.refusals[i] = Some(d),
+            None => {
+                self.refusal_at.insert(d.group.clone(), self.refusals.len());
+                self.refusals.push(Some(d));
+            }
+        }
+    }
+
+    /// Records that `group` waits this round for something other than
+    /// room in the offers (a backoff delay, its reservation): `why` says
+    /// what. [`Packer::finish`] tells the host everything that waits, so a
+    /// group that waits without being placed or refused must be named. A
+    /// refusal of the group in this round already says more: it stays.
+    pub fn waiting(&mut self, group: &str, why: impl Into<String>) {
+        if self.refusal_at.contains_key(group) {
+            return;
+        }
+        self.keep_refusal(Decision {
+            task_id: None,
+            group: group.to_string(),
+            resources: Need::default().resources(),
+            rules: Vec::new(),
+            offers: self.left.len() as u32,
+            refusals: Vec::new(),
+            candidates: Vec::new(),
+            chosen: None,
+            summary: why.into(),
+        });
     }
 
     /// The launches, one per offer with tasks, and the unused offers; the
@@ -771,8 +818,10 @@ impl Packer {
 
     /// [`Packer::finish`] without telling the host (tests).
     pub fn finish_quietly(self) -> Packed {
+        let mut decisions = self.decisions;
+        decisions.extend(self.refusals.into_iter().flatten());
         let mut packed = Packed {
-            decisions: self.decisions,
+            decisions,
             ..Packed::default()
         };
         for l in self.left {

@@ -326,6 +326,16 @@ async fn a_crashing_app_is_relaunched_with_backoff_and_its_failure_is_shown() {
     assert_eq!(q["app"]["id"], "/crash");
     assert_eq!(q["count"], 1);
     assert_eq!(q["delay"]["overdue"], false);
+    // Asked why it waits, the answer is the backoff, not a placement
+    // (rounds of offers go on while it is delayed).
+    let why = wait_for("the delay as the reason it waits", DEADLINE, || async {
+        let out = c.cli(&["app", "why", "/crash"]).await;
+        out.stdout
+            .contains("delayed after failed tasks")
+            .then_some(out.stdout)
+    })
+    .await;
+    assert!(why.contains("/v2/queue//crash/delay"), "{why}");
     // Resetting the delay relaunches at once.
     let failures_before = c.api.get("/api/wasmos/v1/tasks").await.1;
     let before = failures_before.as_array().map(Vec::len).unwrap_or(0);

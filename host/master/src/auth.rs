@@ -585,6 +585,23 @@ pub fn required(method: &Method, path: &str, query: &str) -> Option<(Area, Strin
         // Draining, deactivating or reactivating an agent changes the
         // cluster (as MARK_AGENT_GONE does).
         "agents" if access == Access::Write => (Area::Cluster, String::new(), Access::Write),
+        // Why a framework's apps, jobs or task groups wait: read as the
+        // framework's own objects (an app by id, a job by name); without
+        // `group`, the whole area.
+        "frameworks" if tail.ends_with("/waiting") => {
+            let fw = tail.trim_end_matches("/waiting");
+            let group = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("group="))
+                .map(percent_decode)
+                .unwrap_or_default();
+            match fw {
+                "marathon" => (Area::Apps, group, Access::Read),
+                "chronos" => (Area::Jobs, group, Access::Read),
+                "exec" => (Area::Tasks, group, Access::Read),
+                other => (Area::Frameworks, other.to_string(), Access::Read),
+            }
+        }
         "cluster" | "history" | "leader" | "agents" | "frameworks" | "events" | "prometheus" => {
             (Area::Cluster, String::new(), Access::Read)
         }
@@ -1123,6 +1140,31 @@ mod tests {
         assert_eq!(
             r(Method::GET, "/api/wasmos/v1/tasks/t1/files/read", ""),
             Some((Area::Files, "t1".into(), Access::Read))
+        );
+        // Placement records are read as what they are about.
+        assert_eq!(
+            r(Method::GET, "/api/wasmos/v1/tasks/t1/placement", ""),
+            Some((Area::Tasks, "t1".into(), Access::Read))
+        );
+        assert_eq!(
+            r(
+                Method::GET,
+                "/api/wasmos/v1/frameworks/marathon/waiting",
+                "group=%2Fteam-a%2Fweb"
+            ),
+            Some((Area::Apps, "/team-a/web".into(), Access::Read))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/wasmos/v1/frameworks/chronos/waiting", ""),
+            Some((Area::Jobs, String::new(), Access::Read))
+        );
+        assert_eq!(
+            r(
+                Method::GET,
+                "/api/wasmos/v1/frameworks/hello/waiting",
+                "group=x"
+            ),
+            Some((Area::Frameworks, "hello".into(), Access::Read))
         );
         assert_eq!(
             r(Method::GET, "/api/wasmos/v1/vars", "prefix=a%2Fb/&x=1"),

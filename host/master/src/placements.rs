@@ -155,8 +155,10 @@ impl<K: std::hash::Hash + Eq + Clone> Ring<K> {
 #[derive(Debug)]
 struct Inner {
     tasks: Ring<String>,
-    /// By (framework, group).
-    waiting: Ring<(String, String)>,
+    /// By framework, then group: each framework has its own bound, so
+    /// one with many waiting groups cannot push out another's.
+    waiting: HashMap<String, Ring<String>>,
+    waiting_cap: usize,
 }
 
 /// The records, shared by the leader's tasks.
@@ -174,14 +176,15 @@ impl Default for Placements {
 impl Placements {
     /// Tasks whose decision is kept (the newest).
     pub const TASKS: usize = 10_000;
-    /// Waiting groups whose latest refusal is kept.
+    /// Waiting groups whose latest refusal is kept, per framework.
     pub const WAITING: usize = 2_000;
 
     pub fn with_capacity(tasks: usize, waiting: usize) -> Self {
         Placements {
             inner: Mutex::new(Inner {
                 tasks: Ring::new(tasks),
-                waiting: Ring::new(waiting),
+                waiting: HashMap::new(),
+                waiting_cap: waiting,
             }),
         }
     }
@@ -200,21 +203,28 @@ impl Placements {
             return;
         }
         let mut inner = self.lock();
+        let inner = &mut *inner;
+        let cap = inner.waiting_cap;
+        let waiting = inner
+            .waiting
+            .entry(framework.to_string())
+            .or_insert_with(|| Ring::new(cap));
         if renew {
-            let f = framework.as_str();
-            inner.waiting.map.retain(|(x, _), _| x != f);
+            *waiting = Ring::new(cap);
         }
         for d in decisions {
             let r = Record::from_decision(framework, at, d);
-            let group = (framework.to_string(), r.group.clone());
             match r.task_id.clone() {
                 Some(task) if r.chosen.is_some() => {
-                    inner.waiting.remove(&group);
+                    waiting.remove(&r.group);
                     inner.tasks.put(task, Arc::new(r));
                 }
-                _ if !r.group.is_empty() => inner.waiting.put(group, Arc::new(r)),
+                _ if !r.group.is_empty() => waiting.put(r.group.clone(), Arc::new(r)),
                 _ => {}
             }
+        }
+        if waiting.map.is_empty() {
+            inner.waiting.remove(framework.as_str());
         }
     }
 
@@ -227,7 +237,14 @@ impl Placements {
     ) {
         let mut inner = self.lock();
         for u in launches {
-            if inner.tasks.map.contains_key(&u.task_id) {
+            // An explanation sent with this launch stays; a bare record of
+            // an earlier launch of the same id (a reused one) is replaced.
+            if inner
+                .tasks
+                .map
+                .get(&u.task_id)
+                .is_some_and(|(_, r)| r.explained)
+            {
                 continue;
             }
             let r = Record {
@@ -249,7 +266,7 @@ impl Placements {
                 chosen: Some(u.agent_id),
                 summary: format!(
                     "framework {framework} chose {} (it accepted that agent's offer) and gave no reasons: \
-                     only frameworks that explain their placements (the bundled ones, any built with the SDK's packer) say why",
+                     only frameworks that explain their placements (the bundled ones, and Rust plugins placing with the SDK's packer) say why",
                     u.hostname
                 ),
             };
@@ -257,9 +274,8 @@ impl Placements {
         }
     }
 
-    /// The decision that placed a task; for a task not placed yet, its
-    /// group's refusal when the task is its own group (an `exec` task
-    /// without `--group`).
+    /// The decision that placed a task; for an `exec` task not placed yet
+    /// that is its own group (no `--group`), its refusal.
     pub fn task(&self, id: &str) -> Option<Arc<Record>> {
         let inner = self.lock();
         if let Some((_, r)) = inner.tasks.map.get(id) {
@@ -267,24 +283,28 @@ impl Placements {
         }
         inner
             .waiting
+            .get("exec")?
             .map
-            .iter()
-            .filter(|((_, g), _)| g == id)
-            .map(|(_, (_, r))| r.clone())
-            .max_by(|a, b| a.at.total_cmp(&b.at))
+            .get(id)
+            .map(|(_, r)| r.clone())
     }
 
     /// A framework's waiting groups' refusals (one group's if given),
     /// newest first.
     pub fn waiting(&self, framework: &str, group: Option<&str>) -> Vec<Arc<Record>> {
         let inner = self.lock();
-        let mut out: Vec<Arc<Record>> = inner
-            .waiting
-            .map
-            .iter()
-            .filter(|((f, g), _)| f == framework && group.is_none_or(|x| x == g))
-            .map(|(_, (_, r))| r.clone())
-            .collect();
+        let Some(ring) = inner.waiting.get(framework) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Arc<Record>> = match group {
+            Some(g) => ring
+                .map
+                .get(g)
+                .map(|(_, r)| r.clone())
+                .into_iter()
+                .collect(),
+            None => ring.map.values().map(|(_, r)| r.clone()).collect(),
+        };
         out.sort_by(|a, b| b.at.total_cmp(&a.at).then(a.group.cmp(&b.group)));
         out
     }
@@ -387,11 +407,20 @@ mod tests {
     }
 
     #[test]
-    fn a_queued_task_that_is_its_own_group_finds_its_refusal() {
-        let p = Placements::default();
-        p.record(&fw(), 1.0, vec![decision(None, "huge", None)], false);
-        assert_eq!(p.task("huge").unwrap().group, "huge");
-        assert!(p.task("other").is_none());
+    fn one_frameworks_many_waiting_groups_do_not_push_out_anothers() {
+        let p = Placements::with_capacity(10, 3);
+        let exec: FrameworkId = "exec".parse().unwrap();
+        p.record(&fw(), 0.0, vec![decision(None, "/web", None)], false);
+        for i in 0..10 {
+            let refused = vec![decision(None, &format!("t{i}"), None)];
+            p.record(&exec, i as f64, refused, false);
+        }
+        assert_eq!(p.waiting("exec", None).len(), 3);
+        assert_eq!(p.waiting("marathon", None).len(), 1);
+        // A queued exec task that is its own group finds its refusal; a
+        // job of the same name does not answer for a task.
+        assert_eq!(p.task("t9").unwrap().group, "t9");
+        assert!(p.task("/web").is_none());
     }
 
     #[test]

@@ -58,6 +58,9 @@ fn one() -> u32 {
     1
 }
 
+/// The longest span a simulation takes, in virtual seconds (a year).
+const MAX_SECS: f64 = 366.0 * 86_400.0;
+
 fn default_ports() -> Vec<[u16; 2]> {
     vec![[31000, 32000]]
 }
@@ -285,10 +288,31 @@ pub fn run(
     opts: Options,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, SimError> {
-    if !(opts.duration_secs > 0.0 && opts.cycle_secs > 0.0 && opts.start_secs >= 0.0) {
-        return Err(SimError::Input(
-            "duration and cycle must be positive, start-up time not negative".into(),
-        ));
+    let span = |x: f64| x.is_finite() && (0.0..=MAX_SECS).contains(&x);
+    if !(span(opts.duration_secs) && opts.duration_secs > 0.0) {
+        return Err(SimError::Input(format!(
+            "duration must be more than 0 and at most {MAX_SECS} seconds, not {}",
+            opts.duration_secs
+        )));
+    }
+    if !(span(opts.cycle_secs) && opts.cycle_secs >= 0.001 && span(opts.start_secs)) {
+        return Err(SimError::Input(format!(
+            "cycle must be at least 0.001 seconds (it is {}) and the start-up time not negative",
+            opts.cycle_secs
+        )));
+    }
+    for (i, a) in workload.apps.iter().enumerate() {
+        if !span(a.at) {
+            return Err(SimError::Input(format!(
+                "apps[{i}].at must be seconds from the start (0 to {MAX_SECS}), not {}",
+                a.at
+            )));
+        }
+        if let Some(r) = a.run_seconds.filter(|r| !span(*r)) {
+            return Err(SimError::Input(format!(
+                "apps[{i}].runSeconds must be 0 to {MAX_SECS} seconds, not {r}"
+            )));
+        }
     }
     let wall = Instant::now();
     let runtime = PluginRuntime::new(RuntimeConfig::default()).map_err(SimError::Input)?;
@@ -451,14 +475,6 @@ pub fn run(
         refused_apps: Vec::new(),
         peak: (0.0, 0.0),
     };
-    for (i, a) in sim.arrivals.iter().enumerate() {
-        if !(a.at.is_finite() && a.at >= 0.0) {
-            return Err(SimError::Input(format!(
-                "apps[{i}].at must be seconds from the start, not {}",
-                a.at
-            )));
-        }
-    }
     for i in 0..sim.arrivals.len() {
         let at = sim.arrivals[i].at;
         sim.at(at, Event::Submit(i));
@@ -496,7 +512,9 @@ pub fn run(
 
 impl Sim {
     fn ms(&self, secs: f64) -> u64 {
-        self.start_ms + (secs * 1000.0).round() as u64
+        // Inputs are checked to at most a year; saturate all the same.
+        self.start_ms
+            .saturating_add((secs.clamp(0.0, 2.0 * MAX_SECS) * 1000.0).round() as u64)
     }
 
     fn now_ms(&self) -> u64 {
@@ -647,6 +665,7 @@ impl Sim {
         refuse_seconds: Option<f64>,
     ) {
         let now = self.instant();
+        let ids: Vec<TaskId> = tasks.iter().map(|t| t.task_id.clone()).collect();
         let state = &self.state;
         let accepted = self.alloc.accept(
             &self.fw,
@@ -658,9 +677,18 @@ impl Sim {
             |id| state.tasks.contains_key(id),
             &BTreeMap::new(),
         );
-        let Ok(acc) = accepted else {
-            return;
+        let acc = match accepted {
+            Ok(acc) => acc,
+            Err(e) => {
+                for t in ids {
+                    self.tell(&t, None, TaskState::Dropped, &e.to_string());
+                }
+                return;
+            }
         };
+        for (t, why) in &acc.refused {
+            self.tell(t, Some(&acc.agent_id), TaskState::Error, why);
+        }
         let mut launched = Vec::new();
         for op in acc.ops {
             let (OfferOp::Launch(tasks) | OfferOp::LaunchReservedFirst(tasks)) = op else {
@@ -673,8 +701,20 @@ impl Sim {
                 tasks: tasks.clone(),
                 now: self.now_secs(),
             });
-            let Response::TasksLaunched { accepted, .. } = resp else {
-                continue;
+            let accepted = match resp {
+                Response::TasksLaunched { accepted, rejected } => {
+                    for (t, why) in rejected {
+                        self.tell(&t, Some(&acc.agent_id), TaskState::Error, &why);
+                    }
+                    accepted
+                }
+                Response::Rejected { reason } => {
+                    for t in &tasks {
+                        self.tell(&t.task_id, None, TaskState::Dropped, &reason);
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             let hostname = self
                 .state
@@ -713,6 +753,22 @@ impl Sim {
             }
         }
         self.alloc.release(acc.hold, &launched);
+    }
+
+    /// The master's update for a task it refused (never in the state), to
+    /// Marathon only.
+    fn tell(&mut self, task: &TaskId, agent: Option<&AgentId>, state: TaskState, why: &str) {
+        let status = crate::leader::master_status(
+            task,
+            agent,
+            state,
+            wasmos_core::Reason::ReasonTaskInvalid,
+            why.to_string(),
+            self.now_secs(),
+        );
+        if let Ok(e) = self.marathon.status(&status) {
+            self.apply(e);
+        }
     }
 
     /// An agent's update, through the state to Marathon.

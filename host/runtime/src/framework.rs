@@ -364,8 +364,15 @@ impl placement_service::Host for FrameworkHost {
     }
 
     fn explain(&mut self, decisions: Vec<placement_service::Decision>) {
-        self.explained = true;
         let room = MAX_ACTIONS.saturating_sub(self.decisions.len());
+        let refusals = decisions.iter().filter(|d| d.chosen.is_none()).count();
+        // What waits must all be told, or the host would take the groups
+        // left out for placed: past the bound, placements go first (in
+        // order), and if the refusals alone do not fit, the call does not
+        // renew what waits.
+        self.explained = refusals <= room;
+        let mut placed_room = room.saturating_sub(refusals);
+        let mut refusal_room = room;
         if decisions.len() > room {
             self.common.log(
                 log::Level::Warn,
@@ -375,7 +382,17 @@ impl placement_service::Host for FrameworkHost {
                 ),
             );
         }
-        for d in decisions.into_iter().take(room) {
+        let kept = decisions.into_iter().filter(|d| {
+            let budget = if d.chosen.is_none() {
+                &mut refusal_room
+            } else {
+                &mut placed_room
+            };
+            let keep = *budget > 0;
+            *budget = budget.saturating_sub(1);
+            keep
+        });
+        for d in kept {
             let resources = crate::convert::resources_from_wit(d.resources).unwrap_or_default();
             let rules = rules_from_wit(d.rules)
                 .into_iter()

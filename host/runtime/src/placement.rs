@@ -97,11 +97,38 @@ impl Decision {
     /// At most this many sampled candidates and refusal reasons.
     pub const MAX_CANDIDATES: usize = 32;
     /// Longest kept string, in bytes.
-    pub const MAX_TEXT: usize = 1024;
+    pub const MAX_TEXT: usize = 512;
+    /// About the most one kept decision may take, in bytes: past it the
+    /// sample shrinks, then the rules and reasons.
+    pub const MAX_BYTES: usize = 8 << 10;
+
+    /// Roughly what it holds, in bytes.
+    pub fn approx_bytes(&self) -> usize {
+        let text = |s: &String| s.len() + 24;
+        128 + self.group.len()
+            + self.summary.len()
+            + self.task_id.as_ref().map_or(0, String::len)
+            + self.chosen.as_ref().map_or(0, String::len)
+            + self.rules.iter().map(text).sum::<usize>()
+            + self.refusals.iter().map(|r| text(&r.0)).sum::<usize>()
+            + self
+                .candidates
+                .iter()
+                .map(|c| {
+                    64 + c.agent_id.len()
+                        + c.hostname.len()
+                        + c.refused.as_ref().map_or(0, String::len)
+                })
+                .sum::<usize>()
+    }
 
     /// Cuts what a plugin sent to the host's bounds: a decision is a
     /// diagnostic, so too much is trimmed rather than refused.
     pub fn bounded(mut self) -> Decision {
+        // Ports are not what a decision is about; their ranges are unbounded.
+        self.resources.ports = Default::default();
+        self.refusals
+            .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         fn cut(s: &mut String) {
             if s.len() > Decision::MAX_TEXT {
                 let mut end = Decision::MAX_TEXT;
@@ -115,8 +142,6 @@ impl Decision {
         self.candidates.truncate(Self::MAX_CANDIDATES);
         self.refusals.truncate(Self::MAX_CANDIDATES);
         self.rules.truncate(Self::MAX_CANDIDATES);
-        self.refusals
-            .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         for t in [&mut self.group, &mut self.summary]
             .into_iter()
             .chain(self.task_id.as_mut())
@@ -134,6 +159,17 @@ impl Decision {
             }
             if !c.score.is_finite() {
                 c.score = 0.0;
+            }
+        }
+        while self.approx_bytes() > Self::MAX_BYTES {
+            if self.candidates.len() > 1 {
+                self.candidates.pop();
+            } else if self.refusals.len() > 1 {
+                self.refusals.pop();
+            } else if self.rules.len() > 1 {
+                self.rules.pop();
+            } else {
+                break;
             }
         }
         self
@@ -729,7 +765,7 @@ impl PlacementEvaluator for PlacementService {
 
 /// Which of a plugin's rules refused each refused candidate (by position
 /// in `candidates`), when it evaluates several: each rule is asked alone
-/// about the refused ones, in order, and the first that refuses one is
+/// about the refused ones (the first 64), in order, and the first that refuses one is
 /// named. A candidate only the rules together refuse is not in the map.
 fn blame<'r>(
     inst: &mut PlacementInstance,
@@ -740,7 +776,13 @@ fn blame<'r>(
     fits: &[bool],
 ) -> HashMap<usize, &'r Rule> {
     let mut out = HashMap::new();
-    let refused: Vec<usize> = (0..candidates.len()).filter(|k| !fits[*k]).collect();
+    // Each rule is asked about at most this many of the refused: the
+    // rest keep the plugin's combined reason (this is on the hot path).
+    const MOST: usize = 64;
+    let refused: Vec<usize> = (0..candidates.len())
+        .filter(|k| !fits[*k])
+        .take(MOST)
+        .collect();
     if rules.len() < 2 || refused.is_empty() {
         return out;
     }
@@ -803,6 +845,44 @@ impl PlacementEvaluator for NoPlacement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decision_from_a_plugin_is_cut_to_the_hosts_bounds() {
+        let long = "x".repeat(5000);
+        let d = Decision {
+            task_id: Some(long.clone()),
+            group: "g".into(),
+            resources: Resources::default(),
+            rules: vec![long.clone(); 100],
+            offers: 7,
+            refusals: (0..100).map(|i| (format!("r{i}"), i)).collect(),
+            candidates: (0..100)
+                .map(|i| Judged {
+                    agent_id: format!("a{i}"),
+                    hostname: long.clone(),
+                    refused: Some(long.clone()),
+                    score: if i == 0 { f64::NAN } else { 1.0 },
+                })
+                .collect(),
+            chosen: Some("a0".into()),
+            summary: "é".repeat(2000),
+        }
+        .bounded();
+        assert!(
+            d.approx_bytes() <= Decision::MAX_BYTES,
+            "{}",
+            d.approx_bytes()
+        );
+        assert!(!d.candidates.is_empty() && d.candidates.len() <= Decision::MAX_CANDIDATES);
+        assert_eq!(d.candidates[0].agent_id, "a0", "the chosen stays first");
+        assert_eq!(d.candidates[0].score, 0.0, "not a number: 0");
+        assert!(d.summary.len() <= Decision::MAX_TEXT + '…'.len_utf8());
+        assert_eq!(
+            d.refusals[0],
+            ("r99".to_string(), 99),
+            "the biggest reason is kept"
+        );
+    }
 
     fn agent(id: &str, rack: &str) -> PlacementAgent {
         PlacementAgent {

@@ -691,10 +691,12 @@ fn posted(m: &mut Marathon, req: &Request, id: &str) {
     }
 }
 
-fn app_from(id: &str, body: &Value) -> Result<App, Response> {
+/// The app a body defines, checked as a new or changed definition of `id`
+/// (`before`: the app as it is now, if any).
+fn app_from(id: &str, body: &Value, before: Option<&App>) -> Result<App, Response> {
     App::from_json(id, body)
         .and_then(|a| a.check_role().map(|()| a))
-        .and_then(|a| a.check_constraints().map(|()| a))
+        .and_then(|a| a.check_constraints(before).map(|()| a))
         .map_err(|errs| Response::json(422, &invalid_body(&errs)))
 }
 
@@ -843,7 +845,7 @@ fn create_app(m: &mut Marathon, req: &Request) -> Response {
     if m.apps.get(&id).is_some_and(|a| !a.rec.deleting) {
         return error(409, &format!("An app with id [{id}] already exists."));
     }
-    let app = match app_from(&id, &app::writable(&body)) {
+    let app = match app_from(&id, &app::writable(&body), None) {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -886,11 +888,11 @@ fn updated(m: &Marathon, id: &str, body: &Value, partial: bool) -> Result<App, R
                 &format!("App '{id}' does not exist in version {v}"),
             ));
         };
-        return app_from(id, &app::writable(&def));
+        return app_from(id, &app::writable(&def), current.map(|a| &a.app));
     }
     match current {
-        Some(a) if partial => app_from(id, &app::merge(&a.rec.def, body)),
-        _ => app_from(id, &app::writable(body)),
+        Some(a) if partial => app_from(id, &app::merge(&a.rec.def, body), Some(&a.app)),
+        _ => app_from(id, &app::writable(body), current.map(|a| &a.app)),
     }
 }
 
@@ -1155,7 +1157,11 @@ fn delete_deployment(m: &mut Marathon, req: &Request, id: &str) -> Response {
         let app = if def.is_null() {
             None
         } else {
-            match app_from(app_id, &app::writable(def)) {
+            match app_from(
+                app_id,
+                &app::writable(def),
+                m.apps.get(app_id).map(|a| &a.app),
+            ) {
                 Ok(a) => Some(a),
                 Err(r) => return r,
             }

@@ -572,12 +572,17 @@ impl App {
         )])
     }
 
-    /// A new or changed app's constraints must be ones the installed
-    /// placement plugins evaluate and accept (Marathon refuses an unknown
-    /// operator with 422; here the placement plugins decide what is
-    /// known). Apps already stored keep theirs if a plugin goes away.
-    pub fn check_constraints(&self) -> Result<(), Vec<Invalid>> {
-        if self.constraints.is_empty() || !cfg!(target_arch = "wasm32") {
+    /// New or changed constraints must be ones the installed placement
+    /// plugins evaluate and accept (Marathon refuses an unknown operator
+    /// with 422; here the placement plugins decide what is known). An
+    /// app whose constraints stay as they were (`before`) keeps them even
+    /// if a plugin has gone away: it can still be scaled, rolled back or
+    /// reverted.
+    pub fn check_constraints(&self, before: Option<&App>) -> Result<(), Vec<Invalid>> {
+        if self.constraints.is_empty()
+            || before.is_some_and(|b| b.constraints == self.constraints)
+            || !cfg!(target_arch = "wasm32")
+        {
             return Ok(());
         }
         let rules: Vec<wasmos_sdk::framework::Rule> = self

@@ -128,7 +128,6 @@ fn walk(
             }
             let mut app = App::from_json(&app_id, &app::writable(a))
                 .and_then(|a| a.check_role().map(|()| a))
-                .and_then(|a| a.check_constraints().map(|()| a))
                 .map_err(|errs| {
                     let errs: Vec<Invalid> = errs
                         .into_iter()
@@ -237,6 +236,16 @@ pub fn change(m: &mut Marathon, req: &Request, rest: &[&str], create: bool) -> R
     };
     if let Err(r) = walk(&id, &body, &[], &mut w, "") {
         return r;
+    }
+    // New or changed constraints: the placement plugins must accept them.
+    for (app_id, app) in &w.apps {
+        if let Err(errs) = app.check_constraints(m.apps.get(app_id).map(|a| &a.app)) {
+            let errs: Vec<Invalid> = errs
+                .into_iter()
+                .map(|e| Invalid::new(&format!("{app_id}{}", e.path), e.error))
+                .collect();
+            return Response::json(422, &invalid_body(&errs));
+        }
     }
     let mut targets: BTreeMap<String, Option<App>> = BTreeMap::new();
     if create {

@@ -1093,7 +1093,12 @@ impl Marathon {
                 ..need.clone()
             };
             // Its agent was chosen under the app's constraints already.
-            if let Ok(fit) = packer.place(&pinned, None) {
+            let mine_only = Placement {
+                group: app_id.clone(),
+                rules: Vec::new(),
+                placed: Vec::new(),
+            };
+            if let Ok(fit) = packer.place(&pinned, Some(&mine_only)) {
                 return Some((fit, (*slot).clone()));
             }
         }
@@ -1374,7 +1379,14 @@ impl Framework for Marathon {
             let Some(a) = self.apps.get(&app_id).cloned() else {
                 continue;
             };
-            if a.rec.delay.is_some_and(|d| d.until_ms > t) {
+            if let Some(d) = a.rec.delay.as_ref().filter(|d| d.until_ms > t) {
+                packer.waiting(
+                    &app_id,
+                    format!(
+                        "delayed after failed tasks: the next launch is in {:.0} s (backoffSeconds, backoffFactor; DELETE /v2/queue/{app_id}/delay resets it)",
+                        (d.until_ms - t) as f64 / 1000.0
+                    ),
+                );
                 continue;
             }
             let need = Need {
@@ -1405,6 +1417,10 @@ impl Framework for Marathon {
                     match self.resident_place(&a, &need, &placement, &mut packer, &placed) {
                         Some(found) => Some(found),
                         None => {
+                            packer.waiting(
+                                &app_id,
+                                "its instances' reservations and volumes are not offered now (NoCorrespondingReservationFound): it waits for their agents",
+                            );
                             self.note_reason(&app_id, "NoCorrespondingReservationFound");
                             let s = self.offer_stats.entry(app_id.clone()).or_default();
                             s.unused += 1;
