@@ -342,6 +342,8 @@ pub struct Packer {
     pending: Option<(usize, Decision)>,
     /// Decisions of the tasks placed in this batch.
     decisions: Vec<Decision>,
+    /// Where the next window of offers to judge starts.
+    rotor: usize,
     /// The last refusal of each group still waiting (None: it was placed
     /// since), and where each group's is.
     refusals: Vec<Option<Decision>>,
@@ -351,6 +353,8 @@ pub struct Packer {
 /// How many candidates a decision samples besides the chosen one: the best
 /// others, then a few of those each reason ruled out.
 const SAMPLE_BEST: usize = 3;
+/// How many offers with room the placement plugins judge at a time.
+const SCORE_AT_MOST: usize = 256;
 const SAMPLE_PER_REASON: usize = 2;
 const SAMPLE_MAX: usize = 24;
 
@@ -421,6 +425,7 @@ impl Packer {
             placed_now: Vec::new(),
             pending: None,
             decisions: Vec::new(),
+            rotor: 0,
             refusals: Vec::new(),
             refusal_at: std::collections::HashMap::new(),
         }
@@ -455,7 +460,8 @@ impl Packer {
     /// Finds the best offer for a task and takes what it needs from it.
     /// Without `placement` (or with no rules) the first offer with room
     /// wins; with rules, the placement plugins filter and score the offers
-    /// with room.
+    /// with room, 256 at a time from a point that moves on with each task,
+    /// until a window has a place: the best of that window wins.
     pub fn place(&mut self, need: &Need, placement: Option<&Placement>) -> Result<Fit, NoFit> {
         self.place_with(need, placement, placement_service::evaluate)
     }
@@ -465,7 +471,7 @@ impl Packer {
         &mut self,
         need: &Need,
         placement: Option<&Placement>,
-        evaluate: impl FnOnce(&Request, &[Candidate]) -> Result<Vec<Verdict>, String>,
+        mut evaluate: impl FnMut(&Request, &[Candidate]) -> Result<Vec<Verdict>, String>,
     ) -> Result<Fit, NoFit> {
         let mut shortfalls = vec![None; self.left.len()];
         let mut fitting = Vec::new();
@@ -499,64 +505,102 @@ impl Packer {
         }
         let mut constraint = None;
         let mut judged: Option<Vec<Verdict>> = None;
+        // The offers the placement plugins judged (all that had room,
+        // unless a sample sufficed).
+        let mut scored: Vec<usize> = fitting.clone();
         let chosen = match placement.filter(|p| !p.rules.is_empty()) {
             _ if fitting.is_empty() => None,
             None => fitting.first().copied(),
             Some(p) => {
-                let candidates: Vec<Candidate> = fitting
-                    .iter()
-                    .map(|&i| Candidate {
-                        agent_id: self.left[i].agent_id.clone(),
-                        cpus: self.left[i].cpus,
-                        mem: self.left[i].mem,
-                        disk: self.left[i].disk,
-                    })
-                    .collect();
+                // Many offers with room: the plugins judge them a window at
+                // a time, from a point that moves on with each task, and
+                // the first window with a place decides (as Kubernetes
+                // scores a share of the nodes): the cost of a placement
+                // stays bounded at any cluster size, and a task that fits
+                // somewhere is never refused.
+                let mut order = fitting.clone();
+                if order.len() > SCORE_AT_MOST {
+                    let from = self.rotor % order.len();
+                    order.rotate_left(from);
+                    self.rotor = self.rotor.wrapping_add(SCORE_AT_MOST);
+                }
                 let request = Request {
                     group: p.group.clone(),
                     rules: p.rules.clone(),
                     resources: need.resources(),
                     placed: self.placed_with_batch(p),
                 };
-                match evaluate(&request, &candidates) {
-                    Ok(verdicts) if verdicts.len() == fitting.len() => {
-                        // The best score; the first offer among equals.
-                        let best = fitting
-                            .iter()
-                            .zip(&verdicts)
-                            .filter(|(_, v)| v.fits)
-                            .max_by(|(i, a), (j, b)| a.score.total_cmp(&b.score).then(j.cmp(i)))
-                            .map(|(i, _)| *i);
-                        if best.is_none() {
-                            constraint = verdicts.iter().find_map(|v| v.reason.clone());
+                scored.clear();
+                let mut verdicts_all: Vec<Verdict> = Vec::new();
+                let mut best: Option<(usize, f64)> = None;
+                for window in order.chunks(SCORE_AT_MOST) {
+                    let candidates: Vec<Candidate> = window
+                        .iter()
+                        .map(|&i| Candidate {
+                            agent_id: self.left[i].agent_id.clone(),
+                            cpus: self.left[i].cpus,
+                            mem: self.left[i].mem,
+                            disk: self.left[i].disk,
+                        })
+                        .collect();
+                    match evaluate(&request, &candidates) {
+                        Ok(verdicts) if verdicts.len() == window.len() => {
+                            // The best score; the first offer among equals.
+                            for (&i, v) in window.iter().zip(&verdicts) {
+                                let better = match best {
+                                    None => true,
+                                    Some((j, s)) => v.score > s || (v.score == s && i < j),
+                                };
+                                if v.fits && better {
+                                    best = Some((i, v.score));
+                                }
+                            }
+                            scored.extend_from_slice(window);
+                            verdicts_all.extend(verdicts);
+                            if best.is_some() {
+                                break;
+                            }
                         }
-                        judged = Some(verdicts);
-                        best
-                    }
-                    Ok(verdicts) => {
-                        constraint = Some(format!(
-                            "the placement service answered {} verdicts for {} candidates",
-                            verdicts.len(),
-                            fitting.len()
-                        ));
-                        None
-                    }
-                    Err(e) => {
-                        constraint = Some(format!("placement failed: {e}"));
-                        None
+                        Ok(verdicts) => {
+                            constraint = Some(format!(
+                                "the placement service answered {} verdicts for {} candidates",
+                                verdicts.len(),
+                                window.len()
+                            ));
+                            break;
+                        }
+                        Err(e) => {
+                            constraint = Some(format!("placement failed: {e}"));
+                            break;
+                        }
                     }
                 }
+                if constraint.is_none() {
+                    if best.is_none() {
+                        constraint = verdicts_all.iter().find_map(|v| v.reason.clone());
+                    }
+                    judged = Some(verdicts_all);
+                } else {
+                    scored = fitting.clone();
+                }
+                best.map(|(i, _)| i)
             }
         };
-        let decision = self.decide(
+        let mut decision = self.decide(
             need,
             placement,
             &shortfalls,
-            &fitting,
+            &scored,
             judged.as_deref(),
             chosen,
             constraint.as_deref(),
         );
+        let unscored = fitting.len() - scored.len().min(fitting.len());
+        if chosen.is_some() && unscored > 0 {
+            decision.summary.push_str(&format!(
+                "; {unscored} more offers with room were not scored (the plugins judge {SCORE_AT_MOST} at a time, from a point that moves on with each task, until one has a place)"
+            ));
+        }
         let Some(i) = chosen else {
             for i in fitting {
                 shortfalls[i] = Some(Shortfall::Constraints);
@@ -1234,6 +1278,59 @@ mod tests {
                 .starts_with("constraints: [hostname, UNIQUE] not met; it fits once"),
             "{}",
             waiting.summary
+        );
+    }
+
+    #[test]
+    fn the_plugins_judge_a_window_of_offers_at_a_time_and_never_miss_a_place() {
+        let offers: Vec<Offer> = (0..600)
+            .map(|i| offer(&format!("o{i}"), 4.0, 400.0, &[]))
+            .collect();
+        let placement = unique_placement("/web", "nowhere");
+        let n = need(0.1, 1.0, 0);
+        // Every offer fits: one window of 256 is judged, the best of it wins.
+        let mut judged = 0;
+        let mut p = Packer::new(&offers);
+        let fit = p
+            .place_with(&n, Some(&placement), |r, c| {
+                judged += c.len();
+                unique_preferring("none")(r, c)
+            })
+            .unwrap();
+        assert_eq!((judged, fit.offer), (SCORE_AT_MOST, 0));
+        p.add(fit.offer, spec("t1"));
+        // The next task's window starts further on.
+        let fit = p
+            .place_with(&n, Some(&placement), unique_preferring("none"))
+            .unwrap();
+        assert_eq!(fit.offer, SCORE_AT_MOST);
+        p.add(fit.offer, spec("t2"));
+        let d = &p.finish_quietly().decisions[0];
+        assert!(
+            d.summary
+                .contains("344 more offers with room were not scored"),
+            "{}",
+            d.summary
+        );
+        // Only the last offer fits: the windows go on until they find it.
+        let only_last = |_: &Request, c: &[Candidate]| -> Result<Vec<Verdict>, String> {
+            Ok(c.iter()
+                .map(|c| Verdict {
+                    fits: c.agent_id == "agent-o599",
+                    score: 0.0,
+                    reason: None,
+                })
+                .collect())
+        };
+        let mut p = Packer::new(&offers);
+        let fit = p.place_with(&n, Some(&placement), only_last).unwrap();
+        assert_eq!(fit.offer, 599);
+        p.add(fit.offer, spec("t3"));
+        let d = &p.finish_quietly().decisions[0];
+        assert!(
+            d.summary.contains("1 of 600 offers could take it"),
+            "{}",
+            d.summary
         );
     }
 

@@ -123,6 +123,9 @@ fn print(r: &Report, decisions: Option<&PathBuf>) {
     for refused in &r.refused_apps {
         println!("refused: {refused}");
     }
+    for f in &r.plugin_failures {
+        println!("marathon failed: {f}");
+    }
     println!();
     let rows: Vec<Vec<String>> = r
         .apps

@@ -178,6 +178,10 @@ pub struct Report {
     pub decisions: Vec<Decision>,
     /// Apps the framework refused, with its answer.
     pub refused_apps: Vec<String>,
+    /// Calls into Marathon that failed (trapped, ran past the call
+    /// deadline, ran out of memory), the first of each kind with when:
+    /// on a cluster, the plugin would be restarted just the same.
+    pub plugin_failures: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -274,6 +278,8 @@ struct Sim {
     refusals: BTreeMap<String, Decision>,
     finished: HashMap<String, u64>,
     refused_apps: Vec<String>,
+    /// Failed calls by kind: when first, how often, the first message.
+    failures: BTreeMap<String, (f64, u64, String)>,
     peak: (f64, f64),
 }
 
@@ -473,6 +479,7 @@ pub fn run(
         refusals: BTreeMap::new(),
         finished: HashMap::new(),
         refused_apps: Vec::new(),
+        failures: BTreeMap::new(),
         peak: (0.0, 0.0),
     };
     for i in 0..sim.arrivals.len() {
@@ -541,6 +548,15 @@ impl Sim {
         self.at(from + secs, ev);
     }
 
+    /// Notes a failed call into Marathon.
+    fn failed(&mut self, call: &str, e: &wasmos_runtime::CallError) {
+        let at = (self.now_ms() - self.start_ms) as f64 / 1000.0;
+        let kind = format!("{call}: {e}");
+        // Messages that differ only in numbers are one kind.
+        let key: String = kind.chars().filter(|c| !c.is_ascii_digit()).collect();
+        self.failures.entry(key).or_insert((at, 0, kind)).1 += 1;
+    }
+
     fn live_tasks(&self) -> usize {
         self.state
             .tasks
@@ -570,7 +586,10 @@ impl Sim {
                 }
                 self.apply(effects);
             }
-            Err(e) => self.refused_apps.push(format!("apps[{i}]: {e}")),
+            Err(e) => {
+                self.failed("POST /v2/apps", &e);
+                self.refused_apps.push(format!("apps[{i}]: {e}"));
+            }
         }
     }
 
@@ -592,15 +611,17 @@ impl Sim {
         if !offers.is_empty() {
             match self.marathon.offers(&offers) {
                 Ok(e) => self.apply(e),
-                Err(_) => {
+                Err(e) => {
+                    self.failed(&format!("offers ({} of them)", offers.len()), &e);
                     let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
                     self.alloc
                         .decline(&self.fw, &ids, Some(Duration::ZERO), now);
                 }
             }
         }
-        if let Ok(e) = self.marathon.tick(self.now_ms()) {
-            self.apply(e);
+        match self.marathon.tick(self.now_ms()) {
+            Ok(e) => self.apply(e),
+            Err(e) => self.failed("tick", &e),
         }
         let usage = self.state.usage(&mut self.memo);
         let used = usage.by_framework.values().fold((0.0, 0.0), |(c, m), r| {
@@ -766,8 +787,9 @@ impl Sim {
             why.to_string(),
             self.now_secs(),
         );
-        if let Ok(e) = self.marathon.status(&status) {
-            self.apply(e);
+        match self.marathon.status(&status) {
+            Ok(e) => self.apply(e),
+            Err(e) => self.failed("status", &e),
         }
     }
 
@@ -809,8 +831,9 @@ impl Sim {
         self.state.apply(Command::StatusUpdate {
             status: status.clone(),
         });
-        if let Ok(e) = self.marathon.status(&status) {
-            self.apply(e);
+        match self.marathon.status(&status) {
+            Ok(e) => self.apply(e),
+            Err(e) => self.failed("status", &e),
         }
         self.state.apply(Command::AcknowledgeStatus {
             task_id: status.task_id.clone(),
@@ -867,30 +890,36 @@ impl Sim {
             .http(HttpRequest {
                 method: "GET".into(),
                 path: "/v2/apps".into(),
-                query: "embed=apps.tasks".into(),
+                query: String::new(),
                 headers: vec![("accept".into(), "application/json".into())],
                 body: Vec::new(),
             })
             .ok()
             .and_then(|(r, _)| serde_json::from_slice::<Value>(&r.body).ok())
             .unwrap_or_default();
+        // Where each app's live tasks are (Marathon names a task after its
+        // app, without the leading `/`).
+        let mut hosts_of: HashMap<String, BTreeSet<&AgentId>> = HashMap::new();
+        for t in self.state.tasks.values() {
+            if !t.status().state.is_terminal() {
+                hosts_of
+                    .entry(format!("/{}", t.spec.name))
+                    .or_default()
+                    .insert(&t.agent_id);
+            }
+        }
         let apps = apps["apps"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|a| {
                 let id = a["id"].as_str().unwrap_or_default().to_string();
-                let hosts: BTreeSet<&str> = a["tasks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t["host"].as_str())
-                    .collect();
+                let hosts = hosts_of.get(&id).map_or(0, BTreeSet::len);
                 AppReport {
                     instances: a["instances"].as_u64().unwrap_or(0),
                     running: a["tasksRunning"].as_u64().unwrap_or(0),
                     finished: self.finished.get(&id).copied().unwrap_or(0),
-                    hosts: hosts.len(),
+                    hosts,
                     waiting: self.refusals.get(&id).map(|d| d.summary.clone()),
                     id,
                 }
@@ -910,6 +939,11 @@ impl Sim {
             placements: self.placements,
             decisions,
             refused_apps: self.refused_apps,
+            plugin_failures: self
+                .failures
+                .into_values()
+                .map(|(at, n, first)| format!("{first} (first at {at:.0} s; {n} times)"))
+                .collect(),
         }
     }
 }

@@ -45,6 +45,9 @@ use crate::model::{
 
 /// Offers declined while launches wait but nothing fits come back this soon.
 const REFUSE_WHILE_WAITING: f64 = 2.0;
+/// The most time one round of offers spends placing (the host stops a call
+/// after 2 s by default).
+const ROUND_BUDGET: std::time::Duration = std::time::Duration::from_millis(800);
 /// Offers declined with nothing to launch.
 const REFUSE_IDLE: f64 = 30.0;
 
@@ -1370,6 +1373,11 @@ impl Framework for Marathon {
             driver::decline(&ids, Some(REFUSE_WHILE_WAITING));
         }
         let t = now();
+        // The call must end well within the host's deadline whatever the
+        // cluster's size: what is not placed when this much time has gone
+        // waits for the next round (real time: the plugin's own CPU).
+        let started = std::time::Instant::now();
+        let out_of_time = || started.elapsed() > ROUND_BUDGET;
         let mut packer = Packer::new(&offers).limit_per_offer(self.max_per_offer);
         // New instances by the offer they were placed on, with the slot a
         // resident one runs on.
@@ -1409,6 +1417,13 @@ impl Framework for Marathon {
                 placed: self.placed(&app_id),
             };
             for _ in 0..count {
+                if out_of_time() {
+                    packer.waiting(
+                        &app_id,
+                        "not placed this round: the round's time was spent on other instances; the next round of offers goes on",
+                    );
+                    break;
+                }
                 {
                     let s = self.offer_stats.entry(app_id.clone()).or_default();
                     s.processed += offers.len() as u64;
