@@ -437,7 +437,7 @@ pub fn run(
     let clock = Arc::new(AtomicU64::new(start_ms));
     let reads = clock.clone();
     let kv = Arc::new(MemKv::default());
-    let marathon = FrameworkInstance::with_clock(
+    let marathon = FrameworkInstance::new(
         &runtime,
         "marathon",
         fw.clone(),
@@ -445,12 +445,12 @@ pub fn run(
         marathon.manifest.config.clone(),
         kv.clone(),
         placement,
-        Some(Arc::new(move || reads.load(Ordering::Relaxed)) as Clock),
     )
     .map_err(|e| SimError::Plugin {
         name: "marathon".into(),
         message: e.to_string(),
-    })?;
+    })?
+    .with_clock(Arc::new(move || reads.load(Ordering::Relaxed)) as Clock);
     let run_for = workload
         .apps
         .iter()

@@ -533,34 +533,24 @@ impl FrameworkInstance {
         kv: Arc<dyn KvSource>,
         placement: Arc<dyn PlacementEvaluator>,
     ) -> Result<FrameworkInstance, LoadError> {
-        Self::with_clock(
-            runtime, name, namespace, component, config, kv, placement, None,
-        )
-    }
-
-    /// [`FrameworkInstance::new`] whose `clock` import reads `clock`
-    /// instead of the system's (a simulation's virtual time).
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_clock(
-        runtime: &PluginRuntime,
-        name: &str,
-        namespace: FrameworkId,
-        component: &Component,
-        config: BTreeMap<String, String>,
-        kv: Arc<dyn KvSource>,
-        placement: Arc<dyn PlacementEvaluator>,
-        clock: Option<Clock>,
-    ) -> Result<FrameworkInstance, LoadError> {
         let world = FrameworkWorld {
             pre: pre(runtime, component)?,
             namespace,
             kv,
             placement,
-            clock,
+            clock: None,
         };
         Ok(FrameworkInstance {
             sandbox: Sandbox::new(runtime, name, world, config),
         })
+    }
+
+    /// Its `clock` import reads `clock` instead of the system's (a
+    /// simulation's virtual time), from its next instance on.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.sandbox.world_mut().clock = Some(clock);
+        self.sandbox.discard();
+        self
     }
 
     pub fn name(&self) -> &str {

@@ -139,6 +139,11 @@ pub(crate) struct Sandbox<W: World> {
 }
 
 impl<W: World> Sandbox<W> {
+    /// The world, to change what new instances get.
+    pub(crate) fn world_mut(&mut self) -> &mut W {
+        &mut self.world
+    }
+
     pub(crate) fn new(
         runtime: &PluginRuntime,
         name: &str,
