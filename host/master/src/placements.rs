@@ -266,7 +266,7 @@ impl Placements {
                 chosen: Some(u.agent_id),
                 summary: format!(
                     "framework {framework} chose {} (it accepted that agent's offer) and gave no reasons: \
-                     only frameworks that explain their placements (the bundled ones, and Rust plugins placing with the SDK's packer) say why",
+                     only frameworks that explain their placements (the bundled ones, and plugins placing with the Rust or Python SDK's packer) say why",
                     u.hostname
                 ),
             };

@@ -19,6 +19,8 @@ class Host:
         self.draining = []
         #: Replaces the placement service: (request, candidates) -> verdicts.
         self.evaluate = None
+        #: What each `Packer.finish` explained: one list of decisions per call.
+        self.explained = []
         #: When set, driver.launch refuses with this message.
         self.launch_error = None
         #: Ports a health check's probes find open, and what `http_get`
@@ -64,6 +66,7 @@ class Host:
         service = self.module("placement_service")
         if service is not None:
             service.evaluate = self._evaluate
+            service.explain = lambda decisions: self.explained.append(list(decisions))
 
     def _set(self, key, value) -> None:
         if len(key.encode()) > 1024:

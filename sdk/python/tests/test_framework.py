@@ -249,6 +249,41 @@ class PackerTest(unittest.TestCase):
         self.assertEqual(str(e.exception), "UNIQUE: taken")
         self.assertEqual(e.exception.main_shortfall(), offers.Shortfall.CONSTRAINTS)
 
+    def test_finish_explains_each_placement_and_what_still_waits(self):
+        def evaluate(request, candidates):
+            return [
+                placement_service.Verdict(
+                    request_count(request, c.agent_id) == 0,
+                    c.mem,
+                    None if request_count(request, c.agent_id) == 0 else "constraints: [hostname, UNIQUE] not met",
+                )
+                for c in candidates
+            ]
+
+        self.host.evaluate = evaluate
+        p = offers.Packer([offer("a", mem=128), offer("b", mem=512), offer("small", cpus=0.01)])
+        placement = offers.Placement("/app", [offers.rule("hostname", "UNIQUE")])
+        for i in range(2):
+            fit = p.place(offers.Need(cpus=0.1), placement)
+            p.add(fit, framework.task(f"t{i}", "sleep 9"))
+        with self.assertRaises(offers.NoFit):
+            p.place(offers.Need(cpus=0.1), placement)
+        p.waiting("/delayed", "delayed after failed tasks")
+        packed = p.finish()
+        self.assertEqual(self.host.explained, [packed.decisions])
+        first, second, refused, delayed = packed.decisions
+        self.assertEqual((first.task_id, first.chosen), ("t0", "agent-b"))
+        self.assertEqual(first.candidates[0].hostname, "host-b")
+        self.assertEqual(first.refusals, [("InsufficientCpus", 1)])
+        self.assertTrue(first.summary.startswith("placed on host-b: 2 of 3 offers"), first.summary)
+        self.assertEqual((second.task_id, second.chosen), ("t1", "agent-a"))
+        self.assertEqual((refused.task_id, refused.chosen, refused.group), (None, None, "/app"))
+        self.assertEqual(
+            dict(refused.refusals),
+            {"constraints: [hostname, UNIQUE] not met": 2, "InsufficientCpus": 1},
+        )
+        self.assertEqual((delayed.group, delayed.summary), ("/delayed", "delayed after failed tasks"))
+
     def test_a_failing_placement_service_is_the_reason(self):
         p = offers.Packer([offer("a")])
         placement = offers.Placement("/app", [offers.rule("rack", "GROUP_BY")])

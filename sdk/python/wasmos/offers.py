@@ -341,11 +341,14 @@ class Launch:
 
 
 class Packed:
-    """A batch's result: launches per offer, and the offers left unused."""
+    """A batch's result: launches per offer, the offers left unused, and
+    why each task went where it did and each waiting group fits nowhere
+    (``decisions``, already sent to the host by :meth:`Packer.finish`)."""
 
-    def __init__(self, launches: List[Launch], unused: List[str]) -> None:
+    def __init__(self, launches: List[Launch], unused: List[str], decisions=None) -> None:
         self.launches = launches
         self.unused = unused
+        self.decisions = decisions or []
 
     def send(self, refuse_seconds: Optional[float] = None) -> None:
         """Launches everything and declines the unused offers, all with
@@ -367,6 +370,11 @@ class Packer:
         #: At most this many tasks per offer (spreads a batch over agents).
         self.per_offer = max(per_offer, 1) if per_offer is not None else 1 << 62
         self._placed_now: List[Tuple[str, str]] = []
+        # Decisions of the tasks placed in this batch; the last refusal of
+        # each group still waiting; the last place's, until `add`.
+        self._decisions: List = []
+        self._refusals: dict = {}
+        self._pending = None
 
     def __len__(self) -> int:
         return len(self._left)
@@ -391,10 +399,12 @@ class Packer:
                 fitting.append(i)
         constraint = None
         chosen: Optional[int] = None
+        verdicts = None
         if fitting and (placement is None or not placement.rules):
             chosen = fitting[0]
         elif fitting and placement is not None:
-            chosen, constraint = self._evaluate(need, placement, fitting, evaluate)
+            chosen, constraint, verdicts = self._evaluate(need, placement, fitting, evaluate)
+        decision = self._decide(need, placement, shortfalls, fitting, verdicts, chosen, constraint)
         if chosen is None:
             for i in fitting:
                 shortfalls[i] = Shortfall.CONSTRAINTS
@@ -404,7 +414,11 @@ class Packer:
                 max((x.disk for x in self._left), default=0.0),
                 max((x.gpus for x in self._left), default=0),
             )
-            raise NoFit([s for s in shortfalls if s is not None], constraint, need, most)
+            no_fit = NoFit([s for s in shortfalls if s is not None], constraint, need, most)
+            decision.summary = no_fit.sentence()
+            self._keep_refusal(decision)
+            raise no_fit
+        self._pending = (chosen, decision)
         left = self._left[chosen]
         ports = take_ports(left.ports, need.ports) or []
         left.take(need)
@@ -426,19 +440,93 @@ class Packer:
         try:
             verdicts = (evaluate or placement_service.evaluate)(request, candidates)
         except Exception as e:  # the service's Err, or the test's
-            return None, f"placement failed: {getattr(e, 'value', e)}"
+            return None, f"placement failed: {getattr(e, 'value', e)}", None
         if len(verdicts) != len(fitting):
             return None, (
                 f"the placement service answered {len(verdicts)} verdicts"
                 f" for {len(fitting)} candidates"
-            )
+            ), None
         best = None
         for i, v in zip(fitting, verdicts):
             if v.fits and (best is None or v.score > best[1]):
                 best = (i, v.score)
         if best is None:
-            return None, next((v.reason for v in verdicts if v.reason), None)
-        return best[0], None
+            return None, next((v.reason for v in verdicts if v.reason), None), verdicts
+        return best[0], None, verdicts
+
+    def _decide(self, need, placement, shortfalls, fitting, verdicts, chosen, failed):
+        """The decision record of one `place` (as the Rust SDK's): offers
+        looked at, what ruled each out, a sample of agents, the choice."""
+        verdict_at = dict(zip(fitting, verdicts)) if verdicts is not None else {}
+
+        def reason(i):
+            if shortfalls[i] is not None:
+                return shortfalls[i].marathon_name()
+            v = verdict_at.get(i)
+            if v is not None:
+                return None if v.fits else (v.reason or "UnfulfilledConstraint")
+            if chosen is None and verdicts is None and i in fitting:
+                return failed
+            return None
+
+        def judged(i, why):
+            left = self._left[i]
+            v = verdict_at.get(i)
+            return placement_service.Judged(
+                left.agent_id, left.hostname, why, v.score if v is not None else 0.0
+            )
+
+        able = [i for i in fitting if i != chosen and reason(i) is None]
+        if verdicts is not None:
+            able.sort(key=lambda i: (-verdict_at[i].score, i))
+        candidates = ([judged(chosen, None)] if chosen is not None else []) + [
+            judged(i, None) for i in able[:3]
+        ]
+        counts: Counter = Counter()
+        for i in range(len(self._left)):
+            why = reason(i)
+            if why is None:
+                continue
+            counts[why] += 1
+            if counts[why] <= 2 and len(candidates) < 24:
+                candidates.append(judged(i, why))
+        refusals = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        summary = ""
+        if chosen is not None:
+            summary = (
+                f"placed on {self._left[chosen].hostname}: {len(able) + 1}"
+                f" of {len(self._left)} offers could take it"
+            )
+            if refusals:
+                top = ", ".join(f"{n} {r}" for r, n in refusals[:3])
+                summary += f"; ruled out: {top}"
+        return placement_service.Decision(
+            None,
+            placement.group if placement is not None else "",
+            need.resources(),
+            list(placement.rules) if placement is not None else [],
+            len(self._left),
+            refusals,
+            candidates,
+            self._left[chosen].agent_id if chosen is not None else None,
+            summary,
+        )
+
+    def _keep_refusal(self, decision) -> None:
+        if decision.group:
+            self._refusals.pop(decision.group, None)
+            self._refusals[decision.group] = decision
+
+    def waiting(self, group: str, why: str) -> None:
+        """Records that ``group`` waits this round for something other than
+        room (a backoff, a reservation): :meth:`finish` tells the host
+        everything that waits, so such a group must be named."""
+        if group and group not in self._refusals:
+            self._keep_refusal(
+                placement_service.Decision(
+                    None, group, Need().resources(), [], len(self._left), [], [], None, why
+                )
+            )
 
     def _placed_with_batch(self, placement: Placement) -> List[Tuple[str, int]]:
         placed = dict(placement.placed)
@@ -449,14 +537,25 @@ class Packer:
 
     def add(self, fit: Fit, spec: types.TaskSpec) -> None:
         """Records the spec of a task placed by ``fit``."""
+        if self._pending is not None and self._pending[0] == fit.offer:
+            decision = self._pending[1]
+            self._pending = None
+            # Placed: whatever its group waited for before is moot.
+            self._refusals.pop(decision.group, None)
+            decision.task_id = spec.task_id
+            self._decisions.append(decision)
         self._left[fit.offer].specs.append(spec)
 
     def finish(self) -> Packed:
-        """The launches, one per offer with tasks, and the unused offers."""
+        """The launches, one per offer with tasks, and the unused offers;
+        the batch's decisions go to the host (``placement-service.explain``),
+        where ``wasmos task why`` finds them (even none: nothing waits)."""
         launches, unused = [], []
         for left in self._left:
             if left.specs:
                 launches.append(Launch(left.offer_id, left.agent_id, left.hostname, left.specs))
             else:
                 unused.append(left.offer_id)
-        return Packed(launches, unused)
+        decisions = self._decisions + list(self._refusals.values())
+        placement_service.explain(decisions)
+        return Packed(launches, unused, decisions)
