@@ -74,6 +74,13 @@ pub struct Zone {
 }
 
 impl Zone {
+    /// Puts each name's records in order (answers are rotated from it).
+    fn finish(&mut self) {
+        for recs in self.records.values_mut() {
+            recs.sort();
+        }
+    }
+
     fn add(&mut self, name: String, rec: Rec) {
         let recs = self.records.entry(name).or_default();
         if !recs.contains(&rec) {
@@ -186,6 +193,21 @@ fn port_of(url: &str) -> Option<u16> {
 
 /// The zone the state and `src` make.
 pub fn build(state: &ClusterState, src: &Sources<'_>) -> Zone {
+    let agent_ip = agent_ips(state);
+    let mut z = base(state, src, &agent_ip);
+    for t in state.tasks.values() {
+        add_task(&mut z, state, &agent_ip, t);
+    }
+    z.finish();
+    z
+}
+
+/// The zone without its tasks' records: masters, agents, frameworks.
+fn base(
+    state: &ClusterState,
+    src: &Sources<'_>,
+    agent_ip: &BTreeMap<wasmos_core::AgentId, Ipv4Addr>,
+) -> Zone {
     let d = format!("{}.", framework_labels(src.domain));
     let mut z = Zone {
         domain: d.clone(),
@@ -220,8 +242,7 @@ pub fn build(state: &ClusterState, src: &Sources<'_>) -> Zone {
         .iter()
         .find(|(id, _)| src.leader == Some(*id))
         .map(|(_, u)| u.clone());
-    let agent_ip = agent_ips(state);
-    for (id, &ip) in &agent_ip {
+    for (id, &ip) in agent_ip {
         let Some(a) = state.agents.get(id) else {
             continue;
         };
@@ -265,66 +286,71 @@ pub fn build(state: &ClusterState, src: &Sources<'_>) -> Zone {
             }
         }
     }
-    for t in state.tasks.values() {
-        if t.state() != TaskState::Running
-            || (t.spec.health_check.is_some() && t.status().healthy != Some(true))
-        {
-            continue;
-        }
-        let Some(ip) = agent_ip.get(&t.agent_id).copied() else {
-            continue;
-        };
-        let Some(f) = state.frameworks.get(&t.framework_id) else {
-            continue;
-        };
-        let fw = framework_labels(&f.info.name);
-        let name = task_label(&t.spec.name);
-        if fw.is_empty() || name.is_empty() {
-            continue;
-        }
-        let agent_tail = label(
-            t.agent_id
-                .as_str()
-                .rsplit('-')
-                .next()
-                .unwrap_or(t.agent_id.as_str()),
-        );
-        let canonical = label(&format!(
-            "{name}-{}-{agent_tail}",
-            task_hash(t.spec.task_id.as_str())
-        ));
-        for n in [
-            format!("{name}.{fw}.{d}"),
-            format!("{name}.{fw}.slave.{d}"),
-            format!("{canonical}.{fw}.{d}"),
-            format!("{canonical}.{fw}.slave.{d}"),
-        ] {
-            z.add(n, Rec::A(ip));
-        }
-        let target = format!("{canonical}.{fw}.slave.{d}");
-        for range in t.spec.resources.ports.ranges() {
-            for port in range.begin..=range.end {
-                for proto in ["tcp", "udp"] {
-                    for n in [
-                        format!("_{name}._{proto}.{fw}.{d}"),
-                        format!("_{name}._{proto}.{fw}.slave.{d}"),
-                    ] {
-                        z.add(
-                            n,
-                            Rec::Srv {
-                                port,
-                                target: target.clone(),
-                            },
-                        );
-                    }
+    z
+}
+
+/// A task's records (a running one's, healthy if it is checked).
+fn add_task(
+    z: &mut Zone,
+    state: &ClusterState,
+    agent_ip: &BTreeMap<wasmos_core::AgentId, Ipv4Addr>,
+    t: &wasmos_state::TaskRecord,
+) {
+    if t.state() != TaskState::Running
+        || (t.spec.health_check.is_some() && t.status().healthy != Some(true))
+    {
+        return;
+    }
+    let Some(ip) = agent_ip.get(&t.agent_id).copied() else {
+        return;
+    };
+    let Some(f) = state.frameworks.get(&t.framework_id) else {
+        return;
+    };
+    let d = z.domain.clone();
+    let fw = framework_labels(&f.info.name);
+    let name = task_label(&t.spec.name);
+    if fw.is_empty() || name.is_empty() {
+        return;
+    }
+    let agent_tail = label(
+        t.agent_id
+            .as_str()
+            .rsplit('-')
+            .next()
+            .unwrap_or(t.agent_id.as_str()),
+    );
+    let canonical = label(&format!(
+        "{name}-{}-{agent_tail}",
+        task_hash(t.spec.task_id.as_str())
+    ));
+    for n in [
+        format!("{name}.{fw}.{d}"),
+        format!("{name}.{fw}.slave.{d}"),
+        format!("{canonical}.{fw}.{d}"),
+        format!("{canonical}.{fw}.slave.{d}"),
+    ] {
+        z.add(n, Rec::A(ip));
+    }
+    let target = format!("{canonical}.{fw}.slave.{d}");
+    for range in t.spec.resources.ports.ranges() {
+        for port in range.begin..=range.end {
+            for proto in ["tcp", "udp"] {
+                for n in [
+                    format!("_{name}._{proto}.{fw}.{d}"),
+                    format!("_{name}._{proto}.{fw}.slave.{d}"),
+                ] {
+                    z.add(
+                        n,
+                        Rec::Srv {
+                            port,
+                            target: target.clone(),
+                        },
+                    );
                 }
             }
         }
     }
-    for recs in z.records.values_mut() {
-        recs.sort();
-    }
-    z
 }
 
 // ---- the server ------------------------------------------------------------------
@@ -359,7 +385,15 @@ impl Served {
     }
 }
 
-/// Rebuilds the zone from `node`'s state now.
+/// Tasks read under one hold of the state's lock during a rebuild.
+const TASKS_PER_READ: usize = 1000;
+
+/// Rebuilds the zone from `node`'s state now. The tasks are read a
+/// thousand at a time, letting go of the state's lock in between: at
+/// 50,000 tasks one read of them all held it for 50-400 ms, and
+/// everything else on the master — commits, the API, raft's own answers
+/// — waited (elections followed). Records of tasks that change between
+/// two parts are made again by the next rebuild.
 pub fn rebuild(node: &Node, serial: u32) {
     let leader = node.leadership().leader.map(|(id, _)| id);
     let masters: Vec<(u64, String)> = node
@@ -368,28 +402,62 @@ pub fn rebuild(node: &Node, serial: u32) {
         .into_iter()
         .map(|m| (m.id, m.addr))
         .collect();
-    let (mut zone, (table, vips)) = node.store.read(|s| {
-        (
-            build(
-                s,
-                &Sources {
-                    domain: &node.config.dns_domain,
-                    masters,
-                    leader,
-                    this_master: ipv4_of(&node.url),
-                    serial,
-                },
-            ),
-            crate::l4lb::build(s, &agent_ips(s)),
-        )
+    let src = Sources {
+        domain: &node.config.dns_domain,
+        masters,
+        leader,
+        this_master: ipv4_of(&node.url),
+        serial,
+    };
+    let (zone, table) = build_in_parts(|f| node.store.read(|s| f(s)), &src, TASKS_PER_READ);
+    node.dns.set(zone);
+    node.lb.set(table);
+}
+
+/// The zone and the balancer's table, the state read through `read` once
+/// for the rest and then `per_read` tasks at a time.
+fn build_in_parts(
+    mut read: impl FnMut(&mut dyn FnMut(&ClusterState) -> bool) -> bool,
+    src: &Sources<'_>,
+    per_read: usize,
+) -> (Zone, wasmos_core::protocol::ProxyTable) {
+    let mut parts: Option<(Zone, BTreeMap<wasmos_core::AgentId, Ipv4Addr>)> = None;
+    read(&mut |s| {
+        let agent_ip = agent_ips(s);
+        parts = Some((base(s, src, &agent_ip), agent_ip));
+        true
     });
+    let Some((mut zone, agent_ip)) = parts else {
+        return Default::default();
+    };
+    let mut lb = crate::l4lb::Builder::default();
+    let mut after: Option<wasmos_core::TaskId> = None;
+    while !read(&mut |s| {
+        let rest = match &after {
+            Some(id) => s.tasks.range::<wasmos_core::TaskId, _>((
+                std::ops::Bound::Excluded(id),
+                std::ops::Bound::Unbounded,
+            )),
+            None => s.tasks.range::<wasmos_core::TaskId, _>(..),
+        };
+        for (n, (id, t)) in rest.enumerate() {
+            if n == per_read {
+                return false;
+            }
+            add_task(&mut zone, s, &agent_ip, t);
+            lb.add(s, &agent_ip, t);
+            after = Some(id.clone());
+        }
+        true
+    }) {}
+    zone.finish();
+    let (table, vips) = lb.finish();
     // Named VIPs: `<name>.<framework>.l4lb.<domain>`.
     for (name, ip) in vips {
         let n = format!("{name}.l4lb.{}", zone.domain);
         zone.add(n, Rec::A(ip));
     }
-    node.dns.set(zone);
-    node.lb.set(table);
+    (zone, table)
 }
 
 /// Keeps the zone current: rebuilt after applied changes (at most every
@@ -422,7 +490,16 @@ pub async fn follow(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool
         }
         serial = serial.wrapping_add(1);
         let started = std::time::Instant::now();
-        rebuild(&node, serial);
+        // Off the async threads: at tens of thousands of tasks a rebuild
+        // takes tens of milliseconds, which on a worker thread delays raft's
+        // heartbeats and the API behind it.
+        let n = node.clone();
+        if tokio::task::spawn_blocking(move || rebuild(&n, serial))
+            .await
+            .is_err()
+        {
+            tracing::error!("the DNS zone rebuild panicked; the last zone is still served");
+        }
         took = started.elapsed();
     }
 }
@@ -760,6 +837,131 @@ mod tests {
         assert_ne!(h, task_hash("b"));
         // 0x86 0xf7 0xe4 = 10000 11011 11011 11100 100.. → o, 5, 5, h/…
         assert!(h.starts_with("o55"), "{h}");
+    }
+
+    /// Two agents and `n` running tasks of one framework, each with a
+    /// host port, a named VIP and a service port.
+    fn cluster(n: usize) -> ClusterState {
+        use wasmos_core::{AgentId, FrameworkId, TaskState, TaskStatus};
+        use wasmos_state::{Command, Response};
+        let mut s = ClusterState::default();
+        let fw = FrameworkId::new("fw-1").expect("an id");
+        s.apply(Command::RegisterFramework {
+            framework_id: fw.clone(),
+            info: wasmos_core::FrameworkInfo::plugin("marathon", "*"),
+            now: 1.0,
+        });
+        let agents: Vec<AgentId> = (0..2)
+            .map(|i| {
+                let id = AgentId::new(format!("c-S{i}")).expect("an id");
+                let resp = s.apply(Command::RegisterAgent {
+                    agent_id: Some(id.clone()),
+                    info: wasmos_core::agent::AgentInfo {
+                        hostname: format!("h{i}"),
+                        endpoint: format!("https://10.0.0.{}:5051", i + 1),
+                        resources: wasmos_core::Resources::default(),
+                        reserved: Default::default(),
+                        attributes: Default::default(),
+                        boot_id: String::new(),
+                        version: String::new(),
+                    },
+                    principal: None,
+                    now: 1.0,
+                });
+                assert!(matches!(resp, Response::AgentRegistered { .. }), "{resp:?}");
+                id
+            })
+            .collect();
+        for i in 0..n {
+            let port = 31000 + i as u16;
+            let mut resources = wasmos_core::Resources::default();
+            resources.ports =
+                wasmos_core::resources::PortSet::from_ranges([wasmos_core::resources::PortRange {
+                    begin: port,
+                    end: port,
+                }])
+                .expect("ports");
+            let id = wasmos_core::TaskId::new(format!("web{}.instance-{i}", i % 3)).expect("an id");
+            let mut spec = wasmos_core::TaskSpec::shell(id.clone(), "true", resources);
+            spec.name = format!("web{}", i % 3);
+            spec.discovery = vec![wasmos_core::task::DiscoveryPort {
+                number: port,
+                name: None,
+                protocol: "tcp".into(),
+                labels: [("VIP_0".to_string(), format!("/web{}:80", i % 3))].into(),
+                service_port: Some(10000 + (i % 3) as u16),
+            }];
+            let agent = agents[i % 2].clone();
+            s.apply(Command::LaunchTasks {
+                framework_id: fw.clone(),
+                agent_id: agent.clone(),
+                staging_uuids: vec![uuid::Uuid::new_v4()],
+                tasks: vec![spec],
+                now: 2.0,
+            });
+            s.apply(Command::StatusUpdate {
+                status: TaskStatus {
+                    task_id: id,
+                    state: TaskState::Running,
+                    agent_id: Some(agent),
+                    source: wasmos_core::task::Source::Executor,
+                    reason: None,
+                    message: None,
+                    exit_code: None,
+                    signal: None,
+                    healthy: None,
+                    ready: None,
+                    timestamp: 3.0,
+                    uuid: uuid::Uuid::new_v4(),
+                    data: None,
+                    executor_id: None,
+                },
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn a_zone_read_in_parts_is_the_zone_read_at_once() {
+        let s = cluster(10);
+        let src = Sources {
+            domain: "mesos",
+            masters: vec![(1, "https://10.0.0.9:5050".into())],
+            leader: Some(1),
+            this_master: Some(Ipv4Addr::new(10, 0, 0, 9)),
+            serial: 7,
+        };
+        let whole = build(&s, &src);
+        assert!(
+            whole.records.contains_key("web2.marathon.mesos."),
+            "the tasks have records: {:?}",
+            whole.records.keys().collect::<Vec<_>>()
+        );
+        let (table, vips) = crate::l4lb::build(&s, &agent_ips(&s));
+        assert!(!vips.is_empty() && !table.services.is_empty());
+        for per_read in [1, 3, 10, 1000] {
+            let mut reads = 0;
+            let (mut parted, parted_table) = build_in_parts(
+                |f| {
+                    reads += 1;
+                    f(&s)
+                },
+                &src,
+                per_read,
+            );
+            // The named VIPs' records are added to the zone by the rebuild.
+            for (name, _) in &vips {
+                parted.records.remove(&format!("{name}.l4lb.mesos."));
+            }
+            assert_eq!(parted, whole, "{per_read} tasks per read");
+            assert_eq!(parted_table, table, "{per_read} tasks per read");
+            // One read for the rest, then the tasks in parts.
+            assert_eq!(
+                reads,
+                1 + 10usize.div_ceil(per_read),
+                "{per_read} tasks per read"
+            );
+        }
     }
 
     #[test]

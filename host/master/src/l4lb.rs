@@ -56,12 +56,33 @@ pub fn build(
     state: &ClusterState,
     agent_ip: &BTreeMap<wasmos_core::AgentId, Ipv4Addr>,
 ) -> (ProxyTable, Vec<(String, Ipv4Addr)>) {
-    // (name or address, port) → backends; named VIPs' frameworks.
-    let mut vips: BTreeMap<(String, u16), BTreeSet<SocketAddr>> = BTreeMap::new();
-    let mut framework_of: BTreeMap<String, String> = BTreeMap::new();
-    let mut service_ports: BTreeMap<u16, BTreeSet<SocketAddr>> = BTreeMap::new();
-    let mut routes: BTreeMap<(String, String), BTreeSet<SocketAddr>> = BTreeMap::new();
+    let mut b = Builder::default();
     for t in state.tasks.values() {
+        b.add(state, agent_ip, t);
+    }
+    b.finish()
+}
+
+/// [`build`] task by task (so that a rebuild can read the state in
+/// parts).
+#[derive(Debug, Default)]
+pub struct Builder {
+    /// (name or address, port) → backends.
+    vips: BTreeMap<(String, u16), BTreeSet<SocketAddr>>,
+    /// Named VIPs' frameworks.
+    framework_of: BTreeMap<String, String>,
+    service_ports: BTreeMap<u16, BTreeSet<SocketAddr>>,
+    routes: BTreeMap<(String, String), BTreeSet<SocketAddr>>,
+}
+
+impl Builder {
+    /// What task `t` serves, if anything.
+    pub fn add(
+        &mut self,
+        state: &ClusterState,
+        agent_ip: &BTreeMap<wasmos_core::AgentId, Ipv4Addr>,
+        t: &wasmos_state::TaskRecord,
+    ) {
         let serving = t.state() == TaskState::Running
             && (t.spec.health_check.is_none() || t.status().healthy == Some(true));
         let ip = agent_ip.get(&t.agent_id).copied();
@@ -91,7 +112,7 @@ pub fn build(
                     .map(|ip| SocketAddr::from((ip, port)));
                 for g in groups.split(',').map(str::trim).filter(|g| !g.is_empty()) {
                     for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-                        routes
+                        self.routes
                             .entry((g.to_string(), h.to_ascii_lowercase()))
                             .or_default()
                             .extend(backend);
@@ -112,70 +133,81 @@ pub fn build(
                 .filter(|_| serving)
                 .map(|ip| SocketAddr::from((ip, d.number)));
             for (name, port) in d.vips() {
-                let set = vips.entry((name.clone(), port)).or_default();
+                let set = self.vips.entry((name.clone(), port)).or_default();
                 if name.parse::<Ipv4Addr>().is_err() {
-                    framework_of.entry(name).or_insert_with(|| fw.clone());
+                    self.framework_of.entry(name).or_insert_with(|| fw.clone());
                 }
                 set.extend(backend);
             }
             if let Some(sp) = d.service_port {
-                service_ports.entry(sp).or_default().extend(backend);
+                self.service_ports.entry(sp).or_default().extend(backend);
             }
         }
     }
-    let mut taken = BTreeSet::new();
-    let mut named: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
-    for name in framework_of.keys() {
-        let ip = vip_ip(name, &taken);
-        taken.insert(ip);
-        named.insert(name.clone(), ip);
-    }
-    let mut services: Vec<ProxyService> = vips
-        .into_iter()
-        .map(|((name, port), backends)| ProxyService {
-            ip: Some(name.parse().unwrap_or_else(|_| named[&name])),
-            name: format!("vip {name}:{port}"),
-            port,
-            backends: backends.into_iter().collect(),
-        })
-        .chain(
-            service_ports
-                .into_iter()
-                .map(|(port, backends)| ProxyService {
-                    name: format!("service port {port}"),
-                    ip: None,
-                    port,
-                    backends: backends.into_iter().collect(),
-                }),
+
+    /// The table, and the DNS names of the named VIPs.
+    pub fn finish(self) -> (ProxyTable, Vec<(String, Ipv4Addr)>) {
+        let Builder {
+            vips,
+            framework_of,
+            service_ports,
+            routes,
+        } = self;
+        let mut taken = BTreeSet::new();
+        let mut named: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+        for name in framework_of.keys() {
+            let ip = vip_ip(name, &taken);
+            taken.insert(ip);
+            named.insert(name.clone(), ip);
+        }
+        let mut services: Vec<ProxyService> = vips
+            .into_iter()
+            .map(|((name, port), backends)| ProxyService {
+                ip: Some(name.parse().unwrap_or_else(|_| named[&name])),
+                name: format!("vip {name}:{port}"),
+                port,
+                backends: backends.into_iter().collect(),
+            })
+            .chain(
+                service_ports
+                    .into_iter()
+                    .map(|(port, backends)| ProxyService {
+                        name: format!("service port {port}"),
+                        ip: None,
+                        port,
+                        backends: backends.into_iter().collect(),
+                    }),
+            )
+            .collect();
+        services.sort();
+        let http: Vec<HttpRoute> = routes
+            .into_iter()
+            .map(|((group, vhost), backends)| HttpRoute {
+                group,
+                vhost,
+                backends: backends.into_iter().collect(),
+            })
+            .collect();
+        let digest =
+            sha1::Sha1::digest(serde_json::to_vec(&(&services, &http)).unwrap_or_default());
+        let version = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+        let dns = named
+            .into_iter()
+            .filter_map(|(name, ip)| {
+                let label = vip_label(&name);
+                let fw = framework_of.get(&name)?;
+                (!label.is_empty() && !fw.is_empty()).then(|| (format!("{label}.{fw}"), ip))
+            })
+            .collect();
+        (
+            ProxyTable {
+                version,
+                services,
+                http,
+            },
+            dns,
         )
-        .collect();
-    services.sort();
-    let http: Vec<HttpRoute> = routes
-        .into_iter()
-        .map(|((group, vhost), backends)| HttpRoute {
-            group,
-            vhost,
-            backends: backends.into_iter().collect(),
-        })
-        .collect();
-    let digest = sha1::Sha1::digest(serde_json::to_vec(&(&services, &http)).unwrap_or_default());
-    let version = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
-    let dns = named
-        .into_iter()
-        .filter_map(|(name, ip)| {
-            let label = vip_label(&name);
-            let fw = framework_of.get(&name)?;
-            (!label.is_empty() && !fw.is_empty()).then(|| (format!("{label}.{fw}"), ip))
-        })
-        .collect();
-    (
-        ProxyTable {
-            version,
-            services,
-            http,
-        },
-        dns,
-    )
+    }
 }
 
 /// The table this master serves to agents, swapped whole on each rebuild;

@@ -427,7 +427,16 @@ impl Leader {
                 _ = self.alloc_wakeup.notified() => {}
                 _ = shutdown.changed() => return,
             }
-            self.allocate_once();
+            // Off the async threads: at thousands of agents a cycle takes
+            // tens of milliseconds, which would delay raft's heartbeats and
+            // the API on a worker thread.
+            let me = self.clone();
+            if tokio::task::spawn_blocking(move || me.allocate_once())
+                .await
+                .is_err()
+            {
+                tracing::error!("an allocation cycle panicked; the next one runs as usual");
+            }
             self.follow_drains().await;
             self.follow_maintenance();
         }

@@ -48,6 +48,9 @@ pub type Raft = openraft::Raft<TypeConfig, sm::StateMachine>;
 
 /// The most proposals packed into one raft entry.
 const MAX_PROPOSALS: usize = 1024;
+/// Holding the state's lock longer than this (reading or applying) is
+/// logged.
+pub(crate) const SLOW_READ: std::time::Duration = std::time::Duration::from_millis(50);
 /// Raft entries proposed and not yet answered, at most.
 const MAX_IN_FLIGHT: usize = 8;
 
@@ -370,14 +373,29 @@ impl Store {
 
     /// Reads this master's copy of the state. Keep the closure short:
     /// applying waits for it.
+    #[track_caller]
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         // A panic while applying would poison the lock; the state itself is
         // still the last consistent one, so keep serving it.
-        f(&self
+        let state = self
             .shared
             .state
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let started = std::time::Instant::now();
+        let r = f(&state);
+        drop(state);
+        let held = started.elapsed();
+        if held > SLOW_READ {
+            // Applying waits for it, and (the lock prefers writers) so
+            // does every reader after that: the whole master stalls.
+            tracing::warn!(
+                ms = held.as_millis() as u64,
+                at = %std::panic::Location::caller(),
+                "a read of the state held its lock long; commits and other reads waited"
+            );
+        }
+        r
     }
 
     /// The index of the last applied log entry.

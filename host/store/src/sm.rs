@@ -213,11 +213,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     {
                         let mut state =
                             self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+                        let started = std::time::Instant::now();
                         for proposal in batch.0.iter() {
                             let r: Vec<Response> =
                                 proposal.iter().cloned().map(|c| state.apply(c)).collect();
                             responses.extend(r.iter().cloned());
                             replies.0.push(r);
+                        }
+                        let held = started.elapsed();
+                        if held > crate::SLOW_READ {
+                            tracing::warn!(
+                                ms = held.as_millis() as u64,
+                                index,
+                                commands = responses.len(),
+                                "applying an entry held the state's lock long; reads waited"
+                            );
                         }
                     }
                     self.shared.last_index.store(index, Ordering::Release);
