@@ -25,6 +25,7 @@ mod launch;
 mod lb;
 mod marathon;
 mod pki;
+mod placement;
 mod scale;
 mod sim;
 mod stats;
@@ -65,6 +66,8 @@ enum Command {
     Lb(lb::LbArgs),
     /// One master at cluster scale: 10,000 simulated agents and 100,000 Marathon tasks — memory per agent and task, allocation cycle (B1), full state (B10), restart.
     Scale(scale::ScaleArgs),
+    /// B2: placement throughput with constraints — replicated masters, 5,000 simulated agents, 100,000 Marathon tasks with UNIQUE/GROUP_BY/LIKE.
+    Placement(placement::PlacementArgs),
     /// (Used by `lb`.) A minimal HTTP/1.0 server: the backend task.
     #[command(hide = true)]
     LbBackend(lb::BackendArgs),
@@ -156,57 +159,48 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Masters(a) => masters(a).await,
             Command::Launch(a) => {
-                let bin = match a.wasmos.clone() {
-                    Some(b) => b,
-                    None => default_wasmos()?,
-                };
+                let bin = wasmos_bin(a.wasmos.clone())?;
                 launch::run(a, bin).await
             }
             Command::Marathon(a) => {
-                let bin = match a.wasmos.clone() {
-                    Some(b) => b,
-                    None => default_wasmos()?,
-                };
+                let bin = wasmos_bin(a.wasmos.clone())?;
                 marathon::run(a, bin).await
             }
             Command::Jobs(a) => {
-                let bin = match a.wasmos.clone() {
-                    Some(b) => b,
-                    None => default_wasmos()?,
-                };
+                let bin = wasmos_bin(a.wasmos.clone())?;
                 jobs::run(a, bin).await
             }
             Command::Frameworks(a) => {
-                let bin = match a.wasmos.clone() {
-                    Some(b) => b,
-                    None => default_wasmos()?,
-                };
+                let bin = wasmos_bin(a.wasmos.clone())?;
                 frameworks::run(a, bin).await
             }
             Command::Dashboard(a) => {
-                let bin = match a.wasmos.clone() {
-                    Some(b) => b,
-                    None => default_wasmos()?,
-                };
+                let bin = wasmos_bin(a.wasmos.clone())?;
                 dashboard::run(a, bin).await
             }
             Command::Lb(a) => {
-                let bin = match a.wasmos.clone() {
-                    Some(b) => b,
-                    None => default_wasmos()?,
-                };
+                let bin = wasmos_bin(a.wasmos.clone())?;
                 lb::run(a, bin).await
             }
             Command::Scale(a) => {
-                let bin = match a.wasmos.clone() {
-                    Some(b) => b,
-                    None => default_wasmos()?,
-                };
+                let bin = wasmos_bin(a.wasmos.clone())?;
                 scale::run(a, bin).await
+            }
+            Command::Placement(a) => {
+                let bin = wasmos_bin(a.wasmos.clone())?;
+                placement::run(a, bin).await
             }
             Command::LbBackend(a) => lb::backend(a).await,
         }
     })
+}
+
+/// The wasmos binary given, or the one next to this one.
+fn wasmos_bin(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(b) => Ok(b),
+        None => default_wasmos(),
+    }
 }
 
 /// The wasmos binary next to this one.
@@ -232,10 +226,7 @@ async fn masters(a: MastersArgs) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let mut failovers: Vec<(String, Latencies)> = Vec::new();
 
-    let wasmos_bin = match &a.wasmos {
-        Some(p) => p.clone(),
-        None => default_wasmos()?,
-    };
+    let wasmos_bin = wasmos_bin(a.wasmos.clone())?;
     if a.insecure_too && a.pairs > 0 {
         return tls_pairs(&wasmos_bin, base.path(), &a).await;
     }

@@ -9,7 +9,7 @@
 //! (`/a/<n>`), which is the endpoint it registers with. They share one
 //! agent certificate from the cluster CA, which the bench holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,8 +20,8 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use wasmos_core::agent::AgentInfo;
 use wasmos_core::protocol::{
-    Heartbeat, HeartbeatReply, KillTask, LaunchTasks, RegisterAgent, Registered, StatusUpdate,
-    paths,
+    Heartbeat, HeartbeatReply, KillTask, LaunchTasks, RegisterAgent, Registered, ReportedTask,
+    StatusUpdate, paths,
 };
 use wasmos_core::{AgentId, FrameworkId, Resources, TaskId, TaskSpec, TaskState, TaskStatus};
 
@@ -29,6 +29,8 @@ use wasmos_core::{AgentId, FrameworkId, Resources, TaskId, TaskSpec, TaskState, 
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub spec: TaskSpec,
+    /// Which simulated agent it was launched on.
+    pub agent: usize,
     /// When the launch reached the simulated agent (and it reported RUNNING).
     pub running_at: SystemTime,
 }
@@ -76,6 +78,19 @@ impl SimAgents {
         resources: Resources,
         lifetime: Duration,
     ) -> anyhow::Result<SimAgents> {
+        Self::start_with(master, pki, n, resources, lifetime, |_| BTreeMap::new()).await
+    }
+
+    /// [`SimAgents::start`] with agent `i`'s attributes `attributes(i)`
+    /// (its hostname is `sim-<i>`).
+    pub async fn start_with(
+        master: &str,
+        pki: &crate::pki::Pki,
+        n: usize,
+        resources: Resources,
+        lifetime: Duration,
+        attributes: impl Fn(usize) -> BTreeMap<String, String>,
+    ) -> anyhow::Result<SimAgents> {
         let keys = pki.keys(wasmos_tls::Identity::Agent("simulated".into()))?;
         let shared = Arc::new(Shared {
             master: master.trim_end_matches('/').to_string(),
@@ -111,7 +126,7 @@ impl SimAgents {
                 endpoint: format!("https://{addr}/a/{i}"),
                 resources: resources.clone(),
                 reserved: Default::default(),
-                attributes: Default::default(),
+                attributes: attributes(i),
                 boot_id: "simulated".into(),
                 version: "sim".into(),
             };
@@ -134,10 +149,24 @@ impl SimAgents {
 
 async fn register(s: &Shared, i: usize, info: &AgentInfo) -> anyhow::Result<Duration> {
     let agent_id = s.ids.lock().unwrap_or_else(|p| p.into_inner())[i].clone();
+    // Coming back (to a new leader, after a timeout), it reports what it
+    // runs, as a real agent does: else the master takes its tasks for lost.
+    let tasks = s
+        .live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, (n, _))| *n == i)
+        .map(|(task_id, (_, framework_id))| ReportedTask {
+            task_id: task_id.clone(),
+            framework_id: framework_id.clone(),
+            state: TaskState::Running,
+        })
+        .collect();
     let req = RegisterAgent {
         agent_id,
         info: info.clone(),
-        tasks: Vec::new(),
+        tasks,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -214,6 +243,7 @@ async fn launch(
         let at = SystemTime::now();
         s.seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
             spec: spec.clone(),
+            agent: n,
             running_at: at,
         });
         s.live

@@ -15,6 +15,8 @@ pub struct Cluster {
     election_ms: u64,
     /// Each master's `--worker-threads`; 0 leaves the default.
     worker_threads: u16,
+    /// More arguments for every master.
+    extra: Vec<String>,
     children: Vec<Option<Child>>,
     http: reqwest::Client,
     /// The cluster CA and the management token the masters share; `None`:
@@ -38,13 +40,28 @@ impl Cluster {
         worker_threads: u16,
         tls: bool,
     ) -> anyhow::Result<Cluster> {
+        Self::start_with(bin, dir, 3, election_ms, worker_threads, tls, Vec::new()).await
+    }
+
+    /// [`Cluster::start`] with `members` masters (1 or more), each also
+    /// given `extra` arguments.
+    pub async fn start_with(
+        bin: &Path,
+        dir: &Path,
+        members: usize,
+        election_ms: u64,
+        worker_threads: u16,
+        tls: bool,
+        extra: Vec<String>,
+    ) -> anyhow::Result<Cluster> {
         anyhow::ensure!(
             bin.exists(),
             "{} is missing: build it with `cargo build --release -p wasmos`, or pass --wasmos",
             bin.display()
         );
         std::fs::create_dir_all(dir)?;
-        let ports = (0..3)
+        anyhow::ensure!(members >= 1, "a cluster needs at least one master");
+        let ports = (0..members)
             .map(|_| free_port())
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (tls, connector, http) = if tls {
@@ -67,12 +84,13 @@ impl Cluster {
             ports,
             election_ms,
             worker_threads,
-            children: vec![None, None, None],
+            extra,
+            children: (0..members).map(|_| None).collect(),
             http: http.timeout(Duration::from_secs(5)).build()?,
             tls,
             connector,
         };
-        for i in 0..3 {
+        for i in 0..members {
             c.spawn(i)?;
         }
         c.wait_leader(Duration::from_secs(60)).await?;
@@ -85,7 +103,7 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let peers: Vec<String> = (0..3)
+        let peers: Vec<String> = (0..self.ports.len())
             .map(|j| format!("{}={}", j + 1, self.url(j)))
             .collect();
         let data = self.dir.join(format!("m{}", i + 1));
@@ -107,6 +125,7 @@ impl Cluster {
             .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
             .args(["--peers", &peers.join(",")])
             .args(["--election-timeout-ms", &self.election_ms.to_string()])
+            .args(&self.extra)
             .arg("--data-dir")
             .arg(&data)
             .env("WASMOS_LOG", "warn")
@@ -132,7 +151,7 @@ impl Cluster {
 
     /// The index of the member acting as leader.
     async fn leader(&self) -> Option<usize> {
-        for i in 0..3 {
+        for i in 0..self.children.len() {
             if self.children[i].is_none() {
                 continue;
             }
@@ -172,6 +191,31 @@ impl Cluster {
             .await
             .ok()
             .map(|v| v["this_master"].clone())
+    }
+
+    /// The leader's URL, once there is one.
+    pub async fn leader_url(&self) -> anyhow::Result<String> {
+        let i = self.wait_leader(Duration::from_secs(60)).await?;
+        Ok(self.url(i))
+    }
+
+    /// The highest raft term any live master knows (each election raises
+    /// it).
+    pub async fn term(&self) -> Option<u64> {
+        let mut best = None;
+        for i in 0..self.children.len() {
+            if self.children[i].is_some()
+                && let Some(t) = self.view(i).await.and_then(|v| v["term"].as_u64())
+            {
+                best = best.max(Some(t));
+            }
+        }
+        best
+    }
+
+    /// The cluster's CA and tokens (`None` under --insecure).
+    pub fn pki(&self) -> Option<&crate::pki::Pki> {
+        self.tls.as_ref()
     }
 
     pub async fn stop(&mut self) {
@@ -347,7 +391,7 @@ impl System for Cluster {
     }
 
     async fn probe_write(&self, n: u64) -> bool {
-        for i in 0..3 {
+        for i in 0..self.children.len() {
             if self.children[i].is_none() {
                 continue;
             }
