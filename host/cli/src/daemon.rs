@@ -43,8 +43,9 @@ pub struct MasterArgs {
     #[arg(long)]
     join: bool,
     /// Raft election timeout in milliseconds: a follower that hears no
-    /// leader for 1–1.5× this starts an election.
-    #[arg(long, default_value_t = 150)]
+    /// leader for 1–1.5× this starts an election (etcd's default; lower
+    /// it for faster failover on dedicated, quiet machines).
+    #[arg(long, default_value_t = wasmos_master::DEFAULT_ELECTION_TIMEOUT_MS)]
     election_timeout_ms: u64,
     /// Stop when the process that started this one exits (`wasmos up`).
     #[arg(long, hide = true)]
@@ -877,7 +878,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             id: 1,
             peers: None,
             join: false,
-            election_timeout_ms: 150,
+            election_timeout_ms: wasmos_master::DEFAULT_ELECTION_TIMEOUT_MS,
             exit_with_parent: false,
             ca_key: tls.as_ref().map(|t| t.key.clone()),
             join_token_file: tls.as_ref().map(|t| t.token.clone()),

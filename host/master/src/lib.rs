@@ -68,6 +68,7 @@ use wasmos_store::{Bootstrap, Store, StoreConfig};
 
 pub use leader::Leader;
 pub use node::Node;
+pub use wasmos_store::DEFAULT_ELECTION_TIMEOUT_MS;
 
 /// A master's validated settings.
 #[derive(Debug, Clone)]
@@ -140,7 +141,7 @@ impl MasterConfig {
             plain_url: None,
             bootstrap_token: None,
             bootstrap_plugin_key: None,
-            election_timeout: Duration::from_millis(150),
+            election_timeout: Duration::from_millis(wasmos_store::DEFAULT_ELECTION_TIMEOUT_MS),
             allocation_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(10),

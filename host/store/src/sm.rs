@@ -117,6 +117,30 @@ impl StateMachine {
     }
 }
 
+/// The state's write lock, taken once no one holds the lock, without
+/// queueing for it. std's lock prefers writers: a writer queued behind a
+/// long read makes every later reader queue too, and at thousands of
+/// agents that blocked all of a master's async threads — raft's answers
+/// among them — until the read ended (elections followed). Applying waits
+/// for a long read instead; everything else goes on. Should reads overlap
+/// without a gap for a second, it queues after all (commits must go on).
+async fn write_when_free(lock: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_, State> {
+    let started = std::time::Instant::now();
+    loop {
+        if started.elapsed() > std::time::Duration::from_secs(1) {
+            return lock.write().unwrap_or_else(|p| p.into_inner());
+        }
+        let busy = match lock.try_write() {
+            Ok(g) => return g,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        };
+        if busy {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+}
+
 fn read_snapshot(db: &Database) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
     let txn = db.begin_read().map_err(io_err)?;
     let table = match txn.open_table(SNAPSHOT) {
@@ -211,8 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(batch) => {
                     let mut responses = Vec::new();
                     {
-                        let mut state =
-                            self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+                        let mut state = write_when_free(&self.shared.state).await;
                         let started = std::time::Instant::now();
                         for proposal in batch.0.iter() {
                             let r: Vec<Response> =
@@ -307,5 +330,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: SnapshotData::new(data),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While a long read holds the lock, applying waits without queueing:
+    /// other readers still get in (with a queued `write()`, std's lock
+    /// turns every later reader away until the long read ends).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_apply_does_not_stop_other_readers() {
+        let lock = Arc::new(RwLock::new(State::default()));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let long = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                let _read = lock.read().unwrap_or_else(|p| p.into_inner());
+                held_tx.send(()).expect("the test waits");
+                release_rx.recv().expect("the test releases");
+            })
+        };
+        held_rx.recv().expect("the long read started");
+        let writer = {
+            let lock = lock.clone();
+            tokio::spawn(async move {
+                let _w = write_when_free(&lock).await;
+            })
+        };
+        // Give the writer time to try (and, were it queued, to block readers).
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "the writer cannot have the lock yet");
+        assert!(
+            lock.try_read().is_ok(),
+            "another reader got in while the writer waited"
+        );
+        release_tx.send(()).expect("the reader waits");
+        long.join().expect("the long read ended");
+        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("the writer got the lock once the read ended")
+            .expect("the writer did not panic");
     }
 }
