@@ -89,7 +89,7 @@ fn cpu(masters: &[u32]) -> (f64, f64) {
 struct Round {
     /// Raft terms begun during the round.
     elections: u64,
-    /// POSTs answered 503 and sent again.
+    /// POSTs answered 503 or 307 and sent again.
     retried: usize,
     placed: usize,
     secs: f64,
@@ -129,7 +129,14 @@ pub async fn run(a: PlacementArgs, bin: PathBuf) -> anyhow::Result<()> {
     let pki = cluster.pki().context("the cluster runs with TLS")?;
     let url = cluster.leader_url().await?;
     crate::settle("the masters", &crate::System::pids(&cluster)).await;
-    let http = pki.client()?.timeout(Duration::from_secs(120)).build()?;
+    // Redirects are not followed: one to another master would go without
+    // the credentials (reqwest drops them when the host changes); a 307 is
+    // sent again instead, to the master that forwards to its leader.
+    let http = pki
+        .client()?
+        .timeout(Duration::from_secs(120))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let resources = wasmos_core::Resources {
         cpus: wasmos_core::Scalar::from_f64("cpus", 32.0)?,
         mem: wasmos_core::Scalar::from_f64("mem", 131072.0)?,
@@ -236,7 +243,8 @@ async fn one_round(
             });
             let at = SystemTime::now();
             // As a client does: a 503 (an election, a framework restarting)
-            // is tried again.
+            // or a 307 (a forward to a master that no longer leads) is tried
+            // again.
             let mut tries = 0;
             loop {
                 let r = http
@@ -246,7 +254,7 @@ async fn one_round(
                     .await?;
                 match r.status().as_u16() {
                     201 => break,
-                    503 if tries < 20 => {
+                    307 | 503 if tries < 40 => {
                         tries += 1;
                         retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(250)).await;
