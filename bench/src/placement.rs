@@ -48,7 +48,7 @@ pub struct PlacementArgs {
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// The masters' raft election timeout (the master's default).
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 1000)]
     election_timeout_ms: u64,
     /// Each master's --worker-threads (0: its default, one per core).
     #[arg(long, default_value_t = 0)]
@@ -254,6 +254,8 @@ async fn one_round(
                     .await?;
                 match r.status().as_u16() {
                     201 => break,
+                    // Created by an attempt whose answer was lost.
+                    409 if tries > 0 => break,
                     307 | 503 if tries < 40 => {
                         tries += 1;
                         retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -353,8 +355,9 @@ async fn one_round(
     })
 }
 
-/// The apps whose placements break UNIQUE hostname, GROUP_BY rack (the
-/// racks in use differ by more than one task) or LIKE class, with why.
+/// The apps whose placements break UNIQUE hostname, GROUP_BY rack (two
+/// racks, used or not, differ by more than one task: every rack has
+/// matching agents) or LIKE class, with why.
 fn check_constraints(seen: &[Seen], racks: usize) -> Vec<String> {
     let mut by_app: HashMap<&str, Vec<usize>> = HashMap::new();
     for s in seen {
@@ -368,7 +371,8 @@ fn check_constraints(seen: &[Seen], racks: usize) -> Vec<String> {
         if distinct.len() != agents.len() {
             broken.push(format!("{app}: two instances on one host"));
         }
-        let mut per_rack: HashMap<String, usize> = HashMap::new();
+        let mut per_rack: HashMap<String, usize> =
+            (0..racks).map(|r| (format!("r{r}"), 0)).collect();
         for &i in &agents {
             let attrs = attributes(i, racks);
             if attrs.get("class").is_some_and(|c| c == "storage") {
@@ -407,7 +411,11 @@ mod tests {
     #[test]
     fn the_checker_names_each_broken_rule() {
         let spec = |task: &str| {
-            wasmos_core::TaskSpec::shell(task.into(), "true", wasmos_core::Resources::default())
+            wasmos_core::TaskSpec::shell(
+                wasmos_core::TaskId::new(task).expect("a task id"),
+                "true",
+                wasmos_core::Resources::default(),
+            )
         };
         let seen = |task: &str, agent: usize| Seen {
             spec: spec(task),
@@ -430,8 +438,15 @@ mod tests {
             seen("a.instance-6", 2),
         ];
         // r0 holds 3 (0, 50, 150), r2 holds 1.
+        let one_rack = [seen("a.instance-1", 0), seen("a.instance-2", 50)];
         assert!(
             check_constraints(&uneven, 50)
+                .iter()
+                .any(|b| b.contains("GROUP_BY"))
+        );
+        // Both in r0, none elsewhere: uneven, though only one rack is used.
+        assert!(
+            check_constraints(&one_rack, 50)
                 .iter()
                 .any(|b| b.contains("GROUP_BY"))
         );

@@ -240,6 +240,14 @@ async fn launch(
         *t = msg.term;
     }
     for spec in msg.tasks {
+        // A launch sent again (its answer was lost) is the same task.
+        if s.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&spec.task_id)
+        {
+            continue;
+        }
         let at = SystemTime::now();
         s.seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen {
             spec: spec.clone(),

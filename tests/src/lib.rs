@@ -1547,7 +1547,8 @@ impl Masters {
             "--bootstrap-plugin-key",
             &plugin_key,
             // Several clusters share two cores while the suite runs: with
-            // the 150 ms default a starved heartbeat starts an election.
+            // 150 ms a starved heartbeat starts an election; 400 keeps
+            // failover tests quick (the default is 1,000).
             "--election-timeout-ms",
             &election_timeout,
         ];

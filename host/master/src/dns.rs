@@ -421,6 +421,8 @@ fn build_in_parts(
     src: &Sources<'_>,
     per_read: usize,
 ) -> (Zone, wasmos_core::protocol::ProxyTable) {
+    debug_assert!(per_read > 0, "a read must take at least one task");
+    let per_read = per_read.max(1);
     let mut parts: Option<(Zone, BTreeMap<wasmos_core::AgentId, Ipv4Addr>)> = None;
     read(&mut |s| {
         let agent_ip = agent_ips(s);
@@ -468,7 +470,8 @@ pub async fn follow(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool
     let mut leadership = node.store.leadership();
     let mut serial: u32 = 1;
     let started = std::time::Instant::now();
-    rebuild(&node, serial);
+    let n = node.clone();
+    let _ = tokio::task::spawn_blocking(move || rebuild(&n, serial)).await;
     let mut took = started.elapsed();
     loop {
         let (stopping, burst) = tokio::select! {

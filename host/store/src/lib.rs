@@ -312,6 +312,17 @@ impl Store {
                     );
                 }
             }
+        } else {
+            // A master that is the only voter elects itself now, not after
+            // an election timeout (1-1.5 s by default): no one else can.
+            let alone = {
+                let m = raft.metrics().borrow_watched().clone();
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+                voters == [config.node_id]
+            };
+            if alone && let Err(e) = raft.trigger().elect(false).await {
+                tracing::debug!(error = %e, "electing itself");
+            }
         }
 
         let (tx, leadership) = watch::channel(Leadership::default());

@@ -105,13 +105,19 @@ impl StateMachine {
         })
     }
 
-    fn apply_membership(&mut self, log_id: LogId, m: openraft::Membership<u64, crate::MasterNode>) {
+    async fn apply_membership(
+        &mut self,
+        log_id: LogId,
+        m: openraft::Membership<u64, crate::MasterNode>,
+    ) {
         let before: BTreeSet<u64> = self.membership.nodes().map(|(id, _)| *id).collect();
         let after: BTreeSet<u64> = m.nodes().map(|(id, _)| *id).collect();
         let gone: Vec<u64> = before.difference(&after).copied().collect();
         if !gone.is_empty() {
-            let mut state = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
-            state.retired_masters.extend(gone);
+            write_when_free(&self.shared.state)
+                .await
+                .retired_masters
+                .extend(gone);
         }
         self.membership = StoredMembership::new(Some(log_id), m);
     }
@@ -128,6 +134,9 @@ async fn write_when_free(lock: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_
     let started = std::time::Instant::now();
     loop {
         if started.elapsed() > std::time::Duration::from_secs(1) {
+            tracing::warn!(
+                "reads of the state overlapped for a second without a gap; applying queues for the lock (reads wait behind it)"
+            );
             return lock.write().unwrap_or_else(|p| p.into_inner());
         }
         let busy = match lock.try_write() {
@@ -231,7 +240,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut replies = Replies::default();
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Membership(m) => self.apply_membership(entry.log_id, m),
+                EntryPayload::Membership(m) => self.apply_membership(entry.log_id, m).await,
                 EntryPayload::Normal(batch) => {
                     let mut responses = Vec::new();
                     {
@@ -307,7 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         write_snapshot(self.db.clone(), meta.clone(), data).await?;
         self.shared.snapshot_bytes.store(size, Ordering::Relaxed);
         self.shared.log_bytes.store(0, Ordering::Relaxed);
-        *self.shared.state.write().unwrap_or_else(|p| p.into_inner()) = snap.state;
+        *write_when_free(&self.shared.state).await = snap.state;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.shared.last_index.store(
