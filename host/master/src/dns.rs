@@ -845,7 +845,7 @@ mod tests {
     /// Two agents and `n` running tasks of one framework, each with a
     /// host port, a named VIP and a service port.
     fn cluster(n: usize) -> ClusterState {
-        use wasmos_core::{AgentId, FrameworkId, TaskState, TaskStatus};
+        use wasmos_core::{AgentId, FrameworkId, TaskState};
         use wasmos_state::{Command, Response};
         let mut s = ClusterState::default();
         let fw = FrameworkId::new("fw-1").expect("an id");
@@ -903,22 +903,14 @@ mod tests {
                 now: 2.0,
             });
             s.apply(Command::StatusUpdate {
-                status: TaskStatus {
-                    task_id: id,
-                    state: TaskState::Running,
-                    agent_id: Some(agent),
-                    source: wasmos_core::task::Source::Executor,
-                    reason: None,
-                    message: None,
-                    exit_code: None,
-                    signal: None,
-                    healthy: None,
-                    ready: None,
-                    timestamp: 3.0,
-                    uuid: uuid::Uuid::new_v4(),
-                    data: None,
-                    executor_id: None,
-                },
+                status: crate::leader::master_status(
+                    &id,
+                    Some(&agent),
+                    TaskState::Running,
+                    wasmos_core::task::Reason::ReasonReconciliation,
+                    String::new(),
+                    3.0,
+                ),
             });
         }
         s
