@@ -226,13 +226,32 @@ pub(crate) async fn deploy(
 
 /// `POST /v2/apps`, which must create the app.
 pub(crate) async fn post_app(http: &reqwest::Client, url: &str, app: &Value) -> anyhow::Result<()> {
-    let r = http.post(format!("{url}/v2/apps")).json(app).send().await?;
-    anyhow::ensure!(
-        r.status().as_u16() == 201,
-        "POST /v2/apps: {}",
-        r.text().await?
-    );
-    Ok(())
+    post_app_retrying(http, url, app).await.map(|_| ())
+}
+
+/// `POST /v2/apps` as a client does through an election: a 503 (no
+/// leader yet, a framework restarting) or a 307 (a forward to a master
+/// that no longer leads; not followed, as the credentials would not go
+/// along) is sent again, and a 409 after that is the app an attempt whose
+/// answer was lost created. Returns how many times it was sent again.
+pub(crate) async fn post_app_retrying(
+    http: &reqwest::Client,
+    url: &str,
+    app: &Value,
+) -> anyhow::Result<usize> {
+    let mut tries = 0;
+    loop {
+        let r = http.post(format!("{url}/v2/apps")).json(app).send().await?;
+        match r.status().as_u16() {
+            201 => return Ok(tries),
+            409 if tries > 0 => return Ok(tries),
+            307 | 503 if tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            s => anyhow::bail!("POST /v2/apps {}: {s} {}", app["id"], r.text().await?),
+        }
+    }
 }
 
 pub(crate) async fn remove(http: &reqwest::Client, url: &str, id: &str) -> anyhow::Result<()> {

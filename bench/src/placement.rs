@@ -242,28 +242,10 @@ async fn one_round(
                 ],
             });
             let at = SystemTime::now();
-            // As a client does: a 503 (an election, a framework restarting)
-            // or a 307 (a forward to a master that no longer leads) is tried
-            // again.
-            let mut tries = 0;
-            loop {
-                let r = http
-                    .post(format!("{url}/v2/apps"))
-                    .json(&app)
-                    .send()
-                    .await?;
-                match r.status().as_u16() {
-                    201 => break,
-                    // Created by an attempt whose answer was lost.
-                    409 if tries > 0 => break,
-                    307 | 503 if tries < 40 => {
-                        tries += 1;
-                        retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                    s => anyhow::bail!("POST {id}: {s} {}", r.text().await?),
-                }
-            }
+            let again = crate::marathon::post_app_retrying(http, url, &app)
+                .await
+                .with_context(|| format!("posting {id}"))?;
+            retried.fetch_add(again, std::sync::atomic::Ordering::Relaxed);
             posted
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

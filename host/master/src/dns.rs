@@ -191,7 +191,9 @@ fn port_of(url: &str) -> Option<u16> {
     reqwest::Url::parse(url).ok()?.port_or_known_default()
 }
 
-/// The zone the state and `src` make.
+/// The zone the state and `src` make, in one read (what
+/// [`build_in_parts`] must equal).
+#[cfg(test)]
 pub fn build(state: &ClusterState, src: &Sources<'_>) -> Zone {
     let agent_ip = agent_ips(state);
     let mut z = base(state, src, &agent_ip);

@@ -52,6 +52,7 @@ pub fn vip_label(name: &str) -> String {
 
 /// The table, and the DNS names of the named VIPs (`<label>.<framework>`,
 /// below `l4lb.<domain>`) with their addresses.
+#[cfg(test)]
 pub fn build(
     state: &ClusterState,
     agent_ip: &BTreeMap<wasmos_core::AgentId, Ipv4Addr>,
