@@ -368,6 +368,10 @@ pub struct Allocator {
     launching: HashSet<TaskId>,
     /// Agents not offered while an operator changes their reservations.
     paused: HashMap<AgentId, u32>,
+    /// How many times each framework was picked for an agent's resources
+    /// this term: equal shares go to the one picked least (as Mesos'
+    /// sorter does), so ties rotate instead of favouring one name.
+    picked: HashMap<FrameworkId, u64>,
 }
 
 impl Allocator {
@@ -382,6 +386,7 @@ impl Allocator {
             next_hold: 0,
             launching: HashSet::new(),
             paused: HashMap::new(),
+            picked: HashMap::new(),
         }
     }
 
@@ -401,7 +406,8 @@ impl Allocator {
             .iter()
             .fold(Resources::default(), |acc, a| acc.add(&a.total));
         // What every framework holds: running + offered + being launched.
-        let mut held = Shares::new(input, total, self.taken());
+        let picked = std::mem::take(&mut self.picked);
+        let mut held = Shares::new(input, total, self.taken(), picked);
         let pools: Vec<Pool> = {
             let mut taken: HashMap<&AgentId, Vec<&Offer>> = HashMap::new();
             for o in self.taken() {
@@ -455,7 +461,7 @@ impl Allocator {
                     .filter(|f| within(input.role_of(f), role))
                     .cloned()
                     .collect();
-                let Some(framework) = pick(&candidates, &held.held, &held.total, input) else {
+                let Some(framework) = pick(&candidates, &held, input) else {
                     continue;
                 };
                 held.add(&framework, &reserved);
@@ -499,6 +505,10 @@ impl Allocator {
                 made.push(offer);
             }
         }
+        // Counts of frameworks gone go with them.
+        let ready: HashSet<&FrameworkId> = input.frameworks.iter().collect();
+        self.picked = held.picked;
+        self.picked.retain(|f, _| ready.contains(f));
         made
     }
 
@@ -516,11 +526,10 @@ impl Allocator {
             // One role, no quota: the eligible framework with the smallest
             // dominant share (ties by name) — what `pick` would find, without
             // a pass over every framework per agent.
-            let framework = order.iter().map(|(_, f)| f).find(|f| eligible_here(f))?;
+            let framework = order.iter().map(|(_, _, f)| f).find(|f| eligible_here(f))?;
             return Some((framework.clone(), free.clone()));
         }
         let held = &shares.held;
-        let total = &shares.total;
         let role_held = |role: &str| {
             held.iter()
                 .filter(|(f, _)| within(input.role_of(f), role))
@@ -561,7 +570,7 @@ impl Allocator {
             .cloned()
             .collect();
         let pool = if short.is_empty() { &eligible } else { &short };
-        let framework = pick(pool, held, total, input)?;
+        let framework = pick(pool, shares, input)?;
         let mut offered = room(&framework);
         if short.is_empty() && !unmet.is_empty() {
             // The headroom: what other agents have free, plus what this
@@ -962,15 +971,24 @@ impl Ord for Share {
 
 /// What each framework holds during a cycle and, when every ready
 /// framework is in one role and no role has a quota, the ready frameworks
-/// in DRF order (dominant share, then name), kept as offers are made.
+/// in DRF order (dominant share, then times picked, then name), kept as
+/// offers are made.
 struct Shares {
     held: BTreeMap<FrameworkId, Resources>,
     total: Resources,
-    order: Option<BTreeSet<(Share, FrameworkId)>>,
+    /// Times each framework was picked this term (the allocator's, lent
+    /// for the cycle).
+    picked: HashMap<FrameworkId, u64>,
+    order: Option<BTreeSet<(Share, u64, FrameworkId)>>,
 }
 
 impl Shares {
-    fn new<'a>(input: &Inputs, total: Resources, taken: impl Iterator<Item = &'a Offer>) -> Shares {
+    fn new<'a>(
+        input: &Inputs,
+        total: Resources,
+        taken: impl Iterator<Item = &'a Offer>,
+        picked: HashMap<FrameworkId, u64>,
+    ) -> Shares {
         let mut held: BTreeMap<FrameworkId, Resources> = input.used_by_framework.clone();
         for f in &input.frameworks {
             held.entry(f.clone()).or_default();
@@ -991,47 +1009,59 @@ impl Shares {
             input
                 .frameworks
                 .iter()
-                .map(|f| (Share(held[f].dominant_share(&total)), f.clone()))
+                .map(|f| {
+                    let n = picked.get(f).copied().unwrap_or(0);
+                    (Share(held[f].dominant_share(&total)), n, f.clone())
+                })
                 .collect()
         });
-        Shares { held, total, order }
+        Shares {
+            held,
+            total,
+            picked,
+            order,
+        }
     }
 
-    /// `framework` holds `r` more.
+    fn picked(&self, framework: &FrameworkId) -> u64 {
+        self.picked.get(framework).copied().unwrap_or(0)
+    }
+
+    /// `framework` was picked for `r` more.
     fn add(&mut self, framework: &FrameworkId, r: &Resources) {
         let e = self.held.entry(framework.clone()).or_default();
         let before = Share(e.dominant_share(&self.total));
         *e = e.add(r);
         let after = Share(e.dominant_share(&self.total));
+        let n = self.picked.entry(framework.clone()).or_default();
+        let (was, now) = (*n, *n + 1);
+        *n = now;
         if let Some(order) = &mut self.order
-            && order.remove(&(before, framework.clone()))
+            && order.remove(&(before, was, framework.clone()))
         {
-            order.insert((after, framework.clone()));
+            order.insert((after, now, framework.clone()));
         }
     }
 }
 
 /// The framework to offer to among `candidates`: down the role tree, the
-/// child with the smallest weighted dominant share at each level (ties by
-/// name; a framework directly in a role competes with the role's subroles).
-fn pick(
-    candidates: &[FrameworkId],
-    held: &BTreeMap<FrameworkId, Resources>,
-    total: &Resources,
-    input: &Inputs,
-) -> Option<FrameworkId> {
+/// child with the smallest weighted dominant share at each level (ties to
+/// the one picked least, then by name; a framework directly in a role
+/// competes with the role's subroles).
+fn pick(candidates: &[FrameworkId], shares: &Shares, input: &Inputs) -> Option<FrameworkId> {
+    let (held, total) = (&shares.held, &shares.total);
     let share = |r: &Resources| r.dominant_share(total);
     let mut node = String::new();
     let mut pool: Vec<FrameworkId> = candidates.to_vec();
     loop {
-        // (score, name, Ok(framework) | Err(child role))
-        let mut options: Vec<(f64, String, Result<FrameworkId, String>)> = Vec::new();
+        // (score, times picked, name, Ok(framework) | Err(child role))
+        let mut options: Vec<(f64, u64, String, Result<FrameworkId, String>)> = Vec::new();
         let mut children: Vec<String> = Vec::new();
         for f in &pool {
             let role = input.role_of(f);
             if role == node {
                 let mine = held.get(f).cloned().unwrap_or_default();
-                options.push((share(&mine), f.to_string(), Ok(f.clone())));
+                options.push((share(&mine), shares.picked(f), f.to_string(), Ok(f.clone())));
                 continue;
             }
             let rest = if node.is_empty() {
@@ -1050,16 +1080,22 @@ fn pick(
             }
         }
         for child in children {
-            let sum = held
+            let (sum, picked) = held
                 .iter()
                 .filter(|(f, _)| within(input.role_of(f), &child))
-                .fold(Resources::default(), |acc, (_, r)| acc.add(r));
+                .fold((Resources::default(), 0), |(acc, n), (f, r)| {
+                    (acc.add(r), n + shares.picked(f))
+                });
             let weight = input.roles.get(&child).map_or(1.0, |c| c.weight);
-            options.push((share(&sum) / weight, child.clone(), Err(child)));
+            options.push((share(&sum) / weight, picked, child.clone(), Err(child)));
         }
-        let (_, _, best) = options
+        let (_, _, _, best) = options
             .into_iter()
-            .min_by(|(sa, na, _), (sb, nb, _)| sa.total_cmp(sb).then_with(|| na.cmp(nb)))?;
+            .min_by(|(sa, pa, na, _), (sb, pb, nb, _)| {
+                sa.total_cmp(sb)
+                    .then_with(|| pa.cmp(pb))
+                    .then_with(|| na.cmp(nb))
+            })?;
         match best {
             Ok(f) => return Some(f),
             Err(role) => {
@@ -1234,6 +1270,28 @@ mod tests {
         assert_eq!(offers[0].framework_id, fw("small"));
         assert_eq!(offers[0].resources.to_string(), "cpus:2;mem:3996;disk:0");
         assert_eq!(offers[1].framework_id, fw("big"));
+    }
+
+    #[test]
+    fn equal_shares_take_turns_instead_of_going_to_the_first_name() {
+        let mut a = Allocator::new(1);
+        let inp = inputs(vec![agent("a1", "cpus:4;mem:4096")], &["a", "b", "c"]);
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        for i in 0..6 {
+            let now = t0 + Duration::from_millis(i);
+            let o = a.allocate(&inp, now);
+            assert_eq!(o.len(), 1, "cycle {i}");
+            got.push(o[0].framework_id.to_string());
+            // Declined without a filter: every share is 0 again.
+            a.decline(
+                &o[0].framework_id,
+                &[o[0].id.clone()],
+                Some(Duration::ZERO),
+                now,
+            );
+        }
+        assert_eq!(got, ["a", "b", "c", "a", "b", "c"]);
     }
 
     #[test]
