@@ -98,6 +98,11 @@ pub struct MasterArgs {
     /// revive); Mesos' `--allocation_interval`.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     allocation_interval_ms: u64,
+    /// At most this many calls of a framework plugin (Marathon's requests,
+    /// offers, status deliveries) queued while its last commit was under
+    /// way commit together as one log entry; 1 commits each alone.
+    #[arg(long, default_value_t = wasmos_master::DEFAULT_FRAMEWORK_GROUP_CALLS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    framework_group_calls: usize,
     /// How long Marathon, Chronos and other framework plugins get to move
     /// their tasks off a draining agent (starting replacements elsewhere
     /// first) before the master kills what is left there, when the drain
@@ -439,6 +444,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         heartbeat_interval_ms,
         agent_timeout_ms,
         allocation_interval_ms,
+        framework_group_calls,
         drain_handoff_secs,
         history_interval_secs,
         worker_threads: _,
@@ -514,6 +520,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
     c.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms);
     c.agent_timeout = Duration::from_millis(agent_timeout_ms);
     c.allocation_interval = Duration::from_millis(allocation_interval_ms);
+    c.framework_group_calls = framework_group_calls;
     c.drain_handoff = Duration::from_secs(drain_handoff_secs);
     c.history_interval = Duration::from_secs(history_interval_secs);
     c.dns_listen = dns_listen;
@@ -891,6 +898,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: 2000,
             agent_timeout_ms: 10_000,
             allocation_interval_ms: 1000,
+            framework_group_calls: wasmos_master::DEFAULT_FRAMEWORK_GROUP_CALLS,
             drain_handoff_secs: 300,
             history_interval_secs,
             worker_threads: None,

@@ -1,13 +1,20 @@
 //! Framework plugins on the leader: one actor per plugin.
 //!
 //! An actor owns its plugin instance and makes one call at a time (offers,
-//! a status update, a tick, an HTTP request) on a blocking thread. After
-//! each successful call it turns the call's effects into commands — state
-//! writes, launches that passed the offer checks, acknowledgements of the
-//! update it delivered — and proposes them as one log entry. Only once that
-//! entry is durable does it reply to an HTTP caller, send launches to
-//! agents, or make the next call. So an acknowledged submission is never
-//! lost, and a launch is never made twice.
+//! a status update, a tick, an HTTP request) on a blocking thread. Calls
+//! go in groups: the message that woke the actor, what else queued in its
+//! mailbox meanwhile (up to `--framework-group-calls`, for at most
+//! `GROUP_TIME`), and
+//! the status deliveries due. The group's effects — state writes,
+//! launches that passed the offer checks, acknowledgements of the updates
+//! delivered — are proposed as one log entry (group commit: under load the
+//! commit, not the call, is the wait). A call's state writes are
+//! *unsettled* until then, and the group's later calls read them. Only
+//! once the entry is durable does the actor reply to the HTTP callers,
+//! send launches to agents, or start the next group; if it cannot be
+//! committed, every caller is told to try again and the instance restarts
+//! from the replicated state. So an acknowledged submission is never lost,
+//! and a launch is never made twice.
 //!
 //! Status updates reach a framework in order per task and at least once:
 //! each update stays queued in the state until the `status` call that
@@ -41,6 +48,10 @@ use crate::leader::{Leader, now_secs, pending_tasks};
 const DELIVERIES_PER_ROUND: usize = 8;
 /// Updates (each of another task) delivered in one call and one commit.
 const BATCH: usize = 64;
+/// At most `MasterConfig::framework_group_calls` queued messages join one
+/// group (one commit), or as many as are made in this long: the group's callers wait for
+/// its commit.
+const GROUP_TIME: Duration = Duration::from_millis(250);
 /// A call or commit taking longer than this is logged.
 const SLOW: Duration = Duration::from_millis(300);
 
@@ -127,17 +138,58 @@ impl FrameworkHandle {
     }
 }
 
-/// Reads a framework's namespace from the replicated state.
-struct StoreKv(Store);
+/// A framework's writes made by calls whose commit is under way, by key
+/// (`None`: deleted). Later calls in the same group read them.
+type Unsettled = Arc<Mutex<BTreeMap<String, Option<Vec<u8>>>>>;
+
+/// Reads a framework's namespace from the replicated state, with its
+/// unsettled writes over it.
+struct StoreKv {
+    store: Store,
+    unsettled: Unsettled,
+}
+
+impl StoreKv {
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<Vec<u8>>>> {
+        self.unsettled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The keys under `prefix`: `stored` (in order) with `unsettled` writes
+/// over them.
+fn over(
+    stored: Vec<String>,
+    unsettled: &BTreeMap<String, Option<Vec<u8>>>,
+    prefix: &str,
+) -> Vec<String> {
+    if unsettled.is_empty() {
+        return stored;
+    }
+    let mut keys: BTreeSet<String> = stored.into_iter().collect();
+    for (k, v) in unsettled
+        .range(prefix.to_string()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+    {
+        if v.is_some() {
+            keys.insert(k.clone());
+        } else {
+            keys.remove(k);
+        }
+    }
+    keys.into_iter().collect()
+}
 
 impl KvSource for StoreKv {
     fn get(&self, ns: &FrameworkId, key: &str) -> Option<Vec<u8>> {
-        self.0
+        if let Some(v) = self.unsettled().get(key) {
+            return v.clone();
+        }
+        self.store
             .read(|s| s.kv.get(ns).and_then(|m| m.get(key)).map(|b| b.0.clone()))
     }
 
     fn keys(&self, ns: &FrameworkId, prefix: &str) -> Vec<String> {
-        self.0.read(|s| {
+        let stored: Vec<String> = self.store.read(|s| {
             s.kv.get(ns)
                 .map(|m| {
                     m.range(prefix.to_string()..)
@@ -146,12 +198,13 @@ impl KvSource for StoreKv {
                         .collect()
                 })
                 .unwrap_or_default()
-        })
+        });
+        over(stored, &self.unsettled(), prefix)
     }
 
     fn draining_agents(&self) -> Vec<AgentId> {
         let now_ns = (now_secs() * 1e9) as i64;
-        self.0.read(|s| {
+        self.store.read(|s| {
             s.agents
                 .values()
                 .filter(|a| {
@@ -188,6 +241,7 @@ pub async fn spawn(
         .map_err(|e| format!("compiling panicked: {e}"))?
         .map_err(|e| e.to_string())?;
     let config = record.effective_config();
+    let unsettled = Unsettled::default();
     let tick = Duration::from_millis(record.manifest.tick_interval_ms());
     let instance = FrameworkInstance::new(
         &leader.runtime,
@@ -195,7 +249,10 @@ pub async fn spawn(
         id.clone(),
         &component,
         config.clone(),
-        Arc::new(StoreKv(leader.store.clone())),
+        Arc::new(StoreKv {
+            store: leader.store.clone(),
+            unsettled: unsettled.clone(),
+        }),
         leader.placement.clone(),
     )
     .map_err(|e| e.to_string())?;
@@ -207,6 +264,7 @@ pub async fn spawn(
         leader,
         id,
         instance: Arc::new(Mutex::new(instance)),
+        unsettled,
         pending: pending.clone(),
         ephemeral: VecDeque::new(),
         wake: wake.clone(),
@@ -231,6 +289,8 @@ struct Actor {
     leader: Arc<Leader>,
     id: FrameworkId,
     instance: Arc<Mutex<FrameworkInstance>>,
+    /// Its instance's reads see these writes of calls not yet committed.
+    unsettled: Unsettled,
     pending: Arc<Mutex<BTreeSet<TaskId>>>,
     /// Updates made here and never stored (a launch refused before it
     /// reached the state), delivered once.
@@ -241,6 +301,24 @@ struct Actor {
     retry_at: Option<tokio::time::Instant>,
     /// How often the plugin's `tick` is called (its manifest's `tick_ms`).
     tick: Duration,
+}
+
+/// The calls of one round, whose effects commit as one entry, and the
+/// callers waiting for that commit.
+#[derive(Default)]
+struct Group {
+    /// Messages handled (calls made or failed).
+    calls: usize,
+    kv: Vec<KvOp>,
+    actions: Vec<DriverAction>,
+    acks: Vec<(TaskId, Uuid)>,
+    /// Tasks whose oldest update this group delivers (not again in it).
+    delivering: BTreeSet<TaskId>,
+    /// HTTP answers, given once the group's commit is durable.
+    replies: Vec<(
+        oneshot::Sender<Result<HttpResponse, ApiError>>,
+        HttpResponse,
+    )>,
 }
 
 impl Actor {
@@ -256,19 +334,31 @@ impl Actor {
                     None => std::future::pending().await,
                 }
             };
+            let mut group = Group::default();
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(m) => self.handle(m).await,
+                    Some(m) => self.handle(m, &mut group).await,
                     None => break,
                 },
                 _ = self.wake.notified() => {}
-                _ = ticks.tick() => self.handle(FrameworkMsg::Tick).await,
+                _ = ticks.tick() => self.handle(FrameworkMsg::Tick, &mut group).await,
                 _ = retry => self.retry_at = None,
                 _ = shutdown.changed() => break,
             }
-            if self.retry_at.is_none() {
-                self.deliver().await;
+            // What queued during the last commit joins this one: one entry
+            // for many calls (the commit, not the call, is the wait).
+            let started = Instant::now();
+            let most = self.leader.config.framework_group_calls.max(1);
+            while group.calls < most && started.elapsed() < GROUP_TIME {
+                match rx.try_recv() {
+                    Ok(m) => self.handle(m, &mut group).await,
+                    Err(_) => break,
+                }
             }
+            if self.retry_at.is_none() {
+                self.deliver(&mut group).await;
+            }
+            self.flush(group).await;
         }
         tracing::debug!(framework = %self.id, "framework actor stopped");
     }
@@ -310,14 +400,37 @@ impl Actor {
         self.retry_at = Some(tokio::time::Instant::now() + wait);
     }
 
-    async fn handle(&mut self, msg: FrameworkMsg) {
+    /// Adds a successful call's effects to the group; its state writes are
+    /// read by the group's later calls from now on.
+    fn add(&self, group: &mut Group, mut effects: Effects) {
+        // Kept before the launches they explain are committed (a launch
+        // without one gets the bare facts).
+        self.leader.placements.record(
+            &self.id,
+            now_secs(),
+            std::mem::take(&mut effects.decisions),
+            effects.explained,
+        );
+        if !effects.kv.is_empty() {
+            let mut unsettled = self.unsettled.lock().unwrap_or_else(|p| p.into_inner());
+            for op in &effects.kv {
+                match op {
+                    KvOp::Set { key, value } => unsettled.insert(key.clone(), Some(value.clone())),
+                    KvOp::Delete { key } => unsettled.insert(key.clone(), None),
+                };
+            }
+        }
+        group.kv.extend(effects.kv);
+        group.actions.extend(effects.actions);
+    }
+
+    async fn handle(&mut self, msg: FrameworkMsg, group: &mut Group) {
+        group.calls += 1;
         match msg {
             FrameworkMsg::Offers(offers) => {
                 let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
                 match self.call(move |i| i.offers(&offers)).await {
-                    Ok(effects) => {
-                        self.commit(effects, Vec::new()).await;
-                    }
+                    Ok(effects) => self.add(group, effects),
                     Err(e) => {
                         tracing::warn!(framework = %self.id, error = %e, "offers call failed; offers declined");
                         self.leader.allocator().decline(
@@ -329,28 +442,22 @@ impl Actor {
                     }
                 }
             }
-            FrameworkMsg::Http(req, reply) => {
-                let result = match self.call(move |i| i.http(req)).await {
-                    Ok((resp, effects)) => {
-                        if self.commit(effects, Vec::new()).await {
-                            Ok(resp)
-                        } else {
-                            Err(ApiError::Unavailable(
-                                "the framework's changes could not be saved; try again".into(),
-                            ))
-                        }
-                    }
-                    Err(e @ CallError::Backoff { .. }) => Err(ApiError::Unavailable(e.to_string())),
-                    Err(e) => Err(ApiError::BadGateway(e.to_string())),
-                };
-                let _ = reply.send(result);
-            }
+            FrameworkMsg::Http(req, reply) => match self.call(move |i| i.http(req)).await {
+                Ok((resp, effects)) => {
+                    self.add(group, effects);
+                    group.replies.push((reply, resp));
+                }
+                Err(e @ CallError::Backoff { .. }) => {
+                    let _ = reply.send(Err(ApiError::Unavailable(e.to_string())));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(ApiError::BadGateway(e.to_string())));
+                }
+            },
             FrameworkMsg::Tick => {
                 let now_ms = (now_secs() * 1000.0) as u64;
                 match self.call(move |i| i.tick(now_ms)).await {
-                    Ok(effects) => {
-                        self.commit(effects, Vec::new()).await;
-                    }
+                    Ok(effects) => self.add(group, effects),
                     Err(e) => tracing::debug!(framework = %self.id, error = %e, "tick failed"),
                 }
             }
@@ -372,15 +479,22 @@ impl Actor {
         }
     }
 
-    /// Delivers queued status updates, oldest first per task.
-    async fn deliver(&mut self) {
+    /// Delivers queued status updates, oldest first per task, into the
+    /// group (committing it first when it is full).
+    async fn deliver(&mut self, group: &mut Group) {
+        let most = self.leader.config.framework_group_calls.max(1);
         for _ in 0..DELIVERIES_PER_ROUND {
+            if group.calls >= most {
+                self.flush(std::mem::take(group)).await;
+                if self.retry_at.is_some() {
+                    return;
+                }
+            }
             if let Some(update) = self.ephemeral.pop_front() {
+                group.calls += 1;
                 let u = update.clone();
                 match self.call(move |i| i.status(&u)).await {
-                    Ok(effects) => {
-                        self.commit(effects, Vec::new()).await;
-                    }
+                    Ok(effects) => self.add(group, effects),
                     Err(e) => {
                         self.ephemeral.push_front(update);
                         self.backoff_after(&e);
@@ -389,11 +503,17 @@ impl Actor {
                 }
                 continue;
             }
-            // The oldest undelivered update of up to BATCH tasks: one call,
-            // one commit with every acknowledgement (per task, in order).
+            // The oldest undelivered update of up to BATCH tasks (not
+            // already delivered in this group: their acknowledgements are
+            // not committed yet): one call, acknowledged in the group's
+            // commit (per task, in order).
             let tasks: Vec<TaskId> = {
                 let set = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                set.iter().take(BATCH).cloned().collect()
+                set.iter()
+                    .filter(|t| !group.delivering.contains(*t))
+                    .take(BATCH)
+                    .cloned()
+                    .collect()
             };
             if tasks.is_empty() {
                 return;
@@ -421,15 +541,13 @@ impl Actor {
                 continue;
             }
             let batch = updates.clone();
+            group.calls += 1;
             match self.call(move |i| i.status_batch(&batch)).await {
                 Ok(effects) => {
-                    let acks = updates
-                        .iter()
-                        .map(|u| (u.task_id.clone(), u.uuid))
-                        .collect();
-                    if !self.commit(effects, acks).await {
-                        self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-                        return;
+                    self.add(group, effects);
+                    for u in updates {
+                        group.delivering.insert(u.task_id.clone());
+                        group.acks.push((u.task_id, u.uuid));
                     }
                 }
                 Err(e) => {
@@ -443,25 +561,65 @@ impl Actor {
         self.wake.notify_one();
     }
 
-    /// Commits a call's effects and acknowledgements as one entry (its
-    /// launches through the master's one launch path), then carries out
+    /// Commits the group, then answers its callers: with their responses
+    /// once it is durable, or asking them to try again.
+    async fn flush(&mut self, group: Group) {
+        let Group {
+            calls,
+            kv,
+            actions,
+            acks,
+            replies,
+            ..
+        } = group;
+        let delivered = !acks.is_empty();
+        if !(kv.is_empty() && actions.is_empty() && acks.is_empty()) {
+            self.leader
+                .instruments
+                .framework_group_calls
+                .observe(calls as f64);
+        }
+        let saved = self.commit(kv, actions, acks).await;
+        // Committed (now in the state) or lost (the instance restarts from
+        // the state): either way no longer unsettled.
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for (reply, resp) in replies {
+            let _ = reply.send(if saved {
+                Ok(resp)
+            } else {
+                Err(ApiError::Unavailable(
+                    "the framework's changes could not be saved; try again".into(),
+                ))
+            });
+        }
+        if delivered {
+            if saved {
+                // The next updates of the tasks just acknowledged.
+                self.wake.notify_one();
+            } else {
+                self.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Commits a group's state writes, launches (through the master's one
+    /// launch path) and acknowledgements as one entry, then carries out
     /// what needs the commit first. False if nothing could be committed.
-    async fn commit(&mut self, mut effects: Effects, acks: Vec<(TaskId, Uuid)>) -> bool {
-        // Kept before the launches they explain are committed (a launch
-        // without one gets the bare facts).
-        self.leader.placements.record(
-            &self.id,
-            crate::leader::now_secs(),
-            std::mem::take(&mut effects.decisions),
-            effects.explained,
-        );
-        if effects.is_empty() && acks.is_empty() {
+    async fn commit(
+        &mut self,
+        kv: Vec<KvOp>,
+        actions: Vec<DriverAction>,
+        acks: Vec<(TaskId, Uuid)>,
+    ) -> bool {
+        if kv.is_empty() && actions.is_empty() && acks.is_empty() {
             return true;
         }
         let leader = self.leader.clone();
         let now_i = Instant::now();
-        let mut cmds: Vec<Command> = effects
-            .kv
+        let mut cmds: Vec<Command> = kv
             .into_iter()
             .map(|op| match op {
                 KvOp::Set { key, value } => Command::KvSet {
@@ -478,7 +636,7 @@ impl Actor {
         let mut batch = LaunchBatch::default();
         let mut kills: Vec<TaskId> = Vec::new();
         let mut destroys: Vec<(AgentId, Vec<String>)> = Vec::new();
-        for action in effects.actions {
+        for action in actions {
             match action {
                 DriverAction::Launch {
                     offer_ids,
@@ -574,4 +732,28 @@ pub fn into_response(r: HttpResponse) -> axum::response::Response {
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsettled_writes_and_deletes_show_over_the_stored_keys_under_the_prefix() {
+        let stored = vec!["app/a".to_string(), "app/b".into(), "app/c".into()];
+        let unsettled: BTreeMap<String, Option<Vec<u8>>> = [
+            ("app/b".to_string(), None),
+            ("app/d".into(), Some(b"new".to_vec())),
+            ("apq/x".into(), Some(Vec::new())),
+            ("ap".into(), Some(Vec::new())),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            over(stored.clone(), &unsettled, "app/"),
+            ["app/a", "app/c", "app/d"],
+            "b deleted, d written, keys outside the prefix left out"
+        );
+        assert_eq!(over(stored.clone(), &BTreeMap::new(), "app/"), stored);
+    }
 }

@@ -123,7 +123,13 @@ pub struct MasterConfig {
     /// agent before the master kills them, when the drain names no max
     /// grace period.
     pub drain_handoff: Duration,
+    /// At most this many queued calls of a framework plugin commit as one
+    /// log entry (1: each call commits alone).
+    pub framework_group_calls: usize,
 }
+
+/// Framework plugin calls committed together at most, by default.
+pub const DEFAULT_FRAMEWORK_GROUP_CALLS: usize = 32;
 
 impl MasterConfig {
     /// Defaults for everything but where to listen and store: a
@@ -148,6 +154,7 @@ impl MasterConfig {
             offer_timeout: Duration::from_secs(60),
             launch_timeout: Duration::from_secs(120),
             plugin_call_deadline: Duration::from_secs(2),
+            framework_group_calls: DEFAULT_FRAMEWORK_GROUP_CALLS,
             max_body: 1 << 20,
             history_interval: Duration::from_secs(10),
             dns_listen: None,

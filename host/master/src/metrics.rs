@@ -39,6 +39,8 @@ pub struct Instruments {
     pub launches: Family<Labels, Counter>,
     /// Status updates applied, by the `state` they report.
     pub status_updates: Family<Labels, Counter>,
+    /// Framework plugin calls whose effects went in one log entry.
+    pub framework_group_calls: Histogram,
 }
 
 impl Default for Instruments {
@@ -48,6 +50,7 @@ impl Default for Instruments {
             offers: Counter::default(),
             launches: Family::default(),
             status_updates: Family::default(),
+            framework_group_calls: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
         }
     }
 }
@@ -250,6 +253,11 @@ pub fn render(n: &Node) -> String {
         "status_updates",
         "Task status updates applied while this master led, by state",
         i.status_updates.clone(),
+    );
+    reg.register(
+        "framework_group_calls",
+        "Framework plugin calls committed together in one log entry while this master led",
+        i.framework_group_calls.clone(),
     );
     reg.register(
         "raft_commit_seconds",
