@@ -55,16 +55,20 @@ pub struct FrameworksArgs {
 }
 
 /// A framework subscribed to a master, with its events.
-struct Framework {
+pub(crate) struct Framework {
     http: reqwest::Client,
     url: String,
     id: String,
     stream_id: String,
-    events: mpsc::UnboundedReceiver<Value>,
+    pub(crate) events: mpsc::UnboundedReceiver<Value>,
 }
 
 impl Framework {
-    async fn subscribe(http: &reqwest::Client, master: &str, name: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn subscribe(
+        http: &reqwest::Client,
+        master: &str,
+        name: &str,
+    ) -> anyhow::Result<Self> {
         let url = format!("{master}/api/v1/scheduler");
         let resp = http
             .post(&url)
@@ -124,7 +128,7 @@ impl Framework {
         })
     }
 
-    async fn call(&self, mut call: Value) -> anyhow::Result<()> {
+    pub(crate) async fn call(&self, mut call: Value) -> anyhow::Result<()> {
         call["framework_id"] = json!({ "value": self.id });
         let r = self
             .http
@@ -154,7 +158,7 @@ impl Framework {
     }
 
     /// Acknowledges an update that carries a uuid.
-    async fn ack(&self, status: &Value) -> anyhow::Result<()> {
+    pub(crate) async fn ack(&self, status: &Value) -> anyhow::Result<()> {
         if status.get("uuid").is_none() {
             return Ok(());
         }
@@ -217,7 +221,28 @@ pub(crate) async fn rig(
     lifetime: Duration,
     interval_ms: u64,
 ) -> anyhow::Result<Rig> {
-    rig_with(bin, agents, cpus, lifetime, interval_ms, &[], async |_| {}).await
+    let resources = agent_resources(cpus)?;
+    rig_with(
+        bin,
+        agents,
+        resources,
+        lifetime,
+        interval_ms,
+        &[],
+        async |_| {},
+    )
+    .await
+}
+
+/// A simulated agent of `cpus` with room for any memory and disk.
+pub(crate) fn agent_resources(cpus: f64) -> anyhow::Result<wasmos_core::Resources> {
+    Ok(wasmos_core::Resources {
+        cpus: wasmos_core::Scalar::from_f64("cpus", cpus)?,
+        mem: wasmos_core::Scalar::from_f64("mem", 1e6)?,
+        disk: wasmos_core::Scalar::from_f64("disk", 1e6)?,
+        gpus: 0,
+        ports: Default::default(),
+    })
 }
 
 /// [`rig`] with more master arguments; `started` sees the master's pid
@@ -225,7 +250,7 @@ pub(crate) async fn rig(
 pub(crate) async fn rig_with(
     bin: &Path,
     agents: usize,
-    cpus: f64,
+    resources: wasmos_core::Resources,
     lifetime: Duration,
     interval_ms: u64,
     extra: &[String],
@@ -256,13 +281,6 @@ pub(crate) async fn rig_with(
         .client()?
         .connect_timeout(Duration::from_secs(10))
         .build()?;
-    let resources = wasmos_core::Resources {
-        cpus: wasmos_core::Scalar::from_f64("cpus", cpus)?,
-        mem: wasmos_core::Scalar::from_f64("mem", 1e6)?,
-        disk: wasmos_core::Scalar::from_f64("disk", 1e6)?,
-        gpus: 0,
-        ports: Default::default(),
-    };
     let sims = SimAgents::start(&url, &pki, agents, resources, lifetime).await?;
     Ok(Rig {
         dir,

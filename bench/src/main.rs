@@ -16,6 +16,7 @@
 //! `wasmos-bench marathon`: Marathon deployments of many instances (`marathon.rs`).
 //! `wasmos-bench jobs`: Chronos jobs due every minute on simulated agents (`jobs.rs`, `sim.rs`).
 
+mod churn;
 mod dashboard;
 mod etcd;
 mod frameworks;
@@ -68,6 +69,8 @@ enum Command {
     Scale(scale::ScaleArgs),
     /// B2: placement throughput with constraints — replicated masters, 5,000 simulated agents, 100,000 Marathon tasks with UNIQUE/GROUP_BY/LIKE.
     Placement(placement::PlacementArgs),
+    /// B8: offer-cycle latency — 1,000 one-task agents, 100 v1 frameworks taking every offer, tasks ending continuously: freed → offered, accept → launch, DRF fairness.
+    Churn(churn::ChurnArgs),
     /// (Used by `lb`.) A minimal HTTP/1.0 server: the backend task.
     #[command(hide = true)]
     LbBackend(lb::BackendArgs),
@@ -189,6 +192,10 @@ fn main() -> anyhow::Result<()> {
             Command::Placement(a) => {
                 let bin = wasmos_bin(a.wasmos.clone())?;
                 placement::run(a, bin).await
+            }
+            Command::Churn(a) => {
+                let bin = wasmos_bin(a.wasmos.clone())?;
+                churn::run(a, bin).await
             }
             Command::LbBackend(a) => lb::backend(a).await,
         }

@@ -94,9 +94,23 @@ fn state_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The allocation cycles' histogram from the master's `/metrics`:
-/// (cycles, p50 and p99 in ms as the upper bounds of their buckets).
-async fn allocation_cycles(http: &reqwest::Client, url: &str) -> anyhow::Result<(f64, f64, f64)> {
+/// A histogram's buckets, count and sum from the master's `/metrics`.
+pub(crate) async fn histogram(
+    http: &reqwest::Client,
+    url: &str,
+    metric: &str,
+) -> anyhow::Result<(Vec<prometheus_parse::HistogramCount>, f64, f64)> {
+    histogram_of(http, url, metric, None).await
+}
+
+/// [`histogram`], of the series with label `label` = value.
+pub(crate) async fn histogram_of(
+    http: &reqwest::Client,
+    url: &str,
+    metric: &str,
+    label: Option<(&str, &str)>,
+) -> anyhow::Result<(Vec<prometheus_parse::HistogramCount>, f64, f64)> {
+    let labelled = |l: &prometheus_parse::Labels| label.is_none_or(|(k, v)| l.get(k) == Some(v));
     let text = http
         .get(format!("{url}/metrics"))
         // As Prometheus asks (any other Accept gets Marathon's JSON).
@@ -108,26 +122,43 @@ async fn allocation_cycles(http: &reqwest::Client, url: &str) -> anyhow::Result<
         .await?;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .context("the master's /metrics is not Prometheus text")?;
+    let value = |suffix: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == format!("{metric}{suffix}") && labelled(&s.labels))
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => {
+                    Some(v)
+                }
+                _ => None,
+            })
+    };
     let buckets = scrape
         .samples
         .iter()
         .find_map(|s| match &s.value {
-            prometheus_parse::Value::Histogram(b)
-                if s.metric == "wasmos_allocation_cycle_seconds" =>
-            {
+            prometheus_parse::Value::Histogram(b) if s.metric == metric && labelled(&s.labels) => {
                 Some(b.clone())
             }
             _ => None,
         })
         .with_context(|| {
-            let lines: Vec<&str> = text
-                .lines()
-                .filter(|l| l.contains("allocation_cycle"))
-                .collect();
-            format!(
-                "no wasmos_allocation_cycle_seconds histogram in /metrics; its lines: {lines:?}"
-            )
+            let short = metric.trim_start_matches("wasmos_");
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains(short)).collect();
+            format!("no {metric} histogram in /metrics; its lines: {lines:?}")
         })?;
+    let count = buckets.last().map_or(0.0, |b| b.count);
+    Ok((buckets, count, value("_sum").unwrap_or(f64::NAN)))
+}
+
+/// The allocation cycles' histogram from the master's `/metrics`:
+/// (cycles, p50 and p99 in ms as the upper bounds of their buckets).
+pub(crate) async fn allocation_cycles(
+    http: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let (buckets, _, _) = histogram(http, url, "wasmos_allocation_cycle_seconds").await?;
     let total = buckets.last().map_or(0.0, |b| b.count);
     let at = |q: f64| {
         buckets
@@ -189,7 +220,7 @@ pub async fn run(a: ScaleArgs, bin: PathBuf) -> anyhow::Result<()> {
     let mut rig = crate::frameworks::rig_with(
         &bin,
         a.agents,
-        64.0,
+        crate::frameworks::agent_resources(64.0)?,
         Duration::from_secs(24 * 3600),
         1000,
         &extra,

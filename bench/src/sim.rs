@@ -35,6 +35,17 @@ pub struct Seen {
     pub running_at: SystemTime,
 }
 
+/// A task's end reported by a simulated agent: its resources are free.
+#[derive(Debug, Clone, Copy)]
+pub struct Freed {
+    /// The simulated agent.
+    pub agent: usize,
+    /// When the agent sent the terminal update (the first try).
+    pub sent: Instant,
+    /// When the master acknowledged it (committed).
+    pub acked: Instant,
+}
+
 struct Shared {
     master: String,
     http: reqwest::Client,
@@ -42,7 +53,11 @@ struct Shared {
     /// The newest term each agent has seen.
     terms: Mutex<Vec<u64>>,
     lifetime: Duration,
+    /// Lifetimes are drawn uniformly from `lifetime × [1 − spread, 1 +
+    /// spread]` (0: every task lives `lifetime`).
+    spread: Mutex<f64>,
     seen: Mutex<Vec<Seen>>,
+    freed: Mutex<Vec<Freed>>,
     /// Tasks that have not finished yet, to kill.
     live: Mutex<HashMap<TaskId, (usize, FrameworkId)>>,
 }
@@ -105,7 +120,9 @@ impl SimAgents {
             ids: Mutex::new(vec![None; n]),
             terms: Mutex::new(vec![0; n]),
             lifetime,
+            spread: Mutex::new(0.0),
             seen: Mutex::new(Vec::new()),
+            freed: Mutex::new(Vec::new()),
             live: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
@@ -135,6 +152,33 @@ impl SimAgents {
             tasks.push(tokio::spawn(heartbeats(s, i, info, interval)));
         }
         Ok(SimAgents { shared, tasks })
+    }
+
+    /// From now on, tasks live `lifetime × [1 − spread, 1 + spread]`,
+    /// uniformly drawn (`spread` in 0..=1), so that ends do not come in
+    /// waves.
+    pub fn set_lifetime_spread(&self, spread: f64) {
+        *self.shared.spread.lock().unwrap_or_else(|p| p.into_inner()) = spread.clamp(0.0, 1.0);
+    }
+
+    /// Agent `i`'s id, once it has registered.
+    pub fn agent_id(&self, i: usize) -> Option<AgentId> {
+        self.shared
+            .ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(i)
+            .cloned()
+            .flatten()
+    }
+
+    /// Every task end the master has acknowledged so far.
+    pub fn freed(&self) -> Vec<Freed> {
+        self.shared
+            .freed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every task launched so far.
@@ -260,9 +304,13 @@ async fn launch(
             .insert(spec.task_id.clone(), (n, msg.framework_id.clone()));
         let s = s.clone();
         let fw = msg.framework_id.clone();
+        let spread = *s.spread.lock().unwrap_or_else(|p| p.into_inner());
+        let lifetime = s
+            .lifetime
+            .mul_f64(1.0 - spread + 2.0 * spread * rand::random::<f64>());
         tokio::spawn(async move {
             report(&s, n, &fw, &spec.task_id, TaskState::Running, None).await;
-            tokio::time::sleep(s.lifetime).await;
+            tokio::time::sleep(lifetime).await;
             let still = s
                 .live
                 .lock()
@@ -338,6 +386,7 @@ async fn report(
             executor_id: None,
         },
     };
+    let sent = Instant::now();
     let mut wait = Duration::from_millis(100);
     for _ in 0..100 {
         let ok = s
@@ -348,6 +397,16 @@ async fn report(
             .await
             .is_ok_and(|r| r.status().is_success());
         if ok {
+            if state == TaskState::Finished {
+                s.freed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Freed {
+                        agent: n,
+                        sent,
+                        acked: Instant::now(),
+                    });
+            }
             return;
         }
         tokio::time::sleep(wait).await;
