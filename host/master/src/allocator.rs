@@ -370,7 +370,8 @@ pub struct Allocator {
     paused: HashMap<AgentId, u32>,
     /// How many times each framework was picked for an agent's resources
     /// this term: equal shares go to the one picked least (as Mesos'
-    /// sorter does), so ties rotate instead of favouring one name.
+    /// sorter does), so ties rotate instead of favouring one name. Kept
+    /// for every framework picked during the term.
     picked: HashMap<FrameworkId, u64>,
 }
 
@@ -505,10 +506,10 @@ impl Allocator {
                 made.push(offer);
             }
         }
-        // Counts of frameworks gone go with them.
-        let ready: HashSet<&FrameworkId> = input.frameworks.iter().collect();
+        // Kept for the term, also for frameworks not ready now (one that
+        // disconnects for a while must not come back first in every tie):
+        // one count per framework registered during the term.
         self.picked = held.picked;
-        self.picked.retain(|f, _| ready.contains(f));
         made
     }
 
@@ -524,7 +525,8 @@ impl Allocator {
     ) -> Option<(FrameworkId, Resources)> {
         if let Some(order) = &shares.order {
             // One role, no quota: the eligible framework with the smallest
-            // dominant share (ties by name) — what `pick` would find, without
+            // dominant share (ties to the one picked least, then by name) —
+            // what `pick` would find, without
             // a pass over every framework per agent.
             let framework = order.iter().map(|(_, _, f)| f).find(|f| eligible_here(f))?;
             return Some((framework.clone(), free.clone()));

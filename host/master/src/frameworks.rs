@@ -3,9 +3,9 @@
 //! An actor owns its plugin instance and makes one call at a time (offers,
 //! a status update, a tick, an HTTP request) on a blocking thread. Calls
 //! go in groups: the message that woke the actor, what else queued in its
-//! mailbox meanwhile (up to `--framework-group-calls`, for at most
-//! `GROUP_TIME`), and
-//! the status deliveries due. The group's effects — state writes,
+//! mailbox meanwhile (up to `--framework-group-calls`, taken while the
+//! group is younger than `GROUP_TIME`), and the status deliveries due (at
+//! least one call, more while the group is younger than `GROUP_TIME`). The group's effects — state writes,
 //! launches that passed the offer checks, acknowledgements of the updates
 //! delivered — are proposed as one log entry (group commit: under load the
 //! commit, not the call, is the wait). A call's state writes are
@@ -356,16 +356,18 @@ impl Actor {
                 }
             }
             if self.retry_at.is_none() {
-                self.deliver(&mut group).await;
+                self.deliver(&mut group, started).await;
             }
             self.flush(group).await;
         }
         tracing::debug!(framework = %self.id, "framework actor stopped");
     }
 
-    /// Runs a plugin call on a blocking thread.
+    /// Runs a plugin call (of `kind`: offers, http, tick, status, ...) on a
+    /// blocking thread; its time is counted by kind.
     async fn call<R: Send + 'static>(
         &self,
+        kind: &'static str,
         f: impl FnOnce(&mut FrameworkInstance) -> Result<R, CallError> + Send + 'static,
     ) -> Result<R, CallError> {
         let inst = self.instance.clone();
@@ -377,8 +379,17 @@ impl Actor {
             (r, guard.health())
         })
         .await;
-        if started.elapsed() > SLOW {
-            tracing::info!(framework = %self.id, ms = started.elapsed().as_millis() as u64, "slow framework call");
+        let took = started.elapsed();
+        self.leader
+            .instruments
+            .framework_call_seconds
+            .get_or_create(&vec![
+                ("framework".to_string(), self.id.to_string()),
+                ("call".to_string(), kind.to_string()),
+            ])
+            .observe(took.as_secs_f64());
+        if took > SLOW {
+            tracing::info!(framework = %self.id, ms = took.as_millis() as u64, kind, "slow framework call");
         }
         match r {
             Ok((r, health)) => {
@@ -429,7 +440,7 @@ impl Actor {
         match msg {
             FrameworkMsg::Offers(offers) => {
                 let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
-                match self.call(move |i| i.offers(&offers)).await {
+                match self.call("offers", move |i| i.offers(&offers)).await {
                     Ok(effects) => self.add(group, effects),
                     Err(e) => {
                         tracing::warn!(framework = %self.id, error = %e, "offers call failed; offers declined");
@@ -442,7 +453,7 @@ impl Actor {
                     }
                 }
             }
-            FrameworkMsg::Http(req, reply) => match self.call(move |i| i.http(req)).await {
+            FrameworkMsg::Http(req, reply) => match self.call("http", move |i| i.http(req)).await {
                 Ok((resp, effects)) => {
                     self.add(group, effects);
                     group.replies.push((reply, resp));
@@ -456,14 +467,14 @@ impl Actor {
             },
             FrameworkMsg::Tick => {
                 let now_ms = (now_secs() * 1000.0) as u64;
-                match self.call(move |i| i.tick(now_ms)).await {
+                match self.call("tick", move |i| i.tick(now_ms)).await {
                     Ok(effects) => self.add(group, effects),
                     Err(e) => tracing::debug!(framework = %self.id, error = %e, "tick failed"),
                 }
             }
             FrameworkMsg::Reconfigure(config) => {
                 let _ = self
-                    .call(move |i| {
+                    .call("reset", move |i| {
                         i.reset(config);
                         Ok(())
                     })
@@ -480,10 +491,15 @@ impl Actor {
     }
 
     /// Delivers queued status updates, oldest first per task, into the
-    /// group (committing it first when it is full).
-    async fn deliver(&mut self, group: &mut Group) {
+    /// group (committing it first when it is full). After the first
+    /// delivery call, stops once the group has taken `GROUP_TIME` since
+    /// `started` (its callers wait for its commit).
+    async fn deliver(&mut self, group: &mut Group, started: Instant) {
         let most = self.leader.config.framework_group_calls.max(1);
-        for _ in 0..DELIVERIES_PER_ROUND {
+        for round in 0..DELIVERIES_PER_ROUND {
+            if round > 0 && started.elapsed() >= GROUP_TIME {
+                break;
+            }
             if group.calls >= most {
                 self.flush(std::mem::take(group)).await;
                 if self.retry_at.is_some() {
@@ -493,7 +509,7 @@ impl Actor {
             if let Some(update) = self.ephemeral.pop_front() {
                 group.calls += 1;
                 let u = update.clone();
-                match self.call(move |i| i.status(&u)).await {
+                match self.call("status", move |i| i.status(&u)).await {
                     Ok(effects) => self.add(group, effects),
                     Err(e) => {
                         self.ephemeral.push_front(update);
@@ -530,11 +546,26 @@ impl Actor {
                     .collect()
             });
             {
+                // Tasks with nothing to deliver leave the set — checked again
+                // under its lock: an update applied since the read above
+                // found its task still in the set (`mark_pending` did
+                // nothing) and must not be stranded.
                 let mut set = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                for id in &tasks {
-                    if !updates.iter().any(|u| &u.task_id == id) {
-                        set.remove(id);
-                    }
+                let idle: Vec<&TaskId> = tasks
+                    .iter()
+                    .filter(|id| !updates.iter().any(|u| &u.task_id == *id))
+                    .collect();
+                if !idle.is_empty() {
+                    self.leader.store.read(|s| {
+                        for id in idle {
+                            let waiting = s.tasks.get(id).is_some_and(|t| {
+                                t.framework_id == self.id && !t.pending.is_empty()
+                            });
+                            if !waiting {
+                                set.remove(id);
+                            }
+                        }
+                    });
                 }
             }
             if updates.is_empty() {
@@ -542,7 +573,7 @@ impl Actor {
             }
             let batch = updates.clone();
             group.calls += 1;
-            match self.call(move |i| i.status_batch(&batch)).await {
+            match self.call("status", move |i| i.status_batch(&batch)).await {
                 Ok(effects) => {
                     self.add(group, effects);
                     for u in updates {
@@ -687,7 +718,7 @@ impl Actor {
                 // The call's effects are lost, but the instance's memory
                 // believes them done: rebuild it from what was committed.
                 let _ = self
-                    .call(|i| {
+                    .call("restart", |i| {
                         i.restart();
                         Ok(())
                     })

@@ -41,6 +41,9 @@ pub struct Instruments {
     pub status_updates: Family<Labels, Counter>,
     /// Framework plugin calls whose effects went in one log entry.
     pub framework_group_calls: Histogram,
+    /// Seconds per call into a framework plugin by its actor, by
+    /// `framework` and `call` (offers, http, tick, status, ...).
+    pub framework_call_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Instruments {
@@ -51,6 +54,9 @@ impl Default for Instruments {
             launches: Family::default(),
             status_updates: Family::default(),
             framework_group_calls: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
+            framework_call_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.00005, 2.0, 18))
+            }),
         }
     }
 }
@@ -258,6 +264,11 @@ pub fn render(n: &Node) -> String {
         "framework_group_calls",
         "Framework plugin calls committed together in one log entry while this master led",
         i.framework_group_calls.clone(),
+    );
+    reg.register(
+        "framework_call_seconds",
+        "Seconds per call into a framework plugin by its actor while this master led, by framework and call",
+        i.framework_call_seconds.clone(),
     );
     reg.register(
         "raft_commit_seconds",
