@@ -99,6 +99,10 @@ async fn taker(mut fw: Framework, name: String, log: Arc<Log>, held: Arc<AtomicU
     let mut running: HashSet<String> = HashSet::new();
     let mut n = 0u64;
     while let Some(e) = events.recv().await {
+        if e["type"] == "ERROR" {
+            log.fail(anyhow::anyhow!("{name} got an ERROR event: {e}"));
+            continue;
+        }
         if let Some(status) = e.get("update").map(|u| u["status"].clone()) {
             let id = status["task_id"]["value"]
                 .as_str()
@@ -109,7 +113,17 @@ async fn taker(mut fw: Framework, name: String, log: Arc<Log>, held: Arc<AtomicU
                     running.insert(id);
                 }
                 Some("TASK_STARTING" | "TASK_STAGING") => {}
-                _ => {
+                Some("TASK_FINISHED") => {
+                    running.remove(&id);
+                }
+                // A launch refused after its ACCEPT, or a task lost: the
+                // run is not what it measures.
+                other => {
+                    log.fail(anyhow::anyhow!(
+                        "{id} went {}: {}",
+                        other.unwrap_or("?"),
+                        status["message"]
+                    ));
                     running.remove(&id);
                 }
             }
@@ -157,6 +171,8 @@ async fn taker(mut fw: Framework, name: String, log: Arc<Log>, held: Arc<AtomicU
             });
         }
     }
+    // Aborted at the end of the run, so an end here is the stream's.
+    log.fail(anyhow::anyhow!("{name}'s event stream ended"));
 }
 
 pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
@@ -245,8 +261,9 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
     let window = t1.duration_since(t0).as_secs_f64();
     let cpu = (crate::cpu_ticks(pid) - cpu_before) as f64 / 100.0;
     let (cycles_after, p50, p99) = crate::scale::allocation_cycles(&rig.http, &rig.url).await?;
-    // Offers of the window's last ends arrive after it.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Offers of the window's last ends arrive after it (an end offered
+    // later than this counts as not offered again).
+    tokio::time::sleep(Duration::from_secs(5)).await;
     for l in &loops {
         l.abort();
     }
@@ -334,6 +351,7 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
         .map(|s| (s - ideal).abs() / ideal * 100.0)
         .fold(0.0, f64::max);
     let failed = log.failed.load(Ordering::Relaxed);
+    let gave_up = rig.sims.gave_up();
 
     println!(
         "| B8: 1 master, {} agents, {} frameworks, lifetimes {} ms ± {:.0} %, {} s window | result |",
@@ -388,6 +406,10 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
         "| master CPU | {:.2} cores ({:.2} CPU-s per 1,000 ends) |",
         cpu / window,
         cpu / freed.len().max(1) as f64 * 1000.0
+    );
+    anyhow::ensure!(
+        gave_up == 0,
+        "{gave_up} task updates were never acknowledged by the master"
     );
     if failed > 0 {
         anyhow::bail!(

@@ -190,18 +190,22 @@ pub async fn run(a: PlacementArgs, bin: PathBuf) -> anyhow::Result<()> {
             .map(|(_, n, sum)| (n, sum)),
         Err(e) => Err(anyhow::anyhow!("{e:#}")),
     };
-    // Where Marathon's actor spent its time: its calls, one at a time.
-    let marathon_calls = match &leader {
-        Ok(leader) => crate::scale::histogram_of(
-            &http,
-            leader,
-            "wasmos_plugin_call_seconds",
-            Some(("plugin", "marathon")),
-        )
-        .await
-        .map(|(_, n, sum)| (n, sum)),
-        Err(e) => Err(anyhow::anyhow!("{e:#}")),
-    };
+    // Where Marathon's actor spent its time: its calls, one at a time,
+    // by kind.
+    let mut marathon_calls = Vec::new();
+    if let Ok(leader) = &leader {
+        for kind in ["http", "offers", "status", "tick"] {
+            let r = crate::scale::histogram_of(
+                &http,
+                leader,
+                "wasmos_framework_call_seconds",
+                &[("framework", "marathon"), ("call", kind)],
+            )
+            .await
+            .map(|(_, n, sum)| (n, sum));
+            marathon_calls.push((kind, r));
+        }
+    }
     let seen = sims.seen();
     let broken = check_constraints(&seen, racks);
     cluster.stop().await;
@@ -239,12 +243,14 @@ pub async fn run(a: PlacementArgs, bin: PathBuf) -> anyhow::Result<()> {
         ),
         Err(e) => eprintln!("   (framework calls per commit not read: {e:#})"),
     }
-    match marathon_calls {
-        Ok((n, secs)) => println!(
-            "Marathon plugin calls on the leader: {n:.0}, {:.1} ms on average, {secs:.1} s in all",
-            secs / n.max(1.0) * 1000.0
-        ),
-        Err(e) => eprintln!("   (Marathon's call times not read: {e:#})"),
+    for (kind, r) in marathon_calls {
+        match r {
+            Ok((n, secs)) => println!(
+                "Marathon's {kind} calls on the leader: {n:.0}, {:.1} ms on average, {secs:.1} s in all",
+                secs / n.max(1.0) * 1000.0
+            ),
+            Err(e) => eprintln!("   (Marathon's {kind} call times not read: {e:#})"),
+        }
     }
     // After the figures, so that a failed run still shows them.
     anyhow::ensure!(

@@ -100,17 +100,17 @@ pub(crate) async fn histogram(
     url: &str,
     metric: &str,
 ) -> anyhow::Result<(Vec<prometheus_parse::HistogramCount>, f64, f64)> {
-    histogram_of(http, url, metric, None).await
+    histogram_of(http, url, metric, &[]).await
 }
 
-/// [`histogram`], of the series with label `label` = value.
+/// [`histogram`], of the series with these labels.
 pub(crate) async fn histogram_of(
     http: &reqwest::Client,
     url: &str,
     metric: &str,
-    label: Option<(&str, &str)>,
+    labels: &[(&str, &str)],
 ) -> anyhow::Result<(Vec<prometheus_parse::HistogramCount>, f64, f64)> {
-    let labelled = |l: &prometheus_parse::Labels| label.is_none_or(|(k, v)| l.get(k) == Some(v));
+    let labelled = |l: &prometheus_parse::Labels| labels.iter().all(|(k, v)| l.get(k) == Some(*v));
     let text = http
         .get(format!("{url}/metrics"))
         // As Prometheus asks (any other Accept gets Marathon's JSON).

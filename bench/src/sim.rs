@@ -58,6 +58,8 @@ struct Shared {
     spread: Mutex<f64>,
     seen: Mutex<Vec<Seen>>,
     freed: Mutex<Vec<Freed>>,
+    /// Updates given up on (never acknowledged after every try).
+    gave_up: std::sync::atomic::AtomicU64,
     /// Tasks that have not finished yet, to kill.
     live: Mutex<HashMap<TaskId, (usize, FrameworkId)>>,
 }
@@ -123,6 +125,7 @@ impl SimAgents {
             spread: Mutex::new(0.0),
             seen: Mutex::new(Vec::new()),
             freed: Mutex::new(Vec::new()),
+            gave_up: Default::default(),
             live: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
@@ -179,6 +182,13 @@ impl SimAgents {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Updates the master never acknowledged after every try.
+    pub fn gave_up(&self) -> u64 {
+        self.shared
+            .gave_up
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every task launched so far.
@@ -412,4 +422,5 @@ async fn report(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(2));
     }
+    s.gave_up.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
