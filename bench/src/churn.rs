@@ -281,6 +281,8 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
     // may even reach the framework first).
     let (mut after_ack, mut before_ack) = (Latencies::default(), 0);
     let mut never = 0;
+    // The longest waits, to say when and where they were.
+    let mut slowest: Vec<(Duration, Duration, crate::sim::Freed)> = Vec::new();
     let freed: Vec<_> = rig
         .sims
         .freed()
@@ -300,6 +302,7 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
         match next {
             Some(at) => {
                 offered.push(at.duration_since(f.sent));
+                slowest.push((at.duration_since(f.sent), f.sent.duration_since(t0), *f));
                 match at.checked_duration_since(f.acked) {
                     Some(d) => after_ack.push(d),
                     None => before_ack += 1,
@@ -307,6 +310,16 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
             }
             None => never += 1,
         }
+    }
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
+    for (wait, when, f) in slowest.iter().take(8) {
+        eprintln!(
+            "   a long wait: {:.0} ms for agent {} (its end sent {:.1} s into the window, acknowledged after {:.0} ms)",
+            wait.as_secs_f64() * 1000.0,
+            f.agent,
+            when.as_secs_f64(),
+            f.acked.duration_since(f.sent).as_secs_f64() * 1000.0
+        );
     }
     // accept → the launch at the agent.
     let mut launched = Latencies::default();
