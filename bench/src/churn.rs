@@ -240,6 +240,7 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
         .await?
         .0;
     let cpu_before = crate::cpu_ticks(pid);
+    let bench_before = crate::cpu_ticks(std::process::id());
     let t0 = Instant::now();
     let w0 = SystemTime::now();
     let mut sums = vec![0u64; a.frameworks];
@@ -260,6 +261,7 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
     let w1 = SystemTime::now();
     let window = t1.duration_since(t0).as_secs_f64();
     let cpu = (crate::cpu_ticks(pid) - cpu_before) as f64 / 100.0;
+    let bench_cpu = (crate::cpu_ticks(std::process::id()) - bench_before) as f64 / 100.0;
     let (cycles_after, p50, p99) = crate::scale::allocation_cycles(&rig.http, &rig.url).await?;
     // Offers of the window's last ends arrive after it (an end offered
     // later than this counts as not offered again).
@@ -419,6 +421,10 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
         "| master CPU | {:.2} cores ({:.2} CPU-s per 1,000 ends) |",
         cpu / window,
         cpu / freed.len().max(1) as f64 * 1000.0
+    );
+    println!(
+        "| this bench's CPU (agents and frameworks) | {:.2} cores |",
+        bench_cpu / window
     );
     anyhow::ensure!(
         gave_up == 0,
