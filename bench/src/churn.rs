@@ -196,13 +196,7 @@ pub async fn run(a: ChurnArgs, bin: PathBuf) -> anyhow::Result<()> {
         a.lifetime_ms,
         a.spread * 100.0
     );
-    let one_task = wasmos_core::Resources {
-        cpus: wasmos_core::Scalar::from_f64("cpus", 1.0)?,
-        mem: wasmos_core::Scalar::from_f64("mem", 128.0)?,
-        disk: wasmos_core::Scalar::from_f64("disk", 0.0)?,
-        gpus: 0,
-        ports: Default::default(),
-    };
+    let one_task = crate::sim::resources(1.0, 128.0, 0.0)?;
     let rig = crate::frameworks::rig_with(
         &bin,
         a.agents,

@@ -236,13 +236,7 @@ pub(crate) async fn rig(
 
 /// A simulated agent of `cpus` with room for any memory and disk.
 pub(crate) fn agent_resources(cpus: f64) -> anyhow::Result<wasmos_core::Resources> {
-    Ok(wasmos_core::Resources {
-        cpus: wasmos_core::Scalar::from_f64("cpus", cpus)?,
-        mem: wasmos_core::Scalar::from_f64("mem", 1e6)?,
-        disk: wasmos_core::Scalar::from_f64("disk", 1e6)?,
-        gpus: 0,
-        ports: Default::default(),
-    })
+    crate::sim::resources(cpus, 1e6, 1e6)
 }
 
 /// [`rig`] with more master arguments; `started` sees the master's pid

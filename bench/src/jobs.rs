@@ -133,13 +133,7 @@ async fn one(a: &JobsArgs, bin: &Path, n: usize) -> anyhow::Result<Outcome> {
     let pid = master.id().context("the master's pid")?;
     let http = pki.client()?.timeout(Duration::from_secs(60)).build()?;
     wait_chronos(&http, &url).await?;
-    let resources = wasmos_core::Resources {
-        cpus: wasmos_core::Scalar::from_f64("cpus", 64.0)?,
-        mem: wasmos_core::Scalar::from_f64("mem", 65536.0)?,
-        disk: wasmos_core::Scalar::from_f64("disk", 1e6)?,
-        gpus: 0,
-        ports: Default::default(),
-    };
+    let resources = crate::sim::resources(64.0, 65536.0, 1e6)?;
     let sims = SimAgents::start(
         &url,
         &pki,

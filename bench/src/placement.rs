@@ -150,13 +150,7 @@ pub async fn run(a: PlacementArgs, bin: PathBuf) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(120))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let resources = wasmos_core::Resources {
-        cpus: wasmos_core::Scalar::from_f64("cpus", 32.0)?,
-        mem: wasmos_core::Scalar::from_f64("mem", 131072.0)?,
-        disk: wasmos_core::Scalar::from_f64("disk", 1e6)?,
-        gpus: 0,
-        ports: Default::default(),
-    };
+    let resources = crate::sim::resources(32.0, 131072.0, 1e6)?;
     let registering = Instant::now();
     let racks = a.racks;
     let sims = SimAgents::start_with(

@@ -78,6 +78,18 @@ impl Drop for SimAgents {
     }
 }
 
+/// A simulated agent's resources: `cpus`, `mem` (MiB) and `disk` (MiB),
+/// no GPUs or ports.
+pub fn resources(cpus: f64, mem: f64, disk: f64) -> anyhow::Result<Resources> {
+    Ok(Resources {
+        cpus: wasmos_core::Scalar::from_f64("cpus", cpus)?,
+        mem: wasmos_core::Scalar::from_f64("mem", mem)?,
+        disk: wasmos_core::Scalar::from_f64("disk", disk)?,
+        gpus: 0,
+        ports: Default::default(),
+    })
+}
+
 fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
