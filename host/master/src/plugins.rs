@@ -385,7 +385,7 @@ impl Leader {
 
     /// Sets (`Some`) or clears (`None`) configuration overrides.
     pub async fn configure_plugin(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         changes: BTreeMap<String, Option<String>>,
     ) -> Result<PluginView, ApiError> {
@@ -416,6 +416,10 @@ impl Leader {
             Response::Rejected { reason } => return Err(ApiError::NotFound(reason)),
             other => return Err(ApiError::Internal(format!("unexpected {other:?}"))),
         }
+        // In effect before the answer: a framework plugin's reconfiguration
+        // is queued ahead of any request the caller sends next (the
+        // dispatcher's own reconcile, spawned, could come after them).
+        self.reconcile_plugins().await;
         self.plugin_view(name)
             .ok_or_else(|| ApiError::Internal("configured plugin vanished".into()))
     }
