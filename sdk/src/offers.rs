@@ -124,21 +124,12 @@ impl NoFit {
     /// The shortfall most offers had (the first in [`Shortfall`] order on
     /// a tie), if any offer was looked at.
     pub fn main_shortfall(&self) -> Option<Shortfall> {
-        let mut counts = [0usize; 8];
+        let mut counts = [0usize; SHORTFALLS];
         for s in &self.shortfalls {
             counts[*s as usize] += 1;
         }
-        let all = [
-            Shortfall::Cpus,
-            Shortfall::Mem,
-            Shortfall::Disk,
-            Shortfall::Gpus,
-            Shortfall::Ports,
-            Shortfall::Constraints,
-            Shortfall::Full,
-            Shortfall::Volumes,
-        ];
-        all.into_iter()
+        ALL_SHORTFALLS
+            .into_iter()
             .filter(|s| counts[*s as usize] > 0)
             .max_by(|a, b| counts[*a as usize].cmp(&counts[*b as usize]).then(b.cmp(a)))
     }
@@ -329,6 +320,77 @@ impl Left {
     }
 }
 
+/// What an offer lacks for a task (the first missing resource), or None
+/// when the task fits in what is left of it.
+fn shortfall(l: &Left, need: &Need, per_offer: usize) -> Option<Shortfall> {
+    let ([cpus, mem, disk], gpus) = l.available(&need.roles);
+    if l.placed >= per_offer {
+        Some(Shortfall::Full)
+    } else if need.cpus > cpus + EPSILON {
+        Some(Shortfall::Cpus)
+    } else if need.mem > mem + EPSILON {
+        Some(Shortfall::Mem)
+    } else if need.disk > disk + EPSILON {
+        Some(Shortfall::Disk)
+    } else if need.gpus > gpus {
+        Some(Shortfall::Gpus)
+    } else if !need.ports.is_empty() && take_ports(&mut l.ports.clone(), &need.ports).is_none() {
+        Some(Shortfall::Ports)
+    } else if need.volumes.iter().any(|v| !l.volumes.contains(v)) {
+        Some(Shortfall::Volumes)
+    } else if need.new_volumes_mb > 0.0
+        && need.new_volumes_mb + need.disk > l.unreserved_disk() + EPSILON
+    {
+        Some(Shortfall::Disk)
+    } else {
+        None
+    }
+}
+
+/// Every kind of [`Shortfall`], in order.
+const ALL_SHORTFALLS: [Shortfall; SHORTFALLS] = [
+    Shortfall::Cpus,
+    Shortfall::Mem,
+    Shortfall::Disk,
+    Shortfall::Gpus,
+    Shortfall::Ports,
+    Shortfall::Constraints,
+    Shortfall::Full,
+    Shortfall::Volumes,
+];
+const SHORTFALLS: usize = 8;
+
+/// Which offers have room for one need, kept between [`Packer::place`]
+/// calls: a framework places an app's instances one after another with
+/// the same need, and a placement changes only the offer it took from, so
+/// the offers are looked at once per need instead of once per task.
+#[derive(Debug)]
+struct Fits {
+    need: Need,
+    /// Per offer: what it lacks for the need; None when it has room.
+    shortfalls: Vec<Option<Shortfall>>,
+    /// The offers with room, ascending.
+    fitting: Vec<usize>,
+    /// How many offers lack each kind (by `Shortfall as usize`).
+    counts: [u32; SHORTFALLS],
+}
+
+impl Fits {
+    /// Offer `i`, which had room, now lacks `short` (or still has room).
+    fn update(&mut self, i: usize, short: Option<Shortfall>) {
+        let Some(s) = short else {
+            return;
+        };
+        if let Ok(k) = self.fitting.binary_search(&i) {
+            self.fitting.remove(k);
+        }
+        if let Some(old) = self.shortfalls[i].replace(s) {
+            self.counts[old as usize] -= 1;
+        }
+        self.counts[s as usize] += 1;
+    }
+}
+
 /// Places tasks on a batch of offers, one at a time.
 #[derive(Debug)]
 pub struct Packer {
@@ -348,6 +410,8 @@ pub struct Packer {
     /// since), and where each group's is.
     refusals: Vec<Option<Decision>>,
     refusal_at: std::collections::HashMap<String, usize>,
+    /// The offers with room for the need of the last `place`.
+    fits: Option<Fits>,
 }
 
 /// How many candidates a decision samples besides the chosen one: the best
@@ -428,6 +492,7 @@ impl Packer {
             rotor: 0,
             refusals: Vec::new(),
             refusal_at: std::collections::HashMap::new(),
+            fits: None,
         }
     }
 
@@ -473,41 +538,16 @@ impl Packer {
         placement: Option<&Placement>,
         mut evaluate: impl FnMut(&Request, &[Candidate]) -> Result<Vec<Verdict>, String>,
     ) -> Result<Fit, NoFit> {
-        let mut shortfalls = vec![None; self.left.len()];
-        let mut fitting = Vec::new();
-        for (i, l) in self.left.iter().enumerate() {
-            let ([cpus, mem, disk], gpus) = l.available(&need.roles);
-            let short = if l.placed >= self.per_offer {
-                Some(Shortfall::Full)
-            } else if need.cpus > cpus + EPSILON {
-                Some(Shortfall::Cpus)
-            } else if need.mem > mem + EPSILON {
-                Some(Shortfall::Mem)
-            } else if need.disk > disk + EPSILON {
-                Some(Shortfall::Disk)
-            } else if need.gpus > gpus {
-                Some(Shortfall::Gpus)
-            } else if take_ports(&mut l.ports.clone(), &need.ports).is_none() {
-                Some(Shortfall::Ports)
-            } else if need.volumes.iter().any(|v| !l.volumes.contains(v)) {
-                Some(Shortfall::Volumes)
-            } else if need.new_volumes_mb > 0.0
-                && need.new_volumes_mb + need.disk > l.unreserved_disk() + EPSILON
-            {
-                Some(Shortfall::Disk)
-            } else {
-                None
-            };
-            match short {
-                Some(s) => shortfalls[i] = Some(s),
-                None => fitting.push(i),
-            }
-        }
+        let mut fits = match self.fits.take() {
+            Some(f) if f.need == *need => f,
+            _ => self.scan(need),
+        };
+        let fitting = &fits.fitting;
         let mut constraint = None;
         let mut judged: Option<Vec<Verdict>> = None;
         // The offers the placement plugins judged (all that had room,
-        // unless a sample sufficed).
-        let mut scored: Vec<usize> = fitting.clone();
+        // unless a window sufficed), in the order of `judged`.
+        let mut scored: Option<Vec<usize>> = None;
         let chosen = match placement.filter(|p| !p.rules.is_empty()) {
             _ if fitting.is_empty() => None,
             None => fitting.first().copied(),
@@ -518,22 +558,27 @@ impl Packer {
                 // scores a share of the nodes): the cost of a placement
                 // stays bounded at any cluster size, and a task that fits
                 // somewhere is never refused.
-                let mut order = fitting.clone();
-                if order.len() > SCORE_AT_MOST {
-                    let from = self.rotor % order.len();
-                    order.rotate_left(from);
+                let n = fitting.len();
+                let from = if n > SCORE_AT_MOST {
+                    let from = self.rotor % n;
                     self.rotor = self.rotor.wrapping_add(SCORE_AT_MOST);
-                }
+                    from
+                } else {
+                    0
+                };
                 let request = Request {
                     group: p.group.clone(),
                     rules: p.rules.clone(),
                     resources: need.resources(),
                     placed: self.placed_with_batch(p),
                 };
-                scored.clear();
+                let mut looked: Vec<usize> = Vec::new();
                 let mut verdicts_all: Vec<Verdict> = Vec::new();
                 let mut best: Option<(usize, f64)> = None;
-                for window in order.chunks(SCORE_AT_MOST) {
+                for start in (0..n).step_by(SCORE_AT_MOST) {
+                    let window: Vec<usize> = (start..n.min(start + SCORE_AT_MOST))
+                        .map(|k| fitting[(from + k) % n])
+                        .collect();
                     let candidates: Vec<Candidate> = window
                         .iter()
                         .map(|&i| Candidate {
@@ -555,7 +600,7 @@ impl Packer {
                                     best = Some((i, v.score));
                                 }
                             }
-                            scored.extend_from_slice(window);
+                            looked.extend_from_slice(&window);
                             verdicts_all.extend(verdicts);
                             if best.is_some() {
                                 break;
@@ -580,17 +625,17 @@ impl Packer {
                         constraint = verdicts_all.iter().find_map(|v| v.reason.clone());
                     }
                     judged = Some(verdicts_all);
-                } else {
-                    scored = fitting.clone();
+                    scored = Some(looked);
                 }
                 best.map(|(i, _)| i)
             }
         };
+        let scored: &[usize] = scored.as_deref().unwrap_or(fitting);
         let mut decision = self.decide(
             need,
             placement,
-            &shortfalls,
-            &scored,
+            &fits,
+            scored,
             judged.as_deref(),
             chosen,
             constraint.as_deref(),
@@ -602,7 +647,8 @@ impl Packer {
             ));
         }
         let Some(i) = chosen else {
-            for i in fitting {
+            let mut shortfalls = fits.shortfalls.clone();
+            for &i in &fits.fitting {
                 shortfalls[i] = Some(Shortfall::Constraints);
             }
             let most = self.left.iter().fold((0.0, 0.0, 0.0, 0), |m, l| {
@@ -613,6 +659,7 @@ impl Packer {
                     m.3.max(l.gpus),
                 )
             });
+            self.fits = Some(fits);
             let no_fit = NoFit {
                 shortfalls: shortfalls.into_iter().flatten().collect(),
                 constraint,
@@ -627,10 +674,33 @@ impl Packer {
         let ports = take_ports(&mut l.ports, &need.ports).unwrap_or_default();
         l.take(need);
         l.placed += 1;
+        // Only this offer changed: the others' fit for the need stands.
+        fits.update(i, shortfall(&self.left[i], need, self.per_offer));
+        self.fits = Some(fits);
         if let Some(p) = placement {
-            self.placed_now.push((p.group.clone(), l.agent_id.clone()));
+            self.placed_now
+                .push((p.group.clone(), self.left[i].agent_id.clone()));
         }
         Ok(Fit { offer: i, ports })
+    }
+
+    /// Which offers have room for `need`, looking at every one.
+    fn scan(&self, need: &Need) -> Fits {
+        let mut fits = Fits {
+            need: need.clone(),
+            shortfalls: Vec::with_capacity(self.left.len()),
+            fitting: Vec::new(),
+            counts: [0; SHORTFALLS],
+        };
+        for (i, l) in self.left.iter().enumerate() {
+            let short = shortfall(l, need, self.per_offer);
+            match short {
+                Some(s) => fits.counts[s as usize] += 1,
+                None => fits.fitting.push(i),
+            }
+            fits.shortfalls.push(short);
+        }
+        fits
     }
 
     /// The group's placements, with those made in this batch.
@@ -672,27 +742,29 @@ impl Packer {
         &self,
         need: &Need,
         placement: Option<&Placement>,
-        shortfalls: &[Option<Shortfall>],
+        fits: &Fits,
         fitting: &[usize],
         verdicts: Option<&[Verdict]>,
         chosen: Option<usize>,
         failed: Option<&str>,
     ) -> Decision {
-        // What ruled offer `i` out, if anything: a shortfall, else the
-        // placement plugins' verdict (or their failure).
-        // Offer index → its verdict, when the placement plugins judged it.
-        let mut verdict_at: Vec<Option<&Verdict>> = Vec::new();
-        if let Some(vs) = verdicts {
-            verdict_at.resize(self.left.len(), None);
-            for (k, &i) in fitting.iter().enumerate() {
-                verdict_at[i] = vs.get(k);
-            }
-        }
-        let verdict_of = |i: usize| -> Option<&Verdict> { verdict_at.get(i).copied().flatten() };
-        let reason_of = |i: usize| -> Option<&str> {
-            if let Some(s) = shortfalls[i] {
-                return Some(s.marathon_name());
-            }
+        let shortfalls = &fits.shortfalls;
+        // Offer index → its verdict, when the placement plugins judged it
+        // (sorted by offer, for lookups).
+        let mut verdict_at: Vec<(usize, &Verdict)> = match verdicts {
+            Some(vs) => fitting.iter().copied().zip(vs).collect(),
+            None => Vec::new(),
+        };
+        verdict_at.sort_unstable_by_key(|(i, _)| *i);
+        let verdict_of = |i: usize| -> Option<&Verdict> {
+            verdict_at
+                .binary_search_by_key(&i, |(j, _)| *j)
+                .ok()
+                .map(|k| verdict_at[k].1)
+        };
+        // What ruled out offer `i`, one the plugins looked at (or would
+        // have): their verdict, or their failure.
+        let judged_reason = |i: usize| -> Option<&str> {
             match verdict_of(i) {
                 Some(v) if !v.fits => Some(v.reason.as_deref().unwrap_or("UnfulfilledConstraint")),
                 Some(_) => None,
@@ -716,13 +788,12 @@ impl Packer {
                 score: verdict_of(i).map_or(0.0, |v| v.score),
             }
         };
-        let mut refusals: Vec<(&str, u32)> = Vec::new();
         let mut candidates: Vec<Judged> = chosen.map(|i| judge(i, None)).into_iter().collect();
         // The best others.
         let mut able: Vec<usize> = fitting
             .iter()
             .copied()
-            .filter(|i| Some(*i) != chosen && reason_of(*i).is_none())
+            .filter(|i| Some(*i) != chosen && judged_reason(*i).is_none())
             .collect();
         if verdicts.is_some() {
             // Only the best few are shown: select them, then order those.
@@ -737,10 +808,39 @@ impl Packer {
             able[..top].sort_by(better);
         }
         candidates.extend(able.iter().take(SAMPLE_BEST).map(|i| judge(*i, None)));
-        for i in 0..self.left.len() {
-            let Some(reason) = reason_of(i) else {
-                continue;
-            };
+        // Every reason with how many offers it ruled out, and the first
+        // few offers (by index) of each as samples. The shortfalls are
+        // counted already; their samples are the first offers found with
+        // each, which is usually near the front.
+        let mut refusals: Vec<(&str, u32)> = Vec::new();
+        let mut samples: Vec<(usize, &str)> = Vec::new();
+        let mut wanted: usize = (0..SHORTFALLS)
+            .map(|k| (fits.counts[k] as usize).min(SAMPLE_PER_REASON))
+            .sum();
+        let mut sampled = [0usize; SHORTFALLS];
+        for (i, short) in shortfalls.iter().enumerate() {
+            if wanted == 0 {
+                break;
+            }
+            if let Some(s) = short
+                && sampled[*s as usize] < SAMPLE_PER_REASON
+            {
+                sampled[*s as usize] += 1;
+                wanted -= 1;
+                samples.push((i, s.marathon_name()));
+            }
+        }
+        for s in ALL_SHORTFALLS {
+            if fits.counts[s as usize] > 0 {
+                refusals.push((s.marathon_name(), fits.counts[s as usize]));
+            }
+        }
+        let mut by_plugins: Vec<(usize, &str)> = fitting
+            .iter()
+            .filter_map(|&i| judged_reason(i).map(|r| (i, r)))
+            .collect();
+        by_plugins.sort_unstable_by_key(|(i, _)| *i);
+        for (i, reason) in by_plugins {
             let seen = match refusals.iter_mut().find(|(r, _)| *r == reason) {
                 Some((_, n)) => {
                     *n += 1;
@@ -751,7 +851,25 @@ impl Packer {
                     1
                 }
             };
-            if seen <= SAMPLE_PER_REASON && candidates.len() < SAMPLE_MAX {
+            if seen <= SAMPLE_PER_REASON {
+                samples.push((i, reason));
+            }
+        }
+        // In offer order, at most a few per reason, as many as fit.
+        samples.sort_by_key(|(i, _)| *i);
+        let mut shown: Vec<(&str, usize)> = Vec::new();
+        for (i, reason) in samples {
+            let n = match shown.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    shown.push((reason, 1));
+                    1
+                }
+            };
+            if n <= SAMPLE_PER_REASON && candidates.len() < SAMPLE_MAX {
                 candidates.push(judge(i, Some(reason)));
             }
         }
@@ -1331,6 +1449,61 @@ mod tests {
             d.summary.contains("1 of 600 offers could take it"),
             "{}",
             d.summary
+        );
+    }
+
+    #[test]
+    fn the_fit_kept_between_placements_is_what_a_fresh_look_at_every_offer_finds() {
+        // Offers of uneven sizes and ports; needs that repeat (kept) and
+        // change (looked at again); some placed with rules, some refused.
+        let offers: Vec<Offer> = (0..40)
+            .map(|k| {
+                let ports: &[(u16, u16)] = if k % 3 == 0 { &[] } else { &[(31000, 31002)] };
+                offer(
+                    &format!("o{k}"),
+                    0.5 + (k % 5) as f64,
+                    100.0 * (1 + k % 4) as f64,
+                    ports,
+                )
+            })
+            .collect();
+        let needs = [need(1.0, 100.0, 0), need(0.5, 50.0, 1), need(2.0, 300.0, 2)];
+        let mut p = Packer::new(&offers).limit_per_offer(3);
+        let any_but_the_first_three =
+            |_: &Request, c: &[Candidate]| -> Result<Vec<Verdict>, String> {
+                Ok(c.iter()
+                    .map(|c| Verdict {
+                        fits: !["agent-o0", "agent-o1", "agent-o2"].contains(&c.agent_id.as_str()),
+                        score: 0.0,
+                        reason: Some("no".into()),
+                    })
+                    .collect())
+            };
+        let rules = unique_placement("g", "hostname");
+        let (mut placed, mut refused) = (0, 0);
+        for step in 0..120 {
+            let n = &needs[(step / 7) % needs.len()];
+            let fit = if step % 2 == 0 {
+                p.place_with(n, Some(&rules), any_but_the_first_three)
+            } else {
+                p.place_with(n, None, no_placement)
+            };
+            match fit {
+                Ok(f) => {
+                    p.add(f.offer, spec(&format!("t{step}")));
+                    placed += 1;
+                }
+                Err(_) => refused += 1,
+            }
+            let kept = p.fits.as_ref().expect("a place keeps the fit of its need");
+            let fresh = p.scan(n);
+            assert_eq!(kept.shortfalls, fresh.shortfalls, "step {step}");
+            assert_eq!(kept.fitting, fresh.fitting, "step {step}");
+            assert_eq!(kept.counts, fresh.counts, "step {step}");
+        }
+        assert!(
+            placed > 30 && refused > 10,
+            "placed {placed}, refused {refused}"
         );
     }
 
