@@ -18,7 +18,8 @@
 use std::fmt;
 
 use crate::framework::bindings::wasmos::plugin::placement_service::{
-    self, Candidate, Decision, Judged, Request, Rule, Verdict,
+    self, BriefVerdict, Candidate, Decision, EvaluateError, Evaluation, Judged, NumberedCandidate,
+    Numbering, Request, Rule, Verdict,
 };
 use crate::framework::bindings::wasmos::plugin::types::{Offer, PortRange, Resources, TaskSpec};
 
@@ -391,6 +392,88 @@ impl Fits {
     }
 }
 
+/// How the packer has the placement plugins judge a window of offers:
+/// the request, the window (offer indices) and all offers.
+type Judge<'a> = &'a mut dyn FnMut(&Request, &[usize], &[Left]) -> Result<Evaluation, String>;
+
+/// The index of `reason` in `reasons`, added if new.
+fn intern(reasons: &mut Vec<String>, reason: &str) -> u32 {
+    match reasons.iter().position(|r| r == reason) {
+        Some(i) => i as u32,
+        None => {
+            reasons.push(reason.to_string());
+            (reasons.len() - 1) as u32
+        }
+    }
+}
+
+/// The host's placement service on a window of offers, their agents by
+/// number (asked once per batch, and again when agents left since): no
+/// agent id crosses per candidate, no reason text per verdict.
+fn judge_numbered(
+    numbering: &mut Option<Numbering>,
+    request: &Request,
+    window: &[usize],
+    left: &[Left],
+) -> Result<Evaluation, String> {
+    for _ in 0..2 {
+        let numbers = numbering.get_or_insert_with(|| {
+            let ids: Vec<String> = left.iter().map(|l| l.agent_id.clone()).collect();
+            placement_service::agent_numbers(&ids)
+        });
+        let mut known = Vec::with_capacity(window.len());
+        let mut at = Vec::with_capacity(window.len());
+        for (pos, &i) in window.iter().enumerate() {
+            if let Some(agent) = numbers.numbers.get(i).copied().flatten() {
+                let l = &left[i];
+                known.push(NumberedCandidate {
+                    agent,
+                    cpus: l.cpus,
+                    mem: l.mem,
+                    disk: l.disk,
+                });
+                at.push(pos);
+            }
+        }
+        let ev = match placement_service::evaluate_numbered(request, numbers.generation, &known) {
+            Ok(ev) => ev,
+            Err(EvaluateError::AgentsChanged) => {
+                *numbering = None;
+                continue;
+            }
+            Err(EvaluateError::Failed(why)) => return Err(why),
+        };
+        if known.len() == window.len() || ev.verdicts.len() != known.len() {
+            return Ok(ev);
+        }
+        // Offers of agents placement does not know: unfit, as the host
+        // judges unknown agents.
+        let mut out = Evaluation {
+            verdicts: Vec::with_capacity(window.len()),
+            reasons: ev.reasons,
+        };
+        for &i in window {
+            let reason = intern(
+                &mut out.reasons,
+                &format!("agent {} is not known to placement", left[i].agent_id),
+            );
+            out.verdicts.push(BriefVerdict {
+                fits: false,
+                score: 0.0,
+                reason: Some(reason),
+            });
+        }
+        for (pos, v) in at.into_iter().zip(ev.verdicts) {
+            out.verdicts[pos] = v;
+        }
+        return Ok(out);
+    }
+    Err(
+        "the agents changed while their offers were judged; the next round of offers tries again"
+            .into(),
+    )
+}
+
 /// Places tasks on a batch of offers, one at a time.
 #[derive(Debug)]
 pub struct Packer {
@@ -412,6 +495,8 @@ pub struct Packer {
     refusal_at: std::collections::HashMap<String, usize>,
     /// The offers with room for the need of the last `place`.
     fits: Option<Fits>,
+    /// The placement service's numbers for the offers' agents, once asked.
+    numbering: Option<Numbering>,
 }
 
 /// How many candidates a decision samples besides the chosen one: the best
@@ -493,6 +578,7 @@ impl Packer {
             refusals: Vec::new(),
             refusal_at: std::collections::HashMap::new(),
             fits: None,
+            numbering: None,
         }
     }
 
@@ -528,15 +614,55 @@ impl Packer {
     /// with room, 256 at a time from a point that moves on with each task,
     /// until a window has a place: the best of that window wins.
     pub fn place(&mut self, need: &Need, placement: Option<&Placement>) -> Result<Fit, NoFit> {
-        self.place_with(need, placement, placement_service::evaluate)
+        let mut numbering = self.numbering.take();
+        let fit = self.place_judged(need, placement, &mut |request, window, left| {
+            judge_numbered(&mut numbering, request, window, left)
+        });
+        self.numbering = numbering;
+        fit
     }
 
-    /// [`Packer::place`] with the placement service given (tests).
+    /// [`Packer::place`] with the placement service given (tests): it
+    /// gets the candidates by agent id and answers a reason per verdict.
     pub fn place_with(
         &mut self,
         need: &Need,
         placement: Option<&Placement>,
         mut evaluate: impl FnMut(&Request, &[Candidate]) -> Result<Vec<Verdict>, String>,
+    ) -> Result<Fit, NoFit> {
+        self.place_judged(need, placement, &mut |request, window, left| {
+            let candidates: Vec<Candidate> = window
+                .iter()
+                .map(|&i| Candidate {
+                    agent_id: left[i].agent_id.clone(),
+                    cpus: left[i].cpus,
+                    mem: left[i].mem,
+                    disk: left[i].disk,
+                })
+                .collect();
+            let mut ev = Evaluation {
+                verdicts: Vec::new(),
+                reasons: Vec::new(),
+            };
+            for v in evaluate(request, &candidates)? {
+                let reason = v.reason.map(|r| intern(&mut ev.reasons, &r));
+                ev.verdicts.push(BriefVerdict {
+                    fits: v.fits,
+                    score: v.score,
+                    reason,
+                });
+            }
+            Ok(ev)
+        })
+    }
+
+    /// Places a task, the placement plugins judging windows of offers
+    /// through `judge` (the request, the offers' indices, all offers).
+    fn place_judged(
+        &mut self,
+        need: &Need,
+        placement: Option<&Placement>,
+        judge: Judge<'_>,
     ) -> Result<Fit, NoFit> {
         let mut fits = match self.fits.take() {
             Some(f) if f.need == *need => f,
@@ -544,7 +670,7 @@ impl Packer {
         };
         let fitting = &fits.fitting;
         let mut constraint = None;
-        let mut judged: Option<Vec<Verdict>> = None;
+        let mut judged: Option<Evaluation> = None;
         // The offers the placement plugins judged (all that had room,
         // unless a window sufficed), in the order of `judged`.
         let mut scored: Option<Vec<usize>> = None;
@@ -573,25 +699,19 @@ impl Packer {
                     placed: self.placed_with_batch(p),
                 };
                 let mut looked: Vec<usize> = Vec::new();
-                let mut verdicts_all: Vec<Verdict> = Vec::new();
+                let mut all = Evaluation {
+                    verdicts: Vec::new(),
+                    reasons: Vec::new(),
+                };
                 let mut best: Option<(usize, f64)> = None;
                 for start in (0..n).step_by(SCORE_AT_MOST) {
                     let window: Vec<usize> = (start..n.min(start + SCORE_AT_MOST))
                         .map(|k| fitting[(from + k) % n])
                         .collect();
-                    let candidates: Vec<Candidate> = window
-                        .iter()
-                        .map(|&i| Candidate {
-                            agent_id: self.left[i].agent_id.clone(),
-                            cpus: self.left[i].cpus,
-                            mem: self.left[i].mem,
-                            disk: self.left[i].disk,
-                        })
-                        .collect();
-                    match evaluate(&request, &candidates) {
-                        Ok(verdicts) if verdicts.len() == window.len() => {
+                    match judge(&request, &window, &self.left) {
+                        Ok(ev) if ev.verdicts.len() == window.len() => {
                             // The best score; the first offer among equals.
-                            for (&i, v) in window.iter().zip(&verdicts) {
+                            for (&i, v) in window.iter().zip(&ev.verdicts) {
                                 let better = match best {
                                     None => true,
                                     Some((j, s)) => v.score > s || (v.score == s && i < j),
@@ -601,15 +721,21 @@ impl Packer {
                                 }
                             }
                             looked.extend_from_slice(&window);
-                            verdicts_all.extend(verdicts);
+                            for v in ev.verdicts {
+                                let reason = v
+                                    .reason
+                                    .and_then(|r| ev.reasons.get(r as usize))
+                                    .map(|r| intern(&mut all.reasons, r));
+                                all.verdicts.push(BriefVerdict { reason, ..v });
+                            }
                             if best.is_some() {
                                 break;
                             }
                         }
-                        Ok(verdicts) => {
+                        Ok(ev) => {
                             constraint = Some(format!(
                                 "the placement service answered {} verdicts for {} candidates",
-                                verdicts.len(),
+                                ev.verdicts.len(),
                                 window.len()
                             ));
                             break;
@@ -622,9 +748,13 @@ impl Packer {
                 }
                 if constraint.is_none() {
                     if best.is_none() {
-                        constraint = verdicts_all.iter().find_map(|v| v.reason.clone());
+                        constraint = all
+                            .verdicts
+                            .iter()
+                            .find_map(|v| v.reason)
+                            .map(|r| all.reasons[r as usize].clone());
                     }
-                    judged = Some(verdicts_all);
+                    judged = Some(all);
                     scored = Some(looked);
                 }
                 best.map(|(i, _)| i)
@@ -636,7 +766,7 @@ impl Packer {
             placement,
             &fits,
             scored,
-            judged.as_deref(),
+            judged.as_ref(),
             chosen,
             constraint.as_deref(),
         );
@@ -744,19 +874,24 @@ impl Packer {
         placement: Option<&Placement>,
         fits: &Fits,
         fitting: &[usize],
-        verdicts: Option<&[Verdict]>,
+        judged: Option<&Evaluation>,
         chosen: Option<usize>,
         failed: Option<&str>,
     ) -> Decision {
+        let verdicts = judged.map(|ev| ev.verdicts.as_slice());
+        let reason_text = |r: Option<u32>| -> &str {
+            r.and_then(|r| judged?.reasons.get(r as usize))
+                .map_or("UnfulfilledConstraint", String::as_str)
+        };
         let shortfalls = &fits.shortfalls;
         // Offer index → its verdict, when the placement plugins judged it
         // (sorted by offer, for lookups).
-        let mut verdict_at: Vec<(usize, &Verdict)> = match verdicts {
+        let mut verdict_at: Vec<(usize, &BriefVerdict)> = match verdicts {
             Some(vs) => fitting.iter().copied().zip(vs).collect(),
             None => Vec::new(),
         };
         verdict_at.sort_unstable_by_key(|(i, _)| *i);
-        let verdict_of = |i: usize| -> Option<&Verdict> {
+        let verdict_of = |i: usize| -> Option<&BriefVerdict> {
             verdict_at
                 .binary_search_by_key(&i, |(j, _)| *j)
                 .ok()
@@ -766,7 +901,7 @@ impl Packer {
         // have): their verdict, or their failure.
         let judged_reason = |i: usize| -> Option<&str> {
             match verdict_of(i) {
-                Some(v) if !v.fits => Some(v.reason.as_deref().unwrap_or("UnfulfilledConstraint")),
+                Some(v) if !v.fits => Some(reason_text(v.reason)),
                 Some(_) => None,
                 None if chosen.is_none() && verdicts.is_none() => failed,
                 None => None,

@@ -18,7 +18,9 @@ use crate::bindings::framework::wasmos::plugin::{driver, placement_service, stat
 use crate::bindings::framework::{Framework, FrameworkPre};
 use crate::bindings::{clock, log, placement_types, types as wit};
 use crate::convert::{config_to_wit, offer_to_wit, pairs_to_wit, status_to_wit, task_from_wit};
-use crate::placement::{AgentRef, Decision, Judged, PlacementEvaluator, Rule, Verdict};
+use crate::placement::{
+    AgentRef, BriefVerdict, Decision, Judged, NumberedError, PlacementEvaluator, Rule, Verdict,
+};
 use crate::sandbox::{Common, HostData, Sandbox, World, link, wasi_view};
 use crate::{CallError, LoadError, PluginHealth, PluginRuntime};
 
@@ -361,6 +363,58 @@ impl placement_service::Host for FrameworkHost {
                 },
             )
             .collect())
+    }
+
+    fn agent_numbers(&mut self, agent_ids: Vec<String>) -> placement_service::Numbering {
+        let (generation, numbers) = self.placement.numbers(&agent_ids);
+        placement_service::Numbering {
+            generation,
+            numbers,
+        }
+    }
+
+    fn evaluate_numbered(
+        &mut self,
+        request: placement_service::Request,
+        generation: u64,
+        candidates: Vec<placement_service::NumberedCandidate>,
+    ) -> Result<placement_service::Evaluation, placement_service::EvaluateError> {
+        use placement_service::EvaluateError;
+        let rules = rules_from_wit(request.rules);
+        let resources =
+            crate::convert::resources_from_wit(request.resources).map_err(EvaluateError::Failed)?;
+        let ev = self
+            .placement
+            .evaluate_numbered(
+                &request.group,
+                &rules,
+                &resources,
+                &request.placed,
+                generation,
+                &candidates,
+            )
+            .map_err(|e| match e {
+                NumberedError::AgentsChanged => EvaluateError::AgentsChanged,
+                NumberedError::Failed(why) => EvaluateError::Failed(why),
+            })?;
+        Ok(placement_service::Evaluation {
+            verdicts: ev
+                .verdicts
+                .into_iter()
+                .map(
+                    |BriefVerdict {
+                         fits,
+                         score,
+                         reason,
+                     }| placement_service::BriefVerdict {
+                        fits,
+                        score,
+                        reason,
+                    },
+                )
+                .collect(),
+            reasons: ev.reasons,
+        })
     }
 
     fn explain(&mut self, decisions: Vec<placement_service::Decision>) {

@@ -62,6 +62,57 @@ pub struct Verdict {
     pub reason: Option<String>,
 }
 
+/// A verdict whose reason is an index into its [`Evaluation`]'s reasons.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BriefVerdict {
+    pub fits: bool,
+    pub score: f64,
+    pub reason: Option<u32>,
+}
+
+/// Verdicts for numbered candidates, each reason given once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    pub verdicts: Vec<BriefVerdict>,
+    pub reasons: Vec<String>,
+}
+
+impl Evaluation {
+    /// Every candidate fits, with no score.
+    fn all_fit(n: usize) -> Evaluation {
+        Evaluation {
+            verdicts: vec![
+                BriefVerdict {
+                    fits: true,
+                    score: 0.0,
+                    reason: None,
+                };
+                n
+            ],
+            reasons: Vec::new(),
+        }
+    }
+
+    /// The index of `reason`, added if new.
+    fn reason(&mut self, reason: String) -> u32 {
+        match self.reasons.iter().position(|r| *r == reason) {
+            Some(i) => i as u32,
+            None => {
+                self.reasons.push(reason);
+                (self.reasons.len() - 1) as u32
+            }
+        }
+    }
+}
+
+/// Why numbered candidates were not judged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NumberedError {
+    /// The numbers are of an older generation.
+    AgentsChanged,
+    Failed(String),
+}
+
 /// One agent a framework looked at for a task, and what became of it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Judged {
@@ -189,6 +240,19 @@ pub trait PlacementEvaluator: Send + Sync {
         placed: &[(String, u32)],
         candidates: &[AgentRef],
     ) -> Result<Vec<Verdict>, String>;
+    /// Each agent's number (None: unknown), and their generation.
+    fn numbers(&self, agent_ids: &[String]) -> (u64, Vec<Option<u32>>);
+    /// [`PlacementEvaluator::evaluate`] for candidates numbered by
+    /// [`PlacementEvaluator::numbers`] of `generation`.
+    fn evaluate_numbered(
+        &self,
+        group: &str,
+        rules: &[Rule],
+        resources: &Resources,
+        placed: &[(String, u32)],
+        generation: u64,
+        candidates: &[pt::Candidate],
+    ) -> Result<Evaluation, NumberedError>;
 }
 
 /// What placement plugins know of an agent.
@@ -205,6 +269,9 @@ pub struct PlacementAgent {
 #[derive(Debug, Default)]
 pub struct AgentTable {
     version: u64,
+    /// Moves on whenever an agent leaves (its index may then be reused):
+    /// indices handed out hold while it stays.
+    generation: u64,
     by_index: BTreeMap<u32, PlacementAgent>,
     index_of: HashMap<String, u32>,
     free: Vec<u32>,
@@ -216,6 +283,7 @@ impl AgentTable {
     /// stay; bumps the version if anything changed.
     pub fn set(&mut self, agents: Vec<PlacementAgent>) {
         let mut changed = false;
+        let mut removed = false;
         let keep: std::collections::HashSet<&str> = agents.iter().map(|a| a.id.as_str()).collect();
         let gone: Vec<(String, u32)> = self
             .index_of
@@ -228,6 +296,7 @@ impl AgentTable {
             self.by_index.remove(&i);
             self.free.push(i);
             changed = true;
+            removed = true;
         }
         for a in agents {
             match self.index_of.get(&a.id) {
@@ -251,6 +320,14 @@ impl AgentTable {
         if changed {
             self.version += 1;
         }
+        if removed {
+            self.generation += 1;
+        }
+    }
+
+    /// See [`AgentTable::generation`]'s field.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn index_of(&self, agent_id: &str) -> Option<u32> {
@@ -696,71 +773,181 @@ impl PlacementEvaluator for PlacementService {
         placed: &[(String, u32)],
         candidates: &[AgentRef],
     ) -> Result<Vec<Verdict>, String> {
-        let mut verdicts: Vec<Verdict> = candidates
-            .iter()
-            .map(|_| Verdict {
-                fits: true,
-                score: 0.0,
-                reason: None,
-            })
-            .collect();
         let routes = self.route(rules)?;
         if routes.is_empty() {
-            return Ok(verdicts);
+            return Ok(candidates
+                .iter()
+                .map(|_| Verdict {
+                    fits: true,
+                    score: 0.0,
+                    reason: None,
+                })
+                .collect());
         }
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
         // Candidates the table does not know cannot be judged: unfit.
-        let mut wit_candidates = Vec::with_capacity(candidates.len());
+        let mut known = Vec::with_capacity(candidates.len());
         let mut positions = Vec::with_capacity(candidates.len());
-        for (pos, c) in candidates.iter().enumerate() {
-            match table.index_of(&c.agent_id) {
+        let mut verdicts: Vec<Verdict> = candidates
+            .iter()
+            .enumerate()
+            .map(|(pos, c)| match table.index_of(&c.agent_id) {
                 Some(agent) => {
-                    wit_candidates.push(pt::Candidate {
+                    known.push(pt::Candidate {
                         agent,
                         cpus: c.cpus,
                         mem: c.mem,
                         disk: c.disk,
                     });
                     positions.push(pos);
+                    Verdict {
+                        fits: true,
+                        score: 0.0,
+                        reason: None,
+                    }
                 }
-                None => {
-                    verdicts[pos].fits = false;
-                    verdicts[pos].reason =
-                        Some(format!("agent {} is not known to placement", c.agent_id));
-                }
-            }
-        }
-        let placed: Vec<(u32, u32)> = placed
-            .iter()
-            .filter_map(|(id, n)| table.index_of(id).map(|i| (i, *n)))
+                None => Verdict {
+                    fits: false,
+                    score: 0.0,
+                    reason: Some(format!("agent {} is not known to placement", c.agent_id)),
+                },
+            })
             .collect();
-        for (plugin, name, rules) in routes {
-            let task = pt::PlacementTask {
-                group: group.to_string(),
-                constraints: constraints_to_wit(&rules),
-                resources: resources_to_wit(resources),
-                placed: placed.clone(),
+        let ev = judge(&table, routes, group, resources, placed, &known)?;
+        for (pos, v) in positions.into_iter().zip(ev.verdicts) {
+            verdicts[pos] = Verdict {
+                fits: v.fits,
+                score: v.score,
+                reason: v.reason.map(|r| ev.reasons[r as usize].clone()),
             };
-            let mut inst = plugin.instance.lock().unwrap_or_else(|e| e.into_inner());
-            let (fits, scores) = inst
-                .filter_score(&table, &task, &wit_candidates)
-                .map_err(|e| format!("placement plugin {name} failed: {e}"))?;
-            let blame = blame(&mut inst, &table, &task, &rules, &wit_candidates, &fits);
-            for (k, pos) in positions.iter().enumerate() {
-                let v = &mut verdicts[*pos];
-                v.score += scores[k];
-                if !fits[k] && v.fits {
-                    v.fits = false;
-                    let list: Vec<String> = match blame.get(&k) {
-                        Some(rule) => vec![rule.to_string()],
-                        None => rules.iter().map(|r| r.to_string()).collect(),
-                    };
-                    v.reason = Some(format!("{name}: {} not met", list.join(", ")));
-                }
-            }
         }
         Ok(verdicts)
     }
+
+    fn numbers(&self, agent_ids: &[String]) -> (u64, Vec<Option<u32>>) {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let numbers = agent_ids.iter().map(|id| table.index_of(id)).collect();
+        (table.generation, numbers)
+    }
+
+    fn evaluate_numbered(
+        &self,
+        group: &str,
+        rules: &[Rule],
+        resources: &Resources,
+        placed: &[(String, u32)],
+        generation: u64,
+        candidates: &[pt::Candidate],
+    ) -> Result<Evaluation, NumberedError> {
+        let routes = self.route(rules).map_err(NumberedError::Failed)?;
+        if routes.is_empty() {
+            return Ok(Evaluation::all_fit(candidates.len()));
+        }
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        if table.generation != generation {
+            return Err(NumberedError::AgentsChanged);
+        }
+        // Numbers of this generation name agents in the table, or none
+        // ever did: those are unfit, as unknown ids are.
+        let (known, positions): (Vec<pt::Candidate>, Vec<usize>) = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| table.by_index.contains_key(&c.agent))
+            .map(|(pos, c)| (*c, pos))
+            .unzip();
+        if known.len() == candidates.len() {
+            return judge(&table, routes, group, resources, placed, &known)
+                .map_err(NumberedError::Failed);
+        }
+        let mut out = Evaluation::all_fit(candidates.len());
+        let unknown = out.reason("the agent is not known to placement".into());
+        for v in &mut out.verdicts {
+            v.fits = false;
+            v.reason = Some(unknown);
+        }
+        let ev = judge(&table, routes, group, resources, placed, &known)
+            .map_err(NumberedError::Failed)?;
+        for (pos, v) in positions.into_iter().zip(ev.verdicts) {
+            out.verdicts[pos] = BriefVerdict {
+                reason: v.reason.map(|r| out.reason(ev.reasons[r as usize].clone())),
+                ..v
+            };
+        }
+        Ok(out)
+    }
+}
+
+/// The verdicts of the routed plugins on candidates the table knows: each
+/// plugin filters and scores them all at once; the scores add up, and the
+/// first plugin to refuse a candidate gives its reason (the rule that
+/// refused it, or all of its rules).
+fn judge(
+    table: &AgentTable,
+    routes: Vec<Route<'_>>,
+    group: &str,
+    resources: &Resources,
+    placed: &[(String, u32)],
+    candidates: &[pt::Candidate],
+) -> Result<Evaluation, String> {
+    let mut out = Evaluation::all_fit(candidates.len());
+    if routes.is_empty() {
+        return Ok(out);
+    }
+    let placed: Vec<(u32, u32)> = placed
+        .iter()
+        .filter_map(|(id, n)| table.index_of(id).map(|i| (i, *n)))
+        .collect();
+    for (plugin, name, rules) in routes {
+        let task = pt::PlacementTask {
+            group: group.to_string(),
+            constraints: constraints_to_wit(&rules),
+            resources: resources_to_wit(resources),
+            placed: placed.clone(),
+        };
+        let mut inst = plugin.instance.lock().unwrap_or_else(|e| e.into_inner());
+        let (fits, scores) = inst
+            .filter_score(table, &task, candidates)
+            .map_err(|e| format!("placement plugin {name} failed: {e}"))?;
+        let blame = blame(&mut inst, table, &task, &rules, candidates, &fits);
+        // Each reason is written once: by the rule blamed (its position
+        // in `rules`), or all of the plugin's rules.
+        let mut by_rule: Vec<Option<u32>> = vec![None; rules.len()];
+        let mut all_rules: Option<u32> = None;
+        let Evaluation { verdicts, reasons } = &mut out;
+        for (k, v) in verdicts.iter_mut().enumerate() {
+            v.score += scores[k];
+            if fits[k] || !v.fits {
+                continue;
+            }
+            v.fits = false;
+            let blamed = blame
+                .get(&k)
+                .and_then(|rule| rules.iter().position(|r| std::ptr::eq(*r, *rule)));
+            let slot = match blamed {
+                Some(i) => &mut by_rule[i],
+                None => &mut all_rules,
+            };
+            let reason = match *slot {
+                Some(r) => r,
+                None => {
+                    let text = match blamed {
+                        Some(i) => rules[i].to_string(),
+                        None => rules
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    };
+                    reasons.push(format!("{name}: {text} not met"));
+                    let r = (reasons.len() - 1) as u32;
+                    *slot = Some(r);
+                    r
+                }
+            };
+            v.reason = Some(reason);
+        }
+    }
+    Ok(out)
 }
 
 /// Which of a plugin's rules refused each refused candidate (by position
@@ -839,6 +1026,25 @@ impl PlacementEvaluator for NoPlacement {
                 reason: None,
             })
             .collect())
+    }
+
+    /// Any agent may be judged: as [`NoPlacement::evaluate`], all fit
+    /// when there are no rules.
+    fn numbers(&self, agent_ids: &[String]) -> (u64, Vec<Option<u32>>) {
+        (0, (0..agent_ids.len() as u32).map(Some).collect())
+    }
+
+    fn evaluate_numbered(
+        &self,
+        _: &str,
+        rules: &[Rule],
+        _: &Resources,
+        _: &[(String, u32)],
+        _: u64,
+        candidates: &[pt::Candidate],
+    ) -> Result<Evaluation, NumberedError> {
+        self.validate(rules).map_err(NumberedError::Failed)?;
+        Ok(Evaluation::all_fit(candidates.len()))
     }
 }
 

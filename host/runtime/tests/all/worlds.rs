@@ -7,10 +7,11 @@ use std::net::{IpAddr, TcpListener};
 use std::time::Duration;
 
 use wasmos_core::Resources;
+use wasmos_runtime::bindings::placement_types::Candidate;
 use wasmos_runtime::health::{CheckTarget, HealthCheckInstance};
 use wasmos_runtime::isolator::{ContainerInfo, IsolatorError, IsolatorInstance};
 use wasmos_runtime::placement::{
-    AgentRef, PlacementAgent, PlacementEvaluator, PlacementService, Rule,
+    AgentRef, NumberedError, PlacementAgent, PlacementEvaluator, PlacementService, Rule,
 };
 use wasmos_runtime::{PluginRuntime, RuntimeConfig};
 
@@ -151,6 +152,72 @@ fn a_refusal_names_the_rule_that_made_it() {
         ],
         "{v:?}"
     );
+}
+
+/// Frameworks judging thousands of offers number the agents once and
+/// send numbers: the verdicts are the named path's, each reason text is
+/// sent once, and numbers of agents that left since are refused, not
+/// judged as whichever agent took the number.
+#[test]
+fn numbered_candidates_get_the_named_verdicts_until_an_agent_leaves() {
+    let svc = service();
+    let res = Resources::cpus_mem(0.1, 32.0).unwrap();
+    let rules = [
+        rule("rack", "LIKE", Some("r1")),
+        rule("hostname", "UNIQUE", None),
+    ];
+    let ids: Vec<String> = ["a1", "a2", "a3", "nobody"].map(String::from).into();
+    let (generation, numbers) = svc.numbers(&ids);
+    assert_eq!(numbers[3], None, "an unknown agent has no number");
+    let numbered: Vec<Candidate> = numbers[..3]
+        .iter()
+        .map(|n| Candidate {
+            agent: n.expect("known agents are numbered"),
+            cpus: 1.0,
+            mem: 128.0,
+            disk: 0.0,
+        })
+        .collect();
+    let placed = [("a1".to_string(), 1)];
+    let ev = svc
+        .evaluate_numbered("web", &rules, &res, &placed, generation, &numbered)
+        .unwrap();
+    let named = svc
+        .evaluate("web", &rules, &res, &placed, &cands(&["a1", "a2", "a3"]))
+        .unwrap();
+    let as_named: Vec<(bool, Option<&str>)> = ev
+        .verdicts
+        .iter()
+        .map(|v| (v.fits, v.reason.map(|r| ev.reasons[r as usize].as_str())))
+        .collect();
+    let expected: Vec<(bool, Option<&str>)> = named
+        .iter()
+        .map(|v| (v.fits, v.reason.as_deref()))
+        .collect();
+    assert_eq!(as_named, expected);
+    assert_eq!(ev.reasons.len(), 2, "{:?}", ev.reasons);
+
+    // a2 leaves and a newcomer may take its number: the old numbers are
+    // refused until the framework asks again.
+    svc.set_agents(vec![
+        PlacementAgent {
+            id: "a1".into(),
+            hostname: "host-a1".into(),
+            attributes: [("rack".to_string(), "r1".to_string())].into(),
+            resources: Resources::default(),
+        },
+        PlacementAgent {
+            id: "a4".into(),
+            hostname: "host-a4".into(),
+            attributes: [("rack".to_string(), "r1".to_string())].into(),
+            resources: Resources::default(),
+        },
+    ]);
+    let stale = svc.evaluate_numbered("web", &rules, &res, &placed, generation, &numbered);
+    assert_eq!(stale, Err(NumberedError::AgentsChanged));
+    let (again, numbers) = svc.numbers(&ids);
+    assert_ne!(again, generation);
+    assert_eq!(numbers[1], None, "a2 is gone");
 }
 
 #[test]
