@@ -407,9 +407,42 @@ fn intern(reasons: &mut Vec<String>, reason: &str) -> u32 {
     }
 }
 
+/// A placement service that takes candidates by agent id and answers a
+/// reason per verdict, on a window of offers.
+fn judge_by_id(
+    evaluate: &mut impl FnMut(&Request, &[Candidate]) -> Result<Vec<Verdict>, String>,
+    request: &Request,
+    window: &[usize],
+    left: &[Left],
+) -> Result<Evaluation, String> {
+    let candidates: Vec<Candidate> = window
+        .iter()
+        .map(|&i| Candidate {
+            agent_id: left[i].agent_id.clone(),
+            cpus: left[i].cpus,
+            mem: left[i].mem,
+            disk: left[i].disk,
+        })
+        .collect();
+    let mut ev = Evaluation {
+        verdicts: Vec::new(),
+        reasons: Vec::new(),
+    };
+    for v in evaluate(request, &candidates)? {
+        let reason = v.reason.map(|r| intern(&mut ev.reasons, &r));
+        ev.verdicts.push(BriefVerdict {
+            fits: v.fits,
+            score: v.score,
+            reason,
+        });
+    }
+    Ok(ev)
+}
+
 /// The host's placement service on a window of offers, their agents by
 /// number (asked once per batch, and again when agents left since): no
-/// agent id crosses per candidate, no reason text per verdict.
+/// agent id crosses per candidate, no reason text per verdict. Should
+/// agents leave again before the second try, the window goes by id.
 fn judge_numbered(
     numbering: &mut Option<Numbering>,
     request: &Request,
@@ -468,10 +501,9 @@ fn judge_numbered(
         }
         return Ok(out);
     }
-    Err(
-        "the agents changed while their offers were judged; the next round of offers tries again"
-            .into(),
-    )
+    // Agents left twice while this window was judged: by id, which needs
+    // no numbers.
+    judge_by_id(&mut placement_service::evaluate, request, window, left)
 }
 
 /// Places tasks on a batch of offers, one at a time.
@@ -631,28 +663,7 @@ impl Packer {
         mut evaluate: impl FnMut(&Request, &[Candidate]) -> Result<Vec<Verdict>, String>,
     ) -> Result<Fit, NoFit> {
         self.place_judged(need, placement, &mut |request, window, left| {
-            let candidates: Vec<Candidate> = window
-                .iter()
-                .map(|&i| Candidate {
-                    agent_id: left[i].agent_id.clone(),
-                    cpus: left[i].cpus,
-                    mem: left[i].mem,
-                    disk: left[i].disk,
-                })
-                .collect();
-            let mut ev = Evaluation {
-                verdicts: Vec::new(),
-                reasons: Vec::new(),
-            };
-            for v in evaluate(request, &candidates)? {
-                let reason = v.reason.map(|r| intern(&mut ev.reasons, &r));
-                ev.verdicts.push(BriefVerdict {
-                    fits: v.fits,
-                    score: v.score,
-                    reason,
-                });
-            }
-            Ok(ev)
+            judge_by_id(&mut evaluate, request, window, left)
         })
     }
 

@@ -62,6 +62,17 @@ pub struct Verdict {
     pub reason: Option<String>,
 }
 
+impl Verdict {
+    /// Fits, with no score.
+    pub fn fit() -> Verdict {
+        Verdict {
+            fits: true,
+            score: 0.0,
+            reason: None,
+        }
+    }
+}
+
 /// A verdict whose reason is an index into its [`Evaluation`]'s reasons.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BriefVerdict {
@@ -775,14 +786,7 @@ impl PlacementEvaluator for PlacementService {
     ) -> Result<Vec<Verdict>, String> {
         let routes = self.route(rules)?;
         if routes.is_empty() {
-            return Ok(candidates
-                .iter()
-                .map(|_| Verdict {
-                    fits: true,
-                    score: 0.0,
-                    reason: None,
-                })
-                .collect());
+            return Ok(candidates.iter().map(|_| Verdict::fit()).collect());
         }
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
         // Candidates the table does not know cannot be judged: unfit.
@@ -800,11 +804,7 @@ impl PlacementEvaluator for PlacementService {
                         disk: c.disk,
                     });
                     positions.push(pos);
-                    Verdict {
-                        fits: true,
-                        score: 0.0,
-                        reason: None,
-                    }
+                    Verdict::fit()
                 }
                 None => Verdict {
                     fits: false,
@@ -1018,14 +1018,7 @@ impl PlacementEvaluator for NoPlacement {
         candidates: &[AgentRef],
     ) -> Result<Vec<Verdict>, String> {
         self.validate(rules)?;
-        Ok(candidates
-            .iter()
-            .map(|_| Verdict {
-                fits: true,
-                score: 0.0,
-                reason: None,
-            })
-            .collect())
+        Ok(candidates.iter().map(|_| Verdict::fit()).collect())
     }
 
     /// Any agent may be judged: as [`NoPlacement::evaluate`], all fit

@@ -63,6 +63,16 @@ fn service() -> std::sync::Arc<PlacementService> {
     svc
 }
 
+/// An agent in a rack, as placement sees it after a change.
+fn agent_in(id: &str, rack: &str) -> PlacementAgent {
+    PlacementAgent {
+        id: id.into(),
+        hostname: format!("host-{id}"),
+        attributes: [("rack".to_string(), rack.to_string())].into(),
+        resources: Resources::default(),
+    }
+}
+
 fn cands(ids: &[&str]) -> Vec<AgentRef> {
     ids.iter()
         .map(|id| AgentRef {
@@ -93,20 +103,7 @@ fn constraints_place_through_the_service_and_follow_agent_changes() {
     assert!(v[0].reason.as_deref().unwrap().contains("UNIQUE"), "{v:?}");
 
     // An agent changes rack: the plugin's view follows without a restart.
-    svc.set_agents(vec![
-        PlacementAgent {
-            id: "a1".into(),
-            hostname: "host-a1".into(),
-            attributes: [("rack".to_string(), "r1".to_string())].into(),
-            resources: Resources::default(),
-        },
-        PlacementAgent {
-            id: "a3".into(),
-            hostname: "host-a3".into(),
-            attributes: [("rack".to_string(), "r1".to_string())].into(),
-            resources: Resources::default(),
-        },
-    ]);
+    svc.set_agents(vec![agent_in("a1", "r1"), agent_in("a3", "r1")]);
     let v = svc
         .evaluate(
             "web",
@@ -199,20 +196,7 @@ fn numbered_candidates_get_the_named_verdicts_until_an_agent_leaves() {
 
     // a2 leaves and a newcomer may take its number: the old numbers are
     // refused until the framework asks again.
-    svc.set_agents(vec![
-        PlacementAgent {
-            id: "a1".into(),
-            hostname: "host-a1".into(),
-            attributes: [("rack".to_string(), "r1".to_string())].into(),
-            resources: Resources::default(),
-        },
-        PlacementAgent {
-            id: "a4".into(),
-            hostname: "host-a4".into(),
-            attributes: [("rack".to_string(), "r1".to_string())].into(),
-            resources: Resources::default(),
-        },
-    ]);
+    svc.set_agents(vec![agent_in("a1", "r1"), agent_in("a4", "r1")]);
     let stale = svc.evaluate_numbered("web", &rules, &res, &placed, generation, &numbered);
     assert_eq!(stale, Err(NumberedError::AgentsChanged));
     let (again, numbers) = svc.numbers(&ids);
