@@ -165,12 +165,14 @@ impl Marathon {
     }
 
     fn forget_task(&mut self, id: &str) {
-        if let Some(app) = self.app_of.remove(id)
-            && let Some(tasks) = self.by_app.get_mut(&app)
-        {
-            tasks.remove(id);
-            if tasks.is_empty() {
-                self.by_app.remove(&app);
+        if let Some(app) = self.app_of.remove(id) {
+            // A write that forgets a task moves its app's deployments.
+            self.touched.borrow_mut().insert(app.clone());
+            if let Some(tasks) = self.by_app.get_mut(&app) {
+                tasks.remove(id);
+                if tasks.is_empty() {
+                    self.by_app.remove(&app);
+                }
             }
         }
         kv::delete(&format!("{TASK_PREFIX}{id}"));
@@ -209,6 +211,7 @@ impl Marathon {
     /// forgets it.
     fn destroy_slot(&mut self, id: &str) {
         if let Some(slot) = self.slots.remove(id) {
+            self.touched.borrow_mut().insert(slot.app_id.clone());
             let ids: Vec<String> = slot
                 .volumes
                 .iter()
