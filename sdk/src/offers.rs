@@ -485,7 +485,12 @@ fn judge_numbered(
             verdicts: Vec::with_capacity(window.len()),
             reasons: ev.reasons,
         };
-        for &i in window {
+        let mut judged = at.into_iter().zip(ev.verdicts).peekable();
+        for (pos, &i) in window.iter().enumerate() {
+            if let Some((_, v)) = judged.next_if(|(at, _)| *at == pos) {
+                out.verdicts.push(v);
+                continue;
+            }
             let reason = intern(
                 &mut out.reasons,
                 &format!("agent {} is not known to placement", left[i].agent_id),
@@ -495,9 +500,6 @@ fn judge_numbered(
                 score: 0.0,
                 reason: Some(reason),
             });
-        }
-        for (pos, v) in at.into_iter().zip(ev.verdicts) {
-            out.verdicts[pos] = v;
         }
         return Ok(out);
     }

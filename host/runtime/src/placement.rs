@@ -336,11 +336,6 @@ impl AgentTable {
         }
     }
 
-    /// See [`AgentTable::generation`]'s field.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     pub fn index_of(&self, agent_id: &str) -> Option<u32> {
         self.index_of.get(agent_id).copied()
     }
