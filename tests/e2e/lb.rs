@@ -240,7 +240,8 @@ async fn an_edge_agent_routes_http_by_host_to_the_apps_of_its_group() {
         assert!(xff.starts_with("127."), "X-Forwarded-For {xff:?}: {body}");
     }
     // site-c's group is not this edge's; an unknown host is not served.
-    task_of("site-c").await.expect("site-c runs");
+    // It runs (posted with the others, it may be placed a round later).
+    wait_for("site-c to have a task", DEADLINE, || task_of("site-c")).await;
     for host in ["c.example.com", "nobody.example.com"] {
         let (code, body) = ask(host).await.expect("the edge answers");
         assert_eq!(code, 503, "{host}: {body}");
