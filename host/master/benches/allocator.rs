@@ -7,10 +7,11 @@
 //!   agent, as in Mesos' benchmark). One iteration is one `allocate()`; the
 //!   declines between cycles are not timed.
 //! - `quota`: agents, roles (each with a guarantee and a limit) and a
-//!   framework in each, 300 of each here (Mesos' shape has 3,000; the
-//!   general path, which roles with quotas take, costs agents × roles ×
-//!   frameworks per cycle today, so 3,000 would take minutes a cycle): the
-//!   first cycle (an offer per agent) and a cycle with nothing left.
+//!   framework in each, 300 of each: the first cycle (an offer per agent)
+//!   and a cycle with nothing left.
+//! - `large_and_small_quota`: Mesos' `LargeAndSmallQuota` at 3,000 agents,
+//!   3,000 roles and 3,000 frameworks: the first cycle, every cycle until
+//!   every quota is met, and a cycle with every role at its limit.
 //! - `one_percent_changed`: 10,000 agents × 1,000 frameworks, every agent
 //!   offered; 1 % of the offers are declined without a filter, then a cycle
 //!   re-offers them.
@@ -147,6 +148,108 @@ fn quota(c: &mut Criterion) {
         assert_eq!(a.allocate(&inp, Instant::now()).len(), QUOTA_SHAPE);
         b.iter(|| assert!(a.allocate(black_box(&inp), Instant::now()).is_empty()))
     });
+    g.finish();
+}
+
+/// Mesos' `LargeAndSmallQuota` at its largest: 2,500 roles whose quota
+/// half an agent meets and 500 whose quota takes two agents, a framework in
+/// each, 3,000 agents of `cpus:2;mem:2048;disk:2048`; a quota is both the
+/// role's guarantee and its limit (as Mesos' quota was). Wasmos offers an
+/// agent to one framework per cycle (Mesos may split it in one cycle), so
+/// meeting every quota takes cycles: timed is the first cycle, and every
+/// cycle until one offers nothing (the offers are kept, not accepted).
+fn large_and_small_quota(c: &mut Criterion) {
+    let mut g = c.benchmark_group("large_and_small_quota");
+    g.sample_size(10);
+    let (small, large) = (2_500, 500);
+    let mut inp = inputs(
+        (0..small / 5 + large * 5)
+            .map(|i| {
+                let r = "cpus:2;mem:2048;disk:2048";
+                AgentSlot {
+                    id: AgentId::new(format!("agent-{i:05}")).expect("an agent id"),
+                    hostname: format!("host-{i:05}"),
+                    total: r.parse().expect("the agents' resources"),
+                    attributes: BTreeMap::new(),
+                    free: AgentPools {
+                        unreserved: r.parse().expect("the agents' resources"),
+                        ..Default::default()
+                    },
+                }
+            })
+            .collect(),
+        Vec::new(),
+    );
+    let quota = |units: f64| {
+        let q: BTreeMap<String, f64> = [
+            ("cpus".to_string(), units),
+            ("mem".to_string(), 1024.0 * units),
+            ("disk".to_string(), 1024.0 * units),
+        ]
+        .into();
+        RoleConfig {
+            weight: 1.0,
+            quota: Quota {
+                guarantees: q.clone(),
+                limits: q,
+            },
+        }
+    };
+    for (kind, count, units) in [("small", small, 1.0), ("large", large, 4.0)] {
+        for i in 0..count {
+            let role = format!("{kind}QuotaRole{i}");
+            let f = FrameworkId::new(format!("framework_{kind}_{i}")).expect("a framework id");
+            inp.frameworks.push(f.clone());
+            inp.framework_roles.insert(f, role.clone());
+            inp.roles.insert(role, quota(units));
+        }
+    }
+    let agents = inp.agents.len();
+    // Every cycle until one offers nothing: (offers made, cycles).
+    let until_quiet = |a: &mut Allocator| {
+        let (mut made, mut cycles) = (0, 0);
+        loop {
+            let n = a.allocate(black_box(&inp), Instant::now()).len();
+            cycles += 1;
+            if n == 0 {
+                return (made, cycles);
+            }
+            made += n;
+        }
+    };
+    let (made, cycles) = until_quiet(&mut Allocator::new(1));
+    eprintln!("large_and_small_quota: {made} offers in {cycles} cycles, the last empty");
+    g.bench_function("3000 agents and roles, first cycle", |b| {
+        b.iter_batched(
+            || Allocator::new(1),
+            |mut a| {
+                assert_eq!(a.allocate(&inp, Instant::now()).len(), agents);
+                a
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.bench_function(
+        "3000 agents and roles, every cycle until one offers nothing",
+        |b| {
+            b.iter_batched(
+                || Allocator::new(1),
+                |mut a| {
+                    assert_eq!(until_quiet(&mut a), (made, cycles));
+                    a
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        },
+    );
+    g.bench_function(
+        "3000 agents and roles, a cycle with every limit reached",
+        |b| {
+            let mut a = Allocator::new(1);
+            until_quiet(&mut a);
+            b.iter(|| assert!(a.allocate(black_box(&inp), Instant::now()).is_empty()))
+        },
+    );
     g.finish();
 }
 
@@ -319,5 +422,12 @@ fn usage(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decline_offers, quota, one_percent_changed, usage);
+criterion_group!(
+    benches,
+    decline_offers,
+    quota,
+    large_and_small_quota,
+    one_percent_changed,
+    usage
+);
 criterion_main!(benches);

@@ -406,9 +406,6 @@ impl Allocator {
             .agents
             .iter()
             .fold(Resources::default(), |acc, a| acc.add(&a.total));
-        // What every framework holds: running + offered + being launched.
-        let picked = std::mem::take(&mut self.picked);
-        let mut held = Shares::new(input, total, self.taken(), picked);
         let pools: Vec<Pool> = {
             let mut taken: HashMap<&AgentId, Vec<&Offer>> = HashMap::new();
             for o in self.taken() {
@@ -420,6 +417,15 @@ impl Allocator {
                 .map(|a| free_on(a, taken.get(&a.id).map_or(&[][..], Vec::as_slice)))
                 .collect()
         };
+        let nothing_free = pools.iter().all(|p| {
+            !worth_offering(&p.unreserved) && p.reserved.is_empty() && p.volumes.is_empty()
+        });
+        if nothing_free {
+            return Vec::new();
+        }
+        // What every framework holds: running + offered + being launched.
+        let picked = std::mem::take(&mut self.picked);
+        let mut held = Shares::new(input, total, self.taken(), picked);
         let mut cluster_free = pools
             .iter()
             .fold(Resources::default(), |acc, p| acc.add(&p.unreserved));
@@ -455,17 +461,14 @@ impl Allocator {
                 if reserved.is_empty() && volumes.is_empty() {
                     continue;
                 }
-                let candidates: Vec<FrameworkId> = input
-                    .frameworks
-                    .iter()
-                    .filter(|f| eligible_here(f))
-                    .filter(|f| within(input.role_of(f), role))
-                    .cloned()
-                    .collect();
-                let Some(framework) = pick(&candidates, &held, input) else {
+                let framework = held.first(
+                    &mut |f| eligible_here(f) && within(input.role_of(f), role),
+                    &|r| within(r, role) || within(role, r),
+                );
+                let Some(framework) = framework else {
                     continue;
                 };
-                held.add(&framework, &reserved);
+                held.add(input, &framework, &reserved);
                 let g = give.entry(framework).or_default();
                 reservation::add(&mut g.reserved, role, &reserved);
                 if let Some(s) = pool.static_reserved.get(role) {
@@ -477,7 +480,7 @@ impl Allocator {
                 && let Some((framework, offered)) =
                     self.unreserved_offer(input, &free, &cluster_free, &held, &eligible_here)
             {
-                held.add(&framework, &offered);
+                held.add(input, &framework, &offered);
                 cluster_free = cluster_free.saturating_sub(&offered);
                 give.entry(framework).or_default().unreserved = offered;
             }
@@ -523,66 +526,47 @@ impl Allocator {
         shares: &Shares,
         eligible_here: &dyn Fn(&FrameworkId) -> bool,
     ) -> Option<(FrameworkId, Resources)> {
-        if let Some(order) = &shares.order {
-            // One role, no quota: the eligible framework with the smallest
-            // dominant share (ties to the one picked least, then by name) —
-            // what `pick` would find, without
-            // a pass over every framework per agent.
-            let framework = order.iter().map(|(_, _, f)| f).find(|f| eligible_here(f))?;
-            return Some((framework.clone(), free.clone()));
-        }
-        let held = &shares.held;
-        let role_held = |role: &str| {
-            held.iter()
-                .filter(|(f, _)| within(input.role_of(f), role))
-                .fold(Resources::default(), |acc, (_, r)| acc.add(r))
-        };
-        // Guarantees not met yet, and what they still need.
-        let unmet: Vec<(&String, Resources)> = input
-            .roles
-            .iter()
-            .filter_map(|(role, c)| {
-                let short = c.quota.guarantee().saturating_sub(&role_held(role));
-                (!short.is_empty()).then_some((role, short))
-            })
-            .collect();
-        // What this agent may give each framework: its free resources cut
-        // to the limits of the framework's role and its ancestors.
+        // What this agent may give a framework: its free resources cut to
+        // the limits of the framework's role and of the roles above it.
         let room = |f: &FrameworkId| -> Resources {
-            let role = input.role_of(f);
             let mut offer = free.clone();
-            for (r, c) in &input.roles {
-                if !c.quota.limits.is_empty() && within(role, r) {
-                    offer = c.quota.cap(&offer, &role_held(r));
+            for role in ancestors(input.role_of(f)) {
+                if let Some(c) = input.roles.get(role)
+                    && !c.quota.limits.is_empty()
+                {
+                    offer = c.quota.cap(&offer, &shares.role(role));
                 }
             }
             offer
         };
-        let eligible: Vec<FrameworkId> = input
-            .frameworks
-            .iter()
-            .filter(|f| eligible_here(f))
-            .filter(|f| worth_offering(&room(f)))
-            .cloned()
-            .collect();
-        // Frameworks of a role short of its guarantee go first.
-        let short: Vec<FrameworkId> = eligible
-            .iter()
-            .filter(|f| unmet.iter().any(|(r, _)| within(input.role_of(f), r)))
-            .cloned()
-            .collect();
-        let pool = if short.is_empty() { &eligible } else { &short };
-        let framework = pick(pool, shares, input)?;
+        let mut candidate = |f: &FrameworkId| eligible_here(f) && worth_offering(&room(f));
+        // A role whose limits leave this agent nothing worth offering rules
+        // out everything below it.
+        let open = |role: &str| {
+            input.roles.get(role).is_none_or(|c| {
+                c.quota.limits.is_empty() || worth_offering(&c.quota.cap(free, &shares.role(role)))
+            })
+        };
+        let unmet = &shares.unmet;
+        if !unmet.is_empty() {
+            // Frameworks of a role short of its guarantee go first.
+            let found = shares.first_short(
+                &mut |f| shares.is_short(input.role_of(f)) && candidate(f),
+                &|r| open(r) && (shares.is_short(r) || shares.below_unmet.contains_key(r)),
+            );
+            if let Some(framework) = found {
+                let offered = room(&framework);
+                return Some((framework, offered));
+            }
+        }
+        let framework = shares.first_open(&mut candidate, &open)?;
         let mut offered = room(&framework);
-        if short.is_empty() && !unmet.is_empty() {
+        if !unmet.is_empty() {
             // The headroom: what other agents have free, plus what this
             // offer leaves here, must cover every unmet guarantee; the
             // offer gives up what it must.
-            let needed = unmet
-                .iter()
-                .fold(Resources::default(), |acc, (_, r)| acc.add(r));
             let elsewhere = scalars(&cluster_free.saturating_sub(free));
-            offered = offered.saturating_sub(&needed.saturating_sub(&elsewhere));
+            offered = offered.saturating_sub(&shares.needed.saturating_sub(&elsewhere));
             if !worth_offering(&offered) {
                 return None;
             }
@@ -971,17 +955,60 @@ impl Ord for Share {
     }
 }
 
-/// What each framework holds during a cycle and, when every ready
-/// framework is in one role and no role has a quota, the ready frameworks
-/// in DRF order (dominant share, then times picked, then name), kept as
-/// offers are made.
+/// What each framework and each role holds during a cycle, kept as offers
+/// are made: the ready frameworks in hierarchical DRF order (a tree of
+/// roles, each node's children sorted), and the guarantees not met yet.
+/// Picking a framework walks the tree from the smallest share down, so a
+/// cycle costs about one descent per agent instead of a pass over every
+/// framework and role (Mesos' sorter keeps the same order).
 struct Shares {
     held: BTreeMap<FrameworkId, Resources>,
     total: Resources,
     /// Times each framework was picked this term (the allocator's, lent
     /// for the cycle).
     picked: HashMap<FrameworkId, u64>,
-    order: Option<BTreeSet<(Share, u64, FrameworkId)>>,
+    /// Every role a framework holding something (or ready) is in, and
+    /// every role above it: the cpus, mem, disk and gpus its frameworks
+    /// hold, and how many times they were picked.
+    roles: HashMap<String, (Resources, u64)>,
+    /// Each node of the role tree (`""` the root, then roles) and its
+    /// children — ready frameworks of that role, and roles below it with a
+    /// ready framework — in DRF order.
+    tree: HashMap<String, BTreeSet<Entry>>,
+    /// Roles holding less than their guarantee, and what they still need.
+    unmet: BTreeMap<String, Resources>,
+    /// The sum of `unmet`.
+    needed: Resources,
+    /// For each role above an unmet one, how many unmet roles are below it.
+    below_unmet: HashMap<String, usize>,
+    /// The root's children that are unmet or have an unmet role below
+    /// them, in DRF order: where frameworks short of a guarantee are found
+    /// without passing every role.
+    short_root: BTreeSet<Entry>,
+    /// The root's children whose limits still leave room for an offer, in
+    /// DRF order: a cycle where most roles are at their limits does not
+    /// pass them for every agent.
+    open_root: BTreeSet<Entry>,
+}
+
+/// A child in the role tree, ordered: weighted dominant share, times
+/// picked, name (a framework before a role of the same name).
+type Entry = (Share, u64, String, Child);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Child {
+    Framework(FrameworkId),
+    Role(String),
+}
+
+/// `role` and the roles it is nested in, itself first: `a/b/c`, `a/b`, `a`.
+fn ancestors(role: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(role), |r| r.rfind('/').map(|i| &r[..i]))
+}
+
+/// The tree node `role` hangs from: `a/b` for `a/b/c`, the root for `a`.
+fn parent(role: &str) -> &str {
+    role.rfind('/').map_or("", |i| &role[..i])
 }
 
 impl Shares {
@@ -999,29 +1026,111 @@ impl Shares {
             let e = held.entry(o.framework_id.clone()).or_default();
             *e = e.add(&o.resources);
         }
-        let one_role = input.frameworks.split_first().is_none_or(|(first, rest)| {
-            let role = input.role_of(first);
-            rest.iter().all(|f| input.role_of(f) == role)
-        });
-        let quota = input
-            .roles
-            .values()
-            .any(|c| !c.quota.limits.is_empty() || !c.quota.guarantee().is_empty());
-        let order = (one_role && !quota).then(|| {
-            input
-                .frameworks
-                .iter()
-                .map(|f| {
-                    let n = picked.get(f).copied().unwrap_or(0);
-                    (Share(held[f].dominant_share(&total)), n, f.clone())
-                })
-                .collect()
-        });
-        Shares {
+        let mut roles: HashMap<String, (Resources, u64)> = HashMap::new();
+        for (f, r) in &held {
+            let n = picked.get(f).copied().unwrap_or(0);
+            let r = scalars(r);
+            for role in ancestors(input.role_of(f)) {
+                let e = roles.entry(role.to_string()).or_default();
+                e.0 = e.0.add(&r);
+                e.1 += n;
+            }
+        }
+        let mut shares = Shares {
             held,
             total,
             picked,
-            order,
+            roles,
+            tree: HashMap::new(),
+            unmet: BTreeMap::new(),
+            needed: Resources::default(),
+            below_unmet: HashMap::new(),
+            short_root: BTreeSet::new(),
+            open_root: BTreeSet::new(),
+        };
+        for f in &input.frameworks {
+            let entry = shares.framework_entry(f);
+            let role = input.role_of(f);
+            shares
+                .tree
+                .entry(role.to_string())
+                .or_default()
+                .insert(entry);
+            for r in ancestors(role) {
+                let entry = shares.role_entry(input, r);
+                if !shares
+                    .tree
+                    .entry(parent(r).to_string())
+                    .or_default()
+                    .insert(entry)
+                {
+                    break;
+                }
+            }
+        }
+        for (role, c) in &input.roles {
+            let short = c.quota.guarantee().saturating_sub(&shares.role(role));
+            shares.set_unmet(input, role, short);
+        }
+        let open: Vec<Entry> = shares
+            .tree
+            .get("")
+            .into_iter()
+            .flatten()
+            .filter(|(_, _, name, _)| !shares.closed(input, name))
+            .cloned()
+            .collect();
+        shares.open_root.extend(open);
+        shares
+    }
+
+    /// Whether `role`'s limits leave no room worth offering on any agent
+    /// (it only holds more as a cycle goes on: once closed, it stays so).
+    fn closed(&self, input: &Inputs, role: &str) -> bool {
+        input.roles.get(role).is_some_and(|c| {
+            !c.quota.limits.is_empty()
+                && !worth_offering(&c.quota.cap(&self.total, &self.role(role)))
+        })
+    }
+
+    /// Whether `role` or a role above it is short of its guarantee.
+    fn is_short(&self, role: &str) -> bool {
+        ancestors(role).any(|r| self.unmet.contains_key(r))
+    }
+
+    /// `role` still needs `short` to meet its guarantee (nothing: met).
+    fn set_unmet(&mut self, input: &Inputs, role: &str, short: Resources) {
+        let was = self.unmet.remove(role);
+        if let Some(was) = &was {
+            self.needed = self.needed.saturating_sub(was);
+        }
+        let now = !short.is_empty();
+        if now {
+            self.needed = self.needed.add(&short);
+            self.unmet.insert(role.to_string(), short);
+        }
+        if was.is_some() == now {
+            return;
+        }
+        let top = ancestors(role).last().unwrap_or(role);
+        let entry = self.role_entry(input, top);
+        let in_tree = self.tree.get("").is_some_and(|t| t.contains(&entry));
+        for a in ancestors(role).skip(1) {
+            let n = self.below_unmet.entry(a.to_string()).or_default();
+            if now {
+                *n += 1;
+            } else {
+                *n -= 1;
+                if *n == 0 {
+                    self.below_unmet.remove(a);
+                }
+            }
+        }
+        let relevant = self.unmet.contains_key(top) || self.below_unmet.contains_key(top);
+        if relevant && in_tree {
+            self.short_root.insert(entry);
+        } else {
+            self.short_root.remove(&entry);
         }
     }
 
@@ -1029,82 +1138,148 @@ impl Shares {
         self.picked.get(framework).copied().unwrap_or(0)
     }
 
+    /// What the frameworks of `role` and of the roles below it hold.
+    fn role(&self, role: &str) -> Resources {
+        self.roles
+            .get(role)
+            .map(|(r, _)| r.clone())
+            .unwrap_or_default()
+    }
+
+    fn framework_entry(&self, f: &FrameworkId) -> Entry {
+        let share = self
+            .held
+            .get(f)
+            .map_or(0.0, |r| r.dominant_share(&self.total));
+        (
+            Share(share),
+            self.picked(f),
+            f.to_string(),
+            Child::Framework(f.clone()),
+        )
+    }
+
+    fn role_entry(&self, input: &Inputs, role: &str) -> Entry {
+        let (held, picked) = self.roles.get(role).cloned().unwrap_or_default();
+        let weight = input.roles.get(role).map_or(1.0, |c| c.weight);
+        (
+            Share(held.dominant_share(&self.total) / weight),
+            picked,
+            role.to_string(),
+            Child::Role(role.to_string()),
+        )
+    }
+
     /// `framework` was picked for `r` more.
-    fn add(&mut self, framework: &FrameworkId, r: &Resources) {
+    fn add(&mut self, input: &Inputs, framework: &FrameworkId, r: &Resources) {
+        let role = input.role_of(framework);
+        let before = self.framework_entry(framework);
         let e = self.held.entry(framework.clone()).or_default();
-        let before = Share(e.dominant_share(&self.total));
         *e = e.add(r);
-        let after = Share(e.dominant_share(&self.total));
-        let n = self.picked.entry(framework.clone()).or_default();
-        let (was, now) = (*n, *n + 1);
-        *n = now;
-        if let Some(order) = &mut self.order
-            && order.remove(&(before, was, framework.clone()))
+        *self.picked.entry(framework.clone()).or_default() += 1;
+        if let Some(children) = self.tree.get_mut(role)
+            && children.remove(&before)
         {
-            order.insert((after, now, framework.clone()));
+            let after = self.framework_entry(framework);
+            if let Some(children) = self.tree.get_mut(role) {
+                children.insert(after);
+            }
+        }
+        let r = scalars(r);
+        for a in ancestors(role) {
+            let before = self.role_entry(input, a);
+            let e = self.roles.entry(a.to_string()).or_default();
+            e.0 = e.0.add(&r);
+            e.1 += 1;
+            let after = self.role_entry(input, a);
+            if let Some(children) = self.tree.get_mut(parent(a))
+                && children.remove(&before)
+            {
+                children.insert(after.clone());
+            }
+            if parent(a).is_empty() {
+                if self.short_root.remove(&before) {
+                    self.short_root.insert(after.clone());
+                }
+                if self.open_root.remove(&before) && !self.closed(input, a) {
+                    self.open_root.insert(after);
+                }
+            }
+        }
+        for a in ancestors(role) {
+            if let Some(c) = input.roles.get(a) {
+                let guarantee = c.quota.guarantee();
+                if !guarantee.is_empty() {
+                    let short = guarantee.saturating_sub(&self.role(a));
+                    self.set_unmet(input, a, short);
+                }
+            }
         }
     }
-}
 
-/// The framework to offer to among `candidates`: down the role tree, the
-/// child with the smallest weighted dominant share at each level (ties to
-/// the one picked least, then by name; a framework directly in a role
-/// competes with the role's subroles).
-fn pick(candidates: &[FrameworkId], shares: &Shares, input: &Inputs) -> Option<FrameworkId> {
-    let (held, total) = (&shares.held, &shares.total);
-    let share = |r: &Resources| r.dominant_share(total);
-    let mut node = String::new();
-    let mut pool: Vec<FrameworkId> = candidates.to_vec();
-    loop {
-        // (score, times picked, name, Ok(framework) | Err(child role))
-        let mut options: Vec<(f64, u64, String, Result<FrameworkId, String>)> = Vec::new();
-        let mut children: Vec<String> = Vec::new();
-        for f in &pool {
-            let role = input.role_of(f);
-            if role == node {
-                let mine = held.get(f).cloned().unwrap_or_default();
-                options.push((share(&mine), shares.picked(f), f.to_string(), Ok(f.clone())));
-                continue;
-            }
-            let rest = if node.is_empty() {
-                role
-            } else {
-                &role[node.len() + 1..]
-            };
-            let seg = rest.split('/').next().unwrap_or(rest);
-            let child = if node.is_empty() {
-                seg.to_string()
-            } else {
-                format!("{node}/{seg}")
-            };
-            if !children.contains(&child) {
-                children.push(child);
+    /// The first ready framework in DRF order that `ok` accepts: down the
+    /// role tree, the child with the smallest weighted dominant share
+    /// that has one (ties to the one picked least, then by name; a
+    /// framework directly in a role competes with the role's subroles).
+    /// `enter` may rule out a role and everything below it.
+    fn first(
+        &self,
+        ok: &mut dyn FnMut(&FrameworkId) -> bool,
+        enter: &dyn Fn(&str) -> bool,
+    ) -> Option<FrameworkId> {
+        self.first_below("", ok, enter)
+    }
+
+    /// [`Self::first`] among the root's children that are short of a
+    /// guarantee or hold a role that is.
+    fn first_short(
+        &self,
+        ok: &mut dyn FnMut(&FrameworkId) -> bool,
+        enter: &dyn Fn(&str) -> bool,
+    ) -> Option<FrameworkId> {
+        self.short_root
+            .iter()
+            .find_map(|(_, _, _, child)| match child {
+                Child::Role(r) if enter(r) => self.first_below(r, ok, enter),
+                _ => None,
+            })
+    }
+
+    /// [`Self::first`] among the root's children that are not
+    /// [`Self::closed`].
+    fn first_open(
+        &self,
+        ok: &mut dyn FnMut(&FrameworkId) -> bool,
+        enter: &dyn Fn(&str) -> bool,
+    ) -> Option<FrameworkId> {
+        self.open_root
+            .iter()
+            .find_map(|(_, _, _, child)| match child {
+                Child::Role(r) if enter(r) => self.first_below(r, ok, enter),
+                _ => None,
+            })
+    }
+
+    fn first_below(
+        &self,
+        node: &str,
+        ok: &mut dyn FnMut(&FrameworkId) -> bool,
+        enter: &dyn Fn(&str) -> bool,
+    ) -> Option<FrameworkId> {
+        for (_, _, _, child) in self.tree.get(node)? {
+            match child {
+                Child::Framework(f) if ok(f) => return Some(f.clone()),
+                Child::Framework(_) => {}
+                Child::Role(r) => {
+                    if enter(r)
+                        && let Some(f) = self.first_below(r, ok, enter)
+                    {
+                        return Some(f);
+                    }
+                }
             }
         }
-        for child in children {
-            let (sum, picked) = held
-                .iter()
-                .filter(|(f, _)| within(input.role_of(f), &child))
-                .fold((Resources::default(), 0), |(acc, n), (f, r)| {
-                    (acc.add(r), n + shares.picked(f))
-                });
-            let weight = input.roles.get(&child).map_or(1.0, |c| c.weight);
-            options.push((share(&sum) / weight, picked, child.clone(), Err(child)));
-        }
-        let (_, _, _, best) = options
-            .into_iter()
-            .min_by(|(sa, pa, na, _), (sb, pb, nb, _)| {
-                sa.total_cmp(sb)
-                    .then_with(|| pa.cmp(pb))
-                    .then_with(|| na.cmp(nb))
-            })?;
-        match best {
-            Ok(f) => return Some(f),
-            Err(role) => {
-                pool.retain(|f| within(input.role_of(f), &role));
-                node = role;
-            }
-        }
+        None
     }
 }
 
@@ -1190,10 +1365,184 @@ mod tests {
         }
     }
 
-    /// In one role without quotas a cycle walks the frameworks in DRF order
-    /// (`Shares::order`) instead of `pick`ing per agent: the offers are the
-    /// same as the general path makes (forced here by a limit no offer
-    /// reaches), cycle after cycle, with declines and filters between.
+    /// The DRF choice as it was made before the role tree: at each level of
+    /// the role tree, sum every framework's holdings per child and take
+    /// the smallest (kept as the oracle for `Shares::first`).
+    fn reference_pick(
+        candidates: &[FrameworkId],
+        shares: &Shares,
+        input: &Inputs,
+    ) -> Option<FrameworkId> {
+        let (held, total) = (&shares.held, &shares.total);
+        let share = |r: &Resources| r.dominant_share(total);
+        let mut node = String::new();
+        let mut pool: Vec<FrameworkId> = candidates.to_vec();
+        loop {
+            // (score, times picked, name, Ok(framework) | Err(child role))
+            let mut options: Vec<(f64, u64, String, Result<FrameworkId, String>)> = Vec::new();
+            let mut children: Vec<String> = Vec::new();
+            for f in &pool {
+                let role = input.role_of(f);
+                if role == node {
+                    let mine = held.get(f).cloned().unwrap_or_default();
+                    options.push((share(&mine), shares.picked(f), f.to_string(), Ok(f.clone())));
+                    continue;
+                }
+                let rest = if node.is_empty() {
+                    role
+                } else {
+                    &role[node.len() + 1..]
+                };
+                let seg = rest.split('/').next().unwrap_or(rest);
+                let child = if node.is_empty() {
+                    seg.to_string()
+                } else {
+                    format!("{node}/{seg}")
+                };
+                if !children.contains(&child) {
+                    children.push(child);
+                }
+            }
+            for child in children {
+                let (sum, picked) = held
+                    .iter()
+                    .filter(|(f, _)| within(input.role_of(f), &child))
+                    .fold((Resources::default(), 0), |(acc, n), (f, r)| {
+                        (acc.add(r), n + shares.picked(f))
+                    });
+                let weight = input.roles.get(&child).map_or(1.0, |c| c.weight);
+                options.push((share(&sum) / weight, picked, child.clone(), Err(child)));
+            }
+            let (_, _, _, best) =
+                options
+                    .into_iter()
+                    .min_by(|(sa, pa, na, _), (sb, pb, nb, _)| {
+                        sa.total_cmp(sb)
+                            .then_with(|| pa.cmp(pb))
+                            .then_with(|| na.cmp(nb))
+                    })?;
+            match best {
+                Ok(f) => return Some(f),
+                Err(role) => {
+                    pool.retain(|f| within(input.role_of(f), &role));
+                    node = role;
+                }
+            }
+        }
+    }
+
+    /// The role tree kept as offers are made picks what a fresh pass over
+    /// every framework and role picks, and holds what it would be built
+    /// with from scratch (role sums, order, unmet guarantees), after every
+    /// one of many random picks on random role trees.
+    #[test]
+    fn the_kept_role_tree_picks_what_a_fresh_pass_over_every_framework_picks() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let role_names = ["*", "a", "a/b", "a/b/c", "a/d", "e", "e/f", "e/f/g"];
+        for round in 0..40 {
+            let mut inp = inputs(vec![], &[]);
+            for (i, r) in role_names.iter().enumerate() {
+                if next(3) == 0 {
+                    continue;
+                }
+                let g = next(4) as f64;
+                inp.roles.insert(
+                    r.to_string(),
+                    role(
+                        1.0 + next(3) as f64,
+                        &[("cpus", g), ("mem", 100.0 * next(3) as f64)],
+                        if i % 2 == 0 { &[] } else { &[("cpus", 50.0)] },
+                    ),
+                );
+            }
+            let mut picked = HashMap::new();
+            for i in 0..12 {
+                let f = fw(&format!("f{i:02}"));
+                inp.framework_roles
+                    .insert(f.clone(), role_names[next(8) as usize].to_string());
+                if next(4) != 0 {
+                    inp.frameworks.push(f.clone());
+                }
+                if next(2) == 0 {
+                    let used = format!("cpus:{};mem:{}", next(5), 64 * next(5));
+                    inp.used_by_framework
+                        .insert(f.clone(), used.parse().unwrap());
+                }
+                if next(2) == 0 {
+                    picked.insert(f, next(3));
+                }
+            }
+            let total: Resources = "cpus:100;mem:2000".parse().unwrap();
+            let mut shares = Shares::new(&inp, total.clone(), std::iter::empty(), picked);
+            for step in 0..30 {
+                let candidates: Vec<FrameworkId> = inp
+                    .frameworks
+                    .iter()
+                    .filter(|_| next(3) != 0)
+                    .cloned()
+                    .collect();
+                let kept = shares.first(&mut |f| candidates.contains(f), &|_| true);
+                let fresh = reference_pick(&candidates, &shares, &inp);
+                assert_eq!(kept, fresh, "round {round}, step {step}");
+                let short: Vec<FrameworkId> = candidates
+                    .iter()
+                    .filter(|f| shares.is_short(inp.role_of(f)))
+                    .cloned()
+                    .collect();
+                let kept_short = shares.first_short(&mut |f| short.contains(f), &|r| {
+                    shares.is_short(r) || shares.below_unmet.contains_key(r)
+                });
+                let fresh_short = reference_pick(&short, &shares, &inp);
+                assert_eq!(kept_short, fresh_short, "round {round}, step {step}");
+                let not_closed = |r: &str| !shares.closed(&inp, r);
+                assert_eq!(
+                    shares.first_open(&mut |f| candidates.contains(f), &not_closed),
+                    shares.first(&mut |f| candidates.contains(f), &not_closed),
+                    "round {round}, step {step}"
+                );
+                let Some(f) = kept.or_else(|| inp.frameworks.first().cloned()) else {
+                    break;
+                };
+                let more = format!("cpus:{};mem:{}", next(3), 32 * next(4));
+                shares.add(&inp, &f, &more.parse().unwrap());
+                let mut again = inp.clone();
+                again.used_by_framework = shares.held.clone();
+                let rebuilt = Shares::new(
+                    &again,
+                    total.clone(),
+                    std::iter::empty(),
+                    shares.picked.clone(),
+                );
+                assert_eq!(shares.tree, rebuilt.tree, "round {round}, step {step}");
+                assert_eq!(shares.roles, rebuilt.roles, "round {round}, step {step}");
+                assert_eq!(shares.unmet, rebuilt.unmet, "round {round}, step {step}");
+                assert_eq!(shares.needed, rebuilt.needed, "round {round}, step {step}");
+                assert_eq!(
+                    shares.below_unmet, rebuilt.below_unmet,
+                    "round {round}, step {step}"
+                );
+                assert_eq!(
+                    shares.short_root, rebuilt.short_root,
+                    "round {round}, step {step}"
+                );
+                assert_eq!(
+                    shares.open_root, rebuilt.open_root,
+                    "round {round}, step {step}"
+                );
+            }
+        }
+    }
+
+    /// A limit no offer reaches changes nothing: the offers in one role
+    /// without quotas are those made with the limit (which asks the role's
+    /// room of every candidate), cycle after cycle, with declines and
+    /// filters between.
     #[test]
     fn the_drf_order_offers_what_the_general_path_offers() {
         let agents: Vec<AgentSlot> = (0..40)
