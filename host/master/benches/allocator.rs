@@ -39,14 +39,19 @@ use wasmos_state::{AgentPools, Command, LeaderInfo, Response, State};
 const RESOURCES: &str = "cpus:24;mem:4096;disk:4096;ports:[31000-32000]";
 
 fn agents(n: usize) -> Vec<AgentSlot> {
+    agents_of(n, RESOURCES)
+}
+
+/// `n` agents with `resources` each, all free.
+fn agents_of(n: usize, resources: &str) -> Vec<AgentSlot> {
     (0..n)
         .map(|i| AgentSlot {
             id: AgentId::new(format!("agent-{i:05}")).expect("an agent id"),
             hostname: format!("host-{i:05}"),
-            total: RESOURCES.parse().expect("the agents' resources"),
+            total: resources.parse().expect("the agents' resources"),
             attributes: BTreeMap::new(),
             free: AgentPools {
-                unreserved: RESOURCES.parse().expect("the agents' resources"),
+                unreserved: resources.parse().expect("the agents' resources"),
                 ..Default::default()
             },
         })
@@ -163,21 +168,7 @@ fn large_and_small_quota(c: &mut Criterion) {
     g.sample_size(10);
     let (small, large) = (2_500, 500);
     let mut inp = inputs(
-        (0..small / 5 + large * 5)
-            .map(|i| {
-                let r = "cpus:2;mem:2048;disk:2048";
-                AgentSlot {
-                    id: AgentId::new(format!("agent-{i:05}")).expect("an agent id"),
-                    hostname: format!("host-{i:05}"),
-                    total: r.parse().expect("the agents' resources"),
-                    attributes: BTreeMap::new(),
-                    free: AgentPools {
-                        unreserved: r.parse().expect("the agents' resources"),
-                        ..Default::default()
-                    },
-                }
-            })
-            .collect(),
+        agents_of(small / 5 + large * 5, "cpus:2;mem:2048;disk:2048"),
         Vec::new(),
     );
     let quota = |units: f64| {

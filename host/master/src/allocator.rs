@@ -1237,12 +1237,7 @@ impl Shares {
         ok: &mut dyn FnMut(&FrameworkId) -> bool,
         enter: &dyn Fn(&str) -> bool,
     ) -> Option<FrameworkId> {
-        self.short_root
-            .iter()
-            .find_map(|(_, _, _, child)| match child {
-                Child::Role(r) if enter(r) => self.first_below(r, ok, enter),
-                _ => None,
-            })
+        self.first_of(&self.short_root, ok, enter)
     }
 
     /// [`Self::first`] among the root's children that are not
@@ -1252,12 +1247,7 @@ impl Shares {
         ok: &mut dyn FnMut(&FrameworkId) -> bool,
         enter: &dyn Fn(&str) -> bool,
     ) -> Option<FrameworkId> {
-        self.open_root
-            .iter()
-            .find_map(|(_, _, _, child)| match child {
-                Child::Role(r) if enter(r) => self.first_below(r, ok, enter),
-                _ => None,
-            })
+        self.first_of(&self.open_root, ok, enter)
     }
 
     fn first_below(
@@ -1266,7 +1256,18 @@ impl Shares {
         ok: &mut dyn FnMut(&FrameworkId) -> bool,
         enter: &dyn Fn(&str) -> bool,
     ) -> Option<FrameworkId> {
-        for (_, _, _, child) in self.tree.get(node)? {
+        self.first_of(self.tree.get(node)?, ok, enter)
+    }
+
+    /// The first of `children` (in their order) that `ok` accepts, or
+    /// that holds one below it.
+    fn first_of(
+        &self,
+        children: &BTreeSet<Entry>,
+        ok: &mut dyn FnMut(&FrameworkId) -> bool,
+        enter: &dyn Fn(&str) -> bool,
+    ) -> Option<FrameworkId> {
+        for (_, _, _, child) in children {
             match child {
                 Child::Framework(f) if ok(f) => return Some(f.clone()),
                 Child::Framework(_) => {}
