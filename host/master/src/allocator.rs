@@ -1177,13 +1177,11 @@ impl Shares {
         let e = self.held.entry(framework.clone()).or_default();
         *e = e.add(r);
         *self.picked.entry(framework.clone()).or_default() += 1;
+        let after = self.framework_entry(framework);
         if let Some(children) = self.tree.get_mut(role)
             && children.remove(&before)
         {
-            let after = self.framework_entry(framework);
-            if let Some(children) = self.tree.get_mut(role) {
-                children.insert(after);
-            }
+            children.insert(after);
         }
         let r = scalars(r);
         for a in ancestors(role) {
