@@ -503,7 +503,7 @@ async fn logout(
     Lead(l): Lead,
     axum::Extension(p): axum::Extension<Principal>,
 ) -> ApiResult<Response> {
-    if let Some(accessor) = p.session {
+    if let Some(accessor) = p.session.clone() {
         propose(&l, Command::AclTokenRevoke { accessor }).await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();

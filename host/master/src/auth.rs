@@ -47,9 +47,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Who made a request, and what they may do.
+/// Who made a request, and what they may do: cheap to clone (requests
+/// carry it in their extensions, handlers take copies).
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub struct Principal(Arc<Who>);
+
+#[derive(Debug)]
+pub struct Who {
     /// `token:<name>`, `user:<name>`, or `anonymous` under --insecure.
     pub name: String,
     pub grants: Arc<Grants>,
@@ -66,10 +70,22 @@ pub struct Principal {
     pub source: Option<String>,
 }
 
+impl std::ops::Deref for Principal {
+    type Target = Who;
+
+    fn deref(&self) -> &Who {
+        &self.0
+    }
+}
+
 impl Principal {
+    pub fn new(who: Who) -> Principal {
+        Principal(Arc::new(who))
+    }
+
     /// Everything allowed (--insecure, where nothing is authenticated).
     pub fn insecure() -> Principal {
-        Principal {
+        Principal::new(Who {
             name: "anonymous".into(),
             grants: Arc::new(Grants::all()),
             session: None,
@@ -77,7 +93,7 @@ impl Principal {
             policies: Vec::new(),
             expires_at: None,
             source: None,
-        }
+        })
     }
 
     /// Ok, or 403 naming the missing permission.
@@ -458,7 +474,7 @@ pub async fn authenticate_headers(n: &Node, headers: &HeaderMap) -> Option<Princ
                 return None;
             }
             n.password_guard.succeeded(&user);
-            Some(Principal {
+            Some(Principal::new(Who {
                 name: format!("user:{user}"),
                 grants: Arc::new(n.store.read(|s| s.acl.grants(false, &policies))),
                 session: None,
@@ -466,7 +482,7 @@ pub async fn authenticate_headers(n: &Node, headers: &HeaderMap) -> Option<Princ
                 policies,
                 expires_at: None,
                 source: Some(format!("user:{user}")),
-            })
+            }))
         }
         _ => None,
     }
@@ -476,8 +492,12 @@ fn token_principal(n: &Node, secret: &str) -> Option<Principal> {
     let hash = hash_secret(secret);
     let now = now_secs();
     n.store.read(|s| {
+        let generation = s.acl.generation.get();
+        if let Some(p) = n.principals.get(&hash, generation, now) {
+            return Some(p);
+        }
         let t = s.acl.token(&hash, now)?;
-        Some(Principal {
+        let p = Principal::new(Who {
             name: if t.session {
                 t.name.clone()
             } else {
@@ -489,8 +509,37 @@ fn token_principal(n: &Node, secret: &str) -> Option<Principal> {
             policies: t.policies.clone(),
             expires_at: t.expires_at,
             source: Some(format!("token:{}", t.accessor)),
-        })
+        });
+        n.principals.put(hash, generation, p.clone());
+        Some(p)
     })
+}
+
+/// The principals of tokens presented lately, by the token's hash, each
+/// with the generation of the ACLs it was made from: a request with the
+/// same token skips finding the token and gathering its policies' rules
+/// until the ACLs change (any token, user or policy command) or the token
+/// expires.
+#[derive(Default)]
+pub struct PrincipalCache(Mutex<HashMap<String, (u64, Principal)>>);
+
+impl PrincipalCache {
+    /// The most principals kept; past it the cache starts over.
+    const MAX: usize = 4096;
+
+    fn get(&self, hash: &str, generation: u64, now: f64) -> Option<Principal> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (made_from, p) = map.get(hash)?;
+        (*made_from == generation && !p.expires_at.is_some_and(|e| e <= now)).then(|| p.clone())
+    }
+
+    fn put(&self, hash: String, generation: u64, p: Principal) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(hash, (generation, p));
+    }
 }
 
 /// A hash no password matches, verified for unknown users.
@@ -1008,6 +1057,34 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_principal_serves_only_its_acl_generation_and_only_until_it_expires() {
+        let who = |expires_at| {
+            Principal::new(Who {
+                name: "token:t".into(),
+                grants: Arc::new(Grants::default()),
+                session: None,
+                management: false,
+                policies: Vec::new(),
+                expires_at,
+                source: None,
+            })
+        };
+        let cache = PrincipalCache::default();
+        cache.put("sha256:a".into(), 7, who(Some(100.0)));
+        cache.put("sha256:b".into(), 7, who(None));
+        assert!(cache.get("sha256:a", 7, 99.0).is_some());
+        assert!(cache.get("sha256:a", 8, 99.0).is_none(), "the ACLs changed");
+        assert!(cache.get("sha256:a", 7, 100.0).is_none(), "expired");
+        assert!(cache.get("sha256:b", 7, 1e12).is_some());
+        assert!(cache.get("sha256:c", 7, 1.0).is_none());
+        for i in 0..PrincipalCache::MAX {
+            cache.put(format!("sha256:{i}"), 7, who(None));
+        }
+        let kept = cache.0.lock().unwrap().len();
+        assert!(kept <= PrincipalCache::MAX, "{kept} principals kept");
+    }
 
     #[test]
     fn twenty_wrong_passwords_lock_a_name_for_a_minute() {

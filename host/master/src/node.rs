@@ -64,6 +64,7 @@ pub struct Node {
     pub tls: Option<Arc<NodeTls>>,
     pub(crate) passwords: crate::auth::PasswordCache,
     pub(crate) password_guard: crate::auth::PasswordGuard,
+    pub(crate) principals: crate::auth::PrincipalCache,
     pub(crate) audit: crate::auth::AuditLog,
     /// The dashboard's charts: what this master sampled of the cluster.
     pub history: crate::history::History,
@@ -114,6 +115,7 @@ impl Node {
             tls,
             passwords: Default::default(),
             password_guard: Default::default(),
+            principals: Default::default(),
             audit: crate::auth::AuditLog::open(&config.data_dir.join("audit.log")),
             instruments: crate::metrics::Instruments::default(),
             dns: crate::dns::Served::default(),

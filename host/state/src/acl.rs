@@ -204,6 +204,41 @@ pub struct Acl {
     /// that one an operator removed does not come back).
     #[serde(default)]
     pub plugin_keys_bootstrapped: bool,
+    /// Which version of these ACLs this is: changed by every command that
+    /// may change them, so that what a master derived from them (a token's
+    /// principal) can be kept until it no longer holds.
+    #[serde(skip)]
+    pub generation: Generation,
+}
+
+/// A version of a cluster's ACLs, unique in this process: a fresh one for
+/// every change and for every `Acl` made or read from a snapshot, so that
+/// two different ACLs never share one. Not compared (two equal ACLs may
+/// have different generations) and not serialised.
+#[derive(Debug, Clone, Copy)]
+pub struct Generation(u64);
+
+impl Generation {
+    pub fn next() -> Generation {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Generation(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Generation {
+    fn default() -> Generation {
+        Generation::next()
+    }
+}
+
+impl PartialEq for Generation {
+    fn eq(&self, _: &Generation) -> bool {
+        true
+    }
 }
 
 /// The most tokens, users or policies a cluster keeps.

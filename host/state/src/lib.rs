@@ -672,6 +672,25 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether applying this may change the ACLs (tokens, users, policies,
+    /// trusted keys): a command that does gives them a new generation.
+    pub fn may_change_acl(&self) -> bool {
+        matches!(
+            self,
+            Command::AclBootstrap { .. }
+                | Command::AclTokenCreate { .. }
+                | Command::AclTokenRevoke { .. }
+                | Command::AclUserSet { .. }
+                | Command::AclUserRemove { .. }
+                | Command::AclPolicySet { .. }
+                | Command::AclPolicyRemove { .. }
+                | Command::PluginKeySet { .. }
+                | Command::PluginKeyRemove { .. }
+        )
+    }
+}
+
 /// What applying a status update did (the master's answer to the agent).
 pub use wasmos_core::protocol::StatusOutcome;
 
@@ -724,6 +743,9 @@ impl State {
     /// Applies one command. Deterministic: same state and command, same
     /// result. A refused command changes nothing.
     pub fn apply(&mut self, cmd: Command) -> Response {
+        if cmd.may_change_acl() {
+            self.acl.generation = acl::Generation::next();
+        }
         match cmd {
             Command::BeginTerm {
                 term,

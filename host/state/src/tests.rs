@@ -870,6 +870,48 @@ mod acl_rules {
     }
 }
 
+/// A master keeps a token's principal while the ACLs' generation stays the
+/// same: every change to them, and every state read from a snapshot, must
+/// show a generation never seen before.
+#[test]
+fn every_acl_change_and_every_state_read_back_gives_the_acls_a_new_generation() {
+    use crate::acl::Policy;
+    let mut s = State::default();
+    let mut seen = std::collections::HashSet::from([s.acl.generation.get()]);
+    let mut changed = |s: &State| assert!(seen.insert(s.acl.generation.get()));
+    s.apply(Command::AclPolicySet {
+        policy: Policy {
+            name: "p".into(),
+            description: String::new(),
+            rules: vec![],
+            run_as: vec![],
+        },
+    });
+    changed(&s);
+    // Refused or not, an ACL command moves the generation on.
+    s.apply(Command::AclUserRemove {
+        name: "nobody".into(),
+    });
+    changed(&s);
+    s.apply(Command::AclPolicyRemove { name: "p".into() });
+    changed(&s);
+    let before = s.acl.generation.get();
+    s.apply(Command::VarSet {
+        path: "a".into(),
+        items: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        cas: None,
+    });
+    assert_eq!(
+        s.acl.generation.get(),
+        before,
+        "a var write is not an ACL change"
+    );
+    let back: State = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+    assert_eq!(back, s, "the generation is not compared");
+    changed(&back);
+    changed(&State::default());
+}
+
 #[test]
 fn acl_commands_keep_hashes_refuse_a_second_bootstrap_and_drop_expired_tokens() {
     use crate::acl::TokenRecord;
