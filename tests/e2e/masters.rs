@@ -385,6 +385,41 @@ async fn a_paused_leader_does_nothing_with_its_stale_term() {
     assert_eq!(victim["state"], "TASK_RUNNING", "{st}");
 }
 
+/// The agent saves the newest leader term it has seen: restarted while no
+/// master can be reached, it still refuses a command of an older term (a
+/// deposed leader's), instead of starting again from term 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_agent_still_refuses_a_term_older_than_the_one_it_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Masters::start(1, dir.path()).await;
+    m.wait_leader(&[1], None).await;
+    let mut agent = start_agent(&m, dir.path()).await;
+    let api = m.agent_api(&agent.url);
+    let term = wait_for("the agent to register", DEADLINE, || async {
+        let (_, st) = api.get("/api/wasmos/v1/state").await;
+        st["term"].as_u64().filter(|t| *t >= 1)
+    })
+    .await;
+    // No master to hear the term from after the restart.
+    m.kill9(1).await;
+    agent.kill9().await;
+    let agent = start_agent(&m, dir.path()).await;
+    let api = m.agent_api(&agent.url);
+    let (_, st) = api.get("/api/wasmos/v1/state").await;
+    assert_eq!(st["term"].as_u64(), Some(term), "{st}");
+    let (status, body) = api
+        .post(
+            "/internal/v1/kill",
+            &serde_json::json!({ "term": term - 1, "task_id": "anything" }),
+        )
+        .await;
+    assert_eq!(status, 409, "a deposed leader's kill: {body}");
+    assert!(
+        body.to_string().contains("older than term"),
+        "the refusal says why: {body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn masters_are_added_and_removed_at_runtime_and_ids_are_never_reused() {
     let dir = tempfile::tempdir().unwrap();

@@ -165,8 +165,10 @@ pub struct Agent {
     config: AgentConfig,
     info: AgentInfo,
     agent_id: RwLock<Option<AgentId>>,
-    /// The newest leader term seen.
+    /// The newest leader term seen (saved in the data directory).
     term: AtomicU64,
+    /// Held while the term is saved.
+    term_file: Mutex<()>,
     master_id: Mutex<Option<String>>,
     cluster_id: Mutex<Option<String>>,
     heartbeat_interval: Mutex<Duration>,
@@ -217,10 +219,31 @@ impl Agent {
         self.term.load(Ordering::Acquire)
     }
 
-    /// Accepts `term` unless it is older than one already seen.
+    /// Accepts `term` unless it is older than one already seen. A newer
+    /// one is saved before it is accepted.
     fn check_term(&self, term: u64) -> bool {
         let seen = self.term.fetch_max(term, Ordering::AcqRel);
+        if term > seen {
+            self.persist_term();
+        }
         term >= seen
+    }
+
+    /// Saves the newest term seen and the cluster (writers in turn, so an
+    /// older term never overwrites a newer one).
+    fn persist_term(&self) {
+        let _turn = self.term_file.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = link::SeenTerm {
+            cluster_id: self
+                .cluster_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            term: self.term(),
+        };
+        if let Err(e) = link::save_term(&self.config.data_dir, &seen) {
+            tracing::error!(error = %e, term = seen.term, dir = %self.config.data_dir.display(), "cannot save the newest leader term: after a restart this agent could follow a deposed leader until it hears from the current one; check the data directory's disk");
+        }
     }
 
     fn sandbox_root(&self) -> PathBuf {
@@ -404,11 +427,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         None => Arc::new(ProcessContainerizer),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let seen = link::load_term(&config.data_dir);
     let agent = Arc::new(Agent {
         agent_id: RwLock::new(link::load_identity(&config.data_dir, &info.boot_id)),
-        term: AtomicU64::new(0),
+        term: AtomicU64::new(seen.term),
+        term_file: Mutex::new(()),
         master_id: Mutex::new(None),
-        cluster_id: Mutex::new(None),
+        cluster_id: Mutex::new(seen.cluster_id),
         heartbeat_interval: Mutex::new(Duration::from_secs(2)),
         tasks: Mutex::new(BTreeMap::new()),
         tombstones: Mutex::new((HashSet::new(), VecDeque::new())),

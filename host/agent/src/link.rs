@@ -32,6 +32,46 @@ pub(crate) fn forget_identity(data_dir: &Path) {
     }
 }
 
+/// The newest leader term the agent has seen, and the cluster it belongs
+/// to: kept across restarts (and reboots), so that a restarted agent still
+/// refuses a deposed leader's commands.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SeenTerm {
+    pub cluster_id: Option<String>,
+    pub term: u64,
+}
+
+const TERM_FILE: &str = "term.json";
+
+pub(crate) fn load_term(data_dir: &Path) -> SeenTerm {
+    let path = data_dir.join(TERM_FILE);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::error!(path = %path.display(), error = %e, "the saved leader term is unreadable; starting from term 0 (a deposed leader could be followed until the current one is heard from)");
+            SeenTerm::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => SeenTerm::default(),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot read the saved leader term; starting from term 0");
+            SeenTerm::default()
+        }
+    }
+}
+
+/// Writes `seen` durably (a temporary file, synced, renamed over the old).
+pub(crate) fn save_term(data_dir: &Path, seen: &SeenTerm) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = data_dir.join(format!("{TERM_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(seen)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, data_dir.join(TERM_FILE))?;
+    if let Ok(dir) = std::fs::File::open(data_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 /// The agent id from an earlier run on this boot. After a reboot the old
 /// id (and the tasks it had) are not trusted: the agent registers anew.
 pub(crate) fn load_identity(data_dir: &Path, boot_id: &str) -> Option<AgentId> {
@@ -152,6 +192,7 @@ impl Agent {
                 }
                 *cluster = Some(reg.cluster_id.clone());
             }
+            self.persist_term();
             save_identity(&self.config.data_dir, &reg.agent_id, &self.info.boot_id);
             *self.agent_id.write().unwrap_or_else(|p| p.into_inner()) = Some(reg.agent_id.clone());
             *self.master_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(reg.master_id.clone());
