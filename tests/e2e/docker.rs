@@ -118,6 +118,50 @@ async fn a_docker_task_gets_its_limits_labels_and_published_port_then_is_killed_
     .await;
 }
 
+/// Isolators' limits are enforced in containers as on native tasks, and
+/// one the engine cannot set refuses the launch instead of being dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_task_gets_its_isolators_rlimits_or_is_refused_one_docker_cannot_set() {
+    let image = busybox_image();
+    let (c, _j) = up().await;
+    let out = c
+        .cli(&[
+            "task",
+            "run",
+            "-l",
+            "wasmos.rlimit.nofile=77:99",
+            "--docker-image",
+            image,
+            "--",
+            "sh",
+            "-c",
+            "ulimit -Sn; ulimit -Hn",
+        ])
+        .await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "77\n99\n"),
+        "{out:?}"
+    );
+    let refused = c
+        .cli(&[
+            "task",
+            "run",
+            "-l",
+            "wasmos.rlimit.as=1073741824",
+            "--docker-image",
+            image,
+            "--",
+            "true",
+        ])
+        .await;
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(
+        refused.stderr.contains("rlimit as"),
+        "the refusal names the limit: {refused:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_memory_hog_fails_with_the_memory_reason() {
     let image = busybox_image();

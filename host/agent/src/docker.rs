@@ -3,7 +3,8 @@
 //! containerizer did.
 //!
 //! A task's container gets the task's cpu (shares and CFS quota) and memory
-//! (no swap) limits, a pids limit, its environment (sandbox paths rewritten
+//! (no swap) limits, a pids limit, the isolators' limits (or a refused
+//! launch where the engine cannot set one), its environment (sandbox paths rewritten
 //! to the sandbox's mount point, `/mnt/mesos/sandbox`), its network (host,
 //! bridge with port mappings from the task's ports, or none), and labels
 //! tying it to its task and to this agent. Its output is followed into the
@@ -28,7 +29,7 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{
     ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions,
-    MountVolumeOptionsDriverConfig, PortBinding,
+    MountVolumeOptionsDriverConfig, PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
@@ -132,6 +133,59 @@ async fn deadline<T, E: std::fmt::Display>(
     }
 }
 
+/// What a task's container is limited to: its resources, with what the
+/// isolators asked on top as the native containerizer applies it (the
+/// lower memory limit, their cpu shares, a pids limit no higher than the
+/// agent's), and their rlimits as Docker ulimits. A limit the engine
+/// cannot set refuses the launch: a limit is enforced or refused, never
+/// dropped.
+#[derive(Debug, Clone, PartialEq)]
+struct Limits {
+    memory: Option<i64>,
+    nano_cpus: Option<i64>,
+    cpu_shares: Option<i64>,
+    pids: i64,
+    ulimits: Vec<ResourcesUlimits>,
+}
+
+fn limits(spec: &ContainerSpec, pids_max: i64) -> Result<Limits, String> {
+    let r = &spec.resources;
+    let cpus = r.cpus.as_f64();
+    let mem = r.mem.as_f64();
+    let mut memory = (mem > 0.0).then_some((mem * 1024.0 * 1024.0) as i64);
+    if let Some(m) = spec.cgroup.memory_mb {
+        let asked = i64::try_from(m.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+        memory = Some(memory.map_or(asked, |l| l.min(asked)));
+    }
+    let cpu_shares = match spec.cgroup.cpu_shares {
+        Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX).max(2)),
+        None => (cpus > 0.0).then_some(((cpus * 1024.0) as i64).max(2)),
+    };
+    let ulimit = |v: u64| i64::try_from(v).unwrap_or(-1);
+    let ulimits = spec
+        .rlimits
+        .iter()
+        .map(|l| {
+            let name = crate::containerizer::rlimit_name(l.resource);
+            if name == "as" {
+                return Err("isolators asked for rlimit as (address space), which the Docker engine cannot set; limit the task's memory with its mem resource instead, or run it without a Docker image".to_string());
+            }
+            Ok(ResourcesUlimits {
+                name: Some(name.to_string()),
+                soft: Some(ulimit(l.soft)),
+                hard: Some(ulimit(l.hard)),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Limits {
+        memory,
+        nano_cpus: (cpus > 0.0).then_some((cpus * 1e9) as i64),
+        cpu_shares,
+        pids: spec.cgroup.pids_max.map_or(pids_max, |p| p.min(pids_max)),
+        ulimits,
+    })
+}
+
 impl DockerContainerizer {
     /// Connects to the engine (negotiating its API version) and checks
     /// that it answers.
@@ -190,7 +244,12 @@ impl DockerContainerizer {
         })
     }
 
-    fn create_body(&self, spec: &ContainerSpec, d: &DockerInfo) -> ContainerCreateBody {
+    fn create_body(
+        &self,
+        spec: &ContainerSpec,
+        d: &DockerInfo,
+        limits: &Limits,
+    ) -> ContainerCreateBody {
         let sandbox = spec.sandbox.display().to_string();
         let env: Vec<String> = spec
             .env
@@ -214,11 +273,7 @@ impl DockerContainerizer {
                 Some(spec.argv.iter().skip(1).cloned().collect::<Vec<_>>()),
             )
         };
-        let r = &spec.resources;
-        let cpus = r.cpus.as_f64();
-        let mem = r.mem.as_f64();
-        let memory = (mem > 0.0).then_some((mem * 1024.0 * 1024.0) as i64);
-        let ports = crate::resources::task_ports(&r.ports);
+        let ports = crate::resources::task_ports(&spec.resources.ports);
         let mut exposed = Vec::new();
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for (m, host) in d.port_mappings.iter().zip(&ports) {
@@ -247,12 +302,13 @@ impl DockerContainerizer {
             labels: Some(labels),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(HostConfig {
-                memory,
+                memory: limits.memory,
                 // No swap: the limit is the limit.
-                memory_swap: memory,
-                nano_cpus: (cpus > 0.0).then_some((cpus * 1e9) as i64),
-                cpu_shares: (cpus > 0.0).then_some(((cpus * 1024.0) as i64).max(2)),
-                pids_limit: Some(spec.cgroup.pids_max.unwrap_or(self.config.pids_max)),
+                memory_swap: limits.memory,
+                nano_cpus: limits.nano_cpus,
+                cpu_shares: limits.cpu_shares,
+                pids_limit: Some(limits.pids),
+                ulimits: (!limits.ulimits.is_empty()).then(|| limits.ulimits.clone()),
                 // As native tasks: no setuid binary or file capability
                 // raises a task's privileges (`docker exec` inherits it).
                 security_opt: Some(vec!["no-new-privileges".to_string()]),
@@ -320,9 +376,10 @@ impl DockerContainerizer {
         if let Some(Ok(Some(u))) = spec.user.as_deref().map(nix::unistd::User::from_name) {
             let _ = nix::unistd::chown(&spec.sandbox, Some(u.uid), Some(u.gid));
         }
+        let limits = limits(&spec, self.config.pids_max).map_err(LaunchError::Other)?;
         let name = format!("wasmos-{}", uuid::Uuid::new_v4().simple());
         let create = || {
-            let body = self.create_body(&spec, &d);
+            let body = self.create_body(&spec, &d, &limits);
             let options = CreateContainerOptions {
                 name: Some(name.clone()),
                 ..Default::default()
@@ -776,6 +833,74 @@ fn docker_executor(docker: Docker, id: String) -> crate::containerizer::Executor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn isolators_limits_reach_the_container_or_refuse_the_launch() {
+        use crate::containerizer::{CgroupAsk, Rlimit};
+        use nix::sys::resource::Resource;
+        let mut spec = ContainerSpec {
+            task_id: "t".parse().unwrap(),
+            framework_id: "exec".into(),
+            sandbox: "/tmp/sandbox".into(),
+            program: "sh".into(),
+            argv: vec!["sh".into()],
+            env: Vec::new(),
+            user: None,
+            resources: "cpus:0.5;mem:64".parse().unwrap(),
+            rlimits: Vec::new(),
+            cgroup: CgroupAsk::default(),
+            network: crate::native::Network::Host,
+            container: None,
+            volumes: Vec::new(),
+        };
+        let plain = limits(&spec, 1000).unwrap();
+        assert_eq!(plain.memory, Some(64 << 20));
+        assert_eq!(plain.cpu_shares, Some(512));
+        assert_eq!(plain.nano_cpus, Some(500_000_000));
+        assert_eq!(plain.pids, 1000);
+        assert!(plain.ulimits.is_empty());
+
+        spec.cgroup = CgroupAsk {
+            memory_mb: Some(32),
+            cpu_shares: Some(100),
+            pids_max: Some(5000),
+        };
+        spec.rlimits = vec![
+            Rlimit {
+                resource: Resource::RLIMIT_NOFILE,
+                soft: 77,
+                hard: 99,
+            },
+            Rlimit {
+                resource: Resource::RLIMIT_CORE,
+                soft: u64::MAX,
+                hard: u64::MAX,
+            },
+        ];
+        let asked = limits(&spec, 1000).unwrap();
+        assert_eq!(asked.memory, Some(32 << 20), "the lower memory limit");
+        assert_eq!(asked.cpu_shares, Some(100));
+        assert_eq!(asked.pids, 1000, "never above the agent's pids limit");
+        let ulimit = |name: &str, soft, hard| ResourcesUlimits {
+            name: Some(name.into()),
+            soft: Some(soft),
+            hard: Some(hard),
+        };
+        assert_eq!(
+            asked.ulimits,
+            vec![ulimit("nofile", 77, 99), ulimit("core", -1, -1)]
+        );
+        spec.cgroup.memory_mb = Some(128);
+        assert_eq!(limits(&spec, 1000).unwrap().memory, Some(64 << 20));
+
+        spec.rlimits.push(Rlimit {
+            resource: Resource::RLIMIT_AS,
+            soft: 1 << 30,
+            hard: 1 << 30,
+        });
+        let refused = limits(&spec, 1000).unwrap_err();
+        assert!(refused.contains("rlimit as"), "{refused}");
+    }
 
     #[test]
     fn an_oom_killed_container_ends_with_the_memory_limitation() {
