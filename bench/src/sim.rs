@@ -233,6 +233,7 @@ async fn register(s: &Shared, i: usize, info: &AgentInfo) -> anyhow::Result<Dura
         agent_id,
         info: info.clone(),
         tasks,
+        bound_ports: Default::default(),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -269,6 +270,7 @@ async fn heartbeats(s: Arc<Shared>, i: usize, info: AgentInfo, mut every: Durati
             .json(&Heartbeat {
                 agent_id,
                 plugins: Vec::new(),
+                bound_ports: Default::default(),
             })
             .send()
             .await;

@@ -181,6 +181,53 @@ async fn a_task_sees_its_sandbox_id_and_ports_in_its_environment() {
     );
 }
 
+/// A port of the agent's range that another process on its host listens
+/// on is never given to a task: the task could not bind it, and a health
+/// check of it would reach the stranger.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_another_process_listens_on_is_not_given_to_a_task() {
+    let c = Cluster::up().await;
+    let ports_of = |out: &wasmos_tests::Output| -> Vec<u16> {
+        assert_eq!(out.code, Some(0), "{out:?}");
+        out.stdout
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect()
+    };
+    let args = [
+        "task",
+        "run",
+        "--ports",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "echo $PORT0 $PORT1",
+    ];
+    let first = ports_of(&c.cli(&args).await);
+    // A stranger takes the first port the task had.
+    let stranger = std::net::TcpListener::bind(("0.0.0.0", first[0])).unwrap();
+    wait_for("the agent to report the bound port", DEADLINE, || async {
+        let (_, agents) = c.api.get("/api/wasmos/v1/agents").await;
+        let p = u64::from(first[0]);
+        agents[0]["bound_ports"]
+            .as_array()?
+            .iter()
+            .any(|r| r["begin"].as_u64() <= Some(p) && r["end"].as_u64() >= Some(p))
+            .then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        let again = ports_of(&c.cli(&args).await);
+        assert!(
+            !again.contains(&first[0]),
+            "a task was given port {} that another process listens on: {again:?}",
+            first[0]
+        );
+    }
+    drop(stranger);
+}
+
 fn alive(pid: i32) -> bool {
     // A zombie counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

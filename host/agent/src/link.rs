@@ -139,6 +139,12 @@ impl Agent {
         })
     }
 
+    /// The ports of this agent's range (reserved ones included) that
+    /// something on the host is bound to.
+    fn bound_ports(&self) -> wasmos_core::PortSet {
+        crate::resources::bound_ports(&self.info.resources.ports)
+    }
+
     async fn register_once(&self) -> Result<Registered, LinkError> {
         // Isolators and health checks first: once registered, launches
         // may arrive, and none may run without the cluster's isolators.
@@ -152,6 +158,7 @@ impl Agent {
             agent_id: self.agent_id(),
             info: self.info.clone(),
             tasks: self.report(),
+            bound_ports: self.bound_ports(),
         };
         self.post(protocol::paths::REGISTER, &req).await
     }
@@ -227,6 +234,7 @@ impl Agent {
                 let hb = Heartbeat {
                     agent_id: reg.agent_id.clone(),
                     plugins: self.plugin_reports(),
+                    bound_ports: self.bound_ports(),
                 };
                 match self
                     .post::<_, HeartbeatReply>(protocol::paths::HEARTBEAT, &hb)

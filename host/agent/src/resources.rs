@@ -101,9 +101,87 @@ pub fn task_ports(ports: &PortSet) -> Vec<u16> {
     ports.ports().collect()
 }
 
+/// The ports of `range` that something in this network namespace is bound
+/// to: TCP listeners and bound UDP sockets, over IPv4 and IPv6, from
+/// `/proc/net`. An unreadable table counts as empty (logged once).
+pub fn bound_ports(range: &PortSet) -> PortSet {
+    if range.is_empty() {
+        return PortSet::default();
+    }
+    let mut ports = std::collections::BTreeSet::new();
+    for (table, state) in [("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")] {
+        match std::fs::read_to_string(format!("/proc/net/{table}")) {
+            Ok(text) => {
+                ports.extend(sockets_in_state(&text, state).filter(|p| range.contains_port(*p)))
+            }
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(table, error = %e, "cannot read /proc/net: ports other processes hold may be offered to tasks");
+                });
+            }
+        }
+    }
+    port_set(ports)
+}
+
+/// The local ports of a `/proc/net/{tcp,udp}[6]` table's sockets in
+/// `state` (hex: `0A` is TCP LISTEN, `07` an unconnected UDP socket).
+fn sockets_in_state<'a>(table: &'a str, state: &'a str) -> impl Iterator<Item = u16> + 'a {
+    table.lines().skip(1).filter_map(move |line| {
+        let mut cols = line.split_whitespace();
+        let local = cols.nth(1)?;
+        let st = cols.nth(1)?;
+        if st != state {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+    })
+}
+
+/// Sorted, distinct ports as a set of ranges.
+fn port_set(ports: std::collections::BTreeSet<u16>) -> PortSet {
+    let mut ranges: Vec<wasmos_core::resources::PortRange> = Vec::new();
+    for p in ports {
+        match ranges.last_mut() {
+            Some(r) if u32::from(r.end) + 1 == u32::from(p) => r.end = p,
+            _ => ranges.push(wasmos_core::resources::PortRange { begin: p, end: p }),
+        }
+    }
+    PortSet::from_ranges(ranges).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bound_ports_are_read_from_listening_and_bound_sockets() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:7918 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:7919 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
+   2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+";
+        // 31000 listens, 31001 is only a connection's local end, 8080
+        // listens outside the range.
+        assert_eq!(
+            sockets_in_state(tcp, "0A").collect::<Vec<_>>(),
+            vec![31000, 8080]
+        );
+        let six =
+            "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:791A 00000000000000000000000000000000:0000 0A
+";
+        assert_eq!(sockets_in_state(six, "0A").collect::<Vec<_>>(), vec![31002]);
+        let set = port_set([31000, 31002, 31003, 31004].into_iter().collect());
+        assert_eq!(set.to_string(), "[31000-31000, 31002-31004]");
+        // This process's own listener shows up.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        let range: PortSet = format!("[{p}-{p}]").parse().unwrap();
+        assert!(bound_ports(&range).contains_port(p));
+        drop(l);
+    }
 
     #[test]
     fn meminfo_total_is_read_in_megabytes() {

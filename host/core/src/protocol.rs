@@ -162,6 +162,10 @@ pub struct RegisterAgent {
     pub info: AgentInfo,
     #[serde(default)]
     pub tasks: Vec<ReportedTask>,
+    /// Ports of the agent's range that something on its host is bound to
+    /// (see [`Heartbeat::bound_ports`]).
+    #[serde(default, skip_serializing_if = "crate::PortSet::is_empty")]
+    pub bound_ports: crate::PortSet,
 }
 
 /// Master → agent: the reply to [`RegisterAgent`].
@@ -196,6 +200,12 @@ pub struct Heartbeat {
     /// How the agent's plugins are doing.
     #[serde(default)]
     pub plugins: Vec<PluginReport>,
+    /// Ports of the agent's range that something on its host is bound to
+    /// (a TCP listener or a bound UDP socket, a task's or a stranger's):
+    /// the master offers none of them, so a task is never handed a port
+    /// another process holds.
+    #[serde(default, skip_serializing_if = "crate::PortSet::is_empty")]
+    pub bound_ports: crate::PortSet,
 }
 
 /// A plugin's health on one agent.

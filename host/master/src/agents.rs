@@ -9,14 +9,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use wasmos_core::AgentId;
 use wasmos_core::protocol::PluginReport;
+use wasmos_core::{AgentId, PortSet};
 
 #[derive(Debug, Clone)]
 struct Link {
     endpoint: String,
     last_seen: Instant,
     plugins: Vec<PluginReport>,
+    /// Ports of its range something on its host is bound to.
+    bound_ports: PortSet,
 }
 
 /// Agents registered with this leader and heartbeating.
@@ -33,22 +35,30 @@ impl AgentLinks {
     }
 
     /// Records a (re-)registration.
-    pub fn connect(&self, id: AgentId, endpoint: String, now: Instant) {
+    pub fn connect(&self, id: AgentId, endpoint: String, now: Instant, bound_ports: PortSet) {
         self.lock().insert(
             id,
             Link {
                 endpoint,
                 last_seen: now,
                 plugins: Vec::new(),
+                bound_ports,
             },
         );
     }
 
     /// Records a heartbeat; false when the agent must register first.
-    pub fn heartbeat(&self, id: &AgentId, now: Instant, mut plugins: Vec<PluginReport>) -> bool {
+    pub fn heartbeat(
+        &self,
+        id: &AgentId,
+        now: Instant,
+        mut plugins: Vec<PluginReport>,
+        bound_ports: PortSet,
+    ) -> bool {
         match self.lock().get_mut(id) {
             Some(l) => {
                 l.last_seen = now;
+                l.bound_ports = bound_ports;
                 for p in &mut plugins {
                     for line in std::mem::take(&mut p.logs) {
                         self.plugin_logs.log_from(
@@ -111,6 +121,15 @@ impl AgentLinks {
         self.lock().keys().cloned().collect()
     }
 
+    /// The ports each agent's host has bound, for agents with any.
+    pub fn bound_ports(&self) -> HashMap<AgentId, PortSet> {
+        self.lock()
+            .iter()
+            .filter(|(_, l)| !l.bound_ports.is_empty())
+            .map(|(id, l)| (id.clone(), l.bound_ports.clone()))
+            .collect()
+    }
+
     pub fn endpoint(&self, id: &AgentId) -> Option<String> {
         self.lock().get(id).map(|l| l.endpoint.clone())
     }
@@ -140,11 +159,11 @@ mod tests {
         let id = AgentId::new("a1").unwrap();
         let t0 = Instant::now();
         assert!(
-            !links.heartbeat(&id, t0, vec![]),
+            !links.heartbeat(&id, t0, vec![], PortSet::default()),
             "unknown agents are told to register"
         );
-        links.connect(id.clone(), "http://x".into(), t0);
-        assert!(links.heartbeat(&id, t0 + Duration::from_secs(5), vec![]));
+        links.connect(id.clone(), "http://x".into(), t0, PortSet::default());
+        assert!(links.heartbeat(&id, t0 + Duration::from_secs(5), vec![], PortSet::default()));
         assert!(
             links
                 .expire(t0 + Duration::from_secs(10), Duration::from_secs(10))

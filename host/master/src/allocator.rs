@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use wasmos_core::reservation::{self, RoleResources, Volume};
 use wasmos_core::{
-    AgentId, ExecutorId, ExecutorSpec, FrameworkId, Offer, OfferId, Resources, TaskId, TaskSpec,
+    AgentId, ExecutorId, ExecutorSpec, FrameworkId, Offer, OfferId, PortSet, Resources, TaskId,
+    TaskSpec,
 };
 use wasmos_state::AgentPools;
 use wasmos_state::roles::{RoleConfig, within};
@@ -99,6 +100,26 @@ impl Inputs {
                 .map(|f| (f.id.clone(), f.info.role.clone()))
                 .collect(),
             roles: s.roles.clone(),
+        }
+    }
+
+    /// Takes ports something on an agent's host is bound to out of what
+    /// the agent has free: a task is never offered a port another process
+    /// (a stray server, a task that outlived its record) already holds.
+    pub fn withhold_ports(&mut self, bound: &HashMap<AgentId, PortSet>) {
+        if bound.is_empty() {
+            return;
+        }
+        for a in &mut self.agents {
+            let Some(b) = bound.get(&a.id) else { continue };
+            let free = &mut a.free;
+            free.unreserved.ports = free.unreserved.ports.difference(b);
+            for r in free.reserved.values_mut() {
+                r.ports = r.ports.difference(b);
+            }
+            for r in free.static_reserved.values_mut() {
+                r.ports = r.ports.difference(b);
+            }
         }
     }
 
@@ -1598,6 +1619,40 @@ mod tests {
                 b.decline(&y.framework_id, std::slice::from_ref(&y.id), refuse, now);
             }
         }
+    }
+
+    #[test]
+    fn ports_bound_on_an_agents_host_are_never_offered() {
+        let mut a = Allocator::new(1);
+        let mut inp = inputs(
+            vec![
+                agent("a1", "cpus:4;mem:4096;ports:[31000-31009]"),
+                agent("a2", "cpus:4;mem:4096;ports:[31000-31009]"),
+            ],
+            &["f"],
+        );
+        inp.agents[0]
+            .free
+            .reserved
+            .insert("r".into(), "ports:[31005-31006]".parse().unwrap());
+        let bound = HashMap::from([(
+            AgentId::new("a1").unwrap(),
+            "[31000-31001, 31005-31005]".parse::<PortSet>().unwrap(),
+        )]);
+        inp.withhold_ports(&bound);
+        assert_eq!(
+            inp.agents[0].free.reserved["r"].ports.to_string(),
+            "[31006-31006]"
+        );
+        let offers = a.allocate(&inp, Instant::now());
+        let ports = |agent: &str| {
+            offers
+                .iter()
+                .find(|o| o.agent_id.as_str() == agent)
+                .map(|o| o.resources.ports.to_string())
+        };
+        assert_eq!(ports("a1").as_deref(), Some("[31002-31004, 31006-31009]"));
+        assert_eq!(ports("a2").as_deref(), Some("[31000-31009]"));
     }
 
     #[test]

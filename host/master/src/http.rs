@@ -739,7 +739,9 @@ async fn heartbeat(
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> ApiResult<ApiJson<HeartbeatReply>> {
     check_speaks_for(&l, &hb.agent_id, &caller)?;
-    let known = l.agents.heartbeat(&hb.agent_id, Instant::now(), hb.plugins);
+    let known = l
+        .agents
+        .heartbeat(&hb.agent_id, Instant::now(), hb.plugins, hb.bound_ports);
     Ok(ApiJson(HeartbeatReply {
         master_id: l.master_id.clone(),
         term: l.term,
@@ -890,11 +892,15 @@ async fn cluster(Lead(l): Lead) -> ApiJson<ClusterView> {
 
 fn agent_views(l: &Leader) -> Vec<AgentView> {
     let connected = l.agents.connected();
+    let mut bound = l.agents.bound_ports();
     l.store.read(|s| {
         let used = s.used_by_agent();
         s.agents
             .values()
-            .map(|a| AgentView::new(a, s, used.get(&a.id), connected.contains(&a.id)))
+            .map(|a| AgentView {
+                bound_ports: bound.remove(&a.id).unwrap_or_default(),
+                ..AgentView::new(a, s, used.get(&a.id), connected.contains(&a.id))
+            })
             .collect()
     })
 }

@@ -785,8 +785,10 @@ impl Leader {
     /// The body of [`Leader::allocate_once`]; returns how many offers it made.
     fn allocate_and_offer(&self, now: Instant) -> u64 {
         let connected = self.agents.connected();
+        let bound = self.agents.bound_ports();
         let (inputs, live_agents) = self.store.read(|s| {
-            let inputs = Inputs::from_state(s, self.usage(s), |a| connected.contains(a));
+            let mut inputs = Inputs::from_state(s, self.usage(s), |a| connected.contains(a));
+            inputs.withhold_ports(&bound);
             let live: HashSet<AgentId> = inputs.agents.iter().map(|a| a.id.clone()).collect();
             (inputs, live)
         });
@@ -1052,7 +1054,7 @@ impl Leader {
             other => return Err(MasterError::Unexpected(format!("{other:?}"))),
         };
         self.agents
-            .connect(agent_id.clone(), endpoint, Instant::now());
+            .connect(agent_id.clone(), endpoint, Instant::now(), req.bound_ports);
 
         let reported: HashMap<TaskId, TaskState> = req
             .tasks

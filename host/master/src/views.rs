@@ -100,6 +100,10 @@ pub struct AgentView {
     /// Its machine's maintenance mode: UP, DRAINING (scheduled) or DOWN.
     #[serde(default)]
     pub maintenance: String,
+    /// Ports of its range something on its host is bound to (its tasks'
+    /// or other processes'), as its last heartbeat said: never offered.
+    #[serde(default, skip_serializing_if = "wasmos_core::PortSet::is_empty")]
+    pub bound_ports: wasmos_core::PortSet,
 }
 
 impl AgentView {
@@ -121,6 +125,7 @@ impl AgentView {
             deactivated: a.deactivated,
             drain: a.drain.clone(),
             maintenance: state.machine_mode(&a.info).to_string(),
+            bound_ports: wasmos_core::PortSet::default(),
         }
     }
 }
