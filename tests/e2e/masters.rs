@@ -385,6 +385,79 @@ async fn a_paused_leader_does_nothing_with_its_stale_term() {
     assert_eq!(victim["state"], "TASK_RUNNING", "{st}");
 }
 
+/// A master back under its old id with an empty data dir forgot the votes
+/// it cast and the entries it acknowledged: its peers refuse it and it
+/// refuses them, each saying what to do, and the other two go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_back_with_a_wiped_data_dir_is_refused_under_its_old_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Masters::start(3, dir.path()).await;
+    let (leader, _) = m.wait_leader(&[1, 2, 3], None).await;
+    let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != victim).collect();
+    let urls = m.urls();
+    let before = cli(&urls, &["plugin", "config", "labels", "prefix=before."]).await;
+    assert_eq!(before.code, Some(0), "{before:?}");
+    // Every member has heard from every other by now.
+    wait_for("every master to apply the write", DEADLINE, || async {
+        let mut applied = Vec::new();
+        for id in [1, 2, 3] {
+            let (_, v) = Api::new(&m.url(id)).get("/api/wasmos/v1/masters").await;
+            applied.push(v["this_master"]["applied"].as_u64());
+        }
+        (applied.iter().all(|a| a.is_some() && *a == applied[0])).then_some(())
+    })
+    .await;
+
+    m.kill9(victim).await;
+    std::fs::remove_dir_all(dir.path().join(format!("master-{victim}"))).unwrap();
+    let peers = m.peers();
+    m.start_master(victim, &["--peers", &peers]).await;
+
+    wait_for("a peer to refuse the wiped master", DEADLINE, || async {
+        others
+            .iter()
+            .any(|id| {
+                m.daemon(*id)
+                    .log()
+                    .contains(&format!("master {victim} came back with a new data dir"))
+            })
+            .then_some(())
+    })
+    .await;
+    wait_for("the wiped master to learn why", DEADLINE, || async {
+        m.daemon(victim)
+            .log()
+            .contains("this master's data was lost")
+            .then_some(())
+    })
+    .await;
+    // The two others go on, and the leader counts the wiped one out.
+    let after = cli(&urls, &["plugin", "config", "labels", "prefix=after."]).await;
+    assert_eq!(after.code, Some(0), "{after:?}");
+    let (l, _) = m.wait_leader(&others, None).await;
+    wait_for(
+        "the leader to show the wiped master unreachable",
+        DEADLINE,
+        || async {
+            let (_, v) = Api::new(&m.url(l)).get("/api/wasmos/v1/masters").await;
+            let me = v["masters"]
+                .as_array()?
+                .iter()
+                .find(|x| x["id"] == victim)?
+                .clone();
+            (me["role"] == "unreachable").then_some(())
+        },
+    )
+    .await;
+    // It never heard the leader: every append was refused.
+    let v = m.leader_view(victim).await;
+    assert_ne!(
+        v["leader"]["id"], l,
+        "the wiped master follows the leader: {v}"
+    );
+}
+
 /// The agent saves the newest leader term it has seen: restarted while no
 /// master can be reached, it still refuses a command of an older term (a
 /// deposed leader's), instead of starting again from term 0.

@@ -225,12 +225,18 @@ async fn raft_rpc(
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    let answer = n
-        .store
-        .handle_rpc(&op, codec, &body)
-        .await
-        .map_err(ApiError::BadRequest)?;
-    Ok(typed(codec.content_type(), answer))
+    let header_of = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from = header_of(wasmos_store::incarnation::HEADER);
+    let expected = header_of(wasmos_store::incarnation::EXPECTED);
+    let mut resp = match n.store.handle_rpc(&op, codec, &body, from, expected).await {
+        Ok(answer) => typed(codec.content_type(), answer),
+        Err(why) => ApiError::BadRequest(why).into_response(),
+    };
+    if let Ok(v) = header::HeaderValue::from_str(n.store.incarnation()) {
+        resp.headers_mut()
+            .insert(wasmos_store::incarnation::HEADER, v);
+    }
+    Ok(resp)
 }
 
 /// The dashboard is served by the leader (its API calls go there too).

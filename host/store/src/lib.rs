@@ -17,6 +17,7 @@
 //! - Leadership is watched ([`Store::leadership`]); the master acts only
 //!   while this node leads, and stamps the raft term on what it sends.
 
+pub mod incarnation;
 pub mod log;
 pub mod net;
 pub mod sm;
@@ -217,6 +218,8 @@ pub struct Store {
     proposals: mpsc::UnboundedSender<Proposal>,
     leadership: watch::Receiver<Leadership>,
     net: net::Network,
+    /// This master's incarnation and its peers'.
+    lives: Arc<incarnation::Incarnations>,
     /// Set (with why) when the cluster tells this master it was removed.
     removed: Arc<watch::Sender<Option<String>>>,
     /// Seconds from a proposal to its commit and apply here.
@@ -254,6 +257,8 @@ impl Store {
             ));
         }
         check_node_id(&dir, config.node_id).map_err(open_err)?;
+        let lives =
+            Arc::new(incarnation::Incarnations::open(&dir, config.node_id).map_err(open_err)?);
         let raft_config = Arc::new(config.raft_config().map_err(open_err)?);
         let path = db_path(&dir);
         let db = tokio::task::spawn_blocking(move || Database::create(path))
@@ -268,7 +273,8 @@ impl Store {
         })?;
         let shared = state_machine.shared.clone();
         let log_store = log::LogStore::new(db, shared.log_bytes.clone());
-        let network = net::Network::new(config.tls.clone(), config.bind_ip).map_err(open_err)?;
+        let network = net::Network::new(config.tls.clone(), config.bind_ip, lives.clone())
+            .map_err(open_err)?;
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -342,6 +348,7 @@ impl Store {
             proposals,
             leadership,
             net: network,
+            lives,
             removed: Arc::new(watch::channel(None).0),
             commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
@@ -659,10 +666,39 @@ impl Store {
         }
     }
 
+    /// What this master's raft requests and answers carry in
+    /// [`incarnation::HEADER`].
+    pub fn incarnation(&self) -> &str {
+        self.lives.me()
+    }
+
     /// Handles a raft RPC from a peer (`op` is the last path segment under
     /// [`net::RAFT_PREFIX`]) whose body is in `codec`; returns the answer in
-    /// the same codec.
-    pub async fn handle_rpc(&self, op: &str, codec: Codec, body: &[u8]) -> Result<Vec<u8>, String> {
+    /// the same codec. `from` is the request's [`incarnation::HEADER`]: a
+    /// peer back under its old id with a new data dir is refused.
+    /// `expected` its [`incarnation::EXPECTED`]: a sender that knew this
+    /// master with another data dir is refused too (this master lost its
+    /// data).
+    pub async fn handle_rpc(
+        &self,
+        op: &str,
+        codec: Codec,
+        body: &[u8],
+        from: Option<&str>,
+        expected: Option<&str>,
+    ) -> Result<Vec<u8>, String> {
+        if let Err(why) = self.lives.check(from) {
+            if self.lives.first_refusal(from.unwrap_or_default()) {
+                tracing::error!("refusing raft traffic: {why}");
+            }
+            return Err(why);
+        }
+        if let Err(why) = self.lives.check_expected(expected) {
+            if self.lives.first_refusal(expected.unwrap_or_default()) {
+                tracing::error!("refusing raft traffic: {why}");
+            }
+            return Err(why);
+        }
         fn parse<T: serde::de::DeserializeOwned>(codec: Codec, body: &[u8]) -> Result<T, String> {
             codec
                 .decode(body)

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::OptionalSend;
@@ -24,6 +25,7 @@ use openraft::raft::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::incarnation::{self, Incarnations};
 use crate::types::{MasterNode, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use wasmos_state::codec::Codec;
 
@@ -65,6 +67,7 @@ impl std::error::Error for HttpError {}
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
+    lives: Arc<Incarnations>,
 }
 
 impl Network {
@@ -75,6 +78,7 @@ impl Network {
         let resp = self
             .http
             .post(&url)
+            .header(incarnation::HEADER, self.lives.me())
             .json(notice)
             .timeout(Duration::from_secs(5))
             .send()
@@ -89,7 +93,11 @@ impl Network {
 
     /// `bind` is the local address outgoing connections use (so that a
     /// master on 127.0.0.2 talks from 127.0.0.2).
-    pub fn new(tls: Option<rustls::ClientConfig>, bind: Option<IpAddr>) -> Result<Network, String> {
+    pub fn new(
+        tls: Option<rustls::ClientConfig>,
+        bind: Option<IpAddr>,
+        lives: Arc<Incarnations>,
+    ) -> Result<Network, String> {
         let mut builder = reqwest::Client::builder();
         if let Some(t) = tls {
             builder = builder.use_preconfigured_tls(t);
@@ -101,7 +109,7 @@ impl Network {
             .local_address(bind)
             .build()
             .map_err(|e| format!("cannot build the raft HTTP client: {e}"))?;
-        Ok(Network { http })
+        Ok(Network { http, lives })
     }
 }
 
@@ -111,6 +119,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &MasterNode) -> Peer {
         Peer {
             http: self.http.clone(),
+            lives: self.lives.clone(),
             codec: Codec::MessagePack,
             target,
             base: format!("{}{RAFT_PREFIX}", node.addr.trim_end_matches('/')),
@@ -121,6 +130,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The connection to one peer.
 pub struct Peer {
     http: reqwest::Client,
+    lives: Arc<Incarnations>,
     /// MessagePack, until the peer turns out to be an older master that
     /// reads only JSON.
     codec: Codec,
@@ -169,22 +179,34 @@ impl Peer {
         timeout: Duration,
     ) -> Result<R, Failure> {
         let url = format!("{}/{op}", self.base);
-        let resp = self
+        let mut req = self
             .http
             .post(&url)
             .header(reqwest::header::CONTENT_TYPE, codec.content_type())
-            .body(body)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    Failure::Unreachable(format!("master {} at {url}: {e}", self.target))
-                } else {
-                    Failure::Network(format!("master {} at {url}: {e}", self.target))
-                }
-            })?;
+            .header(incarnation::HEADER, self.lives.me());
+        if let Some(known) = self.lives.known(self.target) {
+            req = req.header(incarnation::EXPECTED, known);
+        }
+        let resp = req.body(body).timeout(timeout).send().await.map_err(|e| {
+            if e.is_connect() {
+                Failure::Unreachable(format!("master {} at {url}: {e}", self.target))
+            } else {
+                Failure::Network(format!("master {} at {url}: {e}", self.target))
+            }
+        })?;
         let status = resp.status();
+        // An answer from another life of the peer's id is not counted (a
+        // vote or an acknowledgement from a master that lost its data).
+        let life = resp
+            .headers()
+            .get(incarnation::HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let Err(why) = self.lives.check(life) {
+            if self.lives.first_refusal(life.unwrap_or_default()) {
+                tracing::error!("ignoring raft answers: {why}");
+            }
+            return Err(Failure::Unreachable(why));
+        }
         let resp_type = resp.headers().get(reqwest::header::CONTENT_TYPE).cloned();
         if status == reqwest::StatusCode::BAD_REQUEST && codec == Codec::MessagePack {
             let text = resp.text().await.unwrap_or_default();

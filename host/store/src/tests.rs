@@ -331,7 +331,7 @@ async fn older_master(store: Store) -> (String, Arc<std::sync::Mutex<Vec<String>
                     let content_type = header("content-type").unwrap_or_default();
                     log.lock().unwrap().push(content_type.clone());
                     let (status, answer) = if content_type == "application/json" {
-                        match store.handle_rpc(&op, Codec::Json, &body).await {
+                        match store.handle_rpc(&op, Codec::Json, &body, None, None).await {
                             Ok(a) => ("200 OK", a),
                             Err(e) => ("400 Bad Request", e.into_bytes()),
                         }
@@ -363,7 +363,10 @@ async fn a_master_that_reads_only_json_is_sent_json() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_single(dir.path(), 5000).await;
     let (addr, seen) = older_master(store.clone()).await;
-    let mut net = net::Network::new(None, None).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let lives =
+        std::sync::Arc::new(crate::incarnation::Incarnations::open(other.path(), 9).unwrap());
+    let mut net = net::Network::new(None, None, lives).unwrap();
     let mut peer = net.new_client(1, &MasterNode { addr }).await;
     let vote = Vote::new(0, 9);
     let req = openraft::raft::VoteRequest::<TypeConfig>::new(vote, None);
