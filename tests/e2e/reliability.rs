@@ -37,7 +37,12 @@ fn ca(dir: &std::path::Path) -> std::path::PathBuf {
 
 /// An agent of `master`, keeping its state under `dir/agent`.
 async fn start_agent(dir: &std::path::Path, master: &str) -> Daemon {
-    let data = dir.join("agent");
+    start_agent_in(dir, master, "agent").await
+}
+
+/// An agent with its data under `dir/<name>`.
+async fn start_agent_in(dir: &std::path::Path, master: &str, name: &str) -> Daemon {
+    let data = dir.join(name);
     let d = Daemon::start(
         "agent",
         &[
@@ -355,4 +360,103 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
     let out = cli(&master.url, &["task", "kill", "steady"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     api.wait_task_state("steady", "TASK_KILLED").await;
+}
+
+/// More agents silent at once than `--agent-unreachable-rate` allows: the
+/// first is marked unreachable, the other waits its turn (still holding its
+/// tasks), and coming back before its turn it is never marked.
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_silent_together_are_marked_unreachable_no_faster_than_the_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = dir.path().join("master");
+    let token = dir.path().join("join-token");
+    std::fs::write(&token, "reliability-join-token").unwrap();
+    let master = Daemon::start(
+        "master",
+        &[
+            "master",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--join-token-file",
+            token.to_str().unwrap(),
+            "--bootstrap-token-file",
+            &wasmos_tests::bootstrap_token_file(dir.path()),
+            "--heartbeat-interval-ms",
+            "300",
+            "--agent-timeout-ms",
+            "1500",
+            "--agent-unreachable-rate",
+            "1/10mins",
+        ],
+        "master",
+        dir.path(),
+    )
+    .await;
+    wasmos_tests::register(&master.url, &ca(dir.path()), Some(wasmos_tests::TEST_TOKEN));
+    let agents = [
+        start_agent_in(dir.path(), &master.url, "agent-1").await,
+        start_agent_in(dir.path(), &master.url, "agent-2").await,
+    ];
+    let api = Api::new(&master.url);
+    wait_for("both agents to register", DEADLINE, || async {
+        let (_, a) = api.get("/api/wasmos/v1/agents").await;
+        let a = a.as_array()?;
+        (a.len() == 2 && a.iter().all(|a| a["connected"] == true)).then_some(())
+    })
+    .await;
+    for a in &agents {
+        a.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+    let waiting = wait_for(
+        "one agent unreachable, the other waiting its turn",
+        DEADLINE,
+        || async {
+            let (_, a) = api.get("/api/wasmos/v1/agents").await;
+            let a = a.as_array()?;
+            let unreachable = a.iter().filter(|a| a["state"] == "unreachable").count();
+            let silent_active = a
+                .iter()
+                .find(|a| a["state"] == "active" && a["connected"] == false)?;
+            let (_, metrics) = api.prometheus_text("/metrics").await;
+            (unreachable == 1 && metrics.contains("wasmos_agents_awaiting_unreachable 1"))
+                .then(|| silent_active["endpoint"].as_str().unwrap_or("").to_string())
+        },
+    )
+    .await;
+    for a in &agents {
+        a.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+    wait_for("the waiting agent to be back", DEADLINE, || async {
+        let (_, a) = api.get("/api/wasmos/v1/agents").await;
+        let back = a
+            .as_array()?
+            .iter()
+            .find(|a| a["endpoint"] == waiting.as_str())?
+            .clone();
+        let (_, metrics) = api.prometheus_text("/metrics").await;
+        (back["connected"] == true
+            && back["state"] == "active"
+            && metrics.contains("wasmos_agents_awaiting_unreachable 0"))
+        .then_some(())
+    })
+    .await;
+    let (_, a) = api.get("/api/wasmos/v1/agents").await;
+    let id = a
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["endpoint"] == waiting.as_str()))
+        .map(|a| a["id"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let marked: Vec<String> = master
+        .log()
+        .lines()
+        .filter(|l| l.contains("agent stopped heartbeating") && l.contains(&id))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        marked.is_empty(),
+        "agent {id} was marked unreachable: {marked:?}"
+    );
 }

@@ -865,6 +865,23 @@ impl Api {
         Self::json_of(r).await
     }
 
+    /// GET as Prometheus asks (its text format); the status and the body.
+    pub async fn prometheus_text(&self, path: &str) -> (u16, String) {
+        let accept = "text/plain; version=0.0.4";
+        match self
+            .exec(path, |u| {
+                self.http.get(u).header(reqwest::header::ACCEPT, accept)
+            })
+            .await
+        {
+            Some(r) => {
+                let s = r.status().as_u16();
+                (s, r.text().await.unwrap_or_default())
+            }
+            None => (0, String::new()),
+        }
+    }
+
     /// GET; the status and the body as text.
     pub async fn text(&self, path: &str) -> (u16, String) {
         match self.exec(path, |u| self.http.get(u)).await {

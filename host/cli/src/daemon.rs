@@ -93,6 +93,12 @@ pub struct MasterArgs {
     /// tasks TASK_UNREACHABLE until it registers again.
     #[arg(long, default_value_t = 10_000)]
     agent_timeout_ms: u64,
+    /// How fast agents past their timeout are marked unreachable (Mesos'
+    /// --agent_removal_rate_limit): N/DURATION (e.g. 1/10mins),
+    /// P%/DURATION of the registered agents, never fewer than 5 (e.g.
+    /// 10%/1min), or unlimited. The rest keep their tasks until their turn.
+    #[arg(long, default_value = wasmos_master::agents::UnreachableRate::DEFAULT)]
+    agent_unreachable_rate: wasmos_master::agents::UnreachableRate,
     /// How often the allocator offers free resources, in milliseconds
     /// (it also runs on every change: an agent joining, a task ending, a
     /// revive); Mesos' `--allocation_interval`.
@@ -443,6 +449,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
         insecure,
         heartbeat_interval_ms,
         agent_timeout_ms,
+        agent_unreachable_rate,
         allocation_interval_ms,
         framework_group_calls,
         drain_handoff_secs,
@@ -519,6 +526,7 @@ fn master_config(a: MasterArgs, ca_cert: Option<&Path>) -> anyhow::Result<Master
     c.plain_listen = plain_listen;
     c.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms);
     c.agent_timeout = Duration::from_millis(agent_timeout_ms);
+    c.unreachable_rate = agent_unreachable_rate;
     c.allocation_interval = Duration::from_millis(allocation_interval_ms);
     c.framework_group_calls = framework_group_calls;
     c.drain_handoff = Duration::from_secs(drain_handoff_secs);
@@ -897,6 +905,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
             insecure,
             heartbeat_interval_ms: 2000,
             agent_timeout_ms: 10_000,
+            agent_unreachable_rate: Default::default(),
             allocation_interval_ms: 1000,
             framework_group_calls: wasmos_master::DEFAULT_FRAMEWORK_GROUP_CALLS,
             drain_handoff_secs: 300,

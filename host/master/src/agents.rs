@@ -5,7 +5,7 @@
 //! no links, and agents re-register (their heartbeats are answered with
 //! "register again" until they do).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,178 @@ impl AgentLinks {
     }
 }
 
+/// How fast agents that went silent are marked unreachable (Mesos'
+/// `--agent_removal_rate_limit`): when many go silent at once — a switch
+/// fails, a rack loses power, the leader's own network hiccups — their
+/// tasks are not all given up in one moment; the rest wait their turn, and
+/// any that comes back meanwhile is never marked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnreachableRate {
+    Unlimited,
+    /// At most `count` agents per `per`.
+    Agents {
+        count: u32,
+        per: Duration,
+    },
+    /// At most `percent` % of the registered agents (never fewer than
+    /// [`UnreachableRate::MIN_AGENTS`]) per `per`.
+    Percent {
+        percent: f64,
+        per: Duration,
+    },
+}
+
+impl UnreachableRate {
+    /// A percentage never holds back fewer agents than this per window, so
+    /// that small clusters are not slowed.
+    pub const MIN_AGENTS: usize = 5;
+    pub const DEFAULT: &str = "10%/1min";
+
+    /// How many agents may be marked within one window of how long, for a
+    /// cluster of `registered` agents; `None`: no limit.
+    pub fn allowance(&self, registered: usize) -> Option<(usize, Duration)> {
+        match *self {
+            UnreachableRate::Unlimited => None,
+            UnreachableRate::Agents { count, per } => Some((count as usize, per)),
+            UnreachableRate::Percent { percent, per } => Some((
+                ((registered as f64 * percent / 100.0).ceil() as usize).max(Self::MIN_AGENTS),
+                per,
+            )),
+        }
+    }
+}
+
+impl Default for UnreachableRate {
+    fn default() -> UnreachableRate {
+        UnreachableRate::DEFAULT
+            .parse()
+            .unwrap_or(UnreachableRate::Unlimited)
+    }
+}
+
+impl std::str::FromStr for UnreachableRate {
+    type Err = String;
+
+    /// `N/DURATION` (Mesos' form, e.g. `1/10mins`), `P%/DURATION` (e.g.
+    /// `10%/1min`) or `unlimited`.
+    fn from_str(s: &str) -> Result<UnreachableRate, String> {
+        let s = s.trim();
+        if s == "unlimited" {
+            return Ok(UnreachableRate::Unlimited);
+        }
+        let form = "write N/DURATION (e.g. 1/10mins), P%/DURATION (e.g. 10%/1min) or unlimited";
+        let (n, per) = s.split_once('/').ok_or_else(|| format!("{s:?}: {form}"))?;
+        let per = humantime::parse_duration(per.trim())
+            .map_err(|e| format!("{s:?}: the duration {:?}: {e}; {form}", per.trim()))?;
+        if per.is_zero() {
+            return Err(format!("{s:?}: the duration must be above 0; {form}"));
+        }
+        match n.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(percent) if percent > 0.0 && percent <= 100.0 => {
+                    Ok(UnreachableRate::Percent { percent, per })
+                }
+                _ => Err(format!(
+                    "{s:?}: the percentage must be a number above 0 and at most 100"
+                )),
+            },
+            None => match n.trim().parse::<u32>() {
+                Ok(count) if count > 0 => Ok(UnreachableRate::Agents { count, per }),
+                _ => Err(format!(
+                    "{s:?}: the count must be a whole number of agents, at least 1 (or write unlimited)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for UnreachableRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnreachableRate::Unlimited => f.write_str("unlimited"),
+            UnreachableRate::Agents { count, per } => {
+                write!(f, "{count}/{}", humantime::format_duration(*per))
+            }
+            UnreachableRate::Percent { percent, per } => {
+                write!(f, "{percent}%/{}", humantime::format_duration(*per))
+            }
+        }
+    }
+}
+
+/// Agents silent past their timeout, waiting to be marked unreachable, in
+/// the order they went silent, and when the marks of the current window
+/// were made.
+#[derive(Debug, Default)]
+pub struct UnreachableQueue {
+    waiting: VecDeque<AgentId>,
+    queued: HashSet<AgentId>,
+    marked: VecDeque<Instant>,
+}
+
+impl UnreachableQueue {
+    /// Queues agents that went silent (once each).
+    pub fn add(&mut self, ids: impl IntoIterator<Item = AgentId>) {
+        for id in ids {
+            if self.queued.insert(id.clone()) {
+                self.waiting.push_back(id);
+            }
+        }
+    }
+
+    /// Agents waiting their turn.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// The agents to mark unreachable now, oldest silence first: those
+    /// `still_silent` says are, as many as `allowance` (how many per how
+    /// long) leaves in the window ending `now`. Agents that came back
+    /// leave the queue unmarked.
+    pub fn due(
+        &mut self,
+        now: Instant,
+        allowance: Option<(usize, Duration)>,
+        still_silent: impl Fn(&AgentId) -> bool,
+    ) -> Vec<AgentId> {
+        let back: Vec<AgentId> = self
+            .waiting
+            .iter()
+            .filter(|id| !still_silent(id))
+            .cloned()
+            .collect();
+        for id in &back {
+            self.queued.remove(id);
+        }
+        self.waiting.retain(|id| self.queued.contains(id));
+        let Some((count, per)) = allowance else {
+            self.queued.clear();
+            self.marked.clear();
+            return self.waiting.drain(..).collect();
+        };
+        while self
+            .marked
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= per)
+        {
+            self.marked.pop_front();
+        }
+        let n = count
+            .saturating_sub(self.marked.len())
+            .min(self.waiting.len());
+        let due: Vec<AgentId> = self.waiting.drain(..n).collect();
+        for id in &due {
+            self.queued.remove(id);
+            self.marked.push_back(now);
+        }
+        due
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +346,67 @@ mod tests {
             vec![id.clone()]
         );
         assert!(!links.is_connected(&id));
+    }
+
+    #[test]
+    fn unreachable_rates_read_as_mesos_writes_them_or_as_a_share() {
+        let min = Duration::from_secs(60);
+        assert_eq!(
+            "1/10mins".parse(),
+            Ok(UnreachableRate::Agents {
+                count: 1,
+                per: 10 * min
+            })
+        );
+        assert_eq!(
+            "10%/1min".parse(),
+            Ok(UnreachableRate::Percent {
+                percent: 10.0,
+                per: min
+            })
+        );
+        assert_eq!("unlimited".parse(), Ok(UnreachableRate::Unlimited));
+        assert_eq!(UnreachableRate::default().to_string(), "10%/1m");
+        for bad in [
+            "",
+            "5",
+            "0/1min",
+            "x/1min",
+            "1/soon",
+            "1/0s",
+            "0%/1min",
+            "150%/1min",
+        ] {
+            let e = bad.parse::<UnreachableRate>().unwrap_err();
+            assert!(e.contains(bad), "{bad:?}: {e}");
+        }
+        // A share of the cluster, never fewer than five agents.
+        let rate: UnreachableRate = "10%/1min".parse().unwrap();
+        assert_eq!(rate.allowance(10_000), Some((1000, min)));
+        assert_eq!(rate.allowance(3), Some((5, min)));
+        assert_eq!(UnreachableRate::Unlimited.allowance(3), None);
+    }
+
+    #[test]
+    fn silent_agents_are_marked_at_the_rate_and_those_that_return_never_are() {
+        let id = |i: usize| AgentId::new(format!("a{i}")).unwrap();
+        let t0 = Instant::now();
+        let per = Duration::from_secs(60);
+        let mut q = UnreachableQueue::default();
+        q.add((0..4).map(id));
+        q.add([id(0)]);
+        assert_eq!(q.len(), 4, "an agent is queued once");
+        assert_eq!(q.due(t0, Some((2, per)), |_| true), vec![id(0), id(1)]);
+        // The window is spent; a2 comes back meanwhile.
+        let back = id(2);
+        assert!(
+            q.due(t0 + per / 2, Some((2, per)), |a| *a != back)
+                .is_empty()
+        );
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.due(t0 + per, Some((2, per)), |_| true), vec![id(3)]);
+        assert!(q.is_empty());
+        q.add((4..7).map(id));
+        assert_eq!(q.due(t0 + per, None, |_| true).len(), 3, "no limit");
     }
 }

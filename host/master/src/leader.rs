@@ -82,6 +82,8 @@ pub struct Leader {
     /// Agents' pools and frameworks' use, kept between allocation cycles.
     pub(crate) usage_memo: Mutex<wasmos_state::usage::UsageMemo>,
     pub alloc_wakeup: Notify,
+    /// Silent agents waiting their turn to be marked unreachable.
+    pub unreachable_waiting: std::sync::atomic::AtomicUsize,
     /// Tasks on draining agents this leader has asked their agents to kill.
     drain_kills: Mutex<HashSet<TaskId>>,
     /// Inverse offers this leader made, by id (Mesos keeps them in the
@@ -162,6 +164,7 @@ impl Leader {
             task_json: Default::default(),
             usage_memo: Default::default(),
             alloc_wakeup: Notify::new(),
+            unreachable_waiting: Default::default(),
             drain_kills: Mutex::new(HashSet::new()),
             inverse_offers: Mutex::new(BTreeMap::new()),
             shutdown,
@@ -913,6 +916,7 @@ impl Leader {
         let mut shutdown = self.shutdown.clone();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut queue = crate::agents::UnreachableQueue::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -931,12 +935,39 @@ impl Leader {
                         .collect::<Vec<_>>()
                 }));
             }
-            for id in silent {
+            queue.add(silent);
+            if queue.is_empty() {
+                continue;
+            }
+            let linked = self.agents.connected();
+            let rate = self.config.unreachable_rate;
+            let due = self.store.read(|s| {
+                let registered = s
+                    .agents
+                    .values()
+                    .filter(|a| a.state != AgentState::Gone)
+                    .count();
+                queue.due(now, rate.allowance(registered), |id| {
+                    !linked.contains(id)
+                        && s.agents
+                            .get(id)
+                            .is_some_and(|a| a.state == AgentState::Active)
+                })
+            });
+            for id in due {
                 tracing::warn!(agent = %id, "agent stopped heartbeating; it is unreachable until it registers again");
                 if let Err(e) = self.mark_unreachable(&id).await {
                     tracing::warn!(agent = %id, error = %e, "cannot mark the agent unreachable; will try again");
+                    queue.add([id]);
                 }
                 self.alloc_wakeup.notify_one();
+            }
+            let waiting = queue.len();
+            let before = self
+                .unreachable_waiting
+                .swap(waiting, std::sync::atomic::Ordering::Relaxed);
+            if waiting > 0 && waiting != before {
+                tracing::warn!(waiting, %rate, "more agents went silent than --agent-unreachable-rate lets be marked unreachable at once: the rest keep their tasks until their turn, and any that comes back first is never marked");
             }
         }
     }

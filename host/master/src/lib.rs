@@ -105,6 +105,8 @@ pub struct MasterConfig {
     pub heartbeat_interval: Duration,
     /// An agent silent this long gets no more offers until it registers.
     pub agent_timeout: Duration,
+    /// How fast silent agents are marked unreachable.
+    pub unreachable_rate: crate::agents::UnreachableRate,
     /// Offers held longer than this are rescinded.
     pub offer_timeout: Duration,
     /// A launch that cannot reach its agent for this long is dropped.
@@ -151,6 +153,7 @@ impl MasterConfig {
             allocation_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(10),
+            unreachable_rate: Default::default(),
             offer_timeout: Duration::from_secs(60),
             launch_timeout: Duration::from_secs(120),
             plugin_call_deadline: Duration::from_secs(2),

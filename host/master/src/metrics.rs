@@ -238,6 +238,13 @@ pub fn render(n: &Node) -> String {
             "Agents heartbeating to this leader (leader only)",
             l.agents.connected().len() as f64,
         );
+        gauge(
+            &mut reg,
+            "agents_awaiting_unreachable",
+            "Silent agents waiting their turn under --agent-unreachable-rate to be marked unreachable (leader only)",
+            l.unreachable_waiting
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
     }
     let i = &n.instruments;
     reg.register(

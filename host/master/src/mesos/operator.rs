@@ -506,6 +506,7 @@ fn flags(l: &Leader) -> Value {
         "allocation_interval": format!("{}ms", l.config.allocation_interval.as_millis()),
         "offer_timeout": format!("{}ms", l.config.offer_timeout.as_millis()),
         "agent_ping_timeout": format!("{}ms", l.config.agent_timeout.as_millis()),
+        "agent_removal_rate_limit": l.config.unreachable_rate.to_string(),
         "authenticate_http_frameworks": (l.config.tls.is_some()).to_string(),
         "authenticate_http_readonly": (l.config.tls.is_some()).to_string(),
         "authenticate_http_readwrite": (l.config.tls.is_some()).to_string(),
