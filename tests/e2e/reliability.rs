@@ -6,26 +6,29 @@ use wasmos_tests::{Api, Cluster, DEADLINE, Daemon, PROCESS, cli, free_port, wait
 /// A one-master cluster as its own process: the master makes the cluster
 /// CA in its data dir on its first start; agents join with `dir/join-token`.
 async fn start_master(dir: &std::path::Path, port: u16) -> Daemon {
+    start_master_with(dir, port, &[]).await
+}
+
+/// [`start_master`] with more flags.
+async fn start_master_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Daemon {
     let data = dir.join("master");
     let token = dir.join("join-token");
     std::fs::write(&token, "reliability-join-token").unwrap();
-    let d = Daemon::start(
+    let listen = format!("127.0.0.1:{port}");
+    let management = wasmos_tests::bootstrap_token_file(dir);
+    let mut args = vec![
         "master",
-        &[
-            "master",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            data.to_str().expect("utf-8 temp path"),
-            "--join-token-file",
-            token.to_str().expect("utf-8 temp path"),
-            "--bootstrap-token-file",
-            &wasmos_tests::bootstrap_token_file(dir),
-        ],
-        "master",
-        dir,
-    )
-    .await;
+        "--listen",
+        &listen,
+        "--data-dir",
+        data.to_str().expect("utf-8 temp path"),
+        "--join-token-file",
+        token.to_str().expect("utf-8 temp path"),
+        "--bootstrap-token-file",
+        &management,
+    ];
+    args.extend_from_slice(extra);
+    let d = Daemon::start("master", &args, "master", dir).await;
     wasmos_tests::register(&d.url, &ca(dir), Some(wasmos_tests::TEST_TOKEN));
     d
 }
@@ -300,32 +303,17 @@ async fn an_agent_follows_a_master_whose_state_was_wiped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let data = dir.path().join("master");
-    let token = dir.path().join("join-token");
-    std::fs::write(&token, "reliability-join-token").unwrap();
-    let master = Daemon::start(
-        "master",
+    let master = start_master_with(
+        dir.path(),
+        free_port(),
         &[
-            "master",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--join-token-file",
-            token.to_str().unwrap(),
-            "--bootstrap-token-file",
-            &wasmos_tests::bootstrap_token_file(dir.path()),
             "--heartbeat-interval-ms",
             "300",
             "--agent-timeout-ms",
             "1500",
         ],
-        "master",
-        dir.path(),
     )
     .await;
-    wasmos_tests::register(&master.url, &ca(dir.path()), Some(wasmos_tests::TEST_TOKEN));
     let agent = start_agent(dir.path(), &master.url).await;
     let api = Api::new(&master.url);
     let run = cli(
@@ -368,22 +356,10 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_silent_together_are_marked_unreachable_no_faster_than_the_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let data = dir.path().join("master");
-    let token = dir.path().join("join-token");
-    std::fs::write(&token, "reliability-join-token").unwrap();
-    let master = Daemon::start(
-        "master",
+    let master = start_master_with(
+        dir.path(),
+        free_port(),
         &[
-            "master",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--join-token-file",
-            token.to_str().unwrap(),
-            "--bootstrap-token-file",
-            &wasmos_tests::bootstrap_token_file(dir.path()),
             "--heartbeat-interval-ms",
             "300",
             "--agent-timeout-ms",
@@ -391,11 +367,8 @@ async fn agents_silent_together_are_marked_unreachable_no_faster_than_the_rate()
             "--agent-unreachable-rate",
             "1/10mins",
         ],
-        "master",
-        dir.path(),
     )
     .await;
-    wasmos_tests::register(&master.url, &ca(dir.path()), Some(wasmos_tests::TEST_TOKEN));
     let agents = [
         start_agent_in(dir.path(), &master.url, "agent-1").await,
         start_agent_in(dir.path(), &master.url, "agent-2").await,

@@ -49,6 +49,11 @@ pub(crate) fn validate(a: Adjustments, cgroups: bool) -> Result<Isolation, Strin
     if !cgroups && (c.memory_mb.is_some() || c.cpu_shares.is_some() || c.pids_max.is_some()) {
         return Err("isolators asked for cgroup limits, which this agent's process containerizer cannot enforce (run the agent as root for the native one)".into());
     }
+    // Zero reads as "no limit" to Docker and as "nothing" to cgroups:
+    // neither is what an isolator could mean.
+    if c.memory_mb == Some(0) || c.pids_max == Some(0) || c.cpu_shares == Some(0) {
+        return Err("isolators asked for a cgroup limit of 0 (memory_mb, cpu_shares or pids_max); a limit must be at least 1".into());
+    }
     let cgroup = CgroupAsk {
         memory_mb: c.memory_mb,
         cpu_shares: c.cpu_shares,

@@ -47,7 +47,7 @@ pub(crate) fn load_term(data_dir: &Path) -> SeenTerm {
     let path = data_dir.join(TERM_FILE);
     match std::fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-            tracing::error!(path = %path.display(), error = %e, "the saved leader term is unreadable; starting from term 0 (a deposed leader could be followed until the current one is heard from)");
+            tracing::error!(path = %path.display(), error = %e, "the saved leader term is unreadable; starting from term 0 (a deposed leader could be followed until the current one is heard from); it is written again at the next registration");
             SeenTerm::default()
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => SeenTerm::default(),
@@ -140,9 +140,12 @@ impl Agent {
     }
 
     /// The ports of this agent's range (reserved ones included) that
-    /// something on the host is bound to.
-    fn bound_ports(&self) -> wasmos_core::PortSet {
-        crate::resources::bound_ports(&self.info.resources.ports)
+    /// something on the host is bound to (read off the async threads).
+    async fn bound_ports(&self) -> wasmos_core::PortSet {
+        let range = self.info.resources.ports.clone();
+        tokio::task::spawn_blocking(move || crate::resources::bound_ports(&range))
+            .await
+            .unwrap_or_default()
     }
 
     async fn register_once(&self) -> Result<Registered, LinkError> {
@@ -158,7 +161,7 @@ impl Agent {
             agent_id: self.agent_id(),
             info: self.info.clone(),
             tasks: self.report(),
-            bound_ports: self.bound_ports(),
+            bound_ports: self.bound_ports().await,
         };
         self.post(protocol::paths::REGISTER, &req).await
     }
@@ -234,7 +237,7 @@ impl Agent {
                 let hb = Heartbeat {
                     agent_id: reg.agent_id.clone(),
                     plugins: self.plugin_reports(),
-                    bound_ports: self.bound_ports(),
+                    bound_ports: self.bound_ports().await,
                 };
                 match self
                     .post::<_, HeartbeatReply>(protocol::paths::HEARTBEAT, &hb)

@@ -102,14 +102,21 @@ pub fn task_ports(ports: &PortSet) -> Vec<u16> {
 }
 
 /// The ports of `range` that something in this network namespace is bound
-/// to: TCP listeners and bound UDP sockets, over IPv4 and IPv6, from
-/// `/proc/net`. An unreadable table counts as empty (logged once).
+/// to: TCP listeners and UDP sockets (bound or connected, both hold their
+/// local port), over IPv4 and IPv6, from `/proc/net`. An unreadable table
+/// counts as empty (logged once). Reads files: call it off the async
+/// threads.
 pub fn bound_ports(range: &PortSet) -> PortSet {
     if range.is_empty() {
         return PortSet::default();
     }
     let mut ports = std::collections::BTreeSet::new();
-    for (table, state) in [("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")] {
+    for (table, state) in [
+        ("tcp", Some("0A")),
+        ("tcp6", Some("0A")),
+        ("udp", None),
+        ("udp6", None),
+    ] {
         match std::fs::read_to_string(format!("/proc/net/{table}")) {
             Ok(text) => {
                 ports.extend(sockets_in_state(&text, state).filter(|p| range.contains_port(*p)))
@@ -126,13 +133,13 @@ pub fn bound_ports(range: &PortSet) -> PortSet {
 }
 
 /// The local ports of a `/proc/net/{tcp,udp}[6]` table's sockets in
-/// `state` (hex: `0A` is TCP LISTEN, `07` an unconnected UDP socket).
-fn sockets_in_state<'a>(table: &'a str, state: &'a str) -> impl Iterator<Item = u16> + 'a {
+/// `state` (hex: `0A` is TCP LISTEN), or in any state.
+fn sockets_in_state<'a>(table: &'a str, state: Option<&'a str>) -> impl Iterator<Item = u16> + 'a {
     table.lines().skip(1).filter_map(move |line| {
         let mut cols = line.split_whitespace();
         let local = cols.nth(1)?;
         let st = cols.nth(1)?;
-        if st != state {
+        if state.is_some_and(|s| s != st) {
             return None;
         }
         u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
@@ -165,14 +172,26 @@ mod tests {
         // 31000 listens, 31001 is only a connection's local end, 8080
         // listens outside the range.
         assert_eq!(
-            sockets_in_state(tcp, "0A").collect::<Vec<_>>(),
+            sockets_in_state(tcp, Some("0A")).collect::<Vec<_>>(),
             vec![31000, 8080]
         );
         let six =
             "  sl  local_address                         remote_address                        st
    0: 00000000000000000000000000000000:791A 00000000000000000000000000000000:0000 0A
 ";
-        assert_eq!(sockets_in_state(six, "0A").collect::<Vec<_>>(), vec![31002]);
+        assert_eq!(
+            sockets_in_state(six, Some("0A")).collect::<Vec<_>>(),
+            vec![31002]
+        );
+        // UDP: a bound socket (07) and a connected one (01) both hold theirs.
+        let udp = "   sl  local_address rem_address   st
+  10: 00000000:7918 00000000:0000 07
+  11: 0100007F:7919 0100007F:0035 01
+";
+        assert_eq!(
+            sockets_in_state(udp, None).collect::<Vec<_>>(),
+            vec![31000, 31001]
+        );
         let set = port_set([31000, 31002, 31003, 31004].into_iter().collect());
         assert_eq!(set.to_string(), "[31000-31000, 31002-31004]");
         // This process's own listener shows up.

@@ -955,6 +955,10 @@ impl Leader {
                 })
             });
             for id in due {
+                // Registered again while the ones before it were marked.
+                if self.agents.is_connected(&id) {
+                    continue;
+                }
                 tracing::warn!(agent = %id, "agent stopped heartbeating; it is unreachable until it registers again");
                 if let Err(e) = self.mark_unreachable(&id).await {
                     tracing::warn!(agent = %id, error = %e, "cannot mark the agent unreachable; will try again");

@@ -554,6 +554,47 @@ fn variables_are_written_with_check_and_set_and_bad_ones_change_nothing() {
     assert!(s.vars.is_empty());
 }
 
+fn acl_token(name: &str, hash: &str, management: bool) -> crate::acl::TokenRecord {
+    crate::acl::TokenRecord {
+        accessor: format!("acc-{name}"),
+        secret_hash: hash.into(),
+        name: name.into(),
+        management,
+        policies: vec![],
+        created_at: 6.0,
+        expires_at: Some(1e12),
+        created_by: "test".into(),
+        session: false,
+        parent: None,
+    }
+}
+
+/// A master keeps what it derived from the ACLs while their generation
+/// stays: every command that changes them must say so.
+#[test]
+fn every_command_that_changes_the_acls_gives_them_a_new_generation() {
+    let (mut s, agent_id) = with_task();
+    let mut acl_commands = 0;
+    for c in every_command(&agent_id) {
+        let (before, generation) = (s.acl.clone(), s.acl.generation.get());
+        let says = c.may_change_acl();
+        let shown = format!("{c:?}");
+        s.apply(c);
+        // (The derived comparison ignores the generation.)
+        let changed = before != s.acl;
+        assert!(
+            !changed || says,
+            "{shown} changed the ACLs without saying so"
+        );
+        assert_eq!(s.acl.generation.get() != generation, says, "{shown}");
+        acl_commands += usize::from(changed);
+    }
+    assert!(
+        acl_commands >= 9,
+        "only {acl_commands} commands changed the ACLs"
+    );
+}
+
 /// One command of every kind, with the optional parts filled in.
 fn every_command(agent_id: &AgentId) -> Vec<Command> {
     let mut rich = spec("t2");
@@ -646,6 +687,41 @@ fn every_command(agent_id: &AgentId) -> Vec<Command> {
             bootstrap: true,
         },
         Command::PluginKeyRemove { name: "ops".into() },
+        Command::AclBootstrap {
+            token: acl_token("root", "sha256:r", true),
+        },
+        Command::AclTokenCreate {
+            token: acl_token("ci", "sha256:c", false),
+        },
+        Command::AclTokenRevoke {
+            accessor: "acc-ci".into(),
+        },
+        Command::AclPolicySet {
+            policy: crate::acl::Policy {
+                name: "readers".into(),
+                description: "read \u{e9}".into(),
+                rules: vec![crate::acl::Rule {
+                    area: crate::acl::Area::Apps,
+                    prefix: "/team-a/".into(),
+                    access: crate::acl::Access::Read,
+                }],
+                run_as: vec!["nobody".into()],
+            },
+        },
+        Command::AclUserSet {
+            user: crate::acl::UserRecord {
+                name: "alice".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                policies: vec!["readers".into()],
+                created_at: 6.5,
+            },
+        },
+        Command::AclUserRemove {
+            name: "alice".into(),
+        },
+        Command::AclPolicyRemove {
+            name: "readers".into(),
+        },
         Command::RemoveFramework {
             framework_id: fw(),
             now: 6.5,

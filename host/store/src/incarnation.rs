@@ -35,13 +35,19 @@ pub struct Incarnations {
 }
 
 impl Incarnations {
-    /// This master's incarnation (made on the data dir's first use) and the
-    /// peers' it has seen.
-    pub fn open(dir: &Path, id: u64) -> Result<Incarnations, String> {
+    /// This master's incarnation and the peers' it has seen. A new one is
+    /// made on the data dir's first use, and whenever it is `fresh` (its
+    /// raft log is gone, whatever else survived).
+    pub fn open(dir: &Path, id: u64, fresh: bool) -> Result<Incarnations, String> {
         let own = dir.join(OWN_FILE);
-        let me = match std::fs::read_to_string(&own) {
+        let read = if fresh {
+            Err(std::io::ErrorKind::NotFound.into())
+        } else {
+            std::fs::read_to_string(&own)
+        };
+        let me = match read {
             Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
-            Ok(_) => return Err(format!("{} is empty", own.display())),
+            Ok(_) => return Err(format!("{} is empty; move it away", own.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let made = uuid::Uuid::new_v4().simple().to_string();
                 write_synced(dir, &own, made.as_bytes())?;
@@ -82,10 +88,27 @@ impl Incarnations {
             .map(|life| format!("{id}:{life}"))
     }
 
+    /// Checks an answer's [`HEADER`] from the master the request went to:
+    /// another id means its address now serves another master.
+    pub fn check_answer(&self, target: u64, header: Option<&str>) -> Result<(), String> {
+        if let Some(id) = header.and_then(|h| h.split_once(':')).map(|(id, _)| id)
+            && id != target.to_string()
+        {
+            return Err(format!(
+                "the address of master {target} answered as master {id}: check the masters' --advertise addresses (`wasmos masters list`)"
+            ));
+        }
+        self.check(header)
+    }
+
     /// Checks what a peer knows this master as ([`EXPECTED`]): another
     /// incarnation means this master's own data was lost since.
     pub fn check_expected(&self, expected: Option<&str>) -> Result<(), String> {
+        let my_id = self.id.to_string();
         match expected {
+            Some(e) if e.split_once(':').map(|(id, _)| id) != Some(my_id.as_str()) => Err(format!(
+                "a peer sent this master (id {my_id}) a request meant for {e:?}: check the masters' --advertise addresses (`wasmos masters list`)"
+            )),
             Some(e) if e != self.me => Err(format!(
                 "the cluster knew master {id} with another data dir: this master's data was lost (it forgot the votes it cast and the entries it acknowledged), so it may not take part under id {id}; remove it (`wasmos masters remove {id}`) and add it back under a new id (`wasmos masters add N=URL`, then start it with --id N --join and an empty data dir)",
                 id = self.id
@@ -159,7 +182,7 @@ mod tests {
     #[test]
     fn a_peer_is_known_by_its_first_incarnation_even_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let one = Incarnations::open(dir.path(), 1).unwrap();
+        let one = Incarnations::open(dir.path(), 1, false).unwrap();
         assert!(one.me().starts_with("1:"));
         assert_eq!(one.check(Some("2:aaa")), Ok(()));
         assert_eq!(one.check(Some("2:aaa")), Ok(()));
@@ -170,20 +193,31 @@ mod tests {
         assert_eq!(one.check(Some(one.me())), Ok(()), "itself");
         assert!(one.check(Some("garbage")).is_err());
         // Restarted: the same incarnation, and the peers it knew.
-        let again = Incarnations::open(dir.path(), 1).unwrap();
+        let again = Incarnations::open(dir.path(), 1, false).unwrap();
         assert_eq!(again.me(), one.me());
         assert!(again.check(Some("2:bbb")).is_err());
+        // Its raft log lost, the rest kept: a new incarnation.
+        let relived = Incarnations::open(dir.path(), 1, true).unwrap();
+        assert_ne!(relived.me(), one.me());
         // Wiped: a new incarnation, which a peer that knew the old one
         // tells it about.
         let other = tempfile::tempdir().unwrap();
-        let wiped = Incarnations::open(other.path(), 1).unwrap();
+        let wiped = Incarnations::open(other.path(), 1, false).unwrap();
         assert_ne!(wiped.me(), one.me());
         let dir_two = tempfile::tempdir().unwrap();
-        let two = Incarnations::open(dir_two.path(), 2).unwrap();
+        let two = Incarnations::open(dir_two.path(), 2, false).unwrap();
         assert_eq!(two.check(Some(one.me())), Ok(()));
         let told = wiped.check_expected(two.known(1).as_deref()).unwrap_err();
         assert!(told.contains("data was lost"), "{told}");
         assert_eq!(one.check_expected(two.known(1).as_deref()), Ok(()));
         assert_eq!(one.check_expected(None), Ok(()));
+        assert!(
+            one.check_expected(Some("3:xyz"))
+                .unwrap_err()
+                .contains("meant for")
+        );
+        // An answer from another id than the one asked is not counted.
+        assert!(two.check_answer(3, Some(one.me())).is_err());
+        assert_eq!(two.check_answer(1, Some(one.me())), Ok(()));
     }
 }

@@ -257,8 +257,12 @@ impl Store {
             ));
         }
         check_node_id(&dir, config.node_id).map_err(open_err)?;
-        let lives =
-            Arc::new(incarnation::Incarnations::open(&dir, config.node_id).map_err(open_err)?);
+        // No raft log: whatever the data dir still holds, this master has
+        // no votes or entries of an earlier life, and is a new incarnation.
+        let fresh = !db_path(&dir).exists();
+        let lives = Arc::new(
+            incarnation::Incarnations::open(&dir, config.node_id, fresh).map_err(open_err)?,
+        );
         let raft_config = Arc::new(config.raft_config().map_err(open_err)?);
         let path = db_path(&dir);
         let db = tokio::task::spawn_blocking(move || Database::create(path))

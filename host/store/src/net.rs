@@ -201,7 +201,7 @@ impl Peer {
             .headers()
             .get(incarnation::HEADER)
             .and_then(|v| v.to_str().ok());
-        if let Err(why) = self.lives.check(life) {
+        if let Err(why) = self.lives.check_answer(self.target, life) {
             if self.lives.first_refusal(life.unwrap_or_default()) {
                 tracing::error!("ignoring raft answers: {why}");
             }

@@ -364,8 +364,9 @@ async fn a_master_that_reads_only_json_is_sent_json() {
     let store = open_single(dir.path(), 5000).await;
     let (addr, seen) = older_master(store.clone()).await;
     let other = tempfile::tempdir().unwrap();
-    let lives =
-        std::sync::Arc::new(crate::incarnation::Incarnations::open(other.path(), 9).unwrap());
+    let lives = std::sync::Arc::new(
+        crate::incarnation::Incarnations::open(other.path(), 9, false).unwrap(),
+    );
     let mut net = net::Network::new(None, None, lives).unwrap();
     let mut peer = net.new_client(1, &MasterNode { addr }).await;
     let vote = Vote::new(0, 9);

@@ -428,7 +428,7 @@ impl NativeContainerizer {
             limits.cpu_shares = Some(s);
         }
         if let Some(m) = spec.cgroup.memory_mb {
-            let asked = (m as i64) << 20;
+            let asked = i64::try_from(m.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
             limits.memory_bytes = Some(limits.memory_bytes.map_or(asked, |l| l.min(asked)));
         }
         let launch = LaunchSpec {
