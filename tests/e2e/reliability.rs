@@ -9,6 +9,14 @@ async fn start_master(dir: &std::path::Path, port: u16) -> Daemon {
     start_master_with(dir, port, &[]).await
 }
 
+/// Master flags that make a silent agent unreachable within 1.5 s.
+const QUICK_SILENCE: &[&str] = &[
+    "--heartbeat-interval-ms",
+    "300",
+    "--agent-timeout-ms",
+    "1500",
+];
+
 /// [`start_master`] with more flags.
 async fn start_master_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Daemon {
     let data = dir.join("master");
@@ -303,17 +311,7 @@ async fn an_agent_follows_a_master_whose_state_was_wiped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let master = start_master_with(
-        dir.path(),
-        free_port(),
-        &[
-            "--heartbeat-interval-ms",
-            "300",
-            "--agent-timeout-ms",
-            "1500",
-        ],
-    )
-    .await;
+    let master = start_master_with(dir.path(), free_port(), QUICK_SILENCE).await;
     let agent = start_agent(dir.path(), &master.url).await;
     let api = Api::new(&master.url);
     let run = cli(
@@ -356,19 +354,8 @@ async fn a_silent_agent_becomes_unreachable_and_its_tasks_run_again_when_it_retu
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_silent_together_are_marked_unreachable_no_faster_than_the_rate() {
     let dir = tempfile::tempdir().unwrap();
-    let master = start_master_with(
-        dir.path(),
-        free_port(),
-        &[
-            "--heartbeat-interval-ms",
-            "300",
-            "--agent-timeout-ms",
-            "1500",
-            "--agent-unreachable-rate",
-            "1/10mins",
-        ],
-    )
-    .await;
+    let flags = [QUICK_SILENCE, &["--agent-unreachable-rate", "1/10mins"]].concat();
+    let master = start_master_with(dir.path(), free_port(), &flags).await;
     let agents = [
         start_agent_in(dir.path(), &master.url, "agent-1").await,
         start_agent_in(dir.path(), &master.url, "agent-2").await,

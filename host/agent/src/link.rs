@@ -58,18 +58,9 @@ pub(crate) fn load_term(data_dir: &Path) -> SeenTerm {
     }
 }
 
-/// Writes `seen` durably (a temporary file, synced, renamed over the old).
+/// Writes `seen` durably.
 pub(crate) fn save_term(data_dir: &Path, seen: &SeenTerm) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = data_dir.join(format!("{TERM_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(seen)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, data_dir.join(TERM_FILE))?;
-    if let Ok(dir) = std::fs::File::open(data_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    wasmos_core::durable::write(&data_dir.join(TERM_FILE), &serde_json::to_vec(seen)?)
 }
 
 /// The agent id from an earlier run on this boot. After a reboot the old
@@ -90,13 +81,11 @@ fn save_identity(data_dir: &Path, agent_id: &AgentId, boot_id: &str) {
         boot_id: boot_id.to_string(),
     };
     let path = data_dir.join(IDENTITY_FILE);
-    let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let ok = serde_json::to_vec(&id)
-        .ok()
-        .and_then(|b| std::fs::write(&tmp, b).ok())
-        .and_then(|_| std::fs::rename(&tmp, &path).ok());
-    if ok.is_none() {
-        tracing::error!(path = %path.display(), "cannot save the agent's identity");
+    let saved = serde_json::to_vec(&id)
+        .map_err(std::io::Error::from)
+        .and_then(|b| wasmos_core::durable::write(&path, &b));
+    if let Err(e) = saved {
+        tracing::error!(path = %path.display(), error = %e, "cannot save the agent's identity: after a restart it registers as a new agent; check the data directory's disk");
     }
 }
 

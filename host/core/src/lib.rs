@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod bytes;
 pub mod container;
+pub mod durable;
 pub mod framework;
 pub mod ids;
 pub mod limits;

@@ -50,7 +50,7 @@ impl Incarnations {
             Ok(_) => return Err(format!("{} is empty; move it away", own.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let made = uuid::Uuid::new_v4().simple().to_string();
-                write_synced(dir, &own, made.as_bytes())?;
+                write_synced(&own, made.as_bytes())?;
                 made
             }
             Err(e) => return Err(format!("cannot read {}: {e}", own.display())),
@@ -150,8 +150,7 @@ impl Incarnations {
             None => {
                 peers.insert(id, life.to_string());
                 let bytes = serde_json::to_vec(&*peers).map_err(|e| e.to_string())?;
-                let dir = self.path.parent().unwrap_or(Path::new("."));
-                if let Err(e) = write_synced(dir, &self.path, &bytes) {
+                if let Err(e) = write_synced(&self.path, &bytes) {
                     peers.remove(&id);
                     return Err(e);
                 }
@@ -161,18 +160,10 @@ impl Incarnations {
     }
 }
 
-/// Writes `path` whole: a temporary file, synced, renamed over it.
-fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Writes `path` whole and durably.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    wasmos_core::durable::write(path, bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
