@@ -68,6 +68,21 @@ pub struct CgroupAsk {
     pub pids_max: Option<i64>,
 }
 
+impl CgroupAsk {
+    /// A memory limit in bytes (`base`, from the task's resources) lowered
+    /// to what isolators asked, if they asked less.
+    pub fn memory_bytes(&self, base: Option<i64>) -> Option<i64> {
+        let Some(m) = self.memory_mb else { return base };
+        let asked = i64::try_from(m.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+        Some(base.map_or(asked, |l| l.min(asked)))
+    }
+
+    /// The pids limit: what isolators asked, never above the agent's.
+    pub fn pids(&self, agent_max: i64) -> i64 {
+        self.pids_max.map_or(agent_max, |p| p.min(agent_max))
+    }
+}
+
 /// Everything needed to start one task.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {

@@ -152,11 +152,9 @@ fn limits(spec: &ContainerSpec, pids_max: i64) -> Result<Limits, String> {
     let r = &spec.resources;
     let cpus = r.cpus.as_f64();
     let mem = r.mem.as_f64();
-    let mut memory = (mem > 0.0).then_some((mem * 1024.0 * 1024.0) as i64);
-    if let Some(m) = spec.cgroup.memory_mb {
-        let asked = i64::try_from(m.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
-        memory = Some(memory.map_or(asked, |l| l.min(asked)));
-    }
+    let memory = spec
+        .cgroup
+        .memory_bytes((mem > 0.0).then_some((mem * 1024.0 * 1024.0) as i64));
     let cpu_shares = match spec.cgroup.cpu_shares {
         Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX).max(2)),
         None => (cpus > 0.0).then_some(((cpus * 1024.0) as i64).max(2)),
@@ -181,7 +179,7 @@ fn limits(spec: &ContainerSpec, pids_max: i64) -> Result<Limits, String> {
         memory,
         nano_cpus: (cpus > 0.0).then_some((cpus * 1e9) as i64),
         cpu_shares,
-        pids: spec.cgroup.pids_max.map_or(pids_max, |p| p.min(pids_max)),
+        pids: spec.cgroup.pids(pids_max),
         ulimits,
     })
 }

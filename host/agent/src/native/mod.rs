@@ -420,17 +420,14 @@ impl NativeContainerizer {
         let dir = self.task_dir(spec.task_id.as_str());
         std::fs::create_dir_all(&dir)
             .map_err(|e| LaunchError::Other(format!("cannot create {}: {e}", dir.display())))?;
-        let mut limits = limits_for(&spec.resources, Some(self.config.pids_max));
-        if let Some(p) = spec.cgroup.pids_max {
-            limits.pids_max = Some(p.min(self.config.pids_max));
-        }
+        let mut limits = limits_for(
+            &spec.resources,
+            Some(spec.cgroup.pids(self.config.pids_max)),
+        );
         if let Some(s) = spec.cgroup.cpu_shares {
             limits.cpu_shares = Some(s);
         }
-        if let Some(m) = spec.cgroup.memory_mb {
-            let asked = i64::try_from(m.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
-            limits.memory_bytes = Some(limits.memory_bytes.map_or(asked, |l| l.min(asked)));
-        }
+        limits.memory_bytes = spec.cgroup.memory_bytes(limits.memory_bytes);
         let launch = LaunchSpec {
             container_id: uuid::Uuid::new_v4().simple().to_string(),
             task_id: spec.task_id.to_string(),
