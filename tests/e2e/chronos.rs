@@ -60,9 +60,15 @@ async fn detail(api: &Api, name: &str) -> Value {
     v
 }
 
-/// The Chronos view of a job.
+/// The Chronos view of a job. A leader just elected answers 503 (retry)
+/// until its framework plugins run: retried, as a client would.
 async fn chronos_job(api: &Api, name: &str) -> Value {
-    let (code, v) = api.get(&format!("/v1/scheduler/job/{name}")).await;
+    let path = format!("/v1/scheduler/job/{name}");
+    let (code, v) = wait_for("an answer other than 503", DEADLINE, || async {
+        let (code, v) = api.get(&path).await;
+        (code != 503).then_some((code, v))
+    })
+    .await;
     assert_eq!(code, 200, "{v}");
     v
 }
