@@ -126,7 +126,7 @@ impl From<wasmos_store::StoreError> for ApiError {
         match e {
             // Leadership moved: the caller retries (and finds the leader).
             // Nothing was appended: the caller may send it again.
-            E::NotLeader { .. } => ApiError::Retry(e.to_string()),
+            E::NotLeader { .. } | E::Unconfirmed(_) => ApiError::Retry(e.to_string()),
             // It may have been committed: the caller must check first.
             E::Indeterminate { .. } => ApiError::Unavailable(e.to_string()),
             E::Membership(m) => ApiError::Conflict(m),

@@ -6,10 +6,13 @@
 //!   `cas=0` creates only, `cas=N` writes only if its modify index is N;
 //! - `DELETE /vars/<path>[?cas=N]`.
 //!
-//! A write is acknowledged once it is committed on a majority of masters.
+//! A write is acknowledged once it is committed on a majority of masters;
+//! a read answers the latest committed state, confirmed by a majority (a
+//! leader cut off from the others answers 503, never an old value).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query};
@@ -37,6 +40,9 @@ pub struct VarView {
 struct PutVar {
     items: BTreeMap<String, String>,
 }
+
+/// How long a read waits for a majority to confirm this master leads.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(2);
 
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
@@ -70,23 +76,27 @@ async fn list(
         )));
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
-    Ok(ApiJson(l.store.read(|s| {
-        s.vars
-            .range(prefix.clone()..)
-            .take_while(|(p, _)| p.starts_with(&prefix))
-            .map(|(p, v)| VarView {
-                path: p.clone(),
-                items: None,
-                create_index: v.create_index,
-                modify_index: v.modify_index,
+    Ok(ApiJson(
+        l.store
+            .read_latest(CONFIRM_WITHIN, |s| {
+                s.vars
+                    .range(prefix.clone()..)
+                    .take_while(|(p, _)| p.starts_with(&prefix))
+                    .map(|(p, v)| VarView {
+                        path: p.clone(),
+                        items: None,
+                        create_index: v.create_index,
+                        modify_index: v.modify_index,
+                    })
+                    .collect()
             })
-            .collect()
-    })))
+            .await?,
+    ))
 }
 
 async fn read(Lead(l): Lead, Path(path): Path<String>) -> ApiResult<ApiJson<VarView>> {
     l.store
-        .read(|s| {
+        .read_latest(CONFIRM_WITHIN, |s| {
             s.vars.get(&path).map(|v| VarView {
                 path: path.clone(),
                 items: Some(v.items.clone()),
@@ -94,6 +104,7 @@ async fn read(Lead(l): Lead, Path(path): Path<String>) -> ApiResult<ApiJson<VarV
                 modify_index: v.modify_index,
             })
         })
+        .await?
         .map(ApiJson)
         .ok_or_else(|| ApiError::NotFound(format!("no variable {path}")))
 }

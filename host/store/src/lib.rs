@@ -75,6 +75,10 @@ pub enum StoreError {
     Indeterminate { leader: Option<(u64, String)> },
     #[error("{0}")]
     Membership(String),
+    #[error(
+        "this master could not confirm with a majority of masters within {0:?} that it still leads; retry (through another master if it persists)"
+    )]
+    Unconfirmed(Duration),
     #[error("the state store has stopped: {0}")]
     Stopped(String),
 }
@@ -445,6 +449,23 @@ impl Store {
     /// Who leads, kept current.
     pub fn leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
+    }
+
+    /// Reads the state as the cluster's latest: a majority first confirms
+    /// that this master still leads (raft's ReadIndex) and it applies
+    /// everything committed so far. A leader cut off from the others, which
+    /// has not noticed yet, answers `Unconfirmed` after `within` rather than
+    /// an old state that a newer leader has moved past.
+    pub async fn read_latest<R>(
+        &self,
+        within: Duration,
+        f: impl FnOnce(&State) -> R,
+    ) -> Result<R, StoreError> {
+        match tokio::time::timeout(within, self.ensure_linearizable()).await {
+            Ok(r) => r?,
+            Err(_) => return Err(StoreError::Unconfirmed(within)),
+        }
+        Ok(self.read(f))
     }
 
     /// Waits until this master, as leader, has applied everything committed
