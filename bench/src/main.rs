@@ -15,10 +15,12 @@
 //! `wasmos-bench launch`: task launch latency and rate (see `launch.rs`).
 //! `wasmos-bench marathon`: Marathon deployments of many instances (`marathon.rs`).
 //! `wasmos-bench jobs`: Chronos jobs due every minute on simulated agents (`jobs.rs`, `sim.rs`).
+//! `wasmos-bench faults`: long seeded fault runs with a history checker (`faults.rs`).
 
 mod churn;
 mod dashboard;
 mod etcd;
+mod faults;
 mod frameworks;
 mod http1;
 mod jobs;
@@ -71,6 +73,8 @@ enum Command {
     Placement(placement::PlacementArgs),
     /// B8: offer-cycle latency — 1,000 one-task agents, 100 v1 frameworks taking every offer, tasks ending continuously: freed → offered, accept → launch, DRF fairness.
     Churn(churn::ChurnArgs),
+    /// A long fault run: masters and agents on hosts of their own, a seeded nemesis, a recorded history and its checker; exits 1 on a violation.
+    Faults(faults::FaultsArgs),
     /// (Used by `lb`.) A minimal HTTP/1.0 server: the backend task.
     #[command(hide = true)]
     LbBackend(lb::BackendArgs),
@@ -196,6 +200,10 @@ fn main() -> anyhow::Result<()> {
             Command::Churn(a) => {
                 let bin = wasmos_bin(a.wasmos.clone())?;
                 churn::run(a, bin).await
+            }
+            Command::Faults(a) => {
+                let bin = wasmos_bin(a.wasmos.clone())?;
+                faults::run(a, bin).await
             }
             Command::LbBackend(a) => lb::backend(a).await,
         }

@@ -10,6 +10,7 @@ mod chronos;
 mod dashboard;
 mod dns;
 mod docker;
+mod faults;
 mod isolation;
 mod lb;
 mod marathon;

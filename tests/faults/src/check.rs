@@ -1,0 +1,315 @@
+//! The checker: what a run's history and the cluster's final state must
+//! satisfy. Each rule broken is one violation, printed with the part of
+//! the history that breaks it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::history::Event;
+use crate::linear::{self, Call, RegOp};
+
+/// What the cluster said at the end, with the faults healed.
+#[derive(Debug, Default)]
+pub struct Finals {
+    /// `exec`'s tasks: id → state.
+    pub exec: BTreeMap<String, String>,
+    /// The master's tasks: id → every state it recorded, in order.
+    pub statuses: BTreeMap<String, Vec<String>>,
+    /// How many times each task ran, from the marks it left.
+    pub runs: BTreeMap<String, usize>,
+}
+
+const TERMINAL: &[&str] = &[
+    "TASK_FINISHED",
+    "TASK_FAILED",
+    "TASK_KILLED",
+    "TASK_LOST",
+    "TASK_ERROR",
+    "TASK_DROPPED",
+    "TASK_GONE",
+    "TASK_GONE_BY_OPERATOR",
+];
+
+/// Where a state is in the life cycle (4: terminal).
+pub fn rank(state: &str) -> u8 {
+    match state {
+        "QUEUED" => 0,
+        "TASK_STAGING" => 1,
+        "TASK_STARTING" => 2,
+        "TASK_RUNNING" | "TASK_UNREACHABLE" | "TASK_KILLING" => 3,
+        _ => 4,
+    }
+}
+
+/// Whether a task may go from `a` to `b`: never back, never out of a
+/// terminal state.
+fn legal(a: &str, b: &str) -> bool {
+    if TERMINAL.contains(&a) {
+        return a == b;
+    }
+    rank(b) >= rank(a)
+}
+
+fn illegal_step(seq: &[String]) -> Option<(usize, &str, &str)> {
+    seq.windows(2)
+        .enumerate()
+        .find(|(_, w)| !legal(&w[0], &w[1]))
+        .map(|(i, w)| (i + 1, w[0].as_str(), w[1].as_str()))
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.3}s", ns as f64 / 1e9)
+}
+
+fn show(c: &Call, client: &HashMap<usize, usize>) -> String {
+    let ret = c.ret.map_or("?".to_string(), ms);
+    let who = client
+        .get(&c.id)
+        .map_or(String::new(), |c| format!("c{c} "));
+    let what = match &c.op {
+        RegOp::Read { value } => format!("read → {value:?}"),
+        RegOp::Write { value } => format!("write {value:?}"),
+        RegOp::Cas { from, to, swapped } => {
+            let r = if c.ret.is_none() {
+                "unknown"
+            } else if *swapped {
+                "swapped"
+            } else {
+                "refused"
+            };
+            format!("cas {from:?} → {to:?}: {r}")
+        }
+    };
+    format!("    #{} {who}[{} .. {ret}] {what}", c.id, ms(c.call))
+}
+
+/// Every rule the run broke.
+pub fn check(events: &[Event], finals: &Finals) -> Vec<String> {
+    let mut v = Vec::new();
+    // 1. Each register's history is linearizable (which includes: every
+    //    acknowledged write is visible until overwritten).
+    let mut keys: BTreeMap<&str, Vec<Call>> = BTreeMap::new();
+    let mut clients = HashMap::new();
+    for (id, e) in events.iter().enumerate() {
+        if let Event::Register {
+            client,
+            key,
+            call,
+            ret,
+            op,
+            ..
+        } = e
+        {
+            clients.insert(id, *client);
+            keys.entry(key).or_default().push(Call {
+                id,
+                call: *call,
+                ret: *ret,
+                op: op.clone(),
+            });
+        }
+    }
+    for (key, calls) in &keys {
+        if let Err(x) = linear::check(calls) {
+            let mut s = format!(
+                "register {key}: {} ({} operations)\n  the last operations of the longest order found, leaving {:?}:\n",
+                if x.undecided {
+                    "the checker gave up (too many orders to try) — not shown linearizable"
+                } else {
+                    "not linearizable"
+                },
+                calls.len(),
+                x.state
+            );
+            for c in &x.linearized_tail {
+                s += &show(c, &clients);
+                s.push('\n');
+            }
+            s += "  none of these could come next, yet this one had to:\n";
+            s += &show(&x.stuck, &clients);
+            s += "\n  the window:\n";
+            for c in x.window.iter().rev().take(30).rev() {
+                s += &show(c, &clients);
+                s.push('\n');
+            }
+            v.push(s);
+        }
+    }
+    // Valid requests refused outright.
+    for e in events {
+        if let Event::Refused {
+            client,
+            at,
+            request,
+            answer,
+        } = e
+        {
+            v.push(format!(
+                "c{client} at {}: {request} was refused: {answer}",
+                ms(*at)
+            ));
+        }
+    }
+    // 2. Every acknowledged submission survived.
+    let mut submitted = BTreeMap::new();
+    for e in events {
+        if let Event::Submit {
+            task, acked, call, ..
+        } = e
+        {
+            submitted.insert(task.clone(), (*acked, *call));
+            if *acked && !finals.exec.contains_key(task) {
+                v.push(format!(
+                    "task {task}: its submission at {} was acknowledged, and exec does not know it",
+                    ms(*call)
+                ));
+            }
+        }
+    }
+    // 3. No task ran twice; a finished one ran once.
+    for (task, n) in &finals.runs {
+        if *n > 1 {
+            v.push(format!(
+                "task {task} ran {n} times (its marks), exec says {:?}",
+                finals.exec.get(task)
+            ));
+        }
+        if !submitted.contains_key(task) {
+            v.push(format!("task {task} ran, and nobody submitted it"));
+        }
+    }
+    for (task, state) in &finals.exec {
+        if state == "TASK_FINISHED" && finals.runs.get(task).copied().unwrap_or(0) != 1 {
+            v.push(format!(
+                "task {task} is TASK_FINISHED but ran {} times",
+                finals.runs.get(task).copied().unwrap_or(0)
+            ));
+        }
+    }
+    // 4. Every task's states, as clients saw them and as the master
+    //    recorded them, follow the life cycle.
+    let mut seen: BTreeMap<&str, Vec<(u64, String)>> = BTreeMap::new();
+    for e in events {
+        if let Event::TaskState { at, task, state } = e {
+            seen.entry(task).or_default().push((*at, state.clone()));
+        }
+    }
+    for (task, seq) in &seen {
+        let states: Vec<String> = seq.iter().map(|(_, s)| s.clone()).collect();
+        if let Some((i, a, b)) = illegal_step(&states) {
+            v.push(format!(
+                "task {task}: a client saw it go from {a} to {b} at {} (all it saw: {})",
+                ms(seq[i].0),
+                seq.iter()
+                    .map(|(t, s)| format!("{s}@{}", ms(*t)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for (task, states) in &finals.statuses {
+        if let Some((_, a, b)) = illegal_step(states) {
+            v.push(format!(
+                "task {task}: the master recorded {a} then {b} ({})",
+                states.join(" → ")
+            ));
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit(task: &str, acked: bool) -> Event {
+        Event::Submit {
+            client: 0,
+            task: task.into(),
+            call: 1,
+            ret: 2,
+            acked,
+            answer: "201".into(),
+        }
+    }
+
+    #[test]
+    fn a_clean_run_has_no_violation() {
+        let events = vec![submit("t1", true), submit("t2", false)];
+        let finals = Finals {
+            exec: [("t1".to_string(), "TASK_FINISHED".to_string())].into(),
+            statuses: [(
+                "t1".to_string(),
+                vec![
+                    "TASK_STARTING".into(),
+                    "TASK_RUNNING".into(),
+                    "TASK_FINISHED".into(),
+                ],
+            )]
+            .into(),
+            runs: [("t1".to_string(), 1)].into(),
+        };
+        assert_eq!(check(&events, &finals), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_lost_acknowledged_task_a_second_run_and_a_resurrection_are_each_named() {
+        let events = vec![
+            submit("gone", true),
+            submit("twice", true),
+            Event::TaskState {
+                at: 5,
+                task: "twice".into(),
+                state: "TASK_FINISHED".into(),
+            },
+            Event::TaskState {
+                at: 9,
+                task: "twice".into(),
+                state: "TASK_RUNNING".into(),
+            },
+        ];
+        let finals = Finals {
+            exec: [("twice".to_string(), "TASK_RUNNING".to_string())].into(),
+            statuses: [(
+                "twice".to_string(),
+                vec!["TASK_RUNNING".into(), "TASK_STAGING".into()],
+            )]
+            .into(),
+            runs: [("twice".to_string(), 2)].into(),
+        };
+        let v = check(&events, &finals);
+        assert_eq!(v.len(), 4, "{v:#?}");
+        assert!(v[0].contains("gone") && v[0].contains("does not know it"));
+        assert!(v[1].contains("ran 2 times"));
+        assert!(v[2].contains("from TASK_FINISHED to TASK_RUNNING"));
+        assert!(v[3].contains("TASK_RUNNING then TASK_STAGING"));
+    }
+
+    #[test]
+    fn a_stale_read_is_reported_with_its_window() {
+        let reg = |id: usize, call: u64, ret: u64, op: RegOp| Event::Register {
+            client: id,
+            key: "k".into(),
+            call,
+            ret: Some(ret),
+            gave_up: None,
+            op,
+            error: None,
+        };
+        let events = vec![
+            reg(0, 0, 1, RegOp::Write { value: "a".into() }),
+            reg(1, 2, 3, RegOp::Write { value: "b".into() }),
+            reg(
+                2,
+                4,
+                5,
+                RegOp::Read {
+                    value: Some("a".into()),
+                },
+            ),
+        ];
+        let v = check(&events, &Finals::default());
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].contains("register k: not linearizable"), "{}", v[0]);
+        assert!(v[0].contains("#2 c2"), "{}", v[0]);
+    }
+}

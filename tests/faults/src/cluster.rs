@@ -1,0 +1,455 @@
+//! A Wasmos cluster whose masters and agents each run on a host of their
+//! own ([`Net`]): the real `wasmos` binary, with TLS and credentials, its
+//! data on disk, killed, paused and restarted as the nemesis says.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
+
+use crate::net::Net;
+
+/// The port every master listens on, in its own network.
+pub const MASTER_PORT: u16 = 5050;
+/// The port every agent listens on.
+pub const AGENT_PORT: u16 = 5051;
+/// The management token the masters are bootstrapped with.
+pub const TOKEN: &str = "faults-management-token";
+/// How long a start may take (the first compiles the bundled plugins).
+const START: Duration = Duration::from_secs(120);
+
+/// Where the run's cluster lives and what it runs.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub wasmos: PathBuf,
+    pub dir: PathBuf,
+    pub masters: usize,
+    pub agents: usize,
+    pub election_timeout_ms: u64,
+    /// `WASMOS_PLUGIN_CACHE` for every daemon (compiled plugins, shared).
+    pub plugin_cache: Option<PathBuf>,
+    /// Keeps concurrent runs' bridges and addresses apart.
+    pub tag: u16,
+}
+
+/// A daemon process on its host.
+pub struct Proc {
+    child: Child,
+    pub paused: bool,
+}
+
+impl Proc {
+    fn pid(&self) -> Option<Pid> {
+        self.child.id().map(|p| Pid::from_raw(p as i32))
+    }
+    fn signal(&self, s: Signal) {
+        if let Some(p) = self.pid() {
+            let _ = kill(p, s);
+        }
+    }
+}
+
+/// One master or agent: its host, arguments and process (if running).
+pub struct Node {
+    pub host: String,
+    pub url: String,
+    args: Vec<String>,
+    log: PathBuf,
+    pub proc: Option<Proc>,
+}
+
+pub struct Cluster {
+    pub setup: Setup,
+    pub net: Net,
+    pub masters: Vec<Node>,
+    pub agents: Vec<Node>,
+    pub ca: PathBuf,
+}
+
+impl Cluster {
+    /// Makes the hosts, the cluster CA and tokens, and starts every master
+    /// and agent, waiting until each announced itself.
+    pub async fn start(setup: Setup) -> Result<Cluster> {
+        let names: Vec<String> = (1..=setup.masters)
+            .map(|i| format!("m{i}"))
+            .chain((1..=setup.agents).map(|i| format!("a{i}")))
+            .collect();
+        let net = Net::create(
+            setup.tag,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        let dir = &setup.dir;
+        std::fs::create_dir_all(dir)?;
+        let tls = dir.join("tls");
+        wasmos_tls::Authority::create(&tls, "faults").context("make the cluster CA")?;
+        let s = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+        let join = dir.join("join-token");
+        std::fs::write(&join, "faults-join-token")?;
+        let bootstrap = dir.join("management-token");
+        std::fs::write(&bootstrap, TOKEN)?;
+        let murl = |i: usize| format!("https://{}:{MASTER_PORT}", net.hosts[i].ip);
+        let peers = (0..setup.masters)
+            .map(|i| format!("{}={}", i + 1, murl(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let all = (0..setup.masters).map(murl).collect::<Vec<_>>().join(",");
+        let masters = (0..setup.masters)
+            .map(|i| Node {
+                host: net.hosts[i].name.clone(),
+                url: murl(i),
+                log: dir.join(format!("m{}.log", i + 1)),
+                args: [
+                    "master",
+                    "--id",
+                    &(i + 1).to_string(),
+                    "--listen",
+                    &format!("{}:{MASTER_PORT}", net.hosts[i].ip),
+                    "--data-dir",
+                    &s(&dir.join(format!("m{}", i + 1))),
+                    "--ca-cert",
+                    &s(&tls.join("ca.pem")),
+                    "--ca-key",
+                    &s(&tls.join("ca.key")),
+                    "--join-token-file",
+                    &s(&join),
+                    "--bootstrap-token-file",
+                    &s(&bootstrap),
+                    "--election-timeout-ms",
+                    &setup.election_timeout_ms.to_string(),
+                    "--peers",
+                    &peers,
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                proc: None,
+            })
+            .collect();
+        let agents = (0..setup.agents)
+            .map(|i| {
+                let h = &net.hosts[setup.masters + i];
+                Node {
+                    host: h.name.clone(),
+                    url: format!("https://{}:{AGENT_PORT}", h.ip),
+                    log: dir.join(format!("{}.log", h.name)),
+                    args: [
+                        "agent",
+                        "--master",
+                        &all,
+                        "--ca-cert",
+                        &s(&tls.join("ca.pem")),
+                        "--join-token-file",
+                        &s(&join),
+                        "--listen",
+                        &format!("{}:{AGENT_PORT}", h.ip),
+                        "--hostname",
+                        &h.name,
+                        "--data-dir",
+                        &s(&dir.join(&h.name)),
+                        // Tasks leave their marks in the run's directory.
+                        "--containerizer",
+                        "process",
+                        "--task-user",
+                        "root",
+                        "--resources",
+                        "cpus:4;mem:2048;ports:[31000-31999]",
+                    ]
+                    .map(str::to_string)
+                    .to_vec(),
+                    proc: None,
+                }
+            })
+            .collect();
+        let mut c = Cluster {
+            ca: tls.join("ca.pem"),
+            setup,
+            net,
+            masters,
+            agents,
+        };
+        let starts: Vec<_> = (0..c.masters.len()).map(Role::Master).collect();
+        // Masters together: each waits for a quorum before it announces.
+        let spawned: Vec<_> = starts
+            .iter()
+            .map(|r| c.spawn(*r))
+            .collect::<Result<Vec<_>>>()?;
+        for (r, (child, lines)) in starts.into_iter().zip(spawned) {
+            c.announced(r, child, lines).await?;
+        }
+        for i in 0..c.agents.len() {
+            c.restart(Role::Agent(i)).await?;
+        }
+        Ok(c)
+    }
+
+    fn node(&self, r: Role) -> &Node {
+        match r {
+            Role::Master(i) => &self.masters[i],
+            Role::Agent(i) => &self.agents[i],
+        }
+    }
+
+    fn node_mut(&mut self, r: Role) -> &mut Node {
+        match r {
+            Role::Master(i) => &mut self.masters[i],
+            Role::Agent(i) => &mut self.agents[i],
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn spawn(
+        &self,
+        r: Role,
+    ) -> Result<(
+        Child,
+        tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    )> {
+        let n = self.node(r);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)?;
+        let mut cmd = self.net.command(&n.host, &self.setup.wasmos);
+        cmd.args(&n.args)
+            .env("WASMOS_LOG", "info,wasmos_master=debug,wasmos_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        if let Some(cache) = &self.setup.plugin_cache {
+            cmd.env("WASMOS_PLUGIN_CACHE", cache);
+        }
+        let mut child = cmd.spawn().context("start wasmos under nsenter")?;
+        let out = child.stdout.take().context("piped stdout")?;
+        Ok((child, BufReader::new(out).lines()))
+    }
+
+    async fn announced(
+        &mut self,
+        r: Role,
+        child: Child,
+        mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    ) -> Result<()> {
+        let key = match r {
+            Role::Master(_) => "master: ",
+            Role::Agent(_) => "agent: ",
+        };
+        let ok = tokio::time::timeout(START, async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if l.starts_with(key) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        let log = self.node(r).log.clone();
+        if !ok {
+            bail!(
+                "{} did not start within {START:?}; the end of its log ({}):\n{}",
+                self.node(r).host,
+                log.display(),
+                tail(&log, 30)
+            );
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.node_mut(r).proc = Some(Proc {
+            child,
+            paused: false,
+        });
+        Ok(())
+    }
+
+    /// Starts `r` again (it must not run).
+    pub async fn restart(&mut self, r: Role) -> Result<()> {
+        let (child, lines) = self.spawn(r)?;
+        self.announced(r, child, lines).await
+    }
+
+    /// Starts `r` again without waiting for it to announce itself (a
+    /// master cut off from a quorum cannot).
+    pub fn restart_detached(&mut self, r: Role) -> Result<()> {
+        let (child, mut lines) = self.spawn(r)?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.node_mut(r).proc = Some(Proc {
+            child,
+            paused: false,
+        });
+        Ok(())
+    }
+
+    /// kill -9, and waits until it is gone.
+    pub async fn kill9(&mut self, r: Role) {
+        if let Some(mut p) = self.node_mut(r).proc.take() {
+            let _ = p.child.kill().await;
+            let _ = p.child.wait().await;
+        }
+    }
+
+    pub fn pause(&mut self, r: Role) {
+        if let Some(p) = self.node_mut(r).proc.as_mut() {
+            p.signal(Signal::SIGSTOP);
+            p.paused = true;
+        }
+    }
+
+    pub fn resume(&mut self, r: Role) {
+        if let Some(p) = self.node_mut(r).proc.as_mut() {
+            p.signal(Signal::SIGCONT);
+            p.paused = false;
+        }
+    }
+
+    /// Every node's role, masters first.
+    pub fn roles(&self) -> Vec<Role> {
+        (0..self.masters.len())
+            .map(Role::Master)
+            .chain((0..self.agents.len()).map(Role::Agent))
+            .collect()
+    }
+
+    pub fn host_of(&self, r: Role) -> &str {
+        &self.node(r).host
+    }
+
+    pub fn running(&self, r: Role) -> bool {
+        self.node(r).proc.is_some()
+    }
+
+    /// An HTTPS client trusting the cluster CA and presenting the
+    /// management token; it follows no redirect (see `workload::send`).
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client> {
+        let pem = std::fs::read(&self.ca)?;
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse()?,
+        );
+        Ok(reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .use_rustls_tls()
+            .default_headers(h)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(2))
+            .build()?)
+    }
+
+    /// The master that says it leads and that every running, unpaused
+    /// master names, with its term.
+    pub async fn leader(&self, client: &reqwest::Client) -> Option<(usize, u64)> {
+        let mut leader = None;
+        let mut named = Vec::new();
+        for (i, m) in self.masters.iter().enumerate() {
+            if m.proc.as_ref().is_none_or(|p| p.paused) {
+                continue;
+            }
+            let v: serde_json::Value = client
+                .get(format!("{}/api/wasmos/v1/leader", m.url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            if v["this_master"]["role"] == "leader" {
+                leader = Some((i, v["term"].as_u64().unwrap_or(0)));
+            }
+            named.push(v["leader"]["id"].as_u64());
+        }
+        let (i, term) = leader?;
+        named
+            .iter()
+            .all(|n| *n == Some(i as u64 + 1))
+            .then_some((i, term))
+    }
+
+    /// Waits until the cluster is whole again: every master running and
+    /// agreeing on a leader, every agent connected. Returns how long it took.
+    pub async fn wait_healthy(&self, within: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let client = self.client(Duration::from_secs(3))?;
+        let mut last = String::new();
+        while start.elapsed() < within {
+            match self.leader(&client).await {
+                None => last = "no leader every master agrees on".into(),
+                Some((l, _)) => {
+                    match client
+                        .get(format!("{}/api/wasmos/v1/agents", self.masters[l].url))
+                        .send()
+                        .await
+                    {
+                        Ok(r) => {
+                            let agents: serde_json::Value = r.json().await.unwrap_or_default();
+                            let connected = agents
+                                .as_array()
+                                .map(|a| a.iter().filter(|a| a["connected"] == true).count())
+                                .unwrap_or(0);
+                            if connected == self.agents.len() {
+                                return Ok(start.elapsed());
+                            }
+                            last = format!("{connected} of {} agents connected", self.agents.len());
+                        }
+                        Err(e) => last = format!("the agents list: {e}"),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        bail!("the cluster was not healthy {within:?} after the faults stopped: {last}")
+    }
+
+    /// The end of every daemon's log, for a report.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        self.masters
+            .iter()
+            .chain(&self.agents)
+            .map(|n| {
+                format!(
+                    "----- {} ({}) -----\n{}",
+                    n.host,
+                    n.log.display(),
+                    tail(&n.log, lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops every daemon as an operator would (SIGINT; the agents stop
+    /// their tasks), SIGKILL after 10 s.
+    pub async fn stop(&mut self) {
+        let roles: Vec<Role> = self.roles().into_iter().rev().collect();
+        for r in roles {
+            if let Some(mut p) = self.node_mut(r).proc.take() {
+                p.signal(Signal::SIGCONT);
+                p.signal(Signal::SIGINT);
+                if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = p.child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// A master or an agent, by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    Master(usize),
+    Agent(usize),
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

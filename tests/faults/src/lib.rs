@@ -1,0 +1,312 @@
+//! Fault injection on hosts of their own, with a history and a checker.
+//!
+//! [`run`] starts a cluster whose masters and agents each have a network
+//! namespace of their own ([`net`], [`cluster`]), runs clients against it
+//! ([`workload`]) while the nemesis does the faults a seed schedules
+//! ([`nemesis`]), records every request and answer ([`history`]), heals
+//! everything, and checks the history and the final state ([`check`],
+//! [`linear`]). The same seed replays the same faults.
+//!
+//! `./dev test` runs a short fixed seed (`tests/e2e/faults.rs`);
+//! `wasmos-bench faults --seed N --minutes M` runs long ones.
+
+pub mod check;
+pub mod cluster;
+pub mod history;
+pub mod linear;
+pub mod nemesis;
+pub mod net;
+pub mod workload;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+pub use cluster::Setup;
+
+use crate::check::Finals;
+use crate::cluster::Cluster;
+use crate::history::{Event, Recorder};
+use crate::nemesis::{Applied, Step};
+use crate::workload::Ctx;
+
+/// A run: the cluster, the seed, how long faults go on, the clients.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub setup: Setup,
+    pub seed: u64,
+    pub faults_for: Duration,
+    pub registers: usize,
+    pub register_clients: usize,
+    pub task_clients: usize,
+    /// How soon after the last fault the cluster must be whole again.
+    pub heal_within: Duration,
+}
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub schedule: Vec<Step>,
+    pub applied: Vec<Applied>,
+    pub register_ops: usize,
+    pub register_unknown: usize,
+    pub submitted: usize,
+    pub acked_tasks: usize,
+    pub runs: usize,
+    pub healed_in: Option<Duration>,
+    pub violations: Vec<String>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} faults; {} register operations ({} of unknown outcome); {} tasks submitted, {} acknowledged, {} runs",
+            self.seed,
+            self.applied.len(),
+            self.register_ops,
+            self.register_unknown,
+            self.submitted,
+            self.acked_tasks,
+            self.runs
+        )?;
+        match self.healed_in {
+            Some(d) => writeln!(
+                f,
+                "whole again {:.1}s after the last fault",
+                d.as_secs_f64()
+            )?,
+            None => writeln!(f, "never whole again after the last fault")?,
+        }
+        writeln!(
+            f,
+            "history and logs: {} (replay: the same seed)",
+            self.dir.display()
+        )?;
+        if self.violations.is_empty() {
+            writeln!(f, "no violation")
+        } else {
+            writeln!(f, "{} violations:", self.violations.len())?;
+            for v in &self.violations {
+                writeln!(f, "- {v}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs `cfg`, printing progress through `progress`.
+pub async fn run(cfg: Config, progress: impl Fn(&str)) -> Result<Report> {
+    let mut c = Cluster::start(cfg.setup.clone()).await?;
+    let r = drive(&cfg, &mut c, &progress).await;
+    if r.is_err() {
+        progress(&c.logs_tail(20));
+    }
+    c.stop().await;
+    r
+}
+
+async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Result<Report> {
+    progress(&format!(
+        "{} masters and {} agents up, each on a host of its own under {}",
+        c.masters.len(),
+        c.agents.len(),
+        cfg.setup.dir.display()
+    ));
+    c.wait_healthy(Duration::from_secs(90)).await?;
+    let runs = cfg.setup.dir.join("runs");
+    std::fs::create_dir_all(&runs)?;
+    let rec = Recorder::new();
+    let ctx = Ctx {
+        masters: c.masters.iter().map(|m| m.url.clone()).collect(),
+        http: c.client(Duration::from_secs(3))?,
+        rec: rec.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let keys: Vec<String> = (0..cfg.registers).map(|i| format!("faults/r{i}")).collect();
+    let mut clients = Vec::new();
+    for i in 0..cfg.register_clients {
+        clients.push(tokio::spawn(workload::registers(
+            ctx.clone(),
+            i,
+            keys.clone(),
+            cfg.seed ^ (1000 + i as u64),
+        )));
+    }
+    for i in 0..cfg.task_clients {
+        clients.push(tokio::spawn(workload::tasks(
+            ctx.clone(),
+            i,
+            runs.clone(),
+            cfg.seed ^ (2000 + i as u64),
+        )));
+    }
+    clients.push(tokio::spawn(workload::observe(
+        ctx.clone(),
+        cfg.seed ^ 3000,
+    )));
+    let schedule = nemesis::schedule(cfg.seed, cfg.faults_for, c.masters.len(), c.agents.len());
+    let mut applied = Vec::new();
+    for (n, step) in schedule.iter().enumerate() {
+        tokio::time::sleep(step.quiet).await;
+        let a = nemesis::start(c, &step.fault).await?;
+        progress(&format!(
+            "fault {}/{}: {:?} on {:?} for {:.1}s",
+            n + 1,
+            schedule.len(),
+            a.fault,
+            a.struck,
+            step.lasts.as_secs_f64()
+        ));
+        rec.push(Event::Nemesis {
+            at: rec.now(),
+            end: false,
+            applied: a.clone(),
+        });
+        tokio::time::sleep(step.lasts).await;
+        nemesis::end(c, &a).await?;
+        rec.push(Event::Nemesis {
+            at: rec.now(),
+            end: true,
+            applied: a.clone(),
+        });
+        applied.push(a);
+    }
+    progress("faults over; waiting for the cluster to be whole again");
+    let mut violations = Vec::new();
+    let healed_in = match c.wait_healthy(cfg.heal_within).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            violations.push(e.to_string());
+            None
+        }
+    };
+    // The clients go on a little on the healed cluster, then stop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ctx.stop.store(true, Ordering::Relaxed);
+    for h in clients {
+        let _ = h.await;
+    }
+    progress("clients stopped; final reads, waiting for the tasks to end");
+    let http = c.client(Duration::from_secs(5))?;
+    let leader = match c.leader(&http).await {
+        Some((l, _)) => c.masters[l].url.clone(),
+        None => c.masters[0].url.clone(),
+    };
+    // A final read of every register, as one more client.
+    for key in &keys {
+        final_read(&ctx, &leader, key).await;
+    }
+    let finals = settle(&http, &leader, &runs, &mut violations).await?;
+    let events = rec.events();
+    violations.extend(check::check(&events, &finals));
+    let history = cfg.setup.dir.join("history.jsonl");
+    std::fs::write(
+        &history,
+        events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .context("write the history")?;
+    let count = |f: &dyn Fn(&Event) -> bool| events.iter().filter(|e| f(e)).count();
+    let report = Report {
+        seed: cfg.seed,
+        dir: cfg.setup.dir.clone(),
+        schedule,
+        applied,
+        register_ops: count(&|e| matches!(e, Event::Register { .. })),
+        register_unknown: count(&|e| matches!(e, Event::Register { ret: None, .. })),
+        submitted: count(&|e| matches!(e, Event::Submit { .. })),
+        acked_tasks: count(&|e| matches!(e, Event::Submit { acked: true, .. })),
+        runs: finals.runs.values().sum(),
+        healed_in,
+        violations,
+    };
+    std::fs::write(cfg.setup.dir.join("report.txt"), report.to_string())?;
+    Ok(report)
+}
+
+async fn final_read(ctx: &Ctx, leader: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = ctx.rec.events().len();
+        workload::read_once(ctx, usize::MAX, leader, key).await;
+        let events = ctx.rec.events();
+        let known = events[before..]
+            .iter()
+            .any(|e| matches!(e, Event::Register { ret: Some(_), .. }));
+        if known || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits (up to a minute) until no task of exec is waiting or running,
+/// then reads the final state: exec's tasks, the master's statuses, the
+/// marks the tasks left.
+async fn settle(
+    http: &reqwest::Client,
+    leader: &str,
+    runs: &std::path::Path,
+    violations: &mut Vec<String>,
+) -> Result<Finals> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exec = loop {
+        let list = workload::exec_tasks(http, leader).await.unwrap_or_default();
+        let busy: Vec<&(String, String)> = list
+            .iter()
+            .filter(|(_, s)| !s.starts_with("TASK_") || check::rank(s) < 4)
+            .collect();
+        if busy.is_empty() && !list.is_empty() {
+            break list;
+        }
+        if Instant::now() > deadline {
+            violations.push(format!(
+                "tasks still not ended a minute after the faults stopped: {busy:?}"
+            ));
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let tasks: Value = http
+        .get(format!("{leader}/api/wasmos/v1/tasks"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let statuses = tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let states = t["statuses"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| s["state"].as_str().map(str::to_string))
+                .collect();
+            Some((t["id"].as_str()?.to_string(), states))
+        })
+        .collect();
+    let mut marks = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(runs)? {
+        let e = e?;
+        let n = std::fs::read_to_string(e.path())?.lines().count();
+        marks.insert(e.file_name().to_string_lossy().into_owned(), n);
+    }
+    Ok(Finals {
+        exec: exec.into_iter().collect(),
+        statuses,
+        runs: marks,
+    })
+}

@@ -1,0 +1,290 @@
+//! The nemesis: a schedule of faults generated from a seed (one fault at a
+//! time, each healed before the next), and how each is done to a
+//! [`Cluster`].
+
+use std::time::Duration;
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, Role};
+
+/// Whom a fault strikes; `Leader` and `Follower` are resolved when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Leader,
+    Follower,
+    Agent(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// kill -9; started again when the fault ends.
+    Kill(Target),
+    /// SIGSTOP; SIGCONT when it ends.
+    Pause(Target),
+    /// Every packet between this host and every other one dropped.
+    Isolate(Target),
+    /// The masters in two groups that cannot reach each other: `minority`
+    /// masters (by index) and the rest, agents split between them as
+    /// `agents_with_minority` says.
+    Split {
+        minority: Vec<usize>,
+        agents_with_minority: Vec<usize>,
+    },
+    /// Packets from `from` to `to` dropped; the other way works.
+    OneWay { from: Target, to: Target },
+    /// Masters `left` and `right` cannot reach each other; `middle` reaches
+    /// both (the "bridge"); agents are with `left` or `right` alternately.
+    Bridge {
+        left: usize,
+        middle: usize,
+        right: usize,
+    },
+    /// A share of the packets a host receives lost.
+    Loss { target: Target, percent: u32 },
+    /// A share of the packets a host sends delivered twice.
+    Duplicate { target: Target, percent: u32 },
+}
+
+/// One fault of the schedule: `quiet` without faults, then the fault for
+/// `lasts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub quiet: Duration,
+    pub fault: Fault,
+    pub lasts: Duration,
+}
+
+/// The schedule for `seed`: faults until `total` has passed. The same seed,
+/// counts and length give the same schedule.
+pub fn schedule(seed: u64, total: Duration, masters: usize, agents: usize) -> Vec<Step> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut steps = Vec::new();
+    let mut t = Duration::ZERO;
+    let node = |rng: &mut ChaCha8Rng| -> Target {
+        match rng.random_range(0..3) {
+            0 => Target::Leader,
+            1 => Target::Follower,
+            _ => Target::Agent(rng.random_range(0..agents.max(1))),
+        }
+    };
+    loop {
+        let quiet = Duration::from_millis(rng.random_range(1_000..4_000));
+        let lasts = Duration::from_millis(rng.random_range(2_000..10_000));
+        if t + quiet + lasts > total {
+            break;
+        }
+        t += quiet + lasts;
+        let fault = match rng.random_range(0..8) {
+            0 => Fault::Kill(node(&mut rng)),
+            1 => Fault::Pause(node(&mut rng)),
+            2 => Fault::Isolate(node(&mut rng)),
+            3 => {
+                let mut order: Vec<usize> = (0..masters).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, rng.random_range(0..=i));
+                }
+                let minority = order[..masters / 2].to_vec();
+                let agents_with_minority = (0..agents).filter(|_| rng.random_bool(0.5)).collect();
+                Fault::Split {
+                    minority,
+                    agents_with_minority,
+                }
+            }
+            4 => {
+                let from = node(&mut rng);
+                let mut to = node(&mut rng);
+                while to == from {
+                    to = node(&mut rng);
+                }
+                Fault::OneWay { from, to }
+            }
+            5 if masters >= 3 => {
+                let middle = rng.random_range(0..masters);
+                let others: Vec<usize> = (0..masters).filter(|m| *m != middle).collect();
+                Fault::Bridge {
+                    left: others[0],
+                    middle,
+                    right: others[1],
+                }
+            }
+            6 => Fault::Loss {
+                target: node(&mut rng),
+                percent: rng.random_range(10..=40),
+            },
+            _ => Fault::Duplicate {
+                target: node(&mut rng),
+                percent: rng.random_range(10..=50),
+            },
+        };
+        steps.push(Step {
+            quiet,
+            fault,
+            lasts,
+        });
+    }
+    steps
+}
+
+/// A fault as it was done: which nodes it struck.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    pub fault: Fault,
+    pub struck: Vec<Role>,
+}
+
+/// The nodes a target names now. `Follower` is the first running master
+/// after the leader; with no leader, `Leader` is master 0.
+async fn resolve(c: &Cluster, t: Target) -> Role {
+    let client = c.client(Duration::from_secs(2)).ok();
+    let leader = match &client {
+        Some(cl) => c.leader(cl).await.map(|(l, _)| l),
+        None => None,
+    }
+    .unwrap_or(0);
+    match t {
+        Target::Leader => Role::Master(leader),
+        Target::Follower => Role::Master((leader + 1) % c.masters.len()),
+        Target::Agent(i) => Role::Agent(i % c.agents.len().max(1)),
+    }
+}
+
+/// Cuts every link between the hosts of `a` and those of `b`, both ways.
+fn cut(c: &Cluster, a: &[Role], b: &[Role]) -> Result<()> {
+    for x in a {
+        for y in b {
+            c.net.drop_link(c.host_of(*x), c.host_of(*y))?;
+            c.net.drop_link(c.host_of(*y), c.host_of(*x))?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts `fault`.
+pub async fn start(c: &mut Cluster, fault: &Fault) -> Result<Applied> {
+    let struck = match fault {
+        Fault::Kill(t) => {
+            let r = resolve(c, *t).await;
+            c.kill9(r).await;
+            vec![r]
+        }
+        Fault::Pause(t) => {
+            let r = resolve(c, *t).await;
+            c.pause(r);
+            vec![r]
+        }
+        Fault::Isolate(t) => {
+            let r = resolve(c, *t).await;
+            let rest: Vec<Role> = c.roles().into_iter().filter(|o| *o != r).collect();
+            cut(c, &[r], &rest)?;
+            vec![r]
+        }
+        Fault::Split {
+            minority,
+            agents_with_minority,
+        } => {
+            let (small, big): (Vec<Role>, Vec<Role>) =
+                c.roles().into_iter().partition(|r| match r {
+                    Role::Master(i) => minority.contains(i),
+                    Role::Agent(i) => agents_with_minority.contains(i),
+                });
+            cut(c, &small, &big)?;
+            small
+        }
+        Fault::OneWay { from, to } => {
+            let (f, t) = (resolve(c, *from).await, resolve(c, *to).await);
+            if f != t {
+                c.net.drop_link(c.host_of(f), c.host_of(t))?;
+            }
+            vec![f, t]
+        }
+        Fault::Bridge {
+            left,
+            middle: _,
+            right,
+        } => {
+            let agents = c.agents.len();
+            let side = |m: usize, parity: usize| -> Vec<Role> {
+                std::iter::once(Role::Master(m))
+                    .chain((0..agents).filter(|a| a % 2 == parity).map(Role::Agent))
+                    .collect()
+            };
+            let (l, r) = (side(*left, 0), side(*right, 1));
+            cut(c, &l, &r)?;
+            l.into_iter().chain(r).collect()
+        }
+        Fault::Loss { target, percent } => {
+            let r = resolve(c, *target).await;
+            c.net.lose(c.host_of(r), *percent)?;
+            vec![r]
+        }
+        Fault::Duplicate { target, percent } => {
+            let r = resolve(c, *target).await;
+            c.net.duplicate(c.host_of(r), *percent)?;
+            vec![r]
+        }
+    };
+    Ok(Applied {
+        fault: fault.clone(),
+        struck,
+    })
+}
+
+/// Ends a fault: network faults healed, paused nodes resumed, killed
+/// nodes started again.
+pub async fn end(c: &mut Cluster, a: &Applied) -> Result<()> {
+    c.net.heal()?;
+    match a.fault {
+        Fault::Pause(_) => {
+            for r in &a.struck {
+                c.resume(*r);
+            }
+        }
+        Fault::Kill(_) => {
+            for r in &a.struck {
+                c.restart(*r).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_the_same_schedule_every_time_and_another_seed_another() {
+        let a = schedule(7, Duration::from_secs(300), 3, 2);
+        let b = schedule(7, Duration::from_secs(300), 3, 2);
+        let c = schedule(8, Duration::from_secs(300), 3, 2);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.len() > 10, "{}", a.len());
+        let total: Duration = a.iter().map(|s| s.quiet + s.lasts).sum();
+        assert!(total <= Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_long_schedule_has_every_kind_of_fault() {
+        let s = schedule(1, Duration::from_secs(3600), 3, 2);
+        let kinds: std::collections::BTreeSet<&str> = s
+            .iter()
+            .map(|s| match s.fault {
+                Fault::Kill(_) => "kill",
+                Fault::Pause(_) => "pause",
+                Fault::Isolate(_) => "isolate",
+                Fault::Split { .. } => "split",
+                Fault::OneWay { .. } => "one-way",
+                Fault::Bridge { .. } => "bridge",
+                Fault::Loss { .. } => "loss",
+                Fault::Duplicate { .. } => "duplicate",
+            })
+            .collect();
+        assert_eq!(kinds.len(), 8, "{kinds:?}");
+    }
+}
