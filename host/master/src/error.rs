@@ -128,7 +128,7 @@ impl From<wasmos_store::StoreError> for ApiError {
             // Nothing was appended: the caller may send it again.
             E::NotLeader { .. } | E::Unconfirmed(_) => ApiError::Retry(e.to_string()),
             // It may have been committed: the caller must check first.
-            E::Indeterminate { .. } => ApiError::Unavailable(e.to_string()),
+            E::Indeterminate { .. } | E::NotCommitted(_) => ApiError::Unavailable(e.to_string()),
             E::Membership(m) => ApiError::Conflict(m),
             other => ApiError::Internal(other.to_string()),
         }

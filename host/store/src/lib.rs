@@ -79,6 +79,10 @@ pub enum StoreError {
         "this master could not confirm with a majority of masters within {0:?} that it still leads; retry (through another master if it persists)"
     )]
     Unconfirmed(Duration),
+    #[error(
+        "the change was not committed within {0:?}: a majority of masters did not confirm it; it may or may not be applied later — read the state before you send it again"
+    )]
+    NotCommitted(Duration),
     #[error("the state store has stopped: {0}")]
     Stopped(String),
 }
@@ -228,7 +232,14 @@ pub struct Store {
     removed: Arc<watch::Sender<Option<String>>>,
     /// Seconds from a proposal to its commit and apply here.
     commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// How long a proposal may wait for its commit before its caller is
+    /// told it is not committed (yet).
+    commit_deadline: Duration,
 }
+
+/// The shortest wait for a commit; longer with a longer election timeout
+/// (five of them: a leader cut off from the others, or one election).
+const MIN_COMMIT_DEADLINE: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -361,6 +372,7 @@ impl Store {
             commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
             ),
+            commit_deadline: (config.election_timeout * 5).max(MIN_COMMIT_DEADLINE),
         })
     }
 
@@ -381,8 +393,12 @@ impl Store {
         self.proposals
             .send(Proposal { commands, reply })
             .map_err(|_| StoreError::Stopped("the proposal queue is closed".into()))?;
-        let r = rx
+        // A leader cut off from the others (which has not noticed yet)
+        // would keep its callers waiting until the cut heals: they are told
+        // instead, and the change may still commit later.
+        let r = tokio::time::timeout(self.commit_deadline, rx)
             .await
+            .map_err(|_| StoreError::NotCommitted(self.commit_deadline))?
             .map_err(|_| StoreError::Stopped("the proposal was dropped".into()))?;
         if r.is_ok() {
             self.commit_seconds.observe(started.elapsed().as_secs_f64());
