@@ -16,7 +16,7 @@ pub struct FaultsArgs {
     #[arg(long, default_value_t = 10)]
     minutes: u64,
     /// How long faults go on, in seconds (instead of --minutes: the
-    /// suite's short run is `--seed 236 --seconds 75`).
+    /// suite's short run is `--seed 3258 --seconds 90`).
     #[arg(long)]
     seconds: Option<u64>,
     #[arg(long, default_value_t = 3)]
@@ -62,6 +62,7 @@ pub async fn run(a: FaultsArgs, wasmos: PathBuf) -> anyhow::Result<()> {
             election_timeout_ms: a.election_timeout_ms,
             plugin_cache: None,
             tag: (std::process::id() % 60_000) as u16,
+            disk_mib: 1024,
         },
         seed: a.seed,
         faults_for: Duration::from_secs(a.seconds.unwrap_or(a.minutes * 60)),

@@ -35,7 +35,16 @@ pub struct Setup {
     pub plugin_cache: Option<PathBuf>,
     /// Keeps concurrent runs' bridges and addresses apart.
     pub tag: u16,
+    /// Each master's data dir is a filesystem of its own of this many MiB
+    /// (a loop-mounted ext4 image), which the nemesis can fill.
+    pub disk_mib: u64,
 }
+
+/// Debian's libfaketime: every daemon runs with it preloaded, reading its
+/// wall-clock offset from a file of its host's that the nemesis rewrites
+/// (time namespaces offset only the monotonic clocks). Monotonic time is
+/// left alone, as it is by a real clock step.
+pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// A daemon process on its host.
 pub struct Proc {
@@ -69,6 +78,34 @@ pub struct Cluster {
     pub masters: Vec<Node>,
     pub agents: Vec<Node>,
     pub ca: PathBuf,
+    /// The masters' mounted data filesystems.
+    disks: Vec<PathBuf>,
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A filesystem of `mib` MiB of its own, mounted at `at`.
+fn disk(image: &Path, at: &Path, mib: u64) -> Result<()> {
+    let s = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    std::fs::create_dir_all(at)?;
+    let _ = sh("umount", &[&s(at)]);
+    sh("truncate", &["-s", &format!("{mib}M"), &s(image)])?;
+    sh("mkfs.ext4", &["-q", "-F", &s(image)])?;
+    sh("mount", &["-o", "loop", &s(image), &s(at)])
+        .context("mount a loop device (the fault run's disks need root and loop devices)")
 }
 
 impl Cluster {
@@ -85,6 +122,18 @@ impl Cluster {
         )?;
         let dir = &setup.dir;
         std::fs::create_dir_all(dir)?;
+        if !Path::new(FAKETIME).exists() {
+            bail!("{FAKETIME} is missing: apt-get install libfaketime (./dev test does)");
+        }
+        let mut disks = Vec::new();
+        for i in 1..=setup.masters {
+            let at = dir.join(format!("m{i}"));
+            disk(&dir.join(format!("m{i}.img")), &at, setup.disk_mib)?;
+            disks.push(at);
+        }
+        for h in &net.hosts {
+            std::fs::write(dir.join(format!("{}.faketime", h.name)), "+0")?;
+        }
         let tls = dir.join("tls");
         wasmos_tls::Authority::create(&tls, "faults").context("make the cluster CA")?;
         let s = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
@@ -165,6 +214,7 @@ impl Cluster {
             })
             .collect();
         let mut c = Cluster {
+            disks,
             ca: tls.join("ca.pem"),
             setup,
             net,
@@ -223,6 +273,10 @@ impl Cluster {
         if let Some(cache) = &self.setup.plugin_cache {
             cmd.env("WASMOS_PLUGIN_CACHE", cache);
         }
+        cmd.env("LD_PRELOAD", FAKETIME)
+            .env("FAKETIME_TIMESTAMP_FILE", self.clock_file(&n.host))
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("DONT_FAKE_MONOTONIC", "1");
         let mut child = cmd.spawn().context("start wasmos under nsenter")?;
         let out = child.stdout.take().context("piped stdout")?;
         Ok((child, BufReader::new(out).lines()))
@@ -303,6 +357,62 @@ impl Cluster {
             p.signal(Signal::SIGCONT);
             p.paused = false;
         }
+    }
+
+    fn clock_file(&self, host: &str) -> PathBuf {
+        self.setup.dir.join(format!("{host}.faketime"))
+    }
+
+    /// Steps `r`'s wall clock `seconds` away from the real time (0: back
+    /// to it); its daemon sees the step within a second.
+    pub fn set_clock(&self, r: Role, seconds: i64) -> Result<()> {
+        std::fs::write(self.clock_file(self.host_of(r)), format!("{seconds:+}"))?;
+        Ok(())
+    }
+
+    /// Fills master `i`'s data filesystem (all but nothing left).
+    pub fn fill_disk(&self, i: usize) -> Result<()> {
+        let at = &self.disks[i];
+        let st = nix::sys::statvfs::statvfs(at.as_path())?;
+        let free = st.blocks_available() * st.fragment_size();
+        let filler = at.join("nemesis-filler");
+        sh(
+            "fallocate",
+            &[
+                "-l",
+                &free.to_string(),
+                filler.to_str().expect("a UTF-8 path"),
+            ],
+        )
+    }
+
+    /// Frees what [`Cluster::fill_disk`] took.
+    pub fn free_disk(&self, i: usize) -> Result<()> {
+        match std::fs::remove_file(self.disks[i].join("nemesis-filler")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Nodes whose process ended by itself (a crash, or a fail-stop),
+    /// with their exit status; they are marked not running.
+    pub fn exited(&mut self) -> Vec<(Role, String)> {
+        let mut gone = Vec::new();
+        for r in self.roles() {
+            let n = self.node_mut(r);
+            if let Some(p) = n.proc.as_mut()
+                && let Ok(Some(status)) = p.child.try_wait()
+            {
+                n.proc = None;
+                gone.push((r, status.to_string()));
+            }
+        }
+        gone
+    }
+
+    /// The end of `r`'s log.
+    pub fn log_tail(&self, r: Role, lines: usize) -> String {
+        tail(&self.node(r).log, lines)
     }
 
     /// Every node's role, masters first.
@@ -437,6 +547,18 @@ impl Cluster {
                     let _ = p.child.kill().await;
                 }
             }
+        }
+        for d in &self.disks {
+            let _ = sh("umount", &[d.to_str().expect("a UTF-8 path")]);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // After a run that failed half-way; `stop` unmounts otherwise.
+        for d in &self.disks {
+            let _ = sh("umount", &["-l", d.to_str().expect("a UTF-8 path")]);
         }
     }
 }

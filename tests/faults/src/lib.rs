@@ -60,6 +60,8 @@ pub struct Report {
     pub submitted: usize,
     pub acked_tasks: usize,
     pub runs: usize,
+    /// How many of exec's tasks ended in each state.
+    pub ended: std::collections::BTreeMap<String, usize>,
     pub healed_in: Option<Duration>,
     pub violations: Vec<String>,
 }
@@ -76,6 +78,15 @@ impl fmt::Display for Report {
             self.submitted,
             self.acked_tasks,
             self.runs
+        )?;
+        writeln!(
+            f,
+            "tasks ended: {}",
+            self.ended
+                .iter()
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
         match self.healed_in {
             Some(d) => writeln!(
@@ -154,6 +165,7 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     )));
     let schedule = nemesis::schedule(cfg.seed, cfg.faults_for, c.masters.len(), c.agents.len());
     let mut applied = Vec::new();
+    let mut crashes = Vec::new();
     for (n, step) in schedule.iter().enumerate() {
         tokio::time::sleep(step.quiet).await;
         let a = nemesis::start(c, &step.fault).await?;
@@ -171,7 +183,12 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
             applied: a.clone(),
         });
         tokio::time::sleep(step.lasts).await;
-        nemesis::end(c, &a).await?;
+        for (what, crash) in nemesis::end(c, &a).await? {
+            progress(&what);
+            if crash {
+                crashes.push(what);
+            }
+        }
         rec.push(Event::Nemesis {
             at: rec.now(),
             end: true,
@@ -180,7 +197,7 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         applied.push(a);
     }
     progress("faults over; waiting for the cluster to be whole again");
-    let mut violations = Vec::new();
+    let mut violations = crashes;
     let healed_in = match c.wait_healthy(cfg.heal_within).await {
         Ok(d) => Some(d),
         Err(e) => {
@@ -228,6 +245,10 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         submitted: count(&|e| matches!(e, Event::Submit { .. })),
         acked_tasks: count(&|e| matches!(e, Event::Submit { acked: true, .. })),
         runs: finals.runs.values().sum(),
+        ended: finals.exec.values().fold(Default::default(), |mut m, s| {
+            *m.entry(s.clone()).or_default() += 1;
+            m
+        }),
         healed_in,
         violations,
     };

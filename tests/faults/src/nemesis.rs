@@ -47,6 +47,11 @@ pub enum Fault {
     Loss { target: Target, percent: u32 },
     /// A share of the packets a host sends delivered twice.
     Duplicate { target: Target, percent: u32 },
+    /// A host's wall clock stepped `seconds` away (back when it ends).
+    Clock { target: Target, seconds: i64 },
+    /// A master's data filesystem full (freed when it ends; a master that
+    /// stopped on it is started again).
+    DiskFull(Target),
 }
 
 /// One fault of the schedule: `quiet` without faults, then the fault for
@@ -78,7 +83,7 @@ pub fn schedule(seed: u64, total: Duration, masters: usize, agents: usize) -> Ve
             break;
         }
         t += quiet + lasts;
-        let fault = match rng.random_range(0..8) {
+        let fault = match rng.random_range(0..10) {
             0 => Fault::Kill(node(&mut rng)),
             1 => Fault::Pause(node(&mut rng)),
             2 => Fault::Isolate(node(&mut rng)),
@@ -115,10 +120,19 @@ pub fn schedule(seed: u64, total: Duration, masters: usize, agents: usize) -> Ve
                 target: node(&mut rng),
                 percent: rng.random_range(10..=40),
             },
-            _ => Fault::Duplicate {
+            7 => Fault::Duplicate {
                 target: node(&mut rng),
                 percent: rng.random_range(10..=50),
             },
+            8 => Fault::Clock {
+                target: node(&mut rng),
+                seconds: rng.random_range(5..=120) * if rng.random_bool(0.5) { 1 } else { -1 },
+            },
+            _ => Fault::DiskFull(if rng.random_bool(0.5) {
+                Target::Leader
+            } else {
+                Target::Follower
+            }),
         };
         steps.push(Step {
             quiet,
@@ -226,6 +240,18 @@ pub async fn start(c: &mut Cluster, fault: &Fault) -> Result<Applied> {
             c.net.duplicate(c.host_of(r), *percent)?;
             vec![r]
         }
+        Fault::Clock { target, seconds } => {
+            let r = resolve(c, *target).await;
+            c.set_clock(r, *seconds)?;
+            vec![r]
+        }
+        Fault::DiskFull(t) => {
+            let r = resolve(c, *t).await;
+            if let Role::Master(i) = r {
+                c.fill_disk(i)?;
+            }
+            vec![r]
+        }
     };
     Ok(Applied {
         fault: fault.clone(),
@@ -233,9 +259,12 @@ pub async fn start(c: &mut Cluster, fault: &Fault) -> Result<Applied> {
     })
 }
 
-/// Ends a fault: network faults healed, paused nodes resumed, killed
-/// nodes started again.
-pub async fn end(c: &mut Cluster, a: &Applied) -> Result<()> {
+/// Ends a fault: network faults healed, paused nodes resumed, clocks set
+/// right, disks freed, killed nodes started again. A node that ended by
+/// itself meanwhile is started again too, and returned with the end of its
+/// log: `true` for a crash, `false` for a master whose disk was full (which
+/// may stop rather than go on without durability).
+pub async fn end(c: &mut Cluster, a: &Applied) -> Result<Vec<(String, bool)>> {
     c.net.heal()?;
     match a.fault {
         Fault::Pause(_) => {
@@ -243,14 +272,42 @@ pub async fn end(c: &mut Cluster, a: &Applied) -> Result<()> {
                 c.resume(*r);
             }
         }
-        Fault::Kill(_) => {
+        Fault::Clock { .. } => {
             for r in &a.struck {
-                c.restart(*r).await?;
+                c.set_clock(*r, 0)?;
+            }
+        }
+        Fault::DiskFull(_) => {
+            for r in &a.struck {
+                if let Role::Master(i) = r {
+                    c.free_disk(*i)?;
+                }
             }
         }
         _ => {}
     }
-    Ok(())
+    let mut crashes = Vec::new();
+    for (r, status) in c.exited() {
+        let expected = matches!(a.fault, Fault::DiskFull(_)) && a.struck.contains(&r);
+        crashes.push((
+            format!(
+                "{} ended by itself ({status}) during {:?} and was started again; the end of its log:\n{}",
+                c.host_of(r),
+                a.fault,
+                c.log_tail(r, 15)
+            ),
+            !expected,
+        ));
+        c.restart(r).await?;
+    }
+    if let Fault::Kill(_) = a.fault {
+        for r in &a.struck {
+            if !c.running(*r) {
+                c.restart(*r).await?;
+            }
+        }
+    }
+    Ok(crashes)
 }
 
 #[cfg(test)]
@@ -283,8 +340,10 @@ mod tests {
                 Fault::Bridge { .. } => "bridge",
                 Fault::Loss { .. } => "loss",
                 Fault::Duplicate { .. } => "duplicate",
+                Fault::Clock { .. } => "clock",
+                Fault::DiskFull(_) => "disk",
             })
             .collect();
-        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        assert_eq!(kinds.len(), 10, "{kinds:?}");
     }
 }
