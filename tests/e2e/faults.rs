@@ -16,7 +16,8 @@ const SEED: u64 = 3258;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_and_runs_no_task_twice()
  {
-    let dir = tempfile::tempdir().unwrap();
+    // Not under /tmp: each task has a /tmp of its own.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let cfg = wasmos_faults::Config {
         setup: wasmos_faults::Setup {
             wasmos: wasmos_bin(),

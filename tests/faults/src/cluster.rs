@@ -121,6 +121,12 @@ impl Cluster {
             &names.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
         let dir = &setup.dir;
+        if dir.starts_with("/tmp") {
+            bail!(
+                "{}: the run's directory must not be under /tmp (each task has a /tmp of its own, and marks its runs here)",
+                dir.display()
+            );
+        }
         std::fs::create_dir_all(dir)?;
         if !Path::new(FAKETIME).exists() {
             bail!("{FAKETIME} is missing: apt-get install libfaketime (./dev test does)");
@@ -199,9 +205,11 @@ impl Cluster {
                         &h.name,
                         "--data-dir",
                         &s(&dir.join(&h.name)),
-                        // Tasks leave their marks in the run's directory.
+                        // Real containers (cgroups, namespaces, a
+                        // supervisor that outlives the agent); tasks leave
+                        // their marks in the run's directory, as root.
                         "--containerizer",
-                        "process",
+                        "native",
                         "--task-user",
                         "root",
                         "--resources",
