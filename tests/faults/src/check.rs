@@ -16,6 +16,65 @@ pub struct Finals {
     pub statuses: BTreeMap<String, Vec<String>>,
     /// How many times each task ran, from the marks it left.
     pub runs: BTreeMap<String, usize>,
+    /// The Chronos job: when it was first due, when it was stopped (ms
+    /// since the epoch), the instants its runs marked, and its counts.
+    pub chronos: Option<ChronosFinal>,
+}
+
+#[derive(Debug, Default)]
+pub struct ChronosFinal {
+    pub start_ms: u64,
+    pub period_ms: u64,
+    pub stopped_ms: u64,
+    pub marks: Vec<u64>,
+    pub success: u64,
+    pub errors: u64,
+}
+
+/// Every instant the job was due ran at most once, at an instant it was
+/// due; every instant due well before it was stopped either ran or was
+/// counted as failed; every success left its mark.
+fn check_chronos(c: &ChronosFinal, v: &mut Vec<String>) {
+    let mut per: BTreeMap<u64, usize> = BTreeMap::new();
+    for m in &c.marks {
+        *per.entry(*m).or_default() += 1;
+    }
+    for (due, n) in &per {
+        if *n > 1 {
+            v.push(format!("chronos: the run due at {due} ran {n} times"));
+        }
+        if *due < c.start_ms || (due - c.start_ms) % c.period_ms != 0 {
+            v.push(format!(
+                "chronos: a run marked {due}, which is no instant of the schedule (from {} every {} ms)",
+                c.start_ms, c.period_ms
+            ));
+        }
+    }
+    // Instants due at least 20 s before the job was stopped: by then
+    // each ran or failed.
+    let due: Vec<u64> = (0..)
+        .map(|k| c.start_ms + k * c.period_ms)
+        .take_while(|d| d + 20_000 <= c.stopped_ms)
+        .collect();
+    let missing: Vec<u64> = due
+        .iter()
+        .filter(|d| !per.contains_key(d))
+        .copied()
+        .collect();
+    if missing.len() as u64 > c.errors {
+        v.push(format!(
+            "chronos: {} instants due never ran and only {} runs failed: {missing:?}",
+            missing.len(),
+            c.errors
+        ));
+    }
+    if c.success > per.len() as u64 {
+        v.push(format!(
+            "chronos: {} runs succeeded but only {} instants were marked",
+            c.success,
+            per.len()
+        ));
+    }
 }
 
 const TERMINAL: &[&str] = &[
@@ -206,6 +265,9 @@ pub fn check(events: &[Event], finals: &Finals) -> Vec<String> {
             ));
         }
     }
+    if let Some(c) = &finals.chronos {
+        check_chronos(c, &mut v);
+    }
     for (task, states) in &finals.statuses {
         if let Some((_, a, b)) = illegal_step(states) {
             v.push(format!(
@@ -247,6 +309,7 @@ mod tests {
             )]
             .into(),
             runs: [("t1".to_string(), 1)].into(),
+            chronos: None,
         };
         assert_eq!(check(&events, &finals), Vec::<String>::new());
     }
@@ -275,6 +338,7 @@ mod tests {
             )]
             .into(),
             runs: [("twice".to_string(), 2)].into(),
+            chronos: None,
         };
         let v = check(&events, &finals);
         assert_eq!(v.len(), 4, "{v:#?}");
@@ -282,6 +346,34 @@ mod tests {
         assert!(v[1].contains("ran 2 times"));
         assert!(v[2].contains("from TASK_FINISHED to TASK_RUNNING"));
         assert!(v[3].contains("TASK_RUNNING then TASK_STAGING"));
+    }
+
+    #[test]
+    fn a_chronos_instant_run_twice_or_lost_without_a_failure_is_named() {
+        let ok = ChronosFinal {
+            start_ms: 1_000_000,
+            period_ms: 3_000,
+            stopped_ms: 1_030_000,
+            // Due at 0, 3, 6, 9 s (the last due 20 s before the stop);
+            // 6 s failed.
+            marks: vec![1_000_000, 1_003_000, 1_009_000, 1_012_000],
+            success: 4,
+            errors: 1,
+        };
+        let mut v = Vec::new();
+        check_chronos(&ok, &mut v);
+        assert_eq!(v, Vec::<String>::new());
+        let bad = ChronosFinal {
+            marks: vec![1_000_000, 1_003_000, 1_003_000, 1_004_000],
+            errors: 0,
+            ..ok
+        };
+        check_chronos(&bad, &mut v);
+        assert_eq!(v.len(), 4, "{v:#?}");
+        assert!(v[0].contains("due at 1003000 ran 2 times"));
+        assert!(v[1].contains("1004000, which is no instant"));
+        assert!(v[2].contains("2 instants due never ran"));
+        assert!(v[3].contains("4 runs succeeded but only 3 instants"));
     }
 
     #[test]

@@ -109,17 +109,22 @@ fn disk(image: &Path, at: &Path, mib: u64) -> Result<()> {
 }
 
 impl Cluster {
-    /// Makes the hosts, the cluster CA and tokens, and starts every master
-    /// and agent, waiting until each announced itself.
-    pub async fn start(setup: Setup) -> Result<Cluster> {
+    /// The hosts `setup` needs: m1, m2, ... then a1, a2, ...
+    pub fn hosts(setup: &Setup) -> Result<Net> {
         let names: Vec<String> = (1..=setup.masters)
             .map(|i| format!("m{i}"))
             .chain((1..=setup.agents).map(|i| format!("a{i}")))
             .collect();
-        let net = Net::create(
+        Net::create(
             setup.tag,
             &names.iter().map(String::as_str).collect::<Vec<_>>(),
-        )?;
+        )
+    }
+
+    /// Makes the cluster CA and tokens, and starts every master and agent
+    /// on the hosts of `net` ([`Cluster::hosts`]), waiting until each
+    /// announced itself.
+    pub async fn start(setup: Setup, net: Net) -> Result<Cluster> {
         let dir = &setup.dir;
         if dir.starts_with("/tmp") {
             bail!(

@@ -60,6 +60,9 @@ pub struct Report {
     pub submitted: usize,
     pub acked_tasks: usize,
     pub runs: usize,
+    /// The Chronos job's instants run, and its runs that failed.
+    pub chronos_runs: usize,
+    pub chronos_failed: u64,
     /// How many of exec's tasks ended in each state.
     pub ended: std::collections::BTreeMap<String, usize>,
     pub healed_in: Option<Duration>,
@@ -78,6 +81,11 @@ impl fmt::Display for Report {
             self.submitted,
             self.acked_tasks,
             self.runs
+        )?;
+        writeln!(
+            f,
+            "chronos: {} runs, {} failed",
+            self.chronos_runs, self.chronos_failed
         )?;
         writeln!(
             f,
@@ -113,15 +121,35 @@ impl fmt::Display for Report {
     }
 }
 
-/// Runs `cfg`, printing progress through `progress`.
-pub async fn run(cfg: Config, progress: impl Fn(&str)) -> Result<Report> {
-    let mut c = Cluster::start(cfg.setup.clone()).await?;
-    let r = drive(&cfg, &mut c, &progress).await;
-    if r.is_err() {
-        progress(&c.logs_tail(20));
-    }
-    c.stop().await;
-    r
+/// Runs `cfg`, printing progress through `progress`. The run has a thread
+/// of its own, in the clients' network namespace, with a runtime of its
+/// own: every socket its clients open is on the hosts' bridge.
+pub async fn run(cfg: Config, progress: impl Fn(&str) + Send + Sync + 'static) -> Result<Report> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fault-run".into())
+        .spawn(move || {
+            let _ = tx.send(run_here(cfg, progress));
+        })?;
+    rx.await.context("the fault run's thread panicked")?
+}
+
+fn run_here(cfg: Config, progress: impl Fn(&str)) -> Result<Report> {
+    let net = Cluster::hosts(&cfg.setup)?;
+    net.enter_clients()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut c = Cluster::start(cfg.setup.clone(), net).await?;
+        let r = drive(&cfg, &mut c, &progress).await;
+        if r.is_err() {
+            progress(&c.logs_tail(20));
+        }
+        c.stop().await;
+        r
+    })
 }
 
 async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Result<Report> {
@@ -141,6 +169,12 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         rec: rec.clone(),
         stop: Arc::new(AtomicBool::new(false)),
     };
+    // A Chronos job due every 3 s from a whole second a few seconds on.
+    let chronos_start = (now_ms() / 1000 + 5) * 1000;
+    let leader = c.masters[c.leader(&ctx.http).await.map_or(0, |(l, _)| l)]
+        .url
+        .clone();
+    workload::chronos_job(&ctx.http, &leader, &runs, chronos_start, false).await?;
     let keys: Vec<String> = (0..cfg.registers).map(|i| format!("faults/r{i}")).collect();
     let mut clients = Vec::new();
     for i in 0..cfg.register_clients {
@@ -221,7 +255,8 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     for key in &keys {
         final_read(&ctx, &leader, key).await;
     }
-    let finals = settle(&http, &leader, &runs, &mut violations).await?;
+    let mut finals = settle(&http, &leader, &runs, &mut violations).await?;
+    finals.chronos = stop_chronos(&http, &leader, &runs, chronos_start, &mut violations).await?;
     let events = rec.events();
     violations.extend(check::check(&events, &finals));
     let history = cfg.setup.dir.join("history.jsonl");
@@ -245,6 +280,8 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         submitted: count(&|e| matches!(e, Event::Submit { .. })),
         acked_tasks: count(&|e| matches!(e, Event::Submit { acked: true, .. })),
         runs: finals.runs.values().sum(),
+        chronos_runs: finals.chronos.as_ref().map_or(0, |c| c.marks.len()),
+        chronos_failed: finals.chronos.as_ref().map_or(0, |c| c.errors),
         ended: finals.exec.values().fold(Default::default(), |mut m, s| {
             *m.entry(s.clone()).or_default() += 1;
             m
@@ -254,6 +291,51 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     };
     std::fs::write(cfg.setup.dir.join("report.txt"), report.to_string())?;
     Ok(report)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Stops the Chronos job, waits (a minute at most) for its last run to
+/// end, and reads what it did.
+async fn stop_chronos(
+    http: &reqwest::Client,
+    leader: &str,
+    runs: &std::path::Path,
+    start_ms: u64,
+    violations: &mut Vec<String>,
+) -> Result<Option<check::ChronosFinal>> {
+    workload::chronos_job(http, leader, runs, start_ms, true).await?;
+    let stopped_ms = now_ms();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (success, errors) = loop {
+        match workload::chronos_counts(http, leader).await {
+            Some((s, e, 0)) => break (s, e),
+            _ if Instant::now() > deadline => {
+                violations.push(
+                    "chronos: runs still in flight a minute after the job was stopped".into(),
+                );
+                return Ok(None);
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    let marks = match std::fs::read_to_string(runs.join("chronos-beat")) {
+        Ok(t) => t.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(check::ChronosFinal {
+        start_ms,
+        period_ms: workload::CHRONOS_PERIOD_MS,
+        stopped_ms,
+        marks,
+        success,
+        errors,
+    }))
 }
 
 async fn final_read(ctx: &Ctx, leader: &str, key: &str) {
@@ -322,6 +404,9 @@ async fn settle(
     let mut marks = std::collections::BTreeMap::new();
     for e in std::fs::read_dir(runs)? {
         let e = e?;
+        if e.file_name() == "chronos-beat" {
+            continue;
+        }
         let n = std::fs::read_to_string(e.path())?.lines().count();
         marks.insert(e.file_name().to_string_lossy().into_owned(), n);
     }
@@ -329,5 +414,6 @@ async fn settle(
         exec: exec.into_iter().collect(),
         statuses,
         runs: marks,
+        chronos: None,
     })
 }

@@ -1,14 +1,20 @@
-//! Hosts of their own on this machine: a bridge in the root network
-//! namespace and, per host, a network namespace joined to it by a veth
-//! pair, with an address of its own. Faults are real network faults made
-//! with iptables inside the hosts' namespaces: dropped packets (partitions
-//! of any shape, random loss) and duplicated ones (the TEE target). The
-//! kernel here has no netem qdisc, so delay is not among them.
+//! Hosts of their own on this machine: a "switch" network namespace
+//! holding a bridge and, per host, a network namespace joined to it by a
+//! veth pair, with an address of its own; the run's clients work from one
+//! more namespace on the same bridge. Nothing is made in the machine's own
+//! network namespace: a new interface there makes browsers of other tests
+//! drop their requests (Chromium's ERR_NETWORK_CHANGED).
+//!
+//! Faults are real network faults made with iptables inside the hosts'
+//! namespaces: dropped packets (partitions of any shape, random loss) and
+//! duplicated ones (the TEE target). The kernel here has no netem qdisc,
+//! so delay is not among them.
 //!
 //! Processes run in a host with `nsenter --net`, which keeps the machine's
 //! mounts (cgroups included); `ip netns exec` would remount /sys.
 
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Command;
 
@@ -27,8 +33,9 @@ pub struct Host {
 
 /// A bridge and its hosts; torn down when dropped.
 pub struct Net {
-    bridge: String,
-    gateway: Ipv4Addr,
+    /// The switch's namespace (with the bridge) and the clients'.
+    switch: String,
+    client: String,
     pub hosts: Vec<Host>,
 }
 
@@ -48,78 +55,80 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 }
 
 impl Net {
-    /// Makes a bridge on 10.<a>.<b>.0/24 and one namespace per name, at
-    /// .11, .12, ... `tag` (0..=65535) keeps nets of concurrent runs apart.
+    /// Makes a bridge on 10.<a>.<b>.0/24, the clients' namespace at .1 and
+    /// one namespace per name at .11, .12, ... `tag` (0..=65535) keeps nets
+    /// of concurrent runs apart.
     pub fn create(tag: u16, names: &[&str]) -> Result<Net> {
         if !Path::new("/proc/sys/net/ipv4").exists() || !nix::unistd::geteuid().is_root() {
             bail!("hosts of their own need root (network namespaces and iptables)");
         }
         let [a, b] = tag.to_be_bytes();
         let net = format!("10.{}.{b}", 200 + a % 50);
-        let bridge = format!("wsf{tag}");
+        let switch = format!("wsf{tag}-switch");
+        let client = format!("wsf{tag}-clients");
         let mut n = Net {
-            bridge: bridge.clone(),
-            gateway: format!("{net}.1").parse()?,
+            switch: switch.clone(),
+            client: client.clone(),
             hosts: Vec::new(),
         };
-        // Leftovers of a run that was killed.
-        let _ = run("ip", &["link", "del", &bridge]);
-        run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        let fresh = |ns: &str| -> Result<()> {
+            // Leftovers of a run that was killed.
+            let _ = run("ip", &["netns", "del", ns]);
+            run("ip", &["netns", "add", ns])?;
+            run("ip", &["-n", ns, "link", "set", "lo", "up"])
+        };
+        fresh(&switch)?;
         run(
             "ip",
-            &["addr", "add", &format!("{net}.1/24"), "dev", &bridge],
+            &["-n", &switch, "link", "add", "br", "type", "bridge"],
         )?;
-        run("ip", &["link", "set", &bridge, "up"])?;
-        // Bridged frames pass the root namespace's FORWARD chain (Docker
-        // sets its policy to DROP).
-        run(
-            "iptables",
-            &[
-                "-w", "-I", "FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT",
-            ],
-        )?;
+        run("ip", &["-n", &switch, "link", "set", "br", "up"])?;
+        let plug = |i: usize, ns: &str, ip: &str| -> Result<()> {
+            let port = format!("p{i}");
+            run(
+                "ip",
+                &[
+                    "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                    "netns", ns,
+                ],
+            )?;
+            run(
+                "ip",
+                &["-n", &switch, "link", "set", &port, "master", "br", "up"],
+            )?;
+            run(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            )?;
+            run("ip", &["-n", ns, "link", "set", "eth0", "up"])
+        };
+        fresh(&client)?;
+        plug(0, &client, &format!("{net}.1"))?;
         for (i, name) in names.iter().enumerate() {
             let ns = format!("wsf{tag}-{name}");
-            let veth = format!("wsf{tag}v{i}");
             let ip: Ipv4Addr = format!("{net}.{}", 11 + i).parse()?;
-            let _ = run("ip", &["netns", "del", &ns]);
-            run("ip", &["netns", "add", &ns])?;
+            fresh(&ns)?;
             n.hosts.push(Host {
                 name: name.to_string(),
                 ns: ns.clone(),
                 ip,
             });
-            run(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
-            run("ip", &["link", "set", &veth, "master", &bridge, "up"])?;
-            run(
-                "ip",
-                &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
-            )?;
-            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("{net}.1"),
-                ],
-            )?;
+            plug(i + 1, &ns, &ip.to_string())?;
             n.iptables(&ns, &["-N", CHAIN])?;
             n.iptables(&ns, &["-I", "INPUT", "-j", CHAIN])?;
             n.iptables(&ns, &["-t", "mangle", "-N", CHAIN])?;
             n.iptables(&ns, &["-t", "mangle", "-I", "POSTROUTING", "-j", CHAIN])?;
         }
         Ok(n)
+    }
+
+    /// Moves the calling thread into the clients' namespace: sockets it
+    /// (and threads it starts afterwards) opens are on the bridge.
+    pub fn enter_clients(&self) -> Result<()> {
+        let f = std::fs::File::open(format!("/run/netns/{}", self.client))?;
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("enter the clients' network namespace")?;
+        Ok(())
     }
 
     fn iptables(&self, ns: &str, args: &[&str]) -> Result<()> {
@@ -133,11 +142,6 @@ impl Net {
             .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no host {name}"))
-    }
-
-    /// The bridge's address: where this process's clients come from.
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.gateway
     }
 
     /// A command that runs `program` inside host `name`'s network.
@@ -218,23 +222,14 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for h in &self.hosts {
-            let _ = run("ip", &["netns", "del", &h.ns]);
+        // A namespace's interfaces go with it.
+        for ns in self
+            .hosts
+            .iter()
+            .map(|h| h.ns.as_str())
+            .chain([self.client.as_str(), self.switch.as_str()])
+        {
+            let _ = run("ip", &["netns", "del", ns]);
         }
-        let _ = run("ip", &["link", "del", &self.bridge]);
-        let _ = run(
-            "iptables",
-            &[
-                "-w",
-                "-D",
-                "FORWARD",
-                "-i",
-                &self.bridge,
-                "-o",
-                &self.bridge,
-                "-j",
-                "ACCEPT",
-            ],
-        );
     }
 }

@@ -320,3 +320,80 @@ pub async fn observe(ctx: Ctx, seed: u64) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The run's Chronos job: due every [`CHRONOS_PERIOD_MS`] from its start,
+/// never retried; each run appends the instant it was due for
+/// (`CHRONOS_JOB_RUN_TIME`) to `<runs>/chronos-beat`.
+pub const CHRONOS_JOB: &str = "faults-beat";
+pub const CHRONOS_PERIOD_MS: u64 = 3000;
+
+fn chronos_body(runs: &std::path::Path, start_ms: u64, disabled: bool) -> Value {
+    let start = jiff::Timestamp::from_millisecond(start_ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    json!({
+        "name": CHRONOS_JOB,
+        "command": format!("echo $CHRONOS_JOB_RUN_TIME >> {}/chronos-beat", runs.display()),
+        "schedule": format!("R/{start}/PT{}S", CHRONOS_PERIOD_MS / 1000),
+        "retries": 0,
+        "cpus": 0.05,
+        "mem": 16,
+        "owner": "faults@example.com",
+        "disabled": disabled,
+    })
+}
+
+/// Adds (or, `disabled`, stops) the run's Chronos job through `master`,
+/// until a master says 204 (a minute at most).
+pub async fn chronos_job(
+    http: &reqwest::Client,
+    master: &str,
+    runs: &std::path::Path,
+    start_ms: u64,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let body = chronos_body(runs, start_ms, disabled);
+    let url = format!("{master}/v1/scheduler/iso8601");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = match send(http, Method::POST, &url, Some(&body)).await {
+            Answer::Status(204, _) => return Ok(()),
+            Answer::Status(code, v) => format!("{code} {v}"),
+            Answer::NotSent(e) | Answer::Unknown(e) => e,
+        };
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the Chronos job was not saved within a minute: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The run's Chronos job as `master` shows it: (successCount, errorCount,
+/// runs in flight).
+pub async fn chronos_counts(http: &reqwest::Client, master: &str) -> Option<(u64, u64, usize)> {
+    let Answer::Status(200, job) = send(
+        http,
+        Method::GET,
+        &format!("{master}/v1/scheduler/job/{CHRONOS_JOB}"),
+        None,
+    )
+    .await
+    else {
+        return None;
+    };
+    let Answer::Status(200, detail) = send(
+        http,
+        Method::GET,
+        &format!("{master}/frameworks/chronos/jobs/{CHRONOS_JOB}"),
+        None,
+    )
+    .await
+    else {
+        return None;
+    };
+    Some((
+        job["successCount"].as_u64()?,
+        job["errorCount"].as_u64()?,
+        detail["active"].as_array()?.len(),
+    ))
+}
