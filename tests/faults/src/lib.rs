@@ -239,6 +239,8 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
             None
         }
     };
+    // Instants due from 10 s after this must all run.
+    let whole_ms = now_ms() + 10_000;
     // The clients go on a little on the healed cluster, then stop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     ctx.stop.store(true, Ordering::Relaxed);
@@ -256,7 +258,14 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         final_read(&ctx, &leader, key).await;
     }
     let mut finals = settle(&http, &leader, &runs, &mut violations).await?;
-    finals.chronos = stop_chronos(&http, &leader, &runs, chronos_start, &mut violations).await?;
+    finals.chronos = stop_chronos(
+        &http,
+        &leader,
+        &runs,
+        (chronos_start, whole_ms),
+        &mut violations,
+    )
+    .await?;
     let events = rec.events();
     violations.extend(check::check(&events, &finals));
     let history = cfg.setup.dir.join("history.jsonl");
@@ -299,15 +308,20 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Stops the Chronos job, waits (a minute at most) for its last run to
-/// end, and reads what it did.
+/// Stops the Chronos job once three instants were due on the whole
+/// cluster, waits (a minute at most) for its last run to end, and reads
+/// what it did.
 async fn stop_chronos(
     http: &reqwest::Client,
     leader: &str,
     runs: &std::path::Path,
-    start_ms: u64,
+    (start_ms, whole_ms): (u64, u64),
     violations: &mut Vec<String>,
 ) -> Result<Option<check::ChronosFinal>> {
+    let stop_at = whole_ms + 3 * workload::CHRONOS_PERIOD_MS + 10_000;
+    if let Some(wait) = stop_at.checked_sub(now_ms()) {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
     workload::chronos_job(http, leader, runs, start_ms, true).await?;
     let stopped_ms = now_ms();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -331,6 +345,7 @@ async fn stop_chronos(
     Ok(Some(check::ChronosFinal {
         start_ms,
         period_ms: workload::CHRONOS_PERIOD_MS,
+        whole_ms,
         stopped_ms,
         marks,
         success,

@@ -80,21 +80,25 @@ impl Net {
         fresh(&switch)?;
         run(
             "ip",
-            &["-n", &switch, "link", "add", "br", "type", "bridge"],
+            &[
+                "-n", &switch, "link", "add", "name", "bridge0", "type", "bridge",
+            ],
         )?;
-        run("ip", &["-n", &switch, "link", "set", "br", "up"])?;
+        run("ip", &["-n", &switch, "link", "set", "bridge0", "up"])?;
         let plug = |i: usize, ns: &str, ip: &str| -> Result<()> {
             let port = format!("p{i}");
             run(
                 "ip",
                 &[
-                    "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                    "netns", ns,
+                    "-n", &switch, "link", "add", "name", &port, "type", "veth", "peer", "name",
+                    "eth0", "netns", ns,
                 ],
             )?;
             run(
                 "ip",
-                &["-n", &switch, "link", "set", &port, "master", "br", "up"],
+                &[
+                    "-n", &switch, "link", "set", &port, "master", "bridge0", "up",
+                ],
             )?;
             run(
                 "ip",
