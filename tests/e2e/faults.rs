@@ -1,6 +1,7 @@
 //! A short fault run with a fixed seed: three masters and two agents on
 //! hosts of their own (network namespaces), clients reading, writing and
-//! swapping variables and submitting tasks while the nemesis kills,
+//! swapping variables, submitting tasks and running a Chronos job every
+//! 3 s while the nemesis kills,
 //! pauses, partitions, loses and duplicates packets, steps a clock and
 //! fills a master's disk; then the checker. A violation
 //! prints the window of the history that breaks the rule; the same seed
@@ -56,7 +57,10 @@ async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_a
     // A run that did too little proves nothing.
     assert!(report.applied.len() >= 8, "{report}");
     assert!(
-        report.register_ops >= 300 && report.acked_tasks >= 10 && report.runs >= 10,
+        report.register_ops >= 300
+            && report.acked_tasks >= 10
+            && report.runs >= 10
+            && report.chronos_runs >= 10,
         "{report}"
     );
 }
