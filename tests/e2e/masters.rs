@@ -311,6 +311,20 @@ async fn a_leader_cut_off_cannot_commit_and_rejoins_as_a_follower() {
     )
     .await;
     assert_eq!(conf.code, Some(0), "{conf:?}");
+    // A read from the cut-off master, which has not heard of the newer
+    // term, is not answered from its old state: it cannot confirm with a
+    // majority that it still leads.
+    let r = old
+        .get(format!("{}/api/wasmos/v1/plugins/labels", m.url(leader)))
+        .send()
+        .await
+        .expect("the cut-off master answers a read (it confirms within 2 s)");
+    let code = r.status();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    assert!(
+        code == 503 || code.is_redirection(),
+        "the cut-off master answered a read from its old state: {code} {body}"
+    );
 
     cut.heal();
     // The old leader follows the new one, and the write it took never

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -62,15 +62,30 @@ impl FromRequestParts<Arc<Node>> for Lead {
                 .extensions
                 .get::<axum::extract::ConnectInfo<wasmos_tls::Peer>>()
                 .is_some_and(|c| !c.0.tls);
-        node.leader().map(Lead).ok_or_else(|| {
+        let lead = node.leader().map(Lead).ok_or_else(|| {
             if plain {
                 node.redirect_plain(&uri)
             } else {
                 node.redirect(&uri)
             }
-        })
+        })?;
+        // A read is answered from the cluster's latest state: a leader
+        // that was paused, or is cut off and has not noticed, answers 503
+        // rather than a state a newer leader has moved past. (Writes are
+        // safe without: they must commit with a majority.)
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            lead.0
+                .store
+                .confirm_latest(CONFIRM_READS_WITHIN)
+                .await
+                .map_err(|e| ApiError::from(e).into_response())?;
+        }
+        Ok(lead)
     }
 }
+
+/// How long a leader may take to confirm it still leads before a read.
+pub(crate) const CONFIRM_READS_WITHIN: Duration = Duration::from_secs(2);
 
 type NodeState = State<Arc<Node>>;
 

@@ -477,11 +477,28 @@ impl Store {
         within: Duration,
         f: impl FnOnce(&State) -> R,
     ) -> Result<R, StoreError> {
-        match tokio::time::timeout(within, self.ensure_linearizable()).await {
-            Ok(r) => r?,
-            Err(_) => return Err(StoreError::Unconfirmed(within)),
-        }
+        self.confirm_latest(within).await?;
         Ok(self.read(f))
+    }
+
+    /// Confirms that this master still leads and has applied everything
+    /// committed so far, so that what it reads next is the cluster's latest.
+    /// A majority's acknowledgement younger than the leader lease (one
+    /// election timeout, during which no other master can be elected)
+    /// confirms it without a round trip; an older one (after a pause, or
+    /// cut off) sends heartbeats first. `Unconfirmed` after `within`.
+    pub async fn confirm_latest(&self, within: Duration) -> Result<(), StoreError> {
+        let lease_or_heartbeat = openraft::LinearizerOption::new(None, true);
+        match tokio::time::timeout(within, self.raft.ensure_linearizable(lease_or_heartbeat)).await
+        {
+            Ok(r) => r.map(|_| ()).map_err(|e| match e.forward_to_leader() {
+                Some(f) => StoreError::NotLeader {
+                    leader: forward_hint(f),
+                },
+                None => StoreError::NotLeader { leader: None },
+            }),
+            Err(_) => Err(StoreError::Unconfirmed(within)),
+        }
     }
 
     /// Waits until this master, as leader, has applied everything committed

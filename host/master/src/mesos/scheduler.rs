@@ -345,7 +345,13 @@ impl Actor {
                     teardown(&self.leader, &self.id, "its failover timeout passed").await;
                     break;
                 }
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => {
+                    // This master no longer leads: end the subscription so
+                    // that the framework subscribes again, to the leader
+                    // (Mesos' masters end by exiting when they lose it).
+                    self.link.close(None);
+                    break;
+                }
             }
         }
         tracing::debug!(framework = %self.id, "external framework actor stopped");
