@@ -373,13 +373,30 @@ impl Marathon {
     }
 }
 
-/// Kills a task once; it stays in the records until its end is reported.
+/// Kills a task; it stays in the records until its end is reported, and
+/// the kill is sent again every [`KILL_RETRY_MS`] until then.
 fn kill_instance(t: &mut Instance) {
     t.goal_running = false;
     if !t.kill_sent {
         driver::kill(&t.id);
         t.kill_sent = true;
+        t.kill_sent_at = Some(now());
     }
+}
+
+/// How long a kill may go unanswered before it is sent again (Marathon's
+/// `--kill_retry_timeout`, 10 s by default).
+pub(crate) const KILL_RETRY_MS: u64 = 10_000;
+
+/// Tasks whose kill was sent at least [`KILL_RETRY_MS`] ago (or before
+/// kills had a time) and whose end is not reported yet: their kill is due
+/// again.
+fn kills_due<'a>(tasks: impl Iterator<Item = &'a Instance>, now_ms: u64) -> Vec<String> {
+    tasks
+        .filter(|t| t.kill_sent && !t.is_terminal())
+        .filter(|t| t.kill_sent_at.is_none_or(|at| now_ms >= at + KILL_RETRY_MS))
+        .map(|t| t.id.clone())
+        .collect()
 }
 
 impl Marathon {
@@ -1536,6 +1553,7 @@ impl Framework for Marathon {
                         started_at: None,
                         goal_running: true,
                         kill_sent: false,
+                        kill_sent_at: None,
                         healthy: None,
                         ready: None,
                         unreachable_since: None,
@@ -1741,6 +1759,16 @@ impl Framework for Marathon {
     }
 
     fn tick(&mut self, now_ms: u64) {
+        // Kills not answered by an end are sent again.
+        for id in kills_due(self.all_tasks(), now_ms) {
+            if let Some(mut t) = self.task(&id).cloned() {
+                log::info(&format!("killing {id} again: its end is not reported yet"));
+                driver::kill(&id);
+                t.kill_sent_at = Some(now_ms);
+                self.save_task(&t);
+                self.put_task(t);
+            }
+        }
         // Unreachable tasks past the app's expunge time are forgotten (and
         // killed should they come back).
         let mut expunge = Vec::new();
@@ -1818,6 +1846,7 @@ mod tests {
             started_at: Some(at),
             goal_running: true,
             kill_sent: false,
+            kill_sent_at: None,
             healthy: None,
             ready: None,
             unreachable_since: None,
@@ -1828,6 +1857,26 @@ mod tests {
             message: None,
             slot: None,
         }
+    }
+
+    #[test]
+    fn an_unanswered_kill_is_due_again_after_the_retry_timeout_until_the_task_ends() {
+        let mut sent = inst("sent", "TASK_RUNNING", 1);
+        sent.kill_sent = true;
+        sent.kill_sent_at = Some(1_000);
+        let mut ended = inst("ended", "TASK_KILLED", 1);
+        ended.kill_sent = true;
+        ended.kill_sent_at = Some(1_000);
+        // Recorded before kills had a time: due at once.
+        let mut old = inst("old", "TASK_KILLING", 1);
+        old.kill_sent = true;
+        let alive = inst("alive", "TASK_RUNNING", 1);
+        let all = [&sent, &ended, &old, &alive];
+        assert_eq!(kills_due(all.into_iter(), 10_999), vec!["old"]);
+        assert_eq!(
+            kills_due(all.into_iter(), 1_000 + KILL_RETRY_MS),
+            vec!["sent", "old"]
+        );
     }
 
     #[test]

@@ -138,6 +138,11 @@ pub struct Instance {
     pub goal_running: bool,
     #[serde(default)]
     pub kill_sent: bool,
+    /// When the kill was last sent (ms): sent again every
+    /// [`KILL_RETRY_MS`](crate::KILL_RETRY_MS) until the task's end is
+    /// reported (an agent cut off when it was sent never got it).
+    #[serde(default)]
+    pub kill_sent_at: Option<u64>,
     #[serde(default)]
     pub healthy: Option<bool>,
     /// The readiness check's last verdict.
