@@ -30,6 +30,15 @@ pub struct FaultsArgs {
     register_clients: usize,
     #[arg(long, default_value_t = 1)]
     task_clients: usize,
+    /// Clients creating, scaling, deploying, restarting and deleting
+    /// Marathon apps.
+    #[arg(long, default_value_t = 1)]
+    marathon_clients: usize,
+    /// A Python with pymesos, for the external framework (default: the
+    /// one `./dev test` makes, `target/pymesos/bin/python`, if it is
+    /// there; without one the run has no external framework).
+    #[arg(long)]
+    pymesos_python: Option<PathBuf>,
     /// The masters' --election-timeout-ms.
     #[arg(long, default_value_t = 1000)]
     election_timeout_ms: u64,
@@ -53,6 +62,15 @@ pub async fn run(a: FaultsArgs, wasmos: PathBuf) -> anyhow::Result<()> {
                 .keep()
         }
     };
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = a
+        .pymesos_python
+        .or_else(|| Some(repo.join("target/pymesos/bin/python")).filter(|p| p.exists()));
+    if python.is_none() {
+        eprintln!(
+            "no Python with pymesos (run ./dev test once, or pass --pymesos-python): the run has no external framework"
+        );
+    }
     let cfg = wasmos_faults::Config {
         setup: wasmos_faults::Setup {
             wasmos,
@@ -69,6 +87,11 @@ pub async fn run(a: FaultsArgs, wasmos: PathBuf) -> anyhow::Result<()> {
         registers: a.registers,
         register_clients: a.register_clients,
         task_clients: a.task_clients,
+        marathon_clients: a.marathon_clients,
+        pymesos: python.map(|python| wasmos_faults::framework::Pymesos {
+            python,
+            script: repo.join("tests/clients/pymesos_scheduler.py"),
+        }),
         heal_within: Duration::from_secs(90),
     };
     let report = wasmos_faults::run(cfg, |s| eprintln!("{s}")).await?;

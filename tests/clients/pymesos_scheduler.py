@@ -56,6 +56,16 @@ MODE:
             machine scheduled for maintenance) and accept it, and for an offer
             carrying its `unavailability`; then write what they said as JSON
             to the file $DONE and keep running.
+  faults    the fault run's framework (tests/faults): partition-aware,
+            with a failover timeout, it launches a task from an offer
+            whenever fewer than two of its tasks are active (task `f-<n>`
+            appends a line to $RUNS/f-<n>, then sleeps 0-5 s), and appends
+            each launch (written before the ACCEPT), subscription and
+            status update to $HISTORY (JSON lines). Started again after a
+            crash, it reads $HISTORY back and re-subscribes as the framework
+            id it recorded. Once the file $STOP exists it launches nothing
+            more, reconciles until every task it launched is in a terminal
+            state (two minutes at most), records the states and tears down.
   group     LAUNCH_GROUP to the default executor: a group whose tasks both
             finish, a group where one task fails and the other is killed for
             it, and an invalid group refused whole (REASON_TASK_GROUP_INVALID).
@@ -670,7 +680,124 @@ def maintenance():
         time.sleep(1)
 
 
+TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_ERROR",
+            "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"}
+
+
+class Faults(Scheduler):
+    """The fault run's framework: see `faults` in the module's text."""
+
+    def __init__(self, history, runs):
+        self.lock = threading.Lock()
+        self.runs = runs
+        self.fid = None
+        self.n = 0
+        self.latest = {}  # task id -> (agent id, last state)
+        self.stopping = False
+        if os.path.exists(history):
+            with open(history) as f:
+                for line in f:
+                    try:
+                        e = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut short by a crash
+                    if "subscribed" in e:
+                        self.fid = e["subscribed"]
+                    if "launch" in e:
+                        self.n = max(self.n, int(e["launch"].split("-")[1]))
+                        self.latest[e["launch"]] = (e["agent"], None)
+                    if "update" in e and e["update"] in self.latest:
+                        self.latest[e["update"]] = (self.latest[e["update"]][0], e["state"])
+        self.log = open(history, "a")
+
+    def record(self, **e):
+        e["at"] = time.time()
+        self.log.write(json.dumps(e) + "\n")
+        self.log.flush()
+        os.fsync(self.log.fileno())
+
+    def active(self):
+        return [(t, a) for t, (a, s) in self.latest.items() if s not in TERMINAL]
+
+    def reconcile(self, driver):
+        with self.lock:
+            tasks = [{"task_id": {"value": t}, "agent_id": {"value": a}} for t, a in self.active()]
+        if tasks:
+            driver.reconcileTasks(tasks)
+
+    def registered(self, driver, framework_id, master_info):
+        with self.lock:
+            self.fid = framework_id.value
+            self.record(subscribed=self.fid)
+
+    def reregistered(self, driver, master_info):
+        with self.lock:
+            self.record(subscribed=self.fid, again=True)
+
+    def resourceOffers(self, driver, offers):
+        with self.lock:
+            for offer in offers:
+                if self.stopping or len(self.active()) >= 2:
+                    driver.declineOffer(offer.id, filters=dict(refuse_seconds=1))
+                    continue
+                self.n += 1
+                task_id = f"f-{self.n}"
+                # Recorded before the ACCEPT: a crash in between leaves a
+                # launch that reconciliation reports unknown.
+                self.record(launch=task_id, agent=offer.agent_id.value)
+                self.latest[task_id] = (offer.agent_id.value, None)
+                t = Dict()
+                t.task_id.value = task_id
+                t.agent_id.value = offer.agent_id.value
+                t.name = task_id
+                t.command.value = f"echo ran >> {self.runs}/{task_id}; sleep {self.n % 6}"
+                t.resources = resources(0.05, 16)
+                driver.launchTasks(offer.id, [t], filters=dict(refuse_seconds=1))
+
+    def statusUpdate(self, driver, update):
+        with self.lock:
+            task_id = update.task_id.value
+            self.record(update=task_id, state=update.state, reason=update.get("reason"))
+            if task_id in self.latest:
+                self.latest[task_id] = (self.latest[task_id][0], update.state)
+
+
+def faults():
+    sched = Faults(os.environ["HISTORY"], os.environ["RUNS"])
+    f = framework("pymesos-faults", failover=3600, fid=sched.fid)
+    f.capabilities = [dict(type="PARTITION_AWARE")]
+    f.checkpoint = True
+    d = driver_for(sched, f)
+    last = time.time()
+    while not os.path.exists(os.environ["STOP"]):
+        time.sleep(0.5)
+        if time.time() - last > 10:
+            last = time.time()
+            try:
+                sched.reconcile(d)
+            except Exception as e:  # not connected now: the next round
+                print(f"reconcile: {e}", flush=True)
+    with sched.lock:
+        sched.stopping = True
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        with sched.lock:
+            if not sched.active():
+                break
+        try:
+            sched.reconcile(d)
+        except Exception as e:
+            print(f"reconcile: {e}", flush=True)
+        time.sleep(2)
+    with sched.lock:
+        sched.record(final={t: s for t, (_, s) in sched.latest.items()})
+    d.stop()
+    d.join()
+    print("pymesos faults: ok", flush=True)
+
+
 {"tour": tour, "start": start, "resume": resume, "greedy": greedy,
  "stateful": stateful, "stateful-write": lambda: stateful("write"),
  "stateful-read": lambda: stateful("read"), "reserved": reserved,
- "executor": executor, "group": group, "maintenance": maintenance}[mode]()
+ "executor": executor, "group": group, "maintenance": maintenance,
+ "faults": faults}[mode]()

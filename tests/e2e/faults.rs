@@ -1,7 +1,7 @@
 //! A short fault run with a fixed seed: three masters and two agents on
 //! hosts of their own (network namespaces), clients reading, writing and
-//! swapping variables, submitting tasks and running a Chronos job every
-//! 3 s while the nemesis kills,
+//! swapping variables, submitting tasks, changing Marathon apps, running
+//! a pymesos framework and a Chronos job every 3 s while the nemesis kills,
 //! pauses, partitions, loses and duplicates packets, steps a clock and
 //! fills a master's disk; then the checker. A violation
 //! prints the window of the history that breaks the rule; the same seed
@@ -35,6 +35,11 @@ async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_a
         registers: 3,
         register_clients: 4,
         task_clients: 1,
+        marathon_clients: 1,
+        pymesos: Some(wasmos_faults::framework::Pymesos {
+            python: root().join("target/pymesos/bin/python"),
+            script: root().join("tests/clients/pymesos_scheduler.py"),
+        }),
         heal_within: Duration::from_secs(90),
     };
     let report = wasmos_faults::run(cfg, |s| eprintln!("faults: {s}"))
@@ -60,7 +65,11 @@ async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_a
         report.register_ops >= 300
             && report.acked_tasks >= 10
             && report.runs >= 10
-            && report.chronos_runs >= 10,
+            && report.chronos_runs >= 10
+            && report.app_changes_acked >= 10
+            && report.marathon_runs >= 10
+            && report.framework_launched >= 10
+            && report.framework_runs >= 10,
         "{report}"
     );
 }

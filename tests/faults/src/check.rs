@@ -19,6 +19,10 @@ pub struct Finals {
     /// The Chronos job: when it was first due, when it was stopped (ms
     /// since the epoch), the instants its runs marked, and its counts.
     pub chronos: Option<ChronosFinal>,
+    /// Marathon's apps, the master's tasks of Marathon, the marks.
+    pub marathon: Option<crate::marathon::MarathonFinal>,
+    /// The external (pymesos) framework's history and marks.
+    pub framework: Option<crate::framework::FrameworkFinal>,
 }
 
 #[derive(Debug, Default)]
@@ -107,7 +111,7 @@ fn legal(a: &str, b: &str) -> bool {
     rank(b) >= rank(a)
 }
 
-fn illegal_step(seq: &[String]) -> Option<(usize, &str, &str)> {
+pub(crate) fn illegal_step(seq: &[String]) -> Option<(usize, &str, &str)> {
     seq.windows(2)
         .enumerate()
         .find(|(_, w)| !legal(&w[0], &w[1]))
@@ -267,6 +271,39 @@ pub fn check(events: &[Event], finals: &Finals) -> Vec<String> {
     if let Some(c) = &finals.chronos {
         check_chronos(c, &mut v);
     }
+    // 5. Marathon: every acknowledged app change survived, no task id ran
+    //    twice, nothing runs for it that no app lists.
+    if let Some(m) = &finals.marathon {
+        let mut changes: BTreeMap<String, Vec<crate::marathon::Change>> = BTreeMap::new();
+        for e in events {
+            if let Event::AppChange {
+                app,
+                op,
+                call,
+                outcome,
+                want,
+                answer,
+                ..
+            } = e
+            {
+                changes
+                    .entry(app.clone())
+                    .or_default()
+                    .push(crate::marathon::Change {
+                        op: *op,
+                        call: *call,
+                        outcome: *outcome,
+                        want: *want,
+                        answer,
+                    });
+            }
+        }
+        crate::marathon::check(&changes, m, &mut v);
+    }
+    // 6. The external framework: no task ran twice, every task ended.
+    if let Some(f) = &finals.framework {
+        crate::framework::check(f, &mut v);
+    }
     for (task, states) in &finals.statuses {
         if let Some((_, a, b)) = illegal_step(states) {
             v.push(format!(
@@ -309,6 +346,8 @@ mod tests {
             .into(),
             runs: [("t1".to_string(), 1)].into(),
             chronos: None,
+            marathon: None,
+            framework: None,
         };
         assert_eq!(check(&events, &finals), Vec::<String>::new());
     }
@@ -338,6 +377,8 @@ mod tests {
             .into(),
             runs: [("twice".to_string(), 2)].into(),
             chronos: None,
+            marathon: None,
+            framework: None,
         };
         let v = check(&events, &finals);
         assert_eq!(v.len(), 4, "{v:#?}");

@@ -16,6 +16,9 @@ use crate::net::Net;
 
 /// The port every master listens on, in its own network.
 pub const MASTER_PORT: u16 = 5050;
+/// The port of every master's plaintext listener (for pymesos, which
+/// speaks no TLS; frameworks authenticate with HTTP Basic on it).
+pub const PLAIN_PORT: u16 = 5052;
 /// The port every agent listens on.
 pub const AGENT_PORT: u16 = 5051;
 /// The management token the masters are bootstrapped with.
@@ -183,6 +186,8 @@ impl Cluster {
                     &setup.election_timeout_ms.to_string(),
                     "--peers",
                     &peers,
+                    "--plain-listen",
+                    &format!("{}:{PLAIN_PORT}", net.hosts[i].ip),
                 ]
                 .map(str::to_string)
                 .to_vec(),
@@ -543,6 +548,36 @@ impl Cluster {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Writes every running daemon's thread stacks (gdb, when installed)
+    /// to `<dir>/<host>.stacks`, for a run that found a violation: a daemon
+    /// that hangs can be diagnosed after it is stopped.
+    pub fn save_stacks(&self) {
+        for n in self.masters.iter().chain(&self.agents) {
+            let Some(pid) = n.proc.as_ref().and_then(Proc::pid) else {
+                continue;
+            };
+            let out = std::process::Command::new("gdb")
+                .args([
+                    "-p",
+                    &pid.to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt 30",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .map(|o| {
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                })
+                .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"));
+            let _ = std::fs::write(self.setup.dir.join(format!("{}.stacks", n.host)), out);
+        }
     }
 
     /// Stops every daemon as an operator would (SIGINT; the agents stop

@@ -36,6 +36,18 @@ pub enum Event {
         acked: bool,
         answer: String,
     },
+    /// A change to a Marathon app: what the client asked for (`want`:
+    /// the definition it leaves, `None` for a delete) and what came of it.
+    AppChange {
+        client: usize,
+        app: String,
+        op: crate::marathon::Op,
+        call: u64,
+        ret: u64,
+        outcome: crate::marathon::Outcome,
+        want: Option<crate::marathon::AppWant>,
+        answer: String,
+    },
     /// A valid request a master refused outright (4xx): nothing happened.
     Refused {
         client: usize,

@@ -12,8 +12,10 @@
 
 pub mod check;
 pub mod cluster;
+pub mod framework;
 pub mod history;
 pub mod linear;
+pub mod marathon;
 pub mod nemesis;
 pub mod net;
 pub mod workload;
@@ -44,6 +46,10 @@ pub struct Config {
     pub registers: usize,
     pub register_clients: usize,
     pub task_clients: usize,
+    /// Clients changing Marathon apps.
+    pub marathon_clients: usize,
+    /// The external framework (pymesos), when there is a Python with it.
+    pub pymesos: Option<framework::Pymesos>,
     /// How soon after the last fault the cluster must be whole again.
     pub heal_within: Duration,
 }
@@ -63,6 +69,17 @@ pub struct Report {
     /// The Chronos job's instants run, and its runs that failed.
     pub chronos_runs: usize,
     pub chronos_failed: u64,
+    /// Marathon app changes: made, acknowledged, of unknown outcome; and
+    /// the starts of the apps' tasks.
+    pub app_changes: usize,
+    pub app_changes_acked: usize,
+    pub app_changes_unknown: usize,
+    pub marathon_runs: usize,
+    /// The external framework's launches, its tasks' starts, and how many
+    /// times it was started again after a crash.
+    pub framework_launched: usize,
+    pub framework_runs: usize,
+    pub framework_restarts: usize,
     /// How many of exec's tasks ended in each state.
     pub ended: std::collections::BTreeMap<String, usize>,
     pub healed_in: Option<Duration>,
@@ -86,6 +103,16 @@ impl fmt::Display for Report {
             f,
             "chronos: {} runs, {} failed",
             self.chronos_runs, self.chronos_failed
+        )?;
+        writeln!(
+            f,
+            "marathon: {} app changes ({} acknowledged, {} of unknown outcome), {} task starts",
+            self.app_changes, self.app_changes_acked, self.app_changes_unknown, self.marathon_runs
+        )?;
+        writeln!(
+            f,
+            "framework (pymesos): {} launches, {} task starts, {} restarts after a crash",
+            self.framework_launched, self.framework_runs, self.framework_restarts
         )?;
         writeln!(
             f,
@@ -161,7 +188,9 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     ));
     c.wait_healthy(Duration::from_secs(90)).await?;
     let runs = cfg.setup.dir.join("runs");
-    std::fs::create_dir_all(&runs)?;
+    for d in ["exec", "framework"] {
+        std::fs::create_dir_all(runs.join(d))?;
+    }
     let rec = Recorder::new();
     let ctx = Ctx {
         masters: c.masters.iter().map(|m| m.url.clone()).collect(),
@@ -189,10 +218,35 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         clients.push(tokio::spawn(workload::tasks(
             ctx.clone(),
             i,
-            runs.clone(),
+            runs.join("exec"),
             cfg.seed ^ (2000 + i as u64),
         )));
     }
+    for i in 0..cfg.marathon_clients {
+        clients.push(tokio::spawn(marathon::client(
+            ctx.clone(),
+            100 + i,
+            runs.clone(),
+            cfg.seed ^ (4000 + i as u64),
+        )));
+    }
+    let framework = match &cfg.pymesos {
+        Some(p) => {
+            let secret = framework_principal(&ctx.http, &leader).await?;
+            let access = framework::Access {
+                master: format!("{}:{}", c.net.hosts[0].ip, cluster::PLAIN_PORT),
+                principal: FRAMEWORK_PRINCIPAL.into(),
+                secret,
+            };
+            Some(tokio::spawn(framework::supervise(
+                ctx.clone(),
+                p.clone(),
+                access,
+                cfg.setup.dir.clone(),
+            )))
+        }
+        None => None,
+    };
     clients.push(tokio::spawn(workload::observe(
         ctx.clone(),
         cfg.seed ^ 3000,
@@ -247,6 +301,10 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     for h in clients {
         let _ = h.await;
     }
+    let framework = match framework {
+        Some(h) => Some(h.await.context("the framework's supervisor panicked")?),
+        None => None,
+    };
     progress("clients stopped; final reads, waiting for the tasks to end");
     let http = c.client(Duration::from_secs(5))?;
     let leader = match c.leader(&http).await {
@@ -257,7 +315,22 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     for key in &keys {
         final_read(&ctx, &leader, key).await;
     }
-    let mut finals = settle(&http, &leader, &runs, &mut violations).await?;
+    let mut finals = settle(&http, &leader, &runs.join("exec"), &mut violations).await?;
+    if let Some(s) = framework {
+        finals.framework = Some(framework::read(&cfg.setup.dir, s)?);
+    }
+    if cfg.marathon_clients > 0 {
+        let m = marathon::settle(
+            &http,
+            &leader,
+            &runs,
+            Duration::from_secs(120),
+            &mut violations,
+        )
+        .await?;
+        marathon::clean_up(&http, &leader, &m).await;
+        finals.marathon = Some(m);
+    }
     finals.chronos = stop_chronos(
         &http,
         &leader,
@@ -266,8 +339,15 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         &mut violations,
     )
     .await?;
+    // Still whole at the end: no daemon hung or went away meanwhile.
+    if let Err(e) = c.wait_healthy(Duration::from_secs(30)).await {
+        violations.push(format!("after the checks: {e}"));
+    }
     let events = rec.events();
     violations.extend(check::check(&events, &finals));
+    if !violations.is_empty() {
+        c.save_stacks();
+    }
     let history = cfg.setup.dir.join("history.jsonl");
     std::fs::write(
         &history,
@@ -291,6 +371,35 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         runs: finals.runs.values().sum(),
         chronos_runs: finals.chronos.as_ref().map_or(0, |c| c.marks.len()),
         chronos_failed: finals.chronos.as_ref().map_or(0, |c| c.errors),
+        app_changes: count(&|e| matches!(e, Event::AppChange { .. })),
+        app_changes_acked: count(&|e| {
+            matches!(
+                e,
+                Event::AppChange {
+                    outcome: marathon::Outcome::Acked,
+                    ..
+                }
+            )
+        }),
+        app_changes_unknown: count(&|e| {
+            matches!(
+                e,
+                Event::AppChange {
+                    outcome: marathon::Outcome::Unknown,
+                    ..
+                }
+            )
+        }),
+        marathon_runs: finals.marathon.as_ref().map_or(0, |m| m.marks.len()),
+        framework_launched: finals.framework.as_ref().map_or(0, |f| f.launched.len()),
+        framework_runs: finals
+            .framework
+            .as_ref()
+            .map_or(0, |f| f.runs.values().sum()),
+        framework_restarts: finals
+            .framework
+            .as_ref()
+            .map_or(0, |f| f.supervised.restarts),
         ended: finals.exec.values().fold(Default::default(), |mut m, s| {
             *m.entry(s.clone()).or_default() += 1;
             m
@@ -300,6 +409,39 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     };
     std::fs::write(cfg.setup.dir.join("report.txt"), report.to_string())?;
     Ok(report)
+}
+
+/// The principal the external framework runs as.
+const FRAMEWORK_PRINCIPAL: &str = "pyfw";
+
+/// Makes the framework's principal (a policy that may run frameworks named
+/// `pymesos-*`, and a user with a password) through `leader`; returns the
+/// password.
+async fn framework_principal(http: &reqwest::Client, leader: &str) -> Result<String> {
+    let secret = "pyfw-faults-password-1".to_string();
+    let calls = [
+        (
+            format!("{leader}/api/wasmos/v1/acl/policies/{FRAMEWORK_PRINCIPAL}"),
+            serde_json::json!({"rules": [
+                {"area": "frameworks", "prefix": "pymesos-", "access": "write"},
+                {"area": "roles", "prefix": "", "access": "read"},
+            ]}),
+        ),
+        (
+            format!("{leader}/api/wasmos/v1/acl/users/{FRAMEWORK_PRINCIPAL}"),
+            serde_json::json!({"password": secret, "policies": [FRAMEWORK_PRINCIPAL]}),
+        ),
+    ];
+    for (url, body) in calls {
+        let r = http.put(&url).json(&body).send().await?;
+        let code = r.status();
+        anyhow::ensure!(
+            code.is_success(),
+            "PUT {url}: {code} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(secret)
 }
 
 fn now_ms() -> u64 {
@@ -419,9 +561,6 @@ async fn settle(
     let mut marks = std::collections::BTreeMap::new();
     for e in std::fs::read_dir(runs)? {
         let e = e?;
-        if e.file_name() == "chronos-beat" {
-            continue;
-        }
         let n = std::fs::read_to_string(e.path())?.lines().count();
         marks.insert(e.file_name().to_string_lossy().into_owned(), n);
     }
@@ -430,5 +569,7 @@ async fn settle(
         statuses,
         runs: marks,
         chronos: None,
+        marathon: None,
+        framework: None,
     })
 }

@@ -28,16 +28,16 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
     }
-    fn master(&self, rng: &mut ChaCha8Rng) -> &str {
+    pub(crate) fn master(&self, rng: &mut ChaCha8Rng) -> &str {
         &self.masters[rng.random_range(0..self.masters.len())]
     }
 }
 
 /// What a request came to.
-enum Answer {
+pub(crate) enum Answer {
     /// An HTTP answer.
     Status(u16, Value),
     /// Never reached a master that could act on it: nothing happened.
@@ -49,7 +49,12 @@ enum Answer {
 /// Sends a request, following followers' redirects to the leader by hand
 /// (as the CLI does): an HTTP client following a redirect to another host
 /// drops the Authorization header.
-async fn send(http: &reqwest::Client, method: Method, url: &str, body: Option<&Value>) -> Answer {
+pub(crate) async fn send(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    body: Option<&Value>,
+) -> Answer {
     let mut url = url.to_string();
     for _ in 0..4 {
         let mut r = http.request(method.clone(), &url);
