@@ -23,6 +23,8 @@ pub(crate) enum Loaded {
 struct Entry {
     meta: AgentPlugin,
     loaded: Loaded,
+    /// Its health as last read, reported while a call holds the plugin.
+    last: Mutex<(PluginHealth, Option<String>)>,
 }
 
 /// The agent's plugins.
@@ -78,18 +80,34 @@ impl Plugins {
         }
     }
 
-    /// Each plugin's health, for the agent's state.
+    /// Each plugin's health, for the agent's state and heartbeats. Never
+    /// waits for a plugin: one busy in a call (a COMMAND health check
+    /// holds its instance while the command runs, which needs the async
+    /// runtime this is called from) is reported as it was last read.
     pub(crate) fn report(&self) -> Vec<(String, PluginHealth, Option<String>)> {
         self.entries()
             .iter()
             .map(|(n, e)| {
-                let (h, err) = match &e.loaded {
-                    Loaded::Isolator(i) => i.lock().unwrap_or_else(|p| p.into_inner()).health(),
-                    Loaded::Health(h) => h.lock().unwrap_or_else(|p| p.into_inner()).health(),
+                let now = match &e.loaded {
+                    Loaded::Isolator(i) => read_now(i, IsolatorInstance::health),
+                    Loaded::Health(h) => read_now(h, HealthCheckInstance::health),
                 };
-                (n.clone(), h, err)
+                let mut last = e.last.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(h) = now {
+                    *last = h;
+                }
+                (n.clone(), last.0.clone(), last.1.clone())
             })
             .collect()
+    }
+}
+
+/// `f` of the plugin behind `m`, unless a call holds it now.
+fn read_now<T, R>(m: &Mutex<T>, f: impl FnOnce(&T) -> R) -> Option<R> {
+    match m.try_lock() {
+        Ok(g) => Some(f(&g)),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(f(&p.into_inner())),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 
@@ -197,16 +215,27 @@ impl Agent {
             match current {
                 Some(c) if c == meta => continue,
                 Some(c) if c.digest == meta.digest => {
-                    // Only the configuration changed: restart the instance.
-                    if let Some(e) = self.plugins.entries().get_mut(&meta.name) {
-                        match &e.loaded {
-                            Loaded::Isolator(i) => {
-                                let _ = i.lock().map(|mut i| i.reset(meta.config.clone()));
-                            }
-                            Loaded::Health(h) => {
-                                let _ = h.lock().map(|mut h| h.reset(meta.config.clone()));
-                            }
+                    // Only the configuration changed: restart the instance
+                    // (locked with the list released: a health check holds
+                    // its instance while its command runs).
+                    let loaded = self
+                        .plugins
+                        .entries()
+                        .get(&meta.name)
+                        .map(|e| match &e.loaded {
+                            Loaded::Isolator(i) => Loaded::Isolator(i.clone()),
+                            Loaded::Health(h) => Loaded::Health(h.clone()),
+                        });
+                    match loaded {
+                        Some(Loaded::Isolator(i)) => {
+                            let _ = i.lock().map(|mut i| i.reset(meta.config.clone()));
                         }
+                        Some(Loaded::Health(h)) => {
+                            let _ = h.lock().map(|mut h| h.reset(meta.config.clone()));
+                        }
+                        None => {}
+                    }
+                    if let Some(e) = self.plugins.entries().get_mut(&meta.name) {
                         e.meta = meta.clone();
                     }
                     continue;
@@ -251,9 +280,14 @@ impl Agent {
             match loaded {
                 Ok(loaded) => {
                     tracing::info!(plugin = %meta.name, version = %meta.version, "plugin loaded");
-                    self.plugins
-                        .entries()
-                        .insert(meta.name.clone(), Entry { meta, loaded });
+                    self.plugins.entries().insert(
+                        meta.name.clone(),
+                        Entry {
+                            meta,
+                            loaded,
+                            last: Mutex::new((PluginHealth::Healthy, None)),
+                        },
+                    );
                 }
                 Err(e) => tracing::error!(plugin = %meta.name, error = %e, "cannot load plugin"),
             }
