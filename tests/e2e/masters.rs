@@ -344,6 +344,51 @@ async fn a_leader_cut_off_cannot_commit_and_rejoins_as_a_follower() {
     wait_same_log(&m).await;
 }
 
+/// A framework subscribed to a leader that loses its leadership sees its
+/// stream end, so that it subscribes again — to the new leader. (A stream
+/// left open and silent kept a pymesos framework sending its calls to a
+/// follower until the end of a fault run.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_steps_down_ends_its_frameworks_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Masters::start(3, dir.path()).await;
+    let (leader, _) = m.wait_leader(&[1, 2, 3], None).await;
+    let _agent = start_agent(&m, dir.path()).await;
+    wait_ready(&Api::new(&m.url(leader))).await;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let ip = |id: u64| m.ips[(id - 1) as usize].clone();
+    let other_ips: Vec<String> = others.iter().map(|id| ip(*id)).collect();
+    let other_refs: Vec<&str> = other_ips.iter().map(String::as_str).collect();
+
+    let http = wasmos_tests::client_for(&m.url(leader)).build().unwrap();
+    let resp = http
+        .post(format!("{}/api/v1/scheduler", m.url(leader)))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"type": "SUBSCRIBE", "subscribe": {"framework_info":
+                {"user": "", "name": "step-down-watcher", "failover_timeout": 600.0}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(resp.status(), 200);
+    let mut events = wasmos_tests::RecordIo::new(resp.bytes_stream());
+    let first: serde_json::Value = serde_json::from_slice(&events.next(DEADLINE).await).unwrap();
+    assert_eq!(first["type"], "SUBSCRIBED", "{first}");
+
+    // Cut off, the leader goes on believing it leads while the others
+    // elect a newer one; once the cut heals it hears of the newer term and
+    // steps down.
+    let cut = Cut::between(&ip(leader), &other_refs);
+    m.wait_leader(&others, Some(leader)).await;
+    cut.heal();
+    assert!(
+        events.ends_within(DEADLINE).await,
+        "the subscription to a master that no longer leads stayed open"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_leader_does_nothing_with_its_stale_term() {
     let dir = tempfile::tempdir().unwrap();

@@ -666,6 +666,22 @@ where
     }
 }
 
+impl<S, E> RecordIo<S>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    /// Whether the stream ends (cleanly or cut) within `deadline`; any
+    /// records before its end are skipped.
+    pub async fn ends_within(&mut self, deadline: Duration) -> bool {
+        use futures::StreamExt as _;
+        tokio::time::timeout(deadline, async {
+            while let Some(Ok(_)) = self.stream.next().await {}
+        })
+        .await
+        .is_ok()
+    }
+}
+
 /// A JSON API client for assertions.
 #[derive(Debug, Clone)]
 pub struct Api {

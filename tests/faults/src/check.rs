@@ -111,11 +111,25 @@ fn legal(a: &str, b: &str) -> bool {
     rank(b) >= rank(a)
 }
 
+/// The first step of `seq` that breaks the life cycle: its index, the
+/// state it is measured from and the state it went to. TASK_UNREACHABLE is
+/// a detour, not a stage: a task whose agent comes back reports the state
+/// it is really in (a launch still STARTING, say), so each state is
+/// measured from the last one before any TASK_UNREACHABLE; nothing follows
+/// a terminal state.
 pub(crate) fn illegal_step(seq: &[String]) -> Option<(usize, &str, &str)> {
-    seq.windows(2)
-        .enumerate()
-        .find(|(_, w)| !legal(&w[0], &w[1]))
-        .map(|(i, w)| (i + 1, w[0].as_str(), w[1].as_str()))
+    let mut from = seq.first()?.as_str();
+    for (i, s) in seq.iter().enumerate().skip(1) {
+        let s = s.as_str();
+        if s == "TASK_UNREACHABLE" && !TERMINAL.contains(&from) {
+            continue;
+        }
+        if !legal(from, s) {
+            return Some((i, from, s));
+        }
+        from = s;
+    }
+    None
 }
 
 fn ms(ns: u64) -> String {
@@ -420,6 +434,32 @@ mod tests {
         assert!(v[1].contains("1004000, which is no instant"));
         assert!(v[2].contains("whole again never ran: [1009000]"));
         assert!(v[3].contains("8 runs succeeded but only 7 instants"));
+    }
+
+    #[test]
+    fn an_unreachable_detour_is_measured_from_the_state_before_it() {
+        let seq = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Back from an agent's partition, a launch still starting.
+        assert_eq!(
+            illegal_step(&seq(&[
+                "TASK_STAGING",
+                "TASK_UNREACHABLE",
+                "TASK_STARTING",
+                "TASK_RUNNING",
+                "TASK_FINISHED",
+            ])),
+            None
+        );
+        // Running before the detour, starting after it: backwards.
+        assert_eq!(
+            illegal_step(&seq(&["TASK_RUNNING", "TASK_UNREACHABLE", "TASK_STARTING"])),
+            Some((2, "TASK_RUNNING", "TASK_STARTING"))
+        );
+        // Nothing after a terminal state, not even unreachable.
+        assert_eq!(
+            illegal_step(&seq(&["TASK_FINISHED", "TASK_UNREACHABLE"])),
+            Some((1, "TASK_FINISHED", "TASK_UNREACHABLE"))
+        );
     }
 
     #[test]
