@@ -118,16 +118,18 @@ fn legal(a: &str, b: &str) -> bool {
 /// measured from the last one before any TASK_UNREACHABLE; nothing follows
 /// a terminal state.
 pub(crate) fn illegal_step(seq: &[String]) -> Option<(usize, &str, &str)> {
-    let mut from = seq.first()?.as_str();
-    for (i, s) in seq.iter().enumerate().skip(1) {
+    let mut from: Option<&str> = None;
+    for (i, s) in seq.iter().enumerate() {
         let s = s.as_str();
-        if s == "TASK_UNREACHABLE" && !TERMINAL.contains(&from) {
+        if s == "TASK_UNREACHABLE" && from.is_none_or(|f| !TERMINAL.contains(&f)) {
             continue;
         }
-        if !legal(from, s) {
-            return Some((i, from, s));
+        if let Some(f) = from
+            && !legal(f, s)
+        {
+            return Some((i, f, s));
         }
-        from = s;
+        from = Some(s);
     }
     None
 }
@@ -447,6 +449,15 @@ mod tests {
                 "TASK_STARTING",
                 "TASK_RUNNING",
                 "TASK_FINISHED",
+            ])),
+            None
+        );
+        // A framework may hear of a task first as unreachable.
+        assert_eq!(
+            illegal_step(&seq(&[
+                "TASK_UNREACHABLE",
+                "TASK_STARTING",
+                "TASK_FINISHED"
             ])),
             None
         );

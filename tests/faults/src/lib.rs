@@ -203,6 +203,20 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
     let leader = c.masters[c.leader(&ctx.http).await.map_or(0, |(l, _)| l)]
         .url
         .clone();
+    // exec forgets all but its last 1,000 ended tasks by default; a long
+    // run checks every one it submitted.
+    let r = ctx
+        .http
+        .patch(format!("{leader}/api/wasmos/v1/plugins/exec/config"))
+        .json(&serde_json::json!({"max_finished": "10000000"}))
+        .send()
+        .await?;
+    let code = r.status();
+    anyhow::ensure!(
+        code.is_success(),
+        "configuring exec to keep every ended task: {code} {}",
+        r.text().await.unwrap_or_default()
+    );
     workload::chronos_job(&ctx.http, &leader, &runs, chronos_start, false).await?;
     let keys: Vec<String> = (0..cfg.registers).map(|i| format!("faults/r{i}")).collect();
     let mut clients = Vec::new();
