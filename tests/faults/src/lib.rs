@@ -205,12 +205,14 @@ async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Resul
         .clone();
     // exec forgets all but its last 1,000 ended tasks by default; a long
     // run checks every one it submitted.
-    let r = ctx
-        .http
+    // (Restarting the plugin may compile it first: a minute, not 3 s.)
+    let r = c
+        .client(Duration::from_secs(60))?
         .patch(format!("{leader}/api/wasmos/v1/plugins/exec/config"))
         .json(&serde_json::json!({"max_finished": "10000000"}))
         .send()
-        .await?;
+        .await
+        .context("configuring exec to keep every ended task")?;
     let code = r.status();
     anyhow::ensure!(
         code.is_success(),
