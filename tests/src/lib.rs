@@ -241,24 +241,7 @@ where
 /// Every thread's stack of a stuck daemon (with gdb, when installed), so
 /// that a start that hangs can be diagnosed from the test's output.
 fn thread_stacks(pid: u32) -> String {
-    std::process::Command::new("gdb")
-        .args([
-            "-p",
-            &pid.to_string(),
-            "-batch",
-            "-ex",
-            "thread apply all bt 30",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map(|o| {
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
-        })
-        .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"))
+    wasmos_faults::cluster::thread_stacks(pid)
 }
 
 /// A daemon process (`up`, `master` or `agent`). Killed when dropped; its

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query};
@@ -40,9 +39,6 @@ pub struct VarView {
 struct PutVar {
     items: BTreeMap<String, String>,
 }
-
-/// How long a read waits for a majority to confirm this master leads.
-const CONFIRM_WITHIN: Duration = Duration::from_secs(2);
 
 pub fn routes() -> Router<Arc<Node>> {
     Router::new()
@@ -76,27 +72,23 @@ async fn list(
         )));
     }
     let prefix = q.get("prefix").cloned().unwrap_or_default();
-    Ok(ApiJson(
-        l.store
-            .read_latest(CONFIRM_WITHIN, |s| {
-                s.vars
-                    .range(prefix.clone()..)
-                    .take_while(|(p, _)| p.starts_with(&prefix))
-                    .map(|(p, v)| VarView {
-                        path: p.clone(),
-                        items: None,
-                        create_index: v.create_index,
-                        modify_index: v.modify_index,
-                    })
-                    .collect()
+    Ok(ApiJson(l.store.read(|s| {
+        s.vars
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, v)| VarView {
+                path: p.clone(),
+                items: None,
+                create_index: v.create_index,
+                modify_index: v.modify_index,
             })
-            .await?,
-    ))
+            .collect()
+    })))
 }
 
 async fn read(Lead(l): Lead, Path(path): Path<String>) -> ApiResult<ApiJson<VarView>> {
     l.store
-        .read_latest(CONFIRM_WITHIN, |s| {
+        .read(|s| {
             s.vars.get(&path).map(|v| VarView {
                 path: path.clone(),
                 items: Some(v.items.clone()),
@@ -104,7 +96,6 @@ async fn read(Lead(l): Lead, Path(path): Path<String>) -> ApiResult<ApiJson<VarV
                 modify_index: v.modify_index,
             })
         })
-        .await?
         .map(ApiJson)
         .ok_or_else(|| ApiError::NotFound(format!("no variable {path}")))
 }

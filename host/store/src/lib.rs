@@ -467,20 +467,6 @@ impl Store {
         self.leadership.clone()
     }
 
-    /// Reads the state as the cluster's latest: a majority first confirms
-    /// that this master still leads (raft's ReadIndex) and it applies
-    /// everything committed so far. A leader cut off from the others, which
-    /// has not noticed yet, answers `Unconfirmed` after `within` rather than
-    /// an old state that a newer leader has moved past.
-    pub async fn read_latest<R>(
-        &self,
-        within: Duration,
-        f: impl FnOnce(&State) -> R,
-    ) -> Result<R, StoreError> {
-        self.confirm_latest(within).await?;
-        Ok(self.read(f))
-    }
-
     /// Confirms that this master still leads and has applied everything
     /// committed so far, so that what it reads next is the cluster's latest.
     /// A majority's acknowledgement younger than the leader lease (one

@@ -558,24 +558,7 @@ impl Cluster {
             let Some(pid) = n.proc.as_ref().and_then(Proc::pid) else {
                 continue;
             };
-            let out = std::process::Command::new("gdb")
-                .args([
-                    "-p",
-                    &pid.to_string(),
-                    "-batch",
-                    "-ex",
-                    "thread apply all bt 30",
-                ])
-                .stdin(Stdio::null())
-                .output()
-                .map(|o| {
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&o.stdout),
-                        String::from_utf8_lossy(&o.stderr)
-                    )
-                })
-                .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"));
+            let out = thread_stacks(pid.as_raw() as u32);
             let _ = std::fs::write(self.setup.dir.join(format!("{}.stacks", n.host)), out);
         }
     }
@@ -609,6 +592,29 @@ impl Drop for Cluster {
             let _ = sh("umount", &["-l", d.to_str().expect("a UTF-8 path")]);
         }
     }
+}
+
+/// Every thread's stack of a daemon (with gdb, when installed): for a
+/// daemon that hangs.
+pub fn thread_stacks(pid: u32) -> String {
+    std::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_else(|e| format!("(no stacks: gdb: {e})"))
 }
 
 /// A master or an agent, by index.
