@@ -1134,21 +1134,16 @@ impl Leader {
                     )
                 })
                 .collect();
-            let back: Vec<TaskStatus> = reported
-                .iter()
-                .filter(|(id, st)| {
-                    **st == TaskState::Running
-                        && s.tasks.get(*id).is_some_and(|t| {
-                            t.state() == TaskState::Unreachable && t.agent_id == agent_id
-                        })
-                })
-                .map(|(id, _)| {
+            let back: Vec<TaskStatus> = s
+                .tasks_back_on(&agent_id, reported.iter().map(|(id, st)| (id.clone(), *st)))
+                .into_iter()
+                .map(|(id, state)| {
                     master_status(
-                        id,
+                        &id,
                         Some(&agent_id),
-                        TaskState::Running,
+                        state,
                         Reason::ReasonAgentReregistered,
-                        format!("agent {agent_id} registered again and the task is running"),
+                        format!("agent {agent_id} registered again and the task is {state}"),
                         now,
                     )
                 })
@@ -1180,7 +1175,7 @@ impl Leader {
                 .await?;
         }
         if !back.is_empty() {
-            tracing::info!(agent = %agent_id, count = back.len(), "unreachable tasks are running again");
+            tracing::info!(agent = %agent_id, count = back.len(), "unreachable tasks are live again");
             self.store
                 .propose(
                     back.into_iter()

@@ -267,6 +267,15 @@ impl TaskRecord {
         self.status().state
     }
 
+    /// The last state the task was seen in before it became unreachable.
+    pub fn state_before_unreachable(&self) -> Option<TaskState> {
+        self.statuses
+            .iter()
+            .rev()
+            .map(|s| s.state)
+            .find(|s| *s != TaskState::Unreachable)
+    }
+
     fn knows_update(&self, uuid: &uuid::Uuid) -> bool {
         self.statuses.iter().any(|s| &s.uuid == uuid)
             || self.pending.iter().any(|s| &s.uuid == uuid)
@@ -1957,6 +1966,30 @@ impl State {
         self.tasks
             .values()
             .filter(move |t| &t.agent_id == agent && !t.state().is_terminal())
+    }
+
+    /// The unreachable tasks of a returning agent that are live again at
+    /// once, each with the state the agent reports: only those it reports
+    /// in the state this master last saw them in. A task the agent reports
+    /// further along has updates on their way (the agent retries them until
+    /// acknowledged) that carry it there in order; marking it RUNNING now
+    /// would put that RUNNING before its own STARTING.
+    pub fn tasks_back_on(
+        &self,
+        agent: &AgentId,
+        reported: impl IntoIterator<Item = (TaskId, TaskState)>,
+    ) -> Vec<(TaskId, TaskState)> {
+        reported
+            .into_iter()
+            .filter(|(id, state)| {
+                !state.is_terminal()
+                    && self.tasks.get(id).is_some_and(|t| {
+                        &t.agent_id == agent
+                            && t.state() == TaskState::Unreachable
+                            && t.state_before_unreachable() == Some(*state)
+                    })
+            })
+            .collect()
     }
 }
 

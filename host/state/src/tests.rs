@@ -227,6 +227,68 @@ fn a_retried_status_update_is_applied_once() {
 }
 
 #[test]
+fn a_returning_agents_tasks_are_live_again_only_in_the_state_last_seen() {
+    let (mut s, agent) = with_task();
+    let id = |n: &str| TaskId::new(n).unwrap();
+    let r = s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: agent.clone(),
+        tasks: vec![spec("t2"), spec("t3")],
+        staging_uuids: vec![uuid(101), uuid(102)],
+        now: 2.0,
+    });
+    assert!(matches!(r, Response::TasksLaunched { ref rejected, .. } if rejected.is_empty()));
+    // t1 was seen RUNNING, t2 STARTING, t3 only STAGING; then the agent fell silent.
+    for (n, (task, state)) in [
+        ("t1", TaskState::Starting),
+        ("t1", TaskState::Running),
+        ("t2", TaskState::Starting),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.apply(Command::StatusUpdate {
+            status: status(task, state, n as u128 + 1),
+        });
+    }
+    for (n, task) in ["t1", "t2", "t3"].into_iter().enumerate() {
+        let mut st = status(task, TaskState::Unreachable, n as u128 + 10);
+        st.source = Source::Master;
+        s.apply(Command::StatusUpdate { status: st });
+    }
+    assert_eq!(
+        s.tasks[&id("t2")].state_before_unreachable(),
+        Some(TaskState::Starting)
+    );
+    // Back, the agent reports all three RUNNING: t2 and t3 have STARTING
+    // and RUNNING updates on their way, so only t1 is live again now.
+    let reported = ["t1", "t2", "t3"].map(|t| (id(t), TaskState::Running));
+    assert_eq!(
+        s.tasks_back_on(&agent, reported),
+        vec![(id("t1"), TaskState::Running)]
+    );
+    // A task reported in the state last seen is live again in that state,
+    // whatever it is; one that ended is not (its update says how).
+    let reported = [
+        (id("t2"), TaskState::Starting),
+        (id("t3"), TaskState::Finished),
+    ];
+    assert_eq!(
+        s.tasks_back_on(&agent, reported.clone()),
+        vec![(id("t2"), TaskState::Starting)]
+    );
+    // Only tasks of that agent, and only unreachable ones.
+    let other = AgentId::new("other").unwrap();
+    assert!(s.tasks_back_on(&other, reported).is_empty());
+    let running = status("t1", TaskState::Running, 20);
+    s.apply(Command::StatusUpdate { status: running });
+    assert!(
+        s.tasks_back_on(&agent, [(id("t1"), TaskState::Running)])
+            .is_empty()
+    );
+}
+
+#[test]
 fn updates_after_a_terminal_state_are_dropped() {
     let (mut s, _) = with_task();
     s.apply(Command::StatusUpdate {
