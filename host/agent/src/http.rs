@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, extract::rejection::JsonRejection};
 use serde_json::json;
-use wasmos_core::TaskId;
 use wasmos_core::protocol::{self, ExecutorMessage, KillTask, LaunchTasks, ShutdownExecutor};
+use wasmos_core::{AgentId, TaskId};
 use wasmos_tls::{Identity, Peer};
 
 use crate::Agent;
@@ -99,6 +99,9 @@ async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>
         Ok(m) => m,
         Err(r) => return *r,
     };
+    if let Err((code, why)) = addressed_here(a.agent_id().as_ref(), msg.agent_id.as_ref()) {
+        return error(code, why);
+    }
     for t in &msg.tasks {
         if let Err(e) = t.validate() {
             return error(StatusCode::BAD_REQUEST, e.to_string());
@@ -115,6 +118,30 @@ async fn launch(State(a): Shared, body: Result<Json<LaunchTasks>, JsonRejection>
     // Tasks for subscribed executors go now, a group as one LAUNCH_GROUP.
     a.hand_over_all();
     StatusCode::ACCEPTED.into_response()
+}
+
+/// Whether a launch for agent `want` may run on this agent, `me`: not on
+/// another agent at the same address (the machine registered anew after a
+/// reboot: 409, and the master ends what that agent had); not yet while
+/// this agent registers (503: the master retries).
+fn addressed_here(
+    me: Option<&AgentId>,
+    want: Option<&AgentId>,
+) -> Result<(), (StatusCode, String)> {
+    match (me, want) {
+        (_, None) => Ok(()),
+        (None, Some(want)) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("tasks for agent {want}: this agent is still registering"),
+        )),
+        (Some(me), Some(want)) if me != want => Err((
+            StatusCode::CONFLICT,
+            format!(
+                "these tasks were given to agent {want}, and this is agent {me}: the machine registered anew (after a reboot), and the master ends what {want} had"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn kill(State(a): Shared, body: Result<Json<KillTask>, JsonRejection>) -> Response {
@@ -287,5 +314,30 @@ async fn files_op(
             StatusCode::NOT_FOUND,
             format!("no files/{other}; use files/read or files/browse"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_runs_only_on_the_agent_it_was_given_to() {
+        let id = |s: &str| AgentId::new(s).unwrap();
+        let (me, old) = (id("c-S2"), id("c-S1"));
+        assert!(addressed_here(Some(&me), Some(&me)).is_ok());
+        assert!(
+            addressed_here(Some(&me), None).is_ok(),
+            "an older master names none"
+        );
+        let (code, why) = addressed_here(Some(&me), Some(&old)).unwrap_err();
+        assert_eq!(code, StatusCode::CONFLICT);
+        assert!(why.contains("c-S1") && why.contains("c-S2"), "{why}");
+        let (code, _) = addressed_here(None, Some(&old)).unwrap_err();
+        assert_eq!(
+            code,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "retried, not dropped"
+        );
     }
 }

@@ -279,6 +279,10 @@ pub struct StatusUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchTasks {
     pub term: u64,
+    /// The agent the tasks were given to: another agent at the same
+    /// address (the machine rebooted and registered anew) refuses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
     pub framework_id: FrameworkId,
     pub tasks: Vec<TaskSpec>,
 }

@@ -51,6 +51,7 @@ impl Leader {
                 let endpoint = me.agent_endpoint(&agent_id);
                 let msg = LaunchTasks {
                     term: me.term,
+                    agent_id: Some(agent_id.clone()),
                     framework_id: framework_id.clone(),
                     tasks: staging,
                 };

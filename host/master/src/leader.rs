@@ -14,7 +14,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 use wasmos_core::protocol::{self, RegisterAgent, Registered};
 use wasmos_core::{
-    AgentId, AgentState, FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState, TaskStatus,
+    AgentId, AgentInfo, AgentState, FrameworkId, Reason, Source, TaskId, TaskSpec, TaskState,
+    TaskStatus,
 };
 use wasmos_runtime::PluginRuntime;
 use wasmos_runtime::placement::PlacementService;
@@ -1071,12 +1072,13 @@ impl Leader {
             )));
         }
         let endpoint = info.endpoint.trim_end_matches('/').to_string();
+        let anew = req.agent_id.is_none();
         let r = self
             .store
             .propose_one(Command::RegisterAgent {
                 agent_id: req.agent_id,
-                info,
-                principal,
+                info: info.clone(),
+                principal: principal.clone(),
                 now: now_secs(),
             })
             .await?;
@@ -1088,6 +1090,10 @@ impl Leader {
             Response::Rejected { reason } => return Err(MasterError::Invalid(reason)),
             other => return Err(MasterError::Unexpected(format!("{other:?}"))),
         };
+        if anew {
+            self.replace_rebooted(&agent_id, &info, principal.as_deref())
+                .await?;
+        }
         self.agents
             .connect(agent_id.clone(), endpoint, Instant::now(), req.bound_ports);
 
@@ -1199,6 +1205,48 @@ impl Leader {
             plugins: self.agent_plugins().1,
             volumes,
         })
+    }
+
+    /// A machine that rebooted registers as a new agent; the agent it was
+    /// before is gone for good, and so is everything it ran (Mesos removes
+    /// an agent whose address registers anew): its live tasks become
+    /// TASK_GONE (TASK_LOST for frameworks that are not partition aware)
+    /// now, not after the unreachable window.
+    async fn replace_rebooted(
+        &self,
+        agent_id: &AgentId,
+        info: &AgentInfo,
+        principal: Option<&str>,
+    ) -> Result<(), MasterError> {
+        let now = now_secs();
+        let commands: Vec<Command> = self.store.read(|s| {
+            s.replaced_by(info, principal)
+                .into_iter()
+                .filter(|old| old != agent_id)
+                .flat_map(|old| {
+                    tracing::warn!(agent = %agent_id, %old, host = %info.hostname, "the machine rebooted: its earlier agent and that agent's tasks are gone");
+                    let ended = ended_on_agent(
+                        s,
+                        &old,
+                        TaskState::Gone,
+                        Reason::ReasonAgentRestarted,
+                        &format!(
+                            "the machine of agent {old} rebooted and registered again as agent {agent_id}"
+                        ),
+                        now,
+                    );
+                    std::iter::once(Command::SetAgentState {
+                        agent_id: old,
+                        state: AgentState::Gone,
+                    })
+                    .chain(ended)
+                })
+                .collect()
+        });
+        if !commands.is_empty() {
+            self.store.propose(commands).await?;
+        }
+        Ok(())
     }
 
     /// The persistent volumes an agent holds, by directory name.

@@ -789,11 +789,18 @@ impl State {
                 }
                 Some(a) => {
                     a.state = state;
-                    // Gone is final: so is the agent's certificate.
+                    // Gone is final: so is the agent's certificate,
+                    // unless the same machine already serves under a new
+                    // id with it (it rebooted).
                     if state == AgentState::Gone
-                        && let Some(p) = &a.principal
+                        && let Some(p) = a.principal.clone()
+                        && !self.agents.values().any(|o| {
+                            o.id != agent_id
+                                && o.state != AgentState::Gone
+                                && o.principal.as_ref() == Some(&p)
+                        })
                     {
-                        self.revoked_agents.insert(p.clone(), agent_id);
+                        self.revoked_agents.insert(p, agent_id);
                     }
                     Response::Ok
                 }
@@ -1966,6 +1973,28 @@ impl State {
         self.tasks
             .values()
             .filter(move |t| &t.agent_id == agent && !t.state().is_terminal())
+    }
+
+    /// The agents a machine registering anew (no agent id) replaces: the
+    /// same machine under an earlier boot. It is the same machine when it
+    /// presents the same certificate (the agent keeps it in its data
+    /// directory), or, with no certificates (--insecure), when it has the
+    /// same hostname and endpoint. Only a changed boot id counts: after a
+    /// reboot nothing the old agent ran is left, while a new registration
+    /// on the same boot (its identity file lost) may have tasks running.
+    pub fn replaced_by(&self, info: &AgentInfo, principal: Option<&str>) -> Vec<AgentId> {
+        let endpoint = |e: &str| e.trim_end_matches('/').to_string();
+        self.agents
+            .values()
+            .filter(|a| a.state != AgentState::Gone && a.info.boot_id != info.boot_id)
+            .filter(|a| a.info.hostname == info.hostname)
+            .filter(|a| match (a.principal.as_deref(), principal) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                (None, None) => endpoint(&a.info.endpoint) == endpoint(&info.endpoint),
+                _ => false,
+            })
+            .map(|a| a.id.clone())
+            .collect()
     }
 
     /// The unreachable tasks of a returning agent that are live again at

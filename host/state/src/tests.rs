@@ -289,6 +289,80 @@ fn a_returning_agents_tasks_are_live_again_only_in_the_state_last_seen() {
 }
 
 #[test]
+fn a_machine_that_rebooted_replaces_its_earlier_agent_and_keeps_its_certificate() {
+    let mut s = State::default();
+    let register = |s: &mut State, boot: &str, principal: Option<&str>, endpoint: &str| {
+        let info = AgentInfo {
+            boot_id: boot.into(),
+            endpoint: endpoint.into(),
+            ..agent_info()
+        };
+        let Response::AgentRegistered { agent_id, .. } = s.apply(Command::RegisterAgent {
+            agent_id: None,
+            info,
+            principal: principal.map(str::to_string),
+            now: 1.0,
+        }) else {
+            panic!("agent not registered")
+        };
+        agent_id
+    };
+    let info = |boot: &str, endpoint: &str| AgentInfo {
+        boot_id: boot.into(),
+        endpoint: endpoint.into(),
+        ..agent_info()
+    };
+    let first = register(&mut s, "boot-1", Some("cert-a"), "https://h1:5051");
+    let other = register(&mut s, "boot-1", Some("cert-b"), "https://h1:5052");
+    // The same certificate on a new boot: the same machine, rebooted.
+    assert_eq!(
+        s.replaced_by(&info("boot-2", "https://h1:5051/"), Some("cert-a")),
+        vec![first.clone()]
+    );
+    // On the same boot its tasks may still run; another certificate is
+    // another machine (whatever its endpoint).
+    assert!(
+        s.replaced_by(&info("boot-1", "https://h1:5051"), Some("cert-a"))
+            .is_empty()
+    );
+    assert!(
+        s.replaced_by(&info("boot-2", "https://h1:5051"), Some("cert-c"))
+            .is_empty()
+    );
+    // Without certificates: the same hostname and endpoint.
+    let plain = register(&mut s, "boot-1", None, "http://h1:6051");
+    assert_eq!(
+        s.replaced_by(&info("boot-2", "http://h1:6051"), None),
+        vec![plain]
+    );
+    assert!(
+        s.replaced_by(&info("boot-2", "http://h1:6052"), None)
+            .is_empty()
+    );
+    // The rebooted machine serves under a new id with its certificate:
+    // marking the old id gone does not revoke it; marking the new one
+    // gone does.
+    let second = register(&mut s, "boot-2", Some("cert-a"), "https://h1:5051");
+    s.apply(Command::SetAgentState {
+        agent_id: first.clone(),
+        state: AgentState::Gone,
+    });
+    assert!(!s.revoked_agents.contains_key("cert-a"));
+    assert!(
+        s.replaced_by(&info("boot-3", "https://h1:5051"), Some("cert-a"))
+            .iter()
+            .all(|a| *a == second),
+        "a gone agent is never replaced again"
+    );
+    s.apply(Command::SetAgentState {
+        agent_id: second.clone(),
+        state: AgentState::Gone,
+    });
+    assert_eq!(s.revoked_agents.get("cert-a"), Some(&second));
+    assert_ne!(first, other);
+}
+
+#[test]
 fn updates_after_a_terminal_state_are_dropped() {
     let (mut s, _) = with_task();
     s.apply(Command::StatusUpdate {
