@@ -2,17 +2,20 @@
 //! hosts of their own (network namespaces), clients reading, writing and
 //! swapping variables, submitting tasks, changing Marathon apps, running
 //! a pymesos framework and a Chronos job every 3 s while the nemesis kills,
-//! pauses, partitions, loses and duplicates packets, steps a clock and
-//! fills a master's disk; then the checker. A violation
+//! pauses, partitions, loses and duplicates packets, steps a clock,
+//! fills a master's disk and reboots an agent's host; then the checker. A violation
 //! prints the window of the history that breaks the rule; the same seed
-//! replays it (`wasmos-bench faults --seed 3258 --seconds 90`).
+//! replays it (`wasmos-bench faults --seed 6679 --seconds 90`).
 
 use std::time::Duration;
 
-use wasmos_tests::{root, wasmos_bin};
+use serde_json::{Value, json};
+use wasmos_faults::Setup;
+use wasmos_faults::cluster::{Cluster, Role};
+use wasmos_tests::{DEADLINE, root, wait_for, wasmos_bin};
 
 /// The seed of the suite's run.
-const SEED: u64 = 3258;
+const SEED: u64 = wasmos_faults::SUITE_SEED;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_and_runs_no_task_twice()
@@ -27,7 +30,7 @@ async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_a
             agents: 2,
             election_timeout_ms: 1000,
             plugin_cache: Some(root().join("target/e2e-plugin-cache")),
-            tag: (std::process::id() % 60_000) as u16,
+            tag: (std::process::id() % 30_000 * 2) as u16,
             disk_mib: 256,
         },
         seed: SEED,
@@ -72,4 +75,127 @@ async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_a
             && report.framework_runs >= 10,
         "{report}"
     );
+}
+
+/// S-8: a host loses power and boots again (a new boot id; its data disk as
+/// it was). Its agent registers as a new agent, and the master ends the
+/// agent it was before at once — gone for good, its tasks TASK_GONE with
+/// REASON_AGENT_RESTARTED — rather than waiting out the unreachable
+/// window; the machine keeps its certificate and runs tasks again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_reboots_comes_back_as_a_new_agent_and_what_it_ran_is_gone() {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let setup = Setup {
+        wasmos: wasmos_bin(),
+        dir: dir.path().join("run"),
+        masters: 1,
+        agents: 1,
+        election_timeout_ms: 1000,
+        plugin_cache: Some(root().join("target/e2e-plugin-cache")),
+        tag: (std::process::id() % 30_000 * 2 + 1) as u16,
+        disk_mib: 256,
+    };
+    let marks = dir.path().join("marks");
+    wasmos_faults::with_cluster(setup, move |c| Box::pin(reboot(c, marks)))
+        .await
+        .unwrap();
+}
+
+async fn reboot(c: &mut Cluster, marks: std::path::PathBuf) {
+    let client = c.client(std::time::Duration::from_secs(10)).unwrap();
+    let master = c.masters[0].url.clone();
+    let get = |path: String| {
+        let (client, master) = (client.clone(), master.clone());
+        async move {
+            let r = client.get(format!("{master}{path}")).send().await.ok()?;
+            let ok = r.status().is_success();
+            let v: Value = r.json().await.ok()?;
+            ok.then_some(v)
+        }
+    };
+    std::fs::create_dir_all(&marks).unwrap();
+    // A token only this task's process carries, to find it on the machine.
+    let token = 4000 + std::process::id() % 1000;
+    let submit = |id: &str, cmd: String| {
+        let (client, master) = (client.clone(), master.clone());
+        let body = json!({"id": id, "cmd": cmd, "cpus": 0.1, "mem": 32});
+        async move {
+            let r = client
+                .post(format!("{master}/frameworks/exec/tasks"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{:?}", r.text().await);
+        }
+    };
+    submit(
+        "before-reboot",
+        format!(
+            "echo ran >> {}/before-reboot; exec sleep {token}",
+            marks.display()
+        ),
+    )
+    .await;
+    let task = |id: &'static str, state: &'static str| async move {
+        wait_for(
+            &format!("task {id} to be {state}"),
+            DEADLINE,
+            || async move {
+                let t = get(format!("/api/wasmos/v1/tasks/{id}")).await?;
+                (t["state"] == state).then_some(t)
+            },
+        )
+        .await
+    };
+    let running = task("before-reboot", "TASK_RUNNING").await;
+    let old_agent = running["agent_id"].as_str().unwrap().to_string();
+
+    c.power_off(Role::Agent(0)).await.unwrap();
+    let leftover = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmd| String::from_utf8_lossy(cmd).contains(&format!("sleep\0{token}")))
+        .count();
+    assert_eq!(leftover, 0, "the task's process is gone with the power");
+    c.restart(Role::Agent(0)).await.unwrap();
+
+    let gone = task("before-reboot", "TASK_GONE").await;
+    assert_eq!(gone["status"]["reason"], "REASON_AGENT_RESTARTED", "{gone}");
+    let agents = wait_for("the rebooted machine's new agent", DEADLINE, || {
+        let (get, old_agent) = (get, old_agent.clone());
+        async move {
+            let a = get("/api/wasmos/v1/agents".into()).await?;
+            let fresh = a
+                .as_array()?
+                .iter()
+                .any(|a| a["id"] != old_agent.as_str() && a["connected"] == true);
+            fresh.then_some(a)
+        }
+    })
+    .await;
+    let old = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == old_agent.as_str());
+    assert!(
+        old.is_none_or(|a| a["state"] == "gone"),
+        "the agent it was before is gone for good: {agents}"
+    );
+    // Its certificate still serves the machine: it runs tasks again.
+    submit(
+        "after-reboot",
+        format!("echo ran >> {}/after-reboot", marks.display()),
+    )
+    .await;
+    task("after-reboot", "TASK_FINISHED").await;
+    for id in ["before-reboot", "after-reboot"] {
+        assert_eq!(
+            std::fs::read_to_string(marks.join(id)).unwrap(),
+            "ran\n",
+            "task {id} ran once"
+        );
+    }
 }

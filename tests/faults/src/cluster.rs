@@ -100,6 +100,102 @@ fn sh(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// A new boot id, in the kernel's form.
+fn boot_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}\n",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Whether `pid` is still there (a zombie is not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .flatten()
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Every process of a host: those in its network namespace, their
+/// descendants, and whoever shares a task's cgroup (`wasmos/...`) with one
+/// of them.
+fn host_processes(ns: &str) -> Result<std::collections::BTreeSet<i32>> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", ns])
+        .output()
+        .context("run ip netns pids")?;
+    let mut found: std::collections::BTreeSet<i32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = Default::default();
+    for e in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                let (_, rest) = s.rsplit_once(')')?;
+                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+            });
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut todo: Vec<i32> = found.iter().copied().collect();
+    while let Some(p) = todo.pop() {
+        let mut more: Vec<i32> = children.get(&p).cloned().unwrap_or_default();
+        let cgroups = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap_or_default();
+        for line in cgroups.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(controllers), Some(path)) = (controllers, path) else {
+                continue;
+            };
+            if !path.starts_with("/wasmos/") {
+                continue;
+            }
+            let dirs: Vec<String> = if controllers.is_empty() {
+                vec![
+                    format!("/sys/fs/cgroup{path}"),
+                    format!("/sys/fs/cgroup/unified{path}"),
+                ]
+            } else {
+                controllers
+                    .split(',')
+                    .map(|c| format!("/sys/fs/cgroup/{c}{path}"))
+                    .collect()
+            };
+            for d in dirs {
+                if let Ok(procs) = std::fs::read_to_string(format!("{d}/cgroup.procs")) {
+                    more.extend(
+                        procs
+                            .split_whitespace()
+                            .filter_map(|x| x.parse::<i32>().ok()),
+                    );
+                }
+            }
+        }
+        for m in more {
+            if found.insert(m) {
+                todo.push(m);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// A filesystem of `mib` MiB of its own, mounted at `at`.
 fn disk(image: &Path, at: &Path, mib: u64) -> Result<()> {
     let s = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
@@ -147,6 +243,7 @@ impl Cluster {
         }
         for h in &net.hosts {
             std::fs::write(dir.join(format!("{}.faketime", h.name)), "+0")?;
+            std::fs::write(dir.join(format!("{}.boot_id", h.name)), boot_id())?;
         }
         let tls = dir.join("tls");
         wasmos_tls::Authority::create(&tls, "faults").context("make the cluster CA")?;
@@ -281,7 +378,21 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&n.log)?;
-        let mut cmd = self.net.command(&n.host, &self.setup.wasmos);
+        let mut cmd = match r {
+            Role::Master(_) => self.net.command(&n.host, &self.setup.wasmos),
+            // An agent sees its host's boot id (a file the nemesis changes
+            // when it "reboots" the host), bound over the kernel's in a
+            // mount namespace of its own; its supervisors and tasks inherit
+            // it.
+            Role::Agent(_) => {
+                let mut c = self.net.command(&n.host, Path::new("unshare"));
+                c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@""#)
+                    .arg(self.boot_file(&n.host))
+                    .arg(&self.setup.wasmos);
+                c
+            }
+        };
         cmd.args(&n.args)
             .env("WASMOS_LOG", "info,wasmos_master=debug,wasmos_agent=debug")
             .stdin(Stdio::null())
@@ -379,6 +490,49 @@ impl Cluster {
 
     fn clock_file(&self, host: &str) -> PathBuf {
         self.setup.dir.join(format!("{host}.faketime"))
+    }
+
+    fn boot_file(&self, host: &str) -> PathBuf {
+        self.setup.dir.join(format!("{host}.boot_id"))
+    }
+
+    /// Power loss on `r`'s host: every process on it stopped at once, then
+    /// killed — the daemon, its tasks' supervisors and the tasks (those in
+    /// network namespaces of their own too: found as descendants, and as
+    /// the other processes of their cgroups) — and the host's boot id
+    /// changed, as the reboot that follows would. Start the daemon again
+    /// with [`Cluster::restart`].
+    pub async fn power_off(&mut self, r: Role) -> Result<()> {
+        let ns = self.net.host(self.host_of(r)).ns.clone();
+        let mut stopped = std::collections::BTreeSet::new();
+        // Stopped processes fork no more: look again until nothing new.
+        loop {
+            let found = host_processes(&ns)?;
+            let new: Vec<i32> = found.difference(&stopped).copied().collect();
+            if new.is_empty() {
+                break;
+            }
+            for p in new {
+                let _ = kill(Pid::from_raw(p), Signal::SIGSTOP);
+                stopped.insert(p);
+            }
+        }
+        self.kill9(r).await;
+        for p in &stopped {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stopped.iter().any(|p| alive(*p)) {
+            if Instant::now() > deadline {
+                bail!(
+                    "processes of {} outlived SIGKILL for 10 s: {stopped:?}",
+                    self.host_of(r)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::fs::write(self.boot_file(self.host_of(r)), boot_id())?;
+        Ok(())
     }
 
     /// Steps `r`'s wall clock `seconds` away from the real time (0: back

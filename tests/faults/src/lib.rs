@@ -31,6 +31,12 @@ use serde_json::Value;
 
 pub use cluster::Setup;
 
+/// The seed of the suite's short run (90 s of faults): the first whose
+/// schedule holds a leader kill, an agent kill, a leader pause, a leader
+/// isolation, a split, a clock step, a full disk on the leader and a
+/// reboot (`nemesis::tests` checks it still does).
+pub const SUITE_SEED: u64 = 6679;
+
 use crate::check::Finals;
 use crate::cluster::Cluster;
 use crate::history::{Event, Recorder};
@@ -159,6 +165,41 @@ pub async fn run(cfg: Config, progress: impl Fn(&str) + Send + Sync + 'static) -
             let _ = tx.send(run_here(cfg, progress));
         })?;
     rx.await.context("the fault run's thread panicked")?
+}
+
+/// Starts a cluster on hosts of its own and runs `f` with it, from the
+/// clients' network namespace (on a thread and runtime of their own: the
+/// hosts' addresses are reachable only from there), then stops it. A panic
+/// in `f` fails the call.
+pub async fn with_cluster<T, F>(setup: Setup, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: for<'a> FnOnce(&'a mut Cluster) -> std::pin::Pin<Box<dyn Future<Output = T> + 'a>>
+        + Send
+        + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("on-hosts".into())
+        .spawn(move || {
+            let run = || -> Result<T> {
+                let net = Cluster::hosts(&setup)?;
+                net.enter_clients()?;
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let mut c = Cluster::start(setup, net).await?;
+                    let out = f(&mut c).await;
+                    c.stop().await;
+                    Ok(out)
+                })
+            };
+            let _ = tx.send(run());
+        })?;
+    rx.await
+        .context("the test on hosts of their own panicked")?
 }
 
 fn run_here(cfg: Config, progress: impl Fn(&str)) -> Result<Report> {
