@@ -1119,23 +1119,23 @@ impl Leader {
                     .or_default()
                     .push(t.spec.clone());
             }
-            let lost: Vec<TaskStatus> = missing()
-                .filter(|t| t.state() != TaskState::Staging)
-                .map(|t| {
-                    let aware = s
-                        .frameworks
-                        .get(&t.framework_id)
-                        .is_some_and(|f| f.info.partition_aware);
+            let lost: Vec<TaskStatus> = s
+                .missing_on_return(&agent_id, |id| {
+                    reported.contains_key(id) || inflight.contains(id)
+                })
+                .into_iter()
+                .map(|(id, state, reason)| {
+                    let why = if reason == Reason::ReasonTaskUnknown {
+                        "it never reached the agent, which was away"
+                    } else {
+                        "its agent registered again without it"
+                    };
                     master_status(
-                        &t.spec.task_id,
+                        &id,
                         Some(&agent_id),
-                        if aware {
-                            TaskState::Gone
-                        } else {
-                            TaskState::Lost
-                        },
-                        Reason::ReasonAgentRestarted,
-                        format!("agent {agent_id} registered again without this task"),
+                        state,
+                        reason,
+                        format!("{why} (agent {agent_id})"),
                         now,
                     )
                 })

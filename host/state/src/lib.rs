@@ -18,7 +18,7 @@ use wasmos_core::bytes::Blob;
 use wasmos_core::reservation::{self, RoleResources, Volume};
 use wasmos_core::{
     AgentId, AgentInfo, AgentState, ExecutorId, ExecutorSpec, FrameworkId, FrameworkInfo,
-    PluginManifest, Resources, TaskId, TaskSpec, TaskState, TaskStatus,
+    PluginManifest, Reason, Resources, TaskId, TaskSpec, TaskState, TaskStatus,
 };
 
 /// The version of the snapshot layout; bump it when the layout changes.
@@ -1994,6 +1994,36 @@ impl State {
                 _ => false,
             })
             .map(|a| a.id.clone())
+            .collect()
+    }
+
+    /// How each task this master has live on `agent` ends when the agent
+    /// registers again without it (and no launch of it is in flight):
+    /// one that never left STAGING here before the agent went silent never
+    /// reached it — TASK_DROPPED (Mesos' answer for a task the agent does
+    /// not know); one that started is TASK_GONE. Frameworks that are not
+    /// partition aware get TASK_LOST for both. STAGING tasks are left out:
+    /// their launch is sent again.
+    pub fn missing_on_return(
+        &self,
+        agent: &AgentId,
+        reported: impl Fn(&TaskId) -> bool,
+    ) -> Vec<(TaskId, TaskState, Reason)> {
+        self.live_tasks_on(agent)
+            .filter(|t| t.state() != TaskState::Staging && !reported(&t.spec.task_id))
+            .map(|t| {
+                let aware = self
+                    .frameworks
+                    .get(&t.framework_id)
+                    .is_some_and(|f| f.info.partition_aware);
+                let (state, reason) = if t.state_before_unreachable() == Some(TaskState::Staging) {
+                    (TaskState::Dropped, Reason::ReasonTaskUnknown)
+                } else {
+                    (TaskState::Gone, Reason::ReasonAgentRestarted)
+                };
+                let state = if aware { state } else { TaskState::Lost };
+                (t.spec.task_id.clone(), state, reason)
+            })
             .collect()
     }
 

@@ -289,6 +289,51 @@ fn a_returning_agents_tasks_are_live_again_only_in_the_state_last_seen() {
 }
 
 #[test]
+fn tasks_a_returning_agent_does_not_know_end_dropped_if_they_never_started_and_gone_if_they_did() {
+    let (mut s, agent) = with_task();
+    let id = |n: &str| TaskId::new(n).unwrap();
+    s.apply(Command::LaunchTasks {
+        framework_id: fw(),
+        agent_id: agent.clone(),
+        tasks: vec![spec("t2"), spec("t3"), spec("t4")],
+        staging_uuids: vec![uuid(101), uuid(102), uuid(103)],
+        now: 2.0,
+    });
+    // t1 started; t2 was launched while the agent was away and never left
+    // STAGING; t3 is STAGING still (its launch goes again); t4 started too
+    // and the agent reports it.
+    for (n, (task, state)) in [("t1", TaskState::Running), ("t4", TaskState::Running)]
+        .into_iter()
+        .enumerate()
+    {
+        s.apply(Command::StatusUpdate {
+            status: status(task, state, n as u128 + 1),
+        });
+    }
+    for (n, task) in ["t1", "t2", "t4"].into_iter().enumerate() {
+        s.apply(Command::StatusUpdate {
+            status: status(task, TaskState::Unreachable, n as u128 + 10),
+        });
+    }
+    let reported = |t: &TaskId| t.as_str() == "t4";
+    assert_eq!(
+        s.missing_on_return(&agent, reported),
+        vec![
+            (id("t1"), TaskState::Gone, Reason::ReasonAgentRestarted),
+            (id("t2"), TaskState::Dropped, Reason::ReasonTaskUnknown),
+        ]
+    );
+    // A framework that is not partition aware hears TASK_LOST for both.
+    s.frameworks.get_mut(&fw()).unwrap().info.partition_aware = false;
+    let states: Vec<TaskState> = s
+        .missing_on_return(&agent, reported)
+        .into_iter()
+        .map(|(_, st, _)| st)
+        .collect();
+    assert_eq!(states, vec![TaskState::Lost, TaskState::Lost]);
+}
+
+#[test]
 fn a_machine_that_rebooted_replaces_its_earlier_agent_and_keeps_its_certificate() {
     let mut s = State::default();
     let register = |s: &mut State, boot: &str, principal: Option<&str>, endpoint: &str| {

@@ -33,6 +33,8 @@ pub struct ChronosFinal {
     pub whole_ms: u64,
     pub stopped_ms: u64,
     pub marks: Vec<u64>,
+    /// When each marked instant first ran (real time, ms).
+    pub ran_at: BTreeMap<u64, u64>,
     pub success: u64,
     pub errors: u64,
 }
@@ -59,11 +61,14 @@ fn check_chronos(c: &ChronosFinal, v: &mut Vec<String>) {
         }
     }
     // Instants due on the whole cluster, at least 10 s before the job was
-    // stopped: each ran.
+    // stopped: each ran — unless a run for it or a later instant had
+    // already happened before it was due (a leader whose wall clock ran
+    // ahead ran the schedule early; Chronos goes by its leader's clock).
+    let passed_early = |d: u64| c.ran_at.range(d..).any(|(_, at)| *at < d);
     let missing: Vec<u64> = (0..)
         .map(|k| c.start_ms + k * c.period_ms)
         .take_while(|d| d + 10_000 <= c.stopped_ms)
-        .filter(|d| *d >= c.whole_ms && !per.contains_key(d))
+        .filter(|d| *d >= c.whole_ms && !per.contains_key(d) && !passed_early(*d))
         .collect();
     if !missing.is_empty() {
         v.push(format!(
@@ -256,10 +261,13 @@ pub fn check(events: &[Event], finals: &Finals) -> Vec<String> {
         }
     }
     for (task, state) in &finals.exec {
-        if state == "TASK_FINISHED" && finals.runs.get(task).copied().unwrap_or(0) != 1 {
+        let ran = finals.runs.get(task).copied().unwrap_or(0);
+        if state == "TASK_FINISHED" && ran != 1 {
+            v.push(format!("task {task} is TASK_FINISHED but ran {ran} times"));
+        }
+        if crate::framework::NEVER_RAN.contains(&state.as_str()) && ran > 0 {
             v.push(format!(
-                "task {task} is TASK_FINISHED but ran {} times",
-                finals.runs.get(task).copied().unwrap_or(0)
+                "task {task} is {state} (it never ran) but ran {ran} times"
             ));
         }
     }
@@ -405,6 +413,26 @@ mod tests {
     }
 
     #[test]
+    fn a_task_that_ended_as_never_run_and_left_a_mark_is_named() {
+        let events = vec![submit("dropped", true), submit("lost", true)];
+        let finals = Finals {
+            exec: [
+                ("dropped".to_string(), "TASK_DROPPED".to_string()),
+                ("lost".to_string(), "TASK_LOST".to_string()),
+            ]
+            .into(),
+            statuses: Default::default(),
+            runs: [("dropped".to_string(), 1), ("lost".to_string(), 1)].into(),
+            chronos: None,
+            marathon: None,
+            framework: None,
+        };
+        let v = check(&events, &finals);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(v[0].contains("dropped is TASK_DROPPED (it never ran) but ran 1 times"));
+    }
+
+    #[test]
     fn a_chronos_instant_run_twice_lost_on_a_whole_cluster_or_unmarked_is_named() {
         let ok = ChronosFinal {
             start_ms: 1_000_000,
@@ -416,6 +444,7 @@ mod tests {
             marks: vec![
                 1_000_000, 1_006_000, 1_009_000, 1_012_000, 1_015_000, 1_018_000,
             ],
+            ran_at: BTreeMap::new(),
             success: 6,
             errors: 0,
         };
@@ -436,6 +465,47 @@ mod tests {
         assert!(v[1].contains("1004000, which is no instant"));
         assert!(v[2].contains("whole again never ran: [1009000]"));
         assert!(v[3].contains("8 runs succeeded but only 7 instants"));
+    }
+
+    #[test]
+    fn instants_a_leader_ahead_of_time_ran_past_early_are_not_owed_a_run() {
+        // A leader 12.5 s ahead ran the instant due at 1 021 000 at
+        // 1 008 500 real time, folding 9, 12 … 18 s into it.
+        let c = ChronosFinal {
+            start_ms: 1_000_000,
+            period_ms: 3_000,
+            whole_ms: 1_006_000,
+            stopped_ms: 1_040_000,
+            marks: vec![
+                1_000_000, 1_003_000, 1_006_000, 1_021_000, 1_024_000, 1_027_000, 1_030_000,
+            ],
+            ran_at: [
+                (1_000_000, 1_000_100),
+                (1_003_000, 1_003_100),
+                (1_006_000, 1_006_100),
+                (1_021_000, 1_008_500),
+                (1_024_000, 1_024_100),
+                (1_027_000, 1_027_100),
+                (1_030_000, 1_030_100),
+            ]
+            .into(),
+            success: 7,
+            errors: 0,
+        };
+        let mut v = Vec::new();
+        check_chronos(&c, &mut v);
+        assert_eq!(v, Vec::<String>::new());
+        // Run on time, the same marks leave 9 … 18 s owed.
+        let on_time = ChronosFinal {
+            ran_at: c.ran_at.keys().map(|d| (*d, d + 100)).collect(),
+            ..c
+        };
+        check_chronos(&on_time, &mut v);
+        assert_eq!(v.len(), 1, "{v:#?}");
+        assert!(
+            v[0].contains("[1009000, 1012000, 1015000, 1018000]"),
+            "{v:#?}"
+        );
     }
 
     #[test]

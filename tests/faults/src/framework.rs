@@ -193,7 +193,7 @@ pub fn read(dir: &Path, supervised: Supervised) -> anyhow::Result<FrameworkFinal
 }
 
 /// States in which a task never ran.
-const NEVER_RAN: &[&str] = &["TASK_UNKNOWN", "TASK_DROPPED", "TASK_ERROR"];
+pub(crate) const NEVER_RAN: &[&str] = &["TASK_UNKNOWN", "TASK_DROPPED", "TASK_ERROR"];
 
 /// The framework's rules: no task ran twice or without being launched; every
 /// launched task ended, as far as the framework knows; a finished task ran
