@@ -904,6 +904,14 @@ pub async fn middleware(State(n): State<Arc<Node>>, mut req: Request, next: Next
         return next.run(req).await;
     }
     let Some(principal) = authenticate_headers(&n, req.headers()).await else {
+        let plain = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<wasmos_tls::Peer>>()
+            .is_some_and(|c| !c.0.tls);
+        let req = match n.defer_unknown_credentials(req, plain).await {
+            Ok(resp) => return resp,
+            Err(req) => req,
+        };
         let page = from_dashboard(req.headers());
         drain(req).await;
         let mut r = unauthorized();

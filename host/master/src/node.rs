@@ -367,6 +367,55 @@ impl Node {
         r
     }
 
+    /// A request whose credentials this master does not know. Only the
+    /// leader says 401: another master may be behind it (a token made a
+    /// moment ago, or a master that is joining and has not caught up), so
+    /// the leader decides. A stream (a Mesos subscription, an event stream)
+    /// is redirected there, anything else forwarded; while no leader is
+    /// known the answer is 503 (retry). The request back when this master
+    /// leads: the 401 is its own.
+    pub async fn defer_unknown_credentials(
+        &self,
+        req: axum::extract::Request,
+        plain: bool,
+    ) -> Result<Response, axum::extract::Request> {
+        if self.leadership().is_me {
+            return Err(req);
+        }
+        if self.other_leader().is_none() || req.headers().contains_key(PROXIED) {
+            return Ok(self.redirect(req.uri()));
+        }
+        let path = req.uri().path();
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let stream = matches!(path, "/api/v1" | "/api/v1/scheduler" | "/api/v1/executor")
+            || path.ends_with("/events")
+            || accept.contains("text/event-stream")
+            || accept.contains("recordio");
+        if stream || plain {
+            let uri = req.uri().clone();
+            return Ok(if plain {
+                self.redirect_plain(&uri)
+            } else {
+                self.redirect(&uri)
+            });
+        }
+        let (parts, body) = req.into_parts();
+        let limit = crate::plugins::MAX_COMPONENT / 3 * 4 + (1 << 20);
+        match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => Ok(self
+                .proxy(&parts.method, &parts.uri, &parts.headers, bytes)
+                .await),
+            Err(e) => Ok(crate::error::ApiError::BadRequest(format!(
+                "the request body could not be read: {e}"
+            ))
+            .into_response()),
+        }
+    }
+
     /// For a request on the plaintext listener: 307 to the same path on
     /// the leader's plaintext listener; 503 while none is known or the
     /// leader has none open.
