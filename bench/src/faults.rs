@@ -16,7 +16,7 @@ pub struct FaultsArgs {
     #[arg(long, default_value_t = 10)]
     minutes: u64,
     /// How long faults go on, in seconds (instead of --minutes: the
-    /// suite's short run is `--seed 6679 --seconds 90`).
+    /// suite's short run is `--seed 478888 --seconds 90`).
     #[arg(long)]
     seconds: Option<u64>,
     #[arg(long, default_value_t = 3)]

@@ -5,7 +5,7 @@
 //! pauses, partitions, loses and duplicates packets, steps a clock,
 //! fills a master's disk and reboots an agent's host; then the checker. A violation
 //! prints the window of the history that breaks the rule; the same seed
-//! replays it (`wasmos-bench faults --seed 6679 --seconds 90`).
+//! replays it (`wasmos-bench faults --seed 478888 --seconds 90`).
 
 use std::time::Duration;
 

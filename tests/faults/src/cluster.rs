@@ -70,6 +70,8 @@ impl Proc {
 pub struct Node {
     pub host: String,
     pub url: String,
+    /// A master's raft id (a replaced master gets a new one); 0 for agents.
+    pub id: u64,
     args: Vec<String>,
     log: PathBuf,
     pub proc: Option<Proc>,
@@ -83,6 +85,8 @@ pub struct Cluster {
     pub ca: PathBuf,
     /// The masters' mounted data filesystems.
     disks: Vec<PathBuf>,
+    /// The id the next new master gets (ids are never reused).
+    next_id: u64,
 }
 
 fn sh(program: &str, args: &[&str]) -> Result<()> {
@@ -262,6 +266,7 @@ impl Cluster {
             .map(|i| Node {
                 host: net.hosts[i].name.clone(),
                 url: murl(i),
+                id: i as u64 + 1,
                 log: dir.join(format!("m{}.log", i + 1)),
                 args: [
                     "master",
@@ -297,6 +302,7 @@ impl Cluster {
                 Node {
                     host: h.name.clone(),
                     url: format!("https://{}:{AGENT_PORT}", h.ip),
+                    id: 0,
                     log: dir.join(format!("{}.log", h.name)),
                     args: [
                         "agent",
@@ -329,6 +335,7 @@ impl Cluster {
             })
             .collect();
         let mut c = Cluster {
+            next_id: setup.masters as u64 + 1,
             disks,
             ca: tls.join("ca.pem"),
             setup,
@@ -535,6 +542,127 @@ impl Cluster {
         Ok(())
     }
 
+    /// Replaces master `i` as an operator replaces a master whose machine
+    /// failed: removes it from the membership (its id is retired for good),
+    /// wipes its data disk, starts a master with a new id on the same host
+    /// (`--join`) and adds it. `Ok(Err(why))` when the cluster did not
+    /// acknowledge the removal or the addition in time.
+    pub async fn replace_master(&mut self, i: usize) -> Result<std::result::Result<u64, String>> {
+        let client = self.client(Duration::from_secs(70))?;
+        let old = self.masters[i].id;
+        let members = |v: &serde_json::Value| -> Vec<(u64, bool)> {
+            v["masters"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| Some((m["id"].as_u64()?, m["voter"] == true)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let removed = self
+            .change_members(
+                &client,
+                reqwest::Method::DELETE,
+                &format!("/{old}"),
+                None,
+                |v| {
+                    v["retired"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|x| x.as_u64() == Some(old)))
+                        && !members(v).iter().any(|(id, _)| *id == old)
+                },
+            )
+            .await;
+        if let Err(why) = removed {
+            return Ok(Err(format!("removing master {old}: {why}")));
+        }
+        // Removed, it stops by itself; whatever it is doing, it is gone.
+        self.kill9(Role::Master(i)).await;
+        for e in std::fs::read_dir(&self.disks[i])?.flatten() {
+            if e.file_name() == "lost+found" {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        let new = self.next_id;
+        self.next_id += 1;
+        let n = &mut self.masters[i];
+        n.id = new;
+        if let Some(at) = n.args.iter().position(|a| a == "--id") {
+            n.args[at + 1] = new.to_string();
+        }
+        if let Some(at) = n.args.iter().position(|a| a == "--peers") {
+            n.args.drain(at..at + 2);
+        }
+        if !n.args.iter().any(|a| a == "--join") {
+            n.args.push("--join".into());
+        }
+        let url = n.url.clone();
+        self.restart_detached(Role::Master(i))?;
+        let body = serde_json::json!({ "id": new, "address": url });
+        let added = self
+            .change_members(&client, reqwest::Method::POST, "", Some(body), |v| {
+                members(v).contains(&(new, true))
+            })
+            .await;
+        Ok(added
+            .map(|()| new)
+            .map_err(|why| format!("adding master {new}: {why}")))
+    }
+
+    /// Sends a membership change to the leader until it is acknowledged or
+    /// every master that answers shows it done (`done`, on `GET
+    /// /api/wasmos/v1/masters`), for up to 90 s.
+    async fn change_members(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> std::result::Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Some(l) = self.claimed_leader(client).await {
+                let url = format!("{}/api/wasmos/v1/masters{path}", self.masters[l].url);
+                let mut req = client.request(method.clone(), &url);
+                if let Some(b) = &body {
+                    req = req.json(b);
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => return Ok(()),
+                    Ok(r) => {
+                        last = format!("{} {}", r.status(), r.text().await.unwrap_or_default())
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+                // An answer lost: the change may be done all the same.
+                let v: Option<serde_json::Value> = match client
+                    .get(format!("{}/api/wasmos/v1/masters", self.masters[l].url))
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.ok(),
+                    Err(_) => None,
+                };
+                if v.as_ref().is_some_and(&done) {
+                    return Ok(());
+                }
+            } else {
+                last = "no master says it leads".into();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(last)
+    }
+
     /// Steps `r`'s wall clock `seconds` away from the real time (0: back
     /// to it); its daemon sees the step within a second.
     pub fn set_clock(&self, r: Role, seconds: i64) -> Result<()> {
@@ -623,6 +751,28 @@ impl Cluster {
             .build()?)
     }
 
+    /// A running master that says it leads (whatever the others say).
+    async fn claimed_leader(&self, client: &reqwest::Client) -> Option<usize> {
+        for (i, m) in self.masters.iter().enumerate() {
+            if m.proc.as_ref().is_none_or(|p| p.paused) {
+                continue;
+            }
+            let Ok(r) = client
+                .get(format!("{}/api/wasmos/v1/leader", m.url))
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            if v["this_master"]["role"] == "leader" {
+                return Some(i);
+            }
+        }
+        None
+    }
+
     /// The master that says it leads and that every running, unpaused
     /// master names, with its term.
     pub async fn leader(&self, client: &reqwest::Client) -> Option<(usize, u64)> {
@@ -648,7 +798,7 @@ impl Cluster {
         let (i, term) = leader?;
         named
             .iter()
-            .all(|n| *n == Some(i as u64 + 1))
+            .all(|n| *n == Some(self.masters[i].id))
             .then_some((i, term))
     }
 

@@ -56,6 +56,10 @@ pub enum Fault {
     /// once; when the fault ends the host has booted again (a new boot id)
     /// and the agent starts, with its data directory as it was.
     Reboot(usize),
+    /// A master replaced as an operator replaces a failed machine's: it is
+    /// removed from the membership (its id retired), its disk wiped, and a
+    /// master with a new id started on its host and added.
+    Replace(Target),
 }
 
 /// One fault of the schedule: `quiet` without faults, then the fault for
@@ -87,7 +91,7 @@ pub fn schedule(seed: u64, total: Duration, masters: usize, agents: usize) -> Ve
             break;
         }
         t += quiet + lasts;
-        let fault = match rng.random_range(0..11) {
+        let fault = match rng.random_range(0..12) {
             0 => Fault::Kill(node(&mut rng)),
             1 => Fault::Pause(node(&mut rng)),
             2 => Fault::Isolate(node(&mut rng)),
@@ -133,6 +137,11 @@ pub fn schedule(seed: u64, total: Duration, masters: usize, agents: usize) -> Ve
                 seconds: rng.random_range(5..=120) * if rng.random_bool(0.5) { 1 } else { -1 },
             },
             9 => Fault::Reboot(rng.random_range(0..agents.max(1))),
+            10 => Fault::Replace(if rng.random_bool(0.5) {
+                Target::Leader
+            } else {
+                Target::Follower
+            }),
             _ => Fault::DiskFull(if rng.random_bool(0.5) {
                 Target::Leader
             } else {
@@ -153,6 +162,10 @@ pub fn schedule(seed: u64, total: Duration, masters: usize, agents: usize) -> Ve
 pub struct Applied {
     pub fault: Fault,
     pub struck: Vec<Role>,
+    /// What went wrong doing it that the cluster is to blame for (a
+    /// membership change not acknowledged): a violation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// The nodes a target names now. `Follower` is the first running master
@@ -184,6 +197,7 @@ fn cut(c: &Cluster, a: &[Role], b: &[Role]) -> Result<()> {
 
 /// Starts `fault`.
 pub async fn start(c: &mut Cluster, fault: &Fault) -> Result<Applied> {
+    let mut failed = None;
     let struck = match fault {
         Fault::Kill(t) => {
             let r = resolve(c, *t).await;
@@ -262,10 +276,20 @@ pub async fn start(c: &mut Cluster, fault: &Fault) -> Result<Applied> {
             c.power_off(r).await?;
             vec![r]
         }
+        Fault::Replace(t) => {
+            let r = resolve(c, *t).await;
+            if let Role::Master(i) = r
+                && let Err(why) = c.replace_master(i).await?
+            {
+                failed = Some(why);
+            }
+            vec![r]
+        }
     };
     Ok(Applied {
         fault: fault.clone(),
         struck,
+        failed,
     })
 }
 
@@ -297,6 +321,16 @@ pub async fn end(c: &mut Cluster, a: &Applied) -> Result<Vec<(String, bool)>> {
         _ => {}
     }
     let mut crashes = Vec::new();
+    if let Some(why) = &a.failed {
+        crashes.push((
+            format!(
+                "{:?} was not carried out: {why}; the ends of the logs:\n{}",
+                a.fault,
+                c.logs_tail(15)
+            ),
+            true,
+        ));
+    }
     for (r, status) in c.exited() {
         let expected = matches!(a.fault, Fault::DiskFull(_)) && a.struck.contains(&r);
         crashes.push((
@@ -353,9 +387,10 @@ mod tests {
                 Fault::Clock { .. } => "clock",
                 Fault::DiskFull(_) => "disk",
                 Fault::Reboot(_) => "reboot",
+                Fault::Replace(_) => "replace",
             })
             .collect();
-        assert_eq!(kinds.len(), 11, "{kinds:?}");
+        assert_eq!(kinds.len(), 12, "{kinds:?}");
     }
 
     #[test]
@@ -372,5 +407,6 @@ mod tests {
         assert!(has(|f| matches!(f, Fault::Clock { .. })));
         assert!(has(|f| matches!(f, Fault::DiskFull(Target::Leader))));
         assert!(has(|f| matches!(f, Fault::Reboot(_))), "{s:?}");
+        assert!(has(|f| matches!(f, Fault::Replace(_))), "{s:?}");
     }
 }

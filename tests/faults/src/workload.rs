@@ -328,7 +328,8 @@ pub async fn observe(ctx: Ctx, seed: u64) {
 
 /// The run's Chronos job: due every [`CHRONOS_PERIOD_MS`] from its start,
 /// never retried; each run appends the instant it was due for
-/// (`CHRONOS_JOB_RUN_TIME`) to `<runs>/chronos-beat`.
+/// (`CHRONOS_JOB_RUN_TIME`) and when it ran, as the machine's uptime
+/// (which no faked wall clock touches), to `<runs>/chronos-beat`.
 pub const CHRONOS_JOB: &str = "faults-beat";
 pub const CHRONOS_PERIOD_MS: u64 = 3000;
 
@@ -338,7 +339,10 @@ fn chronos_body(runs: &std::path::Path, start_ms: u64, disabled: bool) -> Value 
         .unwrap_or_default();
     json!({
         "name": CHRONOS_JOB,
-        "command": format!("echo $CHRONOS_JOB_RUN_TIME >> {}/chronos-beat", runs.display()),
+        "command": format!(
+            "echo $CHRONOS_JOB_RUN_TIME $(cut -d' ' -f1 /proc/uptime) >> {}/chronos-beat",
+            runs.display()
+        ),
         "schedule": format!("R/{start}/PT{}S", CHRONOS_PERIOD_MS / 1000),
         "retries": 0,
         "cpus": 0.05,
