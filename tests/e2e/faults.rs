@@ -14,6 +14,22 @@ use wasmos_faults::Setup;
 use wasmos_faults::cluster::{Cluster, Role};
 use wasmos_tests::{DEADLINE, root, wait_for, wasmos_bin};
 
+/// Hosts of their own for `masters` and `agents` under `dir`; `slot` (0
+/// or 1) keeps the nets of this file's tests, which run side by side,
+/// apart.
+fn setup(dir: &std::path::Path, masters: usize, agents: usize, slot: u32) -> Setup {
+    Setup {
+        wasmos: wasmos_bin(),
+        dir: dir.join("run"),
+        masters,
+        agents,
+        election_timeout_ms: 1000,
+        plugin_cache: Some(root().join("target/e2e-plugin-cache")),
+        tag: (std::process::id() % 30_000 * 2 + slot) as u16,
+        disk_mib: 256,
+    }
+}
+
 /// The seed of the suite's run.
 const SEED: u64 = wasmos_faults::SUITE_SEED;
 
@@ -23,16 +39,7 @@ async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_a
     // Not under /tmp: each task has a /tmp of its own.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let cfg = wasmos_faults::Config {
-        setup: wasmos_faults::Setup {
-            wasmos: wasmos_bin(),
-            dir: dir.path().join("run"),
-            masters: 3,
-            agents: 2,
-            election_timeout_ms: 1000,
-            plugin_cache: Some(root().join("target/e2e-plugin-cache")),
-            tag: (std::process::id() % 30_000 * 2) as u16,
-            disk_mib: 256,
-        },
+        setup: setup(dir.path(), 3, 2, 0),
         seed: SEED,
         faults_for: Duration::from_secs(90),
         registers: 3,
@@ -85,16 +92,7 @@ async fn a_seeded_fault_run_on_hosts_of_their_own_loses_no_acknowledged_change_a
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_that_reboots_comes_back_as_a_new_agent_and_what_it_ran_is_gone() {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let setup = Setup {
-        wasmos: wasmos_bin(),
-        dir: dir.path().join("run"),
-        masters: 1,
-        agents: 1,
-        election_timeout_ms: 1000,
-        plugin_cache: Some(root().join("target/e2e-plugin-cache")),
-        tag: (std::process::id() % 30_000 * 2 + 1) as u16,
-        disk_mib: 256,
-    };
+    let setup = setup(dir.path(), 1, 1, 1);
     let marks = dir.path().join("marks");
     wasmos_faults::with_cluster(setup, move |c| Box::pin(reboot(c, marks)))
         .await

@@ -158,13 +158,17 @@ impl fmt::Display for Report {
 /// of its own, in the clients' network namespace, with a runtime of its
 /// own: every socket its clients open is on the hosts' bridge.
 pub async fn run(cfg: Config, progress: impl Fn(&str) + Send + Sync + 'static) -> Result<Report> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("fault-run".into())
-        .spawn(move || {
-            let _ = tx.send(run_here(cfg, progress));
-        })?;
-    rx.await.context("the fault run's thread panicked")?
+    let setup = cfg.setup.clone();
+    with_cluster(setup, move |c| {
+        Box::pin(async move {
+            let r = drive(&cfg, c, &progress).await;
+            if r.is_err() {
+                progress(&c.logs_tail(20));
+            }
+            r
+        })
+    })
+    .await?
 }
 
 /// Starts a cluster on hosts of its own and runs `f` with it, from the
@@ -200,24 +204,6 @@ where
         })?;
     rx.await
         .context("the test on hosts of their own panicked")?
-}
-
-fn run_here(cfg: Config, progress: impl Fn(&str)) -> Result<Report> {
-    let net = Cluster::hosts(&cfg.setup)?;
-    net.enter_clients()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut c = Cluster::start(cfg.setup.clone(), net).await?;
-        let r = drive(&cfg, &mut c, &progress).await;
-        if r.is_err() {
-            progress(&c.logs_tail(20));
-        }
-        c.stop().await;
-        r
-    })
 }
 
 async fn drive(cfg: &Config, c: &mut Cluster, progress: &impl Fn(&str)) -> Result<Report> {
